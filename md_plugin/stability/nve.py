@@ -1,0 +1,198 @@
+"""NVE (microcanonical) molecular dynamics with ASE's velocity Verlet, recording every frame.
+
+Units: ASE units internally (eV, Å, fs via ``ase.units.fs``); the recorded arrays are in
+eV (energies), Å (positions), K (temperature) and fs (time).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator
+
+#: a zero-argument callable returning a fresh ASE calculator (used so that stock and patched
+#: runs get their own calculator instances, and so that tests can inject any calculator).
+CalculatorFactory = Callable[[], Calculator]
+
+#: runs of at least this many steps show a tqdm progress bar unless told otherwise.
+PROGRESS_MIN_STEPS = 1000
+
+
+@dataclass
+class NVEResult:
+    """Everything recorded during one NVE run.
+
+    Attributes:
+        label: run name (``"stock"``, ``"patched"``, ...).
+        n_atoms: number of atoms.
+        timestep_fs: integration time step (fs).
+        steps: number of MD steps integrated.
+        record_interval: a frame was recorded every ``record_interval`` steps (plus step 0).
+        step: (F,) step index of each recorded frame.
+        time_fs: (F,) simulation time of each frame (fs).
+        epot_eV: (F,) potential energy (eV, whole system).
+        ekin_eV: (F,) kinetic energy (eV, whole system).
+        temperature_K: (F,) instantaneous temperature, 2 E_kin / (3 N k_B) (K).
+        positions_A: (F, N, 3) unwrapped Cartesian positions (Å).
+        wall_s: wall time of the integration loop, excluding the initial force call (s).
+        record_s: part of ``wall_s`` spent recording frames and writing the trajectory (s).
+        trajectory: path of the ASE ``.traj`` file, if one was written.
+    """
+
+    label: str
+    n_atoms: int
+    timestep_fs: float
+    steps: int
+    record_interval: int
+    step: np.ndarray
+    time_fs: np.ndarray
+    epot_eV: np.ndarray
+    ekin_eV: np.ndarray
+    temperature_K: np.ndarray
+    positions_A: np.ndarray
+    wall_s: float
+    record_s: float
+    trajectory: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def etot_eV(self) -> np.ndarray:
+        """(F,) total energy E_pot + E_kin (eV)."""
+        return self.epot_eV + self.ekin_eV
+
+    @property
+    def md_s(self) -> float:
+        """Wall time of the integration alone (force calls + Verlet updates), excluding recording (s)."""
+        return max(self.wall_s - self.record_s, 0.0)
+
+
+def initialize_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None:
+    """Draw Maxwell–Boltzmann velocities in place, deterministic for a given ``seed``.
+
+    The total momentum is removed (``Stationary``); for a non-periodic system the total angular
+    momentum is removed too (``ZeroRotation``). Velocities are then rescaled so that the instantaneous
+    temperature, 2 E_kin / (3 N k_B), is exactly ``temperature_K`` (K), unless it is 0.
+    """
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+
+    if temperature_K < 0:
+        raise ValueError(f"temperature must be >= 0 K, got {temperature_K}")
+    if temperature_K == 0:
+        atoms.set_momenta(np.zeros((len(atoms), 3)))
+        return
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    Stationary(atoms)
+    if not any(atoms.pbc) and len(atoms) > 2:
+        ZeroRotation(atoms)
+    t_now = instantaneous_temperature(atoms.get_kinetic_energy(), len(atoms))
+    if t_now > 0:
+        atoms.set_momenta(atoms.get_momenta() * np.sqrt(temperature_K / t_now))
+
+
+def instantaneous_temperature(ekin_eV: np.ndarray | float, n_atoms: int) -> np.ndarray | float:
+    """Temperature 2 E_kin / (3 N k_B) in K from kinetic energy in eV (3N degrees of freedom, as ASE)."""
+    return 2.0 * np.asarray(ekin_eV) / (3.0 * n_atoms * units.kB)
+
+
+def run_nve(
+    atoms: Atoms,
+    calculator_factory: CalculatorFactory,
+    steps: int,
+    timestep_fs: float,
+    *,
+    label: str = "run",
+    trajectory: str | Path | None = None,
+    record_interval: int = 1,
+    progress: bool | None = None,
+) -> NVEResult:
+    """Integrate NVE dynamics from the given positions and momenta (not modified: a copy is integrated).
+
+    Args:
+        atoms: starting structure with momenta already set (see :func:`initialize_velocities`).
+        calculator_factory: zero-argument callable returning the ASE calculator to use.
+        steps: number of velocity-Verlet steps.
+        timestep_fs: time step in fs.
+        label: name of the run, stored in the result.
+        trajectory: if given, an ASE ``.traj`` file written at every recorded frame (positions, momenta,
+            energy, forces).
+        record_interval: record (and write) every this many steps; step 0 and the last step are always recorded.
+        progress: show a tqdm progress bar (``None``: only when ``steps >= PROGRESS_MIN_STEPS``).
+
+    Returns:
+        The :class:`NVEResult` with energies, temperatures and positions of every recorded frame.
+    """
+    from ase.io.trajectory import Trajectory
+    from ase.md.verlet import VelocityVerlet
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if record_interval < 1:
+        raise ValueError(f"record_interval must be >= 1, got {record_interval}")
+    work = atoms.copy()
+    work.set_momenta(atoms.get_momenta())
+    work.calc = calculator_factory()
+    n = len(work)
+
+    # initial force/energy call outside the timed region: it also absorbs one-off costs
+    # (kernel compilation, neighbour-list set-up, CUDA context warm-up)
+    work.get_forces()
+
+    dyn = VelocityVerlet(work, timestep=timestep_fs * units.fs)
+    frames: dict[str, list] = {"step": [], "epot": [], "ekin": [], "pos": []}
+    traj = Trajectory(str(trajectory), "w", work) if trajectory is not None else None
+    record_time = [0.0]
+    show = (steps >= PROGRESS_MIN_STEPS) if progress is None else progress
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"NVE {label}", unit="step", leave=False)
+
+    def observe() -> None:
+        t0 = time.perf_counter()
+        k = dyn.nsteps
+        if k % record_interval == 0 or k == steps:
+            frames["step"].append(k)
+            frames["epot"].append(work.get_potential_energy())
+            frames["ekin"].append(work.get_kinetic_energy())
+            frames["pos"].append(work.get_positions())
+            if traj is not None:
+                traj.write()
+        if bar is not None and k > 0:
+            bar.update(1)
+        record_time[0] += time.perf_counter() - t0
+
+    dyn.attach(observe, interval=1)
+    try:
+        t_start = time.perf_counter()
+        dyn.run(steps)
+        wall = time.perf_counter() - t_start
+    finally:
+        if traj is not None:
+            traj.close()
+        if bar is not None:
+            bar.close()
+    # the observer at step 0 runs inside dyn.run too; recording time covers it
+    step = np.asarray(frames["step"], dtype=np.int64)
+    ekin = np.asarray(frames["ekin"], dtype=np.float64)
+    return NVEResult(
+        label=label,
+        n_atoms=n,
+        timestep_fs=float(timestep_fs),
+        steps=int(steps),
+        record_interval=int(record_interval),
+        step=step,
+        time_fs=step * float(timestep_fs),
+        epot_eV=np.asarray(frames["epot"], dtype=np.float64),
+        ekin_eV=ekin,
+        temperature_K=np.asarray(instantaneous_temperature(ekin, n)),
+        positions_A=np.asarray(frames["pos"], dtype=np.float64),
+        wall_s=wall,
+        record_s=record_time[0],
+        trajectory=str(trajectory) if trajectory is not None else None,
+    )

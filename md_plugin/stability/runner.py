@@ -1,0 +1,86 @@
+"""One stability study: identical initial conditions, one NVE run per calculator, report + trajectories + plot."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from ase import Atoms
+
+from .nve import CalculatorFactory, NVEResult, initialize_velocities, run_nve
+from .plot import plot_runs
+from .report import build_report, write_report
+
+REPORT_NAME = "report.json"
+PLOT_NAME = "energy.png"
+
+
+def run_study(
+    atoms: Atoms,
+    factories: Mapping[str, CalculatorFactory],
+    *,
+    steps: int,
+    timestep_fs: float,
+    temperature_K: float,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    metadata: Mapping[str, object] | None = None,
+    thresholds: Mapping[str, float | None] | None = None,
+    record_interval: int = 1,
+    progress: bool | None = None,
+    plot: bool = True,
+) -> tuple[dict, dict[str, NVEResult]]:
+    """Run NVE once per calculator factory from the same initial positions and velocities.
+
+    Args:
+        atoms: starting structure (not modified).
+        factories: run label -> calculator factory, e.g. ``{"stock": ..., "patched": ...}``.
+        steps: number of MD steps per run.
+        timestep_fs: time step in fs.
+        temperature_K: initial Maxwell–Boltzmann temperature in K.
+        seed: RNG seed of the initial velocities.
+        out_dir: if given, writes ``<label>.traj`` per run, ``report.json`` and ``energy.png`` there.
+        metadata: extra metadata for the report (model, system, device, ...).
+        thresholds: optional limits (see :data:`~.report.THRESHOLD_KEYS`).
+        record_interval: record/write every this many steps.
+        progress: tqdm progress bar (``None``: automatic for long runs).
+        plot: write ``energy.png`` (only with ``out_dir``).
+
+    Returns:
+        ``(report, results)``.
+    """
+    start = atoms.copy()
+    start.calc = None
+    initialize_velocities(start, temperature_K, seed)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, NVEResult] = {}
+    for label, factory in factories.items():
+        results[label] = run_nve(
+            start,
+            factory,
+            steps,
+            timestep_fs,
+            label=label,
+            trajectory=(out / f"{label}.traj") if out is not None else None,
+            record_interval=record_interval,
+            progress=progress,
+        )
+    meta = {
+        "steps": int(steps),
+        "timestep_fs": float(timestep_fs),
+        "simulated_time_ps": steps * timestep_fs * 1e-3,
+        "initial_temperature_K": float(temperature_K),
+        "seed": int(seed),
+        "n_atoms": len(atoms),
+        "record_interval": int(record_interval),
+    }
+    meta.update(metadata or {})
+    report = build_report(results, meta, thresholds=thresholds)
+    if out is not None:
+        write_report(report, out / REPORT_NAME)
+        if plot:
+            title = f"NVE {meta.get('system', {}).get('name', '') if isinstance(meta.get('system'), dict) else ''}"
+            plot_runs(results, out / PLOT_NAME, title=f"{title.strip()} ({len(atoms)} atoms, dt={timestep_fs} fs)")
+    return report, results
