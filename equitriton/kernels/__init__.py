@@ -1,0 +1,1 @@
+"""Launch configuration for the generated Triton kernels (the kernels themselves live in equitriton/generated)."""
