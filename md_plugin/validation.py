@@ -1,0 +1,89 @@
+"""Input checks for the calculator: clear errors instead of silent wrong results.
+
+Stock nequip accepts NaN/inf positions and returns NaN (or finite garbage from the neighbor list);
+these checks run on the host before any data goes to the device.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Collection, Sequence
+
+import numpy as np
+from ase import Atoms
+
+SAVED_MODEL_SUFFIXES = (".ckpt", ".nequip.zip")
+COMPILED_MODEL_SUFFIXES = (".nequip.pth", ".nequip.pt2")
+
+
+def check_model_file(path: str | pathlib.Path, allowed: Sequence[str], factory: str) -> pathlib.Path:
+    """Check that ``path`` exists, is a file, and ends in one of ``allowed``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: wrong kind of file (the message says which factory takes it).
+    """
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model file not found: {p}")
+    if not p.is_file():
+        raise ValueError(f"model path is not a file: {p}")
+    name = p.name
+    if not any(name.endswith(s) for s in allowed):
+        hint = ""
+        if any(name.endswith(s) for s in COMPILED_MODEL_SUFFIXES):
+            hint = " (a compiled model: use EquiTritonCalculator.from_compiled_model)"
+        elif any(name.endswith(s) for s in SAVED_MODEL_SUFFIXES):
+            hint = " (a saved model: use EquiTritonCalculator.from_saved_model)"
+        raise ValueError(f"{factory} expects a file ending in {' or '.join(allowed)}, got {name!r}{hint}")
+    return p
+
+
+def check_atoms(atoms: Atoms, known_species: Collection[str], require_stress: bool = False) -> None:
+    """Validate ``atoms`` before evaluation.
+
+    Args:
+        atoms: the structure; positions in Å.
+        known_species: chemical symbols the calculator can map to model types.
+        require_stress: the caller asked for ``stress`` (needs a 3D-periodic, non-degenerate cell).
+
+    Raises:
+        ValueError: empty structure, NaN/inf positions or cell, species not in the model, periodic
+            directions with a zero/degenerate cell, or stress requested for a non-periodic system.
+    """
+    n = len(atoms)
+    if n == 0:
+        raise ValueError("atoms is empty (0 atoms)")
+    pos = np.asarray(atoms.positions)
+    bad = ~np.isfinite(pos).all(axis=1)
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        raise ValueError(
+            f"atoms.positions contains NaN or infinite values at {idx.size} atom(s), first indices {idx[:10].tolist()}"
+        )
+    symbols = set(atoms.get_chemical_symbols())
+    unknown = sorted(symbols - set(known_species))
+    if unknown:
+        raise ValueError(
+            f"species {unknown} not in the model (it knows {sorted(known_species)}); "
+            "pass chemical_species_to_atom_type_map to map them to model types"
+        )
+    cell = np.asarray(atoms.cell.array, dtype=float)
+    if not np.isfinite(cell).all():
+        raise ValueError("atoms.cell contains NaN or infinite values")
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    if pbc.any():
+        lengths = np.linalg.norm(cell, axis=1)
+        empty = [ax for ax in range(3) if pbc[ax] and lengths[ax] == 0.0]
+        if empty:
+            raise ValueError(
+                f"atoms are periodic along axes {empty} but have no cell vector there (cell={cell.tolist()}); "
+                "set atoms.cell or atoms.pbc=False"
+            )
+        if pbc.all() and abs(np.linalg.det(cell)) < 1e-12:
+            raise ValueError(f"atoms are periodic but the cell is degenerate (volume 0): {cell.tolist()}")
+    if require_stress and not pbc.all():
+        raise ValueError(
+            f"stress requested but atoms are not periodic in all three directions (pbc={pbc.tolist()}); "
+            "stress needs a 3D-periodic cell"
+        )
