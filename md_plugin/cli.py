@@ -23,13 +23,13 @@ EXIT_USAGE = 2
 EXIT_THRESHOLD = 3
 
 
-def _species_map(text: str) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _species_map(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
-        sym, _, idx = item.partition("=")
-        if not idx:
-            raise argparse.ArgumentTypeError(f"expected SYMBOL=INDEX, got {item!r}")
-        out[sym.strip()] = int(idx)
+        sym, _, name = item.partition("=")
+        if not name.strip():
+            raise argparse.ArgumentTypeError(f"expected SYMBOL=TYPE_NAME, got {item!r}")
+        out[sym.strip()] = name.strip()
     return out
 
 
@@ -64,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
             "Writes OUT/report.json, OUT/<run>.traj and OUT/energy.png. Exit code 3 if a --max-* threshold "
             "is exceeded."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = nve.add_argument_group("model and system")
     g.add_argument(
@@ -91,24 +90,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--species-map",
         type=_species_map,
         default=None,
-        help="chemical symbol to model type index, e.g. 'Cu=0' (default: the model's own type names)",
+        help="chemical symbol to model type name, e.g. 'Cu=Cu,O=Ox' (default: the model's type names are symbols)",
+    )
+    g.add_argument(
+        "--stock-model",
+        default=None,
+        help="model for the stock run with --compare/--stock (default: --model loaded without patching); needed "
+        "when --model is a compiled file, which cannot be unpatched",
+    )
+    g.add_argument(
+        "--fast-step",
+        action="store_true",
+        help="keep the whole force call on the model's device (EquiTritonCalculator(fast_step=True))",
     )
     g = nve.add_argument_group("dynamics")
-    g.add_argument("--steps", type=_positive_int, default=500, help="number of MD steps")
-    g.add_argument("--timestep-fs", type=_positive_float, default=2.0, help="time step in fs")
-    g.add_argument("--temperature", type=float, default=300.0, help="initial Maxwell-Boltzmann temperature in K")
-    g.add_argument("--seed", type=int, default=0, help="seed of the initial velocities")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda[:i] or xpu[:i]")
+    g.add_argument("--steps", type=_positive_int, default=500, help="number of MD steps (default: %(default)s)")
+    g.add_argument("--timestep-fs", type=_positive_float, default=2.0, help="time step in fs (default: %(default)s)")
+    g.add_argument(
+        "--temperature",
+        type=float,
+        default=300.0,
+        help="initial Maxwell-Boltzmann temperature in K (default: %(default)s)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the initial velocities (default: %(default)s)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda[:i] or xpu[:i] (default: %(default)s)")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--compare", action="store_true", help="run stock and patched from identical initial conditions")
     mode.add_argument("--stock", action="store_true", help="run only the stock (unpatched) model")
     g = nve.add_argument_group("output")
-    g.add_argument("--out", type=Path, default=Path("equitriton-md-nve"), help="output directory")
+    g.add_argument(
+        "--out", type=Path, default=Path("equitriton-md-nve"), help="output directory (default: %(default)s)"
+    )
     g.add_argument(
         "--record-interval",
         type=_positive_int,
         default=1,
-        help="record energies/positions and write a trajectory frame every this many steps",
+        help="record energies/positions and write a trajectory frame every this many steps (default: %(default)s)",
     )
     g.add_argument("--no-plot", action="store_true", help="do not write energy.png")
     bar = g.add_mutually_exclusive_group()
@@ -180,18 +197,30 @@ def _cmd_info() -> int:
 
 
 def _cmd_nve(args: argparse.Namespace) -> int:
-    from md_plugin.stability.calculators import EMT_MODEL, default_model, model_factory, resolve_device
+    from md_plugin.stability.calculators import default_model, is_compiled_model, is_emt, model_factory, resolve_device
     from md_plugin.stability.report import device_description
     from md_plugin.stability.runner import PLOT_NAME, REPORT_NAME, run_study
     from md_plugin.stability.systems import build_system
 
     device = resolve_device(args.device)
     atoms, spec = build_system(args.system, args.size)
-    is_emt = args.model is not None and str(args.model).lower() == EMT_MODEL
+    emt = is_emt(args.model)
     model_path = args.model if args.model is not None else default_model()
+    stock_path = args.stock_model if args.stock_model is not None else model_path
     labels = ["stock", "patched"] if args.compare else ["stock"] if args.stock else ["patched"]
+    if "stock" in labels and args.stock_model is None and not emt and is_compiled_model(model_path):
+        raise ValueError(
+            "a compiled model runs with the spherical harmonics it was compiled with and cannot be unpatched: "
+            "pass the stock model with --stock-model (or use the .nequip.zip package)"
+        )
     factories = {
-        label: model_factory(model_path, patch=(label == "patched"), device=device, species_map=args.species_map)
+        label: model_factory(
+            stock_path if label == "stock" else model_path,
+            patch=(label == "patched"),
+            device=device,
+            species_map=args.species_map,
+            fast_step=args.fast_step,
+        )
         for label in labels
     }
     thresholds = {
@@ -202,8 +231,10 @@ def _cmd_nve(args: argparse.Namespace) -> int:
     }
     metadata = {
         "command": "equitriton-md " + " ".join(args.argv),
-        "model": "emt" if is_emt else str(Path(model_path).resolve()),
+        "model": "emt" if emt else str(Path(model_path).resolve()),
         "model_is_default": args.model is None,
+        "stock_model": None if "stock" not in labels else "emt" if emt else str(Path(stock_path).resolve()),
+        "fast_step": bool(args.fast_step),
         "system": spec.to_dict(),
         "device": device,
         "device_name": device_description(device),

@@ -1,7 +1,7 @@
 """Calculator factories for stability runs: the embedded model, a saved/compiled NequIP or Allegro model, or EMT.
 
 A *factory* is a zero-argument callable returning a fresh ASE calculator; stock and patched runs each
-build their own calculator so that nothing is shared between them.
+build their own calculator (and load their own copy of the model), so nothing is shared between them.
 """
 
 from __future__ import annotations
@@ -15,29 +15,18 @@ from .nve import CalculatorFactory
 EMT_MODEL = "emt"
 
 #: file suffixes of compiled (TorchScript / AOT Inductor) NequIP models
-_COMPILED_SUFFIXES = (".nequip.pth", ".nequip.pt2", ".pth", ".pt2")
+COMPILED_SUFFIXES = (".nequip.pth", ".nequip.pt2", ".pth", ".pt2")
 
 
 def resolve_device(device: str = "auto") -> str:
-    """Resolve ``"auto"`` to ``"cuda"``, then ``"xpu"``, then ``"cpu"``, whichever is available first.
+    """Resolve ``"auto"`` to ``"cuda"``, then ``"xpu"``, then ``"cpu"`` (first available) and return it as a string.
 
-    Explicit devices are checked: asking for ``cuda``/``xpu`` where none is available raises ``RuntimeError``.
+    Explicit ``cuda``/``xpu`` where none is available raise ``RuntimeError``
+    (see :func:`md_plugin.device.resolve_device`).
     """
-    import torch
+    from md_plugin.device import resolve_device as _resolve
 
-    dev = device.strip().lower()
-    has_cuda = torch.cuda.is_available()
-    has_xpu = hasattr(torch, "xpu") and torch.xpu.is_available()
-    if dev == "auto":
-        return "cuda" if has_cuda else "xpu" if has_xpu else "cpu"
-    kind = dev.split(":")[0]
-    if kind == "cuda" and not has_cuda:
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-    if kind == "xpu" and not has_xpu:
-        raise RuntimeError("device 'xpu' requested but torch.xpu.is_available() is False")
-    if kind not in ("cpu", "cuda", "xpu"):
-        raise ValueError(f"unknown device {device!r} (use auto, cpu, cuda[:i] or xpu[:i])")
-    return dev
+    return str(_resolve(device))
 
 
 def default_model() -> str:
@@ -48,9 +37,13 @@ def default_model() -> str:
 
 
 def is_compiled_model(path: str | Path) -> bool:
-    """True if ``path`` looks like a compiled model (``.nequip.pth`` / ``.nequip.pt2``), not a ``.nequip.zip``."""
-    name = str(path).lower()
-    return name.endswith(_COMPILED_SUFFIXES)
+    """True if ``path`` names a compiled model (``.nequip.pth`` / ``.nequip.pt2``), not a ``.nequip.zip``/``.ckpt``."""
+    return str(path).lower().endswith(COMPILED_SUFFIXES)
+
+
+def is_emt(model: str | Path | None) -> bool:
+    """True if ``model`` selects ASE's EMT potential."""
+    return model is not None and str(model).lower() == EMT_MODEL
 
 
 def model_factory(
@@ -58,33 +51,40 @@ def model_factory(
     *,
     patch: bool,
     device: str,
-    species_map: Mapping[str, int] | None = None,
+    species_map: Mapping[str, str] | None = None,
+    fast_step: bool = False,
 ) -> CalculatorFactory:
-    """Factory building an ``EquiTritonCalculator`` for ``model`` (``None``: the embedded model).
+    """Factory building an :class:`md_plugin.EquiTritonCalculator` for ``model`` (``None``: the embedded model).
 
     Args:
-        model: ``.nequip.zip`` package, compiled ``.nequip.pth``/``.pt2`` file, ``None`` (embedded model)
-            or ``"emt"`` (ASE EMT, for testing the tooling without a neural network).
+        model: ``.nequip.zip`` package or ``.ckpt`` checkpoint (eager; can be patched), compiled
+            ``.nequip.pth``/``.nequip.pt2`` file (runs with whatever SH it was compiled with; ``patch`` must be
+            ``False`` unless it was compiled with the EquiTriton modifier), ``None`` (the embedded model) or
+            ``"emt"`` (ASE EMT, for testing the tooling without a neural network).
         patch: ``True`` for EquiTriton kernels, ``False`` for the stock e3nn model.
-        device: resolved torch device string.
-        species_map: optional chemical symbol -> model atom-type index map.
+        device: torch device string.
+        species_map: optional chemical symbol -> model type name map.
+        fast_step: use the calculator's on-device neighbour-list path (``EquiTritonCalculator(fast_step=True)``).
     """
-    if model is not None and str(model).lower() == EMT_MODEL:
+    if is_emt(model):
         from ase.calculators.emt import EMT
 
         return EMT
     path = default_model() if model is None else str(model)
     if not Path(path).is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    kwargs: dict = {"device": device, "patch": patch}
+    kwargs: dict = {"device": device}
     if species_map:
         kwargs["chemical_species_to_atom_type_map"] = dict(species_map)
+    if fast_step:
+        kwargs["fast_step"] = True
+    compiled = is_compiled_model(path)
 
     def factory():
         from md_plugin import EquiTritonCalculator
 
-        if is_compiled_model(path):
+        if compiled:
             return EquiTritonCalculator.from_compiled_model(path, **kwargs)
-        return EquiTritonCalculator.from_saved_model(path, **kwargs)
+        return EquiTritonCalculator.from_saved_model(path, patch=patch, **kwargs)
 
     return factory

@@ -99,6 +99,15 @@ def instantaneous_temperature(ekin_eV: np.ndarray | float, n_atoms: int) -> np.n
     return 2.0 * np.asarray(ekin_eV) / (3.0 * n_atoms * units.kB)
 
 
+def calculator_info(calc: Calculator) -> dict:
+    """Report-worthy facts about a calculator: class name and, for EquiTriton calculators, the SH backend."""
+    info: dict = {"calculator": type(calc).__name__}
+    backend = getattr(calc, "sh_backend", None)
+    if backend is not None:
+        info["sh_backend"] = str(backend)
+    return info
+
+
 def run_nve(
     atoms: Atoms,
     calculator_factory: CalculatorFactory,
@@ -195,4 +204,5 @@ def run_nve(
         wall_s=wall,
         record_s=record_time[0],
         trajectory=str(trajectory) if trajectory is not None else None,
+        extra=calculator_info(work.calc),
     )
