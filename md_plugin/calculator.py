@@ -115,7 +115,7 @@ class EquiTritonCalculator(NequIPCalculator):
         chemical_species_to_atom_type_map: Optional[Union[Dict[str, str], bool]] = None,
         patch: bool = True,
         **kwargs: Any,
-    ) -> "EquiTritonCalculator":
+    ) -> EquiTritonCalculator:
         """Load a nequip checkpoint (``.ckpt``) or package (``.nequip.zip``).
 
         Args:
@@ -140,7 +140,7 @@ class EquiTritonCalculator(NequIPCalculator):
         )
 
     @classmethod
-    def _from_saved_model(cls, model_path, device: DeviceLike = "auto", **kwargs: Any) -> "EquiTritonCalculator":
+    def _from_saved_model(cls, model_path, device: DeviceLike = "auto", **kwargs: Any) -> EquiTritonCalculator:
         """nequip's saved-model loader with ``device="auto"`` support (also used by nequip's test mixins)."""
         return super()._from_saved_model(model_path, device=resolve_device(device), **kwargs)
 
@@ -151,7 +151,7 @@ class EquiTritonCalculator(NequIPCalculator):
         device: DeviceLike = "auto",
         chemical_species_to_atom_type_map: Optional[Union[Dict[str, str], bool]] = None,
         **kwargs: Any,
-    ) -> "EquiTritonCalculator":
+    ) -> EquiTritonCalculator:
         """Load a ``nequip-compile`` artifact: TorchScript ``.nequip.pth`` or AOTInductor ``.nequip.pt2``.
 
         To carry equitriton kernels the artifact must have been compiled with
@@ -183,7 +183,7 @@ class EquiTritonCalculator(NequIPCalculator):
         patch: bool = True,
         neighborlist_backend: Optional[str] = None,
         **kwargs: Any,
-    ) -> "EquiTritonCalculator":
+    ) -> EquiTritonCalculator:
         """Wrap an in-memory nequip ``GraphModel`` (r_max and type names come from ``model.metadata``).
 
         The model is put in eval mode and, with ``patch=True``, patched in place.
@@ -265,5 +265,7 @@ def _species_from_transforms(transforms: List[Callable]) -> List[str]:
     for t in transforms:
         if isinstance(t, ChemicalSpeciesToAtomTypeMapper):
             table = t.lookup_table.detach().cpu().numpy()
-            return [ase.data.chemical_symbols[z] for z in np.flatnonzero(table >= 0) if z < len(ase.data.chemical_symbols)]
+            return [
+                ase.data.chemical_symbols[z] for z in np.flatnonzero(table >= 0) if z < len(ase.data.chemical_symbols)
+            ]
     return list(ase.data.chemical_symbols[1:])

@@ -62,7 +62,7 @@ class DeviceStep:
         self._pbc: Optional[torch.Tensor] = None
 
     @classmethod
-    def from_calculator(cls, calc) -> "DeviceStep":
+    def from_calculator(cls, calc) -> DeviceStep:
         """Build from a ``NequIPCalculator`` (reads its model, device, cutoff and type map)."""
         from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
 
@@ -75,13 +75,17 @@ class DeviceStep:
             if isinstance(t, ChemicalSpeciesToAtomTypeMapper):
                 table = t.lookup_table
         if r_max is None or table is None:
-            raise ValueError("fast_step needs the calculator's NeighborListTransform and ChemicalSpeciesToAtomTypeMapper")
+            raise ValueError(
+                "fast_step needs the calculator's NeighborListTransform and ChemicalSpeciesToAtomTypeMapper"
+            )
         dtype = _model_dtype(calc.model)
         return cls(calc.model, calc.device, r_max, table, dtype=dtype)
 
     def data_from_atoms(self, atoms: Atoms) -> AtomicDataDict.Type:
         """Build the model input on the device; shapes: pos (N, 3), cell (1, 3, 3), edges (2, E)."""
-        pos = torch.as_tensor(np.ascontiguousarray(atoms.positions), dtype=self.dtype).to(self.device, non_blocking=True)
+        pos = torch.as_tensor(np.ascontiguousarray(atoms.positions), dtype=self.dtype).to(
+            self.device, non_blocking=True
+        )
         numbers = np.asarray(atoms.numbers)
         if self._numbers is None or not np.array_equal(numbers, self._numbers):
             z = torch.as_tensor(numbers, dtype=torch.long).to(self.device)
@@ -100,7 +104,7 @@ class DeviceStep:
         data: AtomicDataDict.Type = {
             AtomicDataDict.POSITIONS_KEY: pos,
             AtomicDataDict.ATOM_TYPE_KEY: self._types,
-            AtomicDataDict.EDGE_INDEX_KEY: pairs.t().to(torch.long),
+            AtomicDataDict.EDGE_INDEX_KEY: pairs.t().to(torch.long).contiguous(),
         }
         if periodic:
             data[AtomicDataDict.CELL_KEY] = self._cell.view(1, 3, 3)
@@ -112,7 +116,9 @@ class DeviceStep:
         """Run the model on ``atoms``; outputs stay on the device."""
         return self.model(self.data_from_atoms(atoms))
 
-    def compute(self, atoms: Atoms, energy_units_to_eV: float = 1.0, length_units_to_A: float = 1.0) -> Dict[str, np.ndarray]:
+    def compute(
+        self, atoms: Atoms, energy_units_to_eV: float = 1.0, length_units_to_A: float = 1.0
+    ) -> Dict[str, np.ndarray]:
         """ASE results (eV, eV/Å, eV/Å³ Voigt) for ``atoms`` with a single device→host copy."""
         out = self(atoms)
         n = len(atoms)

@@ -91,11 +91,26 @@ def _model_placement(model: torch.nn.Module) -> Tuple[Optional[torch.device], Op
     return device, dtype
 
 
+def _as_installed_e3nn(old: torch.nn.Module) -> torch.nn.Module:
+    """``old`` itself if it is the installed e3nn class; else an installed-e3nn twin built from its irreps strings.
+
+    Models loaded from ``.nequip.zip`` files hold e3nn classes (and ``Irreps``) copied by
+    ``torch.package``, which ``isinstance`` checks against the installed e3nn do not recognise.
+    """
+    from e3nn.o3 import SphericalHarmonics
+
+    if type(old) is SphericalHarmonics:
+        return old
+    return SphericalHarmonics(
+        str(old.irreps_out), bool(old.normalize), str(old.normalization), irreps_in=str(old.irreps_in)
+    )
+
+
 def _make_factory(model_device: Optional[torch.device]) -> Callable[[torch.nn.Module], torch.nn.Module]:
     import equitriton
 
     def factory(old: torch.nn.Module) -> torch.nn.Module:
-        new = equitriton.SphericalHarmonics.from_e3nn(old)
+        new = equitriton.SphericalHarmonics.from_e3nn(_as_installed_e3nn(old))
         old_device, old_dtype = _model_placement(old)
         device = old_device if old_device is not None else model_device
         if device is not None:

@@ -43,7 +43,9 @@ def _run(cmd: list[str], cwd: pathlib.Path) -> None:
     env.setdefault("CUDA_VISIBLE_DEVICES", "")  # CPU training, reproducible on any machine
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise RuntimeError(
+            f"`{' '.join(cmd)}` failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
 
 
 def train_and_package(
