@@ -31,10 +31,9 @@ from nequip.integrations.ase import NequIPCalculator
 from nequip.nn import graph_model
 
 from .device import DeviceLike, resolve_device
-from .hook import is_equitriton_sh, patch_model, sh_backend_of
+from .hook import EQUITRITON_LIB, is_equitriton_sh, patch_model, sh_backend_of
 from .validation import COMPILED_MODEL_SUFFIXES, SAVED_MODEL_SUFFIXES, check_atoms, check_model_file
 
-EQUITRITON_LIB = "equitriton"
 _CUSTOM_OPS_KEY = "nequip_custom_ops_libs"
 
 

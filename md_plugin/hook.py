@@ -8,40 +8,18 @@ submodule (nequip's ``SphericalHarmonicEdgeAttrs.sh``, allegro's
 where the old one held tensors) of the model. The replacement uses nequip's own
 ``replace_submodules``. Outputs are unchanged up to float rounding; the model is modified in place.
 
-The NequIP model modifier
--------------------------
-nequip finds model modifiers by walking a model's module tree and collecting every
-``@classmethod`` decorated with ``nequip.nn.model_modifier`` on the modules' classes
-(``nequip.model.modify_utils.get_all_modifiers``); ``nequip-compile --modifiers NAME`` and
-``nequip.model.modify_utils.modify`` then call ``NAME(model)``. Every model we patch contains an
-e3nn ``SphericalHarmonics``, so our modifier, ``enable_EquiTritonSphericalHarmonics``
-(non-persistent: an acceleration, not a change of the model), is attached as a classmethod to that
-class:
-
-* ``register_modifier()`` attaches it to the installed ``e3nn.o3.SphericalHarmonics`` (models built
-  from checkpoints or configs use this class) and wraps nequip's package loader so that models
-  loaded from ``.nequip.zip`` files, whose e3nn classes are private copies made by
-  ``torch.package``, get it too (``register_modifier_on(model)`` does that for one loaded model).
-* ``import md_plugin`` calls ``register_modifier()``. For a fresh ``nequip-compile`` process to see
-  it, md_plugin is registered as a nequip extension, which nequip imports on ``import nequip``::
-
-      [project.entry-points."nequip.extension"]
-      init_always = "md_plugin.nequip_extension"
-
-Once a model is patched there is no e3nn ``SphericalHarmonics`` left and so no modifier to find;
-applying it through ``modify`` on such a model raises nequip's "not a registered model modifier",
-while ``patch_model`` on it returns ``[]`` (idempotent).
+The nequip model modifier that calls this (``nequip-compile --modifiers
+enable_EquiTritonSphericalHarmonics``) and how it is registered: see ``md_plugin.modifier``.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 
-MODIFIER_NAME = "enable_EquiTritonSphericalHarmonics"
 _E3NN_SH_MODULE_SUFFIX = "e3nn.o3._spherical_harmonics"
+EQUITRITON_LIB = "equitriton"
 
 
 def is_e3nn_sh(module: torch.nn.Module) -> bool:
@@ -67,7 +45,7 @@ def _check_patchable(model: torch.nn.Module) -> None:
     if isinstance(model, torch.jit.ScriptModule):
         raise ValueError(
             f"{type(model).__name__}: a TorchScript (compiled) model cannot be patched; patch the eager model "
-            f"before compiling (nequip-compile --modifiers {MODIFIER_NAME})"
+            "before compiling (nequip-compile --modifiers enable_EquiTritonSphericalHarmonics)"
         )
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"patch_model expects a torch.nn.Module, got {type(model).__name__}")
@@ -118,6 +96,9 @@ def _make_factory(model_device: Optional[torch.device]) -> Callable[[torch.nn.Mo
         if old_dtype is not None:
             new = new.to(dtype=old_dtype)
         new.train(old.training)
+        # nequip records these libraries in compiled artifacts and imports them before loading one
+        # (`nequip_custom_ops_libs`); our SH forward is the custom op `torch.ops.equitriton.sh_forward`.
+        new._nequip_custom_ops_libs = (EQUITRITON_LIB,)
         return new
 
     return factory
@@ -176,66 +157,3 @@ def sh_backend_of(model: torch.nn.Module, device: Optional[torch.device | str] =
     if "e3nn" in kinds:
         return "e3nn"
     return "none"
-
-
-# ---------------------------------------------------------------------------------------------
-# nequip model modifier
-# ---------------------------------------------------------------------------------------------
-
-
-def _modifier_impl(cls, model: torch.nn.Module) -> torch.nn.Module:
-    """Replace e3nn spherical harmonics by equitriton's (``md_plugin.patch_model``)."""
-    patch_model(model)
-    return model
-
-
-def _build_modifier() -> classmethod:
-    from nequip.nn.model_modifier_utils import model_modifier
-
-    return model_modifier(persistent=False, private=False)(classmethod(_modifier_impl))
-
-
-_MODIFIER: Optional[classmethod] = None
-
-
-def _modifier() -> classmethod:
-    global _MODIFIER
-    if _MODIFIER is None:
-        _MODIFIER = _build_modifier()
-    return _MODIFIER
-
-
-def attach_modifier(cls: type) -> None:
-    """Attach ``enable_EquiTritonSphericalHarmonics`` to ``cls`` (an e3nn ``SphericalHarmonics`` class)."""
-    if getattr(cls, MODIFIER_NAME, None) is None or cls.__dict__.get(MODIFIER_NAME) is not _modifier():
-        setattr(cls, MODIFIER_NAME, _modifier())
-
-
-def register_modifier_on(model: torch.nn.Module) -> torch.nn.Module:
-    """Make the modifier discoverable on ``model`` (attach it to the classes of its e3nn SH modules)."""
-    for cls in {type(m) for m in model.modules() if is_e3nn_sh(m)}:
-        attach_modifier(cls)
-    return model
-
-
-def _wrap_package_loader() -> None:
-    from nequip.model.saved_models import load_utils
-
-    original = load_utils.ModelFromPackage
-    if getattr(original, "_equitriton_wrapped", False):
-        return
-
-    @functools.wraps(original)
-    def model_from_package(*args, **kwargs):
-        return register_modifier_on(original(*args, **kwargs))
-
-    model_from_package._equitriton_wrapped = True
-    load_utils.ModelFromPackage = model_from_package
-
-
-def register_modifier() -> None:
-    """Register ``enable_EquiTritonSphericalHarmonics`` with nequip (idempotent; see module docstring)."""
-    from e3nn.o3 import SphericalHarmonics
-
-    attach_modifier(SphericalHarmonics)
-    _wrap_package_loader()

@@ -1,10 +1,11 @@
-"""nequip extension hook: imported by ``import nequip`` through the ``nequip.extension`` entry point.
+"""nequip extension hook, imported by ``import nequip`` through the ``nequip.extension`` entry point.
 
-Registers the ``enable_EquiTritonSphericalHarmonics`` model modifier (see ``md_plugin.hook``) so that
-``nequip-compile --modifiers enable_EquiTritonSphericalHarmonics`` finds it in a fresh process. Kept
-free of equitriton imports: equitriton is imported only when a model is actually patched.
+Registers the ``enable_EquiTritonSphericalHarmonics`` model modifier so that ``nequip-compile
+--modifiers enable_EquiTritonSphericalHarmonics`` finds it in a fresh process (see
+``md_plugin.modifier``). nequip imports extensions while half-initialised, so this only defers the
+registration until nequip's model loader is imported; it imports neither equitriton nor the calculator.
 """
 
-from .hook import register_modifier
+from .modifier import register_when_ready
 
-register_modifier()
+register_when_ready()

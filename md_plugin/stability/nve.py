@@ -78,17 +78,21 @@ def initialize_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None
     momentum is removed too (``ZeroRotation``). Velocities are then rescaled so that the instantaneous
     temperature, 2 E_kin / (3 N k_B), is exactly ``temperature_K`` (K), unless it is 0.
     """
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+    from ase.md import velocitydistribution as vd
 
     if temperature_K < 0:
         raise ValueError(f"temperature must be >= 0 K, got {temperature_K}")
     if temperature_K == 0:
         atoms.set_momenta(np.zeros((len(atoms), 3)))
         return
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
-    Stationary(atoms)
+    rng = np.random.default_rng(seed)
+    if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.29
+        vd.thermalize_momenta(atoms, temperature_K, rng=rng)
+    else:  # pragma: no cover - older ASE, same distribution
+        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    vd.Stationary(atoms)
     if not any(atoms.pbc) and len(atoms) > 2:
-        ZeroRotation(atoms)
+        vd.ZeroRotation(atoms)
     t_now = instantaneous_temperature(atoms.get_kinetic_energy(), len(atoms))
     if t_now > 0:
         atoms.set_momenta(atoms.get_momenta() * np.sqrt(temperature_K / t_now))

@@ -1,0 +1,55 @@
+"""Shared fixtures. The md_plugin ones are kept here only where several tests/test_md_*.py files need them."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+from importlib.metadata import entry_points
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+_MD_EXTENSION = "md_plugin.nequip_extension"
+
+
+@pytest.fixture(scope="session")
+def md_trained_nequip_run(tmp_path_factory):
+    """A 2-epoch run of md_plugin's tiny NequIP training: ``(best.ckpt, package .nequip.zip)``."""
+    from md_plugin.default_model.train import train_and_package
+
+    work = tmp_path_factory.mktemp("md_train")
+    pkg = train_and_package("nequip", work / "nequip_2ep.nequip.zip", max_epochs=2, workdir=work)
+    return work / "run" / "best.ckpt", pkg
+
+
+@pytest.fixture(scope="session")
+def md_nequip_extension_env(tmp_path_factory):
+    """Environment for ``nequip-*`` subprocesses that load md_plugin as a nequip extension.
+
+    If the ``nequip.extension`` entry point of md_plugin is not installed (e.g. the repo is used from a
+    checkout), a minimal ``.dist-info`` declaring it is put on ``PYTHONPATH`` together with the repo root,
+    which is exactly how an installed distribution declares it. ``os.environ`` is updated for the session
+    (nequip's test helpers copy it for their subprocesses) and restored afterwards.
+    """
+    old = os.environ.get("PYTHONPATH")
+    paths = [str(REPO_ROOT)]
+    installed = any(ep.value == _MD_EXTENSION for ep in entry_points(group="nequip.extension"))
+    if not installed:
+        site = tmp_path_factory.mktemp("md_ext_site")
+        info = site / "equitriton_md_nequip_extension-0.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: equitriton-md-nequip-extension\nVersion: 0.0\n")
+        (info / "entry_points.txt").write_text(f"[nequip.extension]\ninit_always = {_MD_EXTENSION}\n")
+        paths.insert(0, str(site))
+    if old:
+        paths.append(old)
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    env["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), env.get("PATH", "")])
+    yield env
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
