@@ -247,8 +247,11 @@ class EquiTritonCalculator(NequIPCalculator):
 
             Calculator.calculate(self, atoms)
             self.results = self._fast.compute(self.atoms, self.energy_units_to_eV, self.length_units_to_A)
-            return
-        super().calculate(atoms, list(properties), system_changes)
+        else:
+            super().calculate(atoms, list(properties), system_changes)
+        if not np.asarray(self.atoms.pbc, dtype=bool).all():
+            # a stress from a non-periodic box is meaningless: never hand it out (asking for it raises)
+            self.results.pop("stress", None)
 
 
 def _has_sh(model: torch.nn.Module) -> bool:

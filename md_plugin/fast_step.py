@@ -46,7 +46,7 @@ class DeviceStep:
         dtype: torch.dtype = torch.float64,
     ) -> None:
         try:
-            from vesin.torch import NeighborList
+            from vesin_torch import NeighborList
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise ImportError("fast_step needs vesin-torch: pip install vesin-torch") from err
         self.model = model
