@@ -161,4 +161,16 @@ def indent(lines: list[str], n: int) -> str:
     return "\n".join(pad + ln if ln else ln for ln in lines)
 
 
-__all__ = ["EPS", "Traced", "trace", "levels", "body", "indent", "TritonTarget", "TorchTarget", "Dual", "_bits64", "_bits32"]
+__all__ = [
+    "EPS",
+    "Traced",
+    "trace",
+    "levels",
+    "body",
+    "indent",
+    "TritonTarget",
+    "TorchTarget",
+    "Dual",
+    "_bits64",
+    "_bits32",
+]

@@ -4,7 +4,7 @@ Standard real solid harmonics with polar axis Z and azimuth in the (X, Y) plane,
 Condon-Shortley phase::
 
     R_l^m = K_lm * Q_l^|m|(Z, r^2) * (C_m if m > 0, 1 if m = 0, S_|m| if m < 0)
-    C_m + i S_m = (X + i Y)^m                                   (C_m = X C_{m-1} - Y S_{m-1}, S_m = X S_{m-1} + Y C_{m-1})
+    C_m + i S_m = (X + i Y)^m          (C_m = X C_{m-1} - Y S_{m-1}, S_m = X S_{m-1} + Y C_{m-1})
     Q_m^m = (2m-1)!!,  Q_{m+1}^m = (2m+1) Z Q_m^m,
     Q_l^m = ((2l-1) Z Q_{l-1}^m - (l+m-1) r^2 Q_{l-2}^m) / (l-m)  (associated Legendre recurrence, kept homogeneous)
     K_lm  = sqrt((2l+1) (l-|m|)! / (l+|m|)!) * (sqrt(2) if m != 0)     ("component": sum_m R_lm^2 = 2l+1 on the sphere)

@@ -34,10 +34,18 @@ def row_offsets(pid, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _load_vec(P, rows, mask, stride_n, stride_c):
+def _load_vec(P, rows, mask, stride_n, stride_c, IS_F64: tl.constexpr):
+    # IS_F64 is the compute dtype: float32 data is evaluated in float64 unless launch.py says otherwise
+    # (the l-recurrences lose ~l^2 ulps in float32); stores round once to the output dtype.
     p = P + rows * stride_n
-    return (tl.load(p, mask=mask, other=0.0), tl.load(p + stride_c, mask=mask, other=0.0),
-            tl.load(p + 2 * stride_c, mask=mask, other=0.0))
+    x = tl.load(p, mask=mask, other=0.0)
+    y = tl.load(p + stride_c, mask=mask, other=0.0)
+    z = tl.load(p + 2 * stride_c, mask=mask, other=0.0)
+    if IS_F64:
+        x = x.to(tl.float64)
+        y = y.to(tl.float64)
+        z = z.to(tl.float64)
+    return x, y, z
 
 
 @triton.jit
@@ -63,7 +71,7 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
-    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c)
+    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
     x, y, z, d, clamped = _direction(x0, y0, z0, NORMALIZE, IS_F64)
     zero = tl.zeros_like(x)
 
@@ -1214,7 +1222,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
-    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c)
+    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
     x, y, z, d, clamped = _direction(x0, y0, z0, NORMALIZE, IS_F64)
     zero = tl.zeros_like(x)
 
@@ -5543,11 +5551,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
-    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c)
+    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
     x, y, z, d, clamped = _direction(x0, y0, z0, NORMALIZE, IS_F64)
     zero = tl.zeros_like(x)
 
-    wx, wy, wz = _load_vec(W, rows, mask, stride_wn, stride_wc)
+    wx, wy, wz = _load_vec(W, rows, mask, stride_wn, stride_wc, IS_F64)
     grow = G + rows * DIM
     ggrow = GG + rows * DIM
     vx = zero

@@ -1,0 +1,129 @@
+"""The public, e3nn-compatible API: `spherical_harmonics` and the `SphericalHarmonics` module.
+
+Signatures, output shapes and argument errors follow `e3nn.o3.spherical_harmonics` /
+`e3nn.o3.SphericalHarmonics`; the work runs in the `equitriton::sh_*` custom ops.
+"""
+
+from typing import Any, List, Tuple, Union
+
+import torch
+from e3nn.o3 import Irreps
+from torch import Tensor
+
+from . import ops  # noqa: F401  (registers torch.ops.equitriton.*)
+
+LMAX = 12
+_NORMALIZATIONS = ("integral", "component", "norm")
+
+
+def parse_ls(irreps_out: Union[int, List[int], str, Irreps], irreps_in: Any = None) -> Tuple[List[int], Irreps, Irreps]:
+    """The list of l (with repeats, in output order), irreps_out and irreps_in, exactly as e3nn reads them."""
+    if isinstance(irreps_out, str):
+        irreps_out = Irreps(irreps_out)
+    if isinstance(irreps_out, Irreps) and irreps_in is None:
+        if any(l % 2 == 1 and p == 1 for _, (l, p) in irreps_out):
+            irreps_in = Irreps("1e")
+    irreps_in = Irreps("1o") if irreps_in is None else Irreps(irreps_in)
+    if irreps_in not in (Irreps("1x1o"), Irreps("1x1e")):
+        raise ValueError(
+            "irreps_in for SphericalHarmonics must be either a vector (`1x1o`) or a pseudovector (`1x1e`), "
+            f"not `{irreps_in}`"
+        )
+    input_p = irreps_in[0].ir.p
+    if isinstance(irreps_out, Irreps):
+        ls: List[int] = []
+        for mul, (l, p) in irreps_out:
+            if p != input_p**l:
+                raise ValueError(
+                    f"irreps_out `{irreps_out}` asks for l = {l} with parity p = {p}, inconsistent with the input "
+                    f"parity {input_p}: the output parity should be p = {input_p**l}"
+                )
+            ls.extend([l] * mul)
+    elif isinstance(irreps_out, int):
+        ls = [irreps_out]
+    else:
+        ls = list(irreps_out)
+    for l in ls:
+        if isinstance(l, bool) or not isinstance(l, int):
+            raise TypeError(f"each l must be an int, got {l!r} of type {type(l).__name__}")
+        if not 0 <= l <= LMAX:
+            raise ValueError(f"l = {l} is out of range: equitriton implements 0 <= l <= {LMAX}")
+    if not ls:
+        raise ValueError("spherical harmonics need at least one l")
+    irreps = Irreps([(1, (l, input_p**l)) for l in ls]).simplify()
+    return ls, irreps, irreps_in
+
+
+def normalization_id(normalization: str) -> int:
+    """0, 1, 2 for 'integral', 'component', 'norm'; ValueError naming the bad value otherwise."""
+    if normalization == "integral":
+        return 0
+    if normalization == "component":
+        return 1
+    if normalization == "norm":
+        return 2
+    raise ValueError("unknown normalization '" + normalization + "': expected one of 'integral', 'component', 'norm'")
+
+
+def sh(x: Tensor, ls: List[int], normalize: bool, normalization: str) -> Tensor:
+    """Validated entry to the custom op: x (..., 3) -> (..., sum(2l+1)). TorchScript-compatible."""
+    if x.dim() == 0 or x.shape[-1] != 3:
+        raise ValueError("spherical harmonics need x of shape (..., 3), got shape " + str(list(x.shape)))
+    if x.is_complex() or not x.is_floating_point():
+        raise TypeError("spherical harmonics need a real floating-point x, got dtype " + str(x.dtype))
+    if x.device.type not in ("cpu", "cuda", "xpu"):
+        raise ValueError(
+            "equitriton runs on cuda and xpu through Triton and on cpu through its torch fallback; x is on "
+            + str(x.device)
+        )
+    nid = normalization_id(normalization)
+    if x.dtype == torch.float16 or x.dtype == torch.bfloat16:
+        # computed in float32 and cast back: half precision cannot hold the high-l coefficients
+        return torch.ops.equitriton.sh_forward(x.float(), ls, normalize, nid).to(x.dtype)
+    return torch.ops.equitriton.sh_forward(x, ls, normalize, nid)
+
+
+class SphericalHarmonics(torch.nn.Module):
+    """Drop-in for `e3nn.o3.SphericalHarmonics`, same arguments and attributes; TorchScript-able."""
+
+    normalize: bool
+    normalization: str
+    _ls_list: List[int]
+    _lmax: int
+    _is_range_lmax: bool
+
+    def __init__(
+        self,
+        irreps_out: Union[int, List[int], str, Irreps],
+        normalize: bool,
+        normalization: str = "integral",
+        irreps_in: Any = None,
+    ) -> None:
+        super().__init__()
+        normalization_id(normalization)
+        ls, self.irreps_out, self.irreps_in = parse_ls(irreps_out, irreps_in)
+        self.normalize = bool(normalize)
+        self.normalization = normalization
+        self._ls_list = ls
+        self._lmax = max(ls)
+        self._is_range_lmax = ls == list(range(self._lmax + 1))
+
+    @classmethod
+    def from_e3nn(cls, module: torch.nn.Module) -> "SphericalHarmonics":
+        """Ours, with the irreps, `normalize` and normalization of an e3nn `SphericalHarmonics` instance."""
+        return cls(module.irreps_out, module.normalize, module.normalization, module.irreps_in)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (..., 3) -> (..., irreps_out.dim)."""
+        return sh(x, self._ls_list, self.normalize, self.normalization)
+
+    def extra_repr(self) -> str:
+        return f"{self.irreps_out}, normalize={self.normalize}, normalization={self.normalization!r}"
+
+
+def spherical_harmonics(
+    l: Union[int, List[int], str, Irreps], x: Tensor, normalize: bool, normalization: str = "integral"
+) -> Tensor:
+    """Drop-in for `e3nn.o3.spherical_harmonics`: x (..., 3) -> (..., sum(2l+1))."""
+    ls, _, _ = parse_ls(l)
+    return sh(x, ls, normalize, normalization)
