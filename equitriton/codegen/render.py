@@ -90,7 +90,7 @@ TRITON_SIGNATURE = """
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c"{extra_ns}])
 def {name}({ptrs}, N, stride_n, stride_c{extra},
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
-        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, BLOCK: tl.constexpr):
+        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
@@ -104,28 +104,97 @@ def _v(name, zero="zero"):
     return zero if name is None else name
 
 
+def _join_tree(leaves: list[str]) -> str:
+    """A Triton expression joining `leaves` (power-of-two count) so that reshaping it to (BLOCK, len) puts
+    leaf j in column j: join(A, B) interleaves its last axis, so A holds the even columns and B the odd ones."""
+    if len(leaves) == 1:
+        return leaves[0]
+    return f"tl.join({_join_tree(leaves[0::2])}, {_join_tree(leaves[1::2])})"
+
+
+def _split_tree(src: str, names: list[str], lines: list[str], pad: str) -> None:
+    """Lines splitting `src` (shape (BLOCK, 2, ..., 2)) into per-column values, the inverse of `_join_tree`."""
+    if len(names) == 1:
+        lines.append(f"{pad}{names[0]} = {src}")
+        return
+    a, b = f"{src}e", f"{src}o"
+    lines.append(f"{pad}{a}, {b} = tl.split({src})")
+    _split_tree(a, names[0::2], lines, pad)
+    _split_tree(b, names[1::2], lines, pad)
+
+
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def _wide_store(ptr: str, values: list[str], pad: str) -> list[str]:
+    """One masked (BLOCK, P) store of a row segment: rows of the segment are contiguous, so the store coalesces
+    (per-column stores write 8 bytes per row at a stride of DIM and waste most of each memory sector)."""
+    n, P = len(values), _pow2(len(values))
+    leaves = values + ["zero"] * (P - n)
+    tile = f"{leaves[0]}[:, None]" if P == 1 else f"tl.reshape({_join_tree(leaves)}, (BLOCK, {P}))"
+    return [
+        f"{pad}cj = tl.arange(0, {P})",
+        f"{pad}tl.store({ptr}[:, None] + (OFFS[i] + cj)[None, :], {tile}, mask=mask[:, None] & (cj < {n})[None, :])",
+    ]
+
+
+def _wide_load(ptr: str, names: list[str], pad: str) -> list[str]:
+    """One masked (BLOCK, P) load of a row segment, split into one value per column (see `_wide_store`)."""
+    n, P = len(names), _pow2(len(names))
+    lines = [
+        f"{pad}cj = tl.arange(0, {P})",
+        f"{pad}gt = tl.load({ptr}[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < {n})[None, :], "
+        "other=0.0)",
+    ]
+    if P == 1:
+        lines.append(f"{pad}{names[0]} = tl.reshape(gt, (BLOCK,))")
+        return lines
+    twos = ", ".join(["2"] * (P.bit_length() - 1))
+    lines.append(f"{pad}gt = tl.reshape(gt, (BLOCK, {twos}))")
+    _split_tree("gt", names + [f"_pad{j}" for j in range(n, P)], lines, pad)
+    return lines
+
+
 def _triton_consumers(order: int, parts, l: int) -> list[str]:
+    """Per-l code: stores of Y (order 0), accumulation of grad_y . dY (order 1), and the double-backward terms.
+    With WIDE_IO (constexpr) each l's row segment is loaded/stored as one 2D tile, else column by column."""
     n = 2 * l + 1
     lines = ["for i in tl.static_range(len(LS)):", f"    if LS[i] == {l}:"]
-    pad = "        "
+    wide, narrow = ["        if WIDE_IO:"], ["        else:"]
+    pad = "            "
+    values = []
     for j in range(n):
         p = parts[l, j - l]
-        pv = p["p"] if p["p"] is None or not p["p"].startswith("c") else f"({p['p']} + zero)"
-        if order == 0:
-            lines.append(f"{pad}tl.store(orow + OFFS[i] + {j}, {pv}, mask=mask)")
-            continue
-        lines.append(f"{pad}g = tl.load(grow + OFFS[i] + {j}, mask=mask, other=0.0)")
+        values.append(p["p"] if p["p"] is None or not p["p"].startswith("c") else f"({p['p']} + zero)")
+    if order == 0:
+        wide += _wide_store("orow", values, pad)
+        narrow += [f"{pad}tl.store(orow + OFFS[i] + {j}, {v}, mask=mask)" for j, v in enumerate(values)]
+        return lines + wide + narrow
+    gnames = [f"g{j}" for j in range(n)]
+    wide += _wide_load("grow", gnames, pad)
+    narrow += [f"{pad}g{j} = tl.load(grow + OFFS[i] + {j}, mask=mask, other=0.0)" for j in range(n)]
+    common = []
+    pad2 = "        "
+    for j in range(n):
+        p = parts[l, j - l]
+        g = gnames[j]
         for a in "xyz":
             if p[f"d{a}"] is not None:
                 if order == 1:
-                    lines.append(f"{pad}v{a} += g * {p[f'd{a}']}")
+                    common.append(f"{pad2}v{a} += {g} * {p[f'd{a}']}")
                 else:
-                    lines += [f"{pad}s = g * {p[f'd{a}']}", f"{pad}v{a} += s", f"{pad}vl{a} += s * {l}.0"]
+                    common += [f"{pad2}s = {g} * {p[f'd{a}']}", f"{pad2}v{a} += s", f"{pad2}vl{a} += s * {l}.0"]
             if order == 2 and p[f"h{a}"] is not None:
-                lines.append(f"{pad}b{a} += g * {p[f'h{a}']}")
+                common.append(f"{pad2}b{a} += {g} * {p[f'h{a}']}")
         if order == 2:
-            lines.append(f"{pad}tl.store(ggrow + OFFS[i] + {j}, {_v(p['dw'])} * s1 - {pv} * (s2 * {l}.0), mask=mask)")
-    return lines
+            common.append(f"{pad2}q{j} = {_v(p['dw'])} * s1 - {values[j]} * (s2 * {l}.0)")
+    if order == 1:
+        return lines + wide + narrow + common
+    qs = [f"q{j}" for j in range(n)]
+    store_w = ["        if WIDE_IO:"] + _wide_store("ggrow", qs, pad)
+    store_n = ["        else:"] + [f"{pad}tl.store(ggrow + OFFS[i] + {j}, q{j}, mask=mask)" for j in range(n)]
+    return lines + wide + narrow + common + store_w + store_n
 
 
 def render_triton() -> str:

@@ -68,7 +68,7 @@ def _direction(x, y, z, NORMALIZE: tl.constexpr, IS_F64: tl.constexpr):
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c"])
 def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
-        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, BLOCK: tl.constexpr):
+        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
@@ -81,7 +81,11 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
         for i in tl.static_range(len(LS)):
             if LS[i] == 0:
-                tl.store(orow + OFFS[i] + 0, (c5 + zero), mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 1)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], (c5 + zero)[:, None], mask=mask[:, None] & (cj < 1)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, (c5 + zero), mask=mask)
     if LMAX >= 1:
         c7 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
         t8 = c7 * x
@@ -89,9 +93,13 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t10 = c7 * z
         for i in tl.static_range(len(LS)):
             if LS[i] == 1:
-                tl.store(orow + OFFS[i] + 0, t8, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t9, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t10, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 4)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(t8, t10), tl.join(t9, zero)), (BLOCK, 4)), mask=mask[:, None] & (cj < 3)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t8, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t9, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t10, mask=mask)
     if LMAX >= 2:
         t0 = z * z
         t1 = x * x
@@ -122,11 +130,15 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t32 = c21 * t31
         for i in tl.static_range(len(LS)):
             if LS[i] == 2:
-                tl.store(orow + OFFS[i] + 0, t23, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t26, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t28, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t30, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t32, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 8)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(t23, t32), tl.join(t28, zero)), tl.join(tl.join(t26, zero), tl.join(t30, zero))), (BLOCK, 8)), mask=mask[:, None] & (cj < 5)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t23, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t26, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t28, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t30, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t32, mask=mask)
     if LMAX >= 3:
         t33 = z * t11
         t34 = x * t13
@@ -167,13 +179,17 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t69 = c53 * t68
         for i in tl.static_range(len(LS)):
             if LS[i] == 3:
-                tl.store(orow + OFFS[i] + 0, t55, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t58, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t61, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t63, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t65, mask=mask)
-                tl.store(orow + OFFS[i] + 5, t67, mask=mask)
-                tl.store(orow + OFFS[i] + 6, t69, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 8)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(t55, t65), tl.join(t61, t69)), tl.join(tl.join(t58, t67), tl.join(t63, zero))), (BLOCK, 8)), mask=mask[:, None] & (cj < 7)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t55, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t58, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t61, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t63, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t65, mask=mask)
+                    tl.store(orow + OFFS[i] + 5, t67, mask=mask)
+                    tl.store(orow + OFFS[i] + 6, t69, mask=mask)
     if LMAX >= 4:
         t70 = z * t35
         t71 = x * t38
@@ -227,15 +243,19 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t119 = c98 * t118
         for i in tl.static_range(len(LS)):
             if LS[i] == 4:
-                tl.store(orow + OFFS[i] + 0, t100, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t103, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t106, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t109, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t111, mask=mask)
-                tl.store(orow + OFFS[i] + 5, t113, mask=mask)
-                tl.store(orow + OFFS[i] + 6, t115, mask=mask)
-                tl.store(orow + OFFS[i] + 7, t117, mask=mask)
-                tl.store(orow + OFFS[i] + 8, t119, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t100, t119), tl.join(t111, zero)), tl.join(tl.join(t106, zero), tl.join(t115, zero))), tl.join(tl.join(tl.join(t103, zero), tl.join(t113, zero)), tl.join(tl.join(t109, zero), tl.join(t117, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 9)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t100, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t103, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t106, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t109, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t111, mask=mask)
+                    tl.store(orow + OFFS[i] + 5, t113, mask=mask)
+                    tl.store(orow + OFFS[i] + 6, t115, mask=mask)
+                    tl.store(orow + OFFS[i] + 7, t117, mask=mask)
+                    tl.store(orow + OFFS[i] + 8, t119, mask=mask)
     if LMAX >= 5:
         t120 = z * t72
         t121 = x * t75
@@ -300,17 +320,21 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t180 = c154 * t179
         for i in tl.static_range(len(LS)):
             if LS[i] == 5:
-                tl.store(orow + OFFS[i] + 0, t156, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t159, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t162, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t165, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t168, mask=mask)
-                tl.store(orow + OFFS[i] + 5, t170, mask=mask)
-                tl.store(orow + OFFS[i] + 6, t172, mask=mask)
-                tl.store(orow + OFFS[i] + 7, t174, mask=mask)
-                tl.store(orow + OFFS[i] + 8, t176, mask=mask)
-                tl.store(orow + OFFS[i] + 9, t178, mask=mask)
-                tl.store(orow + OFFS[i] + 10, t180, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t156, t176), tl.join(t168, zero)), tl.join(tl.join(t162, t180), tl.join(t172, zero))), tl.join(tl.join(tl.join(t159, t178), tl.join(t170, zero)), tl.join(tl.join(t165, zero), tl.join(t174, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 11)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t156, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t159, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t162, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t165, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t168, mask=mask)
+                    tl.store(orow + OFFS[i] + 5, t170, mask=mask)
+                    tl.store(orow + OFFS[i] + 6, t172, mask=mask)
+                    tl.store(orow + OFFS[i] + 7, t174, mask=mask)
+                    tl.store(orow + OFFS[i] + 8, t176, mask=mask)
+                    tl.store(orow + OFFS[i] + 9, t178, mask=mask)
+                    tl.store(orow + OFFS[i] + 10, t180, mask=mask)
     if LMAX >= 6:
         t181 = z * t122
         t182 = x * t125
@@ -387,19 +411,23 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t253 = c222 * t252
         for i in tl.static_range(len(LS)):
             if LS[i] == 6:
-                tl.store(orow + OFFS[i] + 0, t224, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t227, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t230, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t233, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t236, mask=mask)
-                tl.store(orow + OFFS[i] + 5, t239, mask=mask)
-                tl.store(orow + OFFS[i] + 6, t241, mask=mask)
-                tl.store(orow + OFFS[i] + 7, t243, mask=mask)
-                tl.store(orow + OFFS[i] + 8, t245, mask=mask)
-                tl.store(orow + OFFS[i] + 9, t247, mask=mask)
-                tl.store(orow + OFFS[i] + 10, t249, mask=mask)
-                tl.store(orow + OFFS[i] + 11, t251, mask=mask)
-                tl.store(orow + OFFS[i] + 12, t253, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t224, t245), tl.join(t236, t253)), tl.join(tl.join(t230, t249), tl.join(t241, zero))), tl.join(tl.join(tl.join(t227, t247), tl.join(t239, zero)), tl.join(tl.join(t233, t251), tl.join(t243, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 13)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t224, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t227, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t230, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t233, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t236, mask=mask)
+                    tl.store(orow + OFFS[i] + 5, t239, mask=mask)
+                    tl.store(orow + OFFS[i] + 6, t241, mask=mask)
+                    tl.store(orow + OFFS[i] + 7, t243, mask=mask)
+                    tl.store(orow + OFFS[i] + 8, t245, mask=mask)
+                    tl.store(orow + OFFS[i] + 9, t247, mask=mask)
+                    tl.store(orow + OFFS[i] + 10, t249, mask=mask)
+                    tl.store(orow + OFFS[i] + 11, t251, mask=mask)
+                    tl.store(orow + OFFS[i] + 12, t253, mask=mask)
     if LMAX >= 7:
         t254 = z * t183
         t255 = x * t186
@@ -488,21 +516,25 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t338 = c302 * t337
         for i in tl.static_range(len(LS)):
             if LS[i] == 7:
-                tl.store(orow + OFFS[i] + 0, t304, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t307, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t310, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t313, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t316, mask=mask)
-                tl.store(orow + OFFS[i] + 5, t319, mask=mask)
-                tl.store(orow + OFFS[i] + 6, t322, mask=mask)
-                tl.store(orow + OFFS[i] + 7, t324, mask=mask)
-                tl.store(orow + OFFS[i] + 8, t326, mask=mask)
-                tl.store(orow + OFFS[i] + 9, t328, mask=mask)
-                tl.store(orow + OFFS[i] + 10, t330, mask=mask)
-                tl.store(orow + OFFS[i] + 11, t332, mask=mask)
-                tl.store(orow + OFFS[i] + 12, t334, mask=mask)
-                tl.store(orow + OFFS[i] + 13, t336, mask=mask)
-                tl.store(orow + OFFS[i] + 14, t338, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t304, t326), tl.join(t316, t334)), tl.join(tl.join(t310, t330), tl.join(t322, t338))), tl.join(tl.join(tl.join(t307, t328), tl.join(t319, t336)), tl.join(tl.join(t313, t332), tl.join(t324, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 15)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t304, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t307, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t310, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t313, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t316, mask=mask)
+                    tl.store(orow + OFFS[i] + 5, t319, mask=mask)
+                    tl.store(orow + OFFS[i] + 6, t322, mask=mask)
+                    tl.store(orow + OFFS[i] + 7, t324, mask=mask)
+                    tl.store(orow + OFFS[i] + 8, t326, mask=mask)
+                    tl.store(orow + OFFS[i] + 9, t328, mask=mask)
+                    tl.store(orow + OFFS[i] + 10, t330, mask=mask)
+                    tl.store(orow + OFFS[i] + 11, t332, mask=mask)
+                    tl.store(orow + OFFS[i] + 12, t334, mask=mask)
+                    tl.store(orow + OFFS[i] + 13, t336, mask=mask)
+                    tl.store(orow + OFFS[i] + 14, t338, mask=mask)
     if LMAX >= 8:
         t339 = z * t256
         t340 = x * t259
@@ -599,23 +631,27 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t431 = c390 * t430
         for i in tl.static_range(len(LS)):
             if LS[i] == 8:
-                tl.store(orow + OFFS[i] + 0, t392, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t395, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t398, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t401, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t404, mask=mask)
-                tl.store(orow + OFFS[i] + 5, t407, mask=mask)
-                tl.store(orow + OFFS[i] + 6, t410, mask=mask)
-                tl.store(orow + OFFS[i] + 7, t413, mask=mask)
-                tl.store(orow + OFFS[i] + 8, t415, mask=mask)
-                tl.store(orow + OFFS[i] + 9, t417, mask=mask)
-                tl.store(orow + OFFS[i] + 10, t419, mask=mask)
-                tl.store(orow + OFFS[i] + 11, t421, mask=mask)
-                tl.store(orow + OFFS[i] + 12, t423, mask=mask)
-                tl.store(orow + OFFS[i] + 13, t425, mask=mask)
-                tl.store(orow + OFFS[i] + 14, t427, mask=mask)
-                tl.store(orow + OFFS[i] + 15, t429, mask=mask)
-                tl.store(orow + OFFS[i] + 16, t431, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t392, t431), tl.join(t415, zero)), tl.join(tl.join(t404, zero), tl.join(t423, zero))), tl.join(tl.join(tl.join(t398, zero), tl.join(t419, zero)), tl.join(tl.join(t410, zero), tl.join(t427, zero)))), tl.join(tl.join(tl.join(tl.join(t395, zero), tl.join(t417, zero)), tl.join(tl.join(t407, zero), tl.join(t425, zero))), tl.join(tl.join(tl.join(t401, zero), tl.join(t421, zero)), tl.join(tl.join(t413, zero), tl.join(t429, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 17)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t392, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t395, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t398, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t401, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t404, mask=mask)
+                    tl.store(orow + OFFS[i] + 5, t407, mask=mask)
+                    tl.store(orow + OFFS[i] + 6, t410, mask=mask)
+                    tl.store(orow + OFFS[i] + 7, t413, mask=mask)
+                    tl.store(orow + OFFS[i] + 8, t415, mask=mask)
+                    tl.store(orow + OFFS[i] + 9, t417, mask=mask)
+                    tl.store(orow + OFFS[i] + 10, t419, mask=mask)
+                    tl.store(orow + OFFS[i] + 11, t421, mask=mask)
+                    tl.store(orow + OFFS[i] + 12, t423, mask=mask)
+                    tl.store(orow + OFFS[i] + 13, t425, mask=mask)
+                    tl.store(orow + OFFS[i] + 14, t427, mask=mask)
+                    tl.store(orow + OFFS[i] + 15, t429, mask=mask)
+                    tl.store(orow + OFFS[i] + 16, t431, mask=mask)
     if LMAX >= 9:
         t432 = z * t341
         t433 = x * t344
@@ -727,25 +763,29 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t539 = c493 * t538
         for i in tl.static_range(len(LS)):
             if LS[i] == 9:
-                tl.store(orow + OFFS[i] + 0, t495, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t498, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t501, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t504, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t507, mask=mask)
-                tl.store(orow + OFFS[i] + 5, t510, mask=mask)
-                tl.store(orow + OFFS[i] + 6, t513, mask=mask)
-                tl.store(orow + OFFS[i] + 7, t516, mask=mask)
-                tl.store(orow + OFFS[i] + 8, t519, mask=mask)
-                tl.store(orow + OFFS[i] + 9, t521, mask=mask)
-                tl.store(orow + OFFS[i] + 10, t523, mask=mask)
-                tl.store(orow + OFFS[i] + 11, t525, mask=mask)
-                tl.store(orow + OFFS[i] + 12, t527, mask=mask)
-                tl.store(orow + OFFS[i] + 13, t529, mask=mask)
-                tl.store(orow + OFFS[i] + 14, t531, mask=mask)
-                tl.store(orow + OFFS[i] + 15, t533, mask=mask)
-                tl.store(orow + OFFS[i] + 16, t535, mask=mask)
-                tl.store(orow + OFFS[i] + 17, t537, mask=mask)
-                tl.store(orow + OFFS[i] + 18, t539, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t495, t535), tl.join(t519, zero)), tl.join(tl.join(t507, zero), tl.join(t527, zero))), tl.join(tl.join(tl.join(t501, t539), tl.join(t523, zero)), tl.join(tl.join(t513, zero), tl.join(t531, zero)))), tl.join(tl.join(tl.join(tl.join(t498, t537), tl.join(t521, zero)), tl.join(tl.join(t510, zero), tl.join(t529, zero))), tl.join(tl.join(tl.join(t504, zero), tl.join(t525, zero)), tl.join(tl.join(t516, zero), tl.join(t533, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 19)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t495, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t498, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t501, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t504, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t507, mask=mask)
+                    tl.store(orow + OFFS[i] + 5, t510, mask=mask)
+                    tl.store(orow + OFFS[i] + 6, t513, mask=mask)
+                    tl.store(orow + OFFS[i] + 7, t516, mask=mask)
+                    tl.store(orow + OFFS[i] + 8, t519, mask=mask)
+                    tl.store(orow + OFFS[i] + 9, t521, mask=mask)
+                    tl.store(orow + OFFS[i] + 10, t523, mask=mask)
+                    tl.store(orow + OFFS[i] + 11, t525, mask=mask)
+                    tl.store(orow + OFFS[i] + 12, t527, mask=mask)
+                    tl.store(orow + OFFS[i] + 13, t529, mask=mask)
+                    tl.store(orow + OFFS[i] + 14, t531, mask=mask)
+                    tl.store(orow + OFFS[i] + 15, t533, mask=mask)
+                    tl.store(orow + OFFS[i] + 16, t535, mask=mask)
+                    tl.store(orow + OFFS[i] + 17, t537, mask=mask)
+                    tl.store(orow + OFFS[i] + 18, t539, mask=mask)
     if LMAX >= 10:
         t540 = z * t434
         t541 = x * t437
@@ -869,27 +909,31 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t659 = c608 * t658
         for i in tl.static_range(len(LS)):
             if LS[i] == 10:
-                tl.store(orow + OFFS[i] + 0, t610, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t613, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t616, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t619, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t622, mask=mask)
-                tl.store(orow + OFFS[i] + 5, t625, mask=mask)
-                tl.store(orow + OFFS[i] + 6, t628, mask=mask)
-                tl.store(orow + OFFS[i] + 7, t631, mask=mask)
-                tl.store(orow + OFFS[i] + 8, t634, mask=mask)
-                tl.store(orow + OFFS[i] + 9, t637, mask=mask)
-                tl.store(orow + OFFS[i] + 10, t639, mask=mask)
-                tl.store(orow + OFFS[i] + 11, t641, mask=mask)
-                tl.store(orow + OFFS[i] + 12, t643, mask=mask)
-                tl.store(orow + OFFS[i] + 13, t645, mask=mask)
-                tl.store(orow + OFFS[i] + 14, t647, mask=mask)
-                tl.store(orow + OFFS[i] + 15, t649, mask=mask)
-                tl.store(orow + OFFS[i] + 16, t651, mask=mask)
-                tl.store(orow + OFFS[i] + 17, t653, mask=mask)
-                tl.store(orow + OFFS[i] + 18, t655, mask=mask)
-                tl.store(orow + OFFS[i] + 19, t657, mask=mask)
-                tl.store(orow + OFFS[i] + 20, t659, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t610, t651), tl.join(t634, zero)), tl.join(tl.join(t622, t659), tl.join(t643, zero))), tl.join(tl.join(tl.join(t616, t655), tl.join(t639, zero)), tl.join(tl.join(t628, zero), tl.join(t647, zero)))), tl.join(tl.join(tl.join(tl.join(t613, t653), tl.join(t637, zero)), tl.join(tl.join(t625, zero), tl.join(t645, zero))), tl.join(tl.join(tl.join(t619, t657), tl.join(t641, zero)), tl.join(tl.join(t631, zero), tl.join(t649, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 21)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t610, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t613, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t616, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t619, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t622, mask=mask)
+                    tl.store(orow + OFFS[i] + 5, t625, mask=mask)
+                    tl.store(orow + OFFS[i] + 6, t628, mask=mask)
+                    tl.store(orow + OFFS[i] + 7, t631, mask=mask)
+                    tl.store(orow + OFFS[i] + 8, t634, mask=mask)
+                    tl.store(orow + OFFS[i] + 9, t637, mask=mask)
+                    tl.store(orow + OFFS[i] + 10, t639, mask=mask)
+                    tl.store(orow + OFFS[i] + 11, t641, mask=mask)
+                    tl.store(orow + OFFS[i] + 12, t643, mask=mask)
+                    tl.store(orow + OFFS[i] + 13, t645, mask=mask)
+                    tl.store(orow + OFFS[i] + 14, t647, mask=mask)
+                    tl.store(orow + OFFS[i] + 15, t649, mask=mask)
+                    tl.store(orow + OFFS[i] + 16, t651, mask=mask)
+                    tl.store(orow + OFFS[i] + 17, t653, mask=mask)
+                    tl.store(orow + OFFS[i] + 18, t655, mask=mask)
+                    tl.store(orow + OFFS[i] + 19, t657, mask=mask)
+                    tl.store(orow + OFFS[i] + 20, t659, mask=mask)
     if LMAX >= 11:
         t660 = z * t542
         t661 = x * t545
@@ -1020,29 +1064,33 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t786 = c730 * t785
         for i in tl.static_range(len(LS)):
             if LS[i] == 11:
-                tl.store(orow + OFFS[i] + 0, t732, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t735, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t738, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t741, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t744, mask=mask)
-                tl.store(orow + OFFS[i] + 5, t747, mask=mask)
-                tl.store(orow + OFFS[i] + 6, t750, mask=mask)
-                tl.store(orow + OFFS[i] + 7, t753, mask=mask)
-                tl.store(orow + OFFS[i] + 8, t756, mask=mask)
-                tl.store(orow + OFFS[i] + 9, t759, mask=mask)
-                tl.store(orow + OFFS[i] + 10, t762, mask=mask)
-                tl.store(orow + OFFS[i] + 11, t764, mask=mask)
-                tl.store(orow + OFFS[i] + 12, t766, mask=mask)
-                tl.store(orow + OFFS[i] + 13, t768, mask=mask)
-                tl.store(orow + OFFS[i] + 14, t770, mask=mask)
-                tl.store(orow + OFFS[i] + 15, t772, mask=mask)
-                tl.store(orow + OFFS[i] + 16, t774, mask=mask)
-                tl.store(orow + OFFS[i] + 17, t776, mask=mask)
-                tl.store(orow + OFFS[i] + 18, t778, mask=mask)
-                tl.store(orow + OFFS[i] + 19, t780, mask=mask)
-                tl.store(orow + OFFS[i] + 20, t782, mask=mask)
-                tl.store(orow + OFFS[i] + 21, t784, mask=mask)
-                tl.store(orow + OFFS[i] + 22, t786, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t732, t774), tl.join(t756, zero)), tl.join(tl.join(t744, t782), tl.join(t766, zero))), tl.join(tl.join(tl.join(t738, t778), tl.join(t762, zero)), tl.join(tl.join(t750, t786), tl.join(t770, zero)))), tl.join(tl.join(tl.join(tl.join(t735, t776), tl.join(t759, zero)), tl.join(tl.join(t747, t784), tl.join(t768, zero))), tl.join(tl.join(tl.join(t741, t780), tl.join(t764, zero)), tl.join(tl.join(t753, zero), tl.join(t772, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 23)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t732, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t735, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t738, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t741, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t744, mask=mask)
+                    tl.store(orow + OFFS[i] + 5, t747, mask=mask)
+                    tl.store(orow + OFFS[i] + 6, t750, mask=mask)
+                    tl.store(orow + OFFS[i] + 7, t753, mask=mask)
+                    tl.store(orow + OFFS[i] + 8, t756, mask=mask)
+                    tl.store(orow + OFFS[i] + 9, t759, mask=mask)
+                    tl.store(orow + OFFS[i] + 10, t762, mask=mask)
+                    tl.store(orow + OFFS[i] + 11, t764, mask=mask)
+                    tl.store(orow + OFFS[i] + 12, t766, mask=mask)
+                    tl.store(orow + OFFS[i] + 13, t768, mask=mask)
+                    tl.store(orow + OFFS[i] + 14, t770, mask=mask)
+                    tl.store(orow + OFFS[i] + 15, t772, mask=mask)
+                    tl.store(orow + OFFS[i] + 16, t774, mask=mask)
+                    tl.store(orow + OFFS[i] + 17, t776, mask=mask)
+                    tl.store(orow + OFFS[i] + 18, t778, mask=mask)
+                    tl.store(orow + OFFS[i] + 19, t780, mask=mask)
+                    tl.store(orow + OFFS[i] + 20, t782, mask=mask)
+                    tl.store(orow + OFFS[i] + 21, t784, mask=mask)
+                    tl.store(orow + OFFS[i] + 22, t786, mask=mask)
     if LMAX >= 12:
         t787 = z * t662
         t788 = x * t665
@@ -1189,37 +1237,41 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t929 = c868 * t928
         for i in tl.static_range(len(LS)):
             if LS[i] == 12:
-                tl.store(orow + OFFS[i] + 0, t870, mask=mask)
-                tl.store(orow + OFFS[i] + 1, t873, mask=mask)
-                tl.store(orow + OFFS[i] + 2, t876, mask=mask)
-                tl.store(orow + OFFS[i] + 3, t879, mask=mask)
-                tl.store(orow + OFFS[i] + 4, t882, mask=mask)
-                tl.store(orow + OFFS[i] + 5, t885, mask=mask)
-                tl.store(orow + OFFS[i] + 6, t888, mask=mask)
-                tl.store(orow + OFFS[i] + 7, t891, mask=mask)
-                tl.store(orow + OFFS[i] + 8, t894, mask=mask)
-                tl.store(orow + OFFS[i] + 9, t897, mask=mask)
-                tl.store(orow + OFFS[i] + 10, t900, mask=mask)
-                tl.store(orow + OFFS[i] + 11, t903, mask=mask)
-                tl.store(orow + OFFS[i] + 12, t905, mask=mask)
-                tl.store(orow + OFFS[i] + 13, t907, mask=mask)
-                tl.store(orow + OFFS[i] + 14, t909, mask=mask)
-                tl.store(orow + OFFS[i] + 15, t911, mask=mask)
-                tl.store(orow + OFFS[i] + 16, t913, mask=mask)
-                tl.store(orow + OFFS[i] + 17, t915, mask=mask)
-                tl.store(orow + OFFS[i] + 18, t917, mask=mask)
-                tl.store(orow + OFFS[i] + 19, t919, mask=mask)
-                tl.store(orow + OFFS[i] + 20, t921, mask=mask)
-                tl.store(orow + OFFS[i] + 21, t923, mask=mask)
-                tl.store(orow + OFFS[i] + 22, t925, mask=mask)
-                tl.store(orow + OFFS[i] + 23, t927, mask=mask)
-                tl.store(orow + OFFS[i] + 24, t929, mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t870, t913), tl.join(t894, t929)), tl.join(tl.join(t882, t921), tl.join(t905, zero))), tl.join(tl.join(tl.join(t876, t917), tl.join(t900, zero)), tl.join(tl.join(t888, t925), tl.join(t909, zero)))), tl.join(tl.join(tl.join(tl.join(t873, t915), tl.join(t897, zero)), tl.join(tl.join(t885, t923), tl.join(t907, zero))), tl.join(tl.join(tl.join(t879, t919), tl.join(t903, zero)), tl.join(tl.join(t891, t927), tl.join(t911, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 25)[None, :])
+                else:
+                    tl.store(orow + OFFS[i] + 0, t870, mask=mask)
+                    tl.store(orow + OFFS[i] + 1, t873, mask=mask)
+                    tl.store(orow + OFFS[i] + 2, t876, mask=mask)
+                    tl.store(orow + OFFS[i] + 3, t879, mask=mask)
+                    tl.store(orow + OFFS[i] + 4, t882, mask=mask)
+                    tl.store(orow + OFFS[i] + 5, t885, mask=mask)
+                    tl.store(orow + OFFS[i] + 6, t888, mask=mask)
+                    tl.store(orow + OFFS[i] + 7, t891, mask=mask)
+                    tl.store(orow + OFFS[i] + 8, t894, mask=mask)
+                    tl.store(orow + OFFS[i] + 9, t897, mask=mask)
+                    tl.store(orow + OFFS[i] + 10, t900, mask=mask)
+                    tl.store(orow + OFFS[i] + 11, t903, mask=mask)
+                    tl.store(orow + OFFS[i] + 12, t905, mask=mask)
+                    tl.store(orow + OFFS[i] + 13, t907, mask=mask)
+                    tl.store(orow + OFFS[i] + 14, t909, mask=mask)
+                    tl.store(orow + OFFS[i] + 15, t911, mask=mask)
+                    tl.store(orow + OFFS[i] + 16, t913, mask=mask)
+                    tl.store(orow + OFFS[i] + 17, t915, mask=mask)
+                    tl.store(orow + OFFS[i] + 18, t917, mask=mask)
+                    tl.store(orow + OFFS[i] + 19, t919, mask=mask)
+                    tl.store(orow + OFFS[i] + 20, t921, mask=mask)
+                    tl.store(orow + OFFS[i] + 21, t923, mask=mask)
+                    tl.store(orow + OFFS[i] + 22, t925, mask=mask)
+                    tl.store(orow + OFFS[i] + 23, t927, mask=mask)
+                    tl.store(orow + OFFS[i] + 24, t929, mask=mask)
 
 
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c"])
 def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
-        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, BLOCK: tl.constexpr):
+        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
@@ -1235,7 +1287,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         c9 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
         for i in tl.static_range(len(LS)):
             if LS[i] == 0:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 1)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 1)[None, :], other=0.0)
+                    g0 = tl.reshape(gt, (BLOCK,))
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
     if LMAX >= 1:
         c10 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
         t11 = c10 * x
@@ -1243,12 +1300,24 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t13 = c10 * z
         for i in tl.static_range(len(LS)):
             if LS[i] == 1:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * c10
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vy += g * c10
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vz += g * c10
+                if WIDE_IO:
+                    cj = tl.arange(0, 4)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 3)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    g0 = gtee
+                    g2 = gteo
+                    gtoe, gtoo = tl.split(gto)
+                    g1 = gtoe
+                    _pad3 = gtoo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                vx += g0 * c10
+                vy += g1 * c10
+                vz += g2 * c10
     if LMAX >= 2:
         t1 = z + z
         t2 = z * z
@@ -1304,22 +1373,42 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t57 = c32 * t55
         for i in tl.static_range(len(LS)):
             if LS[i] == 2:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t36
-                vz += g * t37
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t42
-                vy += g * t43
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t46
-                vy += g * t47
-                vz += g * t48
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vy += g * t52
-                vz += g * t42
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t56
-                vz += g * t36
+                if WIDE_IO:
+                    cj = tl.arange(0, 8)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 5)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    g0 = gteee
+                    g4 = gteeo
+                    gteoe, gteoo = tl.split(gteo)
+                    g2 = gteoe
+                    _pad6 = gteoo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    g1 = gtoee
+                    _pad5 = gtoeo
+                    gtooe, gtooo = tl.split(gtoo)
+                    g3 = gtooe
+                    _pad7 = gtooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                vx += g0 * t36
+                vz += g0 * t37
+                vx += g1 * t42
+                vy += g1 * t43
+                vx += g2 * t46
+                vy += g2 * t47
+                vz += g2 * t48
+                vy += g3 * t52
+                vz += g3 * t42
+                vx += g4 * t56
+                vz += g4 * t36
     if LMAX >= 3:
         t58 = z * t14
         t59 = z * t1
@@ -1433,32 +1522,52 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t167 = c116 * t164
         for i in tl.static_range(len(LS)):
             if LS[i] == 3:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t120
-                vz += g * t121
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t128
-                vy += g * t129
-                vz += g * t130
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t138
-                vy += g * t139
-                vz += g * t140
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vx += g * t143
-                vy += g * t144
-                vz += g * t145
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t152
-                vy += g * t153
-                vz += g * t154
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                vx += g * t159
-                vy += g * t160
-                vz += g * t128
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                vx += g * t165
-                vz += g * t166
+                if WIDE_IO:
+                    cj = tl.arange(0, 8)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 7)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    g0 = gteee
+                    g4 = gteeo
+                    gteoe, gteoo = tl.split(gteo)
+                    g2 = gteoe
+                    g6 = gteoo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    g1 = gtoee
+                    g5 = gtoeo
+                    gtooe, gtooo = tl.split(gtoo)
+                    g3 = gtooe
+                    _pad7 = gtooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                vx += g0 * t120
+                vz += g0 * t121
+                vx += g1 * t128
+                vy += g1 * t129
+                vz += g1 * t130
+                vx += g2 * t138
+                vy += g2 * t139
+                vz += g2 * t140
+                vx += g3 * t143
+                vy += g3 * t144
+                vz += g3 * t145
+                vx += g4 * t152
+                vy += g4 * t153
+                vz += g4 * t154
+                vx += g5 * t159
+                vy += g5 * t160
+                vz += g5 * t128
+                vx += g6 * t165
+                vz += g6 * t166
     if LMAX >= 4:
         t168 = z * t66
         t169 = z * t67
@@ -1632,40 +1741,76 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t337 = c260 * t334
         for i in tl.static_range(len(LS)):
             if LS[i] == 4:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t264
-                vz += g * t265
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t272
-                vy += g * t273
-                vz += g * t274
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t285
-                vy += g * t286
-                vz += g * t287
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vx += g * t295
-                vy += g * t296
-                vz += g * t297
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t300
-                vy += g * t301
-                vz += g * t302
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                vx += g * t309
-                vy += g * t310
-                vz += g * t311
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                vx += g * t320
-                vy += g * t321
-                vz += g * t322
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                vx += g * t328
-                vy += g * t329
-                vz += g * t330
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                vx += g * t335
-                vz += g * t336
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 9)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    g0 = gteeee
+                    g8 = gteeeo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    g4 = gteeoe
+                    _pad12 = gteeoo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    g2 = gteoee
+                    _pad10 = gteoeo
+                    gteooe, gteooo = tl.split(gteoo)
+                    g6 = gteooe
+                    _pad14 = gteooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    g1 = gtoeee
+                    _pad9 = gtoeeo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    g5 = gtoeoe
+                    _pad13 = gtoeoo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    g3 = gtooee
+                    _pad11 = gtooeo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    g7 = gtoooe
+                    _pad15 = gtoooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                vx += g0 * t264
+                vz += g0 * t265
+                vx += g1 * t272
+                vy += g1 * t273
+                vz += g1 * t274
+                vx += g2 * t285
+                vy += g2 * t286
+                vz += g2 * t287
+                vx += g3 * t295
+                vy += g3 * t296
+                vz += g3 * t297
+                vx += g4 * t300
+                vy += g4 * t301
+                vz += g4 * t302
+                vx += g5 * t309
+                vy += g5 * t310
+                vz += g5 * t311
+                vx += g6 * t320
+                vy += g6 * t321
+                vz += g6 * t322
+                vx += g7 * t328
+                vy += g7 * t329
+                vz += g7 * t330
+                vx += g8 * t335
+                vz += g8 * t336
     if LMAX >= 5:
         t338 = z * t176
         t339 = z * t177
@@ -1892,48 +2037,84 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t560 = c458 * t557
         for i in tl.static_range(len(LS)):
             if LS[i] == 5:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t462
-                vz += g * t463
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t470
-                vy += g * t471
-                vz += g * t472
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t483
-                vy += g * t484
-                vz += g * t485
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vx += g * t496
-                vy += g * t497
-                vz += g * t498
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t506
-                vy += g * t507
-                vz += g * t508
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                vx += g * t511
-                vy += g * t512
-                vz += g * t513
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                vx += g * t520
-                vy += g * t521
-                vz += g * t522
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                vx += g * t531
-                vy += g * t532
-                vz += g * t533
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                vx += g * t543
-                vy += g * t544
-                vz += g * t545
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                vx += g * t551
-                vy += g * t552
-                vz += g * t553
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                vx += g * t558
-                vz += g * t559
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 11)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    g0 = gteeee
+                    g8 = gteeeo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    g4 = gteeoe
+                    _pad12 = gteeoo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    g2 = gteoee
+                    g10 = gteoeo
+                    gteooe, gteooo = tl.split(gteoo)
+                    g6 = gteooe
+                    _pad14 = gteooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    g1 = gtoeee
+                    g9 = gtoeeo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    g5 = gtoeoe
+                    _pad13 = gtoeoo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    g3 = gtooee
+                    _pad11 = gtooeo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    g7 = gtoooe
+                    _pad15 = gtoooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                vx += g0 * t462
+                vz += g0 * t463
+                vx += g1 * t470
+                vy += g1 * t471
+                vz += g1 * t472
+                vx += g2 * t483
+                vy += g2 * t484
+                vz += g2 * t485
+                vx += g3 * t496
+                vy += g3 * t497
+                vz += g3 * t498
+                vx += g4 * t506
+                vy += g4 * t507
+                vz += g4 * t508
+                vx += g5 * t511
+                vy += g5 * t512
+                vz += g5 * t513
+                vx += g6 * t520
+                vy += g6 * t521
+                vz += g6 * t522
+                vx += g7 * t531
+                vy += g7 * t532
+                vz += g7 * t533
+                vx += g8 * t543
+                vy += g8 * t544
+                vz += g8 * t545
+                vx += g9 * t551
+                vy += g9 * t552
+                vz += g9 * t553
+                vx += g10 * t558
+                vz += g10 * t559
     if LMAX >= 6:
         t561 = z * t346
         t562 = z * t347
@@ -2214,56 +2395,92 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t837 = c710 * t834
         for i in tl.static_range(len(LS)):
             if LS[i] == 6:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t714
-                vz += g * t715
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t722
-                vy += g * t723
-                vz += g * t724
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t735
-                vy += g * t736
-                vz += g * t737
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vx += g * t748
-                vy += g * t749
-                vz += g * t750
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t761
-                vy += g * t762
-                vz += g * t763
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                vx += g * t771
-                vy += g * t772
-                vz += g * t773
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                vx += g * t776
-                vy += g * t777
-                vz += g * t778
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                vx += g * t785
-                vy += g * t786
-                vz += g * t787
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                vx += g * t796
-                vy += g * t797
-                vz += g * t798
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                vx += g * t808
-                vy += g * t809
-                vz += g * t810
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                vx += g * t820
-                vy += g * t821
-                vz += g * t822
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                vx += g * t828
-                vy += g * t829
-                vz += g * t830
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                vx += g * t835
-                vz += g * t836
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 13)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    g0 = gteeee
+                    g8 = gteeeo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    g4 = gteeoe
+                    g12 = gteeoo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    g2 = gteoee
+                    g10 = gteoeo
+                    gteooe, gteooo = tl.split(gteoo)
+                    g6 = gteooe
+                    _pad14 = gteooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    g1 = gtoeee
+                    g9 = gtoeeo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    g5 = gtoeoe
+                    _pad13 = gtoeoo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    g3 = gtooee
+                    g11 = gtooeo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    g7 = gtoooe
+                    _pad15 = gtoooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                vx += g0 * t714
+                vz += g0 * t715
+                vx += g1 * t722
+                vy += g1 * t723
+                vz += g1 * t724
+                vx += g2 * t735
+                vy += g2 * t736
+                vz += g2 * t737
+                vx += g3 * t748
+                vy += g3 * t749
+                vz += g3 * t750
+                vx += g4 * t761
+                vy += g4 * t762
+                vz += g4 * t763
+                vx += g5 * t771
+                vy += g5 * t772
+                vz += g5 * t773
+                vx += g6 * t776
+                vy += g6 * t777
+                vz += g6 * t778
+                vx += g7 * t785
+                vy += g7 * t786
+                vz += g7 * t787
+                vx += g8 * t796
+                vy += g8 * t797
+                vz += g8 * t798
+                vx += g9 * t808
+                vy += g9 * t809
+                vz += g9 * t810
+                vx += g10 * t820
+                vy += g10 * t821
+                vz += g10 * t822
+                vx += g11 * t828
+                vy += g11 * t829
+                vz += g11 * t830
+                vx += g12 * t835
+                vz += g12 * t836
     if LMAX >= 7:
         t838 = z * t569
         t839 = z * t570
@@ -2598,64 +2815,100 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t1168 = c1016 * t1165
         for i in tl.static_range(len(LS)):
             if LS[i] == 7:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t1020
-                vz += g * t1021
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t1028
-                vy += g * t1029
-                vz += g * t1030
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t1041
-                vy += g * t1042
-                vz += g * t1043
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vx += g * t1054
-                vy += g * t1055
-                vz += g * t1056
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t1067
-                vy += g * t1068
-                vz += g * t1069
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                vx += g * t1080
-                vy += g * t1081
-                vz += g * t1082
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                vx += g * t1090
-                vy += g * t1091
-                vz += g * t1092
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                vx += g * t1095
-                vy += g * t1096
-                vz += g * t1097
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                vx += g * t1104
-                vy += g * t1105
-                vz += g * t1106
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                vx += g * t1115
-                vy += g * t1116
-                vz += g * t1117
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                vx += g * t1127
-                vy += g * t1128
-                vz += g * t1129
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                vx += g * t1139
-                vy += g * t1140
-                vz += g * t1141
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                vx += g * t1151
-                vy += g * t1152
-                vz += g * t1153
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                vx += g * t1159
-                vy += g * t1160
-                vz += g * t1161
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                vx += g * t1166
-                vz += g * t1167
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 15)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    g0 = gteeee
+                    g8 = gteeeo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    g4 = gteeoe
+                    g12 = gteeoo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    g2 = gteoee
+                    g10 = gteoeo
+                    gteooe, gteooo = tl.split(gteoo)
+                    g6 = gteooe
+                    g14 = gteooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    g1 = gtoeee
+                    g9 = gtoeeo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    g5 = gtoeoe
+                    g13 = gtoeoo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    g3 = gtooee
+                    g11 = gtooeo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    g7 = gtoooe
+                    _pad15 = gtoooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                vx += g0 * t1020
+                vz += g0 * t1021
+                vx += g1 * t1028
+                vy += g1 * t1029
+                vz += g1 * t1030
+                vx += g2 * t1041
+                vy += g2 * t1042
+                vz += g2 * t1043
+                vx += g3 * t1054
+                vy += g3 * t1055
+                vz += g3 * t1056
+                vx += g4 * t1067
+                vy += g4 * t1068
+                vz += g4 * t1069
+                vx += g5 * t1080
+                vy += g5 * t1081
+                vz += g5 * t1082
+                vx += g6 * t1090
+                vy += g6 * t1091
+                vz += g6 * t1092
+                vx += g7 * t1095
+                vy += g7 * t1096
+                vz += g7 * t1097
+                vx += g8 * t1104
+                vy += g8 * t1105
+                vz += g8 * t1106
+                vx += g9 * t1115
+                vy += g9 * t1116
+                vz += g9 * t1117
+                vx += g10 * t1127
+                vy += g10 * t1128
+                vz += g10 * t1129
+                vx += g11 * t1139
+                vy += g11 * t1140
+                vz += g11 * t1141
+                vx += g12 * t1151
+                vy += g12 * t1152
+                vz += g12 * t1153
+                vx += g13 * t1159
+                vy += g13 * t1160
+                vz += g13 * t1161
+                vx += g14 * t1166
+                vz += g14 * t1167
     if LMAX >= 8:
         t1169 = z * t846
         t1170 = z * t847
@@ -3040,72 +3293,140 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t1549 = c1372 * t1546
         for i in tl.static_range(len(LS)):
             if LS[i] == 8:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t1376
-                vz += g * t1377
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t1384
-                vy += g * t1385
-                vz += g * t1386
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t1397
-                vy += g * t1398
-                vz += g * t1399
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vx += g * t1410
-                vy += g * t1411
-                vz += g * t1412
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t1423
-                vy += g * t1424
-                vz += g * t1425
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                vx += g * t1436
-                vy += g * t1437
-                vz += g * t1438
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                vx += g * t1449
-                vy += g * t1450
-                vz += g * t1451
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                vx += g * t1459
-                vy += g * t1460
-                vz += g * t1461
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                vx += g * t1464
-                vy += g * t1465
-                vz += g * t1466
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                vx += g * t1473
-                vy += g * t1474
-                vz += g * t1475
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                vx += g * t1484
-                vy += g * t1485
-                vz += g * t1486
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                vx += g * t1496
-                vy += g * t1497
-                vz += g * t1498
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                vx += g * t1508
-                vy += g * t1509
-                vz += g * t1510
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                vx += g * t1520
-                vy += g * t1521
-                vz += g * t1522
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                vx += g * t1532
-                vy += g * t1533
-                vz += g * t1534
-                g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                vx += g * t1540
-                vy += g * t1541
-                vz += g * t1542
-                g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                vx += g * t1547
-                vz += g * t1548
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 17)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    gteeeee, gteeeeo = tl.split(gteeee)
+                    g0 = gteeeee
+                    g16 = gteeeeo
+                    gteeeoe, gteeeoo = tl.split(gteeeo)
+                    g8 = gteeeoe
+                    _pad24 = gteeeoo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    gteeoee, gteeoeo = tl.split(gteeoe)
+                    g4 = gteeoee
+                    _pad20 = gteeoeo
+                    gteeooe, gteeooo = tl.split(gteeoo)
+                    g12 = gteeooe
+                    _pad28 = gteeooo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    gteoeee, gteoeeo = tl.split(gteoee)
+                    g2 = gteoeee
+                    _pad18 = gteoeeo
+                    gteoeoe, gteoeoo = tl.split(gteoeo)
+                    g10 = gteoeoe
+                    _pad26 = gteoeoo
+                    gteooe, gteooo = tl.split(gteoo)
+                    gteooee, gteooeo = tl.split(gteooe)
+                    g6 = gteooee
+                    _pad22 = gteooeo
+                    gteoooe, gteoooo = tl.split(gteooo)
+                    g14 = gteoooe
+                    _pad30 = gteoooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    gtoeeee, gtoeeeo = tl.split(gtoeee)
+                    g1 = gtoeeee
+                    _pad17 = gtoeeeo
+                    gtoeeoe, gtoeeoo = tl.split(gtoeeo)
+                    g9 = gtoeeoe
+                    _pad25 = gtoeeoo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    gtoeoee, gtoeoeo = tl.split(gtoeoe)
+                    g5 = gtoeoee
+                    _pad21 = gtoeoeo
+                    gtoeooe, gtoeooo = tl.split(gtoeoo)
+                    g13 = gtoeooe
+                    _pad29 = gtoeooo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    gtooeee, gtooeeo = tl.split(gtooee)
+                    g3 = gtooeee
+                    _pad19 = gtooeeo
+                    gtooeoe, gtooeoo = tl.split(gtooeo)
+                    g11 = gtooeoe
+                    _pad27 = gtooeoo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    gtoooee, gtoooeo = tl.split(gtoooe)
+                    g7 = gtoooee
+                    _pad23 = gtoooeo
+                    gtooooe, gtooooo = tl.split(gtoooo)
+                    g15 = gtooooe
+                    _pad31 = gtooooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                vx += g0 * t1376
+                vz += g0 * t1377
+                vx += g1 * t1384
+                vy += g1 * t1385
+                vz += g1 * t1386
+                vx += g2 * t1397
+                vy += g2 * t1398
+                vz += g2 * t1399
+                vx += g3 * t1410
+                vy += g3 * t1411
+                vz += g3 * t1412
+                vx += g4 * t1423
+                vy += g4 * t1424
+                vz += g4 * t1425
+                vx += g5 * t1436
+                vy += g5 * t1437
+                vz += g5 * t1438
+                vx += g6 * t1449
+                vy += g6 * t1450
+                vz += g6 * t1451
+                vx += g7 * t1459
+                vy += g7 * t1460
+                vz += g7 * t1461
+                vx += g8 * t1464
+                vy += g8 * t1465
+                vz += g8 * t1466
+                vx += g9 * t1473
+                vy += g9 * t1474
+                vz += g9 * t1475
+                vx += g10 * t1484
+                vy += g10 * t1485
+                vz += g10 * t1486
+                vx += g11 * t1496
+                vy += g11 * t1497
+                vz += g11 * t1498
+                vx += g12 * t1508
+                vy += g12 * t1509
+                vz += g12 * t1510
+                vx += g13 * t1520
+                vy += g13 * t1521
+                vz += g13 * t1522
+                vx += g14 * t1532
+                vy += g14 * t1533
+                vz += g14 * t1534
+                vx += g15 * t1540
+                vy += g15 * t1541
+                vz += g15 * t1542
+                vx += g16 * t1547
+                vz += g16 * t1548
     if LMAX >= 9:
         t1550 = z * t1177
         t1551 = z * t1178
@@ -3547,80 +3868,148 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t1987 = c1785 * t1984
         for i in tl.static_range(len(LS)):
             if LS[i] == 9:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t1789
-                vz += g * t1790
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t1797
-                vy += g * t1798
-                vz += g * t1799
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t1810
-                vy += g * t1811
-                vz += g * t1812
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vx += g * t1823
-                vy += g * t1824
-                vz += g * t1825
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t1836
-                vy += g * t1837
-                vz += g * t1838
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                vx += g * t1849
-                vy += g * t1850
-                vz += g * t1851
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                vx += g * t1862
-                vy += g * t1863
-                vz += g * t1864
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                vx += g * t1875
-                vy += g * t1876
-                vz += g * t1877
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                vx += g * t1885
-                vy += g * t1886
-                vz += g * t1887
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                vx += g * t1890
-                vy += g * t1891
-                vz += g * t1892
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                vx += g * t1899
-                vy += g * t1900
-                vz += g * t1901
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                vx += g * t1910
-                vy += g * t1911
-                vz += g * t1912
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                vx += g * t1922
-                vy += g * t1923
-                vz += g * t1924
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                vx += g * t1934
-                vy += g * t1935
-                vz += g * t1936
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                vx += g * t1946
-                vy += g * t1947
-                vz += g * t1948
-                g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                vx += g * t1958
-                vy += g * t1959
-                vz += g * t1960
-                g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                vx += g * t1970
-                vy += g * t1971
-                vz += g * t1972
-                g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                vx += g * t1978
-                vy += g * t1979
-                vz += g * t1980
-                g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                vx += g * t1985
-                vz += g * t1986
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 19)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    gteeeee, gteeeeo = tl.split(gteeee)
+                    g0 = gteeeee
+                    g16 = gteeeeo
+                    gteeeoe, gteeeoo = tl.split(gteeeo)
+                    g8 = gteeeoe
+                    _pad24 = gteeeoo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    gteeoee, gteeoeo = tl.split(gteeoe)
+                    g4 = gteeoee
+                    _pad20 = gteeoeo
+                    gteeooe, gteeooo = tl.split(gteeoo)
+                    g12 = gteeooe
+                    _pad28 = gteeooo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    gteoeee, gteoeeo = tl.split(gteoee)
+                    g2 = gteoeee
+                    g18 = gteoeeo
+                    gteoeoe, gteoeoo = tl.split(gteoeo)
+                    g10 = gteoeoe
+                    _pad26 = gteoeoo
+                    gteooe, gteooo = tl.split(gteoo)
+                    gteooee, gteooeo = tl.split(gteooe)
+                    g6 = gteooee
+                    _pad22 = gteooeo
+                    gteoooe, gteoooo = tl.split(gteooo)
+                    g14 = gteoooe
+                    _pad30 = gteoooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    gtoeeee, gtoeeeo = tl.split(gtoeee)
+                    g1 = gtoeeee
+                    g17 = gtoeeeo
+                    gtoeeoe, gtoeeoo = tl.split(gtoeeo)
+                    g9 = gtoeeoe
+                    _pad25 = gtoeeoo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    gtoeoee, gtoeoeo = tl.split(gtoeoe)
+                    g5 = gtoeoee
+                    _pad21 = gtoeoeo
+                    gtoeooe, gtoeooo = tl.split(gtoeoo)
+                    g13 = gtoeooe
+                    _pad29 = gtoeooo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    gtooeee, gtooeeo = tl.split(gtooee)
+                    g3 = gtooeee
+                    _pad19 = gtooeeo
+                    gtooeoe, gtooeoo = tl.split(gtooeo)
+                    g11 = gtooeoe
+                    _pad27 = gtooeoo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    gtoooee, gtoooeo = tl.split(gtoooe)
+                    g7 = gtoooee
+                    _pad23 = gtoooeo
+                    gtooooe, gtooooo = tl.split(gtoooo)
+                    g15 = gtooooe
+                    _pad31 = gtooooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                vx += g0 * t1789
+                vz += g0 * t1790
+                vx += g1 * t1797
+                vy += g1 * t1798
+                vz += g1 * t1799
+                vx += g2 * t1810
+                vy += g2 * t1811
+                vz += g2 * t1812
+                vx += g3 * t1823
+                vy += g3 * t1824
+                vz += g3 * t1825
+                vx += g4 * t1836
+                vy += g4 * t1837
+                vz += g4 * t1838
+                vx += g5 * t1849
+                vy += g5 * t1850
+                vz += g5 * t1851
+                vx += g6 * t1862
+                vy += g6 * t1863
+                vz += g6 * t1864
+                vx += g7 * t1875
+                vy += g7 * t1876
+                vz += g7 * t1877
+                vx += g8 * t1885
+                vy += g8 * t1886
+                vz += g8 * t1887
+                vx += g9 * t1890
+                vy += g9 * t1891
+                vz += g9 * t1892
+                vx += g10 * t1899
+                vy += g10 * t1900
+                vz += g10 * t1901
+                vx += g11 * t1910
+                vy += g11 * t1911
+                vz += g11 * t1912
+                vx += g12 * t1922
+                vy += g12 * t1923
+                vz += g12 * t1924
+                vx += g13 * t1934
+                vy += g13 * t1935
+                vz += g13 * t1936
+                vx += g14 * t1946
+                vy += g14 * t1947
+                vz += g14 * t1948
+                vx += g15 * t1958
+                vy += g15 * t1959
+                vz += g15 * t1960
+                vx += g16 * t1970
+                vy += g16 * t1971
+                vz += g16 * t1972
+                vx += g17 * t1978
+                vy += g17 * t1979
+                vz += g17 * t1980
+                vx += g18 * t1985
+                vz += g18 * t1986
     if LMAX >= 10:
         t1988 = z * t1558
         t1989 = z * t1559
@@ -4116,88 +4505,156 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t2479 = c2252 * t2476
         for i in tl.static_range(len(LS)):
             if LS[i] == 10:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t2256
-                vz += g * t2257
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t2264
-                vy += g * t2265
-                vz += g * t2266
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t2277
-                vy += g * t2278
-                vz += g * t2279
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vx += g * t2290
-                vy += g * t2291
-                vz += g * t2292
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t2303
-                vy += g * t2304
-                vz += g * t2305
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                vx += g * t2316
-                vy += g * t2317
-                vz += g * t2318
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                vx += g * t2329
-                vy += g * t2330
-                vz += g * t2331
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                vx += g * t2342
-                vy += g * t2343
-                vz += g * t2344
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                vx += g * t2355
-                vy += g * t2356
-                vz += g * t2357
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                vx += g * t2365
-                vy += g * t2366
-                vz += g * t2367
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                vx += g * t2370
-                vy += g * t2371
-                vz += g * t2372
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                vx += g * t2379
-                vy += g * t2380
-                vz += g * t2381
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                vx += g * t2390
-                vy += g * t2391
-                vz += g * t2392
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                vx += g * t2402
-                vy += g * t2403
-                vz += g * t2404
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                vx += g * t2414
-                vy += g * t2415
-                vz += g * t2416
-                g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                vx += g * t2426
-                vy += g * t2427
-                vz += g * t2428
-                g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                vx += g * t2438
-                vy += g * t2439
-                vz += g * t2440
-                g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                vx += g * t2450
-                vy += g * t2451
-                vz += g * t2452
-                g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                vx += g * t2462
-                vy += g * t2463
-                vz += g * t2464
-                g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                vx += g * t2470
-                vy += g * t2471
-                vz += g * t2472
-                g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
-                vx += g * t2477
-                vz += g * t2478
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 21)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    gteeeee, gteeeeo = tl.split(gteeee)
+                    g0 = gteeeee
+                    g16 = gteeeeo
+                    gteeeoe, gteeeoo = tl.split(gteeeo)
+                    g8 = gteeeoe
+                    _pad24 = gteeeoo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    gteeoee, gteeoeo = tl.split(gteeoe)
+                    g4 = gteeoee
+                    g20 = gteeoeo
+                    gteeooe, gteeooo = tl.split(gteeoo)
+                    g12 = gteeooe
+                    _pad28 = gteeooo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    gteoeee, gteoeeo = tl.split(gteoee)
+                    g2 = gteoeee
+                    g18 = gteoeeo
+                    gteoeoe, gteoeoo = tl.split(gteoeo)
+                    g10 = gteoeoe
+                    _pad26 = gteoeoo
+                    gteooe, gteooo = tl.split(gteoo)
+                    gteooee, gteooeo = tl.split(gteooe)
+                    g6 = gteooee
+                    _pad22 = gteooeo
+                    gteoooe, gteoooo = tl.split(gteooo)
+                    g14 = gteoooe
+                    _pad30 = gteoooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    gtoeeee, gtoeeeo = tl.split(gtoeee)
+                    g1 = gtoeeee
+                    g17 = gtoeeeo
+                    gtoeeoe, gtoeeoo = tl.split(gtoeeo)
+                    g9 = gtoeeoe
+                    _pad25 = gtoeeoo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    gtoeoee, gtoeoeo = tl.split(gtoeoe)
+                    g5 = gtoeoee
+                    _pad21 = gtoeoeo
+                    gtoeooe, gtoeooo = tl.split(gtoeoo)
+                    g13 = gtoeooe
+                    _pad29 = gtoeooo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    gtooeee, gtooeeo = tl.split(gtooee)
+                    g3 = gtooeee
+                    g19 = gtooeeo
+                    gtooeoe, gtooeoo = tl.split(gtooeo)
+                    g11 = gtooeoe
+                    _pad27 = gtooeoo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    gtoooee, gtoooeo = tl.split(gtoooe)
+                    g7 = gtoooee
+                    _pad23 = gtoooeo
+                    gtooooe, gtooooo = tl.split(gtoooo)
+                    g15 = gtooooe
+                    _pad31 = gtooooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                vx += g0 * t2256
+                vz += g0 * t2257
+                vx += g1 * t2264
+                vy += g1 * t2265
+                vz += g1 * t2266
+                vx += g2 * t2277
+                vy += g2 * t2278
+                vz += g2 * t2279
+                vx += g3 * t2290
+                vy += g3 * t2291
+                vz += g3 * t2292
+                vx += g4 * t2303
+                vy += g4 * t2304
+                vz += g4 * t2305
+                vx += g5 * t2316
+                vy += g5 * t2317
+                vz += g5 * t2318
+                vx += g6 * t2329
+                vy += g6 * t2330
+                vz += g6 * t2331
+                vx += g7 * t2342
+                vy += g7 * t2343
+                vz += g7 * t2344
+                vx += g8 * t2355
+                vy += g8 * t2356
+                vz += g8 * t2357
+                vx += g9 * t2365
+                vy += g9 * t2366
+                vz += g9 * t2367
+                vx += g10 * t2370
+                vy += g10 * t2371
+                vz += g10 * t2372
+                vx += g11 * t2379
+                vy += g11 * t2380
+                vz += g11 * t2381
+                vx += g12 * t2390
+                vy += g12 * t2391
+                vz += g12 * t2392
+                vx += g13 * t2402
+                vy += g13 * t2403
+                vz += g13 * t2404
+                vx += g14 * t2414
+                vy += g14 * t2415
+                vz += g14 * t2416
+                vx += g15 * t2426
+                vy += g15 * t2427
+                vz += g15 * t2428
+                vx += g16 * t2438
+                vy += g16 * t2439
+                vz += g16 * t2440
+                vx += g17 * t2450
+                vy += g17 * t2451
+                vz += g17 * t2452
+                vx += g18 * t2462
+                vy += g18 * t2463
+                vz += g18 * t2464
+                vx += g19 * t2470
+                vy += g19 * t2471
+                vz += g19 * t2472
+                vx += g20 * t2477
+                vz += g20 * t2478
     if LMAX >= 11:
         t2480 = z * t1996
         t2481 = z * t1997
@@ -4742,96 +5199,164 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t3020 = c2768 * t3017
         for i in tl.static_range(len(LS)):
             if LS[i] == 11:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t2772
-                vz += g * t2773
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t2780
-                vy += g * t2781
-                vz += g * t2782
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t2793
-                vy += g * t2794
-                vz += g * t2795
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vx += g * t2806
-                vy += g * t2807
-                vz += g * t2808
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t2819
-                vy += g * t2820
-                vz += g * t2821
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                vx += g * t2832
-                vy += g * t2833
-                vz += g * t2834
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                vx += g * t2845
-                vy += g * t2846
-                vz += g * t2847
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                vx += g * t2858
-                vy += g * t2859
-                vz += g * t2860
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                vx += g * t2871
-                vy += g * t2872
-                vz += g * t2873
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                vx += g * t2884
-                vy += g * t2885
-                vz += g * t2886
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                vx += g * t2894
-                vy += g * t2895
-                vz += g * t2896
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                vx += g * t2899
-                vy += g * t2900
-                vz += g * t2901
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                vx += g * t2908
-                vy += g * t2909
-                vz += g * t2910
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                vx += g * t2919
-                vy += g * t2920
-                vz += g * t2921
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                vx += g * t2931
-                vy += g * t2932
-                vz += g * t2933
-                g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                vx += g * t2943
-                vy += g * t2944
-                vz += g * t2945
-                g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                vx += g * t2955
-                vy += g * t2956
-                vz += g * t2957
-                g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                vx += g * t2967
-                vy += g * t2968
-                vz += g * t2969
-                g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                vx += g * t2979
-                vy += g * t2980
-                vz += g * t2981
-                g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                vx += g * t2991
-                vy += g * t2992
-                vz += g * t2993
-                g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
-                vx += g * t3003
-                vy += g * t3004
-                vz += g * t3005
-                g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
-                vx += g * t3011
-                vy += g * t3012
-                vz += g * t3013
-                g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
-                vx += g * t3018
-                vz += g * t3019
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 23)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    gteeeee, gteeeeo = tl.split(gteeee)
+                    g0 = gteeeee
+                    g16 = gteeeeo
+                    gteeeoe, gteeeoo = tl.split(gteeeo)
+                    g8 = gteeeoe
+                    _pad24 = gteeeoo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    gteeoee, gteeoeo = tl.split(gteeoe)
+                    g4 = gteeoee
+                    g20 = gteeoeo
+                    gteeooe, gteeooo = tl.split(gteeoo)
+                    g12 = gteeooe
+                    _pad28 = gteeooo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    gteoeee, gteoeeo = tl.split(gteoee)
+                    g2 = gteoeee
+                    g18 = gteoeeo
+                    gteoeoe, gteoeoo = tl.split(gteoeo)
+                    g10 = gteoeoe
+                    _pad26 = gteoeoo
+                    gteooe, gteooo = tl.split(gteoo)
+                    gteooee, gteooeo = tl.split(gteooe)
+                    g6 = gteooee
+                    g22 = gteooeo
+                    gteoooe, gteoooo = tl.split(gteooo)
+                    g14 = gteoooe
+                    _pad30 = gteoooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    gtoeeee, gtoeeeo = tl.split(gtoeee)
+                    g1 = gtoeeee
+                    g17 = gtoeeeo
+                    gtoeeoe, gtoeeoo = tl.split(gtoeeo)
+                    g9 = gtoeeoe
+                    _pad25 = gtoeeoo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    gtoeoee, gtoeoeo = tl.split(gtoeoe)
+                    g5 = gtoeoee
+                    g21 = gtoeoeo
+                    gtoeooe, gtoeooo = tl.split(gtoeoo)
+                    g13 = gtoeooe
+                    _pad29 = gtoeooo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    gtooeee, gtooeeo = tl.split(gtooee)
+                    g3 = gtooeee
+                    g19 = gtooeeo
+                    gtooeoe, gtooeoo = tl.split(gtooeo)
+                    g11 = gtooeoe
+                    _pad27 = gtooeoo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    gtoooee, gtoooeo = tl.split(gtoooe)
+                    g7 = gtoooee
+                    _pad23 = gtoooeo
+                    gtooooe, gtooooo = tl.split(gtoooo)
+                    g15 = gtooooe
+                    _pad31 = gtooooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g21 = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g22 = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                vx += g0 * t2772
+                vz += g0 * t2773
+                vx += g1 * t2780
+                vy += g1 * t2781
+                vz += g1 * t2782
+                vx += g2 * t2793
+                vy += g2 * t2794
+                vz += g2 * t2795
+                vx += g3 * t2806
+                vy += g3 * t2807
+                vz += g3 * t2808
+                vx += g4 * t2819
+                vy += g4 * t2820
+                vz += g4 * t2821
+                vx += g5 * t2832
+                vy += g5 * t2833
+                vz += g5 * t2834
+                vx += g6 * t2845
+                vy += g6 * t2846
+                vz += g6 * t2847
+                vx += g7 * t2858
+                vy += g7 * t2859
+                vz += g7 * t2860
+                vx += g8 * t2871
+                vy += g8 * t2872
+                vz += g8 * t2873
+                vx += g9 * t2884
+                vy += g9 * t2885
+                vz += g9 * t2886
+                vx += g10 * t2894
+                vy += g10 * t2895
+                vz += g10 * t2896
+                vx += g11 * t2899
+                vy += g11 * t2900
+                vz += g11 * t2901
+                vx += g12 * t2908
+                vy += g12 * t2909
+                vz += g12 * t2910
+                vx += g13 * t2919
+                vy += g13 * t2920
+                vz += g13 * t2921
+                vx += g14 * t2931
+                vy += g14 * t2932
+                vz += g14 * t2933
+                vx += g15 * t2943
+                vy += g15 * t2944
+                vz += g15 * t2945
+                vx += g16 * t2955
+                vy += g16 * t2956
+                vz += g16 * t2957
+                vx += g17 * t2967
+                vy += g17 * t2968
+                vz += g17 * t2969
+                vx += g18 * t2979
+                vy += g18 * t2980
+                vz += g18 * t2981
+                vx += g19 * t2991
+                vy += g19 * t2992
+                vz += g19 * t2993
+                vx += g20 * t3003
+                vy += g20 * t3004
+                vz += g20 * t3005
+                vx += g21 * t3011
+                vy += g21 * t3012
+                vz += g21 * t3013
+                vx += g22 * t3018
+                vz += g22 * t3019
     if LMAX >= 12:
         t3021 = z * t2488
         t3022 = z * t2489
@@ -5434,104 +5959,172 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         t3619 = c3342 * t3616
         for i in tl.static_range(len(LS)):
             if LS[i] == 12:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                vx += g * t3346
-                vz += g * t3347
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                vx += g * t3354
-                vy += g * t3355
-                vz += g * t3356
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                vx += g * t3367
-                vy += g * t3368
-                vz += g * t3369
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                vx += g * t3380
-                vy += g * t3381
-                vz += g * t3382
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                vx += g * t3393
-                vy += g * t3394
-                vz += g * t3395
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                vx += g * t3406
-                vy += g * t3407
-                vz += g * t3408
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                vx += g * t3419
-                vy += g * t3420
-                vz += g * t3421
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                vx += g * t3432
-                vy += g * t3433
-                vz += g * t3434
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                vx += g * t3445
-                vy += g * t3446
-                vz += g * t3447
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                vx += g * t3458
-                vy += g * t3459
-                vz += g * t3460
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                vx += g * t3471
-                vy += g * t3472
-                vz += g * t3473
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                vx += g * t3481
-                vy += g * t3482
-                vz += g * t3483
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                vx += g * t3486
-                vy += g * t3487
-                vz += g * t3488
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                vx += g * t3495
-                vy += g * t3496
-                vz += g * t3497
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                vx += g * t3506
-                vy += g * t3507
-                vz += g * t3508
-                g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                vx += g * t3518
-                vy += g * t3519
-                vz += g * t3520
-                g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                vx += g * t3530
-                vy += g * t3531
-                vz += g * t3532
-                g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                vx += g * t3542
-                vy += g * t3543
-                vz += g * t3544
-                g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                vx += g * t3554
-                vy += g * t3555
-                vz += g * t3556
-                g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                vx += g * t3566
-                vy += g * t3567
-                vz += g * t3568
-                g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
-                vx += g * t3578
-                vy += g * t3579
-                vz += g * t3580
-                g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
-                vx += g * t3590
-                vy += g * t3591
-                vz += g * t3592
-                g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
-                vx += g * t3602
-                vy += g * t3603
-                vz += g * t3604
-                g = tl.load(grow + OFFS[i] + 23, mask=mask, other=0.0)
-                vx += g * t3610
-                vy += g * t3611
-                vz += g * t3612
-                g = tl.load(grow + OFFS[i] + 24, mask=mask, other=0.0)
-                vx += g * t3617
-                vz += g * t3618
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 25)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    gteeeee, gteeeeo = tl.split(gteeee)
+                    g0 = gteeeee
+                    g16 = gteeeeo
+                    gteeeoe, gteeeoo = tl.split(gteeeo)
+                    g8 = gteeeoe
+                    g24 = gteeeoo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    gteeoee, gteeoeo = tl.split(gteeoe)
+                    g4 = gteeoee
+                    g20 = gteeoeo
+                    gteeooe, gteeooo = tl.split(gteeoo)
+                    g12 = gteeooe
+                    _pad28 = gteeooo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    gteoeee, gteoeeo = tl.split(gteoee)
+                    g2 = gteoeee
+                    g18 = gteoeeo
+                    gteoeoe, gteoeoo = tl.split(gteoeo)
+                    g10 = gteoeoe
+                    _pad26 = gteoeoo
+                    gteooe, gteooo = tl.split(gteoo)
+                    gteooee, gteooeo = tl.split(gteooe)
+                    g6 = gteooee
+                    g22 = gteooeo
+                    gteoooe, gteoooo = tl.split(gteooo)
+                    g14 = gteoooe
+                    _pad30 = gteoooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    gtoeeee, gtoeeeo = tl.split(gtoeee)
+                    g1 = gtoeeee
+                    g17 = gtoeeeo
+                    gtoeeoe, gtoeeoo = tl.split(gtoeeo)
+                    g9 = gtoeeoe
+                    _pad25 = gtoeeoo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    gtoeoee, gtoeoeo = tl.split(gtoeoe)
+                    g5 = gtoeoee
+                    g21 = gtoeoeo
+                    gtoeooe, gtoeooo = tl.split(gtoeoo)
+                    g13 = gtoeooe
+                    _pad29 = gtoeooo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    gtooeee, gtooeeo = tl.split(gtooee)
+                    g3 = gtooeee
+                    g19 = gtooeeo
+                    gtooeoe, gtooeoo = tl.split(gtooeo)
+                    g11 = gtooeoe
+                    _pad27 = gtooeoo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    gtoooee, gtoooeo = tl.split(gtoooe)
+                    g7 = gtoooee
+                    g23 = gtoooeo
+                    gtooooe, gtooooo = tl.split(gtoooo)
+                    g15 = gtooooe
+                    _pad31 = gtooooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g21 = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g22 = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g23 = tl.load(grow + OFFS[i] + 23, mask=mask, other=0.0)
+                    g24 = tl.load(grow + OFFS[i] + 24, mask=mask, other=0.0)
+                vx += g0 * t3346
+                vz += g0 * t3347
+                vx += g1 * t3354
+                vy += g1 * t3355
+                vz += g1 * t3356
+                vx += g2 * t3367
+                vy += g2 * t3368
+                vz += g2 * t3369
+                vx += g3 * t3380
+                vy += g3 * t3381
+                vz += g3 * t3382
+                vx += g4 * t3393
+                vy += g4 * t3394
+                vz += g4 * t3395
+                vx += g5 * t3406
+                vy += g5 * t3407
+                vz += g5 * t3408
+                vx += g6 * t3419
+                vy += g6 * t3420
+                vz += g6 * t3421
+                vx += g7 * t3432
+                vy += g7 * t3433
+                vz += g7 * t3434
+                vx += g8 * t3445
+                vy += g8 * t3446
+                vz += g8 * t3447
+                vx += g9 * t3458
+                vy += g9 * t3459
+                vz += g9 * t3460
+                vx += g10 * t3471
+                vy += g10 * t3472
+                vz += g10 * t3473
+                vx += g11 * t3481
+                vy += g11 * t3482
+                vz += g11 * t3483
+                vx += g12 * t3486
+                vy += g12 * t3487
+                vz += g12 * t3488
+                vx += g13 * t3495
+                vy += g13 * t3496
+                vz += g13 * t3497
+                vx += g14 * t3506
+                vy += g14 * t3507
+                vz += g14 * t3508
+                vx += g15 * t3518
+                vy += g15 * t3519
+                vz += g15 * t3520
+                vx += g16 * t3530
+                vy += g16 * t3531
+                vz += g16 * t3532
+                vx += g17 * t3542
+                vy += g17 * t3543
+                vz += g17 * t3544
+                vx += g18 * t3554
+                vy += g18 * t3555
+                vz += g18 * t3556
+                vx += g19 * t3566
+                vy += g19 * t3567
+                vz += g19 * t3568
+                vx += g20 * t3578
+                vy += g20 * t3579
+                vz += g20 * t3580
+                vx += g21 * t3590
+                vy += g21 * t3591
+                vz += g21 * t3592
+                vx += g22 * t3602
+                vy += g22 * t3603
+                vz += g22 * t3604
+                vx += g23 * t3610
+                vy += g23 * t3611
+                vz += g23 * t3612
+                vx += g24 * t3617
+                vz += g24 * t3618
 
     if NORMALIZE:
         # g_x = (v - u (u.v)) / r, or v / eps below eps
@@ -5548,7 +6141,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c", "stride_wn", "stride_wc"])
 def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn, stride_wc,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
-        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, BLOCK: tl.constexpr):
+        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
@@ -5580,8 +6173,18 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         c20 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
         for i in tl.static_range(len(LS)):
             if LS[i] == 0:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                tl.store(ggrow + OFFS[i] + 0, zero * s1 - (c20 + zero) * (s2 * 0.0), mask=mask)
+                if WIDE_IO:
+                    cj = tl.arange(0, 1)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 1)[None, :], other=0.0)
+                    g0 = tl.reshape(gt, (BLOCK,))
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                q0 = zero * s1 - (c20 + zero) * (s2 * 0.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 1)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], q0[:, None], mask=mask[:, None] & (cj < 1)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
     if LMAX >= 1:
         c21 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
         t22 = c21 * wx
@@ -5592,21 +6195,40 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t27 = c21 * z
         for i in tl.static_range(len(LS)):
             if LS[i] == 1:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * c21
+                if WIDE_IO:
+                    cj = tl.arange(0, 4)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 3)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    g0 = gtee
+                    g2 = gteo
+                    gtoe, gtoo = tl.split(gto)
+                    g1 = gtoe
+                    _pad3 = gtoo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                s = g0 * c21
                 vx += s
                 vlx += s * 1.0
-                tl.store(ggrow + OFFS[i] + 0, t22 * s1 - t23 * (s2 * 1.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * c21
+                q0 = t22 * s1 - t23 * (s2 * 1.0)
+                s = g1 * c21
                 vy += s
                 vly += s * 1.0
-                tl.store(ggrow + OFFS[i] + 1, t24 * s1 - t25 * (s2 * 1.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * c21
+                q1 = t24 * s1 - t25 * (s2 * 1.0)
+                s = g2 * c21
                 vz += s
                 vlz += s * 1.0
-                tl.store(ggrow + OFFS[i] + 2, t26 * s1 - t27 * (s2 * 1.0), mask=mask)
+                q2 = t26 * s1 - t27 * (s2 * 1.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 4)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(q0, q2), tl.join(q1, zero)), (BLOCK, 4)), mask=mask[:, None] & (cj < 3)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
     if LMAX >= 2:
         t1 = z + z
         t2 = wz + wz
@@ -5717,60 +6339,89 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t115 = c63 * t111
         for i in tl.static_range(len(LS)):
             if LS[i] == 2:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t71
+                if WIDE_IO:
+                    cj = tl.arange(0, 8)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 5)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    g0 = gteee
+                    g4 = gteeo
+                    gteoe, gteoo = tl.split(gteo)
+                    g2 = gteoe
+                    _pad6 = gteoo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    g1 = gtoee
+                    _pad5 = gtoeo
+                    gtooe, gtooo = tl.split(gtoo)
+                    g3 = gtooe
+                    _pad7 = gtooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                s = g0 * t71
                 vx += s
                 vlx += s * 2.0
-                bx += g * t70
-                s = g * t73
+                bx += g0 * t70
+                s = g0 * t73
                 vz += s
                 vlz += s * 2.0
-                bz += g * t72
-                tl.store(ggrow + OFFS[i] + 0, t74 * s1 - t75 * (s2 * 2.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t84
+                bz += g0 * t72
+                q0 = t74 * s1 - t75 * (s2 * 2.0)
+                s = g1 * t84
                 vx += s
                 vlx += s * 2.0
-                bx += g * t83
-                s = g * t86
+                bx += g1 * t83
+                s = g1 * t86
                 vy += s
                 vly += s * 2.0
-                by += g * t85
-                tl.store(ggrow + OFFS[i] + 1, t87 * s1 - t88 * (s2 * 2.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t91
+                by += g1 * t85
+                q1 = t87 * s1 - t88 * (s2 * 2.0)
+                s = g2 * t91
                 vx += s
                 vlx += s * 2.0
-                bx += g * t90
-                s = g * t93
+                bx += g2 * t90
+                s = g2 * t93
                 vy += s
                 vly += s * 2.0
-                by += g * t92
-                s = g * t95
+                by += g2 * t92
+                s = g2 * t95
                 vz += s
                 vlz += s * 2.0
-                bz += g * t94
-                tl.store(ggrow + OFFS[i] + 2, t96 * s1 - t97 * (s2 * 2.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t105
+                bz += g2 * t94
+                q2 = t96 * s1 - t97 * (s2 * 2.0)
+                s = g3 * t105
                 vy += s
                 vly += s * 2.0
-                by += g * t104
-                s = g * t84
+                by += g3 * t104
+                s = g3 * t84
                 vz += s
                 vlz += s * 2.0
-                bz += g * t83
-                tl.store(ggrow + OFFS[i] + 3, t106 * s1 - t107 * (s2 * 2.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t113
+                bz += g3 * t83
+                q3 = t106 * s1 - t107 * (s2 * 2.0)
+                s = g4 * t113
                 vx += s
                 vlx += s * 2.0
-                bx += g * t112
-                s = g * t71
+                bx += g4 * t112
+                s = g4 * t71
                 vz += s
                 vlz += s * 2.0
-                bz += g * t70
-                tl.store(ggrow + OFFS[i] + 4, t114 * s1 - t115 * (s2 * 2.0), mask=mask)
+                bz += g4 * t70
+                q4 = t114 * s1 - t115 * (s2 * 2.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 8)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(q0, q4), tl.join(q2, zero)), tl.join(tl.join(q1, zero), tl.join(q3, zero))), (BLOCK, 8)), mask=mask[:, None] & (cj < 5)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
     if LMAX >= 3:
         t116 = wz * t28
         t117 = z * t29
@@ -6050,96 +6701,127 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t391 = c266 * t385
         for i in tl.static_range(len(LS)):
             if LS[i] == 3:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t274
+                if WIDE_IO:
+                    cj = tl.arange(0, 8)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 7)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    g0 = gteee
+                    g4 = gteeo
+                    gteoe, gteoo = tl.split(gteo)
+                    g2 = gteoe
+                    g6 = gteoo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    g1 = gtoee
+                    g5 = gtoeo
+                    gtooe, gtooo = tl.split(gtoo)
+                    g3 = gtooe
+                    _pad7 = gtooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                s = g0 * t274
                 vx += s
                 vlx += s * 3.0
-                bx += g * t273
-                s = g * t276
+                bx += g0 * t273
+                s = g0 * t276
                 vz += s
                 vlz += s * 3.0
-                bz += g * t275
-                tl.store(ggrow + OFFS[i] + 0, t277 * s1 - t278 * (s2 * 3.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t295
+                bz += g0 * t275
+                q0 = t277 * s1 - t278 * (s2 * 3.0)
+                s = g1 * t295
                 vx += s
                 vlx += s * 3.0
-                bx += g * t294
-                s = g * t297
+                bx += g1 * t294
+                s = g1 * t297
                 vy += s
                 vly += s * 3.0
-                by += g * t296
-                s = g * t299
+                by += g1 * t296
+                s = g1 * t299
                 vz += s
                 vlz += s * 3.0
-                bz += g * t298
-                tl.store(ggrow + OFFS[i] + 1, t300 * s1 - t301 * (s2 * 3.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t322
+                bz += g1 * t298
+                q1 = t300 * s1 - t301 * (s2 * 3.0)
+                s = g2 * t322
                 vx += s
                 vlx += s * 3.0
-                bx += g * t321
-                s = g * t324
+                bx += g2 * t321
+                s = g2 * t324
                 vy += s
                 vly += s * 3.0
-                by += g * t323
-                s = g * t326
+                by += g2 * t323
+                s = g2 * t326
                 vz += s
                 vlz += s * 3.0
-                bz += g * t325
-                tl.store(ggrow + OFFS[i] + 2, t327 * s1 - t328 * (s2 * 3.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t331
+                bz += g2 * t325
+                q2 = t327 * s1 - t328 * (s2 * 3.0)
+                s = g3 * t331
                 vx += s
                 vlx += s * 3.0
-                bx += g * t330
-                s = g * t333
+                bx += g3 * t330
+                s = g3 * t333
                 vy += s
                 vly += s * 3.0
-                by += g * t332
-                s = g * t335
+                by += g3 * t332
+                s = g3 * t335
                 vz += s
                 vlz += s * 3.0
-                bz += g * t334
-                tl.store(ggrow + OFFS[i] + 3, t336 * s1 - t337 * (s2 * 3.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t357
+                bz += g3 * t334
+                q3 = t336 * s1 - t337 * (s2 * 3.0)
+                s = g4 * t357
                 vx += s
                 vlx += s * 3.0
-                bx += g * t356
-                s = g * t359
+                bx += g4 * t356
+                s = g4 * t359
                 vy += s
                 vly += s * 3.0
-                by += g * t358
-                s = g * t361
+                by += g4 * t358
+                s = g4 * t361
                 vz += s
                 vlz += s * 3.0
-                bz += g * t360
-                tl.store(ggrow + OFFS[i] + 4, t362 * s1 - t363 * (s2 * 3.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                s = g * t375
+                bz += g4 * t360
+                q4 = t362 * s1 - t363 * (s2 * 3.0)
+                s = g5 * t375
                 vx += s
                 vlx += s * 3.0
-                bx += g * t374
-                s = g * t377
+                bx += g5 * t374
+                s = g5 * t377
                 vy += s
                 vly += s * 3.0
-                by += g * t376
-                s = g * t295
+                by += g5 * t376
+                s = g5 * t295
                 vz += s
                 vlz += s * 3.0
-                bz += g * t294
-                tl.store(ggrow + OFFS[i] + 5, t378 * s1 - t379 * (s2 * 3.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                s = g * t387
+                bz += g5 * t294
+                q5 = t378 * s1 - t379 * (s2 * 3.0)
+                s = g6 * t387
                 vx += s
                 vlx += s * 3.0
-                bx += g * t386
-                s = g * t389
+                bx += g6 * t386
+                s = g6 * t389
                 vz += s
                 vlz += s * 3.0
-                bz += g * t388
-                tl.store(ggrow + OFFS[i] + 6, t390 * s1 - t391 * (s2 * 3.0), mask=mask)
+                bz += g6 * t388
+                q6 = t390 * s1 - t391 * (s2 * 3.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 8)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(q0, q4), tl.join(q2, q6)), tl.join(tl.join(q1, q5), tl.join(q3, zero))), (BLOCK, 8)), mask=mask[:, None] & (cj < 7)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, q5, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, q6, mask=mask)
     if LMAX >= 4:
         t392 = wz * t145
         t393 = z * t144
@@ -6586,124 +7268,173 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t834 = c634 * t828
         for i in tl.static_range(len(LS)):
             if LS[i] == 4:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t642
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 9)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    g0 = gteeee
+                    g8 = gteeeo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    g4 = gteeoe
+                    _pad12 = gteeoo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    g2 = gteoee
+                    _pad10 = gteoeo
+                    gteooe, gteooo = tl.split(gteoo)
+                    g6 = gteooe
+                    _pad14 = gteooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    g1 = gtoeee
+                    _pad9 = gtoeeo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    g5 = gtoeoe
+                    _pad13 = gtoeoo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    g3 = gtooee
+                    _pad11 = gtooeo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    g7 = gtoooe
+                    _pad15 = gtoooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                s = g0 * t642
                 vx += s
                 vlx += s * 4.0
-                bx += g * t641
-                s = g * t644
+                bx += g0 * t641
+                s = g0 * t644
                 vz += s
                 vlz += s * 4.0
-                bz += g * t643
-                tl.store(ggrow + OFFS[i] + 0, t645 * s1 - t646 * (s2 * 4.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t663
+                bz += g0 * t643
+                q0 = t645 * s1 - t646 * (s2 * 4.0)
+                s = g1 * t663
                 vx += s
                 vlx += s * 4.0
-                bx += g * t662
-                s = g * t665
+                bx += g1 * t662
+                s = g1 * t665
                 vy += s
                 vly += s * 4.0
-                by += g * t664
-                s = g * t667
+                by += g1 * t664
+                s = g1 * t667
                 vz += s
                 vlz += s * 4.0
-                bz += g * t666
-                tl.store(ggrow + OFFS[i] + 1, t668 * s1 - t669 * (s2 * 4.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t700
+                bz += g1 * t666
+                q1 = t668 * s1 - t669 * (s2 * 4.0)
+                s = g2 * t700
                 vx += s
                 vlx += s * 4.0
-                bx += g * t699
-                s = g * t702
+                bx += g2 * t699
+                s = g2 * t702
                 vy += s
                 vly += s * 4.0
-                by += g * t701
-                s = g * t704
+                by += g2 * t701
+                s = g2 * t704
                 vz += s
                 vlz += s * 4.0
-                bz += g * t703
-                tl.store(ggrow + OFFS[i] + 2, t705 * s1 - t706 * (s2 * 4.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t727
+                bz += g2 * t703
+                q2 = t705 * s1 - t706 * (s2 * 4.0)
+                s = g3 * t727
                 vx += s
                 vlx += s * 4.0
-                bx += g * t726
-                s = g * t729
+                bx += g3 * t726
+                s = g3 * t729
                 vy += s
                 vly += s * 4.0
-                by += g * t728
-                s = g * t731
+                by += g3 * t728
+                s = g3 * t731
                 vz += s
                 vlz += s * 4.0
-                bz += g * t730
-                tl.store(ggrow + OFFS[i] + 3, t732 * s1 - t733 * (s2 * 4.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t736
+                bz += g3 * t730
+                q3 = t732 * s1 - t733 * (s2 * 4.0)
+                s = g4 * t736
                 vx += s
                 vlx += s * 4.0
-                bx += g * t735
-                s = g * t738
+                bx += g4 * t735
+                s = g4 * t738
                 vy += s
                 vly += s * 4.0
-                by += g * t737
-                s = g * t740
+                by += g4 * t737
+                s = g4 * t740
                 vz += s
                 vlz += s * 4.0
-                bz += g * t739
-                tl.store(ggrow + OFFS[i] + 4, t741 * s1 - t742 * (s2 * 4.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                s = g * t762
+                bz += g4 * t739
+                q4 = t741 * s1 - t742 * (s2 * 4.0)
+                s = g5 * t762
                 vx += s
                 vlx += s * 4.0
-                bx += g * t761
-                s = g * t764
+                bx += g5 * t761
+                s = g5 * t764
                 vy += s
                 vly += s * 4.0
-                by += g * t763
-                s = g * t766
+                by += g5 * t763
+                s = g5 * t766
                 vz += s
                 vlz += s * 4.0
-                bz += g * t765
-                tl.store(ggrow + OFFS[i] + 5, t767 * s1 - t768 * (s2 * 4.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                s = g * t794
+                bz += g5 * t765
+                q5 = t767 * s1 - t768 * (s2 * 4.0)
+                s = g6 * t794
                 vx += s
                 vlx += s * 4.0
-                bx += g * t793
-                s = g * t796
+                bx += g6 * t793
+                s = g6 * t796
                 vy += s
                 vly += s * 4.0
-                by += g * t795
-                s = g * t798
+                by += g6 * t795
+                s = g6 * t798
                 vz += s
                 vlz += s * 4.0
-                bz += g * t797
-                tl.store(ggrow + OFFS[i] + 6, t799 * s1 - t800 * (s2 * 4.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                s = g * t816
+                bz += g6 * t797
+                q6 = t799 * s1 - t800 * (s2 * 4.0)
+                s = g7 * t816
                 vx += s
                 vlx += s * 4.0
-                bx += g * t815
-                s = g * t818
+                bx += g7 * t815
+                s = g7 * t818
                 vy += s
                 vly += s * 4.0
-                by += g * t817
-                s = g * t820
+                by += g7 * t817
+                s = g7 * t820
                 vz += s
                 vlz += s * 4.0
-                bz += g * t819
-                tl.store(ggrow + OFFS[i] + 7, t821 * s1 - t822 * (s2 * 4.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                s = g * t830
+                bz += g7 * t819
+                q7 = t821 * s1 - t822 * (s2 * 4.0)
+                s = g8 * t830
                 vx += s
                 vlx += s * 4.0
-                bx += g * t829
-                s = g * t832
+                bx += g8 * t829
+                s = g8 * t832
                 vz += s
                 vlz += s * 4.0
-                bz += g * t831
-                tl.store(ggrow + OFFS[i] + 8, t833 * s1 - t834 * (s2 * 4.0), mask=mask)
+                bz += g8 * t831
+                q8 = t833 * s1 - t834 * (s2 * 4.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(q0, q8), tl.join(q4, zero)), tl.join(tl.join(q2, zero), tl.join(q6, zero))), tl.join(tl.join(tl.join(q1, zero), tl.join(q5, zero)), tl.join(tl.join(q3, zero), tl.join(q7, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 9)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, q5, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, q6, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, q7, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, q8, mask=mask)
     if LMAX >= 5:
         t835 = wz * t421
         t836 = z * t420
@@ -7296,152 +8027,203 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t1423 = c1150 * t1417
         for i in tl.static_range(len(LS)):
             if LS[i] == 5:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t1158
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 11)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    g0 = gteeee
+                    g8 = gteeeo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    g4 = gteeoe
+                    _pad12 = gteeoo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    g2 = gteoee
+                    g10 = gteoeo
+                    gteooe, gteooo = tl.split(gteoo)
+                    g6 = gteooe
+                    _pad14 = gteooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    g1 = gtoeee
+                    g9 = gtoeeo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    g5 = gtoeoe
+                    _pad13 = gtoeoo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    g3 = gtooee
+                    _pad11 = gtooeo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    g7 = gtoooe
+                    _pad15 = gtoooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                s = g0 * t1158
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1157
-                s = g * t1160
+                bx += g0 * t1157
+                s = g0 * t1160
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1159
-                tl.store(ggrow + OFFS[i] + 0, t1161 * s1 - t1162 * (s2 * 5.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t1179
+                bz += g0 * t1159
+                q0 = t1161 * s1 - t1162 * (s2 * 5.0)
+                s = g1 * t1179
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1178
-                s = g * t1181
+                bx += g1 * t1178
+                s = g1 * t1181
                 vy += s
                 vly += s * 5.0
-                by += g * t1180
-                s = g * t1183
+                by += g1 * t1180
+                s = g1 * t1183
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1182
-                tl.store(ggrow + OFFS[i] + 1, t1184 * s1 - t1185 * (s2 * 5.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t1216
+                bz += g1 * t1182
+                q1 = t1184 * s1 - t1185 * (s2 * 5.0)
+                s = g2 * t1216
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1215
-                s = g * t1218
+                bx += g2 * t1215
+                s = g2 * t1218
                 vy += s
                 vly += s * 5.0
-                by += g * t1217
-                s = g * t1220
+                by += g2 * t1217
+                s = g2 * t1220
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1219
-                tl.store(ggrow + OFFS[i] + 2, t1221 * s1 - t1222 * (s2 * 5.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t1253
+                bz += g2 * t1219
+                q2 = t1221 * s1 - t1222 * (s2 * 5.0)
+                s = g3 * t1253
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1252
-                s = g * t1255
+                bx += g3 * t1252
+                s = g3 * t1255
                 vy += s
                 vly += s * 5.0
-                by += g * t1254
-                s = g * t1257
+                by += g3 * t1254
+                s = g3 * t1257
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1256
-                tl.store(ggrow + OFFS[i] + 3, t1258 * s1 - t1259 * (s2 * 5.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t1280
+                bz += g3 * t1256
+                q3 = t1258 * s1 - t1259 * (s2 * 5.0)
+                s = g4 * t1280
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1279
-                s = g * t1282
+                bx += g4 * t1279
+                s = g4 * t1282
                 vy += s
                 vly += s * 5.0
-                by += g * t1281
-                s = g * t1284
+                by += g4 * t1281
+                s = g4 * t1284
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1283
-                tl.store(ggrow + OFFS[i] + 4, t1285 * s1 - t1286 * (s2 * 5.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                s = g * t1289
+                bz += g4 * t1283
+                q4 = t1285 * s1 - t1286 * (s2 * 5.0)
+                s = g5 * t1289
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1288
-                s = g * t1291
+                bx += g5 * t1288
+                s = g5 * t1291
                 vy += s
                 vly += s * 5.0
-                by += g * t1290
-                s = g * t1293
+                by += g5 * t1290
+                s = g5 * t1293
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1292
-                tl.store(ggrow + OFFS[i] + 5, t1294 * s1 - t1295 * (s2 * 5.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                s = g * t1315
+                bz += g5 * t1292
+                q5 = t1294 * s1 - t1295 * (s2 * 5.0)
+                s = g6 * t1315
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1314
-                s = g * t1317
+                bx += g6 * t1314
+                s = g6 * t1317
                 vy += s
                 vly += s * 5.0
-                by += g * t1316
-                s = g * t1319
+                by += g6 * t1316
+                s = g6 * t1319
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1318
-                tl.store(ggrow + OFFS[i] + 6, t1320 * s1 - t1321 * (s2 * 5.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                s = g * t1347
+                bz += g6 * t1318
+                q6 = t1320 * s1 - t1321 * (s2 * 5.0)
+                s = g7 * t1347
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1346
-                s = g * t1349
+                bx += g7 * t1346
+                s = g7 * t1349
                 vy += s
                 vly += s * 5.0
-                by += g * t1348
-                s = g * t1351
+                by += g7 * t1348
+                s = g7 * t1351
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1350
-                tl.store(ggrow + OFFS[i] + 7, t1352 * s1 - t1353 * (s2 * 5.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                s = g * t1383
+                bz += g7 * t1350
+                q7 = t1352 * s1 - t1353 * (s2 * 5.0)
+                s = g8 * t1383
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1382
-                s = g * t1385
+                bx += g8 * t1382
+                s = g8 * t1385
                 vy += s
                 vly += s * 5.0
-                by += g * t1384
-                s = g * t1387
+                by += g8 * t1384
+                s = g8 * t1387
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1386
-                tl.store(ggrow + OFFS[i] + 8, t1388 * s1 - t1389 * (s2 * 5.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                s = g * t1405
+                bz += g8 * t1386
+                q8 = t1388 * s1 - t1389 * (s2 * 5.0)
+                s = g9 * t1405
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1404
-                s = g * t1407
+                bx += g9 * t1404
+                s = g9 * t1407
                 vy += s
                 vly += s * 5.0
-                by += g * t1406
-                s = g * t1409
+                by += g9 * t1406
+                s = g9 * t1409
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1408
-                tl.store(ggrow + OFFS[i] + 9, t1410 * s1 - t1411 * (s2 * 5.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                s = g * t1419
+                bz += g9 * t1408
+                q9 = t1410 * s1 - t1411 * (s2 * 5.0)
+                s = g10 * t1419
                 vx += s
                 vlx += s * 5.0
-                bx += g * t1418
-                s = g * t1421
+                bx += g10 * t1418
+                s = g10 * t1421
                 vz += s
                 vlz += s * 5.0
-                bz += g * t1420
-                tl.store(ggrow + OFFS[i] + 10, t1422 * s1 - t1423 * (s2 * 5.0), mask=mask)
+                bz += g10 * t1420
+                q10 = t1422 * s1 - t1423 * (s2 * 5.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(q0, q8), tl.join(q4, zero)), tl.join(tl.join(q2, q10), tl.join(q6, zero))), tl.join(tl.join(tl.join(q1, q9), tl.join(q5, zero)), tl.join(tl.join(q3, zero), tl.join(q7, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 11)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, q5, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, q6, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, q7, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, q8, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, q9, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, q10, mask=mask)
     if LMAX >= 6:
         t1424 = wz * t864
         t1425 = z * t863
@@ -8185,180 +8967,233 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t2163 = c1817 * t2157
         for i in tl.static_range(len(LS)):
             if LS[i] == 6:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t1825
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 13)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    g0 = gteeee
+                    g8 = gteeeo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    g4 = gteeoe
+                    g12 = gteeoo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    g2 = gteoee
+                    g10 = gteoeo
+                    gteooe, gteooo = tl.split(gteoo)
+                    g6 = gteooe
+                    _pad14 = gteooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    g1 = gtoeee
+                    g9 = gtoeeo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    g5 = gtoeoe
+                    _pad13 = gtoeoo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    g3 = gtooee
+                    g11 = gtooeo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    g7 = gtoooe
+                    _pad15 = gtoooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                s = g0 * t1825
                 vx += s
                 vlx += s * 6.0
-                bx += g * t1824
-                s = g * t1827
+                bx += g0 * t1824
+                s = g0 * t1827
                 vz += s
                 vlz += s * 6.0
-                bz += g * t1826
-                tl.store(ggrow + OFFS[i] + 0, t1828 * s1 - t1829 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t1846
+                bz += g0 * t1826
+                q0 = t1828 * s1 - t1829 * (s2 * 6.0)
+                s = g1 * t1846
                 vx += s
                 vlx += s * 6.0
-                bx += g * t1845
-                s = g * t1848
+                bx += g1 * t1845
+                s = g1 * t1848
                 vy += s
                 vly += s * 6.0
-                by += g * t1847
-                s = g * t1850
+                by += g1 * t1847
+                s = g1 * t1850
                 vz += s
                 vlz += s * 6.0
-                bz += g * t1849
-                tl.store(ggrow + OFFS[i] + 1, t1851 * s1 - t1852 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t1883
+                bz += g1 * t1849
+                q1 = t1851 * s1 - t1852 * (s2 * 6.0)
+                s = g2 * t1883
                 vx += s
                 vlx += s * 6.0
-                bx += g * t1882
-                s = g * t1885
+                bx += g2 * t1882
+                s = g2 * t1885
                 vy += s
                 vly += s * 6.0
-                by += g * t1884
-                s = g * t1887
+                by += g2 * t1884
+                s = g2 * t1887
                 vz += s
                 vlz += s * 6.0
-                bz += g * t1886
-                tl.store(ggrow + OFFS[i] + 2, t1888 * s1 - t1889 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t1920
+                bz += g2 * t1886
+                q2 = t1888 * s1 - t1889 * (s2 * 6.0)
+                s = g3 * t1920
                 vx += s
                 vlx += s * 6.0
-                bx += g * t1919
-                s = g * t1922
+                bx += g3 * t1919
+                s = g3 * t1922
                 vy += s
                 vly += s * 6.0
-                by += g * t1921
-                s = g * t1924
+                by += g3 * t1921
+                s = g3 * t1924
                 vz += s
                 vlz += s * 6.0
-                bz += g * t1923
-                tl.store(ggrow + OFFS[i] + 3, t1925 * s1 - t1926 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t1957
+                bz += g3 * t1923
+                q3 = t1925 * s1 - t1926 * (s2 * 6.0)
+                s = g4 * t1957
                 vx += s
                 vlx += s * 6.0
-                bx += g * t1956
-                s = g * t1959
+                bx += g4 * t1956
+                s = g4 * t1959
                 vy += s
                 vly += s * 6.0
-                by += g * t1958
-                s = g * t1961
+                by += g4 * t1958
+                s = g4 * t1961
                 vz += s
                 vlz += s * 6.0
-                bz += g * t1960
-                tl.store(ggrow + OFFS[i] + 4, t1962 * s1 - t1963 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                s = g * t1984
+                bz += g4 * t1960
+                q4 = t1962 * s1 - t1963 * (s2 * 6.0)
+                s = g5 * t1984
                 vx += s
                 vlx += s * 6.0
-                bx += g * t1983
-                s = g * t1986
+                bx += g5 * t1983
+                s = g5 * t1986
                 vy += s
                 vly += s * 6.0
-                by += g * t1985
-                s = g * t1988
+                by += g5 * t1985
+                s = g5 * t1988
                 vz += s
                 vlz += s * 6.0
-                bz += g * t1987
-                tl.store(ggrow + OFFS[i] + 5, t1989 * s1 - t1990 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                s = g * t1993
+                bz += g5 * t1987
+                q5 = t1989 * s1 - t1990 * (s2 * 6.0)
+                s = g6 * t1993
                 vx += s
                 vlx += s * 6.0
-                bx += g * t1992
-                s = g * t1995
+                bx += g6 * t1992
+                s = g6 * t1995
                 vy += s
                 vly += s * 6.0
-                by += g * t1994
-                s = g * t1997
+                by += g6 * t1994
+                s = g6 * t1997
                 vz += s
                 vlz += s * 6.0
-                bz += g * t1996
-                tl.store(ggrow + OFFS[i] + 6, t1998 * s1 - t1999 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                s = g * t2019
+                bz += g6 * t1996
+                q6 = t1998 * s1 - t1999 * (s2 * 6.0)
+                s = g7 * t2019
                 vx += s
                 vlx += s * 6.0
-                bx += g * t2018
-                s = g * t2021
+                bx += g7 * t2018
+                s = g7 * t2021
                 vy += s
                 vly += s * 6.0
-                by += g * t2020
-                s = g * t2023
+                by += g7 * t2020
+                s = g7 * t2023
                 vz += s
                 vlz += s * 6.0
-                bz += g * t2022
-                tl.store(ggrow + OFFS[i] + 7, t2024 * s1 - t2025 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                s = g * t2051
+                bz += g7 * t2022
+                q7 = t2024 * s1 - t2025 * (s2 * 6.0)
+                s = g8 * t2051
                 vx += s
                 vlx += s * 6.0
-                bx += g * t2050
-                s = g * t2053
+                bx += g8 * t2050
+                s = g8 * t2053
                 vy += s
                 vly += s * 6.0
-                by += g * t2052
-                s = g * t2055
+                by += g8 * t2052
+                s = g8 * t2055
                 vz += s
                 vlz += s * 6.0
-                bz += g * t2054
-                tl.store(ggrow + OFFS[i] + 8, t2056 * s1 - t2057 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                s = g * t2087
+                bz += g8 * t2054
+                q8 = t2056 * s1 - t2057 * (s2 * 6.0)
+                s = g9 * t2087
                 vx += s
                 vlx += s * 6.0
-                bx += g * t2086
-                s = g * t2089
+                bx += g9 * t2086
+                s = g9 * t2089
                 vy += s
                 vly += s * 6.0
-                by += g * t2088
-                s = g * t2091
+                by += g9 * t2088
+                s = g9 * t2091
                 vz += s
                 vlz += s * 6.0
-                bz += g * t2090
-                tl.store(ggrow + OFFS[i] + 9, t2092 * s1 - t2093 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                s = g * t2123
+                bz += g9 * t2090
+                q9 = t2092 * s1 - t2093 * (s2 * 6.0)
+                s = g10 * t2123
                 vx += s
                 vlx += s * 6.0
-                bx += g * t2122
-                s = g * t2125
+                bx += g10 * t2122
+                s = g10 * t2125
                 vy += s
                 vly += s * 6.0
-                by += g * t2124
-                s = g * t2127
+                by += g10 * t2124
+                s = g10 * t2127
                 vz += s
                 vlz += s * 6.0
-                bz += g * t2126
-                tl.store(ggrow + OFFS[i] + 10, t2128 * s1 - t2129 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                s = g * t2145
+                bz += g10 * t2126
+                q10 = t2128 * s1 - t2129 * (s2 * 6.0)
+                s = g11 * t2145
                 vx += s
                 vlx += s * 6.0
-                bx += g * t2144
-                s = g * t2147
+                bx += g11 * t2144
+                s = g11 * t2147
                 vy += s
                 vly += s * 6.0
-                by += g * t2146
-                s = g * t2149
+                by += g11 * t2146
+                s = g11 * t2149
                 vz += s
                 vlz += s * 6.0
-                bz += g * t2148
-                tl.store(ggrow + OFFS[i] + 11, t2150 * s1 - t2151 * (s2 * 6.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                s = g * t2159
+                bz += g11 * t2148
+                q11 = t2150 * s1 - t2151 * (s2 * 6.0)
+                s = g12 * t2159
                 vx += s
                 vlx += s * 6.0
-                bx += g * t2158
-                s = g * t2161
+                bx += g12 * t2158
+                s = g12 * t2161
                 vz += s
                 vlz += s * 6.0
-                bz += g * t2160
-                tl.store(ggrow + OFFS[i] + 12, t2162 * s1 - t2163 * (s2 * 6.0), mask=mask)
+                bz += g12 * t2160
+                q12 = t2162 * s1 - t2163 * (s2 * 6.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(q0, q8), tl.join(q4, q12)), tl.join(tl.join(q2, q10), tl.join(q6, zero))), tl.join(tl.join(tl.join(q1, q9), tl.join(q5, zero)), tl.join(tl.join(q3, q11), tl.join(q7, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 13)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, q5, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, q6, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, q7, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, q8, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, q9, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, q10, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, q11, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, q12, mask=mask)
     if LMAX >= 7:
         t2164 = wz * t1453
         t2165 = z * t1452
@@ -9253,208 +10088,263 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t3054 = c2635 * t3048
         for i in tl.static_range(len(LS)):
             if LS[i] == 7:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t2643
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 15)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    g0 = gteeee
+                    g8 = gteeeo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    g4 = gteeoe
+                    g12 = gteeoo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    g2 = gteoee
+                    g10 = gteoeo
+                    gteooe, gteooo = tl.split(gteoo)
+                    g6 = gteooe
+                    g14 = gteooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    g1 = gtoeee
+                    g9 = gtoeeo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    g5 = gtoeoe
+                    g13 = gtoeoo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    g3 = gtooee
+                    g11 = gtooeo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    g7 = gtoooe
+                    _pad15 = gtoooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                s = g0 * t2643
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2642
-                s = g * t2645
+                bx += g0 * t2642
+                s = g0 * t2645
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2644
-                tl.store(ggrow + OFFS[i] + 0, t2646 * s1 - t2647 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t2664
+                bz += g0 * t2644
+                q0 = t2646 * s1 - t2647 * (s2 * 7.0)
+                s = g1 * t2664
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2663
-                s = g * t2666
+                bx += g1 * t2663
+                s = g1 * t2666
                 vy += s
                 vly += s * 7.0
-                by += g * t2665
-                s = g * t2668
+                by += g1 * t2665
+                s = g1 * t2668
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2667
-                tl.store(ggrow + OFFS[i] + 1, t2669 * s1 - t2670 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t2701
+                bz += g1 * t2667
+                q1 = t2669 * s1 - t2670 * (s2 * 7.0)
+                s = g2 * t2701
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2700
-                s = g * t2703
+                bx += g2 * t2700
+                s = g2 * t2703
                 vy += s
                 vly += s * 7.0
-                by += g * t2702
-                s = g * t2705
+                by += g2 * t2702
+                s = g2 * t2705
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2704
-                tl.store(ggrow + OFFS[i] + 2, t2706 * s1 - t2707 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t2738
+                bz += g2 * t2704
+                q2 = t2706 * s1 - t2707 * (s2 * 7.0)
+                s = g3 * t2738
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2737
-                s = g * t2740
+                bx += g3 * t2737
+                s = g3 * t2740
                 vy += s
                 vly += s * 7.0
-                by += g * t2739
-                s = g * t2742
+                by += g3 * t2739
+                s = g3 * t2742
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2741
-                tl.store(ggrow + OFFS[i] + 3, t2743 * s1 - t2744 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t2775
+                bz += g3 * t2741
+                q3 = t2743 * s1 - t2744 * (s2 * 7.0)
+                s = g4 * t2775
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2774
-                s = g * t2777
+                bx += g4 * t2774
+                s = g4 * t2777
                 vy += s
                 vly += s * 7.0
-                by += g * t2776
-                s = g * t2779
+                by += g4 * t2776
+                s = g4 * t2779
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2778
-                tl.store(ggrow + OFFS[i] + 4, t2780 * s1 - t2781 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                s = g * t2812
+                bz += g4 * t2778
+                q4 = t2780 * s1 - t2781 * (s2 * 7.0)
+                s = g5 * t2812
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2811
-                s = g * t2814
+                bx += g5 * t2811
+                s = g5 * t2814
                 vy += s
                 vly += s * 7.0
-                by += g * t2813
-                s = g * t2816
+                by += g5 * t2813
+                s = g5 * t2816
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2815
-                tl.store(ggrow + OFFS[i] + 5, t2817 * s1 - t2818 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                s = g * t2839
+                bz += g5 * t2815
+                q5 = t2817 * s1 - t2818 * (s2 * 7.0)
+                s = g6 * t2839
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2838
-                s = g * t2841
+                bx += g6 * t2838
+                s = g6 * t2841
                 vy += s
                 vly += s * 7.0
-                by += g * t2840
-                s = g * t2843
+                by += g6 * t2840
+                s = g6 * t2843
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2842
-                tl.store(ggrow + OFFS[i] + 6, t2844 * s1 - t2845 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                s = g * t2848
+                bz += g6 * t2842
+                q6 = t2844 * s1 - t2845 * (s2 * 7.0)
+                s = g7 * t2848
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2847
-                s = g * t2850
+                bx += g7 * t2847
+                s = g7 * t2850
                 vy += s
                 vly += s * 7.0
-                by += g * t2849
-                s = g * t2852
+                by += g7 * t2849
+                s = g7 * t2852
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2851
-                tl.store(ggrow + OFFS[i] + 7, t2853 * s1 - t2854 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                s = g * t2874
+                bz += g7 * t2851
+                q7 = t2853 * s1 - t2854 * (s2 * 7.0)
+                s = g8 * t2874
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2873
-                s = g * t2876
+                bx += g8 * t2873
+                s = g8 * t2876
                 vy += s
                 vly += s * 7.0
-                by += g * t2875
-                s = g * t2878
+                by += g8 * t2875
+                s = g8 * t2878
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2877
-                tl.store(ggrow + OFFS[i] + 8, t2879 * s1 - t2880 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                s = g * t2906
+                bz += g8 * t2877
+                q8 = t2879 * s1 - t2880 * (s2 * 7.0)
+                s = g9 * t2906
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2905
-                s = g * t2908
+                bx += g9 * t2905
+                s = g9 * t2908
                 vy += s
                 vly += s * 7.0
-                by += g * t2907
-                s = g * t2910
+                by += g9 * t2907
+                s = g9 * t2910
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2909
-                tl.store(ggrow + OFFS[i] + 9, t2911 * s1 - t2912 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                s = g * t2942
+                bz += g9 * t2909
+                q9 = t2911 * s1 - t2912 * (s2 * 7.0)
+                s = g10 * t2942
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2941
-                s = g * t2944
+                bx += g10 * t2941
+                s = g10 * t2944
                 vy += s
                 vly += s * 7.0
-                by += g * t2943
-                s = g * t2946
+                by += g10 * t2943
+                s = g10 * t2946
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2945
-                tl.store(ggrow + OFFS[i] + 10, t2947 * s1 - t2948 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                s = g * t2978
+                bz += g10 * t2945
+                q10 = t2947 * s1 - t2948 * (s2 * 7.0)
+                s = g11 * t2978
                 vx += s
                 vlx += s * 7.0
-                bx += g * t2977
-                s = g * t2980
+                bx += g11 * t2977
+                s = g11 * t2980
                 vy += s
                 vly += s * 7.0
-                by += g * t2979
-                s = g * t2982
+                by += g11 * t2979
+                s = g11 * t2982
                 vz += s
                 vlz += s * 7.0
-                bz += g * t2981
-                tl.store(ggrow + OFFS[i] + 11, t2983 * s1 - t2984 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                s = g * t3014
+                bz += g11 * t2981
+                q11 = t2983 * s1 - t2984 * (s2 * 7.0)
+                s = g12 * t3014
                 vx += s
                 vlx += s * 7.0
-                bx += g * t3013
-                s = g * t3016
+                bx += g12 * t3013
+                s = g12 * t3016
                 vy += s
                 vly += s * 7.0
-                by += g * t3015
-                s = g * t3018
+                by += g12 * t3015
+                s = g12 * t3018
                 vz += s
                 vlz += s * 7.0
-                bz += g * t3017
-                tl.store(ggrow + OFFS[i] + 12, t3019 * s1 - t3020 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                s = g * t3036
+                bz += g12 * t3017
+                q12 = t3019 * s1 - t3020 * (s2 * 7.0)
+                s = g13 * t3036
                 vx += s
                 vlx += s * 7.0
-                bx += g * t3035
-                s = g * t3038
+                bx += g13 * t3035
+                s = g13 * t3038
                 vy += s
                 vly += s * 7.0
-                by += g * t3037
-                s = g * t3040
+                by += g13 * t3037
+                s = g13 * t3040
                 vz += s
                 vlz += s * 7.0
-                bz += g * t3039
-                tl.store(ggrow + OFFS[i] + 13, t3041 * s1 - t3042 * (s2 * 7.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                s = g * t3050
+                bz += g13 * t3039
+                q13 = t3041 * s1 - t3042 * (s2 * 7.0)
+                s = g14 * t3050
                 vx += s
                 vlx += s * 7.0
-                bx += g * t3049
-                s = g * t3052
+                bx += g14 * t3049
+                s = g14 * t3052
                 vz += s
                 vlz += s * 7.0
-                bz += g * t3051
-                tl.store(ggrow + OFFS[i] + 14, t3053 * s1 - t3054 * (s2 * 7.0), mask=mask)
+                bz += g14 * t3051
+                q14 = t3053 * s1 - t3054 * (s2 * 7.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 16)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(q0, q8), tl.join(q4, q12)), tl.join(tl.join(q2, q10), tl.join(q6, q14))), tl.join(tl.join(tl.join(q1, q9), tl.join(q5, q13)), tl.join(tl.join(q3, q11), tl.join(q7, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 15)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, q5, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, q6, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, q7, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, q8, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, q9, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, q10, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, q11, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, q12, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, q13, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, q14, mask=mask)
     if LMAX >= 8:
         t3055 = wz * t2193
         t3056 = z * t2192
@@ -10496,236 +11386,325 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t4092 = c3600 * t4086
         for i in tl.static_range(len(LS)):
             if LS[i] == 8:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t3608
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 17)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    gteeeee, gteeeeo = tl.split(gteeee)
+                    g0 = gteeeee
+                    g16 = gteeeeo
+                    gteeeoe, gteeeoo = tl.split(gteeeo)
+                    g8 = gteeeoe
+                    _pad24 = gteeeoo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    gteeoee, gteeoeo = tl.split(gteeoe)
+                    g4 = gteeoee
+                    _pad20 = gteeoeo
+                    gteeooe, gteeooo = tl.split(gteeoo)
+                    g12 = gteeooe
+                    _pad28 = gteeooo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    gteoeee, gteoeeo = tl.split(gteoee)
+                    g2 = gteoeee
+                    _pad18 = gteoeeo
+                    gteoeoe, gteoeoo = tl.split(gteoeo)
+                    g10 = gteoeoe
+                    _pad26 = gteoeoo
+                    gteooe, gteooo = tl.split(gteoo)
+                    gteooee, gteooeo = tl.split(gteooe)
+                    g6 = gteooee
+                    _pad22 = gteooeo
+                    gteoooe, gteoooo = tl.split(gteooo)
+                    g14 = gteoooe
+                    _pad30 = gteoooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    gtoeeee, gtoeeeo = tl.split(gtoeee)
+                    g1 = gtoeeee
+                    _pad17 = gtoeeeo
+                    gtoeeoe, gtoeeoo = tl.split(gtoeeo)
+                    g9 = gtoeeoe
+                    _pad25 = gtoeeoo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    gtoeoee, gtoeoeo = tl.split(gtoeoe)
+                    g5 = gtoeoee
+                    _pad21 = gtoeoeo
+                    gtoeooe, gtoeooo = tl.split(gtoeoo)
+                    g13 = gtoeooe
+                    _pad29 = gtoeooo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    gtooeee, gtooeeo = tl.split(gtooee)
+                    g3 = gtooeee
+                    _pad19 = gtooeeo
+                    gtooeoe, gtooeoo = tl.split(gtooeo)
+                    g11 = gtooeoe
+                    _pad27 = gtooeoo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    gtoooee, gtoooeo = tl.split(gtoooe)
+                    g7 = gtoooee
+                    _pad23 = gtoooeo
+                    gtooooe, gtooooo = tl.split(gtoooo)
+                    g15 = gtooooe
+                    _pad31 = gtooooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                s = g0 * t3608
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3607
-                s = g * t3610
+                bx += g0 * t3607
+                s = g0 * t3610
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3609
-                tl.store(ggrow + OFFS[i] + 0, t3611 * s1 - t3612 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t3629
+                bz += g0 * t3609
+                q0 = t3611 * s1 - t3612 * (s2 * 8.0)
+                s = g1 * t3629
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3628
-                s = g * t3631
+                bx += g1 * t3628
+                s = g1 * t3631
                 vy += s
                 vly += s * 8.0
-                by += g * t3630
-                s = g * t3633
+                by += g1 * t3630
+                s = g1 * t3633
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3632
-                tl.store(ggrow + OFFS[i] + 1, t3634 * s1 - t3635 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t3666
+                bz += g1 * t3632
+                q1 = t3634 * s1 - t3635 * (s2 * 8.0)
+                s = g2 * t3666
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3665
-                s = g * t3668
+                bx += g2 * t3665
+                s = g2 * t3668
                 vy += s
                 vly += s * 8.0
-                by += g * t3667
-                s = g * t3670
+                by += g2 * t3667
+                s = g2 * t3670
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3669
-                tl.store(ggrow + OFFS[i] + 2, t3671 * s1 - t3672 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t3703
+                bz += g2 * t3669
+                q2 = t3671 * s1 - t3672 * (s2 * 8.0)
+                s = g3 * t3703
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3702
-                s = g * t3705
+                bx += g3 * t3702
+                s = g3 * t3705
                 vy += s
                 vly += s * 8.0
-                by += g * t3704
-                s = g * t3707
+                by += g3 * t3704
+                s = g3 * t3707
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3706
-                tl.store(ggrow + OFFS[i] + 3, t3708 * s1 - t3709 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t3740
+                bz += g3 * t3706
+                q3 = t3708 * s1 - t3709 * (s2 * 8.0)
+                s = g4 * t3740
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3739
-                s = g * t3742
+                bx += g4 * t3739
+                s = g4 * t3742
                 vy += s
                 vly += s * 8.0
-                by += g * t3741
-                s = g * t3744
+                by += g4 * t3741
+                s = g4 * t3744
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3743
-                tl.store(ggrow + OFFS[i] + 4, t3745 * s1 - t3746 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                s = g * t3777
+                bz += g4 * t3743
+                q4 = t3745 * s1 - t3746 * (s2 * 8.0)
+                s = g5 * t3777
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3776
-                s = g * t3779
+                bx += g5 * t3776
+                s = g5 * t3779
                 vy += s
                 vly += s * 8.0
-                by += g * t3778
-                s = g * t3781
+                by += g5 * t3778
+                s = g5 * t3781
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3780
-                tl.store(ggrow + OFFS[i] + 5, t3782 * s1 - t3783 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                s = g * t3814
+                bz += g5 * t3780
+                q5 = t3782 * s1 - t3783 * (s2 * 8.0)
+                s = g6 * t3814
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3813
-                s = g * t3816
+                bx += g6 * t3813
+                s = g6 * t3816
                 vy += s
                 vly += s * 8.0
-                by += g * t3815
-                s = g * t3818
+                by += g6 * t3815
+                s = g6 * t3818
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3817
-                tl.store(ggrow + OFFS[i] + 6, t3819 * s1 - t3820 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                s = g * t3841
+                bz += g6 * t3817
+                q6 = t3819 * s1 - t3820 * (s2 * 8.0)
+                s = g7 * t3841
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3840
-                s = g * t3843
+                bx += g7 * t3840
+                s = g7 * t3843
                 vy += s
                 vly += s * 8.0
-                by += g * t3842
-                s = g * t3845
+                by += g7 * t3842
+                s = g7 * t3845
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3844
-                tl.store(ggrow + OFFS[i] + 7, t3846 * s1 - t3847 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                s = g * t3850
+                bz += g7 * t3844
+                q7 = t3846 * s1 - t3847 * (s2 * 8.0)
+                s = g8 * t3850
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3849
-                s = g * t3852
+                bx += g8 * t3849
+                s = g8 * t3852
                 vy += s
                 vly += s * 8.0
-                by += g * t3851
-                s = g * t3854
+                by += g8 * t3851
+                s = g8 * t3854
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3853
-                tl.store(ggrow + OFFS[i] + 8, t3855 * s1 - t3856 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                s = g * t3876
+                bz += g8 * t3853
+                q8 = t3855 * s1 - t3856 * (s2 * 8.0)
+                s = g9 * t3876
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3875
-                s = g * t3878
+                bx += g9 * t3875
+                s = g9 * t3878
                 vy += s
                 vly += s * 8.0
-                by += g * t3877
-                s = g * t3880
+                by += g9 * t3877
+                s = g9 * t3880
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3879
-                tl.store(ggrow + OFFS[i] + 9, t3881 * s1 - t3882 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                s = g * t3908
+                bz += g9 * t3879
+                q9 = t3881 * s1 - t3882 * (s2 * 8.0)
+                s = g10 * t3908
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3907
-                s = g * t3910
+                bx += g10 * t3907
+                s = g10 * t3910
                 vy += s
                 vly += s * 8.0
-                by += g * t3909
-                s = g * t3912
+                by += g10 * t3909
+                s = g10 * t3912
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3911
-                tl.store(ggrow + OFFS[i] + 10, t3913 * s1 - t3914 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                s = g * t3944
+                bz += g10 * t3911
+                q10 = t3913 * s1 - t3914 * (s2 * 8.0)
+                s = g11 * t3944
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3943
-                s = g * t3946
+                bx += g11 * t3943
+                s = g11 * t3946
                 vy += s
                 vly += s * 8.0
-                by += g * t3945
-                s = g * t3948
+                by += g11 * t3945
+                s = g11 * t3948
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3947
-                tl.store(ggrow + OFFS[i] + 11, t3949 * s1 - t3950 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                s = g * t3980
+                bz += g11 * t3947
+                q11 = t3949 * s1 - t3950 * (s2 * 8.0)
+                s = g12 * t3980
                 vx += s
                 vlx += s * 8.0
-                bx += g * t3979
-                s = g * t3982
+                bx += g12 * t3979
+                s = g12 * t3982
                 vy += s
                 vly += s * 8.0
-                by += g * t3981
-                s = g * t3984
+                by += g12 * t3981
+                s = g12 * t3984
                 vz += s
                 vlz += s * 8.0
-                bz += g * t3983
-                tl.store(ggrow + OFFS[i] + 12, t3985 * s1 - t3986 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                s = g * t4016
+                bz += g12 * t3983
+                q12 = t3985 * s1 - t3986 * (s2 * 8.0)
+                s = g13 * t4016
                 vx += s
                 vlx += s * 8.0
-                bx += g * t4015
-                s = g * t4018
+                bx += g13 * t4015
+                s = g13 * t4018
                 vy += s
                 vly += s * 8.0
-                by += g * t4017
-                s = g * t4020
+                by += g13 * t4017
+                s = g13 * t4020
                 vz += s
                 vlz += s * 8.0
-                bz += g * t4019
-                tl.store(ggrow + OFFS[i] + 13, t4021 * s1 - t4022 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                s = g * t4052
+                bz += g13 * t4019
+                q13 = t4021 * s1 - t4022 * (s2 * 8.0)
+                s = g14 * t4052
                 vx += s
                 vlx += s * 8.0
-                bx += g * t4051
-                s = g * t4054
+                bx += g14 * t4051
+                s = g14 * t4054
                 vy += s
                 vly += s * 8.0
-                by += g * t4053
-                s = g * t4056
+                by += g14 * t4053
+                s = g14 * t4056
                 vz += s
                 vlz += s * 8.0
-                bz += g * t4055
-                tl.store(ggrow + OFFS[i] + 14, t4057 * s1 - t4058 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                s = g * t4074
+                bz += g14 * t4055
+                q14 = t4057 * s1 - t4058 * (s2 * 8.0)
+                s = g15 * t4074
                 vx += s
                 vlx += s * 8.0
-                bx += g * t4073
-                s = g * t4076
+                bx += g15 * t4073
+                s = g15 * t4076
                 vy += s
                 vly += s * 8.0
-                by += g * t4075
-                s = g * t4078
+                by += g15 * t4075
+                s = g15 * t4078
                 vz += s
                 vlz += s * 8.0
-                bz += g * t4077
-                tl.store(ggrow + OFFS[i] + 15, t4079 * s1 - t4080 * (s2 * 8.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                s = g * t4088
+                bz += g15 * t4077
+                q15 = t4079 * s1 - t4080 * (s2 * 8.0)
+                s = g16 * t4088
                 vx += s
                 vlx += s * 8.0
-                bx += g * t4087
-                s = g * t4090
+                bx += g16 * t4087
+                s = g16 * t4090
                 vz += s
                 vlz += s * 8.0
-                bz += g * t4089
-                tl.store(ggrow + OFFS[i] + 16, t4091 * s1 - t4092 * (s2 * 8.0), mask=mask)
+                bz += g16 * t4089
+                q16 = t4091 * s1 - t4092 * (s2 * 8.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(q0, q16), tl.join(q8, zero)), tl.join(tl.join(q4, zero), tl.join(q12, zero))), tl.join(tl.join(tl.join(q2, zero), tl.join(q10, zero)), tl.join(tl.join(q6, zero), tl.join(q14, zero)))), tl.join(tl.join(tl.join(tl.join(q1, zero), tl.join(q9, zero)), tl.join(tl.join(q5, zero), tl.join(q13, zero))), tl.join(tl.join(tl.join(q3, zero), tl.join(q11, zero)), tl.join(tl.join(q7, zero), tl.join(q15, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 17)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, q5, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, q6, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, q7, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, q8, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, q9, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, q10, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, q11, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, q12, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, q13, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, q14, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, q15, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, q16, mask=mask)
     if LMAX >= 9:
         t4093 = wz * t3084
         t4094 = z * t3083
@@ -11921,264 +12900,355 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t5284 = c4719 * t5278
         for i in tl.static_range(len(LS)):
             if LS[i] == 9:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t4727
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 19)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    gteeeee, gteeeeo = tl.split(gteeee)
+                    g0 = gteeeee
+                    g16 = gteeeeo
+                    gteeeoe, gteeeoo = tl.split(gteeeo)
+                    g8 = gteeeoe
+                    _pad24 = gteeeoo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    gteeoee, gteeoeo = tl.split(gteeoe)
+                    g4 = gteeoee
+                    _pad20 = gteeoeo
+                    gteeooe, gteeooo = tl.split(gteeoo)
+                    g12 = gteeooe
+                    _pad28 = gteeooo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    gteoeee, gteoeeo = tl.split(gteoee)
+                    g2 = gteoeee
+                    g18 = gteoeeo
+                    gteoeoe, gteoeoo = tl.split(gteoeo)
+                    g10 = gteoeoe
+                    _pad26 = gteoeoo
+                    gteooe, gteooo = tl.split(gteoo)
+                    gteooee, gteooeo = tl.split(gteooe)
+                    g6 = gteooee
+                    _pad22 = gteooeo
+                    gteoooe, gteoooo = tl.split(gteooo)
+                    g14 = gteoooe
+                    _pad30 = gteoooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    gtoeeee, gtoeeeo = tl.split(gtoeee)
+                    g1 = gtoeeee
+                    g17 = gtoeeeo
+                    gtoeeoe, gtoeeoo = tl.split(gtoeeo)
+                    g9 = gtoeeoe
+                    _pad25 = gtoeeoo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    gtoeoee, gtoeoeo = tl.split(gtoeoe)
+                    g5 = gtoeoee
+                    _pad21 = gtoeoeo
+                    gtoeooe, gtoeooo = tl.split(gtoeoo)
+                    g13 = gtoeooe
+                    _pad29 = gtoeooo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    gtooeee, gtooeeo = tl.split(gtooee)
+                    g3 = gtooeee
+                    _pad19 = gtooeeo
+                    gtooeoe, gtooeoo = tl.split(gtooeo)
+                    g11 = gtooeoe
+                    _pad27 = gtooeoo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    gtoooee, gtoooeo = tl.split(gtoooe)
+                    g7 = gtoooee
+                    _pad23 = gtoooeo
+                    gtooooe, gtooooo = tl.split(gtoooo)
+                    g15 = gtooooe
+                    _pad31 = gtooooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                s = g0 * t4727
                 vx += s
                 vlx += s * 9.0
-                bx += g * t4726
-                s = g * t4729
+                bx += g0 * t4726
+                s = g0 * t4729
                 vz += s
                 vlz += s * 9.0
-                bz += g * t4728
-                tl.store(ggrow + OFFS[i] + 0, t4730 * s1 - t4731 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t4748
+                bz += g0 * t4728
+                q0 = t4730 * s1 - t4731 * (s2 * 9.0)
+                s = g1 * t4748
                 vx += s
                 vlx += s * 9.0
-                bx += g * t4747
-                s = g * t4750
+                bx += g1 * t4747
+                s = g1 * t4750
                 vy += s
                 vly += s * 9.0
-                by += g * t4749
-                s = g * t4752
+                by += g1 * t4749
+                s = g1 * t4752
                 vz += s
                 vlz += s * 9.0
-                bz += g * t4751
-                tl.store(ggrow + OFFS[i] + 1, t4753 * s1 - t4754 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t4785
+                bz += g1 * t4751
+                q1 = t4753 * s1 - t4754 * (s2 * 9.0)
+                s = g2 * t4785
                 vx += s
                 vlx += s * 9.0
-                bx += g * t4784
-                s = g * t4787
+                bx += g2 * t4784
+                s = g2 * t4787
                 vy += s
                 vly += s * 9.0
-                by += g * t4786
-                s = g * t4789
+                by += g2 * t4786
+                s = g2 * t4789
                 vz += s
                 vlz += s * 9.0
-                bz += g * t4788
-                tl.store(ggrow + OFFS[i] + 2, t4790 * s1 - t4791 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t4822
+                bz += g2 * t4788
+                q2 = t4790 * s1 - t4791 * (s2 * 9.0)
+                s = g3 * t4822
                 vx += s
                 vlx += s * 9.0
-                bx += g * t4821
-                s = g * t4824
+                bx += g3 * t4821
+                s = g3 * t4824
                 vy += s
                 vly += s * 9.0
-                by += g * t4823
-                s = g * t4826
+                by += g3 * t4823
+                s = g3 * t4826
                 vz += s
                 vlz += s * 9.0
-                bz += g * t4825
-                tl.store(ggrow + OFFS[i] + 3, t4827 * s1 - t4828 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t4859
+                bz += g3 * t4825
+                q3 = t4827 * s1 - t4828 * (s2 * 9.0)
+                s = g4 * t4859
                 vx += s
                 vlx += s * 9.0
-                bx += g * t4858
-                s = g * t4861
+                bx += g4 * t4858
+                s = g4 * t4861
                 vy += s
                 vly += s * 9.0
-                by += g * t4860
-                s = g * t4863
+                by += g4 * t4860
+                s = g4 * t4863
                 vz += s
                 vlz += s * 9.0
-                bz += g * t4862
-                tl.store(ggrow + OFFS[i] + 4, t4864 * s1 - t4865 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                s = g * t4896
+                bz += g4 * t4862
+                q4 = t4864 * s1 - t4865 * (s2 * 9.0)
+                s = g5 * t4896
                 vx += s
                 vlx += s * 9.0
-                bx += g * t4895
-                s = g * t4898
+                bx += g5 * t4895
+                s = g5 * t4898
                 vy += s
                 vly += s * 9.0
-                by += g * t4897
-                s = g * t4900
+                by += g5 * t4897
+                s = g5 * t4900
                 vz += s
                 vlz += s * 9.0
-                bz += g * t4899
-                tl.store(ggrow + OFFS[i] + 5, t4901 * s1 - t4902 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                s = g * t4933
+                bz += g5 * t4899
+                q5 = t4901 * s1 - t4902 * (s2 * 9.0)
+                s = g6 * t4933
                 vx += s
                 vlx += s * 9.0
-                bx += g * t4932
-                s = g * t4935
+                bx += g6 * t4932
+                s = g6 * t4935
                 vy += s
                 vly += s * 9.0
-                by += g * t4934
-                s = g * t4937
+                by += g6 * t4934
+                s = g6 * t4937
                 vz += s
                 vlz += s * 9.0
-                bz += g * t4936
-                tl.store(ggrow + OFFS[i] + 6, t4938 * s1 - t4939 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                s = g * t4970
+                bz += g6 * t4936
+                q6 = t4938 * s1 - t4939 * (s2 * 9.0)
+                s = g7 * t4970
                 vx += s
                 vlx += s * 9.0
-                bx += g * t4969
-                s = g * t4972
+                bx += g7 * t4969
+                s = g7 * t4972
                 vy += s
                 vly += s * 9.0
-                by += g * t4971
-                s = g * t4974
+                by += g7 * t4971
+                s = g7 * t4974
                 vz += s
                 vlz += s * 9.0
-                bz += g * t4973
-                tl.store(ggrow + OFFS[i] + 7, t4975 * s1 - t4976 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                s = g * t4997
+                bz += g7 * t4973
+                q7 = t4975 * s1 - t4976 * (s2 * 9.0)
+                s = g8 * t4997
                 vx += s
                 vlx += s * 9.0
-                bx += g * t4996
-                s = g * t4999
+                bx += g8 * t4996
+                s = g8 * t4999
                 vy += s
                 vly += s * 9.0
-                by += g * t4998
-                s = g * t5001
+                by += g8 * t4998
+                s = g8 * t5001
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5000
-                tl.store(ggrow + OFFS[i] + 8, t5002 * s1 - t5003 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                s = g * t5006
+                bz += g8 * t5000
+                q8 = t5002 * s1 - t5003 * (s2 * 9.0)
+                s = g9 * t5006
                 vx += s
                 vlx += s * 9.0
-                bx += g * t5005
-                s = g * t5008
+                bx += g9 * t5005
+                s = g9 * t5008
                 vy += s
                 vly += s * 9.0
-                by += g * t5007
-                s = g * t5010
+                by += g9 * t5007
+                s = g9 * t5010
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5009
-                tl.store(ggrow + OFFS[i] + 9, t5011 * s1 - t5012 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                s = g * t5032
+                bz += g9 * t5009
+                q9 = t5011 * s1 - t5012 * (s2 * 9.0)
+                s = g10 * t5032
                 vx += s
                 vlx += s * 9.0
-                bx += g * t5031
-                s = g * t5034
+                bx += g10 * t5031
+                s = g10 * t5034
                 vy += s
                 vly += s * 9.0
-                by += g * t5033
-                s = g * t5036
+                by += g10 * t5033
+                s = g10 * t5036
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5035
-                tl.store(ggrow + OFFS[i] + 10, t5037 * s1 - t5038 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                s = g * t5064
+                bz += g10 * t5035
+                q10 = t5037 * s1 - t5038 * (s2 * 9.0)
+                s = g11 * t5064
                 vx += s
                 vlx += s * 9.0
-                bx += g * t5063
-                s = g * t5066
+                bx += g11 * t5063
+                s = g11 * t5066
                 vy += s
                 vly += s * 9.0
-                by += g * t5065
-                s = g * t5068
+                by += g11 * t5065
+                s = g11 * t5068
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5067
-                tl.store(ggrow + OFFS[i] + 11, t5069 * s1 - t5070 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                s = g * t5100
+                bz += g11 * t5067
+                q11 = t5069 * s1 - t5070 * (s2 * 9.0)
+                s = g12 * t5100
                 vx += s
                 vlx += s * 9.0
-                bx += g * t5099
-                s = g * t5102
+                bx += g12 * t5099
+                s = g12 * t5102
                 vy += s
                 vly += s * 9.0
-                by += g * t5101
-                s = g * t5104
+                by += g12 * t5101
+                s = g12 * t5104
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5103
-                tl.store(ggrow + OFFS[i] + 12, t5105 * s1 - t5106 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                s = g * t5136
+                bz += g12 * t5103
+                q12 = t5105 * s1 - t5106 * (s2 * 9.0)
+                s = g13 * t5136
                 vx += s
                 vlx += s * 9.0
-                bx += g * t5135
-                s = g * t5138
+                bx += g13 * t5135
+                s = g13 * t5138
                 vy += s
                 vly += s * 9.0
-                by += g * t5137
-                s = g * t5140
+                by += g13 * t5137
+                s = g13 * t5140
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5139
-                tl.store(ggrow + OFFS[i] + 13, t5141 * s1 - t5142 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                s = g * t5172
+                bz += g13 * t5139
+                q13 = t5141 * s1 - t5142 * (s2 * 9.0)
+                s = g14 * t5172
                 vx += s
                 vlx += s * 9.0
-                bx += g * t5171
-                s = g * t5174
+                bx += g14 * t5171
+                s = g14 * t5174
                 vy += s
                 vly += s * 9.0
-                by += g * t5173
-                s = g * t5176
+                by += g14 * t5173
+                s = g14 * t5176
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5175
-                tl.store(ggrow + OFFS[i] + 14, t5177 * s1 - t5178 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                s = g * t5208
+                bz += g14 * t5175
+                q14 = t5177 * s1 - t5178 * (s2 * 9.0)
+                s = g15 * t5208
                 vx += s
                 vlx += s * 9.0
-                bx += g * t5207
-                s = g * t5210
+                bx += g15 * t5207
+                s = g15 * t5210
                 vy += s
                 vly += s * 9.0
-                by += g * t5209
-                s = g * t5212
+                by += g15 * t5209
+                s = g15 * t5212
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5211
-                tl.store(ggrow + OFFS[i] + 15, t5213 * s1 - t5214 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                s = g * t5244
+                bz += g15 * t5211
+                q15 = t5213 * s1 - t5214 * (s2 * 9.0)
+                s = g16 * t5244
                 vx += s
                 vlx += s * 9.0
-                bx += g * t5243
-                s = g * t5246
+                bx += g16 * t5243
+                s = g16 * t5246
                 vy += s
                 vly += s * 9.0
-                by += g * t5245
-                s = g * t5248
+                by += g16 * t5245
+                s = g16 * t5248
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5247
-                tl.store(ggrow + OFFS[i] + 16, t5249 * s1 - t5250 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                s = g * t5266
+                bz += g16 * t5247
+                q16 = t5249 * s1 - t5250 * (s2 * 9.0)
+                s = g17 * t5266
                 vx += s
                 vlx += s * 9.0
-                bx += g * t5265
-                s = g * t5268
+                bx += g17 * t5265
+                s = g17 * t5268
                 vy += s
                 vly += s * 9.0
-                by += g * t5267
-                s = g * t5270
+                by += g17 * t5267
+                s = g17 * t5270
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5269
-                tl.store(ggrow + OFFS[i] + 17, t5271 * s1 - t5272 * (s2 * 9.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                s = g * t5280
+                bz += g17 * t5269
+                q17 = t5271 * s1 - t5272 * (s2 * 9.0)
+                s = g18 * t5280
                 vx += s
                 vlx += s * 9.0
-                bx += g * t5279
-                s = g * t5282
+                bx += g18 * t5279
+                s = g18 * t5282
                 vz += s
                 vlz += s * 9.0
-                bz += g * t5281
-                tl.store(ggrow + OFFS[i] + 18, t5283 * s1 - t5284 * (s2 * 9.0), mask=mask)
+                bz += g18 * t5281
+                q18 = t5283 * s1 - t5284 * (s2 * 9.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(q0, q16), tl.join(q8, zero)), tl.join(tl.join(q4, zero), tl.join(q12, zero))), tl.join(tl.join(tl.join(q2, q18), tl.join(q10, zero)), tl.join(tl.join(q6, zero), tl.join(q14, zero)))), tl.join(tl.join(tl.join(tl.join(q1, q17), tl.join(q9, zero)), tl.join(tl.join(q5, zero), tl.join(q13, zero))), tl.join(tl.join(tl.join(q3, zero), tl.join(q11, zero)), tl.join(tl.join(q7, zero), tl.join(q15, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 19)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, q5, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, q6, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, q7, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, q8, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, q9, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, q10, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, q11, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, q12, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, q13, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, q14, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, q15, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, q16, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, q17, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, q18, mask=mask)
     if LMAX >= 10:
         t5285 = wz * t4122
         t5286 = z * t4121
@@ -13525,292 +14595,385 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t6627 = c5989 * t6621
         for i in tl.static_range(len(LS)):
             if LS[i] == 10:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t5997
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 21)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    gteeeee, gteeeeo = tl.split(gteeee)
+                    g0 = gteeeee
+                    g16 = gteeeeo
+                    gteeeoe, gteeeoo = tl.split(gteeeo)
+                    g8 = gteeeoe
+                    _pad24 = gteeeoo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    gteeoee, gteeoeo = tl.split(gteeoe)
+                    g4 = gteeoee
+                    g20 = gteeoeo
+                    gteeooe, gteeooo = tl.split(gteeoo)
+                    g12 = gteeooe
+                    _pad28 = gteeooo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    gteoeee, gteoeeo = tl.split(gteoee)
+                    g2 = gteoeee
+                    g18 = gteoeeo
+                    gteoeoe, gteoeoo = tl.split(gteoeo)
+                    g10 = gteoeoe
+                    _pad26 = gteoeoo
+                    gteooe, gteooo = tl.split(gteoo)
+                    gteooee, gteooeo = tl.split(gteooe)
+                    g6 = gteooee
+                    _pad22 = gteooeo
+                    gteoooe, gteoooo = tl.split(gteooo)
+                    g14 = gteoooe
+                    _pad30 = gteoooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    gtoeeee, gtoeeeo = tl.split(gtoeee)
+                    g1 = gtoeeee
+                    g17 = gtoeeeo
+                    gtoeeoe, gtoeeoo = tl.split(gtoeeo)
+                    g9 = gtoeeoe
+                    _pad25 = gtoeeoo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    gtoeoee, gtoeoeo = tl.split(gtoeoe)
+                    g5 = gtoeoee
+                    _pad21 = gtoeoeo
+                    gtoeooe, gtoeooo = tl.split(gtoeoo)
+                    g13 = gtoeooe
+                    _pad29 = gtoeooo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    gtooeee, gtooeeo = tl.split(gtooee)
+                    g3 = gtooeee
+                    g19 = gtooeeo
+                    gtooeoe, gtooeoo = tl.split(gtooeo)
+                    g11 = gtooeoe
+                    _pad27 = gtooeoo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    gtoooee, gtoooeo = tl.split(gtoooe)
+                    g7 = gtoooee
+                    _pad23 = gtoooeo
+                    gtooooe, gtooooo = tl.split(gtoooo)
+                    g15 = gtooooe
+                    _pad31 = gtooooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                s = g0 * t5997
                 vx += s
                 vlx += s * 10.0
-                bx += g * t5996
-                s = g * t5999
+                bx += g0 * t5996
+                s = g0 * t5999
                 vz += s
                 vlz += s * 10.0
-                bz += g * t5998
-                tl.store(ggrow + OFFS[i] + 0, t6000 * s1 - t6001 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t6018
+                bz += g0 * t5998
+                q0 = t6000 * s1 - t6001 * (s2 * 10.0)
+                s = g1 * t6018
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6017
-                s = g * t6020
+                bx += g1 * t6017
+                s = g1 * t6020
                 vy += s
                 vly += s * 10.0
-                by += g * t6019
-                s = g * t6022
+                by += g1 * t6019
+                s = g1 * t6022
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6021
-                tl.store(ggrow + OFFS[i] + 1, t6023 * s1 - t6024 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t6055
+                bz += g1 * t6021
+                q1 = t6023 * s1 - t6024 * (s2 * 10.0)
+                s = g2 * t6055
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6054
-                s = g * t6057
+                bx += g2 * t6054
+                s = g2 * t6057
                 vy += s
                 vly += s * 10.0
-                by += g * t6056
-                s = g * t6059
+                by += g2 * t6056
+                s = g2 * t6059
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6058
-                tl.store(ggrow + OFFS[i] + 2, t6060 * s1 - t6061 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t6092
+                bz += g2 * t6058
+                q2 = t6060 * s1 - t6061 * (s2 * 10.0)
+                s = g3 * t6092
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6091
-                s = g * t6094
+                bx += g3 * t6091
+                s = g3 * t6094
                 vy += s
                 vly += s * 10.0
-                by += g * t6093
-                s = g * t6096
+                by += g3 * t6093
+                s = g3 * t6096
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6095
-                tl.store(ggrow + OFFS[i] + 3, t6097 * s1 - t6098 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t6129
+                bz += g3 * t6095
+                q3 = t6097 * s1 - t6098 * (s2 * 10.0)
+                s = g4 * t6129
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6128
-                s = g * t6131
+                bx += g4 * t6128
+                s = g4 * t6131
                 vy += s
                 vly += s * 10.0
-                by += g * t6130
-                s = g * t6133
+                by += g4 * t6130
+                s = g4 * t6133
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6132
-                tl.store(ggrow + OFFS[i] + 4, t6134 * s1 - t6135 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                s = g * t6166
+                bz += g4 * t6132
+                q4 = t6134 * s1 - t6135 * (s2 * 10.0)
+                s = g5 * t6166
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6165
-                s = g * t6168
+                bx += g5 * t6165
+                s = g5 * t6168
                 vy += s
                 vly += s * 10.0
-                by += g * t6167
-                s = g * t6170
+                by += g5 * t6167
+                s = g5 * t6170
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6169
-                tl.store(ggrow + OFFS[i] + 5, t6171 * s1 - t6172 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                s = g * t6203
+                bz += g5 * t6169
+                q5 = t6171 * s1 - t6172 * (s2 * 10.0)
+                s = g6 * t6203
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6202
-                s = g * t6205
+                bx += g6 * t6202
+                s = g6 * t6205
                 vy += s
                 vly += s * 10.0
-                by += g * t6204
-                s = g * t6207
+                by += g6 * t6204
+                s = g6 * t6207
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6206
-                tl.store(ggrow + OFFS[i] + 6, t6208 * s1 - t6209 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                s = g * t6240
+                bz += g6 * t6206
+                q6 = t6208 * s1 - t6209 * (s2 * 10.0)
+                s = g7 * t6240
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6239
-                s = g * t6242
+                bx += g7 * t6239
+                s = g7 * t6242
                 vy += s
                 vly += s * 10.0
-                by += g * t6241
-                s = g * t6244
+                by += g7 * t6241
+                s = g7 * t6244
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6243
-                tl.store(ggrow + OFFS[i] + 7, t6245 * s1 - t6246 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                s = g * t6277
+                bz += g7 * t6243
+                q7 = t6245 * s1 - t6246 * (s2 * 10.0)
+                s = g8 * t6277
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6276
-                s = g * t6279
+                bx += g8 * t6276
+                s = g8 * t6279
                 vy += s
                 vly += s * 10.0
-                by += g * t6278
-                s = g * t6281
+                by += g8 * t6278
+                s = g8 * t6281
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6280
-                tl.store(ggrow + OFFS[i] + 8, t6282 * s1 - t6283 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                s = g * t6304
+                bz += g8 * t6280
+                q8 = t6282 * s1 - t6283 * (s2 * 10.0)
+                s = g9 * t6304
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6303
-                s = g * t6306
+                bx += g9 * t6303
+                s = g9 * t6306
                 vy += s
                 vly += s * 10.0
-                by += g * t6305
-                s = g * t6308
+                by += g9 * t6305
+                s = g9 * t6308
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6307
-                tl.store(ggrow + OFFS[i] + 9, t6309 * s1 - t6310 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                s = g * t6313
+                bz += g9 * t6307
+                q9 = t6309 * s1 - t6310 * (s2 * 10.0)
+                s = g10 * t6313
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6312
-                s = g * t6315
+                bx += g10 * t6312
+                s = g10 * t6315
                 vy += s
                 vly += s * 10.0
-                by += g * t6314
-                s = g * t6317
+                by += g10 * t6314
+                s = g10 * t6317
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6316
-                tl.store(ggrow + OFFS[i] + 10, t6318 * s1 - t6319 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                s = g * t6339
+                bz += g10 * t6316
+                q10 = t6318 * s1 - t6319 * (s2 * 10.0)
+                s = g11 * t6339
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6338
-                s = g * t6341
+                bx += g11 * t6338
+                s = g11 * t6341
                 vy += s
                 vly += s * 10.0
-                by += g * t6340
-                s = g * t6343
+                by += g11 * t6340
+                s = g11 * t6343
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6342
-                tl.store(ggrow + OFFS[i] + 11, t6344 * s1 - t6345 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                s = g * t6371
+                bz += g11 * t6342
+                q11 = t6344 * s1 - t6345 * (s2 * 10.0)
+                s = g12 * t6371
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6370
-                s = g * t6373
+                bx += g12 * t6370
+                s = g12 * t6373
                 vy += s
                 vly += s * 10.0
-                by += g * t6372
-                s = g * t6375
+                by += g12 * t6372
+                s = g12 * t6375
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6374
-                tl.store(ggrow + OFFS[i] + 12, t6376 * s1 - t6377 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                s = g * t6407
+                bz += g12 * t6374
+                q12 = t6376 * s1 - t6377 * (s2 * 10.0)
+                s = g13 * t6407
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6406
-                s = g * t6409
+                bx += g13 * t6406
+                s = g13 * t6409
                 vy += s
                 vly += s * 10.0
-                by += g * t6408
-                s = g * t6411
+                by += g13 * t6408
+                s = g13 * t6411
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6410
-                tl.store(ggrow + OFFS[i] + 13, t6412 * s1 - t6413 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                s = g * t6443
+                bz += g13 * t6410
+                q13 = t6412 * s1 - t6413 * (s2 * 10.0)
+                s = g14 * t6443
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6442
-                s = g * t6445
+                bx += g14 * t6442
+                s = g14 * t6445
                 vy += s
                 vly += s * 10.0
-                by += g * t6444
-                s = g * t6447
+                by += g14 * t6444
+                s = g14 * t6447
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6446
-                tl.store(ggrow + OFFS[i] + 14, t6448 * s1 - t6449 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                s = g * t6479
+                bz += g14 * t6446
+                q14 = t6448 * s1 - t6449 * (s2 * 10.0)
+                s = g15 * t6479
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6478
-                s = g * t6481
+                bx += g15 * t6478
+                s = g15 * t6481
                 vy += s
                 vly += s * 10.0
-                by += g * t6480
-                s = g * t6483
+                by += g15 * t6480
+                s = g15 * t6483
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6482
-                tl.store(ggrow + OFFS[i] + 15, t6484 * s1 - t6485 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                s = g * t6515
+                bz += g15 * t6482
+                q15 = t6484 * s1 - t6485 * (s2 * 10.0)
+                s = g16 * t6515
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6514
-                s = g * t6517
+                bx += g16 * t6514
+                s = g16 * t6517
                 vy += s
                 vly += s * 10.0
-                by += g * t6516
-                s = g * t6519
+                by += g16 * t6516
+                s = g16 * t6519
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6518
-                tl.store(ggrow + OFFS[i] + 16, t6520 * s1 - t6521 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                s = g * t6551
+                bz += g16 * t6518
+                q16 = t6520 * s1 - t6521 * (s2 * 10.0)
+                s = g17 * t6551
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6550
-                s = g * t6553
+                bx += g17 * t6550
+                s = g17 * t6553
                 vy += s
                 vly += s * 10.0
-                by += g * t6552
-                s = g * t6555
+                by += g17 * t6552
+                s = g17 * t6555
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6554
-                tl.store(ggrow + OFFS[i] + 17, t6556 * s1 - t6557 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                s = g * t6587
+                bz += g17 * t6554
+                q17 = t6556 * s1 - t6557 * (s2 * 10.0)
+                s = g18 * t6587
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6586
-                s = g * t6589
+                bx += g18 * t6586
+                s = g18 * t6589
                 vy += s
                 vly += s * 10.0
-                by += g * t6588
-                s = g * t6591
+                by += g18 * t6588
+                s = g18 * t6591
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6590
-                tl.store(ggrow + OFFS[i] + 18, t6592 * s1 - t6593 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                s = g * t6609
+                bz += g18 * t6590
+                q18 = t6592 * s1 - t6593 * (s2 * 10.0)
+                s = g19 * t6609
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6608
-                s = g * t6611
+                bx += g19 * t6608
+                s = g19 * t6611
                 vy += s
                 vly += s * 10.0
-                by += g * t6610
-                s = g * t6613
+                by += g19 * t6610
+                s = g19 * t6613
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6612
-                tl.store(ggrow + OFFS[i] + 19, t6614 * s1 - t6615 * (s2 * 10.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
-                s = g * t6623
+                bz += g19 * t6612
+                q19 = t6614 * s1 - t6615 * (s2 * 10.0)
+                s = g20 * t6623
                 vx += s
                 vlx += s * 10.0
-                bx += g * t6622
-                s = g * t6625
+                bx += g20 * t6622
+                s = g20 * t6625
                 vz += s
                 vlz += s * 10.0
-                bz += g * t6624
-                tl.store(ggrow + OFFS[i] + 20, t6626 * s1 - t6627 * (s2 * 10.0), mask=mask)
+                bz += g20 * t6624
+                q20 = t6626 * s1 - t6627 * (s2 * 10.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(q0, q16), tl.join(q8, zero)), tl.join(tl.join(q4, q20), tl.join(q12, zero))), tl.join(tl.join(tl.join(q2, q18), tl.join(q10, zero)), tl.join(tl.join(q6, zero), tl.join(q14, zero)))), tl.join(tl.join(tl.join(tl.join(q1, q17), tl.join(q9, zero)), tl.join(tl.join(q5, zero), tl.join(q13, zero))), tl.join(tl.join(tl.join(q3, q19), tl.join(q11, zero)), tl.join(tl.join(q7, zero), tl.join(q15, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 21)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, q5, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, q6, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, q7, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, q8, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, q9, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, q10, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, q11, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, q12, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, q13, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, q14, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, q15, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, q16, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, q17, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, q18, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 19, q19, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 20, q20, mask=mask)
     if LMAX >= 11:
         t6628 = wz * t5314
         t6629 = z * t5313
@@ -15303,320 +16466,415 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t8116 = c7405 * t8110
         for i in tl.static_range(len(LS)):
             if LS[i] == 11:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t7413
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 23)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    gteeeee, gteeeeo = tl.split(gteeee)
+                    g0 = gteeeee
+                    g16 = gteeeeo
+                    gteeeoe, gteeeoo = tl.split(gteeeo)
+                    g8 = gteeeoe
+                    _pad24 = gteeeoo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    gteeoee, gteeoeo = tl.split(gteeoe)
+                    g4 = gteeoee
+                    g20 = gteeoeo
+                    gteeooe, gteeooo = tl.split(gteeoo)
+                    g12 = gteeooe
+                    _pad28 = gteeooo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    gteoeee, gteoeeo = tl.split(gteoee)
+                    g2 = gteoeee
+                    g18 = gteoeeo
+                    gteoeoe, gteoeoo = tl.split(gteoeo)
+                    g10 = gteoeoe
+                    _pad26 = gteoeoo
+                    gteooe, gteooo = tl.split(gteoo)
+                    gteooee, gteooeo = tl.split(gteooe)
+                    g6 = gteooee
+                    g22 = gteooeo
+                    gteoooe, gteoooo = tl.split(gteooo)
+                    g14 = gteoooe
+                    _pad30 = gteoooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    gtoeeee, gtoeeeo = tl.split(gtoeee)
+                    g1 = gtoeeee
+                    g17 = gtoeeeo
+                    gtoeeoe, gtoeeoo = tl.split(gtoeeo)
+                    g9 = gtoeeoe
+                    _pad25 = gtoeeoo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    gtoeoee, gtoeoeo = tl.split(gtoeoe)
+                    g5 = gtoeoee
+                    g21 = gtoeoeo
+                    gtoeooe, gtoeooo = tl.split(gtoeoo)
+                    g13 = gtoeooe
+                    _pad29 = gtoeooo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    gtooeee, gtooeeo = tl.split(gtooee)
+                    g3 = gtooeee
+                    g19 = gtooeeo
+                    gtooeoe, gtooeoo = tl.split(gtooeo)
+                    g11 = gtooeoe
+                    _pad27 = gtooeoo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    gtoooee, gtoooeo = tl.split(gtoooe)
+                    g7 = gtoooee
+                    _pad23 = gtoooeo
+                    gtooooe, gtooooo = tl.split(gtoooo)
+                    g15 = gtooooe
+                    _pad31 = gtooooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g21 = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g22 = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                s = g0 * t7413
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7412
-                s = g * t7415
+                bx += g0 * t7412
+                s = g0 * t7415
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7414
-                tl.store(ggrow + OFFS[i] + 0, t7416 * s1 - t7417 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t7434
+                bz += g0 * t7414
+                q0 = t7416 * s1 - t7417 * (s2 * 11.0)
+                s = g1 * t7434
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7433
-                s = g * t7436
+                bx += g1 * t7433
+                s = g1 * t7436
                 vy += s
                 vly += s * 11.0
-                by += g * t7435
-                s = g * t7438
+                by += g1 * t7435
+                s = g1 * t7438
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7437
-                tl.store(ggrow + OFFS[i] + 1, t7439 * s1 - t7440 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t7471
+                bz += g1 * t7437
+                q1 = t7439 * s1 - t7440 * (s2 * 11.0)
+                s = g2 * t7471
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7470
-                s = g * t7473
+                bx += g2 * t7470
+                s = g2 * t7473
                 vy += s
                 vly += s * 11.0
-                by += g * t7472
-                s = g * t7475
+                by += g2 * t7472
+                s = g2 * t7475
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7474
-                tl.store(ggrow + OFFS[i] + 2, t7476 * s1 - t7477 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t7508
+                bz += g2 * t7474
+                q2 = t7476 * s1 - t7477 * (s2 * 11.0)
+                s = g3 * t7508
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7507
-                s = g * t7510
+                bx += g3 * t7507
+                s = g3 * t7510
                 vy += s
                 vly += s * 11.0
-                by += g * t7509
-                s = g * t7512
+                by += g3 * t7509
+                s = g3 * t7512
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7511
-                tl.store(ggrow + OFFS[i] + 3, t7513 * s1 - t7514 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t7545
+                bz += g3 * t7511
+                q3 = t7513 * s1 - t7514 * (s2 * 11.0)
+                s = g4 * t7545
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7544
-                s = g * t7547
+                bx += g4 * t7544
+                s = g4 * t7547
                 vy += s
                 vly += s * 11.0
-                by += g * t7546
-                s = g * t7549
+                by += g4 * t7546
+                s = g4 * t7549
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7548
-                tl.store(ggrow + OFFS[i] + 4, t7550 * s1 - t7551 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                s = g * t7582
+                bz += g4 * t7548
+                q4 = t7550 * s1 - t7551 * (s2 * 11.0)
+                s = g5 * t7582
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7581
-                s = g * t7584
+                bx += g5 * t7581
+                s = g5 * t7584
                 vy += s
                 vly += s * 11.0
-                by += g * t7583
-                s = g * t7586
+                by += g5 * t7583
+                s = g5 * t7586
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7585
-                tl.store(ggrow + OFFS[i] + 5, t7587 * s1 - t7588 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                s = g * t7619
+                bz += g5 * t7585
+                q5 = t7587 * s1 - t7588 * (s2 * 11.0)
+                s = g6 * t7619
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7618
-                s = g * t7621
+                bx += g6 * t7618
+                s = g6 * t7621
                 vy += s
                 vly += s * 11.0
-                by += g * t7620
-                s = g * t7623
+                by += g6 * t7620
+                s = g6 * t7623
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7622
-                tl.store(ggrow + OFFS[i] + 6, t7624 * s1 - t7625 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                s = g * t7656
+                bz += g6 * t7622
+                q6 = t7624 * s1 - t7625 * (s2 * 11.0)
+                s = g7 * t7656
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7655
-                s = g * t7658
+                bx += g7 * t7655
+                s = g7 * t7658
                 vy += s
                 vly += s * 11.0
-                by += g * t7657
-                s = g * t7660
+                by += g7 * t7657
+                s = g7 * t7660
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7659
-                tl.store(ggrow + OFFS[i] + 7, t7661 * s1 - t7662 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                s = g * t7693
+                bz += g7 * t7659
+                q7 = t7661 * s1 - t7662 * (s2 * 11.0)
+                s = g8 * t7693
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7692
-                s = g * t7695
+                bx += g8 * t7692
+                s = g8 * t7695
                 vy += s
                 vly += s * 11.0
-                by += g * t7694
-                s = g * t7697
+                by += g8 * t7694
+                s = g8 * t7697
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7696
-                tl.store(ggrow + OFFS[i] + 8, t7698 * s1 - t7699 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                s = g * t7730
+                bz += g8 * t7696
+                q8 = t7698 * s1 - t7699 * (s2 * 11.0)
+                s = g9 * t7730
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7729
-                s = g * t7732
+                bx += g9 * t7729
+                s = g9 * t7732
                 vy += s
                 vly += s * 11.0
-                by += g * t7731
-                s = g * t7734
+                by += g9 * t7731
+                s = g9 * t7734
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7733
-                tl.store(ggrow + OFFS[i] + 9, t7735 * s1 - t7736 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                s = g * t7757
+                bz += g9 * t7733
+                q9 = t7735 * s1 - t7736 * (s2 * 11.0)
+                s = g10 * t7757
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7756
-                s = g * t7759
+                bx += g10 * t7756
+                s = g10 * t7759
                 vy += s
                 vly += s * 11.0
-                by += g * t7758
-                s = g * t7761
+                by += g10 * t7758
+                s = g10 * t7761
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7760
-                tl.store(ggrow + OFFS[i] + 10, t7762 * s1 - t7763 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                s = g * t7766
+                bz += g10 * t7760
+                q10 = t7762 * s1 - t7763 * (s2 * 11.0)
+                s = g11 * t7766
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7765
-                s = g * t7768
+                bx += g11 * t7765
+                s = g11 * t7768
                 vy += s
                 vly += s * 11.0
-                by += g * t7767
-                s = g * t7770
+                by += g11 * t7767
+                s = g11 * t7770
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7769
-                tl.store(ggrow + OFFS[i] + 11, t7771 * s1 - t7772 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                s = g * t7792
+                bz += g11 * t7769
+                q11 = t7771 * s1 - t7772 * (s2 * 11.0)
+                s = g12 * t7792
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7791
-                s = g * t7794
+                bx += g12 * t7791
+                s = g12 * t7794
                 vy += s
                 vly += s * 11.0
-                by += g * t7793
-                s = g * t7796
+                by += g12 * t7793
+                s = g12 * t7796
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7795
-                tl.store(ggrow + OFFS[i] + 12, t7797 * s1 - t7798 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                s = g * t7824
+                bz += g12 * t7795
+                q12 = t7797 * s1 - t7798 * (s2 * 11.0)
+                s = g13 * t7824
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7823
-                s = g * t7826
+                bx += g13 * t7823
+                s = g13 * t7826
                 vy += s
                 vly += s * 11.0
-                by += g * t7825
-                s = g * t7828
+                by += g13 * t7825
+                s = g13 * t7828
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7827
-                tl.store(ggrow + OFFS[i] + 13, t7829 * s1 - t7830 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                s = g * t7860
+                bz += g13 * t7827
+                q13 = t7829 * s1 - t7830 * (s2 * 11.0)
+                s = g14 * t7860
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7859
-                s = g * t7862
+                bx += g14 * t7859
+                s = g14 * t7862
                 vy += s
                 vly += s * 11.0
-                by += g * t7861
-                s = g * t7864
+                by += g14 * t7861
+                s = g14 * t7864
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7863
-                tl.store(ggrow + OFFS[i] + 14, t7865 * s1 - t7866 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                s = g * t7896
+                bz += g14 * t7863
+                q14 = t7865 * s1 - t7866 * (s2 * 11.0)
+                s = g15 * t7896
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7895
-                s = g * t7898
+                bx += g15 * t7895
+                s = g15 * t7898
                 vy += s
                 vly += s * 11.0
-                by += g * t7897
-                s = g * t7900
+                by += g15 * t7897
+                s = g15 * t7900
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7899
-                tl.store(ggrow + OFFS[i] + 15, t7901 * s1 - t7902 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                s = g * t7932
+                bz += g15 * t7899
+                q15 = t7901 * s1 - t7902 * (s2 * 11.0)
+                s = g16 * t7932
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7931
-                s = g * t7934
+                bx += g16 * t7931
+                s = g16 * t7934
                 vy += s
                 vly += s * 11.0
-                by += g * t7933
-                s = g * t7936
+                by += g16 * t7933
+                s = g16 * t7936
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7935
-                tl.store(ggrow + OFFS[i] + 16, t7937 * s1 - t7938 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                s = g * t7968
+                bz += g16 * t7935
+                q16 = t7937 * s1 - t7938 * (s2 * 11.0)
+                s = g17 * t7968
                 vx += s
                 vlx += s * 11.0
-                bx += g * t7967
-                s = g * t7970
+                bx += g17 * t7967
+                s = g17 * t7970
                 vy += s
                 vly += s * 11.0
-                by += g * t7969
-                s = g * t7972
+                by += g17 * t7969
+                s = g17 * t7972
                 vz += s
                 vlz += s * 11.0
-                bz += g * t7971
-                tl.store(ggrow + OFFS[i] + 17, t7973 * s1 - t7974 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                s = g * t8004
+                bz += g17 * t7971
+                q17 = t7973 * s1 - t7974 * (s2 * 11.0)
+                s = g18 * t8004
                 vx += s
                 vlx += s * 11.0
-                bx += g * t8003
-                s = g * t8006
+                bx += g18 * t8003
+                s = g18 * t8006
                 vy += s
                 vly += s * 11.0
-                by += g * t8005
-                s = g * t8008
+                by += g18 * t8005
+                s = g18 * t8008
                 vz += s
                 vlz += s * 11.0
-                bz += g * t8007
-                tl.store(ggrow + OFFS[i] + 18, t8009 * s1 - t8010 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                s = g * t8040
+                bz += g18 * t8007
+                q18 = t8009 * s1 - t8010 * (s2 * 11.0)
+                s = g19 * t8040
                 vx += s
                 vlx += s * 11.0
-                bx += g * t8039
-                s = g * t8042
+                bx += g19 * t8039
+                s = g19 * t8042
                 vy += s
                 vly += s * 11.0
-                by += g * t8041
-                s = g * t8044
+                by += g19 * t8041
+                s = g19 * t8044
                 vz += s
                 vlz += s * 11.0
-                bz += g * t8043
-                tl.store(ggrow + OFFS[i] + 19, t8045 * s1 - t8046 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
-                s = g * t8076
+                bz += g19 * t8043
+                q19 = t8045 * s1 - t8046 * (s2 * 11.0)
+                s = g20 * t8076
                 vx += s
                 vlx += s * 11.0
-                bx += g * t8075
-                s = g * t8078
+                bx += g20 * t8075
+                s = g20 * t8078
                 vy += s
                 vly += s * 11.0
-                by += g * t8077
-                s = g * t8080
+                by += g20 * t8077
+                s = g20 * t8080
                 vz += s
                 vlz += s * 11.0
-                bz += g * t8079
-                tl.store(ggrow + OFFS[i] + 20, t8081 * s1 - t8082 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
-                s = g * t8098
+                bz += g20 * t8079
+                q20 = t8081 * s1 - t8082 * (s2 * 11.0)
+                s = g21 * t8098
                 vx += s
                 vlx += s * 11.0
-                bx += g * t8097
-                s = g * t8100
+                bx += g21 * t8097
+                s = g21 * t8100
                 vy += s
                 vly += s * 11.0
-                by += g * t8099
-                s = g * t8102
+                by += g21 * t8099
+                s = g21 * t8102
                 vz += s
                 vlz += s * 11.0
-                bz += g * t8101
-                tl.store(ggrow + OFFS[i] + 21, t8103 * s1 - t8104 * (s2 * 11.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
-                s = g * t8112
+                bz += g21 * t8101
+                q21 = t8103 * s1 - t8104 * (s2 * 11.0)
+                s = g22 * t8112
                 vx += s
                 vlx += s * 11.0
-                bx += g * t8111
-                s = g * t8114
+                bx += g22 * t8111
+                s = g22 * t8114
                 vz += s
                 vlz += s * 11.0
-                bz += g * t8113
-                tl.store(ggrow + OFFS[i] + 22, t8115 * s1 - t8116 * (s2 * 11.0), mask=mask)
+                bz += g22 * t8113
+                q22 = t8115 * s1 - t8116 * (s2 * 11.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(q0, q16), tl.join(q8, zero)), tl.join(tl.join(q4, q20), tl.join(q12, zero))), tl.join(tl.join(tl.join(q2, q18), tl.join(q10, zero)), tl.join(tl.join(q6, q22), tl.join(q14, zero)))), tl.join(tl.join(tl.join(tl.join(q1, q17), tl.join(q9, zero)), tl.join(tl.join(q5, q21), tl.join(q13, zero))), tl.join(tl.join(tl.join(q3, q19), tl.join(q11, zero)), tl.join(tl.join(q7, zero), tl.join(q15, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 23)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, q5, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, q6, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, q7, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, q8, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, q9, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, q10, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, q11, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, q12, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, q13, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, q14, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, q15, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, q16, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, q17, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, q18, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 19, q19, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 20, q20, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 21, q21, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 22, q22, mask=mask)
     if LMAX >= 12:
         t8117 = wz * t6657
         t8118 = z * t6656
@@ -17264,348 +18522,445 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         t9760 = c8976 * t9754
         for i in tl.static_range(len(LS)):
             if LS[i] == 12:
-                g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                s = g * t8984
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    gt = tl.load(grow[:, None] + (OFFS[i] + cj)[None, :], mask=mask[:, None] & (cj < 25)[None, :], other=0.0)
+                    gt = tl.reshape(gt, (BLOCK, 2, 2, 2, 2, 2))
+                    gte, gto = tl.split(gt)
+                    gtee, gteo = tl.split(gte)
+                    gteee, gteeo = tl.split(gtee)
+                    gteeee, gteeeo = tl.split(gteee)
+                    gteeeee, gteeeeo = tl.split(gteeee)
+                    g0 = gteeeee
+                    g16 = gteeeeo
+                    gteeeoe, gteeeoo = tl.split(gteeeo)
+                    g8 = gteeeoe
+                    g24 = gteeeoo
+                    gteeoe, gteeoo = tl.split(gteeo)
+                    gteeoee, gteeoeo = tl.split(gteeoe)
+                    g4 = gteeoee
+                    g20 = gteeoeo
+                    gteeooe, gteeooo = tl.split(gteeoo)
+                    g12 = gteeooe
+                    _pad28 = gteeooo
+                    gteoe, gteoo = tl.split(gteo)
+                    gteoee, gteoeo = tl.split(gteoe)
+                    gteoeee, gteoeeo = tl.split(gteoee)
+                    g2 = gteoeee
+                    g18 = gteoeeo
+                    gteoeoe, gteoeoo = tl.split(gteoeo)
+                    g10 = gteoeoe
+                    _pad26 = gteoeoo
+                    gteooe, gteooo = tl.split(gteoo)
+                    gteooee, gteooeo = tl.split(gteooe)
+                    g6 = gteooee
+                    g22 = gteooeo
+                    gteoooe, gteoooo = tl.split(gteooo)
+                    g14 = gteoooe
+                    _pad30 = gteoooo
+                    gtoe, gtoo = tl.split(gto)
+                    gtoee, gtoeo = tl.split(gtoe)
+                    gtoeee, gtoeeo = tl.split(gtoee)
+                    gtoeeee, gtoeeeo = tl.split(gtoeee)
+                    g1 = gtoeeee
+                    g17 = gtoeeeo
+                    gtoeeoe, gtoeeoo = tl.split(gtoeeo)
+                    g9 = gtoeeoe
+                    _pad25 = gtoeeoo
+                    gtoeoe, gtoeoo = tl.split(gtoeo)
+                    gtoeoee, gtoeoeo = tl.split(gtoeoe)
+                    g5 = gtoeoee
+                    g21 = gtoeoeo
+                    gtoeooe, gtoeooo = tl.split(gtoeoo)
+                    g13 = gtoeooe
+                    _pad29 = gtoeooo
+                    gtooe, gtooo = tl.split(gtoo)
+                    gtooee, gtooeo = tl.split(gtooe)
+                    gtooeee, gtooeeo = tl.split(gtooee)
+                    g3 = gtooeee
+                    g19 = gtooeeo
+                    gtooeoe, gtooeoo = tl.split(gtooeo)
+                    g11 = gtooeoe
+                    _pad27 = gtooeoo
+                    gtoooe, gtoooo = tl.split(gtooo)
+                    gtoooee, gtoooeo = tl.split(gtoooe)
+                    g7 = gtoooee
+                    g23 = gtoooeo
+                    gtooooe, gtooooo = tl.split(gtoooo)
+                    g15 = gtooooe
+                    _pad31 = gtooooo
+                else:
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g21 = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g22 = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g23 = tl.load(grow + OFFS[i] + 23, mask=mask, other=0.0)
+                    g24 = tl.load(grow + OFFS[i] + 24, mask=mask, other=0.0)
+                s = g0 * t8984
                 vx += s
                 vlx += s * 12.0
-                bx += g * t8983
-                s = g * t8986
+                bx += g0 * t8983
+                s = g0 * t8986
                 vz += s
                 vlz += s * 12.0
-                bz += g * t8985
-                tl.store(ggrow + OFFS[i] + 0, t8987 * s1 - t8988 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                s = g * t9005
+                bz += g0 * t8985
+                q0 = t8987 * s1 - t8988 * (s2 * 12.0)
+                s = g1 * t9005
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9004
-                s = g * t9007
+                bx += g1 * t9004
+                s = g1 * t9007
                 vy += s
                 vly += s * 12.0
-                by += g * t9006
-                s = g * t9009
+                by += g1 * t9006
+                s = g1 * t9009
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9008
-                tl.store(ggrow + OFFS[i] + 1, t9010 * s1 - t9011 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                s = g * t9042
+                bz += g1 * t9008
+                q1 = t9010 * s1 - t9011 * (s2 * 12.0)
+                s = g2 * t9042
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9041
-                s = g * t9044
+                bx += g2 * t9041
+                s = g2 * t9044
                 vy += s
                 vly += s * 12.0
-                by += g * t9043
-                s = g * t9046
+                by += g2 * t9043
+                s = g2 * t9046
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9045
-                tl.store(ggrow + OFFS[i] + 2, t9047 * s1 - t9048 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                s = g * t9079
+                bz += g2 * t9045
+                q2 = t9047 * s1 - t9048 * (s2 * 12.0)
+                s = g3 * t9079
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9078
-                s = g * t9081
+                bx += g3 * t9078
+                s = g3 * t9081
                 vy += s
                 vly += s * 12.0
-                by += g * t9080
-                s = g * t9083
+                by += g3 * t9080
+                s = g3 * t9083
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9082
-                tl.store(ggrow + OFFS[i] + 3, t9084 * s1 - t9085 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                s = g * t9116
+                bz += g3 * t9082
+                q3 = t9084 * s1 - t9085 * (s2 * 12.0)
+                s = g4 * t9116
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9115
-                s = g * t9118
+                bx += g4 * t9115
+                s = g4 * t9118
                 vy += s
                 vly += s * 12.0
-                by += g * t9117
-                s = g * t9120
+                by += g4 * t9117
+                s = g4 * t9120
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9119
-                tl.store(ggrow + OFFS[i] + 4, t9121 * s1 - t9122 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                s = g * t9153
+                bz += g4 * t9119
+                q4 = t9121 * s1 - t9122 * (s2 * 12.0)
+                s = g5 * t9153
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9152
-                s = g * t9155
+                bx += g5 * t9152
+                s = g5 * t9155
                 vy += s
                 vly += s * 12.0
-                by += g * t9154
-                s = g * t9157
+                by += g5 * t9154
+                s = g5 * t9157
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9156
-                tl.store(ggrow + OFFS[i] + 5, t9158 * s1 - t9159 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                s = g * t9190
+                bz += g5 * t9156
+                q5 = t9158 * s1 - t9159 * (s2 * 12.0)
+                s = g6 * t9190
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9189
-                s = g * t9192
+                bx += g6 * t9189
+                s = g6 * t9192
                 vy += s
                 vly += s * 12.0
-                by += g * t9191
-                s = g * t9194
+                by += g6 * t9191
+                s = g6 * t9194
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9193
-                tl.store(ggrow + OFFS[i] + 6, t9195 * s1 - t9196 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                s = g * t9227
+                bz += g6 * t9193
+                q6 = t9195 * s1 - t9196 * (s2 * 12.0)
+                s = g7 * t9227
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9226
-                s = g * t9229
+                bx += g7 * t9226
+                s = g7 * t9229
                 vy += s
                 vly += s * 12.0
-                by += g * t9228
-                s = g * t9231
+                by += g7 * t9228
+                s = g7 * t9231
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9230
-                tl.store(ggrow + OFFS[i] + 7, t9232 * s1 - t9233 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                s = g * t9264
+                bz += g7 * t9230
+                q7 = t9232 * s1 - t9233 * (s2 * 12.0)
+                s = g8 * t9264
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9263
-                s = g * t9266
+                bx += g8 * t9263
+                s = g8 * t9266
                 vy += s
                 vly += s * 12.0
-                by += g * t9265
-                s = g * t9268
+                by += g8 * t9265
+                s = g8 * t9268
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9267
-                tl.store(ggrow + OFFS[i] + 8, t9269 * s1 - t9270 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                s = g * t9301
+                bz += g8 * t9267
+                q8 = t9269 * s1 - t9270 * (s2 * 12.0)
+                s = g9 * t9301
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9300
-                s = g * t9303
+                bx += g9 * t9300
+                s = g9 * t9303
                 vy += s
                 vly += s * 12.0
-                by += g * t9302
-                s = g * t9305
+                by += g9 * t9302
+                s = g9 * t9305
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9304
-                tl.store(ggrow + OFFS[i] + 9, t9306 * s1 - t9307 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                s = g * t9338
+                bz += g9 * t9304
+                q9 = t9306 * s1 - t9307 * (s2 * 12.0)
+                s = g10 * t9338
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9337
-                s = g * t9340
+                bx += g10 * t9337
+                s = g10 * t9340
                 vy += s
                 vly += s * 12.0
-                by += g * t9339
-                s = g * t9342
+                by += g10 * t9339
+                s = g10 * t9342
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9341
-                tl.store(ggrow + OFFS[i] + 10, t9343 * s1 - t9344 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                s = g * t9365
+                bz += g10 * t9341
+                q10 = t9343 * s1 - t9344 * (s2 * 12.0)
+                s = g11 * t9365
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9364
-                s = g * t9367
+                bx += g11 * t9364
+                s = g11 * t9367
                 vy += s
                 vly += s * 12.0
-                by += g * t9366
-                s = g * t9369
+                by += g11 * t9366
+                s = g11 * t9369
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9368
-                tl.store(ggrow + OFFS[i] + 11, t9370 * s1 - t9371 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                s = g * t9374
+                bz += g11 * t9368
+                q11 = t9370 * s1 - t9371 * (s2 * 12.0)
+                s = g12 * t9374
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9373
-                s = g * t9376
+                bx += g12 * t9373
+                s = g12 * t9376
                 vy += s
                 vly += s * 12.0
-                by += g * t9375
-                s = g * t9378
+                by += g12 * t9375
+                s = g12 * t9378
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9377
-                tl.store(ggrow + OFFS[i] + 12, t9379 * s1 - t9380 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                s = g * t9400
+                bz += g12 * t9377
+                q12 = t9379 * s1 - t9380 * (s2 * 12.0)
+                s = g13 * t9400
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9399
-                s = g * t9402
+                bx += g13 * t9399
+                s = g13 * t9402
                 vy += s
                 vly += s * 12.0
-                by += g * t9401
-                s = g * t9404
+                by += g13 * t9401
+                s = g13 * t9404
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9403
-                tl.store(ggrow + OFFS[i] + 13, t9405 * s1 - t9406 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                s = g * t9432
+                bz += g13 * t9403
+                q13 = t9405 * s1 - t9406 * (s2 * 12.0)
+                s = g14 * t9432
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9431
-                s = g * t9434
+                bx += g14 * t9431
+                s = g14 * t9434
                 vy += s
                 vly += s * 12.0
-                by += g * t9433
-                s = g * t9436
+                by += g14 * t9433
+                s = g14 * t9436
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9435
-                tl.store(ggrow + OFFS[i] + 14, t9437 * s1 - t9438 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                s = g * t9468
+                bz += g14 * t9435
+                q14 = t9437 * s1 - t9438 * (s2 * 12.0)
+                s = g15 * t9468
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9467
-                s = g * t9470
+                bx += g15 * t9467
+                s = g15 * t9470
                 vy += s
                 vly += s * 12.0
-                by += g * t9469
-                s = g * t9472
+                by += g15 * t9469
+                s = g15 * t9472
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9471
-                tl.store(ggrow + OFFS[i] + 15, t9473 * s1 - t9474 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                s = g * t9504
+                bz += g15 * t9471
+                q15 = t9473 * s1 - t9474 * (s2 * 12.0)
+                s = g16 * t9504
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9503
-                s = g * t9506
+                bx += g16 * t9503
+                s = g16 * t9506
                 vy += s
                 vly += s * 12.0
-                by += g * t9505
-                s = g * t9508
+                by += g16 * t9505
+                s = g16 * t9508
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9507
-                tl.store(ggrow + OFFS[i] + 16, t9509 * s1 - t9510 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                s = g * t9540
+                bz += g16 * t9507
+                q16 = t9509 * s1 - t9510 * (s2 * 12.0)
+                s = g17 * t9540
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9539
-                s = g * t9542
+                bx += g17 * t9539
+                s = g17 * t9542
                 vy += s
                 vly += s * 12.0
-                by += g * t9541
-                s = g * t9544
+                by += g17 * t9541
+                s = g17 * t9544
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9543
-                tl.store(ggrow + OFFS[i] + 17, t9545 * s1 - t9546 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                s = g * t9576
+                bz += g17 * t9543
+                q17 = t9545 * s1 - t9546 * (s2 * 12.0)
+                s = g18 * t9576
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9575
-                s = g * t9578
+                bx += g18 * t9575
+                s = g18 * t9578
                 vy += s
                 vly += s * 12.0
-                by += g * t9577
-                s = g * t9580
+                by += g18 * t9577
+                s = g18 * t9580
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9579
-                tl.store(ggrow + OFFS[i] + 18, t9581 * s1 - t9582 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                s = g * t9612
+                bz += g18 * t9579
+                q18 = t9581 * s1 - t9582 * (s2 * 12.0)
+                s = g19 * t9612
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9611
-                s = g * t9614
+                bx += g19 * t9611
+                s = g19 * t9614
                 vy += s
                 vly += s * 12.0
-                by += g * t9613
-                s = g * t9616
+                by += g19 * t9613
+                s = g19 * t9616
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9615
-                tl.store(ggrow + OFFS[i] + 19, t9617 * s1 - t9618 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
-                s = g * t9648
+                bz += g19 * t9615
+                q19 = t9617 * s1 - t9618 * (s2 * 12.0)
+                s = g20 * t9648
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9647
-                s = g * t9650
+                bx += g20 * t9647
+                s = g20 * t9650
                 vy += s
                 vly += s * 12.0
-                by += g * t9649
-                s = g * t9652
+                by += g20 * t9649
+                s = g20 * t9652
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9651
-                tl.store(ggrow + OFFS[i] + 20, t9653 * s1 - t9654 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
-                s = g * t9684
+                bz += g20 * t9651
+                q20 = t9653 * s1 - t9654 * (s2 * 12.0)
+                s = g21 * t9684
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9683
-                s = g * t9686
+                bx += g21 * t9683
+                s = g21 * t9686
                 vy += s
                 vly += s * 12.0
-                by += g * t9685
-                s = g * t9688
+                by += g21 * t9685
+                s = g21 * t9688
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9687
-                tl.store(ggrow + OFFS[i] + 21, t9689 * s1 - t9690 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
-                s = g * t9720
+                bz += g21 * t9687
+                q21 = t9689 * s1 - t9690 * (s2 * 12.0)
+                s = g22 * t9720
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9719
-                s = g * t9722
+                bx += g22 * t9719
+                s = g22 * t9722
                 vy += s
                 vly += s * 12.0
-                by += g * t9721
-                s = g * t9724
+                by += g22 * t9721
+                s = g22 * t9724
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9723
-                tl.store(ggrow + OFFS[i] + 22, t9725 * s1 - t9726 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 23, mask=mask, other=0.0)
-                s = g * t9742
+                bz += g22 * t9723
+                q22 = t9725 * s1 - t9726 * (s2 * 12.0)
+                s = g23 * t9742
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9741
-                s = g * t9744
+                bx += g23 * t9741
+                s = g23 * t9744
                 vy += s
                 vly += s * 12.0
-                by += g * t9743
-                s = g * t9746
+                by += g23 * t9743
+                s = g23 * t9746
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9745
-                tl.store(ggrow + OFFS[i] + 23, t9747 * s1 - t9748 * (s2 * 12.0), mask=mask)
-                g = tl.load(grow + OFFS[i] + 24, mask=mask, other=0.0)
-                s = g * t9756
+                bz += g23 * t9745
+                q23 = t9747 * s1 - t9748 * (s2 * 12.0)
+                s = g24 * t9756
                 vx += s
                 vlx += s * 12.0
-                bx += g * t9755
-                s = g * t9758
+                bx += g24 * t9755
+                s = g24 * t9758
                 vz += s
                 vlz += s * 12.0
-                bz += g * t9757
-                tl.store(ggrow + OFFS[i] + 24, t9759 * s1 - t9760 * (s2 * 12.0), mask=mask)
+                bz += g24 * t9757
+                q24 = t9759 * s1 - t9760 * (s2 * 12.0)
+                if WIDE_IO:
+                    cj = tl.arange(0, 32)
+                    tl.store(ggrow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(q0, q16), tl.join(q8, q24)), tl.join(tl.join(q4, q20), tl.join(q12, zero))), tl.join(tl.join(tl.join(q2, q18), tl.join(q10, zero)), tl.join(tl.join(q6, q22), tl.join(q14, zero)))), tl.join(tl.join(tl.join(tl.join(q1, q17), tl.join(q9, zero)), tl.join(tl.join(q5, q21), tl.join(q13, zero))), tl.join(tl.join(tl.join(q3, q19), tl.join(q11, zero)), tl.join(tl.join(q7, q23), tl.join(q15, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 25)[None, :])
+                else:
+                    tl.store(ggrow + OFFS[i] + 0, q0, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, q1, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, q2, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, q3, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, q4, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, q5, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, q6, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, q7, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, q8, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, q9, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, q10, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, q11, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, q12, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, q13, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, q14, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, q15, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, q16, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, q17, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, q18, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 19, q19, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 20, q20, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 21, q21, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 22, q22, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 23, q23, mask=mask)
+                    tl.store(ggrow + OFFS[i] + 24, q24, mask=mask)
 
     if NORMALIZE:
         uv = x * vx + y * vy + z * vz

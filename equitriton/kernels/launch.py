@@ -26,15 +26,26 @@ def compute_f64(dtype: torch.dtype) -> bool:
     return dtype == torch.float64 or FLOAT32_COMPUTE == "float64"
 
 
-# Rows per program and warps, per direction; measured on the H100 (docs/performance.md).
-_BLOCK = {"forward": 128, "backward": 128, "double_backward": 64}
-
-
 def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
-    block = _BLOCK[direction]
-    if lmax >= 8 and compute_f64(dtype):
-        block = max(32, block // 2)  # the high-l recurrences hold many live registers
-    return {"BLOCK": block, "num_warps": 4}
+    """Launch configuration, chosen from the H100 sweep of benchmarks/tune_kernels.py (docs/performance.md).
+
+    WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column. Measured at N = 2**22:
+    it makes the forward 2-7x faster from l_max 2 up (per-column 8-byte stores at a stride of DIM leave memory
+    sectors partially written), but the backward reads g faster column by column (the rows stay in L1), and in the
+    double backward the tile split adds live registers that spill from l_max 6 up.
+    EQUITRITON_WIDE_IO=0/1 forces one choice everywhere (for measurements).
+    """
+    if direction == "forward":
+        cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2} if lmax >= 2 else {"BLOCK": 128, "num_warps": 4}
+    elif direction == "backward":
+        cfg = {"BLOCK": 128, "num_warps": 4, "WIDE_IO": False}
+    else:
+        cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": 3 <= lmax <= 5}
+    cfg.setdefault("WIDE_IO", False)
+    forced = os.environ.get("EQUITRITON_WIDE_IO")
+    if forced is not None:
+        cfg["WIDE_IO"] = forced == "1"
+    return cfg
 
 
 def grid(n: int, cfg: dict) -> tuple[int]:
@@ -50,6 +61,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         NORMALIZE=bool(normalize),
         NORMALIZATION=int(normalization),
         IS_F64=compute_f64(dtype),
+        WIDE_IO=cfg["WIDE_IO"],
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )

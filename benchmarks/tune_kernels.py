@@ -1,0 +1,218 @@
+"""Launch-configuration sweep for the SH kernels on a GPU (issue 3, step 3): correctness first, then timings.
+
+    python benchmarks/tune_kernels.py --phase compile --shard 0/8   # in parallel: fills Triton's disk cache
+    python benchmarks/tune_kernels.py --phase time --out DIR        # one process: correctness + do_bench medians
+
+Each configuration is (WIDE_IO, BLOCK, num_warps). Inputs rotate over a pool larger than L2, so no timing reads a
+cached buffer. Writes DIR/tune.json; bytes counted: forward N*(3+dim), backward N*(3+dim+3), double backward
+N*(3+dim+3+dim+3), times itemsize.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import time
+
+import torch
+import triton
+import triton.testing
+
+from equitriton.generated import torch_fallback
+from equitriton.kernels import launch
+from equitriton.ops import _offsets
+
+LMAXES = (1, 2, 4, 8, 12)
+DTYPES = (torch.float64, torch.float32)
+CONFIGS = [
+    dict(WIDE_IO=True, BLOCK=64, num_warps=4),
+    dict(WIDE_IO=False, BLOCK=64, num_warps=4),
+    dict(WIDE_IO=True, BLOCK=128, num_warps=4),
+    dict(WIDE_IO=False, BLOCK=128, num_warps=4),
+    dict(WIDE_IO=True, BLOCK=256, num_warps=8),
+    dict(WIDE_IO=True, BLOCK=32, num_warps=2),
+]
+DEADLINE_S = float(os.environ.get("TUNE_DEADLINE_S", "330"))
+N_BIG = 2**22
+
+
+def kernel_call(direction, x, g, w, out, ls, cfg):
+    offs, dim = _offsets(ls)
+    n = x.shape[0]
+    meta = launch.meta(ls, offs, dim, True, 1, x.dtype, {**cfg})
+    grid = (triton.cdiv(n, cfg["BLOCK"]),)
+    if direction == "forward":
+        return lambda: launch.kernels.sh_forward_kernel[grid](x, out[0], n, x.stride(0), x.stride(1), **meta)
+    if direction == "backward":
+        return lambda: launch.kernels.sh_backward_kernel[grid](x, g, out[1], n, x.stride(0), x.stride(1), **meta)
+    return lambda: launch.kernels.sh_double_backward_kernel[grid](
+        x, g, w, out[0], out[1], n, x.stride(0), x.stride(1), w.stride(0), w.stride(1), **meta
+    )
+
+
+def cases():
+    # double backward: only the two 64-row configs (its live state is the largest)
+    for lmax, dtype, direction, cfg in itertools.product(
+        LMAXES, DTYPES, ("forward", "backward", "double_backward"), CONFIGS
+    ):
+        if direction == "double_backward" and cfg["BLOCK"] != 64:
+            continue
+        yield lmax, dtype, direction, cfg
+
+
+def check(lmax, dtype, direction, cfg, dev):
+    """Max relative error of the kernel with `cfg` against the float64 torch fallback on 1000 points."""
+    ls = list(range(lmax + 1))
+    offs, dim = _offsets(ls)
+    torch.manual_seed(lmax)
+    x = torch.randn(1000, 3, dtype=dtype, device=dev)
+    x[0] = 0
+    g = torch.randn(1000, dim, dtype=dtype, device=dev)
+    w = torch.randn(1000, 3, dtype=dtype, device=dev)
+    out = (torch.empty(1000, dim, dtype=dtype, device=dev), torch.empty(1000, 3, dtype=dtype, device=dev))
+    kernel_call(direction, x, g, w, out, ls, cfg)()
+    xd, gd, wd = x.cpu().double(), g.cpu().double(), w.cpu().double()
+    if direction == "forward":
+        pairs = [(out[0], torch_fallback.forward(xd, ls, list(offs), dim, True, 1))]
+    elif direction == "backward":
+        pairs = [(out[1], torch_fallback.backward(xd, gd, ls, list(offs), dim, True, 1))]
+    else:
+        rgg, rgx = torch_fallback.double_backward(xd, gd, wd, ls, list(offs), dim, True, 1)
+        pairs = [(out[0], rgg), (out[1], rgx)]
+    return max(((a.cpu().double() - b).abs().max() / b.abs().max()).item() for a, b in pairs)
+
+
+def nbytes(direction, n, dim, itemsize):
+    per_row = {"forward": 3 + dim, "backward": 3 + dim + 3, "double_backward": 3 + dim + 3 + dim + 3}[direction]
+    return n * per_row * itemsize
+
+
+def time_case(lmax, dtype, direction, cfg, dev, pool=2):
+    ls = list(range(lmax + 1))
+    _, dim = _offsets(ls)
+    n = N_BIG
+    xs = [torch.randn(n, 3, dtype=dtype, device=dev) for _ in range(pool)]
+    gs = (
+        [torch.randn(n, dim, dtype=dtype, device=dev) for _ in range(pool)] if direction != "forward" else [None] * pool
+    )
+    ws = [torch.randn(n, 3, dtype=dtype, device=dev) for _ in range(pool)]
+    out = (torch.empty(n, dim, dtype=dtype, device=dev), torch.empty(n, 3, dtype=dtype, device=dev))
+    calls = [kernel_call(direction, xs[i], gs[i], ws[i], out, ls, cfg) for i in range(pool)]
+    it = itertools.cycle(calls)
+    ms = triton.testing.do_bench(lambda: next(it)(), warmup=10, rep=40, return_mode="median")
+    return ms, nbytes(direction, n, dim, torch.finfo(dtype).bits // 8) / ms / 1e6
+
+
+def small_case(lmax, dtype, cfgs, dev):
+    """N = 2**12: forward + backward (two launches) in microseconds, best config of each direction."""
+    ls = list(range(lmax + 1))
+    _, dim = _offsets(ls)
+    n = 2**12
+    x = torch.randn(n, 3, dtype=dtype, device=dev)
+    g = torch.randn(n, dim, dtype=dtype, device=dev)
+    out = (torch.empty(n, dim, dtype=dtype, device=dev), torch.empty(n, 3, dtype=dtype, device=dev))
+    f = kernel_call("forward", x, g, x, out, ls, cfgs["forward"])
+    b = kernel_call("backward", x, g, x, out, ls, cfgs["backward"])
+
+    def both():
+        f()
+        b()
+
+    # CUDA graph replay removes Python launch overhead, the way an MD step would run it
+    both()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        both()
+    eager = triton.testing.do_bench(both, warmup=20, rep=100, return_mode="median") * 1e3
+    graphed = triton.testing.do_bench(graph.replay, warmup=20, rep=100, return_mode="median") * 1e3
+    return eager, graphed
+
+
+def copy_bandwidth(dev) -> float:
+    """Device-to-device copy of 2 GiB, bytes read + written per second, in GB/s."""
+    src = torch.empty(2**28, dtype=torch.float64, device=dev)
+    dst = torch.empty_like(src)
+    ms = triton.testing.do_bench(lambda: dst.copy_(src), return_mode="median")
+    return 2 * src.numel() * 8 / ms / 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--phase", choices=("compile", "time"), required=True)
+    ap.add_argument("--shard", default="0/1")
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = ap.parse_args()
+    dev = torch.device("cuda")
+    allc = list(cases())
+    if args.phase == "compile":
+        i, k = map(int, args.shard.split("/"))
+        for lmax, dtype, direction, cfg in allc[i::k]:
+            try:
+                check(lmax, dtype, direction, cfg, dev)
+            except Exception as e:  # recorded in the timing phase
+                print("compile failed", lmax, dtype, direction, cfg, repr(e)[:200], flush=True)
+        return
+    res = {
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "N": N_BIG,
+        "points": [],
+    }
+    res["copy_GBps"] = copy_bandwidth(dev)
+    print("copy GB/s", res["copy_GBps"], flush=True)
+    path = os.path.join(args.out, "tune.json")
+    best = {}
+    t_start = time.time()
+    for lmax, dtype, direction, cfg in allc:
+        if time.time() - t_start > DEADLINE_S:
+            res["points"].append(dict(lmax=lmax, direction=direction, **cfg, skipped="deadline"))
+            continue
+        rec = dict(lmax=lmax, dtype=str(dtype).split(".")[-1], direction=direction, **cfg)
+        try:
+            rec["rel_err"] = check(lmax, dtype, direction, cfg, dev)
+            ok = rec["rel_err"] < (1e-12 if dtype == torch.float64 else 1e-6)
+            rec["ok"] = ok
+            if ok:
+                rec["ms"], rec["GBps"] = time_case(lmax, dtype, direction, cfg, dev)
+                rec["frac_copy"] = rec["GBps"] / res["copy_GBps"]
+                key = (lmax, rec["dtype"], direction)
+                if key not in best or rec["ms"] < best[key]["ms"]:
+                    best[key] = rec
+        except Exception as e:
+            rec["error"] = repr(e)[:300]
+        res["points"].append(rec)
+        print(rec, flush=True)
+        with open(path, "w") as f:
+            json.dump(res, f, indent=1)
+    res["best"] = [dict(v) for v in best.values()]
+    for lmax in LMAXES:
+        for dtype in DTYPES:
+            dn = str(dtype).split(".")[-1]
+            cfgs = {
+                d: {k: best[(lmax, dn, d)][k] for k in ("WIDE_IO", "BLOCK", "num_warps")}
+                for d in ("forward", "backward")
+                if (lmax, dn, d) in best
+            }
+            if len(cfgs) == 2:
+                eager, graphed = small_case(lmax, dtype, cfgs, dev)
+                res.setdefault("n4096_fwd_bwd_us", []).append(
+                    dict(lmax=lmax, dtype=dn, eager_us=eager, graph_us=graphed)
+                )
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    for r in sorted(res["best"], key=lambda r: (r["direction"], r["dtype"], r["lmax"])):
+        print(
+            f"{r['direction']:16s} {r['dtype']:8s} l<={r['lmax']:2d} {r['ms']:8.3f} ms {r['GBps']:7.0f} GB/s "
+            f"{100 * r['frac_copy']:5.1f}%  wide={r['WIDE_IO']} B={r['BLOCK']} w={r['num_warps']}"
+        )
+    for r in res.get("n4096_fwd_bwd_us", []):
+        print("N=4096 fwd+bwd", r)
+
+
+if __name__ == "__main__":
+    main()
