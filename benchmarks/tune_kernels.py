@@ -52,7 +52,21 @@ def kernel_call(direction, x, g, w, out, ls, cfg):
     )
 
 
-def cases():
+# --sweep forward: the whole-row output tile (FULL_ROW) against per-l tiles, at rows-per-program around the
+# heuristic of launch.py
+FORWARD_CONFIGS = [
+    dict(WIDE_IO=True, FULL_ROW=True, BLOCK=64, num_warps=4),
+    dict(WIDE_IO=True, FULL_ROW=True, BLOCK=32, num_warps=4),
+    dict(WIDE_IO=True, FULL_ROW=True, BLOCK=16, num_warps=4),
+    dict(WIDE_IO=True, FULL_ROW=False, BLOCK=64, num_warps=4),
+]
+
+
+def cases(sweep: str = "all"):
+    if sweep == "forward":
+        for lmax, dtype, cfg in itertools.product((2, 4, 8, 12), DTYPES, FORWARD_CONFIGS):
+            yield lmax, dtype, "forward", cfg
+        return
     # double backward: only the two 64-row configs (its live state is the largest)
     for lmax, dtype, direction, cfg in itertools.product(
         LMAXES, DTYPES, ("forward", "backward", "double_backward"), CONFIGS
@@ -60,6 +74,21 @@ def cases():
         if direction == "double_backward" and cfg["BLOCK"] != 64:
             continue
         yield lmax, dtype, direction, cfg
+
+
+def write_table(path: str, best: dict, source: str) -> None:
+    """Merge measured best configs into the launch table read by equitriton/kernels/launch.py."""
+    table = {"source": [], "configs": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            table = json.load(f)
+    table["source"] = sorted(set(table["source"]) | {source})
+    for (lmax, dtype, direction), rec in best.items():
+        cfg = {k: rec[k] for k in ("BLOCK", "num_warps", "WIDE_IO") if k in rec}
+        cfg["FULL_ROW"] = bool(rec.get("FULL_ROW", False))
+        table["configs"][f"{direction}/{lmax}/{dtype}"] = cfg
+    with open(path, "w") as f:
+        json.dump(table, f, indent=1, sort_keys=True)
 
 
 def check(lmax, dtype, direction, cfg, dev):
@@ -144,9 +173,13 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--sweep", choices=("all", "forward"), default="all")
+    ap.add_argument(
+        "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
+    )
     args = ap.parse_args()
     dev = torch.device("cuda")
-    allc = list(cases())
+    allc = list(cases(args.sweep))
     if args.phase == "compile":
         i, k = map(int, args.shard.split("/"))
         for lmax, dtype, direction, cfg in allc[i::k]:
@@ -165,7 +198,7 @@ def main():
     }
     res["copy_GBps"] = copy_bandwidth(dev)
     print("copy GB/s", res["copy_GBps"], flush=True)
-    path = os.path.join(args.out, "tune.json")
+    path = os.path.join(args.out, f"tune_{args.sweep}.json")
     best = {}
     t_start = time.time()
     for lmax, dtype, direction, cfg in allc:
@@ -190,6 +223,8 @@ def main():
         with open(path, "w") as f:
             json.dump(res, f, indent=1)
     res["best"] = [dict(v) for v in best.values()]
+    if args.write_table:
+        write_table(args.write_table, best, f"{res['device']} {res['date']}")
     for lmax in LMAXES:
         for dtype in DTYPES:
             dn = str(dtype).split(".")[-1]

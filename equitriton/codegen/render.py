@@ -90,7 +90,8 @@ TRITON_SIGNATURE = """
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c"{extra_ns}])
 def {name}({ptrs}, N, stride_n, stride_c{extra},
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
-        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, BLOCK: tl.constexpr):
+        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
+        BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
@@ -127,7 +128,7 @@ def _pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def _wide_store(ptr: str, values: list[str], pad: str) -> list[str]:
+def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + ") -> list[str]:
     """One masked (BLOCK, P) store of a row segment: rows of the segment are contiguous, so the store coalesces
     (per-column stores write 8 bytes per row at a stride of DIM and waste most of each memory sector)."""
     n, P = len(values), _pow2(len(values))
@@ -135,7 +136,7 @@ def _wide_store(ptr: str, values: list[str], pad: str) -> list[str]:
     tile = f"{leaves[0]}[:, None]" if P == 1 else f"tl.reshape({_join_tree(leaves)}, (BLOCK, {P}))"
     return [
         f"{pad}cj = tl.arange(0, {P})",
-        f"{pad}tl.store({ptr}[:, None] + (OFFS[i] + cj)[None, :], {tile}, mask=mask[:, None] & (cj < {n})[None, :])",
+        f"{pad}tl.store({ptr}[:, None] + ({offset}cj)[None, :], {tile}, mask=mask[:, None] & (cj < {n})[None, :])",
     ]
 
 
@@ -156,6 +157,21 @@ def _wide_load(ptr: str, names: list[str], pad: str) -> list[str]:
     return lines
 
 
+def _full_row_store(parts) -> list[str]:
+    """Forward epilogue for l = 0..LMAX in order (the common case): the whole output row as one (BLOCK, P) tile, so
+    a program writes one contiguous block of memory."""
+    lines = ["if FULL_ROW:"]
+    for L in range(13):
+        values = []
+        for l in range(L + 1):
+            for m in range(-l, l + 1):
+                p = parts[l, m]["p"]
+                values.append(p if not p.startswith("c") else f"({p} + zero)")
+        lines.append(f"    if LMAX == {L}:")
+        lines += _wide_store("orow", values, "        ", offset="")
+    return lines
+
+
 def _triton_consumers(order: int, parts, l: int) -> list[str]:
     """Per-l code: stores of Y (order 0), accumulation of grad_y . dY (order 1), and the double-backward terms.
     With WIDE_IO (constexpr) each l's row segment is loaded/stored as one 2D tile, else column by column."""
@@ -170,7 +186,7 @@ def _triton_consumers(order: int, parts, l: int) -> list[str]:
     if order == 0:
         wide += _wide_store("orow", values, pad)
         narrow += [f"{pad}tl.store(orow + OFFS[i] + {j}, {v}, mask=mask)" for j, v in enumerate(values)]
-        return lines + wide + narrow
+        return ["if not FULL_ROW:"] + ["    " + ln for ln in lines + wide + narrow]
     gnames = [f"g{j}" for j in range(n)]
     wide += _wide_load("grow", gnames, pad)
     narrow += [f"{pad}g{j} = tl.load(grow + OFFS[i] + {j}, mask=mask, other=0.0)" for j in range(n)]
@@ -207,7 +223,7 @@ def render_triton() -> str:
         if order == 0:
             out.append(TRITON_SIGNATURE.format(name=name, ptrs="X, OUT", extra="", extra_ns=""))
             out.append("    orow = OUT + rows * DIM\n")
-            out.append(indent(lines, 1) + "\n")
+            out.append(indent(lines + _full_row_store(parts), 1) + "\n")
         elif order == 1:
             out.append(TRITON_SIGNATURE.format(name=name, ptrs="X, G, GX", extra="", extra_ns=""))
             out.append("    grow = G + rows * DIM\n    vx = zero\n    vy = zero\n    vz = zero\n")

@@ -68,7 +68,8 @@ def _direction(x, y, z, NORMALIZE: tl.constexpr, IS_F64: tl.constexpr):
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c"])
 def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
-        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, BLOCK: tl.constexpr):
+        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
+        BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
@@ -79,27 +80,29 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
 
     if LMAX >= 0:
         c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 0:
-                if WIDE_IO:
-                    cj = tl.arange(0, 1)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], (c5 + zero)[:, None], mask=mask[:, None] & (cj < 1)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, (c5 + zero), mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 0:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 1)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], (c5 + zero)[:, None], mask=mask[:, None] & (cj < 1)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, (c5 + zero), mask=mask)
     if LMAX >= 1:
         c7 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
         t8 = c7 * x
         t9 = c7 * y
         t10 = c7 * z
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 1:
-                if WIDE_IO:
-                    cj = tl.arange(0, 4)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(t8, t10), tl.join(t9, zero)), (BLOCK, 4)), mask=mask[:, None] & (cj < 3)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t8, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t9, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t10, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 1:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 4)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(t8, t10), tl.join(t9, zero)), (BLOCK, 4)), mask=mask[:, None] & (cj < 3)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t8, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t9, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t10, mask=mask)
     if LMAX >= 2:
         t0 = z * z
         t1 = x * x
@@ -128,17 +131,18 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t30 = c24 * t29
         t31 = c19 * t11
         t32 = c21 * t31
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 2:
-                if WIDE_IO:
-                    cj = tl.arange(0, 8)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(t23, t32), tl.join(t28, zero)), tl.join(tl.join(t26, zero), tl.join(t30, zero))), (BLOCK, 8)), mask=mask[:, None] & (cj < 5)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t23, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t26, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t28, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t30, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t32, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 2:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 8)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(t23, t32), tl.join(t28, zero)), tl.join(tl.join(t26, zero), tl.join(t30, zero))), (BLOCK, 8)), mask=mask[:, None] & (cj < 5)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t23, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t26, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t28, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t30, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t32, mask=mask)
     if LMAX >= 3:
         t33 = z * t11
         t34 = x * t13
@@ -177,19 +181,20 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t67 = c56 * t66
         t68 = c51 * t35
         t69 = c53 * t68
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 3:
-                if WIDE_IO:
-                    cj = tl.arange(0, 8)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(t55, t65), tl.join(t61, t69)), tl.join(tl.join(t58, t67), tl.join(t63, zero))), (BLOCK, 8)), mask=mask[:, None] & (cj < 7)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t55, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t58, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t61, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t63, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t65, mask=mask)
-                    tl.store(orow + OFFS[i] + 5, t67, mask=mask)
-                    tl.store(orow + OFFS[i] + 6, t69, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 3:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 8)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(t55, t65), tl.join(t61, t69)), tl.join(tl.join(t58, t67), tl.join(t63, zero))), (BLOCK, 8)), mask=mask[:, None] & (cj < 7)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t55, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t58, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t61, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t63, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t65, mask=mask)
+                        tl.store(orow + OFFS[i] + 5, t67, mask=mask)
+                        tl.store(orow + OFFS[i] + 6, t69, mask=mask)
     if LMAX >= 4:
         t70 = z * t35
         t71 = x * t38
@@ -241,21 +246,22 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t117 = c101 * t116
         t118 = c96 * t72
         t119 = c98 * t118
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 4:
-                if WIDE_IO:
-                    cj = tl.arange(0, 16)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t100, t119), tl.join(t111, zero)), tl.join(tl.join(t106, zero), tl.join(t115, zero))), tl.join(tl.join(tl.join(t103, zero), tl.join(t113, zero)), tl.join(tl.join(t109, zero), tl.join(t117, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 9)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t100, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t103, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t106, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t109, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t111, mask=mask)
-                    tl.store(orow + OFFS[i] + 5, t113, mask=mask)
-                    tl.store(orow + OFFS[i] + 6, t115, mask=mask)
-                    tl.store(orow + OFFS[i] + 7, t117, mask=mask)
-                    tl.store(orow + OFFS[i] + 8, t119, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 4:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 16)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t100, t119), tl.join(t111, zero)), tl.join(tl.join(t106, zero), tl.join(t115, zero))), tl.join(tl.join(tl.join(t103, zero), tl.join(t113, zero)), tl.join(tl.join(t109, zero), tl.join(t117, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 9)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t100, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t103, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t106, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t109, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t111, mask=mask)
+                        tl.store(orow + OFFS[i] + 5, t113, mask=mask)
+                        tl.store(orow + OFFS[i] + 6, t115, mask=mask)
+                        tl.store(orow + OFFS[i] + 7, t117, mask=mask)
+                        tl.store(orow + OFFS[i] + 8, t119, mask=mask)
     if LMAX >= 5:
         t120 = z * t72
         t121 = x * t75
@@ -318,23 +324,24 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t178 = c157 * t177
         t179 = c152 * t122
         t180 = c154 * t179
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 5:
-                if WIDE_IO:
-                    cj = tl.arange(0, 16)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t156, t176), tl.join(t168, zero)), tl.join(tl.join(t162, t180), tl.join(t172, zero))), tl.join(tl.join(tl.join(t159, t178), tl.join(t170, zero)), tl.join(tl.join(t165, zero), tl.join(t174, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 11)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t156, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t159, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t162, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t165, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t168, mask=mask)
-                    tl.store(orow + OFFS[i] + 5, t170, mask=mask)
-                    tl.store(orow + OFFS[i] + 6, t172, mask=mask)
-                    tl.store(orow + OFFS[i] + 7, t174, mask=mask)
-                    tl.store(orow + OFFS[i] + 8, t176, mask=mask)
-                    tl.store(orow + OFFS[i] + 9, t178, mask=mask)
-                    tl.store(orow + OFFS[i] + 10, t180, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 5:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 16)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t156, t176), tl.join(t168, zero)), tl.join(tl.join(t162, t180), tl.join(t172, zero))), tl.join(tl.join(tl.join(t159, t178), tl.join(t170, zero)), tl.join(tl.join(t165, zero), tl.join(t174, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 11)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t156, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t159, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t162, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t165, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t168, mask=mask)
+                        tl.store(orow + OFFS[i] + 5, t170, mask=mask)
+                        tl.store(orow + OFFS[i] + 6, t172, mask=mask)
+                        tl.store(orow + OFFS[i] + 7, t174, mask=mask)
+                        tl.store(orow + OFFS[i] + 8, t176, mask=mask)
+                        tl.store(orow + OFFS[i] + 9, t178, mask=mask)
+                        tl.store(orow + OFFS[i] + 10, t180, mask=mask)
     if LMAX >= 6:
         t181 = z * t122
         t182 = x * t125
@@ -409,25 +416,26 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t251 = c225 * t250
         t252 = c220 * t183
         t253 = c222 * t252
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 6:
-                if WIDE_IO:
-                    cj = tl.arange(0, 16)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t224, t245), tl.join(t236, t253)), tl.join(tl.join(t230, t249), tl.join(t241, zero))), tl.join(tl.join(tl.join(t227, t247), tl.join(t239, zero)), tl.join(tl.join(t233, t251), tl.join(t243, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 13)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t224, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t227, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t230, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t233, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t236, mask=mask)
-                    tl.store(orow + OFFS[i] + 5, t239, mask=mask)
-                    tl.store(orow + OFFS[i] + 6, t241, mask=mask)
-                    tl.store(orow + OFFS[i] + 7, t243, mask=mask)
-                    tl.store(orow + OFFS[i] + 8, t245, mask=mask)
-                    tl.store(orow + OFFS[i] + 9, t247, mask=mask)
-                    tl.store(orow + OFFS[i] + 10, t249, mask=mask)
-                    tl.store(orow + OFFS[i] + 11, t251, mask=mask)
-                    tl.store(orow + OFFS[i] + 12, t253, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 6:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 16)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t224, t245), tl.join(t236, t253)), tl.join(tl.join(t230, t249), tl.join(t241, zero))), tl.join(tl.join(tl.join(t227, t247), tl.join(t239, zero)), tl.join(tl.join(t233, t251), tl.join(t243, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 13)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t224, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t227, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t230, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t233, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t236, mask=mask)
+                        tl.store(orow + OFFS[i] + 5, t239, mask=mask)
+                        tl.store(orow + OFFS[i] + 6, t241, mask=mask)
+                        tl.store(orow + OFFS[i] + 7, t243, mask=mask)
+                        tl.store(orow + OFFS[i] + 8, t245, mask=mask)
+                        tl.store(orow + OFFS[i] + 9, t247, mask=mask)
+                        tl.store(orow + OFFS[i] + 10, t249, mask=mask)
+                        tl.store(orow + OFFS[i] + 11, t251, mask=mask)
+                        tl.store(orow + OFFS[i] + 12, t253, mask=mask)
     if LMAX >= 7:
         t254 = z * t183
         t255 = x * t186
@@ -514,27 +522,28 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t336 = c305 * t335
         t337 = c300 * t256
         t338 = c302 * t337
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 7:
-                if WIDE_IO:
-                    cj = tl.arange(0, 16)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t304, t326), tl.join(t316, t334)), tl.join(tl.join(t310, t330), tl.join(t322, t338))), tl.join(tl.join(tl.join(t307, t328), tl.join(t319, t336)), tl.join(tl.join(t313, t332), tl.join(t324, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 15)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t304, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t307, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t310, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t313, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t316, mask=mask)
-                    tl.store(orow + OFFS[i] + 5, t319, mask=mask)
-                    tl.store(orow + OFFS[i] + 6, t322, mask=mask)
-                    tl.store(orow + OFFS[i] + 7, t324, mask=mask)
-                    tl.store(orow + OFFS[i] + 8, t326, mask=mask)
-                    tl.store(orow + OFFS[i] + 9, t328, mask=mask)
-                    tl.store(orow + OFFS[i] + 10, t330, mask=mask)
-                    tl.store(orow + OFFS[i] + 11, t332, mask=mask)
-                    tl.store(orow + OFFS[i] + 12, t334, mask=mask)
-                    tl.store(orow + OFFS[i] + 13, t336, mask=mask)
-                    tl.store(orow + OFFS[i] + 14, t338, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 7:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 16)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t304, t326), tl.join(t316, t334)), tl.join(tl.join(t310, t330), tl.join(t322, t338))), tl.join(tl.join(tl.join(t307, t328), tl.join(t319, t336)), tl.join(tl.join(t313, t332), tl.join(t324, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 15)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t304, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t307, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t310, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t313, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t316, mask=mask)
+                        tl.store(orow + OFFS[i] + 5, t319, mask=mask)
+                        tl.store(orow + OFFS[i] + 6, t322, mask=mask)
+                        tl.store(orow + OFFS[i] + 7, t324, mask=mask)
+                        tl.store(orow + OFFS[i] + 8, t326, mask=mask)
+                        tl.store(orow + OFFS[i] + 9, t328, mask=mask)
+                        tl.store(orow + OFFS[i] + 10, t330, mask=mask)
+                        tl.store(orow + OFFS[i] + 11, t332, mask=mask)
+                        tl.store(orow + OFFS[i] + 12, t334, mask=mask)
+                        tl.store(orow + OFFS[i] + 13, t336, mask=mask)
+                        tl.store(orow + OFFS[i] + 14, t338, mask=mask)
     if LMAX >= 8:
         t339 = z * t256
         t340 = x * t259
@@ -629,29 +638,30 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t429 = c393 * t428
         t430 = c388 * t341
         t431 = c390 * t430
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 8:
-                if WIDE_IO:
-                    cj = tl.arange(0, 32)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t392, t431), tl.join(t415, zero)), tl.join(tl.join(t404, zero), tl.join(t423, zero))), tl.join(tl.join(tl.join(t398, zero), tl.join(t419, zero)), tl.join(tl.join(t410, zero), tl.join(t427, zero)))), tl.join(tl.join(tl.join(tl.join(t395, zero), tl.join(t417, zero)), tl.join(tl.join(t407, zero), tl.join(t425, zero))), tl.join(tl.join(tl.join(t401, zero), tl.join(t421, zero)), tl.join(tl.join(t413, zero), tl.join(t429, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 17)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t392, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t395, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t398, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t401, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t404, mask=mask)
-                    tl.store(orow + OFFS[i] + 5, t407, mask=mask)
-                    tl.store(orow + OFFS[i] + 6, t410, mask=mask)
-                    tl.store(orow + OFFS[i] + 7, t413, mask=mask)
-                    tl.store(orow + OFFS[i] + 8, t415, mask=mask)
-                    tl.store(orow + OFFS[i] + 9, t417, mask=mask)
-                    tl.store(orow + OFFS[i] + 10, t419, mask=mask)
-                    tl.store(orow + OFFS[i] + 11, t421, mask=mask)
-                    tl.store(orow + OFFS[i] + 12, t423, mask=mask)
-                    tl.store(orow + OFFS[i] + 13, t425, mask=mask)
-                    tl.store(orow + OFFS[i] + 14, t427, mask=mask)
-                    tl.store(orow + OFFS[i] + 15, t429, mask=mask)
-                    tl.store(orow + OFFS[i] + 16, t431, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 8:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 32)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t392, t431), tl.join(t415, zero)), tl.join(tl.join(t404, zero), tl.join(t423, zero))), tl.join(tl.join(tl.join(t398, zero), tl.join(t419, zero)), tl.join(tl.join(t410, zero), tl.join(t427, zero)))), tl.join(tl.join(tl.join(tl.join(t395, zero), tl.join(t417, zero)), tl.join(tl.join(t407, zero), tl.join(t425, zero))), tl.join(tl.join(tl.join(t401, zero), tl.join(t421, zero)), tl.join(tl.join(t413, zero), tl.join(t429, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 17)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t392, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t395, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t398, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t401, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t404, mask=mask)
+                        tl.store(orow + OFFS[i] + 5, t407, mask=mask)
+                        tl.store(orow + OFFS[i] + 6, t410, mask=mask)
+                        tl.store(orow + OFFS[i] + 7, t413, mask=mask)
+                        tl.store(orow + OFFS[i] + 8, t415, mask=mask)
+                        tl.store(orow + OFFS[i] + 9, t417, mask=mask)
+                        tl.store(orow + OFFS[i] + 10, t419, mask=mask)
+                        tl.store(orow + OFFS[i] + 11, t421, mask=mask)
+                        tl.store(orow + OFFS[i] + 12, t423, mask=mask)
+                        tl.store(orow + OFFS[i] + 13, t425, mask=mask)
+                        tl.store(orow + OFFS[i] + 14, t427, mask=mask)
+                        tl.store(orow + OFFS[i] + 15, t429, mask=mask)
+                        tl.store(orow + OFFS[i] + 16, t431, mask=mask)
     if LMAX >= 9:
         t432 = z * t341
         t433 = x * t344
@@ -761,31 +771,32 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t537 = c496 * t536
         t538 = c491 * t434
         t539 = c493 * t538
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 9:
-                if WIDE_IO:
-                    cj = tl.arange(0, 32)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t495, t535), tl.join(t519, zero)), tl.join(tl.join(t507, zero), tl.join(t527, zero))), tl.join(tl.join(tl.join(t501, t539), tl.join(t523, zero)), tl.join(tl.join(t513, zero), tl.join(t531, zero)))), tl.join(tl.join(tl.join(tl.join(t498, t537), tl.join(t521, zero)), tl.join(tl.join(t510, zero), tl.join(t529, zero))), tl.join(tl.join(tl.join(t504, zero), tl.join(t525, zero)), tl.join(tl.join(t516, zero), tl.join(t533, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 19)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t495, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t498, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t501, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t504, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t507, mask=mask)
-                    tl.store(orow + OFFS[i] + 5, t510, mask=mask)
-                    tl.store(orow + OFFS[i] + 6, t513, mask=mask)
-                    tl.store(orow + OFFS[i] + 7, t516, mask=mask)
-                    tl.store(orow + OFFS[i] + 8, t519, mask=mask)
-                    tl.store(orow + OFFS[i] + 9, t521, mask=mask)
-                    tl.store(orow + OFFS[i] + 10, t523, mask=mask)
-                    tl.store(orow + OFFS[i] + 11, t525, mask=mask)
-                    tl.store(orow + OFFS[i] + 12, t527, mask=mask)
-                    tl.store(orow + OFFS[i] + 13, t529, mask=mask)
-                    tl.store(orow + OFFS[i] + 14, t531, mask=mask)
-                    tl.store(orow + OFFS[i] + 15, t533, mask=mask)
-                    tl.store(orow + OFFS[i] + 16, t535, mask=mask)
-                    tl.store(orow + OFFS[i] + 17, t537, mask=mask)
-                    tl.store(orow + OFFS[i] + 18, t539, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 9:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 32)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t495, t535), tl.join(t519, zero)), tl.join(tl.join(t507, zero), tl.join(t527, zero))), tl.join(tl.join(tl.join(t501, t539), tl.join(t523, zero)), tl.join(tl.join(t513, zero), tl.join(t531, zero)))), tl.join(tl.join(tl.join(tl.join(t498, t537), tl.join(t521, zero)), tl.join(tl.join(t510, zero), tl.join(t529, zero))), tl.join(tl.join(tl.join(t504, zero), tl.join(t525, zero)), tl.join(tl.join(t516, zero), tl.join(t533, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 19)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t495, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t498, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t501, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t504, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t507, mask=mask)
+                        tl.store(orow + OFFS[i] + 5, t510, mask=mask)
+                        tl.store(orow + OFFS[i] + 6, t513, mask=mask)
+                        tl.store(orow + OFFS[i] + 7, t516, mask=mask)
+                        tl.store(orow + OFFS[i] + 8, t519, mask=mask)
+                        tl.store(orow + OFFS[i] + 9, t521, mask=mask)
+                        tl.store(orow + OFFS[i] + 10, t523, mask=mask)
+                        tl.store(orow + OFFS[i] + 11, t525, mask=mask)
+                        tl.store(orow + OFFS[i] + 12, t527, mask=mask)
+                        tl.store(orow + OFFS[i] + 13, t529, mask=mask)
+                        tl.store(orow + OFFS[i] + 14, t531, mask=mask)
+                        tl.store(orow + OFFS[i] + 15, t533, mask=mask)
+                        tl.store(orow + OFFS[i] + 16, t535, mask=mask)
+                        tl.store(orow + OFFS[i] + 17, t537, mask=mask)
+                        tl.store(orow + OFFS[i] + 18, t539, mask=mask)
     if LMAX >= 10:
         t540 = z * t434
         t541 = x * t437
@@ -907,33 +918,34 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t657 = c611 * t656
         t658 = c606 * t542
         t659 = c608 * t658
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 10:
-                if WIDE_IO:
-                    cj = tl.arange(0, 32)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t610, t651), tl.join(t634, zero)), tl.join(tl.join(t622, t659), tl.join(t643, zero))), tl.join(tl.join(tl.join(t616, t655), tl.join(t639, zero)), tl.join(tl.join(t628, zero), tl.join(t647, zero)))), tl.join(tl.join(tl.join(tl.join(t613, t653), tl.join(t637, zero)), tl.join(tl.join(t625, zero), tl.join(t645, zero))), tl.join(tl.join(tl.join(t619, t657), tl.join(t641, zero)), tl.join(tl.join(t631, zero), tl.join(t649, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 21)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t610, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t613, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t616, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t619, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t622, mask=mask)
-                    tl.store(orow + OFFS[i] + 5, t625, mask=mask)
-                    tl.store(orow + OFFS[i] + 6, t628, mask=mask)
-                    tl.store(orow + OFFS[i] + 7, t631, mask=mask)
-                    tl.store(orow + OFFS[i] + 8, t634, mask=mask)
-                    tl.store(orow + OFFS[i] + 9, t637, mask=mask)
-                    tl.store(orow + OFFS[i] + 10, t639, mask=mask)
-                    tl.store(orow + OFFS[i] + 11, t641, mask=mask)
-                    tl.store(orow + OFFS[i] + 12, t643, mask=mask)
-                    tl.store(orow + OFFS[i] + 13, t645, mask=mask)
-                    tl.store(orow + OFFS[i] + 14, t647, mask=mask)
-                    tl.store(orow + OFFS[i] + 15, t649, mask=mask)
-                    tl.store(orow + OFFS[i] + 16, t651, mask=mask)
-                    tl.store(orow + OFFS[i] + 17, t653, mask=mask)
-                    tl.store(orow + OFFS[i] + 18, t655, mask=mask)
-                    tl.store(orow + OFFS[i] + 19, t657, mask=mask)
-                    tl.store(orow + OFFS[i] + 20, t659, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 10:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 32)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t610, t651), tl.join(t634, zero)), tl.join(tl.join(t622, t659), tl.join(t643, zero))), tl.join(tl.join(tl.join(t616, t655), tl.join(t639, zero)), tl.join(tl.join(t628, zero), tl.join(t647, zero)))), tl.join(tl.join(tl.join(tl.join(t613, t653), tl.join(t637, zero)), tl.join(tl.join(t625, zero), tl.join(t645, zero))), tl.join(tl.join(tl.join(t619, t657), tl.join(t641, zero)), tl.join(tl.join(t631, zero), tl.join(t649, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 21)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t610, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t613, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t616, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t619, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t622, mask=mask)
+                        tl.store(orow + OFFS[i] + 5, t625, mask=mask)
+                        tl.store(orow + OFFS[i] + 6, t628, mask=mask)
+                        tl.store(orow + OFFS[i] + 7, t631, mask=mask)
+                        tl.store(orow + OFFS[i] + 8, t634, mask=mask)
+                        tl.store(orow + OFFS[i] + 9, t637, mask=mask)
+                        tl.store(orow + OFFS[i] + 10, t639, mask=mask)
+                        tl.store(orow + OFFS[i] + 11, t641, mask=mask)
+                        tl.store(orow + OFFS[i] + 12, t643, mask=mask)
+                        tl.store(orow + OFFS[i] + 13, t645, mask=mask)
+                        tl.store(orow + OFFS[i] + 14, t647, mask=mask)
+                        tl.store(orow + OFFS[i] + 15, t649, mask=mask)
+                        tl.store(orow + OFFS[i] + 16, t651, mask=mask)
+                        tl.store(orow + OFFS[i] + 17, t653, mask=mask)
+                        tl.store(orow + OFFS[i] + 18, t655, mask=mask)
+                        tl.store(orow + OFFS[i] + 19, t657, mask=mask)
+                        tl.store(orow + OFFS[i] + 20, t659, mask=mask)
     if LMAX >= 11:
         t660 = z * t542
         t661 = x * t545
@@ -1062,35 +1074,36 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t784 = c733 * t783
         t785 = c728 * t662
         t786 = c730 * t785
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 11:
-                if WIDE_IO:
-                    cj = tl.arange(0, 32)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t732, t774), tl.join(t756, zero)), tl.join(tl.join(t744, t782), tl.join(t766, zero))), tl.join(tl.join(tl.join(t738, t778), tl.join(t762, zero)), tl.join(tl.join(t750, t786), tl.join(t770, zero)))), tl.join(tl.join(tl.join(tl.join(t735, t776), tl.join(t759, zero)), tl.join(tl.join(t747, t784), tl.join(t768, zero))), tl.join(tl.join(tl.join(t741, t780), tl.join(t764, zero)), tl.join(tl.join(t753, zero), tl.join(t772, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 23)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t732, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t735, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t738, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t741, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t744, mask=mask)
-                    tl.store(orow + OFFS[i] + 5, t747, mask=mask)
-                    tl.store(orow + OFFS[i] + 6, t750, mask=mask)
-                    tl.store(orow + OFFS[i] + 7, t753, mask=mask)
-                    tl.store(orow + OFFS[i] + 8, t756, mask=mask)
-                    tl.store(orow + OFFS[i] + 9, t759, mask=mask)
-                    tl.store(orow + OFFS[i] + 10, t762, mask=mask)
-                    tl.store(orow + OFFS[i] + 11, t764, mask=mask)
-                    tl.store(orow + OFFS[i] + 12, t766, mask=mask)
-                    tl.store(orow + OFFS[i] + 13, t768, mask=mask)
-                    tl.store(orow + OFFS[i] + 14, t770, mask=mask)
-                    tl.store(orow + OFFS[i] + 15, t772, mask=mask)
-                    tl.store(orow + OFFS[i] + 16, t774, mask=mask)
-                    tl.store(orow + OFFS[i] + 17, t776, mask=mask)
-                    tl.store(orow + OFFS[i] + 18, t778, mask=mask)
-                    tl.store(orow + OFFS[i] + 19, t780, mask=mask)
-                    tl.store(orow + OFFS[i] + 20, t782, mask=mask)
-                    tl.store(orow + OFFS[i] + 21, t784, mask=mask)
-                    tl.store(orow + OFFS[i] + 22, t786, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 11:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 32)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t732, t774), tl.join(t756, zero)), tl.join(tl.join(t744, t782), tl.join(t766, zero))), tl.join(tl.join(tl.join(t738, t778), tl.join(t762, zero)), tl.join(tl.join(t750, t786), tl.join(t770, zero)))), tl.join(tl.join(tl.join(tl.join(t735, t776), tl.join(t759, zero)), tl.join(tl.join(t747, t784), tl.join(t768, zero))), tl.join(tl.join(tl.join(t741, t780), tl.join(t764, zero)), tl.join(tl.join(t753, zero), tl.join(t772, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 23)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t732, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t735, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t738, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t741, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t744, mask=mask)
+                        tl.store(orow + OFFS[i] + 5, t747, mask=mask)
+                        tl.store(orow + OFFS[i] + 6, t750, mask=mask)
+                        tl.store(orow + OFFS[i] + 7, t753, mask=mask)
+                        tl.store(orow + OFFS[i] + 8, t756, mask=mask)
+                        tl.store(orow + OFFS[i] + 9, t759, mask=mask)
+                        tl.store(orow + OFFS[i] + 10, t762, mask=mask)
+                        tl.store(orow + OFFS[i] + 11, t764, mask=mask)
+                        tl.store(orow + OFFS[i] + 12, t766, mask=mask)
+                        tl.store(orow + OFFS[i] + 13, t768, mask=mask)
+                        tl.store(orow + OFFS[i] + 14, t770, mask=mask)
+                        tl.store(orow + OFFS[i] + 15, t772, mask=mask)
+                        tl.store(orow + OFFS[i] + 16, t774, mask=mask)
+                        tl.store(orow + OFFS[i] + 17, t776, mask=mask)
+                        tl.store(orow + OFFS[i] + 18, t778, mask=mask)
+                        tl.store(orow + OFFS[i] + 19, t780, mask=mask)
+                        tl.store(orow + OFFS[i] + 20, t782, mask=mask)
+                        tl.store(orow + OFFS[i] + 21, t784, mask=mask)
+                        tl.store(orow + OFFS[i] + 22, t786, mask=mask)
     if LMAX >= 12:
         t787 = z * t662
         t788 = x * t665
@@ -1235,43 +1248,85 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         t927 = c871 * t926
         t928 = c866 * t789
         t929 = c868 * t928
-        for i in tl.static_range(len(LS)):
-            if LS[i] == 12:
-                if WIDE_IO:
-                    cj = tl.arange(0, 32)
-                    tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t870, t913), tl.join(t894, t929)), tl.join(tl.join(t882, t921), tl.join(t905, zero))), tl.join(tl.join(tl.join(t876, t917), tl.join(t900, zero)), tl.join(tl.join(t888, t925), tl.join(t909, zero)))), tl.join(tl.join(tl.join(tl.join(t873, t915), tl.join(t897, zero)), tl.join(tl.join(t885, t923), tl.join(t907, zero))), tl.join(tl.join(tl.join(t879, t919), tl.join(t903, zero)), tl.join(tl.join(t891, t927), tl.join(t911, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 25)[None, :])
-                else:
-                    tl.store(orow + OFFS[i] + 0, t870, mask=mask)
-                    tl.store(orow + OFFS[i] + 1, t873, mask=mask)
-                    tl.store(orow + OFFS[i] + 2, t876, mask=mask)
-                    tl.store(orow + OFFS[i] + 3, t879, mask=mask)
-                    tl.store(orow + OFFS[i] + 4, t882, mask=mask)
-                    tl.store(orow + OFFS[i] + 5, t885, mask=mask)
-                    tl.store(orow + OFFS[i] + 6, t888, mask=mask)
-                    tl.store(orow + OFFS[i] + 7, t891, mask=mask)
-                    tl.store(orow + OFFS[i] + 8, t894, mask=mask)
-                    tl.store(orow + OFFS[i] + 9, t897, mask=mask)
-                    tl.store(orow + OFFS[i] + 10, t900, mask=mask)
-                    tl.store(orow + OFFS[i] + 11, t903, mask=mask)
-                    tl.store(orow + OFFS[i] + 12, t905, mask=mask)
-                    tl.store(orow + OFFS[i] + 13, t907, mask=mask)
-                    tl.store(orow + OFFS[i] + 14, t909, mask=mask)
-                    tl.store(orow + OFFS[i] + 15, t911, mask=mask)
-                    tl.store(orow + OFFS[i] + 16, t913, mask=mask)
-                    tl.store(orow + OFFS[i] + 17, t915, mask=mask)
-                    tl.store(orow + OFFS[i] + 18, t917, mask=mask)
-                    tl.store(orow + OFFS[i] + 19, t919, mask=mask)
-                    tl.store(orow + OFFS[i] + 20, t921, mask=mask)
-                    tl.store(orow + OFFS[i] + 21, t923, mask=mask)
-                    tl.store(orow + OFFS[i] + 22, t925, mask=mask)
-                    tl.store(orow + OFFS[i] + 23, t927, mask=mask)
-                    tl.store(orow + OFFS[i] + 24, t929, mask=mask)
+        if not FULL_ROW:
+            for i in tl.static_range(len(LS)):
+                if LS[i] == 12:
+                    if WIDE_IO:
+                        cj = tl.arange(0, 32)
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t870, t913), tl.join(t894, t929)), tl.join(tl.join(t882, t921), tl.join(t905, zero))), tl.join(tl.join(tl.join(t876, t917), tl.join(t900, zero)), tl.join(tl.join(t888, t925), tl.join(t909, zero)))), tl.join(tl.join(tl.join(tl.join(t873, t915), tl.join(t897, zero)), tl.join(tl.join(t885, t923), tl.join(t907, zero))), tl.join(tl.join(tl.join(t879, t919), tl.join(t903, zero)), tl.join(tl.join(t891, t927), tl.join(t911, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 25)[None, :])
+                    else:
+                        tl.store(orow + OFFS[i] + 0, t870, mask=mask)
+                        tl.store(orow + OFFS[i] + 1, t873, mask=mask)
+                        tl.store(orow + OFFS[i] + 2, t876, mask=mask)
+                        tl.store(orow + OFFS[i] + 3, t879, mask=mask)
+                        tl.store(orow + OFFS[i] + 4, t882, mask=mask)
+                        tl.store(orow + OFFS[i] + 5, t885, mask=mask)
+                        tl.store(orow + OFFS[i] + 6, t888, mask=mask)
+                        tl.store(orow + OFFS[i] + 7, t891, mask=mask)
+                        tl.store(orow + OFFS[i] + 8, t894, mask=mask)
+                        tl.store(orow + OFFS[i] + 9, t897, mask=mask)
+                        tl.store(orow + OFFS[i] + 10, t900, mask=mask)
+                        tl.store(orow + OFFS[i] + 11, t903, mask=mask)
+                        tl.store(orow + OFFS[i] + 12, t905, mask=mask)
+                        tl.store(orow + OFFS[i] + 13, t907, mask=mask)
+                        tl.store(orow + OFFS[i] + 14, t909, mask=mask)
+                        tl.store(orow + OFFS[i] + 15, t911, mask=mask)
+                        tl.store(orow + OFFS[i] + 16, t913, mask=mask)
+                        tl.store(orow + OFFS[i] + 17, t915, mask=mask)
+                        tl.store(orow + OFFS[i] + 18, t917, mask=mask)
+                        tl.store(orow + OFFS[i] + 19, t919, mask=mask)
+                        tl.store(orow + OFFS[i] + 20, t921, mask=mask)
+                        tl.store(orow + OFFS[i] + 21, t923, mask=mask)
+                        tl.store(orow + OFFS[i] + 22, t925, mask=mask)
+                        tl.store(orow + OFFS[i] + 23, t927, mask=mask)
+                        tl.store(orow + OFFS[i] + 24, t929, mask=mask)
+    if FULL_ROW:
+        if LMAX == 0:
+            cj = tl.arange(0, 1)
+            tl.store(orow[:, None] + (cj)[None, :], (c5 + zero)[:, None], mask=mask[:, None] & (cj < 1)[None, :])
+        if LMAX == 1:
+            cj = tl.arange(0, 4)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join((c5 + zero), t9), tl.join(t8, t10)), (BLOCK, 4)), mask=mask[:, None] & (cj < 4)[None, :])
+        if LMAX == 2:
+            cj = tl.arange(0, 16)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join((c5 + zero), t32), tl.join(t23, zero)), tl.join(tl.join(t9, zero), tl.join(t28, zero))), tl.join(tl.join(tl.join(t8, zero), tl.join(t26, zero)), tl.join(tl.join(t10, zero), tl.join(t30, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 9)[None, :])
+        if LMAX == 3:
+            cj = tl.arange(0, 16)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join((c5 + zero), t32), tl.join(t23, t63)), tl.join(tl.join(t9, t58), tl.join(t28, t67))), tl.join(tl.join(tl.join(t8, t55), tl.join(t26, t65)), tl.join(tl.join(t10, t61), tl.join(t30, t69)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 16)[None, :])
+        if LMAX == 4:
+            cj = tl.arange(0, 32)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join((c5 + zero), t100), tl.join(t32, t119)), tl.join(tl.join(t23, t111), tl.join(t63, zero))), tl.join(tl.join(tl.join(t9, t106), tl.join(t58, zero)), tl.join(tl.join(t28, t115), tl.join(t67, zero)))), tl.join(tl.join(tl.join(tl.join(t8, t103), tl.join(t55, zero)), tl.join(tl.join(t26, t113), tl.join(t65, zero))), tl.join(tl.join(tl.join(t10, t109), tl.join(t61, zero)), tl.join(tl.join(t30, t117), tl.join(t69, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 25)[None, :])
+        if LMAX == 5:
+            cj = tl.arange(0, 64)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join((c5 + zero), t174), tl.join(t100, zero)), tl.join(tl.join(t32, zero), tl.join(t119, zero))), tl.join(tl.join(tl.join(t23, zero), tl.join(t111, zero)), tl.join(tl.join(t63, zero), tl.join(t165, zero)))), tl.join(tl.join(tl.join(tl.join(t9, t178), tl.join(t106, zero)), tl.join(tl.join(t58, zero), tl.join(t159, zero))), tl.join(tl.join(tl.join(t28, zero), tl.join(t115, zero)), tl.join(tl.join(t67, zero), tl.join(t170, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t8, t176), tl.join(t103, zero)), tl.join(tl.join(t55, zero), tl.join(t156, zero))), tl.join(tl.join(tl.join(t26, zero), tl.join(t113, zero)), tl.join(tl.join(t65, zero), tl.join(t168, zero)))), tl.join(tl.join(tl.join(tl.join(t10, t180), tl.join(t109, zero)), tl.join(tl.join(t61, zero), tl.join(t162, zero))), tl.join(tl.join(tl.join(t30, zero), tl.join(t117, zero)), tl.join(tl.join(t69, zero), tl.join(t172, zero)))))), (BLOCK, 64)), mask=mask[:, None] & (cj < 36)[None, :])
+        if LMAX == 6:
+            cj = tl.arange(0, 64)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join((c5 + zero), t174), tl.join(t100, t253)), tl.join(tl.join(t32, t236), tl.join(t119, zero))), tl.join(tl.join(tl.join(t23, t224), tl.join(t111, zero)), tl.join(tl.join(t63, t245), tl.join(t165, zero)))), tl.join(tl.join(tl.join(tl.join(t9, t178), tl.join(t106, zero)), tl.join(tl.join(t58, t241), tl.join(t159, zero))), tl.join(tl.join(tl.join(t28, t230), tl.join(t115, zero)), tl.join(tl.join(t67, t249), tl.join(t170, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t8, t176), tl.join(t103, zero)), tl.join(tl.join(t55, t239), tl.join(t156, zero))), tl.join(tl.join(tl.join(t26, t227), tl.join(t113, zero)), tl.join(tl.join(t65, t247), tl.join(t168, zero)))), tl.join(tl.join(tl.join(tl.join(t10, t180), tl.join(t109, zero)), tl.join(tl.join(t61, t243), tl.join(t162, zero))), tl.join(tl.join(tl.join(t30, t233), tl.join(t117, zero)), tl.join(tl.join(t69, t251), tl.join(t172, zero)))))), (BLOCK, 64)), mask=mask[:, None] & (cj < 49)[None, :])
+        if LMAX == 7:
+            cj = tl.arange(0, 64)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join((c5 + zero), t174), tl.join(t100, t253)), tl.join(tl.join(t32, t236), tl.join(t119, t324))), tl.join(tl.join(tl.join(t23, t224), tl.join(t111, t313)), tl.join(tl.join(t63, t245), tl.join(t165, t332)))), tl.join(tl.join(tl.join(tl.join(t9, t178), tl.join(t106, t307)), tl.join(tl.join(t58, t241), tl.join(t159, t328))), tl.join(tl.join(tl.join(t28, t230), tl.join(t115, t319)), tl.join(tl.join(t67, t249), tl.join(t170, t336))))), tl.join(tl.join(tl.join(tl.join(tl.join(t8, t176), tl.join(t103, t304)), tl.join(tl.join(t55, t239), tl.join(t156, t326))), tl.join(tl.join(tl.join(t26, t227), tl.join(t113, t316)), tl.join(tl.join(t65, t247), tl.join(t168, t334)))), tl.join(tl.join(tl.join(tl.join(t10, t180), tl.join(t109, t310)), tl.join(tl.join(t61, t243), tl.join(t162, t330))), tl.join(tl.join(tl.join(t30, t233), tl.join(t117, t322)), tl.join(tl.join(t69, t251), tl.join(t172, t338)))))), (BLOCK, 64)), mask=mask[:, None] & (cj < 64)[None, :])
+        if LMAX == 8:
+            cj = tl.arange(0, 128)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join((c5 + zero), t392), tl.join(t174, zero)), tl.join(tl.join(t100, t431), tl.join(t253, zero))), tl.join(tl.join(tl.join(t32, t415), tl.join(t236, zero)), tl.join(tl.join(t119, zero), tl.join(t324, zero)))), tl.join(tl.join(tl.join(tl.join(t23, t404), tl.join(t224, zero)), tl.join(tl.join(t111, zero), tl.join(t313, zero))), tl.join(tl.join(tl.join(t63, t423), tl.join(t245, zero)), tl.join(tl.join(t165, zero), tl.join(t332, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t9, t398), tl.join(t178, zero)), tl.join(tl.join(t106, zero), tl.join(t307, zero))), tl.join(tl.join(tl.join(t58, t419), tl.join(t241, zero)), tl.join(tl.join(t159, zero), tl.join(t328, zero)))), tl.join(tl.join(tl.join(tl.join(t28, t410), tl.join(t230, zero)), tl.join(tl.join(t115, zero), tl.join(t319, zero))), tl.join(tl.join(tl.join(t67, t427), tl.join(t249, zero)), tl.join(tl.join(t170, zero), tl.join(t336, zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t8, t395), tl.join(t176, zero)), tl.join(tl.join(t103, zero), tl.join(t304, zero))), tl.join(tl.join(tl.join(t55, t417), tl.join(t239, zero)), tl.join(tl.join(t156, zero), tl.join(t326, zero)))), tl.join(tl.join(tl.join(tl.join(t26, t407), tl.join(t227, zero)), tl.join(tl.join(t113, zero), tl.join(t316, zero))), tl.join(tl.join(tl.join(t65, t425), tl.join(t247, zero)), tl.join(tl.join(t168, zero), tl.join(t334, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t10, t401), tl.join(t180, zero)), tl.join(tl.join(t109, zero), tl.join(t310, zero))), tl.join(tl.join(tl.join(t61, t421), tl.join(t243, zero)), tl.join(tl.join(t162, zero), tl.join(t330, zero)))), tl.join(tl.join(tl.join(tl.join(t30, t413), tl.join(t233, zero)), tl.join(tl.join(t117, zero), tl.join(t322, zero))), tl.join(tl.join(tl.join(t69, t429), tl.join(t251, zero)), tl.join(tl.join(t172, zero), tl.join(t338, zero))))))), (BLOCK, 128)), mask=mask[:, None] & (cj < 81)[None, :])
+        if LMAX == 9:
+            cj = tl.arange(0, 128)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join((c5 + zero), t392), tl.join(t174, t533)), tl.join(tl.join(t100, t431), tl.join(t253, zero))), tl.join(tl.join(tl.join(t32, t415), tl.join(t236, zero)), tl.join(tl.join(t119, t516), tl.join(t324, zero)))), tl.join(tl.join(tl.join(tl.join(t23, t404), tl.join(t224, zero)), tl.join(tl.join(t111, t504), tl.join(t313, zero))), tl.join(tl.join(tl.join(t63, t423), tl.join(t245, zero)), tl.join(tl.join(t165, t525), tl.join(t332, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t9, t398), tl.join(t178, t537)), tl.join(tl.join(t106, t498), tl.join(t307, zero))), tl.join(tl.join(tl.join(t58, t419), tl.join(t241, zero)), tl.join(tl.join(t159, t521), tl.join(t328, zero)))), tl.join(tl.join(tl.join(tl.join(t28, t410), tl.join(t230, zero)), tl.join(tl.join(t115, t510), tl.join(t319, zero))), tl.join(tl.join(tl.join(t67, t427), tl.join(t249, zero)), tl.join(tl.join(t170, t529), tl.join(t336, zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t8, t395), tl.join(t176, t535)), tl.join(tl.join(t103, t495), tl.join(t304, zero))), tl.join(tl.join(tl.join(t55, t417), tl.join(t239, zero)), tl.join(tl.join(t156, t519), tl.join(t326, zero)))), tl.join(tl.join(tl.join(tl.join(t26, t407), tl.join(t227, zero)), tl.join(tl.join(t113, t507), tl.join(t316, zero))), tl.join(tl.join(tl.join(t65, t425), tl.join(t247, zero)), tl.join(tl.join(t168, t527), tl.join(t334, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t10, t401), tl.join(t180, t539)), tl.join(tl.join(t109, t501), tl.join(t310, zero))), tl.join(tl.join(tl.join(t61, t421), tl.join(t243, zero)), tl.join(tl.join(t162, t523), tl.join(t330, zero)))), tl.join(tl.join(tl.join(tl.join(t30, t413), tl.join(t233, zero)), tl.join(tl.join(t117, t513), tl.join(t322, zero))), tl.join(tl.join(tl.join(t69, t429), tl.join(t251, zero)), tl.join(tl.join(t172, t531), tl.join(t338, zero))))))), (BLOCK, 128)), mask=mask[:, None] & (cj < 100)[None, :])
+        if LMAX == 10:
+            cj = tl.arange(0, 128)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join((c5 + zero), t392), tl.join(t174, t533)), tl.join(tl.join(t100, t431), tl.join(t253, t643))), tl.join(tl.join(tl.join(t32, t415), tl.join(t236, t622)), tl.join(tl.join(t119, t516), tl.join(t324, t659)))), tl.join(tl.join(tl.join(tl.join(t23, t404), tl.join(t224, t610)), tl.join(tl.join(t111, t504), tl.join(t313, t651))), tl.join(tl.join(tl.join(t63, t423), tl.join(t245, t634)), tl.join(tl.join(t165, t525), tl.join(t332, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t9, t398), tl.join(t178, t537)), tl.join(tl.join(t106, t498), tl.join(t307, t647))), tl.join(tl.join(tl.join(t58, t419), tl.join(t241, t628)), tl.join(tl.join(t159, t521), tl.join(t328, zero)))), tl.join(tl.join(tl.join(tl.join(t28, t410), tl.join(t230, t616)), tl.join(tl.join(t115, t510), tl.join(t319, t655))), tl.join(tl.join(tl.join(t67, t427), tl.join(t249, t639)), tl.join(tl.join(t170, t529), tl.join(t336, zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t8, t395), tl.join(t176, t535)), tl.join(tl.join(t103, t495), tl.join(t304, t645))), tl.join(tl.join(tl.join(t55, t417), tl.join(t239, t625)), tl.join(tl.join(t156, t519), tl.join(t326, zero)))), tl.join(tl.join(tl.join(tl.join(t26, t407), tl.join(t227, t613)), tl.join(tl.join(t113, t507), tl.join(t316, t653))), tl.join(tl.join(tl.join(t65, t425), tl.join(t247, t637)), tl.join(tl.join(t168, t527), tl.join(t334, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t10, t401), tl.join(t180, t539)), tl.join(tl.join(t109, t501), tl.join(t310, t649))), tl.join(tl.join(tl.join(t61, t421), tl.join(t243, t631)), tl.join(tl.join(t162, t523), tl.join(t330, zero)))), tl.join(tl.join(tl.join(tl.join(t30, t413), tl.join(t233, t619)), tl.join(tl.join(t117, t513), tl.join(t322, t657))), tl.join(tl.join(tl.join(t69, t429), tl.join(t251, t641)), tl.join(tl.join(t172, t531), tl.join(t338, zero))))))), (BLOCK, 128)), mask=mask[:, None] & (cj < 121)[None, :])
+        if LMAX == 11:
+            cj = tl.arange(0, 256)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join((c5 + zero), t753), tl.join(t392, zero)), tl.join(tl.join(t174, zero), tl.join(t533, zero))), tl.join(tl.join(tl.join(t100, zero), tl.join(t431, zero)), tl.join(tl.join(t253, zero), tl.join(t643, zero)))), tl.join(tl.join(tl.join(tl.join(t32, t772), tl.join(t415, zero)), tl.join(tl.join(t236, zero), tl.join(t622, zero))), tl.join(tl.join(tl.join(t119, zero), tl.join(t516, zero)), tl.join(tl.join(t324, zero), tl.join(t659, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t23, t764), tl.join(t404, zero)), tl.join(tl.join(t224, zero), tl.join(t610, zero))), tl.join(tl.join(tl.join(t111, zero), tl.join(t504, zero)), tl.join(tl.join(t313, zero), tl.join(t651, zero)))), tl.join(tl.join(tl.join(tl.join(t63, t780), tl.join(t423, zero)), tl.join(tl.join(t245, zero), tl.join(t634, zero))), tl.join(tl.join(tl.join(t165, zero), tl.join(t525, zero)), tl.join(tl.join(t332, zero), tl.join(t741, zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t9, t759), tl.join(t398, zero)), tl.join(tl.join(t178, zero), tl.join(t537, zero))), tl.join(tl.join(tl.join(t106, zero), tl.join(t498, zero)), tl.join(tl.join(t307, zero), tl.join(t647, zero)))), tl.join(tl.join(tl.join(tl.join(t58, t776), tl.join(t419, zero)), tl.join(tl.join(t241, zero), tl.join(t628, zero))), tl.join(tl.join(tl.join(t159, zero), tl.join(t521, zero)), tl.join(tl.join(t328, zero), tl.join(t735, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t28, t768), tl.join(t410, zero)), tl.join(tl.join(t230, zero), tl.join(t616, zero))), tl.join(tl.join(tl.join(t115, zero), tl.join(t510, zero)), tl.join(tl.join(t319, zero), tl.join(t655, zero)))), tl.join(tl.join(tl.join(tl.join(t67, t784), tl.join(t427, zero)), tl.join(tl.join(t249, zero), tl.join(t639, zero))), tl.join(tl.join(tl.join(t170, zero), tl.join(t529, zero)), tl.join(tl.join(t336, zero), tl.join(t747, zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t8, t756), tl.join(t395, zero)), tl.join(tl.join(t176, zero), tl.join(t535, zero))), tl.join(tl.join(tl.join(t103, zero), tl.join(t495, zero)), tl.join(tl.join(t304, zero), tl.join(t645, zero)))), tl.join(tl.join(tl.join(tl.join(t55, t774), tl.join(t417, zero)), tl.join(tl.join(t239, zero), tl.join(t625, zero))), tl.join(tl.join(tl.join(t156, zero), tl.join(t519, zero)), tl.join(tl.join(t326, zero), tl.join(t732, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t26, t766), tl.join(t407, zero)), tl.join(tl.join(t227, zero), tl.join(t613, zero))), tl.join(tl.join(tl.join(t113, zero), tl.join(t507, zero)), tl.join(tl.join(t316, zero), tl.join(t653, zero)))), tl.join(tl.join(tl.join(tl.join(t65, t782), tl.join(t425, zero)), tl.join(tl.join(t247, zero), tl.join(t637, zero))), tl.join(tl.join(tl.join(t168, zero), tl.join(t527, zero)), tl.join(tl.join(t334, zero), tl.join(t744, zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t10, t762), tl.join(t401, zero)), tl.join(tl.join(t180, zero), tl.join(t539, zero))), tl.join(tl.join(tl.join(t109, zero), tl.join(t501, zero)), tl.join(tl.join(t310, zero), tl.join(t649, zero)))), tl.join(tl.join(tl.join(tl.join(t61, t778), tl.join(t421, zero)), tl.join(tl.join(t243, zero), tl.join(t631, zero))), tl.join(tl.join(tl.join(t162, zero), tl.join(t523, zero)), tl.join(tl.join(t330, zero), tl.join(t738, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t30, t770), tl.join(t413, zero)), tl.join(tl.join(t233, zero), tl.join(t619, zero))), tl.join(tl.join(tl.join(t117, zero), tl.join(t513, zero)), tl.join(tl.join(t322, zero), tl.join(t657, zero)))), tl.join(tl.join(tl.join(tl.join(t69, t786), tl.join(t429, zero)), tl.join(tl.join(t251, zero), tl.join(t641, zero))), tl.join(tl.join(tl.join(t172, zero), tl.join(t531, zero)), tl.join(tl.join(t338, zero), tl.join(t750, zero)))))))), (BLOCK, 256)), mask=mask[:, None] & (cj < 144)[None, :])
+        if LMAX == 12:
+            cj = tl.arange(0, 256)
+            tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join((c5 + zero), t753), tl.join(t392, zero)), tl.join(tl.join(t174, t913), tl.join(t533, zero))), tl.join(tl.join(tl.join(t100, t870), tl.join(t431, zero)), tl.join(tl.join(t253, zero), tl.join(t643, zero)))), tl.join(tl.join(tl.join(tl.join(t32, t772), tl.join(t415, zero)), tl.join(tl.join(t236, t929), tl.join(t622, zero))), tl.join(tl.join(tl.join(t119, t894), tl.join(t516, zero)), tl.join(tl.join(t324, zero), tl.join(t659, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t23, t764), tl.join(t404, zero)), tl.join(tl.join(t224, t921), tl.join(t610, zero))), tl.join(tl.join(tl.join(t111, t882), tl.join(t504, zero)), tl.join(tl.join(t313, zero), tl.join(t651, zero)))), tl.join(tl.join(tl.join(tl.join(t63, t780), tl.join(t423, zero)), tl.join(tl.join(t245, zero), tl.join(t634, zero))), tl.join(tl.join(tl.join(t165, t905), tl.join(t525, zero)), tl.join(tl.join(t332, zero), tl.join(t741, zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t9, t759), tl.join(t398, zero)), tl.join(tl.join(t178, t917), tl.join(t537, zero))), tl.join(tl.join(tl.join(t106, t876), tl.join(t498, zero)), tl.join(tl.join(t307, zero), tl.join(t647, zero)))), tl.join(tl.join(tl.join(tl.join(t58, t776), tl.join(t419, zero)), tl.join(tl.join(t241, zero), tl.join(t628, zero))), tl.join(tl.join(tl.join(t159, t900), tl.join(t521, zero)), tl.join(tl.join(t328, zero), tl.join(t735, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t28, t768), tl.join(t410, zero)), tl.join(tl.join(t230, t925), tl.join(t616, zero))), tl.join(tl.join(tl.join(t115, t888), tl.join(t510, zero)), tl.join(tl.join(t319, zero), tl.join(t655, zero)))), tl.join(tl.join(tl.join(tl.join(t67, t784), tl.join(t427, zero)), tl.join(tl.join(t249, zero), tl.join(t639, zero))), tl.join(tl.join(tl.join(t170, t909), tl.join(t529, zero)), tl.join(tl.join(t336, zero), tl.join(t747, zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t8, t756), tl.join(t395, zero)), tl.join(tl.join(t176, t915), tl.join(t535, zero))), tl.join(tl.join(tl.join(t103, t873), tl.join(t495, zero)), tl.join(tl.join(t304, zero), tl.join(t645, zero)))), tl.join(tl.join(tl.join(tl.join(t55, t774), tl.join(t417, zero)), tl.join(tl.join(t239, zero), tl.join(t625, zero))), tl.join(tl.join(tl.join(t156, t897), tl.join(t519, zero)), tl.join(tl.join(t326, zero), tl.join(t732, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t26, t766), tl.join(t407, zero)), tl.join(tl.join(t227, t923), tl.join(t613, zero))), tl.join(tl.join(tl.join(t113, t885), tl.join(t507, zero)), tl.join(tl.join(t316, zero), tl.join(t653, zero)))), tl.join(tl.join(tl.join(tl.join(t65, t782), tl.join(t425, zero)), tl.join(tl.join(t247, zero), tl.join(t637, zero))), tl.join(tl.join(tl.join(t168, t907), tl.join(t527, zero)), tl.join(tl.join(t334, zero), tl.join(t744, zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t10, t762), tl.join(t401, zero)), tl.join(tl.join(t180, t919), tl.join(t539, zero))), tl.join(tl.join(tl.join(t109, t879), tl.join(t501, zero)), tl.join(tl.join(t310, zero), tl.join(t649, zero)))), tl.join(tl.join(tl.join(tl.join(t61, t778), tl.join(t421, zero)), tl.join(tl.join(t243, zero), tl.join(t631, zero))), tl.join(tl.join(tl.join(t162, t903), tl.join(t523, zero)), tl.join(tl.join(t330, zero), tl.join(t738, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t30, t770), tl.join(t413, zero)), tl.join(tl.join(t233, t927), tl.join(t619, zero))), tl.join(tl.join(tl.join(t117, t891), tl.join(t513, zero)), tl.join(tl.join(t322, zero), tl.join(t657, zero)))), tl.join(tl.join(tl.join(tl.join(t69, t786), tl.join(t429, zero)), tl.join(tl.join(t251, zero), tl.join(t641, zero))), tl.join(tl.join(tl.join(t172, t911), tl.join(t531, zero)), tl.join(tl.join(t338, zero), tl.join(t750, zero)))))))), (BLOCK, 256)), mask=mask[:, None] & (cj < 169)[None, :])
 
 
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c"])
 def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
-        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, BLOCK: tl.constexpr):
+        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
+        BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
@@ -6141,7 +6196,8 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c", "stride_wn", "stride_wc"])
 def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn, stride_wc,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
-        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, BLOCK: tl.constexpr):
+        NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
+        BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)

@@ -6,6 +6,7 @@ The number of points N is a run-time argument (never specialised), so a kernel c
 
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -26,25 +27,48 @@ def compute_f64(dtype: torch.dtype) -> bool:
     return dtype == torch.float64 or FLOAT32_COMPUTE == "float64"
 
 
-def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
-    """Launch configuration, chosen from the H100 sweep of benchmarks/tune_kernels.py (docs/performance.md).
+# Measured best configurations (benchmarks/tune_kernels.py --write-table), keyed "direction/lmax/dtype"; the
+# heuristics below apply where the table has no entry. EQUITRITON_TUNING=path points at another table.
+_TABLE_PATH = os.environ.get("EQUITRITON_TUNING", os.path.join(os.path.dirname(__file__), "tuned.json"))
+_TABLE: dict = {}
+if os.path.exists(_TABLE_PATH):
+    with open(_TABLE_PATH) as _f:
+        _TABLE = json.load(_f)["configs"]
 
-    WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column. Measured at N = 2**22:
-    it makes the forward 2-7x faster from l_max 2 up (per-column 8-byte stores at a stride of DIM leave memory
-    sectors partially written), but the backward reads g faster column by column (the rows stay in L1), and in the
-    double backward the tile split adds live registers that spill from l_max 6 up.
-    EQUITRITON_WIDE_IO=0/1 forces one choice everywhere (for measurements).
+
+def _full_row_block(lmax: int) -> int:
+    # one (BLOCK, P) output tile per program, P = next power of two >= (lmax + 1)**2: ~32 values per thread
+    p = 1 << ((lmax + 1) ** 2 - 1).bit_length()
+    return 64 if p <= 64 else 32
+
+
+def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
+    """Launch configuration, chosen from the H100 sweep of benchmarks/tune_kernels.py (docs/kernel_tuning.md).
+
+    WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column; FULL_ROW (forward, when
+    the l set is 0..l_max in order) stores the whole output row as one tile. Measured at N = 2**22: per-l tiles
+    make the forward 2-7x faster from l_max 2 up (per-column 8-byte stores at a stride of DIM leave memory sectors
+    partially written), but the backward reads g faster column by column (the rows stay in L1), and in the double
+    backward the tile split adds live registers that spill from l_max 6 up.
     """
-    if direction == "forward":
-        cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2} if lmax >= 2 else {"BLOCK": 128, "num_warps": 4}
+    key = f"{direction}/{lmax}/{str(dtype).split('.')[-1]}"
+    if key in _TABLE:
+        cfg = dict(_TABLE[key])
+    elif direction == "forward":
+        if lmax <= 1:
+            cfg = {"BLOCK": 128, "num_warps": 4}
+        else:
+            cfg = {"BLOCK": _full_row_block(lmax), "num_warps": 4, "WIDE_IO": True, "FULL_ROW": True}
     elif direction == "backward":
-        cfg = {"BLOCK": 128, "num_warps": 4, "WIDE_IO": False}
+        cfg = {"BLOCK": 128, "num_warps": 4}
     else:
         cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": 3 <= lmax <= 5}
     cfg.setdefault("WIDE_IO", False)
-    forced = os.environ.get("EQUITRITON_WIDE_IO")
-    if forced is not None:
-        cfg["WIDE_IO"] = forced == "1"
+    cfg.setdefault("FULL_ROW", False)
+    for name in ("WIDE_IO", "FULL_ROW"):  # EQUITRITON_WIDE_IO / EQUITRITON_FULL_ROW = 0/1 force one choice
+        forced = os.environ.get(f"EQUITRITON_{name}")
+        if forced is not None:
+            cfg[name] = forced == "1"
     return cfg
 
 
@@ -62,6 +86,8 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         NORMALIZATION=int(normalization),
         IS_F64=compute_f64(dtype),
         WIDE_IO=cfg["WIDE_IO"],
+        # the full-row store needs the columns in l = 0..l_max order
+        FULL_ROW=bool(cfg.get("FULL_ROW", False)) and list(ls) == list(range(max(ls) + 1)),
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )

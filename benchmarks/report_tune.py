@@ -1,0 +1,57 @@
+"""docs/kernel_tuning.md from the launch-config sweep JSON of benchmarks/tune_kernels.py (no hand-typed numbers).
+
+python benchmarks/report_tune.py docs/data/tune_h100_2026-11-25.json > docs/kernel_tuning_table.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def table(res: dict) -> str:
+    rows = [p for p in res["points"] if "ms" in p]
+    keyed = {}
+    for p in rows:
+        keyed.setdefault((p["direction"], p["dtype"], p["lmax"]), []).append(p)
+    out = [
+        f"Device: {res['device']}; torch {res['torch']}; triton {res['triton']}; {res['date']}; N = {res['N']}; "
+        f"device-to-device copy {res['copy_GBps']:.0f} GB/s.",
+        "",
+        "| direction | dtype | l_max | best ms | GB/s | % of copy | best config | per-column (narrow) best ms | "
+        "2D-tile (wide) best ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (direction, dtype, lmax), ps in sorted(keyed.items()):
+        best = min(ps, key=lambda p: p["ms"])
+        narrow = [p["ms"] for p in ps if not p["WIDE_IO"]]
+        wide = [p["ms"] for p in ps if p["WIDE_IO"]]
+        cfg = f"{'wide' if best['WIDE_IO'] else 'narrow'} BLOCK={best['BLOCK']} warps={best['num_warps']}"
+        out.append(
+            f"| {direction} | {dtype} | {lmax} | {best['ms']:.3f} | {best['GBps']:.0f} | "
+            f"{100 * best['frac_copy']:.0f} | {cfg} | {min(narrow) if narrow else float('nan'):.3f} | "
+            f"{min(wide) if wide else float('nan'):.3f} |"
+        )
+    small = res.get("n4096_fwd_bwd_us", [])
+    if small:
+        out += [
+            "",
+            "N = 4096, forward + backward (two launches), microseconds:",
+            "",
+            "| dtype | l_max | eager launches | CUDA graph replay |",
+            "| --- | --- | --- | --- |",
+        ]
+        out += [f"| {r['dtype']} | {r['lmax']} | {r['eager_us']:.1f} | {r['graph_us']:.1f} |" for r in small]
+    skipped = [p for p in res["points"] if "skipped" in p]
+    if skipped:
+        out += [
+            "",
+            f"{len(skipped)} configurations were not timed (sweep deadline): "
+            + ", ".join(sorted({f"{p['direction']} l_max={p['lmax']}" for p in skipped})),
+        ]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        sys.stdout.write(table(json.load(f)))
