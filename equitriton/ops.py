@@ -48,7 +48,8 @@ def _fallback(fn, n: int, *args):
     """Run a torch_fallback function on row chunks of its tensor arguments and concatenate each output."""
     tensors = [a for a in args if isinstance(a, Tensor)]
     rest = args[len(tensors) :]
-    if n <= 2 * _CPU_CHUNK:
+    # traced (torch.compile / export: n may be symbolic): no chunking, so no guard on the number of rows
+    if torch.compiler.is_compiling() or not isinstance(n, int) or n <= 2 * _CPU_CHUNK:
         return fn(*[_up(t) for t in tensors], *rest)
     parts = [fn(*[_up(t[s : s + _CPU_CHUNK]) for t in tensors], *rest) for s in range(0, n, _CPU_CHUNK)]
     if isinstance(parts[0], tuple):
