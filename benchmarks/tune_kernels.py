@@ -62,10 +62,20 @@ FORWARD_CONFIGS = [
 ]
 
 
+# --sweep derivatives: the m-major backward / double backward kernels (column-by-column I/O) at two block sizes
+DERIVATIVE_CONFIGS = [dict(WIDE_IO=False, BLOCK=64, num_warps=4), dict(WIDE_IO=False, BLOCK=128, num_warps=4)]
+
+
 def cases(sweep: str = "all"):
-    if sweep == "forward":
+    if sweep in ("forward", "final"):
         for lmax, dtype, cfg in itertools.product((2, 4, 8, 12), DTYPES, FORWARD_CONFIGS):
             yield lmax, dtype, "forward", cfg
+    if sweep in ("derivatives", "final"):
+        for lmax, dtype, direction, cfg in itertools.product(
+            (1, 2, 4, 8, 12), DTYPES, ("backward", "double_backward"), DERIVATIVE_CONFIGS
+        ):
+            yield lmax, dtype, direction, cfg
+    if sweep != "all":
         return
     # double backward: only the two 64-row configs (its live state is the largest)
     for lmax, dtype, direction, cfg in itertools.product(
@@ -173,7 +183,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--sweep", choices=("all", "forward"), default="all")
+    ap.add_argument("--sweep", choices=("all", "forward", "derivatives", "final"), default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
     )

@@ -56,10 +56,10 @@ class Traced:
     out: dict  # (l, m) -> traced value (Sym or nested Dual)
 
 
-def trace(order: int) -> Traced:
+def trace(order: int, m_major: bool = False) -> Traced:
     prog = Program()
     xyz = make_inputs(prog, order)
-    out = solid_harmonics(prog, *xyz, LMAX)
+    out = solid_harmonics(prog, *xyz, LMAX, m_major=m_major)
     return Traced(prog, [s.name for s in prog.stmts if s.op == "input"], out)
 
 
@@ -156,6 +156,34 @@ def body(traced: Traced, order: int, target: Target, per_l: dict[int, list[str]]
     return lines
 
 
+def body_in_order(
+    traced: Traced, order: int, target: Target, per_lm: dict[tuple[int, int], list[str]], guard: str
+) -> list[str]:
+    """Statements in program order (runs of one level under one `if {guard} >= l:`), each output's consumer lines
+    right after its last statement, so values die as soon as they are consumed."""
+    level, parts = levels(traced, order)
+    index = {s.name: i for i, s in enumerate(traced.prog.stmts)}
+    ready: dict[int, list[tuple[int, int]]] = {}
+    for lm, named in parts.items():
+        last = max(index[n] for n in named.values() if n is not None)
+        ready.setdefault(last, []).append(lm)
+    lines: list[str] = []
+    open_level = None
+    for i, s in enumerate(traced.prog.stmts):
+        lv = level.get(s.name)
+        if s.op != "input" and lv is not None:
+            if lv != open_level:
+                lines.append(f"if {guard} >= {lv}:")
+                open_level = lv
+            stmt = target.const(s.name, s.args[0]) if s.op == "const" else target.op(s.name, s.op, s.args)
+            lines.append(target.indent + stmt)
+        for l, m in sorted(ready.get(i, [])):
+            lines.append(f"if {guard} >= {l}:")
+            lines += [target.indent + c for c in per_lm[l, m]]
+            open_level = l
+    return lines
+
+
 def indent(lines: list[str], n: int) -> str:
     pad = "    " * n
     return "\n".join(pad + ln if ln else ln for ln in lines)
@@ -167,6 +195,7 @@ __all__ = [
     "trace",
     "levels",
     "body",
+    "body_in_order",
     "indent",
     "TritonTarget",
     "TorchTarget",

@@ -43,11 +43,13 @@ def double_factorial_odd(m: int) -> int:
     return out
 
 
-def solid_harmonics(prog: Program, x, y, z, lmax: int) -> dict[tuple[int, int], object]:
+def solid_harmonics(prog: Program, x, y, z, lmax: int, m_major: bool = False) -> dict[tuple[int, int], object]:
     """Trace R_l^m(x, y, z) for 0 <= l <= lmax into `prog`.
 
     `x, y, z` are `Sym`s or (nested) `Dual`s of `Sym`s in e3nn's axes. Returns {(l, m): value} with m in -l..l.
-    Statements are recorded in order of increasing l, so a caller can guard each l behind `LMAX >= l`.
+    Statements are recorded in order of increasing l, so a caller can guard each l behind `LMAX >= l`; with
+    `m_major` they are recorded order by order (m outer, l inner): the l-recurrence of one m needs only its last
+    two values alive, which keeps the derivative kernels' live state small (no register spills at high l).
     """
     X, Y, Z = z, x, y  # e3nn's polar axis is y
 
@@ -59,24 +61,43 @@ def solid_harmonics(prog: Program, x, y, z, lmax: int) -> dict[tuple[int, int], 
     S = {0: None, 1: Y}
     Q: dict[tuple[int, int], object] = {}
     out: dict[tuple[int, int], object] = {}
+
+    def legendre(l: int, m: int) -> None:
+        if l == m:
+            Q[l, m] = None if m == 0 else const(double_factorial_odd(m))  # None = exact 1
+        elif l == m + 1:
+            Q[l, m] = Z if m == 0 else const(double_factorial_odd(m + 1)) * Z  # (2m+1) * (2m-1)!! = (2m+1)!!
+        else:
+            a = sympy.Rational(2 * l - 1, l - m)
+            b = sympy.Rational(l + m - 1, l - m)
+            Q[l, m] = const(a) * times(Z, Q[l - 1, m]) - const(b) * times(r2, Q[l - 2, m])
+
+    def emit(l: int, m: int) -> None:
+        f = constant_like(x, prog.const(output_factor(l, m)))
+        am = abs(m)
+        t = C[am] if m > 0 else (S[am] if m < 0 else None)
+        out[l, m] = times(f, times(Q[l, am], t))
+
+    def azimuthal(m: int) -> None:
+        if m >= 2:
+            C[m] = X * C[m - 1] - Y * S[m - 1]
+            S[m] = X * S[m - 1] + Y * C[m - 1]
+
+    if m_major:
+        for m in range(lmax + 1):
+            azimuthal(m)
+            for l in range(m, lmax + 1):
+                legendre(l, m)
+                emit(l, m)
+                if m:
+                    emit(l, -m)
+        return out
     for l in range(lmax + 1):
-        if l >= 2:
-            C[l] = X * C[l - 1] - Y * S[l - 1]
-            S[l] = X * S[l - 1] + Y * C[l - 1]
+        azimuthal(l)
         for m in range(l + 1):
-            if l == m:
-                Q[l, m] = None if m == 0 else const(double_factorial_odd(m))  # None = exact 1
-            elif l == m + 1:
-                Q[l, m] = Z if m == 0 else const(double_factorial_odd(m + 1)) * Z  # (2m+1) * (2m-1)!! = (2m+1)!!
-            else:
-                a = sympy.Rational(2 * l - 1, l - m)
-                b = sympy.Rational(l + m - 1, l - m)
-                Q[l, m] = const(a) * times(Z, Q[l - 1, m]) - const(b) * times(r2, Q[l - 2, m])
+            legendre(l, m)
         for m in range(-l, l + 1):
-            f = constant_like(x, prog.const(output_factor(l, m)))
-            am = abs(m)
-            t = C[am] if m > 0 else (S[am] if m < 0 else None)
-            out[l, m] = times(f, times(Q[l, am], t))
+            emit(l, m)
     return out
 
 

@@ -48,8 +48,8 @@ def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column; FULL_ROW (forward, when
     the l set is 0..l_max in order) stores the whole output row as one tile. Measured at N = 2**22: per-l tiles
     make the forward 2-7x faster from l_max 2 up (per-column 8-byte stores at a stride of DIM leave memory sectors
-    partially written), but the backward reads g faster column by column (the rows stay in L1), and in the double
-    backward the tile split adds live registers that spill from l_max 6 up.
+    partially written), but the backward read g faster column by column (the rows stay in L1), so the derivative
+    kernels are generated column by column, in m-major order (codegen.harmonics), and ignore WIDE_IO/FULL_ROW.
     """
     key = f"{direction}/{lmax}/{str(dtype).split('.')[-1]}"
     if key in _TABLE:
@@ -62,7 +62,7 @@ def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     elif direction == "backward":
         cfg = {"BLOCK": 128, "num_warps": 4}
     else:
-        cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": 3 <= lmax <= 5}
+        cfg = {"BLOCK": 64, "num_warps": 4}
     cfg.setdefault("WIDE_IO", False)
     cfg.setdefault("FULL_ROW", False)
     for name in ("WIDE_IO", "FULL_ROW"):  # EQUITRITON_WIDE_IO / EQUITRITON_FULL_ROW = 0/1 force one choice
