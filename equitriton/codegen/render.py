@@ -15,6 +15,8 @@ Below eps the normalisation is x / eps (linear), exactly as torch.nn.functional.
 
 from __future__ import annotations
 
+import re
+
 from .emit import (
     EPS,
     TorchTarget,
@@ -104,7 +106,7 @@ TRITON_SIGNATURE = """
 def {name}({ptrs}, N, stride_n, stride_c{extra},
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
-        BLOCK: tl.constexpr):
+        M_MAJOR: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
@@ -203,11 +205,14 @@ def render_triton() -> str:
             per_l = {l: _triton_consumers(parts, l) for l in range(13)}
             lines = body(traced, order, TritonTarget(), per_l, "LMAX")
         else:
-            # derivative kernels in m-major order: small live state (see harmonics.solid_harmonics)
-            traced = trace(order, m_major=True)
-            _, parts = levels(traced, order)
-            per_lm = {lm: _triton_consumer_lm(order, parts, *lm) for lm in parts}
-            lines = body_in_order(traced, order, TritonTarget(), per_lm, "LMAX")
+            # derivative kernels in m-major order (small live state, see harmonics.solid_harmonics) or l-major;
+            # the H100 sweep picks per (l_max, dtype): l-major wins the float64 backward at mid l
+            lines = []
+            for flag, m_major in (("if M_MAJOR:", True), ("else:", False)):
+                traced = trace(order, m_major=m_major)
+                _, parts = levels(traced, order)
+                per_lm = {lm: _triton_consumer_lm(order, parts, *lm) for lm in parts}
+                lines += [flag] + ["    " + ln for ln in body_in_order(traced, order, TritonTarget(), per_lm, "LMAX")]
         if order == 0:
             out.append(TRITON_SIGNATURE.format(name=name, ptrs="X, OUT", extra="", extra_ns=""))
             out.append("    orow = OUT + rows * DIM\n")
@@ -264,6 +269,7 @@ TRITON_DOUBLE_PROLOGUE = """    wx, wy, wz = _load_vec(W, rows, mask, stride_wn,
         uw = zero
         s1 = zero + 1.0
         s2 = zero
+        s2l = [zero]
 """
 
 TRITON_DOUBLE_EPILOGUE = """    if NORMALIZE:
@@ -287,12 +293,19 @@ TRITON_DOUBLE_EPILOGUE = """    if NORMALIZE:
 """
 
 # ------------------------------------------------------------------------------------------------------------- torch
+# The CPU fallback runs one torch op per statement, so its speed is the op count and where each op's operands live.
+# Per-row data is kept as contiguous 1-D tensors (x, y, z and the columns of grad are transposed once), every
+# temporary is deleted after its last use (the allocator then hands the same, cache-hot buffers back: without this
+# the l = 12 backward touches ~140 MB of fresh memory per 4096 rows), sums are accumulated in place (addcmul_), and
+# outputs are written straight into the caller's buffer (`out`, a tuple of (rows, width) views; see ops._fallback).
 TORCH_PRELUDE = """import torch
 from torch import Tensor
+from typing import Optional, Tuple
 
 
 def _direction(xyz: Tensor, normalize: bool, eps: float):
-    x, y, z = xyz.unbind(-1)
+    # x, y, z as contiguous rows (one transposing copy) rather than stride-3 views
+    x, y, z = xyz.t().contiguous().unbind(0)
     if not normalize:
         return x, y, z, None, None
     r = torch.sqrt(x * x + y * y + z * z)
@@ -300,42 +313,114 @@ def _direction(xyz: Tensor, normalize: bool, eps: float):
     return x / d, y / d, z / d, d, r < eps
 
 
+def _rows(t: Tensor, dtype: torch.dtype) -> Tuple[Tensor, ...]:
+    # the columns of t (n, dim) as contiguous rows of dtype (one transposing copy)
+    return torch.empty((t.shape[1], t.shape[0]), dtype=dtype, device=t.device).copy_(t.t()).unbind(0)
+
+
+def _stack(cols: list, out: Optional[Tensor]) -> Tensor:
+    if out is None:
+        return torch.stack(cols, dim=-1)
+    return torch.stack(cols, dim=-1, out=out)
+
+
+_TABLES: dict = {}
+
+
+def _at(ls: list, offs: list) -> list:
+    # row offsets of each l in the output, for l = 0..12
+    at = [[] for _ in range(13)]
+    for i, li in enumerate(ls):
+        at[li].append(offs[i])
+    return at
+
+
 def _table(normalization: int, f64: bool) -> list:
-    col = normalization + (0 if f64 else 3)
-    return [row[col] for row in _K]
+    key = (normalization, f64)
+    if key not in _TABLES:
+        col = normalization + (0 if f64 else 3)
+        _TABLES[key] = [row[col] for row in _K]
+    return _TABLES[key]
 """
+
+_TEMP = re.compile(r"\bt\d+\b")
+
+
+def _torch_free_dead(lines: list[str]) -> list[str]:
+    """`del` each temporary (tN) after the block-level statement that uses it last.
+
+    `lines` is a `body()` listing: `if lmax >= l:` at column 0, statements at column 4, consumer loops at column 4
+    with deeper lines. Blocks run in order of l, so a name defined in one block and last used in a later one is
+    defined whenever the later block runs; a loop counts as one statement (it may run more than once)."""
+    units: list[list[str]] = []
+    for ln in lines:
+        if ln.startswith("     ") and units:
+            units[-1].append(ln)
+        else:
+            units.append([ln])
+    last: dict[str, int] = {}
+    for u, unit in enumerate(units):
+        for ln in unit:
+            for name in _TEMP.findall(ln):
+                last[name] = u
+    dead: dict[int, list[str]] = {}
+    for name, u in last.items():
+        dead.setdefault(u, []).append(name)
+    out: list[str] = []
+    for u, unit in enumerate(units):
+        out += unit
+        if u in dead and unit[0].startswith("    "):
+            out.append("    del " + ", ".join(sorted(dead[u], key=lambda s: int(s[1:]))))
+    return out
+
+
+def _torch_column(order: int, parts, l: int, m: int) -> list[str]:
+    """Code for output column (l, m) at row offset `o`: its Y (order 0); grad_y . dY accumulated in place (1); the
+    double-backward sums and its column of the grad of grad_y (2)."""
+    p = parts[l, m]
+    j = l + m
+    pv = p["p"] if not p["p"].startswith("c") else f"(zero + {p['p']})"
+    if order == 0:
+        return [f"cols[o + {j}] = {pv}"]
+    lines = [f"g = gs[o + {j}]"]
+    for a in "xyz":
+        da = p[f"d{a}"]
+        if da is not None:
+            if order == 1:
+                lines.append(f"v{a}.add_(g * {da})")
+            else:
+                lines += [f"s = g * {da}", f"v{a}.add_(s)", f"vl{a}.add_(s * {l}.0)"]
+        if order == 2 and p[f"h{a}"] is not None:
+            lines.append(f"b{a}.add_(g * {p[f'h{a}']})")
+    if order == 2:
+        # dw * s1 - p * (s2 * l); without normalize s1 = 1 and s2 = 0, so the column is dw
+        dw = _v(p["dw"])
+        lines += [
+            "if normalize:",
+            f"    cols[o + {j}] = {dw} * s1 - {p['p']} * s2l[{l}]",
+            "else:",
+            f"    cols[o + {j}] = {dw}",
+        ]
+    return lines
 
 
 def _torch_consumers(order: int, parts, l: int) -> list[str]:
-    n = 2 * l + 1
-    lines = ["for i, li in enumerate(ls):", f"    if li == {l}:", "        o = offs[i]"]
-    pad = "        "
-    for j in range(n):
-        p = parts[l, j - l]
-        pv = p["p"] if not p["p"].startswith("c") else f"(zero + {p['p']})"
-        if order == 0:
-            lines.append(f"{pad}cols[o + {j}] = {pv}")
-            continue
-        lines.append(f"{pad}g = grad[:, o + {j}]")
-        for a in "xyz":
-            if p[f"d{a}"] is not None:
-                if order == 1:
-                    lines.append(f"{pad}v{a} = v{a} + g * {p[f'd{a}']}")
-                else:
-                    lines += [f"{pad}s = g * {p[f'd{a}']}", f"{pad}v{a} = v{a} + s", f"{pad}vl{a} = vl{a} + s * {l}.0"]
-            if order == 2 and p[f"h{a}"] is not None:
-                lines.append(f"{pad}b{a} = b{a} + g * {p[f'h{a}']}")
-        if order == 2:
-            lines.append(f"{pad}cols[o + {j}] = {_v(p['dw'])} * s1 - {pv} * (s2 * {l}.0)")
-    return lines
+    """Per-l code, once for each place l takes in the output (`at[l]`: its row offsets)."""
+    return [f"for o in at[{l}]:"] + ["    " + ln for m in range(-l, l + 1) for ln in _torch_column(order, parts, l, m)]
+
+
+def _torch_consumer_lm(order: int, parts, l: int, m: int) -> list[str]:
+    return [f"for o in at[{l}]:"] + ["    " + ln for ln in _torch_column(order, parts, l, m)]
 
 
 TORCH_SIGNATURES = {
     0: '''
 
-def forward(xyz: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int) -> Tensor:
-    """Y (N, dim) for directions xyz (N, 3)."""
+def forward(xyz: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int,
+            out: Optional[Tuple[Tensor]] = None) -> Tensor:
+    """Y (N, dim) for directions xyz (N, 3); written into out[0] (N, dim) when given."""
     lmax = max(ls)
+    at = _at(ls, offs)
     k = _table(normalization, xyz.dtype == torch.float64)
     x, y, z, d, clamped = _direction(xyz, normalize, k[0])
     zero = torch.zeros_like(x)
@@ -343,44 +428,51 @@ def forward(xyz: Tensor, ls: list, offs: list, dim: int, normalize: bool, normal
 ''',
     1: '''
 
-def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int) -> Tensor:
-    """dL/dxyz (N, 3) from dL/dY (N, dim)."""
+def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int,
+             out: Optional[Tuple[Tensor]] = None) -> Tensor:
+    """dL/dxyz (N, 3) from dL/dY (N, dim); written into out[0] (N, 3) when given."""
     lmax = max(ls)
+    at = _at(ls, offs)
     k = _table(normalization, xyz.dtype == torch.float64)
     x, y, z, d, clamped = _direction(xyz, normalize, k[0])
+    gs = _rows(grad, x.dtype)
     zero = torch.zeros_like(x)
-    vx = vy = vz = zero
+    vx, vy, vz = torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(x)
 ''',
     2: '''
 
 def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, dim: int, normalize: bool,
-                    normalization: int):
-    """(dL/dgrad (N, dim), dL/dxyz (N, 3)) for L = w . backward(xyz, grad), w (N, 3)."""
+                    normalization: int, out: Optional[Tuple[Tensor, Tensor]] = None):
+    """(dL/dgrad (N, dim), dL/dxyz (N, 3)) for L = w . backward(xyz, grad), w (N, 3); written into out when given."""
     lmax = max(ls)
+    at = _at(ls, offs)
     k = _table(normalization, xyz.dtype == torch.float64)
     x, y, z, d, clamped = _direction(xyz, normalize, k[0])
-    wx, wy, wz = w.unbind(-1)
+    gs = _rows(grad, x.dtype)
+    wx, wy, wz = w.t().contiguous().unbind(0)
     zero = torch.zeros_like(x)
     cols = [zero] * dim
-    vx = vy = vz = vlx = vly = vlz = bx = by = bz = zero
+    vx, vy, vz, vlx, vly, vlz, bx, by, bz = [torch.zeros_like(x) for _ in range(9)]
     if normalize:
         uw = x * wx + y * wy + z * wz
         s1 = 1.0 / d
         s2 = torch.where(clamped, zero, uw / d)
+        s2l = [s2 * float(l) for l in range(lmax + 1)]
     else:
         uw = zero
         s1 = zero + 1.0
         s2 = zero
+        s2l = [zero]
 ''',
 }
 
 TORCH_EPILOGUES = {
-    0: """    return torch.stack(cols, dim=-1)
+    0: """    return _stack(cols, None if out is None else out[0])
 """,
     1: """    if normalize:
         uv = torch.where(clamped, zero, x * vx + y * vy + z * vz)
         vx, vy, vz = (vx - x * uv) / d, (vy - y * uv) / d, (vz - z * uv) / d
-    return torch.stack([vx, vy, vz], dim=-1)
+    return _stack([vx, vy, vz], None if out is None else out[0])
 """,
     2: """    if normalize:
         uv = x * vx + y * vy + z * vz
@@ -391,7 +483,9 @@ TORCH_EPILOGUES = {
         bx = torch.where(clamped, bx, qx - x * uq - h * x) / dd
         by = torch.where(clamped, by, qy - y * uq - h * y) / dd
         bz = torch.where(clamped, bz, qz - z * uq - h * z) / dd
-    return torch.stack(cols, dim=-1), torch.stack([bx, by, bz], dim=-1)
+    if out is None:
+        return torch.stack(cols, dim=-1), torch.stack([bx, by, bz], dim=-1)
+    return _stack(cols, out[0]), _stack([bx, by, bz], out[1])
 """,
 }
 
@@ -400,11 +494,20 @@ def render_torch() -> str:
     out = [HEADER, TORCH_PRELUDE]
     target = TorchTarget()
     target.table.append([_f64(EPS)] * 3 + [float(_f32(EPS))] * 3)  # k[0] = eps
+    import os
+
+    mm = os.environ.get("MMAJOR", "0") == "1"
     for order in (0, 1, 2):
-        traced = trace(order)
-        _, parts = levels(traced, order)
-        per_l = {l: _torch_consumers(order, parts, l) for l in range(13)}
-        lines = body(traced, order, target, per_l, "lmax")
+        if order and mm:
+            traced = trace(order, m_major=True)
+            _, parts = levels(traced, order)
+            per_lm = {lm: _torch_consumer_lm(order, parts, *lm) for lm in parts}
+            lines = _torch_free_dead(body_in_order(traced, order, target, per_lm, "lmax"))
+        else:
+            traced = trace(order)
+            _, parts = levels(traced, order)
+            per_l = {l: _torch_consumers(order, parts, l) for l in range(13)}
+            lines = _torch_free_dead(body(traced, order, target, per_l, "lmax"))
         out.append(TORCH_SIGNATURES[order])
         out.append(indent(lines, 1) + "\n")
         out.append(TORCH_EPILOGUES[order])

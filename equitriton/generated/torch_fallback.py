@@ -3,10 +3,12 @@
 
 import torch
 from torch import Tensor
+from typing import Optional, Tuple
 
 
 def _direction(xyz: Tensor, normalize: bool, eps: float):
-    x, y, z = xyz.unbind(-1)
+    # x, y, z as contiguous rows (one transposing copy) rather than stride-3 views
+    x, y, z = xyz.t().contiguous().unbind(0)
     if not normalize:
         return x, y, z, None, None
     r = torch.sqrt(x * x + y * y + z * z)
@@ -14,15 +16,42 @@ def _direction(xyz: Tensor, normalize: bool, eps: float):
     return x / d, y / d, z / d, d, r < eps
 
 
+def _rows(t: Tensor, dtype: torch.dtype) -> Tuple[Tensor, ...]:
+    # the columns of t (n, dim) as contiguous rows of dtype (one transposing copy)
+    return torch.empty((t.shape[1], t.shape[0]), dtype=dtype, device=t.device).copy_(t.t()).unbind(0)
+
+
+def _stack(cols: list, out: Optional[Tensor]) -> Tensor:
+    if out is None:
+        return torch.stack(cols, dim=-1)
+    return torch.stack(cols, dim=-1, out=out)
+
+
+_TABLES: dict = {}
+
+
+def _at(ls: list, offs: list) -> list:
+    # row offsets of each l in the output, for l = 0..12
+    at = [[] for _ in range(13)]
+    for i, li in enumerate(ls):
+        at[li].append(offs[i])
+    return at
+
+
 def _table(normalization: int, f64: bool) -> list:
-    col = normalization + (0 if f64 else 3)
-    return [row[col] for row in _K]
+    key = (normalization, f64)
+    if key not in _TABLES:
+        col = normalization + (0 if f64 else 3)
+        _TABLES[key] = [row[col] for row in _K]
+    return _TABLES[key]
 
 
 
-def forward(xyz: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int) -> Tensor:
-    """Y (N, dim) for directions xyz (N, 3)."""
+def forward(xyz: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int,
+            out: Optional[Tuple[Tensor]] = None) -> Tensor:
+    """Y (N, dim) for directions xyz (N, 3); written into out[0] (N, dim) when given."""
     lmax = max(ls)
+    at = _at(ls, offs)
     k = _table(normalization, xyz.dtype == torch.float64)
     x, y, z, d, clamped = _direction(xyz, normalize, k[0])
     zero = torch.zeros_like(x)
@@ -30,1187 +59,1638 @@ def forward(xyz: Tensor, ls: list, offs: list, dim: int, normalize: bool, normal
 
     if lmax >= 0:
         c5 = k[1]
-        for i, li in enumerate(ls):
-            if li == 0:
-                o = offs[i]
-                cols[o + 0] = (zero + c5)
+        for o in at[0]:
+            cols[o + 0] = (zero + c5)
     if lmax >= 1:
         c7 = k[2]
         t8 = c7 * x
         t9 = c7 * y
         t10 = c7 * z
-        for i, li in enumerate(ls):
-            if li == 1:
-                o = offs[i]
-                cols[o + 0] = t8
-                cols[o + 1] = t9
-                cols[o + 2] = t10
+        for o in at[1]:
+            cols[o + 0] = t8
+            cols[o + 1] = t9
+            cols[o + 2] = t10
+        del t8, t9, t10
     if lmax >= 2:
         t0 = z * z
         t1 = x * x
         t2 = t0 + t1
         t3 = y * y
         t4 = t2 + t3
+        del t2
         t11 = t0 - t1
+        del t0, t1
         t12 = z * x
         t13 = t12 + t12
+        del t12
         c14 = k[3]
         t15 = c14 * t3
+        del t3
         c16 = k[4]
         t17 = c16 * t4
         t18 = t15 - t17
+        del t15, t17
         c19 = k[5]
         t20 = c19 * y
         c21 = k[6]
         t22 = c19 * t13
         t23 = c21 * t22
+        del t22
         c24 = k[7]
         t25 = t20 * x
         t26 = c24 * t25
+        del t25
         c27 = k[8]
         t28 = c27 * t18
         t29 = t20 * z
         t30 = c24 * t29
+        del t29
         t31 = c19 * t11
         t32 = c21 * t31
-        for i, li in enumerate(ls):
-            if li == 2:
-                o = offs[i]
-                cols[o + 0] = t23
-                cols[o + 1] = t26
-                cols[o + 2] = t28
-                cols[o + 3] = t30
-                cols[o + 4] = t32
+        del t31
+        for o in at[2]:
+            cols[o + 0] = t23
+            cols[o + 1] = t26
+            cols[o + 2] = t28
+            cols[o + 3] = t30
+            cols[o + 4] = t32
+        del t23, t26, t28, t30, t32
     if lmax >= 3:
         t33 = z * t11
         t34 = x * t13
         t35 = t33 - t34
+        del t33, t34
         t36 = z * t13
         t37 = x * t11
         t38 = t36 + t37
+        del t36, t37
         c39 = k[9]
         t40 = y * t18
         t41 = c39 * t40
+        del t40
         c42 = k[10]
         t43 = t4 * y
         t44 = c42 * t43
+        del t43
         t45 = t41 - t44
+        del t41, t44
         c46 = k[11]
         t47 = y * t20
         t48 = c46 * t47
+        del t47
         t49 = c14 * t4
         t50 = t48 - t49
+        del t48, t49
         c51 = k[12]
         t52 = c51 * y
         c53 = k[13]
         t54 = c51 * t38
         t55 = c53 * t54
+        del t54
         c56 = k[14]
         t57 = t52 * t13
         t58 = c56 * t57
+        del t57
         c59 = k[15]
         t60 = t50 * x
         t61 = c59 * t60
+        del t60
         c62 = k[16]
         t63 = c62 * t45
         t64 = t50 * z
         t65 = c59 * t64
+        del t64
         t66 = t52 * t11
         t67 = c56 * t66
+        del t66
         t68 = c51 * t35
         t69 = c53 * t68
-        for i, li in enumerate(ls):
-            if li == 3:
-                o = offs[i]
-                cols[o + 0] = t55
-                cols[o + 1] = t58
-                cols[o + 2] = t61
-                cols[o + 3] = t63
-                cols[o + 4] = t65
-                cols[o + 5] = t67
-                cols[o + 6] = t69
+        del t68
+        for o in at[3]:
+            cols[o + 0] = t55
+            cols[o + 1] = t58
+            cols[o + 2] = t61
+            cols[o + 3] = t63
+            cols[o + 4] = t65
+            cols[o + 5] = t67
+            cols[o + 6] = t69
+        del t55, t58, t61, t63, t65, t67, t69
     if lmax >= 4:
         t70 = z * t35
         t71 = x * t38
         t72 = t70 - t71
+        del t70, t71
         t73 = z * t38
         t74 = x * t35
         t75 = t73 + t74
+        del t73, t74
         c76 = k[17]
         t77 = y * t45
         t78 = c76 * t77
+        del t77
         c79 = k[18]
         t80 = t4 * t18
+        del t18
         t81 = c79 * t80
+        del t80
         t82 = t78 - t81
+        del t78, t81
         c83 = k[19]
         t84 = y * t50
         t85 = c83 * t84
+        del t84
         c86 = k[20]
         t87 = t4 * t20
+        del t20
         t88 = c86 * t87
+        del t87
         t89 = t85 - t88
+        del t85, t88
         c90 = k[21]
         t91 = y * t52
         t92 = c90 * t91
+        del t91
         t93 = t4 * c19
         t94 = c46 * t93
+        del t93
         t95 = t92 - t94
+        del t92, t94
         c96 = k[22]
         t97 = c96 * y
         c98 = k[23]
         t99 = c96 * t75
         t100 = c98 * t99
+        del t99
         c101 = k[24]
         t102 = t97 * t38
         t103 = c101 * t102
+        del t102
         c104 = k[25]
         t105 = t95 * t13
         t106 = c104 * t105
+        del t105
         c107 = k[26]
         t108 = t89 * x
         t109 = c107 * t108
+        del t108
         c110 = k[27]
         t111 = c110 * t82
         t112 = t89 * z
         t113 = c107 * t112
+        del t112
         t114 = t95 * t11
         t115 = c104 * t114
+        del t114
         t116 = t97 * t35
         t117 = c101 * t116
+        del t116
         t118 = c96 * t72
         t119 = c98 * t118
-        for i, li in enumerate(ls):
-            if li == 4:
-                o = offs[i]
-                cols[o + 0] = t100
-                cols[o + 1] = t103
-                cols[o + 2] = t106
-                cols[o + 3] = t109
-                cols[o + 4] = t111
-                cols[o + 5] = t113
-                cols[o + 6] = t115
-                cols[o + 7] = t117
-                cols[o + 8] = t119
+        del t118
+        for o in at[4]:
+            cols[o + 0] = t100
+            cols[o + 1] = t103
+            cols[o + 2] = t106
+            cols[o + 3] = t109
+            cols[o + 4] = t111
+            cols[o + 5] = t113
+            cols[o + 6] = t115
+            cols[o + 7] = t117
+            cols[o + 8] = t119
+        del t100, t103, t106, t109, t111, t113, t115, t117, t119
     if lmax >= 5:
         t120 = z * t72
         t121 = x * t75
         t122 = t120 - t121
+        del t120, t121
         t123 = z * t75
         t124 = x * t72
         t125 = t123 + t124
+        del t123, t124
         c126 = k[28]
         t127 = y * t82
         t128 = c126 * t127
+        del t127
         c129 = k[29]
         t130 = t4 * t45
+        del t45
         t131 = c129 * t130
+        del t130
         t132 = t128 - t131
+        del t128, t131
         c133 = k[30]
         t134 = y * t89
         t135 = c133 * t134
+        del t134
         c136 = k[31]
         t137 = t4 * t50
+        del t50
         t138 = c136 * t137
+        del t137
         t139 = t135 - t138
+        del t135, t138
         t140 = y * t95
         t141 = c19 * t140
+        del t140
         c142 = k[32]
         t143 = t4 * t52
+        del t52
         t144 = c142 * t143
+        del t143
         t145 = t141 - t144
+        del t141, t144
         c146 = k[33]
         t147 = y * t97
         t148 = c146 * t147
+        del t147
         t149 = t4 * c51
         t150 = c90 * t149
+        del t149
         t151 = t148 - t150
+        del t148, t150
         c152 = k[34]
         t153 = c152 * y
         c154 = k[35]
         t155 = c152 * t125
         t156 = c154 * t155
+        del t155
         c157 = k[36]
         t158 = t153 * t75
         t159 = c157 * t158
+        del t158
         c160 = k[37]
         t161 = t151 * t38
         t162 = c160 * t161
+        del t161
         c163 = k[38]
         t164 = t145 * t13
         t165 = c163 * t164
+        del t164
         c166 = k[39]
         t167 = t139 * x
         t168 = c166 * t167
+        del t167
         c169 = k[40]
         t170 = c169 * t132
         t171 = t139 * z
         t172 = c166 * t171
+        del t171
         t173 = t145 * t11
         t174 = c163 * t173
+        del t173
         t175 = t151 * t35
         t176 = c160 * t175
+        del t175
         t177 = t153 * t72
         t178 = c157 * t177
+        del t177
         t179 = c152 * t122
         t180 = c154 * t179
-        for i, li in enumerate(ls):
-            if li == 5:
-                o = offs[i]
-                cols[o + 0] = t156
-                cols[o + 1] = t159
-                cols[o + 2] = t162
-                cols[o + 3] = t165
-                cols[o + 4] = t168
-                cols[o + 5] = t170
-                cols[o + 6] = t172
-                cols[o + 7] = t174
-                cols[o + 8] = t176
-                cols[o + 9] = t178
-                cols[o + 10] = t180
+        del t179
+        for o in at[5]:
+            cols[o + 0] = t156
+            cols[o + 1] = t159
+            cols[o + 2] = t162
+            cols[o + 3] = t165
+            cols[o + 4] = t168
+            cols[o + 5] = t170
+            cols[o + 6] = t172
+            cols[o + 7] = t174
+            cols[o + 8] = t176
+            cols[o + 9] = t178
+            cols[o + 10] = t180
+        del t156, t159, t162, t165, t168, t170, t172, t174, t176, t178, t180
     if lmax >= 6:
         t181 = z * t122
         t182 = x * t125
         t183 = t181 - t182
+        del t181, t182
         t184 = z * t125
         t185 = x * t122
         t186 = t184 + t185
+        del t184, t185
         c187 = k[41]
         t188 = y * t132
         t189 = c187 * t188
+        del t188
         c190 = k[42]
         t191 = t4 * t82
+        del t82
         t192 = c190 * t191
+        del t191
         t193 = t189 - t192
+        del t189, t192
         c194 = k[43]
         t195 = y * t139
         t196 = c194 * t195
+        del t195
         c197 = k[44]
         t198 = t4 * t89
+        del t89
         t199 = c197 * t198
+        del t198
         t200 = t196 - t199
+        del t196, t199
         c201 = k[45]
         t202 = y * t145
         t203 = c201 * t202
+        del t202
         t204 = t4 * t95
+        del t95
         t205 = c76 * t204
+        del t204
         t206 = t203 - t205
+        del t203, t205
         c207 = k[46]
         t208 = y * t151
         t209 = c207 * t208
+        del t208
         c210 = k[47]
         t211 = t4 * t97
+        del t97
         t212 = c210 * t211
+        del t211
         t213 = t209 - t212
+        del t209, t212
         c214 = k[48]
         t215 = y * t153
         t216 = c214 * t215
+        del t215
         t217 = t4 * c96
         t218 = c146 * t217
+        del t217
         t219 = t216 - t218
+        del t216, t218
         c220 = k[49]
         t221 = c220 * y
         c222 = k[50]
         t223 = c220 * t186
         t224 = c222 * t223
+        del t223
         c225 = k[51]
         t226 = t221 * t125
         t227 = c225 * t226
+        del t226
         c228 = k[52]
         t229 = t219 * t75
         t230 = c228 * t229
+        del t229
         c231 = k[53]
         t232 = t213 * t38
         t233 = c231 * t232
+        del t232
         c234 = k[54]
         t235 = t206 * t13
         t236 = c234 * t235
+        del t235
         c237 = k[55]
         t238 = t200 * x
         t239 = c237 * t238
+        del t238
         c240 = k[56]
         t241 = c240 * t193
         t242 = t200 * z
         t243 = c237 * t242
+        del t242
         t244 = t206 * t11
         t245 = c234 * t244
+        del t244
         t246 = t213 * t35
         t247 = c231 * t246
+        del t246
         t248 = t219 * t72
         t249 = c228 * t248
+        del t248
         t250 = t221 * t122
         t251 = c225 * t250
+        del t250
         t252 = c220 * t183
         t253 = c222 * t252
-        for i, li in enumerate(ls):
-            if li == 6:
-                o = offs[i]
-                cols[o + 0] = t224
-                cols[o + 1] = t227
-                cols[o + 2] = t230
-                cols[o + 3] = t233
-                cols[o + 4] = t236
-                cols[o + 5] = t239
-                cols[o + 6] = t241
-                cols[o + 7] = t243
-                cols[o + 8] = t245
-                cols[o + 9] = t247
-                cols[o + 10] = t249
-                cols[o + 11] = t251
-                cols[o + 12] = t253
+        del t252
+        for o in at[6]:
+            cols[o + 0] = t224
+            cols[o + 1] = t227
+            cols[o + 2] = t230
+            cols[o + 3] = t233
+            cols[o + 4] = t236
+            cols[o + 5] = t239
+            cols[o + 6] = t241
+            cols[o + 7] = t243
+            cols[o + 8] = t245
+            cols[o + 9] = t247
+            cols[o + 10] = t249
+            cols[o + 11] = t251
+            cols[o + 12] = t253
+        del t224, t227, t230, t233, t236, t239, t241, t243, t245, t247, t249, t251, t253
     if lmax >= 7:
         t254 = z * t183
         t255 = x * t186
         t256 = t254 - t255
+        del t254, t255
         t257 = z * t186
         t258 = x * t183
         t259 = t257 + t258
+        del t257, t258
         c260 = k[57]
         t261 = y * t193
         t262 = c260 * t261
+        del t261
         c263 = k[58]
         t264 = t4 * t132
+        del t132
         t265 = c263 * t264
+        del t264
         t266 = t262 - t265
+        del t262, t265
         c267 = k[59]
         t268 = y * t200
         t269 = c267 * t268
+        del t268
         c270 = k[60]
         t271 = t4 * t139
+        del t139
         t272 = c270 * t271
+        del t271
         t273 = t269 - t272
+        del t269, t272
         c274 = k[61]
         t275 = y * t206
         t276 = c274 * t275
+        del t275
         c277 = k[62]
         t278 = t4 * t145
+        del t145
         t279 = c277 * t278
+        del t278
         t280 = t276 - t279
+        del t276, t279
         c281 = k[63]
         t282 = y * t213
         t283 = c281 * t282
+        del t282
         t284 = t4 * t151
+        del t151
         t285 = c133 * t284
+        del t284
         t286 = t283 - t285
+        del t283, t285
         c287 = k[64]
         t288 = y * t219
         t289 = c287 * t288
+        del t288
         c290 = k[65]
         t291 = t4 * t153
+        del t153
         t292 = c290 * t291
+        del t291
         t293 = t289 - t292
+        del t289, t292
         c294 = k[66]
         t295 = y * t221
         t296 = c294 * t295
+        del t295
         t297 = t4 * c152
         t298 = c214 * t297
+        del t297
         t299 = t296 - t298
+        del t296, t298
         c300 = k[67]
         t301 = c300 * y
         c302 = k[68]
         t303 = c300 * t259
         t304 = c302 * t303
+        del t303
         c305 = k[69]
         t306 = t301 * t186
         t307 = c305 * t306
+        del t306
         c308 = k[70]
         t309 = t299 * t125
         t310 = c308 * t309
+        del t309
         c311 = k[71]
         t312 = t293 * t75
         t313 = c311 * t312
+        del t312
         c314 = k[72]
         t315 = t286 * t38
         t316 = c314 * t315
+        del t315
         c317 = k[73]
         t318 = t280 * t13
         t319 = c317 * t318
+        del t318
         c320 = k[74]
         t321 = t273 * x
         t322 = c320 * t321
+        del t321
         c323 = k[75]
         t324 = c323 * t266
         t325 = t273 * z
         t326 = c320 * t325
+        del t325
         t327 = t280 * t11
         t328 = c317 * t327
+        del t327
         t329 = t286 * t35
         t330 = c314 * t329
+        del t329
         t331 = t293 * t72
         t332 = c311 * t331
+        del t331
         t333 = t299 * t122
         t334 = c308 * t333
+        del t333
         t335 = t301 * t183
         t336 = c305 * t335
+        del t335
         t337 = c300 * t256
         t338 = c302 * t337
-        for i, li in enumerate(ls):
-            if li == 7:
-                o = offs[i]
-                cols[o + 0] = t304
-                cols[o + 1] = t307
-                cols[o + 2] = t310
-                cols[o + 3] = t313
-                cols[o + 4] = t316
-                cols[o + 5] = t319
-                cols[o + 6] = t322
-                cols[o + 7] = t324
-                cols[o + 8] = t326
-                cols[o + 9] = t328
-                cols[o + 10] = t330
-                cols[o + 11] = t332
-                cols[o + 12] = t334
-                cols[o + 13] = t336
-                cols[o + 14] = t338
+        del t337
+        for o in at[7]:
+            cols[o + 0] = t304
+            cols[o + 1] = t307
+            cols[o + 2] = t310
+            cols[o + 3] = t313
+            cols[o + 4] = t316
+            cols[o + 5] = t319
+            cols[o + 6] = t322
+            cols[o + 7] = t324
+            cols[o + 8] = t326
+            cols[o + 9] = t328
+            cols[o + 10] = t330
+            cols[o + 11] = t332
+            cols[o + 12] = t334
+            cols[o + 13] = t336
+            cols[o + 14] = t338
+        del t304, t307, t310, t313, t316, t319, t322, t324, t326, t328, t330, t332, t334, t336, t338
     if lmax >= 8:
         t339 = z * t256
         t340 = x * t259
         t341 = t339 - t340
+        del t339, t340
         t342 = z * t259
         t343 = x * t256
         t344 = t342 + t343
+        del t342, t343
         c345 = k[76]
         t346 = y * t266
         t347 = c345 * t346
+        del t346
         c348 = k[77]
         t349 = t4 * t193
+        del t193
         t350 = c348 * t349
+        del t349
         t351 = t347 - t350
+        del t347, t350
         c352 = k[78]
         t353 = y * t273
         t354 = c352 * t353
+        del t353
         c355 = k[79]
         t356 = t4 * t200
+        del t200
         t357 = c355 * t356
+        del t356
         t358 = t354 - t357
+        del t354, t357
         t359 = y * t280
         t360 = c46 * t359
+        del t359
         t361 = t4 * t206
+        del t206
         t362 = c14 * t361
+        del t361
         t363 = t360 - t362
+        del t360, t362
         t364 = y * t286
         t365 = c19 * t364
+        del t364
         t366 = t4 * t213
+        del t213
         t367 = c142 * t366
+        del t366
         t368 = t365 - t367
+        del t365, t367
         c369 = k[80]
         t370 = y * t293
         t371 = c369 * t370
+        del t370
         t372 = t4 * t219
+        del t219
         t373 = c201 * t372
+        del t372
         t374 = t371 - t373
+        del t371, t373
         c375 = k[81]
         t376 = y * t299
         t377 = c375 * t376
+        del t376
         c378 = k[82]
         t379 = t4 * t221
+        del t221
         t380 = c378 * t379
+        del t379
         t381 = t377 - t380
+        del t377, t380
         c382 = k[83]
         t383 = y * t301
         t384 = c382 * t383
+        del t383
         t385 = t4 * c220
         t386 = c294 * t385
+        del t385
         t387 = t384 - t386
+        del t384, t386
         c388 = k[84]
         t389 = c388 * y
         c390 = k[85]
         t391 = c388 * t344
         t392 = c390 * t391
+        del t391
         c393 = k[86]
         t394 = t389 * t259
         t395 = c393 * t394
+        del t394
         c396 = k[87]
         t397 = t387 * t186
         t398 = c396 * t397
+        del t397
         c399 = k[88]
         t400 = t381 * t125
         t401 = c399 * t400
+        del t400
         c402 = k[89]
         t403 = t374 * t75
         t404 = c402 * t403
+        del t403
         c405 = k[90]
         t406 = t368 * t38
         t407 = c405 * t406
+        del t406
         c408 = k[91]
         t409 = t363 * t13
         t410 = c408 * t409
+        del t409
         c411 = k[92]
         t412 = t358 * x
         t413 = c411 * t412
+        del t412
         c414 = k[93]
         t415 = c414 * t351
         t416 = t358 * z
         t417 = c411 * t416
+        del t416
         t418 = t363 * t11
         t419 = c408 * t418
+        del t418
         t420 = t368 * t35
         t421 = c405 * t420
+        del t420
         t422 = t374 * t72
         t423 = c402 * t422
+        del t422
         t424 = t381 * t122
         t425 = c399 * t424
+        del t424
         t426 = t387 * t183
         t427 = c396 * t426
+        del t426
         t428 = t389 * t256
         t429 = c393 * t428
+        del t428
         t430 = c388 * t341
         t431 = c390 * t430
-        for i, li in enumerate(ls):
-            if li == 8:
-                o = offs[i]
-                cols[o + 0] = t392
-                cols[o + 1] = t395
-                cols[o + 2] = t398
-                cols[o + 3] = t401
-                cols[o + 4] = t404
-                cols[o + 5] = t407
-                cols[o + 6] = t410
-                cols[o + 7] = t413
-                cols[o + 8] = t415
-                cols[o + 9] = t417
-                cols[o + 10] = t419
-                cols[o + 11] = t421
-                cols[o + 12] = t423
-                cols[o + 13] = t425
-                cols[o + 14] = t427
-                cols[o + 15] = t429
-                cols[o + 16] = t431
+        del t430
+        for o in at[8]:
+            cols[o + 0] = t392
+            cols[o + 1] = t395
+            cols[o + 2] = t398
+            cols[o + 3] = t401
+            cols[o + 4] = t404
+            cols[o + 5] = t407
+            cols[o + 6] = t410
+            cols[o + 7] = t413
+            cols[o + 8] = t415
+            cols[o + 9] = t417
+            cols[o + 10] = t419
+            cols[o + 11] = t421
+            cols[o + 12] = t423
+            cols[o + 13] = t425
+            cols[o + 14] = t427
+            cols[o + 15] = t429
+            cols[o + 16] = t431
+        del t392, t395, t398, t401, t404, t407, t410, t413, t415, t417, t419, t421, t423, t425, t427, t429, t431
     if lmax >= 9:
         t432 = z * t341
         t433 = x * t344
         t434 = t432 - t433
+        del t432, t433
         t435 = z * t344
         t436 = x * t341
         t437 = t435 + t436
+        del t435, t436
         c438 = k[94]
         t439 = y * t351
         t440 = c438 * t439
+        del t439
         c441 = k[95]
         t442 = t4 * t266
+        del t266
         t443 = c441 * t442
+        del t442
         t444 = t440 - t443
+        del t440, t443
         c445 = k[96]
         t446 = y * t358
         t447 = c445 * t446
+        del t446
         c448 = k[97]
         t449 = t4 * t273
+        del t273
         t450 = c448 * t449
+        del t449
         t451 = t447 - t450
+        del t447, t450
         c452 = k[98]
         t453 = y * t363
         t454 = c452 * t453
+        del t453
         c455 = k[99]
         t456 = t4 * t280
+        del t280
         t457 = c455 * t456
+        del t456
         t458 = t454 - t457
+        del t454, t457
         c459 = k[100]
         t460 = y * t368
         t461 = c459 * t460
+        del t460
         t462 = t4 * t286
+        del t286
         t463 = c187 * t462
+        del t462
         t464 = t461 - t463
+        del t461, t463
         c465 = k[101]
         t466 = y * t374
         t467 = c465 * t466
+        del t466
         c468 = k[102]
         t469 = t4 * t293
+        del t293
         t470 = c468 * t469
+        del t469
         t471 = t467 - t470
+        del t467, t470
         c472 = k[103]
         t473 = y * t381
         t474 = c472 * t473
+        del t473
         t475 = t4 * t299
+        del t299
         t476 = c281 * t475
+        del t475
         t477 = t474 - t476
+        del t474, t476
         c478 = k[104]
         t479 = y * t387
         t480 = c478 * t479
+        del t479
         c481 = k[105]
         t482 = t4 * t301
+        del t301
         t483 = c481 * t482
+        del t482
         t484 = t480 - t483
+        del t480, t483
         c485 = k[106]
         t486 = y * t389
         t487 = c485 * t486
+        del t486
         t488 = t4 * c300
         t489 = c382 * t488
+        del t488
         t490 = t487 - t489
+        del t487, t489
         c491 = k[107]
         t492 = c491 * y
         c493 = k[108]
         t494 = c491 * t437
         t495 = c493 * t494
+        del t494
         c496 = k[109]
         t497 = t492 * t344
         t498 = c496 * t497
+        del t497
         c499 = k[110]
         t500 = t490 * t259
         t501 = c499 * t500
+        del t500
         c502 = k[111]
         t503 = t484 * t186
         t504 = c502 * t503
+        del t503
         c505 = k[112]
         t506 = t477 * t125
         t507 = c505 * t506
+        del t506
         c508 = k[113]
         t509 = t471 * t75
         t510 = c508 * t509
+        del t509
         c511 = k[114]
         t512 = t464 * t38
         t513 = c511 * t512
+        del t512
         c514 = k[115]
         t515 = t458 * t13
         t516 = c514 * t515
+        del t515
         c517 = k[116]
         t518 = t451 * x
         t519 = c517 * t518
+        del t518
         c520 = k[117]
         t521 = c520 * t444
         t522 = t451 * z
         t523 = c517 * t522
+        del t522
         t524 = t458 * t11
         t525 = c514 * t524
+        del t524
         t526 = t464 * t35
         t527 = c511 * t526
+        del t526
         t528 = t471 * t72
         t529 = c508 * t528
+        del t528
         t530 = t477 * t122
         t531 = c505 * t530
+        del t530
         t532 = t484 * t183
         t533 = c502 * t532
+        del t532
         t534 = t490 * t256
         t535 = c499 * t534
+        del t534
         t536 = t492 * t341
         t537 = c496 * t536
+        del t536
         t538 = c491 * t434
         t539 = c493 * t538
-        for i, li in enumerate(ls):
-            if li == 9:
-                o = offs[i]
-                cols[o + 0] = t495
-                cols[o + 1] = t498
-                cols[o + 2] = t501
-                cols[o + 3] = t504
-                cols[o + 4] = t507
-                cols[o + 5] = t510
-                cols[o + 6] = t513
-                cols[o + 7] = t516
-                cols[o + 8] = t519
-                cols[o + 9] = t521
-                cols[o + 10] = t523
-                cols[o + 11] = t525
-                cols[o + 12] = t527
-                cols[o + 13] = t529
-                cols[o + 14] = t531
-                cols[o + 15] = t533
-                cols[o + 16] = t535
-                cols[o + 17] = t537
-                cols[o + 18] = t539
+        del t538
+        for o in at[9]:
+            cols[o + 0] = t495
+            cols[o + 1] = t498
+            cols[o + 2] = t501
+            cols[o + 3] = t504
+            cols[o + 4] = t507
+            cols[o + 5] = t510
+            cols[o + 6] = t513
+            cols[o + 7] = t516
+            cols[o + 8] = t519
+            cols[o + 9] = t521
+            cols[o + 10] = t523
+            cols[o + 11] = t525
+            cols[o + 12] = t527
+            cols[o + 13] = t529
+            cols[o + 14] = t531
+            cols[o + 15] = t533
+            cols[o + 16] = t535
+            cols[o + 17] = t537
+            cols[o + 18] = t539
+        del t495, t498, t501, t504, t507, t510, t513, t516, t519, t521, t523, t525, t527, t529, t531, t533, t535, t537, t539
     if lmax >= 10:
         t540 = z * t434
         t541 = x * t437
         t542 = t540 - t541
+        del t540, t541
         t543 = z * t437
         t544 = x * t434
         t545 = t543 + t544
+        del t543, t544
         c546 = k[118]
         t547 = y * t444
         t548 = c546 * t547
+        del t547
         c549 = k[119]
         t550 = t4 * t351
+        del t351
         t551 = c549 * t550
+        del t550
         t552 = t548 - t551
+        del t548, t551
         c553 = k[120]
         t554 = y * t451
         t555 = c553 * t554
+        del t554
         c556 = k[121]
         t557 = t4 * t358
+        del t358
         t558 = c556 * t557
+        del t557
         t559 = t555 - t558
+        del t555, t558
         c560 = k[122]
         t561 = y * t458
         t562 = c560 * t561
+        del t561
         c563 = k[123]
         t564 = t4 * t363
+        del t363
         t565 = c563 * t564
+        del t564
         t566 = t562 - t565
+        del t562, t565
         c567 = k[124]
         t568 = y * t464
         t569 = c567 * t568
+        del t568
         c570 = k[125]
         t571 = t4 * t368
+        del t368
         t572 = c570 * t571
+        del t571
         t573 = t569 - t572
+        del t569, t572
         c574 = k[126]
         t575 = y * t471
         t576 = c574 * t575
+        del t575
         t577 = t4 * t374
+        del t374
         t578 = c267 * t577
+        del t577
         t579 = t576 - t578
+        del t576, t578
         c580 = k[127]
         t581 = y * t477
         t582 = c580 * t581
+        del t581
         c583 = k[128]
         t584 = t4 * t381
+        del t381
         t585 = c583 * t584
+        del t584
         t586 = t582 - t585
+        del t582, t585
         c587 = k[129]
         t588 = y * t484
         t589 = c587 * t588
+        del t588
         t590 = t4 * t387
+        del t387
         t591 = c369 * t590
+        del t590
         t592 = t589 - t591
+        del t589, t591
         c593 = k[130]
         t594 = y * t490
         t595 = c593 * t594
+        del t594
         c596 = k[131]
         t597 = t4 * t389
+        del t389
         t598 = c596 * t597
+        del t597
         t599 = t595 - t598
+        del t595, t598
         c600 = k[132]
         t601 = y * t492
         t602 = c600 * t601
+        del t601
         t603 = t4 * c388
         t604 = c485 * t603
+        del t603
         t605 = t602 - t604
+        del t602, t604
         c606 = k[133]
         t607 = c606 * y
         c608 = k[134]
         t609 = c606 * t545
         t610 = c608 * t609
+        del t609
         c611 = k[135]
         t612 = t607 * t437
         t613 = c611 * t612
+        del t612
         c614 = k[136]
         t615 = t605 * t344
         t616 = c614 * t615
+        del t615
         c617 = k[137]
         t618 = t599 * t259
         t619 = c617 * t618
+        del t618
         c620 = k[138]
         t621 = t592 * t186
         t622 = c620 * t621
+        del t621
         c623 = k[139]
         t624 = t586 * t125
         t625 = c623 * t624
+        del t624
         c626 = k[140]
         t627 = t579 * t75
         t628 = c626 * t627
+        del t627
         c629 = k[141]
         t630 = t573 * t38
         t631 = c629 * t630
+        del t630
         c632 = k[142]
         t633 = t566 * t13
         t634 = c632 * t633
+        del t633
         c635 = k[143]
         t636 = t559 * x
         t637 = c635 * t636
+        del t636
         c638 = k[144]
         t639 = c638 * t552
         t640 = t559 * z
         t641 = c635 * t640
+        del t640
         t642 = t566 * t11
         t643 = c632 * t642
+        del t642
         t644 = t573 * t35
         t645 = c629 * t644
+        del t644
         t646 = t579 * t72
         t647 = c626 * t646
+        del t646
         t648 = t586 * t122
         t649 = c623 * t648
+        del t648
         t650 = t592 * t183
         t651 = c620 * t650
+        del t650
         t652 = t599 * t256
         t653 = c617 * t652
+        del t652
         t654 = t605 * t341
         t655 = c614 * t654
+        del t654
         t656 = t607 * t434
         t657 = c611 * t656
+        del t656
         t658 = c606 * t542
         t659 = c608 * t658
-        for i, li in enumerate(ls):
-            if li == 10:
-                o = offs[i]
-                cols[o + 0] = t610
-                cols[o + 1] = t613
-                cols[o + 2] = t616
-                cols[o + 3] = t619
-                cols[o + 4] = t622
-                cols[o + 5] = t625
-                cols[o + 6] = t628
-                cols[o + 7] = t631
-                cols[o + 8] = t634
-                cols[o + 9] = t637
-                cols[o + 10] = t639
-                cols[o + 11] = t641
-                cols[o + 12] = t643
-                cols[o + 13] = t645
-                cols[o + 14] = t647
-                cols[o + 15] = t649
-                cols[o + 16] = t651
-                cols[o + 17] = t653
-                cols[o + 18] = t655
-                cols[o + 19] = t657
-                cols[o + 20] = t659
+        del t658
+        for o in at[10]:
+            cols[o + 0] = t610
+            cols[o + 1] = t613
+            cols[o + 2] = t616
+            cols[o + 3] = t619
+            cols[o + 4] = t622
+            cols[o + 5] = t625
+            cols[o + 6] = t628
+            cols[o + 7] = t631
+            cols[o + 8] = t634
+            cols[o + 9] = t637
+            cols[o + 10] = t639
+            cols[o + 11] = t641
+            cols[o + 12] = t643
+            cols[o + 13] = t645
+            cols[o + 14] = t647
+            cols[o + 15] = t649
+            cols[o + 16] = t651
+            cols[o + 17] = t653
+            cols[o + 18] = t655
+            cols[o + 19] = t657
+            cols[o + 20] = t659
+        del t610, t613, t616, t619, t622, t625, t628, t631, t634, t637, t639, t641, t643, t645, t647, t649, t651, t653, t655, t657, t659
     if lmax >= 11:
         t660 = z * t542
         t661 = x * t545
         t662 = t660 - t661
+        del t660, t661
         t663 = z * t545
         t664 = x * t542
         t665 = t663 + t664
+        del t663, t664
         c666 = k[145]
         t667 = y * t552
         t668 = c666 * t667
+        del t667
         c669 = k[146]
         t670 = t4 * t444
+        del t444
         t671 = c669 * t670
+        del t670
         t672 = t668 - t671
+        del t668, t671
         c673 = k[147]
         t674 = y * t559
         t675 = c673 * t674
+        del t674
         c676 = k[148]
         t677 = t4 * t451
+        del t451
         t678 = c676 * t677
+        del t677
         t679 = t675 - t678
+        del t675, t678
         t680 = y * t566
         t681 = c83 * t680
+        del t680
         t682 = t4 * t458
+        del t458
         t683 = c86 * t682
+        del t682
         t684 = t681 - t683
+        del t681, t683
         c685 = k[149]
         t686 = y * t573
         t687 = c685 * t686
+        del t686
         c688 = k[150]
         t689 = t4 * t464
+        del t464
         t690 = c688 * t689
+        del t689
         t691 = t687 - t690
+        del t687, t690
         t692 = y * t579
         t693 = c19 * t692
+        del t692
         t694 = t4 * t471
+        del t471
         t695 = c142 * t694
+        del t694
         t696 = t693 - t695
+        del t693, t695
         t697 = y * t586
         t698 = c90 * t697
+        del t697
         t699 = t4 * t477
+        del t477
         t700 = c46 * t699
+        del t699
         t701 = t698 - t700
+        del t698, t700
         c702 = k[151]
         t703 = y * t592
         t704 = c702 * t703
+        del t703
         c705 = k[152]
         t706 = t4 * t484
+        del t484
         t707 = c705 * t706
+        del t706
         t708 = t704 - t707
+        del t704, t707
         c709 = k[153]
         t710 = y * t599
         t711 = c709 * t710
+        del t710
         t712 = t4 * t490
+        del t490
         t713 = c472 * t712
+        del t712
         t714 = t711 - t713
+        del t711, t713
         c715 = k[154]
         t716 = y * t605
         t717 = c715 * t716
+        del t716
         c718 = k[155]
         t719 = t4 * t492
+        del t492
         t720 = c718 * t719
+        del t719
         t721 = t717 - t720
+        del t717, t720
         c722 = k[156]
         t723 = y * t607
         t724 = c722 * t723
+        del t723
         t725 = t4 * c491
         t726 = c600 * t725
+        del t725
         t727 = t724 - t726
+        del t724, t726
         c728 = k[157]
         t729 = c728 * y
         c730 = k[158]
         t731 = c728 * t665
         t732 = c730 * t731
+        del t731
         c733 = k[159]
         t734 = t729 * t545
         t735 = c733 * t734
+        del t734
         c736 = k[160]
         t737 = t727 * t437
         t738 = c736 * t737
+        del t737
         c739 = k[161]
         t740 = t721 * t344
         t741 = c739 * t740
+        del t740
         c742 = k[162]
         t743 = t714 * t259
         t744 = c742 * t743
+        del t743
         c745 = k[163]
         t746 = t708 * t186
         t747 = c745 * t746
+        del t746
         c748 = k[164]
         t749 = t701 * t125
         t750 = c748 * t749
+        del t749
         c751 = k[165]
         t752 = t696 * t75
         t753 = c751 * t752
+        del t752
         c754 = k[166]
         t755 = t691 * t38
         t756 = c754 * t755
+        del t755
         c757 = k[167]
         t758 = t684 * t13
         t759 = c757 * t758
+        del t758
         c760 = k[168]
         t761 = t679 * x
         t762 = c760 * t761
+        del t761
         c763 = k[169]
         t764 = c763 * t672
         t765 = t679 * z
         t766 = c760 * t765
+        del t765
         t767 = t684 * t11
         t768 = c757 * t767
+        del t767
         t769 = t691 * t35
         t770 = c754 * t769
+        del t769
         t771 = t696 * t72
         t772 = c751 * t771
+        del t771
         t773 = t701 * t122
         t774 = c748 * t773
+        del t773
         t775 = t708 * t183
         t776 = c745 * t775
+        del t775
         t777 = t714 * t256
         t778 = c742 * t777
+        del t777
         t779 = t721 * t341
         t780 = c739 * t779
+        del t779
         t781 = t727 * t434
         t782 = c736 * t781
+        del t781
         t783 = t729 * t542
         t784 = c733 * t783
+        del t783
         t785 = c728 * t662
         t786 = c730 * t785
-        for i, li in enumerate(ls):
-            if li == 11:
-                o = offs[i]
-                cols[o + 0] = t732
-                cols[o + 1] = t735
-                cols[o + 2] = t738
-                cols[o + 3] = t741
-                cols[o + 4] = t744
-                cols[o + 5] = t747
-                cols[o + 6] = t750
-                cols[o + 7] = t753
-                cols[o + 8] = t756
-                cols[o + 9] = t759
-                cols[o + 10] = t762
-                cols[o + 11] = t764
-                cols[o + 12] = t766
-                cols[o + 13] = t768
-                cols[o + 14] = t770
-                cols[o + 15] = t772
-                cols[o + 16] = t774
-                cols[o + 17] = t776
-                cols[o + 18] = t778
-                cols[o + 19] = t780
-                cols[o + 20] = t782
-                cols[o + 21] = t784
-                cols[o + 22] = t786
+        del t785
+        for o in at[11]:
+            cols[o + 0] = t732
+            cols[o + 1] = t735
+            cols[o + 2] = t738
+            cols[o + 3] = t741
+            cols[o + 4] = t744
+            cols[o + 5] = t747
+            cols[o + 6] = t750
+            cols[o + 7] = t753
+            cols[o + 8] = t756
+            cols[o + 9] = t759
+            cols[o + 10] = t762
+            cols[o + 11] = t764
+            cols[o + 12] = t766
+            cols[o + 13] = t768
+            cols[o + 14] = t770
+            cols[o + 15] = t772
+            cols[o + 16] = t774
+            cols[o + 17] = t776
+            cols[o + 18] = t778
+            cols[o + 19] = t780
+            cols[o + 20] = t782
+            cols[o + 21] = t784
+            cols[o + 22] = t786
+        del t732, t735, t738, t741, t744, t747, t750, t753, t756, t759, t762, t764, t766, t768, t770, t772, t774, t776, t778, t780, t782, t784, t786
     if lmax >= 12:
         t787 = z * t662
         t788 = x * t665
         t789 = t787 - t788
+        del t787, t788
         t790 = z * t665
         t791 = x * t662
         t792 = t790 + t791
+        del t790, t791
         c793 = k[170]
         t794 = y * t672
+        del t672
         t795 = c793 * t794
+        del t794
         c796 = k[171]
         t797 = t4 * t552
+        del t552
         t798 = c796 * t797
+        del t797
         t799 = t795 - t798
+        del t795, t798
         c800 = k[172]
         t801 = y * t679
+        del t679
         t802 = c800 * t801
+        del t801
         c803 = k[173]
         t804 = t4 * t559
+        del t559
         t805 = c803 * t804
+        del t804
         t806 = t802 - t805
+        del t802, t805
         c807 = k[174]
         t808 = y * t684
+        del t684
         t809 = c807 * t808
+        del t808
         c810 = k[175]
         t811 = t4 * t566
+        del t566
         t812 = c810 * t811
+        del t811
         t813 = t809 - t812
+        del t809, t812
         c814 = k[176]
         t815 = y * t691
+        del t691
         t816 = c814 * t815
+        del t815
         c817 = k[177]
         t818 = t4 * t573
+        del t573
         t819 = c817 * t818
+        del t818
         t820 = t816 - t819
+        del t816, t819
         c821 = k[178]
         t822 = y * t696
+        del t696
         t823 = c821 * t822
+        del t822
         t824 = t4 * t579
+        del t579
         t825 = c345 * t824
+        del t824
         t826 = t823 - t825
+        del t823, t825
         c827 = k[179]
         t828 = y * t701
+        del t701
         t829 = c827 * t828
+        del t828
         c830 = k[180]
         t831 = t4 * t586
+        del t586
         t832 = c830 * t831
+        del t831
         t833 = t829 - t832
+        del t829, t832
         c834 = k[181]
         t835 = y * t708
+        del t708
         t836 = c834 * t835
+        del t835
         t837 = t4 * t592
+        del t592
         t838 = c459 * t837
+        del t837
         t839 = t836 - t838
+        del t836, t838
         c840 = k[182]
         t841 = y * t714
+        del t714
         t842 = c840 * t841
+        del t841
         c843 = k[183]
         t844 = t4 * t599
+        del t599
         t845 = c843 * t844
+        del t844
         t846 = t842 - t845
+        del t842, t845
         c847 = k[184]
         t848 = y * t721
+        del t721
         t849 = c847 * t848
+        del t848
         t850 = t4 * t605
+        del t605
         t851 = c587 * t850
+        del t850
         t852 = t849 - t851
+        del t849, t851
         c853 = k[185]
         t854 = y * t727
+        del t727
         t855 = c853 * t854
+        del t854
         c856 = k[186]
         t857 = t4 * t607
+        del t607
         t858 = c856 * t857
+        del t857
         t859 = t855 - t858
+        del t855, t858
         c860 = k[187]
         t861 = y * t729
+        del t729
         t862 = c860 * t861
+        del t861
         t863 = t4 * c606
+        del t4
         t864 = c722 * t863
+        del t863
         t865 = t862 - t864
+        del t862, t864
         c866 = k[188]
         t867 = c866 * y
         c868 = k[189]
         t869 = c866 * t792
+        del t792
         t870 = c868 * t869
+        del t869
         c871 = k[190]
         t872 = t867 * t665
+        del t665
         t873 = c871 * t872
+        del t872
         c874 = k[191]
         t875 = t865 * t545
+        del t545
         t876 = c874 * t875
+        del t875
         c877 = k[192]
         t878 = t859 * t437
+        del t437
         t879 = c877 * t878
+        del t878
         c880 = k[193]
         t881 = t852 * t344
+        del t344
         t882 = c880 * t881
+        del t881
         c883 = k[194]
         t884 = t846 * t259
+        del t259
         t885 = c883 * t884
+        del t884
         c886 = k[195]
         t887 = t839 * t186
+        del t186
         t888 = c886 * t887
+        del t887
         c889 = k[196]
         t890 = t833 * t125
+        del t125
         t891 = c889 * t890
+        del t890
         c892 = k[197]
         t893 = t826 * t75
+        del t75
         t894 = c892 * t893
+        del t893
         c895 = k[198]
         t896 = t820 * t38
+        del t38
         t897 = c895 * t896
+        del t896
         c898 = k[199]
         t899 = t813 * t13
+        del t13
         t900 = c898 * t899
+        del t899
         c901 = k[200]
         t902 = t806 * x
         t903 = c901 * t902
+        del t902
         c904 = k[201]
         t905 = c904 * t799
+        del t799
         t906 = t806 * z
+        del t806
         t907 = c901 * t906
+        del t906
         t908 = t813 * t11
+        del t11, t813
         t909 = c898 * t908
+        del t908
         t910 = t820 * t35
+        del t35, t820
         t911 = c895 * t910
+        del t910
         t912 = t826 * t72
+        del t72, t826
         t913 = c892 * t912
+        del t912
         t914 = t833 * t122
+        del t122, t833
         t915 = c889 * t914
+        del t914
         t916 = t839 * t183
+        del t183, t839
         t917 = c886 * t916
+        del t916
         t918 = t846 * t256
+        del t256, t846
         t919 = c883 * t918
+        del t918
         t920 = t852 * t341
+        del t341, t852
         t921 = c880 * t920
+        del t920
         t922 = t859 * t434
+        del t434, t859
         t923 = c877 * t922
+        del t922
         t924 = t865 * t542
+        del t542, t865
         t925 = c874 * t924
+        del t924
         t926 = t867 * t662
+        del t662, t867
         t927 = c871 * t926
+        del t926
         t928 = c866 * t789
+        del t789
         t929 = c868 * t928
-        for i, li in enumerate(ls):
-            if li == 12:
-                o = offs[i]
-                cols[o + 0] = t870
-                cols[o + 1] = t873
-                cols[o + 2] = t876
-                cols[o + 3] = t879
-                cols[o + 4] = t882
-                cols[o + 5] = t885
-                cols[o + 6] = t888
-                cols[o + 7] = t891
-                cols[o + 8] = t894
-                cols[o + 9] = t897
-                cols[o + 10] = t900
-                cols[o + 11] = t903
-                cols[o + 12] = t905
-                cols[o + 13] = t907
-                cols[o + 14] = t909
-                cols[o + 15] = t911
-                cols[o + 16] = t913
-                cols[o + 17] = t915
-                cols[o + 18] = t917
-                cols[o + 19] = t919
-                cols[o + 20] = t921
-                cols[o + 21] = t923
-                cols[o + 22] = t925
-                cols[o + 23] = t927
-                cols[o + 24] = t929
+        del t928
+        for o in at[12]:
+            cols[o + 0] = t870
+            cols[o + 1] = t873
+            cols[o + 2] = t876
+            cols[o + 3] = t879
+            cols[o + 4] = t882
+            cols[o + 5] = t885
+            cols[o + 6] = t888
+            cols[o + 7] = t891
+            cols[o + 8] = t894
+            cols[o + 9] = t897
+            cols[o + 10] = t900
+            cols[o + 11] = t903
+            cols[o + 12] = t905
+            cols[o + 13] = t907
+            cols[o + 14] = t909
+            cols[o + 15] = t911
+            cols[o + 16] = t913
+            cols[o + 17] = t915
+            cols[o + 18] = t917
+            cols[o + 19] = t919
+            cols[o + 20] = t921
+            cols[o + 21] = t923
+            cols[o + 22] = t925
+            cols[o + 23] = t927
+            cols[o + 24] = t929
+        del t870, t873, t876, t879, t882, t885, t888, t891, t894, t897, t900, t903, t905, t907, t909, t911, t913, t915, t917, t919, t921, t923, t925, t927, t929
 
-    return torch.stack(cols, dim=-1)
+    return _stack(cols, None if out is None else out[0])
 
 
 
-def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int) -> Tensor:
-    """dL/dxyz (N, 3) from dL/dY (N, dim)."""
+def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int,
+             out: Optional[Tuple[Tensor]] = None) -> Tensor:
+    """dL/dxyz (N, 3) from dL/dY (N, dim); written into out[0] (N, 3) when given."""
     lmax = max(ls)
+    at = _at(ls, offs)
     k = _table(normalization, xyz.dtype == torch.float64)
     x, y, z, d, clamped = _direction(xyz, normalize, k[0])
+    gs = _rows(grad, x.dtype)
     zero = torch.zeros_like(x)
-    vx = vy = vz = zero
+    vx, vy, vz = torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(x)
 
     if lmax >= 0:
         c9 = k[202]
-        for i, li in enumerate(ls):
-            if li == 0:
-                o = offs[i]
-                g = grad[:, o + 0]
+        for o in at[0]:
+            g = gs[o + 0]
     if lmax >= 1:
         c10 = k[203]
         t11 = c10 * x
+        del t11
         t12 = c10 * y
+        del t12
         t13 = c10 * z
-        for i, li in enumerate(ls):
-            if li == 1:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * c10
-                g = grad[:, o + 1]
-                vy = vy + g * c10
-                g = grad[:, o + 2]
-                vz = vz + g * c10
+        del t13
+        for o in at[1]:
+            g = gs[o + 0]
+            vx.add_(g * c10)
+            g = gs[o + 1]
+            vy.add_(g * c10)
+            g = gs[o + 2]
+            vz.add_(g * c10)
     if lmax >= 2:
         t1 = z + z
         t2 = z * z
@@ -1220,22 +1700,30 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t6 = y + y
         t7 = y * y
         t8 = t5 + t7
+        del t5
         t14 = -t3
         t15 = t2 - t4
+        del t2, t4
         t16 = z * x
         t17 = t16 + t16
+        del t16
         c18 = k[204]
         t19 = c18 * t6
         t20 = c18 * t7
+        del t7
         c21 = k[205]
         t22 = c21 * t3
         t23 = c21 * t6
         t24 = c21 * t1
         t25 = c21 * t8
         t26 = -t22
+        del t22
         t27 = t19 - t23
+        del t23
         t28 = -t24
+        del t24
         t29 = t20 - t25
+        del t20, t25
         c30 = k[206]
         t31 = c30 * y
         c32 = k[207]
@@ -1245,44 +1733,51 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t36 = c32 * t33
         t37 = c32 * t34
         t38 = c32 * t35
+        del t35, t38
         c39 = k[208]
         t40 = c30 * x
         t41 = t31 * x
         t42 = c39 * t31
         t43 = c39 * t40
+        del t40
         t44 = c39 * t41
+        del t41, t44
         c45 = k[209]
         t46 = c45 * t26
         t47 = c45 * t27
         t48 = c45 * t28
         t49 = c45 * t29
+        del t49
         t50 = c30 * z
         t51 = t31 * z
         t52 = c39 * t50
+        del t50
         t53 = c39 * t51
+        del t51, t53
         t54 = c30 * t14
         t55 = c30 * t15
         t56 = c32 * t54
+        del t54
         t57 = c32 * t55
-        for i, li in enumerate(ls):
-            if li == 2:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t36
-                vz = vz + g * t37
-                g = grad[:, o + 1]
-                vx = vx + g * t42
-                vy = vy + g * t43
-                g = grad[:, o + 2]
-                vx = vx + g * t46
-                vy = vy + g * t47
-                vz = vz + g * t48
-                g = grad[:, o + 3]
-                vy = vy + g * t52
-                vz = vz + g * t42
-                g = grad[:, o + 4]
-                vx = vx + g * t56
-                vz = vz + g * t36
+        del t55, t57
+        for o in at[2]:
+            g = gs[o + 0]
+            vx.add_(g * t36)
+            vz.add_(g * t37)
+            g = gs[o + 1]
+            vx.add_(g * t42)
+            vy.add_(g * t43)
+            g = gs[o + 2]
+            vx.add_(g * t46)
+            vy.add_(g * t47)
+            vz.add_(g * t48)
+            g = gs[o + 3]
+            vy.add_(g * t52)
+            vz.add_(g * t42)
+            g = gs[o + 4]
+            vx.add_(g * t56)
+            vz.add_(g * t36)
+        del t36, t37, t42, t43, t46, t47, t48, t52, t56
     if lmax >= 3:
         t58 = z * t14
         t59 = z * t1
@@ -1293,53 +1788,81 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t64 = x * t3
         t65 = x * t17
         t66 = t58 - t63
+        del t58, t63
         t67 = t60 - t64
+        del t60, t64
         t68 = t61 - t65
+        del t61, t65
         t69 = z * t3
         t70 = t17 + t69
+        del t69
         t71 = z * t17
         t72 = x * t14
         t73 = t15 + t72
+        del t72
         t74 = x * t15
         t75 = t71 + t74
+        del t71, t74
         t76 = t59 + t73
+        del t59, t73
         t77 = t70 + t62
+        del t62, t70
         c78 = k[210]
         t79 = y * t26
         t80 = y * t27
         t81 = t29 + t80
+        del t80
         t82 = y * t28
         t83 = y * t29
         t84 = c78 * t79
+        del t79
         t85 = c78 * t81
+        del t81
         t86 = c78 * t82
+        del t82
         t87 = c78 * t83
+        del t83
         c88 = k[211]
         t89 = t3 * y
         t90 = t6 * y
         t91 = t90 + t8
+        del t90
         t92 = t1 * y
         t93 = t8 * y
         t94 = c88 * t89
+        del t89
         t95 = c88 * t91
+        del t91
         t96 = c88 * t92
+        del t92
         t97 = c88 * t93
+        del t93
         t98 = t84 - t94
+        del t84, t94
         t99 = t85 - t95
+        del t85, t95
         t100 = t86 - t96
+        del t86, t96
         t101 = t87 - t97
+        del t87, t97
         c102 = k[212]
         t103 = t31 + t31
         t104 = y * t31
         t105 = c102 * t103
+        del t103
         t106 = c102 * t104
+        del t104
         t107 = c18 * t3
         t108 = c18 * t1
         t109 = c18 * t8
         t110 = -t107
+        del t107
         t111 = t105 - t19
+        del t19, t105
         t112 = -t108
+        del t108
         t113 = t106 - t109
+        del t106, t109
         c114 = k[213]
         t115 = c114 * y
         c116 = k[214]
@@ -1347,8 +1870,11 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t118 = c114 * t77
         t119 = c114 * t75
         t120 = c116 * t117
+        del t117
         t121 = c116 * t118
+        del t118
         t122 = c116 * t119
+        del t119, t122
         c123 = k[215]
         t124 = t115 * t1
         t125 = c114 * t17
@@ -1356,164 +1882,237 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t127 = t115 * t17
         t128 = c123 * t124
         t129 = c123 * t125
+        del t125
         t130 = c123 * t126
         t131 = c123 * t127
+        del t127, t131
         c132 = k[216]
         t133 = t110 * x
         t134 = t133 + t113
+        del t133
         t135 = t111 * x
         t136 = t112 * x
         t137 = t113 * x
         t138 = c132 * t134
+        del t134
         t139 = c132 * t135
+        del t135
         t140 = c132 * t136
+        del t136
         t141 = c132 * t137
+        del t137, t141
         c142 = k[217]
         t143 = c142 * t98
         t144 = c142 * t99
         t145 = c142 * t100
         t146 = c142 * t101
+        del t146
         t147 = t110 * z
         t148 = t111 * z
         t149 = t112 * z
         t150 = t149 + t113
+        del t149
         t151 = t113 * z
         t152 = c132 * t147
+        del t147
         t153 = c132 * t148
+        del t148
         t154 = c132 * t150
+        del t150
         t155 = c132 * t151
+        del t151, t155
         t156 = t115 * t14
         t157 = c114 * t15
         t158 = t115 * t15
         t159 = c123 * t156
+        del t156
         t160 = c123 * t157
+        del t157
         t161 = c123 * t158
+        del t158, t161
         t162 = c114 * t66
         t163 = c114 * t67
         t164 = c114 * t68
         t165 = c116 * t162
+        del t162
         t166 = c116 * t163
+        del t163
         t167 = c116 * t164
-        for i, li in enumerate(ls):
-            if li == 3:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t120
-                vz = vz + g * t121
-                g = grad[:, o + 1]
-                vx = vx + g * t128
-                vy = vy + g * t129
-                vz = vz + g * t130
-                g = grad[:, o + 2]
-                vx = vx + g * t138
-                vy = vy + g * t139
-                vz = vz + g * t140
-                g = grad[:, o + 3]
-                vx = vx + g * t143
-                vy = vy + g * t144
-                vz = vz + g * t145
-                g = grad[:, o + 4]
-                vx = vx + g * t152
-                vy = vy + g * t153
-                vz = vz + g * t154
-                g = grad[:, o + 5]
-                vx = vx + g * t159
-                vy = vy + g * t160
-                vz = vz + g * t128
-                g = grad[:, o + 6]
-                vx = vx + g * t165
-                vz = vz + g * t166
+        del t164, t167
+        for o in at[3]:
+            g = gs[o + 0]
+            vx.add_(g * t120)
+            vz.add_(g * t121)
+            g = gs[o + 1]
+            vx.add_(g * t128)
+            vy.add_(g * t129)
+            vz.add_(g * t130)
+            g = gs[o + 2]
+            vx.add_(g * t138)
+            vy.add_(g * t139)
+            vz.add_(g * t140)
+            g = gs[o + 3]
+            vx.add_(g * t143)
+            vy.add_(g * t144)
+            vz.add_(g * t145)
+            g = gs[o + 4]
+            vx.add_(g * t152)
+            vy.add_(g * t153)
+            vz.add_(g * t154)
+            g = gs[o + 5]
+            vx.add_(g * t159)
+            vy.add_(g * t160)
+            vz.add_(g * t128)
+            g = gs[o + 6]
+            vx.add_(g * t165)
+            vz.add_(g * t166)
+        del t120, t121, t128, t129, t130, t138, t139, t140, t143, t144, t145, t152, t153, t154, t159, t160, t165, t166
     if lmax >= 4:
         t168 = z * t66
         t169 = z * t67
         t170 = t68 + t169
+        del t169
         t171 = z * t68
         t172 = x * t76
         t173 = t75 + t172
+        del t172
         t174 = x * t77
         t175 = x * t75
         t176 = t168 - t173
+        del t168, t173
         t177 = t170 - t174
+        del t170, t174
         t178 = t171 - t175
+        del t171, t175
         t179 = z * t76
         t180 = z * t77
         t181 = t75 + t180
+        del t180
         t182 = z * t75
         t183 = x * t66
         t184 = t68 + t183
+        del t183
         t185 = x * t67
         t186 = x * t68
         t187 = t182 + t186
+        del t182, t186
         t188 = t179 + t184
+        del t179, t184
         t189 = t181 + t185
+        del t181, t185
         c190 = k[218]
         t191 = y * t98
         t192 = y * t99
         t193 = t101 + t192
+        del t192
         t194 = y * t100
         t195 = y * t101
         t196 = c190 * t191
+        del t191
         t197 = c190 * t193
+        del t193
         t198 = c190 * t194
+        del t194
         t199 = c190 * t195
+        del t195
         c200 = k[219]
         t201 = t3 * t29
         t202 = t8 * t26
+        del t26
         t203 = t201 + t202
+        del t201, t202
         t204 = t6 * t29
         t205 = t8 * t27
+        del t27
         t206 = t204 + t205
+        del t204, t205
         t207 = t1 * t29
         t208 = t8 * t28
+        del t28
         t209 = t207 + t208
+        del t207, t208
         t210 = t8 * t29
+        del t29
         t211 = c200 * t203
+        del t203
         t212 = c200 * t206
+        del t206
         t213 = c200 * t209
+        del t209
         t214 = c200 * t210
+        del t210
         t215 = t196 - t211
+        del t196, t211
         t216 = t197 - t212
+        del t197, t212
         t217 = t198 - t213
+        del t198, t213
         t218 = t199 - t214
+        del t199, t214
         c219 = k[220]
         t220 = y * t110
         t221 = y * t111
         t222 = t113 + t221
+        del t221
         t223 = y * t112
         t224 = y * t113
         t225 = c219 * t220
+        del t220
         t226 = c219 * t222
+        del t222
         t227 = c219 * t223
+        del t223
         t228 = c219 * t224
+        del t224
         c229 = k[221]
         t230 = t3 * t31
         t231 = t6 * t31
         t232 = t8 * c30
         t233 = t231 + t232
+        del t231
         t234 = t1 * t31
         t235 = t8 * t31
+        del t31
         t236 = c229 * t230
+        del t230
         t237 = c229 * t233
+        del t233
         t238 = c229 * t234
+        del t234
         t239 = c229 * t235
+        del t235
         t240 = t225 - t236
+        del t225, t236
         t241 = t226 - t237
+        del t226, t237
         t242 = t227 - t238
+        del t227, t238
         t243 = t228 - t239
+        del t228, t239
         c244 = k[222]
         t245 = t115 + t115
         t246 = y * t115
         t247 = c244 * t245
+        del t245
         t248 = c244 * t246
+        del t246
         t249 = t6 * c30
         t250 = c102 * t34
+        del t34
         t251 = c102 * t249
+        del t249
         t252 = c102 * t33
+        del t33
         t253 = c102 * t232
+        del t232
         t254 = -t250
+        del t250
         t255 = t247 - t251
+        del t247, t251
         t256 = -t252
+        del t252
         t257 = t248 - t253
+        del t248, t253
         c258 = k[223]
         t259 = c258 * y
         c260 = k[224]
@@ -1521,235 +2120,346 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t262 = c258 * t189
         t263 = c258 * t187
         t264 = c260 * t261
+        del t261
         t265 = c260 * t262
+        del t262
         t266 = c260 * t263
+        del t263, t266
         c267 = k[225]
         t268 = t259 * t76
         t269 = c258 * t75
         t270 = t259 * t77
         t271 = t259 * t75
         t272 = c267 * t268
+        del t268
         t273 = c267 * t269
+        del t269
         t274 = c267 * t270
+        del t270
         t275 = c267 * t271
+        del t271, t275
         c276 = k[226]
         t277 = t254 * t17
         t278 = t257 * t1
         t279 = t277 + t278
+        del t277
         t280 = t255 * t17
         t281 = t256 * t17
         t282 = t257 * t3
         t283 = t281 + t282
+        del t281
         t284 = t257 * t17
         t285 = c276 * t279
+        del t279
         t286 = c276 * t280
+        del t280
         t287 = c276 * t283
+        del t283
         t288 = c276 * t284
+        del t284, t288
         c289 = k[227]
         t290 = t240 * x
         t291 = t290 + t243
+        del t290
         t292 = t241 * x
         t293 = t242 * x
         t294 = t243 * x
         t295 = c289 * t291
+        del t291
         t296 = c289 * t292
+        del t292
         t297 = c289 * t293
+        del t293
         t298 = c289 * t294
+        del t294, t298
         c299 = k[228]
         t300 = c299 * t215
         t301 = c299 * t216
         t302 = c299 * t217
         t303 = c299 * t218
+        del t303
         t304 = t240 * z
         t305 = t241 * z
         t306 = t242 * z
         t307 = t306 + t243
+        del t306
         t308 = t243 * z
         t309 = c289 * t304
+        del t304
         t310 = c289 * t305
+        del t305
         t311 = c289 * t307
+        del t307
         t312 = c289 * t308
+        del t308, t312
         t313 = t254 * t15
         t314 = t257 * t14
         t315 = t313 + t314
+        del t313, t314
         t316 = t255 * t15
         t317 = t256 * t15
         t318 = t317 + t278
+        del t317
         t319 = t257 * t15
         t320 = c276 * t315
+        del t315
         t321 = c276 * t316
+        del t316
         t322 = c276 * t318
+        del t318
         t323 = c276 * t319
+        del t319, t323
         t324 = t259 * t66
         t325 = c258 * t68
         t326 = t259 * t67
         t327 = t259 * t68
         t328 = c267 * t324
+        del t324
         t329 = c267 * t325
+        del t325
         t330 = c267 * t326
+        del t326
         t331 = c267 * t327
+        del t327, t331
         t332 = c258 * t176
         t333 = c258 * t177
         t334 = c258 * t178
         t335 = c260 * t332
+        del t332
         t336 = c260 * t333
+        del t333
         t337 = c260 * t334
-        for i, li in enumerate(ls):
-            if li == 4:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t264
-                vz = vz + g * t265
-                g = grad[:, o + 1]
-                vx = vx + g * t272
-                vy = vy + g * t273
-                vz = vz + g * t274
-                g = grad[:, o + 2]
-                vx = vx + g * t285
-                vy = vy + g * t286
-                vz = vz + g * t287
-                g = grad[:, o + 3]
-                vx = vx + g * t295
-                vy = vy + g * t296
-                vz = vz + g * t297
-                g = grad[:, o + 4]
-                vx = vx + g * t300
-                vy = vy + g * t301
-                vz = vz + g * t302
-                g = grad[:, o + 5]
-                vx = vx + g * t309
-                vy = vy + g * t310
-                vz = vz + g * t311
-                g = grad[:, o + 6]
-                vx = vx + g * t320
-                vy = vy + g * t321
-                vz = vz + g * t322
-                g = grad[:, o + 7]
-                vx = vx + g * t328
-                vy = vy + g * t329
-                vz = vz + g * t330
-                g = grad[:, o + 8]
-                vx = vx + g * t335
-                vz = vz + g * t336
+        del t334, t337
+        for o in at[4]:
+            g = gs[o + 0]
+            vx.add_(g * t264)
+            vz.add_(g * t265)
+            g = gs[o + 1]
+            vx.add_(g * t272)
+            vy.add_(g * t273)
+            vz.add_(g * t274)
+            g = gs[o + 2]
+            vx.add_(g * t285)
+            vy.add_(g * t286)
+            vz.add_(g * t287)
+            g = gs[o + 3]
+            vx.add_(g * t295)
+            vy.add_(g * t296)
+            vz.add_(g * t297)
+            g = gs[o + 4]
+            vx.add_(g * t300)
+            vy.add_(g * t301)
+            vz.add_(g * t302)
+            g = gs[o + 5]
+            vx.add_(g * t309)
+            vy.add_(g * t310)
+            vz.add_(g * t311)
+            g = gs[o + 6]
+            vx.add_(g * t320)
+            vy.add_(g * t321)
+            vz.add_(g * t322)
+            g = gs[o + 7]
+            vx.add_(g * t328)
+            vy.add_(g * t329)
+            vz.add_(g * t330)
+            g = gs[o + 8]
+            vx.add_(g * t335)
+            vz.add_(g * t336)
+        del t264, t265, t272, t273, t274, t285, t286, t287, t295, t296, t297, t300, t301, t302, t309, t310, t311, t320, t321, t322, t328, t329, t330, t335, t336
     if lmax >= 5:
         t338 = z * t176
         t339 = z * t177
         t340 = t178 + t339
+        del t339
         t341 = z * t178
         t342 = x * t188
         t343 = t187 + t342
+        del t342
         t344 = x * t189
         t345 = x * t187
         t346 = t338 - t343
+        del t338, t343
         t347 = t340 - t344
+        del t340, t344
         t348 = t341 - t345
+        del t341, t345
         t349 = z * t188
         t350 = z * t189
         t351 = t187 + t350
+        del t350
         t352 = z * t187
         t353 = x * t176
         t354 = t178 + t353
+        del t353
         t355 = x * t177
         t356 = x * t178
         t357 = t352 + t356
+        del t352, t356
         t358 = t349 + t354
+        del t349, t354
         t359 = t351 + t355
+        del t351, t355
         c360 = k[229]
         t361 = y * t215
         t362 = y * t216
         t363 = t218 + t362
+        del t362
         t364 = y * t217
         t365 = y * t218
         t366 = c360 * t361
+        del t361
         t367 = c360 * t363
+        del t363
         t368 = c360 * t364
+        del t364
         t369 = c360 * t365
+        del t365
         c370 = k[230]
         t371 = t3 * t101
         t372 = t8 * t98
+        del t98
         t373 = t371 + t372
+        del t371, t372
         t374 = t6 * t101
         t375 = t8 * t99
+        del t99
         t376 = t374 + t375
+        del t374, t375
         t377 = t1 * t101
         t378 = t8 * t100
+        del t100
         t379 = t377 + t378
+        del t377, t378
         t380 = t8 * t101
+        del t101
         t381 = c370 * t373
+        del t373
         t382 = c370 * t376
+        del t376
         t383 = c370 * t379
+        del t379
         t384 = c370 * t380
+        del t380
         t385 = t366 - t381
+        del t366, t381
         t386 = t367 - t382
+        del t367, t382
         t387 = t368 - t383
+        del t368, t383
         t388 = t369 - t384
+        del t369, t384
         c389 = k[231]
         t390 = y * t240
         t391 = y * t241
         t392 = t243 + t391
+        del t391
         t393 = y * t242
         t394 = y * t243
         t395 = c389 * t390
+        del t390
         t396 = c389 * t392
+        del t392
         t397 = c389 * t393
+        del t393
         t398 = c389 * t394
+        del t394
         c399 = k[232]
         t400 = t3 * t113
         t401 = t8 * t110
+        del t110
         t402 = t400 + t401
+        del t400, t401
         t403 = t6 * t113
         t404 = t8 * t111
+        del t111
         t405 = t403 + t404
+        del t403, t404
         t406 = t1 * t113
         t407 = t8 * t112
+        del t112
         t408 = t406 + t407
+        del t406, t407
         t409 = t8 * t113
+        del t113
         t410 = c399 * t402
+        del t402
         t411 = c399 * t405
+        del t405
         t412 = c399 * t408
+        del t408
         t413 = c399 * t409
+        del t409
         t414 = t395 - t410
+        del t395, t410
         t415 = t396 - t411
+        del t396, t411
         t416 = t397 - t412
+        del t397, t412
         t417 = t398 - t413
+        del t398, t413
         t418 = y * t254
         t419 = y * t255
         t420 = t257 + t419
+        del t419
         t421 = y * t256
         t422 = y * t257
         t423 = c30 * t418
+        del t418
         t424 = c30 * t420
+        del t420
         t425 = c30 * t421
+        del t421
         t426 = c30 * t422
+        del t422
         c427 = k[233]
         t428 = t6 * t115
         t429 = t8 * c114
         t430 = t428 + t429
+        del t428
         t431 = t8 * t115
+        del t115
         t432 = c427 * t126
+        del t126
         t433 = c427 * t430
+        del t430
         t434 = c427 * t124
+        del t124
         t435 = c427 * t431
+        del t431
         t436 = t423 - t432
+        del t423, t432
         t437 = t424 - t433
+        del t424, t433
         t438 = t425 - t434
+        del t425, t434
         t439 = t426 - t435
+        del t426, t435
         c440 = k[234]
         t441 = t259 + t259
         t442 = y * t259
         t443 = c440 * t441
+        del t441
         t444 = c440 * t442
+        del t442
         t445 = t3 * c114
         t446 = t6 * c114
         t447 = t1 * c114
         t448 = c244 * t445
+        del t445
         t449 = c244 * t446
+        del t446
         t450 = c244 * t447
+        del t447
         t451 = c244 * t429
+        del t429
         t452 = -t448
+        del t448
         t453 = t443 - t449
+        del t443, t449
         t454 = -t450
+        del t450
         t455 = t444 - t451
+        del t444, t451
         c456 = k[235]
         t457 = c456 * y
         c458 = k[236]
@@ -1757,297 +2467,440 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t460 = c456 * t359
         t461 = c456 * t357
         t462 = c458 * t459
+        del t459
         t463 = c458 * t460
+        del t460
         t464 = c458 * t461
+        del t461, t464
         c465 = k[237]
         t466 = t457 * t188
         t467 = c456 * t187
         t468 = t457 * t189
         t469 = t457 * t187
         t470 = c465 * t466
+        del t466
         t471 = c465 * t467
+        del t467
         t472 = c465 * t468
+        del t468
         t473 = c465 * t469
+        del t469, t473
         c474 = k[238]
         t475 = t452 * t75
         t476 = t455 * t76
         t477 = t475 + t476
+        del t475, t476
         t478 = t453 * t75
         t479 = t454 * t75
         t480 = t455 * t77
         t481 = t479 + t480
+        del t479, t480
         t482 = t455 * t75
         t483 = c474 * t477
+        del t477
         t484 = c474 * t478
+        del t478
         t485 = c474 * t481
+        del t481
         t486 = c474 * t482
+        del t482, t486
         c487 = k[239]
         t488 = t436 * t17
         t489 = t439 * t1
         t490 = t488 + t489
+        del t488
         t491 = t437 * t17
         t492 = t438 * t17
         t493 = t439 * t3
         t494 = t492 + t493
+        del t492
         t495 = t439 * t17
         t496 = c487 * t490
+        del t490
         t497 = c487 * t491
+        del t491
         t498 = c487 * t494
+        del t494
         t499 = c487 * t495
+        del t495, t499
         c500 = k[240]
         t501 = t414 * x
         t502 = t501 + t417
+        del t501
         t503 = t415 * x
         t504 = t416 * x
         t505 = t417 * x
         t506 = c500 * t502
+        del t502
         t507 = c500 * t503
+        del t503
         t508 = c500 * t504
+        del t504
         t509 = c500 * t505
+        del t505, t509
         c510 = k[241]
         t511 = c510 * t385
         t512 = c510 * t386
         t513 = c510 * t387
         t514 = c510 * t388
+        del t514
         t515 = t414 * z
         t516 = t415 * z
         t517 = t416 * z
         t518 = t517 + t417
+        del t517
         t519 = t417 * z
         t520 = c500 * t515
+        del t515
         t521 = c500 * t516
+        del t516
         t522 = c500 * t518
+        del t518
         t523 = c500 * t519
+        del t519, t523
         t524 = t436 * t15
         t525 = t439 * t14
         t526 = t524 + t525
+        del t524, t525
         t527 = t437 * t15
         t528 = t438 * t15
         t529 = t528 + t489
+        del t528
         t530 = t439 * t15
         t531 = c487 * t526
+        del t526
         t532 = c487 * t527
+        del t527
         t533 = c487 * t529
+        del t529
         t534 = c487 * t530
+        del t530, t534
         t535 = t452 * t68
         t536 = t455 * t66
         t537 = t535 + t536
+        del t535, t536
         t538 = t453 * t68
         t539 = t454 * t68
         t540 = t455 * t67
         t541 = t539 + t540
+        del t539, t540
         t542 = t455 * t68
         t543 = c474 * t537
+        del t537
         t544 = c474 * t538
+        del t538
         t545 = c474 * t541
+        del t541
         t546 = c474 * t542
+        del t542, t546
         t547 = t457 * t176
         t548 = c456 * t178
         t549 = t457 * t177
         t550 = t457 * t178
         t551 = c465 * t547
+        del t547
         t552 = c465 * t548
+        del t548
         t553 = c465 * t549
+        del t549
         t554 = c465 * t550
+        del t550, t554
         t555 = c456 * t346
         t556 = c456 * t347
         t557 = c456 * t348
         t558 = c458 * t555
+        del t555
         t559 = c458 * t556
+        del t556
         t560 = c458 * t557
-        for i, li in enumerate(ls):
-            if li == 5:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t462
-                vz = vz + g * t463
-                g = grad[:, o + 1]
-                vx = vx + g * t470
-                vy = vy + g * t471
-                vz = vz + g * t472
-                g = grad[:, o + 2]
-                vx = vx + g * t483
-                vy = vy + g * t484
-                vz = vz + g * t485
-                g = grad[:, o + 3]
-                vx = vx + g * t496
-                vy = vy + g * t497
-                vz = vz + g * t498
-                g = grad[:, o + 4]
-                vx = vx + g * t506
-                vy = vy + g * t507
-                vz = vz + g * t508
-                g = grad[:, o + 5]
-                vx = vx + g * t511
-                vy = vy + g * t512
-                vz = vz + g * t513
-                g = grad[:, o + 6]
-                vx = vx + g * t520
-                vy = vy + g * t521
-                vz = vz + g * t522
-                g = grad[:, o + 7]
-                vx = vx + g * t531
-                vy = vy + g * t532
-                vz = vz + g * t533
-                g = grad[:, o + 8]
-                vx = vx + g * t543
-                vy = vy + g * t544
-                vz = vz + g * t545
-                g = grad[:, o + 9]
-                vx = vx + g * t551
-                vy = vy + g * t552
-                vz = vz + g * t553
-                g = grad[:, o + 10]
-                vx = vx + g * t558
-                vz = vz + g * t559
+        del t557, t560
+        for o in at[5]:
+            g = gs[o + 0]
+            vx.add_(g * t462)
+            vz.add_(g * t463)
+            g = gs[o + 1]
+            vx.add_(g * t470)
+            vy.add_(g * t471)
+            vz.add_(g * t472)
+            g = gs[o + 2]
+            vx.add_(g * t483)
+            vy.add_(g * t484)
+            vz.add_(g * t485)
+            g = gs[o + 3]
+            vx.add_(g * t496)
+            vy.add_(g * t497)
+            vz.add_(g * t498)
+            g = gs[o + 4]
+            vx.add_(g * t506)
+            vy.add_(g * t507)
+            vz.add_(g * t508)
+            g = gs[o + 5]
+            vx.add_(g * t511)
+            vy.add_(g * t512)
+            vz.add_(g * t513)
+            g = gs[o + 6]
+            vx.add_(g * t520)
+            vy.add_(g * t521)
+            vz.add_(g * t522)
+            g = gs[o + 7]
+            vx.add_(g * t531)
+            vy.add_(g * t532)
+            vz.add_(g * t533)
+            g = gs[o + 8]
+            vx.add_(g * t543)
+            vy.add_(g * t544)
+            vz.add_(g * t545)
+            g = gs[o + 9]
+            vx.add_(g * t551)
+            vy.add_(g * t552)
+            vz.add_(g * t553)
+            g = gs[o + 10]
+            vx.add_(g * t558)
+            vz.add_(g * t559)
+        del t462, t463, t470, t471, t472, t483, t484, t485, t496, t497, t498, t506, t507, t508, t511, t512, t513, t520, t521, t522, t531, t532, t533, t543, t544, t545, t551, t552, t553, t558, t559
     if lmax >= 6:
         t561 = z * t346
         t562 = z * t347
         t563 = t348 + t562
+        del t562
         t564 = z * t348
         t565 = x * t358
         t566 = t357 + t565
+        del t565
         t567 = x * t359
         t568 = x * t357
         t569 = t561 - t566
+        del t561, t566
         t570 = t563 - t567
+        del t563, t567
         t571 = t564 - t568
+        del t564, t568
         t572 = z * t358
         t573 = z * t359
         t574 = t357 + t573
+        del t573
         t575 = z * t357
         t576 = x * t346
         t577 = t348 + t576
+        del t576
         t578 = x * t347
         t579 = x * t348
         t580 = t575 + t579
+        del t575, t579
         t581 = t572 + t577
+        del t572, t577
         t582 = t574 + t578
+        del t574, t578
         c583 = k[242]
         t584 = y * t385
         t585 = y * t386
         t586 = t388 + t585
+        del t585
         t587 = y * t387
         t588 = y * t388
         t589 = c583 * t584
+        del t584
         t590 = c583 * t586
+        del t586
         t591 = c583 * t587
+        del t587
         t592 = c583 * t588
+        del t588
         c593 = k[243]
         t594 = t3 * t218
         t595 = t8 * t215
+        del t215
         t596 = t594 + t595
+        del t594, t595
         t597 = t6 * t218
         t598 = t8 * t216
+        del t216
         t599 = t597 + t598
+        del t597, t598
         t600 = t1 * t218
         t601 = t8 * t217
+        del t217
         t602 = t600 + t601
+        del t600, t601
         t603 = t8 * t218
+        del t218
         t604 = c593 * t596
+        del t596
         t605 = c593 * t599
+        del t599
         t606 = c593 * t602
+        del t602
         t607 = c593 * t603
+        del t603
         t608 = t589 - t604
+        del t589, t604
         t609 = t590 - t605
+        del t590, t605
         t610 = t591 - t606
+        del t591, t606
         t611 = t592 - t607
+        del t592, t607
         c612 = k[244]
         t613 = y * t414
         t614 = y * t415
         t615 = t417 + t614
+        del t614
         t616 = y * t416
         t617 = y * t417
         t618 = c612 * t613
+        del t613
         t619 = c612 * t615
+        del t615
         t620 = c612 * t616
+        del t616
         t621 = c612 * t617
+        del t617
         c622 = k[245]
         t623 = t3 * t243
         t624 = t8 * t240
+        del t240
         t625 = t623 + t624
+        del t623, t624
         t626 = t6 * t243
         t627 = t8 * t241
+        del t241
         t628 = t626 + t627
+        del t626, t627
         t629 = t1 * t243
         t630 = t8 * t242
+        del t242
         t631 = t629 + t630
+        del t629, t630
         t632 = t8 * t243
+        del t243
         t633 = c622 * t625
+        del t625
         t634 = c622 * t628
+        del t628
         t635 = c622 * t631
+        del t631
         t636 = c622 * t632
+        del t632
         t637 = t618 - t633
+        del t618, t633
         t638 = t619 - t634
+        del t619, t634
         t639 = t620 - t635
+        del t620, t635
         t640 = t621 - t636
+        del t621, t636
         c641 = k[246]
         t642 = y * t436
         t643 = y * t437
         t644 = t439 + t643
+        del t643
         t645 = y * t438
         t646 = y * t439
         t647 = c641 * t642
+        del t642
         t648 = c641 * t644
+        del t644
         t649 = c641 * t645
+        del t645
         t650 = c641 * t646
+        del t646
         t651 = t8 * t254
+        del t254
         t652 = t282 + t651
+        del t282, t651
         t653 = t6 * t257
         t654 = t8 * t255
+        del t255
         t655 = t653 + t654
+        del t653, t654
         t656 = t8 * t256
+        del t256
         t657 = t278 + t656
+        del t278, t656
         t658 = t8 * t257
+        del t257
         t659 = c190 * t652
+        del t652
         t660 = c190 * t655
+        del t655
         t661 = c190 * t657
+        del t657
         t662 = c190 * t658
+        del t658
         t663 = t647 - t659
+        del t647, t659
         t664 = t648 - t660
+        del t648, t660
         t665 = t649 - t661
+        del t649, t661
         t666 = t650 - t662
+        del t650, t662
         c667 = k[247]
         t668 = y * t452
         t669 = y * t453
         t670 = t455 + t669
+        del t669
         t671 = y * t454
         t672 = y * t455
         t673 = c667 * t668
+        del t668
         t674 = c667 * t670
+        del t670
         t675 = c667 * t671
+        del t671
         t676 = c667 * t672
+        del t672
         c677 = k[248]
         t678 = t3 * t259
         t679 = t6 * t259
         t680 = t8 * c258
         t681 = t679 + t680
+        del t679
         t682 = t1 * t259
         t683 = t8 * t259
+        del t259
         t684 = c677 * t678
+        del t678
         t685 = c677 * t681
+        del t681
         t686 = c677 * t682
+        del t682
         t687 = c677 * t683
+        del t683
         t688 = t673 - t684
+        del t673, t684
         t689 = t674 - t685
+        del t674, t685
         t690 = t675 - t686
+        del t675, t686
         t691 = t676 - t687
+        del t676, t687
         c692 = k[249]
         t693 = t457 + t457
         t694 = y * t457
         t695 = c692 * t693
+        del t693
         t696 = c692 * t694
+        del t694
         t697 = t3 * c258
         t698 = t6 * c258
         t699 = t1 * c258
         t700 = c440 * t697
+        del t697
         t701 = c440 * t698
+        del t698
         t702 = c440 * t699
+        del t699
         t703 = c440 * t680
+        del t680
         t704 = -t700
+        del t700
         t705 = t695 - t701
+        del t695, t701
         t706 = -t702
+        del t702
         t707 = t696 - t703
+        del t696, t703
         c708 = k[250]
         t709 = c708 * y
         c710 = k[251]
@@ -2055,359 +2908,534 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t712 = c708 * t582
         t713 = c708 * t580
         t714 = c710 * t711
+        del t711
         t715 = c710 * t712
+        del t712
         t716 = c710 * t713
+        del t713, t716
         c717 = k[252]
         t718 = t709 * t358
         t719 = c708 * t357
         t720 = t709 * t359
         t721 = t709 * t357
         t722 = c717 * t718
+        del t718
         t723 = c717 * t719
+        del t719
         t724 = c717 * t720
+        del t720
         t725 = c717 * t721
+        del t721, t725
         c726 = k[253]
         t727 = t704 * t187
         t728 = t707 * t188
         t729 = t727 + t728
+        del t727, t728
         t730 = t705 * t187
         t731 = t706 * t187
         t732 = t707 * t189
         t733 = t731 + t732
+        del t731, t732
         t734 = t707 * t187
         t735 = c726 * t729
+        del t729
         t736 = c726 * t730
+        del t730
         t737 = c726 * t733
+        del t733
         t738 = c726 * t734
+        del t734, t738
         c739 = k[254]
         t740 = t688 * t75
         t741 = t691 * t76
         t742 = t740 + t741
+        del t740, t741
         t743 = t689 * t75
         t744 = t690 * t75
         t745 = t691 * t77
         t746 = t744 + t745
+        del t744, t745
         t747 = t691 * t75
         t748 = c739 * t742
+        del t742
         t749 = c739 * t743
+        del t743
         t750 = c739 * t746
+        del t746
         t751 = c739 * t747
+        del t747, t751
         c752 = k[255]
         t753 = t663 * t17
         t754 = t666 * t1
         t755 = t753 + t754
+        del t753
         t756 = t664 * t17
         t757 = t665 * t17
         t758 = t666 * t3
         t759 = t757 + t758
+        del t757
         t760 = t666 * t17
         t761 = c752 * t755
+        del t755
         t762 = c752 * t756
+        del t756
         t763 = c752 * t759
+        del t759
         t764 = c752 * t760
+        del t760, t764
         c765 = k[256]
         t766 = t637 * x
         t767 = t766 + t640
+        del t766
         t768 = t638 * x
         t769 = t639 * x
         t770 = t640 * x
         t771 = c765 * t767
+        del t767
         t772 = c765 * t768
+        del t768
         t773 = c765 * t769
+        del t769
         t774 = c765 * t770
+        del t770, t774
         c775 = k[257]
         t776 = c775 * t608
         t777 = c775 * t609
         t778 = c775 * t610
         t779 = c775 * t611
+        del t779
         t780 = t637 * z
         t781 = t638 * z
         t782 = t639 * z
         t783 = t782 + t640
+        del t782
         t784 = t640 * z
         t785 = c765 * t780
+        del t780
         t786 = c765 * t781
+        del t781
         t787 = c765 * t783
+        del t783
         t788 = c765 * t784
+        del t784, t788
         t789 = t663 * t15
         t790 = t666 * t14
         t791 = t789 + t790
+        del t789, t790
         t792 = t664 * t15
         t793 = t665 * t15
         t794 = t793 + t754
+        del t793
         t795 = t666 * t15
         t796 = c752 * t791
+        del t791
         t797 = c752 * t792
+        del t792
         t798 = c752 * t794
+        del t794
         t799 = c752 * t795
+        del t795, t799
         t800 = t688 * t68
         t801 = t691 * t66
         t802 = t800 + t801
+        del t800, t801
         t803 = t689 * t68
         t804 = t690 * t68
         t805 = t691 * t67
         t806 = t804 + t805
+        del t804, t805
         t807 = t691 * t68
         t808 = c739 * t802
+        del t802
         t809 = c739 * t803
+        del t803
         t810 = c739 * t806
+        del t806
         t811 = c739 * t807
+        del t807, t811
         t812 = t704 * t178
         t813 = t707 * t176
         t814 = t812 + t813
+        del t812, t813
         t815 = t705 * t178
         t816 = t706 * t178
         t817 = t707 * t177
         t818 = t816 + t817
+        del t816, t817
         t819 = t707 * t178
         t820 = c726 * t814
+        del t814
         t821 = c726 * t815
+        del t815
         t822 = c726 * t818
+        del t818
         t823 = c726 * t819
+        del t819, t823
         t824 = t709 * t346
         t825 = c708 * t348
         t826 = t709 * t347
         t827 = t709 * t348
         t828 = c717 * t824
+        del t824
         t829 = c717 * t825
+        del t825
         t830 = c717 * t826
+        del t826
         t831 = c717 * t827
+        del t827, t831
         t832 = c708 * t569
         t833 = c708 * t570
         t834 = c708 * t571
         t835 = c710 * t832
+        del t832
         t836 = c710 * t833
+        del t833
         t837 = c710 * t834
-        for i, li in enumerate(ls):
-            if li == 6:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t714
-                vz = vz + g * t715
-                g = grad[:, o + 1]
-                vx = vx + g * t722
-                vy = vy + g * t723
-                vz = vz + g * t724
-                g = grad[:, o + 2]
-                vx = vx + g * t735
-                vy = vy + g * t736
-                vz = vz + g * t737
-                g = grad[:, o + 3]
-                vx = vx + g * t748
-                vy = vy + g * t749
-                vz = vz + g * t750
-                g = grad[:, o + 4]
-                vx = vx + g * t761
-                vy = vy + g * t762
-                vz = vz + g * t763
-                g = grad[:, o + 5]
-                vx = vx + g * t771
-                vy = vy + g * t772
-                vz = vz + g * t773
-                g = grad[:, o + 6]
-                vx = vx + g * t776
-                vy = vy + g * t777
-                vz = vz + g * t778
-                g = grad[:, o + 7]
-                vx = vx + g * t785
-                vy = vy + g * t786
-                vz = vz + g * t787
-                g = grad[:, o + 8]
-                vx = vx + g * t796
-                vy = vy + g * t797
-                vz = vz + g * t798
-                g = grad[:, o + 9]
-                vx = vx + g * t808
-                vy = vy + g * t809
-                vz = vz + g * t810
-                g = grad[:, o + 10]
-                vx = vx + g * t820
-                vy = vy + g * t821
-                vz = vz + g * t822
-                g = grad[:, o + 11]
-                vx = vx + g * t828
-                vy = vy + g * t829
-                vz = vz + g * t830
-                g = grad[:, o + 12]
-                vx = vx + g * t835
-                vz = vz + g * t836
+        del t834, t837
+        for o in at[6]:
+            g = gs[o + 0]
+            vx.add_(g * t714)
+            vz.add_(g * t715)
+            g = gs[o + 1]
+            vx.add_(g * t722)
+            vy.add_(g * t723)
+            vz.add_(g * t724)
+            g = gs[o + 2]
+            vx.add_(g * t735)
+            vy.add_(g * t736)
+            vz.add_(g * t737)
+            g = gs[o + 3]
+            vx.add_(g * t748)
+            vy.add_(g * t749)
+            vz.add_(g * t750)
+            g = gs[o + 4]
+            vx.add_(g * t761)
+            vy.add_(g * t762)
+            vz.add_(g * t763)
+            g = gs[o + 5]
+            vx.add_(g * t771)
+            vy.add_(g * t772)
+            vz.add_(g * t773)
+            g = gs[o + 6]
+            vx.add_(g * t776)
+            vy.add_(g * t777)
+            vz.add_(g * t778)
+            g = gs[o + 7]
+            vx.add_(g * t785)
+            vy.add_(g * t786)
+            vz.add_(g * t787)
+            g = gs[o + 8]
+            vx.add_(g * t796)
+            vy.add_(g * t797)
+            vz.add_(g * t798)
+            g = gs[o + 9]
+            vx.add_(g * t808)
+            vy.add_(g * t809)
+            vz.add_(g * t810)
+            g = gs[o + 10]
+            vx.add_(g * t820)
+            vy.add_(g * t821)
+            vz.add_(g * t822)
+            g = gs[o + 11]
+            vx.add_(g * t828)
+            vy.add_(g * t829)
+            vz.add_(g * t830)
+            g = gs[o + 12]
+            vx.add_(g * t835)
+            vz.add_(g * t836)
+        del t714, t715, t722, t723, t724, t735, t736, t737, t748, t749, t750, t761, t762, t763, t771, t772, t773, t776, t777, t778, t785, t786, t787, t796, t797, t798, t808, t809, t810, t820, t821, t822, t828, t829, t830, t835, t836
     if lmax >= 7:
         t838 = z * t569
         t839 = z * t570
         t840 = t571 + t839
+        del t839
         t841 = z * t571
         t842 = x * t581
         t843 = t580 + t842
+        del t842
         t844 = x * t582
         t845 = x * t580
         t846 = t838 - t843
+        del t838, t843
         t847 = t840 - t844
+        del t840, t844
         t848 = t841 - t845
+        del t841, t845
         t849 = z * t581
         t850 = z * t582
         t851 = t580 + t850
+        del t850
         t852 = z * t580
         t853 = x * t569
         t854 = t571 + t853
+        del t853
         t855 = x * t570
         t856 = x * t571
         t857 = t852 + t856
+        del t852, t856
         t858 = t849 + t854
+        del t849, t854
         t859 = t851 + t855
+        del t851, t855
         c860 = k[258]
         t861 = y * t608
         t862 = y * t609
         t863 = t611 + t862
+        del t862
         t864 = y * t610
         t865 = y * t611
         t866 = c860 * t861
+        del t861
         t867 = c860 * t863
+        del t863
         t868 = c860 * t864
+        del t864
         t869 = c860 * t865
+        del t865
         c870 = k[259]
         t871 = t3 * t388
         t872 = t8 * t385
+        del t385
         t873 = t871 + t872
+        del t871, t872
         t874 = t6 * t388
         t875 = t8 * t386
+        del t386
         t876 = t874 + t875
+        del t874, t875
         t877 = t1 * t388
         t878 = t8 * t387
+        del t387
         t879 = t877 + t878
+        del t877, t878
         t880 = t8 * t388
+        del t388
         t881 = c870 * t873
+        del t873
         t882 = c870 * t876
+        del t876
         t883 = c870 * t879
+        del t879
         t884 = c870 * t880
+        del t880
         t885 = t866 - t881
+        del t866, t881
         t886 = t867 - t882
+        del t867, t882
         t887 = t868 - t883
+        del t868, t883
         t888 = t869 - t884
+        del t869, t884
         c889 = k[260]
         t890 = y * t637
         t891 = y * t638
         t892 = t640 + t891
+        del t891
         t893 = y * t639
         t894 = y * t640
         t895 = c889 * t890
+        del t890
         t896 = c889 * t892
+        del t892
         t897 = c889 * t893
+        del t893
         t898 = c889 * t894
+        del t894
         c899 = k[261]
         t900 = t3 * t417
         t901 = t8 * t414
+        del t414
         t902 = t900 + t901
+        del t900, t901
         t903 = t6 * t417
         t904 = t8 * t415
+        del t415
         t905 = t903 + t904
+        del t903, t904
         t906 = t1 * t417
         t907 = t8 * t416
+        del t416
         t908 = t906 + t907
+        del t906, t907
         t909 = t8 * t417
+        del t417
         t910 = c899 * t902
+        del t902
         t911 = c899 * t905
+        del t905
         t912 = c899 * t908
+        del t908
         t913 = c899 * t909
+        del t909
         t914 = t895 - t910
+        del t895, t910
         t915 = t896 - t911
+        del t896, t911
         t916 = t897 - t912
+        del t897, t912
         t917 = t898 - t913
+        del t898, t913
         c918 = k[262]
         t919 = y * t663
         t920 = y * t664
         t921 = t666 + t920
+        del t920
         t922 = y * t665
         t923 = y * t666
         t924 = c918 * t919
+        del t919
         t925 = c918 * t921
+        del t921
         t926 = c918 * t922
+        del t922
         t927 = c918 * t923
+        del t923
         c928 = k[263]
         t929 = t8 * t436
+        del t436
         t930 = t493 + t929
+        del t493, t929
         t931 = t6 * t439
         t932 = t8 * t437
+        del t437
         t933 = t931 + t932
+        del t931, t932
         t934 = t8 * t438
+        del t438
         t935 = t489 + t934
+        del t489, t934
         t936 = t8 * t439
+        del t439
         t937 = c928 * t930
+        del t930
         t938 = c928 * t933
+        del t933
         t939 = c928 * t935
+        del t935
         t940 = c928 * t936
+        del t936
         t941 = t924 - t937
+        del t924, t937
         t942 = t925 - t938
+        del t925, t938
         t943 = t926 - t939
+        del t926, t939
         t944 = t927 - t940
+        del t927, t940
         c945 = k[264]
         t946 = y * t688
         t947 = y * t689
         t948 = t691 + t947
+        del t947
         t949 = y * t690
         t950 = y * t691
         t951 = c945 * t946
+        del t946
         t952 = c945 * t948
+        del t948
         t953 = c945 * t949
+        del t949
         t954 = c945 * t950
+        del t950
         t955 = t3 * t455
         t956 = t8 * t452
+        del t452
         t957 = t955 + t956
+        del t955, t956
         t958 = t6 * t455
         t959 = t8 * t453
+        del t453
         t960 = t958 + t959
+        del t958, t959
         t961 = t1 * t455
         t962 = t8 * t454
+        del t454
         t963 = t961 + t962
+        del t961, t962
         t964 = t8 * t455
+        del t455
         t965 = c389 * t957
+        del t957
         t966 = c389 * t960
+        del t960
         t967 = c389 * t963
+        del t963
         t968 = c389 * t964
+        del t964
         t969 = t951 - t965
+        del t951, t965
         t970 = t952 - t966
+        del t952, t966
         t971 = t953 - t967
+        del t953, t967
         t972 = t954 - t968
+        del t954, t968
         c973 = k[265]
         t974 = y * t704
         t975 = y * t705
         t976 = t707 + t975
+        del t975
         t977 = y * t706
         t978 = y * t707
         t979 = c973 * t974
+        del t974
         t980 = c973 * t976
+        del t976
         t981 = c973 * t977
+        del t977
         t982 = c973 * t978
+        del t978
         c983 = k[266]
         t984 = t3 * t457
         t985 = t6 * t457
         t986 = t8 * c456
         t987 = t985 + t986
+        del t985
         t988 = t1 * t457
         t989 = t8 * t457
+        del t457
         t990 = c983 * t984
+        del t984
         t991 = c983 * t987
+        del t987
         t992 = c983 * t988
+        del t988
         t993 = c983 * t989
+        del t989
         t994 = t979 - t990
+        del t979, t990
         t995 = t980 - t991
+        del t980, t991
         t996 = t981 - t992
+        del t981, t992
         t997 = t982 - t993
+        del t982, t993
         c998 = k[267]
         t999 = t709 + t709
         t1000 = y * t709
         t1001 = c998 * t999
+        del t999
         t1002 = c998 * t1000
+        del t1000
         t1003 = t3 * c456
         t1004 = t6 * c456
         t1005 = t1 * c456
         t1006 = c692 * t1003
+        del t1003
         t1007 = c692 * t1004
+        del t1004
         t1008 = c692 * t1005
+        del t1005
         t1009 = c692 * t986
+        del t986
         t1010 = -t1006
+        del t1006
         t1011 = t1001 - t1007
+        del t1001, t1007
         t1012 = -t1008
+        del t1008
         t1013 = t1002 - t1009
+        del t1002, t1009
         c1014 = k[268]
         t1015 = c1014 * y
         c1016 = k[269]
@@ -2415,417 +3443,624 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t1018 = c1014 * t859
         t1019 = c1014 * t857
         t1020 = c1016 * t1017
+        del t1017
         t1021 = c1016 * t1018
+        del t1018
         t1022 = c1016 * t1019
+        del t1019, t1022
         c1023 = k[270]
         t1024 = t1015 * t581
         t1025 = c1014 * t580
         t1026 = t1015 * t582
         t1027 = t1015 * t580
         t1028 = c1023 * t1024
+        del t1024
         t1029 = c1023 * t1025
+        del t1025
         t1030 = c1023 * t1026
+        del t1026
         t1031 = c1023 * t1027
+        del t1027, t1031
         c1032 = k[271]
         t1033 = t1010 * t357
         t1034 = t1013 * t358
         t1035 = t1033 + t1034
+        del t1033, t1034
         t1036 = t1011 * t357
         t1037 = t1012 * t357
         t1038 = t1013 * t359
         t1039 = t1037 + t1038
+        del t1037, t1038
         t1040 = t1013 * t357
         t1041 = c1032 * t1035
+        del t1035
         t1042 = c1032 * t1036
+        del t1036
         t1043 = c1032 * t1039
+        del t1039
         t1044 = c1032 * t1040
+        del t1040, t1044
         c1045 = k[272]
         t1046 = t994 * t187
         t1047 = t997 * t188
         t1048 = t1046 + t1047
+        del t1046, t1047
         t1049 = t995 * t187
         t1050 = t996 * t187
         t1051 = t997 * t189
         t1052 = t1050 + t1051
+        del t1050, t1051
         t1053 = t997 * t187
         t1054 = c1045 * t1048
+        del t1048
         t1055 = c1045 * t1049
+        del t1049
         t1056 = c1045 * t1052
+        del t1052
         t1057 = c1045 * t1053
+        del t1053, t1057
         c1058 = k[273]
         t1059 = t969 * t75
         t1060 = t972 * t76
         t1061 = t1059 + t1060
+        del t1059, t1060
         t1062 = t970 * t75
         t1063 = t971 * t75
         t1064 = t972 * t77
         t1065 = t1063 + t1064
+        del t1063, t1064
         t1066 = t972 * t75
         t1067 = c1058 * t1061
+        del t1061
         t1068 = c1058 * t1062
+        del t1062
         t1069 = c1058 * t1065
+        del t1065
         t1070 = c1058 * t1066
+        del t1066, t1070
         c1071 = k[274]
         t1072 = t941 * t17
         t1073 = t944 * t1
         t1074 = t1072 + t1073
+        del t1072
         t1075 = t942 * t17
         t1076 = t943 * t17
         t1077 = t944 * t3
         t1078 = t1076 + t1077
+        del t1076
         t1079 = t944 * t17
         t1080 = c1071 * t1074
+        del t1074
         t1081 = c1071 * t1075
+        del t1075
         t1082 = c1071 * t1078
+        del t1078
         t1083 = c1071 * t1079
+        del t1079, t1083
         c1084 = k[275]
         t1085 = t914 * x
         t1086 = t1085 + t917
+        del t1085
         t1087 = t915 * x
         t1088 = t916 * x
         t1089 = t917 * x
         t1090 = c1084 * t1086
+        del t1086
         t1091 = c1084 * t1087
+        del t1087
         t1092 = c1084 * t1088
+        del t1088
         t1093 = c1084 * t1089
+        del t1089, t1093
         c1094 = k[276]
         t1095 = c1094 * t885
         t1096 = c1094 * t886
         t1097 = c1094 * t887
         t1098 = c1094 * t888
+        del t1098
         t1099 = t914 * z
         t1100 = t915 * z
         t1101 = t916 * z
         t1102 = t1101 + t917
+        del t1101
         t1103 = t917 * z
         t1104 = c1084 * t1099
+        del t1099
         t1105 = c1084 * t1100
+        del t1100
         t1106 = c1084 * t1102
+        del t1102
         t1107 = c1084 * t1103
+        del t1103, t1107
         t1108 = t941 * t15
         t1109 = t944 * t14
         t1110 = t1108 + t1109
+        del t1108, t1109
         t1111 = t942 * t15
         t1112 = t943 * t15
         t1113 = t1112 + t1073
+        del t1112
         t1114 = t944 * t15
         t1115 = c1071 * t1110
+        del t1110
         t1116 = c1071 * t1111
+        del t1111
         t1117 = c1071 * t1113
+        del t1113
         t1118 = c1071 * t1114
+        del t1114, t1118
         t1119 = t969 * t68
         t1120 = t972 * t66
         t1121 = t1119 + t1120
+        del t1119, t1120
         t1122 = t970 * t68
         t1123 = t971 * t68
         t1124 = t972 * t67
         t1125 = t1123 + t1124
+        del t1123, t1124
         t1126 = t972 * t68
         t1127 = c1058 * t1121
+        del t1121
         t1128 = c1058 * t1122
+        del t1122
         t1129 = c1058 * t1125
+        del t1125
         t1130 = c1058 * t1126
+        del t1126, t1130
         t1131 = t994 * t178
         t1132 = t997 * t176
         t1133 = t1131 + t1132
+        del t1131, t1132
         t1134 = t995 * t178
         t1135 = t996 * t178
         t1136 = t997 * t177
         t1137 = t1135 + t1136
+        del t1135, t1136
         t1138 = t997 * t178
         t1139 = c1045 * t1133
+        del t1133
         t1140 = c1045 * t1134
+        del t1134
         t1141 = c1045 * t1137
+        del t1137
         t1142 = c1045 * t1138
+        del t1138, t1142
         t1143 = t1010 * t348
         t1144 = t1013 * t346
         t1145 = t1143 + t1144
+        del t1143, t1144
         t1146 = t1011 * t348
         t1147 = t1012 * t348
         t1148 = t1013 * t347
         t1149 = t1147 + t1148
+        del t1147, t1148
         t1150 = t1013 * t348
         t1151 = c1032 * t1145
+        del t1145
         t1152 = c1032 * t1146
+        del t1146
         t1153 = c1032 * t1149
+        del t1149
         t1154 = c1032 * t1150
+        del t1150, t1154
         t1155 = t1015 * t569
         t1156 = c1014 * t571
         t1157 = t1015 * t570
         t1158 = t1015 * t571
         t1159 = c1023 * t1155
+        del t1155
         t1160 = c1023 * t1156
+        del t1156
         t1161 = c1023 * t1157
+        del t1157
         t1162 = c1023 * t1158
+        del t1158, t1162
         t1163 = c1014 * t846
         t1164 = c1014 * t847
         t1165 = c1014 * t848
         t1166 = c1016 * t1163
+        del t1163
         t1167 = c1016 * t1164
+        del t1164
         t1168 = c1016 * t1165
-        for i, li in enumerate(ls):
-            if li == 7:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t1020
-                vz = vz + g * t1021
-                g = grad[:, o + 1]
-                vx = vx + g * t1028
-                vy = vy + g * t1029
-                vz = vz + g * t1030
-                g = grad[:, o + 2]
-                vx = vx + g * t1041
-                vy = vy + g * t1042
-                vz = vz + g * t1043
-                g = grad[:, o + 3]
-                vx = vx + g * t1054
-                vy = vy + g * t1055
-                vz = vz + g * t1056
-                g = grad[:, o + 4]
-                vx = vx + g * t1067
-                vy = vy + g * t1068
-                vz = vz + g * t1069
-                g = grad[:, o + 5]
-                vx = vx + g * t1080
-                vy = vy + g * t1081
-                vz = vz + g * t1082
-                g = grad[:, o + 6]
-                vx = vx + g * t1090
-                vy = vy + g * t1091
-                vz = vz + g * t1092
-                g = grad[:, o + 7]
-                vx = vx + g * t1095
-                vy = vy + g * t1096
-                vz = vz + g * t1097
-                g = grad[:, o + 8]
-                vx = vx + g * t1104
-                vy = vy + g * t1105
-                vz = vz + g * t1106
-                g = grad[:, o + 9]
-                vx = vx + g * t1115
-                vy = vy + g * t1116
-                vz = vz + g * t1117
-                g = grad[:, o + 10]
-                vx = vx + g * t1127
-                vy = vy + g * t1128
-                vz = vz + g * t1129
-                g = grad[:, o + 11]
-                vx = vx + g * t1139
-                vy = vy + g * t1140
-                vz = vz + g * t1141
-                g = grad[:, o + 12]
-                vx = vx + g * t1151
-                vy = vy + g * t1152
-                vz = vz + g * t1153
-                g = grad[:, o + 13]
-                vx = vx + g * t1159
-                vy = vy + g * t1160
-                vz = vz + g * t1161
-                g = grad[:, o + 14]
-                vx = vx + g * t1166
-                vz = vz + g * t1167
+        del t1165, t1168
+        for o in at[7]:
+            g = gs[o + 0]
+            vx.add_(g * t1020)
+            vz.add_(g * t1021)
+            g = gs[o + 1]
+            vx.add_(g * t1028)
+            vy.add_(g * t1029)
+            vz.add_(g * t1030)
+            g = gs[o + 2]
+            vx.add_(g * t1041)
+            vy.add_(g * t1042)
+            vz.add_(g * t1043)
+            g = gs[o + 3]
+            vx.add_(g * t1054)
+            vy.add_(g * t1055)
+            vz.add_(g * t1056)
+            g = gs[o + 4]
+            vx.add_(g * t1067)
+            vy.add_(g * t1068)
+            vz.add_(g * t1069)
+            g = gs[o + 5]
+            vx.add_(g * t1080)
+            vy.add_(g * t1081)
+            vz.add_(g * t1082)
+            g = gs[o + 6]
+            vx.add_(g * t1090)
+            vy.add_(g * t1091)
+            vz.add_(g * t1092)
+            g = gs[o + 7]
+            vx.add_(g * t1095)
+            vy.add_(g * t1096)
+            vz.add_(g * t1097)
+            g = gs[o + 8]
+            vx.add_(g * t1104)
+            vy.add_(g * t1105)
+            vz.add_(g * t1106)
+            g = gs[o + 9]
+            vx.add_(g * t1115)
+            vy.add_(g * t1116)
+            vz.add_(g * t1117)
+            g = gs[o + 10]
+            vx.add_(g * t1127)
+            vy.add_(g * t1128)
+            vz.add_(g * t1129)
+            g = gs[o + 11]
+            vx.add_(g * t1139)
+            vy.add_(g * t1140)
+            vz.add_(g * t1141)
+            g = gs[o + 12]
+            vx.add_(g * t1151)
+            vy.add_(g * t1152)
+            vz.add_(g * t1153)
+            g = gs[o + 13]
+            vx.add_(g * t1159)
+            vy.add_(g * t1160)
+            vz.add_(g * t1161)
+            g = gs[o + 14]
+            vx.add_(g * t1166)
+            vz.add_(g * t1167)
+        del t1020, t1021, t1028, t1029, t1030, t1041, t1042, t1043, t1054, t1055, t1056, t1067, t1068, t1069, t1080, t1081, t1082, t1090, t1091, t1092, t1095, t1096, t1097, t1104, t1105, t1106, t1115, t1116, t1117, t1127, t1128, t1129, t1139, t1140, t1141, t1151, t1152, t1153, t1159, t1160, t1161, t1166, t1167
     if lmax >= 8:
         t1169 = z * t846
         t1170 = z * t847
         t1171 = t848 + t1170
+        del t1170
         t1172 = z * t848
         t1173 = x * t858
         t1174 = t857 + t1173
+        del t1173
         t1175 = x * t859
         t1176 = x * t857
         t1177 = t1169 - t1174
+        del t1169, t1174
         t1178 = t1171 - t1175
+        del t1171, t1175
         t1179 = t1172 - t1176
+        del t1172, t1176
         t1180 = z * t858
         t1181 = z * t859
         t1182 = t857 + t1181
+        del t1181
         t1183 = z * t857
         t1184 = x * t846
         t1185 = t848 + t1184
+        del t1184
         t1186 = x * t847
         t1187 = x * t848
         t1188 = t1183 + t1187
+        del t1183, t1187
         t1189 = t1180 + t1185
+        del t1180, t1185
         t1190 = t1182 + t1186
+        del t1182, t1186
         c1191 = k[277]
         t1192 = y * t885
         t1193 = y * t886
         t1194 = t888 + t1193
+        del t1193
         t1195 = y * t887
         t1196 = y * t888
         t1197 = c1191 * t1192
+        del t1192
         t1198 = c1191 * t1194
+        del t1194
         t1199 = c1191 * t1195
+        del t1195
         t1200 = c1191 * t1196
+        del t1196
         c1201 = k[278]
         t1202 = t3 * t611
         t1203 = t8 * t608
+        del t608
         t1204 = t1202 + t1203
+        del t1202, t1203
         t1205 = t6 * t611
         t1206 = t8 * t609
+        del t609
         t1207 = t1205 + t1206
+        del t1205, t1206
         t1208 = t1 * t611
         t1209 = t8 * t610
+        del t610
         t1210 = t1208 + t1209
+        del t1208, t1209
         t1211 = t8 * t611
+        del t611
         t1212 = c1201 * t1204
+        del t1204
         t1213 = c1201 * t1207
+        del t1207
         t1214 = c1201 * t1210
+        del t1210
         t1215 = c1201 * t1211
+        del t1211
         t1216 = t1197 - t1212
+        del t1197, t1212
         t1217 = t1198 - t1213
+        del t1198, t1213
         t1218 = t1199 - t1214
+        del t1199, t1214
         t1219 = t1200 - t1215
+        del t1200, t1215
         c1220 = k[279]
         t1221 = y * t914
         t1222 = y * t915
         t1223 = t917 + t1222
+        del t1222
         t1224 = y * t916
         t1225 = y * t917
         t1226 = c1220 * t1221
+        del t1221
         t1227 = c1220 * t1223
+        del t1223
         t1228 = c1220 * t1224
+        del t1224
         t1229 = c1220 * t1225
+        del t1225
         c1230 = k[280]
         t1231 = t3 * t640
         t1232 = t8 * t637
+        del t637
         t1233 = t1231 + t1232
+        del t1231, t1232
         t1234 = t6 * t640
         t1235 = t8 * t638
+        del t638
         t1236 = t1234 + t1235
+        del t1234, t1235
         t1237 = t1 * t640
         t1238 = t8 * t639
+        del t639
         t1239 = t1237 + t1238
+        del t1237, t1238
         t1240 = t8 * t640
+        del t640
         t1241 = c1230 * t1233
+        del t1233
         t1242 = c1230 * t1236
+        del t1236
         t1243 = c1230 * t1239
+        del t1239
         t1244 = c1230 * t1240
+        del t1240
         t1245 = t1226 - t1241
+        del t1226, t1241
         t1246 = t1227 - t1242
+        del t1227, t1242
         t1247 = t1228 - t1243
+        del t1228, t1243
         t1248 = t1229 - t1244
+        del t1229, t1244
         t1249 = y * t941
         t1250 = y * t942
         t1251 = t944 + t1250
+        del t1250
         t1252 = y * t943
         t1253 = y * t944
         t1254 = c102 * t1249
+        del t1249
         t1255 = c102 * t1251
+        del t1251
         t1256 = c102 * t1252
+        del t1252
         t1257 = c102 * t1253
+        del t1253
         t1258 = t8 * t663
+        del t663
         t1259 = t758 + t1258
+        del t758, t1258
         t1260 = t6 * t666
         t1261 = t8 * t664
+        del t664
         t1262 = t1260 + t1261
+        del t1260, t1261
         t1263 = t8 * t665
+        del t665
         t1264 = t754 + t1263
+        del t754, t1263
         t1265 = t8 * t666
+        del t666
         t1266 = c18 * t1259
+        del t1259
         t1267 = c18 * t1262
+        del t1262
         t1268 = c18 * t1264
+        del t1264
         t1269 = c18 * t1265
+        del t1265
         t1270 = t1254 - t1266
+        del t1254, t1266
         t1271 = t1255 - t1267
+        del t1255, t1267
         t1272 = t1256 - t1268
+        del t1256, t1268
         t1273 = t1257 - t1269
+        del t1257, t1269
         t1274 = y * t969
         t1275 = y * t970
         t1276 = t972 + t1275
+        del t1275
         t1277 = y * t971
         t1278 = y * t972
         t1279 = c30 * t1274
+        del t1274
         t1280 = c30 * t1276
+        del t1276
         t1281 = c30 * t1277
+        del t1277
         t1282 = c30 * t1278
+        del t1278
         t1283 = t3 * t691
         t1284 = t8 * t688
+        del t688
         t1285 = t1283 + t1284
+        del t1283, t1284
         t1286 = t6 * t691
         t1287 = t8 * t689
+        del t689
         t1288 = t1286 + t1287
+        del t1286, t1287
         t1289 = t1 * t691
         t1290 = t8 * t690
+        del t690
         t1291 = t1289 + t1290
+        del t1289, t1290
         t1292 = t8 * t691
+        del t691
         t1293 = c427 * t1285
+        del t1285
         t1294 = c427 * t1288
+        del t1288
         t1295 = c427 * t1291
+        del t1291
         t1296 = c427 * t1292
+        del t1292
         t1297 = t1279 - t1293
+        del t1279, t1293
         t1298 = t1280 - t1294
+        del t1280, t1294
         t1299 = t1281 - t1295
+        del t1281, t1295
         t1300 = t1282 - t1296
+        del t1282, t1296
         c1301 = k[281]
         t1302 = y * t994
         t1303 = y * t995
         t1304 = t997 + t1303
+        del t1303
         t1305 = y * t996
         t1306 = y * t997
         t1307 = c1301 * t1302
+        del t1302
         t1308 = c1301 * t1304
+        del t1304
         t1309 = c1301 * t1305
+        del t1305
         t1310 = c1301 * t1306
+        del t1306
         t1311 = t3 * t707
         t1312 = t8 * t704
+        del t704
         t1313 = t1311 + t1312
+        del t1311, t1312
         t1314 = t6 * t707
         t1315 = t8 * t705
+        del t705
         t1316 = t1314 + t1315
+        del t1314, t1315
         t1317 = t1 * t707
         t1318 = t8 * t706
+        del t706
         t1319 = t1317 + t1318
+        del t1317, t1318
         t1320 = t8 * t707
+        del t707
         t1321 = c641 * t1313
+        del t1313
         t1322 = c641 * t1316
+        del t1316
         t1323 = c641 * t1319
+        del t1319
         t1324 = c641 * t1320
+        del t1320
         t1325 = t1307 - t1321
+        del t1307, t1321
         t1326 = t1308 - t1322
+        del t1308, t1322
         t1327 = t1309 - t1323
+        del t1309, t1323
         t1328 = t1310 - t1324
+        del t1310, t1324
         c1329 = k[282]
         t1330 = y * t1010
         t1331 = y * t1011
         t1332 = t1013 + t1331
+        del t1331
         t1333 = y * t1012
         t1334 = y * t1013
         t1335 = c1329 * t1330
+        del t1330
         t1336 = c1329 * t1332
+        del t1332
         t1337 = c1329 * t1333
+        del t1333
         t1338 = c1329 * t1334
+        del t1334
         c1339 = k[283]
         t1340 = t3 * t709
         t1341 = t6 * t709
         t1342 = t8 * c708
         t1343 = t1341 + t1342
+        del t1341
         t1344 = t1 * t709
         t1345 = t8 * t709
+        del t709
         t1346 = c1339 * t1340
+        del t1340
         t1347 = c1339 * t1343
+        del t1343
         t1348 = c1339 * t1344
+        del t1344
         t1349 = c1339 * t1345
+        del t1345
         t1350 = t1335 - t1346
+        del t1335, t1346
         t1351 = t1336 - t1347
+        del t1336, t1347
         t1352 = t1337 - t1348
+        del t1337, t1348
         t1353 = t1338 - t1349
+        del t1338, t1349
         c1354 = k[284]
         t1355 = t1015 + t1015
         t1356 = y * t1015
         t1357 = c1354 * t1355
+        del t1355
         t1358 = c1354 * t1356
+        del t1356
         t1359 = t3 * c708
         t1360 = t6 * c708
         t1361 = t1 * c708
         t1362 = c998 * t1359
+        del t1359
         t1363 = c998 * t1360
+        del t1360
         t1364 = c998 * t1361
+        del t1361
         t1365 = c998 * t1342
+        del t1342
         t1366 = -t1362
+        del t1362
         t1367 = t1357 - t1363
+        del t1357, t1363
         t1368 = -t1364
+        del t1364
         t1369 = t1358 - t1365
+        del t1358, t1365
         c1370 = k[285]
         t1371 = c1370 * y
         c1372 = k[286]
@@ -2833,482 +4068,721 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t1374 = c1370 * t1190
         t1375 = c1370 * t1188
         t1376 = c1372 * t1373
+        del t1373
         t1377 = c1372 * t1374
+        del t1374
         t1378 = c1372 * t1375
+        del t1375, t1378
         c1379 = k[287]
         t1380 = t1371 * t858
         t1381 = c1370 * t857
         t1382 = t1371 * t859
         t1383 = t1371 * t857
         t1384 = c1379 * t1380
+        del t1380
         t1385 = c1379 * t1381
+        del t1381
         t1386 = c1379 * t1382
+        del t1382
         t1387 = c1379 * t1383
+        del t1383, t1387
         c1388 = k[288]
         t1389 = t1366 * t580
         t1390 = t1369 * t581
         t1391 = t1389 + t1390
+        del t1389, t1390
         t1392 = t1367 * t580
         t1393 = t1368 * t580
         t1394 = t1369 * t582
         t1395 = t1393 + t1394
+        del t1393, t1394
         t1396 = t1369 * t580
         t1397 = c1388 * t1391
+        del t1391
         t1398 = c1388 * t1392
+        del t1392
         t1399 = c1388 * t1395
+        del t1395
         t1400 = c1388 * t1396
+        del t1396, t1400
         c1401 = k[289]
         t1402 = t1350 * t357
         t1403 = t1353 * t358
         t1404 = t1402 + t1403
+        del t1402, t1403
         t1405 = t1351 * t357
         t1406 = t1352 * t357
         t1407 = t1353 * t359
         t1408 = t1406 + t1407
+        del t1406, t1407
         t1409 = t1353 * t357
         t1410 = c1401 * t1404
+        del t1404
         t1411 = c1401 * t1405
+        del t1405
         t1412 = c1401 * t1408
+        del t1408
         t1413 = c1401 * t1409
+        del t1409, t1413
         c1414 = k[290]
         t1415 = t1325 * t187
         t1416 = t1328 * t188
         t1417 = t1415 + t1416
+        del t1415, t1416
         t1418 = t1326 * t187
         t1419 = t1327 * t187
         t1420 = t1328 * t189
         t1421 = t1419 + t1420
+        del t1419, t1420
         t1422 = t1328 * t187
         t1423 = c1414 * t1417
+        del t1417
         t1424 = c1414 * t1418
+        del t1418
         t1425 = c1414 * t1421
+        del t1421
         t1426 = c1414 * t1422
+        del t1422, t1426
         c1427 = k[291]
         t1428 = t1297 * t75
         t1429 = t1300 * t76
         t1430 = t1428 + t1429
+        del t1428, t1429
         t1431 = t1298 * t75
         t1432 = t1299 * t75
         t1433 = t1300 * t77
         t1434 = t1432 + t1433
+        del t1432, t1433
         t1435 = t1300 * t75
         t1436 = c1427 * t1430
+        del t1430
         t1437 = c1427 * t1431
+        del t1431
         t1438 = c1427 * t1434
+        del t1434
         t1439 = c1427 * t1435
+        del t1435, t1439
         c1440 = k[292]
         t1441 = t1270 * t17
         t1442 = t1273 * t1
         t1443 = t1441 + t1442
+        del t1441
         t1444 = t1271 * t17
         t1445 = t1272 * t17
         t1446 = t1273 * t3
         t1447 = t1445 + t1446
+        del t1445
         t1448 = t1273 * t17
         t1449 = c1440 * t1443
+        del t1443
         t1450 = c1440 * t1444
+        del t1444
         t1451 = c1440 * t1447
+        del t1447
         t1452 = c1440 * t1448
+        del t1448, t1452
         c1453 = k[293]
         t1454 = t1245 * x
         t1455 = t1454 + t1248
+        del t1454
         t1456 = t1246 * x
         t1457 = t1247 * x
         t1458 = t1248 * x
         t1459 = c1453 * t1455
+        del t1455
         t1460 = c1453 * t1456
+        del t1456
         t1461 = c1453 * t1457
+        del t1457
         t1462 = c1453 * t1458
+        del t1458, t1462
         c1463 = k[294]
         t1464 = c1463 * t1216
         t1465 = c1463 * t1217
         t1466 = c1463 * t1218
         t1467 = c1463 * t1219
+        del t1467
         t1468 = t1245 * z
         t1469 = t1246 * z
         t1470 = t1247 * z
         t1471 = t1470 + t1248
+        del t1470
         t1472 = t1248 * z
         t1473 = c1453 * t1468
+        del t1468
         t1474 = c1453 * t1469
+        del t1469
         t1475 = c1453 * t1471
+        del t1471
         t1476 = c1453 * t1472
+        del t1472, t1476
         t1477 = t1270 * t15
         t1478 = t1273 * t14
         t1479 = t1477 + t1478
+        del t1477, t1478
         t1480 = t1271 * t15
         t1481 = t1272 * t15
         t1482 = t1481 + t1442
+        del t1481
         t1483 = t1273 * t15
         t1484 = c1440 * t1479
+        del t1479
         t1485 = c1440 * t1480
+        del t1480
         t1486 = c1440 * t1482
+        del t1482
         t1487 = c1440 * t1483
+        del t1483, t1487
         t1488 = t1297 * t68
         t1489 = t1300 * t66
         t1490 = t1488 + t1489
+        del t1488, t1489
         t1491 = t1298 * t68
         t1492 = t1299 * t68
         t1493 = t1300 * t67
         t1494 = t1492 + t1493
+        del t1492, t1493
         t1495 = t1300 * t68
         t1496 = c1427 * t1490
+        del t1490
         t1497 = c1427 * t1491
+        del t1491
         t1498 = c1427 * t1494
+        del t1494
         t1499 = c1427 * t1495
+        del t1495, t1499
         t1500 = t1325 * t178
         t1501 = t1328 * t176
         t1502 = t1500 + t1501
+        del t1500, t1501
         t1503 = t1326 * t178
         t1504 = t1327 * t178
         t1505 = t1328 * t177
         t1506 = t1504 + t1505
+        del t1504, t1505
         t1507 = t1328 * t178
         t1508 = c1414 * t1502
+        del t1502
         t1509 = c1414 * t1503
+        del t1503
         t1510 = c1414 * t1506
+        del t1506
         t1511 = c1414 * t1507
+        del t1507, t1511
         t1512 = t1350 * t348
         t1513 = t1353 * t346
         t1514 = t1512 + t1513
+        del t1512, t1513
         t1515 = t1351 * t348
         t1516 = t1352 * t348
         t1517 = t1353 * t347
         t1518 = t1516 + t1517
+        del t1516, t1517
         t1519 = t1353 * t348
         t1520 = c1401 * t1514
+        del t1514
         t1521 = c1401 * t1515
+        del t1515
         t1522 = c1401 * t1518
+        del t1518
         t1523 = c1401 * t1519
+        del t1519, t1523
         t1524 = t1366 * t571
         t1525 = t1369 * t569
         t1526 = t1524 + t1525
+        del t1524, t1525
         t1527 = t1367 * t571
         t1528 = t1368 * t571
         t1529 = t1369 * t570
         t1530 = t1528 + t1529
+        del t1528, t1529
         t1531 = t1369 * t571
         t1532 = c1388 * t1526
+        del t1526
         t1533 = c1388 * t1527
+        del t1527
         t1534 = c1388 * t1530
+        del t1530
         t1535 = c1388 * t1531
+        del t1531, t1535
         t1536 = t1371 * t846
         t1537 = c1370 * t848
         t1538 = t1371 * t847
         t1539 = t1371 * t848
         t1540 = c1379 * t1536
+        del t1536
         t1541 = c1379 * t1537
+        del t1537
         t1542 = c1379 * t1538
+        del t1538
         t1543 = c1379 * t1539
+        del t1539, t1543
         t1544 = c1370 * t1177
         t1545 = c1370 * t1178
         t1546 = c1370 * t1179
         t1547 = c1372 * t1544
+        del t1544
         t1548 = c1372 * t1545
+        del t1545
         t1549 = c1372 * t1546
-        for i, li in enumerate(ls):
-            if li == 8:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t1376
-                vz = vz + g * t1377
-                g = grad[:, o + 1]
-                vx = vx + g * t1384
-                vy = vy + g * t1385
-                vz = vz + g * t1386
-                g = grad[:, o + 2]
-                vx = vx + g * t1397
-                vy = vy + g * t1398
-                vz = vz + g * t1399
-                g = grad[:, o + 3]
-                vx = vx + g * t1410
-                vy = vy + g * t1411
-                vz = vz + g * t1412
-                g = grad[:, o + 4]
-                vx = vx + g * t1423
-                vy = vy + g * t1424
-                vz = vz + g * t1425
-                g = grad[:, o + 5]
-                vx = vx + g * t1436
-                vy = vy + g * t1437
-                vz = vz + g * t1438
-                g = grad[:, o + 6]
-                vx = vx + g * t1449
-                vy = vy + g * t1450
-                vz = vz + g * t1451
-                g = grad[:, o + 7]
-                vx = vx + g * t1459
-                vy = vy + g * t1460
-                vz = vz + g * t1461
-                g = grad[:, o + 8]
-                vx = vx + g * t1464
-                vy = vy + g * t1465
-                vz = vz + g * t1466
-                g = grad[:, o + 9]
-                vx = vx + g * t1473
-                vy = vy + g * t1474
-                vz = vz + g * t1475
-                g = grad[:, o + 10]
-                vx = vx + g * t1484
-                vy = vy + g * t1485
-                vz = vz + g * t1486
-                g = grad[:, o + 11]
-                vx = vx + g * t1496
-                vy = vy + g * t1497
-                vz = vz + g * t1498
-                g = grad[:, o + 12]
-                vx = vx + g * t1508
-                vy = vy + g * t1509
-                vz = vz + g * t1510
-                g = grad[:, o + 13]
-                vx = vx + g * t1520
-                vy = vy + g * t1521
-                vz = vz + g * t1522
-                g = grad[:, o + 14]
-                vx = vx + g * t1532
-                vy = vy + g * t1533
-                vz = vz + g * t1534
-                g = grad[:, o + 15]
-                vx = vx + g * t1540
-                vy = vy + g * t1541
-                vz = vz + g * t1542
-                g = grad[:, o + 16]
-                vx = vx + g * t1547
-                vz = vz + g * t1548
+        del t1546, t1549
+        for o in at[8]:
+            g = gs[o + 0]
+            vx.add_(g * t1376)
+            vz.add_(g * t1377)
+            g = gs[o + 1]
+            vx.add_(g * t1384)
+            vy.add_(g * t1385)
+            vz.add_(g * t1386)
+            g = gs[o + 2]
+            vx.add_(g * t1397)
+            vy.add_(g * t1398)
+            vz.add_(g * t1399)
+            g = gs[o + 3]
+            vx.add_(g * t1410)
+            vy.add_(g * t1411)
+            vz.add_(g * t1412)
+            g = gs[o + 4]
+            vx.add_(g * t1423)
+            vy.add_(g * t1424)
+            vz.add_(g * t1425)
+            g = gs[o + 5]
+            vx.add_(g * t1436)
+            vy.add_(g * t1437)
+            vz.add_(g * t1438)
+            g = gs[o + 6]
+            vx.add_(g * t1449)
+            vy.add_(g * t1450)
+            vz.add_(g * t1451)
+            g = gs[o + 7]
+            vx.add_(g * t1459)
+            vy.add_(g * t1460)
+            vz.add_(g * t1461)
+            g = gs[o + 8]
+            vx.add_(g * t1464)
+            vy.add_(g * t1465)
+            vz.add_(g * t1466)
+            g = gs[o + 9]
+            vx.add_(g * t1473)
+            vy.add_(g * t1474)
+            vz.add_(g * t1475)
+            g = gs[o + 10]
+            vx.add_(g * t1484)
+            vy.add_(g * t1485)
+            vz.add_(g * t1486)
+            g = gs[o + 11]
+            vx.add_(g * t1496)
+            vy.add_(g * t1497)
+            vz.add_(g * t1498)
+            g = gs[o + 12]
+            vx.add_(g * t1508)
+            vy.add_(g * t1509)
+            vz.add_(g * t1510)
+            g = gs[o + 13]
+            vx.add_(g * t1520)
+            vy.add_(g * t1521)
+            vz.add_(g * t1522)
+            g = gs[o + 14]
+            vx.add_(g * t1532)
+            vy.add_(g * t1533)
+            vz.add_(g * t1534)
+            g = gs[o + 15]
+            vx.add_(g * t1540)
+            vy.add_(g * t1541)
+            vz.add_(g * t1542)
+            g = gs[o + 16]
+            vx.add_(g * t1547)
+            vz.add_(g * t1548)
+        del t1376, t1377, t1384, t1385, t1386, t1397, t1398, t1399, t1410, t1411, t1412, t1423, t1424, t1425, t1436, t1437, t1438, t1449, t1450, t1451, t1459, t1460, t1461, t1464, t1465, t1466, t1473, t1474, t1475, t1484, t1485, t1486, t1496, t1497, t1498, t1508, t1509, t1510, t1520, t1521, t1522, t1532, t1533, t1534, t1540, t1541, t1542, t1547, t1548
     if lmax >= 9:
         t1550 = z * t1177
         t1551 = z * t1178
         t1552 = t1179 + t1551
+        del t1551
         t1553 = z * t1179
         t1554 = x * t1189
         t1555 = t1188 + t1554
+        del t1554
         t1556 = x * t1190
         t1557 = x * t1188
         t1558 = t1550 - t1555
+        del t1550, t1555
         t1559 = t1552 - t1556
+        del t1552, t1556
         t1560 = t1553 - t1557
+        del t1553, t1557
         t1561 = z * t1189
         t1562 = z * t1190
         t1563 = t1188 + t1562
+        del t1562
         t1564 = z * t1188
         t1565 = x * t1177
         t1566 = t1179 + t1565
+        del t1565
         t1567 = x * t1178
         t1568 = x * t1179
         t1569 = t1564 + t1568
+        del t1564, t1568
         t1570 = t1561 + t1566
+        del t1561, t1566
         t1571 = t1563 + t1567
+        del t1563, t1567
         c1572 = k[295]
         t1573 = y * t1216
         t1574 = y * t1217
         t1575 = t1219 + t1574
+        del t1574
         t1576 = y * t1218
         t1577 = y * t1219
         t1578 = c1572 * t1573
+        del t1573
         t1579 = c1572 * t1575
+        del t1575
         t1580 = c1572 * t1576
+        del t1576
         t1581 = c1572 * t1577
+        del t1577
         c1582 = k[296]
         t1583 = t3 * t888
         t1584 = t8 * t885
+        del t885
         t1585 = t1583 + t1584
+        del t1583, t1584
         t1586 = t6 * t888
         t1587 = t8 * t886
+        del t886
         t1588 = t1586 + t1587
+        del t1586, t1587
         t1589 = t1 * t888
         t1590 = t8 * t887
+        del t887
         t1591 = t1589 + t1590
+        del t1589, t1590
         t1592 = t8 * t888
+        del t888
         t1593 = c1582 * t1585
+        del t1585
         t1594 = c1582 * t1588
+        del t1588
         t1595 = c1582 * t1591
+        del t1591
         t1596 = c1582 * t1592
+        del t1592
         t1597 = t1578 - t1593
+        del t1578, t1593
         t1598 = t1579 - t1594
+        del t1579, t1594
         t1599 = t1580 - t1595
+        del t1580, t1595
         t1600 = t1581 - t1596
+        del t1581, t1596
         c1601 = k[297]
         t1602 = y * t1245
         t1603 = y * t1246
         t1604 = t1248 + t1603
+        del t1603
         t1605 = y * t1247
         t1606 = y * t1248
         t1607 = c1601 * t1602
+        del t1602
         t1608 = c1601 * t1604
+        del t1604
         t1609 = c1601 * t1605
+        del t1605
         t1610 = c1601 * t1606
+        del t1606
         c1611 = k[298]
         t1612 = t3 * t917
         t1613 = t8 * t914
+        del t914
         t1614 = t1612 + t1613
+        del t1612, t1613
         t1615 = t6 * t917
         t1616 = t8 * t915
+        del t915
         t1617 = t1615 + t1616
+        del t1615, t1616
         t1618 = t1 * t917
         t1619 = t8 * t916
+        del t916
         t1620 = t1618 + t1619
+        del t1618, t1619
         t1621 = t8 * t917
+        del t917
         t1622 = c1611 * t1614
+        del t1614
         t1623 = c1611 * t1617
+        del t1617
         t1624 = c1611 * t1620
+        del t1620
         t1625 = c1611 * t1621
+        del t1621
         t1626 = t1607 - t1622
+        del t1607, t1622
         t1627 = t1608 - t1623
+        del t1608, t1623
         t1628 = t1609 - t1624
+        del t1609, t1624
         t1629 = t1610 - t1625
+        del t1610, t1625
         c1630 = k[299]
         t1631 = y * t1270
         t1632 = y * t1271
         t1633 = t1273 + t1632
+        del t1632
         t1634 = y * t1272
         t1635 = y * t1273
         t1636 = c1630 * t1631
+        del t1631
         t1637 = c1630 * t1633
+        del t1633
         t1638 = c1630 * t1634
+        del t1634
         t1639 = c1630 * t1635
+        del t1635
         c1640 = k[300]
         t1641 = t8 * t941
+        del t941
         t1642 = t1077 + t1641
+        del t1077, t1641
         t1643 = t6 * t944
         t1644 = t8 * t942
+        del t942
         t1645 = t1643 + t1644
+        del t1643, t1644
         t1646 = t8 * t943
+        del t943
         t1647 = t1073 + t1646
+        del t1073, t1646
         t1648 = t8 * t944
+        del t944
         t1649 = c1640 * t1642
+        del t1642
         t1650 = c1640 * t1645
+        del t1645
         t1651 = c1640 * t1647
+        del t1647
         t1652 = c1640 * t1648
+        del t1648
         t1653 = t1636 - t1649
+        del t1636, t1649
         t1654 = t1637 - t1650
+        del t1637, t1650
         t1655 = t1638 - t1651
+        del t1638, t1651
         t1656 = t1639 - t1652
+        del t1639, t1652
         c1657 = k[301]
         t1658 = y * t1297
         t1659 = y * t1298
         t1660 = t1300 + t1659
+        del t1659
         t1661 = y * t1299
         t1662 = y * t1300
         t1663 = c1657 * t1658
+        del t1658
         t1664 = c1657 * t1660
+        del t1660
         t1665 = c1657 * t1661
+        del t1661
         t1666 = c1657 * t1662
+        del t1662
         t1667 = t3 * t972
         t1668 = t8 * t969
+        del t969
         t1669 = t1667 + t1668
+        del t1667, t1668
         t1670 = t6 * t972
         t1671 = t8 * t970
+        del t970
         t1672 = t1670 + t1671
+        del t1670, t1671
         t1673 = t1 * t972
         t1674 = t8 * t971
+        del t971
         t1675 = t1673 + t1674
+        del t1673, t1674
         t1676 = t8 * t972
+        del t972
         t1677 = c583 * t1669
+        del t1669
         t1678 = c583 * t1672
+        del t1672
         t1679 = c583 * t1675
+        del t1675
         t1680 = c583 * t1676
+        del t1676
         t1681 = t1663 - t1677
+        del t1663, t1677
         t1682 = t1664 - t1678
+        del t1664, t1678
         t1683 = t1665 - t1679
+        del t1665, t1679
         t1684 = t1666 - t1680
+        del t1666, t1680
         c1685 = k[302]
         t1686 = y * t1325
         t1687 = y * t1326
         t1688 = t1328 + t1687
+        del t1687
         t1689 = y * t1327
         t1690 = y * t1328
         t1691 = c1685 * t1686
+        del t1686
         t1692 = c1685 * t1688
+        del t1688
         t1693 = c1685 * t1689
+        del t1689
         t1694 = c1685 * t1690
+        del t1690
         c1695 = k[303]
         t1696 = t3 * t997
         t1697 = t8 * t994
+        del t994
         t1698 = t1696 + t1697
+        del t1696, t1697
         t1699 = t6 * t997
         t1700 = t8 * t995
+        del t995
         t1701 = t1699 + t1700
+        del t1699, t1700
         t1702 = t1 * t997
         t1703 = t8 * t996
+        del t996
         t1704 = t1702 + t1703
+        del t1702, t1703
         t1705 = t8 * t997
+        del t997
         t1706 = c1695 * t1698
+        del t1698
         t1707 = c1695 * t1701
+        del t1701
         t1708 = c1695 * t1704
+        del t1704
         t1709 = c1695 * t1705
+        del t1705
         t1710 = t1691 - t1706
+        del t1691, t1706
         t1711 = t1692 - t1707
+        del t1692, t1707
         t1712 = t1693 - t1708
+        del t1693, t1708
         t1713 = t1694 - t1709
+        del t1694, t1709
         c1714 = k[304]
         t1715 = y * t1350
         t1716 = y * t1351
         t1717 = t1353 + t1716
+        del t1716
         t1718 = y * t1352
         t1719 = y * t1353
         t1720 = c1714 * t1715
+        del t1715
         t1721 = c1714 * t1717
+        del t1717
         t1722 = c1714 * t1718
+        del t1718
         t1723 = c1714 * t1719
+        del t1719
         t1724 = t3 * t1013
         t1725 = t8 * t1010
+        del t1010
         t1726 = t1724 + t1725
+        del t1724, t1725
         t1727 = t6 * t1013
         t1728 = t8 * t1011
+        del t1011
         t1729 = t1727 + t1728
+        del t1727, t1728
         t1730 = t1 * t1013
         t1731 = t8 * t1012
+        del t1012
         t1732 = t1730 + t1731
+        del t1730, t1731
         t1733 = t8 * t1013
+        del t1013
         t1734 = c945 * t1726
+        del t1726
         t1735 = c945 * t1729
+        del t1729
         t1736 = c945 * t1732
+        del t1732
         t1737 = c945 * t1733
+        del t1733
         t1738 = t1720 - t1734
+        del t1720, t1734
         t1739 = t1721 - t1735
+        del t1721, t1735
         t1740 = t1722 - t1736
+        del t1722, t1736
         t1741 = t1723 - t1737
+        del t1723, t1737
         c1742 = k[305]
         t1743 = y * t1366
         t1744 = y * t1367
         t1745 = t1369 + t1744
+        del t1744
         t1746 = y * t1368
         t1747 = y * t1369
         t1748 = c1742 * t1743
+        del t1743
         t1749 = c1742 * t1745
+        del t1745
         t1750 = c1742 * t1746
+        del t1746
         t1751 = c1742 * t1747
+        del t1747
         c1752 = k[306]
         t1753 = t3 * t1015
         t1754 = t6 * t1015
         t1755 = t8 * c1014
         t1756 = t1754 + t1755
+        del t1754
         t1757 = t1 * t1015
         t1758 = t8 * t1015
+        del t1015
         t1759 = c1752 * t1753
+        del t1753
         t1760 = c1752 * t1756
+        del t1756
         t1761 = c1752 * t1757
+        del t1757
         t1762 = c1752 * t1758
+        del t1758
         t1763 = t1748 - t1759
+        del t1748, t1759
         t1764 = t1749 - t1760
+        del t1749, t1760
         t1765 = t1750 - t1761
+        del t1750, t1761
         t1766 = t1751 - t1762
+        del t1751, t1762
         c1767 = k[307]
         t1768 = t1371 + t1371
         t1769 = y * t1371
         t1770 = c1767 * t1768
+        del t1768
         t1771 = c1767 * t1769
+        del t1769
         t1772 = t3 * c1014
         t1773 = t6 * c1014
         t1774 = t1 * c1014
         t1775 = c1354 * t1772
+        del t1772
         t1776 = c1354 * t1773
+        del t1773
         t1777 = c1354 * t1774
+        del t1774
         t1778 = c1354 * t1755
+        del t1755
         t1779 = -t1775
+        del t1775
         t1780 = t1770 - t1776
+        del t1770, t1776
         t1781 = -t1777
+        del t1777
         t1782 = t1771 - t1778
+        del t1771, t1778
         c1783 = k[308]
         t1784 = c1783 * y
         c1785 = k[309]
@@ -3316,544 +4790,815 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t1787 = c1783 * t1571
         t1788 = c1783 * t1569
         t1789 = c1785 * t1786
+        del t1786
         t1790 = c1785 * t1787
+        del t1787
         t1791 = c1785 * t1788
+        del t1788, t1791
         c1792 = k[310]
         t1793 = t1784 * t1189
         t1794 = c1783 * t1188
         t1795 = t1784 * t1190
         t1796 = t1784 * t1188
         t1797 = c1792 * t1793
+        del t1793
         t1798 = c1792 * t1794
+        del t1794
         t1799 = c1792 * t1795
+        del t1795
         t1800 = c1792 * t1796
+        del t1796, t1800
         c1801 = k[311]
         t1802 = t1779 * t857
         t1803 = t1782 * t858
         t1804 = t1802 + t1803
+        del t1802, t1803
         t1805 = t1780 * t857
         t1806 = t1781 * t857
         t1807 = t1782 * t859
         t1808 = t1806 + t1807
+        del t1806, t1807
         t1809 = t1782 * t857
         t1810 = c1801 * t1804
+        del t1804
         t1811 = c1801 * t1805
+        del t1805
         t1812 = c1801 * t1808
+        del t1808
         t1813 = c1801 * t1809
+        del t1809, t1813
         c1814 = k[312]
         t1815 = t1763 * t580
         t1816 = t1766 * t581
         t1817 = t1815 + t1816
+        del t1815, t1816
         t1818 = t1764 * t580
         t1819 = t1765 * t580
         t1820 = t1766 * t582
         t1821 = t1819 + t1820
+        del t1819, t1820
         t1822 = t1766 * t580
         t1823 = c1814 * t1817
+        del t1817
         t1824 = c1814 * t1818
+        del t1818
         t1825 = c1814 * t1821
+        del t1821
         t1826 = c1814 * t1822
+        del t1822, t1826
         c1827 = k[313]
         t1828 = t1738 * t357
         t1829 = t1741 * t358
         t1830 = t1828 + t1829
+        del t1828, t1829
         t1831 = t1739 * t357
         t1832 = t1740 * t357
         t1833 = t1741 * t359
         t1834 = t1832 + t1833
+        del t1832, t1833
         t1835 = t1741 * t357
         t1836 = c1827 * t1830
+        del t1830
         t1837 = c1827 * t1831
+        del t1831
         t1838 = c1827 * t1834
+        del t1834
         t1839 = c1827 * t1835
+        del t1835, t1839
         c1840 = k[314]
         t1841 = t1710 * t187
         t1842 = t1713 * t188
         t1843 = t1841 + t1842
+        del t1841, t1842
         t1844 = t1711 * t187
         t1845 = t1712 * t187
         t1846 = t1713 * t189
         t1847 = t1845 + t1846
+        del t1845, t1846
         t1848 = t1713 * t187
         t1849 = c1840 * t1843
+        del t1843
         t1850 = c1840 * t1844
+        del t1844
         t1851 = c1840 * t1847
+        del t1847
         t1852 = c1840 * t1848
+        del t1848, t1852
         c1853 = k[315]
         t1854 = t1681 * t75
         t1855 = t1684 * t76
         t1856 = t1854 + t1855
+        del t1854, t1855
         t1857 = t1682 * t75
         t1858 = t1683 * t75
         t1859 = t1684 * t77
         t1860 = t1858 + t1859
+        del t1858, t1859
         t1861 = t1684 * t75
         t1862 = c1853 * t1856
+        del t1856
         t1863 = c1853 * t1857
+        del t1857
         t1864 = c1853 * t1860
+        del t1860
         t1865 = c1853 * t1861
+        del t1861, t1865
         c1866 = k[316]
         t1867 = t1653 * t17
         t1868 = t1656 * t1
         t1869 = t1867 + t1868
+        del t1867
         t1870 = t1654 * t17
         t1871 = t1655 * t17
         t1872 = t1656 * t3
         t1873 = t1871 + t1872
+        del t1871
         t1874 = t1656 * t17
         t1875 = c1866 * t1869
+        del t1869
         t1876 = c1866 * t1870
+        del t1870
         t1877 = c1866 * t1873
+        del t1873
         t1878 = c1866 * t1874
+        del t1874, t1878
         c1879 = k[317]
         t1880 = t1626 * x
         t1881 = t1880 + t1629
+        del t1880
         t1882 = t1627 * x
         t1883 = t1628 * x
         t1884 = t1629 * x
         t1885 = c1879 * t1881
+        del t1881
         t1886 = c1879 * t1882
+        del t1882
         t1887 = c1879 * t1883
+        del t1883
         t1888 = c1879 * t1884
+        del t1884, t1888
         c1889 = k[318]
         t1890 = c1889 * t1597
         t1891 = c1889 * t1598
         t1892 = c1889 * t1599
         t1893 = c1889 * t1600
+        del t1893
         t1894 = t1626 * z
         t1895 = t1627 * z
         t1896 = t1628 * z
         t1897 = t1896 + t1629
+        del t1896
         t1898 = t1629 * z
         t1899 = c1879 * t1894
+        del t1894
         t1900 = c1879 * t1895
+        del t1895
         t1901 = c1879 * t1897
+        del t1897
         t1902 = c1879 * t1898
+        del t1898, t1902
         t1903 = t1653 * t15
         t1904 = t1656 * t14
         t1905 = t1903 + t1904
+        del t1903, t1904
         t1906 = t1654 * t15
         t1907 = t1655 * t15
         t1908 = t1907 + t1868
+        del t1907
         t1909 = t1656 * t15
         t1910 = c1866 * t1905
+        del t1905
         t1911 = c1866 * t1906
+        del t1906
         t1912 = c1866 * t1908
+        del t1908
         t1913 = c1866 * t1909
+        del t1909, t1913
         t1914 = t1681 * t68
         t1915 = t1684 * t66
         t1916 = t1914 + t1915
+        del t1914, t1915
         t1917 = t1682 * t68
         t1918 = t1683 * t68
         t1919 = t1684 * t67
         t1920 = t1918 + t1919
+        del t1918, t1919
         t1921 = t1684 * t68
         t1922 = c1853 * t1916
+        del t1916
         t1923 = c1853 * t1917
+        del t1917
         t1924 = c1853 * t1920
+        del t1920
         t1925 = c1853 * t1921
+        del t1921, t1925
         t1926 = t1710 * t178
         t1927 = t1713 * t176
         t1928 = t1926 + t1927
+        del t1926, t1927
         t1929 = t1711 * t178
         t1930 = t1712 * t178
         t1931 = t1713 * t177
         t1932 = t1930 + t1931
+        del t1930, t1931
         t1933 = t1713 * t178
         t1934 = c1840 * t1928
+        del t1928
         t1935 = c1840 * t1929
+        del t1929
         t1936 = c1840 * t1932
+        del t1932
         t1937 = c1840 * t1933
+        del t1933, t1937
         t1938 = t1738 * t348
         t1939 = t1741 * t346
         t1940 = t1938 + t1939
+        del t1938, t1939
         t1941 = t1739 * t348
         t1942 = t1740 * t348
         t1943 = t1741 * t347
         t1944 = t1942 + t1943
+        del t1942, t1943
         t1945 = t1741 * t348
         t1946 = c1827 * t1940
+        del t1940
         t1947 = c1827 * t1941
+        del t1941
         t1948 = c1827 * t1944
+        del t1944
         t1949 = c1827 * t1945
+        del t1945, t1949
         t1950 = t1763 * t571
         t1951 = t1766 * t569
         t1952 = t1950 + t1951
+        del t1950, t1951
         t1953 = t1764 * t571
         t1954 = t1765 * t571
         t1955 = t1766 * t570
         t1956 = t1954 + t1955
+        del t1954, t1955
         t1957 = t1766 * t571
         t1958 = c1814 * t1952
+        del t1952
         t1959 = c1814 * t1953
+        del t1953
         t1960 = c1814 * t1956
+        del t1956
         t1961 = c1814 * t1957
+        del t1957, t1961
         t1962 = t1779 * t848
         t1963 = t1782 * t846
         t1964 = t1962 + t1963
+        del t1962, t1963
         t1965 = t1780 * t848
         t1966 = t1781 * t848
         t1967 = t1782 * t847
         t1968 = t1966 + t1967
+        del t1966, t1967
         t1969 = t1782 * t848
         t1970 = c1801 * t1964
+        del t1964
         t1971 = c1801 * t1965
+        del t1965
         t1972 = c1801 * t1968
+        del t1968
         t1973 = c1801 * t1969
+        del t1969, t1973
         t1974 = t1784 * t1177
         t1975 = c1783 * t1179
         t1976 = t1784 * t1178
         t1977 = t1784 * t1179
         t1978 = c1792 * t1974
+        del t1974
         t1979 = c1792 * t1975
+        del t1975
         t1980 = c1792 * t1976
+        del t1976
         t1981 = c1792 * t1977
+        del t1977, t1981
         t1982 = c1783 * t1558
         t1983 = c1783 * t1559
         t1984 = c1783 * t1560
         t1985 = c1785 * t1982
+        del t1982
         t1986 = c1785 * t1983
+        del t1983
         t1987 = c1785 * t1984
-        for i, li in enumerate(ls):
-            if li == 9:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t1789
-                vz = vz + g * t1790
-                g = grad[:, o + 1]
-                vx = vx + g * t1797
-                vy = vy + g * t1798
-                vz = vz + g * t1799
-                g = grad[:, o + 2]
-                vx = vx + g * t1810
-                vy = vy + g * t1811
-                vz = vz + g * t1812
-                g = grad[:, o + 3]
-                vx = vx + g * t1823
-                vy = vy + g * t1824
-                vz = vz + g * t1825
-                g = grad[:, o + 4]
-                vx = vx + g * t1836
-                vy = vy + g * t1837
-                vz = vz + g * t1838
-                g = grad[:, o + 5]
-                vx = vx + g * t1849
-                vy = vy + g * t1850
-                vz = vz + g * t1851
-                g = grad[:, o + 6]
-                vx = vx + g * t1862
-                vy = vy + g * t1863
-                vz = vz + g * t1864
-                g = grad[:, o + 7]
-                vx = vx + g * t1875
-                vy = vy + g * t1876
-                vz = vz + g * t1877
-                g = grad[:, o + 8]
-                vx = vx + g * t1885
-                vy = vy + g * t1886
-                vz = vz + g * t1887
-                g = grad[:, o + 9]
-                vx = vx + g * t1890
-                vy = vy + g * t1891
-                vz = vz + g * t1892
-                g = grad[:, o + 10]
-                vx = vx + g * t1899
-                vy = vy + g * t1900
-                vz = vz + g * t1901
-                g = grad[:, o + 11]
-                vx = vx + g * t1910
-                vy = vy + g * t1911
-                vz = vz + g * t1912
-                g = grad[:, o + 12]
-                vx = vx + g * t1922
-                vy = vy + g * t1923
-                vz = vz + g * t1924
-                g = grad[:, o + 13]
-                vx = vx + g * t1934
-                vy = vy + g * t1935
-                vz = vz + g * t1936
-                g = grad[:, o + 14]
-                vx = vx + g * t1946
-                vy = vy + g * t1947
-                vz = vz + g * t1948
-                g = grad[:, o + 15]
-                vx = vx + g * t1958
-                vy = vy + g * t1959
-                vz = vz + g * t1960
-                g = grad[:, o + 16]
-                vx = vx + g * t1970
-                vy = vy + g * t1971
-                vz = vz + g * t1972
-                g = grad[:, o + 17]
-                vx = vx + g * t1978
-                vy = vy + g * t1979
-                vz = vz + g * t1980
-                g = grad[:, o + 18]
-                vx = vx + g * t1985
-                vz = vz + g * t1986
+        del t1984, t1987
+        for o in at[9]:
+            g = gs[o + 0]
+            vx.add_(g * t1789)
+            vz.add_(g * t1790)
+            g = gs[o + 1]
+            vx.add_(g * t1797)
+            vy.add_(g * t1798)
+            vz.add_(g * t1799)
+            g = gs[o + 2]
+            vx.add_(g * t1810)
+            vy.add_(g * t1811)
+            vz.add_(g * t1812)
+            g = gs[o + 3]
+            vx.add_(g * t1823)
+            vy.add_(g * t1824)
+            vz.add_(g * t1825)
+            g = gs[o + 4]
+            vx.add_(g * t1836)
+            vy.add_(g * t1837)
+            vz.add_(g * t1838)
+            g = gs[o + 5]
+            vx.add_(g * t1849)
+            vy.add_(g * t1850)
+            vz.add_(g * t1851)
+            g = gs[o + 6]
+            vx.add_(g * t1862)
+            vy.add_(g * t1863)
+            vz.add_(g * t1864)
+            g = gs[o + 7]
+            vx.add_(g * t1875)
+            vy.add_(g * t1876)
+            vz.add_(g * t1877)
+            g = gs[o + 8]
+            vx.add_(g * t1885)
+            vy.add_(g * t1886)
+            vz.add_(g * t1887)
+            g = gs[o + 9]
+            vx.add_(g * t1890)
+            vy.add_(g * t1891)
+            vz.add_(g * t1892)
+            g = gs[o + 10]
+            vx.add_(g * t1899)
+            vy.add_(g * t1900)
+            vz.add_(g * t1901)
+            g = gs[o + 11]
+            vx.add_(g * t1910)
+            vy.add_(g * t1911)
+            vz.add_(g * t1912)
+            g = gs[o + 12]
+            vx.add_(g * t1922)
+            vy.add_(g * t1923)
+            vz.add_(g * t1924)
+            g = gs[o + 13]
+            vx.add_(g * t1934)
+            vy.add_(g * t1935)
+            vz.add_(g * t1936)
+            g = gs[o + 14]
+            vx.add_(g * t1946)
+            vy.add_(g * t1947)
+            vz.add_(g * t1948)
+            g = gs[o + 15]
+            vx.add_(g * t1958)
+            vy.add_(g * t1959)
+            vz.add_(g * t1960)
+            g = gs[o + 16]
+            vx.add_(g * t1970)
+            vy.add_(g * t1971)
+            vz.add_(g * t1972)
+            g = gs[o + 17]
+            vx.add_(g * t1978)
+            vy.add_(g * t1979)
+            vz.add_(g * t1980)
+            g = gs[o + 18]
+            vx.add_(g * t1985)
+            vz.add_(g * t1986)
+        del t1789, t1790, t1797, t1798, t1799, t1810, t1811, t1812, t1823, t1824, t1825, t1836, t1837, t1838, t1849, t1850, t1851, t1862, t1863, t1864, t1875, t1876, t1877, t1885, t1886, t1887, t1890, t1891, t1892, t1899, t1900, t1901, t1910, t1911, t1912, t1922, t1923, t1924, t1934, t1935, t1936, t1946, t1947, t1948, t1958, t1959, t1960, t1970, t1971, t1972, t1978, t1979, t1980, t1985, t1986
     if lmax >= 10:
         t1988 = z * t1558
         t1989 = z * t1559
         t1990 = t1560 + t1989
+        del t1989
         t1991 = z * t1560
         t1992 = x * t1570
         t1993 = t1569 + t1992
+        del t1992
         t1994 = x * t1571
         t1995 = x * t1569
         t1996 = t1988 - t1993
+        del t1988, t1993
         t1997 = t1990 - t1994
+        del t1990, t1994
         t1998 = t1991 - t1995
+        del t1991, t1995
         t1999 = z * t1570
         t2000 = z * t1571
         t2001 = t1569 + t2000
+        del t2000
         t2002 = z * t1569
         t2003 = x * t1558
         t2004 = t1560 + t2003
+        del t2003
         t2005 = x * t1559
         t2006 = x * t1560
         t2007 = t2002 + t2006
+        del t2002, t2006
         t2008 = t1999 + t2004
+        del t1999, t2004
         t2009 = t2001 + t2005
+        del t2001, t2005
         c2010 = k[319]
         t2011 = y * t1597
         t2012 = y * t1598
         t2013 = t1600 + t2012
+        del t2012
         t2014 = y * t1599
         t2015 = y * t1600
         t2016 = c2010 * t2011
+        del t2011
         t2017 = c2010 * t2013
+        del t2013
         t2018 = c2010 * t2014
+        del t2014
         t2019 = c2010 * t2015
+        del t2015
         c2020 = k[320]
         t2021 = t3 * t1219
         t2022 = t8 * t1216
+        del t1216
         t2023 = t2021 + t2022
+        del t2021, t2022
         t2024 = t6 * t1219
         t2025 = t8 * t1217
+        del t1217
         t2026 = t2024 + t2025
+        del t2024, t2025
         t2027 = t1 * t1219
         t2028 = t8 * t1218
+        del t1218
         t2029 = t2027 + t2028
+        del t2027, t2028
         t2030 = t8 * t1219
+        del t1219
         t2031 = c2020 * t2023
+        del t2023
         t2032 = c2020 * t2026
+        del t2026
         t2033 = c2020 * t2029
+        del t2029
         t2034 = c2020 * t2030
+        del t2030
         t2035 = t2016 - t2031
+        del t2016, t2031
         t2036 = t2017 - t2032
+        del t2017, t2032
         t2037 = t2018 - t2033
+        del t2018, t2033
         t2038 = t2019 - t2034
+        del t2019, t2034
         c2039 = k[321]
         t2040 = y * t1626
         t2041 = y * t1627
         t2042 = t1629 + t2041
+        del t2041
         t2043 = y * t1628
         t2044 = y * t1629
         t2045 = c2039 * t2040
+        del t2040
         t2046 = c2039 * t2042
+        del t2042
         t2047 = c2039 * t2043
+        del t2043
         t2048 = c2039 * t2044
+        del t2044
         c2049 = k[322]
         t2050 = t3 * t1248
         t2051 = t8 * t1245
+        del t1245
         t2052 = t2050 + t2051
+        del t2050, t2051
         t2053 = t6 * t1248
         t2054 = t8 * t1246
+        del t1246
         t2055 = t2053 + t2054
+        del t2053, t2054
         t2056 = t1 * t1248
         t2057 = t8 * t1247
+        del t1247
         t2058 = t2056 + t2057
+        del t2056, t2057
         t2059 = t8 * t1248
+        del t1248
         t2060 = c2049 * t2052
+        del t2052
         t2061 = c2049 * t2055
+        del t2055
         t2062 = c2049 * t2058
+        del t2058
         t2063 = c2049 * t2059
+        del t2059
         t2064 = t2045 - t2060
+        del t2045, t2060
         t2065 = t2046 - t2061
+        del t2046, t2061
         t2066 = t2047 - t2062
+        del t2047, t2062
         t2067 = t2048 - t2063
+        del t2048, t2063
         c2068 = k[323]
         t2069 = y * t1653
         t2070 = y * t1654
         t2071 = t1656 + t2070
+        del t2070
         t2072 = y * t1655
         t2073 = y * t1656
         t2074 = c2068 * t2069
+        del t2069
         t2075 = c2068 * t2071
+        del t2071
         t2076 = c2068 * t2072
+        del t2072
         t2077 = c2068 * t2073
+        del t2073
         c2078 = k[324]
         t2079 = t8 * t1270
+        del t1270
         t2080 = t1446 + t2079
+        del t1446, t2079
         t2081 = t6 * t1273
         t2082 = t8 * t1271
+        del t1271
         t2083 = t2081 + t2082
+        del t2081, t2082
         t2084 = t8 * t1272
+        del t1272
         t2085 = t1442 + t2084
+        del t1442, t2084
         t2086 = t8 * t1273
+        del t1273
         t2087 = c2078 * t2080
+        del t2080
         t2088 = c2078 * t2083
+        del t2083
         t2089 = c2078 * t2085
+        del t2085
         t2090 = c2078 * t2086
+        del t2086
         t2091 = t2074 - t2087
+        del t2074, t2087
         t2092 = t2075 - t2088
+        del t2075, t2088
         t2093 = t2076 - t2089
+        del t2076, t2089
         t2094 = t2077 - t2090
+        del t2077, t2090
         c2095 = k[325]
         t2096 = y * t1681
         t2097 = y * t1682
         t2098 = t1684 + t2097
+        del t2097
         t2099 = y * t1683
         t2100 = y * t1684
         t2101 = c2095 * t2096
+        del t2096
         t2102 = c2095 * t2098
+        del t2098
         t2103 = c2095 * t2099
+        del t2099
         t2104 = c2095 * t2100
+        del t2100
         c2105 = k[326]
         t2106 = t3 * t1300
         t2107 = t8 * t1297
+        del t1297
         t2108 = t2106 + t2107
+        del t2106, t2107
         t2109 = t6 * t1300
         t2110 = t8 * t1298
+        del t1298
         t2111 = t2109 + t2110
+        del t2109, t2110
         t2112 = t1 * t1300
         t2113 = t8 * t1299
+        del t1299
         t2114 = t2112 + t2113
+        del t2112, t2113
         t2115 = t8 * t1300
+        del t1300
         t2116 = c2105 * t2108
+        del t2108
         t2117 = c2105 * t2111
+        del t2111
         t2118 = c2105 * t2114
+        del t2114
         t2119 = c2105 * t2115
+        del t2115
         t2120 = t2101 - t2116
+        del t2101, t2116
         t2121 = t2102 - t2117
+        del t2102, t2117
         t2122 = t2103 - t2118
+        del t2103, t2118
         t2123 = t2104 - t2119
+        del t2104, t2119
         c2124 = k[327]
         t2125 = y * t1710
         t2126 = y * t1711
         t2127 = t1713 + t2126
+        del t2126
         t2128 = y * t1712
         t2129 = y * t1713
         t2130 = c2124 * t2125
+        del t2125
         t2131 = c2124 * t2127
+        del t2127
         t2132 = c2124 * t2128
+        del t2128
         t2133 = c2124 * t2129
+        del t2129
         t2134 = t3 * t1328
         t2135 = t8 * t1325
+        del t1325
         t2136 = t2134 + t2135
+        del t2134, t2135
         t2137 = t6 * t1328
         t2138 = t8 * t1326
+        del t1326
         t2139 = t2137 + t2138
+        del t2137, t2138
         t2140 = t1 * t1328
         t2141 = t8 * t1327
+        del t1327
         t2142 = t2140 + t2141
+        del t2140, t2141
         t2143 = t8 * t1328
+        del t1328
         t2144 = c889 * t2136
+        del t2136
         t2145 = c889 * t2139
+        del t2139
         t2146 = c889 * t2142
+        del t2142
         t2147 = c889 * t2143
+        del t2143
         t2148 = t2130 - t2144
+        del t2130, t2144
         t2149 = t2131 - t2145
+        del t2131, t2145
         t2150 = t2132 - t2146
+        del t2132, t2146
         t2151 = t2133 - t2147
+        del t2133, t2147
         c2152 = k[328]
         t2153 = y * t1738
         t2154 = y * t1739
         t2155 = t1741 + t2154
+        del t2154
         t2156 = y * t1740
         t2157 = y * t1741
         t2158 = c2152 * t2153
+        del t2153
         t2159 = c2152 * t2155
+        del t2155
         t2160 = c2152 * t2156
+        del t2156
         t2161 = c2152 * t2157
+        del t2157
         c2162 = k[329]
         t2163 = t3 * t1353
         t2164 = t8 * t1350
+        del t1350
         t2165 = t2163 + t2164
+        del t2163, t2164
         t2166 = t6 * t1353
         t2167 = t8 * t1351
+        del t1351
         t2168 = t2166 + t2167
+        del t2166, t2167
         t2169 = t1 * t1353
         t2170 = t8 * t1352
+        del t1352
         t2171 = t2169 + t2170
+        del t2169, t2170
         t2172 = t8 * t1353
+        del t1353
         t2173 = c2162 * t2165
+        del t2165
         t2174 = c2162 * t2168
+        del t2168
         t2175 = c2162 * t2171
+        del t2171
         t2176 = c2162 * t2172
+        del t2172
         t2177 = t2158 - t2173
+        del t2158, t2173
         t2178 = t2159 - t2174
+        del t2159, t2174
         t2179 = t2160 - t2175
+        del t2160, t2175
         t2180 = t2161 - t2176
+        del t2161, t2176
         c2181 = k[330]
         t2182 = y * t1763
         t2183 = y * t1764
         t2184 = t1766 + t2183
+        del t2183
         t2185 = y * t1765
         t2186 = y * t1766
         t2187 = c2181 * t2182
+        del t2182
         t2188 = c2181 * t2184
+        del t2184
         t2189 = c2181 * t2185
+        del t2185
         t2190 = c2181 * t2186
+        del t2186
         t2191 = t3 * t1369
         t2192 = t8 * t1366
+        del t1366
         t2193 = t2191 + t2192
+        del t2191, t2192
         t2194 = t6 * t1369
         t2195 = t8 * t1367
+        del t1367
         t2196 = t2194 + t2195
+        del t2194, t2195
         t2197 = t1 * t1369
         t2198 = t8 * t1368
+        del t1368
         t2199 = t2197 + t2198
+        del t2197, t2198
         t2200 = t8 * t1369
+        del t1369
         t2201 = c1301 * t2193
+        del t2193
         t2202 = c1301 * t2196
+        del t2196
         t2203 = c1301 * t2199
+        del t2199
         t2204 = c1301 * t2200
+        del t2200
         t2205 = t2187 - t2201
+        del t2187, t2201
         t2206 = t2188 - t2202
+        del t2188, t2202
         t2207 = t2189 - t2203
+        del t2189, t2203
         t2208 = t2190 - t2204
+        del t2190, t2204
         c2209 = k[331]
         t2210 = y * t1779
         t2211 = y * t1780
         t2212 = t1782 + t2211
+        del t2211
         t2213 = y * t1781
         t2214 = y * t1782
         t2215 = c2209 * t2210
+        del t2210
         t2216 = c2209 * t2212
+        del t2212
         t2217 = c2209 * t2213
+        del t2213
         t2218 = c2209 * t2214
+        del t2214
         c2219 = k[332]
         t2220 = t3 * t1371
         t2221 = t6 * t1371
         t2222 = t8 * c1370
         t2223 = t2221 + t2222
+        del t2221
         t2224 = t1 * t1371
         t2225 = t8 * t1371
+        del t1371
         t2226 = c2219 * t2220
+        del t2220
         t2227 = c2219 * t2223
+        del t2223
         t2228 = c2219 * t2224
+        del t2224
         t2229 = c2219 * t2225
+        del t2225
         t2230 = t2215 - t2226
+        del t2215, t2226
         t2231 = t2216 - t2227
+        del t2216, t2227
         t2232 = t2217 - t2228
+        del t2217, t2228
         t2233 = t2218 - t2229
+        del t2218, t2229
         c2234 = k[333]
         t2235 = t1784 + t1784
         t2236 = y * t1784
         t2237 = c2234 * t2235
+        del t2235
         t2238 = c2234 * t2236
+        del t2236
         t2239 = t3 * c1370
         t2240 = t6 * c1370
         t2241 = t1 * c1370
         t2242 = c1767 * t2239
+        del t2239
         t2243 = c1767 * t2240
+        del t2240
         t2244 = c1767 * t2241
+        del t2241
         t2245 = c1767 * t2222
+        del t2222
         t2246 = -t2242
+        del t2242
         t2247 = t2237 - t2243
+        del t2237, t2243
         t2248 = -t2244
+        del t2244
         t2249 = t2238 - t2245
+        del t2238, t2245
         c2250 = k[334]
         t2251 = c2250 * y
         c2252 = k[335]
@@ -3861,601 +5606,904 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t2254 = c2250 * t2009
         t2255 = c2250 * t2007
         t2256 = c2252 * t2253
+        del t2253
         t2257 = c2252 * t2254
+        del t2254
         t2258 = c2252 * t2255
+        del t2255, t2258
         c2259 = k[336]
         t2260 = t2251 * t1570
         t2261 = c2250 * t1569
         t2262 = t2251 * t1571
         t2263 = t2251 * t1569
         t2264 = c2259 * t2260
+        del t2260
         t2265 = c2259 * t2261
+        del t2261
         t2266 = c2259 * t2262
+        del t2262
         t2267 = c2259 * t2263
+        del t2263, t2267
         c2268 = k[337]
         t2269 = t2246 * t1188
         t2270 = t2249 * t1189
         t2271 = t2269 + t2270
+        del t2269, t2270
         t2272 = t2247 * t1188
         t2273 = t2248 * t1188
         t2274 = t2249 * t1190
         t2275 = t2273 + t2274
+        del t2273, t2274
         t2276 = t2249 * t1188
         t2277 = c2268 * t2271
+        del t2271
         t2278 = c2268 * t2272
+        del t2272
         t2279 = c2268 * t2275
+        del t2275
         t2280 = c2268 * t2276
+        del t2276, t2280
         c2281 = k[338]
         t2282 = t2230 * t857
         t2283 = t2233 * t858
         t2284 = t2282 + t2283
+        del t2282, t2283
         t2285 = t2231 * t857
         t2286 = t2232 * t857
         t2287 = t2233 * t859
         t2288 = t2286 + t2287
+        del t2286, t2287
         t2289 = t2233 * t857
         t2290 = c2281 * t2284
+        del t2284
         t2291 = c2281 * t2285
+        del t2285
         t2292 = c2281 * t2288
+        del t2288
         t2293 = c2281 * t2289
+        del t2289, t2293
         c2294 = k[339]
         t2295 = t2205 * t580
         t2296 = t2208 * t581
         t2297 = t2295 + t2296
+        del t2295, t2296
         t2298 = t2206 * t580
         t2299 = t2207 * t580
         t2300 = t2208 * t582
         t2301 = t2299 + t2300
+        del t2299, t2300
         t2302 = t2208 * t580
         t2303 = c2294 * t2297
+        del t2297
         t2304 = c2294 * t2298
+        del t2298
         t2305 = c2294 * t2301
+        del t2301
         t2306 = c2294 * t2302
+        del t2302, t2306
         c2307 = k[340]
         t2308 = t2177 * t357
         t2309 = t2180 * t358
         t2310 = t2308 + t2309
+        del t2308, t2309
         t2311 = t2178 * t357
         t2312 = t2179 * t357
         t2313 = t2180 * t359
         t2314 = t2312 + t2313
+        del t2312, t2313
         t2315 = t2180 * t357
         t2316 = c2307 * t2310
+        del t2310
         t2317 = c2307 * t2311
+        del t2311
         t2318 = c2307 * t2314
+        del t2314
         t2319 = c2307 * t2315
+        del t2315, t2319
         c2320 = k[341]
         t2321 = t2148 * t187
         t2322 = t2151 * t188
         t2323 = t2321 + t2322
+        del t2321, t2322
         t2324 = t2149 * t187
         t2325 = t2150 * t187
         t2326 = t2151 * t189
         t2327 = t2325 + t2326
+        del t2325, t2326
         t2328 = t2151 * t187
         t2329 = c2320 * t2323
+        del t2323
         t2330 = c2320 * t2324
+        del t2324
         t2331 = c2320 * t2327
+        del t2327
         t2332 = c2320 * t2328
+        del t2328, t2332
         c2333 = k[342]
         t2334 = t2120 * t75
         t2335 = t2123 * t76
         t2336 = t2334 + t2335
+        del t2334, t2335
         t2337 = t2121 * t75
         t2338 = t2122 * t75
         t2339 = t2123 * t77
         t2340 = t2338 + t2339
+        del t2338, t2339
         t2341 = t2123 * t75
         t2342 = c2333 * t2336
+        del t2336
         t2343 = c2333 * t2337
+        del t2337
         t2344 = c2333 * t2340
+        del t2340
         t2345 = c2333 * t2341
+        del t2341, t2345
         c2346 = k[343]
         t2347 = t2091 * t17
         t2348 = t2094 * t1
         t2349 = t2347 + t2348
+        del t2347
         t2350 = t2092 * t17
         t2351 = t2093 * t17
         t2352 = t2094 * t3
         t2353 = t2351 + t2352
+        del t2351
         t2354 = t2094 * t17
         t2355 = c2346 * t2349
+        del t2349
         t2356 = c2346 * t2350
+        del t2350
         t2357 = c2346 * t2353
+        del t2353
         t2358 = c2346 * t2354
+        del t2354, t2358
         c2359 = k[344]
         t2360 = t2064 * x
         t2361 = t2360 + t2067
+        del t2360
         t2362 = t2065 * x
         t2363 = t2066 * x
         t2364 = t2067 * x
         t2365 = c2359 * t2361
+        del t2361
         t2366 = c2359 * t2362
+        del t2362
         t2367 = c2359 * t2363
+        del t2363
         t2368 = c2359 * t2364
+        del t2364, t2368
         c2369 = k[345]
         t2370 = c2369 * t2035
         t2371 = c2369 * t2036
         t2372 = c2369 * t2037
         t2373 = c2369 * t2038
+        del t2373
         t2374 = t2064 * z
         t2375 = t2065 * z
         t2376 = t2066 * z
         t2377 = t2376 + t2067
+        del t2376
         t2378 = t2067 * z
         t2379 = c2359 * t2374
+        del t2374
         t2380 = c2359 * t2375
+        del t2375
         t2381 = c2359 * t2377
+        del t2377
         t2382 = c2359 * t2378
+        del t2378, t2382
         t2383 = t2091 * t15
         t2384 = t2094 * t14
         t2385 = t2383 + t2384
+        del t2383, t2384
         t2386 = t2092 * t15
         t2387 = t2093 * t15
         t2388 = t2387 + t2348
+        del t2387
         t2389 = t2094 * t15
         t2390 = c2346 * t2385
+        del t2385
         t2391 = c2346 * t2386
+        del t2386
         t2392 = c2346 * t2388
+        del t2388
         t2393 = c2346 * t2389
+        del t2389, t2393
         t2394 = t2120 * t68
         t2395 = t2123 * t66
         t2396 = t2394 + t2395
+        del t2394, t2395
         t2397 = t2121 * t68
         t2398 = t2122 * t68
         t2399 = t2123 * t67
         t2400 = t2398 + t2399
+        del t2398, t2399
         t2401 = t2123 * t68
         t2402 = c2333 * t2396
+        del t2396
         t2403 = c2333 * t2397
+        del t2397
         t2404 = c2333 * t2400
+        del t2400
         t2405 = c2333 * t2401
+        del t2401, t2405
         t2406 = t2148 * t178
         t2407 = t2151 * t176
         t2408 = t2406 + t2407
+        del t2406, t2407
         t2409 = t2149 * t178
         t2410 = t2150 * t178
         t2411 = t2151 * t177
         t2412 = t2410 + t2411
+        del t2410, t2411
         t2413 = t2151 * t178
         t2414 = c2320 * t2408
+        del t2408
         t2415 = c2320 * t2409
+        del t2409
         t2416 = c2320 * t2412
+        del t2412
         t2417 = c2320 * t2413
+        del t2413, t2417
         t2418 = t2177 * t348
         t2419 = t2180 * t346
         t2420 = t2418 + t2419
+        del t2418, t2419
         t2421 = t2178 * t348
         t2422 = t2179 * t348
         t2423 = t2180 * t347
         t2424 = t2422 + t2423
+        del t2422, t2423
         t2425 = t2180 * t348
         t2426 = c2307 * t2420
+        del t2420
         t2427 = c2307 * t2421
+        del t2421
         t2428 = c2307 * t2424
+        del t2424
         t2429 = c2307 * t2425
+        del t2425, t2429
         t2430 = t2205 * t571
         t2431 = t2208 * t569
         t2432 = t2430 + t2431
+        del t2430, t2431
         t2433 = t2206 * t571
         t2434 = t2207 * t571
         t2435 = t2208 * t570
         t2436 = t2434 + t2435
+        del t2434, t2435
         t2437 = t2208 * t571
         t2438 = c2294 * t2432
+        del t2432
         t2439 = c2294 * t2433
+        del t2433
         t2440 = c2294 * t2436
+        del t2436
         t2441 = c2294 * t2437
+        del t2437, t2441
         t2442 = t2230 * t848
         t2443 = t2233 * t846
         t2444 = t2442 + t2443
+        del t2442, t2443
         t2445 = t2231 * t848
         t2446 = t2232 * t848
         t2447 = t2233 * t847
         t2448 = t2446 + t2447
+        del t2446, t2447
         t2449 = t2233 * t848
         t2450 = c2281 * t2444
+        del t2444
         t2451 = c2281 * t2445
+        del t2445
         t2452 = c2281 * t2448
+        del t2448
         t2453 = c2281 * t2449
+        del t2449, t2453
         t2454 = t2246 * t1179
         t2455 = t2249 * t1177
         t2456 = t2454 + t2455
+        del t2454, t2455
         t2457 = t2247 * t1179
         t2458 = t2248 * t1179
         t2459 = t2249 * t1178
         t2460 = t2458 + t2459
+        del t2458, t2459
         t2461 = t2249 * t1179
         t2462 = c2268 * t2456
+        del t2456
         t2463 = c2268 * t2457
+        del t2457
         t2464 = c2268 * t2460
+        del t2460
         t2465 = c2268 * t2461
+        del t2461, t2465
         t2466 = t2251 * t1558
         t2467 = c2250 * t1560
         t2468 = t2251 * t1559
         t2469 = t2251 * t1560
         t2470 = c2259 * t2466
+        del t2466
         t2471 = c2259 * t2467
+        del t2467
         t2472 = c2259 * t2468
+        del t2468
         t2473 = c2259 * t2469
+        del t2469, t2473
         t2474 = c2250 * t1996
         t2475 = c2250 * t1997
         t2476 = c2250 * t1998
         t2477 = c2252 * t2474
+        del t2474
         t2478 = c2252 * t2475
+        del t2475
         t2479 = c2252 * t2476
-        for i, li in enumerate(ls):
-            if li == 10:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t2256
-                vz = vz + g * t2257
-                g = grad[:, o + 1]
-                vx = vx + g * t2264
-                vy = vy + g * t2265
-                vz = vz + g * t2266
-                g = grad[:, o + 2]
-                vx = vx + g * t2277
-                vy = vy + g * t2278
-                vz = vz + g * t2279
-                g = grad[:, o + 3]
-                vx = vx + g * t2290
-                vy = vy + g * t2291
-                vz = vz + g * t2292
-                g = grad[:, o + 4]
-                vx = vx + g * t2303
-                vy = vy + g * t2304
-                vz = vz + g * t2305
-                g = grad[:, o + 5]
-                vx = vx + g * t2316
-                vy = vy + g * t2317
-                vz = vz + g * t2318
-                g = grad[:, o + 6]
-                vx = vx + g * t2329
-                vy = vy + g * t2330
-                vz = vz + g * t2331
-                g = grad[:, o + 7]
-                vx = vx + g * t2342
-                vy = vy + g * t2343
-                vz = vz + g * t2344
-                g = grad[:, o + 8]
-                vx = vx + g * t2355
-                vy = vy + g * t2356
-                vz = vz + g * t2357
-                g = grad[:, o + 9]
-                vx = vx + g * t2365
-                vy = vy + g * t2366
-                vz = vz + g * t2367
-                g = grad[:, o + 10]
-                vx = vx + g * t2370
-                vy = vy + g * t2371
-                vz = vz + g * t2372
-                g = grad[:, o + 11]
-                vx = vx + g * t2379
-                vy = vy + g * t2380
-                vz = vz + g * t2381
-                g = grad[:, o + 12]
-                vx = vx + g * t2390
-                vy = vy + g * t2391
-                vz = vz + g * t2392
-                g = grad[:, o + 13]
-                vx = vx + g * t2402
-                vy = vy + g * t2403
-                vz = vz + g * t2404
-                g = grad[:, o + 14]
-                vx = vx + g * t2414
-                vy = vy + g * t2415
-                vz = vz + g * t2416
-                g = grad[:, o + 15]
-                vx = vx + g * t2426
-                vy = vy + g * t2427
-                vz = vz + g * t2428
-                g = grad[:, o + 16]
-                vx = vx + g * t2438
-                vy = vy + g * t2439
-                vz = vz + g * t2440
-                g = grad[:, o + 17]
-                vx = vx + g * t2450
-                vy = vy + g * t2451
-                vz = vz + g * t2452
-                g = grad[:, o + 18]
-                vx = vx + g * t2462
-                vy = vy + g * t2463
-                vz = vz + g * t2464
-                g = grad[:, o + 19]
-                vx = vx + g * t2470
-                vy = vy + g * t2471
-                vz = vz + g * t2472
-                g = grad[:, o + 20]
-                vx = vx + g * t2477
-                vz = vz + g * t2478
+        del t2476, t2479
+        for o in at[10]:
+            g = gs[o + 0]
+            vx.add_(g * t2256)
+            vz.add_(g * t2257)
+            g = gs[o + 1]
+            vx.add_(g * t2264)
+            vy.add_(g * t2265)
+            vz.add_(g * t2266)
+            g = gs[o + 2]
+            vx.add_(g * t2277)
+            vy.add_(g * t2278)
+            vz.add_(g * t2279)
+            g = gs[o + 3]
+            vx.add_(g * t2290)
+            vy.add_(g * t2291)
+            vz.add_(g * t2292)
+            g = gs[o + 4]
+            vx.add_(g * t2303)
+            vy.add_(g * t2304)
+            vz.add_(g * t2305)
+            g = gs[o + 5]
+            vx.add_(g * t2316)
+            vy.add_(g * t2317)
+            vz.add_(g * t2318)
+            g = gs[o + 6]
+            vx.add_(g * t2329)
+            vy.add_(g * t2330)
+            vz.add_(g * t2331)
+            g = gs[o + 7]
+            vx.add_(g * t2342)
+            vy.add_(g * t2343)
+            vz.add_(g * t2344)
+            g = gs[o + 8]
+            vx.add_(g * t2355)
+            vy.add_(g * t2356)
+            vz.add_(g * t2357)
+            g = gs[o + 9]
+            vx.add_(g * t2365)
+            vy.add_(g * t2366)
+            vz.add_(g * t2367)
+            g = gs[o + 10]
+            vx.add_(g * t2370)
+            vy.add_(g * t2371)
+            vz.add_(g * t2372)
+            g = gs[o + 11]
+            vx.add_(g * t2379)
+            vy.add_(g * t2380)
+            vz.add_(g * t2381)
+            g = gs[o + 12]
+            vx.add_(g * t2390)
+            vy.add_(g * t2391)
+            vz.add_(g * t2392)
+            g = gs[o + 13]
+            vx.add_(g * t2402)
+            vy.add_(g * t2403)
+            vz.add_(g * t2404)
+            g = gs[o + 14]
+            vx.add_(g * t2414)
+            vy.add_(g * t2415)
+            vz.add_(g * t2416)
+            g = gs[o + 15]
+            vx.add_(g * t2426)
+            vy.add_(g * t2427)
+            vz.add_(g * t2428)
+            g = gs[o + 16]
+            vx.add_(g * t2438)
+            vy.add_(g * t2439)
+            vz.add_(g * t2440)
+            g = gs[o + 17]
+            vx.add_(g * t2450)
+            vy.add_(g * t2451)
+            vz.add_(g * t2452)
+            g = gs[o + 18]
+            vx.add_(g * t2462)
+            vy.add_(g * t2463)
+            vz.add_(g * t2464)
+            g = gs[o + 19]
+            vx.add_(g * t2470)
+            vy.add_(g * t2471)
+            vz.add_(g * t2472)
+            g = gs[o + 20]
+            vx.add_(g * t2477)
+            vz.add_(g * t2478)
+        del t2256, t2257, t2264, t2265, t2266, t2277, t2278, t2279, t2290, t2291, t2292, t2303, t2304, t2305, t2316, t2317, t2318, t2329, t2330, t2331, t2342, t2343, t2344, t2355, t2356, t2357, t2365, t2366, t2367, t2370, t2371, t2372, t2379, t2380, t2381, t2390, t2391, t2392, t2402, t2403, t2404, t2414, t2415, t2416, t2426, t2427, t2428, t2438, t2439, t2440, t2450, t2451, t2452, t2462, t2463, t2464, t2470, t2471, t2472, t2477, t2478
     if lmax >= 11:
         t2480 = z * t1996
         t2481 = z * t1997
         t2482 = t1998 + t2481
+        del t2481
         t2483 = z * t1998
         t2484 = x * t2008
         t2485 = t2007 + t2484
+        del t2484
         t2486 = x * t2009
         t2487 = x * t2007
         t2488 = t2480 - t2485
+        del t2480, t2485
         t2489 = t2482 - t2486
+        del t2482, t2486
         t2490 = t2483 - t2487
+        del t2483, t2487
         t2491 = z * t2008
         t2492 = z * t2009
         t2493 = t2007 + t2492
+        del t2492
         t2494 = z * t2007
         t2495 = x * t1996
         t2496 = t1998 + t2495
+        del t2495
         t2497 = x * t1997
         t2498 = x * t1998
         t2499 = t2494 + t2498
+        del t2494, t2498
         t2500 = t2491 + t2496
+        del t2491, t2496
         t2501 = t2493 + t2497
+        del t2493, t2497
         c2502 = k[346]
         t2503 = y * t2035
         t2504 = y * t2036
         t2505 = t2038 + t2504
+        del t2504
         t2506 = y * t2037
         t2507 = y * t2038
         t2508 = c2502 * t2503
+        del t2503
         t2509 = c2502 * t2505
+        del t2505
         t2510 = c2502 * t2506
+        del t2506
         t2511 = c2502 * t2507
+        del t2507
         c2512 = k[347]
         t2513 = t3 * t1600
         t2514 = t8 * t1597
+        del t1597
         t2515 = t2513 + t2514
+        del t2513, t2514
         t2516 = t6 * t1600
         t2517 = t8 * t1598
+        del t1598
         t2518 = t2516 + t2517
+        del t2516, t2517
         t2519 = t1 * t1600
         t2520 = t8 * t1599
+        del t1599
         t2521 = t2519 + t2520
+        del t2519, t2520
         t2522 = t8 * t1600
+        del t1600
         t2523 = c2512 * t2515
+        del t2515
         t2524 = c2512 * t2518
+        del t2518
         t2525 = c2512 * t2521
+        del t2521
         t2526 = c2512 * t2522
+        del t2522
         t2527 = t2508 - t2523
+        del t2508, t2523
         t2528 = t2509 - t2524
+        del t2509, t2524
         t2529 = t2510 - t2525
+        del t2510, t2525
         t2530 = t2511 - t2526
+        del t2511, t2526
         c2531 = k[348]
         t2532 = y * t2064
         t2533 = y * t2065
         t2534 = t2067 + t2533
+        del t2533
         t2535 = y * t2066
         t2536 = y * t2067
         t2537 = c2531 * t2532
+        del t2532
         t2538 = c2531 * t2534
+        del t2534
         t2539 = c2531 * t2535
+        del t2535
         t2540 = c2531 * t2536
+        del t2536
         c2541 = k[349]
         t2542 = t3 * t1629
         t2543 = t8 * t1626
+        del t1626
         t2544 = t2542 + t2543
+        del t2542, t2543
         t2545 = t6 * t1629
         t2546 = t8 * t1627
+        del t1627
         t2547 = t2545 + t2546
+        del t2545, t2546
         t2548 = t1 * t1629
         t2549 = t8 * t1628
+        del t1628
         t2550 = t2548 + t2549
+        del t2548, t2549
         t2551 = t8 * t1629
+        del t1629
         t2552 = c2541 * t2544
+        del t2544
         t2553 = c2541 * t2547
+        del t2547
         t2554 = c2541 * t2550
+        del t2550
         t2555 = c2541 * t2551
+        del t2551
         t2556 = t2537 - t2552
+        del t2537, t2552
         t2557 = t2538 - t2553
+        del t2538, t2553
         t2558 = t2539 - t2554
+        del t2539, t2554
         t2559 = t2540 - t2555
+        del t2540, t2555
         t2560 = y * t2091
         t2561 = y * t2092
         t2562 = t2094 + t2561
+        del t2561
         t2563 = y * t2093
         t2564 = y * t2094
         t2565 = c219 * t2560
+        del t2560
         t2566 = c219 * t2562
+        del t2562
         t2567 = c219 * t2563
+        del t2563
         t2568 = c219 * t2564
+        del t2564
         t2569 = t8 * t1653
+        del t1653
         t2570 = t1872 + t2569
+        del t1872, t2569
         t2571 = t6 * t1656
         t2572 = t8 * t1654
+        del t1654
         t2573 = t2571 + t2572
+        del t2571, t2572
         t2574 = t8 * t1655
+        del t1655
         t2575 = t1868 + t2574
+        del t1868, t2574
         t2576 = t8 * t1656
+        del t1656
         t2577 = c229 * t2570
+        del t2570
         t2578 = c229 * t2573
+        del t2573
         t2579 = c229 * t2575
+        del t2575
         t2580 = c229 * t2576
+        del t2576
         t2581 = t2565 - t2577
+        del t2565, t2577
         t2582 = t2566 - t2578
+        del t2566, t2578
         t2583 = t2567 - t2579
+        del t2567, t2579
         t2584 = t2568 - t2580
+        del t2568, t2580
         c2585 = k[350]
         t2586 = y * t2120
         t2587 = y * t2121
         t2588 = t2123 + t2587
+        del t2587
         t2589 = y * t2122
         t2590 = y * t2123
         t2591 = c2585 * t2586
+        del t2586
         t2592 = c2585 * t2588
+        del t2588
         t2593 = c2585 * t2589
+        del t2589
         t2594 = c2585 * t2590
+        del t2590
         c2595 = k[351]
         t2596 = t3 * t1684
         t2597 = t8 * t1681
+        del t1681
         t2598 = t2596 + t2597
+        del t2596, t2597
         t2599 = t6 * t1684
         t2600 = t8 * t1682
+        del t1682
         t2601 = t2599 + t2600
+        del t2599, t2600
         t2602 = t1 * t1684
         t2603 = t8 * t1683
+        del t1683
         t2604 = t2602 + t2603
+        del t2602, t2603
         t2605 = t8 * t1684
+        del t1684
         t2606 = c2595 * t2598
+        del t2598
         t2607 = c2595 * t2601
+        del t2601
         t2608 = c2595 * t2604
+        del t2604
         t2609 = c2595 * t2605
+        del t2605
         t2610 = t2591 - t2606
+        del t2591, t2606
         t2611 = t2592 - t2607
+        del t2592, t2607
         t2612 = t2593 - t2608
+        del t2593, t2608
         t2613 = t2594 - t2609
+        del t2594, t2609
         t2614 = y * t2148
         t2615 = y * t2149
         t2616 = t2151 + t2615
+        del t2615
         t2617 = y * t2150
         t2618 = y * t2151
         t2619 = c30 * t2614
+        del t2614
         t2620 = c30 * t2616
+        del t2616
         t2621 = c30 * t2617
+        del t2617
         t2622 = c30 * t2618
+        del t2618
         t2623 = t3 * t1713
         t2624 = t8 * t1710
+        del t1710
         t2625 = t2623 + t2624
+        del t2623, t2624
         t2626 = t6 * t1713
         t2627 = t8 * t1711
+        del t1711
         t2628 = t2626 + t2627
+        del t2626, t2627
         t2629 = t1 * t1713
         t2630 = t8 * t1712
+        del t1712
         t2631 = t2629 + t2630
+        del t2629, t2630
         t2632 = t8 * t1713
+        del t1713
         t2633 = c427 * t2625
+        del t2625
         t2634 = c427 * t2628
+        del t2628
         t2635 = c427 * t2631
+        del t2631
         t2636 = c427 * t2632
+        del t2632
         t2637 = t2619 - t2633
+        del t2619, t2633
         t2638 = t2620 - t2634
+        del t2620, t2634
         t2639 = t2621 - t2635
+        del t2621, t2635
         t2640 = t2622 - t2636
+        del t2622, t2636
         t2641 = y * t2177
         t2642 = y * t2178
         t2643 = t2180 + t2642
+        del t2642
         t2644 = y * t2179
         t2645 = y * t2180
         t2646 = c244 * t2641
+        del t2641
         t2647 = c244 * t2643
+        del t2643
         t2648 = c244 * t2644
+        del t2644
         t2649 = c244 * t2645
+        del t2645
         t2650 = t3 * t1741
         t2651 = t8 * t1738
+        del t1738
         t2652 = t2650 + t2651
+        del t2650, t2651
         t2653 = t6 * t1741
         t2654 = t8 * t1739
+        del t1739
         t2655 = t2653 + t2654
+        del t2653, t2654
         t2656 = t1 * t1741
         t2657 = t8 * t1740
+        del t1740
         t2658 = t2656 + t2657
+        del t2656, t2657
         t2659 = t8 * t1741
+        del t1741
         t2660 = c102 * t2652
+        del t2652
         t2661 = c102 * t2655
+        del t2655
         t2662 = c102 * t2658
+        del t2658
         t2663 = c102 * t2659
+        del t2659
         t2664 = t2646 - t2660
+        del t2646, t2660
         t2665 = t2647 - t2661
+        del t2647, t2661
         t2666 = t2648 - t2662
+        del t2648, t2662
         t2667 = t2649 - t2663
+        del t2649, t2663
         c2668 = k[352]
         t2669 = y * t2205
         t2670 = y * t2206
         t2671 = t2208 + t2670
+        del t2670
         t2672 = y * t2207
         t2673 = y * t2208
         t2674 = c2668 * t2669
+        del t2669
         t2675 = c2668 * t2671
+        del t2671
         t2676 = c2668 * t2672
+        del t2672
         t2677 = c2668 * t2673
+        del t2673
         c2678 = k[353]
         t2679 = t3 * t1766
         t2680 = t8 * t1763
+        del t1763
         t2681 = t2679 + t2680
+        del t2679, t2680
         t2682 = t6 * t1766
         t2683 = t8 * t1764
+        del t1764
         t2684 = t2682 + t2683
+        del t2682, t2683
         t2685 = t1 * t1766
         t2686 = t8 * t1765
+        del t1765
         t2687 = t2685 + t2686
+        del t2685, t2686
         t2688 = t8 * t1766
+        del t1766
         t2689 = c2678 * t2681
+        del t2681
         t2690 = c2678 * t2684
+        del t2684
         t2691 = c2678 * t2687
+        del t2687
         t2692 = c2678 * t2688
+        del t2688
         t2693 = t2674 - t2689
+        del t2674, t2689
         t2694 = t2675 - t2690
+        del t2675, t2690
         t2695 = t2676 - t2691
+        del t2676, t2691
         t2696 = t2677 - t2692
+        del t2677, t2692
         c2697 = k[354]
         t2698 = y * t2230
         t2699 = y * t2231
         t2700 = t2233 + t2699
+        del t2699
         t2701 = y * t2232
         t2702 = y * t2233
         t2703 = c2697 * t2698
+        del t2698
         t2704 = c2697 * t2700
+        del t2700
         t2705 = c2697 * t2701
+        del t2701
         t2706 = c2697 * t2702
+        del t2702
         t2707 = t3 * t1782
         t2708 = t8 * t1779
+        del t1779
         t2709 = t2707 + t2708
+        del t2707, t2708
         t2710 = t6 * t1782
         t2711 = t8 * t1780
+        del t1780
         t2712 = t2710 + t2711
+        del t2710, t2711
         t2713 = t1 * t1782
         t2714 = t8 * t1781
+        del t1781
         t2715 = t2713 + t2714
+        del t2713, t2714
         t2716 = t8 * t1782
+        del t1782
         t2717 = c1714 * t2709
+        del t2709
         t2718 = c1714 * t2712
+        del t2712
         t2719 = c1714 * t2715
+        del t2715
         t2720 = c1714 * t2716
+        del t2716
         t2721 = t2703 - t2717
+        del t2703, t2717
         t2722 = t2704 - t2718
+        del t2704, t2718
         t2723 = t2705 - t2719
+        del t2705, t2719
         t2724 = t2706 - t2720
+        del t2706, t2720
         c2725 = k[355]
         t2726 = y * t2246
         t2727 = y * t2247
         t2728 = t2249 + t2727
+        del t2727
         t2729 = y * t2248
         t2730 = y * t2249
         t2731 = c2725 * t2726
+        del t2726
         t2732 = c2725 * t2728
+        del t2728
         t2733 = c2725 * t2729
+        del t2729
         t2734 = c2725 * t2730
+        del t2730
         c2735 = k[356]
         t2736 = t3 * t1784
         t2737 = t6 * t1784
         t2738 = t8 * c1783
         t2739 = t2737 + t2738
+        del t2737
         t2740 = t1 * t1784
         t2741 = t8 * t1784
+        del t1784
         t2742 = c2735 * t2736
+        del t2736
         t2743 = c2735 * t2739
+        del t2739
         t2744 = c2735 * t2740
+        del t2740
         t2745 = c2735 * t2741
+        del t2741
         t2746 = t2731 - t2742
+        del t2731, t2742
         t2747 = t2732 - t2743
+        del t2732, t2743
         t2748 = t2733 - t2744
+        del t2733, t2744
         t2749 = t2734 - t2745
+        del t2734, t2745
         c2750 = k[357]
         t2751 = t2251 + t2251
         t2752 = y * t2251
         t2753 = c2750 * t2751
+        del t2751
         t2754 = c2750 * t2752
+        del t2752
         t2755 = t3 * c1783
         t2756 = t6 * c1783
         t2757 = t1 * c1783
         t2758 = c2234 * t2755
+        del t2755
         t2759 = c2234 * t2756
+        del t2756
         t2760 = c2234 * t2757
+        del t2757
         t2761 = c2234 * t2738
+        del t2738
         t2762 = -t2758
+        del t2758
         t2763 = t2753 - t2759
+        del t2753, t2759
         t2764 = -t2760
+        del t2760
         t2765 = t2754 - t2761
+        del t2754, t2761
         c2766 = k[358]
         t2767 = c2766 * y
         c2768 = k[359]
@@ -4463,1082 +6511,1695 @@ def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normaliz
         t2770 = c2766 * t2501
         t2771 = c2766 * t2499
         t2772 = c2768 * t2769
+        del t2769
         t2773 = c2768 * t2770
+        del t2770
         t2774 = c2768 * t2771
+        del t2771, t2774
         c2775 = k[360]
         t2776 = t2767 * t2008
         t2777 = c2766 * t2007
         t2778 = t2767 * t2009
         t2779 = t2767 * t2007
         t2780 = c2775 * t2776
+        del t2776
         t2781 = c2775 * t2777
+        del t2777
         t2782 = c2775 * t2778
+        del t2778
         t2783 = c2775 * t2779
+        del t2779, t2783
         c2784 = k[361]
         t2785 = t2762 * t1569
         t2786 = t2765 * t1570
         t2787 = t2785 + t2786
+        del t2785, t2786
         t2788 = t2763 * t1569
         t2789 = t2764 * t1569
         t2790 = t2765 * t1571
         t2791 = t2789 + t2790
+        del t2789, t2790
         t2792 = t2765 * t1569
         t2793 = c2784 * t2787
+        del t2787
         t2794 = c2784 * t2788
+        del t2788
         t2795 = c2784 * t2791
+        del t2791
         t2796 = c2784 * t2792
+        del t2792, t2796
         c2797 = k[362]
         t2798 = t2746 * t1188
         t2799 = t2749 * t1189
         t2800 = t2798 + t2799
+        del t2798, t2799
         t2801 = t2747 * t1188
         t2802 = t2748 * t1188
         t2803 = t2749 * t1190
         t2804 = t2802 + t2803
+        del t2802, t2803
         t2805 = t2749 * t1188
         t2806 = c2797 * t2800
+        del t2800
         t2807 = c2797 * t2801
+        del t2801
         t2808 = c2797 * t2804
+        del t2804
         t2809 = c2797 * t2805
+        del t2805, t2809
         c2810 = k[363]
         t2811 = t2721 * t857
         t2812 = t2724 * t858
         t2813 = t2811 + t2812
+        del t2811, t2812
         t2814 = t2722 * t857
         t2815 = t2723 * t857
         t2816 = t2724 * t859
         t2817 = t2815 + t2816
+        del t2815, t2816
         t2818 = t2724 * t857
         t2819 = c2810 * t2813
+        del t2813
         t2820 = c2810 * t2814
+        del t2814
         t2821 = c2810 * t2817
+        del t2817
         t2822 = c2810 * t2818
+        del t2818, t2822
         c2823 = k[364]
         t2824 = t2693 * t580
         t2825 = t2696 * t581
         t2826 = t2824 + t2825
+        del t2824, t2825
         t2827 = t2694 * t580
         t2828 = t2695 * t580
         t2829 = t2696 * t582
         t2830 = t2828 + t2829
+        del t2828, t2829
         t2831 = t2696 * t580
         t2832 = c2823 * t2826
+        del t2826
         t2833 = c2823 * t2827
+        del t2827
         t2834 = c2823 * t2830
+        del t2830
         t2835 = c2823 * t2831
+        del t2831, t2835
         c2836 = k[365]
         t2837 = t2664 * t357
         t2838 = t2667 * t358
         t2839 = t2837 + t2838
+        del t2837, t2838
         t2840 = t2665 * t357
         t2841 = t2666 * t357
         t2842 = t2667 * t359
         t2843 = t2841 + t2842
+        del t2841, t2842
         t2844 = t2667 * t357
         t2845 = c2836 * t2839
+        del t2839
         t2846 = c2836 * t2840
+        del t2840
         t2847 = c2836 * t2843
+        del t2843
         t2848 = c2836 * t2844
+        del t2844, t2848
         c2849 = k[366]
         t2850 = t2637 * t187
         t2851 = t2640 * t188
         t2852 = t2850 + t2851
+        del t2850, t2851
         t2853 = t2638 * t187
         t2854 = t2639 * t187
         t2855 = t2640 * t189
         t2856 = t2854 + t2855
+        del t2854, t2855
         t2857 = t2640 * t187
         t2858 = c2849 * t2852
+        del t2852
         t2859 = c2849 * t2853
+        del t2853
         t2860 = c2849 * t2856
+        del t2856
         t2861 = c2849 * t2857
+        del t2857, t2861
         c2862 = k[367]
         t2863 = t2610 * t75
         t2864 = t2613 * t76
         t2865 = t2863 + t2864
+        del t2863, t2864
         t2866 = t2611 * t75
         t2867 = t2612 * t75
         t2868 = t2613 * t77
         t2869 = t2867 + t2868
+        del t2867, t2868
         t2870 = t2613 * t75
         t2871 = c2862 * t2865
+        del t2865
         t2872 = c2862 * t2866
+        del t2866
         t2873 = c2862 * t2869
+        del t2869
         t2874 = c2862 * t2870
+        del t2870, t2874
         c2875 = k[368]
         t2876 = t2581 * t17
         t2877 = t2584 * t1
         t2878 = t2876 + t2877
+        del t2876
         t2879 = t2582 * t17
         t2880 = t2583 * t17
         t2881 = t2584 * t3
         t2882 = t2880 + t2881
+        del t2880, t2881
         t2883 = t2584 * t17
         t2884 = c2875 * t2878
+        del t2878
         t2885 = c2875 * t2879
+        del t2879
         t2886 = c2875 * t2882
+        del t2882
         t2887 = c2875 * t2883
+        del t2883, t2887
         c2888 = k[369]
         t2889 = t2556 * x
         t2890 = t2889 + t2559
+        del t2889
         t2891 = t2557 * x
         t2892 = t2558 * x
         t2893 = t2559 * x
         t2894 = c2888 * t2890
+        del t2890
         t2895 = c2888 * t2891
+        del t2891
         t2896 = c2888 * t2892
+        del t2892
         t2897 = c2888 * t2893
+        del t2893, t2897
         c2898 = k[370]
         t2899 = c2898 * t2527
         t2900 = c2898 * t2528
         t2901 = c2898 * t2529
         t2902 = c2898 * t2530
+        del t2902
         t2903 = t2556 * z
         t2904 = t2557 * z
         t2905 = t2558 * z
         t2906 = t2905 + t2559
+        del t2905
         t2907 = t2559 * z
         t2908 = c2888 * t2903
+        del t2903
         t2909 = c2888 * t2904
+        del t2904
         t2910 = c2888 * t2906
+        del t2906
         t2911 = c2888 * t2907
+        del t2907, t2911
         t2912 = t2581 * t15
         t2913 = t2584 * t14
         t2914 = t2912 + t2913
+        del t2912, t2913
         t2915 = t2582 * t15
         t2916 = t2583 * t15
         t2917 = t2916 + t2877
+        del t2877, t2916
         t2918 = t2584 * t15
         t2919 = c2875 * t2914
+        del t2914
         t2920 = c2875 * t2915
+        del t2915
         t2921 = c2875 * t2917
+        del t2917
         t2922 = c2875 * t2918
+        del t2918, t2922
         t2923 = t2610 * t68
         t2924 = t2613 * t66
         t2925 = t2923 + t2924
+        del t2923, t2924
         t2926 = t2611 * t68
         t2927 = t2612 * t68
         t2928 = t2613 * t67
         t2929 = t2927 + t2928
+        del t2927, t2928
         t2930 = t2613 * t68
         t2931 = c2862 * t2925
+        del t2925
         t2932 = c2862 * t2926
+        del t2926
         t2933 = c2862 * t2929
+        del t2929
         t2934 = c2862 * t2930
+        del t2930, t2934
         t2935 = t2637 * t178
         t2936 = t2640 * t176
         t2937 = t2935 + t2936
+        del t2935, t2936
         t2938 = t2638 * t178
         t2939 = t2639 * t178
         t2940 = t2640 * t177
         t2941 = t2939 + t2940
+        del t2939, t2940
         t2942 = t2640 * t178
         t2943 = c2849 * t2937
+        del t2937
         t2944 = c2849 * t2938
+        del t2938
         t2945 = c2849 * t2941
+        del t2941
         t2946 = c2849 * t2942
+        del t2942, t2946
         t2947 = t2664 * t348
         t2948 = t2667 * t346
         t2949 = t2947 + t2948
+        del t2947, t2948
         t2950 = t2665 * t348
         t2951 = t2666 * t348
         t2952 = t2667 * t347
         t2953 = t2951 + t2952
+        del t2951, t2952
         t2954 = t2667 * t348
         t2955 = c2836 * t2949
+        del t2949
         t2956 = c2836 * t2950
+        del t2950
         t2957 = c2836 * t2953
+        del t2953
         t2958 = c2836 * t2954
+        del t2954, t2958
         t2959 = t2693 * t571
         t2960 = t2696 * t569
         t2961 = t2959 + t2960
+        del t2959, t2960
         t2962 = t2694 * t571
         t2963 = t2695 * t571
         t2964 = t2696 * t570
         t2965 = t2963 + t2964
+        del t2963, t2964
         t2966 = t2696 * t571
         t2967 = c2823 * t2961
+        del t2961
         t2968 = c2823 * t2962
+        del t2962
         t2969 = c2823 * t2965
+        del t2965
         t2970 = c2823 * t2966
+        del t2966, t2970
         t2971 = t2721 * t848
         t2972 = t2724 * t846
         t2973 = t2971 + t2972
+        del t2971, t2972
         t2974 = t2722 * t848
         t2975 = t2723 * t848
         t2976 = t2724 * t847
         t2977 = t2975 + t2976
+        del t2975, t2976
         t2978 = t2724 * t848
         t2979 = c2810 * t2973
+        del t2973
         t2980 = c2810 * t2974
+        del t2974
         t2981 = c2810 * t2977
+        del t2977
         t2982 = c2810 * t2978
+        del t2978, t2982
         t2983 = t2746 * t1179
         t2984 = t2749 * t1177
         t2985 = t2983 + t2984
+        del t2983, t2984
         t2986 = t2747 * t1179
         t2987 = t2748 * t1179
         t2988 = t2749 * t1178
         t2989 = t2987 + t2988
+        del t2987, t2988
         t2990 = t2749 * t1179
         t2991 = c2797 * t2985
+        del t2985
         t2992 = c2797 * t2986
+        del t2986
         t2993 = c2797 * t2989
+        del t2989
         t2994 = c2797 * t2990
+        del t2990, t2994
         t2995 = t2762 * t1560
         t2996 = t2765 * t1558
         t2997 = t2995 + t2996
+        del t2995, t2996
         t2998 = t2763 * t1560
         t2999 = t2764 * t1560
         t3000 = t2765 * t1559
         t3001 = t2999 + t3000
+        del t2999, t3000
         t3002 = t2765 * t1560
         t3003 = c2784 * t2997
+        del t2997
         t3004 = c2784 * t2998
+        del t2998
         t3005 = c2784 * t3001
+        del t3001
         t3006 = c2784 * t3002
+        del t3002, t3006
         t3007 = t2767 * t1996
         t3008 = c2766 * t1998
         t3009 = t2767 * t1997
         t3010 = t2767 * t1998
         t3011 = c2775 * t3007
+        del t3007
         t3012 = c2775 * t3008
+        del t3008
         t3013 = c2775 * t3009
+        del t3009
         t3014 = c2775 * t3010
+        del t3010, t3014
         t3015 = c2766 * t2488
         t3016 = c2766 * t2489
         t3017 = c2766 * t2490
         t3018 = c2768 * t3015
+        del t3015
         t3019 = c2768 * t3016
+        del t3016
         t3020 = c2768 * t3017
-        for i, li in enumerate(ls):
-            if li == 11:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t2772
-                vz = vz + g * t2773
-                g = grad[:, o + 1]
-                vx = vx + g * t2780
-                vy = vy + g * t2781
-                vz = vz + g * t2782
-                g = grad[:, o + 2]
-                vx = vx + g * t2793
-                vy = vy + g * t2794
-                vz = vz + g * t2795
-                g = grad[:, o + 3]
-                vx = vx + g * t2806
-                vy = vy + g * t2807
-                vz = vz + g * t2808
-                g = grad[:, o + 4]
-                vx = vx + g * t2819
-                vy = vy + g * t2820
-                vz = vz + g * t2821
-                g = grad[:, o + 5]
-                vx = vx + g * t2832
-                vy = vy + g * t2833
-                vz = vz + g * t2834
-                g = grad[:, o + 6]
-                vx = vx + g * t2845
-                vy = vy + g * t2846
-                vz = vz + g * t2847
-                g = grad[:, o + 7]
-                vx = vx + g * t2858
-                vy = vy + g * t2859
-                vz = vz + g * t2860
-                g = grad[:, o + 8]
-                vx = vx + g * t2871
-                vy = vy + g * t2872
-                vz = vz + g * t2873
-                g = grad[:, o + 9]
-                vx = vx + g * t2884
-                vy = vy + g * t2885
-                vz = vz + g * t2886
-                g = grad[:, o + 10]
-                vx = vx + g * t2894
-                vy = vy + g * t2895
-                vz = vz + g * t2896
-                g = grad[:, o + 11]
-                vx = vx + g * t2899
-                vy = vy + g * t2900
-                vz = vz + g * t2901
-                g = grad[:, o + 12]
-                vx = vx + g * t2908
-                vy = vy + g * t2909
-                vz = vz + g * t2910
-                g = grad[:, o + 13]
-                vx = vx + g * t2919
-                vy = vy + g * t2920
-                vz = vz + g * t2921
-                g = grad[:, o + 14]
-                vx = vx + g * t2931
-                vy = vy + g * t2932
-                vz = vz + g * t2933
-                g = grad[:, o + 15]
-                vx = vx + g * t2943
-                vy = vy + g * t2944
-                vz = vz + g * t2945
-                g = grad[:, o + 16]
-                vx = vx + g * t2955
-                vy = vy + g * t2956
-                vz = vz + g * t2957
-                g = grad[:, o + 17]
-                vx = vx + g * t2967
-                vy = vy + g * t2968
-                vz = vz + g * t2969
-                g = grad[:, o + 18]
-                vx = vx + g * t2979
-                vy = vy + g * t2980
-                vz = vz + g * t2981
-                g = grad[:, o + 19]
-                vx = vx + g * t2991
-                vy = vy + g * t2992
-                vz = vz + g * t2993
-                g = grad[:, o + 20]
-                vx = vx + g * t3003
-                vy = vy + g * t3004
-                vz = vz + g * t3005
-                g = grad[:, o + 21]
-                vx = vx + g * t3011
-                vy = vy + g * t3012
-                vz = vz + g * t3013
-                g = grad[:, o + 22]
-                vx = vx + g * t3018
-                vz = vz + g * t3019
+        del t3017, t3020
+        for o in at[11]:
+            g = gs[o + 0]
+            vx.add_(g * t2772)
+            vz.add_(g * t2773)
+            g = gs[o + 1]
+            vx.add_(g * t2780)
+            vy.add_(g * t2781)
+            vz.add_(g * t2782)
+            g = gs[o + 2]
+            vx.add_(g * t2793)
+            vy.add_(g * t2794)
+            vz.add_(g * t2795)
+            g = gs[o + 3]
+            vx.add_(g * t2806)
+            vy.add_(g * t2807)
+            vz.add_(g * t2808)
+            g = gs[o + 4]
+            vx.add_(g * t2819)
+            vy.add_(g * t2820)
+            vz.add_(g * t2821)
+            g = gs[o + 5]
+            vx.add_(g * t2832)
+            vy.add_(g * t2833)
+            vz.add_(g * t2834)
+            g = gs[o + 6]
+            vx.add_(g * t2845)
+            vy.add_(g * t2846)
+            vz.add_(g * t2847)
+            g = gs[o + 7]
+            vx.add_(g * t2858)
+            vy.add_(g * t2859)
+            vz.add_(g * t2860)
+            g = gs[o + 8]
+            vx.add_(g * t2871)
+            vy.add_(g * t2872)
+            vz.add_(g * t2873)
+            g = gs[o + 9]
+            vx.add_(g * t2884)
+            vy.add_(g * t2885)
+            vz.add_(g * t2886)
+            g = gs[o + 10]
+            vx.add_(g * t2894)
+            vy.add_(g * t2895)
+            vz.add_(g * t2896)
+            g = gs[o + 11]
+            vx.add_(g * t2899)
+            vy.add_(g * t2900)
+            vz.add_(g * t2901)
+            g = gs[o + 12]
+            vx.add_(g * t2908)
+            vy.add_(g * t2909)
+            vz.add_(g * t2910)
+            g = gs[o + 13]
+            vx.add_(g * t2919)
+            vy.add_(g * t2920)
+            vz.add_(g * t2921)
+            g = gs[o + 14]
+            vx.add_(g * t2931)
+            vy.add_(g * t2932)
+            vz.add_(g * t2933)
+            g = gs[o + 15]
+            vx.add_(g * t2943)
+            vy.add_(g * t2944)
+            vz.add_(g * t2945)
+            g = gs[o + 16]
+            vx.add_(g * t2955)
+            vy.add_(g * t2956)
+            vz.add_(g * t2957)
+            g = gs[o + 17]
+            vx.add_(g * t2967)
+            vy.add_(g * t2968)
+            vz.add_(g * t2969)
+            g = gs[o + 18]
+            vx.add_(g * t2979)
+            vy.add_(g * t2980)
+            vz.add_(g * t2981)
+            g = gs[o + 19]
+            vx.add_(g * t2991)
+            vy.add_(g * t2992)
+            vz.add_(g * t2993)
+            g = gs[o + 20]
+            vx.add_(g * t3003)
+            vy.add_(g * t3004)
+            vz.add_(g * t3005)
+            g = gs[o + 21]
+            vx.add_(g * t3011)
+            vy.add_(g * t3012)
+            vz.add_(g * t3013)
+            g = gs[o + 22]
+            vx.add_(g * t3018)
+            vz.add_(g * t3019)
+        del t2772, t2773, t2780, t2781, t2782, t2793, t2794, t2795, t2806, t2807, t2808, t2819, t2820, t2821, t2832, t2833, t2834, t2845, t2846, t2847, t2858, t2859, t2860, t2871, t2872, t2873, t2884, t2885, t2886, t2894, t2895, t2896, t2899, t2900, t2901, t2908, t2909, t2910, t2919, t2920, t2921, t2931, t2932, t2933, t2943, t2944, t2945, t2955, t2956, t2957, t2967, t2968, t2969, t2979, t2980, t2981, t2991, t2992, t2993, t3003, t3004, t3005, t3011, t3012, t3013, t3018, t3019
     if lmax >= 12:
         t3021 = z * t2488
         t3022 = z * t2489
         t3023 = t2490 + t3022
+        del t3022
         t3024 = z * t2490
         t3025 = x * t2500
         t3026 = t2499 + t3025
+        del t3025
         t3027 = x * t2501
         t3028 = x * t2499
         t3029 = t3021 - t3026
+        del t3021, t3026
         t3030 = t3023 - t3027
+        del t3023, t3027
         t3031 = t3024 - t3028
+        del t3024, t3028
         t3032 = z * t2500
         t3033 = z * t2501
         t3034 = t2499 + t3033
+        del t3033
         t3035 = z * t2499
         t3036 = x * t2488
         t3037 = t2490 + t3036
+        del t3036
         t3038 = x * t2489
         t3039 = x * t2490
         t3040 = t3035 + t3039
+        del t3035, t3039
         t3041 = t3032 + t3037
+        del t3032, t3037
         t3042 = t3034 + t3038
+        del t3034, t3038
         c3043 = k[371]
         t3044 = y * t2527
+        del t2527
         t3045 = y * t2528
+        del t2528
         t3046 = t2530 + t3045
+        del t3045
         t3047 = y * t2529
+        del t2529
         t3048 = y * t2530
+        del t2530
         t3049 = c3043 * t3044
+        del t3044
         t3050 = c3043 * t3046
+        del t3046
         t3051 = c3043 * t3047
+        del t3047
         t3052 = c3043 * t3048
+        del t3048
         c3053 = k[372]
         t3054 = t3 * t2038
         t3055 = t8 * t2035
+        del t2035
         t3056 = t3054 + t3055
+        del t3054, t3055
         t3057 = t6 * t2038
         t3058 = t8 * t2036
+        del t2036
         t3059 = t3057 + t3058
+        del t3057, t3058
         t3060 = t1 * t2038
         t3061 = t8 * t2037
+        del t2037
         t3062 = t3060 + t3061
+        del t3060, t3061
         t3063 = t8 * t2038
+        del t2038
         t3064 = c3053 * t3056
+        del t3056
         t3065 = c3053 * t3059
+        del t3059
         t3066 = c3053 * t3062
+        del t3062
         t3067 = c3053 * t3063
+        del t3063
         t3068 = t3049 - t3064
+        del t3049, t3064
         t3069 = t3050 - t3065
+        del t3050, t3065
         t3070 = t3051 - t3066
+        del t3051, t3066
         t3071 = t3052 - t3067
+        del t3052, t3067
         c3072 = k[373]
         t3073 = y * t2556
+        del t2556
         t3074 = y * t2557
+        del t2557
         t3075 = t2559 + t3074
+        del t3074
         t3076 = y * t2558
+        del t2558
         t3077 = y * t2559
+        del t2559
         t3078 = c3072 * t3073
+        del t3073
         t3079 = c3072 * t3075
+        del t3075
         t3080 = c3072 * t3076
+        del t3076
         t3081 = c3072 * t3077
+        del t3077
         c3082 = k[374]
         t3083 = t3 * t2067
         t3084 = t8 * t2064
+        del t2064
         t3085 = t3083 + t3084
+        del t3083, t3084
         t3086 = t6 * t2067
         t3087 = t8 * t2065
+        del t2065
         t3088 = t3086 + t3087
+        del t3086, t3087
         t3089 = t1 * t2067
         t3090 = t8 * t2066
+        del t2066
         t3091 = t3089 + t3090
+        del t3089, t3090
         t3092 = t8 * t2067
+        del t2067
         t3093 = c3082 * t3085
+        del t3085
         t3094 = c3082 * t3088
+        del t3088
         t3095 = c3082 * t3091
+        del t3091
         t3096 = c3082 * t3092
+        del t3092
         t3097 = t3078 - t3093
+        del t3078, t3093
         t3098 = t3079 - t3094
+        del t3079, t3094
         t3099 = t3080 - t3095
+        del t3080, t3095
         t3100 = t3081 - t3096
+        del t3081, t3096
         c3101 = k[375]
         t3102 = y * t2581
+        del t2581
         t3103 = y * t2582
+        del t2582
         t3104 = t2584 + t3103
+        del t3103
         t3105 = y * t2583
+        del t2583
         t3106 = y * t2584
+        del t2584
         t3107 = c3101 * t3102
+        del t3102
         t3108 = c3101 * t3104
+        del t3104
         t3109 = c3101 * t3105
+        del t3105
         t3110 = c3101 * t3106
+        del t3106
         c3111 = k[376]
         t3112 = t8 * t2091
+        del t2091
         t3113 = t2352 + t3112
+        del t2352, t3112
         t3114 = t6 * t2094
         t3115 = t8 * t2092
+        del t2092
         t3116 = t3114 + t3115
+        del t3114, t3115
         t3117 = t8 * t2093
+        del t2093
         t3118 = t2348 + t3117
+        del t2348, t3117
         t3119 = t8 * t2094
+        del t2094
         t3120 = c3111 * t3113
+        del t3113
         t3121 = c3111 * t3116
+        del t3116
         t3122 = c3111 * t3118
+        del t3118
         t3123 = c3111 * t3119
+        del t3119
         t3124 = t3107 - t3120
+        del t3107, t3120
         t3125 = t3108 - t3121
+        del t3108, t3121
         t3126 = t3109 - t3122
+        del t3109, t3122
         t3127 = t3110 - t3123
+        del t3110, t3123
         c3128 = k[377]
         t3129 = y * t2610
+        del t2610
         t3130 = y * t2611
+        del t2611
         t3131 = t2613 + t3130
+        del t3130
         t3132 = y * t2612
+        del t2612
         t3133 = y * t2613
+        del t2613
         t3134 = c3128 * t3129
+        del t3129
         t3135 = c3128 * t3131
+        del t3131
         t3136 = c3128 * t3132
+        del t3132
         t3137 = c3128 * t3133
+        del t3133
         c3138 = k[378]
         t3139 = t3 * t2123
         t3140 = t8 * t2120
+        del t2120
         t3141 = t3139 + t3140
+        del t3139, t3140
         t3142 = t6 * t2123
         t3143 = t8 * t2121
+        del t2121
         t3144 = t3142 + t3143
+        del t3142, t3143
         t3145 = t1 * t2123
         t3146 = t8 * t2122
+        del t2122
         t3147 = t3145 + t3146
+        del t3145, t3146
         t3148 = t8 * t2123
+        del t2123
         t3149 = c3138 * t3141
+        del t3141
         t3150 = c3138 * t3144
+        del t3144
         t3151 = c3138 * t3147
+        del t3147
         t3152 = c3138 * t3148
+        del t3148
         t3153 = t3134 - t3149
+        del t3134, t3149
         t3154 = t3135 - t3150
+        del t3135, t3150
         t3155 = t3136 - t3151
+        del t3136, t3151
         t3156 = t3137 - t3152
+        del t3137, t3152
         c3157 = k[379]
         t3158 = y * t2637
+        del t2637
         t3159 = y * t2638
+        del t2638
         t3160 = t2640 + t3159
+        del t3159
         t3161 = y * t2639
+        del t2639
         t3162 = y * t2640
+        del t2640
         t3163 = c3157 * t3158
+        del t3158
         t3164 = c3157 * t3160
+        del t3160
         t3165 = c3157 * t3161
+        del t3161
         t3166 = c3157 * t3162
+        del t3162
         t3167 = t3 * t2151
         t3168 = t8 * t2148
+        del t2148
         t3169 = t3167 + t3168
+        del t3167, t3168
         t3170 = t6 * t2151
         t3171 = t8 * t2149
+        del t2149
         t3172 = t3170 + t3171
+        del t3170, t3171
         t3173 = t1 * t2151
         t3174 = t8 * t2150
+        del t2150
         t3175 = t3173 + t3174
+        del t3173, t3174
         t3176 = t8 * t2151
+        del t2151
         t3177 = c1191 * t3169
+        del t3169
         t3178 = c1191 * t3172
+        del t3172
         t3179 = c1191 * t3175
+        del t3175
         t3180 = c1191 * t3176
+        del t3176
         t3181 = t3163 - t3177
+        del t3163, t3177
         t3182 = t3164 - t3178
+        del t3164, t3178
         t3183 = t3165 - t3179
+        del t3165, t3179
         t3184 = t3166 - t3180
+        del t3166, t3180
         c3185 = k[380]
         t3186 = y * t2664
+        del t2664
         t3187 = y * t2665
+        del t2665
         t3188 = t2667 + t3187
+        del t3187
         t3189 = y * t2666
+        del t2666
         t3190 = y * t2667
+        del t2667
         t3191 = c3185 * t3186
+        del t3186
         t3192 = c3185 * t3188
+        del t3188
         t3193 = c3185 * t3189
+        del t3189
         t3194 = c3185 * t3190
+        del t3190
         c3195 = k[381]
         t3196 = t3 * t2180
         t3197 = t8 * t2177
+        del t2177
         t3198 = t3196 + t3197
+        del t3196, t3197
         t3199 = t6 * t2180
         t3200 = t8 * t2178
+        del t2178
         t3201 = t3199 + t3200
+        del t3199, t3200
         t3202 = t1 * t2180
         t3203 = t8 * t2179
+        del t2179
         t3204 = t3202 + t3203
+        del t3202, t3203
         t3205 = t8 * t2180
+        del t2180
         t3206 = c3195 * t3198
+        del t3198
         t3207 = c3195 * t3201
+        del t3201
         t3208 = c3195 * t3204
+        del t3204
         t3209 = c3195 * t3205
+        del t3205
         t3210 = t3191 - t3206
+        del t3191, t3206
         t3211 = t3192 - t3207
+        del t3192, t3207
         t3212 = t3193 - t3208
+        del t3193, t3208
         t3213 = t3194 - t3209
+        del t3194, t3209
         c3214 = k[382]
         t3215 = y * t2693
+        del t2693
         t3216 = y * t2694
+        del t2694
         t3217 = t2696 + t3216
+        del t3216
         t3218 = y * t2695
+        del t2695
         t3219 = y * t2696
+        del t2696
         t3220 = c3214 * t3215
+        del t3215
         t3221 = c3214 * t3217
+        del t3217
         t3222 = c3214 * t3218
+        del t3218
         t3223 = c3214 * t3219
+        del t3219
         t3224 = t3 * t2208
         t3225 = t8 * t2205
+        del t2205
         t3226 = t3224 + t3225
+        del t3224, t3225
         t3227 = t6 * t2208
         t3228 = t8 * t2206
+        del t2206
         t3229 = t3227 + t3228
+        del t3227, t3228
         t3230 = t1 * t2208
         t3231 = t8 * t2207
+        del t2207
         t3232 = t3230 + t3231
+        del t3230, t3231
         t3233 = t8 * t2208
+        del t2208
         t3234 = c1657 * t3226
+        del t3226
         t3235 = c1657 * t3229
+        del t3229
         t3236 = c1657 * t3232
+        del t3232
         t3237 = c1657 * t3233
+        del t3233
         t3238 = t3220 - t3234
+        del t3220, t3234
         t3239 = t3221 - t3235
+        del t3221, t3235
         t3240 = t3222 - t3236
+        del t3222, t3236
         t3241 = t3223 - t3237
+        del t3223, t3237
         c3242 = k[383]
         t3243 = y * t2721
+        del t2721
         t3244 = y * t2722
+        del t2722
         t3245 = t2724 + t3244
+        del t3244
         t3246 = y * t2723
+        del t2723
         t3247 = y * t2724
+        del t2724
         t3248 = c3242 * t3243
+        del t3243
         t3249 = c3242 * t3245
+        del t3245
         t3250 = c3242 * t3246
+        del t3246
         t3251 = c3242 * t3247
+        del t3247
         c3252 = k[384]
         t3253 = t3 * t2233
         t3254 = t8 * t2230
+        del t2230
         t3255 = t3253 + t3254
+        del t3253, t3254
         t3256 = t6 * t2233
         t3257 = t8 * t2231
+        del t2231
         t3258 = t3256 + t3257
+        del t3256, t3257
         t3259 = t1 * t2233
         t3260 = t8 * t2232
+        del t2232
         t3261 = t3259 + t3260
+        del t3259, t3260
         t3262 = t8 * t2233
+        del t2233
         t3263 = c3252 * t3255
+        del t3255
         t3264 = c3252 * t3258
+        del t3258
         t3265 = c3252 * t3261
+        del t3261
         t3266 = c3252 * t3262
+        del t3262
         t3267 = t3248 - t3263
+        del t3248, t3263
         t3268 = t3249 - t3264
+        del t3249, t3264
         t3269 = t3250 - t3265
+        del t3250, t3265
         t3270 = t3251 - t3266
+        del t3251, t3266
         c3271 = k[385]
         t3272 = y * t2746
+        del t2746
         t3273 = y * t2747
+        del t2747
         t3274 = t2749 + t3273
+        del t3273
         t3275 = y * t2748
+        del t2748
         t3276 = y * t2749
+        del t2749
         t3277 = c3271 * t3272
+        del t3272
         t3278 = c3271 * t3274
+        del t3274
         t3279 = c3271 * t3275
+        del t3275
         t3280 = c3271 * t3276
+        del t3276
         t3281 = t3 * t2249
         t3282 = t8 * t2246
+        del t2246
         t3283 = t3281 + t3282
+        del t3281, t3282
         t3284 = t6 * t2249
         t3285 = t8 * t2247
+        del t2247
         t3286 = t3284 + t3285
+        del t3284, t3285
         t3287 = t1 * t2249
         t3288 = t8 * t2248
+        del t2248
         t3289 = t3287 + t3288
+        del t3287, t3288
         t3290 = t8 * t2249
+        del t2249
         t3291 = c2181 * t3283
+        del t3283
         t3292 = c2181 * t3286
+        del t3286
         t3293 = c2181 * t3289
+        del t3289
         t3294 = c2181 * t3290
+        del t3290
         t3295 = t3277 - t3291
+        del t3277, t3291
         t3296 = t3278 - t3292
+        del t3278, t3292
         t3297 = t3279 - t3293
+        del t3279, t3293
         t3298 = t3280 - t3294
+        del t3280, t3294
         c3299 = k[386]
         t3300 = y * t2762
+        del t2762
         t3301 = y * t2763
+        del t2763
         t3302 = t2765 + t3301
+        del t3301
         t3303 = y * t2764
+        del t2764
         t3304 = y * t2765
+        del t2765
         t3305 = c3299 * t3300
+        del t3300
         t3306 = c3299 * t3302
+        del t3302
         t3307 = c3299 * t3303
+        del t3303
         t3308 = c3299 * t3304
+        del t3304
         c3309 = k[387]
         t3310 = t3 * t2251
         t3311 = t6 * t2251
         t3312 = t8 * c2250
         t3313 = t3311 + t3312
+        del t3311
         t3314 = t1 * t2251
         t3315 = t8 * t2251
+        del t8, t2251
         t3316 = c3309 * t3310
+        del t3310
         t3317 = c3309 * t3313
+        del t3313
         t3318 = c3309 * t3314
+        del t3314
         t3319 = c3309 * t3315
+        del t3315
         t3320 = t3305 - t3316
+        del t3305, t3316
         t3321 = t3306 - t3317
+        del t3306, t3317
         t3322 = t3307 - t3318
+        del t3307, t3318
         t3323 = t3308 - t3319
+        del t3308, t3319
         c3324 = k[388]
         t3325 = t2767 + t2767
         t3326 = y * t2767
+        del t2767
         t3327 = c3324 * t3325
+        del t3325
         t3328 = c3324 * t3326
+        del t3326
         t3329 = t3 * c2250
         t3330 = t6 * c2250
+        del t6
         t3331 = t1 * c2250
         t3332 = c2750 * t3329
+        del t3329
         t3333 = c2750 * t3330
+        del t3330
         t3334 = c2750 * t3331
+        del t3331
         t3335 = c2750 * t3312
+        del t3312
         t3336 = -t3332
+        del t3332
         t3337 = t3327 - t3333
+        del t3327, t3333
         t3338 = -t3334
+        del t3334
         t3339 = t3328 - t3335
+        del t3328, t3335
         c3340 = k[389]
         t3341 = c3340 * y
         c3342 = k[390]
         t3343 = c3340 * t3041
+        del t3041
         t3344 = c3340 * t3042
+        del t3042
         t3345 = c3340 * t3040
+        del t3040
         t3346 = c3342 * t3343
+        del t3343
         t3347 = c3342 * t3344
+        del t3344
         t3348 = c3342 * t3345
+        del t3345, t3348
         c3349 = k[391]
         t3350 = t3341 * t2500
+        del t2500
         t3351 = c3340 * t2499
         t3352 = t3341 * t2501
+        del t2501
         t3353 = t3341 * t2499
+        del t2499
         t3354 = c3349 * t3350
+        del t3350
         t3355 = c3349 * t3351
+        del t3351
         t3356 = c3349 * t3352
+        del t3352
         t3357 = c3349 * t3353
+        del t3353, t3357
         c3358 = k[392]
         t3359 = t3336 * t2007
         t3360 = t3339 * t2008
+        del t2008
         t3361 = t3359 + t3360
+        del t3359, t3360
         t3362 = t3337 * t2007
         t3363 = t3338 * t2007
         t3364 = t3339 * t2009
+        del t2009
         t3365 = t3363 + t3364
+        del t3363, t3364
         t3366 = t3339 * t2007
+        del t2007
         t3367 = c3358 * t3361
+        del t3361
         t3368 = c3358 * t3362
+        del t3362
         t3369 = c3358 * t3365
+        del t3365
         t3370 = c3358 * t3366
+        del t3366, t3370
         c3371 = k[393]
         t3372 = t3320 * t1569
         t3373 = t3323 * t1570
+        del t1570
         t3374 = t3372 + t3373
+        del t3372, t3373
         t3375 = t3321 * t1569
         t3376 = t3322 * t1569
         t3377 = t3323 * t1571
+        del t1571
         t3378 = t3376 + t3377
+        del t3376, t3377
         t3379 = t3323 * t1569
+        del t1569
         t3380 = c3371 * t3374
+        del t3374
         t3381 = c3371 * t3375
+        del t3375
         t3382 = c3371 * t3378
+        del t3378
         t3383 = c3371 * t3379
+        del t3379, t3383
         c3384 = k[394]
         t3385 = t3295 * t1188
         t3386 = t3298 * t1189
+        del t1189
         t3387 = t3385 + t3386
+        del t3385, t3386
         t3388 = t3296 * t1188
         t3389 = t3297 * t1188
         t3390 = t3298 * t1190
+        del t1190
         t3391 = t3389 + t3390
+        del t3389, t3390
         t3392 = t3298 * t1188
+        del t1188
         t3393 = c3384 * t3387
+        del t3387
         t3394 = c3384 * t3388
+        del t3388
         t3395 = c3384 * t3391
+        del t3391
         t3396 = c3384 * t3392
+        del t3392, t3396
         c3397 = k[395]
         t3398 = t3267 * t857
         t3399 = t3270 * t858
+        del t858
         t3400 = t3398 + t3399
+        del t3398, t3399
         t3401 = t3268 * t857
         t3402 = t3269 * t857
         t3403 = t3270 * t859
+        del t859
         t3404 = t3402 + t3403
+        del t3402, t3403
         t3405 = t3270 * t857
+        del t857
         t3406 = c3397 * t3400
+        del t3400
         t3407 = c3397 * t3401
+        del t3401
         t3408 = c3397 * t3404
+        del t3404
         t3409 = c3397 * t3405
+        del t3405, t3409
         c3410 = k[396]
         t3411 = t3238 * t580
         t3412 = t3241 * t581
+        del t581
         t3413 = t3411 + t3412
+        del t3411, t3412
         t3414 = t3239 * t580
         t3415 = t3240 * t580
         t3416 = t3241 * t582
+        del t582
         t3417 = t3415 + t3416
+        del t3415, t3416
         t3418 = t3241 * t580
+        del t580
         t3419 = c3410 * t3413
+        del t3413
         t3420 = c3410 * t3414
+        del t3414
         t3421 = c3410 * t3417
+        del t3417
         t3422 = c3410 * t3418
+        del t3418, t3422
         c3423 = k[397]
         t3424 = t3210 * t357
         t3425 = t3213 * t358
+        del t358
         t3426 = t3424 + t3425
+        del t3424, t3425
         t3427 = t3211 * t357
         t3428 = t3212 * t357
         t3429 = t3213 * t359
+        del t359
         t3430 = t3428 + t3429
+        del t3428, t3429
         t3431 = t3213 * t357
+        del t357
         t3432 = c3423 * t3426
+        del t3426
         t3433 = c3423 * t3427
+        del t3427
         t3434 = c3423 * t3430
+        del t3430
         t3435 = c3423 * t3431
+        del t3431, t3435
         c3436 = k[398]
         t3437 = t3181 * t187
         t3438 = t3184 * t188
+        del t188
         t3439 = t3437 + t3438
+        del t3437, t3438
         t3440 = t3182 * t187
         t3441 = t3183 * t187
         t3442 = t3184 * t189
+        del t189
         t3443 = t3441 + t3442
+        del t3441, t3442
         t3444 = t3184 * t187
+        del t187
         t3445 = c3436 * t3439
+        del t3439
         t3446 = c3436 * t3440
+        del t3440
         t3447 = c3436 * t3443
+        del t3443
         t3448 = c3436 * t3444
+        del t3444, t3448
         c3449 = k[399]
         t3450 = t3153 * t75
         t3451 = t3156 * t76
+        del t76
         t3452 = t3450 + t3451
+        del t3450, t3451
         t3453 = t3154 * t75
         t3454 = t3155 * t75
         t3455 = t3156 * t77
+        del t77
         t3456 = t3454 + t3455
+        del t3454, t3455
         t3457 = t3156 * t75
+        del t75
         t3458 = c3449 * t3452
+        del t3452
         t3459 = c3449 * t3453
+        del t3453
         t3460 = c3449 * t3456
+        del t3456
         t3461 = c3449 * t3457
+        del t3457, t3461
         c3462 = k[400]
         t3463 = t3124 * t17
         t3464 = t3127 * t1
+        del t1
         t3465 = t3463 + t3464
+        del t3463
         t3466 = t3125 * t17
         t3467 = t3126 * t17
         t3468 = t3127 * t3
+        del t3
         t3469 = t3467 + t3468
+        del t3467, t3468
         t3470 = t3127 * t17
+        del t17
         t3471 = c3462 * t3465
+        del t3465
         t3472 = c3462 * t3466
+        del t3466
         t3473 = c3462 * t3469
+        del t3469
         t3474 = c3462 * t3470
+        del t3470, t3474
         c3475 = k[401]
         t3476 = t3097 * x
         t3477 = t3476 + t3100
+        del t3476
         t3478 = t3098 * x
         t3479 = t3099 * x
         t3480 = t3100 * x
         t3481 = c3475 * t3477
+        del t3477
         t3482 = c3475 * t3478
+        del t3478
         t3483 = c3475 * t3479
+        del t3479
         t3484 = c3475 * t3480
+        del t3480, t3484
         c3485 = k[402]
         t3486 = c3485 * t3068
+        del t3068
         t3487 = c3485 * t3069
+        del t3069
         t3488 = c3485 * t3070
+        del t3070
         t3489 = c3485 * t3071
+        del t3071, t3489
         t3490 = t3097 * z
+        del t3097
         t3491 = t3098 * z
+        del t3098
         t3492 = t3099 * z
+        del t3099
         t3493 = t3492 + t3100
+        del t3492
         t3494 = t3100 * z
+        del t3100
         t3495 = c3475 * t3490
+        del t3490
         t3496 = c3475 * t3491
+        del t3491
         t3497 = c3475 * t3493
+        del t3493
         t3498 = c3475 * t3494
+        del t3494, t3498
         t3499 = t3124 * t15
+        del t3124
         t3500 = t3127 * t14
+        del t14
         t3501 = t3499 + t3500
+        del t3499, t3500
         t3502 = t3125 * t15
+        del t3125
         t3503 = t3126 * t15
+        del t3126
         t3504 = t3503 + t3464
+        del t3464, t3503
         t3505 = t3127 * t15
+        del t15, t3127
         t3506 = c3462 * t3501
+        del t3501
         t3507 = c3462 * t3502
+        del t3502
         t3508 = c3462 * t3504
+        del t3504
         t3509 = c3462 * t3505
+        del t3505, t3509
         t3510 = t3153 * t68
+        del t3153
         t3511 = t3156 * t66
+        del t66
         t3512 = t3510 + t3511
+        del t3510, t3511
         t3513 = t3154 * t68
+        del t3154
         t3514 = t3155 * t68
+        del t3155
         t3515 = t3156 * t67
+        del t67
         t3516 = t3514 + t3515
+        del t3514, t3515
         t3517 = t3156 * t68
+        del t68, t3156
         t3518 = c3449 * t3512
+        del t3512
         t3519 = c3449 * t3513
+        del t3513
         t3520 = c3449 * t3516
+        del t3516
         t3521 = c3449 * t3517
+        del t3517, t3521
         t3522 = t3181 * t178
+        del t3181
         t3523 = t3184 * t176
+        del t176
         t3524 = t3522 + t3523
+        del t3522, t3523
         t3525 = t3182 * t178
+        del t3182
         t3526 = t3183 * t178
+        del t3183
         t3527 = t3184 * t177
+        del t177
         t3528 = t3526 + t3527
+        del t3526, t3527
         t3529 = t3184 * t178
+        del t178, t3184
         t3530 = c3436 * t3524
+        del t3524
         t3531 = c3436 * t3525
+        del t3525
         t3532 = c3436 * t3528
+        del t3528
         t3533 = c3436 * t3529
+        del t3529, t3533
         t3534 = t3210 * t348
+        del t3210
         t3535 = t3213 * t346
+        del t346
         t3536 = t3534 + t3535
+        del t3534, t3535
         t3537 = t3211 * t348
+        del t3211
         t3538 = t3212 * t348
+        del t3212
         t3539 = t3213 * t347
+        del t347
         t3540 = t3538 + t3539
+        del t3538, t3539
         t3541 = t3213 * t348
+        del t348, t3213
         t3542 = c3423 * t3536
+        del t3536
         t3543 = c3423 * t3537
+        del t3537
         t3544 = c3423 * t3540
+        del t3540
         t3545 = c3423 * t3541
+        del t3541, t3545
         t3546 = t3238 * t571
+        del t3238
         t3547 = t3241 * t569
+        del t569
         t3548 = t3546 + t3547
+        del t3546, t3547
         t3549 = t3239 * t571
+        del t3239
         t3550 = t3240 * t571
+        del t3240
         t3551 = t3241 * t570
+        del t570
         t3552 = t3550 + t3551
+        del t3550, t3551
         t3553 = t3241 * t571
+        del t571, t3241
         t3554 = c3410 * t3548
+        del t3548
         t3555 = c3410 * t3549
+        del t3549
         t3556 = c3410 * t3552
+        del t3552
         t3557 = c3410 * t3553
+        del t3553, t3557
         t3558 = t3267 * t848
+        del t3267
         t3559 = t3270 * t846
+        del t846
         t3560 = t3558 + t3559
+        del t3558, t3559
         t3561 = t3268 * t848
+        del t3268
         t3562 = t3269 * t848
+        del t3269
         t3563 = t3270 * t847
+        del t847
         t3564 = t3562 + t3563
+        del t3562, t3563
         t3565 = t3270 * t848
+        del t848, t3270
         t3566 = c3397 * t3560
+        del t3560
         t3567 = c3397 * t3561
+        del t3561
         t3568 = c3397 * t3564
+        del t3564
         t3569 = c3397 * t3565
+        del t3565, t3569
         t3570 = t3295 * t1179
+        del t3295
         t3571 = t3298 * t1177
+        del t1177
         t3572 = t3570 + t3571
+        del t3570, t3571
         t3573 = t3296 * t1179
+        del t3296
         t3574 = t3297 * t1179
+        del t3297
         t3575 = t3298 * t1178
+        del t1178
         t3576 = t3574 + t3575
+        del t3574, t3575
         t3577 = t3298 * t1179
+        del t1179, t3298
         t3578 = c3384 * t3572
+        del t3572
         t3579 = c3384 * t3573
+        del t3573
         t3580 = c3384 * t3576
+        del t3576
         t3581 = c3384 * t3577
+        del t3577, t3581
         t3582 = t3320 * t1560
+        del t3320
         t3583 = t3323 * t1558
+        del t1558
         t3584 = t3582 + t3583
+        del t3582, t3583
         t3585 = t3321 * t1560
+        del t3321
         t3586 = t3322 * t1560
+        del t3322
         t3587 = t3323 * t1559
+        del t1559
         t3588 = t3586 + t3587
+        del t3586, t3587
         t3589 = t3323 * t1560
+        del t1560, t3323
         t3590 = c3371 * t3584
+        del t3584
         t3591 = c3371 * t3585
+        del t3585
         t3592 = c3371 * t3588
+        del t3588
         t3593 = c3371 * t3589
+        del t3589, t3593
         t3594 = t3336 * t1998
+        del t3336
         t3595 = t3339 * t1996
+        del t1996
         t3596 = t3594 + t3595
+        del t3594, t3595
         t3597 = t3337 * t1998
+        del t3337
         t3598 = t3338 * t1998
+        del t3338
         t3599 = t3339 * t1997
+        del t1997
         t3600 = t3598 + t3599
+        del t3598, t3599
         t3601 = t3339 * t1998
+        del t1998, t3339
         t3602 = c3358 * t3596
+        del t3596
         t3603 = c3358 * t3597
+        del t3597
         t3604 = c3358 * t3600
+        del t3600
         t3605 = c3358 * t3601
+        del t3601, t3605
         t3606 = t3341 * t2488
+        del t2488
         t3607 = c3340 * t2490
         t3608 = t3341 * t2489
+        del t2489
         t3609 = t3341 * t2490
+        del t2490, t3341
         t3610 = c3349 * t3606
+        del t3606
         t3611 = c3349 * t3607
+        del t3607
         t3612 = c3349 * t3608
+        del t3608
         t3613 = c3349 * t3609
+        del t3609, t3613
         t3614 = c3340 * t3029
+        del t3029
         t3615 = c3340 * t3030
+        del t3030
         t3616 = c3340 * t3031
+        del t3031
         t3617 = c3342 * t3614
+        del t3614
         t3618 = c3342 * t3615
+        del t3615
         t3619 = c3342 * t3616
-        for i, li in enumerate(ls):
-            if li == 12:
-                o = offs[i]
-                g = grad[:, o + 0]
-                vx = vx + g * t3346
-                vz = vz + g * t3347
-                g = grad[:, o + 1]
-                vx = vx + g * t3354
-                vy = vy + g * t3355
-                vz = vz + g * t3356
-                g = grad[:, o + 2]
-                vx = vx + g * t3367
-                vy = vy + g * t3368
-                vz = vz + g * t3369
-                g = grad[:, o + 3]
-                vx = vx + g * t3380
-                vy = vy + g * t3381
-                vz = vz + g * t3382
-                g = grad[:, o + 4]
-                vx = vx + g * t3393
-                vy = vy + g * t3394
-                vz = vz + g * t3395
-                g = grad[:, o + 5]
-                vx = vx + g * t3406
-                vy = vy + g * t3407
-                vz = vz + g * t3408
-                g = grad[:, o + 6]
-                vx = vx + g * t3419
-                vy = vy + g * t3420
-                vz = vz + g * t3421
-                g = grad[:, o + 7]
-                vx = vx + g * t3432
-                vy = vy + g * t3433
-                vz = vz + g * t3434
-                g = grad[:, o + 8]
-                vx = vx + g * t3445
-                vy = vy + g * t3446
-                vz = vz + g * t3447
-                g = grad[:, o + 9]
-                vx = vx + g * t3458
-                vy = vy + g * t3459
-                vz = vz + g * t3460
-                g = grad[:, o + 10]
-                vx = vx + g * t3471
-                vy = vy + g * t3472
-                vz = vz + g * t3473
-                g = grad[:, o + 11]
-                vx = vx + g * t3481
-                vy = vy + g * t3482
-                vz = vz + g * t3483
-                g = grad[:, o + 12]
-                vx = vx + g * t3486
-                vy = vy + g * t3487
-                vz = vz + g * t3488
-                g = grad[:, o + 13]
-                vx = vx + g * t3495
-                vy = vy + g * t3496
-                vz = vz + g * t3497
-                g = grad[:, o + 14]
-                vx = vx + g * t3506
-                vy = vy + g * t3507
-                vz = vz + g * t3508
-                g = grad[:, o + 15]
-                vx = vx + g * t3518
-                vy = vy + g * t3519
-                vz = vz + g * t3520
-                g = grad[:, o + 16]
-                vx = vx + g * t3530
-                vy = vy + g * t3531
-                vz = vz + g * t3532
-                g = grad[:, o + 17]
-                vx = vx + g * t3542
-                vy = vy + g * t3543
-                vz = vz + g * t3544
-                g = grad[:, o + 18]
-                vx = vx + g * t3554
-                vy = vy + g * t3555
-                vz = vz + g * t3556
-                g = grad[:, o + 19]
-                vx = vx + g * t3566
-                vy = vy + g * t3567
-                vz = vz + g * t3568
-                g = grad[:, o + 20]
-                vx = vx + g * t3578
-                vy = vy + g * t3579
-                vz = vz + g * t3580
-                g = grad[:, o + 21]
-                vx = vx + g * t3590
-                vy = vy + g * t3591
-                vz = vz + g * t3592
-                g = grad[:, o + 22]
-                vx = vx + g * t3602
-                vy = vy + g * t3603
-                vz = vz + g * t3604
-                g = grad[:, o + 23]
-                vx = vx + g * t3610
-                vy = vy + g * t3611
-                vz = vz + g * t3612
-                g = grad[:, o + 24]
-                vx = vx + g * t3617
-                vz = vz + g * t3618
+        del t3616, t3619
+        for o in at[12]:
+            g = gs[o + 0]
+            vx.add_(g * t3346)
+            vz.add_(g * t3347)
+            g = gs[o + 1]
+            vx.add_(g * t3354)
+            vy.add_(g * t3355)
+            vz.add_(g * t3356)
+            g = gs[o + 2]
+            vx.add_(g * t3367)
+            vy.add_(g * t3368)
+            vz.add_(g * t3369)
+            g = gs[o + 3]
+            vx.add_(g * t3380)
+            vy.add_(g * t3381)
+            vz.add_(g * t3382)
+            g = gs[o + 4]
+            vx.add_(g * t3393)
+            vy.add_(g * t3394)
+            vz.add_(g * t3395)
+            g = gs[o + 5]
+            vx.add_(g * t3406)
+            vy.add_(g * t3407)
+            vz.add_(g * t3408)
+            g = gs[o + 6]
+            vx.add_(g * t3419)
+            vy.add_(g * t3420)
+            vz.add_(g * t3421)
+            g = gs[o + 7]
+            vx.add_(g * t3432)
+            vy.add_(g * t3433)
+            vz.add_(g * t3434)
+            g = gs[o + 8]
+            vx.add_(g * t3445)
+            vy.add_(g * t3446)
+            vz.add_(g * t3447)
+            g = gs[o + 9]
+            vx.add_(g * t3458)
+            vy.add_(g * t3459)
+            vz.add_(g * t3460)
+            g = gs[o + 10]
+            vx.add_(g * t3471)
+            vy.add_(g * t3472)
+            vz.add_(g * t3473)
+            g = gs[o + 11]
+            vx.add_(g * t3481)
+            vy.add_(g * t3482)
+            vz.add_(g * t3483)
+            g = gs[o + 12]
+            vx.add_(g * t3486)
+            vy.add_(g * t3487)
+            vz.add_(g * t3488)
+            g = gs[o + 13]
+            vx.add_(g * t3495)
+            vy.add_(g * t3496)
+            vz.add_(g * t3497)
+            g = gs[o + 14]
+            vx.add_(g * t3506)
+            vy.add_(g * t3507)
+            vz.add_(g * t3508)
+            g = gs[o + 15]
+            vx.add_(g * t3518)
+            vy.add_(g * t3519)
+            vz.add_(g * t3520)
+            g = gs[o + 16]
+            vx.add_(g * t3530)
+            vy.add_(g * t3531)
+            vz.add_(g * t3532)
+            g = gs[o + 17]
+            vx.add_(g * t3542)
+            vy.add_(g * t3543)
+            vz.add_(g * t3544)
+            g = gs[o + 18]
+            vx.add_(g * t3554)
+            vy.add_(g * t3555)
+            vz.add_(g * t3556)
+            g = gs[o + 19]
+            vx.add_(g * t3566)
+            vy.add_(g * t3567)
+            vz.add_(g * t3568)
+            g = gs[o + 20]
+            vx.add_(g * t3578)
+            vy.add_(g * t3579)
+            vz.add_(g * t3580)
+            g = gs[o + 21]
+            vx.add_(g * t3590)
+            vy.add_(g * t3591)
+            vz.add_(g * t3592)
+            g = gs[o + 22]
+            vx.add_(g * t3602)
+            vy.add_(g * t3603)
+            vz.add_(g * t3604)
+            g = gs[o + 23]
+            vx.add_(g * t3610)
+            vy.add_(g * t3611)
+            vz.add_(g * t3612)
+            g = gs[o + 24]
+            vx.add_(g * t3617)
+            vz.add_(g * t3618)
+        del t3346, t3347, t3354, t3355, t3356, t3367, t3368, t3369, t3380, t3381, t3382, t3393, t3394, t3395, t3406, t3407, t3408, t3419, t3420, t3421, t3432, t3433, t3434, t3445, t3446, t3447, t3458, t3459, t3460, t3471, t3472, t3473, t3481, t3482, t3483, t3486, t3487, t3488, t3495, t3496, t3497, t3506, t3507, t3508, t3518, t3519, t3520, t3530, t3531, t3532, t3542, t3543, t3544, t3554, t3555, t3556, t3566, t3567, t3568, t3578, t3579, t3580, t3590, t3591, t3592, t3602, t3603, t3604, t3610, t3611, t3612, t3617, t3618
 
     if normalize:
         uv = torch.where(clamped, zero, x * vx + y * vy + z * vz)
         vx, vy, vz = (vx - x * uv) / d, (vy - y * uv) / d, (vz - z * uv) / d
-    return torch.stack([vx, vy, vz], dim=-1)
+    return _stack([vx, vy, vz], None if out is None else out[0])
 
 
 
 def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, dim: int, normalize: bool,
-                    normalization: int):
-    """(dL/dgrad (N, dim), dL/dxyz (N, 3)) for L = w . backward(xyz, grad), w (N, 3)."""
+                    normalization: int, out: Optional[Tuple[Tensor, Tensor]] = None):
+    """(dL/dgrad (N, dim), dL/dxyz (N, 3)) for L = w . backward(xyz, grad), w (N, 3); written into out when given."""
     lmax = max(ls)
+    at = _at(ls, offs)
     k = _table(normalization, xyz.dtype == torch.float64)
     x, y, z, d, clamped = _direction(xyz, normalize, k[0])
-    wx, wy, wz = w.unbind(-1)
+    gs = _rows(grad, x.dtype)
+    wx, wy, wz = w.t().contiguous().unbind(0)
     zero = torch.zeros_like(x)
     cols = [zero] * dim
-    vx = vy = vz = vlx = vly = vlz = bx = by = bz = zero
+    vx, vy, vz, vlx, vly, vlz, bx, by, bz = [torch.zeros_like(x) for _ in range(9)]
     if normalize:
         uw = x * wx + y * wy + z * wz
         s1 = 1.0 / d
         s2 = torch.where(clamped, zero, uw / d)
+        s2l = [s2 * float(l) for l in range(lmax + 1)]
     else:
         uw = zero
         s1 = zero + 1.0
         s2 = zero
+        s2l = [zero]
 
     if lmax >= 0:
         c20 = k[403]
-        for i, li in enumerate(ls):
-            if li == 0:
-                o = offs[i]
-                g = grad[:, o + 0]
-                cols[o + 0] = zero * s1 - (zero + c20) * (s2 * 0.0)
+        for o in at[0]:
+            g = gs[o + 0]
+            if normalize:
+                cols[o + 0] = zero * s1 - c20 * s2l[0]
+            else:
+                cols[o + 0] = zero
     if lmax >= 1:
         c21 = k[404]
         t22 = c21 * wx
@@ -5547,34 +8208,44 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t25 = c21 * y
         t26 = c21 * wz
         t27 = c21 * z
-        for i, li in enumerate(ls):
-            if li == 1:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * c21
-                vx = vx + s
-                vlx = vlx + s * 1.0
-                cols[o + 0] = t22 * s1 - t23 * (s2 * 1.0)
-                g = grad[:, o + 1]
-                s = g * c21
-                vy = vy + s
-                vly = vly + s * 1.0
-                cols[o + 1] = t24 * s1 - t25 * (s2 * 1.0)
-                g = grad[:, o + 2]
-                s = g * c21
-                vz = vz + s
-                vlz = vlz + s * 1.0
-                cols[o + 2] = t26 * s1 - t27 * (s2 * 1.0)
+        for o in at[1]:
+            g = gs[o + 0]
+            s = g * c21
+            vx.add_(s)
+            vlx.add_(s * 1.0)
+            if normalize:
+                cols[o + 0] = t22 * s1 - t23 * s2l[1]
+            else:
+                cols[o + 0] = t22
+            g = gs[o + 1]
+            s = g * c21
+            vy.add_(s)
+            vly.add_(s * 1.0)
+            if normalize:
+                cols[o + 1] = t24 * s1 - t25 * s2l[1]
+            else:
+                cols[o + 1] = t24
+            g = gs[o + 2]
+            s = g * c21
+            vz.add_(s)
+            vlz.add_(s * 1.0)
+            if normalize:
+                cols[o + 2] = t26 * s1 - t27 * s2l[1]
+            else:
+                cols[o + 2] = t26
+        del t22, t23, t24, t25, t26, t27
     if lmax >= 2:
         t1 = z + z
         t2 = wz + wz
         t3 = wz * z
         t4 = t3 + t3
+        del t3
         t5 = z * z
         t6 = x + x
         t7 = wx + wx
         t8 = wx * x
         t9 = t8 + t8
+        del t8
         t10 = x * x
         t11 = t5 + t10
         t12 = t4 + t9
@@ -5582,24 +8253,34 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t14 = wy + wy
         t15 = wy * y
         t16 = t15 + t15
+        del t15
         t17 = y * y
         t18 = t11 + t17
+        del t11
         t19 = t12 + t16
+        del t12
         t28 = -t6
         t29 = -t7
         t30 = t4 - t9
+        del t4, t9
         t31 = t5 - t10
+        del t5, t10
         t32 = wz * x
         t33 = z * wx
         t34 = t32 + t33
+        del t32, t33
         t35 = z * x
         t36 = t35 + t35
+        del t35
         t37 = t34 + t34
+        del t34
         c38 = k[405]
         t39 = c38 * t14
         t40 = c38 * t13
         t41 = c38 * t16
+        del t16
         t42 = c38 * t17
+        del t17
         c43 = k[406]
         t44 = c43 * t7
         t45 = c43 * t6
@@ -5610,13 +8291,21 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t50 = c43 * t19
         t51 = c43 * t18
         t52 = -t45
+        del t45
         t53 = -t44
+        del t44
         t54 = t39 - t46
+        del t46
         t55 = t40 - t47
+        del t47
         t56 = -t49
+        del t49
         t57 = -t48
+        del t48
         t58 = t41 - t50
+        del t41, t50
         t59 = t42 - t51
+        del t42, t51
         c60 = k[407]
         t61 = c60 * wy
         t62 = c60 * y
@@ -5632,20 +8321,27 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t72 = c63 * t66
         t73 = c63 * t67
         t74 = c63 * t68
+        del t68
         t75 = c63 * t69
+        del t69
         c76 = k[409]
         t77 = c60 * wx
         t78 = c60 * x
         t79 = t61 * x
         t80 = t62 * wx
         t81 = t79 + t80
+        del t79, t80
         t82 = t62 * x
         t83 = c76 * t61
         t84 = c76 * t62
         t85 = c76 * t77
+        del t77
         t86 = c76 * t78
+        del t78
         t87 = c76 * t81
+        del t81
         t88 = c76 * t82
+        del t82
         c89 = k[410]
         t90 = c89 * t53
         t91 = c89 * t52
@@ -5660,210 +8356,300 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t100 = t61 * z
         t101 = t62 * wz
         t102 = t100 + t101
+        del t100, t101
         t103 = t62 * z
         t104 = c76 * t98
+        del t98
         t105 = c76 * t99
+        del t99
         t106 = c76 * t102
+        del t102
         t107 = c76 * t103
+        del t103
         t108 = c60 * t29
         t109 = c60 * t28
         t110 = c60 * t30
         t111 = c60 * t31
         t112 = c63 * t108
+        del t108
         t113 = c63 * t109
+        del t109
         t114 = c63 * t110
+        del t110
         t115 = c63 * t111
-        for i, li in enumerate(ls):
-            if li == 2:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t71
-                vx = vx + s
-                vlx = vlx + s * 2.0
-                bx = bx + g * t70
-                s = g * t73
-                vz = vz + s
-                vlz = vlz + s * 2.0
-                bz = bz + g * t72
-                cols[o + 0] = t74 * s1 - t75 * (s2 * 2.0)
-                g = grad[:, o + 1]
-                s = g * t84
-                vx = vx + s
-                vlx = vlx + s * 2.0
-                bx = bx + g * t83
-                s = g * t86
-                vy = vy + s
-                vly = vly + s * 2.0
-                by = by + g * t85
-                cols[o + 1] = t87 * s1 - t88 * (s2 * 2.0)
-                g = grad[:, o + 2]
-                s = g * t91
-                vx = vx + s
-                vlx = vlx + s * 2.0
-                bx = bx + g * t90
-                s = g * t93
-                vy = vy + s
-                vly = vly + s * 2.0
-                by = by + g * t92
-                s = g * t95
-                vz = vz + s
-                vlz = vlz + s * 2.0
-                bz = bz + g * t94
-                cols[o + 2] = t96 * s1 - t97 * (s2 * 2.0)
-                g = grad[:, o + 3]
-                s = g * t105
-                vy = vy + s
-                vly = vly + s * 2.0
-                by = by + g * t104
-                s = g * t84
-                vz = vz + s
-                vlz = vlz + s * 2.0
-                bz = bz + g * t83
-                cols[o + 3] = t106 * s1 - t107 * (s2 * 2.0)
-                g = grad[:, o + 4]
-                s = g * t113
-                vx = vx + s
-                vlx = vlx + s * 2.0
-                bx = bx + g * t112
-                s = g * t71
-                vz = vz + s
-                vlz = vlz + s * 2.0
-                bz = bz + g * t70
-                cols[o + 4] = t114 * s1 - t115 * (s2 * 2.0)
+        del t111
+        for o in at[2]:
+            g = gs[o + 0]
+            s = g * t71
+            vx.add_(s)
+            vlx.add_(s * 2.0)
+            bx.add_(g * t70)
+            s = g * t73
+            vz.add_(s)
+            vlz.add_(s * 2.0)
+            bz.add_(g * t72)
+            if normalize:
+                cols[o + 0] = t74 * s1 - t75 * s2l[2]
+            else:
+                cols[o + 0] = t74
+            g = gs[o + 1]
+            s = g * t84
+            vx.add_(s)
+            vlx.add_(s * 2.0)
+            bx.add_(g * t83)
+            s = g * t86
+            vy.add_(s)
+            vly.add_(s * 2.0)
+            by.add_(g * t85)
+            if normalize:
+                cols[o + 1] = t87 * s1 - t88 * s2l[2]
+            else:
+                cols[o + 1] = t87
+            g = gs[o + 2]
+            s = g * t91
+            vx.add_(s)
+            vlx.add_(s * 2.0)
+            bx.add_(g * t90)
+            s = g * t93
+            vy.add_(s)
+            vly.add_(s * 2.0)
+            by.add_(g * t92)
+            s = g * t95
+            vz.add_(s)
+            vlz.add_(s * 2.0)
+            bz.add_(g * t94)
+            if normalize:
+                cols[o + 2] = t96 * s1 - t97 * s2l[2]
+            else:
+                cols[o + 2] = t96
+            g = gs[o + 3]
+            s = g * t105
+            vy.add_(s)
+            vly.add_(s * 2.0)
+            by.add_(g * t104)
+            s = g * t84
+            vz.add_(s)
+            vlz.add_(s * 2.0)
+            bz.add_(g * t83)
+            if normalize:
+                cols[o + 3] = t106 * s1 - t107 * s2l[2]
+            else:
+                cols[o + 3] = t106
+            g = gs[o + 4]
+            s = g * t113
+            vx.add_(s)
+            vlx.add_(s * 2.0)
+            bx.add_(g * t112)
+            s = g * t71
+            vz.add_(s)
+            vlz.add_(s * 2.0)
+            bz.add_(g * t70)
+            if normalize:
+                cols[o + 4] = t114 * s1 - t115 * s2l[2]
+            else:
+                cols[o + 4] = t114
+        del t70, t71, t72, t73, t74, t75, t83, t84, t85, t86, t87, t88, t90, t91, t92, t93, t94, t95, t96, t97, t104, t105, t106, t107, t112, t113, t114, t115
     if lmax >= 3:
         t116 = wz * t28
         t117 = z * t29
         t118 = t116 + t117
+        del t116, t117
         t119 = z * t28
         t120 = wz * t1
         t121 = z * t2
         t122 = t120 + t121
+        del t120, t121
         t123 = z * t1
         t124 = t31 + t123
         t125 = t30 + t122
         t126 = wz * t31
         t127 = z * t30
         t128 = t126 + t127
+        del t126, t127
         t129 = z * t31
         t130 = wx * t1
         t131 = x * t2
         t132 = t130 + t131
+        del t130, t131
         t133 = x * t1
         t134 = t36 + t133
         t135 = t37 + t132
         t136 = wx * t6
         t137 = x * t7
         t138 = t136 + t137
+        del t136, t137
         t139 = x * t6
         t140 = wx * t36
         t141 = x * t37
         t142 = t140 + t141
+        del t140, t141
         t143 = x * t36
         t144 = t118 - t135
+        del t118, t135
         t145 = t119 - t134
+        del t119, t134
         t146 = t125 - t138
+        del t125, t138
         t147 = t124 - t139
+        del t124, t139
         t148 = t128 - t142
+        del t128, t142
         t149 = t129 - t143
+        del t129, t143
         t150 = wz * t6
         t151 = z * t7
         t152 = t150 + t151
+        del t150, t151
         t153 = z * t6
         t154 = t36 + t153
+        del t153
         t155 = t37 + t152
+        del t152
         t156 = wz * t36
         t157 = z * t37
         t158 = t156 + t157
+        del t156, t157
         t159 = z * t36
         t160 = wx * t28
         t161 = x * t29
         t162 = t160 + t161
+        del t160, t161
         t163 = x * t28
         t164 = t31 + t163
+        del t163
         t165 = t30 + t162
+        del t162
         t166 = wx * t31
         t167 = x * t30
         t168 = t166 + t167
+        del t166, t167
         t169 = x * t31
         t170 = t159 + t169
+        del t159, t169
         t171 = t158 + t168
+        del t158, t168
         t172 = t123 + t164
+        del t123, t164
         t173 = t122 + t165
+        del t122, t165
         t174 = t154 + t133
+        del t133, t154
         t175 = t155 + t132
+        del t132, t155
         c176 = k[411]
         t177 = wy * t52
         t178 = y * t53
         t179 = t177 + t178
+        del t177, t178
         t180 = y * t52
         t181 = wy * t55
         t182 = y * t54
         t183 = t181 + t182
+        del t181, t182
         t184 = y * t55
         t185 = t59 + t184
+        del t184
         t186 = t58 + t183
+        del t183
         t187 = wy * t56
         t188 = y * t57
         t189 = t187 + t188
+        del t187, t188
         t190 = y * t56
         t191 = wy * t59
         t192 = y * t58
         t193 = t191 + t192
+        del t191, t192
         t194 = y * t59
         t195 = c176 * t179
+        del t179
         t196 = c176 * t180
+        del t180
         t197 = c176 * t186
+        del t186
         t198 = c176 * t185
+        del t185
         t199 = c176 * t189
+        del t189
         t200 = c176 * t190
+        del t190
         t201 = c176 * t193
+        del t193
         t202 = c176 * t194
+        del t194
         c203 = k[412]
         t204 = t7 * y
         t205 = t6 * wy
         t206 = t204 + t205
+        del t204, t205
         t207 = t6 * y
         t208 = t14 * y
         t209 = t13 * wy
         t210 = t208 + t209
+        del t208, t209
         t211 = t13 * y
         t212 = t211 + t18
+        del t211
         t213 = t210 + t19
+        del t210
         t214 = t2 * y
         t215 = t1 * wy
         t216 = t214 + t215
+        del t214, t215
         t217 = t1 * y
         t218 = t19 * y
         t219 = t18 * wy
         t220 = t218 + t219
+        del t218, t219
         t221 = t18 * y
         t222 = c203 * t206
+        del t206
         t223 = c203 * t207
+        del t207
         t224 = c203 * t213
+        del t213
         t225 = c203 * t212
+        del t212
         t226 = c203 * t216
+        del t216
         t227 = c203 * t217
+        del t217
         t228 = c203 * t220
+        del t220
         t229 = c203 * t221
+        del t221
         t230 = t195 - t222
+        del t195, t222
         t231 = t196 - t223
+        del t196, t223
         t232 = t197 - t224
+        del t197, t224
         t233 = t198 - t225
+        del t198, t225
         t234 = t199 - t226
+        del t199, t226
         t235 = t200 - t227
+        del t200, t227
         t236 = t201 - t228
+        del t201, t228
         t237 = t202 - t229
+        del t202, t229
         c238 = k[413]
         t239 = t62 + t62
         t240 = t61 + t61
         t241 = wy * t62
         t242 = y * t61
         t243 = t241 + t242
+        del t241, t242
         t244 = y * t62
         t245 = c238 * t240
+        del t240
         t246 = c238 * t239
+        del t239
         t247 = c238 * t243
+        del t243
         t248 = c238 * t244
+        del t244
         t249 = c38 * t7
         t250 = c38 * t6
         t251 = c38 * t2
@@ -5871,13 +8657,21 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t253 = c38 * t19
         t254 = c38 * t18
         t255 = -t250
+        del t250
         t256 = -t249
+        del t249
         t257 = t245 - t39
+        del t39, t245
         t258 = t246 - t40
+        del t40, t246
         t259 = -t252
+        del t252
         t260 = -t251
+        del t251
         t261 = t247 - t253
+        del t247, t253
         t262 = t248 - t254
+        del t248, t254
         c263 = k[414]
         t264 = c263 * wy
         t265 = c263 * y
@@ -5889,61 +8683,88 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t271 = c263 * t171
         t272 = c263 * t170
         t273 = c266 * t267
+        del t267
         t274 = c266 * t268
+        del t268
         t275 = c266 * t269
+        del t269
         t276 = c266 * t270
+        del t270
         t277 = c266 * t271
+        del t271
         t278 = c266 * t272
+        del t272
         c279 = k[416]
         t280 = t264 * t1
         t281 = t265 * t2
         t282 = t280 + t281
+        del t280, t281
         t283 = t265 * t1
         t284 = c263 * t37
         t285 = c263 * t36
         t286 = t264 * t6
         t287 = t265 * t7
         t288 = t286 + t287
+        del t286, t287
         t289 = t265 * t6
         t290 = t264 * t36
         t291 = t265 * t37
         t292 = t290 + t291
+        del t290, t291
         t293 = t265 * t36
         t294 = c279 * t282
         t295 = c279 * t283
         t296 = c279 * t284
+        del t284
         t297 = c279 * t285
+        del t285
         t298 = c279 * t288
         t299 = c279 * t289
         t300 = c279 * t292
+        del t292
         t301 = c279 * t293
+        del t293
         c302 = k[417]
         t303 = t256 * x
         t304 = t255 * wx
         t305 = t303 + t304
+        del t303, t304
         t306 = t255 * x
         t307 = t306 + t262
+        del t306
         t308 = t305 + t261
+        del t305
         t309 = t257 * x
         t310 = t258 * wx
         t311 = t309 + t310
+        del t309, t310
         t312 = t258 * x
         t313 = t260 * x
         t314 = t259 * wx
         t315 = t313 + t314
+        del t313, t314
         t316 = t259 * x
         t317 = t261 * x
         t318 = t262 * wx
         t319 = t317 + t318
+        del t317, t318
         t320 = t262 * x
         t321 = c302 * t308
+        del t308
         t322 = c302 * t307
+        del t307
         t323 = c302 * t311
+        del t311
         t324 = c302 * t312
+        del t312
         t325 = c302 * t315
+        del t315
         t326 = c302 * t316
+        del t316
         t327 = c302 * t319
+        del t319
         t328 = c302 * t320
+        del t320
         c329 = k[418]
         t330 = c329 * t230
         t331 = c329 * t231
@@ -5956,45 +8777,67 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t338 = t256 * z
         t339 = t255 * wz
         t340 = t338 + t339
+        del t338, t339
         t341 = t255 * z
         t342 = t257 * z
         t343 = t258 * wz
         t344 = t342 + t343
+        del t342, t343
         t345 = t258 * z
         t346 = t260 * z
         t347 = t259 * wz
         t348 = t346 + t347
+        del t346, t347
         t349 = t259 * z
         t350 = t349 + t262
+        del t349
         t351 = t348 + t261
+        del t348
         t352 = t261 * z
         t353 = t262 * wz
         t354 = t352 + t353
+        del t352, t353
         t355 = t262 * z
         t356 = c302 * t340
+        del t340
         t357 = c302 * t341
+        del t341
         t358 = c302 * t344
+        del t344
         t359 = c302 * t345
+        del t345
         t360 = c302 * t351
+        del t351
         t361 = c302 * t350
+        del t350
         t362 = c302 * t354
+        del t354
         t363 = c302 * t355
+        del t355
         t364 = t264 * t28
         t365 = t265 * t29
         t366 = t364 + t365
+        del t364, t365
         t367 = t265 * t28
         t368 = c263 * t30
         t369 = c263 * t31
         t370 = t264 * t31
         t371 = t265 * t30
         t372 = t370 + t371
+        del t370, t371
         t373 = t265 * t31
         t374 = c279 * t366
+        del t366
         t375 = c279 * t367
+        del t367
         t376 = c279 * t368
+        del t368
         t377 = c279 * t369
+        del t369
         t378 = c279 * t372
+        del t372
         t379 = c279 * t373
+        del t373
         t380 = c263 * t144
         t381 = c263 * t145
         t382 = c263 * t146
@@ -6002,344 +8845,512 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t384 = c263 * t148
         t385 = c263 * t149
         t386 = c266 * t380
+        del t380
         t387 = c266 * t381
+        del t381
         t388 = c266 * t382
+        del t382
         t389 = c266 * t383
+        del t383
         t390 = c266 * t384
+        del t384
         t391 = c266 * t385
-        for i, li in enumerate(ls):
-            if li == 3:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t274
-                vx = vx + s
-                vlx = vlx + s * 3.0
-                bx = bx + g * t273
-                s = g * t276
-                vz = vz + s
-                vlz = vlz + s * 3.0
-                bz = bz + g * t275
-                cols[o + 0] = t277 * s1 - t278 * (s2 * 3.0)
-                g = grad[:, o + 1]
-                s = g * t295
-                vx = vx + s
-                vlx = vlx + s * 3.0
-                bx = bx + g * t294
-                s = g * t297
-                vy = vy + s
-                vly = vly + s * 3.0
-                by = by + g * t296
-                s = g * t299
-                vz = vz + s
-                vlz = vlz + s * 3.0
-                bz = bz + g * t298
-                cols[o + 1] = t300 * s1 - t301 * (s2 * 3.0)
-                g = grad[:, o + 2]
-                s = g * t322
-                vx = vx + s
-                vlx = vlx + s * 3.0
-                bx = bx + g * t321
-                s = g * t324
-                vy = vy + s
-                vly = vly + s * 3.0
-                by = by + g * t323
-                s = g * t326
-                vz = vz + s
-                vlz = vlz + s * 3.0
-                bz = bz + g * t325
-                cols[o + 2] = t327 * s1 - t328 * (s2 * 3.0)
-                g = grad[:, o + 3]
-                s = g * t331
-                vx = vx + s
-                vlx = vlx + s * 3.0
-                bx = bx + g * t330
-                s = g * t333
-                vy = vy + s
-                vly = vly + s * 3.0
-                by = by + g * t332
-                s = g * t335
-                vz = vz + s
-                vlz = vlz + s * 3.0
-                bz = bz + g * t334
-                cols[o + 3] = t336 * s1 - t337 * (s2 * 3.0)
-                g = grad[:, o + 4]
-                s = g * t357
-                vx = vx + s
-                vlx = vlx + s * 3.0
-                bx = bx + g * t356
-                s = g * t359
-                vy = vy + s
-                vly = vly + s * 3.0
-                by = by + g * t358
-                s = g * t361
-                vz = vz + s
-                vlz = vlz + s * 3.0
-                bz = bz + g * t360
-                cols[o + 4] = t362 * s1 - t363 * (s2 * 3.0)
-                g = grad[:, o + 5]
-                s = g * t375
-                vx = vx + s
-                vlx = vlx + s * 3.0
-                bx = bx + g * t374
-                s = g * t377
-                vy = vy + s
-                vly = vly + s * 3.0
-                by = by + g * t376
-                s = g * t295
-                vz = vz + s
-                vlz = vlz + s * 3.0
-                bz = bz + g * t294
-                cols[o + 5] = t378 * s1 - t379 * (s2 * 3.0)
-                g = grad[:, o + 6]
-                s = g * t387
-                vx = vx + s
-                vlx = vlx + s * 3.0
-                bx = bx + g * t386
-                s = g * t389
-                vz = vz + s
-                vlz = vlz + s * 3.0
-                bz = bz + g * t388
-                cols[o + 6] = t390 * s1 - t391 * (s2 * 3.0)
+        del t385
+        for o in at[3]:
+            g = gs[o + 0]
+            s = g * t274
+            vx.add_(s)
+            vlx.add_(s * 3.0)
+            bx.add_(g * t273)
+            s = g * t276
+            vz.add_(s)
+            vlz.add_(s * 3.0)
+            bz.add_(g * t275)
+            if normalize:
+                cols[o + 0] = t277 * s1 - t278 * s2l[3]
+            else:
+                cols[o + 0] = t277
+            g = gs[o + 1]
+            s = g * t295
+            vx.add_(s)
+            vlx.add_(s * 3.0)
+            bx.add_(g * t294)
+            s = g * t297
+            vy.add_(s)
+            vly.add_(s * 3.0)
+            by.add_(g * t296)
+            s = g * t299
+            vz.add_(s)
+            vlz.add_(s * 3.0)
+            bz.add_(g * t298)
+            if normalize:
+                cols[o + 1] = t300 * s1 - t301 * s2l[3]
+            else:
+                cols[o + 1] = t300
+            g = gs[o + 2]
+            s = g * t322
+            vx.add_(s)
+            vlx.add_(s * 3.0)
+            bx.add_(g * t321)
+            s = g * t324
+            vy.add_(s)
+            vly.add_(s * 3.0)
+            by.add_(g * t323)
+            s = g * t326
+            vz.add_(s)
+            vlz.add_(s * 3.0)
+            bz.add_(g * t325)
+            if normalize:
+                cols[o + 2] = t327 * s1 - t328 * s2l[3]
+            else:
+                cols[o + 2] = t327
+            g = gs[o + 3]
+            s = g * t331
+            vx.add_(s)
+            vlx.add_(s * 3.0)
+            bx.add_(g * t330)
+            s = g * t333
+            vy.add_(s)
+            vly.add_(s * 3.0)
+            by.add_(g * t332)
+            s = g * t335
+            vz.add_(s)
+            vlz.add_(s * 3.0)
+            bz.add_(g * t334)
+            if normalize:
+                cols[o + 3] = t336 * s1 - t337 * s2l[3]
+            else:
+                cols[o + 3] = t336
+            g = gs[o + 4]
+            s = g * t357
+            vx.add_(s)
+            vlx.add_(s * 3.0)
+            bx.add_(g * t356)
+            s = g * t359
+            vy.add_(s)
+            vly.add_(s * 3.0)
+            by.add_(g * t358)
+            s = g * t361
+            vz.add_(s)
+            vlz.add_(s * 3.0)
+            bz.add_(g * t360)
+            if normalize:
+                cols[o + 4] = t362 * s1 - t363 * s2l[3]
+            else:
+                cols[o + 4] = t362
+            g = gs[o + 5]
+            s = g * t375
+            vx.add_(s)
+            vlx.add_(s * 3.0)
+            bx.add_(g * t374)
+            s = g * t377
+            vy.add_(s)
+            vly.add_(s * 3.0)
+            by.add_(g * t376)
+            s = g * t295
+            vz.add_(s)
+            vlz.add_(s * 3.0)
+            bz.add_(g * t294)
+            if normalize:
+                cols[o + 5] = t378 * s1 - t379 * s2l[3]
+            else:
+                cols[o + 5] = t378
+            g = gs[o + 6]
+            s = g * t387
+            vx.add_(s)
+            vlx.add_(s * 3.0)
+            bx.add_(g * t386)
+            s = g * t389
+            vz.add_(s)
+            vlz.add_(s * 3.0)
+            bz.add_(g * t388)
+            if normalize:
+                cols[o + 6] = t390 * s1 - t391 * s2l[3]
+            else:
+                cols[o + 6] = t390
+        del t273, t274, t275, t276, t277, t278, t294, t295, t296, t297, t298, t299, t300, t301, t321, t322, t323, t324, t325, t326, t327, t328, t330, t331, t332, t333, t334, t335, t336, t337, t356, t357, t358, t359, t360, t361, t362, t363, t374, t375, t376, t377, t378, t379, t386, t387, t388, t389, t390, t391
     if lmax >= 4:
         t392 = wz * t145
         t393 = z * t144
         t394 = t392 + t393
+        del t392, t393
         t395 = z * t145
         t396 = wz * t147
         t397 = z * t146
         t398 = t396 + t397
+        del t396, t397
         t399 = z * t147
         t400 = t149 + t399
+        del t399
         t401 = t148 + t398
+        del t398
         t402 = wz * t149
         t403 = z * t148
         t404 = t402 + t403
+        del t402, t403
         t405 = z * t149
         t406 = wx * t172
         t407 = x * t173
         t408 = t406 + t407
+        del t406, t407
         t409 = x * t172
         t410 = t170 + t409
+        del t409
         t411 = t171 + t408
+        del t408
         t412 = wx * t174
         t413 = x * t175
         t414 = t412 + t413
+        del t412, t413
         t415 = x * t174
         t416 = wx * t170
         t417 = x * t171
         t418 = t416 + t417
+        del t416, t417
         t419 = x * t170
         t420 = t394 - t411
+        del t394, t411
         t421 = t395 - t410
+        del t395, t410
         t422 = t401 - t414
+        del t401, t414
         t423 = t400 - t415
+        del t400, t415
         t424 = t404 - t418
+        del t404, t418
         t425 = t405 - t419
+        del t405, t419
         t426 = wz * t172
         t427 = z * t173
         t428 = t426 + t427
+        del t426, t427
         t429 = z * t172
         t430 = wz * t174
         t431 = z * t175
         t432 = t430 + t431
+        del t430, t431
         t433 = z * t174
         t434 = t170 + t433
+        del t433
         t435 = t171 + t432
+        del t432
         t436 = wz * t170
         t437 = z * t171
         t438 = t436 + t437
+        del t436, t437
         t439 = z * t170
         t440 = wx * t145
         t441 = x * t144
         t442 = t440 + t441
+        del t440, t441
         t443 = x * t145
         t444 = t149 + t443
+        del t443
         t445 = t148 + t442
+        del t442
         t446 = wx * t147
         t447 = x * t146
         t448 = t446 + t447
+        del t446, t447
         t449 = x * t147
         t450 = wx * t149
         t451 = x * t148
         t452 = t450 + t451
+        del t450, t451
         t453 = x * t149
         t454 = t439 + t453
+        del t439, t453
         t455 = t438 + t452
+        del t438, t452
         t456 = t429 + t444
+        del t429, t444
         t457 = t428 + t445
+        del t428, t445
         t458 = t434 + t449
+        del t434, t449
         t459 = t435 + t448
+        del t435, t448
         c460 = k[419]
         t461 = wy * t231
         t462 = y * t230
         t463 = t461 + t462
+        del t461, t462
         t464 = y * t231
         t465 = wy * t233
         t466 = y * t232
         t467 = t465 + t466
+        del t465, t466
         t468 = y * t233
         t469 = t237 + t468
+        del t468
         t470 = t236 + t467
+        del t467
         t471 = wy * t235
         t472 = y * t234
         t473 = t471 + t472
+        del t471, t472
         t474 = y * t235
         t475 = wy * t237
         t476 = y * t236
         t477 = t475 + t476
+        del t475, t476
         t478 = y * t237
         t479 = c460 * t463
+        del t463
         t480 = c460 * t464
+        del t464
         t481 = c460 * t470
+        del t470
         t482 = c460 * t469
+        del t469
         t483 = c460 * t473
+        del t473
         t484 = c460 * t474
+        del t474
         t485 = c460 * t477
+        del t477
         t486 = c460 * t478
+        del t478
         c487 = k[420]
         t488 = t7 * t59
         t489 = t6 * t58
         t490 = t488 + t489
+        del t488, t489
         t491 = t6 * t59
         t492 = t19 * t52
         t493 = t18 * t53
+        del t53
         t494 = t492 + t493
+        del t492, t493
         t495 = t18 * t52
+        del t52
         t496 = t491 + t495
+        del t491, t495
         t497 = t490 + t494
+        del t490, t494
         t498 = t14 * t59
         t499 = t13 * t58
         t500 = t498 + t499
+        del t498, t499
         t501 = t13 * t59
         t502 = t19 * t55
         t503 = t18 * t54
+        del t54
         t504 = t502 + t503
+        del t502, t503
         t505 = t18 * t55
+        del t55
         t506 = t501 + t505
+        del t501, t505
         t507 = t500 + t504
+        del t500, t504
         t508 = t2 * t59
         t509 = t1 * t58
         t510 = t508 + t509
+        del t508, t509
         t511 = t1 * t59
         t512 = t19 * t56
         t513 = t18 * t57
+        del t57
         t514 = t512 + t513
+        del t512, t513
         t515 = t18 * t56
+        del t56
         t516 = t511 + t515
+        del t511, t515
         t517 = t510 + t514
+        del t510, t514
         t518 = t19 * t59
         t519 = t18 * t58
+        del t58
         t520 = t518 + t519
+        del t518, t519
         t521 = t18 * t59
+        del t59
         t522 = c487 * t497
+        del t497
         t523 = c487 * t496
+        del t496
         t524 = c487 * t507
+        del t507
         t525 = c487 * t506
+        del t506
         t526 = c487 * t517
+        del t517
         t527 = c487 * t516
+        del t516
         t528 = c487 * t520
+        del t520
         t529 = c487 * t521
+        del t521
         t530 = t479 - t522
+        del t479, t522
         t531 = t480 - t523
+        del t480, t523
         t532 = t481 - t524
+        del t481, t524
         t533 = t482 - t525
+        del t482, t525
         t534 = t483 - t526
+        del t483, t526
         t535 = t484 - t527
+        del t484, t527
         t536 = t485 - t528
+        del t485, t528
         t537 = t486 - t529
+        del t486, t529
         c538 = k[421]
         t539 = wy * t255
         t540 = y * t256
         t541 = t539 + t540
+        del t539, t540
         t542 = y * t255
         t543 = wy * t258
         t544 = y * t257
         t545 = t543 + t544
+        del t543, t544
         t546 = y * t258
         t547 = t262 + t546
+        del t546
         t548 = t261 + t545
+        del t545
         t549 = wy * t259
         t550 = y * t260
         t551 = t549 + t550
+        del t549, t550
         t552 = y * t259
         t553 = wy * t262
         t554 = y * t261
         t555 = t553 + t554
+        del t553, t554
         t556 = y * t262
         t557 = c538 * t541
+        del t541
         t558 = c538 * t542
+        del t542
         t559 = c538 * t548
+        del t548
         t560 = c538 * t547
+        del t547
         t561 = c538 * t551
+        del t551
         t562 = c538 * t552
+        del t552
         t563 = c538 * t555
+        del t555
         t564 = c538 * t556
+        del t556
         c565 = k[422]
         t566 = t7 * t62
         t567 = t6 * t61
         t568 = t566 + t567
+        del t566, t567
         t569 = t6 * t62
         t570 = t14 * t62
         t571 = t13 * t61
         t572 = t570 + t571
+        del t570, t571
         t573 = t13 * t62
         t574 = t19 * c60
         t575 = t18 * c60
         t576 = t573 + t575
+        del t573
         t577 = t572 + t574
+        del t572
         t578 = t2 * t62
         t579 = t1 * t61
         t580 = t578 + t579
+        del t578, t579
         t581 = t1 * t62
         t582 = t19 * t62
         t583 = t18 * t61
+        del t61
         t584 = t582 + t583
+        del t582, t583
         t585 = t18 * t62
+        del t62
         t586 = c565 * t568
+        del t568
         t587 = c565 * t569
+        del t569
         t588 = c565 * t577
+        del t577
         t589 = c565 * t576
+        del t576
         t590 = c565 * t580
+        del t580
         t591 = c565 * t581
+        del t581
         t592 = c565 * t584
+        del t584
         t593 = c565 * t585
+        del t585
         t594 = t557 - t586
+        del t557, t586
         t595 = t558 - t587
+        del t558, t587
         t596 = t559 - t588
+        del t559, t588
         t597 = t560 - t589
+        del t560, t589
         t598 = t561 - t590
+        del t561, t590
         t599 = t562 - t591
+        del t562, t591
         t600 = t563 - t592
+        del t563, t592
         t601 = t564 - t593
+        del t564, t593
         c602 = k[423]
         t603 = t265 + t265
         t604 = t264 + t264
         t605 = wy * t265
         t606 = y * t264
         t607 = t605 + t606
+        del t605, t606
         t608 = y * t265
         t609 = c602 * t604
+        del t604
         t610 = c602 * t603
+        del t603
         t611 = c602 * t607
+        del t607
         t612 = c602 * t608
+        del t608
         t613 = t14 * c60
         t614 = t13 * c60
         t615 = c238 * t66
+        del t66
         t616 = c238 * t67
+        del t67
         t617 = c238 * t613
+        del t613
         t618 = c238 * t614
+        del t614
         t619 = c238 * t64
+        del t64
         t620 = c238 * t65
+        del t65
         t621 = c238 * t574
+        del t574
         t622 = c238 * t575
+        del t575
         t623 = -t616
+        del t616
         t624 = -t615
+        del t615
         t625 = t609 - t617
+        del t609, t617
         t626 = t610 - t618
+        del t610, t618
         t627 = -t620
+        del t620
         t628 = -t619
+        del t619
         t629 = t611 - t621
+        del t611, t621
         t630 = t612 - t622
+        del t612, t622
         c631 = k[424]
         t632 = c631 * wy
         t633 = c631 * y
@@ -6351,98 +9362,147 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t639 = c631 * t455
         t640 = c631 * t454
         t641 = c634 * t635
+        del t635
         t642 = c634 * t636
+        del t636
         t643 = c634 * t637
+        del t637
         t644 = c634 * t638
+        del t638
         t645 = c634 * t639
+        del t639
         t646 = c634 * t640
+        del t640
         c647 = k[426]
         t648 = t632 * t172
         t649 = t633 * t173
         t650 = t648 + t649
+        del t648, t649
         t651 = t633 * t172
         t652 = c631 * t171
         t653 = c631 * t170
         t654 = t632 * t174
         t655 = t633 * t175
         t656 = t654 + t655
+        del t654, t655
         t657 = t633 * t174
         t658 = t632 * t170
         t659 = t633 * t171
         t660 = t658 + t659
+        del t658, t659
         t661 = t633 * t170
         t662 = c647 * t650
+        del t650
         t663 = c647 * t651
+        del t651
         t664 = c647 * t652
+        del t652
         t665 = c647 * t653
+        del t653
         t666 = c647 * t656
+        del t656
         t667 = c647 * t657
+        del t657
         t668 = c647 * t660
+        del t660
         t669 = c647 * t661
+        del t661
         c670 = k[427]
         t671 = t624 * t36
         t672 = t623 * t37
         t673 = t671 + t672
+        del t671, t672
         t674 = t623 * t36
         t675 = t629 * t1
         t676 = t630 * t2
         t677 = t675 + t676
+        del t675, t676
         t678 = t630 * t1
         t679 = t674 + t678
+        del t674
         t680 = t673 + t677
+        del t673
         t681 = t625 * t36
         t682 = t626 * t37
         t683 = t681 + t682
+        del t681, t682
         t684 = t626 * t36
         t685 = t628 * t36
         t686 = t627 * t37
         t687 = t685 + t686
+        del t685, t686
         t688 = t627 * t36
         t689 = t629 * t6
         t690 = t630 * t7
         t691 = t689 + t690
+        del t689, t690
         t692 = t630 * t6
         t693 = t688 + t692
+        del t688
         t694 = t687 + t691
+        del t687
         t695 = t629 * t36
         t696 = t630 * t37
         t697 = t695 + t696
+        del t695, t696
         t698 = t630 * t36
         t699 = c670 * t680
+        del t680
         t700 = c670 * t679
+        del t679
         t701 = c670 * t683
+        del t683
         t702 = c670 * t684
+        del t684
         t703 = c670 * t694
+        del t694
         t704 = c670 * t693
+        del t693
         t705 = c670 * t697
+        del t697
         t706 = c670 * t698
+        del t698
         c707 = k[428]
         t708 = t594 * x
         t709 = t595 * wx
         t710 = t708 + t709
+        del t708, t709
         t711 = t595 * x
         t712 = t711 + t601
+        del t711
         t713 = t710 + t600
+        del t710
         t714 = t596 * x
         t715 = t597 * wx
         t716 = t714 + t715
+        del t714, t715
         t717 = t597 * x
         t718 = t598 * x
         t719 = t599 * wx
         t720 = t718 + t719
+        del t718, t719
         t721 = t599 * x
         t722 = t600 * x
         t723 = t601 * wx
         t724 = t722 + t723
+        del t722, t723
         t725 = t601 * x
         t726 = c707 * t713
+        del t713
         t727 = c707 * t712
+        del t712
         t728 = c707 * t716
+        del t716
         t729 = c707 * t717
+        del t717
         t730 = c707 * t720
+        del t720
         t731 = c707 * t721
+        del t721
         t732 = c707 * t724
+        del t724
         t733 = c707 * t725
+        del t725
         c734 = k[429]
         t735 = c734 * t530
         t736 = c734 * t531
@@ -6455,83 +9515,125 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t743 = t594 * z
         t744 = t595 * wz
         t745 = t743 + t744
+        del t743, t744
         t746 = t595 * z
         t747 = t596 * z
         t748 = t597 * wz
         t749 = t747 + t748
+        del t747, t748
         t750 = t597 * z
         t751 = t598 * z
         t752 = t599 * wz
         t753 = t751 + t752
+        del t751, t752
         t754 = t599 * z
         t755 = t754 + t601
+        del t754
         t756 = t753 + t600
+        del t753
         t757 = t600 * z
         t758 = t601 * wz
         t759 = t757 + t758
+        del t757, t758
         t760 = t601 * z
         t761 = c707 * t745
+        del t745
         t762 = c707 * t746
+        del t746
         t763 = c707 * t749
+        del t749
         t764 = c707 * t750
+        del t750
         t765 = c707 * t756
+        del t756
         t766 = c707 * t755
+        del t755
         t767 = c707 * t759
+        del t759
         t768 = c707 * t760
+        del t760
         t769 = t624 * t31
         t770 = t623 * t30
         t771 = t769 + t770
+        del t769, t770
         t772 = t623 * t31
         t773 = t629 * t28
         t774 = t630 * t29
         t775 = t773 + t774
+        del t773, t774
         t776 = t630 * t28
         t777 = t772 + t776
+        del t772, t776
         t778 = t771 + t775
+        del t771, t775
         t779 = t625 * t31
         t780 = t626 * t30
         t781 = t779 + t780
+        del t779, t780
         t782 = t626 * t31
         t783 = t628 * t31
         t784 = t627 * t30
         t785 = t783 + t784
+        del t783, t784
         t786 = t627 * t31
         t787 = t786 + t678
+        del t786
         t788 = t785 + t677
+        del t785
         t789 = t629 * t31
         t790 = t630 * t30
         t791 = t789 + t790
+        del t789, t790
         t792 = t630 * t31
         t793 = c670 * t778
+        del t778
         t794 = c670 * t777
+        del t777
         t795 = c670 * t781
+        del t781
         t796 = c670 * t782
+        del t782
         t797 = c670 * t788
+        del t788
         t798 = c670 * t787
+        del t787
         t799 = c670 * t791
+        del t791
         t800 = c670 * t792
+        del t792
         t801 = t632 * t145
         t802 = t633 * t144
         t803 = t801 + t802
+        del t801, t802
         t804 = t633 * t145
         t805 = c631 * t148
         t806 = c631 * t149
         t807 = t632 * t147
         t808 = t633 * t146
         t809 = t807 + t808
+        del t807, t808
         t810 = t633 * t147
         t811 = t632 * t149
         t812 = t633 * t148
         t813 = t811 + t812
+        del t811, t812
         t814 = t633 * t149
         t815 = c647 * t803
+        del t803
         t816 = c647 * t804
+        del t804
         t817 = c647 * t805
+        del t805
         t818 = c647 * t806
+        del t806
         t819 = c647 * t809
+        del t809
         t820 = c647 * t810
+        del t810
         t821 = c647 * t813
+        del t813
         t822 = c647 * t814
+        del t814
         t823 = c631 * t420
         t824 = c631 * t421
         t825 = c631 * t422
@@ -6539,423 +9641,630 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t827 = c631 * t424
         t828 = c631 * t425
         t829 = c634 * t823
+        del t823
         t830 = c634 * t824
+        del t824
         t831 = c634 * t825
+        del t825
         t832 = c634 * t826
+        del t826
         t833 = c634 * t827
+        del t827
         t834 = c634 * t828
-        for i, li in enumerate(ls):
-            if li == 4:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t642
-                vx = vx + s
-                vlx = vlx + s * 4.0
-                bx = bx + g * t641
-                s = g * t644
-                vz = vz + s
-                vlz = vlz + s * 4.0
-                bz = bz + g * t643
-                cols[o + 0] = t645 * s1 - t646 * (s2 * 4.0)
-                g = grad[:, o + 1]
-                s = g * t663
-                vx = vx + s
-                vlx = vlx + s * 4.0
-                bx = bx + g * t662
-                s = g * t665
-                vy = vy + s
-                vly = vly + s * 4.0
-                by = by + g * t664
-                s = g * t667
-                vz = vz + s
-                vlz = vlz + s * 4.0
-                bz = bz + g * t666
-                cols[o + 1] = t668 * s1 - t669 * (s2 * 4.0)
-                g = grad[:, o + 2]
-                s = g * t700
-                vx = vx + s
-                vlx = vlx + s * 4.0
-                bx = bx + g * t699
-                s = g * t702
-                vy = vy + s
-                vly = vly + s * 4.0
-                by = by + g * t701
-                s = g * t704
-                vz = vz + s
-                vlz = vlz + s * 4.0
-                bz = bz + g * t703
-                cols[o + 2] = t705 * s1 - t706 * (s2 * 4.0)
-                g = grad[:, o + 3]
-                s = g * t727
-                vx = vx + s
-                vlx = vlx + s * 4.0
-                bx = bx + g * t726
-                s = g * t729
-                vy = vy + s
-                vly = vly + s * 4.0
-                by = by + g * t728
-                s = g * t731
-                vz = vz + s
-                vlz = vlz + s * 4.0
-                bz = bz + g * t730
-                cols[o + 3] = t732 * s1 - t733 * (s2 * 4.0)
-                g = grad[:, o + 4]
-                s = g * t736
-                vx = vx + s
-                vlx = vlx + s * 4.0
-                bx = bx + g * t735
-                s = g * t738
-                vy = vy + s
-                vly = vly + s * 4.0
-                by = by + g * t737
-                s = g * t740
-                vz = vz + s
-                vlz = vlz + s * 4.0
-                bz = bz + g * t739
-                cols[o + 4] = t741 * s1 - t742 * (s2 * 4.0)
-                g = grad[:, o + 5]
-                s = g * t762
-                vx = vx + s
-                vlx = vlx + s * 4.0
-                bx = bx + g * t761
-                s = g * t764
-                vy = vy + s
-                vly = vly + s * 4.0
-                by = by + g * t763
-                s = g * t766
-                vz = vz + s
-                vlz = vlz + s * 4.0
-                bz = bz + g * t765
-                cols[o + 5] = t767 * s1 - t768 * (s2 * 4.0)
-                g = grad[:, o + 6]
-                s = g * t794
-                vx = vx + s
-                vlx = vlx + s * 4.0
-                bx = bx + g * t793
-                s = g * t796
-                vy = vy + s
-                vly = vly + s * 4.0
-                by = by + g * t795
-                s = g * t798
-                vz = vz + s
-                vlz = vlz + s * 4.0
-                bz = bz + g * t797
-                cols[o + 6] = t799 * s1 - t800 * (s2 * 4.0)
-                g = grad[:, o + 7]
-                s = g * t816
-                vx = vx + s
-                vlx = vlx + s * 4.0
-                bx = bx + g * t815
-                s = g * t818
-                vy = vy + s
-                vly = vly + s * 4.0
-                by = by + g * t817
-                s = g * t820
-                vz = vz + s
-                vlz = vlz + s * 4.0
-                bz = bz + g * t819
-                cols[o + 7] = t821 * s1 - t822 * (s2 * 4.0)
-                g = grad[:, o + 8]
-                s = g * t830
-                vx = vx + s
-                vlx = vlx + s * 4.0
-                bx = bx + g * t829
-                s = g * t832
-                vz = vz + s
-                vlz = vlz + s * 4.0
-                bz = bz + g * t831
-                cols[o + 8] = t833 * s1 - t834 * (s2 * 4.0)
+        del t828
+        for o in at[4]:
+            g = gs[o + 0]
+            s = g * t642
+            vx.add_(s)
+            vlx.add_(s * 4.0)
+            bx.add_(g * t641)
+            s = g * t644
+            vz.add_(s)
+            vlz.add_(s * 4.0)
+            bz.add_(g * t643)
+            if normalize:
+                cols[o + 0] = t645 * s1 - t646 * s2l[4]
+            else:
+                cols[o + 0] = t645
+            g = gs[o + 1]
+            s = g * t663
+            vx.add_(s)
+            vlx.add_(s * 4.0)
+            bx.add_(g * t662)
+            s = g * t665
+            vy.add_(s)
+            vly.add_(s * 4.0)
+            by.add_(g * t664)
+            s = g * t667
+            vz.add_(s)
+            vlz.add_(s * 4.0)
+            bz.add_(g * t666)
+            if normalize:
+                cols[o + 1] = t668 * s1 - t669 * s2l[4]
+            else:
+                cols[o + 1] = t668
+            g = gs[o + 2]
+            s = g * t700
+            vx.add_(s)
+            vlx.add_(s * 4.0)
+            bx.add_(g * t699)
+            s = g * t702
+            vy.add_(s)
+            vly.add_(s * 4.0)
+            by.add_(g * t701)
+            s = g * t704
+            vz.add_(s)
+            vlz.add_(s * 4.0)
+            bz.add_(g * t703)
+            if normalize:
+                cols[o + 2] = t705 * s1 - t706 * s2l[4]
+            else:
+                cols[o + 2] = t705
+            g = gs[o + 3]
+            s = g * t727
+            vx.add_(s)
+            vlx.add_(s * 4.0)
+            bx.add_(g * t726)
+            s = g * t729
+            vy.add_(s)
+            vly.add_(s * 4.0)
+            by.add_(g * t728)
+            s = g * t731
+            vz.add_(s)
+            vlz.add_(s * 4.0)
+            bz.add_(g * t730)
+            if normalize:
+                cols[o + 3] = t732 * s1 - t733 * s2l[4]
+            else:
+                cols[o + 3] = t732
+            g = gs[o + 4]
+            s = g * t736
+            vx.add_(s)
+            vlx.add_(s * 4.0)
+            bx.add_(g * t735)
+            s = g * t738
+            vy.add_(s)
+            vly.add_(s * 4.0)
+            by.add_(g * t737)
+            s = g * t740
+            vz.add_(s)
+            vlz.add_(s * 4.0)
+            bz.add_(g * t739)
+            if normalize:
+                cols[o + 4] = t741 * s1 - t742 * s2l[4]
+            else:
+                cols[o + 4] = t741
+            g = gs[o + 5]
+            s = g * t762
+            vx.add_(s)
+            vlx.add_(s * 4.0)
+            bx.add_(g * t761)
+            s = g * t764
+            vy.add_(s)
+            vly.add_(s * 4.0)
+            by.add_(g * t763)
+            s = g * t766
+            vz.add_(s)
+            vlz.add_(s * 4.0)
+            bz.add_(g * t765)
+            if normalize:
+                cols[o + 5] = t767 * s1 - t768 * s2l[4]
+            else:
+                cols[o + 5] = t767
+            g = gs[o + 6]
+            s = g * t794
+            vx.add_(s)
+            vlx.add_(s * 4.0)
+            bx.add_(g * t793)
+            s = g * t796
+            vy.add_(s)
+            vly.add_(s * 4.0)
+            by.add_(g * t795)
+            s = g * t798
+            vz.add_(s)
+            vlz.add_(s * 4.0)
+            bz.add_(g * t797)
+            if normalize:
+                cols[o + 6] = t799 * s1 - t800 * s2l[4]
+            else:
+                cols[o + 6] = t799
+            g = gs[o + 7]
+            s = g * t816
+            vx.add_(s)
+            vlx.add_(s * 4.0)
+            bx.add_(g * t815)
+            s = g * t818
+            vy.add_(s)
+            vly.add_(s * 4.0)
+            by.add_(g * t817)
+            s = g * t820
+            vz.add_(s)
+            vlz.add_(s * 4.0)
+            bz.add_(g * t819)
+            if normalize:
+                cols[o + 7] = t821 * s1 - t822 * s2l[4]
+            else:
+                cols[o + 7] = t821
+            g = gs[o + 8]
+            s = g * t830
+            vx.add_(s)
+            vlx.add_(s * 4.0)
+            bx.add_(g * t829)
+            s = g * t832
+            vz.add_(s)
+            vlz.add_(s * 4.0)
+            bz.add_(g * t831)
+            if normalize:
+                cols[o + 8] = t833 * s1 - t834 * s2l[4]
+            else:
+                cols[o + 8] = t833
+        del t641, t642, t643, t644, t645, t646, t662, t663, t664, t665, t666, t667, t668, t669, t699, t700, t701, t702, t703, t704, t705, t706, t726, t727, t728, t729, t730, t731, t732, t733, t735, t736, t737, t738, t739, t740, t741, t742, t761, t762, t763, t764, t765, t766, t767, t768, t793, t794, t795, t796, t797, t798, t799, t800, t815, t816, t817, t818, t819, t820, t821, t822, t829, t830, t831, t832, t833, t834
     if lmax >= 5:
         t835 = wz * t421
         t836 = z * t420
         t837 = t835 + t836
+        del t835, t836
         t838 = z * t421
         t839 = wz * t423
         t840 = z * t422
         t841 = t839 + t840
+        del t839, t840
         t842 = z * t423
         t843 = t425 + t842
+        del t842
         t844 = t424 + t841
+        del t841
         t845 = wz * t425
         t846 = z * t424
         t847 = t845 + t846
+        del t845, t846
         t848 = z * t425
         t849 = wx * t456
         t850 = x * t457
         t851 = t849 + t850
+        del t849, t850
         t852 = x * t456
         t853 = t454 + t852
+        del t852
         t854 = t455 + t851
+        del t851
         t855 = wx * t458
         t856 = x * t459
         t857 = t855 + t856
+        del t855, t856
         t858 = x * t458
         t859 = wx * t454
         t860 = x * t455
         t861 = t859 + t860
+        del t859, t860
         t862 = x * t454
         t863 = t837 - t854
+        del t837, t854
         t864 = t838 - t853
+        del t838, t853
         t865 = t844 - t857
+        del t844, t857
         t866 = t843 - t858
+        del t843, t858
         t867 = t847 - t861
+        del t847, t861
         t868 = t848 - t862
+        del t848, t862
         t869 = wz * t456
         t870 = z * t457
         t871 = t869 + t870
+        del t869, t870
         t872 = z * t456
         t873 = wz * t458
         t874 = z * t459
         t875 = t873 + t874
+        del t873, t874
         t876 = z * t458
         t877 = t454 + t876
+        del t876
         t878 = t455 + t875
+        del t875
         t879 = wz * t454
         t880 = z * t455
         t881 = t879 + t880
+        del t879, t880
         t882 = z * t454
         t883 = wx * t421
         t884 = x * t420
         t885 = t883 + t884
+        del t883, t884
         t886 = x * t421
         t887 = t425 + t886
+        del t886
         t888 = t424 + t885
+        del t885
         t889 = wx * t423
         t890 = x * t422
         t891 = t889 + t890
+        del t889, t890
         t892 = x * t423
         t893 = wx * t425
         t894 = x * t424
         t895 = t893 + t894
+        del t893, t894
         t896 = x * t425
         t897 = t882 + t896
+        del t882, t896
         t898 = t881 + t895
+        del t881, t895
         t899 = t872 + t887
+        del t872, t887
         t900 = t871 + t888
+        del t871, t888
         t901 = t877 + t892
+        del t877, t892
         t902 = t878 + t891
+        del t878, t891
         c903 = k[430]
         t904 = wy * t531
         t905 = y * t530
         t906 = t904 + t905
+        del t904, t905
         t907 = y * t531
         t908 = wy * t533
         t909 = y * t532
         t910 = t908 + t909
+        del t908, t909
         t911 = y * t533
         t912 = t537 + t911
+        del t911
         t913 = t536 + t910
+        del t910
         t914 = wy * t535
         t915 = y * t534
         t916 = t914 + t915
+        del t914, t915
         t917 = y * t535
         t918 = wy * t537
         t919 = y * t536
         t920 = t918 + t919
+        del t918, t919
         t921 = y * t537
         t922 = c903 * t906
+        del t906
         t923 = c903 * t907
+        del t907
         t924 = c903 * t913
+        del t913
         t925 = c903 * t912
+        del t912
         t926 = c903 * t916
+        del t916
         t927 = c903 * t917
+        del t917
         t928 = c903 * t920
+        del t920
         t929 = c903 * t921
+        del t921
         c930 = k[431]
         t931 = t7 * t237
         t932 = t6 * t236
         t933 = t931 + t932
+        del t931, t932
         t934 = t6 * t237
         t935 = t19 * t231
         t936 = t18 * t230
+        del t230
         t937 = t935 + t936
+        del t935, t936
         t938 = t18 * t231
+        del t231
         t939 = t934 + t938
+        del t934, t938
         t940 = t933 + t937
+        del t933, t937
         t941 = t14 * t237
         t942 = t13 * t236
         t943 = t941 + t942
+        del t941, t942
         t944 = t13 * t237
         t945 = t19 * t233
         t946 = t18 * t232
+        del t232
         t947 = t945 + t946
+        del t945, t946
         t948 = t18 * t233
+        del t233
         t949 = t944 + t948
+        del t944, t948
         t950 = t943 + t947
+        del t943, t947
         t951 = t2 * t237
         t952 = t1 * t236
         t953 = t951 + t952
+        del t951, t952
         t954 = t1 * t237
         t955 = t19 * t235
         t956 = t18 * t234
+        del t234
         t957 = t955 + t956
+        del t955, t956
         t958 = t18 * t235
+        del t235
         t959 = t954 + t958
+        del t954, t958
         t960 = t953 + t957
+        del t953, t957
         t961 = t19 * t237
         t962 = t18 * t236
+        del t236
         t963 = t961 + t962
+        del t961, t962
         t964 = t18 * t237
+        del t237
         t965 = c930 * t940
+        del t940
         t966 = c930 * t939
+        del t939
         t967 = c930 * t950
+        del t950
         t968 = c930 * t949
+        del t949
         t969 = c930 * t960
+        del t960
         t970 = c930 * t959
+        del t959
         t971 = c930 * t963
+        del t963
         t972 = c930 * t964
+        del t964
         t973 = t922 - t965
+        del t922, t965
         t974 = t923 - t966
+        del t923, t966
         t975 = t924 - t967
+        del t924, t967
         t976 = t925 - t968
+        del t925, t968
         t977 = t926 - t969
+        del t926, t969
         t978 = t927 - t970
+        del t927, t970
         t979 = t928 - t971
+        del t928, t971
         t980 = t929 - t972
+        del t929, t972
         c981 = k[432]
         t982 = wy * t595
         t983 = y * t594
         t984 = t982 + t983
+        del t982, t983
         t985 = y * t595
         t986 = wy * t597
         t987 = y * t596
         t988 = t986 + t987
+        del t986, t987
         t989 = y * t597
         t990 = t601 + t989
+        del t989
         t991 = t600 + t988
+        del t988
         t992 = wy * t599
         t993 = y * t598
         t994 = t992 + t993
+        del t992, t993
         t995 = y * t599
         t996 = wy * t601
         t997 = y * t600
         t998 = t996 + t997
+        del t996, t997
         t999 = y * t601
         t1000 = c981 * t984
+        del t984
         t1001 = c981 * t985
+        del t985
         t1002 = c981 * t991
+        del t991
         t1003 = c981 * t990
+        del t990
         t1004 = c981 * t994
+        del t994
         t1005 = c981 * t995
+        del t995
         t1006 = c981 * t998
+        del t998
         t1007 = c981 * t999
+        del t999
         c1008 = k[433]
         t1009 = t7 * t262
         t1010 = t6 * t261
         t1011 = t1009 + t1010
+        del t1009, t1010
         t1012 = t6 * t262
         t1013 = t19 * t255
         t1014 = t18 * t256
+        del t256
         t1015 = t1013 + t1014
+        del t1013, t1014
         t1016 = t18 * t255
+        del t255
         t1017 = t1012 + t1016
+        del t1012, t1016
         t1018 = t1011 + t1015
+        del t1011, t1015
         t1019 = t14 * t262
         t1020 = t13 * t261
         t1021 = t1019 + t1020
+        del t1019, t1020
         t1022 = t13 * t262
         t1023 = t19 * t258
         t1024 = t18 * t257
+        del t257
         t1025 = t1023 + t1024
+        del t1023, t1024
         t1026 = t18 * t258
+        del t258
         t1027 = t1022 + t1026
+        del t1022, t1026
         t1028 = t1021 + t1025
+        del t1021, t1025
         t1029 = t2 * t262
         t1030 = t1 * t261
         t1031 = t1029 + t1030
+        del t1029, t1030
         t1032 = t1 * t262
         t1033 = t19 * t259
         t1034 = t18 * t260
+        del t260
         t1035 = t1033 + t1034
+        del t1033, t1034
         t1036 = t18 * t259
+        del t259
         t1037 = t1032 + t1036
+        del t1032, t1036
         t1038 = t1031 + t1035
+        del t1031, t1035
         t1039 = t19 * t262
         t1040 = t18 * t261
+        del t261
         t1041 = t1039 + t1040
+        del t1039, t1040
         t1042 = t18 * t262
+        del t262
         t1043 = c1008 * t1018
+        del t1018
         t1044 = c1008 * t1017
+        del t1017
         t1045 = c1008 * t1028
+        del t1028
         t1046 = c1008 * t1027
+        del t1027
         t1047 = c1008 * t1038
+        del t1038
         t1048 = c1008 * t1037
+        del t1037
         t1049 = c1008 * t1041
+        del t1041
         t1050 = c1008 * t1042
+        del t1042
         t1051 = t1000 - t1043
+        del t1000, t1043
         t1052 = t1001 - t1044
+        del t1001, t1044
         t1053 = t1002 - t1045
+        del t1002, t1045
         t1054 = t1003 - t1046
+        del t1003, t1046
         t1055 = t1004 - t1047
+        del t1004, t1047
         t1056 = t1005 - t1048
+        del t1005, t1048
         t1057 = t1006 - t1049
+        del t1006, t1049
         t1058 = t1007 - t1050
+        del t1007, t1050
         t1059 = wy * t623
         t1060 = y * t624
         t1061 = t1059 + t1060
+        del t1059, t1060
         t1062 = y * t623
         t1063 = wy * t626
         t1064 = y * t625
         t1065 = t1063 + t1064
+        del t1063, t1064
         t1066 = y * t626
         t1067 = t630 + t1066
+        del t1066
         t1068 = t629 + t1065
+        del t1065
         t1069 = wy * t627
         t1070 = y * t628
         t1071 = t1069 + t1070
+        del t1069, t1070
         t1072 = y * t627
         t1073 = wy * t630
         t1074 = y * t629
         t1075 = t1073 + t1074
+        del t1073, t1074
         t1076 = y * t630
         t1077 = c60 * t1061
+        del t1061
         t1078 = c60 * t1062
+        del t1062
         t1079 = c60 * t1068
+        del t1068
         t1080 = c60 * t1067
+        del t1067
         t1081 = c60 * t1071
+        del t1071
         t1082 = c60 * t1072
+        del t1072
         t1083 = c60 * t1075
+        del t1075
         t1084 = c60 * t1076
+        del t1076
         c1085 = k[434]
         t1086 = t14 * t265
         t1087 = t13 * t264
         t1088 = t1086 + t1087
+        del t1086, t1087
         t1089 = t13 * t265
         t1090 = t19 * c263
         t1091 = t18 * c263
         t1092 = t1089 + t1091
+        del t1089
         t1093 = t1088 + t1090
+        del t1088
         t1094 = t19 * t265
         t1095 = t18 * t264
+        del t264
         t1096 = t1094 + t1095
+        del t1094, t1095
         t1097 = t18 * t265
+        del t265
         t1098 = c1085 * t288
+        del t288
         t1099 = c1085 * t289
+        del t289
         t1100 = c1085 * t1093
+        del t1093
         t1101 = c1085 * t1092
+        del t1092
         t1102 = c1085 * t282
+        del t282
         t1103 = c1085 * t283
+        del t283
         t1104 = c1085 * t1096
+        del t1096
         t1105 = c1085 * t1097
+        del t1097
         t1106 = t1077 - t1098
+        del t1077, t1098
         t1107 = t1078 - t1099
+        del t1078, t1099
         t1108 = t1079 - t1100
+        del t1079, t1100
         t1109 = t1080 - t1101
+        del t1080, t1101
         t1110 = t1081 - t1102
+        del t1081, t1102
         t1111 = t1082 - t1103
+        del t1082, t1103
         t1112 = t1083 - t1104
+        del t1083, t1104
         t1113 = t1084 - t1105
+        del t1084, t1105
         c1114 = k[435]
         t1115 = t633 + t633
         t1116 = t632 + t632
         t1117 = wy * t633
         t1118 = y * t632
         t1119 = t1117 + t1118
+        del t1117, t1118
         t1120 = y * t633
         t1121 = c1114 * t1116
+        del t1116
         t1122 = c1114 * t1115
+        del t1115
         t1123 = c1114 * t1119
+        del t1119
         t1124 = c1114 * t1120
+        del t1120
         t1125 = t7 * c263
         t1126 = t6 * c263
         t1127 = t14 * c263
@@ -6963,21 +10272,37 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t1129 = t2 * c263
         t1130 = t1 * c263
         t1131 = c602 * t1125
+        del t1125
         t1132 = c602 * t1126
+        del t1126
         t1133 = c602 * t1127
+        del t1127
         t1134 = c602 * t1128
+        del t1128
         t1135 = c602 * t1129
+        del t1129
         t1136 = c602 * t1130
+        del t1130
         t1137 = c602 * t1090
+        del t1090
         t1138 = c602 * t1091
+        del t1091
         t1139 = -t1132
+        del t1132
         t1140 = -t1131
+        del t1131
         t1141 = t1121 - t1133
+        del t1121, t1133
         t1142 = t1122 - t1134
+        del t1122, t1134
         t1143 = -t1136
+        del t1136
         t1144 = -t1135
+        del t1135
         t1145 = t1123 - t1137
+        del t1123, t1137
         t1146 = t1124 - t1138
+        del t1124, t1138
         c1147 = k[436]
         t1148 = c1147 * wy
         t1149 = c1147 * y
@@ -6989,135 +10314,202 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t1155 = c1147 * t898
         t1156 = c1147 * t897
         t1157 = c1150 * t1151
+        del t1151
         t1158 = c1150 * t1152
+        del t1152
         t1159 = c1150 * t1153
+        del t1153
         t1160 = c1150 * t1154
+        del t1154
         t1161 = c1150 * t1155
+        del t1155
         t1162 = c1150 * t1156
+        del t1156
         c1163 = k[438]
         t1164 = t1148 * t456
         t1165 = t1149 * t457
         t1166 = t1164 + t1165
+        del t1164, t1165
         t1167 = t1149 * t456
         t1168 = c1147 * t455
         t1169 = c1147 * t454
         t1170 = t1148 * t458
         t1171 = t1149 * t459
         t1172 = t1170 + t1171
+        del t1170, t1171
         t1173 = t1149 * t458
         t1174 = t1148 * t454
         t1175 = t1149 * t455
         t1176 = t1174 + t1175
+        del t1174, t1175
         t1177 = t1149 * t454
         t1178 = c1163 * t1166
+        del t1166
         t1179 = c1163 * t1167
+        del t1167
         t1180 = c1163 * t1168
+        del t1168
         t1181 = c1163 * t1169
+        del t1169
         t1182 = c1163 * t1172
+        del t1172
         t1183 = c1163 * t1173
+        del t1173
         t1184 = c1163 * t1176
+        del t1176
         t1185 = c1163 * t1177
+        del t1177
         c1186 = k[439]
         t1187 = t1140 * t170
         t1188 = t1139 * t171
         t1189 = t1187 + t1188
+        del t1187, t1188
         t1190 = t1139 * t170
         t1191 = t1145 * t172
         t1192 = t1146 * t173
         t1193 = t1191 + t1192
+        del t1191, t1192
         t1194 = t1146 * t172
         t1195 = t1190 + t1194
+        del t1190, t1194
         t1196 = t1189 + t1193
+        del t1189, t1193
         t1197 = t1141 * t170
         t1198 = t1142 * t171
         t1199 = t1197 + t1198
+        del t1197, t1198
         t1200 = t1142 * t170
         t1201 = t1144 * t170
         t1202 = t1143 * t171
         t1203 = t1201 + t1202
+        del t1201, t1202
         t1204 = t1143 * t170
         t1205 = t1145 * t174
         t1206 = t1146 * t175
         t1207 = t1205 + t1206
+        del t1205, t1206
         t1208 = t1146 * t174
         t1209 = t1204 + t1208
+        del t1204, t1208
         t1210 = t1203 + t1207
+        del t1203, t1207
         t1211 = t1145 * t170
         t1212 = t1146 * t171
         t1213 = t1211 + t1212
+        del t1211, t1212
         t1214 = t1146 * t170
         t1215 = c1186 * t1196
+        del t1196
         t1216 = c1186 * t1195
+        del t1195
         t1217 = c1186 * t1199
+        del t1199
         t1218 = c1186 * t1200
+        del t1200
         t1219 = c1186 * t1210
+        del t1210
         t1220 = c1186 * t1209
+        del t1209
         t1221 = c1186 * t1213
+        del t1213
         t1222 = c1186 * t1214
+        del t1214
         c1223 = k[440]
         t1224 = t1106 * t36
         t1225 = t1107 * t37
         t1226 = t1224 + t1225
+        del t1224, t1225
         t1227 = t1107 * t36
         t1228 = t1112 * t1
         t1229 = t1113 * t2
         t1230 = t1228 + t1229
+        del t1228, t1229
         t1231 = t1113 * t1
         t1232 = t1227 + t1231
+        del t1227
         t1233 = t1226 + t1230
+        del t1226
         t1234 = t1108 * t36
         t1235 = t1109 * t37
         t1236 = t1234 + t1235
+        del t1234, t1235
         t1237 = t1109 * t36
         t1238 = t1110 * t36
         t1239 = t1111 * t37
         t1240 = t1238 + t1239
+        del t1238, t1239
         t1241 = t1111 * t36
         t1242 = t1112 * t6
         t1243 = t1113 * t7
         t1244 = t1242 + t1243
+        del t1242, t1243
         t1245 = t1113 * t6
         t1246 = t1241 + t1245
+        del t1241
         t1247 = t1240 + t1244
+        del t1240
         t1248 = t1112 * t36
         t1249 = t1113 * t37
         t1250 = t1248 + t1249
+        del t1248, t1249
         t1251 = t1113 * t36
         t1252 = c1223 * t1233
+        del t1233
         t1253 = c1223 * t1232
+        del t1232
         t1254 = c1223 * t1236
+        del t1236
         t1255 = c1223 * t1237
+        del t1237
         t1256 = c1223 * t1247
+        del t1247
         t1257 = c1223 * t1246
+        del t1246
         t1258 = c1223 * t1250
+        del t1250
         t1259 = c1223 * t1251
+        del t1251
         c1260 = k[441]
         t1261 = t1051 * x
         t1262 = t1052 * wx
         t1263 = t1261 + t1262
+        del t1261, t1262
         t1264 = t1052 * x
         t1265 = t1264 + t1058
+        del t1264
         t1266 = t1263 + t1057
+        del t1263
         t1267 = t1053 * x
         t1268 = t1054 * wx
         t1269 = t1267 + t1268
+        del t1267, t1268
         t1270 = t1054 * x
         t1271 = t1055 * x
         t1272 = t1056 * wx
         t1273 = t1271 + t1272
+        del t1271, t1272
         t1274 = t1056 * x
         t1275 = t1057 * x
         t1276 = t1058 * wx
         t1277 = t1275 + t1276
+        del t1275, t1276
         t1278 = t1058 * x
         t1279 = c1260 * t1266
+        del t1266
         t1280 = c1260 * t1265
+        del t1265
         t1281 = c1260 * t1269
+        del t1269
         t1282 = c1260 * t1270
+        del t1270
         t1283 = c1260 * t1273
+        del t1273
         t1284 = c1260 * t1274
+        del t1274
         t1285 = c1260 * t1277
+        del t1277
         t1286 = c1260 * t1278
+        del t1278
         c1287 = k[442]
         t1288 = c1287 * t973
         t1289 = c1287 * t974
@@ -7130,119 +10522,179 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t1296 = t1051 * z
         t1297 = t1052 * wz
         t1298 = t1296 + t1297
+        del t1296, t1297
         t1299 = t1052 * z
         t1300 = t1053 * z
         t1301 = t1054 * wz
         t1302 = t1300 + t1301
+        del t1300, t1301
         t1303 = t1054 * z
         t1304 = t1055 * z
         t1305 = t1056 * wz
         t1306 = t1304 + t1305
+        del t1304, t1305
         t1307 = t1056 * z
         t1308 = t1307 + t1058
+        del t1307
         t1309 = t1306 + t1057
+        del t1306
         t1310 = t1057 * z
         t1311 = t1058 * wz
         t1312 = t1310 + t1311
+        del t1310, t1311
         t1313 = t1058 * z
         t1314 = c1260 * t1298
+        del t1298
         t1315 = c1260 * t1299
+        del t1299
         t1316 = c1260 * t1302
+        del t1302
         t1317 = c1260 * t1303
+        del t1303
         t1318 = c1260 * t1309
+        del t1309
         t1319 = c1260 * t1308
+        del t1308
         t1320 = c1260 * t1312
+        del t1312
         t1321 = c1260 * t1313
+        del t1313
         t1322 = t1106 * t31
         t1323 = t1107 * t30
         t1324 = t1322 + t1323
+        del t1322, t1323
         t1325 = t1107 * t31
         t1326 = t1112 * t28
         t1327 = t1113 * t29
         t1328 = t1326 + t1327
+        del t1326, t1327
         t1329 = t1113 * t28
         t1330 = t1325 + t1329
+        del t1325, t1329
         t1331 = t1324 + t1328
+        del t1324, t1328
         t1332 = t1108 * t31
         t1333 = t1109 * t30
         t1334 = t1332 + t1333
+        del t1332, t1333
         t1335 = t1109 * t31
         t1336 = t1110 * t31
         t1337 = t1111 * t30
         t1338 = t1336 + t1337
+        del t1336, t1337
         t1339 = t1111 * t31
         t1340 = t1339 + t1231
+        del t1339
         t1341 = t1338 + t1230
+        del t1338
         t1342 = t1112 * t31
         t1343 = t1113 * t30
         t1344 = t1342 + t1343
+        del t1342, t1343
         t1345 = t1113 * t31
         t1346 = c1223 * t1331
+        del t1331
         t1347 = c1223 * t1330
+        del t1330
         t1348 = c1223 * t1334
+        del t1334
         t1349 = c1223 * t1335
+        del t1335
         t1350 = c1223 * t1341
+        del t1341
         t1351 = c1223 * t1340
+        del t1340
         t1352 = c1223 * t1344
+        del t1344
         t1353 = c1223 * t1345
+        del t1345
         t1354 = t1140 * t149
         t1355 = t1139 * t148
         t1356 = t1354 + t1355
+        del t1354, t1355
         t1357 = t1139 * t149
         t1358 = t1145 * t145
         t1359 = t1146 * t144
         t1360 = t1358 + t1359
+        del t1358, t1359
         t1361 = t1146 * t145
         t1362 = t1357 + t1361
+        del t1357, t1361
         t1363 = t1356 + t1360
+        del t1356, t1360
         t1364 = t1141 * t149
         t1365 = t1142 * t148
         t1366 = t1364 + t1365
+        del t1364, t1365
         t1367 = t1142 * t149
         t1368 = t1144 * t149
         t1369 = t1143 * t148
         t1370 = t1368 + t1369
+        del t1368, t1369
         t1371 = t1143 * t149
         t1372 = t1145 * t147
         t1373 = t1146 * t146
         t1374 = t1372 + t1373
+        del t1372, t1373
         t1375 = t1146 * t147
         t1376 = t1371 + t1375
+        del t1371, t1375
         t1377 = t1370 + t1374
+        del t1370, t1374
         t1378 = t1145 * t149
         t1379 = t1146 * t148
         t1380 = t1378 + t1379
+        del t1378, t1379
         t1381 = t1146 * t149
         t1382 = c1186 * t1363
+        del t1363
         t1383 = c1186 * t1362
+        del t1362
         t1384 = c1186 * t1366
+        del t1366
         t1385 = c1186 * t1367
+        del t1367
         t1386 = c1186 * t1377
+        del t1377
         t1387 = c1186 * t1376
+        del t1376
         t1388 = c1186 * t1380
+        del t1380
         t1389 = c1186 * t1381
+        del t1381
         t1390 = t1148 * t421
         t1391 = t1149 * t420
         t1392 = t1390 + t1391
+        del t1390, t1391
         t1393 = t1149 * t421
         t1394 = c1147 * t424
         t1395 = c1147 * t425
         t1396 = t1148 * t423
         t1397 = t1149 * t422
         t1398 = t1396 + t1397
+        del t1396, t1397
         t1399 = t1149 * t423
         t1400 = t1148 * t425
         t1401 = t1149 * t424
         t1402 = t1400 + t1401
+        del t1400, t1401
         t1403 = t1149 * t425
         t1404 = c1163 * t1392
+        del t1392
         t1405 = c1163 * t1393
+        del t1393
         t1406 = c1163 * t1394
+        del t1394
         t1407 = c1163 * t1395
+        del t1395
         t1408 = c1163 * t1398
+        del t1398
         t1409 = c1163 * t1399
+        del t1399
         t1410 = c1163 * t1402
+        del t1402
         t1411 = c1163 * t1403
+        del t1403
         t1412 = c1147 * t863
         t1413 = c1147 * t864
         t1414 = c1147 * t865
@@ -7250,529 +10702,793 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t1416 = c1147 * t867
         t1417 = c1147 * t868
         t1418 = c1150 * t1412
+        del t1412
         t1419 = c1150 * t1413
+        del t1413
         t1420 = c1150 * t1414
+        del t1414
         t1421 = c1150 * t1415
+        del t1415
         t1422 = c1150 * t1416
+        del t1416
         t1423 = c1150 * t1417
-        for i, li in enumerate(ls):
-            if li == 5:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t1158
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1157
-                s = g * t1160
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1159
-                cols[o + 0] = t1161 * s1 - t1162 * (s2 * 5.0)
-                g = grad[:, o + 1]
-                s = g * t1179
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1178
-                s = g * t1181
-                vy = vy + s
-                vly = vly + s * 5.0
-                by = by + g * t1180
-                s = g * t1183
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1182
-                cols[o + 1] = t1184 * s1 - t1185 * (s2 * 5.0)
-                g = grad[:, o + 2]
-                s = g * t1216
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1215
-                s = g * t1218
-                vy = vy + s
-                vly = vly + s * 5.0
-                by = by + g * t1217
-                s = g * t1220
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1219
-                cols[o + 2] = t1221 * s1 - t1222 * (s2 * 5.0)
-                g = grad[:, o + 3]
-                s = g * t1253
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1252
-                s = g * t1255
-                vy = vy + s
-                vly = vly + s * 5.0
-                by = by + g * t1254
-                s = g * t1257
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1256
-                cols[o + 3] = t1258 * s1 - t1259 * (s2 * 5.0)
-                g = grad[:, o + 4]
-                s = g * t1280
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1279
-                s = g * t1282
-                vy = vy + s
-                vly = vly + s * 5.0
-                by = by + g * t1281
-                s = g * t1284
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1283
-                cols[o + 4] = t1285 * s1 - t1286 * (s2 * 5.0)
-                g = grad[:, o + 5]
-                s = g * t1289
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1288
-                s = g * t1291
-                vy = vy + s
-                vly = vly + s * 5.0
-                by = by + g * t1290
-                s = g * t1293
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1292
-                cols[o + 5] = t1294 * s1 - t1295 * (s2 * 5.0)
-                g = grad[:, o + 6]
-                s = g * t1315
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1314
-                s = g * t1317
-                vy = vy + s
-                vly = vly + s * 5.0
-                by = by + g * t1316
-                s = g * t1319
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1318
-                cols[o + 6] = t1320 * s1 - t1321 * (s2 * 5.0)
-                g = grad[:, o + 7]
-                s = g * t1347
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1346
-                s = g * t1349
-                vy = vy + s
-                vly = vly + s * 5.0
-                by = by + g * t1348
-                s = g * t1351
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1350
-                cols[o + 7] = t1352 * s1 - t1353 * (s2 * 5.0)
-                g = grad[:, o + 8]
-                s = g * t1383
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1382
-                s = g * t1385
-                vy = vy + s
-                vly = vly + s * 5.0
-                by = by + g * t1384
-                s = g * t1387
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1386
-                cols[o + 8] = t1388 * s1 - t1389 * (s2 * 5.0)
-                g = grad[:, o + 9]
-                s = g * t1405
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1404
-                s = g * t1407
-                vy = vy + s
-                vly = vly + s * 5.0
-                by = by + g * t1406
-                s = g * t1409
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1408
-                cols[o + 9] = t1410 * s1 - t1411 * (s2 * 5.0)
-                g = grad[:, o + 10]
-                s = g * t1419
-                vx = vx + s
-                vlx = vlx + s * 5.0
-                bx = bx + g * t1418
-                s = g * t1421
-                vz = vz + s
-                vlz = vlz + s * 5.0
-                bz = bz + g * t1420
-                cols[o + 10] = t1422 * s1 - t1423 * (s2 * 5.0)
+        del t1417
+        for o in at[5]:
+            g = gs[o + 0]
+            s = g * t1158
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1157)
+            s = g * t1160
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1159)
+            if normalize:
+                cols[o + 0] = t1161 * s1 - t1162 * s2l[5]
+            else:
+                cols[o + 0] = t1161
+            g = gs[o + 1]
+            s = g * t1179
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1178)
+            s = g * t1181
+            vy.add_(s)
+            vly.add_(s * 5.0)
+            by.add_(g * t1180)
+            s = g * t1183
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1182)
+            if normalize:
+                cols[o + 1] = t1184 * s1 - t1185 * s2l[5]
+            else:
+                cols[o + 1] = t1184
+            g = gs[o + 2]
+            s = g * t1216
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1215)
+            s = g * t1218
+            vy.add_(s)
+            vly.add_(s * 5.0)
+            by.add_(g * t1217)
+            s = g * t1220
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1219)
+            if normalize:
+                cols[o + 2] = t1221 * s1 - t1222 * s2l[5]
+            else:
+                cols[o + 2] = t1221
+            g = gs[o + 3]
+            s = g * t1253
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1252)
+            s = g * t1255
+            vy.add_(s)
+            vly.add_(s * 5.0)
+            by.add_(g * t1254)
+            s = g * t1257
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1256)
+            if normalize:
+                cols[o + 3] = t1258 * s1 - t1259 * s2l[5]
+            else:
+                cols[o + 3] = t1258
+            g = gs[o + 4]
+            s = g * t1280
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1279)
+            s = g * t1282
+            vy.add_(s)
+            vly.add_(s * 5.0)
+            by.add_(g * t1281)
+            s = g * t1284
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1283)
+            if normalize:
+                cols[o + 4] = t1285 * s1 - t1286 * s2l[5]
+            else:
+                cols[o + 4] = t1285
+            g = gs[o + 5]
+            s = g * t1289
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1288)
+            s = g * t1291
+            vy.add_(s)
+            vly.add_(s * 5.0)
+            by.add_(g * t1290)
+            s = g * t1293
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1292)
+            if normalize:
+                cols[o + 5] = t1294 * s1 - t1295 * s2l[5]
+            else:
+                cols[o + 5] = t1294
+            g = gs[o + 6]
+            s = g * t1315
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1314)
+            s = g * t1317
+            vy.add_(s)
+            vly.add_(s * 5.0)
+            by.add_(g * t1316)
+            s = g * t1319
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1318)
+            if normalize:
+                cols[o + 6] = t1320 * s1 - t1321 * s2l[5]
+            else:
+                cols[o + 6] = t1320
+            g = gs[o + 7]
+            s = g * t1347
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1346)
+            s = g * t1349
+            vy.add_(s)
+            vly.add_(s * 5.0)
+            by.add_(g * t1348)
+            s = g * t1351
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1350)
+            if normalize:
+                cols[o + 7] = t1352 * s1 - t1353 * s2l[5]
+            else:
+                cols[o + 7] = t1352
+            g = gs[o + 8]
+            s = g * t1383
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1382)
+            s = g * t1385
+            vy.add_(s)
+            vly.add_(s * 5.0)
+            by.add_(g * t1384)
+            s = g * t1387
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1386)
+            if normalize:
+                cols[o + 8] = t1388 * s1 - t1389 * s2l[5]
+            else:
+                cols[o + 8] = t1388
+            g = gs[o + 9]
+            s = g * t1405
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1404)
+            s = g * t1407
+            vy.add_(s)
+            vly.add_(s * 5.0)
+            by.add_(g * t1406)
+            s = g * t1409
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1408)
+            if normalize:
+                cols[o + 9] = t1410 * s1 - t1411 * s2l[5]
+            else:
+                cols[o + 9] = t1410
+            g = gs[o + 10]
+            s = g * t1419
+            vx.add_(s)
+            vlx.add_(s * 5.0)
+            bx.add_(g * t1418)
+            s = g * t1421
+            vz.add_(s)
+            vlz.add_(s * 5.0)
+            bz.add_(g * t1420)
+            if normalize:
+                cols[o + 10] = t1422 * s1 - t1423 * s2l[5]
+            else:
+                cols[o + 10] = t1422
+        del t1157, t1158, t1159, t1160, t1161, t1162, t1178, t1179, t1180, t1181, t1182, t1183, t1184, t1185, t1215, t1216, t1217, t1218, t1219, t1220, t1221, t1222, t1252, t1253, t1254, t1255, t1256, t1257, t1258, t1259, t1279, t1280, t1281, t1282, t1283, t1284, t1285, t1286, t1288, t1289, t1290, t1291, t1292, t1293, t1294, t1295, t1314, t1315, t1316, t1317, t1318, t1319, t1320, t1321, t1346, t1347, t1348, t1349, t1350, t1351, t1352, t1353, t1382, t1383, t1384, t1385, t1386, t1387, t1388, t1389, t1404, t1405, t1406, t1407, t1408, t1409, t1410, t1411, t1418, t1419, t1420, t1421, t1422, t1423
     if lmax >= 6:
         t1424 = wz * t864
         t1425 = z * t863
         t1426 = t1424 + t1425
+        del t1424, t1425
         t1427 = z * t864
         t1428 = wz * t866
         t1429 = z * t865
         t1430 = t1428 + t1429
+        del t1428, t1429
         t1431 = z * t866
         t1432 = t868 + t1431
+        del t1431
         t1433 = t867 + t1430
+        del t1430
         t1434 = wz * t868
         t1435 = z * t867
         t1436 = t1434 + t1435
+        del t1434, t1435
         t1437 = z * t868
         t1438 = wx * t899
         t1439 = x * t900
         t1440 = t1438 + t1439
+        del t1438, t1439
         t1441 = x * t899
         t1442 = t897 + t1441
+        del t1441
         t1443 = t898 + t1440
+        del t1440
         t1444 = wx * t901
         t1445 = x * t902
         t1446 = t1444 + t1445
+        del t1444, t1445
         t1447 = x * t901
         t1448 = wx * t897
         t1449 = x * t898
         t1450 = t1448 + t1449
+        del t1448, t1449
         t1451 = x * t897
         t1452 = t1426 - t1443
+        del t1426, t1443
         t1453 = t1427 - t1442
+        del t1427, t1442
         t1454 = t1433 - t1446
+        del t1433, t1446
         t1455 = t1432 - t1447
+        del t1432, t1447
         t1456 = t1436 - t1450
+        del t1436, t1450
         t1457 = t1437 - t1451
+        del t1437, t1451
         t1458 = wz * t899
         t1459 = z * t900
         t1460 = t1458 + t1459
+        del t1458, t1459
         t1461 = z * t899
         t1462 = wz * t901
         t1463 = z * t902
         t1464 = t1462 + t1463
+        del t1462, t1463
         t1465 = z * t901
         t1466 = t897 + t1465
+        del t1465
         t1467 = t898 + t1464
+        del t1464
         t1468 = wz * t897
         t1469 = z * t898
         t1470 = t1468 + t1469
+        del t1468, t1469
         t1471 = z * t897
         t1472 = wx * t864
         t1473 = x * t863
         t1474 = t1472 + t1473
+        del t1472, t1473
         t1475 = x * t864
         t1476 = t868 + t1475
+        del t1475
         t1477 = t867 + t1474
+        del t1474
         t1478 = wx * t866
         t1479 = x * t865
         t1480 = t1478 + t1479
+        del t1478, t1479
         t1481 = x * t866
         t1482 = wx * t868
         t1483 = x * t867
         t1484 = t1482 + t1483
+        del t1482, t1483
         t1485 = x * t868
         t1486 = t1471 + t1485
+        del t1471, t1485
         t1487 = t1470 + t1484
+        del t1470, t1484
         t1488 = t1461 + t1476
+        del t1461, t1476
         t1489 = t1460 + t1477
+        del t1460, t1477
         t1490 = t1466 + t1481
+        del t1466, t1481
         t1491 = t1467 + t1480
+        del t1467, t1480
         c1492 = k[443]
         t1493 = wy * t974
         t1494 = y * t973
         t1495 = t1493 + t1494
+        del t1493, t1494
         t1496 = y * t974
         t1497 = wy * t976
         t1498 = y * t975
         t1499 = t1497 + t1498
+        del t1497, t1498
         t1500 = y * t976
         t1501 = t980 + t1500
+        del t1500
         t1502 = t979 + t1499
+        del t1499
         t1503 = wy * t978
         t1504 = y * t977
         t1505 = t1503 + t1504
+        del t1503, t1504
         t1506 = y * t978
         t1507 = wy * t980
         t1508 = y * t979
         t1509 = t1507 + t1508
+        del t1507, t1508
         t1510 = y * t980
         t1511 = c1492 * t1495
+        del t1495
         t1512 = c1492 * t1496
+        del t1496
         t1513 = c1492 * t1502
+        del t1502
         t1514 = c1492 * t1501
+        del t1501
         t1515 = c1492 * t1505
+        del t1505
         t1516 = c1492 * t1506
+        del t1506
         t1517 = c1492 * t1509
+        del t1509
         t1518 = c1492 * t1510
+        del t1510
         c1519 = k[444]
         t1520 = t7 * t537
         t1521 = t6 * t536
         t1522 = t1520 + t1521
+        del t1520, t1521
         t1523 = t6 * t537
         t1524 = t19 * t531
         t1525 = t18 * t530
+        del t530
         t1526 = t1524 + t1525
+        del t1524, t1525
         t1527 = t18 * t531
+        del t531
         t1528 = t1523 + t1527
+        del t1523, t1527
         t1529 = t1522 + t1526
+        del t1522, t1526
         t1530 = t14 * t537
         t1531 = t13 * t536
         t1532 = t1530 + t1531
+        del t1530, t1531
         t1533 = t13 * t537
         t1534 = t19 * t533
         t1535 = t18 * t532
+        del t532
         t1536 = t1534 + t1535
+        del t1534, t1535
         t1537 = t18 * t533
+        del t533
         t1538 = t1533 + t1537
+        del t1533, t1537
         t1539 = t1532 + t1536
+        del t1532, t1536
         t1540 = t2 * t537
         t1541 = t1 * t536
         t1542 = t1540 + t1541
+        del t1540, t1541
         t1543 = t1 * t537
         t1544 = t19 * t535
         t1545 = t18 * t534
+        del t534
         t1546 = t1544 + t1545
+        del t1544, t1545
         t1547 = t18 * t535
+        del t535
         t1548 = t1543 + t1547
+        del t1543, t1547
         t1549 = t1542 + t1546
+        del t1542, t1546
         t1550 = t19 * t537
         t1551 = t18 * t536
+        del t536
         t1552 = t1550 + t1551
+        del t1550, t1551
         t1553 = t18 * t537
+        del t537
         t1554 = c1519 * t1529
+        del t1529
         t1555 = c1519 * t1528
+        del t1528
         t1556 = c1519 * t1539
+        del t1539
         t1557 = c1519 * t1538
+        del t1538
         t1558 = c1519 * t1549
+        del t1549
         t1559 = c1519 * t1548
+        del t1548
         t1560 = c1519 * t1552
+        del t1552
         t1561 = c1519 * t1553
+        del t1553
         t1562 = t1511 - t1554
+        del t1511, t1554
         t1563 = t1512 - t1555
+        del t1512, t1555
         t1564 = t1513 - t1556
+        del t1513, t1556
         t1565 = t1514 - t1557
+        del t1514, t1557
         t1566 = t1515 - t1558
+        del t1515, t1558
         t1567 = t1516 - t1559
+        del t1516, t1559
         t1568 = t1517 - t1560
+        del t1517, t1560
         t1569 = t1518 - t1561
+        del t1518, t1561
         c1570 = k[445]
         t1571 = wy * t1052
         t1572 = y * t1051
         t1573 = t1571 + t1572
+        del t1571, t1572
         t1574 = y * t1052
         t1575 = wy * t1054
         t1576 = y * t1053
         t1577 = t1575 + t1576
+        del t1575, t1576
         t1578 = y * t1054
         t1579 = t1058 + t1578
+        del t1578
         t1580 = t1057 + t1577
+        del t1577
         t1581 = wy * t1056
         t1582 = y * t1055
         t1583 = t1581 + t1582
+        del t1581, t1582
         t1584 = y * t1056
         t1585 = wy * t1058
         t1586 = y * t1057
         t1587 = t1585 + t1586
+        del t1585, t1586
         t1588 = y * t1058
         t1589 = c1570 * t1573
+        del t1573
         t1590 = c1570 * t1574
+        del t1574
         t1591 = c1570 * t1580
+        del t1580
         t1592 = c1570 * t1579
+        del t1579
         t1593 = c1570 * t1583
+        del t1583
         t1594 = c1570 * t1584
+        del t1584
         t1595 = c1570 * t1587
+        del t1587
         t1596 = c1570 * t1588
+        del t1588
         c1597 = k[446]
         t1598 = t7 * t601
         t1599 = t6 * t600
         t1600 = t1598 + t1599
+        del t1598, t1599
         t1601 = t6 * t601
         t1602 = t19 * t595
         t1603 = t18 * t594
+        del t594
         t1604 = t1602 + t1603
+        del t1602, t1603
         t1605 = t18 * t595
+        del t595
         t1606 = t1601 + t1605
+        del t1601, t1605
         t1607 = t1600 + t1604
+        del t1600, t1604
         t1608 = t14 * t601
         t1609 = t13 * t600
         t1610 = t1608 + t1609
+        del t1608, t1609
         t1611 = t13 * t601
         t1612 = t19 * t597
         t1613 = t18 * t596
+        del t596
         t1614 = t1612 + t1613
+        del t1612, t1613
         t1615 = t18 * t597
+        del t597
         t1616 = t1611 + t1615
+        del t1611, t1615
         t1617 = t1610 + t1614
+        del t1610, t1614
         t1618 = t2 * t601
         t1619 = t1 * t600
         t1620 = t1618 + t1619
+        del t1618, t1619
         t1621 = t1 * t601
         t1622 = t19 * t599
         t1623 = t18 * t598
+        del t598
         t1624 = t1622 + t1623
+        del t1622, t1623
         t1625 = t18 * t599
+        del t599
         t1626 = t1621 + t1625
+        del t1621, t1625
         t1627 = t1620 + t1624
+        del t1620, t1624
         t1628 = t19 * t601
         t1629 = t18 * t600
+        del t600
         t1630 = t1628 + t1629
+        del t1628, t1629
         t1631 = t18 * t601
+        del t601
         t1632 = c1597 * t1607
+        del t1607
         t1633 = c1597 * t1606
+        del t1606
         t1634 = c1597 * t1617
+        del t1617
         t1635 = c1597 * t1616
+        del t1616
         t1636 = c1597 * t1627
+        del t1627
         t1637 = c1597 * t1626
+        del t1626
         t1638 = c1597 * t1630
+        del t1630
         t1639 = c1597 * t1631
+        del t1631
         t1640 = t1589 - t1632
+        del t1589, t1632
         t1641 = t1590 - t1633
+        del t1590, t1633
         t1642 = t1591 - t1634
+        del t1591, t1634
         t1643 = t1592 - t1635
+        del t1592, t1635
         t1644 = t1593 - t1636
+        del t1593, t1636
         t1645 = t1594 - t1637
+        del t1594, t1637
         t1646 = t1595 - t1638
+        del t1595, t1638
         t1647 = t1596 - t1639
+        del t1596, t1639
         c1648 = k[447]
         t1649 = wy * t1107
         t1650 = y * t1106
         t1651 = t1649 + t1650
+        del t1649, t1650
         t1652 = y * t1107
         t1653 = wy * t1109
         t1654 = y * t1108
         t1655 = t1653 + t1654
+        del t1653, t1654
         t1656 = y * t1109
         t1657 = t1113 + t1656
+        del t1656
         t1658 = t1112 + t1655
+        del t1655
         t1659 = wy * t1111
         t1660 = y * t1110
         t1661 = t1659 + t1660
+        del t1659, t1660
         t1662 = y * t1111
         t1663 = wy * t1113
         t1664 = y * t1112
         t1665 = t1663 + t1664
+        del t1663, t1664
         t1666 = y * t1113
         t1667 = c1648 * t1651
+        del t1651
         t1668 = c1648 * t1652
+        del t1652
         t1669 = c1648 * t1658
+        del t1658
         t1670 = c1648 * t1657
+        del t1657
         t1671 = c1648 * t1661
+        del t1661
         t1672 = c1648 * t1662
+        del t1662
         t1673 = c1648 * t1665
+        del t1665
         t1674 = c1648 * t1666
+        del t1666
         t1675 = t19 * t623
         t1676 = t18 * t624
+        del t624
         t1677 = t1675 + t1676
+        del t1675, t1676
         t1678 = t18 * t623
+        del t623
         t1679 = t692 + t1678
+        del t692, t1678
         t1680 = t691 + t1677
+        del t691, t1677
         t1681 = t14 * t630
         t1682 = t13 * t629
         t1683 = t1681 + t1682
+        del t1681, t1682
         t1684 = t13 * t630
         t1685 = t19 * t626
         t1686 = t18 * t625
+        del t625
         t1687 = t1685 + t1686
+        del t1685, t1686
         t1688 = t18 * t626
+        del t626
         t1689 = t1684 + t1688
+        del t1684, t1688
         t1690 = t1683 + t1687
+        del t1683, t1687
         t1691 = t19 * t627
         t1692 = t18 * t628
+        del t628
         t1693 = t1691 + t1692
+        del t1691, t1692
         t1694 = t18 * t627
+        del t627
         t1695 = t678 + t1694
+        del t678, t1694
         t1696 = t677 + t1693
+        del t677, t1693
         t1697 = t19 * t630
         t1698 = t18 * t629
+        del t629
         t1699 = t1697 + t1698
+        del t1697, t1698
         t1700 = t18 * t630
+        del t630
         t1701 = c460 * t1680
+        del t1680
         t1702 = c460 * t1679
+        del t1679
         t1703 = c460 * t1690
+        del t1690
         t1704 = c460 * t1689
+        del t1689
         t1705 = c460 * t1696
+        del t1696
         t1706 = c460 * t1695
+        del t1695
         t1707 = c460 * t1699
+        del t1699
         t1708 = c460 * t1700
+        del t1700
         t1709 = t1667 - t1701
+        del t1667, t1701
         t1710 = t1668 - t1702
+        del t1668, t1702
         t1711 = t1669 - t1703
+        del t1669, t1703
         t1712 = t1670 - t1704
+        del t1670, t1704
         t1713 = t1671 - t1705
+        del t1671, t1705
         t1714 = t1672 - t1706
+        del t1672, t1706
         t1715 = t1673 - t1707
+        del t1673, t1707
         t1716 = t1674 - t1708
+        del t1674, t1708
         c1717 = k[448]
         t1718 = wy * t1139
         t1719 = y * t1140
         t1720 = t1718 + t1719
+        del t1718, t1719
         t1721 = y * t1139
         t1722 = wy * t1142
         t1723 = y * t1141
         t1724 = t1722 + t1723
+        del t1722, t1723
         t1725 = y * t1142
         t1726 = t1146 + t1725
+        del t1725
         t1727 = t1145 + t1724
+        del t1724
         t1728 = wy * t1143
         t1729 = y * t1144
         t1730 = t1728 + t1729
+        del t1728, t1729
         t1731 = y * t1143
         t1732 = wy * t1146
         t1733 = y * t1145
         t1734 = t1732 + t1733
+        del t1732, t1733
         t1735 = y * t1146
         t1736 = c1717 * t1720
+        del t1720
         t1737 = c1717 * t1721
+        del t1721
         t1738 = c1717 * t1727
+        del t1727
         t1739 = c1717 * t1726
+        del t1726
         t1740 = c1717 * t1730
+        del t1730
         t1741 = c1717 * t1731
+        del t1731
         t1742 = c1717 * t1734
+        del t1734
         t1743 = c1717 * t1735
+        del t1735
         c1744 = k[449]
         t1745 = t7 * t633
         t1746 = t6 * t632
         t1747 = t1745 + t1746
+        del t1745, t1746
         t1748 = t6 * t633
         t1749 = t14 * t633
         t1750 = t13 * t632
         t1751 = t1749 + t1750
+        del t1749, t1750
         t1752 = t13 * t633
         t1753 = t19 * c631
         t1754 = t18 * c631
         t1755 = t1752 + t1754
+        del t1752
         t1756 = t1751 + t1753
+        del t1751
         t1757 = t2 * t633
         t1758 = t1 * t632
         t1759 = t1757 + t1758
+        del t1757, t1758
         t1760 = t1 * t633
         t1761 = t19 * t633
         t1762 = t18 * t632
+        del t632
         t1763 = t1761 + t1762
+        del t1761, t1762
         t1764 = t18 * t633
+        del t633
         t1765 = c1744 * t1747
+        del t1747
         t1766 = c1744 * t1748
+        del t1748
         t1767 = c1744 * t1756
+        del t1756
         t1768 = c1744 * t1755
+        del t1755
         t1769 = c1744 * t1759
+        del t1759
         t1770 = c1744 * t1760
+        del t1760
         t1771 = c1744 * t1763
+        del t1763
         t1772 = c1744 * t1764
+        del t1764
         t1773 = t1736 - t1765
+        del t1736, t1765
         t1774 = t1737 - t1766
+        del t1737, t1766
         t1775 = t1738 - t1767
+        del t1738, t1767
         t1776 = t1739 - t1768
+        del t1739, t1768
         t1777 = t1740 - t1769
+        del t1740, t1769
         t1778 = t1741 - t1770
+        del t1741, t1770
         t1779 = t1742 - t1771
+        del t1742, t1771
         t1780 = t1743 - t1772
+        del t1743, t1772
         c1781 = k[450]
         t1782 = t1149 + t1149
         t1783 = t1148 + t1148
         t1784 = wy * t1149
         t1785 = y * t1148
         t1786 = t1784 + t1785
+        del t1784, t1785
         t1787 = y * t1149
         t1788 = c1781 * t1783
+        del t1783
         t1789 = c1781 * t1782
+        del t1782
         t1790 = c1781 * t1786
+        del t1786
         t1791 = c1781 * t1787
+        del t1787
         t1792 = t7 * c631
         t1793 = t6 * c631
         t1794 = t14 * c631
@@ -7780,21 +11496,37 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t1796 = t2 * c631
         t1797 = t1 * c631
         t1798 = c1114 * t1792
+        del t1792
         t1799 = c1114 * t1793
+        del t1793
         t1800 = c1114 * t1794
+        del t1794
         t1801 = c1114 * t1795
+        del t1795
         t1802 = c1114 * t1796
+        del t1796
         t1803 = c1114 * t1797
+        del t1797
         t1804 = c1114 * t1753
+        del t1753
         t1805 = c1114 * t1754
+        del t1754
         t1806 = -t1799
+        del t1799
         t1807 = -t1798
+        del t1798
         t1808 = t1788 - t1800
+        del t1788, t1800
         t1809 = t1789 - t1801
+        del t1789, t1801
         t1810 = -t1803
+        del t1803
         t1811 = -t1802
+        del t1802
         t1812 = t1790 - t1804
+        del t1790, t1804
         t1813 = t1791 - t1805
+        del t1791, t1805
         c1814 = k[451]
         t1815 = c1814 * wy
         t1816 = c1814 * y
@@ -7806,172 +11538,257 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t1822 = c1814 * t1487
         t1823 = c1814 * t1486
         t1824 = c1817 * t1818
+        del t1818
         t1825 = c1817 * t1819
+        del t1819
         t1826 = c1817 * t1820
+        del t1820
         t1827 = c1817 * t1821
+        del t1821
         t1828 = c1817 * t1822
+        del t1822
         t1829 = c1817 * t1823
+        del t1823
         c1830 = k[453]
         t1831 = t1815 * t899
         t1832 = t1816 * t900
         t1833 = t1831 + t1832
+        del t1831, t1832
         t1834 = t1816 * t899
         t1835 = c1814 * t898
         t1836 = c1814 * t897
         t1837 = t1815 * t901
         t1838 = t1816 * t902
         t1839 = t1837 + t1838
+        del t1837, t1838
         t1840 = t1816 * t901
         t1841 = t1815 * t897
         t1842 = t1816 * t898
         t1843 = t1841 + t1842
+        del t1841, t1842
         t1844 = t1816 * t897
         t1845 = c1830 * t1833
+        del t1833
         t1846 = c1830 * t1834
+        del t1834
         t1847 = c1830 * t1835
+        del t1835
         t1848 = c1830 * t1836
+        del t1836
         t1849 = c1830 * t1839
+        del t1839
         t1850 = c1830 * t1840
+        del t1840
         t1851 = c1830 * t1843
+        del t1843
         t1852 = c1830 * t1844
+        del t1844
         c1853 = k[454]
         t1854 = t1807 * t454
         t1855 = t1806 * t455
         t1856 = t1854 + t1855
+        del t1854, t1855
         t1857 = t1806 * t454
         t1858 = t1812 * t456
         t1859 = t1813 * t457
         t1860 = t1858 + t1859
+        del t1858, t1859
         t1861 = t1813 * t456
         t1862 = t1857 + t1861
+        del t1857, t1861
         t1863 = t1856 + t1860
+        del t1856, t1860
         t1864 = t1808 * t454
         t1865 = t1809 * t455
         t1866 = t1864 + t1865
+        del t1864, t1865
         t1867 = t1809 * t454
         t1868 = t1811 * t454
         t1869 = t1810 * t455
         t1870 = t1868 + t1869
+        del t1868, t1869
         t1871 = t1810 * t454
         t1872 = t1812 * t458
         t1873 = t1813 * t459
         t1874 = t1872 + t1873
+        del t1872, t1873
         t1875 = t1813 * t458
         t1876 = t1871 + t1875
+        del t1871, t1875
         t1877 = t1870 + t1874
+        del t1870, t1874
         t1878 = t1812 * t454
         t1879 = t1813 * t455
         t1880 = t1878 + t1879
+        del t1878, t1879
         t1881 = t1813 * t454
         t1882 = c1853 * t1863
+        del t1863
         t1883 = c1853 * t1862
+        del t1862
         t1884 = c1853 * t1866
+        del t1866
         t1885 = c1853 * t1867
+        del t1867
         t1886 = c1853 * t1877
+        del t1877
         t1887 = c1853 * t1876
+        del t1876
         t1888 = c1853 * t1880
+        del t1880
         t1889 = c1853 * t1881
+        del t1881
         c1890 = k[455]
         t1891 = t1773 * t170
         t1892 = t1774 * t171
         t1893 = t1891 + t1892
+        del t1891, t1892
         t1894 = t1774 * t170
         t1895 = t1779 * t172
         t1896 = t1780 * t173
         t1897 = t1895 + t1896
+        del t1895, t1896
         t1898 = t1780 * t172
         t1899 = t1894 + t1898
+        del t1894, t1898
         t1900 = t1893 + t1897
+        del t1893, t1897
         t1901 = t1775 * t170
         t1902 = t1776 * t171
         t1903 = t1901 + t1902
+        del t1901, t1902
         t1904 = t1776 * t170
         t1905 = t1777 * t170
         t1906 = t1778 * t171
         t1907 = t1905 + t1906
+        del t1905, t1906
         t1908 = t1778 * t170
         t1909 = t1779 * t174
         t1910 = t1780 * t175
         t1911 = t1909 + t1910
+        del t1909, t1910
         t1912 = t1780 * t174
         t1913 = t1908 + t1912
+        del t1908, t1912
         t1914 = t1907 + t1911
+        del t1907, t1911
         t1915 = t1779 * t170
         t1916 = t1780 * t171
         t1917 = t1915 + t1916
+        del t1915, t1916
         t1918 = t1780 * t170
         t1919 = c1890 * t1900
+        del t1900
         t1920 = c1890 * t1899
+        del t1899
         t1921 = c1890 * t1903
+        del t1903
         t1922 = c1890 * t1904
+        del t1904
         t1923 = c1890 * t1914
+        del t1914
         t1924 = c1890 * t1913
+        del t1913
         t1925 = c1890 * t1917
+        del t1917
         t1926 = c1890 * t1918
+        del t1918
         c1927 = k[456]
         t1928 = t1709 * t36
         t1929 = t1710 * t37
         t1930 = t1928 + t1929
+        del t1928, t1929
         t1931 = t1710 * t36
         t1932 = t1715 * t1
         t1933 = t1716 * t2
         t1934 = t1932 + t1933
+        del t1932, t1933
         t1935 = t1716 * t1
         t1936 = t1931 + t1935
+        del t1931
         t1937 = t1930 + t1934
+        del t1930
         t1938 = t1711 * t36
         t1939 = t1712 * t37
         t1940 = t1938 + t1939
+        del t1938, t1939
         t1941 = t1712 * t36
         t1942 = t1713 * t36
         t1943 = t1714 * t37
         t1944 = t1942 + t1943
+        del t1942, t1943
         t1945 = t1714 * t36
         t1946 = t1715 * t6
         t1947 = t1716 * t7
         t1948 = t1946 + t1947
+        del t1946, t1947
         t1949 = t1716 * t6
         t1950 = t1945 + t1949
+        del t1945
         t1951 = t1944 + t1948
+        del t1944
         t1952 = t1715 * t36
         t1953 = t1716 * t37
         t1954 = t1952 + t1953
+        del t1952, t1953
         t1955 = t1716 * t36
         t1956 = c1927 * t1937
+        del t1937
         t1957 = c1927 * t1936
+        del t1936
         t1958 = c1927 * t1940
+        del t1940
         t1959 = c1927 * t1941
+        del t1941
         t1960 = c1927 * t1951
+        del t1951
         t1961 = c1927 * t1950
+        del t1950
         t1962 = c1927 * t1954
+        del t1954
         t1963 = c1927 * t1955
+        del t1955
         c1964 = k[457]
         t1965 = t1640 * x
         t1966 = t1641 * wx
         t1967 = t1965 + t1966
+        del t1965, t1966
         t1968 = t1641 * x
         t1969 = t1968 + t1647
+        del t1968
         t1970 = t1967 + t1646
+        del t1967
         t1971 = t1642 * x
         t1972 = t1643 * wx
         t1973 = t1971 + t1972
+        del t1971, t1972
         t1974 = t1643 * x
         t1975 = t1644 * x
         t1976 = t1645 * wx
         t1977 = t1975 + t1976
+        del t1975, t1976
         t1978 = t1645 * x
         t1979 = t1646 * x
         t1980 = t1647 * wx
         t1981 = t1979 + t1980
+        del t1979, t1980
         t1982 = t1647 * x
         t1983 = c1964 * t1970
+        del t1970
         t1984 = c1964 * t1969
+        del t1969
         t1985 = c1964 * t1973
+        del t1973
         t1986 = c1964 * t1974
+        del t1974
         t1987 = c1964 * t1977
+        del t1977
         t1988 = c1964 * t1978
+        del t1978
         t1989 = c1964 * t1981
+        del t1981
         t1990 = c1964 * t1982
+        del t1982
         c1991 = k[458]
         t1992 = c1991 * t1562
         t1993 = c1991 * t1563
@@ -7984,155 +11801,233 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t2000 = t1640 * z
         t2001 = t1641 * wz
         t2002 = t2000 + t2001
+        del t2000, t2001
         t2003 = t1641 * z
         t2004 = t1642 * z
         t2005 = t1643 * wz
         t2006 = t2004 + t2005
+        del t2004, t2005
         t2007 = t1643 * z
         t2008 = t1644 * z
         t2009 = t1645 * wz
         t2010 = t2008 + t2009
+        del t2008, t2009
         t2011 = t1645 * z
         t2012 = t2011 + t1647
+        del t2011
         t2013 = t2010 + t1646
+        del t2010
         t2014 = t1646 * z
         t2015 = t1647 * wz
         t2016 = t2014 + t2015
+        del t2014, t2015
         t2017 = t1647 * z
         t2018 = c1964 * t2002
+        del t2002
         t2019 = c1964 * t2003
+        del t2003
         t2020 = c1964 * t2006
+        del t2006
         t2021 = c1964 * t2007
+        del t2007
         t2022 = c1964 * t2013
+        del t2013
         t2023 = c1964 * t2012
+        del t2012
         t2024 = c1964 * t2016
+        del t2016
         t2025 = c1964 * t2017
+        del t2017
         t2026 = t1709 * t31
         t2027 = t1710 * t30
         t2028 = t2026 + t2027
+        del t2026, t2027
         t2029 = t1710 * t31
         t2030 = t1715 * t28
         t2031 = t1716 * t29
         t2032 = t2030 + t2031
+        del t2030, t2031
         t2033 = t1716 * t28
         t2034 = t2029 + t2033
+        del t2029, t2033
         t2035 = t2028 + t2032
+        del t2028, t2032
         t2036 = t1711 * t31
         t2037 = t1712 * t30
         t2038 = t2036 + t2037
+        del t2036, t2037
         t2039 = t1712 * t31
         t2040 = t1713 * t31
         t2041 = t1714 * t30
         t2042 = t2040 + t2041
+        del t2040, t2041
         t2043 = t1714 * t31
         t2044 = t2043 + t1935
+        del t2043
         t2045 = t2042 + t1934
+        del t2042
         t2046 = t1715 * t31
         t2047 = t1716 * t30
         t2048 = t2046 + t2047
+        del t2046, t2047
         t2049 = t1716 * t31
         t2050 = c1927 * t2035
+        del t2035
         t2051 = c1927 * t2034
+        del t2034
         t2052 = c1927 * t2038
+        del t2038
         t2053 = c1927 * t2039
+        del t2039
         t2054 = c1927 * t2045
+        del t2045
         t2055 = c1927 * t2044
+        del t2044
         t2056 = c1927 * t2048
+        del t2048
         t2057 = c1927 * t2049
+        del t2049
         t2058 = t1773 * t149
         t2059 = t1774 * t148
         t2060 = t2058 + t2059
+        del t2058, t2059
         t2061 = t1774 * t149
         t2062 = t1779 * t145
         t2063 = t1780 * t144
         t2064 = t2062 + t2063
+        del t2062, t2063
         t2065 = t1780 * t145
         t2066 = t2061 + t2065
+        del t2061, t2065
         t2067 = t2060 + t2064
+        del t2060, t2064
         t2068 = t1775 * t149
         t2069 = t1776 * t148
         t2070 = t2068 + t2069
+        del t2068, t2069
         t2071 = t1776 * t149
         t2072 = t1777 * t149
         t2073 = t1778 * t148
         t2074 = t2072 + t2073
+        del t2072, t2073
         t2075 = t1778 * t149
         t2076 = t1779 * t147
         t2077 = t1780 * t146
         t2078 = t2076 + t2077
+        del t2076, t2077
         t2079 = t1780 * t147
         t2080 = t2075 + t2079
+        del t2075, t2079
         t2081 = t2074 + t2078
+        del t2074, t2078
         t2082 = t1779 * t149
         t2083 = t1780 * t148
         t2084 = t2082 + t2083
+        del t2082, t2083
         t2085 = t1780 * t149
         t2086 = c1890 * t2067
+        del t2067
         t2087 = c1890 * t2066
+        del t2066
         t2088 = c1890 * t2070
+        del t2070
         t2089 = c1890 * t2071
+        del t2071
         t2090 = c1890 * t2081
+        del t2081
         t2091 = c1890 * t2080
+        del t2080
         t2092 = c1890 * t2084
+        del t2084
         t2093 = c1890 * t2085
+        del t2085
         t2094 = t1807 * t425
         t2095 = t1806 * t424
         t2096 = t2094 + t2095
+        del t2094, t2095
         t2097 = t1806 * t425
         t2098 = t1812 * t421
         t2099 = t1813 * t420
         t2100 = t2098 + t2099
+        del t2098, t2099
         t2101 = t1813 * t421
         t2102 = t2097 + t2101
+        del t2097, t2101
         t2103 = t2096 + t2100
+        del t2096, t2100
         t2104 = t1808 * t425
         t2105 = t1809 * t424
         t2106 = t2104 + t2105
+        del t2104, t2105
         t2107 = t1809 * t425
         t2108 = t1811 * t425
         t2109 = t1810 * t424
         t2110 = t2108 + t2109
+        del t2108, t2109
         t2111 = t1810 * t425
         t2112 = t1812 * t423
         t2113 = t1813 * t422
         t2114 = t2112 + t2113
+        del t2112, t2113
         t2115 = t1813 * t423
         t2116 = t2111 + t2115
+        del t2111, t2115
         t2117 = t2110 + t2114
+        del t2110, t2114
         t2118 = t1812 * t425
         t2119 = t1813 * t424
         t2120 = t2118 + t2119
+        del t2118, t2119
         t2121 = t1813 * t425
         t2122 = c1853 * t2103
+        del t2103
         t2123 = c1853 * t2102
+        del t2102
         t2124 = c1853 * t2106
+        del t2106
         t2125 = c1853 * t2107
+        del t2107
         t2126 = c1853 * t2117
+        del t2117
         t2127 = c1853 * t2116
+        del t2116
         t2128 = c1853 * t2120
+        del t2120
         t2129 = c1853 * t2121
+        del t2121
         t2130 = t1815 * t864
         t2131 = t1816 * t863
         t2132 = t2130 + t2131
+        del t2130, t2131
         t2133 = t1816 * t864
         t2134 = c1814 * t867
         t2135 = c1814 * t868
         t2136 = t1815 * t866
         t2137 = t1816 * t865
         t2138 = t2136 + t2137
+        del t2136, t2137
         t2139 = t1816 * t866
         t2140 = t1815 * t868
         t2141 = t1816 * t867
         t2142 = t2140 + t2141
+        del t2140, t2141
         t2143 = t1816 * t868
         t2144 = c1830 * t2132
+        del t2132
         t2145 = c1830 * t2133
+        del t2133
         t2146 = c1830 * t2134
+        del t2134
         t2147 = c1830 * t2135
+        del t2135
         t2148 = c1830 * t2138
+        del t2138
         t2149 = c1830 * t2139
+        del t2139
         t2150 = c1830 * t2142
+        del t2142
         t2151 = c1830 * t2143
+        del t2143
         t2152 = c1814 * t1452
         t2153 = c1814 * t1453
         t2154 = c1814 * t1454
@@ -8140,635 +12035,956 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t2156 = c1814 * t1456
         t2157 = c1814 * t1457
         t2158 = c1817 * t2152
+        del t2152
         t2159 = c1817 * t2153
+        del t2153
         t2160 = c1817 * t2154
+        del t2154
         t2161 = c1817 * t2155
+        del t2155
         t2162 = c1817 * t2156
+        del t2156
         t2163 = c1817 * t2157
-        for i, li in enumerate(ls):
-            if li == 6:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t1825
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t1824
-                s = g * t1827
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t1826
-                cols[o + 0] = t1828 * s1 - t1829 * (s2 * 6.0)
-                g = grad[:, o + 1]
-                s = g * t1846
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t1845
-                s = g * t1848
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t1847
-                s = g * t1850
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t1849
-                cols[o + 1] = t1851 * s1 - t1852 * (s2 * 6.0)
-                g = grad[:, o + 2]
-                s = g * t1883
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t1882
-                s = g * t1885
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t1884
-                s = g * t1887
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t1886
-                cols[o + 2] = t1888 * s1 - t1889 * (s2 * 6.0)
-                g = grad[:, o + 3]
-                s = g * t1920
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t1919
-                s = g * t1922
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t1921
-                s = g * t1924
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t1923
-                cols[o + 3] = t1925 * s1 - t1926 * (s2 * 6.0)
-                g = grad[:, o + 4]
-                s = g * t1957
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t1956
-                s = g * t1959
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t1958
-                s = g * t1961
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t1960
-                cols[o + 4] = t1962 * s1 - t1963 * (s2 * 6.0)
-                g = grad[:, o + 5]
-                s = g * t1984
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t1983
-                s = g * t1986
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t1985
-                s = g * t1988
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t1987
-                cols[o + 5] = t1989 * s1 - t1990 * (s2 * 6.0)
-                g = grad[:, o + 6]
-                s = g * t1993
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t1992
-                s = g * t1995
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t1994
-                s = g * t1997
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t1996
-                cols[o + 6] = t1998 * s1 - t1999 * (s2 * 6.0)
-                g = grad[:, o + 7]
-                s = g * t2019
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t2018
-                s = g * t2021
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t2020
-                s = g * t2023
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t2022
-                cols[o + 7] = t2024 * s1 - t2025 * (s2 * 6.0)
-                g = grad[:, o + 8]
-                s = g * t2051
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t2050
-                s = g * t2053
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t2052
-                s = g * t2055
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t2054
-                cols[o + 8] = t2056 * s1 - t2057 * (s2 * 6.0)
-                g = grad[:, o + 9]
-                s = g * t2087
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t2086
-                s = g * t2089
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t2088
-                s = g * t2091
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t2090
-                cols[o + 9] = t2092 * s1 - t2093 * (s2 * 6.0)
-                g = grad[:, o + 10]
-                s = g * t2123
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t2122
-                s = g * t2125
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t2124
-                s = g * t2127
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t2126
-                cols[o + 10] = t2128 * s1 - t2129 * (s2 * 6.0)
-                g = grad[:, o + 11]
-                s = g * t2145
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t2144
-                s = g * t2147
-                vy = vy + s
-                vly = vly + s * 6.0
-                by = by + g * t2146
-                s = g * t2149
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t2148
-                cols[o + 11] = t2150 * s1 - t2151 * (s2 * 6.0)
-                g = grad[:, o + 12]
-                s = g * t2159
-                vx = vx + s
-                vlx = vlx + s * 6.0
-                bx = bx + g * t2158
-                s = g * t2161
-                vz = vz + s
-                vlz = vlz + s * 6.0
-                bz = bz + g * t2160
-                cols[o + 12] = t2162 * s1 - t2163 * (s2 * 6.0)
+        del t2157
+        for o in at[6]:
+            g = gs[o + 0]
+            s = g * t1825
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t1824)
+            s = g * t1827
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t1826)
+            if normalize:
+                cols[o + 0] = t1828 * s1 - t1829 * s2l[6]
+            else:
+                cols[o + 0] = t1828
+            g = gs[o + 1]
+            s = g * t1846
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t1845)
+            s = g * t1848
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t1847)
+            s = g * t1850
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t1849)
+            if normalize:
+                cols[o + 1] = t1851 * s1 - t1852 * s2l[6]
+            else:
+                cols[o + 1] = t1851
+            g = gs[o + 2]
+            s = g * t1883
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t1882)
+            s = g * t1885
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t1884)
+            s = g * t1887
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t1886)
+            if normalize:
+                cols[o + 2] = t1888 * s1 - t1889 * s2l[6]
+            else:
+                cols[o + 2] = t1888
+            g = gs[o + 3]
+            s = g * t1920
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t1919)
+            s = g * t1922
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t1921)
+            s = g * t1924
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t1923)
+            if normalize:
+                cols[o + 3] = t1925 * s1 - t1926 * s2l[6]
+            else:
+                cols[o + 3] = t1925
+            g = gs[o + 4]
+            s = g * t1957
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t1956)
+            s = g * t1959
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t1958)
+            s = g * t1961
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t1960)
+            if normalize:
+                cols[o + 4] = t1962 * s1 - t1963 * s2l[6]
+            else:
+                cols[o + 4] = t1962
+            g = gs[o + 5]
+            s = g * t1984
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t1983)
+            s = g * t1986
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t1985)
+            s = g * t1988
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t1987)
+            if normalize:
+                cols[o + 5] = t1989 * s1 - t1990 * s2l[6]
+            else:
+                cols[o + 5] = t1989
+            g = gs[o + 6]
+            s = g * t1993
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t1992)
+            s = g * t1995
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t1994)
+            s = g * t1997
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t1996)
+            if normalize:
+                cols[o + 6] = t1998 * s1 - t1999 * s2l[6]
+            else:
+                cols[o + 6] = t1998
+            g = gs[o + 7]
+            s = g * t2019
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t2018)
+            s = g * t2021
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t2020)
+            s = g * t2023
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t2022)
+            if normalize:
+                cols[o + 7] = t2024 * s1 - t2025 * s2l[6]
+            else:
+                cols[o + 7] = t2024
+            g = gs[o + 8]
+            s = g * t2051
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t2050)
+            s = g * t2053
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t2052)
+            s = g * t2055
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t2054)
+            if normalize:
+                cols[o + 8] = t2056 * s1 - t2057 * s2l[6]
+            else:
+                cols[o + 8] = t2056
+            g = gs[o + 9]
+            s = g * t2087
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t2086)
+            s = g * t2089
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t2088)
+            s = g * t2091
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t2090)
+            if normalize:
+                cols[o + 9] = t2092 * s1 - t2093 * s2l[6]
+            else:
+                cols[o + 9] = t2092
+            g = gs[o + 10]
+            s = g * t2123
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t2122)
+            s = g * t2125
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t2124)
+            s = g * t2127
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t2126)
+            if normalize:
+                cols[o + 10] = t2128 * s1 - t2129 * s2l[6]
+            else:
+                cols[o + 10] = t2128
+            g = gs[o + 11]
+            s = g * t2145
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t2144)
+            s = g * t2147
+            vy.add_(s)
+            vly.add_(s * 6.0)
+            by.add_(g * t2146)
+            s = g * t2149
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t2148)
+            if normalize:
+                cols[o + 11] = t2150 * s1 - t2151 * s2l[6]
+            else:
+                cols[o + 11] = t2150
+            g = gs[o + 12]
+            s = g * t2159
+            vx.add_(s)
+            vlx.add_(s * 6.0)
+            bx.add_(g * t2158)
+            s = g * t2161
+            vz.add_(s)
+            vlz.add_(s * 6.0)
+            bz.add_(g * t2160)
+            if normalize:
+                cols[o + 12] = t2162 * s1 - t2163 * s2l[6]
+            else:
+                cols[o + 12] = t2162
+        del t1824, t1825, t1826, t1827, t1828, t1829, t1845, t1846, t1847, t1848, t1849, t1850, t1851, t1852, t1882, t1883, t1884, t1885, t1886, t1887, t1888, t1889, t1919, t1920, t1921, t1922, t1923, t1924, t1925, t1926, t1956, t1957, t1958, t1959, t1960, t1961, t1962, t1963, t1983, t1984, t1985, t1986, t1987, t1988, t1989, t1990, t1992, t1993, t1994, t1995, t1996, t1997, t1998, t1999, t2018, t2019, t2020, t2021, t2022, t2023, t2024, t2025, t2050, t2051, t2052, t2053, t2054, t2055, t2056, t2057, t2086, t2087, t2088, t2089, t2090, t2091, t2092, t2093, t2122, t2123, t2124, t2125, t2126, t2127, t2128, t2129, t2144, t2145, t2146, t2147, t2148, t2149, t2150, t2151, t2158, t2159, t2160, t2161, t2162, t2163
     if lmax >= 7:
         t2164 = wz * t1453
         t2165 = z * t1452
         t2166 = t2164 + t2165
+        del t2164, t2165
         t2167 = z * t1453
         t2168 = wz * t1455
         t2169 = z * t1454
         t2170 = t2168 + t2169
+        del t2168, t2169
         t2171 = z * t1455
         t2172 = t1457 + t2171
+        del t2171
         t2173 = t1456 + t2170
+        del t2170
         t2174 = wz * t1457
         t2175 = z * t1456
         t2176 = t2174 + t2175
+        del t2174, t2175
         t2177 = z * t1457
         t2178 = wx * t1488
         t2179 = x * t1489
         t2180 = t2178 + t2179
+        del t2178, t2179
         t2181 = x * t1488
         t2182 = t1486 + t2181
+        del t2181
         t2183 = t1487 + t2180
+        del t2180
         t2184 = wx * t1490
         t2185 = x * t1491
         t2186 = t2184 + t2185
+        del t2184, t2185
         t2187 = x * t1490
         t2188 = wx * t1486
         t2189 = x * t1487
         t2190 = t2188 + t2189
+        del t2188, t2189
         t2191 = x * t1486
         t2192 = t2166 - t2183
+        del t2166, t2183
         t2193 = t2167 - t2182
+        del t2167, t2182
         t2194 = t2173 - t2186
+        del t2173, t2186
         t2195 = t2172 - t2187
+        del t2172, t2187
         t2196 = t2176 - t2190
+        del t2176, t2190
         t2197 = t2177 - t2191
+        del t2177, t2191
         t2198 = wz * t1488
         t2199 = z * t1489
         t2200 = t2198 + t2199
+        del t2198, t2199
         t2201 = z * t1488
         t2202 = wz * t1490
         t2203 = z * t1491
         t2204 = t2202 + t2203
+        del t2202, t2203
         t2205 = z * t1490
         t2206 = t1486 + t2205
+        del t2205
         t2207 = t1487 + t2204
+        del t2204
         t2208 = wz * t1486
         t2209 = z * t1487
         t2210 = t2208 + t2209
+        del t2208, t2209
         t2211 = z * t1486
         t2212 = wx * t1453
         t2213 = x * t1452
         t2214 = t2212 + t2213
+        del t2212, t2213
         t2215 = x * t1453
         t2216 = t1457 + t2215
+        del t2215
         t2217 = t1456 + t2214
+        del t2214
         t2218 = wx * t1455
         t2219 = x * t1454
         t2220 = t2218 + t2219
+        del t2218, t2219
         t2221 = x * t1455
         t2222 = wx * t1457
         t2223 = x * t1456
         t2224 = t2222 + t2223
+        del t2222, t2223
         t2225 = x * t1457
         t2226 = t2211 + t2225
+        del t2211, t2225
         t2227 = t2210 + t2224
+        del t2210, t2224
         t2228 = t2201 + t2216
+        del t2201, t2216
         t2229 = t2200 + t2217
+        del t2200, t2217
         t2230 = t2206 + t2221
+        del t2206, t2221
         t2231 = t2207 + t2220
+        del t2207, t2220
         c2232 = k[459]
         t2233 = wy * t1563
         t2234 = y * t1562
         t2235 = t2233 + t2234
+        del t2233, t2234
         t2236 = y * t1563
         t2237 = wy * t1565
         t2238 = y * t1564
         t2239 = t2237 + t2238
+        del t2237, t2238
         t2240 = y * t1565
         t2241 = t1569 + t2240
+        del t2240
         t2242 = t1568 + t2239
+        del t2239
         t2243 = wy * t1567
         t2244 = y * t1566
         t2245 = t2243 + t2244
+        del t2243, t2244
         t2246 = y * t1567
         t2247 = wy * t1569
         t2248 = y * t1568
         t2249 = t2247 + t2248
+        del t2247, t2248
         t2250 = y * t1569
         t2251 = c2232 * t2235
+        del t2235
         t2252 = c2232 * t2236
+        del t2236
         t2253 = c2232 * t2242
+        del t2242
         t2254 = c2232 * t2241
+        del t2241
         t2255 = c2232 * t2245
+        del t2245
         t2256 = c2232 * t2246
+        del t2246
         t2257 = c2232 * t2249
+        del t2249
         t2258 = c2232 * t2250
+        del t2250
         c2259 = k[460]
         t2260 = t7 * t980
         t2261 = t6 * t979
         t2262 = t2260 + t2261
+        del t2260, t2261
         t2263 = t6 * t980
         t2264 = t19 * t974
         t2265 = t18 * t973
+        del t973
         t2266 = t2264 + t2265
+        del t2264, t2265
         t2267 = t18 * t974
+        del t974
         t2268 = t2263 + t2267
+        del t2263, t2267
         t2269 = t2262 + t2266
+        del t2262, t2266
         t2270 = t14 * t980
         t2271 = t13 * t979
         t2272 = t2270 + t2271
+        del t2270, t2271
         t2273 = t13 * t980
         t2274 = t19 * t976
         t2275 = t18 * t975
+        del t975
         t2276 = t2274 + t2275
+        del t2274, t2275
         t2277 = t18 * t976
+        del t976
         t2278 = t2273 + t2277
+        del t2273, t2277
         t2279 = t2272 + t2276
+        del t2272, t2276
         t2280 = t2 * t980
         t2281 = t1 * t979
         t2282 = t2280 + t2281
+        del t2280, t2281
         t2283 = t1 * t980
         t2284 = t19 * t978
         t2285 = t18 * t977
+        del t977
         t2286 = t2284 + t2285
+        del t2284, t2285
         t2287 = t18 * t978
+        del t978
         t2288 = t2283 + t2287
+        del t2283, t2287
         t2289 = t2282 + t2286
+        del t2282, t2286
         t2290 = t19 * t980
         t2291 = t18 * t979
+        del t979
         t2292 = t2290 + t2291
+        del t2290, t2291
         t2293 = t18 * t980
+        del t980
         t2294 = c2259 * t2269
+        del t2269
         t2295 = c2259 * t2268
+        del t2268
         t2296 = c2259 * t2279
+        del t2279
         t2297 = c2259 * t2278
+        del t2278
         t2298 = c2259 * t2289
+        del t2289
         t2299 = c2259 * t2288
+        del t2288
         t2300 = c2259 * t2292
+        del t2292
         t2301 = c2259 * t2293
+        del t2293
         t2302 = t2251 - t2294
+        del t2251, t2294
         t2303 = t2252 - t2295
+        del t2252, t2295
         t2304 = t2253 - t2296
+        del t2253, t2296
         t2305 = t2254 - t2297
+        del t2254, t2297
         t2306 = t2255 - t2298
+        del t2255, t2298
         t2307 = t2256 - t2299
+        del t2256, t2299
         t2308 = t2257 - t2300
+        del t2257, t2300
         t2309 = t2258 - t2301
+        del t2258, t2301
         c2310 = k[461]
         t2311 = wy * t1641
         t2312 = y * t1640
         t2313 = t2311 + t2312
+        del t2311, t2312
         t2314 = y * t1641
         t2315 = wy * t1643
         t2316 = y * t1642
         t2317 = t2315 + t2316
+        del t2315, t2316
         t2318 = y * t1643
         t2319 = t1647 + t2318
+        del t2318
         t2320 = t1646 + t2317
+        del t2317
         t2321 = wy * t1645
         t2322 = y * t1644
         t2323 = t2321 + t2322
+        del t2321, t2322
         t2324 = y * t1645
         t2325 = wy * t1647
         t2326 = y * t1646
         t2327 = t2325 + t2326
+        del t2325, t2326
         t2328 = y * t1647
         t2329 = c2310 * t2313
+        del t2313
         t2330 = c2310 * t2314
+        del t2314
         t2331 = c2310 * t2320
+        del t2320
         t2332 = c2310 * t2319
+        del t2319
         t2333 = c2310 * t2323
+        del t2323
         t2334 = c2310 * t2324
+        del t2324
         t2335 = c2310 * t2327
+        del t2327
         t2336 = c2310 * t2328
+        del t2328
         c2337 = k[462]
         t2338 = t7 * t1058
         t2339 = t6 * t1057
         t2340 = t2338 + t2339
+        del t2338, t2339
         t2341 = t6 * t1058
         t2342 = t19 * t1052
         t2343 = t18 * t1051
+        del t1051
         t2344 = t2342 + t2343
+        del t2342, t2343
         t2345 = t18 * t1052
+        del t1052
         t2346 = t2341 + t2345
+        del t2341, t2345
         t2347 = t2340 + t2344
+        del t2340, t2344
         t2348 = t14 * t1058
         t2349 = t13 * t1057
         t2350 = t2348 + t2349
+        del t2348, t2349
         t2351 = t13 * t1058
         t2352 = t19 * t1054
         t2353 = t18 * t1053
+        del t1053
         t2354 = t2352 + t2353
+        del t2352, t2353
         t2355 = t18 * t1054
+        del t1054
         t2356 = t2351 + t2355
+        del t2351, t2355
         t2357 = t2350 + t2354
+        del t2350, t2354
         t2358 = t2 * t1058
         t2359 = t1 * t1057
         t2360 = t2358 + t2359
+        del t2358, t2359
         t2361 = t1 * t1058
         t2362 = t19 * t1056
         t2363 = t18 * t1055
+        del t1055
         t2364 = t2362 + t2363
+        del t2362, t2363
         t2365 = t18 * t1056
+        del t1056
         t2366 = t2361 + t2365
+        del t2361, t2365
         t2367 = t2360 + t2364
+        del t2360, t2364
         t2368 = t19 * t1058
         t2369 = t18 * t1057
+        del t1057
         t2370 = t2368 + t2369
+        del t2368, t2369
         t2371 = t18 * t1058
+        del t1058
         t2372 = c2337 * t2347
+        del t2347
         t2373 = c2337 * t2346
+        del t2346
         t2374 = c2337 * t2357
+        del t2357
         t2375 = c2337 * t2356
+        del t2356
         t2376 = c2337 * t2367
+        del t2367
         t2377 = c2337 * t2366
+        del t2366
         t2378 = c2337 * t2370
+        del t2370
         t2379 = c2337 * t2371
+        del t2371
         t2380 = t2329 - t2372
+        del t2329, t2372
         t2381 = t2330 - t2373
+        del t2330, t2373
         t2382 = t2331 - t2374
+        del t2331, t2374
         t2383 = t2332 - t2375
+        del t2332, t2375
         t2384 = t2333 - t2376
+        del t2333, t2376
         t2385 = t2334 - t2377
+        del t2334, t2377
         t2386 = t2335 - t2378
+        del t2335, t2378
         t2387 = t2336 - t2379
+        del t2336, t2379
         c2388 = k[463]
         t2389 = wy * t1710
         t2390 = y * t1709
         t2391 = t2389 + t2390
+        del t2389, t2390
         t2392 = y * t1710
         t2393 = wy * t1712
         t2394 = y * t1711
         t2395 = t2393 + t2394
+        del t2393, t2394
         t2396 = y * t1712
         t2397 = t1716 + t2396
+        del t2396
         t2398 = t1715 + t2395
+        del t2395
         t2399 = wy * t1714
         t2400 = y * t1713
         t2401 = t2399 + t2400
+        del t2399, t2400
         t2402 = y * t1714
         t2403 = wy * t1716
         t2404 = y * t1715
         t2405 = t2403 + t2404
+        del t2403, t2404
         t2406 = y * t1716
         t2407 = c2388 * t2391
+        del t2391
         t2408 = c2388 * t2392
+        del t2392
         t2409 = c2388 * t2398
+        del t2398
         t2410 = c2388 * t2397
+        del t2397
         t2411 = c2388 * t2401
+        del t2401
         t2412 = c2388 * t2402
+        del t2402
         t2413 = c2388 * t2405
+        del t2405
         t2414 = c2388 * t2406
+        del t2406
         c2415 = k[464]
         t2416 = t19 * t1107
         t2417 = t18 * t1106
+        del t1106
         t2418 = t2416 + t2417
+        del t2416, t2417
         t2419 = t18 * t1107
+        del t1107
         t2420 = t1245 + t2419
+        del t1245, t2419
         t2421 = t1244 + t2418
+        del t1244, t2418
         t2422 = t14 * t1113
         t2423 = t13 * t1112
         t2424 = t2422 + t2423
+        del t2422, t2423
         t2425 = t13 * t1113
         t2426 = t19 * t1109
         t2427 = t18 * t1108
+        del t1108
         t2428 = t2426 + t2427
+        del t2426, t2427
         t2429 = t18 * t1109
+        del t1109
         t2430 = t2425 + t2429
+        del t2425, t2429
         t2431 = t2424 + t2428
+        del t2424, t2428
         t2432 = t19 * t1111
         t2433 = t18 * t1110
+        del t1110
         t2434 = t2432 + t2433
+        del t2432, t2433
         t2435 = t18 * t1111
+        del t1111
         t2436 = t1231 + t2435
+        del t1231, t2435
         t2437 = t1230 + t2434
+        del t1230, t2434
         t2438 = t19 * t1113
         t2439 = t18 * t1112
+        del t1112
         t2440 = t2438 + t2439
+        del t2438, t2439
         t2441 = t18 * t1113
+        del t1113
         t2442 = c2415 * t2421
+        del t2421
         t2443 = c2415 * t2420
+        del t2420
         t2444 = c2415 * t2431
+        del t2431
         t2445 = c2415 * t2430
+        del t2430
         t2446 = c2415 * t2437
+        del t2437
         t2447 = c2415 * t2436
+        del t2436
         t2448 = c2415 * t2440
+        del t2440
         t2449 = c2415 * t2441
+        del t2441
         t2450 = t2407 - t2442
+        del t2407, t2442
         t2451 = t2408 - t2443
+        del t2408, t2443
         t2452 = t2409 - t2444
+        del t2409, t2444
         t2453 = t2410 - t2445
+        del t2410, t2445
         t2454 = t2411 - t2446
+        del t2411, t2446
         t2455 = t2412 - t2447
+        del t2412, t2447
         t2456 = t2413 - t2448
+        del t2413, t2448
         t2457 = t2414 - t2449
+        del t2414, t2449
         c2458 = k[465]
         t2459 = wy * t1774
         t2460 = y * t1773
         t2461 = t2459 + t2460
+        del t2459, t2460
         t2462 = y * t1774
         t2463 = wy * t1776
         t2464 = y * t1775
         t2465 = t2463 + t2464
+        del t2463, t2464
         t2466 = y * t1776
         t2467 = t1780 + t2466
+        del t2466
         t2468 = t1779 + t2465
+        del t2465
         t2469 = wy * t1778
         t2470 = y * t1777
         t2471 = t2469 + t2470
+        del t2469, t2470
         t2472 = y * t1778
         t2473 = wy * t1780
         t2474 = y * t1779
         t2475 = t2473 + t2474
+        del t2473, t2474
         t2476 = y * t1780
         t2477 = c2458 * t2461
+        del t2461
         t2478 = c2458 * t2462
+        del t2462
         t2479 = c2458 * t2468
+        del t2468
         t2480 = c2458 * t2467
+        del t2467
         t2481 = c2458 * t2471
+        del t2471
         t2482 = c2458 * t2472
+        del t2472
         t2483 = c2458 * t2475
+        del t2475
         t2484 = c2458 * t2476
+        del t2476
         t2485 = t7 * t1146
         t2486 = t6 * t1145
         t2487 = t2485 + t2486
+        del t2485, t2486
         t2488 = t6 * t1146
         t2489 = t19 * t1139
         t2490 = t18 * t1140
+        del t1140
         t2491 = t2489 + t2490
+        del t2489, t2490
         t2492 = t18 * t1139
+        del t1139
         t2493 = t2488 + t2492
+        del t2488, t2492
         t2494 = t2487 + t2491
+        del t2487, t2491
         t2495 = t14 * t1146
         t2496 = t13 * t1145
         t2497 = t2495 + t2496
+        del t2495, t2496
         t2498 = t13 * t1146
         t2499 = t19 * t1142
         t2500 = t18 * t1141
+        del t1141
         t2501 = t2499 + t2500
+        del t2499, t2500
         t2502 = t18 * t1142
+        del t1142
         t2503 = t2498 + t2502
+        del t2498, t2502
         t2504 = t2497 + t2501
+        del t2497, t2501
         t2505 = t2 * t1146
         t2506 = t1 * t1145
         t2507 = t2505 + t2506
+        del t2505, t2506
         t2508 = t1 * t1146
         t2509 = t19 * t1143
         t2510 = t18 * t1144
+        del t1144
         t2511 = t2509 + t2510
+        del t2509, t2510
         t2512 = t18 * t1143
+        del t1143
         t2513 = t2508 + t2512
+        del t2508, t2512
         t2514 = t2507 + t2511
+        del t2507, t2511
         t2515 = t19 * t1146
         t2516 = t18 * t1145
+        del t1145
         t2517 = t2515 + t2516
+        del t2515, t2516
         t2518 = t18 * t1146
+        del t1146
         t2519 = c981 * t2494
+        del t2494
         t2520 = c981 * t2493
+        del t2493
         t2521 = c981 * t2504
+        del t2504
         t2522 = c981 * t2503
+        del t2503
         t2523 = c981 * t2514
+        del t2514
         t2524 = c981 * t2513
+        del t2513
         t2525 = c981 * t2517
+        del t2517
         t2526 = c981 * t2518
+        del t2518
         t2527 = t2477 - t2519
+        del t2477, t2519
         t2528 = t2478 - t2520
+        del t2478, t2520
         t2529 = t2479 - t2521
+        del t2479, t2521
         t2530 = t2480 - t2522
+        del t2480, t2522
         t2531 = t2481 - t2523
+        del t2481, t2523
         t2532 = t2482 - t2524
+        del t2482, t2524
         t2533 = t2483 - t2525
+        del t2483, t2525
         t2534 = t2484 - t2526
+        del t2484, t2526
         c2535 = k[466]
         t2536 = wy * t1806
         t2537 = y * t1807
         t2538 = t2536 + t2537
+        del t2536, t2537
         t2539 = y * t1806
         t2540 = wy * t1809
         t2541 = y * t1808
         t2542 = t2540 + t2541
+        del t2540, t2541
         t2543 = y * t1809
         t2544 = t1813 + t2543
+        del t2543
         t2545 = t1812 + t2542
+        del t2542
         t2546 = wy * t1810
         t2547 = y * t1811
         t2548 = t2546 + t2547
+        del t2546, t2547
         t2549 = y * t1810
         t2550 = wy * t1813
         t2551 = y * t1812
         t2552 = t2550 + t2551
+        del t2550, t2551
         t2553 = y * t1813
         t2554 = c2535 * t2538
+        del t2538
         t2555 = c2535 * t2539
+        del t2539
         t2556 = c2535 * t2545
+        del t2545
         t2557 = c2535 * t2544
+        del t2544
         t2558 = c2535 * t2548
+        del t2548
         t2559 = c2535 * t2549
+        del t2549
         t2560 = c2535 * t2552
+        del t2552
         t2561 = c2535 * t2553
+        del t2553
         c2562 = k[467]
         t2563 = t7 * t1149
         t2564 = t6 * t1148
         t2565 = t2563 + t2564
+        del t2563, t2564
         t2566 = t6 * t1149
         t2567 = t14 * t1149
         t2568 = t13 * t1148
         t2569 = t2567 + t2568
+        del t2567, t2568
         t2570 = t13 * t1149
         t2571 = t19 * c1147
         t2572 = t18 * c1147
         t2573 = t2570 + t2572
+        del t2570
         t2574 = t2569 + t2571
+        del t2569
         t2575 = t2 * t1149
         t2576 = t1 * t1148
         t2577 = t2575 + t2576
+        del t2575, t2576
         t2578 = t1 * t1149
         t2579 = t19 * t1149
         t2580 = t18 * t1148
+        del t1148
         t2581 = t2579 + t2580
+        del t2579, t2580
         t2582 = t18 * t1149
+        del t1149
         t2583 = c2562 * t2565
+        del t2565
         t2584 = c2562 * t2566
+        del t2566
         t2585 = c2562 * t2574
+        del t2574
         t2586 = c2562 * t2573
+        del t2573
         t2587 = c2562 * t2577
+        del t2577
         t2588 = c2562 * t2578
+        del t2578
         t2589 = c2562 * t2581
+        del t2581
         t2590 = c2562 * t2582
+        del t2582
         t2591 = t2554 - t2583
+        del t2554, t2583
         t2592 = t2555 - t2584
+        del t2555, t2584
         t2593 = t2556 - t2585
+        del t2556, t2585
         t2594 = t2557 - t2586
+        del t2557, t2586
         t2595 = t2558 - t2587
+        del t2558, t2587
         t2596 = t2559 - t2588
+        del t2559, t2588
         t2597 = t2560 - t2589
+        del t2560, t2589
         t2598 = t2561 - t2590
+        del t2561, t2590
         c2599 = k[468]
         t2600 = t1816 + t1816
         t2601 = t1815 + t1815
         t2602 = wy * t1816
         t2603 = y * t1815
         t2604 = t2602 + t2603
+        del t2602, t2603
         t2605 = y * t1816
         t2606 = c2599 * t2601
+        del t2601
         t2607 = c2599 * t2600
+        del t2600
         t2608 = c2599 * t2604
+        del t2604
         t2609 = c2599 * t2605
+        del t2605
         t2610 = t7 * c1147
         t2611 = t6 * c1147
         t2612 = t14 * c1147
@@ -8776,21 +12992,37 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t2614 = t2 * c1147
         t2615 = t1 * c1147
         t2616 = c1781 * t2610
+        del t2610
         t2617 = c1781 * t2611
+        del t2611
         t2618 = c1781 * t2612
+        del t2612
         t2619 = c1781 * t2613
+        del t2613
         t2620 = c1781 * t2614
+        del t2614
         t2621 = c1781 * t2615
+        del t2615
         t2622 = c1781 * t2571
+        del t2571
         t2623 = c1781 * t2572
+        del t2572
         t2624 = -t2617
+        del t2617
         t2625 = -t2616
+        del t2616
         t2626 = t2606 - t2618
+        del t2606, t2618
         t2627 = t2607 - t2619
+        del t2607, t2619
         t2628 = -t2621
+        del t2621
         t2629 = -t2620
+        del t2620
         t2630 = t2608 - t2622
+        del t2608, t2622
         t2631 = t2609 - t2623
+        del t2609, t2623
         c2632 = k[469]
         t2633 = c2632 * wy
         t2634 = c2632 * y
@@ -8802,209 +13034,312 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t2640 = c2632 * t2227
         t2641 = c2632 * t2226
         t2642 = c2635 * t2636
+        del t2636
         t2643 = c2635 * t2637
+        del t2637
         t2644 = c2635 * t2638
+        del t2638
         t2645 = c2635 * t2639
+        del t2639
         t2646 = c2635 * t2640
+        del t2640
         t2647 = c2635 * t2641
+        del t2641
         c2648 = k[471]
         t2649 = t2633 * t1488
         t2650 = t2634 * t1489
         t2651 = t2649 + t2650
+        del t2649, t2650
         t2652 = t2634 * t1488
         t2653 = c2632 * t1487
         t2654 = c2632 * t1486
         t2655 = t2633 * t1490
         t2656 = t2634 * t1491
         t2657 = t2655 + t2656
+        del t2655, t2656
         t2658 = t2634 * t1490
         t2659 = t2633 * t1486
         t2660 = t2634 * t1487
         t2661 = t2659 + t2660
+        del t2659, t2660
         t2662 = t2634 * t1486
         t2663 = c2648 * t2651
+        del t2651
         t2664 = c2648 * t2652
+        del t2652
         t2665 = c2648 * t2653
+        del t2653
         t2666 = c2648 * t2654
+        del t2654
         t2667 = c2648 * t2657
+        del t2657
         t2668 = c2648 * t2658
+        del t2658
         t2669 = c2648 * t2661
+        del t2661
         t2670 = c2648 * t2662
+        del t2662
         c2671 = k[472]
         t2672 = t2625 * t897
         t2673 = t2624 * t898
         t2674 = t2672 + t2673
+        del t2672, t2673
         t2675 = t2624 * t897
         t2676 = t2630 * t899
         t2677 = t2631 * t900
         t2678 = t2676 + t2677
+        del t2676, t2677
         t2679 = t2631 * t899
         t2680 = t2675 + t2679
+        del t2675, t2679
         t2681 = t2674 + t2678
+        del t2674, t2678
         t2682 = t2626 * t897
         t2683 = t2627 * t898
         t2684 = t2682 + t2683
+        del t2682, t2683
         t2685 = t2627 * t897
         t2686 = t2629 * t897
         t2687 = t2628 * t898
         t2688 = t2686 + t2687
+        del t2686, t2687
         t2689 = t2628 * t897
         t2690 = t2630 * t901
         t2691 = t2631 * t902
         t2692 = t2690 + t2691
+        del t2690, t2691
         t2693 = t2631 * t901
         t2694 = t2689 + t2693
+        del t2689, t2693
         t2695 = t2688 + t2692
+        del t2688, t2692
         t2696 = t2630 * t897
         t2697 = t2631 * t898
         t2698 = t2696 + t2697
+        del t2696, t2697
         t2699 = t2631 * t897
         t2700 = c2671 * t2681
+        del t2681
         t2701 = c2671 * t2680
+        del t2680
         t2702 = c2671 * t2684
+        del t2684
         t2703 = c2671 * t2685
+        del t2685
         t2704 = c2671 * t2695
+        del t2695
         t2705 = c2671 * t2694
+        del t2694
         t2706 = c2671 * t2698
+        del t2698
         t2707 = c2671 * t2699
+        del t2699
         c2708 = k[473]
         t2709 = t2591 * t454
         t2710 = t2592 * t455
         t2711 = t2709 + t2710
+        del t2709, t2710
         t2712 = t2592 * t454
         t2713 = t2597 * t456
         t2714 = t2598 * t457
         t2715 = t2713 + t2714
+        del t2713, t2714
         t2716 = t2598 * t456
         t2717 = t2712 + t2716
+        del t2712, t2716
         t2718 = t2711 + t2715
+        del t2711, t2715
         t2719 = t2593 * t454
         t2720 = t2594 * t455
         t2721 = t2719 + t2720
+        del t2719, t2720
         t2722 = t2594 * t454
         t2723 = t2595 * t454
         t2724 = t2596 * t455
         t2725 = t2723 + t2724
+        del t2723, t2724
         t2726 = t2596 * t454
         t2727 = t2597 * t458
         t2728 = t2598 * t459
         t2729 = t2727 + t2728
+        del t2727, t2728
         t2730 = t2598 * t458
         t2731 = t2726 + t2730
+        del t2726, t2730
         t2732 = t2725 + t2729
+        del t2725, t2729
         t2733 = t2597 * t454
         t2734 = t2598 * t455
         t2735 = t2733 + t2734
+        del t2733, t2734
         t2736 = t2598 * t454
         t2737 = c2708 * t2718
+        del t2718
         t2738 = c2708 * t2717
+        del t2717
         t2739 = c2708 * t2721
+        del t2721
         t2740 = c2708 * t2722
+        del t2722
         t2741 = c2708 * t2732
+        del t2732
         t2742 = c2708 * t2731
+        del t2731
         t2743 = c2708 * t2735
+        del t2735
         t2744 = c2708 * t2736
+        del t2736
         c2745 = k[474]
         t2746 = t2527 * t170
         t2747 = t2528 * t171
         t2748 = t2746 + t2747
+        del t2746, t2747
         t2749 = t2528 * t170
         t2750 = t2533 * t172
         t2751 = t2534 * t173
         t2752 = t2750 + t2751
+        del t2750, t2751
         t2753 = t2534 * t172
         t2754 = t2749 + t2753
+        del t2749, t2753
         t2755 = t2748 + t2752
+        del t2748, t2752
         t2756 = t2529 * t170
         t2757 = t2530 * t171
         t2758 = t2756 + t2757
+        del t2756, t2757
         t2759 = t2530 * t170
         t2760 = t2531 * t170
         t2761 = t2532 * t171
         t2762 = t2760 + t2761
+        del t2760, t2761
         t2763 = t2532 * t170
         t2764 = t2533 * t174
         t2765 = t2534 * t175
         t2766 = t2764 + t2765
+        del t2764, t2765
         t2767 = t2534 * t174
         t2768 = t2763 + t2767
+        del t2763, t2767
         t2769 = t2762 + t2766
+        del t2762, t2766
         t2770 = t2533 * t170
         t2771 = t2534 * t171
         t2772 = t2770 + t2771
+        del t2770, t2771
         t2773 = t2534 * t170
         t2774 = c2745 * t2755
+        del t2755
         t2775 = c2745 * t2754
+        del t2754
         t2776 = c2745 * t2758
+        del t2758
         t2777 = c2745 * t2759
+        del t2759
         t2778 = c2745 * t2769
+        del t2769
         t2779 = c2745 * t2768
+        del t2768
         t2780 = c2745 * t2772
+        del t2772
         t2781 = c2745 * t2773
+        del t2773
         c2782 = k[475]
         t2783 = t2450 * t36
         t2784 = t2451 * t37
         t2785 = t2783 + t2784
+        del t2783, t2784
         t2786 = t2451 * t36
         t2787 = t2456 * t1
         t2788 = t2457 * t2
         t2789 = t2787 + t2788
+        del t2787, t2788
         t2790 = t2457 * t1
         t2791 = t2786 + t2790
+        del t2786
         t2792 = t2785 + t2789
+        del t2785
         t2793 = t2452 * t36
         t2794 = t2453 * t37
         t2795 = t2793 + t2794
+        del t2793, t2794
         t2796 = t2453 * t36
         t2797 = t2454 * t36
         t2798 = t2455 * t37
         t2799 = t2797 + t2798
+        del t2797, t2798
         t2800 = t2455 * t36
         t2801 = t2456 * t6
         t2802 = t2457 * t7
         t2803 = t2801 + t2802
+        del t2801, t2802
         t2804 = t2457 * t6
         t2805 = t2800 + t2804
+        del t2800
         t2806 = t2799 + t2803
+        del t2799
         t2807 = t2456 * t36
         t2808 = t2457 * t37
         t2809 = t2807 + t2808
+        del t2807, t2808
         t2810 = t2457 * t36
         t2811 = c2782 * t2792
+        del t2792
         t2812 = c2782 * t2791
+        del t2791
         t2813 = c2782 * t2795
+        del t2795
         t2814 = c2782 * t2796
+        del t2796
         t2815 = c2782 * t2806
+        del t2806
         t2816 = c2782 * t2805
+        del t2805
         t2817 = c2782 * t2809
+        del t2809
         t2818 = c2782 * t2810
+        del t2810
         c2819 = k[476]
         t2820 = t2380 * x
         t2821 = t2381 * wx
         t2822 = t2820 + t2821
+        del t2820, t2821
         t2823 = t2381 * x
         t2824 = t2823 + t2387
+        del t2823
         t2825 = t2822 + t2386
+        del t2822
         t2826 = t2382 * x
         t2827 = t2383 * wx
         t2828 = t2826 + t2827
+        del t2826, t2827
         t2829 = t2383 * x
         t2830 = t2384 * x
         t2831 = t2385 * wx
         t2832 = t2830 + t2831
+        del t2830, t2831
         t2833 = t2385 * x
         t2834 = t2386 * x
         t2835 = t2387 * wx
         t2836 = t2834 + t2835
+        del t2834, t2835
         t2837 = t2387 * x
         t2838 = c2819 * t2825
+        del t2825
         t2839 = c2819 * t2824
+        del t2824
         t2840 = c2819 * t2828
+        del t2828
         t2841 = c2819 * t2829
+        del t2829
         t2842 = c2819 * t2832
+        del t2832
         t2843 = c2819 * t2833
+        del t2833
         t2844 = c2819 * t2836
+        del t2836
         t2845 = c2819 * t2837
+        del t2837
         c2846 = k[477]
         t2847 = c2846 * t2302
         t2848 = c2846 * t2303
@@ -9017,191 +13352,287 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t2855 = t2380 * z
         t2856 = t2381 * wz
         t2857 = t2855 + t2856
+        del t2855, t2856
         t2858 = t2381 * z
         t2859 = t2382 * z
         t2860 = t2383 * wz
         t2861 = t2859 + t2860
+        del t2859, t2860
         t2862 = t2383 * z
         t2863 = t2384 * z
         t2864 = t2385 * wz
         t2865 = t2863 + t2864
+        del t2863, t2864
         t2866 = t2385 * z
         t2867 = t2866 + t2387
+        del t2866
         t2868 = t2865 + t2386
+        del t2865
         t2869 = t2386 * z
         t2870 = t2387 * wz
         t2871 = t2869 + t2870
+        del t2869, t2870
         t2872 = t2387 * z
         t2873 = c2819 * t2857
+        del t2857
         t2874 = c2819 * t2858
+        del t2858
         t2875 = c2819 * t2861
+        del t2861
         t2876 = c2819 * t2862
+        del t2862
         t2877 = c2819 * t2868
+        del t2868
         t2878 = c2819 * t2867
+        del t2867
         t2879 = c2819 * t2871
+        del t2871
         t2880 = c2819 * t2872
+        del t2872
         t2881 = t2450 * t31
         t2882 = t2451 * t30
         t2883 = t2881 + t2882
+        del t2881, t2882
         t2884 = t2451 * t31
         t2885 = t2456 * t28
         t2886 = t2457 * t29
         t2887 = t2885 + t2886
+        del t2885, t2886
         t2888 = t2457 * t28
         t2889 = t2884 + t2888
+        del t2884, t2888
         t2890 = t2883 + t2887
+        del t2883, t2887
         t2891 = t2452 * t31
         t2892 = t2453 * t30
         t2893 = t2891 + t2892
+        del t2891, t2892
         t2894 = t2453 * t31
         t2895 = t2454 * t31
         t2896 = t2455 * t30
         t2897 = t2895 + t2896
+        del t2895, t2896
         t2898 = t2455 * t31
         t2899 = t2898 + t2790
+        del t2898
         t2900 = t2897 + t2789
+        del t2897
         t2901 = t2456 * t31
         t2902 = t2457 * t30
         t2903 = t2901 + t2902
+        del t2901, t2902
         t2904 = t2457 * t31
         t2905 = c2782 * t2890
+        del t2890
         t2906 = c2782 * t2889
+        del t2889
         t2907 = c2782 * t2893
+        del t2893
         t2908 = c2782 * t2894
+        del t2894
         t2909 = c2782 * t2900
+        del t2900
         t2910 = c2782 * t2899
+        del t2899
         t2911 = c2782 * t2903
+        del t2903
         t2912 = c2782 * t2904
+        del t2904
         t2913 = t2527 * t149
         t2914 = t2528 * t148
         t2915 = t2913 + t2914
+        del t2913, t2914
         t2916 = t2528 * t149
         t2917 = t2533 * t145
         t2918 = t2534 * t144
         t2919 = t2917 + t2918
+        del t2917, t2918
         t2920 = t2534 * t145
         t2921 = t2916 + t2920
+        del t2916, t2920
         t2922 = t2915 + t2919
+        del t2915, t2919
         t2923 = t2529 * t149
         t2924 = t2530 * t148
         t2925 = t2923 + t2924
+        del t2923, t2924
         t2926 = t2530 * t149
         t2927 = t2531 * t149
         t2928 = t2532 * t148
         t2929 = t2927 + t2928
+        del t2927, t2928
         t2930 = t2532 * t149
         t2931 = t2533 * t147
         t2932 = t2534 * t146
         t2933 = t2931 + t2932
+        del t2931, t2932
         t2934 = t2534 * t147
         t2935 = t2930 + t2934
+        del t2930, t2934
         t2936 = t2929 + t2933
+        del t2929, t2933
         t2937 = t2533 * t149
         t2938 = t2534 * t148
         t2939 = t2937 + t2938
+        del t2937, t2938
         t2940 = t2534 * t149
         t2941 = c2745 * t2922
+        del t2922
         t2942 = c2745 * t2921
+        del t2921
         t2943 = c2745 * t2925
+        del t2925
         t2944 = c2745 * t2926
+        del t2926
         t2945 = c2745 * t2936
+        del t2936
         t2946 = c2745 * t2935
+        del t2935
         t2947 = c2745 * t2939
+        del t2939
         t2948 = c2745 * t2940
+        del t2940
         t2949 = t2591 * t425
         t2950 = t2592 * t424
         t2951 = t2949 + t2950
+        del t2949, t2950
         t2952 = t2592 * t425
         t2953 = t2597 * t421
         t2954 = t2598 * t420
         t2955 = t2953 + t2954
+        del t2953, t2954
         t2956 = t2598 * t421
         t2957 = t2952 + t2956
+        del t2952, t2956
         t2958 = t2951 + t2955
+        del t2951, t2955
         t2959 = t2593 * t425
         t2960 = t2594 * t424
         t2961 = t2959 + t2960
+        del t2959, t2960
         t2962 = t2594 * t425
         t2963 = t2595 * t425
         t2964 = t2596 * t424
         t2965 = t2963 + t2964
+        del t2963, t2964
         t2966 = t2596 * t425
         t2967 = t2597 * t423
         t2968 = t2598 * t422
         t2969 = t2967 + t2968
+        del t2967, t2968
         t2970 = t2598 * t423
         t2971 = t2966 + t2970
+        del t2966, t2970
         t2972 = t2965 + t2969
+        del t2965, t2969
         t2973 = t2597 * t425
         t2974 = t2598 * t424
         t2975 = t2973 + t2974
+        del t2973, t2974
         t2976 = t2598 * t425
         t2977 = c2708 * t2958
+        del t2958
         t2978 = c2708 * t2957
+        del t2957
         t2979 = c2708 * t2961
+        del t2961
         t2980 = c2708 * t2962
+        del t2962
         t2981 = c2708 * t2972
+        del t2972
         t2982 = c2708 * t2971
+        del t2971
         t2983 = c2708 * t2975
+        del t2975
         t2984 = c2708 * t2976
+        del t2976
         t2985 = t2625 * t868
         t2986 = t2624 * t867
         t2987 = t2985 + t2986
+        del t2985, t2986
         t2988 = t2624 * t868
         t2989 = t2630 * t864
         t2990 = t2631 * t863
         t2991 = t2989 + t2990
+        del t2989, t2990
         t2992 = t2631 * t864
         t2993 = t2988 + t2992
+        del t2988, t2992
         t2994 = t2987 + t2991
+        del t2987, t2991
         t2995 = t2626 * t868
         t2996 = t2627 * t867
         t2997 = t2995 + t2996
+        del t2995, t2996
         t2998 = t2627 * t868
         t2999 = t2629 * t868
         t3000 = t2628 * t867
         t3001 = t2999 + t3000
+        del t2999, t3000
         t3002 = t2628 * t868
         t3003 = t2630 * t866
         t3004 = t2631 * t865
         t3005 = t3003 + t3004
+        del t3003, t3004
         t3006 = t2631 * t866
         t3007 = t3002 + t3006
+        del t3002, t3006
         t3008 = t3001 + t3005
+        del t3001, t3005
         t3009 = t2630 * t868
         t3010 = t2631 * t867
         t3011 = t3009 + t3010
+        del t3009, t3010
         t3012 = t2631 * t868
         t3013 = c2671 * t2994
+        del t2994
         t3014 = c2671 * t2993
+        del t2993
         t3015 = c2671 * t2997
+        del t2997
         t3016 = c2671 * t2998
+        del t2998
         t3017 = c2671 * t3008
+        del t3008
         t3018 = c2671 * t3007
+        del t3007
         t3019 = c2671 * t3011
+        del t3011
         t3020 = c2671 * t3012
+        del t3012
         t3021 = t2633 * t1453
         t3022 = t2634 * t1452
         t3023 = t3021 + t3022
+        del t3021, t3022
         t3024 = t2634 * t1453
         t3025 = c2632 * t1456
         t3026 = c2632 * t1457
         t3027 = t2633 * t1455
         t3028 = t2634 * t1454
         t3029 = t3027 + t3028
+        del t3027, t3028
         t3030 = t2634 * t1455
         t3031 = t2633 * t1457
         t3032 = t2634 * t1456
         t3033 = t3031 + t3032
+        del t3031, t3032
         t3034 = t2634 * t1457
         t3035 = c2648 * t3023
+        del t3023
         t3036 = c2648 * t3024
+        del t3024
         t3037 = c2648 * t3025
+        del t3025
         t3038 = c2648 * t3026
+        del t3026
         t3039 = c2648 * t3029
+        del t3029
         t3040 = c2648 * t3030
+        del t3030
         t3041 = c2648 * t3033
+        del t3033
         t3042 = c2648 * t3034
+        del t3034
         t3043 = c2632 * t2192
         t3044 = c2632 * t2193
         t3045 = c2632 * t2194
@@ -9209,737 +13640,1115 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t3047 = c2632 * t2196
         t3048 = c2632 * t2197
         t3049 = c2635 * t3043
+        del t3043
         t3050 = c2635 * t3044
+        del t3044
         t3051 = c2635 * t3045
+        del t3045
         t3052 = c2635 * t3046
+        del t3046
         t3053 = c2635 * t3047
+        del t3047
         t3054 = c2635 * t3048
-        for i, li in enumerate(ls):
-            if li == 7:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t2643
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2642
-                s = g * t2645
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2644
-                cols[o + 0] = t2646 * s1 - t2647 * (s2 * 7.0)
-                g = grad[:, o + 1]
-                s = g * t2664
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2663
-                s = g * t2666
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2665
-                s = g * t2668
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2667
-                cols[o + 1] = t2669 * s1 - t2670 * (s2 * 7.0)
-                g = grad[:, o + 2]
-                s = g * t2701
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2700
-                s = g * t2703
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2702
-                s = g * t2705
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2704
-                cols[o + 2] = t2706 * s1 - t2707 * (s2 * 7.0)
-                g = grad[:, o + 3]
-                s = g * t2738
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2737
-                s = g * t2740
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2739
-                s = g * t2742
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2741
-                cols[o + 3] = t2743 * s1 - t2744 * (s2 * 7.0)
-                g = grad[:, o + 4]
-                s = g * t2775
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2774
-                s = g * t2777
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2776
-                s = g * t2779
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2778
-                cols[o + 4] = t2780 * s1 - t2781 * (s2 * 7.0)
-                g = grad[:, o + 5]
-                s = g * t2812
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2811
-                s = g * t2814
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2813
-                s = g * t2816
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2815
-                cols[o + 5] = t2817 * s1 - t2818 * (s2 * 7.0)
-                g = grad[:, o + 6]
-                s = g * t2839
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2838
-                s = g * t2841
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2840
-                s = g * t2843
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2842
-                cols[o + 6] = t2844 * s1 - t2845 * (s2 * 7.0)
-                g = grad[:, o + 7]
-                s = g * t2848
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2847
-                s = g * t2850
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2849
-                s = g * t2852
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2851
-                cols[o + 7] = t2853 * s1 - t2854 * (s2 * 7.0)
-                g = grad[:, o + 8]
-                s = g * t2874
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2873
-                s = g * t2876
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2875
-                s = g * t2878
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2877
-                cols[o + 8] = t2879 * s1 - t2880 * (s2 * 7.0)
-                g = grad[:, o + 9]
-                s = g * t2906
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2905
-                s = g * t2908
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2907
-                s = g * t2910
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2909
-                cols[o + 9] = t2911 * s1 - t2912 * (s2 * 7.0)
-                g = grad[:, o + 10]
-                s = g * t2942
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2941
-                s = g * t2944
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2943
-                s = g * t2946
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2945
-                cols[o + 10] = t2947 * s1 - t2948 * (s2 * 7.0)
-                g = grad[:, o + 11]
-                s = g * t2978
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t2977
-                s = g * t2980
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t2979
-                s = g * t2982
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t2981
-                cols[o + 11] = t2983 * s1 - t2984 * (s2 * 7.0)
-                g = grad[:, o + 12]
-                s = g * t3014
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t3013
-                s = g * t3016
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t3015
-                s = g * t3018
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t3017
-                cols[o + 12] = t3019 * s1 - t3020 * (s2 * 7.0)
-                g = grad[:, o + 13]
-                s = g * t3036
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t3035
-                s = g * t3038
-                vy = vy + s
-                vly = vly + s * 7.0
-                by = by + g * t3037
-                s = g * t3040
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t3039
-                cols[o + 13] = t3041 * s1 - t3042 * (s2 * 7.0)
-                g = grad[:, o + 14]
-                s = g * t3050
-                vx = vx + s
-                vlx = vlx + s * 7.0
-                bx = bx + g * t3049
-                s = g * t3052
-                vz = vz + s
-                vlz = vlz + s * 7.0
-                bz = bz + g * t3051
-                cols[o + 14] = t3053 * s1 - t3054 * (s2 * 7.0)
+        del t3048
+        for o in at[7]:
+            g = gs[o + 0]
+            s = g * t2643
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2642)
+            s = g * t2645
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2644)
+            if normalize:
+                cols[o + 0] = t2646 * s1 - t2647 * s2l[7]
+            else:
+                cols[o + 0] = t2646
+            g = gs[o + 1]
+            s = g * t2664
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2663)
+            s = g * t2666
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2665)
+            s = g * t2668
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2667)
+            if normalize:
+                cols[o + 1] = t2669 * s1 - t2670 * s2l[7]
+            else:
+                cols[o + 1] = t2669
+            g = gs[o + 2]
+            s = g * t2701
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2700)
+            s = g * t2703
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2702)
+            s = g * t2705
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2704)
+            if normalize:
+                cols[o + 2] = t2706 * s1 - t2707 * s2l[7]
+            else:
+                cols[o + 2] = t2706
+            g = gs[o + 3]
+            s = g * t2738
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2737)
+            s = g * t2740
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2739)
+            s = g * t2742
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2741)
+            if normalize:
+                cols[o + 3] = t2743 * s1 - t2744 * s2l[7]
+            else:
+                cols[o + 3] = t2743
+            g = gs[o + 4]
+            s = g * t2775
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2774)
+            s = g * t2777
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2776)
+            s = g * t2779
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2778)
+            if normalize:
+                cols[o + 4] = t2780 * s1 - t2781 * s2l[7]
+            else:
+                cols[o + 4] = t2780
+            g = gs[o + 5]
+            s = g * t2812
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2811)
+            s = g * t2814
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2813)
+            s = g * t2816
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2815)
+            if normalize:
+                cols[o + 5] = t2817 * s1 - t2818 * s2l[7]
+            else:
+                cols[o + 5] = t2817
+            g = gs[o + 6]
+            s = g * t2839
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2838)
+            s = g * t2841
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2840)
+            s = g * t2843
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2842)
+            if normalize:
+                cols[o + 6] = t2844 * s1 - t2845 * s2l[7]
+            else:
+                cols[o + 6] = t2844
+            g = gs[o + 7]
+            s = g * t2848
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2847)
+            s = g * t2850
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2849)
+            s = g * t2852
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2851)
+            if normalize:
+                cols[o + 7] = t2853 * s1 - t2854 * s2l[7]
+            else:
+                cols[o + 7] = t2853
+            g = gs[o + 8]
+            s = g * t2874
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2873)
+            s = g * t2876
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2875)
+            s = g * t2878
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2877)
+            if normalize:
+                cols[o + 8] = t2879 * s1 - t2880 * s2l[7]
+            else:
+                cols[o + 8] = t2879
+            g = gs[o + 9]
+            s = g * t2906
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2905)
+            s = g * t2908
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2907)
+            s = g * t2910
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2909)
+            if normalize:
+                cols[o + 9] = t2911 * s1 - t2912 * s2l[7]
+            else:
+                cols[o + 9] = t2911
+            g = gs[o + 10]
+            s = g * t2942
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2941)
+            s = g * t2944
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2943)
+            s = g * t2946
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2945)
+            if normalize:
+                cols[o + 10] = t2947 * s1 - t2948 * s2l[7]
+            else:
+                cols[o + 10] = t2947
+            g = gs[o + 11]
+            s = g * t2978
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t2977)
+            s = g * t2980
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t2979)
+            s = g * t2982
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t2981)
+            if normalize:
+                cols[o + 11] = t2983 * s1 - t2984 * s2l[7]
+            else:
+                cols[o + 11] = t2983
+            g = gs[o + 12]
+            s = g * t3014
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t3013)
+            s = g * t3016
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t3015)
+            s = g * t3018
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t3017)
+            if normalize:
+                cols[o + 12] = t3019 * s1 - t3020 * s2l[7]
+            else:
+                cols[o + 12] = t3019
+            g = gs[o + 13]
+            s = g * t3036
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t3035)
+            s = g * t3038
+            vy.add_(s)
+            vly.add_(s * 7.0)
+            by.add_(g * t3037)
+            s = g * t3040
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t3039)
+            if normalize:
+                cols[o + 13] = t3041 * s1 - t3042 * s2l[7]
+            else:
+                cols[o + 13] = t3041
+            g = gs[o + 14]
+            s = g * t3050
+            vx.add_(s)
+            vlx.add_(s * 7.0)
+            bx.add_(g * t3049)
+            s = g * t3052
+            vz.add_(s)
+            vlz.add_(s * 7.0)
+            bz.add_(g * t3051)
+            if normalize:
+                cols[o + 14] = t3053 * s1 - t3054 * s2l[7]
+            else:
+                cols[o + 14] = t3053
+        del t2642, t2643, t2644, t2645, t2646, t2647, t2663, t2664, t2665, t2666, t2667, t2668, t2669, t2670, t2700, t2701, t2702, t2703, t2704, t2705, t2706, t2707, t2737, t2738, t2739, t2740, t2741, t2742, t2743, t2744, t2774, t2775, t2776, t2777, t2778, t2779, t2780, t2781, t2811, t2812, t2813, t2814, t2815, t2816, t2817, t2818, t2838, t2839, t2840, t2841, t2842, t2843, t2844, t2845, t2847, t2848, t2849, t2850, t2851, t2852, t2853, t2854, t2873, t2874, t2875, t2876, t2877, t2878, t2879, t2880, t2905, t2906, t2907, t2908, t2909, t2910, t2911, t2912, t2941, t2942, t2943, t2944, t2945, t2946, t2947, t2948, t2977, t2978, t2979, t2980, t2981, t2982, t2983, t2984, t3013, t3014, t3015, t3016, t3017, t3018, t3019, t3020, t3035, t3036, t3037, t3038, t3039, t3040, t3041, t3042, t3049, t3050, t3051, t3052, t3053, t3054
     if lmax >= 8:
         t3055 = wz * t2193
         t3056 = z * t2192
         t3057 = t3055 + t3056
+        del t3055, t3056
         t3058 = z * t2193
         t3059 = wz * t2195
         t3060 = z * t2194
         t3061 = t3059 + t3060
+        del t3059, t3060
         t3062 = z * t2195
         t3063 = t2197 + t3062
+        del t3062
         t3064 = t2196 + t3061
+        del t3061
         t3065 = wz * t2197
         t3066 = z * t2196
         t3067 = t3065 + t3066
+        del t3065, t3066
         t3068 = z * t2197
         t3069 = wx * t2228
         t3070 = x * t2229
         t3071 = t3069 + t3070
+        del t3069, t3070
         t3072 = x * t2228
         t3073 = t2226 + t3072
+        del t3072
         t3074 = t2227 + t3071
+        del t3071
         t3075 = wx * t2230
         t3076 = x * t2231
         t3077 = t3075 + t3076
+        del t3075, t3076
         t3078 = x * t2230
         t3079 = wx * t2226
         t3080 = x * t2227
         t3081 = t3079 + t3080
+        del t3079, t3080
         t3082 = x * t2226
         t3083 = t3057 - t3074
+        del t3057, t3074
         t3084 = t3058 - t3073
+        del t3058, t3073
         t3085 = t3064 - t3077
+        del t3064, t3077
         t3086 = t3063 - t3078
+        del t3063, t3078
         t3087 = t3067 - t3081
+        del t3067, t3081
         t3088 = t3068 - t3082
+        del t3068, t3082
         t3089 = wz * t2228
         t3090 = z * t2229
         t3091 = t3089 + t3090
+        del t3089, t3090
         t3092 = z * t2228
         t3093 = wz * t2230
         t3094 = z * t2231
         t3095 = t3093 + t3094
+        del t3093, t3094
         t3096 = z * t2230
         t3097 = t2226 + t3096
+        del t3096
         t3098 = t2227 + t3095
+        del t3095
         t3099 = wz * t2226
         t3100 = z * t2227
         t3101 = t3099 + t3100
+        del t3099, t3100
         t3102 = z * t2226
         t3103 = wx * t2193
         t3104 = x * t2192
         t3105 = t3103 + t3104
+        del t3103, t3104
         t3106 = x * t2193
         t3107 = t2197 + t3106
+        del t3106
         t3108 = t2196 + t3105
+        del t3105
         t3109 = wx * t2195
         t3110 = x * t2194
         t3111 = t3109 + t3110
+        del t3109, t3110
         t3112 = x * t2195
         t3113 = wx * t2197
         t3114 = x * t2196
         t3115 = t3113 + t3114
+        del t3113, t3114
         t3116 = x * t2197
         t3117 = t3102 + t3116
+        del t3102, t3116
         t3118 = t3101 + t3115
+        del t3101, t3115
         t3119 = t3092 + t3107
+        del t3092, t3107
         t3120 = t3091 + t3108
+        del t3091, t3108
         t3121 = t3097 + t3112
+        del t3097, t3112
         t3122 = t3098 + t3111
+        del t3098, t3111
         c3123 = k[478]
         t3124 = wy * t2303
         t3125 = y * t2302
         t3126 = t3124 + t3125
+        del t3124, t3125
         t3127 = y * t2303
         t3128 = wy * t2305
         t3129 = y * t2304
         t3130 = t3128 + t3129
+        del t3128, t3129
         t3131 = y * t2305
         t3132 = t2309 + t3131
+        del t3131
         t3133 = t2308 + t3130
+        del t3130
         t3134 = wy * t2307
         t3135 = y * t2306
         t3136 = t3134 + t3135
+        del t3134, t3135
         t3137 = y * t2307
         t3138 = wy * t2309
         t3139 = y * t2308
         t3140 = t3138 + t3139
+        del t3138, t3139
         t3141 = y * t2309
         t3142 = c3123 * t3126
+        del t3126
         t3143 = c3123 * t3127
+        del t3127
         t3144 = c3123 * t3133
+        del t3133
         t3145 = c3123 * t3132
+        del t3132
         t3146 = c3123 * t3136
+        del t3136
         t3147 = c3123 * t3137
+        del t3137
         t3148 = c3123 * t3140
+        del t3140
         t3149 = c3123 * t3141
+        del t3141
         c3150 = k[479]
         t3151 = t7 * t1569
         t3152 = t6 * t1568
         t3153 = t3151 + t3152
+        del t3151, t3152
         t3154 = t6 * t1569
         t3155 = t19 * t1563
         t3156 = t18 * t1562
+        del t1562
         t3157 = t3155 + t3156
+        del t3155, t3156
         t3158 = t18 * t1563
+        del t1563
         t3159 = t3154 + t3158
+        del t3154, t3158
         t3160 = t3153 + t3157
+        del t3153, t3157
         t3161 = t14 * t1569
         t3162 = t13 * t1568
         t3163 = t3161 + t3162
+        del t3161, t3162
         t3164 = t13 * t1569
         t3165 = t19 * t1565
         t3166 = t18 * t1564
+        del t1564
         t3167 = t3165 + t3166
+        del t3165, t3166
         t3168 = t18 * t1565
+        del t1565
         t3169 = t3164 + t3168
+        del t3164, t3168
         t3170 = t3163 + t3167
+        del t3163, t3167
         t3171 = t2 * t1569
         t3172 = t1 * t1568
         t3173 = t3171 + t3172
+        del t3171, t3172
         t3174 = t1 * t1569
         t3175 = t19 * t1567
         t3176 = t18 * t1566
+        del t1566
         t3177 = t3175 + t3176
+        del t3175, t3176
         t3178 = t18 * t1567
+        del t1567
         t3179 = t3174 + t3178
+        del t3174, t3178
         t3180 = t3173 + t3177
+        del t3173, t3177
         t3181 = t19 * t1569
         t3182 = t18 * t1568
+        del t1568
         t3183 = t3181 + t3182
+        del t3181, t3182
         t3184 = t18 * t1569
+        del t1569
         t3185 = c3150 * t3160
+        del t3160
         t3186 = c3150 * t3159
+        del t3159
         t3187 = c3150 * t3170
+        del t3170
         t3188 = c3150 * t3169
+        del t3169
         t3189 = c3150 * t3180
+        del t3180
         t3190 = c3150 * t3179
+        del t3179
         t3191 = c3150 * t3183
+        del t3183
         t3192 = c3150 * t3184
+        del t3184
         t3193 = t3142 - t3185
+        del t3142, t3185
         t3194 = t3143 - t3186
+        del t3143, t3186
         t3195 = t3144 - t3187
+        del t3144, t3187
         t3196 = t3145 - t3188
+        del t3145, t3188
         t3197 = t3146 - t3189
+        del t3146, t3189
         t3198 = t3147 - t3190
+        del t3147, t3190
         t3199 = t3148 - t3191
+        del t3148, t3191
         t3200 = t3149 - t3192
+        del t3149, t3192
         c3201 = k[480]
         t3202 = wy * t2381
         t3203 = y * t2380
         t3204 = t3202 + t3203
+        del t3202, t3203
         t3205 = y * t2381
         t3206 = wy * t2383
         t3207 = y * t2382
         t3208 = t3206 + t3207
+        del t3206, t3207
         t3209 = y * t2383
         t3210 = t2387 + t3209
+        del t3209
         t3211 = t2386 + t3208
+        del t3208
         t3212 = wy * t2385
         t3213 = y * t2384
         t3214 = t3212 + t3213
+        del t3212, t3213
         t3215 = y * t2385
         t3216 = wy * t2387
         t3217 = y * t2386
         t3218 = t3216 + t3217
+        del t3216, t3217
         t3219 = y * t2387
         t3220 = c3201 * t3204
+        del t3204
         t3221 = c3201 * t3205
+        del t3205
         t3222 = c3201 * t3211
+        del t3211
         t3223 = c3201 * t3210
+        del t3210
         t3224 = c3201 * t3214
+        del t3214
         t3225 = c3201 * t3215
+        del t3215
         t3226 = c3201 * t3218
+        del t3218
         t3227 = c3201 * t3219
+        del t3219
         c3228 = k[481]
         t3229 = t7 * t1647
         t3230 = t6 * t1646
         t3231 = t3229 + t3230
+        del t3229, t3230
         t3232 = t6 * t1647
         t3233 = t19 * t1641
         t3234 = t18 * t1640
+        del t1640
         t3235 = t3233 + t3234
+        del t3233, t3234
         t3236 = t18 * t1641
+        del t1641
         t3237 = t3232 + t3236
+        del t3232, t3236
         t3238 = t3231 + t3235
+        del t3231, t3235
         t3239 = t14 * t1647
         t3240 = t13 * t1646
         t3241 = t3239 + t3240
+        del t3239, t3240
         t3242 = t13 * t1647
         t3243 = t19 * t1643
         t3244 = t18 * t1642
+        del t1642
         t3245 = t3243 + t3244
+        del t3243, t3244
         t3246 = t18 * t1643
+        del t1643
         t3247 = t3242 + t3246
+        del t3242, t3246
         t3248 = t3241 + t3245
+        del t3241, t3245
         t3249 = t2 * t1647
         t3250 = t1 * t1646
         t3251 = t3249 + t3250
+        del t3249, t3250
         t3252 = t1 * t1647
         t3253 = t19 * t1645
         t3254 = t18 * t1644
+        del t1644
         t3255 = t3253 + t3254
+        del t3253, t3254
         t3256 = t18 * t1645
+        del t1645
         t3257 = t3252 + t3256
+        del t3252, t3256
         t3258 = t3251 + t3255
+        del t3251, t3255
         t3259 = t19 * t1647
         t3260 = t18 * t1646
+        del t1646
         t3261 = t3259 + t3260
+        del t3259, t3260
         t3262 = t18 * t1647
+        del t1647
         t3263 = c3228 * t3238
+        del t3238
         t3264 = c3228 * t3237
+        del t3237
         t3265 = c3228 * t3248
+        del t3248
         t3266 = c3228 * t3247
+        del t3247
         t3267 = c3228 * t3258
+        del t3258
         t3268 = c3228 * t3257
+        del t3257
         t3269 = c3228 * t3261
+        del t3261
         t3270 = c3228 * t3262
+        del t3262
         t3271 = t3220 - t3263
+        del t3220, t3263
         t3272 = t3221 - t3264
+        del t3221, t3264
         t3273 = t3222 - t3265
+        del t3222, t3265
         t3274 = t3223 - t3266
+        del t3223, t3266
         t3275 = t3224 - t3267
+        del t3224, t3267
         t3276 = t3225 - t3268
+        del t3225, t3268
         t3277 = t3226 - t3269
+        del t3226, t3269
         t3278 = t3227 - t3270
+        del t3227, t3270
         t3279 = wy * t2451
         t3280 = y * t2450
         t3281 = t3279 + t3280
+        del t3279, t3280
         t3282 = y * t2451
         t3283 = wy * t2453
         t3284 = y * t2452
         t3285 = t3283 + t3284
+        del t3283, t3284
         t3286 = y * t2453
         t3287 = t2457 + t3286
+        del t3286
         t3288 = t2456 + t3285
+        del t3285
         t3289 = wy * t2455
         t3290 = y * t2454
         t3291 = t3289 + t3290
+        del t3289, t3290
         t3292 = y * t2455
         t3293 = wy * t2457
         t3294 = y * t2456
         t3295 = t3293 + t3294
+        del t3293, t3294
         t3296 = y * t2457
         t3297 = c238 * t3281
+        del t3281
         t3298 = c238 * t3282
+        del t3282
         t3299 = c238 * t3288
+        del t3288
         t3300 = c238 * t3287
+        del t3287
         t3301 = c238 * t3291
+        del t3291
         t3302 = c238 * t3292
+        del t3292
         t3303 = c238 * t3295
+        del t3295
         t3304 = c238 * t3296
+        del t3296
         t3305 = t19 * t1710
         t3306 = t18 * t1709
+        del t1709
         t3307 = t3305 + t3306
+        del t3305, t3306
         t3308 = t18 * t1710
+        del t1710
         t3309 = t1949 + t3308
+        del t1949, t3308
         t3310 = t1948 + t3307
+        del t1948, t3307
         t3311 = t14 * t1716
         t3312 = t13 * t1715
         t3313 = t3311 + t3312
+        del t3311, t3312
         t3314 = t13 * t1716
         t3315 = t19 * t1712
         t3316 = t18 * t1711
+        del t1711
         t3317 = t3315 + t3316
+        del t3315, t3316
         t3318 = t18 * t1712
+        del t1712
         t3319 = t3314 + t3318
+        del t3314, t3318
         t3320 = t3313 + t3317
+        del t3313, t3317
         t3321 = t19 * t1714
         t3322 = t18 * t1713
+        del t1713
         t3323 = t3321 + t3322
+        del t3321, t3322
         t3324 = t18 * t1714
+        del t1714
         t3325 = t1935 + t3324
+        del t1935, t3324
         t3326 = t1934 + t3323
+        del t1934, t3323
         t3327 = t19 * t1716
         t3328 = t18 * t1715
+        del t1715
         t3329 = t3327 + t3328
+        del t3327, t3328
         t3330 = t18 * t1716
+        del t1716
         t3331 = c38 * t3310
+        del t3310
         t3332 = c38 * t3309
+        del t3309
         t3333 = c38 * t3320
+        del t3320
         t3334 = c38 * t3319
+        del t3319
         t3335 = c38 * t3326
+        del t3326
         t3336 = c38 * t3325
+        del t3325
         t3337 = c38 * t3329
+        del t3329
         t3338 = c38 * t3330
+        del t3330
         t3339 = t3297 - t3331
+        del t3297, t3331
         t3340 = t3298 - t3332
+        del t3298, t3332
         t3341 = t3299 - t3333
+        del t3299, t3333
         t3342 = t3300 - t3334
+        del t3300, t3334
         t3343 = t3301 - t3335
+        del t3301, t3335
         t3344 = t3302 - t3336
+        del t3302, t3336
         t3345 = t3303 - t3337
+        del t3303, t3337
         t3346 = t3304 - t3338
+        del t3304, t3338
         t3347 = wy * t2528
         t3348 = y * t2527
         t3349 = t3347 + t3348
+        del t3347, t3348
         t3350 = y * t2528
         t3351 = wy * t2530
         t3352 = y * t2529
         t3353 = t3351 + t3352
+        del t3351, t3352
         t3354 = y * t2530
         t3355 = t2534 + t3354
+        del t3354
         t3356 = t2533 + t3353
+        del t3353
         t3357 = wy * t2532
         t3358 = y * t2531
         t3359 = t3357 + t3358
+        del t3357, t3358
         t3360 = y * t2532
         t3361 = wy * t2534
         t3362 = y * t2533
         t3363 = t3361 + t3362
+        del t3361, t3362
         t3364 = y * t2534
         t3365 = c60 * t3349
+        del t3349
         t3366 = c60 * t3350
+        del t3350
         t3367 = c60 * t3356
+        del t3356
         t3368 = c60 * t3355
+        del t3355
         t3369 = c60 * t3359
+        del t3359
         t3370 = c60 * t3360
+        del t3360
         t3371 = c60 * t3363
+        del t3363
         t3372 = c60 * t3364
+        del t3364
         t3373 = t7 * t1780
         t3374 = t6 * t1779
         t3375 = t3373 + t3374
+        del t3373, t3374
         t3376 = t6 * t1780
         t3377 = t19 * t1774
         t3378 = t18 * t1773
+        del t1773
         t3379 = t3377 + t3378
+        del t3377, t3378
         t3380 = t18 * t1774
+        del t1774
         t3381 = t3376 + t3380
+        del t3376, t3380
         t3382 = t3375 + t3379
+        del t3375, t3379
         t3383 = t14 * t1780
         t3384 = t13 * t1779
         t3385 = t3383 + t3384
+        del t3383, t3384
         t3386 = t13 * t1780
         t3387 = t19 * t1776
         t3388 = t18 * t1775
+        del t1775
         t3389 = t3387 + t3388
+        del t3387, t3388
         t3390 = t18 * t1776
+        del t1776
         t3391 = t3386 + t3390
+        del t3386, t3390
         t3392 = t3385 + t3389
+        del t3385, t3389
         t3393 = t2 * t1780
         t3394 = t1 * t1779
         t3395 = t3393 + t3394
+        del t3393, t3394
         t3396 = t1 * t1780
         t3397 = t19 * t1778
         t3398 = t18 * t1777
+        del t1777
         t3399 = t3397 + t3398
+        del t3397, t3398
         t3400 = t18 * t1778
+        del t1778
         t3401 = t3396 + t3400
+        del t3396, t3400
         t3402 = t3395 + t3399
+        del t3395, t3399
         t3403 = t19 * t1780
         t3404 = t18 * t1779
+        del t1779
         t3405 = t3403 + t3404
+        del t3403, t3404
         t3406 = t18 * t1780
+        del t1780
         t3407 = c1085 * t3382
+        del t3382
         t3408 = c1085 * t3381
+        del t3381
         t3409 = c1085 * t3392
+        del t3392
         t3410 = c1085 * t3391
+        del t3391
         t3411 = c1085 * t3402
+        del t3402
         t3412 = c1085 * t3401
+        del t3401
         t3413 = c1085 * t3405
+        del t3405
         t3414 = c1085 * t3406
+        del t3406
         t3415 = t3365 - t3407
+        del t3365, t3407
         t3416 = t3366 - t3408
+        del t3366, t3408
         t3417 = t3367 - t3409
+        del t3367, t3409
         t3418 = t3368 - t3410
+        del t3368, t3410
         t3419 = t3369 - t3411
+        del t3369, t3411
         t3420 = t3370 - t3412
+        del t3370, t3412
         t3421 = t3371 - t3413
+        del t3371, t3413
         t3422 = t3372 - t3414
+        del t3372, t3414
         c3423 = k[482]
         t3424 = wy * t2592
         t3425 = y * t2591
         t3426 = t3424 + t3425
+        del t3424, t3425
         t3427 = y * t2592
         t3428 = wy * t2594
         t3429 = y * t2593
         t3430 = t3428 + t3429
+        del t3428, t3429
         t3431 = y * t2594
         t3432 = t2598 + t3431
+        del t3431
         t3433 = t2597 + t3430
+        del t3430
         t3434 = wy * t2596
         t3435 = y * t2595
         t3436 = t3434 + t3435
+        del t3434, t3435
         t3437 = y * t2596
         t3438 = wy * t2598
         t3439 = y * t2597
         t3440 = t3438 + t3439
+        del t3438, t3439
         t3441 = y * t2598
         t3442 = c3423 * t3426
+        del t3426
         t3443 = c3423 * t3427
+        del t3427
         t3444 = c3423 * t3433
+        del t3433
         t3445 = c3423 * t3432
+        del t3432
         t3446 = c3423 * t3436
+        del t3436
         t3447 = c3423 * t3437
+        del t3437
         t3448 = c3423 * t3440
+        del t3440
         t3449 = c3423 * t3441
+        del t3441
         t3450 = t7 * t1813
         t3451 = t6 * t1812
         t3452 = t3450 + t3451
+        del t3450, t3451
         t3453 = t6 * t1813
         t3454 = t19 * t1806
         t3455 = t18 * t1807
+        del t1807
         t3456 = t3454 + t3455
+        del t3454, t3455
         t3457 = t18 * t1806
+        del t1806
         t3458 = t3453 + t3457
+        del t3453, t3457
         t3459 = t3452 + t3456
+        del t3452, t3456
         t3460 = t14 * t1813
         t3461 = t13 * t1812
         t3462 = t3460 + t3461
+        del t3460, t3461
         t3463 = t13 * t1813
         t3464 = t19 * t1809
         t3465 = t18 * t1808
+        del t1808
         t3466 = t3464 + t3465
+        del t3464, t3465
         t3467 = t18 * t1809
+        del t1809
         t3468 = t3463 + t3467
+        del t3463, t3467
         t3469 = t3462 + t3466
+        del t3462, t3466
         t3470 = t2 * t1813
         t3471 = t1 * t1812
         t3472 = t3470 + t3471
+        del t3470, t3471
         t3473 = t1 * t1813
         t3474 = t19 * t1810
         t3475 = t18 * t1811
+        del t1811
         t3476 = t3474 + t3475
+        del t3474, t3475
         t3477 = t18 * t1810
+        del t1810
         t3478 = t3473 + t3477
+        del t3473, t3477
         t3479 = t3472 + t3476
+        del t3472, t3476
         t3480 = t19 * t1813
         t3481 = t18 * t1812
+        del t1812
         t3482 = t3480 + t3481
+        del t3480, t3481
         t3483 = t18 * t1813
+        del t1813
         t3484 = c1648 * t3459
+        del t3459
         t3485 = c1648 * t3458
+        del t3458
         t3486 = c1648 * t3469
+        del t3469
         t3487 = c1648 * t3468
+        del t3468
         t3488 = c1648 * t3479
+        del t3479
         t3489 = c1648 * t3478
+        del t3478
         t3490 = c1648 * t3482
+        del t3482
         t3491 = c1648 * t3483
+        del t3483
         t3492 = t3442 - t3484
+        del t3442, t3484
         t3493 = t3443 - t3485
+        del t3443, t3485
         t3494 = t3444 - t3486
+        del t3444, t3486
         t3495 = t3445 - t3487
+        del t3445, t3487
         t3496 = t3446 - t3488
+        del t3446, t3488
         t3497 = t3447 - t3489
+        del t3447, t3489
         t3498 = t3448 - t3490
+        del t3448, t3490
         t3499 = t3449 - t3491
+        del t3449, t3491
         c3500 = k[483]
         t3501 = wy * t2624
         t3502 = y * t2625
         t3503 = t3501 + t3502
+        del t3501, t3502
         t3504 = y * t2624
         t3505 = wy * t2627
         t3506 = y * t2626
         t3507 = t3505 + t3506
+        del t3505, t3506
         t3508 = y * t2627
         t3509 = t2631 + t3508
+        del t3508
         t3510 = t2630 + t3507
+        del t3507
         t3511 = wy * t2628
         t3512 = y * t2629
         t3513 = t3511 + t3512
+        del t3511, t3512
         t3514 = y * t2628
         t3515 = wy * t2631
         t3516 = y * t2630
         t3517 = t3515 + t3516
+        del t3515, t3516
         t3518 = y * t2631
         t3519 = c3500 * t3503
+        del t3503
         t3520 = c3500 * t3504
+        del t3504
         t3521 = c3500 * t3510
+        del t3510
         t3522 = c3500 * t3509
+        del t3509
         t3523 = c3500 * t3513
+        del t3513
         t3524 = c3500 * t3514
+        del t3514
         t3525 = c3500 * t3517
+        del t3517
         t3526 = c3500 * t3518
+        del t3518
         c3527 = k[484]
         t3528 = t7 * t1816
         t3529 = t6 * t1815
         t3530 = t3528 + t3529
+        del t3528, t3529
         t3531 = t6 * t1816
         t3532 = t14 * t1816
         t3533 = t13 * t1815
         t3534 = t3532 + t3533
+        del t3532, t3533
         t3535 = t13 * t1816
         t3536 = t19 * c1814
         t3537 = t18 * c1814
         t3538 = t3535 + t3537
+        del t3535
         t3539 = t3534 + t3536
+        del t3534
         t3540 = t2 * t1816
         t3541 = t1 * t1815
         t3542 = t3540 + t3541
+        del t3540, t3541
         t3543 = t1 * t1816
         t3544 = t19 * t1816
         t3545 = t18 * t1815
+        del t1815
         t3546 = t3544 + t3545
+        del t3544, t3545
         t3547 = t18 * t1816
+        del t1816
         t3548 = c3527 * t3530
+        del t3530
         t3549 = c3527 * t3531
+        del t3531
         t3550 = c3527 * t3539
+        del t3539
         t3551 = c3527 * t3538
+        del t3538
         t3552 = c3527 * t3542
+        del t3542
         t3553 = c3527 * t3543
+        del t3543
         t3554 = c3527 * t3546
+        del t3546
         t3555 = c3527 * t3547
+        del t3547
         t3556 = t3519 - t3548
+        del t3519, t3548
         t3557 = t3520 - t3549
+        del t3520, t3549
         t3558 = t3521 - t3550
+        del t3521, t3550
         t3559 = t3522 - t3551
+        del t3522, t3551
         t3560 = t3523 - t3552
+        del t3523, t3552
         t3561 = t3524 - t3553
+        del t3524, t3553
         t3562 = t3525 - t3554
+        del t3525, t3554
         t3563 = t3526 - t3555
+        del t3526, t3555
         c3564 = k[485]
         t3565 = t2634 + t2634
         t3566 = t2633 + t2633
         t3567 = wy * t2634
         t3568 = y * t2633
         t3569 = t3567 + t3568
+        del t3567, t3568
         t3570 = y * t2634
         t3571 = c3564 * t3566
+        del t3566
         t3572 = c3564 * t3565
+        del t3565
         t3573 = c3564 * t3569
+        del t3569
         t3574 = c3564 * t3570
+        del t3570
         t3575 = t7 * c1814
         t3576 = t6 * c1814
         t3577 = t14 * c1814
@@ -9947,21 +14756,37 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t3579 = t2 * c1814
         t3580 = t1 * c1814
         t3581 = c2599 * t3575
+        del t3575
         t3582 = c2599 * t3576
+        del t3576
         t3583 = c2599 * t3577
+        del t3577
         t3584 = c2599 * t3578
+        del t3578
         t3585 = c2599 * t3579
+        del t3579
         t3586 = c2599 * t3580
+        del t3580
         t3587 = c2599 * t3536
+        del t3536
         t3588 = c2599 * t3537
+        del t3537
         t3589 = -t3582
+        del t3582
         t3590 = -t3581
+        del t3581
         t3591 = t3571 - t3583
+        del t3571, t3583
         t3592 = t3572 - t3584
+        del t3572, t3584
         t3593 = -t3586
+        del t3586
         t3594 = -t3585
+        del t3585
         t3595 = t3573 - t3587
+        del t3573, t3587
         t3596 = t3574 - t3588
+        del t3574, t3588
         c3597 = k[486]
         t3598 = c3597 * wy
         t3599 = c3597 * y
@@ -9973,246 +14798,367 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t3605 = c3597 * t3118
         t3606 = c3597 * t3117
         t3607 = c3600 * t3601
+        del t3601
         t3608 = c3600 * t3602
+        del t3602
         t3609 = c3600 * t3603
+        del t3603
         t3610 = c3600 * t3604
+        del t3604
         t3611 = c3600 * t3605
+        del t3605
         t3612 = c3600 * t3606
+        del t3606
         c3613 = k[488]
         t3614 = t3598 * t2228
         t3615 = t3599 * t2229
         t3616 = t3614 + t3615
+        del t3614, t3615
         t3617 = t3599 * t2228
         t3618 = c3597 * t2227
         t3619 = c3597 * t2226
         t3620 = t3598 * t2230
         t3621 = t3599 * t2231
         t3622 = t3620 + t3621
+        del t3620, t3621
         t3623 = t3599 * t2230
         t3624 = t3598 * t2226
         t3625 = t3599 * t2227
         t3626 = t3624 + t3625
+        del t3624, t3625
         t3627 = t3599 * t2226
         t3628 = c3613 * t3616
+        del t3616
         t3629 = c3613 * t3617
+        del t3617
         t3630 = c3613 * t3618
+        del t3618
         t3631 = c3613 * t3619
+        del t3619
         t3632 = c3613 * t3622
+        del t3622
         t3633 = c3613 * t3623
+        del t3623
         t3634 = c3613 * t3626
+        del t3626
         t3635 = c3613 * t3627
+        del t3627
         c3636 = k[489]
         t3637 = t3590 * t1486
         t3638 = t3589 * t1487
         t3639 = t3637 + t3638
+        del t3637, t3638
         t3640 = t3589 * t1486
         t3641 = t3595 * t1488
         t3642 = t3596 * t1489
         t3643 = t3641 + t3642
+        del t3641, t3642
         t3644 = t3596 * t1488
         t3645 = t3640 + t3644
+        del t3640, t3644
         t3646 = t3639 + t3643
+        del t3639, t3643
         t3647 = t3591 * t1486
         t3648 = t3592 * t1487
         t3649 = t3647 + t3648
+        del t3647, t3648
         t3650 = t3592 * t1486
         t3651 = t3594 * t1486
         t3652 = t3593 * t1487
         t3653 = t3651 + t3652
+        del t3651, t3652
         t3654 = t3593 * t1486
         t3655 = t3595 * t1490
         t3656 = t3596 * t1491
         t3657 = t3655 + t3656
+        del t3655, t3656
         t3658 = t3596 * t1490
         t3659 = t3654 + t3658
+        del t3654, t3658
         t3660 = t3653 + t3657
+        del t3653, t3657
         t3661 = t3595 * t1486
         t3662 = t3596 * t1487
         t3663 = t3661 + t3662
+        del t3661, t3662
         t3664 = t3596 * t1486
         t3665 = c3636 * t3646
+        del t3646
         t3666 = c3636 * t3645
+        del t3645
         t3667 = c3636 * t3649
+        del t3649
         t3668 = c3636 * t3650
+        del t3650
         t3669 = c3636 * t3660
+        del t3660
         t3670 = c3636 * t3659
+        del t3659
         t3671 = c3636 * t3663
+        del t3663
         t3672 = c3636 * t3664
+        del t3664
         c3673 = k[490]
         t3674 = t3556 * t897
         t3675 = t3557 * t898
         t3676 = t3674 + t3675
+        del t3674, t3675
         t3677 = t3557 * t897
         t3678 = t3562 * t899
         t3679 = t3563 * t900
         t3680 = t3678 + t3679
+        del t3678, t3679
         t3681 = t3563 * t899
         t3682 = t3677 + t3681
+        del t3677, t3681
         t3683 = t3676 + t3680
+        del t3676, t3680
         t3684 = t3558 * t897
         t3685 = t3559 * t898
         t3686 = t3684 + t3685
+        del t3684, t3685
         t3687 = t3559 * t897
         t3688 = t3560 * t897
         t3689 = t3561 * t898
         t3690 = t3688 + t3689
+        del t3688, t3689
         t3691 = t3561 * t897
         t3692 = t3562 * t901
         t3693 = t3563 * t902
         t3694 = t3692 + t3693
+        del t3692, t3693
         t3695 = t3563 * t901
         t3696 = t3691 + t3695
+        del t3691, t3695
         t3697 = t3690 + t3694
+        del t3690, t3694
         t3698 = t3562 * t897
         t3699 = t3563 * t898
         t3700 = t3698 + t3699
+        del t3698, t3699
         t3701 = t3563 * t897
         t3702 = c3673 * t3683
+        del t3683
         t3703 = c3673 * t3682
+        del t3682
         t3704 = c3673 * t3686
+        del t3686
         t3705 = c3673 * t3687
+        del t3687
         t3706 = c3673 * t3697
+        del t3697
         t3707 = c3673 * t3696
+        del t3696
         t3708 = c3673 * t3700
+        del t3700
         t3709 = c3673 * t3701
+        del t3701
         c3710 = k[491]
         t3711 = t3492 * t454
         t3712 = t3493 * t455
         t3713 = t3711 + t3712
+        del t3711, t3712
         t3714 = t3493 * t454
         t3715 = t3498 * t456
         t3716 = t3499 * t457
         t3717 = t3715 + t3716
+        del t3715, t3716
         t3718 = t3499 * t456
         t3719 = t3714 + t3718
+        del t3714, t3718
         t3720 = t3713 + t3717
+        del t3713, t3717
         t3721 = t3494 * t454
         t3722 = t3495 * t455
         t3723 = t3721 + t3722
+        del t3721, t3722
         t3724 = t3495 * t454
         t3725 = t3496 * t454
         t3726 = t3497 * t455
         t3727 = t3725 + t3726
+        del t3725, t3726
         t3728 = t3497 * t454
         t3729 = t3498 * t458
         t3730 = t3499 * t459
         t3731 = t3729 + t3730
+        del t3729, t3730
         t3732 = t3499 * t458
         t3733 = t3728 + t3732
+        del t3728, t3732
         t3734 = t3727 + t3731
+        del t3727, t3731
         t3735 = t3498 * t454
         t3736 = t3499 * t455
         t3737 = t3735 + t3736
+        del t3735, t3736
         t3738 = t3499 * t454
         t3739 = c3710 * t3720
+        del t3720
         t3740 = c3710 * t3719
+        del t3719
         t3741 = c3710 * t3723
+        del t3723
         t3742 = c3710 * t3724
+        del t3724
         t3743 = c3710 * t3734
+        del t3734
         t3744 = c3710 * t3733
+        del t3733
         t3745 = c3710 * t3737
+        del t3737
         t3746 = c3710 * t3738
+        del t3738
         c3747 = k[492]
         t3748 = t3415 * t170
         t3749 = t3416 * t171
         t3750 = t3748 + t3749
+        del t3748, t3749
         t3751 = t3416 * t170
         t3752 = t3421 * t172
         t3753 = t3422 * t173
         t3754 = t3752 + t3753
+        del t3752, t3753
         t3755 = t3422 * t172
         t3756 = t3751 + t3755
+        del t3751, t3755
         t3757 = t3750 + t3754
+        del t3750, t3754
         t3758 = t3417 * t170
         t3759 = t3418 * t171
         t3760 = t3758 + t3759
+        del t3758, t3759
         t3761 = t3418 * t170
         t3762 = t3419 * t170
         t3763 = t3420 * t171
         t3764 = t3762 + t3763
+        del t3762, t3763
         t3765 = t3420 * t170
         t3766 = t3421 * t174
         t3767 = t3422 * t175
         t3768 = t3766 + t3767
+        del t3766, t3767
         t3769 = t3422 * t174
         t3770 = t3765 + t3769
+        del t3765, t3769
         t3771 = t3764 + t3768
+        del t3764, t3768
         t3772 = t3421 * t170
         t3773 = t3422 * t171
         t3774 = t3772 + t3773
+        del t3772, t3773
         t3775 = t3422 * t170
         t3776 = c3747 * t3757
+        del t3757
         t3777 = c3747 * t3756
+        del t3756
         t3778 = c3747 * t3760
+        del t3760
         t3779 = c3747 * t3761
+        del t3761
         t3780 = c3747 * t3771
+        del t3771
         t3781 = c3747 * t3770
+        del t3770
         t3782 = c3747 * t3774
+        del t3774
         t3783 = c3747 * t3775
+        del t3775
         c3784 = k[493]
         t3785 = t3339 * t36
         t3786 = t3340 * t37
         t3787 = t3785 + t3786
+        del t3785, t3786
         t3788 = t3340 * t36
         t3789 = t3345 * t1
         t3790 = t3346 * t2
         t3791 = t3789 + t3790
+        del t3789, t3790
         t3792 = t3346 * t1
         t3793 = t3788 + t3792
+        del t3788
         t3794 = t3787 + t3791
+        del t3787
         t3795 = t3341 * t36
         t3796 = t3342 * t37
         t3797 = t3795 + t3796
+        del t3795, t3796
         t3798 = t3342 * t36
         t3799 = t3343 * t36
         t3800 = t3344 * t37
         t3801 = t3799 + t3800
+        del t3799, t3800
         t3802 = t3344 * t36
         t3803 = t3345 * t6
         t3804 = t3346 * t7
         t3805 = t3803 + t3804
+        del t3803, t3804
         t3806 = t3346 * t6
         t3807 = t3802 + t3806
+        del t3802
         t3808 = t3801 + t3805
+        del t3801
         t3809 = t3345 * t36
         t3810 = t3346 * t37
         t3811 = t3809 + t3810
+        del t3809, t3810
         t3812 = t3346 * t36
         t3813 = c3784 * t3794
+        del t3794
         t3814 = c3784 * t3793
+        del t3793
         t3815 = c3784 * t3797
+        del t3797
         t3816 = c3784 * t3798
+        del t3798
         t3817 = c3784 * t3808
+        del t3808
         t3818 = c3784 * t3807
+        del t3807
         t3819 = c3784 * t3811
+        del t3811
         t3820 = c3784 * t3812
+        del t3812
         c3821 = k[494]
         t3822 = t3271 * x
         t3823 = t3272 * wx
         t3824 = t3822 + t3823
+        del t3822, t3823
         t3825 = t3272 * x
         t3826 = t3825 + t3278
+        del t3825
         t3827 = t3824 + t3277
+        del t3824
         t3828 = t3273 * x
         t3829 = t3274 * wx
         t3830 = t3828 + t3829
+        del t3828, t3829
         t3831 = t3274 * x
         t3832 = t3275 * x
         t3833 = t3276 * wx
         t3834 = t3832 + t3833
+        del t3832, t3833
         t3835 = t3276 * x
         t3836 = t3277 * x
         t3837 = t3278 * wx
         t3838 = t3836 + t3837
+        del t3836, t3837
         t3839 = t3278 * x
         t3840 = c3821 * t3827
+        del t3827
         t3841 = c3821 * t3826
+        del t3826
         t3842 = c3821 * t3830
+        del t3830
         t3843 = c3821 * t3831
+        del t3831
         t3844 = c3821 * t3834
+        del t3834
         t3845 = c3821 * t3835
+        del t3835
         t3846 = c3821 * t3838
+        del t3838
         t3847 = c3821 * t3839
+        del t3839
         c3848 = k[495]
         t3849 = c3848 * t3193
         t3850 = c3848 * t3194
@@ -10225,227 +15171,341 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t3857 = t3271 * z
         t3858 = t3272 * wz
         t3859 = t3857 + t3858
+        del t3857, t3858
         t3860 = t3272 * z
         t3861 = t3273 * z
         t3862 = t3274 * wz
         t3863 = t3861 + t3862
+        del t3861, t3862
         t3864 = t3274 * z
         t3865 = t3275 * z
         t3866 = t3276 * wz
         t3867 = t3865 + t3866
+        del t3865, t3866
         t3868 = t3276 * z
         t3869 = t3868 + t3278
+        del t3868
         t3870 = t3867 + t3277
+        del t3867
         t3871 = t3277 * z
         t3872 = t3278 * wz
         t3873 = t3871 + t3872
+        del t3871, t3872
         t3874 = t3278 * z
         t3875 = c3821 * t3859
+        del t3859
         t3876 = c3821 * t3860
+        del t3860
         t3877 = c3821 * t3863
+        del t3863
         t3878 = c3821 * t3864
+        del t3864
         t3879 = c3821 * t3870
+        del t3870
         t3880 = c3821 * t3869
+        del t3869
         t3881 = c3821 * t3873
+        del t3873
         t3882 = c3821 * t3874
+        del t3874
         t3883 = t3339 * t31
         t3884 = t3340 * t30
         t3885 = t3883 + t3884
+        del t3883, t3884
         t3886 = t3340 * t31
         t3887 = t3345 * t28
         t3888 = t3346 * t29
         t3889 = t3887 + t3888
+        del t3887, t3888
         t3890 = t3346 * t28
         t3891 = t3886 + t3890
+        del t3886, t3890
         t3892 = t3885 + t3889
+        del t3885, t3889
         t3893 = t3341 * t31
         t3894 = t3342 * t30
         t3895 = t3893 + t3894
+        del t3893, t3894
         t3896 = t3342 * t31
         t3897 = t3343 * t31
         t3898 = t3344 * t30
         t3899 = t3897 + t3898
+        del t3897, t3898
         t3900 = t3344 * t31
         t3901 = t3900 + t3792
+        del t3900
         t3902 = t3899 + t3791
+        del t3899
         t3903 = t3345 * t31
         t3904 = t3346 * t30
         t3905 = t3903 + t3904
+        del t3903, t3904
         t3906 = t3346 * t31
         t3907 = c3784 * t3892
+        del t3892
         t3908 = c3784 * t3891
+        del t3891
         t3909 = c3784 * t3895
+        del t3895
         t3910 = c3784 * t3896
+        del t3896
         t3911 = c3784 * t3902
+        del t3902
         t3912 = c3784 * t3901
+        del t3901
         t3913 = c3784 * t3905
+        del t3905
         t3914 = c3784 * t3906
+        del t3906
         t3915 = t3415 * t149
         t3916 = t3416 * t148
         t3917 = t3915 + t3916
+        del t3915, t3916
         t3918 = t3416 * t149
         t3919 = t3421 * t145
         t3920 = t3422 * t144
         t3921 = t3919 + t3920
+        del t3919, t3920
         t3922 = t3422 * t145
         t3923 = t3918 + t3922
+        del t3918, t3922
         t3924 = t3917 + t3921
+        del t3917, t3921
         t3925 = t3417 * t149
         t3926 = t3418 * t148
         t3927 = t3925 + t3926
+        del t3925, t3926
         t3928 = t3418 * t149
         t3929 = t3419 * t149
         t3930 = t3420 * t148
         t3931 = t3929 + t3930
+        del t3929, t3930
         t3932 = t3420 * t149
         t3933 = t3421 * t147
         t3934 = t3422 * t146
         t3935 = t3933 + t3934
+        del t3933, t3934
         t3936 = t3422 * t147
         t3937 = t3932 + t3936
+        del t3932, t3936
         t3938 = t3931 + t3935
+        del t3931, t3935
         t3939 = t3421 * t149
         t3940 = t3422 * t148
         t3941 = t3939 + t3940
+        del t3939, t3940
         t3942 = t3422 * t149
         t3943 = c3747 * t3924
+        del t3924
         t3944 = c3747 * t3923
+        del t3923
         t3945 = c3747 * t3927
+        del t3927
         t3946 = c3747 * t3928
+        del t3928
         t3947 = c3747 * t3938
+        del t3938
         t3948 = c3747 * t3937
+        del t3937
         t3949 = c3747 * t3941
+        del t3941
         t3950 = c3747 * t3942
+        del t3942
         t3951 = t3492 * t425
         t3952 = t3493 * t424
         t3953 = t3951 + t3952
+        del t3951, t3952
         t3954 = t3493 * t425
         t3955 = t3498 * t421
         t3956 = t3499 * t420
         t3957 = t3955 + t3956
+        del t3955, t3956
         t3958 = t3499 * t421
         t3959 = t3954 + t3958
+        del t3954, t3958
         t3960 = t3953 + t3957
+        del t3953, t3957
         t3961 = t3494 * t425
         t3962 = t3495 * t424
         t3963 = t3961 + t3962
+        del t3961, t3962
         t3964 = t3495 * t425
         t3965 = t3496 * t425
         t3966 = t3497 * t424
         t3967 = t3965 + t3966
+        del t3965, t3966
         t3968 = t3497 * t425
         t3969 = t3498 * t423
         t3970 = t3499 * t422
         t3971 = t3969 + t3970
+        del t3969, t3970
         t3972 = t3499 * t423
         t3973 = t3968 + t3972
+        del t3968, t3972
         t3974 = t3967 + t3971
+        del t3967, t3971
         t3975 = t3498 * t425
         t3976 = t3499 * t424
         t3977 = t3975 + t3976
+        del t3975, t3976
         t3978 = t3499 * t425
         t3979 = c3710 * t3960
+        del t3960
         t3980 = c3710 * t3959
+        del t3959
         t3981 = c3710 * t3963
+        del t3963
         t3982 = c3710 * t3964
+        del t3964
         t3983 = c3710 * t3974
+        del t3974
         t3984 = c3710 * t3973
+        del t3973
         t3985 = c3710 * t3977
+        del t3977
         t3986 = c3710 * t3978
+        del t3978
         t3987 = t3556 * t868
         t3988 = t3557 * t867
         t3989 = t3987 + t3988
+        del t3987, t3988
         t3990 = t3557 * t868
         t3991 = t3562 * t864
         t3992 = t3563 * t863
         t3993 = t3991 + t3992
+        del t3991, t3992
         t3994 = t3563 * t864
         t3995 = t3990 + t3994
+        del t3990, t3994
         t3996 = t3989 + t3993
+        del t3989, t3993
         t3997 = t3558 * t868
         t3998 = t3559 * t867
         t3999 = t3997 + t3998
+        del t3997, t3998
         t4000 = t3559 * t868
         t4001 = t3560 * t868
         t4002 = t3561 * t867
         t4003 = t4001 + t4002
+        del t4001, t4002
         t4004 = t3561 * t868
         t4005 = t3562 * t866
         t4006 = t3563 * t865
         t4007 = t4005 + t4006
+        del t4005, t4006
         t4008 = t3563 * t866
         t4009 = t4004 + t4008
+        del t4004, t4008
         t4010 = t4003 + t4007
+        del t4003, t4007
         t4011 = t3562 * t868
         t4012 = t3563 * t867
         t4013 = t4011 + t4012
+        del t4011, t4012
         t4014 = t3563 * t868
         t4015 = c3673 * t3996
+        del t3996
         t4016 = c3673 * t3995
+        del t3995
         t4017 = c3673 * t3999
+        del t3999
         t4018 = c3673 * t4000
+        del t4000
         t4019 = c3673 * t4010
+        del t4010
         t4020 = c3673 * t4009
+        del t4009
         t4021 = c3673 * t4013
+        del t4013
         t4022 = c3673 * t4014
+        del t4014
         t4023 = t3590 * t1457
         t4024 = t3589 * t1456
         t4025 = t4023 + t4024
+        del t4023, t4024
         t4026 = t3589 * t1457
         t4027 = t3595 * t1453
         t4028 = t3596 * t1452
         t4029 = t4027 + t4028
+        del t4027, t4028
         t4030 = t3596 * t1453
         t4031 = t4026 + t4030
+        del t4026, t4030
         t4032 = t4025 + t4029
+        del t4025, t4029
         t4033 = t3591 * t1457
         t4034 = t3592 * t1456
         t4035 = t4033 + t4034
+        del t4033, t4034
         t4036 = t3592 * t1457
         t4037 = t3594 * t1457
         t4038 = t3593 * t1456
         t4039 = t4037 + t4038
+        del t4037, t4038
         t4040 = t3593 * t1457
         t4041 = t3595 * t1455
         t4042 = t3596 * t1454
         t4043 = t4041 + t4042
+        del t4041, t4042
         t4044 = t3596 * t1455
         t4045 = t4040 + t4044
+        del t4040, t4044
         t4046 = t4039 + t4043
+        del t4039, t4043
         t4047 = t3595 * t1457
         t4048 = t3596 * t1456
         t4049 = t4047 + t4048
+        del t4047, t4048
         t4050 = t3596 * t1457
         t4051 = c3636 * t4032
+        del t4032
         t4052 = c3636 * t4031
+        del t4031
         t4053 = c3636 * t4035
+        del t4035
         t4054 = c3636 * t4036
+        del t4036
         t4055 = c3636 * t4046
+        del t4046
         t4056 = c3636 * t4045
+        del t4045
         t4057 = c3636 * t4049
+        del t4049
         t4058 = c3636 * t4050
+        del t4050
         t4059 = t3598 * t2193
         t4060 = t3599 * t2192
         t4061 = t4059 + t4060
+        del t4059, t4060
         t4062 = t3599 * t2193
         t4063 = c3597 * t2196
         t4064 = c3597 * t2197
         t4065 = t3598 * t2195
         t4066 = t3599 * t2194
         t4067 = t4065 + t4066
+        del t4065, t4066
         t4068 = t3599 * t2195
         t4069 = t3598 * t2197
         t4070 = t3599 * t2196
         t4071 = t4069 + t4070
+        del t4069, t4070
         t4072 = t3599 * t2197
         t4073 = c3613 * t4061
+        del t4061
         t4074 = c3613 * t4062
+        del t4062
         t4075 = c3613 * t4063
+        del t4063
         t4076 = c3613 * t4064
+        del t4064
         t4077 = c3613 * t4067
+        del t4067
         t4078 = c3613 * t4068
+        del t4068
         t4079 = c3613 * t4071
+        del t4071
         t4080 = c3613 * t4072
+        del t4072
         t4081 = c3597 * t3083
         t4082 = c3597 * t3084
         t4083 = c3597 * t3085
@@ -10453,846 +15513,1281 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t4085 = c3597 * t3087
         t4086 = c3597 * t3088
         t4087 = c3600 * t4081
+        del t4081
         t4088 = c3600 * t4082
+        del t4082
         t4089 = c3600 * t4083
+        del t4083
         t4090 = c3600 * t4084
+        del t4084
         t4091 = c3600 * t4085
+        del t4085
         t4092 = c3600 * t4086
-        for i, li in enumerate(ls):
-            if li == 8:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t3608
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3607
-                s = g * t3610
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3609
-                cols[o + 0] = t3611 * s1 - t3612 * (s2 * 8.0)
-                g = grad[:, o + 1]
-                s = g * t3629
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3628
-                s = g * t3631
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3630
-                s = g * t3633
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3632
-                cols[o + 1] = t3634 * s1 - t3635 * (s2 * 8.0)
-                g = grad[:, o + 2]
-                s = g * t3666
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3665
-                s = g * t3668
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3667
-                s = g * t3670
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3669
-                cols[o + 2] = t3671 * s1 - t3672 * (s2 * 8.0)
-                g = grad[:, o + 3]
-                s = g * t3703
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3702
-                s = g * t3705
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3704
-                s = g * t3707
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3706
-                cols[o + 3] = t3708 * s1 - t3709 * (s2 * 8.0)
-                g = grad[:, o + 4]
-                s = g * t3740
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3739
-                s = g * t3742
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3741
-                s = g * t3744
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3743
-                cols[o + 4] = t3745 * s1 - t3746 * (s2 * 8.0)
-                g = grad[:, o + 5]
-                s = g * t3777
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3776
-                s = g * t3779
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3778
-                s = g * t3781
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3780
-                cols[o + 5] = t3782 * s1 - t3783 * (s2 * 8.0)
-                g = grad[:, o + 6]
-                s = g * t3814
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3813
-                s = g * t3816
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3815
-                s = g * t3818
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3817
-                cols[o + 6] = t3819 * s1 - t3820 * (s2 * 8.0)
-                g = grad[:, o + 7]
-                s = g * t3841
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3840
-                s = g * t3843
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3842
-                s = g * t3845
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3844
-                cols[o + 7] = t3846 * s1 - t3847 * (s2 * 8.0)
-                g = grad[:, o + 8]
-                s = g * t3850
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3849
-                s = g * t3852
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3851
-                s = g * t3854
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3853
-                cols[o + 8] = t3855 * s1 - t3856 * (s2 * 8.0)
-                g = grad[:, o + 9]
-                s = g * t3876
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3875
-                s = g * t3878
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3877
-                s = g * t3880
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3879
-                cols[o + 9] = t3881 * s1 - t3882 * (s2 * 8.0)
-                g = grad[:, o + 10]
-                s = g * t3908
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3907
-                s = g * t3910
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3909
-                s = g * t3912
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3911
-                cols[o + 10] = t3913 * s1 - t3914 * (s2 * 8.0)
-                g = grad[:, o + 11]
-                s = g * t3944
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3943
-                s = g * t3946
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3945
-                s = g * t3948
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3947
-                cols[o + 11] = t3949 * s1 - t3950 * (s2 * 8.0)
-                g = grad[:, o + 12]
-                s = g * t3980
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t3979
-                s = g * t3982
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t3981
-                s = g * t3984
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t3983
-                cols[o + 12] = t3985 * s1 - t3986 * (s2 * 8.0)
-                g = grad[:, o + 13]
-                s = g * t4016
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t4015
-                s = g * t4018
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t4017
-                s = g * t4020
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t4019
-                cols[o + 13] = t4021 * s1 - t4022 * (s2 * 8.0)
-                g = grad[:, o + 14]
-                s = g * t4052
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t4051
-                s = g * t4054
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t4053
-                s = g * t4056
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t4055
-                cols[o + 14] = t4057 * s1 - t4058 * (s2 * 8.0)
-                g = grad[:, o + 15]
-                s = g * t4074
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t4073
-                s = g * t4076
-                vy = vy + s
-                vly = vly + s * 8.0
-                by = by + g * t4075
-                s = g * t4078
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t4077
-                cols[o + 15] = t4079 * s1 - t4080 * (s2 * 8.0)
-                g = grad[:, o + 16]
-                s = g * t4088
-                vx = vx + s
-                vlx = vlx + s * 8.0
-                bx = bx + g * t4087
-                s = g * t4090
-                vz = vz + s
-                vlz = vlz + s * 8.0
-                bz = bz + g * t4089
-                cols[o + 16] = t4091 * s1 - t4092 * (s2 * 8.0)
+        del t4086
+        for o in at[8]:
+            g = gs[o + 0]
+            s = g * t3608
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3607)
+            s = g * t3610
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3609)
+            if normalize:
+                cols[o + 0] = t3611 * s1 - t3612 * s2l[8]
+            else:
+                cols[o + 0] = t3611
+            g = gs[o + 1]
+            s = g * t3629
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3628)
+            s = g * t3631
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3630)
+            s = g * t3633
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3632)
+            if normalize:
+                cols[o + 1] = t3634 * s1 - t3635 * s2l[8]
+            else:
+                cols[o + 1] = t3634
+            g = gs[o + 2]
+            s = g * t3666
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3665)
+            s = g * t3668
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3667)
+            s = g * t3670
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3669)
+            if normalize:
+                cols[o + 2] = t3671 * s1 - t3672 * s2l[8]
+            else:
+                cols[o + 2] = t3671
+            g = gs[o + 3]
+            s = g * t3703
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3702)
+            s = g * t3705
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3704)
+            s = g * t3707
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3706)
+            if normalize:
+                cols[o + 3] = t3708 * s1 - t3709 * s2l[8]
+            else:
+                cols[o + 3] = t3708
+            g = gs[o + 4]
+            s = g * t3740
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3739)
+            s = g * t3742
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3741)
+            s = g * t3744
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3743)
+            if normalize:
+                cols[o + 4] = t3745 * s1 - t3746 * s2l[8]
+            else:
+                cols[o + 4] = t3745
+            g = gs[o + 5]
+            s = g * t3777
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3776)
+            s = g * t3779
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3778)
+            s = g * t3781
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3780)
+            if normalize:
+                cols[o + 5] = t3782 * s1 - t3783 * s2l[8]
+            else:
+                cols[o + 5] = t3782
+            g = gs[o + 6]
+            s = g * t3814
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3813)
+            s = g * t3816
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3815)
+            s = g * t3818
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3817)
+            if normalize:
+                cols[o + 6] = t3819 * s1 - t3820 * s2l[8]
+            else:
+                cols[o + 6] = t3819
+            g = gs[o + 7]
+            s = g * t3841
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3840)
+            s = g * t3843
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3842)
+            s = g * t3845
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3844)
+            if normalize:
+                cols[o + 7] = t3846 * s1 - t3847 * s2l[8]
+            else:
+                cols[o + 7] = t3846
+            g = gs[o + 8]
+            s = g * t3850
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3849)
+            s = g * t3852
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3851)
+            s = g * t3854
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3853)
+            if normalize:
+                cols[o + 8] = t3855 * s1 - t3856 * s2l[8]
+            else:
+                cols[o + 8] = t3855
+            g = gs[o + 9]
+            s = g * t3876
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3875)
+            s = g * t3878
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3877)
+            s = g * t3880
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3879)
+            if normalize:
+                cols[o + 9] = t3881 * s1 - t3882 * s2l[8]
+            else:
+                cols[o + 9] = t3881
+            g = gs[o + 10]
+            s = g * t3908
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3907)
+            s = g * t3910
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3909)
+            s = g * t3912
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3911)
+            if normalize:
+                cols[o + 10] = t3913 * s1 - t3914 * s2l[8]
+            else:
+                cols[o + 10] = t3913
+            g = gs[o + 11]
+            s = g * t3944
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3943)
+            s = g * t3946
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3945)
+            s = g * t3948
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3947)
+            if normalize:
+                cols[o + 11] = t3949 * s1 - t3950 * s2l[8]
+            else:
+                cols[o + 11] = t3949
+            g = gs[o + 12]
+            s = g * t3980
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t3979)
+            s = g * t3982
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t3981)
+            s = g * t3984
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t3983)
+            if normalize:
+                cols[o + 12] = t3985 * s1 - t3986 * s2l[8]
+            else:
+                cols[o + 12] = t3985
+            g = gs[o + 13]
+            s = g * t4016
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t4015)
+            s = g * t4018
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t4017)
+            s = g * t4020
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t4019)
+            if normalize:
+                cols[o + 13] = t4021 * s1 - t4022 * s2l[8]
+            else:
+                cols[o + 13] = t4021
+            g = gs[o + 14]
+            s = g * t4052
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t4051)
+            s = g * t4054
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t4053)
+            s = g * t4056
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t4055)
+            if normalize:
+                cols[o + 14] = t4057 * s1 - t4058 * s2l[8]
+            else:
+                cols[o + 14] = t4057
+            g = gs[o + 15]
+            s = g * t4074
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t4073)
+            s = g * t4076
+            vy.add_(s)
+            vly.add_(s * 8.0)
+            by.add_(g * t4075)
+            s = g * t4078
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t4077)
+            if normalize:
+                cols[o + 15] = t4079 * s1 - t4080 * s2l[8]
+            else:
+                cols[o + 15] = t4079
+            g = gs[o + 16]
+            s = g * t4088
+            vx.add_(s)
+            vlx.add_(s * 8.0)
+            bx.add_(g * t4087)
+            s = g * t4090
+            vz.add_(s)
+            vlz.add_(s * 8.0)
+            bz.add_(g * t4089)
+            if normalize:
+                cols[o + 16] = t4091 * s1 - t4092 * s2l[8]
+            else:
+                cols[o + 16] = t4091
+        del t3607, t3608, t3609, t3610, t3611, t3612, t3628, t3629, t3630, t3631, t3632, t3633, t3634, t3635, t3665, t3666, t3667, t3668, t3669, t3670, t3671, t3672, t3702, t3703, t3704, t3705, t3706, t3707, t3708, t3709, t3739, t3740, t3741, t3742, t3743, t3744, t3745, t3746, t3776, t3777, t3778, t3779, t3780, t3781, t3782, t3783, t3813, t3814, t3815, t3816, t3817, t3818, t3819, t3820, t3840, t3841, t3842, t3843, t3844, t3845, t3846, t3847, t3849, t3850, t3851, t3852, t3853, t3854, t3855, t3856, t3875, t3876, t3877, t3878, t3879, t3880, t3881, t3882, t3907, t3908, t3909, t3910, t3911, t3912, t3913, t3914, t3943, t3944, t3945, t3946, t3947, t3948, t3949, t3950, t3979, t3980, t3981, t3982, t3983, t3984, t3985, t3986, t4015, t4016, t4017, t4018, t4019, t4020, t4021, t4022, t4051, t4052, t4053, t4054, t4055, t4056, t4057, t4058, t4073, t4074, t4075, t4076, t4077, t4078, t4079, t4080, t4087, t4088, t4089, t4090, t4091, t4092
     if lmax >= 9:
         t4093 = wz * t3084
         t4094 = z * t3083
         t4095 = t4093 + t4094
+        del t4093, t4094
         t4096 = z * t3084
         t4097 = wz * t3086
         t4098 = z * t3085
         t4099 = t4097 + t4098
+        del t4097, t4098
         t4100 = z * t3086
         t4101 = t3088 + t4100
+        del t4100
         t4102 = t3087 + t4099
+        del t4099
         t4103 = wz * t3088
         t4104 = z * t3087
         t4105 = t4103 + t4104
+        del t4103, t4104
         t4106 = z * t3088
         t4107 = wx * t3119
         t4108 = x * t3120
         t4109 = t4107 + t4108
+        del t4107, t4108
         t4110 = x * t3119
         t4111 = t3117 + t4110
+        del t4110
         t4112 = t3118 + t4109
+        del t4109
         t4113 = wx * t3121
         t4114 = x * t3122
         t4115 = t4113 + t4114
+        del t4113, t4114
         t4116 = x * t3121
         t4117 = wx * t3117
         t4118 = x * t3118
         t4119 = t4117 + t4118
+        del t4117, t4118
         t4120 = x * t3117
         t4121 = t4095 - t4112
+        del t4095, t4112
         t4122 = t4096 - t4111
+        del t4096, t4111
         t4123 = t4102 - t4115
+        del t4102, t4115
         t4124 = t4101 - t4116
+        del t4101, t4116
         t4125 = t4105 - t4119
+        del t4105, t4119
         t4126 = t4106 - t4120
+        del t4106, t4120
         t4127 = wz * t3119
         t4128 = z * t3120
         t4129 = t4127 + t4128
+        del t4127, t4128
         t4130 = z * t3119
         t4131 = wz * t3121
         t4132 = z * t3122
         t4133 = t4131 + t4132
+        del t4131, t4132
         t4134 = z * t3121
         t4135 = t3117 + t4134
+        del t4134
         t4136 = t3118 + t4133
+        del t4133
         t4137 = wz * t3117
         t4138 = z * t3118
         t4139 = t4137 + t4138
+        del t4137, t4138
         t4140 = z * t3117
         t4141 = wx * t3084
         t4142 = x * t3083
         t4143 = t4141 + t4142
+        del t4141, t4142
         t4144 = x * t3084
         t4145 = t3088 + t4144
+        del t4144
         t4146 = t3087 + t4143
+        del t4143
         t4147 = wx * t3086
         t4148 = x * t3085
         t4149 = t4147 + t4148
+        del t4147, t4148
         t4150 = x * t3086
         t4151 = wx * t3088
         t4152 = x * t3087
         t4153 = t4151 + t4152
+        del t4151, t4152
         t4154 = x * t3088
         t4155 = t4140 + t4154
+        del t4140, t4154
         t4156 = t4139 + t4153
+        del t4139, t4153
         t4157 = t4130 + t4145
+        del t4130, t4145
         t4158 = t4129 + t4146
+        del t4129, t4146
         t4159 = t4135 + t4150
+        del t4135, t4150
         t4160 = t4136 + t4149
+        del t4136, t4149
         c4161 = k[496]
         t4162 = wy * t3194
         t4163 = y * t3193
         t4164 = t4162 + t4163
+        del t4162, t4163
         t4165 = y * t3194
         t4166 = wy * t3196
         t4167 = y * t3195
         t4168 = t4166 + t4167
+        del t4166, t4167
         t4169 = y * t3196
         t4170 = t3200 + t4169
+        del t4169
         t4171 = t3199 + t4168
+        del t4168
         t4172 = wy * t3198
         t4173 = y * t3197
         t4174 = t4172 + t4173
+        del t4172, t4173
         t4175 = y * t3198
         t4176 = wy * t3200
         t4177 = y * t3199
         t4178 = t4176 + t4177
+        del t4176, t4177
         t4179 = y * t3200
         t4180 = c4161 * t4164
+        del t4164
         t4181 = c4161 * t4165
+        del t4165
         t4182 = c4161 * t4171
+        del t4171
         t4183 = c4161 * t4170
+        del t4170
         t4184 = c4161 * t4174
+        del t4174
         t4185 = c4161 * t4175
+        del t4175
         t4186 = c4161 * t4178
+        del t4178
         t4187 = c4161 * t4179
+        del t4179
         c4188 = k[497]
         t4189 = t7 * t2309
         t4190 = t6 * t2308
         t4191 = t4189 + t4190
+        del t4189, t4190
         t4192 = t6 * t2309
         t4193 = t19 * t2303
         t4194 = t18 * t2302
+        del t2302
         t4195 = t4193 + t4194
+        del t4193, t4194
         t4196 = t18 * t2303
+        del t2303
         t4197 = t4192 + t4196
+        del t4192, t4196
         t4198 = t4191 + t4195
+        del t4191, t4195
         t4199 = t14 * t2309
         t4200 = t13 * t2308
         t4201 = t4199 + t4200
+        del t4199, t4200
         t4202 = t13 * t2309
         t4203 = t19 * t2305
         t4204 = t18 * t2304
+        del t2304
         t4205 = t4203 + t4204
+        del t4203, t4204
         t4206 = t18 * t2305
+        del t2305
         t4207 = t4202 + t4206
+        del t4202, t4206
         t4208 = t4201 + t4205
+        del t4201, t4205
         t4209 = t2 * t2309
         t4210 = t1 * t2308
         t4211 = t4209 + t4210
+        del t4209, t4210
         t4212 = t1 * t2309
         t4213 = t19 * t2307
         t4214 = t18 * t2306
+        del t2306
         t4215 = t4213 + t4214
+        del t4213, t4214
         t4216 = t18 * t2307
+        del t2307
         t4217 = t4212 + t4216
+        del t4212, t4216
         t4218 = t4211 + t4215
+        del t4211, t4215
         t4219 = t19 * t2309
         t4220 = t18 * t2308
+        del t2308
         t4221 = t4219 + t4220
+        del t4219, t4220
         t4222 = t18 * t2309
+        del t2309
         t4223 = c4188 * t4198
+        del t4198
         t4224 = c4188 * t4197
+        del t4197
         t4225 = c4188 * t4208
+        del t4208
         t4226 = c4188 * t4207
+        del t4207
         t4227 = c4188 * t4218
+        del t4218
         t4228 = c4188 * t4217
+        del t4217
         t4229 = c4188 * t4221
+        del t4221
         t4230 = c4188 * t4222
+        del t4222
         t4231 = t4180 - t4223
+        del t4180, t4223
         t4232 = t4181 - t4224
+        del t4181, t4224
         t4233 = t4182 - t4225
+        del t4182, t4225
         t4234 = t4183 - t4226
+        del t4183, t4226
         t4235 = t4184 - t4227
+        del t4184, t4227
         t4236 = t4185 - t4228
+        del t4185, t4228
         t4237 = t4186 - t4229
+        del t4186, t4229
         t4238 = t4187 - t4230
+        del t4187, t4230
         c4239 = k[498]
         t4240 = wy * t3272
         t4241 = y * t3271
         t4242 = t4240 + t4241
+        del t4240, t4241
         t4243 = y * t3272
         t4244 = wy * t3274
         t4245 = y * t3273
         t4246 = t4244 + t4245
+        del t4244, t4245
         t4247 = y * t3274
         t4248 = t3278 + t4247
+        del t4247
         t4249 = t3277 + t4246
+        del t4246
         t4250 = wy * t3276
         t4251 = y * t3275
         t4252 = t4250 + t4251
+        del t4250, t4251
         t4253 = y * t3276
         t4254 = wy * t3278
         t4255 = y * t3277
         t4256 = t4254 + t4255
+        del t4254, t4255
         t4257 = y * t3278
         t4258 = c4239 * t4242
+        del t4242
         t4259 = c4239 * t4243
+        del t4243
         t4260 = c4239 * t4249
+        del t4249
         t4261 = c4239 * t4248
+        del t4248
         t4262 = c4239 * t4252
+        del t4252
         t4263 = c4239 * t4253
+        del t4253
         t4264 = c4239 * t4256
+        del t4256
         t4265 = c4239 * t4257
+        del t4257
         c4266 = k[499]
         t4267 = t7 * t2387
         t4268 = t6 * t2386
         t4269 = t4267 + t4268
+        del t4267, t4268
         t4270 = t6 * t2387
         t4271 = t19 * t2381
         t4272 = t18 * t2380
+        del t2380
         t4273 = t4271 + t4272
+        del t4271, t4272
         t4274 = t18 * t2381
+        del t2381
         t4275 = t4270 + t4274
+        del t4270, t4274
         t4276 = t4269 + t4273
+        del t4269, t4273
         t4277 = t14 * t2387
         t4278 = t13 * t2386
         t4279 = t4277 + t4278
+        del t4277, t4278
         t4280 = t13 * t2387
         t4281 = t19 * t2383
         t4282 = t18 * t2382
+        del t2382
         t4283 = t4281 + t4282
+        del t4281, t4282
         t4284 = t18 * t2383
+        del t2383
         t4285 = t4280 + t4284
+        del t4280, t4284
         t4286 = t4279 + t4283
+        del t4279, t4283
         t4287 = t2 * t2387
         t4288 = t1 * t2386
         t4289 = t4287 + t4288
+        del t4287, t4288
         t4290 = t1 * t2387
         t4291 = t19 * t2385
         t4292 = t18 * t2384
+        del t2384
         t4293 = t4291 + t4292
+        del t4291, t4292
         t4294 = t18 * t2385
+        del t2385
         t4295 = t4290 + t4294
+        del t4290, t4294
         t4296 = t4289 + t4293
+        del t4289, t4293
         t4297 = t19 * t2387
         t4298 = t18 * t2386
+        del t2386
         t4299 = t4297 + t4298
+        del t4297, t4298
         t4300 = t18 * t2387
+        del t2387
         t4301 = c4266 * t4276
+        del t4276
         t4302 = c4266 * t4275
+        del t4275
         t4303 = c4266 * t4286
+        del t4286
         t4304 = c4266 * t4285
+        del t4285
         t4305 = c4266 * t4296
+        del t4296
         t4306 = c4266 * t4295
+        del t4295
         t4307 = c4266 * t4299
+        del t4299
         t4308 = c4266 * t4300
+        del t4300
         t4309 = t4258 - t4301
+        del t4258, t4301
         t4310 = t4259 - t4302
+        del t4259, t4302
         t4311 = t4260 - t4303
+        del t4260, t4303
         t4312 = t4261 - t4304
+        del t4261, t4304
         t4313 = t4262 - t4305
+        del t4262, t4305
         t4314 = t4263 - t4306
+        del t4263, t4306
         t4315 = t4264 - t4307
+        del t4264, t4307
         t4316 = t4265 - t4308
+        del t4265, t4308
         c4317 = k[500]
         t4318 = wy * t3340
         t4319 = y * t3339
         t4320 = t4318 + t4319
+        del t4318, t4319
         t4321 = y * t3340
         t4322 = wy * t3342
         t4323 = y * t3341
         t4324 = t4322 + t4323
+        del t4322, t4323
         t4325 = y * t3342
         t4326 = t3346 + t4325
+        del t4325
         t4327 = t3345 + t4324
+        del t4324
         t4328 = wy * t3344
         t4329 = y * t3343
         t4330 = t4328 + t4329
+        del t4328, t4329
         t4331 = y * t3344
         t4332 = wy * t3346
         t4333 = y * t3345
         t4334 = t4332 + t4333
+        del t4332, t4333
         t4335 = y * t3346
         t4336 = c4317 * t4320
+        del t4320
         t4337 = c4317 * t4321
+        del t4321
         t4338 = c4317 * t4327
+        del t4327
         t4339 = c4317 * t4326
+        del t4326
         t4340 = c4317 * t4330
+        del t4330
         t4341 = c4317 * t4331
+        del t4331
         t4342 = c4317 * t4334
+        del t4334
         t4343 = c4317 * t4335
+        del t4335
         c4344 = k[501]
         t4345 = t19 * t2451
         t4346 = t18 * t2450
+        del t2450
         t4347 = t4345 + t4346
+        del t4345, t4346
         t4348 = t18 * t2451
+        del t2451
         t4349 = t2804 + t4348
+        del t2804, t4348
         t4350 = t2803 + t4347
+        del t2803, t4347
         t4351 = t14 * t2457
         t4352 = t13 * t2456
         t4353 = t4351 + t4352
+        del t4351, t4352
         t4354 = t13 * t2457
         t4355 = t19 * t2453
         t4356 = t18 * t2452
+        del t2452
         t4357 = t4355 + t4356
+        del t4355, t4356
         t4358 = t18 * t2453
+        del t2453
         t4359 = t4354 + t4358
+        del t4354, t4358
         t4360 = t4353 + t4357
+        del t4353, t4357
         t4361 = t19 * t2455
         t4362 = t18 * t2454
+        del t2454
         t4363 = t4361 + t4362
+        del t4361, t4362
         t4364 = t18 * t2455
+        del t2455
         t4365 = t2790 + t4364
+        del t2790, t4364
         t4366 = t2789 + t4363
+        del t2789, t4363
         t4367 = t19 * t2457
         t4368 = t18 * t2456
+        del t2456
         t4369 = t4367 + t4368
+        del t4367, t4368
         t4370 = t18 * t2457
+        del t2457
         t4371 = c4344 * t4350
+        del t4350
         t4372 = c4344 * t4349
+        del t4349
         t4373 = c4344 * t4360
+        del t4360
         t4374 = c4344 * t4359
+        del t4359
         t4375 = c4344 * t4366
+        del t4366
         t4376 = c4344 * t4365
+        del t4365
         t4377 = c4344 * t4369
+        del t4369
         t4378 = c4344 * t4370
+        del t4370
         t4379 = t4336 - t4371
+        del t4336, t4371
         t4380 = t4337 - t4372
+        del t4337, t4372
         t4381 = t4338 - t4373
+        del t4338, t4373
         t4382 = t4339 - t4374
+        del t4339, t4374
         t4383 = t4340 - t4375
+        del t4340, t4375
         t4384 = t4341 - t4376
+        del t4341, t4376
         t4385 = t4342 - t4377
+        del t4342, t4377
         t4386 = t4343 - t4378
+        del t4343, t4378
         c4387 = k[502]
         t4388 = wy * t3416
         t4389 = y * t3415
         t4390 = t4388 + t4389
+        del t4388, t4389
         t4391 = y * t3416
         t4392 = wy * t3418
         t4393 = y * t3417
         t4394 = t4392 + t4393
+        del t4392, t4393
         t4395 = y * t3418
         t4396 = t3422 + t4395
+        del t4395
         t4397 = t3421 + t4394
+        del t4394
         t4398 = wy * t3420
         t4399 = y * t3419
         t4400 = t4398 + t4399
+        del t4398, t4399
         t4401 = y * t3420
         t4402 = wy * t3422
         t4403 = y * t3421
         t4404 = t4402 + t4403
+        del t4402, t4403
         t4405 = y * t3422
         t4406 = c4387 * t4390
+        del t4390
         t4407 = c4387 * t4391
+        del t4391
         t4408 = c4387 * t4397
+        del t4397
         t4409 = c4387 * t4396
+        del t4396
         t4410 = c4387 * t4400
+        del t4400
         t4411 = c4387 * t4401
+        del t4401
         t4412 = c4387 * t4404
+        del t4404
         t4413 = c4387 * t4405
+        del t4405
         t4414 = t7 * t2534
         t4415 = t6 * t2533
         t4416 = t4414 + t4415
+        del t4414, t4415
         t4417 = t6 * t2534
         t4418 = t19 * t2528
         t4419 = t18 * t2527
+        del t2527
         t4420 = t4418 + t4419
+        del t4418, t4419
         t4421 = t18 * t2528
+        del t2528
         t4422 = t4417 + t4421
+        del t4417, t4421
         t4423 = t4416 + t4420
+        del t4416, t4420
         t4424 = t14 * t2534
         t4425 = t13 * t2533
         t4426 = t4424 + t4425
+        del t4424, t4425
         t4427 = t13 * t2534
         t4428 = t19 * t2530
         t4429 = t18 * t2529
+        del t2529
         t4430 = t4428 + t4429
+        del t4428, t4429
         t4431 = t18 * t2530
+        del t2530
         t4432 = t4427 + t4431
+        del t4427, t4431
         t4433 = t4426 + t4430
+        del t4426, t4430
         t4434 = t2 * t2534
         t4435 = t1 * t2533
         t4436 = t4434 + t4435
+        del t4434, t4435
         t4437 = t1 * t2534
         t4438 = t19 * t2532
         t4439 = t18 * t2531
+        del t2531
         t4440 = t4438 + t4439
+        del t4438, t4439
         t4441 = t18 * t2532
+        del t2532
         t4442 = t4437 + t4441
+        del t4437, t4441
         t4443 = t4436 + t4440
+        del t4436, t4440
         t4444 = t19 * t2534
         t4445 = t18 * t2533
+        del t2533
         t4446 = t4444 + t4445
+        del t4444, t4445
         t4447 = t18 * t2534
+        del t2534
         t4448 = c1492 * t4423
+        del t4423
         t4449 = c1492 * t4422
+        del t4422
         t4450 = c1492 * t4433
+        del t4433
         t4451 = c1492 * t4432
+        del t4432
         t4452 = c1492 * t4443
+        del t4443
         t4453 = c1492 * t4442
+        del t4442
         t4454 = c1492 * t4446
+        del t4446
         t4455 = c1492 * t4447
+        del t4447
         t4456 = t4406 - t4448
+        del t4406, t4448
         t4457 = t4407 - t4449
+        del t4407, t4449
         t4458 = t4408 - t4450
+        del t4408, t4450
         t4459 = t4409 - t4451
+        del t4409, t4451
         t4460 = t4410 - t4452
+        del t4410, t4452
         t4461 = t4411 - t4453
+        del t4411, t4453
         t4462 = t4412 - t4454
+        del t4412, t4454
         t4463 = t4413 - t4455
+        del t4413, t4455
         c4464 = k[503]
         t4465 = wy * t3493
         t4466 = y * t3492
         t4467 = t4465 + t4466
+        del t4465, t4466
         t4468 = y * t3493
         t4469 = wy * t3495
         t4470 = y * t3494
         t4471 = t4469 + t4470
+        del t4469, t4470
         t4472 = y * t3495
         t4473 = t3499 + t4472
+        del t4472
         t4474 = t3498 + t4471
+        del t4471
         t4475 = wy * t3497
         t4476 = y * t3496
         t4477 = t4475 + t4476
+        del t4475, t4476
         t4478 = y * t3497
         t4479 = wy * t3499
         t4480 = y * t3498
         t4481 = t4479 + t4480
+        del t4479, t4480
         t4482 = y * t3499
         t4483 = c4464 * t4467
+        del t4467
         t4484 = c4464 * t4468
+        del t4468
         t4485 = c4464 * t4474
+        del t4474
         t4486 = c4464 * t4473
+        del t4473
         t4487 = c4464 * t4477
+        del t4477
         t4488 = c4464 * t4478
+        del t4478
         t4489 = c4464 * t4481
+        del t4481
         t4490 = c4464 * t4482
+        del t4482
         c4491 = k[504]
         t4492 = t7 * t2598
         t4493 = t6 * t2597
         t4494 = t4492 + t4493
+        del t4492, t4493
         t4495 = t6 * t2598
         t4496 = t19 * t2592
         t4497 = t18 * t2591
+        del t2591
         t4498 = t4496 + t4497
+        del t4496, t4497
         t4499 = t18 * t2592
+        del t2592
         t4500 = t4495 + t4499
+        del t4495, t4499
         t4501 = t4494 + t4498
+        del t4494, t4498
         t4502 = t14 * t2598
         t4503 = t13 * t2597
         t4504 = t4502 + t4503
+        del t4502, t4503
         t4505 = t13 * t2598
         t4506 = t19 * t2594
         t4507 = t18 * t2593
+        del t2593
         t4508 = t4506 + t4507
+        del t4506, t4507
         t4509 = t18 * t2594
+        del t2594
         t4510 = t4505 + t4509
+        del t4505, t4509
         t4511 = t4504 + t4508
+        del t4504, t4508
         t4512 = t2 * t2598
         t4513 = t1 * t2597
         t4514 = t4512 + t4513
+        del t4512, t4513
         t4515 = t1 * t2598
         t4516 = t19 * t2596
         t4517 = t18 * t2595
+        del t2595
         t4518 = t4516 + t4517
+        del t4516, t4517
         t4519 = t18 * t2596
+        del t2596
         t4520 = t4515 + t4519
+        del t4515, t4519
         t4521 = t4514 + t4518
+        del t4514, t4518
         t4522 = t19 * t2598
         t4523 = t18 * t2597
+        del t2597
         t4524 = t4522 + t4523
+        del t4522, t4523
         t4525 = t18 * t2598
+        del t2598
         t4526 = c4491 * t4501
+        del t4501
         t4527 = c4491 * t4500
+        del t4500
         t4528 = c4491 * t4511
+        del t4511
         t4529 = c4491 * t4510
+        del t4510
         t4530 = c4491 * t4521
+        del t4521
         t4531 = c4491 * t4520
+        del t4520
         t4532 = c4491 * t4524
+        del t4524
         t4533 = c4491 * t4525
+        del t4525
         t4534 = t4483 - t4526
+        del t4483, t4526
         t4535 = t4484 - t4527
+        del t4484, t4527
         t4536 = t4485 - t4528
+        del t4485, t4528
         t4537 = t4486 - t4529
+        del t4486, t4529
         t4538 = t4487 - t4530
+        del t4487, t4530
         t4539 = t4488 - t4531
+        del t4488, t4531
         t4540 = t4489 - t4532
+        del t4489, t4532
         t4541 = t4490 - t4533
+        del t4490, t4533
         c4542 = k[505]
         t4543 = wy * t3557
         t4544 = y * t3556
         t4545 = t4543 + t4544
+        del t4543, t4544
         t4546 = y * t3557
         t4547 = wy * t3559
         t4548 = y * t3558
         t4549 = t4547 + t4548
+        del t4547, t4548
         t4550 = y * t3559
         t4551 = t3563 + t4550
+        del t4550
         t4552 = t3562 + t4549
+        del t4549
         t4553 = wy * t3561
         t4554 = y * t3560
         t4555 = t4553 + t4554
+        del t4553, t4554
         t4556 = y * t3561
         t4557 = wy * t3563
         t4558 = y * t3562
         t4559 = t4557 + t4558
+        del t4557, t4558
         t4560 = y * t3563
         t4561 = c4542 * t4545
+        del t4545
         t4562 = c4542 * t4546
+        del t4546
         t4563 = c4542 * t4552
+        del t4552
         t4564 = c4542 * t4551
+        del t4551
         t4565 = c4542 * t4555
+        del t4555
         t4566 = c4542 * t4556
+        del t4556
         t4567 = c4542 * t4559
+        del t4559
         t4568 = c4542 * t4560
+        del t4560
         t4569 = t7 * t2631
         t4570 = t6 * t2630
         t4571 = t4569 + t4570
+        del t4569, t4570
         t4572 = t6 * t2631
         t4573 = t19 * t2624
         t4574 = t18 * t2625
+        del t2625
         t4575 = t4573 + t4574
+        del t4573, t4574
         t4576 = t18 * t2624
+        del t2624
         t4577 = t4572 + t4576
+        del t4572, t4576
         t4578 = t4571 + t4575
+        del t4571, t4575
         t4579 = t14 * t2631
         t4580 = t13 * t2630
         t4581 = t4579 + t4580
+        del t4579, t4580
         t4582 = t13 * t2631
         t4583 = t19 * t2627
         t4584 = t18 * t2626
+        del t2626
         t4585 = t4583 + t4584
+        del t4583, t4584
         t4586 = t18 * t2627
+        del t2627
         t4587 = t4582 + t4586
+        del t4582, t4586
         t4588 = t4581 + t4585
+        del t4581, t4585
         t4589 = t2 * t2631
         t4590 = t1 * t2630
         t4591 = t4589 + t4590
+        del t4589, t4590
         t4592 = t1 * t2631
         t4593 = t19 * t2628
         t4594 = t18 * t2629
+        del t2629
         t4595 = t4593 + t4594
+        del t4593, t4594
         t4596 = t18 * t2628
+        del t2628
         t4597 = t4592 + t4596
+        del t4592, t4596
         t4598 = t4591 + t4595
+        del t4591, t4595
         t4599 = t19 * t2631
         t4600 = t18 * t2630
+        del t2630
         t4601 = t4599 + t4600
+        del t4599, t4600
         t4602 = t18 * t2631
+        del t2631
         t4603 = c2458 * t4578
+        del t4578
         t4604 = c2458 * t4577
+        del t4577
         t4605 = c2458 * t4588
+        del t4588
         t4606 = c2458 * t4587
+        del t4587
         t4607 = c2458 * t4598
+        del t4598
         t4608 = c2458 * t4597
+        del t4597
         t4609 = c2458 * t4601
+        del t4601
         t4610 = c2458 * t4602
+        del t4602
         t4611 = t4561 - t4603
+        del t4561, t4603
         t4612 = t4562 - t4604
+        del t4562, t4604
         t4613 = t4563 - t4605
+        del t4563, t4605
         t4614 = t4564 - t4606
+        del t4564, t4606
         t4615 = t4565 - t4607
+        del t4565, t4607
         t4616 = t4566 - t4608
+        del t4566, t4608
         t4617 = t4567 - t4609
+        del t4567, t4609
         t4618 = t4568 - t4610
+        del t4568, t4610
         c4619 = k[506]
         t4620 = wy * t3589
         t4621 = y * t3590
         t4622 = t4620 + t4621
+        del t4620, t4621
         t4623 = y * t3589
         t4624 = wy * t3592
         t4625 = y * t3591
         t4626 = t4624 + t4625
+        del t4624, t4625
         t4627 = y * t3592
         t4628 = t3596 + t4627
+        del t4627
         t4629 = t3595 + t4626
+        del t4626
         t4630 = wy * t3593
         t4631 = y * t3594
         t4632 = t4630 + t4631
+        del t4630, t4631
         t4633 = y * t3593
         t4634 = wy * t3596
         t4635 = y * t3595
         t4636 = t4634 + t4635
+        del t4634, t4635
         t4637 = y * t3596
         t4638 = c4619 * t4622
+        del t4622
         t4639 = c4619 * t4623
+        del t4623
         t4640 = c4619 * t4629
+        del t4629
         t4641 = c4619 * t4628
+        del t4628
         t4642 = c4619 * t4632
+        del t4632
         t4643 = c4619 * t4633
+        del t4633
         t4644 = c4619 * t4636
+        del t4636
         t4645 = c4619 * t4637
+        del t4637
         c4646 = k[507]
         t4647 = t7 * t2634
         t4648 = t6 * t2633
         t4649 = t4647 + t4648
+        del t4647, t4648
         t4650 = t6 * t2634
         t4651 = t14 * t2634
         t4652 = t13 * t2633
         t4653 = t4651 + t4652
+        del t4651, t4652
         t4654 = t13 * t2634
         t4655 = t19 * c2632
         t4656 = t18 * c2632
         t4657 = t4654 + t4656
+        del t4654
         t4658 = t4653 + t4655
+        del t4653
         t4659 = t2 * t2634
         t4660 = t1 * t2633
         t4661 = t4659 + t4660
+        del t4659, t4660
         t4662 = t1 * t2634
         t4663 = t19 * t2634
         t4664 = t18 * t2633
+        del t2633
         t4665 = t4663 + t4664
+        del t4663, t4664
         t4666 = t18 * t2634
+        del t2634
         t4667 = c4646 * t4649
+        del t4649
         t4668 = c4646 * t4650
+        del t4650
         t4669 = c4646 * t4658
+        del t4658
         t4670 = c4646 * t4657
+        del t4657
         t4671 = c4646 * t4661
+        del t4661
         t4672 = c4646 * t4662
+        del t4662
         t4673 = c4646 * t4665
+        del t4665
         t4674 = c4646 * t4666
+        del t4666
         t4675 = t4638 - t4667
+        del t4638, t4667
         t4676 = t4639 - t4668
+        del t4639, t4668
         t4677 = t4640 - t4669
+        del t4640, t4669
         t4678 = t4641 - t4670
+        del t4641, t4670
         t4679 = t4642 - t4671
+        del t4642, t4671
         t4680 = t4643 - t4672
+        del t4643, t4672
         t4681 = t4644 - t4673
+        del t4644, t4673
         t4682 = t4645 - t4674
+        del t4645, t4674
         c4683 = k[508]
         t4684 = t3599 + t3599
         t4685 = t3598 + t3598
         t4686 = wy * t3599
         t4687 = y * t3598
         t4688 = t4686 + t4687
+        del t4686, t4687
         t4689 = y * t3599
         t4690 = c4683 * t4685
+        del t4685
         t4691 = c4683 * t4684
+        del t4684
         t4692 = c4683 * t4688
+        del t4688
         t4693 = c4683 * t4689
+        del t4689
         t4694 = t7 * c2632
         t4695 = t6 * c2632
         t4696 = t14 * c2632
@@ -11300,21 +16795,37 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t4698 = t2 * c2632
         t4699 = t1 * c2632
         t4700 = c3564 * t4694
+        del t4694
         t4701 = c3564 * t4695
+        del t4695
         t4702 = c3564 * t4696
+        del t4696
         t4703 = c3564 * t4697
+        del t4697
         t4704 = c3564 * t4698
+        del t4698
         t4705 = c3564 * t4699
+        del t4699
         t4706 = c3564 * t4655
+        del t4655
         t4707 = c3564 * t4656
+        del t4656
         t4708 = -t4701
+        del t4701
         t4709 = -t4700
+        del t4700
         t4710 = t4690 - t4702
+        del t4690, t4702
         t4711 = t4691 - t4703
+        del t4691, t4703
         t4712 = -t4705
+        del t4705
         t4713 = -t4704
+        del t4704
         t4714 = t4692 - t4706
+        del t4692, t4706
         t4715 = t4693 - t4707
+        del t4693, t4707
         c4716 = k[509]
         t4717 = c4716 * wy
         t4718 = c4716 * y
@@ -11326,283 +16837,422 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t4724 = c4716 * t4156
         t4725 = c4716 * t4155
         t4726 = c4719 * t4720
+        del t4720
         t4727 = c4719 * t4721
+        del t4721
         t4728 = c4719 * t4722
+        del t4722
         t4729 = c4719 * t4723
+        del t4723
         t4730 = c4719 * t4724
+        del t4724
         t4731 = c4719 * t4725
+        del t4725
         c4732 = k[511]
         t4733 = t4717 * t3119
         t4734 = t4718 * t3120
         t4735 = t4733 + t4734
+        del t4733, t4734
         t4736 = t4718 * t3119
         t4737 = c4716 * t3118
         t4738 = c4716 * t3117
         t4739 = t4717 * t3121
         t4740 = t4718 * t3122
         t4741 = t4739 + t4740
+        del t4739, t4740
         t4742 = t4718 * t3121
         t4743 = t4717 * t3117
         t4744 = t4718 * t3118
         t4745 = t4743 + t4744
+        del t4743, t4744
         t4746 = t4718 * t3117
         t4747 = c4732 * t4735
+        del t4735
         t4748 = c4732 * t4736
+        del t4736
         t4749 = c4732 * t4737
+        del t4737
         t4750 = c4732 * t4738
+        del t4738
         t4751 = c4732 * t4741
+        del t4741
         t4752 = c4732 * t4742
+        del t4742
         t4753 = c4732 * t4745
+        del t4745
         t4754 = c4732 * t4746
+        del t4746
         c4755 = k[512]
         t4756 = t4709 * t2226
         t4757 = t4708 * t2227
         t4758 = t4756 + t4757
+        del t4756, t4757
         t4759 = t4708 * t2226
         t4760 = t4714 * t2228
         t4761 = t4715 * t2229
         t4762 = t4760 + t4761
+        del t4760, t4761
         t4763 = t4715 * t2228
         t4764 = t4759 + t4763
+        del t4759, t4763
         t4765 = t4758 + t4762
+        del t4758, t4762
         t4766 = t4710 * t2226
         t4767 = t4711 * t2227
         t4768 = t4766 + t4767
+        del t4766, t4767
         t4769 = t4711 * t2226
         t4770 = t4713 * t2226
         t4771 = t4712 * t2227
         t4772 = t4770 + t4771
+        del t4770, t4771
         t4773 = t4712 * t2226
         t4774 = t4714 * t2230
         t4775 = t4715 * t2231
         t4776 = t4774 + t4775
+        del t4774, t4775
         t4777 = t4715 * t2230
         t4778 = t4773 + t4777
+        del t4773, t4777
         t4779 = t4772 + t4776
+        del t4772, t4776
         t4780 = t4714 * t2226
         t4781 = t4715 * t2227
         t4782 = t4780 + t4781
+        del t4780, t4781
         t4783 = t4715 * t2226
         t4784 = c4755 * t4765
+        del t4765
         t4785 = c4755 * t4764
+        del t4764
         t4786 = c4755 * t4768
+        del t4768
         t4787 = c4755 * t4769
+        del t4769
         t4788 = c4755 * t4779
+        del t4779
         t4789 = c4755 * t4778
+        del t4778
         t4790 = c4755 * t4782
+        del t4782
         t4791 = c4755 * t4783
+        del t4783
         c4792 = k[513]
         t4793 = t4675 * t1486
         t4794 = t4676 * t1487
         t4795 = t4793 + t4794
+        del t4793, t4794
         t4796 = t4676 * t1486
         t4797 = t4681 * t1488
         t4798 = t4682 * t1489
         t4799 = t4797 + t4798
+        del t4797, t4798
         t4800 = t4682 * t1488
         t4801 = t4796 + t4800
+        del t4796, t4800
         t4802 = t4795 + t4799
+        del t4795, t4799
         t4803 = t4677 * t1486
         t4804 = t4678 * t1487
         t4805 = t4803 + t4804
+        del t4803, t4804
         t4806 = t4678 * t1486
         t4807 = t4679 * t1486
         t4808 = t4680 * t1487
         t4809 = t4807 + t4808
+        del t4807, t4808
         t4810 = t4680 * t1486
         t4811 = t4681 * t1490
         t4812 = t4682 * t1491
         t4813 = t4811 + t4812
+        del t4811, t4812
         t4814 = t4682 * t1490
         t4815 = t4810 + t4814
+        del t4810, t4814
         t4816 = t4809 + t4813
+        del t4809, t4813
         t4817 = t4681 * t1486
         t4818 = t4682 * t1487
         t4819 = t4817 + t4818
+        del t4817, t4818
         t4820 = t4682 * t1486
         t4821 = c4792 * t4802
+        del t4802
         t4822 = c4792 * t4801
+        del t4801
         t4823 = c4792 * t4805
+        del t4805
         t4824 = c4792 * t4806
+        del t4806
         t4825 = c4792 * t4816
+        del t4816
         t4826 = c4792 * t4815
+        del t4815
         t4827 = c4792 * t4819
+        del t4819
         t4828 = c4792 * t4820
+        del t4820
         c4829 = k[514]
         t4830 = t4611 * t897
         t4831 = t4612 * t898
         t4832 = t4830 + t4831
+        del t4830, t4831
         t4833 = t4612 * t897
         t4834 = t4617 * t899
         t4835 = t4618 * t900
         t4836 = t4834 + t4835
+        del t4834, t4835
         t4837 = t4618 * t899
         t4838 = t4833 + t4837
+        del t4833, t4837
         t4839 = t4832 + t4836
+        del t4832, t4836
         t4840 = t4613 * t897
         t4841 = t4614 * t898
         t4842 = t4840 + t4841
+        del t4840, t4841
         t4843 = t4614 * t897
         t4844 = t4615 * t897
         t4845 = t4616 * t898
         t4846 = t4844 + t4845
+        del t4844, t4845
         t4847 = t4616 * t897
         t4848 = t4617 * t901
         t4849 = t4618 * t902
         t4850 = t4848 + t4849
+        del t4848, t4849
         t4851 = t4618 * t901
         t4852 = t4847 + t4851
+        del t4847, t4851
         t4853 = t4846 + t4850
+        del t4846, t4850
         t4854 = t4617 * t897
         t4855 = t4618 * t898
         t4856 = t4854 + t4855
+        del t4854, t4855
         t4857 = t4618 * t897
         t4858 = c4829 * t4839
+        del t4839
         t4859 = c4829 * t4838
+        del t4838
         t4860 = c4829 * t4842
+        del t4842
         t4861 = c4829 * t4843
+        del t4843
         t4862 = c4829 * t4853
+        del t4853
         t4863 = c4829 * t4852
+        del t4852
         t4864 = c4829 * t4856
+        del t4856
         t4865 = c4829 * t4857
+        del t4857
         c4866 = k[515]
         t4867 = t4534 * t454
         t4868 = t4535 * t455
         t4869 = t4867 + t4868
+        del t4867, t4868
         t4870 = t4535 * t454
         t4871 = t4540 * t456
         t4872 = t4541 * t457
         t4873 = t4871 + t4872
+        del t4871, t4872
         t4874 = t4541 * t456
         t4875 = t4870 + t4874
+        del t4870, t4874
         t4876 = t4869 + t4873
+        del t4869, t4873
         t4877 = t4536 * t454
         t4878 = t4537 * t455
         t4879 = t4877 + t4878
+        del t4877, t4878
         t4880 = t4537 * t454
         t4881 = t4538 * t454
         t4882 = t4539 * t455
         t4883 = t4881 + t4882
+        del t4881, t4882
         t4884 = t4539 * t454
         t4885 = t4540 * t458
         t4886 = t4541 * t459
         t4887 = t4885 + t4886
+        del t4885, t4886
         t4888 = t4541 * t458
         t4889 = t4884 + t4888
+        del t4884, t4888
         t4890 = t4883 + t4887
+        del t4883, t4887
         t4891 = t4540 * t454
         t4892 = t4541 * t455
         t4893 = t4891 + t4892
+        del t4891, t4892
         t4894 = t4541 * t454
         t4895 = c4866 * t4876
+        del t4876
         t4896 = c4866 * t4875
+        del t4875
         t4897 = c4866 * t4879
+        del t4879
         t4898 = c4866 * t4880
+        del t4880
         t4899 = c4866 * t4890
+        del t4890
         t4900 = c4866 * t4889
+        del t4889
         t4901 = c4866 * t4893
+        del t4893
         t4902 = c4866 * t4894
+        del t4894
         c4903 = k[516]
         t4904 = t4456 * t170
         t4905 = t4457 * t171
         t4906 = t4904 + t4905
+        del t4904, t4905
         t4907 = t4457 * t170
         t4908 = t4462 * t172
         t4909 = t4463 * t173
         t4910 = t4908 + t4909
+        del t4908, t4909
         t4911 = t4463 * t172
         t4912 = t4907 + t4911
+        del t4907, t4911
         t4913 = t4906 + t4910
+        del t4906, t4910
         t4914 = t4458 * t170
         t4915 = t4459 * t171
         t4916 = t4914 + t4915
+        del t4914, t4915
         t4917 = t4459 * t170
         t4918 = t4460 * t170
         t4919 = t4461 * t171
         t4920 = t4918 + t4919
+        del t4918, t4919
         t4921 = t4461 * t170
         t4922 = t4462 * t174
         t4923 = t4463 * t175
         t4924 = t4922 + t4923
+        del t4922, t4923
         t4925 = t4463 * t174
         t4926 = t4921 + t4925
+        del t4921, t4925
         t4927 = t4920 + t4924
+        del t4920, t4924
         t4928 = t4462 * t170
         t4929 = t4463 * t171
         t4930 = t4928 + t4929
+        del t4928, t4929
         t4931 = t4463 * t170
         t4932 = c4903 * t4913
+        del t4913
         t4933 = c4903 * t4912
+        del t4912
         t4934 = c4903 * t4916
+        del t4916
         t4935 = c4903 * t4917
+        del t4917
         t4936 = c4903 * t4927
+        del t4927
         t4937 = c4903 * t4926
+        del t4926
         t4938 = c4903 * t4930
+        del t4930
         t4939 = c4903 * t4931
+        del t4931
         c4940 = k[517]
         t4941 = t4379 * t36
         t4942 = t4380 * t37
         t4943 = t4941 + t4942
+        del t4941, t4942
         t4944 = t4380 * t36
         t4945 = t4385 * t1
         t4946 = t4386 * t2
         t4947 = t4945 + t4946
+        del t4945, t4946
         t4948 = t4386 * t1
         t4949 = t4944 + t4948
+        del t4944
         t4950 = t4943 + t4947
+        del t4943
         t4951 = t4381 * t36
         t4952 = t4382 * t37
         t4953 = t4951 + t4952
+        del t4951, t4952
         t4954 = t4382 * t36
         t4955 = t4383 * t36
         t4956 = t4384 * t37
         t4957 = t4955 + t4956
+        del t4955, t4956
         t4958 = t4384 * t36
         t4959 = t4385 * t6
         t4960 = t4386 * t7
         t4961 = t4959 + t4960
+        del t4959, t4960
         t4962 = t4386 * t6
         t4963 = t4958 + t4962
+        del t4958
         t4964 = t4957 + t4961
+        del t4957
         t4965 = t4385 * t36
         t4966 = t4386 * t37
         t4967 = t4965 + t4966
+        del t4965, t4966
         t4968 = t4386 * t36
         t4969 = c4940 * t4950
+        del t4950
         t4970 = c4940 * t4949
+        del t4949
         t4971 = c4940 * t4953
+        del t4953
         t4972 = c4940 * t4954
+        del t4954
         t4973 = c4940 * t4964
+        del t4964
         t4974 = c4940 * t4963
+        del t4963
         t4975 = c4940 * t4967
+        del t4967
         t4976 = c4940 * t4968
+        del t4968
         c4977 = k[518]
         t4978 = t4309 * x
         t4979 = t4310 * wx
         t4980 = t4978 + t4979
+        del t4978, t4979
         t4981 = t4310 * x
         t4982 = t4981 + t4316
+        del t4981
         t4983 = t4980 + t4315
+        del t4980
         t4984 = t4311 * x
         t4985 = t4312 * wx
         t4986 = t4984 + t4985
+        del t4984, t4985
         t4987 = t4312 * x
         t4988 = t4313 * x
         t4989 = t4314 * wx
         t4990 = t4988 + t4989
+        del t4988, t4989
         t4991 = t4314 * x
         t4992 = t4315 * x
         t4993 = t4316 * wx
         t4994 = t4992 + t4993
+        del t4992, t4993
         t4995 = t4316 * x
         t4996 = c4977 * t4983
+        del t4983
         t4997 = c4977 * t4982
+        del t4982
         t4998 = c4977 * t4986
+        del t4986
         t4999 = c4977 * t4987
+        del t4987
         t5000 = c4977 * t4990
+        del t4990
         t5001 = c4977 * t4991
+        del t4991
         t5002 = c4977 * t4994
+        del t4994
         t5003 = c4977 * t4995
+        del t4995
         c5004 = k[519]
         t5005 = c5004 * t4231
         t5006 = c5004 * t4232
@@ -11615,263 +17265,395 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t5013 = t4309 * z
         t5014 = t4310 * wz
         t5015 = t5013 + t5014
+        del t5013, t5014
         t5016 = t4310 * z
         t5017 = t4311 * z
         t5018 = t4312 * wz
         t5019 = t5017 + t5018
+        del t5017, t5018
         t5020 = t4312 * z
         t5021 = t4313 * z
         t5022 = t4314 * wz
         t5023 = t5021 + t5022
+        del t5021, t5022
         t5024 = t4314 * z
         t5025 = t5024 + t4316
+        del t5024
         t5026 = t5023 + t4315
+        del t5023
         t5027 = t4315 * z
         t5028 = t4316 * wz
         t5029 = t5027 + t5028
+        del t5027, t5028
         t5030 = t4316 * z
         t5031 = c4977 * t5015
+        del t5015
         t5032 = c4977 * t5016
+        del t5016
         t5033 = c4977 * t5019
+        del t5019
         t5034 = c4977 * t5020
+        del t5020
         t5035 = c4977 * t5026
+        del t5026
         t5036 = c4977 * t5025
+        del t5025
         t5037 = c4977 * t5029
+        del t5029
         t5038 = c4977 * t5030
+        del t5030
         t5039 = t4379 * t31
         t5040 = t4380 * t30
         t5041 = t5039 + t5040
+        del t5039, t5040
         t5042 = t4380 * t31
         t5043 = t4385 * t28
         t5044 = t4386 * t29
         t5045 = t5043 + t5044
+        del t5043, t5044
         t5046 = t4386 * t28
         t5047 = t5042 + t5046
+        del t5042, t5046
         t5048 = t5041 + t5045
+        del t5041, t5045
         t5049 = t4381 * t31
         t5050 = t4382 * t30
         t5051 = t5049 + t5050
+        del t5049, t5050
         t5052 = t4382 * t31
         t5053 = t4383 * t31
         t5054 = t4384 * t30
         t5055 = t5053 + t5054
+        del t5053, t5054
         t5056 = t4384 * t31
         t5057 = t5056 + t4948
+        del t5056
         t5058 = t5055 + t4947
+        del t5055
         t5059 = t4385 * t31
         t5060 = t4386 * t30
         t5061 = t5059 + t5060
+        del t5059, t5060
         t5062 = t4386 * t31
         t5063 = c4940 * t5048
+        del t5048
         t5064 = c4940 * t5047
+        del t5047
         t5065 = c4940 * t5051
+        del t5051
         t5066 = c4940 * t5052
+        del t5052
         t5067 = c4940 * t5058
+        del t5058
         t5068 = c4940 * t5057
+        del t5057
         t5069 = c4940 * t5061
+        del t5061
         t5070 = c4940 * t5062
+        del t5062
         t5071 = t4456 * t149
         t5072 = t4457 * t148
         t5073 = t5071 + t5072
+        del t5071, t5072
         t5074 = t4457 * t149
         t5075 = t4462 * t145
         t5076 = t4463 * t144
         t5077 = t5075 + t5076
+        del t5075, t5076
         t5078 = t4463 * t145
         t5079 = t5074 + t5078
+        del t5074, t5078
         t5080 = t5073 + t5077
+        del t5073, t5077
         t5081 = t4458 * t149
         t5082 = t4459 * t148
         t5083 = t5081 + t5082
+        del t5081, t5082
         t5084 = t4459 * t149
         t5085 = t4460 * t149
         t5086 = t4461 * t148
         t5087 = t5085 + t5086
+        del t5085, t5086
         t5088 = t4461 * t149
         t5089 = t4462 * t147
         t5090 = t4463 * t146
         t5091 = t5089 + t5090
+        del t5089, t5090
         t5092 = t4463 * t147
         t5093 = t5088 + t5092
+        del t5088, t5092
         t5094 = t5087 + t5091
+        del t5087, t5091
         t5095 = t4462 * t149
         t5096 = t4463 * t148
         t5097 = t5095 + t5096
+        del t5095, t5096
         t5098 = t4463 * t149
         t5099 = c4903 * t5080
+        del t5080
         t5100 = c4903 * t5079
+        del t5079
         t5101 = c4903 * t5083
+        del t5083
         t5102 = c4903 * t5084
+        del t5084
         t5103 = c4903 * t5094
+        del t5094
         t5104 = c4903 * t5093
+        del t5093
         t5105 = c4903 * t5097
+        del t5097
         t5106 = c4903 * t5098
+        del t5098
         t5107 = t4534 * t425
         t5108 = t4535 * t424
         t5109 = t5107 + t5108
+        del t5107, t5108
         t5110 = t4535 * t425
         t5111 = t4540 * t421
         t5112 = t4541 * t420
         t5113 = t5111 + t5112
+        del t5111, t5112
         t5114 = t4541 * t421
         t5115 = t5110 + t5114
+        del t5110, t5114
         t5116 = t5109 + t5113
+        del t5109, t5113
         t5117 = t4536 * t425
         t5118 = t4537 * t424
         t5119 = t5117 + t5118
+        del t5117, t5118
         t5120 = t4537 * t425
         t5121 = t4538 * t425
         t5122 = t4539 * t424
         t5123 = t5121 + t5122
+        del t5121, t5122
         t5124 = t4539 * t425
         t5125 = t4540 * t423
         t5126 = t4541 * t422
         t5127 = t5125 + t5126
+        del t5125, t5126
         t5128 = t4541 * t423
         t5129 = t5124 + t5128
+        del t5124, t5128
         t5130 = t5123 + t5127
+        del t5123, t5127
         t5131 = t4540 * t425
         t5132 = t4541 * t424
         t5133 = t5131 + t5132
+        del t5131, t5132
         t5134 = t4541 * t425
         t5135 = c4866 * t5116
+        del t5116
         t5136 = c4866 * t5115
+        del t5115
         t5137 = c4866 * t5119
+        del t5119
         t5138 = c4866 * t5120
+        del t5120
         t5139 = c4866 * t5130
+        del t5130
         t5140 = c4866 * t5129
+        del t5129
         t5141 = c4866 * t5133
+        del t5133
         t5142 = c4866 * t5134
+        del t5134
         t5143 = t4611 * t868
         t5144 = t4612 * t867
         t5145 = t5143 + t5144
+        del t5143, t5144
         t5146 = t4612 * t868
         t5147 = t4617 * t864
         t5148 = t4618 * t863
         t5149 = t5147 + t5148
+        del t5147, t5148
         t5150 = t4618 * t864
         t5151 = t5146 + t5150
+        del t5146, t5150
         t5152 = t5145 + t5149
+        del t5145, t5149
         t5153 = t4613 * t868
         t5154 = t4614 * t867
         t5155 = t5153 + t5154
+        del t5153, t5154
         t5156 = t4614 * t868
         t5157 = t4615 * t868
         t5158 = t4616 * t867
         t5159 = t5157 + t5158
+        del t5157, t5158
         t5160 = t4616 * t868
         t5161 = t4617 * t866
         t5162 = t4618 * t865
         t5163 = t5161 + t5162
+        del t5161, t5162
         t5164 = t4618 * t866
         t5165 = t5160 + t5164
+        del t5160, t5164
         t5166 = t5159 + t5163
+        del t5159, t5163
         t5167 = t4617 * t868
         t5168 = t4618 * t867
         t5169 = t5167 + t5168
+        del t5167, t5168
         t5170 = t4618 * t868
         t5171 = c4829 * t5152
+        del t5152
         t5172 = c4829 * t5151
+        del t5151
         t5173 = c4829 * t5155
+        del t5155
         t5174 = c4829 * t5156
+        del t5156
         t5175 = c4829 * t5166
+        del t5166
         t5176 = c4829 * t5165
+        del t5165
         t5177 = c4829 * t5169
+        del t5169
         t5178 = c4829 * t5170
+        del t5170
         t5179 = t4675 * t1457
         t5180 = t4676 * t1456
         t5181 = t5179 + t5180
+        del t5179, t5180
         t5182 = t4676 * t1457
         t5183 = t4681 * t1453
         t5184 = t4682 * t1452
         t5185 = t5183 + t5184
+        del t5183, t5184
         t5186 = t4682 * t1453
         t5187 = t5182 + t5186
+        del t5182, t5186
         t5188 = t5181 + t5185
+        del t5181, t5185
         t5189 = t4677 * t1457
         t5190 = t4678 * t1456
         t5191 = t5189 + t5190
+        del t5189, t5190
         t5192 = t4678 * t1457
         t5193 = t4679 * t1457
         t5194 = t4680 * t1456
         t5195 = t5193 + t5194
+        del t5193, t5194
         t5196 = t4680 * t1457
         t5197 = t4681 * t1455
         t5198 = t4682 * t1454
         t5199 = t5197 + t5198
+        del t5197, t5198
         t5200 = t4682 * t1455
         t5201 = t5196 + t5200
+        del t5196, t5200
         t5202 = t5195 + t5199
+        del t5195, t5199
         t5203 = t4681 * t1457
         t5204 = t4682 * t1456
         t5205 = t5203 + t5204
+        del t5203, t5204
         t5206 = t4682 * t1457
         t5207 = c4792 * t5188
+        del t5188
         t5208 = c4792 * t5187
+        del t5187
         t5209 = c4792 * t5191
+        del t5191
         t5210 = c4792 * t5192
+        del t5192
         t5211 = c4792 * t5202
+        del t5202
         t5212 = c4792 * t5201
+        del t5201
         t5213 = c4792 * t5205
+        del t5205
         t5214 = c4792 * t5206
+        del t5206
         t5215 = t4709 * t2197
         t5216 = t4708 * t2196
         t5217 = t5215 + t5216
+        del t5215, t5216
         t5218 = t4708 * t2197
         t5219 = t4714 * t2193
         t5220 = t4715 * t2192
         t5221 = t5219 + t5220
+        del t5219, t5220
         t5222 = t4715 * t2193
         t5223 = t5218 + t5222
+        del t5218, t5222
         t5224 = t5217 + t5221
+        del t5217, t5221
         t5225 = t4710 * t2197
         t5226 = t4711 * t2196
         t5227 = t5225 + t5226
+        del t5225, t5226
         t5228 = t4711 * t2197
         t5229 = t4713 * t2197
         t5230 = t4712 * t2196
         t5231 = t5229 + t5230
+        del t5229, t5230
         t5232 = t4712 * t2197
         t5233 = t4714 * t2195
         t5234 = t4715 * t2194
         t5235 = t5233 + t5234
+        del t5233, t5234
         t5236 = t4715 * t2195
         t5237 = t5232 + t5236
+        del t5232, t5236
         t5238 = t5231 + t5235
+        del t5231, t5235
         t5239 = t4714 * t2197
         t5240 = t4715 * t2196
         t5241 = t5239 + t5240
+        del t5239, t5240
         t5242 = t4715 * t2197
         t5243 = c4755 * t5224
+        del t5224
         t5244 = c4755 * t5223
+        del t5223
         t5245 = c4755 * t5227
+        del t5227
         t5246 = c4755 * t5228
+        del t5228
         t5247 = c4755 * t5238
+        del t5238
         t5248 = c4755 * t5237
+        del t5237
         t5249 = c4755 * t5241
+        del t5241
         t5250 = c4755 * t5242
+        del t5242
         t5251 = t4717 * t3084
         t5252 = t4718 * t3083
         t5253 = t5251 + t5252
+        del t5251, t5252
         t5254 = t4718 * t3084
         t5255 = c4716 * t3087
         t5256 = c4716 * t3088
         t5257 = t4717 * t3086
         t5258 = t4718 * t3085
         t5259 = t5257 + t5258
+        del t5257, t5258
         t5260 = t4718 * t3086
         t5261 = t4717 * t3088
         t5262 = t4718 * t3087
         t5263 = t5261 + t5262
+        del t5261, t5262
         t5264 = t4718 * t3088
         t5265 = c4732 * t5253
+        del t5253
         t5266 = c4732 * t5254
+        del t5254
         t5267 = c4732 * t5255
+        del t5255
         t5268 = c4732 * t5256
+        del t5256
         t5269 = c4732 * t5259
+        del t5259
         t5270 = c4732 * t5260
+        del t5260
         t5271 = c4732 * t5263
+        del t5263
         t5272 = c4732 * t5264
+        del t5264
         t5273 = c4716 * t4121
         t5274 = c4716 * t4122
         t5275 = c4716 * t4123
@@ -11879,952 +17661,1444 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t5277 = c4716 * t4125
         t5278 = c4716 * t4126
         t5279 = c4719 * t5273
+        del t5273
         t5280 = c4719 * t5274
+        del t5274
         t5281 = c4719 * t5275
+        del t5275
         t5282 = c4719 * t5276
+        del t5276
         t5283 = c4719 * t5277
+        del t5277
         t5284 = c4719 * t5278
-        for i, li in enumerate(ls):
-            if li == 9:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t4727
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t4726
-                s = g * t4729
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t4728
-                cols[o + 0] = t4730 * s1 - t4731 * (s2 * 9.0)
-                g = grad[:, o + 1]
-                s = g * t4748
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t4747
-                s = g * t4750
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t4749
-                s = g * t4752
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t4751
-                cols[o + 1] = t4753 * s1 - t4754 * (s2 * 9.0)
-                g = grad[:, o + 2]
-                s = g * t4785
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t4784
-                s = g * t4787
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t4786
-                s = g * t4789
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t4788
-                cols[o + 2] = t4790 * s1 - t4791 * (s2 * 9.0)
-                g = grad[:, o + 3]
-                s = g * t4822
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t4821
-                s = g * t4824
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t4823
-                s = g * t4826
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t4825
-                cols[o + 3] = t4827 * s1 - t4828 * (s2 * 9.0)
-                g = grad[:, o + 4]
-                s = g * t4859
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t4858
-                s = g * t4861
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t4860
-                s = g * t4863
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t4862
-                cols[o + 4] = t4864 * s1 - t4865 * (s2 * 9.0)
-                g = grad[:, o + 5]
-                s = g * t4896
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t4895
-                s = g * t4898
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t4897
-                s = g * t4900
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t4899
-                cols[o + 5] = t4901 * s1 - t4902 * (s2 * 9.0)
-                g = grad[:, o + 6]
-                s = g * t4933
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t4932
-                s = g * t4935
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t4934
-                s = g * t4937
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t4936
-                cols[o + 6] = t4938 * s1 - t4939 * (s2 * 9.0)
-                g = grad[:, o + 7]
-                s = g * t4970
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t4969
-                s = g * t4972
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t4971
-                s = g * t4974
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t4973
-                cols[o + 7] = t4975 * s1 - t4976 * (s2 * 9.0)
-                g = grad[:, o + 8]
-                s = g * t4997
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t4996
-                s = g * t4999
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t4998
-                s = g * t5001
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5000
-                cols[o + 8] = t5002 * s1 - t5003 * (s2 * 9.0)
-                g = grad[:, o + 9]
-                s = g * t5006
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t5005
-                s = g * t5008
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t5007
-                s = g * t5010
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5009
-                cols[o + 9] = t5011 * s1 - t5012 * (s2 * 9.0)
-                g = grad[:, o + 10]
-                s = g * t5032
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t5031
-                s = g * t5034
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t5033
-                s = g * t5036
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5035
-                cols[o + 10] = t5037 * s1 - t5038 * (s2 * 9.0)
-                g = grad[:, o + 11]
-                s = g * t5064
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t5063
-                s = g * t5066
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t5065
-                s = g * t5068
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5067
-                cols[o + 11] = t5069 * s1 - t5070 * (s2 * 9.0)
-                g = grad[:, o + 12]
-                s = g * t5100
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t5099
-                s = g * t5102
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t5101
-                s = g * t5104
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5103
-                cols[o + 12] = t5105 * s1 - t5106 * (s2 * 9.0)
-                g = grad[:, o + 13]
-                s = g * t5136
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t5135
-                s = g * t5138
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t5137
-                s = g * t5140
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5139
-                cols[o + 13] = t5141 * s1 - t5142 * (s2 * 9.0)
-                g = grad[:, o + 14]
-                s = g * t5172
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t5171
-                s = g * t5174
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t5173
-                s = g * t5176
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5175
-                cols[o + 14] = t5177 * s1 - t5178 * (s2 * 9.0)
-                g = grad[:, o + 15]
-                s = g * t5208
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t5207
-                s = g * t5210
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t5209
-                s = g * t5212
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5211
-                cols[o + 15] = t5213 * s1 - t5214 * (s2 * 9.0)
-                g = grad[:, o + 16]
-                s = g * t5244
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t5243
-                s = g * t5246
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t5245
-                s = g * t5248
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5247
-                cols[o + 16] = t5249 * s1 - t5250 * (s2 * 9.0)
-                g = grad[:, o + 17]
-                s = g * t5266
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t5265
-                s = g * t5268
-                vy = vy + s
-                vly = vly + s * 9.0
-                by = by + g * t5267
-                s = g * t5270
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5269
-                cols[o + 17] = t5271 * s1 - t5272 * (s2 * 9.0)
-                g = grad[:, o + 18]
-                s = g * t5280
-                vx = vx + s
-                vlx = vlx + s * 9.0
-                bx = bx + g * t5279
-                s = g * t5282
-                vz = vz + s
-                vlz = vlz + s * 9.0
-                bz = bz + g * t5281
-                cols[o + 18] = t5283 * s1 - t5284 * (s2 * 9.0)
+        del t5278
+        for o in at[9]:
+            g = gs[o + 0]
+            s = g * t4727
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t4726)
+            s = g * t4729
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t4728)
+            if normalize:
+                cols[o + 0] = t4730 * s1 - t4731 * s2l[9]
+            else:
+                cols[o + 0] = t4730
+            g = gs[o + 1]
+            s = g * t4748
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t4747)
+            s = g * t4750
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t4749)
+            s = g * t4752
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t4751)
+            if normalize:
+                cols[o + 1] = t4753 * s1 - t4754 * s2l[9]
+            else:
+                cols[o + 1] = t4753
+            g = gs[o + 2]
+            s = g * t4785
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t4784)
+            s = g * t4787
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t4786)
+            s = g * t4789
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t4788)
+            if normalize:
+                cols[o + 2] = t4790 * s1 - t4791 * s2l[9]
+            else:
+                cols[o + 2] = t4790
+            g = gs[o + 3]
+            s = g * t4822
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t4821)
+            s = g * t4824
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t4823)
+            s = g * t4826
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t4825)
+            if normalize:
+                cols[o + 3] = t4827 * s1 - t4828 * s2l[9]
+            else:
+                cols[o + 3] = t4827
+            g = gs[o + 4]
+            s = g * t4859
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t4858)
+            s = g * t4861
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t4860)
+            s = g * t4863
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t4862)
+            if normalize:
+                cols[o + 4] = t4864 * s1 - t4865 * s2l[9]
+            else:
+                cols[o + 4] = t4864
+            g = gs[o + 5]
+            s = g * t4896
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t4895)
+            s = g * t4898
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t4897)
+            s = g * t4900
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t4899)
+            if normalize:
+                cols[o + 5] = t4901 * s1 - t4902 * s2l[9]
+            else:
+                cols[o + 5] = t4901
+            g = gs[o + 6]
+            s = g * t4933
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t4932)
+            s = g * t4935
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t4934)
+            s = g * t4937
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t4936)
+            if normalize:
+                cols[o + 6] = t4938 * s1 - t4939 * s2l[9]
+            else:
+                cols[o + 6] = t4938
+            g = gs[o + 7]
+            s = g * t4970
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t4969)
+            s = g * t4972
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t4971)
+            s = g * t4974
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t4973)
+            if normalize:
+                cols[o + 7] = t4975 * s1 - t4976 * s2l[9]
+            else:
+                cols[o + 7] = t4975
+            g = gs[o + 8]
+            s = g * t4997
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t4996)
+            s = g * t4999
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t4998)
+            s = g * t5001
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5000)
+            if normalize:
+                cols[o + 8] = t5002 * s1 - t5003 * s2l[9]
+            else:
+                cols[o + 8] = t5002
+            g = gs[o + 9]
+            s = g * t5006
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t5005)
+            s = g * t5008
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t5007)
+            s = g * t5010
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5009)
+            if normalize:
+                cols[o + 9] = t5011 * s1 - t5012 * s2l[9]
+            else:
+                cols[o + 9] = t5011
+            g = gs[o + 10]
+            s = g * t5032
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t5031)
+            s = g * t5034
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t5033)
+            s = g * t5036
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5035)
+            if normalize:
+                cols[o + 10] = t5037 * s1 - t5038 * s2l[9]
+            else:
+                cols[o + 10] = t5037
+            g = gs[o + 11]
+            s = g * t5064
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t5063)
+            s = g * t5066
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t5065)
+            s = g * t5068
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5067)
+            if normalize:
+                cols[o + 11] = t5069 * s1 - t5070 * s2l[9]
+            else:
+                cols[o + 11] = t5069
+            g = gs[o + 12]
+            s = g * t5100
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t5099)
+            s = g * t5102
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t5101)
+            s = g * t5104
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5103)
+            if normalize:
+                cols[o + 12] = t5105 * s1 - t5106 * s2l[9]
+            else:
+                cols[o + 12] = t5105
+            g = gs[o + 13]
+            s = g * t5136
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t5135)
+            s = g * t5138
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t5137)
+            s = g * t5140
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5139)
+            if normalize:
+                cols[o + 13] = t5141 * s1 - t5142 * s2l[9]
+            else:
+                cols[o + 13] = t5141
+            g = gs[o + 14]
+            s = g * t5172
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t5171)
+            s = g * t5174
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t5173)
+            s = g * t5176
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5175)
+            if normalize:
+                cols[o + 14] = t5177 * s1 - t5178 * s2l[9]
+            else:
+                cols[o + 14] = t5177
+            g = gs[o + 15]
+            s = g * t5208
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t5207)
+            s = g * t5210
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t5209)
+            s = g * t5212
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5211)
+            if normalize:
+                cols[o + 15] = t5213 * s1 - t5214 * s2l[9]
+            else:
+                cols[o + 15] = t5213
+            g = gs[o + 16]
+            s = g * t5244
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t5243)
+            s = g * t5246
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t5245)
+            s = g * t5248
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5247)
+            if normalize:
+                cols[o + 16] = t5249 * s1 - t5250 * s2l[9]
+            else:
+                cols[o + 16] = t5249
+            g = gs[o + 17]
+            s = g * t5266
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t5265)
+            s = g * t5268
+            vy.add_(s)
+            vly.add_(s * 9.0)
+            by.add_(g * t5267)
+            s = g * t5270
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5269)
+            if normalize:
+                cols[o + 17] = t5271 * s1 - t5272 * s2l[9]
+            else:
+                cols[o + 17] = t5271
+            g = gs[o + 18]
+            s = g * t5280
+            vx.add_(s)
+            vlx.add_(s * 9.0)
+            bx.add_(g * t5279)
+            s = g * t5282
+            vz.add_(s)
+            vlz.add_(s * 9.0)
+            bz.add_(g * t5281)
+            if normalize:
+                cols[o + 18] = t5283 * s1 - t5284 * s2l[9]
+            else:
+                cols[o + 18] = t5283
+        del t4726, t4727, t4728, t4729, t4730, t4731, t4747, t4748, t4749, t4750, t4751, t4752, t4753, t4754, t4784, t4785, t4786, t4787, t4788, t4789, t4790, t4791, t4821, t4822, t4823, t4824, t4825, t4826, t4827, t4828, t4858, t4859, t4860, t4861, t4862, t4863, t4864, t4865, t4895, t4896, t4897, t4898, t4899, t4900, t4901, t4902, t4932, t4933, t4934, t4935, t4936, t4937, t4938, t4939, t4969, t4970, t4971, t4972, t4973, t4974, t4975, t4976, t4996, t4997, t4998, t4999, t5000, t5001, t5002, t5003, t5005, t5006, t5007, t5008, t5009, t5010, t5011, t5012, t5031, t5032, t5033, t5034, t5035, t5036, t5037, t5038, t5063, t5064, t5065, t5066, t5067, t5068, t5069, t5070, t5099, t5100, t5101, t5102, t5103, t5104, t5105, t5106, t5135, t5136, t5137, t5138, t5139, t5140, t5141, t5142, t5171, t5172, t5173, t5174, t5175, t5176, t5177, t5178, t5207, t5208, t5209, t5210, t5211, t5212, t5213, t5214, t5243, t5244, t5245, t5246, t5247, t5248, t5249, t5250, t5265, t5266, t5267, t5268, t5269, t5270, t5271, t5272, t5279, t5280, t5281, t5282, t5283, t5284
     if lmax >= 10:
         t5285 = wz * t4122
         t5286 = z * t4121
         t5287 = t5285 + t5286
+        del t5285, t5286
         t5288 = z * t4122
         t5289 = wz * t4124
         t5290 = z * t4123
         t5291 = t5289 + t5290
+        del t5289, t5290
         t5292 = z * t4124
         t5293 = t4126 + t5292
+        del t5292
         t5294 = t4125 + t5291
+        del t5291
         t5295 = wz * t4126
         t5296 = z * t4125
         t5297 = t5295 + t5296
+        del t5295, t5296
         t5298 = z * t4126
         t5299 = wx * t4157
         t5300 = x * t4158
         t5301 = t5299 + t5300
+        del t5299, t5300
         t5302 = x * t4157
         t5303 = t4155 + t5302
+        del t5302
         t5304 = t4156 + t5301
+        del t5301
         t5305 = wx * t4159
         t5306 = x * t4160
         t5307 = t5305 + t5306
+        del t5305, t5306
         t5308 = x * t4159
         t5309 = wx * t4155
         t5310 = x * t4156
         t5311 = t5309 + t5310
+        del t5309, t5310
         t5312 = x * t4155
         t5313 = t5287 - t5304
+        del t5287, t5304
         t5314 = t5288 - t5303
+        del t5288, t5303
         t5315 = t5294 - t5307
+        del t5294, t5307
         t5316 = t5293 - t5308
+        del t5293, t5308
         t5317 = t5297 - t5311
+        del t5297, t5311
         t5318 = t5298 - t5312
+        del t5298, t5312
         t5319 = wz * t4157
         t5320 = z * t4158
         t5321 = t5319 + t5320
+        del t5319, t5320
         t5322 = z * t4157
         t5323 = wz * t4159
         t5324 = z * t4160
         t5325 = t5323 + t5324
+        del t5323, t5324
         t5326 = z * t4159
         t5327 = t4155 + t5326
+        del t5326
         t5328 = t4156 + t5325
+        del t5325
         t5329 = wz * t4155
         t5330 = z * t4156
         t5331 = t5329 + t5330
+        del t5329, t5330
         t5332 = z * t4155
         t5333 = wx * t4122
         t5334 = x * t4121
         t5335 = t5333 + t5334
+        del t5333, t5334
         t5336 = x * t4122
         t5337 = t4126 + t5336
+        del t5336
         t5338 = t4125 + t5335
+        del t5335
         t5339 = wx * t4124
         t5340 = x * t4123
         t5341 = t5339 + t5340
+        del t5339, t5340
         t5342 = x * t4124
         t5343 = wx * t4126
         t5344 = x * t4125
         t5345 = t5343 + t5344
+        del t5343, t5344
         t5346 = x * t4126
         t5347 = t5332 + t5346
+        del t5332, t5346
         t5348 = t5331 + t5345
+        del t5331, t5345
         t5349 = t5322 + t5337
+        del t5322, t5337
         t5350 = t5321 + t5338
+        del t5321, t5338
         t5351 = t5327 + t5342
+        del t5327, t5342
         t5352 = t5328 + t5341
+        del t5328, t5341
         c5353 = k[520]
         t5354 = wy * t4232
         t5355 = y * t4231
         t5356 = t5354 + t5355
+        del t5354, t5355
         t5357 = y * t4232
         t5358 = wy * t4234
         t5359 = y * t4233
         t5360 = t5358 + t5359
+        del t5358, t5359
         t5361 = y * t4234
         t5362 = t4238 + t5361
+        del t5361
         t5363 = t4237 + t5360
+        del t5360
         t5364 = wy * t4236
         t5365 = y * t4235
         t5366 = t5364 + t5365
+        del t5364, t5365
         t5367 = y * t4236
         t5368 = wy * t4238
         t5369 = y * t4237
         t5370 = t5368 + t5369
+        del t5368, t5369
         t5371 = y * t4238
         t5372 = c5353 * t5356
+        del t5356
         t5373 = c5353 * t5357
+        del t5357
         t5374 = c5353 * t5363
+        del t5363
         t5375 = c5353 * t5362
+        del t5362
         t5376 = c5353 * t5366
+        del t5366
         t5377 = c5353 * t5367
+        del t5367
         t5378 = c5353 * t5370
+        del t5370
         t5379 = c5353 * t5371
+        del t5371
         c5380 = k[521]
         t5381 = t7 * t3200
         t5382 = t6 * t3199
         t5383 = t5381 + t5382
+        del t5381, t5382
         t5384 = t6 * t3200
         t5385 = t19 * t3194
         t5386 = t18 * t3193
+        del t3193
         t5387 = t5385 + t5386
+        del t5385, t5386
         t5388 = t18 * t3194
+        del t3194
         t5389 = t5384 + t5388
+        del t5384, t5388
         t5390 = t5383 + t5387
+        del t5383, t5387
         t5391 = t14 * t3200
         t5392 = t13 * t3199
         t5393 = t5391 + t5392
+        del t5391, t5392
         t5394 = t13 * t3200
         t5395 = t19 * t3196
         t5396 = t18 * t3195
+        del t3195
         t5397 = t5395 + t5396
+        del t5395, t5396
         t5398 = t18 * t3196
+        del t3196
         t5399 = t5394 + t5398
+        del t5394, t5398
         t5400 = t5393 + t5397
+        del t5393, t5397
         t5401 = t2 * t3200
         t5402 = t1 * t3199
         t5403 = t5401 + t5402
+        del t5401, t5402
         t5404 = t1 * t3200
         t5405 = t19 * t3198
         t5406 = t18 * t3197
+        del t3197
         t5407 = t5405 + t5406
+        del t5405, t5406
         t5408 = t18 * t3198
+        del t3198
         t5409 = t5404 + t5408
+        del t5404, t5408
         t5410 = t5403 + t5407
+        del t5403, t5407
         t5411 = t19 * t3200
         t5412 = t18 * t3199
+        del t3199
         t5413 = t5411 + t5412
+        del t5411, t5412
         t5414 = t18 * t3200
+        del t3200
         t5415 = c5380 * t5390
+        del t5390
         t5416 = c5380 * t5389
+        del t5389
         t5417 = c5380 * t5400
+        del t5400
         t5418 = c5380 * t5399
+        del t5399
         t5419 = c5380 * t5410
+        del t5410
         t5420 = c5380 * t5409
+        del t5409
         t5421 = c5380 * t5413
+        del t5413
         t5422 = c5380 * t5414
+        del t5414
         t5423 = t5372 - t5415
+        del t5372, t5415
         t5424 = t5373 - t5416
+        del t5373, t5416
         t5425 = t5374 - t5417
+        del t5374, t5417
         t5426 = t5375 - t5418
+        del t5375, t5418
         t5427 = t5376 - t5419
+        del t5376, t5419
         t5428 = t5377 - t5420
+        del t5377, t5420
         t5429 = t5378 - t5421
+        del t5378, t5421
         t5430 = t5379 - t5422
+        del t5379, t5422
         c5431 = k[522]
         t5432 = wy * t4310
         t5433 = y * t4309
         t5434 = t5432 + t5433
+        del t5432, t5433
         t5435 = y * t4310
         t5436 = wy * t4312
         t5437 = y * t4311
         t5438 = t5436 + t5437
+        del t5436, t5437
         t5439 = y * t4312
         t5440 = t4316 + t5439
+        del t5439
         t5441 = t4315 + t5438
+        del t5438
         t5442 = wy * t4314
         t5443 = y * t4313
         t5444 = t5442 + t5443
+        del t5442, t5443
         t5445 = y * t4314
         t5446 = wy * t4316
         t5447 = y * t4315
         t5448 = t5446 + t5447
+        del t5446, t5447
         t5449 = y * t4316
         t5450 = c5431 * t5434
+        del t5434
         t5451 = c5431 * t5435
+        del t5435
         t5452 = c5431 * t5441
+        del t5441
         t5453 = c5431 * t5440
+        del t5440
         t5454 = c5431 * t5444
+        del t5444
         t5455 = c5431 * t5445
+        del t5445
         t5456 = c5431 * t5448
+        del t5448
         t5457 = c5431 * t5449
+        del t5449
         c5458 = k[523]
         t5459 = t7 * t3278
         t5460 = t6 * t3277
         t5461 = t5459 + t5460
+        del t5459, t5460
         t5462 = t6 * t3278
         t5463 = t19 * t3272
         t5464 = t18 * t3271
+        del t3271
         t5465 = t5463 + t5464
+        del t5463, t5464
         t5466 = t18 * t3272
+        del t3272
         t5467 = t5462 + t5466
+        del t5462, t5466
         t5468 = t5461 + t5465
+        del t5461, t5465
         t5469 = t14 * t3278
         t5470 = t13 * t3277
         t5471 = t5469 + t5470
+        del t5469, t5470
         t5472 = t13 * t3278
         t5473 = t19 * t3274
         t5474 = t18 * t3273
+        del t3273
         t5475 = t5473 + t5474
+        del t5473, t5474
         t5476 = t18 * t3274
+        del t3274
         t5477 = t5472 + t5476
+        del t5472, t5476
         t5478 = t5471 + t5475
+        del t5471, t5475
         t5479 = t2 * t3278
         t5480 = t1 * t3277
         t5481 = t5479 + t5480
+        del t5479, t5480
         t5482 = t1 * t3278
         t5483 = t19 * t3276
         t5484 = t18 * t3275
+        del t3275
         t5485 = t5483 + t5484
+        del t5483, t5484
         t5486 = t18 * t3276
+        del t3276
         t5487 = t5482 + t5486
+        del t5482, t5486
         t5488 = t5481 + t5485
+        del t5481, t5485
         t5489 = t19 * t3278
         t5490 = t18 * t3277
+        del t3277
         t5491 = t5489 + t5490
+        del t5489, t5490
         t5492 = t18 * t3278
+        del t3278
         t5493 = c5458 * t5468
+        del t5468
         t5494 = c5458 * t5467
+        del t5467
         t5495 = c5458 * t5478
+        del t5478
         t5496 = c5458 * t5477
+        del t5477
         t5497 = c5458 * t5488
+        del t5488
         t5498 = c5458 * t5487
+        del t5487
         t5499 = c5458 * t5491
+        del t5491
         t5500 = c5458 * t5492
+        del t5492
         t5501 = t5450 - t5493
+        del t5450, t5493
         t5502 = t5451 - t5494
+        del t5451, t5494
         t5503 = t5452 - t5495
+        del t5452, t5495
         t5504 = t5453 - t5496
+        del t5453, t5496
         t5505 = t5454 - t5497
+        del t5454, t5497
         t5506 = t5455 - t5498
+        del t5455, t5498
         t5507 = t5456 - t5499
+        del t5456, t5499
         t5508 = t5457 - t5500
+        del t5457, t5500
         c5509 = k[524]
         t5510 = wy * t4380
         t5511 = y * t4379
         t5512 = t5510 + t5511
+        del t5510, t5511
         t5513 = y * t4380
         t5514 = wy * t4382
         t5515 = y * t4381
         t5516 = t5514 + t5515
+        del t5514, t5515
         t5517 = y * t4382
         t5518 = t4386 + t5517
+        del t5517
         t5519 = t4385 + t5516
+        del t5516
         t5520 = wy * t4384
         t5521 = y * t4383
         t5522 = t5520 + t5521
+        del t5520, t5521
         t5523 = y * t4384
         t5524 = wy * t4386
         t5525 = y * t4385
         t5526 = t5524 + t5525
+        del t5524, t5525
         t5527 = y * t4386
         t5528 = c5509 * t5512
+        del t5512
         t5529 = c5509 * t5513
+        del t5513
         t5530 = c5509 * t5519
+        del t5519
         t5531 = c5509 * t5518
+        del t5518
         t5532 = c5509 * t5522
+        del t5522
         t5533 = c5509 * t5523
+        del t5523
         t5534 = c5509 * t5526
+        del t5526
         t5535 = c5509 * t5527
+        del t5527
         c5536 = k[525]
         t5537 = t19 * t3340
         t5538 = t18 * t3339
+        del t3339
         t5539 = t5537 + t5538
+        del t5537, t5538
         t5540 = t18 * t3340
+        del t3340
         t5541 = t3806 + t5540
+        del t3806, t5540
         t5542 = t3805 + t5539
+        del t3805, t5539
         t5543 = t14 * t3346
         t5544 = t13 * t3345
         t5545 = t5543 + t5544
+        del t5543, t5544
         t5546 = t13 * t3346
         t5547 = t19 * t3342
         t5548 = t18 * t3341
+        del t3341
         t5549 = t5547 + t5548
+        del t5547, t5548
         t5550 = t18 * t3342
+        del t3342
         t5551 = t5546 + t5550
+        del t5546, t5550
         t5552 = t5545 + t5549
+        del t5545, t5549
         t5553 = t19 * t3344
         t5554 = t18 * t3343
+        del t3343
         t5555 = t5553 + t5554
+        del t5553, t5554
         t5556 = t18 * t3344
+        del t3344
         t5557 = t3792 + t5556
+        del t3792, t5556
         t5558 = t3791 + t5555
+        del t3791, t5555
         t5559 = t19 * t3346
         t5560 = t18 * t3345
+        del t3345
         t5561 = t5559 + t5560
+        del t5559, t5560
         t5562 = t18 * t3346
+        del t3346
         t5563 = c5536 * t5542
+        del t5542
         t5564 = c5536 * t5541
+        del t5541
         t5565 = c5536 * t5552
+        del t5552
         t5566 = c5536 * t5551
+        del t5551
         t5567 = c5536 * t5558
+        del t5558
         t5568 = c5536 * t5557
+        del t5557
         t5569 = c5536 * t5561
+        del t5561
         t5570 = c5536 * t5562
+        del t5562
         t5571 = t5528 - t5563
+        del t5528, t5563
         t5572 = t5529 - t5564
+        del t5529, t5564
         t5573 = t5530 - t5565
+        del t5530, t5565
         t5574 = t5531 - t5566
+        del t5531, t5566
         t5575 = t5532 - t5567
+        del t5532, t5567
         t5576 = t5533 - t5568
+        del t5533, t5568
         t5577 = t5534 - t5569
+        del t5534, t5569
         t5578 = t5535 - t5570
+        del t5535, t5570
         c5579 = k[526]
         t5580 = wy * t4457
         t5581 = y * t4456
         t5582 = t5580 + t5581
+        del t5580, t5581
         t5583 = y * t4457
         t5584 = wy * t4459
         t5585 = y * t4458
         t5586 = t5584 + t5585
+        del t5584, t5585
         t5587 = y * t4459
         t5588 = t4463 + t5587
+        del t5587
         t5589 = t4462 + t5586
+        del t5586
         t5590 = wy * t4461
         t5591 = y * t4460
         t5592 = t5590 + t5591
+        del t5590, t5591
         t5593 = y * t4461
         t5594 = wy * t4463
         t5595 = y * t4462
         t5596 = t5594 + t5595
+        del t5594, t5595
         t5597 = y * t4463
         t5598 = c5579 * t5582
+        del t5582
         t5599 = c5579 * t5583
+        del t5583
         t5600 = c5579 * t5589
+        del t5589
         t5601 = c5579 * t5588
+        del t5588
         t5602 = c5579 * t5592
+        del t5592
         t5603 = c5579 * t5593
+        del t5593
         t5604 = c5579 * t5596
+        del t5596
         t5605 = c5579 * t5597
+        del t5597
         c5606 = k[527]
         t5607 = t7 * t3422
         t5608 = t6 * t3421
         t5609 = t5607 + t5608
+        del t5607, t5608
         t5610 = t6 * t3422
         t5611 = t19 * t3416
         t5612 = t18 * t3415
+        del t3415
         t5613 = t5611 + t5612
+        del t5611, t5612
         t5614 = t18 * t3416
+        del t3416
         t5615 = t5610 + t5614
+        del t5610, t5614
         t5616 = t5609 + t5613
+        del t5609, t5613
         t5617 = t14 * t3422
         t5618 = t13 * t3421
         t5619 = t5617 + t5618
+        del t5617, t5618
         t5620 = t13 * t3422
         t5621 = t19 * t3418
         t5622 = t18 * t3417
+        del t3417
         t5623 = t5621 + t5622
+        del t5621, t5622
         t5624 = t18 * t3418
+        del t3418
         t5625 = t5620 + t5624
+        del t5620, t5624
         t5626 = t5619 + t5623
+        del t5619, t5623
         t5627 = t2 * t3422
         t5628 = t1 * t3421
         t5629 = t5627 + t5628
+        del t5627, t5628
         t5630 = t1 * t3422
         t5631 = t19 * t3420
         t5632 = t18 * t3419
+        del t3419
         t5633 = t5631 + t5632
+        del t5631, t5632
         t5634 = t18 * t3420
+        del t3420
         t5635 = t5630 + t5634
+        del t5630, t5634
         t5636 = t5629 + t5633
+        del t5629, t5633
         t5637 = t19 * t3422
         t5638 = t18 * t3421
+        del t3421
         t5639 = t5637 + t5638
+        del t5637, t5638
         t5640 = t18 * t3422
+        del t3422
         t5641 = c5606 * t5616
+        del t5616
         t5642 = c5606 * t5615
+        del t5615
         t5643 = c5606 * t5626
+        del t5626
         t5644 = c5606 * t5625
+        del t5625
         t5645 = c5606 * t5636
+        del t5636
         t5646 = c5606 * t5635
+        del t5635
         t5647 = c5606 * t5639
+        del t5639
         t5648 = c5606 * t5640
+        del t5640
         t5649 = t5598 - t5641
+        del t5598, t5641
         t5650 = t5599 - t5642
+        del t5599, t5642
         t5651 = t5600 - t5643
+        del t5600, t5643
         t5652 = t5601 - t5644
+        del t5601, t5644
         t5653 = t5602 - t5645
+        del t5602, t5645
         t5654 = t5603 - t5646
+        del t5603, t5646
         t5655 = t5604 - t5647
+        del t5604, t5647
         t5656 = t5605 - t5648
+        del t5605, t5648
         c5657 = k[528]
         t5658 = wy * t4535
         t5659 = y * t4534
         t5660 = t5658 + t5659
+        del t5658, t5659
         t5661 = y * t4535
         t5662 = wy * t4537
         t5663 = y * t4536
         t5664 = t5662 + t5663
+        del t5662, t5663
         t5665 = y * t4537
         t5666 = t4541 + t5665
+        del t5665
         t5667 = t4540 + t5664
+        del t5664
         t5668 = wy * t4539
         t5669 = y * t4538
         t5670 = t5668 + t5669
+        del t5668, t5669
         t5671 = y * t4539
         t5672 = wy * t4541
         t5673 = y * t4540
         t5674 = t5672 + t5673
+        del t5672, t5673
         t5675 = y * t4541
         t5676 = c5657 * t5660
+        del t5660
         t5677 = c5657 * t5661
+        del t5661
         t5678 = c5657 * t5667
+        del t5667
         t5679 = c5657 * t5666
+        del t5666
         t5680 = c5657 * t5670
+        del t5670
         t5681 = c5657 * t5671
+        del t5671
         t5682 = c5657 * t5674
+        del t5674
         t5683 = c5657 * t5675
+        del t5675
         t5684 = t7 * t3499
         t5685 = t6 * t3498
         t5686 = t5684 + t5685
+        del t5684, t5685
         t5687 = t6 * t3499
         t5688 = t19 * t3493
         t5689 = t18 * t3492
+        del t3492
         t5690 = t5688 + t5689
+        del t5688, t5689
         t5691 = t18 * t3493
+        del t3493
         t5692 = t5687 + t5691
+        del t5687, t5691
         t5693 = t5686 + t5690
+        del t5686, t5690
         t5694 = t14 * t3499
         t5695 = t13 * t3498
         t5696 = t5694 + t5695
+        del t5694, t5695
         t5697 = t13 * t3499
         t5698 = t19 * t3495
         t5699 = t18 * t3494
+        del t3494
         t5700 = t5698 + t5699
+        del t5698, t5699
         t5701 = t18 * t3495
+        del t3495
         t5702 = t5697 + t5701
+        del t5697, t5701
         t5703 = t5696 + t5700
+        del t5696, t5700
         t5704 = t2 * t3499
         t5705 = t1 * t3498
         t5706 = t5704 + t5705
+        del t5704, t5705
         t5707 = t1 * t3499
         t5708 = t19 * t3497
         t5709 = t18 * t3496
+        del t3496
         t5710 = t5708 + t5709
+        del t5708, t5709
         t5711 = t18 * t3497
+        del t3497
         t5712 = t5707 + t5711
+        del t5707, t5711
         t5713 = t5706 + t5710
+        del t5706, t5710
         t5714 = t19 * t3499
         t5715 = t18 * t3498
+        del t3498
         t5716 = t5714 + t5715
+        del t5714, t5715
         t5717 = t18 * t3499
+        del t3499
         t5718 = c2310 * t5693
+        del t5693
         t5719 = c2310 * t5692
+        del t5692
         t5720 = c2310 * t5703
+        del t5703
         t5721 = c2310 * t5702
+        del t5702
         t5722 = c2310 * t5713
+        del t5713
         t5723 = c2310 * t5712
+        del t5712
         t5724 = c2310 * t5716
+        del t5716
         t5725 = c2310 * t5717
+        del t5717
         t5726 = t5676 - t5718
+        del t5676, t5718
         t5727 = t5677 - t5719
+        del t5677, t5719
         t5728 = t5678 - t5720
+        del t5678, t5720
         t5729 = t5679 - t5721
+        del t5679, t5721
         t5730 = t5680 - t5722
+        del t5680, t5722
         t5731 = t5681 - t5723
+        del t5681, t5723
         t5732 = t5682 - t5724
+        del t5682, t5724
         t5733 = t5683 - t5725
+        del t5683, t5725
         c5734 = k[529]
         t5735 = wy * t4612
         t5736 = y * t4611
         t5737 = t5735 + t5736
+        del t5735, t5736
         t5738 = y * t4612
         t5739 = wy * t4614
         t5740 = y * t4613
         t5741 = t5739 + t5740
+        del t5739, t5740
         t5742 = y * t4614
         t5743 = t4618 + t5742
+        del t5742
         t5744 = t4617 + t5741
+        del t5741
         t5745 = wy * t4616
         t5746 = y * t4615
         t5747 = t5745 + t5746
+        del t5745, t5746
         t5748 = y * t4616
         t5749 = wy * t4618
         t5750 = y * t4617
         t5751 = t5749 + t5750
+        del t5749, t5750
         t5752 = y * t4618
         t5753 = c5734 * t5737
+        del t5737
         t5754 = c5734 * t5738
+        del t5738
         t5755 = c5734 * t5744
+        del t5744
         t5756 = c5734 * t5743
+        del t5743
         t5757 = c5734 * t5747
+        del t5747
         t5758 = c5734 * t5748
+        del t5748
         t5759 = c5734 * t5751
+        del t5751
         t5760 = c5734 * t5752
+        del t5752
         c5761 = k[530]
         t5762 = t7 * t3563
         t5763 = t6 * t3562
         t5764 = t5762 + t5763
+        del t5762, t5763
         t5765 = t6 * t3563
         t5766 = t19 * t3557
         t5767 = t18 * t3556
+        del t3556
         t5768 = t5766 + t5767
+        del t5766, t5767
         t5769 = t18 * t3557
+        del t3557
         t5770 = t5765 + t5769
+        del t5765, t5769
         t5771 = t5764 + t5768
+        del t5764, t5768
         t5772 = t14 * t3563
         t5773 = t13 * t3562
         t5774 = t5772 + t5773
+        del t5772, t5773
         t5775 = t13 * t3563
         t5776 = t19 * t3559
         t5777 = t18 * t3558
+        del t3558
         t5778 = t5776 + t5777
+        del t5776, t5777
         t5779 = t18 * t3559
+        del t3559
         t5780 = t5775 + t5779
+        del t5775, t5779
         t5781 = t5774 + t5778
+        del t5774, t5778
         t5782 = t2 * t3563
         t5783 = t1 * t3562
         t5784 = t5782 + t5783
+        del t5782, t5783
         t5785 = t1 * t3563
         t5786 = t19 * t3561
         t5787 = t18 * t3560
+        del t3560
         t5788 = t5786 + t5787
+        del t5786, t5787
         t5789 = t18 * t3561
+        del t3561
         t5790 = t5785 + t5789
+        del t5785, t5789
         t5791 = t5784 + t5788
+        del t5784, t5788
         t5792 = t19 * t3563
         t5793 = t18 * t3562
+        del t3562
         t5794 = t5792 + t5793
+        del t5792, t5793
         t5795 = t18 * t3563
+        del t3563
         t5796 = c5761 * t5771
+        del t5771
         t5797 = c5761 * t5770
+        del t5770
         t5798 = c5761 * t5781
+        del t5781
         t5799 = c5761 * t5780
+        del t5780
         t5800 = c5761 * t5791
+        del t5791
         t5801 = c5761 * t5790
+        del t5790
         t5802 = c5761 * t5794
+        del t5794
         t5803 = c5761 * t5795
+        del t5795
         t5804 = t5753 - t5796
+        del t5753, t5796
         t5805 = t5754 - t5797
+        del t5754, t5797
         t5806 = t5755 - t5798
+        del t5755, t5798
         t5807 = t5756 - t5799
+        del t5756, t5799
         t5808 = t5757 - t5800
+        del t5757, t5800
         t5809 = t5758 - t5801
+        del t5758, t5801
         t5810 = t5759 - t5802
+        del t5759, t5802
         t5811 = t5760 - t5803
+        del t5760, t5803
         c5812 = k[531]
         t5813 = wy * t4676
         t5814 = y * t4675
         t5815 = t5813 + t5814
+        del t5813, t5814
         t5816 = y * t4676
         t5817 = wy * t4678
         t5818 = y * t4677
         t5819 = t5817 + t5818
+        del t5817, t5818
         t5820 = y * t4678
         t5821 = t4682 + t5820
+        del t5820
         t5822 = t4681 + t5819
+        del t5819
         t5823 = wy * t4680
         t5824 = y * t4679
         t5825 = t5823 + t5824
+        del t5823, t5824
         t5826 = y * t4680
         t5827 = wy * t4682
         t5828 = y * t4681
         t5829 = t5827 + t5828
+        del t5827, t5828
         t5830 = y * t4682
         t5831 = c5812 * t5815
+        del t5815
         t5832 = c5812 * t5816
+        del t5816
         t5833 = c5812 * t5822
+        del t5822
         t5834 = c5812 * t5821
+        del t5821
         t5835 = c5812 * t5825
+        del t5825
         t5836 = c5812 * t5826
+        del t5826
         t5837 = c5812 * t5829
+        del t5829
         t5838 = c5812 * t5830
+        del t5830
         t5839 = t7 * t3596
         t5840 = t6 * t3595
         t5841 = t5839 + t5840
+        del t5839, t5840
         t5842 = t6 * t3596
         t5843 = t19 * t3589
         t5844 = t18 * t3590
+        del t3590
         t5845 = t5843 + t5844
+        del t5843, t5844
         t5846 = t18 * t3589
+        del t3589
         t5847 = t5842 + t5846
+        del t5842, t5846
         t5848 = t5841 + t5845
+        del t5841, t5845
         t5849 = t14 * t3596
         t5850 = t13 * t3595
         t5851 = t5849 + t5850
+        del t5849, t5850
         t5852 = t13 * t3596
         t5853 = t19 * t3592
         t5854 = t18 * t3591
+        del t3591
         t5855 = t5853 + t5854
+        del t5853, t5854
         t5856 = t18 * t3592
+        del t3592
         t5857 = t5852 + t5856
+        del t5852, t5856
         t5858 = t5851 + t5855
+        del t5851, t5855
         t5859 = t2 * t3596
         t5860 = t1 * t3595
         t5861 = t5859 + t5860
+        del t5859, t5860
         t5862 = t1 * t3596
         t5863 = t19 * t3593
         t5864 = t18 * t3594
+        del t3594
         t5865 = t5863 + t5864
+        del t5863, t5864
         t5866 = t18 * t3593
+        del t3593
         t5867 = t5862 + t5866
+        del t5862, t5866
         t5868 = t5861 + t5865
+        del t5861, t5865
         t5869 = t19 * t3596
         t5870 = t18 * t3595
+        del t3595
         t5871 = t5869 + t5870
+        del t5869, t5870
         t5872 = t18 * t3596
+        del t3596
         t5873 = c3423 * t5848
+        del t5848
         t5874 = c3423 * t5847
+        del t5847
         t5875 = c3423 * t5858
+        del t5858
         t5876 = c3423 * t5857
+        del t5857
         t5877 = c3423 * t5868
+        del t5868
         t5878 = c3423 * t5867
+        del t5867
         t5879 = c3423 * t5871
+        del t5871
         t5880 = c3423 * t5872
+        del t5872
         t5881 = t5831 - t5873
+        del t5831, t5873
         t5882 = t5832 - t5874
+        del t5832, t5874
         t5883 = t5833 - t5875
+        del t5833, t5875
         t5884 = t5834 - t5876
+        del t5834, t5876
         t5885 = t5835 - t5877
+        del t5835, t5877
         t5886 = t5836 - t5878
+        del t5836, t5878
         t5887 = t5837 - t5879
+        del t5837, t5879
         t5888 = t5838 - t5880
+        del t5838, t5880
         c5889 = k[532]
         t5890 = wy * t4708
         t5891 = y * t4709
         t5892 = t5890 + t5891
+        del t5890, t5891
         t5893 = y * t4708
         t5894 = wy * t4711
         t5895 = y * t4710
         t5896 = t5894 + t5895
+        del t5894, t5895
         t5897 = y * t4711
         t5898 = t4715 + t5897
+        del t5897
         t5899 = t4714 + t5896
+        del t5896
         t5900 = wy * t4712
         t5901 = y * t4713
         t5902 = t5900 + t5901
+        del t5900, t5901
         t5903 = y * t4712
         t5904 = wy * t4715
         t5905 = y * t4714
         t5906 = t5904 + t5905
+        del t5904, t5905
         t5907 = y * t4715
         t5908 = c5889 * t5892
+        del t5892
         t5909 = c5889 * t5893
+        del t5893
         t5910 = c5889 * t5899
+        del t5899
         t5911 = c5889 * t5898
+        del t5898
         t5912 = c5889 * t5902
+        del t5902
         t5913 = c5889 * t5903
+        del t5903
         t5914 = c5889 * t5906
+        del t5906
         t5915 = c5889 * t5907
+        del t5907
         c5916 = k[533]
         t5917 = t7 * t3599
         t5918 = t6 * t3598
         t5919 = t5917 + t5918
+        del t5917, t5918
         t5920 = t6 * t3599
         t5921 = t14 * t3599
         t5922 = t13 * t3598
         t5923 = t5921 + t5922
+        del t5921, t5922
         t5924 = t13 * t3599
         t5925 = t19 * c3597
         t5926 = t18 * c3597
         t5927 = t5924 + t5926
+        del t5924
         t5928 = t5923 + t5925
+        del t5923
         t5929 = t2 * t3599
         t5930 = t1 * t3598
         t5931 = t5929 + t5930
+        del t5929, t5930
         t5932 = t1 * t3599
         t5933 = t19 * t3599
         t5934 = t18 * t3598
+        del t3598
         t5935 = t5933 + t5934
+        del t5933, t5934
         t5936 = t18 * t3599
+        del t3599
         t5937 = c5916 * t5919
+        del t5919
         t5938 = c5916 * t5920
+        del t5920
         t5939 = c5916 * t5928
+        del t5928
         t5940 = c5916 * t5927
+        del t5927
         t5941 = c5916 * t5931
+        del t5931
         t5942 = c5916 * t5932
+        del t5932
         t5943 = c5916 * t5935
+        del t5935
         t5944 = c5916 * t5936
+        del t5936
         t5945 = t5908 - t5937
+        del t5908, t5937
         t5946 = t5909 - t5938
+        del t5909, t5938
         t5947 = t5910 - t5939
+        del t5910, t5939
         t5948 = t5911 - t5940
+        del t5911, t5940
         t5949 = t5912 - t5941
+        del t5912, t5941
         t5950 = t5913 - t5942
+        del t5913, t5942
         t5951 = t5914 - t5943
+        del t5914, t5943
         t5952 = t5915 - t5944
+        del t5915, t5944
         c5953 = k[534]
         t5954 = t4718 + t4718
         t5955 = t4717 + t4717
         t5956 = wy * t4718
         t5957 = y * t4717
         t5958 = t5956 + t5957
+        del t5956, t5957
         t5959 = y * t4718
         t5960 = c5953 * t5955
+        del t5955
         t5961 = c5953 * t5954
+        del t5954
         t5962 = c5953 * t5958
+        del t5958
         t5963 = c5953 * t5959
+        del t5959
         t5964 = t7 * c3597
         t5965 = t6 * c3597
         t5966 = t14 * c3597
@@ -12832,21 +19106,37 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t5968 = t2 * c3597
         t5969 = t1 * c3597
         t5970 = c4683 * t5964
+        del t5964
         t5971 = c4683 * t5965
+        del t5965
         t5972 = c4683 * t5966
+        del t5966
         t5973 = c4683 * t5967
+        del t5967
         t5974 = c4683 * t5968
+        del t5968
         t5975 = c4683 * t5969
+        del t5969
         t5976 = c4683 * t5925
+        del t5925
         t5977 = c4683 * t5926
+        del t5926
         t5978 = -t5971
+        del t5971
         t5979 = -t5970
+        del t5970
         t5980 = t5960 - t5972
+        del t5960, t5972
         t5981 = t5961 - t5973
+        del t5961, t5973
         t5982 = -t5975
+        del t5975
         t5983 = -t5974
+        del t5974
         t5984 = t5962 - t5976
+        del t5962, t5976
         t5985 = t5963 - t5977
+        del t5963, t5977
         c5986 = k[535]
         t5987 = c5986 * wy
         t5988 = c5986 * y
@@ -12858,320 +19148,477 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t5994 = c5986 * t5348
         t5995 = c5986 * t5347
         t5996 = c5989 * t5990
+        del t5990
         t5997 = c5989 * t5991
+        del t5991
         t5998 = c5989 * t5992
+        del t5992
         t5999 = c5989 * t5993
+        del t5993
         t6000 = c5989 * t5994
+        del t5994
         t6001 = c5989 * t5995
+        del t5995
         c6002 = k[537]
         t6003 = t5987 * t4157
         t6004 = t5988 * t4158
         t6005 = t6003 + t6004
+        del t6003, t6004
         t6006 = t5988 * t4157
         t6007 = c5986 * t4156
         t6008 = c5986 * t4155
         t6009 = t5987 * t4159
         t6010 = t5988 * t4160
         t6011 = t6009 + t6010
+        del t6009, t6010
         t6012 = t5988 * t4159
         t6013 = t5987 * t4155
         t6014 = t5988 * t4156
         t6015 = t6013 + t6014
+        del t6013, t6014
         t6016 = t5988 * t4155
         t6017 = c6002 * t6005
+        del t6005
         t6018 = c6002 * t6006
+        del t6006
         t6019 = c6002 * t6007
+        del t6007
         t6020 = c6002 * t6008
+        del t6008
         t6021 = c6002 * t6011
+        del t6011
         t6022 = c6002 * t6012
+        del t6012
         t6023 = c6002 * t6015
+        del t6015
         t6024 = c6002 * t6016
+        del t6016
         c6025 = k[538]
         t6026 = t5979 * t3117
         t6027 = t5978 * t3118
         t6028 = t6026 + t6027
+        del t6026, t6027
         t6029 = t5978 * t3117
         t6030 = t5984 * t3119
         t6031 = t5985 * t3120
         t6032 = t6030 + t6031
+        del t6030, t6031
         t6033 = t5985 * t3119
         t6034 = t6029 + t6033
+        del t6029, t6033
         t6035 = t6028 + t6032
+        del t6028, t6032
         t6036 = t5980 * t3117
         t6037 = t5981 * t3118
         t6038 = t6036 + t6037
+        del t6036, t6037
         t6039 = t5981 * t3117
         t6040 = t5983 * t3117
         t6041 = t5982 * t3118
         t6042 = t6040 + t6041
+        del t6040, t6041
         t6043 = t5982 * t3117
         t6044 = t5984 * t3121
         t6045 = t5985 * t3122
         t6046 = t6044 + t6045
+        del t6044, t6045
         t6047 = t5985 * t3121
         t6048 = t6043 + t6047
+        del t6043, t6047
         t6049 = t6042 + t6046
+        del t6042, t6046
         t6050 = t5984 * t3117
         t6051 = t5985 * t3118
         t6052 = t6050 + t6051
+        del t6050, t6051
         t6053 = t5985 * t3117
         t6054 = c6025 * t6035
+        del t6035
         t6055 = c6025 * t6034
+        del t6034
         t6056 = c6025 * t6038
+        del t6038
         t6057 = c6025 * t6039
+        del t6039
         t6058 = c6025 * t6049
+        del t6049
         t6059 = c6025 * t6048
+        del t6048
         t6060 = c6025 * t6052
+        del t6052
         t6061 = c6025 * t6053
+        del t6053
         c6062 = k[539]
         t6063 = t5945 * t2226
         t6064 = t5946 * t2227
         t6065 = t6063 + t6064
+        del t6063, t6064
         t6066 = t5946 * t2226
         t6067 = t5951 * t2228
         t6068 = t5952 * t2229
         t6069 = t6067 + t6068
+        del t6067, t6068
         t6070 = t5952 * t2228
         t6071 = t6066 + t6070
+        del t6066, t6070
         t6072 = t6065 + t6069
+        del t6065, t6069
         t6073 = t5947 * t2226
         t6074 = t5948 * t2227
         t6075 = t6073 + t6074
+        del t6073, t6074
         t6076 = t5948 * t2226
         t6077 = t5949 * t2226
         t6078 = t5950 * t2227
         t6079 = t6077 + t6078
+        del t6077, t6078
         t6080 = t5950 * t2226
         t6081 = t5951 * t2230
         t6082 = t5952 * t2231
         t6083 = t6081 + t6082
+        del t6081, t6082
         t6084 = t5952 * t2230
         t6085 = t6080 + t6084
+        del t6080, t6084
         t6086 = t6079 + t6083
+        del t6079, t6083
         t6087 = t5951 * t2226
         t6088 = t5952 * t2227
         t6089 = t6087 + t6088
+        del t6087, t6088
         t6090 = t5952 * t2226
         t6091 = c6062 * t6072
+        del t6072
         t6092 = c6062 * t6071
+        del t6071
         t6093 = c6062 * t6075
+        del t6075
         t6094 = c6062 * t6076
+        del t6076
         t6095 = c6062 * t6086
+        del t6086
         t6096 = c6062 * t6085
+        del t6085
         t6097 = c6062 * t6089
+        del t6089
         t6098 = c6062 * t6090
+        del t6090
         c6099 = k[540]
         t6100 = t5881 * t1486
         t6101 = t5882 * t1487
         t6102 = t6100 + t6101
+        del t6100, t6101
         t6103 = t5882 * t1486
         t6104 = t5887 * t1488
         t6105 = t5888 * t1489
         t6106 = t6104 + t6105
+        del t6104, t6105
         t6107 = t5888 * t1488
         t6108 = t6103 + t6107
+        del t6103, t6107
         t6109 = t6102 + t6106
+        del t6102, t6106
         t6110 = t5883 * t1486
         t6111 = t5884 * t1487
         t6112 = t6110 + t6111
+        del t6110, t6111
         t6113 = t5884 * t1486
         t6114 = t5885 * t1486
         t6115 = t5886 * t1487
         t6116 = t6114 + t6115
+        del t6114, t6115
         t6117 = t5886 * t1486
         t6118 = t5887 * t1490
         t6119 = t5888 * t1491
         t6120 = t6118 + t6119
+        del t6118, t6119
         t6121 = t5888 * t1490
         t6122 = t6117 + t6121
+        del t6117, t6121
         t6123 = t6116 + t6120
+        del t6116, t6120
         t6124 = t5887 * t1486
         t6125 = t5888 * t1487
         t6126 = t6124 + t6125
+        del t6124, t6125
         t6127 = t5888 * t1486
         t6128 = c6099 * t6109
+        del t6109
         t6129 = c6099 * t6108
+        del t6108
         t6130 = c6099 * t6112
+        del t6112
         t6131 = c6099 * t6113
+        del t6113
         t6132 = c6099 * t6123
+        del t6123
         t6133 = c6099 * t6122
+        del t6122
         t6134 = c6099 * t6126
+        del t6126
         t6135 = c6099 * t6127
+        del t6127
         c6136 = k[541]
         t6137 = t5804 * t897
         t6138 = t5805 * t898
         t6139 = t6137 + t6138
+        del t6137, t6138
         t6140 = t5805 * t897
         t6141 = t5810 * t899
         t6142 = t5811 * t900
         t6143 = t6141 + t6142
+        del t6141, t6142
         t6144 = t5811 * t899
         t6145 = t6140 + t6144
+        del t6140, t6144
         t6146 = t6139 + t6143
+        del t6139, t6143
         t6147 = t5806 * t897
         t6148 = t5807 * t898
         t6149 = t6147 + t6148
+        del t6147, t6148
         t6150 = t5807 * t897
         t6151 = t5808 * t897
         t6152 = t5809 * t898
         t6153 = t6151 + t6152
+        del t6151, t6152
         t6154 = t5809 * t897
         t6155 = t5810 * t901
         t6156 = t5811 * t902
         t6157 = t6155 + t6156
+        del t6155, t6156
         t6158 = t5811 * t901
         t6159 = t6154 + t6158
+        del t6154, t6158
         t6160 = t6153 + t6157
+        del t6153, t6157
         t6161 = t5810 * t897
         t6162 = t5811 * t898
         t6163 = t6161 + t6162
+        del t6161, t6162
         t6164 = t5811 * t897
         t6165 = c6136 * t6146
+        del t6146
         t6166 = c6136 * t6145
+        del t6145
         t6167 = c6136 * t6149
+        del t6149
         t6168 = c6136 * t6150
+        del t6150
         t6169 = c6136 * t6160
+        del t6160
         t6170 = c6136 * t6159
+        del t6159
         t6171 = c6136 * t6163
+        del t6163
         t6172 = c6136 * t6164
+        del t6164
         c6173 = k[542]
         t6174 = t5726 * t454
         t6175 = t5727 * t455
         t6176 = t6174 + t6175
+        del t6174, t6175
         t6177 = t5727 * t454
         t6178 = t5732 * t456
         t6179 = t5733 * t457
         t6180 = t6178 + t6179
+        del t6178, t6179
         t6181 = t5733 * t456
         t6182 = t6177 + t6181
+        del t6177, t6181
         t6183 = t6176 + t6180
+        del t6176, t6180
         t6184 = t5728 * t454
         t6185 = t5729 * t455
         t6186 = t6184 + t6185
+        del t6184, t6185
         t6187 = t5729 * t454
         t6188 = t5730 * t454
         t6189 = t5731 * t455
         t6190 = t6188 + t6189
+        del t6188, t6189
         t6191 = t5731 * t454
         t6192 = t5732 * t458
         t6193 = t5733 * t459
         t6194 = t6192 + t6193
+        del t6192, t6193
         t6195 = t5733 * t458
         t6196 = t6191 + t6195
+        del t6191, t6195
         t6197 = t6190 + t6194
+        del t6190, t6194
         t6198 = t5732 * t454
         t6199 = t5733 * t455
         t6200 = t6198 + t6199
+        del t6198, t6199
         t6201 = t5733 * t454
         t6202 = c6173 * t6183
+        del t6183
         t6203 = c6173 * t6182
+        del t6182
         t6204 = c6173 * t6186
+        del t6186
         t6205 = c6173 * t6187
+        del t6187
         t6206 = c6173 * t6197
+        del t6197
         t6207 = c6173 * t6196
+        del t6196
         t6208 = c6173 * t6200
+        del t6200
         t6209 = c6173 * t6201
+        del t6201
         c6210 = k[543]
         t6211 = t5649 * t170
         t6212 = t5650 * t171
         t6213 = t6211 + t6212
+        del t6211, t6212
         t6214 = t5650 * t170
         t6215 = t5655 * t172
         t6216 = t5656 * t173
         t6217 = t6215 + t6216
+        del t6215, t6216
         t6218 = t5656 * t172
         t6219 = t6214 + t6218
+        del t6214, t6218
         t6220 = t6213 + t6217
+        del t6213, t6217
         t6221 = t5651 * t170
         t6222 = t5652 * t171
         t6223 = t6221 + t6222
+        del t6221, t6222
         t6224 = t5652 * t170
         t6225 = t5653 * t170
         t6226 = t5654 * t171
         t6227 = t6225 + t6226
+        del t6225, t6226
         t6228 = t5654 * t170
         t6229 = t5655 * t174
         t6230 = t5656 * t175
         t6231 = t6229 + t6230
+        del t6229, t6230
         t6232 = t5656 * t174
         t6233 = t6228 + t6232
+        del t6228, t6232
         t6234 = t6227 + t6231
+        del t6227, t6231
         t6235 = t5655 * t170
         t6236 = t5656 * t171
         t6237 = t6235 + t6236
+        del t6235, t6236
         t6238 = t5656 * t170
         t6239 = c6210 * t6220
+        del t6220
         t6240 = c6210 * t6219
+        del t6219
         t6241 = c6210 * t6223
+        del t6223
         t6242 = c6210 * t6224
+        del t6224
         t6243 = c6210 * t6234
+        del t6234
         t6244 = c6210 * t6233
+        del t6233
         t6245 = c6210 * t6237
+        del t6237
         t6246 = c6210 * t6238
+        del t6238
         c6247 = k[544]
         t6248 = t5571 * t36
         t6249 = t5572 * t37
         t6250 = t6248 + t6249
+        del t6248, t6249
         t6251 = t5572 * t36
         t6252 = t5577 * t1
         t6253 = t5578 * t2
         t6254 = t6252 + t6253
+        del t6252, t6253
         t6255 = t5578 * t1
         t6256 = t6251 + t6255
+        del t6251
         t6257 = t6250 + t6254
+        del t6250
         t6258 = t5573 * t36
         t6259 = t5574 * t37
         t6260 = t6258 + t6259
+        del t6258, t6259
         t6261 = t5574 * t36
         t6262 = t5575 * t36
         t6263 = t5576 * t37
         t6264 = t6262 + t6263
+        del t6262, t6263
         t6265 = t5576 * t36
         t6266 = t5577 * t6
         t6267 = t5578 * t7
         t6268 = t6266 + t6267
+        del t6266, t6267
         t6269 = t5578 * t6
         t6270 = t6265 + t6269
+        del t6265
         t6271 = t6264 + t6268
+        del t6264
         t6272 = t5577 * t36
         t6273 = t5578 * t37
         t6274 = t6272 + t6273
+        del t6272, t6273
         t6275 = t5578 * t36
         t6276 = c6247 * t6257
+        del t6257
         t6277 = c6247 * t6256
+        del t6256
         t6278 = c6247 * t6260
+        del t6260
         t6279 = c6247 * t6261
+        del t6261
         t6280 = c6247 * t6271
+        del t6271
         t6281 = c6247 * t6270
+        del t6270
         t6282 = c6247 * t6274
+        del t6274
         t6283 = c6247 * t6275
+        del t6275
         c6284 = k[545]
         t6285 = t5501 * x
         t6286 = t5502 * wx
         t6287 = t6285 + t6286
+        del t6285, t6286
         t6288 = t5502 * x
         t6289 = t6288 + t5508
+        del t6288
         t6290 = t6287 + t5507
+        del t6287
         t6291 = t5503 * x
         t6292 = t5504 * wx
         t6293 = t6291 + t6292
+        del t6291, t6292
         t6294 = t5504 * x
         t6295 = t5505 * x
         t6296 = t5506 * wx
         t6297 = t6295 + t6296
+        del t6295, t6296
         t6298 = t5506 * x
         t6299 = t5507 * x
         t6300 = t5508 * wx
         t6301 = t6299 + t6300
+        del t6299, t6300
         t6302 = t5508 * x
         t6303 = c6284 * t6290
+        del t6290
         t6304 = c6284 * t6289
+        del t6289
         t6305 = c6284 * t6293
+        del t6293
         t6306 = c6284 * t6294
+        del t6294
         t6307 = c6284 * t6297
+        del t6297
         t6308 = c6284 * t6298
+        del t6298
         t6309 = c6284 * t6301
+        del t6301
         t6310 = c6284 * t6302
+        del t6302
         c6311 = k[546]
         t6312 = c6311 * t5423
         t6313 = c6311 * t5424
@@ -13184,299 +19631,449 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t6320 = t5501 * z
         t6321 = t5502 * wz
         t6322 = t6320 + t6321
+        del t6320, t6321
         t6323 = t5502 * z
         t6324 = t5503 * z
         t6325 = t5504 * wz
         t6326 = t6324 + t6325
+        del t6324, t6325
         t6327 = t5504 * z
         t6328 = t5505 * z
         t6329 = t5506 * wz
         t6330 = t6328 + t6329
+        del t6328, t6329
         t6331 = t5506 * z
         t6332 = t6331 + t5508
+        del t6331
         t6333 = t6330 + t5507
+        del t6330
         t6334 = t5507 * z
         t6335 = t5508 * wz
         t6336 = t6334 + t6335
+        del t6334, t6335
         t6337 = t5508 * z
         t6338 = c6284 * t6322
+        del t6322
         t6339 = c6284 * t6323
+        del t6323
         t6340 = c6284 * t6326
+        del t6326
         t6341 = c6284 * t6327
+        del t6327
         t6342 = c6284 * t6333
+        del t6333
         t6343 = c6284 * t6332
+        del t6332
         t6344 = c6284 * t6336
+        del t6336
         t6345 = c6284 * t6337
+        del t6337
         t6346 = t5571 * t31
         t6347 = t5572 * t30
         t6348 = t6346 + t6347
+        del t6346, t6347
         t6349 = t5572 * t31
         t6350 = t5577 * t28
         t6351 = t5578 * t29
         t6352 = t6350 + t6351
+        del t6350, t6351
         t6353 = t5578 * t28
         t6354 = t6349 + t6353
+        del t6349, t6353
         t6355 = t6348 + t6352
+        del t6348, t6352
         t6356 = t5573 * t31
         t6357 = t5574 * t30
         t6358 = t6356 + t6357
+        del t6356, t6357
         t6359 = t5574 * t31
         t6360 = t5575 * t31
         t6361 = t5576 * t30
         t6362 = t6360 + t6361
+        del t6360, t6361
         t6363 = t5576 * t31
         t6364 = t6363 + t6255
+        del t6363
         t6365 = t6362 + t6254
+        del t6362
         t6366 = t5577 * t31
         t6367 = t5578 * t30
         t6368 = t6366 + t6367
+        del t6366, t6367
         t6369 = t5578 * t31
         t6370 = c6247 * t6355
+        del t6355
         t6371 = c6247 * t6354
+        del t6354
         t6372 = c6247 * t6358
+        del t6358
         t6373 = c6247 * t6359
+        del t6359
         t6374 = c6247 * t6365
+        del t6365
         t6375 = c6247 * t6364
+        del t6364
         t6376 = c6247 * t6368
+        del t6368
         t6377 = c6247 * t6369
+        del t6369
         t6378 = t5649 * t149
         t6379 = t5650 * t148
         t6380 = t6378 + t6379
+        del t6378, t6379
         t6381 = t5650 * t149
         t6382 = t5655 * t145
         t6383 = t5656 * t144
         t6384 = t6382 + t6383
+        del t6382, t6383
         t6385 = t5656 * t145
         t6386 = t6381 + t6385
+        del t6381, t6385
         t6387 = t6380 + t6384
+        del t6380, t6384
         t6388 = t5651 * t149
         t6389 = t5652 * t148
         t6390 = t6388 + t6389
+        del t6388, t6389
         t6391 = t5652 * t149
         t6392 = t5653 * t149
         t6393 = t5654 * t148
         t6394 = t6392 + t6393
+        del t6392, t6393
         t6395 = t5654 * t149
         t6396 = t5655 * t147
         t6397 = t5656 * t146
         t6398 = t6396 + t6397
+        del t6396, t6397
         t6399 = t5656 * t147
         t6400 = t6395 + t6399
+        del t6395, t6399
         t6401 = t6394 + t6398
+        del t6394, t6398
         t6402 = t5655 * t149
         t6403 = t5656 * t148
         t6404 = t6402 + t6403
+        del t6402, t6403
         t6405 = t5656 * t149
         t6406 = c6210 * t6387
+        del t6387
         t6407 = c6210 * t6386
+        del t6386
         t6408 = c6210 * t6390
+        del t6390
         t6409 = c6210 * t6391
+        del t6391
         t6410 = c6210 * t6401
+        del t6401
         t6411 = c6210 * t6400
+        del t6400
         t6412 = c6210 * t6404
+        del t6404
         t6413 = c6210 * t6405
+        del t6405
         t6414 = t5726 * t425
         t6415 = t5727 * t424
         t6416 = t6414 + t6415
+        del t6414, t6415
         t6417 = t5727 * t425
         t6418 = t5732 * t421
         t6419 = t5733 * t420
         t6420 = t6418 + t6419
+        del t6418, t6419
         t6421 = t5733 * t421
         t6422 = t6417 + t6421
+        del t6417, t6421
         t6423 = t6416 + t6420
+        del t6416, t6420
         t6424 = t5728 * t425
         t6425 = t5729 * t424
         t6426 = t6424 + t6425
+        del t6424, t6425
         t6427 = t5729 * t425
         t6428 = t5730 * t425
         t6429 = t5731 * t424
         t6430 = t6428 + t6429
+        del t6428, t6429
         t6431 = t5731 * t425
         t6432 = t5732 * t423
         t6433 = t5733 * t422
         t6434 = t6432 + t6433
+        del t6432, t6433
         t6435 = t5733 * t423
         t6436 = t6431 + t6435
+        del t6431, t6435
         t6437 = t6430 + t6434
+        del t6430, t6434
         t6438 = t5732 * t425
         t6439 = t5733 * t424
         t6440 = t6438 + t6439
+        del t6438, t6439
         t6441 = t5733 * t425
         t6442 = c6173 * t6423
+        del t6423
         t6443 = c6173 * t6422
+        del t6422
         t6444 = c6173 * t6426
+        del t6426
         t6445 = c6173 * t6427
+        del t6427
         t6446 = c6173 * t6437
+        del t6437
         t6447 = c6173 * t6436
+        del t6436
         t6448 = c6173 * t6440
+        del t6440
         t6449 = c6173 * t6441
+        del t6441
         t6450 = t5804 * t868
         t6451 = t5805 * t867
         t6452 = t6450 + t6451
+        del t6450, t6451
         t6453 = t5805 * t868
         t6454 = t5810 * t864
         t6455 = t5811 * t863
         t6456 = t6454 + t6455
+        del t6454, t6455
         t6457 = t5811 * t864
         t6458 = t6453 + t6457
+        del t6453, t6457
         t6459 = t6452 + t6456
+        del t6452, t6456
         t6460 = t5806 * t868
         t6461 = t5807 * t867
         t6462 = t6460 + t6461
+        del t6460, t6461
         t6463 = t5807 * t868
         t6464 = t5808 * t868
         t6465 = t5809 * t867
         t6466 = t6464 + t6465
+        del t6464, t6465
         t6467 = t5809 * t868
         t6468 = t5810 * t866
         t6469 = t5811 * t865
         t6470 = t6468 + t6469
+        del t6468, t6469
         t6471 = t5811 * t866
         t6472 = t6467 + t6471
+        del t6467, t6471
         t6473 = t6466 + t6470
+        del t6466, t6470
         t6474 = t5810 * t868
         t6475 = t5811 * t867
         t6476 = t6474 + t6475
+        del t6474, t6475
         t6477 = t5811 * t868
         t6478 = c6136 * t6459
+        del t6459
         t6479 = c6136 * t6458
+        del t6458
         t6480 = c6136 * t6462
+        del t6462
         t6481 = c6136 * t6463
+        del t6463
         t6482 = c6136 * t6473
+        del t6473
         t6483 = c6136 * t6472
+        del t6472
         t6484 = c6136 * t6476
+        del t6476
         t6485 = c6136 * t6477
+        del t6477
         t6486 = t5881 * t1457
         t6487 = t5882 * t1456
         t6488 = t6486 + t6487
+        del t6486, t6487
         t6489 = t5882 * t1457
         t6490 = t5887 * t1453
         t6491 = t5888 * t1452
         t6492 = t6490 + t6491
+        del t6490, t6491
         t6493 = t5888 * t1453
         t6494 = t6489 + t6493
+        del t6489, t6493
         t6495 = t6488 + t6492
+        del t6488, t6492
         t6496 = t5883 * t1457
         t6497 = t5884 * t1456
         t6498 = t6496 + t6497
+        del t6496, t6497
         t6499 = t5884 * t1457
         t6500 = t5885 * t1457
         t6501 = t5886 * t1456
         t6502 = t6500 + t6501
+        del t6500, t6501
         t6503 = t5886 * t1457
         t6504 = t5887 * t1455
         t6505 = t5888 * t1454
         t6506 = t6504 + t6505
+        del t6504, t6505
         t6507 = t5888 * t1455
         t6508 = t6503 + t6507
+        del t6503, t6507
         t6509 = t6502 + t6506
+        del t6502, t6506
         t6510 = t5887 * t1457
         t6511 = t5888 * t1456
         t6512 = t6510 + t6511
+        del t6510, t6511
         t6513 = t5888 * t1457
         t6514 = c6099 * t6495
+        del t6495
         t6515 = c6099 * t6494
+        del t6494
         t6516 = c6099 * t6498
+        del t6498
         t6517 = c6099 * t6499
+        del t6499
         t6518 = c6099 * t6509
+        del t6509
         t6519 = c6099 * t6508
+        del t6508
         t6520 = c6099 * t6512
+        del t6512
         t6521 = c6099 * t6513
+        del t6513
         t6522 = t5945 * t2197
         t6523 = t5946 * t2196
         t6524 = t6522 + t6523
+        del t6522, t6523
         t6525 = t5946 * t2197
         t6526 = t5951 * t2193
         t6527 = t5952 * t2192
         t6528 = t6526 + t6527
+        del t6526, t6527
         t6529 = t5952 * t2193
         t6530 = t6525 + t6529
+        del t6525, t6529
         t6531 = t6524 + t6528
+        del t6524, t6528
         t6532 = t5947 * t2197
         t6533 = t5948 * t2196
         t6534 = t6532 + t6533
+        del t6532, t6533
         t6535 = t5948 * t2197
         t6536 = t5949 * t2197
         t6537 = t5950 * t2196
         t6538 = t6536 + t6537
+        del t6536, t6537
         t6539 = t5950 * t2197
         t6540 = t5951 * t2195
         t6541 = t5952 * t2194
         t6542 = t6540 + t6541
+        del t6540, t6541
         t6543 = t5952 * t2195
         t6544 = t6539 + t6543
+        del t6539, t6543
         t6545 = t6538 + t6542
+        del t6538, t6542
         t6546 = t5951 * t2197
         t6547 = t5952 * t2196
         t6548 = t6546 + t6547
+        del t6546, t6547
         t6549 = t5952 * t2197
         t6550 = c6062 * t6531
+        del t6531
         t6551 = c6062 * t6530
+        del t6530
         t6552 = c6062 * t6534
+        del t6534
         t6553 = c6062 * t6535
+        del t6535
         t6554 = c6062 * t6545
+        del t6545
         t6555 = c6062 * t6544
+        del t6544
         t6556 = c6062 * t6548
+        del t6548
         t6557 = c6062 * t6549
+        del t6549
         t6558 = t5979 * t3088
         t6559 = t5978 * t3087
         t6560 = t6558 + t6559
+        del t6558, t6559
         t6561 = t5978 * t3088
         t6562 = t5984 * t3084
         t6563 = t5985 * t3083
         t6564 = t6562 + t6563
+        del t6562, t6563
         t6565 = t5985 * t3084
         t6566 = t6561 + t6565
+        del t6561, t6565
         t6567 = t6560 + t6564
+        del t6560, t6564
         t6568 = t5980 * t3088
         t6569 = t5981 * t3087
         t6570 = t6568 + t6569
+        del t6568, t6569
         t6571 = t5981 * t3088
         t6572 = t5983 * t3088
         t6573 = t5982 * t3087
         t6574 = t6572 + t6573
+        del t6572, t6573
         t6575 = t5982 * t3088
         t6576 = t5984 * t3086
         t6577 = t5985 * t3085
         t6578 = t6576 + t6577
+        del t6576, t6577
         t6579 = t5985 * t3086
         t6580 = t6575 + t6579
+        del t6575, t6579
         t6581 = t6574 + t6578
+        del t6574, t6578
         t6582 = t5984 * t3088
         t6583 = t5985 * t3087
         t6584 = t6582 + t6583
+        del t6582, t6583
         t6585 = t5985 * t3088
         t6586 = c6025 * t6567
+        del t6567
         t6587 = c6025 * t6566
+        del t6566
         t6588 = c6025 * t6570
+        del t6570
         t6589 = c6025 * t6571
+        del t6571
         t6590 = c6025 * t6581
+        del t6581
         t6591 = c6025 * t6580
+        del t6580
         t6592 = c6025 * t6584
+        del t6584
         t6593 = c6025 * t6585
+        del t6585
         t6594 = t5987 * t4122
         t6595 = t5988 * t4121
         t6596 = t6594 + t6595
+        del t6594, t6595
         t6597 = t5988 * t4122
         t6598 = c5986 * t4125
         t6599 = c5986 * t4126
         t6600 = t5987 * t4124
         t6601 = t5988 * t4123
         t6602 = t6600 + t6601
+        del t6600, t6601
         t6603 = t5988 * t4124
         t6604 = t5987 * t4126
         t6605 = t5988 * t4125
         t6606 = t6604 + t6605
+        del t6604, t6605
         t6607 = t5988 * t4126
         t6608 = c6002 * t6596
+        del t6596
         t6609 = c6002 * t6597
+        del t6597
         t6610 = c6002 * t6598
+        del t6598
         t6611 = c6002 * t6599
+        del t6599
         t6612 = c6002 * t6602
+        del t6602
         t6613 = c6002 * t6603
+        del t6603
         t6614 = c6002 * t6606
+        del t6606
         t6615 = c6002 * t6607
+        del t6607
         t6616 = c5986 * t5313
         t6617 = c5986 * t5314
         t6618 = c5986 * t5315
@@ -13484,1053 +20081,1602 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t6620 = c5986 * t5317
         t6621 = c5986 * t5318
         t6622 = c5989 * t6616
+        del t6616
         t6623 = c5989 * t6617
+        del t6617
         t6624 = c5989 * t6618
+        del t6618
         t6625 = c5989 * t6619
+        del t6619
         t6626 = c5989 * t6620
+        del t6620
         t6627 = c5989 * t6621
-        for i, li in enumerate(ls):
-            if li == 10:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t5997
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t5996
-                s = g * t5999
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t5998
-                cols[o + 0] = t6000 * s1 - t6001 * (s2 * 10.0)
-                g = grad[:, o + 1]
-                s = g * t6018
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6017
-                s = g * t6020
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6019
-                s = g * t6022
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6021
-                cols[o + 1] = t6023 * s1 - t6024 * (s2 * 10.0)
-                g = grad[:, o + 2]
-                s = g * t6055
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6054
-                s = g * t6057
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6056
-                s = g * t6059
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6058
-                cols[o + 2] = t6060 * s1 - t6061 * (s2 * 10.0)
-                g = grad[:, o + 3]
-                s = g * t6092
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6091
-                s = g * t6094
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6093
-                s = g * t6096
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6095
-                cols[o + 3] = t6097 * s1 - t6098 * (s2 * 10.0)
-                g = grad[:, o + 4]
-                s = g * t6129
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6128
-                s = g * t6131
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6130
-                s = g * t6133
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6132
-                cols[o + 4] = t6134 * s1 - t6135 * (s2 * 10.0)
-                g = grad[:, o + 5]
-                s = g * t6166
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6165
-                s = g * t6168
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6167
-                s = g * t6170
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6169
-                cols[o + 5] = t6171 * s1 - t6172 * (s2 * 10.0)
-                g = grad[:, o + 6]
-                s = g * t6203
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6202
-                s = g * t6205
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6204
-                s = g * t6207
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6206
-                cols[o + 6] = t6208 * s1 - t6209 * (s2 * 10.0)
-                g = grad[:, o + 7]
-                s = g * t6240
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6239
-                s = g * t6242
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6241
-                s = g * t6244
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6243
-                cols[o + 7] = t6245 * s1 - t6246 * (s2 * 10.0)
-                g = grad[:, o + 8]
-                s = g * t6277
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6276
-                s = g * t6279
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6278
-                s = g * t6281
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6280
-                cols[o + 8] = t6282 * s1 - t6283 * (s2 * 10.0)
-                g = grad[:, o + 9]
-                s = g * t6304
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6303
-                s = g * t6306
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6305
-                s = g * t6308
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6307
-                cols[o + 9] = t6309 * s1 - t6310 * (s2 * 10.0)
-                g = grad[:, o + 10]
-                s = g * t6313
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6312
-                s = g * t6315
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6314
-                s = g * t6317
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6316
-                cols[o + 10] = t6318 * s1 - t6319 * (s2 * 10.0)
-                g = grad[:, o + 11]
-                s = g * t6339
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6338
-                s = g * t6341
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6340
-                s = g * t6343
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6342
-                cols[o + 11] = t6344 * s1 - t6345 * (s2 * 10.0)
-                g = grad[:, o + 12]
-                s = g * t6371
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6370
-                s = g * t6373
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6372
-                s = g * t6375
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6374
-                cols[o + 12] = t6376 * s1 - t6377 * (s2 * 10.0)
-                g = grad[:, o + 13]
-                s = g * t6407
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6406
-                s = g * t6409
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6408
-                s = g * t6411
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6410
-                cols[o + 13] = t6412 * s1 - t6413 * (s2 * 10.0)
-                g = grad[:, o + 14]
-                s = g * t6443
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6442
-                s = g * t6445
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6444
-                s = g * t6447
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6446
-                cols[o + 14] = t6448 * s1 - t6449 * (s2 * 10.0)
-                g = grad[:, o + 15]
-                s = g * t6479
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6478
-                s = g * t6481
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6480
-                s = g * t6483
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6482
-                cols[o + 15] = t6484 * s1 - t6485 * (s2 * 10.0)
-                g = grad[:, o + 16]
-                s = g * t6515
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6514
-                s = g * t6517
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6516
-                s = g * t6519
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6518
-                cols[o + 16] = t6520 * s1 - t6521 * (s2 * 10.0)
-                g = grad[:, o + 17]
-                s = g * t6551
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6550
-                s = g * t6553
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6552
-                s = g * t6555
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6554
-                cols[o + 17] = t6556 * s1 - t6557 * (s2 * 10.0)
-                g = grad[:, o + 18]
-                s = g * t6587
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6586
-                s = g * t6589
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6588
-                s = g * t6591
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6590
-                cols[o + 18] = t6592 * s1 - t6593 * (s2 * 10.0)
-                g = grad[:, o + 19]
-                s = g * t6609
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6608
-                s = g * t6611
-                vy = vy + s
-                vly = vly + s * 10.0
-                by = by + g * t6610
-                s = g * t6613
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6612
-                cols[o + 19] = t6614 * s1 - t6615 * (s2 * 10.0)
-                g = grad[:, o + 20]
-                s = g * t6623
-                vx = vx + s
-                vlx = vlx + s * 10.0
-                bx = bx + g * t6622
-                s = g * t6625
-                vz = vz + s
-                vlz = vlz + s * 10.0
-                bz = bz + g * t6624
-                cols[o + 20] = t6626 * s1 - t6627 * (s2 * 10.0)
+        del t6621
+        for o in at[10]:
+            g = gs[o + 0]
+            s = g * t5997
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t5996)
+            s = g * t5999
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t5998)
+            if normalize:
+                cols[o + 0] = t6000 * s1 - t6001 * s2l[10]
+            else:
+                cols[o + 0] = t6000
+            g = gs[o + 1]
+            s = g * t6018
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6017)
+            s = g * t6020
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6019)
+            s = g * t6022
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6021)
+            if normalize:
+                cols[o + 1] = t6023 * s1 - t6024 * s2l[10]
+            else:
+                cols[o + 1] = t6023
+            g = gs[o + 2]
+            s = g * t6055
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6054)
+            s = g * t6057
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6056)
+            s = g * t6059
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6058)
+            if normalize:
+                cols[o + 2] = t6060 * s1 - t6061 * s2l[10]
+            else:
+                cols[o + 2] = t6060
+            g = gs[o + 3]
+            s = g * t6092
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6091)
+            s = g * t6094
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6093)
+            s = g * t6096
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6095)
+            if normalize:
+                cols[o + 3] = t6097 * s1 - t6098 * s2l[10]
+            else:
+                cols[o + 3] = t6097
+            g = gs[o + 4]
+            s = g * t6129
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6128)
+            s = g * t6131
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6130)
+            s = g * t6133
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6132)
+            if normalize:
+                cols[o + 4] = t6134 * s1 - t6135 * s2l[10]
+            else:
+                cols[o + 4] = t6134
+            g = gs[o + 5]
+            s = g * t6166
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6165)
+            s = g * t6168
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6167)
+            s = g * t6170
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6169)
+            if normalize:
+                cols[o + 5] = t6171 * s1 - t6172 * s2l[10]
+            else:
+                cols[o + 5] = t6171
+            g = gs[o + 6]
+            s = g * t6203
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6202)
+            s = g * t6205
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6204)
+            s = g * t6207
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6206)
+            if normalize:
+                cols[o + 6] = t6208 * s1 - t6209 * s2l[10]
+            else:
+                cols[o + 6] = t6208
+            g = gs[o + 7]
+            s = g * t6240
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6239)
+            s = g * t6242
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6241)
+            s = g * t6244
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6243)
+            if normalize:
+                cols[o + 7] = t6245 * s1 - t6246 * s2l[10]
+            else:
+                cols[o + 7] = t6245
+            g = gs[o + 8]
+            s = g * t6277
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6276)
+            s = g * t6279
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6278)
+            s = g * t6281
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6280)
+            if normalize:
+                cols[o + 8] = t6282 * s1 - t6283 * s2l[10]
+            else:
+                cols[o + 8] = t6282
+            g = gs[o + 9]
+            s = g * t6304
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6303)
+            s = g * t6306
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6305)
+            s = g * t6308
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6307)
+            if normalize:
+                cols[o + 9] = t6309 * s1 - t6310 * s2l[10]
+            else:
+                cols[o + 9] = t6309
+            g = gs[o + 10]
+            s = g * t6313
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6312)
+            s = g * t6315
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6314)
+            s = g * t6317
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6316)
+            if normalize:
+                cols[o + 10] = t6318 * s1 - t6319 * s2l[10]
+            else:
+                cols[o + 10] = t6318
+            g = gs[o + 11]
+            s = g * t6339
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6338)
+            s = g * t6341
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6340)
+            s = g * t6343
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6342)
+            if normalize:
+                cols[o + 11] = t6344 * s1 - t6345 * s2l[10]
+            else:
+                cols[o + 11] = t6344
+            g = gs[o + 12]
+            s = g * t6371
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6370)
+            s = g * t6373
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6372)
+            s = g * t6375
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6374)
+            if normalize:
+                cols[o + 12] = t6376 * s1 - t6377 * s2l[10]
+            else:
+                cols[o + 12] = t6376
+            g = gs[o + 13]
+            s = g * t6407
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6406)
+            s = g * t6409
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6408)
+            s = g * t6411
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6410)
+            if normalize:
+                cols[o + 13] = t6412 * s1 - t6413 * s2l[10]
+            else:
+                cols[o + 13] = t6412
+            g = gs[o + 14]
+            s = g * t6443
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6442)
+            s = g * t6445
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6444)
+            s = g * t6447
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6446)
+            if normalize:
+                cols[o + 14] = t6448 * s1 - t6449 * s2l[10]
+            else:
+                cols[o + 14] = t6448
+            g = gs[o + 15]
+            s = g * t6479
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6478)
+            s = g * t6481
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6480)
+            s = g * t6483
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6482)
+            if normalize:
+                cols[o + 15] = t6484 * s1 - t6485 * s2l[10]
+            else:
+                cols[o + 15] = t6484
+            g = gs[o + 16]
+            s = g * t6515
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6514)
+            s = g * t6517
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6516)
+            s = g * t6519
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6518)
+            if normalize:
+                cols[o + 16] = t6520 * s1 - t6521 * s2l[10]
+            else:
+                cols[o + 16] = t6520
+            g = gs[o + 17]
+            s = g * t6551
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6550)
+            s = g * t6553
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6552)
+            s = g * t6555
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6554)
+            if normalize:
+                cols[o + 17] = t6556 * s1 - t6557 * s2l[10]
+            else:
+                cols[o + 17] = t6556
+            g = gs[o + 18]
+            s = g * t6587
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6586)
+            s = g * t6589
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6588)
+            s = g * t6591
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6590)
+            if normalize:
+                cols[o + 18] = t6592 * s1 - t6593 * s2l[10]
+            else:
+                cols[o + 18] = t6592
+            g = gs[o + 19]
+            s = g * t6609
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6608)
+            s = g * t6611
+            vy.add_(s)
+            vly.add_(s * 10.0)
+            by.add_(g * t6610)
+            s = g * t6613
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6612)
+            if normalize:
+                cols[o + 19] = t6614 * s1 - t6615 * s2l[10]
+            else:
+                cols[o + 19] = t6614
+            g = gs[o + 20]
+            s = g * t6623
+            vx.add_(s)
+            vlx.add_(s * 10.0)
+            bx.add_(g * t6622)
+            s = g * t6625
+            vz.add_(s)
+            vlz.add_(s * 10.0)
+            bz.add_(g * t6624)
+            if normalize:
+                cols[o + 20] = t6626 * s1 - t6627 * s2l[10]
+            else:
+                cols[o + 20] = t6626
+        del t5996, t5997, t5998, t5999, t6000, t6001, t6017, t6018, t6019, t6020, t6021, t6022, t6023, t6024, t6054, t6055, t6056, t6057, t6058, t6059, t6060, t6061, t6091, t6092, t6093, t6094, t6095, t6096, t6097, t6098, t6128, t6129, t6130, t6131, t6132, t6133, t6134, t6135, t6165, t6166, t6167, t6168, t6169, t6170, t6171, t6172, t6202, t6203, t6204, t6205, t6206, t6207, t6208, t6209, t6239, t6240, t6241, t6242, t6243, t6244, t6245, t6246, t6276, t6277, t6278, t6279, t6280, t6281, t6282, t6283, t6303, t6304, t6305, t6306, t6307, t6308, t6309, t6310, t6312, t6313, t6314, t6315, t6316, t6317, t6318, t6319, t6338, t6339, t6340, t6341, t6342, t6343, t6344, t6345, t6370, t6371, t6372, t6373, t6374, t6375, t6376, t6377, t6406, t6407, t6408, t6409, t6410, t6411, t6412, t6413, t6442, t6443, t6444, t6445, t6446, t6447, t6448, t6449, t6478, t6479, t6480, t6481, t6482, t6483, t6484, t6485, t6514, t6515, t6516, t6517, t6518, t6519, t6520, t6521, t6550, t6551, t6552, t6553, t6554, t6555, t6556, t6557, t6586, t6587, t6588, t6589, t6590, t6591, t6592, t6593, t6608, t6609, t6610, t6611, t6612, t6613, t6614, t6615, t6622, t6623, t6624, t6625, t6626, t6627
     if lmax >= 11:
         t6628 = wz * t5314
         t6629 = z * t5313
         t6630 = t6628 + t6629
+        del t6628, t6629
         t6631 = z * t5314
         t6632 = wz * t5316
         t6633 = z * t5315
         t6634 = t6632 + t6633
+        del t6632, t6633
         t6635 = z * t5316
         t6636 = t5318 + t6635
+        del t6635
         t6637 = t5317 + t6634
+        del t6634
         t6638 = wz * t5318
         t6639 = z * t5317
         t6640 = t6638 + t6639
+        del t6638, t6639
         t6641 = z * t5318
         t6642 = wx * t5349
         t6643 = x * t5350
         t6644 = t6642 + t6643
+        del t6642, t6643
         t6645 = x * t5349
         t6646 = t5347 + t6645
+        del t6645
         t6647 = t5348 + t6644
+        del t6644
         t6648 = wx * t5351
         t6649 = x * t5352
         t6650 = t6648 + t6649
+        del t6648, t6649
         t6651 = x * t5351
         t6652 = wx * t5347
         t6653 = x * t5348
         t6654 = t6652 + t6653
+        del t6652, t6653
         t6655 = x * t5347
         t6656 = t6630 - t6647
+        del t6630, t6647
         t6657 = t6631 - t6646
+        del t6631, t6646
         t6658 = t6637 - t6650
+        del t6637, t6650
         t6659 = t6636 - t6651
+        del t6636, t6651
         t6660 = t6640 - t6654
+        del t6640, t6654
         t6661 = t6641 - t6655
+        del t6641, t6655
         t6662 = wz * t5349
         t6663 = z * t5350
         t6664 = t6662 + t6663
+        del t6662, t6663
         t6665 = z * t5349
         t6666 = wz * t5351
         t6667 = z * t5352
         t6668 = t6666 + t6667
+        del t6666, t6667
         t6669 = z * t5351
         t6670 = t5347 + t6669
+        del t6669
         t6671 = t5348 + t6668
+        del t6668
         t6672 = wz * t5347
         t6673 = z * t5348
         t6674 = t6672 + t6673
+        del t6672, t6673
         t6675 = z * t5347
         t6676 = wx * t5314
         t6677 = x * t5313
         t6678 = t6676 + t6677
+        del t6676, t6677
         t6679 = x * t5314
         t6680 = t5318 + t6679
+        del t6679
         t6681 = t5317 + t6678
+        del t6678
         t6682 = wx * t5316
         t6683 = x * t5315
         t6684 = t6682 + t6683
+        del t6682, t6683
         t6685 = x * t5316
         t6686 = wx * t5318
         t6687 = x * t5317
         t6688 = t6686 + t6687
+        del t6686, t6687
         t6689 = x * t5318
         t6690 = t6675 + t6689
+        del t6675, t6689
         t6691 = t6674 + t6688
+        del t6674, t6688
         t6692 = t6665 + t6680
+        del t6665, t6680
         t6693 = t6664 + t6681
+        del t6664, t6681
         t6694 = t6670 + t6685
+        del t6670, t6685
         t6695 = t6671 + t6684
+        del t6671, t6684
         c6696 = k[547]
         t6697 = wy * t5424
         t6698 = y * t5423
         t6699 = t6697 + t6698
+        del t6697, t6698
         t6700 = y * t5424
         t6701 = wy * t5426
         t6702 = y * t5425
         t6703 = t6701 + t6702
+        del t6701, t6702
         t6704 = y * t5426
         t6705 = t5430 + t6704
+        del t6704
         t6706 = t5429 + t6703
+        del t6703
         t6707 = wy * t5428
         t6708 = y * t5427
         t6709 = t6707 + t6708
+        del t6707, t6708
         t6710 = y * t5428
         t6711 = wy * t5430
         t6712 = y * t5429
         t6713 = t6711 + t6712
+        del t6711, t6712
         t6714 = y * t5430
         t6715 = c6696 * t6699
+        del t6699
         t6716 = c6696 * t6700
+        del t6700
         t6717 = c6696 * t6706
+        del t6706
         t6718 = c6696 * t6705
+        del t6705
         t6719 = c6696 * t6709
+        del t6709
         t6720 = c6696 * t6710
+        del t6710
         t6721 = c6696 * t6713
+        del t6713
         t6722 = c6696 * t6714
+        del t6714
         c6723 = k[548]
         t6724 = t7 * t4238
         t6725 = t6 * t4237
         t6726 = t6724 + t6725
+        del t6724, t6725
         t6727 = t6 * t4238
         t6728 = t19 * t4232
         t6729 = t18 * t4231
+        del t4231
         t6730 = t6728 + t6729
+        del t6728, t6729
         t6731 = t18 * t4232
+        del t4232
         t6732 = t6727 + t6731
+        del t6727, t6731
         t6733 = t6726 + t6730
+        del t6726, t6730
         t6734 = t14 * t4238
         t6735 = t13 * t4237
         t6736 = t6734 + t6735
+        del t6734, t6735
         t6737 = t13 * t4238
         t6738 = t19 * t4234
         t6739 = t18 * t4233
+        del t4233
         t6740 = t6738 + t6739
+        del t6738, t6739
         t6741 = t18 * t4234
+        del t4234
         t6742 = t6737 + t6741
+        del t6737, t6741
         t6743 = t6736 + t6740
+        del t6736, t6740
         t6744 = t2 * t4238
         t6745 = t1 * t4237
         t6746 = t6744 + t6745
+        del t6744, t6745
         t6747 = t1 * t4238
         t6748 = t19 * t4236
         t6749 = t18 * t4235
+        del t4235
         t6750 = t6748 + t6749
+        del t6748, t6749
         t6751 = t18 * t4236
+        del t4236
         t6752 = t6747 + t6751
+        del t6747, t6751
         t6753 = t6746 + t6750
+        del t6746, t6750
         t6754 = t19 * t4238
         t6755 = t18 * t4237
+        del t4237
         t6756 = t6754 + t6755
+        del t6754, t6755
         t6757 = t18 * t4238
+        del t4238
         t6758 = c6723 * t6733
+        del t6733
         t6759 = c6723 * t6732
+        del t6732
         t6760 = c6723 * t6743
+        del t6743
         t6761 = c6723 * t6742
+        del t6742
         t6762 = c6723 * t6753
+        del t6753
         t6763 = c6723 * t6752
+        del t6752
         t6764 = c6723 * t6756
+        del t6756
         t6765 = c6723 * t6757
+        del t6757
         t6766 = t6715 - t6758
+        del t6715, t6758
         t6767 = t6716 - t6759
+        del t6716, t6759
         t6768 = t6717 - t6760
+        del t6717, t6760
         t6769 = t6718 - t6761
+        del t6718, t6761
         t6770 = t6719 - t6762
+        del t6719, t6762
         t6771 = t6720 - t6763
+        del t6720, t6763
         t6772 = t6721 - t6764
+        del t6721, t6764
         t6773 = t6722 - t6765
+        del t6722, t6765
         c6774 = k[549]
         t6775 = wy * t5502
         t6776 = y * t5501
         t6777 = t6775 + t6776
+        del t6775, t6776
         t6778 = y * t5502
         t6779 = wy * t5504
         t6780 = y * t5503
         t6781 = t6779 + t6780
+        del t6779, t6780
         t6782 = y * t5504
         t6783 = t5508 + t6782
+        del t6782
         t6784 = t5507 + t6781
+        del t6781
         t6785 = wy * t5506
         t6786 = y * t5505
         t6787 = t6785 + t6786
+        del t6785, t6786
         t6788 = y * t5506
         t6789 = wy * t5508
         t6790 = y * t5507
         t6791 = t6789 + t6790
+        del t6789, t6790
         t6792 = y * t5508
         t6793 = c6774 * t6777
+        del t6777
         t6794 = c6774 * t6778
+        del t6778
         t6795 = c6774 * t6784
+        del t6784
         t6796 = c6774 * t6783
+        del t6783
         t6797 = c6774 * t6787
+        del t6787
         t6798 = c6774 * t6788
+        del t6788
         t6799 = c6774 * t6791
+        del t6791
         t6800 = c6774 * t6792
+        del t6792
         c6801 = k[550]
         t6802 = t7 * t4316
         t6803 = t6 * t4315
         t6804 = t6802 + t6803
+        del t6802, t6803
         t6805 = t6 * t4316
         t6806 = t19 * t4310
         t6807 = t18 * t4309
+        del t4309
         t6808 = t6806 + t6807
+        del t6806, t6807
         t6809 = t18 * t4310
+        del t4310
         t6810 = t6805 + t6809
+        del t6805, t6809
         t6811 = t6804 + t6808
+        del t6804, t6808
         t6812 = t14 * t4316
         t6813 = t13 * t4315
         t6814 = t6812 + t6813
+        del t6812, t6813
         t6815 = t13 * t4316
         t6816 = t19 * t4312
         t6817 = t18 * t4311
+        del t4311
         t6818 = t6816 + t6817
+        del t6816, t6817
         t6819 = t18 * t4312
+        del t4312
         t6820 = t6815 + t6819
+        del t6815, t6819
         t6821 = t6814 + t6818
+        del t6814, t6818
         t6822 = t2 * t4316
         t6823 = t1 * t4315
         t6824 = t6822 + t6823
+        del t6822, t6823
         t6825 = t1 * t4316
         t6826 = t19 * t4314
         t6827 = t18 * t4313
+        del t4313
         t6828 = t6826 + t6827
+        del t6826, t6827
         t6829 = t18 * t4314
+        del t4314
         t6830 = t6825 + t6829
+        del t6825, t6829
         t6831 = t6824 + t6828
+        del t6824, t6828
         t6832 = t19 * t4316
         t6833 = t18 * t4315
+        del t4315
         t6834 = t6832 + t6833
+        del t6832, t6833
         t6835 = t18 * t4316
+        del t4316
         t6836 = c6801 * t6811
+        del t6811
         t6837 = c6801 * t6810
+        del t6810
         t6838 = c6801 * t6821
+        del t6821
         t6839 = c6801 * t6820
+        del t6820
         t6840 = c6801 * t6831
+        del t6831
         t6841 = c6801 * t6830
+        del t6830
         t6842 = c6801 * t6834
+        del t6834
         t6843 = c6801 * t6835
+        del t6835
         t6844 = t6793 - t6836
+        del t6793, t6836
         t6845 = t6794 - t6837
+        del t6794, t6837
         t6846 = t6795 - t6838
+        del t6795, t6838
         t6847 = t6796 - t6839
+        del t6796, t6839
         t6848 = t6797 - t6840
+        del t6797, t6840
         t6849 = t6798 - t6841
+        del t6798, t6841
         t6850 = t6799 - t6842
+        del t6799, t6842
         t6851 = t6800 - t6843
+        del t6800, t6843
         t6852 = wy * t5572
         t6853 = y * t5571
         t6854 = t6852 + t6853
+        del t6852, t6853
         t6855 = y * t5572
         t6856 = wy * t5574
         t6857 = y * t5573
         t6858 = t6856 + t6857
+        del t6856, t6857
         t6859 = y * t5574
         t6860 = t5578 + t6859
+        del t6859
         t6861 = t5577 + t6858
+        del t6858
         t6862 = wy * t5576
         t6863 = y * t5575
         t6864 = t6862 + t6863
+        del t6862, t6863
         t6865 = y * t5576
         t6866 = wy * t5578
         t6867 = y * t5577
         t6868 = t6866 + t6867
+        del t6866, t6867
         t6869 = y * t5578
         t6870 = c538 * t6854
+        del t6854
         t6871 = c538 * t6855
+        del t6855
         t6872 = c538 * t6861
+        del t6861
         t6873 = c538 * t6860
+        del t6860
         t6874 = c538 * t6864
+        del t6864
         t6875 = c538 * t6865
+        del t6865
         t6876 = c538 * t6868
+        del t6868
         t6877 = c538 * t6869
+        del t6869
         t6878 = t19 * t4380
         t6879 = t18 * t4379
+        del t4379
         t6880 = t6878 + t6879
+        del t6878, t6879
         t6881 = t18 * t4380
+        del t4380
         t6882 = t4962 + t6881
+        del t4962, t6881
         t6883 = t4961 + t6880
+        del t4961, t6880
         t6884 = t14 * t4386
         t6885 = t13 * t4385
         t6886 = t6884 + t6885
+        del t6884, t6885
         t6887 = t13 * t4386
         t6888 = t19 * t4382
         t6889 = t18 * t4381
+        del t4381
         t6890 = t6888 + t6889
+        del t6888, t6889
         t6891 = t18 * t4382
+        del t4382
         t6892 = t6887 + t6891
+        del t6887, t6891
         t6893 = t6886 + t6890
+        del t6886, t6890
         t6894 = t19 * t4384
         t6895 = t18 * t4383
+        del t4383
         t6896 = t6894 + t6895
+        del t6894, t6895
         t6897 = t18 * t4384
+        del t4384
         t6898 = t4948 + t6897
+        del t4948, t6897
         t6899 = t4947 + t6896
+        del t4947, t6896
         t6900 = t19 * t4386
         t6901 = t18 * t4385
+        del t4385
         t6902 = t6900 + t6901
+        del t6900, t6901
         t6903 = t18 * t4386
+        del t4386
         t6904 = c565 * t6883
+        del t6883
         t6905 = c565 * t6882
+        del t6882
         t6906 = c565 * t6893
+        del t6893
         t6907 = c565 * t6892
+        del t6892
         t6908 = c565 * t6899
+        del t6899
         t6909 = c565 * t6898
+        del t6898
         t6910 = c565 * t6902
+        del t6902
         t6911 = c565 * t6903
+        del t6903
         t6912 = t6870 - t6904
+        del t6870, t6904
         t6913 = t6871 - t6905
+        del t6871, t6905
         t6914 = t6872 - t6906
+        del t6872, t6906
         t6915 = t6873 - t6907
+        del t6873, t6907
         t6916 = t6874 - t6908
+        del t6874, t6908
         t6917 = t6875 - t6909
+        del t6875, t6909
         t6918 = t6876 - t6910
+        del t6876, t6910
         t6919 = t6877 - t6911
+        del t6877, t6911
         c6920 = k[551]
         t6921 = wy * t5650
         t6922 = y * t5649
         t6923 = t6921 + t6922
+        del t6921, t6922
         t6924 = y * t5650
         t6925 = wy * t5652
         t6926 = y * t5651
         t6927 = t6925 + t6926
+        del t6925, t6926
         t6928 = y * t5652
         t6929 = t5656 + t6928
+        del t6928
         t6930 = t5655 + t6927
+        del t6927
         t6931 = wy * t5654
         t6932 = y * t5653
         t6933 = t6931 + t6932
+        del t6931, t6932
         t6934 = y * t5654
         t6935 = wy * t5656
         t6936 = y * t5655
         t6937 = t6935 + t6936
+        del t6935, t6936
         t6938 = y * t5656
         t6939 = c6920 * t6923
+        del t6923
         t6940 = c6920 * t6924
+        del t6924
         t6941 = c6920 * t6930
+        del t6930
         t6942 = c6920 * t6929
+        del t6929
         t6943 = c6920 * t6933
+        del t6933
         t6944 = c6920 * t6934
+        del t6934
         t6945 = c6920 * t6937
+        del t6937
         t6946 = c6920 * t6938
+        del t6938
         c6947 = k[552]
         t6948 = t7 * t4463
         t6949 = t6 * t4462
         t6950 = t6948 + t6949
+        del t6948, t6949
         t6951 = t6 * t4463
         t6952 = t19 * t4457
         t6953 = t18 * t4456
+        del t4456
         t6954 = t6952 + t6953
+        del t6952, t6953
         t6955 = t18 * t4457
+        del t4457
         t6956 = t6951 + t6955
+        del t6951, t6955
         t6957 = t6950 + t6954
+        del t6950, t6954
         t6958 = t14 * t4463
         t6959 = t13 * t4462
         t6960 = t6958 + t6959
+        del t6958, t6959
         t6961 = t13 * t4463
         t6962 = t19 * t4459
         t6963 = t18 * t4458
+        del t4458
         t6964 = t6962 + t6963
+        del t6962, t6963
         t6965 = t18 * t4459
+        del t4459
         t6966 = t6961 + t6965
+        del t6961, t6965
         t6967 = t6960 + t6964
+        del t6960, t6964
         t6968 = t2 * t4463
         t6969 = t1 * t4462
         t6970 = t6968 + t6969
+        del t6968, t6969
         t6971 = t1 * t4463
         t6972 = t19 * t4461
         t6973 = t18 * t4460
+        del t4460
         t6974 = t6972 + t6973
+        del t6972, t6973
         t6975 = t18 * t4461
+        del t4461
         t6976 = t6971 + t6975
+        del t6971, t6975
         t6977 = t6970 + t6974
+        del t6970, t6974
         t6978 = t19 * t4463
         t6979 = t18 * t4462
+        del t4462
         t6980 = t6978 + t6979
+        del t6978, t6979
         t6981 = t18 * t4463
+        del t4463
         t6982 = c6947 * t6957
+        del t6957
         t6983 = c6947 * t6956
+        del t6956
         t6984 = c6947 * t6967
+        del t6967
         t6985 = c6947 * t6966
+        del t6966
         t6986 = c6947 * t6977
+        del t6977
         t6987 = c6947 * t6976
+        del t6976
         t6988 = c6947 * t6980
+        del t6980
         t6989 = c6947 * t6981
+        del t6981
         t6990 = t6939 - t6982
+        del t6939, t6982
         t6991 = t6940 - t6983
+        del t6940, t6983
         t6992 = t6941 - t6984
+        del t6941, t6984
         t6993 = t6942 - t6985
+        del t6942, t6985
         t6994 = t6943 - t6986
+        del t6943, t6986
         t6995 = t6944 - t6987
+        del t6944, t6987
         t6996 = t6945 - t6988
+        del t6945, t6988
         t6997 = t6946 - t6989
+        del t6946, t6989
         t6998 = wy * t5727
         t6999 = y * t5726
         t7000 = t6998 + t6999
+        del t6998, t6999
         t7001 = y * t5727
         t7002 = wy * t5729
         t7003 = y * t5728
         t7004 = t7002 + t7003
+        del t7002, t7003
         t7005 = y * t5729
         t7006 = t5733 + t7005
+        del t7005
         t7007 = t5732 + t7004
+        del t7004
         t7008 = wy * t5731
         t7009 = y * t5730
         t7010 = t7008 + t7009
+        del t7008, t7009
         t7011 = y * t5731
         t7012 = wy * t5733
         t7013 = y * t5732
         t7014 = t7012 + t7013
+        del t7012, t7013
         t7015 = y * t5733
         t7016 = c60 * t7000
+        del t7000
         t7017 = c60 * t7001
+        del t7001
         t7018 = c60 * t7007
+        del t7007
         t7019 = c60 * t7006
+        del t7006
         t7020 = c60 * t7010
+        del t7010
         t7021 = c60 * t7011
+        del t7011
         t7022 = c60 * t7014
+        del t7014
         t7023 = c60 * t7015
+        del t7015
         t7024 = t7 * t4541
         t7025 = t6 * t4540
         t7026 = t7024 + t7025
+        del t7024, t7025
         t7027 = t6 * t4541
         t7028 = t19 * t4535
         t7029 = t18 * t4534
+        del t4534
         t7030 = t7028 + t7029
+        del t7028, t7029
         t7031 = t18 * t4535
+        del t4535
         t7032 = t7027 + t7031
+        del t7027, t7031
         t7033 = t7026 + t7030
+        del t7026, t7030
         t7034 = t14 * t4541
         t7035 = t13 * t4540
         t7036 = t7034 + t7035
+        del t7034, t7035
         t7037 = t13 * t4541
         t7038 = t19 * t4537
         t7039 = t18 * t4536
+        del t4536
         t7040 = t7038 + t7039
+        del t7038, t7039
         t7041 = t18 * t4537
+        del t4537
         t7042 = t7037 + t7041
+        del t7037, t7041
         t7043 = t7036 + t7040
+        del t7036, t7040
         t7044 = t2 * t4541
         t7045 = t1 * t4540
         t7046 = t7044 + t7045
+        del t7044, t7045
         t7047 = t1 * t4541
         t7048 = t19 * t4539
         t7049 = t18 * t4538
+        del t4538
         t7050 = t7048 + t7049
+        del t7048, t7049
         t7051 = t18 * t4539
+        del t4539
         t7052 = t7047 + t7051
+        del t7047, t7051
         t7053 = t7046 + t7050
+        del t7046, t7050
         t7054 = t19 * t4541
         t7055 = t18 * t4540
+        del t4540
         t7056 = t7054 + t7055
+        del t7054, t7055
         t7057 = t18 * t4541
+        del t4541
         t7058 = c1085 * t7033
+        del t7033
         t7059 = c1085 * t7032
+        del t7032
         t7060 = c1085 * t7043
+        del t7043
         t7061 = c1085 * t7042
+        del t7042
         t7062 = c1085 * t7053
+        del t7053
         t7063 = c1085 * t7052
+        del t7052
         t7064 = c1085 * t7056
+        del t7056
         t7065 = c1085 * t7057
+        del t7057
         t7066 = t7016 - t7058
+        del t7016, t7058
         t7067 = t7017 - t7059
+        del t7017, t7059
         t7068 = t7018 - t7060
+        del t7018, t7060
         t7069 = t7019 - t7061
+        del t7019, t7061
         t7070 = t7020 - t7062
+        del t7020, t7062
         t7071 = t7021 - t7063
+        del t7021, t7063
         t7072 = t7022 - t7064
+        del t7022, t7064
         t7073 = t7023 - t7065
+        del t7023, t7065
         t7074 = wy * t5805
         t7075 = y * t5804
         t7076 = t7074 + t7075
+        del t7074, t7075
         t7077 = y * t5805
         t7078 = wy * t5807
         t7079 = y * t5806
         t7080 = t7078 + t7079
+        del t7078, t7079
         t7081 = y * t5807
         t7082 = t5811 + t7081
+        del t7081
         t7083 = t5810 + t7080
+        del t7080
         t7084 = wy * t5809
         t7085 = y * t5808
         t7086 = t7084 + t7085
+        del t7084, t7085
         t7087 = y * t5809
         t7088 = wy * t5811
         t7089 = y * t5810
         t7090 = t7088 + t7089
+        del t7088, t7089
         t7091 = y * t5811
         t7092 = c602 * t7076
+        del t7076
         t7093 = c602 * t7077
+        del t7077
         t7094 = c602 * t7083
+        del t7083
         t7095 = c602 * t7082
+        del t7082
         t7096 = c602 * t7086
+        del t7086
         t7097 = c602 * t7087
+        del t7087
         t7098 = c602 * t7090
+        del t7090
         t7099 = c602 * t7091
+        del t7091
         t7100 = t7 * t4618
         t7101 = t6 * t4617
         t7102 = t7100 + t7101
+        del t7100, t7101
         t7103 = t6 * t4618
         t7104 = t19 * t4612
         t7105 = t18 * t4611
+        del t4611
         t7106 = t7104 + t7105
+        del t7104, t7105
         t7107 = t18 * t4612
+        del t4612
         t7108 = t7103 + t7107
+        del t7103, t7107
         t7109 = t7102 + t7106
+        del t7102, t7106
         t7110 = t14 * t4618
         t7111 = t13 * t4617
         t7112 = t7110 + t7111
+        del t7110, t7111
         t7113 = t13 * t4618
         t7114 = t19 * t4614
         t7115 = t18 * t4613
+        del t4613
         t7116 = t7114 + t7115
+        del t7114, t7115
         t7117 = t18 * t4614
+        del t4614
         t7118 = t7113 + t7117
+        del t7113, t7117
         t7119 = t7112 + t7116
+        del t7112, t7116
         t7120 = t2 * t4618
         t7121 = t1 * t4617
         t7122 = t7120 + t7121
+        del t7120, t7121
         t7123 = t1 * t4618
         t7124 = t19 * t4616
         t7125 = t18 * t4615
+        del t4615
         t7126 = t7124 + t7125
+        del t7124, t7125
         t7127 = t18 * t4616
+        del t4616
         t7128 = t7123 + t7127
+        del t7123, t7127
         t7129 = t7122 + t7126
+        del t7122, t7126
         t7130 = t19 * t4618
         t7131 = t18 * t4617
+        del t4617
         t7132 = t7130 + t7131
+        del t7130, t7131
         t7133 = t18 * t4618
+        del t4618
         t7134 = c238 * t7109
+        del t7109
         t7135 = c238 * t7108
+        del t7108
         t7136 = c238 * t7119
+        del t7119
         t7137 = c238 * t7118
+        del t7118
         t7138 = c238 * t7129
+        del t7129
         t7139 = c238 * t7128
+        del t7128
         t7140 = c238 * t7132
+        del t7132
         t7141 = c238 * t7133
+        del t7133
         t7142 = t7092 - t7134
+        del t7092, t7134
         t7143 = t7093 - t7135
+        del t7093, t7135
         t7144 = t7094 - t7136
+        del t7094, t7136
         t7145 = t7095 - t7137
+        del t7095, t7137
         t7146 = t7096 - t7138
+        del t7096, t7138
         t7147 = t7097 - t7139
+        del t7097, t7139
         t7148 = t7098 - t7140
+        del t7098, t7140
         t7149 = t7099 - t7141
+        del t7099, t7141
         c7150 = k[553]
         t7151 = wy * t5882
         t7152 = y * t5881
         t7153 = t7151 + t7152
+        del t7151, t7152
         t7154 = y * t5882
         t7155 = wy * t5884
         t7156 = y * t5883
         t7157 = t7155 + t7156
+        del t7155, t7156
         t7158 = y * t5884
         t7159 = t5888 + t7158
+        del t7158
         t7160 = t5887 + t7157
+        del t7157
         t7161 = wy * t5886
         t7162 = y * t5885
         t7163 = t7161 + t7162
+        del t7161, t7162
         t7164 = y * t5886
         t7165 = wy * t5888
         t7166 = y * t5887
         t7167 = t7165 + t7166
+        del t7165, t7166
         t7168 = y * t5888
         t7169 = c7150 * t7153
+        del t7153
         t7170 = c7150 * t7154
+        del t7154
         t7171 = c7150 * t7160
+        del t7160
         t7172 = c7150 * t7159
+        del t7159
         t7173 = c7150 * t7163
+        del t7163
         t7174 = c7150 * t7164
+        del t7164
         t7175 = c7150 * t7167
+        del t7167
         t7176 = c7150 * t7168
+        del t7168
         c7177 = k[554]
         t7178 = t7 * t4682
         t7179 = t6 * t4681
         t7180 = t7178 + t7179
+        del t7178, t7179
         t7181 = t6 * t4682
         t7182 = t19 * t4676
         t7183 = t18 * t4675
+        del t4675
         t7184 = t7182 + t7183
+        del t7182, t7183
         t7185 = t18 * t4676
+        del t4676
         t7186 = t7181 + t7185
+        del t7181, t7185
         t7187 = t7180 + t7184
+        del t7180, t7184
         t7188 = t14 * t4682
         t7189 = t13 * t4681
         t7190 = t7188 + t7189
+        del t7188, t7189
         t7191 = t13 * t4682
         t7192 = t19 * t4678
         t7193 = t18 * t4677
+        del t4677
         t7194 = t7192 + t7193
+        del t7192, t7193
         t7195 = t18 * t4678
+        del t4678
         t7196 = t7191 + t7195
+        del t7191, t7195
         t7197 = t7190 + t7194
+        del t7190, t7194
         t7198 = t2 * t4682
         t7199 = t1 * t4681
         t7200 = t7198 + t7199
+        del t7198, t7199
         t7201 = t1 * t4682
         t7202 = t19 * t4680
         t7203 = t18 * t4679
+        del t4679
         t7204 = t7202 + t7203
+        del t7202, t7203
         t7205 = t18 * t4680
+        del t4680
         t7206 = t7201 + t7205
+        del t7201, t7205
         t7207 = t7200 + t7204
+        del t7200, t7204
         t7208 = t19 * t4682
         t7209 = t18 * t4681
+        del t4681
         t7210 = t7208 + t7209
+        del t7208, t7209
         t7211 = t18 * t4682
+        del t4682
         t7212 = c7177 * t7187
+        del t7187
         t7213 = c7177 * t7186
+        del t7186
         t7214 = c7177 * t7197
+        del t7197
         t7215 = c7177 * t7196
+        del t7196
         t7216 = c7177 * t7207
+        del t7207
         t7217 = c7177 * t7206
+        del t7206
         t7218 = c7177 * t7210
+        del t7210
         t7219 = c7177 * t7211
+        del t7211
         t7220 = t7169 - t7212
+        del t7169, t7212
         t7221 = t7170 - t7213
+        del t7170, t7213
         t7222 = t7171 - t7214
+        del t7171, t7214
         t7223 = t7172 - t7215
+        del t7172, t7215
         t7224 = t7173 - t7216
+        del t7173, t7216
         t7225 = t7174 - t7217
+        del t7174, t7217
         t7226 = t7175 - t7218
+        del t7175, t7218
         t7227 = t7176 - t7219
+        del t7176, t7219
         c7228 = k[555]
         t7229 = wy * t5946
         t7230 = y * t5945
         t7231 = t7229 + t7230
+        del t7229, t7230
         t7232 = y * t5946
         t7233 = wy * t5948
         t7234 = y * t5947
         t7235 = t7233 + t7234
+        del t7233, t7234
         t7236 = y * t5948
         t7237 = t5952 + t7236
+        del t7236
         t7238 = t5951 + t7235
+        del t7235
         t7239 = wy * t5950
         t7240 = y * t5949
         t7241 = t7239 + t7240
+        del t7239, t7240
         t7242 = y * t5950
         t7243 = wy * t5952
         t7244 = y * t5951
         t7245 = t7243 + t7244
+        del t7243, t7244
         t7246 = y * t5952
         t7247 = c7228 * t7231
+        del t7231
         t7248 = c7228 * t7232
+        del t7232
         t7249 = c7228 * t7238
+        del t7238
         t7250 = c7228 * t7237
+        del t7237
         t7251 = c7228 * t7241
+        del t7241
         t7252 = c7228 * t7242
+        del t7242
         t7253 = c7228 * t7245
+        del t7245
         t7254 = c7228 * t7246
+        del t7246
         t7255 = t7 * t4715
         t7256 = t6 * t4714
         t7257 = t7255 + t7256
+        del t7255, t7256
         t7258 = t6 * t4715
         t7259 = t19 * t4708
         t7260 = t18 * t4709
+        del t4709
         t7261 = t7259 + t7260
+        del t7259, t7260
         t7262 = t18 * t4708
+        del t4708
         t7263 = t7258 + t7262
+        del t7258, t7262
         t7264 = t7257 + t7261
+        del t7257, t7261
         t7265 = t14 * t4715
         t7266 = t13 * t4714
         t7267 = t7265 + t7266
+        del t7265, t7266
         t7268 = t13 * t4715
         t7269 = t19 * t4711
         t7270 = t18 * t4710
+        del t4710
         t7271 = t7269 + t7270
+        del t7269, t7270
         t7272 = t18 * t4711
+        del t4711
         t7273 = t7268 + t7272
+        del t7268, t7272
         t7274 = t7267 + t7271
+        del t7267, t7271
         t7275 = t2 * t4715
         t7276 = t1 * t4714
         t7277 = t7275 + t7276
+        del t7275, t7276
         t7278 = t1 * t4715
         t7279 = t19 * t4712
         t7280 = t18 * t4713
+        del t4713
         t7281 = t7279 + t7280
+        del t7279, t7280
         t7282 = t18 * t4712
+        del t4712
         t7283 = t7278 + t7282
+        del t7278, t7282
         t7284 = t7277 + t7281
+        del t7277, t7281
         t7285 = t19 * t4715
         t7286 = t18 * t4714
+        del t4714
         t7287 = t7285 + t7286
+        del t7285, t7286
         t7288 = t18 * t4715
+        del t4715
         t7289 = c4542 * t7264
+        del t7264
         t7290 = c4542 * t7263
+        del t7263
         t7291 = c4542 * t7274
+        del t7274
         t7292 = c4542 * t7273
+        del t7273
         t7293 = c4542 * t7284
+        del t7284
         t7294 = c4542 * t7283
+        del t7283
         t7295 = c4542 * t7287
+        del t7287
         t7296 = c4542 * t7288
+        del t7288
         t7297 = t7247 - t7289
+        del t7247, t7289
         t7298 = t7248 - t7290
+        del t7248, t7290
         t7299 = t7249 - t7291
+        del t7249, t7291
         t7300 = t7250 - t7292
+        del t7250, t7292
         t7301 = t7251 - t7293
+        del t7251, t7293
         t7302 = t7252 - t7294
+        del t7252, t7294
         t7303 = t7253 - t7295
+        del t7253, t7295
         t7304 = t7254 - t7296
+        del t7254, t7296
         c7305 = k[556]
         t7306 = wy * t5978
         t7307 = y * t5979
         t7308 = t7306 + t7307
+        del t7306, t7307
         t7309 = y * t5978
         t7310 = wy * t5981
         t7311 = y * t5980
         t7312 = t7310 + t7311
+        del t7310, t7311
         t7313 = y * t5981
         t7314 = t5985 + t7313
+        del t7313
         t7315 = t5984 + t7312
+        del t7312
         t7316 = wy * t5982
         t7317 = y * t5983
         t7318 = t7316 + t7317
+        del t7316, t7317
         t7319 = y * t5982
         t7320 = wy * t5985
         t7321 = y * t5984
         t7322 = t7320 + t7321
+        del t7320, t7321
         t7323 = y * t5985
         t7324 = c7305 * t7308
+        del t7308
         t7325 = c7305 * t7309
+        del t7309
         t7326 = c7305 * t7315
+        del t7315
         t7327 = c7305 * t7314
+        del t7314
         t7328 = c7305 * t7318
+        del t7318
         t7329 = c7305 * t7319
+        del t7319
         t7330 = c7305 * t7322
+        del t7322
         t7331 = c7305 * t7323
+        del t7323
         c7332 = k[557]
         t7333 = t7 * t4718
         t7334 = t6 * t4717
         t7335 = t7333 + t7334
+        del t7333, t7334
         t7336 = t6 * t4718
         t7337 = t14 * t4718
         t7338 = t13 * t4717
         t7339 = t7337 + t7338
+        del t7337, t7338
         t7340 = t13 * t4718
         t7341 = t19 * c4716
         t7342 = t18 * c4716
         t7343 = t7340 + t7342
+        del t7340
         t7344 = t7339 + t7341
+        del t7339
         t7345 = t2 * t4718
         t7346 = t1 * t4717
         t7347 = t7345 + t7346
+        del t7345, t7346
         t7348 = t1 * t4718
         t7349 = t19 * t4718
         t7350 = t18 * t4717
+        del t4717
         t7351 = t7349 + t7350
+        del t7349, t7350
         t7352 = t18 * t4718
+        del t4718
         t7353 = c7332 * t7335
+        del t7335
         t7354 = c7332 * t7336
+        del t7336
         t7355 = c7332 * t7344
+        del t7344
         t7356 = c7332 * t7343
+        del t7343
         t7357 = c7332 * t7347
+        del t7347
         t7358 = c7332 * t7348
+        del t7348
         t7359 = c7332 * t7351
+        del t7351
         t7360 = c7332 * t7352
+        del t7352
         t7361 = t7324 - t7353
+        del t7324, t7353
         t7362 = t7325 - t7354
+        del t7325, t7354
         t7363 = t7326 - t7355
+        del t7326, t7355
         t7364 = t7327 - t7356
+        del t7327, t7356
         t7365 = t7328 - t7357
+        del t7328, t7357
         t7366 = t7329 - t7358
+        del t7329, t7358
         t7367 = t7330 - t7359
+        del t7330, t7359
         t7368 = t7331 - t7360
+        del t7331, t7360
         c7369 = k[558]
         t7370 = t5988 + t5988
         t7371 = t5987 + t5987
         t7372 = wy * t5988
         t7373 = y * t5987
         t7374 = t7372 + t7373
+        del t7372, t7373
         t7375 = y * t5988
         t7376 = c7369 * t7371
+        del t7371
         t7377 = c7369 * t7370
+        del t7370
         t7378 = c7369 * t7374
+        del t7374
         t7379 = c7369 * t7375
+        del t7375
         t7380 = t7 * c4716
         t7381 = t6 * c4716
         t7382 = t14 * c4716
@@ -14538,21 +21684,37 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t7384 = t2 * c4716
         t7385 = t1 * c4716
         t7386 = c5953 * t7380
+        del t7380
         t7387 = c5953 * t7381
+        del t7381
         t7388 = c5953 * t7382
+        del t7382
         t7389 = c5953 * t7383
+        del t7383
         t7390 = c5953 * t7384
+        del t7384
         t7391 = c5953 * t7385
+        del t7385
         t7392 = c5953 * t7341
+        del t7341
         t7393 = c5953 * t7342
+        del t7342
         t7394 = -t7387
+        del t7387
         t7395 = -t7386
+        del t7386
         t7396 = t7376 - t7388
+        del t7376, t7388
         t7397 = t7377 - t7389
+        del t7377, t7389
         t7398 = -t7391
+        del t7391
         t7399 = -t7390
+        del t7390
         t7400 = t7378 - t7392
+        del t7378, t7392
         t7401 = t7379 - t7393
+        del t7379, t7393
         c7402 = k[559]
         t7403 = c7402 * wy
         t7404 = c7402 * y
@@ -14564,357 +21726,532 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t7410 = c7402 * t6691
         t7411 = c7402 * t6690
         t7412 = c7405 * t7406
+        del t7406
         t7413 = c7405 * t7407
+        del t7407
         t7414 = c7405 * t7408
+        del t7408
         t7415 = c7405 * t7409
+        del t7409
         t7416 = c7405 * t7410
+        del t7410
         t7417 = c7405 * t7411
+        del t7411
         c7418 = k[561]
         t7419 = t7403 * t5349
         t7420 = t7404 * t5350
         t7421 = t7419 + t7420
+        del t7419, t7420
         t7422 = t7404 * t5349
         t7423 = c7402 * t5348
         t7424 = c7402 * t5347
         t7425 = t7403 * t5351
         t7426 = t7404 * t5352
         t7427 = t7425 + t7426
+        del t7425, t7426
         t7428 = t7404 * t5351
         t7429 = t7403 * t5347
         t7430 = t7404 * t5348
         t7431 = t7429 + t7430
+        del t7429, t7430
         t7432 = t7404 * t5347
         t7433 = c7418 * t7421
+        del t7421
         t7434 = c7418 * t7422
+        del t7422
         t7435 = c7418 * t7423
+        del t7423
         t7436 = c7418 * t7424
+        del t7424
         t7437 = c7418 * t7427
+        del t7427
         t7438 = c7418 * t7428
+        del t7428
         t7439 = c7418 * t7431
+        del t7431
         t7440 = c7418 * t7432
+        del t7432
         c7441 = k[562]
         t7442 = t7395 * t4155
         t7443 = t7394 * t4156
         t7444 = t7442 + t7443
+        del t7442, t7443
         t7445 = t7394 * t4155
         t7446 = t7400 * t4157
         t7447 = t7401 * t4158
         t7448 = t7446 + t7447
+        del t7446, t7447
         t7449 = t7401 * t4157
         t7450 = t7445 + t7449
+        del t7445, t7449
         t7451 = t7444 + t7448
+        del t7444, t7448
         t7452 = t7396 * t4155
         t7453 = t7397 * t4156
         t7454 = t7452 + t7453
+        del t7452, t7453
         t7455 = t7397 * t4155
         t7456 = t7399 * t4155
         t7457 = t7398 * t4156
         t7458 = t7456 + t7457
+        del t7456, t7457
         t7459 = t7398 * t4155
         t7460 = t7400 * t4159
         t7461 = t7401 * t4160
         t7462 = t7460 + t7461
+        del t7460, t7461
         t7463 = t7401 * t4159
         t7464 = t7459 + t7463
+        del t7459, t7463
         t7465 = t7458 + t7462
+        del t7458, t7462
         t7466 = t7400 * t4155
         t7467 = t7401 * t4156
         t7468 = t7466 + t7467
+        del t7466, t7467
         t7469 = t7401 * t4155
         t7470 = c7441 * t7451
+        del t7451
         t7471 = c7441 * t7450
+        del t7450
         t7472 = c7441 * t7454
+        del t7454
         t7473 = c7441 * t7455
+        del t7455
         t7474 = c7441 * t7465
+        del t7465
         t7475 = c7441 * t7464
+        del t7464
         t7476 = c7441 * t7468
+        del t7468
         t7477 = c7441 * t7469
+        del t7469
         c7478 = k[563]
         t7479 = t7361 * t3117
         t7480 = t7362 * t3118
         t7481 = t7479 + t7480
+        del t7479, t7480
         t7482 = t7362 * t3117
         t7483 = t7367 * t3119
         t7484 = t7368 * t3120
         t7485 = t7483 + t7484
+        del t7483, t7484
         t7486 = t7368 * t3119
         t7487 = t7482 + t7486
+        del t7482, t7486
         t7488 = t7481 + t7485
+        del t7481, t7485
         t7489 = t7363 * t3117
         t7490 = t7364 * t3118
         t7491 = t7489 + t7490
+        del t7489, t7490
         t7492 = t7364 * t3117
         t7493 = t7365 * t3117
         t7494 = t7366 * t3118
         t7495 = t7493 + t7494
+        del t7493, t7494
         t7496 = t7366 * t3117
         t7497 = t7367 * t3121
         t7498 = t7368 * t3122
         t7499 = t7497 + t7498
+        del t7497, t7498
         t7500 = t7368 * t3121
         t7501 = t7496 + t7500
+        del t7496, t7500
         t7502 = t7495 + t7499
+        del t7495, t7499
         t7503 = t7367 * t3117
         t7504 = t7368 * t3118
         t7505 = t7503 + t7504
+        del t7503, t7504
         t7506 = t7368 * t3117
         t7507 = c7478 * t7488
+        del t7488
         t7508 = c7478 * t7487
+        del t7487
         t7509 = c7478 * t7491
+        del t7491
         t7510 = c7478 * t7492
+        del t7492
         t7511 = c7478 * t7502
+        del t7502
         t7512 = c7478 * t7501
+        del t7501
         t7513 = c7478 * t7505
+        del t7505
         t7514 = c7478 * t7506
+        del t7506
         c7515 = k[564]
         t7516 = t7297 * t2226
         t7517 = t7298 * t2227
         t7518 = t7516 + t7517
+        del t7516, t7517
         t7519 = t7298 * t2226
         t7520 = t7303 * t2228
         t7521 = t7304 * t2229
         t7522 = t7520 + t7521
+        del t7520, t7521
         t7523 = t7304 * t2228
         t7524 = t7519 + t7523
+        del t7519, t7523
         t7525 = t7518 + t7522
+        del t7518, t7522
         t7526 = t7299 * t2226
         t7527 = t7300 * t2227
         t7528 = t7526 + t7527
+        del t7526, t7527
         t7529 = t7300 * t2226
         t7530 = t7301 * t2226
         t7531 = t7302 * t2227
         t7532 = t7530 + t7531
+        del t7530, t7531
         t7533 = t7302 * t2226
         t7534 = t7303 * t2230
         t7535 = t7304 * t2231
         t7536 = t7534 + t7535
+        del t7534, t7535
         t7537 = t7304 * t2230
         t7538 = t7533 + t7537
+        del t7533, t7537
         t7539 = t7532 + t7536
+        del t7532, t7536
         t7540 = t7303 * t2226
         t7541 = t7304 * t2227
         t7542 = t7540 + t7541
+        del t7540, t7541
         t7543 = t7304 * t2226
         t7544 = c7515 * t7525
+        del t7525
         t7545 = c7515 * t7524
+        del t7524
         t7546 = c7515 * t7528
+        del t7528
         t7547 = c7515 * t7529
+        del t7529
         t7548 = c7515 * t7539
+        del t7539
         t7549 = c7515 * t7538
+        del t7538
         t7550 = c7515 * t7542
+        del t7542
         t7551 = c7515 * t7543
+        del t7543
         c7552 = k[565]
         t7553 = t7220 * t1486
         t7554 = t7221 * t1487
         t7555 = t7553 + t7554
+        del t7553, t7554
         t7556 = t7221 * t1486
         t7557 = t7226 * t1488
         t7558 = t7227 * t1489
         t7559 = t7557 + t7558
+        del t7557, t7558
         t7560 = t7227 * t1488
         t7561 = t7556 + t7560
+        del t7556, t7560
         t7562 = t7555 + t7559
+        del t7555, t7559
         t7563 = t7222 * t1486
         t7564 = t7223 * t1487
         t7565 = t7563 + t7564
+        del t7563, t7564
         t7566 = t7223 * t1486
         t7567 = t7224 * t1486
         t7568 = t7225 * t1487
         t7569 = t7567 + t7568
+        del t7567, t7568
         t7570 = t7225 * t1486
         t7571 = t7226 * t1490
         t7572 = t7227 * t1491
         t7573 = t7571 + t7572
+        del t7571, t7572
         t7574 = t7227 * t1490
         t7575 = t7570 + t7574
+        del t7570, t7574
         t7576 = t7569 + t7573
+        del t7569, t7573
         t7577 = t7226 * t1486
         t7578 = t7227 * t1487
         t7579 = t7577 + t7578
+        del t7577, t7578
         t7580 = t7227 * t1486
         t7581 = c7552 * t7562
+        del t7562
         t7582 = c7552 * t7561
+        del t7561
         t7583 = c7552 * t7565
+        del t7565
         t7584 = c7552 * t7566
+        del t7566
         t7585 = c7552 * t7576
+        del t7576
         t7586 = c7552 * t7575
+        del t7575
         t7587 = c7552 * t7579
+        del t7579
         t7588 = c7552 * t7580
+        del t7580
         c7589 = k[566]
         t7590 = t7142 * t897
         t7591 = t7143 * t898
         t7592 = t7590 + t7591
+        del t7590, t7591
         t7593 = t7143 * t897
         t7594 = t7148 * t899
         t7595 = t7149 * t900
         t7596 = t7594 + t7595
+        del t7594, t7595
         t7597 = t7149 * t899
         t7598 = t7593 + t7597
+        del t7593, t7597
         t7599 = t7592 + t7596
+        del t7592, t7596
         t7600 = t7144 * t897
         t7601 = t7145 * t898
         t7602 = t7600 + t7601
+        del t7600, t7601
         t7603 = t7145 * t897
         t7604 = t7146 * t897
         t7605 = t7147 * t898
         t7606 = t7604 + t7605
+        del t7604, t7605
         t7607 = t7147 * t897
         t7608 = t7148 * t901
         t7609 = t7149 * t902
         t7610 = t7608 + t7609
+        del t7608, t7609
         t7611 = t7149 * t901
         t7612 = t7607 + t7611
+        del t7607, t7611
         t7613 = t7606 + t7610
+        del t7606, t7610
         t7614 = t7148 * t897
         t7615 = t7149 * t898
         t7616 = t7614 + t7615
+        del t7614, t7615
         t7617 = t7149 * t897
         t7618 = c7589 * t7599
+        del t7599
         t7619 = c7589 * t7598
+        del t7598
         t7620 = c7589 * t7602
+        del t7602
         t7621 = c7589 * t7603
+        del t7603
         t7622 = c7589 * t7613
+        del t7613
         t7623 = c7589 * t7612
+        del t7612
         t7624 = c7589 * t7616
+        del t7616
         t7625 = c7589 * t7617
+        del t7617
         c7626 = k[567]
         t7627 = t7066 * t454
         t7628 = t7067 * t455
         t7629 = t7627 + t7628
+        del t7627, t7628
         t7630 = t7067 * t454
         t7631 = t7072 * t456
         t7632 = t7073 * t457
         t7633 = t7631 + t7632
+        del t7631, t7632
         t7634 = t7073 * t456
         t7635 = t7630 + t7634
+        del t7630, t7634
         t7636 = t7629 + t7633
+        del t7629, t7633
         t7637 = t7068 * t454
         t7638 = t7069 * t455
         t7639 = t7637 + t7638
+        del t7637, t7638
         t7640 = t7069 * t454
         t7641 = t7070 * t454
         t7642 = t7071 * t455
         t7643 = t7641 + t7642
+        del t7641, t7642
         t7644 = t7071 * t454
         t7645 = t7072 * t458
         t7646 = t7073 * t459
         t7647 = t7645 + t7646
+        del t7645, t7646
         t7648 = t7073 * t458
         t7649 = t7644 + t7648
+        del t7644, t7648
         t7650 = t7643 + t7647
+        del t7643, t7647
         t7651 = t7072 * t454
         t7652 = t7073 * t455
         t7653 = t7651 + t7652
+        del t7651, t7652
         t7654 = t7073 * t454
         t7655 = c7626 * t7636
+        del t7636
         t7656 = c7626 * t7635
+        del t7635
         t7657 = c7626 * t7639
+        del t7639
         t7658 = c7626 * t7640
+        del t7640
         t7659 = c7626 * t7650
+        del t7650
         t7660 = c7626 * t7649
+        del t7649
         t7661 = c7626 * t7653
+        del t7653
         t7662 = c7626 * t7654
+        del t7654
         c7663 = k[568]
         t7664 = t6990 * t170
         t7665 = t6991 * t171
         t7666 = t7664 + t7665
+        del t7664, t7665
         t7667 = t6991 * t170
         t7668 = t6996 * t172
         t7669 = t6997 * t173
         t7670 = t7668 + t7669
+        del t7668, t7669
         t7671 = t6997 * t172
         t7672 = t7667 + t7671
+        del t7667, t7671
         t7673 = t7666 + t7670
+        del t7666, t7670
         t7674 = t6992 * t170
         t7675 = t6993 * t171
         t7676 = t7674 + t7675
+        del t7674, t7675
         t7677 = t6993 * t170
         t7678 = t6994 * t170
         t7679 = t6995 * t171
         t7680 = t7678 + t7679
+        del t7678, t7679
         t7681 = t6995 * t170
         t7682 = t6996 * t174
         t7683 = t6997 * t175
         t7684 = t7682 + t7683
+        del t7682, t7683
         t7685 = t6997 * t174
         t7686 = t7681 + t7685
+        del t7681, t7685
         t7687 = t7680 + t7684
+        del t7680, t7684
         t7688 = t6996 * t170
         t7689 = t6997 * t171
         t7690 = t7688 + t7689
+        del t7688, t7689
         t7691 = t6997 * t170
         t7692 = c7663 * t7673
+        del t7673
         t7693 = c7663 * t7672
+        del t7672
         t7694 = c7663 * t7676
+        del t7676
         t7695 = c7663 * t7677
+        del t7677
         t7696 = c7663 * t7687
+        del t7687
         t7697 = c7663 * t7686
+        del t7686
         t7698 = c7663 * t7690
+        del t7690
         t7699 = c7663 * t7691
+        del t7691
         c7700 = k[569]
         t7701 = t6912 * t36
         t7702 = t6913 * t37
         t7703 = t7701 + t7702
+        del t7701, t7702
         t7704 = t6913 * t36
         t7705 = t6918 * t1
         t7706 = t6919 * t2
         t7707 = t7705 + t7706
+        del t7705, t7706
         t7708 = t6919 * t1
         t7709 = t7704 + t7708
+        del t7704
         t7710 = t7703 + t7707
+        del t7703
         t7711 = t6914 * t36
         t7712 = t6915 * t37
         t7713 = t7711 + t7712
+        del t7711, t7712
         t7714 = t6915 * t36
         t7715 = t6916 * t36
         t7716 = t6917 * t37
         t7717 = t7715 + t7716
+        del t7715, t7716
         t7718 = t6917 * t36
         t7719 = t6918 * t6
         t7720 = t6919 * t7
         t7721 = t7719 + t7720
+        del t7719, t7720
         t7722 = t6919 * t6
         t7723 = t7718 + t7722
+        del t7718, t7722
         t7724 = t7717 + t7721
+        del t7717, t7721
         t7725 = t6918 * t36
         t7726 = t6919 * t37
         t7727 = t7725 + t7726
+        del t7725, t7726
         t7728 = t6919 * t36
         t7729 = c7700 * t7710
+        del t7710
         t7730 = c7700 * t7709
+        del t7709
         t7731 = c7700 * t7713
+        del t7713
         t7732 = c7700 * t7714
+        del t7714
         t7733 = c7700 * t7724
+        del t7724
         t7734 = c7700 * t7723
+        del t7723
         t7735 = c7700 * t7727
+        del t7727
         t7736 = c7700 * t7728
+        del t7728
         c7737 = k[570]
         t7738 = t6844 * x
         t7739 = t6845 * wx
         t7740 = t7738 + t7739
+        del t7738, t7739
         t7741 = t6845 * x
         t7742 = t7741 + t6851
+        del t7741
         t7743 = t7740 + t6850
+        del t7740
         t7744 = t6846 * x
         t7745 = t6847 * wx
         t7746 = t7744 + t7745
+        del t7744, t7745
         t7747 = t6847 * x
         t7748 = t6848 * x
         t7749 = t6849 * wx
         t7750 = t7748 + t7749
+        del t7748, t7749
         t7751 = t6849 * x
         t7752 = t6850 * x
         t7753 = t6851 * wx
         t7754 = t7752 + t7753
+        del t7752, t7753
         t7755 = t6851 * x
         t7756 = c7737 * t7743
+        del t7743
         t7757 = c7737 * t7742
+        del t7742
         t7758 = c7737 * t7746
+        del t7746
         t7759 = c7737 * t7747
+        del t7747
         t7760 = c7737 * t7750
+        del t7750
         t7761 = c7737 * t7751
+        del t7751
         t7762 = c7737 * t7754
+        del t7754
         t7763 = c7737 * t7755
+        del t7755
         c7764 = k[571]
         t7765 = c7764 * t6766
         t7766 = c7764 * t6767
@@ -14927,335 +22264,503 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t7773 = t6844 * z
         t7774 = t6845 * wz
         t7775 = t7773 + t7774
+        del t7773, t7774
         t7776 = t6845 * z
         t7777 = t6846 * z
         t7778 = t6847 * wz
         t7779 = t7777 + t7778
+        del t7777, t7778
         t7780 = t6847 * z
         t7781 = t6848 * z
         t7782 = t6849 * wz
         t7783 = t7781 + t7782
+        del t7781, t7782
         t7784 = t6849 * z
         t7785 = t7784 + t6851
+        del t7784
         t7786 = t7783 + t6850
+        del t7783
         t7787 = t6850 * z
         t7788 = t6851 * wz
         t7789 = t7787 + t7788
+        del t7787, t7788
         t7790 = t6851 * z
         t7791 = c7737 * t7775
+        del t7775
         t7792 = c7737 * t7776
+        del t7776
         t7793 = c7737 * t7779
+        del t7779
         t7794 = c7737 * t7780
+        del t7780
         t7795 = c7737 * t7786
+        del t7786
         t7796 = c7737 * t7785
+        del t7785
         t7797 = c7737 * t7789
+        del t7789
         t7798 = c7737 * t7790
+        del t7790
         t7799 = t6912 * t31
         t7800 = t6913 * t30
         t7801 = t7799 + t7800
+        del t7799, t7800
         t7802 = t6913 * t31
         t7803 = t6918 * t28
         t7804 = t6919 * t29
         t7805 = t7803 + t7804
+        del t7803, t7804
         t7806 = t6919 * t28
         t7807 = t7802 + t7806
+        del t7802, t7806
         t7808 = t7801 + t7805
+        del t7801, t7805
         t7809 = t6914 * t31
         t7810 = t6915 * t30
         t7811 = t7809 + t7810
+        del t7809, t7810
         t7812 = t6915 * t31
         t7813 = t6916 * t31
         t7814 = t6917 * t30
         t7815 = t7813 + t7814
+        del t7813, t7814
         t7816 = t6917 * t31
         t7817 = t7816 + t7708
+        del t7708, t7816
         t7818 = t7815 + t7707
+        del t7707, t7815
         t7819 = t6918 * t31
         t7820 = t6919 * t30
         t7821 = t7819 + t7820
+        del t7819, t7820
         t7822 = t6919 * t31
         t7823 = c7700 * t7808
+        del t7808
         t7824 = c7700 * t7807
+        del t7807
         t7825 = c7700 * t7811
+        del t7811
         t7826 = c7700 * t7812
+        del t7812
         t7827 = c7700 * t7818
+        del t7818
         t7828 = c7700 * t7817
+        del t7817
         t7829 = c7700 * t7821
+        del t7821
         t7830 = c7700 * t7822
+        del t7822
         t7831 = t6990 * t149
         t7832 = t6991 * t148
         t7833 = t7831 + t7832
+        del t7831, t7832
         t7834 = t6991 * t149
         t7835 = t6996 * t145
         t7836 = t6997 * t144
         t7837 = t7835 + t7836
+        del t7835, t7836
         t7838 = t6997 * t145
         t7839 = t7834 + t7838
+        del t7834, t7838
         t7840 = t7833 + t7837
+        del t7833, t7837
         t7841 = t6992 * t149
         t7842 = t6993 * t148
         t7843 = t7841 + t7842
+        del t7841, t7842
         t7844 = t6993 * t149
         t7845 = t6994 * t149
         t7846 = t6995 * t148
         t7847 = t7845 + t7846
+        del t7845, t7846
         t7848 = t6995 * t149
         t7849 = t6996 * t147
         t7850 = t6997 * t146
         t7851 = t7849 + t7850
+        del t7849, t7850
         t7852 = t6997 * t147
         t7853 = t7848 + t7852
+        del t7848, t7852
         t7854 = t7847 + t7851
+        del t7847, t7851
         t7855 = t6996 * t149
         t7856 = t6997 * t148
         t7857 = t7855 + t7856
+        del t7855, t7856
         t7858 = t6997 * t149
         t7859 = c7663 * t7840
+        del t7840
         t7860 = c7663 * t7839
+        del t7839
         t7861 = c7663 * t7843
+        del t7843
         t7862 = c7663 * t7844
+        del t7844
         t7863 = c7663 * t7854
+        del t7854
         t7864 = c7663 * t7853
+        del t7853
         t7865 = c7663 * t7857
+        del t7857
         t7866 = c7663 * t7858
+        del t7858
         t7867 = t7066 * t425
         t7868 = t7067 * t424
         t7869 = t7867 + t7868
+        del t7867, t7868
         t7870 = t7067 * t425
         t7871 = t7072 * t421
         t7872 = t7073 * t420
         t7873 = t7871 + t7872
+        del t7871, t7872
         t7874 = t7073 * t421
         t7875 = t7870 + t7874
+        del t7870, t7874
         t7876 = t7869 + t7873
+        del t7869, t7873
         t7877 = t7068 * t425
         t7878 = t7069 * t424
         t7879 = t7877 + t7878
+        del t7877, t7878
         t7880 = t7069 * t425
         t7881 = t7070 * t425
         t7882 = t7071 * t424
         t7883 = t7881 + t7882
+        del t7881, t7882
         t7884 = t7071 * t425
         t7885 = t7072 * t423
         t7886 = t7073 * t422
         t7887 = t7885 + t7886
+        del t7885, t7886
         t7888 = t7073 * t423
         t7889 = t7884 + t7888
+        del t7884, t7888
         t7890 = t7883 + t7887
+        del t7883, t7887
         t7891 = t7072 * t425
         t7892 = t7073 * t424
         t7893 = t7891 + t7892
+        del t7891, t7892
         t7894 = t7073 * t425
         t7895 = c7626 * t7876
+        del t7876
         t7896 = c7626 * t7875
+        del t7875
         t7897 = c7626 * t7879
+        del t7879
         t7898 = c7626 * t7880
+        del t7880
         t7899 = c7626 * t7890
+        del t7890
         t7900 = c7626 * t7889
+        del t7889
         t7901 = c7626 * t7893
+        del t7893
         t7902 = c7626 * t7894
+        del t7894
         t7903 = t7142 * t868
         t7904 = t7143 * t867
         t7905 = t7903 + t7904
+        del t7903, t7904
         t7906 = t7143 * t868
         t7907 = t7148 * t864
         t7908 = t7149 * t863
         t7909 = t7907 + t7908
+        del t7907, t7908
         t7910 = t7149 * t864
         t7911 = t7906 + t7910
+        del t7906, t7910
         t7912 = t7905 + t7909
+        del t7905, t7909
         t7913 = t7144 * t868
         t7914 = t7145 * t867
         t7915 = t7913 + t7914
+        del t7913, t7914
         t7916 = t7145 * t868
         t7917 = t7146 * t868
         t7918 = t7147 * t867
         t7919 = t7917 + t7918
+        del t7917, t7918
         t7920 = t7147 * t868
         t7921 = t7148 * t866
         t7922 = t7149 * t865
         t7923 = t7921 + t7922
+        del t7921, t7922
         t7924 = t7149 * t866
         t7925 = t7920 + t7924
+        del t7920, t7924
         t7926 = t7919 + t7923
+        del t7919, t7923
         t7927 = t7148 * t868
         t7928 = t7149 * t867
         t7929 = t7927 + t7928
+        del t7927, t7928
         t7930 = t7149 * t868
         t7931 = c7589 * t7912
+        del t7912
         t7932 = c7589 * t7911
+        del t7911
         t7933 = c7589 * t7915
+        del t7915
         t7934 = c7589 * t7916
+        del t7916
         t7935 = c7589 * t7926
+        del t7926
         t7936 = c7589 * t7925
+        del t7925
         t7937 = c7589 * t7929
+        del t7929
         t7938 = c7589 * t7930
+        del t7930
         t7939 = t7220 * t1457
         t7940 = t7221 * t1456
         t7941 = t7939 + t7940
+        del t7939, t7940
         t7942 = t7221 * t1457
         t7943 = t7226 * t1453
         t7944 = t7227 * t1452
         t7945 = t7943 + t7944
+        del t7943, t7944
         t7946 = t7227 * t1453
         t7947 = t7942 + t7946
+        del t7942, t7946
         t7948 = t7941 + t7945
+        del t7941, t7945
         t7949 = t7222 * t1457
         t7950 = t7223 * t1456
         t7951 = t7949 + t7950
+        del t7949, t7950
         t7952 = t7223 * t1457
         t7953 = t7224 * t1457
         t7954 = t7225 * t1456
         t7955 = t7953 + t7954
+        del t7953, t7954
         t7956 = t7225 * t1457
         t7957 = t7226 * t1455
         t7958 = t7227 * t1454
         t7959 = t7957 + t7958
+        del t7957, t7958
         t7960 = t7227 * t1455
         t7961 = t7956 + t7960
+        del t7956, t7960
         t7962 = t7955 + t7959
+        del t7955, t7959
         t7963 = t7226 * t1457
         t7964 = t7227 * t1456
         t7965 = t7963 + t7964
+        del t7963, t7964
         t7966 = t7227 * t1457
         t7967 = c7552 * t7948
+        del t7948
         t7968 = c7552 * t7947
+        del t7947
         t7969 = c7552 * t7951
+        del t7951
         t7970 = c7552 * t7952
+        del t7952
         t7971 = c7552 * t7962
+        del t7962
         t7972 = c7552 * t7961
+        del t7961
         t7973 = c7552 * t7965
+        del t7965
         t7974 = c7552 * t7966
+        del t7966
         t7975 = t7297 * t2197
         t7976 = t7298 * t2196
         t7977 = t7975 + t7976
+        del t7975, t7976
         t7978 = t7298 * t2197
         t7979 = t7303 * t2193
         t7980 = t7304 * t2192
         t7981 = t7979 + t7980
+        del t7979, t7980
         t7982 = t7304 * t2193
         t7983 = t7978 + t7982
+        del t7978, t7982
         t7984 = t7977 + t7981
+        del t7977, t7981
         t7985 = t7299 * t2197
         t7986 = t7300 * t2196
         t7987 = t7985 + t7986
+        del t7985, t7986
         t7988 = t7300 * t2197
         t7989 = t7301 * t2197
         t7990 = t7302 * t2196
         t7991 = t7989 + t7990
+        del t7989, t7990
         t7992 = t7302 * t2197
         t7993 = t7303 * t2195
         t7994 = t7304 * t2194
         t7995 = t7993 + t7994
+        del t7993, t7994
         t7996 = t7304 * t2195
         t7997 = t7992 + t7996
+        del t7992, t7996
         t7998 = t7991 + t7995
+        del t7991, t7995
         t7999 = t7303 * t2197
         t8000 = t7304 * t2196
         t8001 = t7999 + t8000
+        del t7999, t8000
         t8002 = t7304 * t2197
         t8003 = c7515 * t7984
+        del t7984
         t8004 = c7515 * t7983
+        del t7983
         t8005 = c7515 * t7987
+        del t7987
         t8006 = c7515 * t7988
+        del t7988
         t8007 = c7515 * t7998
+        del t7998
         t8008 = c7515 * t7997
+        del t7997
         t8009 = c7515 * t8001
+        del t8001
         t8010 = c7515 * t8002
+        del t8002
         t8011 = t7361 * t3088
         t8012 = t7362 * t3087
         t8013 = t8011 + t8012
+        del t8011, t8012
         t8014 = t7362 * t3088
         t8015 = t7367 * t3084
         t8016 = t7368 * t3083
         t8017 = t8015 + t8016
+        del t8015, t8016
         t8018 = t7368 * t3084
         t8019 = t8014 + t8018
+        del t8014, t8018
         t8020 = t8013 + t8017
+        del t8013, t8017
         t8021 = t7363 * t3088
         t8022 = t7364 * t3087
         t8023 = t8021 + t8022
+        del t8021, t8022
         t8024 = t7364 * t3088
         t8025 = t7365 * t3088
         t8026 = t7366 * t3087
         t8027 = t8025 + t8026
+        del t8025, t8026
         t8028 = t7366 * t3088
         t8029 = t7367 * t3086
         t8030 = t7368 * t3085
         t8031 = t8029 + t8030
+        del t8029, t8030
         t8032 = t7368 * t3086
         t8033 = t8028 + t8032
+        del t8028, t8032
         t8034 = t8027 + t8031
+        del t8027, t8031
         t8035 = t7367 * t3088
         t8036 = t7368 * t3087
         t8037 = t8035 + t8036
+        del t8035, t8036
         t8038 = t7368 * t3088
         t8039 = c7478 * t8020
+        del t8020
         t8040 = c7478 * t8019
+        del t8019
         t8041 = c7478 * t8023
+        del t8023
         t8042 = c7478 * t8024
+        del t8024
         t8043 = c7478 * t8034
+        del t8034
         t8044 = c7478 * t8033
+        del t8033
         t8045 = c7478 * t8037
+        del t8037
         t8046 = c7478 * t8038
+        del t8038
         t8047 = t7395 * t4126
         t8048 = t7394 * t4125
         t8049 = t8047 + t8048
+        del t8047, t8048
         t8050 = t7394 * t4126
         t8051 = t7400 * t4122
         t8052 = t7401 * t4121
         t8053 = t8051 + t8052
+        del t8051, t8052
         t8054 = t7401 * t4122
         t8055 = t8050 + t8054
+        del t8050, t8054
         t8056 = t8049 + t8053
+        del t8049, t8053
         t8057 = t7396 * t4126
         t8058 = t7397 * t4125
         t8059 = t8057 + t8058
+        del t8057, t8058
         t8060 = t7397 * t4126
         t8061 = t7399 * t4126
         t8062 = t7398 * t4125
         t8063 = t8061 + t8062
+        del t8061, t8062
         t8064 = t7398 * t4126
         t8065 = t7400 * t4124
         t8066 = t7401 * t4123
         t8067 = t8065 + t8066
+        del t8065, t8066
         t8068 = t7401 * t4124
         t8069 = t8064 + t8068
+        del t8064, t8068
         t8070 = t8063 + t8067
+        del t8063, t8067
         t8071 = t7400 * t4126
         t8072 = t7401 * t4125
         t8073 = t8071 + t8072
+        del t8071, t8072
         t8074 = t7401 * t4126
         t8075 = c7441 * t8056
+        del t8056
         t8076 = c7441 * t8055
+        del t8055
         t8077 = c7441 * t8059
+        del t8059
         t8078 = c7441 * t8060
+        del t8060
         t8079 = c7441 * t8070
+        del t8070
         t8080 = c7441 * t8069
+        del t8069
         t8081 = c7441 * t8073
+        del t8073
         t8082 = c7441 * t8074
+        del t8074
         t8083 = t7403 * t5314
         t8084 = t7404 * t5313
         t8085 = t8083 + t8084
+        del t8083, t8084
         t8086 = t7404 * t5314
         t8087 = c7402 * t5317
         t8088 = c7402 * t5318
         t8089 = t7403 * t5316
         t8090 = t7404 * t5315
         t8091 = t8089 + t8090
+        del t8089, t8090
         t8092 = t7404 * t5316
         t8093 = t7403 * t5318
         t8094 = t7404 * t5317
         t8095 = t8093 + t8094
+        del t8093, t8094
         t8096 = t7404 * t5318
         t8097 = c7418 * t8085
+        del t8085
         t8098 = c7418 * t8086
+        del t8086
         t8099 = c7418 * t8087
+        del t8087
         t8100 = c7418 * t8088
+        del t8088
         t8101 = c7418 * t8091
+        del t8091
         t8102 = c7418 * t8092
+        del t8092
         t8103 = c7418 * t8095
+        del t8095
         t8104 = c7418 * t8096
+        del t8096
         t8105 = c7402 * t6656
         t8106 = c7402 * t6657
         t8107 = c7402 * t6658
@@ -15263,2318 +22768,3694 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         t8109 = c7402 * t6660
         t8110 = c7402 * t6661
         t8111 = c7405 * t8105
+        del t8105
         t8112 = c7405 * t8106
+        del t8106
         t8113 = c7405 * t8107
+        del t8107
         t8114 = c7405 * t8108
+        del t8108
         t8115 = c7405 * t8109
+        del t8109
         t8116 = c7405 * t8110
-        for i, li in enumerate(ls):
-            if li == 11:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t7413
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7412
-                s = g * t7415
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7414
-                cols[o + 0] = t7416 * s1 - t7417 * (s2 * 11.0)
-                g = grad[:, o + 1]
-                s = g * t7434
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7433
-                s = g * t7436
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7435
-                s = g * t7438
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7437
-                cols[o + 1] = t7439 * s1 - t7440 * (s2 * 11.0)
-                g = grad[:, o + 2]
-                s = g * t7471
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7470
-                s = g * t7473
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7472
-                s = g * t7475
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7474
-                cols[o + 2] = t7476 * s1 - t7477 * (s2 * 11.0)
-                g = grad[:, o + 3]
-                s = g * t7508
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7507
-                s = g * t7510
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7509
-                s = g * t7512
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7511
-                cols[o + 3] = t7513 * s1 - t7514 * (s2 * 11.0)
-                g = grad[:, o + 4]
-                s = g * t7545
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7544
-                s = g * t7547
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7546
-                s = g * t7549
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7548
-                cols[o + 4] = t7550 * s1 - t7551 * (s2 * 11.0)
-                g = grad[:, o + 5]
-                s = g * t7582
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7581
-                s = g * t7584
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7583
-                s = g * t7586
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7585
-                cols[o + 5] = t7587 * s1 - t7588 * (s2 * 11.0)
-                g = grad[:, o + 6]
-                s = g * t7619
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7618
-                s = g * t7621
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7620
-                s = g * t7623
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7622
-                cols[o + 6] = t7624 * s1 - t7625 * (s2 * 11.0)
-                g = grad[:, o + 7]
-                s = g * t7656
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7655
-                s = g * t7658
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7657
-                s = g * t7660
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7659
-                cols[o + 7] = t7661 * s1 - t7662 * (s2 * 11.0)
-                g = grad[:, o + 8]
-                s = g * t7693
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7692
-                s = g * t7695
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7694
-                s = g * t7697
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7696
-                cols[o + 8] = t7698 * s1 - t7699 * (s2 * 11.0)
-                g = grad[:, o + 9]
-                s = g * t7730
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7729
-                s = g * t7732
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7731
-                s = g * t7734
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7733
-                cols[o + 9] = t7735 * s1 - t7736 * (s2 * 11.0)
-                g = grad[:, o + 10]
-                s = g * t7757
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7756
-                s = g * t7759
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7758
-                s = g * t7761
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7760
-                cols[o + 10] = t7762 * s1 - t7763 * (s2 * 11.0)
-                g = grad[:, o + 11]
-                s = g * t7766
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7765
-                s = g * t7768
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7767
-                s = g * t7770
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7769
-                cols[o + 11] = t7771 * s1 - t7772 * (s2 * 11.0)
-                g = grad[:, o + 12]
-                s = g * t7792
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7791
-                s = g * t7794
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7793
-                s = g * t7796
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7795
-                cols[o + 12] = t7797 * s1 - t7798 * (s2 * 11.0)
-                g = grad[:, o + 13]
-                s = g * t7824
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7823
-                s = g * t7826
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7825
-                s = g * t7828
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7827
-                cols[o + 13] = t7829 * s1 - t7830 * (s2 * 11.0)
-                g = grad[:, o + 14]
-                s = g * t7860
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7859
-                s = g * t7862
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7861
-                s = g * t7864
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7863
-                cols[o + 14] = t7865 * s1 - t7866 * (s2 * 11.0)
-                g = grad[:, o + 15]
-                s = g * t7896
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7895
-                s = g * t7898
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7897
-                s = g * t7900
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7899
-                cols[o + 15] = t7901 * s1 - t7902 * (s2 * 11.0)
-                g = grad[:, o + 16]
-                s = g * t7932
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7931
-                s = g * t7934
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7933
-                s = g * t7936
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7935
-                cols[o + 16] = t7937 * s1 - t7938 * (s2 * 11.0)
-                g = grad[:, o + 17]
-                s = g * t7968
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t7967
-                s = g * t7970
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t7969
-                s = g * t7972
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t7971
-                cols[o + 17] = t7973 * s1 - t7974 * (s2 * 11.0)
-                g = grad[:, o + 18]
-                s = g * t8004
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t8003
-                s = g * t8006
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t8005
-                s = g * t8008
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t8007
-                cols[o + 18] = t8009 * s1 - t8010 * (s2 * 11.0)
-                g = grad[:, o + 19]
-                s = g * t8040
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t8039
-                s = g * t8042
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t8041
-                s = g * t8044
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t8043
-                cols[o + 19] = t8045 * s1 - t8046 * (s2 * 11.0)
-                g = grad[:, o + 20]
-                s = g * t8076
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t8075
-                s = g * t8078
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t8077
-                s = g * t8080
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t8079
-                cols[o + 20] = t8081 * s1 - t8082 * (s2 * 11.0)
-                g = grad[:, o + 21]
-                s = g * t8098
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t8097
-                s = g * t8100
-                vy = vy + s
-                vly = vly + s * 11.0
-                by = by + g * t8099
-                s = g * t8102
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t8101
-                cols[o + 21] = t8103 * s1 - t8104 * (s2 * 11.0)
-                g = grad[:, o + 22]
-                s = g * t8112
-                vx = vx + s
-                vlx = vlx + s * 11.0
-                bx = bx + g * t8111
-                s = g * t8114
-                vz = vz + s
-                vlz = vlz + s * 11.0
-                bz = bz + g * t8113
-                cols[o + 22] = t8115 * s1 - t8116 * (s2 * 11.0)
+        del t8110
+        for o in at[11]:
+            g = gs[o + 0]
+            s = g * t7413
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7412)
+            s = g * t7415
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7414)
+            if normalize:
+                cols[o + 0] = t7416 * s1 - t7417 * s2l[11]
+            else:
+                cols[o + 0] = t7416
+            g = gs[o + 1]
+            s = g * t7434
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7433)
+            s = g * t7436
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7435)
+            s = g * t7438
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7437)
+            if normalize:
+                cols[o + 1] = t7439 * s1 - t7440 * s2l[11]
+            else:
+                cols[o + 1] = t7439
+            g = gs[o + 2]
+            s = g * t7471
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7470)
+            s = g * t7473
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7472)
+            s = g * t7475
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7474)
+            if normalize:
+                cols[o + 2] = t7476 * s1 - t7477 * s2l[11]
+            else:
+                cols[o + 2] = t7476
+            g = gs[o + 3]
+            s = g * t7508
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7507)
+            s = g * t7510
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7509)
+            s = g * t7512
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7511)
+            if normalize:
+                cols[o + 3] = t7513 * s1 - t7514 * s2l[11]
+            else:
+                cols[o + 3] = t7513
+            g = gs[o + 4]
+            s = g * t7545
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7544)
+            s = g * t7547
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7546)
+            s = g * t7549
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7548)
+            if normalize:
+                cols[o + 4] = t7550 * s1 - t7551 * s2l[11]
+            else:
+                cols[o + 4] = t7550
+            g = gs[o + 5]
+            s = g * t7582
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7581)
+            s = g * t7584
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7583)
+            s = g * t7586
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7585)
+            if normalize:
+                cols[o + 5] = t7587 * s1 - t7588 * s2l[11]
+            else:
+                cols[o + 5] = t7587
+            g = gs[o + 6]
+            s = g * t7619
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7618)
+            s = g * t7621
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7620)
+            s = g * t7623
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7622)
+            if normalize:
+                cols[o + 6] = t7624 * s1 - t7625 * s2l[11]
+            else:
+                cols[o + 6] = t7624
+            g = gs[o + 7]
+            s = g * t7656
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7655)
+            s = g * t7658
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7657)
+            s = g * t7660
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7659)
+            if normalize:
+                cols[o + 7] = t7661 * s1 - t7662 * s2l[11]
+            else:
+                cols[o + 7] = t7661
+            g = gs[o + 8]
+            s = g * t7693
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7692)
+            s = g * t7695
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7694)
+            s = g * t7697
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7696)
+            if normalize:
+                cols[o + 8] = t7698 * s1 - t7699 * s2l[11]
+            else:
+                cols[o + 8] = t7698
+            g = gs[o + 9]
+            s = g * t7730
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7729)
+            s = g * t7732
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7731)
+            s = g * t7734
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7733)
+            if normalize:
+                cols[o + 9] = t7735 * s1 - t7736 * s2l[11]
+            else:
+                cols[o + 9] = t7735
+            g = gs[o + 10]
+            s = g * t7757
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7756)
+            s = g * t7759
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7758)
+            s = g * t7761
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7760)
+            if normalize:
+                cols[o + 10] = t7762 * s1 - t7763 * s2l[11]
+            else:
+                cols[o + 10] = t7762
+            g = gs[o + 11]
+            s = g * t7766
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7765)
+            s = g * t7768
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7767)
+            s = g * t7770
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7769)
+            if normalize:
+                cols[o + 11] = t7771 * s1 - t7772 * s2l[11]
+            else:
+                cols[o + 11] = t7771
+            g = gs[o + 12]
+            s = g * t7792
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7791)
+            s = g * t7794
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7793)
+            s = g * t7796
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7795)
+            if normalize:
+                cols[o + 12] = t7797 * s1 - t7798 * s2l[11]
+            else:
+                cols[o + 12] = t7797
+            g = gs[o + 13]
+            s = g * t7824
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7823)
+            s = g * t7826
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7825)
+            s = g * t7828
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7827)
+            if normalize:
+                cols[o + 13] = t7829 * s1 - t7830 * s2l[11]
+            else:
+                cols[o + 13] = t7829
+            g = gs[o + 14]
+            s = g * t7860
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7859)
+            s = g * t7862
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7861)
+            s = g * t7864
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7863)
+            if normalize:
+                cols[o + 14] = t7865 * s1 - t7866 * s2l[11]
+            else:
+                cols[o + 14] = t7865
+            g = gs[o + 15]
+            s = g * t7896
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7895)
+            s = g * t7898
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7897)
+            s = g * t7900
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7899)
+            if normalize:
+                cols[o + 15] = t7901 * s1 - t7902 * s2l[11]
+            else:
+                cols[o + 15] = t7901
+            g = gs[o + 16]
+            s = g * t7932
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7931)
+            s = g * t7934
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7933)
+            s = g * t7936
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7935)
+            if normalize:
+                cols[o + 16] = t7937 * s1 - t7938 * s2l[11]
+            else:
+                cols[o + 16] = t7937
+            g = gs[o + 17]
+            s = g * t7968
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t7967)
+            s = g * t7970
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t7969)
+            s = g * t7972
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t7971)
+            if normalize:
+                cols[o + 17] = t7973 * s1 - t7974 * s2l[11]
+            else:
+                cols[o + 17] = t7973
+            g = gs[o + 18]
+            s = g * t8004
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t8003)
+            s = g * t8006
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t8005)
+            s = g * t8008
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t8007)
+            if normalize:
+                cols[o + 18] = t8009 * s1 - t8010 * s2l[11]
+            else:
+                cols[o + 18] = t8009
+            g = gs[o + 19]
+            s = g * t8040
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t8039)
+            s = g * t8042
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t8041)
+            s = g * t8044
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t8043)
+            if normalize:
+                cols[o + 19] = t8045 * s1 - t8046 * s2l[11]
+            else:
+                cols[o + 19] = t8045
+            g = gs[o + 20]
+            s = g * t8076
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t8075)
+            s = g * t8078
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t8077)
+            s = g * t8080
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t8079)
+            if normalize:
+                cols[o + 20] = t8081 * s1 - t8082 * s2l[11]
+            else:
+                cols[o + 20] = t8081
+            g = gs[o + 21]
+            s = g * t8098
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t8097)
+            s = g * t8100
+            vy.add_(s)
+            vly.add_(s * 11.0)
+            by.add_(g * t8099)
+            s = g * t8102
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t8101)
+            if normalize:
+                cols[o + 21] = t8103 * s1 - t8104 * s2l[11]
+            else:
+                cols[o + 21] = t8103
+            g = gs[o + 22]
+            s = g * t8112
+            vx.add_(s)
+            vlx.add_(s * 11.0)
+            bx.add_(g * t8111)
+            s = g * t8114
+            vz.add_(s)
+            vlz.add_(s * 11.0)
+            bz.add_(g * t8113)
+            if normalize:
+                cols[o + 22] = t8115 * s1 - t8116 * s2l[11]
+            else:
+                cols[o + 22] = t8115
+        del t7412, t7413, t7414, t7415, t7416, t7417, t7433, t7434, t7435, t7436, t7437, t7438, t7439, t7440, t7470, t7471, t7472, t7473, t7474, t7475, t7476, t7477, t7507, t7508, t7509, t7510, t7511, t7512, t7513, t7514, t7544, t7545, t7546, t7547, t7548, t7549, t7550, t7551, t7581, t7582, t7583, t7584, t7585, t7586, t7587, t7588, t7618, t7619, t7620, t7621, t7622, t7623, t7624, t7625, t7655, t7656, t7657, t7658, t7659, t7660, t7661, t7662, t7692, t7693, t7694, t7695, t7696, t7697, t7698, t7699, t7729, t7730, t7731, t7732, t7733, t7734, t7735, t7736, t7756, t7757, t7758, t7759, t7760, t7761, t7762, t7763, t7765, t7766, t7767, t7768, t7769, t7770, t7771, t7772, t7791, t7792, t7793, t7794, t7795, t7796, t7797, t7798, t7823, t7824, t7825, t7826, t7827, t7828, t7829, t7830, t7859, t7860, t7861, t7862, t7863, t7864, t7865, t7866, t7895, t7896, t7897, t7898, t7899, t7900, t7901, t7902, t7931, t7932, t7933, t7934, t7935, t7936, t7937, t7938, t7967, t7968, t7969, t7970, t7971, t7972, t7973, t7974, t8003, t8004, t8005, t8006, t8007, t8008, t8009, t8010, t8039, t8040, t8041, t8042, t8043, t8044, t8045, t8046, t8075, t8076, t8077, t8078, t8079, t8080, t8081, t8082, t8097, t8098, t8099, t8100, t8101, t8102, t8103, t8104, t8111, t8112, t8113, t8114, t8115, t8116
     if lmax >= 12:
         t8117 = wz * t6657
         t8118 = z * t6656
         t8119 = t8117 + t8118
+        del t8117, t8118
         t8120 = z * t6657
         t8121 = wz * t6659
         t8122 = z * t6658
         t8123 = t8121 + t8122
+        del t8121, t8122
         t8124 = z * t6659
         t8125 = t6661 + t8124
+        del t8124
         t8126 = t6660 + t8123
+        del t8123
         t8127 = wz * t6661
         t8128 = z * t6660
         t8129 = t8127 + t8128
+        del t8127, t8128
         t8130 = z * t6661
         t8131 = wx * t6692
         t8132 = x * t6693
         t8133 = t8131 + t8132
+        del t8131, t8132
         t8134 = x * t6692
         t8135 = t6690 + t8134
+        del t8134
         t8136 = t6691 + t8133
+        del t8133
         t8137 = wx * t6694
         t8138 = x * t6695
         t8139 = t8137 + t8138
+        del t8137, t8138
         t8140 = x * t6694
         t8141 = wx * t6690
         t8142 = x * t6691
         t8143 = t8141 + t8142
+        del t8141, t8142
         t8144 = x * t6690
         t8145 = t8119 - t8136
+        del t8119, t8136
         t8146 = t8120 - t8135
+        del t8120, t8135
         t8147 = t8126 - t8139
+        del t8126, t8139
         t8148 = t8125 - t8140
+        del t8125, t8140
         t8149 = t8129 - t8143
+        del t8129, t8143
         t8150 = t8130 - t8144
+        del t8130, t8144
         t8151 = wz * t6692
         t8152 = z * t6693
         t8153 = t8151 + t8152
+        del t8151, t8152
         t8154 = z * t6692
         t8155 = wz * t6694
         t8156 = z * t6695
         t8157 = t8155 + t8156
+        del t8155, t8156
         t8158 = z * t6694
         t8159 = t6690 + t8158
+        del t8158
         t8160 = t6691 + t8157
+        del t8157
         t8161 = wz * t6690
         t8162 = z * t6691
         t8163 = t8161 + t8162
+        del t8161, t8162
         t8164 = z * t6690
         t8165 = wx * t6657
         t8166 = x * t6656
         t8167 = t8165 + t8166
+        del t8165, t8166
         t8168 = x * t6657
         t8169 = t6661 + t8168
+        del t8168
         t8170 = t6660 + t8167
+        del t8167
         t8171 = wx * t6659
         t8172 = x * t6658
         t8173 = t8171 + t8172
+        del t8171, t8172
         t8174 = x * t6659
         t8175 = wx * t6661
         t8176 = x * t6660
         t8177 = t8175 + t8176
+        del t8175, t8176
         t8178 = x * t6661
         t8179 = t8164 + t8178
+        del t8164, t8178
         t8180 = t8163 + t8177
+        del t8163, t8177
         t8181 = t8154 + t8169
+        del t8154, t8169
         t8182 = t8153 + t8170
+        del t8153, t8170
         t8183 = t8159 + t8174
+        del t8159, t8174
         t8184 = t8160 + t8173
+        del t8160, t8173
         c8185 = k[572]
         t8186 = wy * t6767
         t8187 = y * t6766
+        del t6766
         t8188 = t8186 + t8187
+        del t8186, t8187
         t8189 = y * t6767
+        del t6767
         t8190 = wy * t6769
         t8191 = y * t6768
+        del t6768
         t8192 = t8190 + t8191
+        del t8190, t8191
         t8193 = y * t6769
+        del t6769
         t8194 = t6773 + t8193
+        del t8193
         t8195 = t6772 + t8192
+        del t8192
         t8196 = wy * t6771
         t8197 = y * t6770
+        del t6770
         t8198 = t8196 + t8197
+        del t8196, t8197
         t8199 = y * t6771
+        del t6771
         t8200 = wy * t6773
         t8201 = y * t6772
+        del t6772
         t8202 = t8200 + t8201
+        del t8200, t8201
         t8203 = y * t6773
+        del t6773
         t8204 = c8185 * t8188
+        del t8188
         t8205 = c8185 * t8189
+        del t8189
         t8206 = c8185 * t8195
+        del t8195
         t8207 = c8185 * t8194
+        del t8194
         t8208 = c8185 * t8198
+        del t8198
         t8209 = c8185 * t8199
+        del t8199
         t8210 = c8185 * t8202
+        del t8202
         t8211 = c8185 * t8203
+        del t8203
         c8212 = k[573]
         t8213 = t7 * t5430
         t8214 = t6 * t5429
         t8215 = t8213 + t8214
+        del t8213, t8214
         t8216 = t6 * t5430
         t8217 = t19 * t5424
         t8218 = t18 * t5423
+        del t5423
         t8219 = t8217 + t8218
+        del t8217, t8218
         t8220 = t18 * t5424
+        del t5424
         t8221 = t8216 + t8220
+        del t8216, t8220
         t8222 = t8215 + t8219
+        del t8215, t8219
         t8223 = t14 * t5430
         t8224 = t13 * t5429
         t8225 = t8223 + t8224
+        del t8223, t8224
         t8226 = t13 * t5430
         t8227 = t19 * t5426
         t8228 = t18 * t5425
+        del t5425
         t8229 = t8227 + t8228
+        del t8227, t8228
         t8230 = t18 * t5426
+        del t5426
         t8231 = t8226 + t8230
+        del t8226, t8230
         t8232 = t8225 + t8229
+        del t8225, t8229
         t8233 = t2 * t5430
         t8234 = t1 * t5429
         t8235 = t8233 + t8234
+        del t8233, t8234
         t8236 = t1 * t5430
         t8237 = t19 * t5428
         t8238 = t18 * t5427
+        del t5427
         t8239 = t8237 + t8238
+        del t8237, t8238
         t8240 = t18 * t5428
+        del t5428
         t8241 = t8236 + t8240
+        del t8236, t8240
         t8242 = t8235 + t8239
+        del t8235, t8239
         t8243 = t19 * t5430
         t8244 = t18 * t5429
+        del t5429
         t8245 = t8243 + t8244
+        del t8243, t8244
         t8246 = t18 * t5430
+        del t5430
         t8247 = c8212 * t8222
+        del t8222
         t8248 = c8212 * t8221
+        del t8221
         t8249 = c8212 * t8232
+        del t8232
         t8250 = c8212 * t8231
+        del t8231
         t8251 = c8212 * t8242
+        del t8242
         t8252 = c8212 * t8241
+        del t8241
         t8253 = c8212 * t8245
+        del t8245
         t8254 = c8212 * t8246
+        del t8246
         t8255 = t8204 - t8247
+        del t8204, t8247
         t8256 = t8205 - t8248
+        del t8205, t8248
         t8257 = t8206 - t8249
+        del t8206, t8249
         t8258 = t8207 - t8250
+        del t8207, t8250
         t8259 = t8208 - t8251
+        del t8208, t8251
         t8260 = t8209 - t8252
+        del t8209, t8252
         t8261 = t8210 - t8253
+        del t8210, t8253
         t8262 = t8211 - t8254
+        del t8211, t8254
         c8263 = k[574]
         t8264 = wy * t6845
         t8265 = y * t6844
+        del t6844
         t8266 = t8264 + t8265
+        del t8264, t8265
         t8267 = y * t6845
+        del t6845
         t8268 = wy * t6847
         t8269 = y * t6846
+        del t6846
         t8270 = t8268 + t8269
+        del t8268, t8269
         t8271 = y * t6847
+        del t6847
         t8272 = t6851 + t8271
+        del t8271
         t8273 = t6850 + t8270
+        del t8270
         t8274 = wy * t6849
         t8275 = y * t6848
+        del t6848
         t8276 = t8274 + t8275
+        del t8274, t8275
         t8277 = y * t6849
+        del t6849
         t8278 = wy * t6851
         t8279 = y * t6850
+        del t6850
         t8280 = t8278 + t8279
+        del t8278, t8279
         t8281 = y * t6851
+        del t6851
         t8282 = c8263 * t8266
+        del t8266
         t8283 = c8263 * t8267
+        del t8267
         t8284 = c8263 * t8273
+        del t8273
         t8285 = c8263 * t8272
+        del t8272
         t8286 = c8263 * t8276
+        del t8276
         t8287 = c8263 * t8277
+        del t8277
         t8288 = c8263 * t8280
+        del t8280
         t8289 = c8263 * t8281
+        del t8281
         c8290 = k[575]
         t8291 = t7 * t5508
         t8292 = t6 * t5507
         t8293 = t8291 + t8292
+        del t8291, t8292
         t8294 = t6 * t5508
         t8295 = t19 * t5502
         t8296 = t18 * t5501
+        del t5501
         t8297 = t8295 + t8296
+        del t8295, t8296
         t8298 = t18 * t5502
+        del t5502
         t8299 = t8294 + t8298
+        del t8294, t8298
         t8300 = t8293 + t8297
+        del t8293, t8297
         t8301 = t14 * t5508
         t8302 = t13 * t5507
         t8303 = t8301 + t8302
+        del t8301, t8302
         t8304 = t13 * t5508
         t8305 = t19 * t5504
         t8306 = t18 * t5503
+        del t5503
         t8307 = t8305 + t8306
+        del t8305, t8306
         t8308 = t18 * t5504
+        del t5504
         t8309 = t8304 + t8308
+        del t8304, t8308
         t8310 = t8303 + t8307
+        del t8303, t8307
         t8311 = t2 * t5508
         t8312 = t1 * t5507
         t8313 = t8311 + t8312
+        del t8311, t8312
         t8314 = t1 * t5508
         t8315 = t19 * t5506
         t8316 = t18 * t5505
+        del t5505
         t8317 = t8315 + t8316
+        del t8315, t8316
         t8318 = t18 * t5506
+        del t5506
         t8319 = t8314 + t8318
+        del t8314, t8318
         t8320 = t8313 + t8317
+        del t8313, t8317
         t8321 = t19 * t5508
         t8322 = t18 * t5507
+        del t5507
         t8323 = t8321 + t8322
+        del t8321, t8322
         t8324 = t18 * t5508
+        del t5508
         t8325 = c8290 * t8300
+        del t8300
         t8326 = c8290 * t8299
+        del t8299
         t8327 = c8290 * t8310
+        del t8310
         t8328 = c8290 * t8309
+        del t8309
         t8329 = c8290 * t8320
+        del t8320
         t8330 = c8290 * t8319
+        del t8319
         t8331 = c8290 * t8323
+        del t8323
         t8332 = c8290 * t8324
+        del t8324
         t8333 = t8282 - t8325
+        del t8282, t8325
         t8334 = t8283 - t8326
+        del t8283, t8326
         t8335 = t8284 - t8327
+        del t8284, t8327
         t8336 = t8285 - t8328
+        del t8285, t8328
         t8337 = t8286 - t8329
+        del t8286, t8329
         t8338 = t8287 - t8330
+        del t8287, t8330
         t8339 = t8288 - t8331
+        del t8288, t8331
         t8340 = t8289 - t8332
+        del t8289, t8332
         c8341 = k[576]
         t8342 = wy * t6913
         t8343 = y * t6912
+        del t6912
         t8344 = t8342 + t8343
+        del t8342, t8343
         t8345 = y * t6913
+        del t6913
         t8346 = wy * t6915
         t8347 = y * t6914
+        del t6914
         t8348 = t8346 + t8347
+        del t8346, t8347
         t8349 = y * t6915
+        del t6915
         t8350 = t6919 + t8349
+        del t8349
         t8351 = t6918 + t8348
+        del t8348
         t8352 = wy * t6917
         t8353 = y * t6916
+        del t6916
         t8354 = t8352 + t8353
+        del t8352, t8353
         t8355 = y * t6917
+        del t6917
         t8356 = wy * t6919
         t8357 = y * t6918
+        del t6918
         t8358 = t8356 + t8357
+        del t8356, t8357
         t8359 = y * t6919
+        del t6919
         t8360 = c8341 * t8344
+        del t8344
         t8361 = c8341 * t8345
+        del t8345
         t8362 = c8341 * t8351
+        del t8351
         t8363 = c8341 * t8350
+        del t8350
         t8364 = c8341 * t8354
+        del t8354
         t8365 = c8341 * t8355
+        del t8355
         t8366 = c8341 * t8358
+        del t8358
         t8367 = c8341 * t8359
+        del t8359
         c8368 = k[577]
         t8369 = t19 * t5572
         t8370 = t18 * t5571
+        del t5571
         t8371 = t8369 + t8370
+        del t8369, t8370
         t8372 = t18 * t5572
+        del t5572
         t8373 = t6269 + t8372
+        del t6269, t8372
         t8374 = t6268 + t8371
+        del t6268, t8371
         t8375 = t14 * t5578
         t8376 = t13 * t5577
         t8377 = t8375 + t8376
+        del t8375, t8376
         t8378 = t13 * t5578
         t8379 = t19 * t5574
         t8380 = t18 * t5573
+        del t5573
         t8381 = t8379 + t8380
+        del t8379, t8380
         t8382 = t18 * t5574
+        del t5574
         t8383 = t8378 + t8382
+        del t8378, t8382
         t8384 = t8377 + t8381
+        del t8377, t8381
         t8385 = t19 * t5576
         t8386 = t18 * t5575
+        del t5575
         t8387 = t8385 + t8386
+        del t8385, t8386
         t8388 = t18 * t5576
+        del t5576
         t8389 = t6255 + t8388
+        del t6255, t8388
         t8390 = t6254 + t8387
+        del t6254, t8387
         t8391 = t19 * t5578
         t8392 = t18 * t5577
+        del t5577
         t8393 = t8391 + t8392
+        del t8391, t8392
         t8394 = t18 * t5578
+        del t5578
         t8395 = c8368 * t8374
+        del t8374
         t8396 = c8368 * t8373
+        del t8373
         t8397 = c8368 * t8384
+        del t8384
         t8398 = c8368 * t8383
+        del t8383
         t8399 = c8368 * t8390
+        del t8390
         t8400 = c8368 * t8389
+        del t8389
         t8401 = c8368 * t8393
+        del t8393
         t8402 = c8368 * t8394
+        del t8394
         t8403 = t8360 - t8395
+        del t8360, t8395
         t8404 = t8361 - t8396
+        del t8361, t8396
         t8405 = t8362 - t8397
+        del t8362, t8397
         t8406 = t8363 - t8398
+        del t8363, t8398
         t8407 = t8364 - t8399
+        del t8364, t8399
         t8408 = t8365 - t8400
+        del t8365, t8400
         t8409 = t8366 - t8401
+        del t8366, t8401
         t8410 = t8367 - t8402
+        del t8367, t8402
         c8411 = k[578]
         t8412 = wy * t6991
         t8413 = y * t6990
+        del t6990
         t8414 = t8412 + t8413
+        del t8412, t8413
         t8415 = y * t6991
+        del t6991
         t8416 = wy * t6993
         t8417 = y * t6992
+        del t6992
         t8418 = t8416 + t8417
+        del t8416, t8417
         t8419 = y * t6993
+        del t6993
         t8420 = t6997 + t8419
+        del t8419
         t8421 = t6996 + t8418
+        del t8418
         t8422 = wy * t6995
         t8423 = y * t6994
+        del t6994
         t8424 = t8422 + t8423
+        del t8422, t8423
         t8425 = y * t6995
+        del t6995
         t8426 = wy * t6997
         t8427 = y * t6996
+        del t6996
         t8428 = t8426 + t8427
+        del t8426, t8427
         t8429 = y * t6997
+        del t6997
         t8430 = c8411 * t8414
+        del t8414
         t8431 = c8411 * t8415
+        del t8415
         t8432 = c8411 * t8421
+        del t8421
         t8433 = c8411 * t8420
+        del t8420
         t8434 = c8411 * t8424
+        del t8424
         t8435 = c8411 * t8425
+        del t8425
         t8436 = c8411 * t8428
+        del t8428
         t8437 = c8411 * t8429
+        del t8429
         c8438 = k[579]
         t8439 = t7 * t5656
         t8440 = t6 * t5655
         t8441 = t8439 + t8440
+        del t8439, t8440
         t8442 = t6 * t5656
         t8443 = t19 * t5650
         t8444 = t18 * t5649
+        del t5649
         t8445 = t8443 + t8444
+        del t8443, t8444
         t8446 = t18 * t5650
+        del t5650
         t8447 = t8442 + t8446
+        del t8442, t8446
         t8448 = t8441 + t8445
+        del t8441, t8445
         t8449 = t14 * t5656
         t8450 = t13 * t5655
         t8451 = t8449 + t8450
+        del t8449, t8450
         t8452 = t13 * t5656
         t8453 = t19 * t5652
         t8454 = t18 * t5651
+        del t5651
         t8455 = t8453 + t8454
+        del t8453, t8454
         t8456 = t18 * t5652
+        del t5652
         t8457 = t8452 + t8456
+        del t8452, t8456
         t8458 = t8451 + t8455
+        del t8451, t8455
         t8459 = t2 * t5656
         t8460 = t1 * t5655
         t8461 = t8459 + t8460
+        del t8459, t8460
         t8462 = t1 * t5656
         t8463 = t19 * t5654
         t8464 = t18 * t5653
+        del t5653
         t8465 = t8463 + t8464
+        del t8463, t8464
         t8466 = t18 * t5654
+        del t5654
         t8467 = t8462 + t8466
+        del t8462, t8466
         t8468 = t8461 + t8465
+        del t8461, t8465
         t8469 = t19 * t5656
         t8470 = t18 * t5655
+        del t5655
         t8471 = t8469 + t8470
+        del t8469, t8470
         t8472 = t18 * t5656
+        del t5656
         t8473 = c8438 * t8448
+        del t8448
         t8474 = c8438 * t8447
+        del t8447
         t8475 = c8438 * t8458
+        del t8458
         t8476 = c8438 * t8457
+        del t8457
         t8477 = c8438 * t8468
+        del t8468
         t8478 = c8438 * t8467
+        del t8467
         t8479 = c8438 * t8471
+        del t8471
         t8480 = c8438 * t8472
+        del t8472
         t8481 = t8430 - t8473
+        del t8430, t8473
         t8482 = t8431 - t8474
+        del t8431, t8474
         t8483 = t8432 - t8475
+        del t8432, t8475
         t8484 = t8433 - t8476
+        del t8433, t8476
         t8485 = t8434 - t8477
+        del t8434, t8477
         t8486 = t8435 - t8478
+        del t8435, t8478
         t8487 = t8436 - t8479
+        del t8436, t8479
         t8488 = t8437 - t8480
+        del t8437, t8480
         c8489 = k[580]
         t8490 = wy * t7067
         t8491 = y * t7066
+        del t7066
         t8492 = t8490 + t8491
+        del t8490, t8491
         t8493 = y * t7067
+        del t7067
         t8494 = wy * t7069
         t8495 = y * t7068
+        del t7068
         t8496 = t8494 + t8495
+        del t8494, t8495
         t8497 = y * t7069
+        del t7069
         t8498 = t7073 + t8497
+        del t8497
         t8499 = t7072 + t8496
+        del t8496
         t8500 = wy * t7071
         t8501 = y * t7070
+        del t7070
         t8502 = t8500 + t8501
+        del t8500, t8501
         t8503 = y * t7071
+        del t7071
         t8504 = wy * t7073
         t8505 = y * t7072
+        del t7072
         t8506 = t8504 + t8505
+        del t8504, t8505
         t8507 = y * t7073
+        del t7073
         t8508 = c8489 * t8492
+        del t8492
         t8509 = c8489 * t8493
+        del t8493
         t8510 = c8489 * t8499
+        del t8499
         t8511 = c8489 * t8498
+        del t8498
         t8512 = c8489 * t8502
+        del t8502
         t8513 = c8489 * t8503
+        del t8503
         t8514 = c8489 * t8506
+        del t8506
         t8515 = c8489 * t8507
+        del t8507
         t8516 = t7 * t5733
         t8517 = t6 * t5732
         t8518 = t8516 + t8517
+        del t8516, t8517
         t8519 = t6 * t5733
         t8520 = t19 * t5727
         t8521 = t18 * t5726
+        del t5726
         t8522 = t8520 + t8521
+        del t8520, t8521
         t8523 = t18 * t5727
+        del t5727
         t8524 = t8519 + t8523
+        del t8519, t8523
         t8525 = t8518 + t8522
+        del t8518, t8522
         t8526 = t14 * t5733
         t8527 = t13 * t5732
         t8528 = t8526 + t8527
+        del t8526, t8527
         t8529 = t13 * t5733
         t8530 = t19 * t5729
         t8531 = t18 * t5728
+        del t5728
         t8532 = t8530 + t8531
+        del t8530, t8531
         t8533 = t18 * t5729
+        del t5729
         t8534 = t8529 + t8533
+        del t8529, t8533
         t8535 = t8528 + t8532
+        del t8528, t8532
         t8536 = t2 * t5733
         t8537 = t1 * t5732
         t8538 = t8536 + t8537
+        del t8536, t8537
         t8539 = t1 * t5733
         t8540 = t19 * t5731
         t8541 = t18 * t5730
+        del t5730
         t8542 = t8540 + t8541
+        del t8540, t8541
         t8543 = t18 * t5731
+        del t5731
         t8544 = t8539 + t8543
+        del t8539, t8543
         t8545 = t8538 + t8542
+        del t8538, t8542
         t8546 = t19 * t5733
         t8547 = t18 * t5732
+        del t5732
         t8548 = t8546 + t8547
+        del t8546, t8547
         t8549 = t18 * t5733
+        del t5733
         t8550 = c3123 * t8525
+        del t8525
         t8551 = c3123 * t8524
+        del t8524
         t8552 = c3123 * t8535
+        del t8535
         t8553 = c3123 * t8534
+        del t8534
         t8554 = c3123 * t8545
+        del t8545
         t8555 = c3123 * t8544
+        del t8544
         t8556 = c3123 * t8548
+        del t8548
         t8557 = c3123 * t8549
+        del t8549
         t8558 = t8508 - t8550
+        del t8508, t8550
         t8559 = t8509 - t8551
+        del t8509, t8551
         t8560 = t8510 - t8552
+        del t8510, t8552
         t8561 = t8511 - t8553
+        del t8511, t8553
         t8562 = t8512 - t8554
+        del t8512, t8554
         t8563 = t8513 - t8555
+        del t8513, t8555
         t8564 = t8514 - t8556
+        del t8514, t8556
         t8565 = t8515 - t8557
+        del t8515, t8557
         c8566 = k[581]
         t8567 = wy * t7143
         t8568 = y * t7142
+        del t7142
         t8569 = t8567 + t8568
+        del t8567, t8568
         t8570 = y * t7143
+        del t7143
         t8571 = wy * t7145
         t8572 = y * t7144
+        del t7144
         t8573 = t8571 + t8572
+        del t8571, t8572
         t8574 = y * t7145
+        del t7145
         t8575 = t7149 + t8574
+        del t8574
         t8576 = t7148 + t8573
+        del t8573
         t8577 = wy * t7147
         t8578 = y * t7146
+        del t7146
         t8579 = t8577 + t8578
+        del t8577, t8578
         t8580 = y * t7147
+        del t7147
         t8581 = wy * t7149
         t8582 = y * t7148
+        del t7148
         t8583 = t8581 + t8582
+        del t8581, t8582
         t8584 = y * t7149
+        del t7149
         t8585 = c8566 * t8569
+        del t8569
         t8586 = c8566 * t8570
+        del t8570
         t8587 = c8566 * t8576
+        del t8576
         t8588 = c8566 * t8575
+        del t8575
         t8589 = c8566 * t8579
+        del t8579
         t8590 = c8566 * t8580
+        del t8580
         t8591 = c8566 * t8583
+        del t8583
         t8592 = c8566 * t8584
+        del t8584
         c8593 = k[582]
         t8594 = t7 * t5811
         t8595 = t6 * t5810
         t8596 = t8594 + t8595
+        del t8594, t8595
         t8597 = t6 * t5811
         t8598 = t19 * t5805
         t8599 = t18 * t5804
+        del t5804
         t8600 = t8598 + t8599
+        del t8598, t8599
         t8601 = t18 * t5805
+        del t5805
         t8602 = t8597 + t8601
+        del t8597, t8601
         t8603 = t8596 + t8600
+        del t8596, t8600
         t8604 = t14 * t5811
         t8605 = t13 * t5810
         t8606 = t8604 + t8605
+        del t8604, t8605
         t8607 = t13 * t5811
         t8608 = t19 * t5807
         t8609 = t18 * t5806
+        del t5806
         t8610 = t8608 + t8609
+        del t8608, t8609
         t8611 = t18 * t5807
+        del t5807
         t8612 = t8607 + t8611
+        del t8607, t8611
         t8613 = t8606 + t8610
+        del t8606, t8610
         t8614 = t2 * t5811
         t8615 = t1 * t5810
         t8616 = t8614 + t8615
+        del t8614, t8615
         t8617 = t1 * t5811
         t8618 = t19 * t5809
         t8619 = t18 * t5808
+        del t5808
         t8620 = t8618 + t8619
+        del t8618, t8619
         t8621 = t18 * t5809
+        del t5809
         t8622 = t8617 + t8621
+        del t8617, t8621
         t8623 = t8616 + t8620
+        del t8616, t8620
         t8624 = t19 * t5811
         t8625 = t18 * t5810
+        del t5810
         t8626 = t8624 + t8625
+        del t8624, t8625
         t8627 = t18 * t5811
+        del t5811
         t8628 = c8593 * t8603
+        del t8603
         t8629 = c8593 * t8602
+        del t8602
         t8630 = c8593 * t8613
+        del t8613
         t8631 = c8593 * t8612
+        del t8612
         t8632 = c8593 * t8623
+        del t8623
         t8633 = c8593 * t8622
+        del t8622
         t8634 = c8593 * t8626
+        del t8626
         t8635 = c8593 * t8627
+        del t8627
         t8636 = t8585 - t8628
+        del t8585, t8628
         t8637 = t8586 - t8629
+        del t8586, t8629
         t8638 = t8587 - t8630
+        del t8587, t8630
         t8639 = t8588 - t8631
+        del t8588, t8631
         t8640 = t8589 - t8632
+        del t8589, t8632
         t8641 = t8590 - t8633
+        del t8590, t8633
         t8642 = t8591 - t8634
+        del t8591, t8634
         t8643 = t8592 - t8635
+        del t8592, t8635
         c8644 = k[583]
         t8645 = wy * t7221
         t8646 = y * t7220
+        del t7220
         t8647 = t8645 + t8646
+        del t8645, t8646
         t8648 = y * t7221
+        del t7221
         t8649 = wy * t7223
         t8650 = y * t7222
+        del t7222
         t8651 = t8649 + t8650
+        del t8649, t8650
         t8652 = y * t7223
+        del t7223
         t8653 = t7227 + t8652
+        del t8652
         t8654 = t7226 + t8651
+        del t8651
         t8655 = wy * t7225
         t8656 = y * t7224
+        del t7224
         t8657 = t8655 + t8656
+        del t8655, t8656
         t8658 = y * t7225
+        del t7225
         t8659 = wy * t7227
         t8660 = y * t7226
+        del t7226
         t8661 = t8659 + t8660
+        del t8659, t8660
         t8662 = y * t7227
+        del t7227
         t8663 = c8644 * t8647
+        del t8647
         t8664 = c8644 * t8648
+        del t8648
         t8665 = c8644 * t8654
+        del t8654
         t8666 = c8644 * t8653
+        del t8653
         t8667 = c8644 * t8657
+        del t8657
         t8668 = c8644 * t8658
+        del t8658
         t8669 = c8644 * t8661
+        del t8661
         t8670 = c8644 * t8662
+        del t8662
         t8671 = t7 * t5888
         t8672 = t6 * t5887
         t8673 = t8671 + t8672
+        del t8671, t8672
         t8674 = t6 * t5888
         t8675 = t19 * t5882
         t8676 = t18 * t5881
+        del t5881
         t8677 = t8675 + t8676
+        del t8675, t8676
         t8678 = t18 * t5882
+        del t5882
         t8679 = t8674 + t8678
+        del t8674, t8678
         t8680 = t8673 + t8677
+        del t8673, t8677
         t8681 = t14 * t5888
         t8682 = t13 * t5887
         t8683 = t8681 + t8682
+        del t8681, t8682
         t8684 = t13 * t5888
         t8685 = t19 * t5884
         t8686 = t18 * t5883
+        del t5883
         t8687 = t8685 + t8686
+        del t8685, t8686
         t8688 = t18 * t5884
+        del t5884
         t8689 = t8684 + t8688
+        del t8684, t8688
         t8690 = t8683 + t8687
+        del t8683, t8687
         t8691 = t2 * t5888
         t8692 = t1 * t5887
         t8693 = t8691 + t8692
+        del t8691, t8692
         t8694 = t1 * t5888
         t8695 = t19 * t5886
         t8696 = t18 * t5885
+        del t5885
         t8697 = t8695 + t8696
+        del t8695, t8696
         t8698 = t18 * t5886
+        del t5886
         t8699 = t8694 + t8698
+        del t8694, t8698
         t8700 = t8693 + t8697
+        del t8693, t8697
         t8701 = t19 * t5888
         t8702 = t18 * t5887
+        del t5887
         t8703 = t8701 + t8702
+        del t8701, t8702
         t8704 = t18 * t5888
+        del t5888
         t8705 = c4387 * t8680
+        del t8680
         t8706 = c4387 * t8679
+        del t8679
         t8707 = c4387 * t8690
+        del t8690
         t8708 = c4387 * t8689
+        del t8689
         t8709 = c4387 * t8700
+        del t8700
         t8710 = c4387 * t8699
+        del t8699
         t8711 = c4387 * t8703
+        del t8703
         t8712 = c4387 * t8704
+        del t8704
         t8713 = t8663 - t8705
+        del t8663, t8705
         t8714 = t8664 - t8706
+        del t8664, t8706
         t8715 = t8665 - t8707
+        del t8665, t8707
         t8716 = t8666 - t8708
+        del t8666, t8708
         t8717 = t8667 - t8709
+        del t8667, t8709
         t8718 = t8668 - t8710
+        del t8668, t8710
         t8719 = t8669 - t8711
+        del t8669, t8711
         t8720 = t8670 - t8712
+        del t8670, t8712
         c8721 = k[584]
         t8722 = wy * t7298
         t8723 = y * t7297
+        del t7297
         t8724 = t8722 + t8723
+        del t8722, t8723
         t8725 = y * t7298
+        del t7298
         t8726 = wy * t7300
         t8727 = y * t7299
+        del t7299
         t8728 = t8726 + t8727
+        del t8726, t8727
         t8729 = y * t7300
+        del t7300
         t8730 = t7304 + t8729
+        del t8729
         t8731 = t7303 + t8728
+        del t8728
         t8732 = wy * t7302
         t8733 = y * t7301
+        del t7301
         t8734 = t8732 + t8733
+        del t8732, t8733
         t8735 = y * t7302
+        del t7302
         t8736 = wy * t7304
         t8737 = y * t7303
+        del t7303
         t8738 = t8736 + t8737
+        del t8736, t8737
         t8739 = y * t7304
+        del t7304
         t8740 = c8721 * t8724
+        del t8724
         t8741 = c8721 * t8725
+        del t8725
         t8742 = c8721 * t8731
+        del t8731
         t8743 = c8721 * t8730
+        del t8730
         t8744 = c8721 * t8734
+        del t8734
         t8745 = c8721 * t8735
+        del t8735
         t8746 = c8721 * t8738
+        del t8738
         t8747 = c8721 * t8739
+        del t8739
         c8748 = k[585]
         t8749 = t7 * t5952
         t8750 = t6 * t5951
         t8751 = t8749 + t8750
+        del t8749, t8750
         t8752 = t6 * t5952
         t8753 = t19 * t5946
         t8754 = t18 * t5945
+        del t5945
         t8755 = t8753 + t8754
+        del t8753, t8754
         t8756 = t18 * t5946
+        del t5946
         t8757 = t8752 + t8756
+        del t8752, t8756
         t8758 = t8751 + t8755
+        del t8751, t8755
         t8759 = t14 * t5952
         t8760 = t13 * t5951
         t8761 = t8759 + t8760
+        del t8759, t8760
         t8762 = t13 * t5952
         t8763 = t19 * t5948
         t8764 = t18 * t5947
+        del t5947
         t8765 = t8763 + t8764
+        del t8763, t8764
         t8766 = t18 * t5948
+        del t5948
         t8767 = t8762 + t8766
+        del t8762, t8766
         t8768 = t8761 + t8765
+        del t8761, t8765
         t8769 = t2 * t5952
         t8770 = t1 * t5951
         t8771 = t8769 + t8770
+        del t8769, t8770
         t8772 = t1 * t5952
         t8773 = t19 * t5950
         t8774 = t18 * t5949
+        del t5949
         t8775 = t8773 + t8774
+        del t8773, t8774
         t8776 = t18 * t5950
+        del t5950
         t8777 = t8772 + t8776
+        del t8772, t8776
         t8778 = t8771 + t8775
+        del t8771, t8775
         t8779 = t19 * t5952
         t8780 = t18 * t5951
+        del t5951
         t8781 = t8779 + t8780
+        del t8779, t8780
         t8782 = t18 * t5952
+        del t5952
         t8783 = c8748 * t8758
+        del t8758
         t8784 = c8748 * t8757
+        del t8757
         t8785 = c8748 * t8768
+        del t8768
         t8786 = c8748 * t8767
+        del t8767
         t8787 = c8748 * t8778
+        del t8778
         t8788 = c8748 * t8777
+        del t8777
         t8789 = c8748 * t8781
+        del t8781
         t8790 = c8748 * t8782
+        del t8782
         t8791 = t8740 - t8783
+        del t8740, t8783
         t8792 = t8741 - t8784
+        del t8741, t8784
         t8793 = t8742 - t8785
+        del t8742, t8785
         t8794 = t8743 - t8786
+        del t8743, t8786
         t8795 = t8744 - t8787
+        del t8744, t8787
         t8796 = t8745 - t8788
+        del t8745, t8788
         t8797 = t8746 - t8789
+        del t8746, t8789
         t8798 = t8747 - t8790
+        del t8747, t8790
         c8799 = k[586]
         t8800 = wy * t7362
         t8801 = y * t7361
+        del t7361
         t8802 = t8800 + t8801
+        del t8800, t8801
         t8803 = y * t7362
+        del t7362
         t8804 = wy * t7364
         t8805 = y * t7363
+        del t7363
         t8806 = t8804 + t8805
+        del t8804, t8805
         t8807 = y * t7364
+        del t7364
         t8808 = t7368 + t8807
+        del t8807
         t8809 = t7367 + t8806
+        del t8806
         t8810 = wy * t7366
         t8811 = y * t7365
+        del t7365
         t8812 = t8810 + t8811
+        del t8810, t8811
         t8813 = y * t7366
+        del t7366
         t8814 = wy * t7368
         t8815 = y * t7367
+        del t7367
         t8816 = t8814 + t8815
+        del t8814, t8815
         t8817 = y * t7368
+        del t7368
         t8818 = c8799 * t8802
+        del t8802
         t8819 = c8799 * t8803
+        del t8803
         t8820 = c8799 * t8809
+        del t8809
         t8821 = c8799 * t8808
+        del t8808
         t8822 = c8799 * t8812
+        del t8812
         t8823 = c8799 * t8813
+        del t8813
         t8824 = c8799 * t8816
+        del t8816
         t8825 = c8799 * t8817
+        del t8817
         t8826 = t7 * t5985
         t8827 = t6 * t5984
         t8828 = t8826 + t8827
+        del t8826, t8827
         t8829 = t6 * t5985
         t8830 = t19 * t5978
         t8831 = t18 * t5979
+        del t5979
         t8832 = t8830 + t8831
+        del t8830, t8831
         t8833 = t18 * t5978
+        del t5978
         t8834 = t8829 + t8833
+        del t8829, t8833
         t8835 = t8828 + t8832
+        del t8828, t8832
         t8836 = t14 * t5985
         t8837 = t13 * t5984
         t8838 = t8836 + t8837
+        del t8836, t8837
         t8839 = t13 * t5985
         t8840 = t19 * t5981
         t8841 = t18 * t5980
+        del t5980
         t8842 = t8840 + t8841
+        del t8840, t8841
         t8843 = t18 * t5981
+        del t5981
         t8844 = t8839 + t8843
+        del t8839, t8843
         t8845 = t8838 + t8842
+        del t8838, t8842
         t8846 = t2 * t5985
         t8847 = t1 * t5984
         t8848 = t8846 + t8847
+        del t8846, t8847
         t8849 = t1 * t5985
         t8850 = t19 * t5982
         t8851 = t18 * t5983
+        del t5983
         t8852 = t8850 + t8851
+        del t8850, t8851
         t8853 = t18 * t5982
+        del t5982
         t8854 = t8849 + t8853
+        del t8849, t8853
         t8855 = t8848 + t8852
+        del t8848, t8852
         t8856 = t19 * t5985
         t8857 = t18 * t5984
+        del t5984
         t8858 = t8856 + t8857
+        del t8856, t8857
         t8859 = t18 * t5985
+        del t5985
         t8860 = c5812 * t8835
+        del t8835
         t8861 = c5812 * t8834
+        del t8834
         t8862 = c5812 * t8845
+        del t8845
         t8863 = c5812 * t8844
+        del t8844
         t8864 = c5812 * t8855
+        del t8855
         t8865 = c5812 * t8854
+        del t8854
         t8866 = c5812 * t8858
+        del t8858
         t8867 = c5812 * t8859
+        del t8859
         t8868 = t8818 - t8860
+        del t8818, t8860
         t8869 = t8819 - t8861
+        del t8819, t8861
         t8870 = t8820 - t8862
+        del t8820, t8862
         t8871 = t8821 - t8863
+        del t8821, t8863
         t8872 = t8822 - t8864
+        del t8822, t8864
         t8873 = t8823 - t8865
+        del t8823, t8865
         t8874 = t8824 - t8866
+        del t8824, t8866
         t8875 = t8825 - t8867
+        del t8825, t8867
         c8876 = k[587]
         t8877 = wy * t7394
         t8878 = y * t7395
+        del t7395
         t8879 = t8877 + t8878
+        del t8877, t8878
         t8880 = y * t7394
+        del t7394
         t8881 = wy * t7397
         t8882 = y * t7396
+        del t7396
         t8883 = t8881 + t8882
+        del t8881, t8882
         t8884 = y * t7397
+        del t7397
         t8885 = t7401 + t8884
+        del t8884
         t8886 = t7400 + t8883
+        del t8883
         t8887 = wy * t7398
         t8888 = y * t7399
+        del t7399
         t8889 = t8887 + t8888
+        del t8887, t8888
         t8890 = y * t7398
+        del t7398
         t8891 = wy * t7401
         t8892 = y * t7400
+        del t7400
         t8893 = t8891 + t8892
+        del t8891, t8892
         t8894 = y * t7401
+        del t7401
         t8895 = c8876 * t8879
+        del t8879
         t8896 = c8876 * t8880
+        del t8880
         t8897 = c8876 * t8886
+        del t8886
         t8898 = c8876 * t8885
+        del t8885
         t8899 = c8876 * t8889
+        del t8889
         t8900 = c8876 * t8890
+        del t8890
         t8901 = c8876 * t8893
+        del t8893
         t8902 = c8876 * t8894
+        del t8894
         c8903 = k[588]
         t8904 = t7 * t5988
         t8905 = t6 * t5987
         t8906 = t8904 + t8905
+        del t8904, t8905
         t8907 = t6 * t5988
         t8908 = t14 * t5988
         t8909 = t13 * t5987
         t8910 = t8908 + t8909
+        del t8908, t8909
         t8911 = t13 * t5988
         t8912 = t19 * c5986
         t8913 = t18 * c5986
         t8914 = t8911 + t8913
+        del t8911
         t8915 = t8910 + t8912
+        del t8910
         t8916 = t2 * t5988
         t8917 = t1 * t5987
         t8918 = t8916 + t8917
+        del t8916, t8917
         t8919 = t1 * t5988
         t8920 = t19 * t5988
+        del t19
         t8921 = t18 * t5987
+        del t5987
         t8922 = t8920 + t8921
+        del t8920, t8921
         t8923 = t18 * t5988
+        del t18, t5988
         t8924 = c8903 * t8906
+        del t8906
         t8925 = c8903 * t8907
+        del t8907
         t8926 = c8903 * t8915
+        del t8915
         t8927 = c8903 * t8914
+        del t8914
         t8928 = c8903 * t8918
+        del t8918
         t8929 = c8903 * t8919
+        del t8919
         t8930 = c8903 * t8922
+        del t8922
         t8931 = c8903 * t8923
+        del t8923
         t8932 = t8895 - t8924
+        del t8895, t8924
         t8933 = t8896 - t8925
+        del t8896, t8925
         t8934 = t8897 - t8926
+        del t8897, t8926
         t8935 = t8898 - t8927
+        del t8898, t8927
         t8936 = t8899 - t8928
+        del t8899, t8928
         t8937 = t8900 - t8929
+        del t8900, t8929
         t8938 = t8901 - t8930
+        del t8901, t8930
         t8939 = t8902 - t8931
+        del t8902, t8931
         c8940 = k[589]
         t8941 = t7404 + t7404
         t8942 = t7403 + t7403
         t8943 = wy * t7404
         t8944 = y * t7403
+        del t7403
         t8945 = t8943 + t8944
+        del t8943, t8944
         t8946 = y * t7404
+        del t7404
         t8947 = c8940 * t8942
+        del t8942
         t8948 = c8940 * t8941
+        del t8941
         t8949 = c8940 * t8945
+        del t8945
         t8950 = c8940 * t8946
+        del t8946
         t8951 = t7 * c5986
         t8952 = t6 * c5986
         t8953 = t14 * c5986
+        del t14
         t8954 = t13 * c5986
+        del t13
         t8955 = t2 * c5986
         t8956 = t1 * c5986
         t8957 = c7369 * t8951
+        del t8951
         t8958 = c7369 * t8952
+        del t8952
         t8959 = c7369 * t8953
+        del t8953
         t8960 = c7369 * t8954
+        del t8954
         t8961 = c7369 * t8955
+        del t8955
         t8962 = c7369 * t8956
+        del t8956
         t8963 = c7369 * t8912
+        del t8912
         t8964 = c7369 * t8913
+        del t8913
         t8965 = -t8958
+        del t8958
         t8966 = -t8957
+        del t8957
         t8967 = t8947 - t8959
+        del t8947, t8959
         t8968 = t8948 - t8960
+        del t8948, t8960
         t8969 = -t8962
+        del t8962
         t8970 = -t8961
+        del t8961
         t8971 = t8949 - t8963
+        del t8949, t8963
         t8972 = t8950 - t8964
+        del t8950, t8964
         c8973 = k[590]
         t8974 = c8973 * wy
         t8975 = c8973 * y
         c8976 = k[591]
         t8977 = c8973 * t8182
+        del t8182
         t8978 = c8973 * t8181
+        del t8181
         t8979 = c8973 * t8184
+        del t8184
         t8980 = c8973 * t8183
+        del t8183
         t8981 = c8973 * t8180
+        del t8180
         t8982 = c8973 * t8179
+        del t8179
         t8983 = c8976 * t8977
+        del t8977
         t8984 = c8976 * t8978
+        del t8978
         t8985 = c8976 * t8979
+        del t8979
         t8986 = c8976 * t8980
+        del t8980
         t8987 = c8976 * t8981
+        del t8981
         t8988 = c8976 * t8982
+        del t8982
         c8989 = k[592]
         t8990 = t8974 * t6692
         t8991 = t8975 * t6693
+        del t6693
         t8992 = t8990 + t8991
+        del t8990, t8991
         t8993 = t8975 * t6692
+        del t6692
         t8994 = c8973 * t6691
         t8995 = c8973 * t6690
         t8996 = t8974 * t6694
         t8997 = t8975 * t6695
+        del t6695
         t8998 = t8996 + t8997
+        del t8996, t8997
         t8999 = t8975 * t6694
+        del t6694
         t9000 = t8974 * t6690
         t9001 = t8975 * t6691
+        del t6691
         t9002 = t9000 + t9001
+        del t9000, t9001
         t9003 = t8975 * t6690
+        del t6690
         t9004 = c8989 * t8992
+        del t8992
         t9005 = c8989 * t8993
+        del t8993
         t9006 = c8989 * t8994
+        del t8994
         t9007 = c8989 * t8995
+        del t8995
         t9008 = c8989 * t8998
+        del t8998
         t9009 = c8989 * t8999
+        del t8999
         t9010 = c8989 * t9002
+        del t9002
         t9011 = c8989 * t9003
+        del t9003
         c9012 = k[593]
         t9013 = t8966 * t5347
         t9014 = t8965 * t5348
         t9015 = t9013 + t9014
+        del t9013, t9014
         t9016 = t8965 * t5347
         t9017 = t8971 * t5349
         t9018 = t8972 * t5350
+        del t5350
         t9019 = t9017 + t9018
+        del t9017, t9018
         t9020 = t8972 * t5349
+        del t5349
         t9021 = t9016 + t9020
+        del t9016, t9020
         t9022 = t9015 + t9019
+        del t9015, t9019
         t9023 = t8967 * t5347
         t9024 = t8968 * t5348
         t9025 = t9023 + t9024
+        del t9023, t9024
         t9026 = t8968 * t5347
         t9027 = t8970 * t5347
         t9028 = t8969 * t5348
         t9029 = t9027 + t9028
+        del t9027, t9028
         t9030 = t8969 * t5347
         t9031 = t8971 * t5351
         t9032 = t8972 * t5352
+        del t5352
         t9033 = t9031 + t9032
+        del t9031, t9032
         t9034 = t8972 * t5351
+        del t5351
         t9035 = t9030 + t9034
+        del t9030, t9034
         t9036 = t9029 + t9033
+        del t9029, t9033
         t9037 = t8971 * t5347
         t9038 = t8972 * t5348
+        del t5348
         t9039 = t9037 + t9038
+        del t9037, t9038
         t9040 = t8972 * t5347
+        del t5347
         t9041 = c9012 * t9022
+        del t9022
         t9042 = c9012 * t9021
+        del t9021
         t9043 = c9012 * t9025
+        del t9025
         t9044 = c9012 * t9026
+        del t9026
         t9045 = c9012 * t9036
+        del t9036
         t9046 = c9012 * t9035
+        del t9035
         t9047 = c9012 * t9039
+        del t9039
         t9048 = c9012 * t9040
+        del t9040
         c9049 = k[594]
         t9050 = t8932 * t4155
         t9051 = t8933 * t4156
         t9052 = t9050 + t9051
+        del t9050, t9051
         t9053 = t8933 * t4155
         t9054 = t8938 * t4157
         t9055 = t8939 * t4158
+        del t4158
         t9056 = t9054 + t9055
+        del t9054, t9055
         t9057 = t8939 * t4157
+        del t4157
         t9058 = t9053 + t9057
+        del t9053, t9057
         t9059 = t9052 + t9056
+        del t9052, t9056
         t9060 = t8934 * t4155
         t9061 = t8935 * t4156
         t9062 = t9060 + t9061
+        del t9060, t9061
         t9063 = t8935 * t4155
         t9064 = t8936 * t4155
         t9065 = t8937 * t4156
         t9066 = t9064 + t9065
+        del t9064, t9065
         t9067 = t8937 * t4155
         t9068 = t8938 * t4159
         t9069 = t8939 * t4160
+        del t4160
         t9070 = t9068 + t9069
+        del t9068, t9069
         t9071 = t8939 * t4159
+        del t4159
         t9072 = t9067 + t9071
+        del t9067, t9071
         t9073 = t9066 + t9070
+        del t9066, t9070
         t9074 = t8938 * t4155
         t9075 = t8939 * t4156
+        del t4156
         t9076 = t9074 + t9075
+        del t9074, t9075
         t9077 = t8939 * t4155
+        del t4155
         t9078 = c9049 * t9059
+        del t9059
         t9079 = c9049 * t9058
+        del t9058
         t9080 = c9049 * t9062
+        del t9062
         t9081 = c9049 * t9063
+        del t9063
         t9082 = c9049 * t9073
+        del t9073
         t9083 = c9049 * t9072
+        del t9072
         t9084 = c9049 * t9076
+        del t9076
         t9085 = c9049 * t9077
+        del t9077
         c9086 = k[595]
         t9087 = t8868 * t3117
         t9088 = t8869 * t3118
         t9089 = t9087 + t9088
+        del t9087, t9088
         t9090 = t8869 * t3117
         t9091 = t8874 * t3119
         t9092 = t8875 * t3120
+        del t3120
         t9093 = t9091 + t9092
+        del t9091, t9092
         t9094 = t8875 * t3119
+        del t3119
         t9095 = t9090 + t9094
+        del t9090, t9094
         t9096 = t9089 + t9093
+        del t9089, t9093
         t9097 = t8870 * t3117
         t9098 = t8871 * t3118
         t9099 = t9097 + t9098
+        del t9097, t9098
         t9100 = t8871 * t3117
         t9101 = t8872 * t3117
         t9102 = t8873 * t3118
         t9103 = t9101 + t9102
+        del t9101, t9102
         t9104 = t8873 * t3117
         t9105 = t8874 * t3121
         t9106 = t8875 * t3122
+        del t3122
         t9107 = t9105 + t9106
+        del t9105, t9106
         t9108 = t8875 * t3121
+        del t3121
         t9109 = t9104 + t9108
+        del t9104, t9108
         t9110 = t9103 + t9107
+        del t9103, t9107
         t9111 = t8874 * t3117
         t9112 = t8875 * t3118
+        del t3118
         t9113 = t9111 + t9112
+        del t9111, t9112
         t9114 = t8875 * t3117
+        del t3117
         t9115 = c9086 * t9096
+        del t9096
         t9116 = c9086 * t9095
+        del t9095
         t9117 = c9086 * t9099
+        del t9099
         t9118 = c9086 * t9100
+        del t9100
         t9119 = c9086 * t9110
+        del t9110
         t9120 = c9086 * t9109
+        del t9109
         t9121 = c9086 * t9113
+        del t9113
         t9122 = c9086 * t9114
+        del t9114
         c9123 = k[596]
         t9124 = t8791 * t2226
         t9125 = t8792 * t2227
         t9126 = t9124 + t9125
+        del t9124, t9125
         t9127 = t8792 * t2226
         t9128 = t8797 * t2228
         t9129 = t8798 * t2229
+        del t2229
         t9130 = t9128 + t9129
+        del t9128, t9129
         t9131 = t8798 * t2228
+        del t2228
         t9132 = t9127 + t9131
+        del t9127, t9131
         t9133 = t9126 + t9130
+        del t9126, t9130
         t9134 = t8793 * t2226
         t9135 = t8794 * t2227
         t9136 = t9134 + t9135
+        del t9134, t9135
         t9137 = t8794 * t2226
         t9138 = t8795 * t2226
         t9139 = t8796 * t2227
         t9140 = t9138 + t9139
+        del t9138, t9139
         t9141 = t8796 * t2226
         t9142 = t8797 * t2230
         t9143 = t8798 * t2231
+        del t2231
         t9144 = t9142 + t9143
+        del t9142, t9143
         t9145 = t8798 * t2230
+        del t2230
         t9146 = t9141 + t9145
+        del t9141, t9145
         t9147 = t9140 + t9144
+        del t9140, t9144
         t9148 = t8797 * t2226
         t9149 = t8798 * t2227
+        del t2227
         t9150 = t9148 + t9149
+        del t9148, t9149
         t9151 = t8798 * t2226
+        del t2226
         t9152 = c9123 * t9133
+        del t9133
         t9153 = c9123 * t9132
+        del t9132
         t9154 = c9123 * t9136
+        del t9136
         t9155 = c9123 * t9137
+        del t9137
         t9156 = c9123 * t9147
+        del t9147
         t9157 = c9123 * t9146
+        del t9146
         t9158 = c9123 * t9150
+        del t9150
         t9159 = c9123 * t9151
+        del t9151
         c9160 = k[597]
         t9161 = t8713 * t1486
         t9162 = t8714 * t1487
         t9163 = t9161 + t9162
+        del t9161, t9162
         t9164 = t8714 * t1486
         t9165 = t8719 * t1488
         t9166 = t8720 * t1489
+        del t1489
         t9167 = t9165 + t9166
+        del t9165, t9166
         t9168 = t8720 * t1488
+        del t1488
         t9169 = t9164 + t9168
+        del t9164, t9168
         t9170 = t9163 + t9167
+        del t9163, t9167
         t9171 = t8715 * t1486
         t9172 = t8716 * t1487
         t9173 = t9171 + t9172
+        del t9171, t9172
         t9174 = t8716 * t1486
         t9175 = t8717 * t1486
         t9176 = t8718 * t1487
         t9177 = t9175 + t9176
+        del t9175, t9176
         t9178 = t8718 * t1486
         t9179 = t8719 * t1490
         t9180 = t8720 * t1491
+        del t1491
         t9181 = t9179 + t9180
+        del t9179, t9180
         t9182 = t8720 * t1490
+        del t1490
         t9183 = t9178 + t9182
+        del t9178, t9182
         t9184 = t9177 + t9181
+        del t9177, t9181
         t9185 = t8719 * t1486
         t9186 = t8720 * t1487
+        del t1487
         t9187 = t9185 + t9186
+        del t9185, t9186
         t9188 = t8720 * t1486
+        del t1486
         t9189 = c9160 * t9170
+        del t9170
         t9190 = c9160 * t9169
+        del t9169
         t9191 = c9160 * t9173
+        del t9173
         t9192 = c9160 * t9174
+        del t9174
         t9193 = c9160 * t9184
+        del t9184
         t9194 = c9160 * t9183
+        del t9183
         t9195 = c9160 * t9187
+        del t9187
         t9196 = c9160 * t9188
+        del t9188
         c9197 = k[598]
         t9198 = t8636 * t897
         t9199 = t8637 * t898
         t9200 = t9198 + t9199
+        del t9198, t9199
         t9201 = t8637 * t897
         t9202 = t8642 * t899
         t9203 = t8643 * t900
+        del t900
         t9204 = t9202 + t9203
+        del t9202, t9203
         t9205 = t8643 * t899
+        del t899
         t9206 = t9201 + t9205
+        del t9201, t9205
         t9207 = t9200 + t9204
+        del t9200, t9204
         t9208 = t8638 * t897
         t9209 = t8639 * t898
         t9210 = t9208 + t9209
+        del t9208, t9209
         t9211 = t8639 * t897
         t9212 = t8640 * t897
         t9213 = t8641 * t898
         t9214 = t9212 + t9213
+        del t9212, t9213
         t9215 = t8641 * t897
         t9216 = t8642 * t901
         t9217 = t8643 * t902
+        del t902
         t9218 = t9216 + t9217
+        del t9216, t9217
         t9219 = t8643 * t901
+        del t901
         t9220 = t9215 + t9219
+        del t9215, t9219
         t9221 = t9214 + t9218
+        del t9214, t9218
         t9222 = t8642 * t897
         t9223 = t8643 * t898
+        del t898
         t9224 = t9222 + t9223
+        del t9222, t9223
         t9225 = t8643 * t897
+        del t897
         t9226 = c9197 * t9207
+        del t9207
         t9227 = c9197 * t9206
+        del t9206
         t9228 = c9197 * t9210
+        del t9210
         t9229 = c9197 * t9211
+        del t9211
         t9230 = c9197 * t9221
+        del t9221
         t9231 = c9197 * t9220
+        del t9220
         t9232 = c9197 * t9224
+        del t9224
         t9233 = c9197 * t9225
+        del t9225
         c9234 = k[599]
         t9235 = t8558 * t454
         t9236 = t8559 * t455
         t9237 = t9235 + t9236
+        del t9235, t9236
         t9238 = t8559 * t454
         t9239 = t8564 * t456
         t9240 = t8565 * t457
+        del t457
         t9241 = t9239 + t9240
+        del t9239, t9240
         t9242 = t8565 * t456
+        del t456
         t9243 = t9238 + t9242
+        del t9238, t9242
         t9244 = t9237 + t9241
+        del t9237, t9241
         t9245 = t8560 * t454
         t9246 = t8561 * t455
         t9247 = t9245 + t9246
+        del t9245, t9246
         t9248 = t8561 * t454
         t9249 = t8562 * t454
         t9250 = t8563 * t455
         t9251 = t9249 + t9250
+        del t9249, t9250
         t9252 = t8563 * t454
         t9253 = t8564 * t458
         t9254 = t8565 * t459
+        del t459
         t9255 = t9253 + t9254
+        del t9253, t9254
         t9256 = t8565 * t458
+        del t458
         t9257 = t9252 + t9256
+        del t9252, t9256
         t9258 = t9251 + t9255
+        del t9251, t9255
         t9259 = t8564 * t454
         t9260 = t8565 * t455
+        del t455
         t9261 = t9259 + t9260
+        del t9259, t9260
         t9262 = t8565 * t454
+        del t454
         t9263 = c9234 * t9244
+        del t9244
         t9264 = c9234 * t9243
+        del t9243
         t9265 = c9234 * t9247
+        del t9247
         t9266 = c9234 * t9248
+        del t9248
         t9267 = c9234 * t9258
+        del t9258
         t9268 = c9234 * t9257
+        del t9257
         t9269 = c9234 * t9261
+        del t9261
         t9270 = c9234 * t9262
+        del t9262
         c9271 = k[600]
         t9272 = t8481 * t170
         t9273 = t8482 * t171
         t9274 = t9272 + t9273
+        del t9272, t9273
         t9275 = t8482 * t170
         t9276 = t8487 * t172
         t9277 = t8488 * t173
+        del t173
         t9278 = t9276 + t9277
+        del t9276, t9277
         t9279 = t8488 * t172
+        del t172
         t9280 = t9275 + t9279
+        del t9275, t9279
         t9281 = t9274 + t9278
+        del t9274, t9278
         t9282 = t8483 * t170
         t9283 = t8484 * t171
         t9284 = t9282 + t9283
+        del t9282, t9283
         t9285 = t8484 * t170
         t9286 = t8485 * t170
         t9287 = t8486 * t171
         t9288 = t9286 + t9287
+        del t9286, t9287
         t9289 = t8486 * t170
         t9290 = t8487 * t174
         t9291 = t8488 * t175
+        del t175
         t9292 = t9290 + t9291
+        del t9290, t9291
         t9293 = t8488 * t174
+        del t174
         t9294 = t9289 + t9293
+        del t9289, t9293
         t9295 = t9288 + t9292
+        del t9288, t9292
         t9296 = t8487 * t170
         t9297 = t8488 * t171
+        del t171
         t9298 = t9296 + t9297
+        del t9296, t9297
         t9299 = t8488 * t170
+        del t170
         t9300 = c9271 * t9281
+        del t9281
         t9301 = c9271 * t9280
+        del t9280
         t9302 = c9271 * t9284
+        del t9284
         t9303 = c9271 * t9285
+        del t9285
         t9304 = c9271 * t9295
+        del t9295
         t9305 = c9271 * t9294
+        del t9294
         t9306 = c9271 * t9298
+        del t9298
         t9307 = c9271 * t9299
+        del t9299
         c9308 = k[601]
         t9309 = t8403 * t36
         t9310 = t8404 * t37
         t9311 = t9309 + t9310
+        del t9309, t9310
         t9312 = t8404 * t36
         t9313 = t8409 * t1
         t9314 = t8410 * t2
+        del t2
         t9315 = t9313 + t9314
+        del t9313, t9314
         t9316 = t8410 * t1
+        del t1
         t9317 = t9312 + t9316
+        del t9312
         t9318 = t9311 + t9315
+        del t9311
         t9319 = t8405 * t36
         t9320 = t8406 * t37
         t9321 = t9319 + t9320
+        del t9319, t9320
         t9322 = t8406 * t36
         t9323 = t8407 * t36
         t9324 = t8408 * t37
         t9325 = t9323 + t9324
+        del t9323, t9324
         t9326 = t8408 * t36
         t9327 = t8409 * t6
         t9328 = t8410 * t7
+        del t7
         t9329 = t9327 + t9328
+        del t9327, t9328
         t9330 = t8410 * t6
+        del t6
         t9331 = t9326 + t9330
+        del t9326, t9330
         t9332 = t9325 + t9329
+        del t9325, t9329
         t9333 = t8409 * t36
         t9334 = t8410 * t37
+        del t37
         t9335 = t9333 + t9334
+        del t9333, t9334
         t9336 = t8410 * t36
+        del t36
         t9337 = c9308 * t9318
+        del t9318
         t9338 = c9308 * t9317
+        del t9317
         t9339 = c9308 * t9321
+        del t9321
         t9340 = c9308 * t9322
+        del t9322
         t9341 = c9308 * t9332
+        del t9332
         t9342 = c9308 * t9331
+        del t9331
         t9343 = c9308 * t9335
+        del t9335
         t9344 = c9308 * t9336
+        del t9336
         c9345 = k[602]
         t9346 = t8333 * x
         t9347 = t8334 * wx
         t9348 = t9346 + t9347
+        del t9346, t9347
         t9349 = t8334 * x
         t9350 = t9349 + t8340
+        del t9349
         t9351 = t9348 + t8339
+        del t9348
         t9352 = t8335 * x
         t9353 = t8336 * wx
         t9354 = t9352 + t9353
+        del t9352, t9353
         t9355 = t8336 * x
         t9356 = t8337 * x
         t9357 = t8338 * wx
         t9358 = t9356 + t9357
+        del t9356, t9357
         t9359 = t8338 * x
         t9360 = t8339 * x
         t9361 = t8340 * wx
         t9362 = t9360 + t9361
+        del t9360, t9361
         t9363 = t8340 * x
         t9364 = c9345 * t9351
+        del t9351
         t9365 = c9345 * t9350
+        del t9350
         t9366 = c9345 * t9354
+        del t9354
         t9367 = c9345 * t9355
+        del t9355
         t9368 = c9345 * t9358
+        del t9358
         t9369 = c9345 * t9359
+        del t9359
         t9370 = c9345 * t9362
+        del t9362
         t9371 = c9345 * t9363
+        del t9363
         c9372 = k[603]
         t9373 = c9372 * t8255
+        del t8255
         t9374 = c9372 * t8256
+        del t8256
         t9375 = c9372 * t8257
+        del t8257
         t9376 = c9372 * t8258
+        del t8258
         t9377 = c9372 * t8259
+        del t8259
         t9378 = c9372 * t8260
+        del t8260
         t9379 = c9372 * t8261
+        del t8261
         t9380 = c9372 * t8262
+        del t8262
         t9381 = t8333 * z
+        del t8333
         t9382 = t8334 * wz
         t9383 = t9381 + t9382
+        del t9381, t9382
         t9384 = t8334 * z
+        del t8334
         t9385 = t8335 * z
+        del t8335
         t9386 = t8336 * wz
         t9387 = t9385 + t9386
+        del t9385, t9386
         t9388 = t8336 * z
+        del t8336
         t9389 = t8337 * z
+        del t8337
         t9390 = t8338 * wz
         t9391 = t9389 + t9390
+        del t9389, t9390
         t9392 = t8338 * z
+        del t8338
         t9393 = t9392 + t8340
+        del t9392
         t9394 = t9391 + t8339
+        del t9391
         t9395 = t8339 * z
+        del t8339
         t9396 = t8340 * wz
         t9397 = t9395 + t9396
+        del t9395, t9396
         t9398 = t8340 * z
+        del t8340
         t9399 = c9345 * t9383
+        del t9383
         t9400 = c9345 * t9384
+        del t9384
         t9401 = c9345 * t9387
+        del t9387
         t9402 = c9345 * t9388
+        del t9388
         t9403 = c9345 * t9394
+        del t9394
         t9404 = c9345 * t9393
+        del t9393
         t9405 = c9345 * t9397
+        del t9397
         t9406 = c9345 * t9398
+        del t9398
         t9407 = t8403 * t31
+        del t8403
         t9408 = t8404 * t30
         t9409 = t9407 + t9408
+        del t9407, t9408
         t9410 = t8404 * t31
+        del t8404
         t9411 = t8409 * t28
         t9412 = t8410 * t29
+        del t29
         t9413 = t9411 + t9412
+        del t9411, t9412
         t9414 = t8410 * t28
+        del t28
         t9415 = t9410 + t9414
+        del t9410, t9414
         t9416 = t9409 + t9413
+        del t9409, t9413
         t9417 = t8405 * t31
+        del t8405
         t9418 = t8406 * t30
         t9419 = t9417 + t9418
+        del t9417, t9418
         t9420 = t8406 * t31
+        del t8406
         t9421 = t8407 * t31
+        del t8407
         t9422 = t8408 * t30
         t9423 = t9421 + t9422
+        del t9421, t9422
         t9424 = t8408 * t31
+        del t8408
         t9425 = t9424 + t9316
+        del t9316, t9424
         t9426 = t9423 + t9315
+        del t9315, t9423
         t9427 = t8409 * t31
+        del t8409
         t9428 = t8410 * t30
+        del t30
         t9429 = t9427 + t9428
+        del t9427, t9428
         t9430 = t8410 * t31
+        del t31, t8410
         t9431 = c9308 * t9416
+        del t9416
         t9432 = c9308 * t9415
+        del t9415
         t9433 = c9308 * t9419
+        del t9419
         t9434 = c9308 * t9420
+        del t9420
         t9435 = c9308 * t9426
+        del t9426
         t9436 = c9308 * t9425
+        del t9425
         t9437 = c9308 * t9429
+        del t9429
         t9438 = c9308 * t9430
+        del t9430
         t9439 = t8481 * t149
+        del t8481
         t9440 = t8482 * t148
         t9441 = t9439 + t9440
+        del t9439, t9440
         t9442 = t8482 * t149
+        del t8482
         t9443 = t8487 * t145
         t9444 = t8488 * t144
+        del t144
         t9445 = t9443 + t9444
+        del t9443, t9444
         t9446 = t8488 * t145
+        del t145
         t9447 = t9442 + t9446
+        del t9442, t9446
         t9448 = t9441 + t9445
+        del t9441, t9445
         t9449 = t8483 * t149
+        del t8483
         t9450 = t8484 * t148
         t9451 = t9449 + t9450
+        del t9449, t9450
         t9452 = t8484 * t149
+        del t8484
         t9453 = t8485 * t149
+        del t8485
         t9454 = t8486 * t148
         t9455 = t9453 + t9454
+        del t9453, t9454
         t9456 = t8486 * t149
+        del t8486
         t9457 = t8487 * t147
         t9458 = t8488 * t146
+        del t146
         t9459 = t9457 + t9458
+        del t9457, t9458
         t9460 = t8488 * t147
+        del t147
         t9461 = t9456 + t9460
+        del t9456, t9460
         t9462 = t9455 + t9459
+        del t9455, t9459
         t9463 = t8487 * t149
+        del t8487
         t9464 = t8488 * t148
+        del t148
         t9465 = t9463 + t9464
+        del t9463, t9464
         t9466 = t8488 * t149
+        del t149, t8488
         t9467 = c9271 * t9448
+        del t9448
         t9468 = c9271 * t9447
+        del t9447
         t9469 = c9271 * t9451
+        del t9451
         t9470 = c9271 * t9452
+        del t9452
         t9471 = c9271 * t9462
+        del t9462
         t9472 = c9271 * t9461
+        del t9461
         t9473 = c9271 * t9465
+        del t9465
         t9474 = c9271 * t9466
+        del t9466
         t9475 = t8558 * t425
+        del t8558
         t9476 = t8559 * t424
         t9477 = t9475 + t9476
+        del t9475, t9476
         t9478 = t8559 * t425
+        del t8559
         t9479 = t8564 * t421
         t9480 = t8565 * t420
+        del t420
         t9481 = t9479 + t9480
+        del t9479, t9480
         t9482 = t8565 * t421
+        del t421
         t9483 = t9478 + t9482
+        del t9478, t9482
         t9484 = t9477 + t9481
+        del t9477, t9481
         t9485 = t8560 * t425
+        del t8560
         t9486 = t8561 * t424
         t9487 = t9485 + t9486
+        del t9485, t9486
         t9488 = t8561 * t425
+        del t8561
         t9489 = t8562 * t425
+        del t8562
         t9490 = t8563 * t424
         t9491 = t9489 + t9490
+        del t9489, t9490
         t9492 = t8563 * t425
+        del t8563
         t9493 = t8564 * t423
         t9494 = t8565 * t422
+        del t422
         t9495 = t9493 + t9494
+        del t9493, t9494
         t9496 = t8565 * t423
+        del t423
         t9497 = t9492 + t9496
+        del t9492, t9496
         t9498 = t9491 + t9495
+        del t9491, t9495
         t9499 = t8564 * t425
+        del t8564
         t9500 = t8565 * t424
+        del t424
         t9501 = t9499 + t9500
+        del t9499, t9500
         t9502 = t8565 * t425
+        del t425, t8565
         t9503 = c9234 * t9484
+        del t9484
         t9504 = c9234 * t9483
+        del t9483
         t9505 = c9234 * t9487
+        del t9487
         t9506 = c9234 * t9488
+        del t9488
         t9507 = c9234 * t9498
+        del t9498
         t9508 = c9234 * t9497
+        del t9497
         t9509 = c9234 * t9501
+        del t9501
         t9510 = c9234 * t9502
+        del t9502
         t9511 = t8636 * t868
+        del t8636
         t9512 = t8637 * t867
         t9513 = t9511 + t9512
+        del t9511, t9512
         t9514 = t8637 * t868
+        del t8637
         t9515 = t8642 * t864
         t9516 = t8643 * t863
+        del t863
         t9517 = t9515 + t9516
+        del t9515, t9516
         t9518 = t8643 * t864
+        del t864
         t9519 = t9514 + t9518
+        del t9514, t9518
         t9520 = t9513 + t9517
+        del t9513, t9517
         t9521 = t8638 * t868
+        del t8638
         t9522 = t8639 * t867
         t9523 = t9521 + t9522
+        del t9521, t9522
         t9524 = t8639 * t868
+        del t8639
         t9525 = t8640 * t868
+        del t8640
         t9526 = t8641 * t867
         t9527 = t9525 + t9526
+        del t9525, t9526
         t9528 = t8641 * t868
+        del t8641
         t9529 = t8642 * t866
         t9530 = t8643 * t865
+        del t865
         t9531 = t9529 + t9530
+        del t9529, t9530
         t9532 = t8643 * t866
+        del t866
         t9533 = t9528 + t9532
+        del t9528, t9532
         t9534 = t9527 + t9531
+        del t9527, t9531
         t9535 = t8642 * t868
+        del t8642
         t9536 = t8643 * t867
+        del t867
         t9537 = t9535 + t9536
+        del t9535, t9536
         t9538 = t8643 * t868
+        del t868, t8643
         t9539 = c9197 * t9520
+        del t9520
         t9540 = c9197 * t9519
+        del t9519
         t9541 = c9197 * t9523
+        del t9523
         t9542 = c9197 * t9524
+        del t9524
         t9543 = c9197 * t9534
+        del t9534
         t9544 = c9197 * t9533
+        del t9533
         t9545 = c9197 * t9537
+        del t9537
         t9546 = c9197 * t9538
+        del t9538
         t9547 = t8713 * t1457
+        del t8713
         t9548 = t8714 * t1456
         t9549 = t9547 + t9548
+        del t9547, t9548
         t9550 = t8714 * t1457
+        del t8714
         t9551 = t8719 * t1453
         t9552 = t8720 * t1452
+        del t1452
         t9553 = t9551 + t9552
+        del t9551, t9552
         t9554 = t8720 * t1453
+        del t1453
         t9555 = t9550 + t9554
+        del t9550, t9554
         t9556 = t9549 + t9553
+        del t9549, t9553
         t9557 = t8715 * t1457
+        del t8715
         t9558 = t8716 * t1456
         t9559 = t9557 + t9558
+        del t9557, t9558
         t9560 = t8716 * t1457
+        del t8716
         t9561 = t8717 * t1457
+        del t8717
         t9562 = t8718 * t1456
         t9563 = t9561 + t9562
+        del t9561, t9562
         t9564 = t8718 * t1457
+        del t8718
         t9565 = t8719 * t1455
         t9566 = t8720 * t1454
+        del t1454
         t9567 = t9565 + t9566
+        del t9565, t9566
         t9568 = t8720 * t1455
+        del t1455
         t9569 = t9564 + t9568
+        del t9564, t9568
         t9570 = t9563 + t9567
+        del t9563, t9567
         t9571 = t8719 * t1457
+        del t8719
         t9572 = t8720 * t1456
+        del t1456
         t9573 = t9571 + t9572
+        del t9571, t9572
         t9574 = t8720 * t1457
+        del t1457, t8720
         t9575 = c9160 * t9556
+        del t9556
         t9576 = c9160 * t9555
+        del t9555
         t9577 = c9160 * t9559
+        del t9559
         t9578 = c9160 * t9560
+        del t9560
         t9579 = c9160 * t9570
+        del t9570
         t9580 = c9160 * t9569
+        del t9569
         t9581 = c9160 * t9573
+        del t9573
         t9582 = c9160 * t9574
+        del t9574
         t9583 = t8791 * t2197
+        del t8791
         t9584 = t8792 * t2196
         t9585 = t9583 + t9584
+        del t9583, t9584
         t9586 = t8792 * t2197
+        del t8792
         t9587 = t8797 * t2193
         t9588 = t8798 * t2192
+        del t2192
         t9589 = t9587 + t9588
+        del t9587, t9588
         t9590 = t8798 * t2193
+        del t2193
         t9591 = t9586 + t9590
+        del t9586, t9590
         t9592 = t9585 + t9589
+        del t9585, t9589
         t9593 = t8793 * t2197
+        del t8793
         t9594 = t8794 * t2196
         t9595 = t9593 + t9594
+        del t9593, t9594
         t9596 = t8794 * t2197
+        del t8794
         t9597 = t8795 * t2197
+        del t8795
         t9598 = t8796 * t2196
         t9599 = t9597 + t9598
+        del t9597, t9598
         t9600 = t8796 * t2197
+        del t8796
         t9601 = t8797 * t2195
         t9602 = t8798 * t2194
+        del t2194
         t9603 = t9601 + t9602
+        del t9601, t9602
         t9604 = t8798 * t2195
+        del t2195
         t9605 = t9600 + t9604
+        del t9600, t9604
         t9606 = t9599 + t9603
+        del t9599, t9603
         t9607 = t8797 * t2197
+        del t8797
         t9608 = t8798 * t2196
+        del t2196
         t9609 = t9607 + t9608
+        del t9607, t9608
         t9610 = t8798 * t2197
+        del t2197, t8798
         t9611 = c9123 * t9592
+        del t9592
         t9612 = c9123 * t9591
+        del t9591
         t9613 = c9123 * t9595
+        del t9595
         t9614 = c9123 * t9596
+        del t9596
         t9615 = c9123 * t9606
+        del t9606
         t9616 = c9123 * t9605
+        del t9605
         t9617 = c9123 * t9609
+        del t9609
         t9618 = c9123 * t9610
+        del t9610
         t9619 = t8868 * t3088
+        del t8868
         t9620 = t8869 * t3087
         t9621 = t9619 + t9620
+        del t9619, t9620
         t9622 = t8869 * t3088
+        del t8869
         t9623 = t8874 * t3084
         t9624 = t8875 * t3083
+        del t3083
         t9625 = t9623 + t9624
+        del t9623, t9624
         t9626 = t8875 * t3084
+        del t3084
         t9627 = t9622 + t9626
+        del t9622, t9626
         t9628 = t9621 + t9625
+        del t9621, t9625
         t9629 = t8870 * t3088
+        del t8870
         t9630 = t8871 * t3087
         t9631 = t9629 + t9630
+        del t9629, t9630
         t9632 = t8871 * t3088
+        del t8871
         t9633 = t8872 * t3088
+        del t8872
         t9634 = t8873 * t3087
         t9635 = t9633 + t9634
+        del t9633, t9634
         t9636 = t8873 * t3088
+        del t8873
         t9637 = t8874 * t3086
         t9638 = t8875 * t3085
+        del t3085
         t9639 = t9637 + t9638
+        del t9637, t9638
         t9640 = t8875 * t3086
+        del t3086
         t9641 = t9636 + t9640
+        del t9636, t9640
         t9642 = t9635 + t9639
+        del t9635, t9639
         t9643 = t8874 * t3088
+        del t8874
         t9644 = t8875 * t3087
+        del t3087
         t9645 = t9643 + t9644
+        del t9643, t9644
         t9646 = t8875 * t3088
+        del t3088, t8875
         t9647 = c9086 * t9628
+        del t9628
         t9648 = c9086 * t9627
+        del t9627
         t9649 = c9086 * t9631
+        del t9631
         t9650 = c9086 * t9632
+        del t9632
         t9651 = c9086 * t9642
+        del t9642
         t9652 = c9086 * t9641
+        del t9641
         t9653 = c9086 * t9645
+        del t9645
         t9654 = c9086 * t9646
+        del t9646
         t9655 = t8932 * t4126
+        del t8932
         t9656 = t8933 * t4125
         t9657 = t9655 + t9656
+        del t9655, t9656
         t9658 = t8933 * t4126
+        del t8933
         t9659 = t8938 * t4122
         t9660 = t8939 * t4121
+        del t4121
         t9661 = t9659 + t9660
+        del t9659, t9660
         t9662 = t8939 * t4122
+        del t4122
         t9663 = t9658 + t9662
+        del t9658, t9662
         t9664 = t9657 + t9661
+        del t9657, t9661
         t9665 = t8934 * t4126
+        del t8934
         t9666 = t8935 * t4125
         t9667 = t9665 + t9666
+        del t9665, t9666
         t9668 = t8935 * t4126
+        del t8935
         t9669 = t8936 * t4126
+        del t8936
         t9670 = t8937 * t4125
         t9671 = t9669 + t9670
+        del t9669, t9670
         t9672 = t8937 * t4126
+        del t8937
         t9673 = t8938 * t4124
         t9674 = t8939 * t4123
+        del t4123
         t9675 = t9673 + t9674
+        del t9673, t9674
         t9676 = t8939 * t4124
+        del t4124
         t9677 = t9672 + t9676
+        del t9672, t9676
         t9678 = t9671 + t9675
+        del t9671, t9675
         t9679 = t8938 * t4126
+        del t8938
         t9680 = t8939 * t4125
+        del t4125
         t9681 = t9679 + t9680
+        del t9679, t9680
         t9682 = t8939 * t4126
+        del t4126, t8939
         t9683 = c9049 * t9664
+        del t9664
         t9684 = c9049 * t9663
+        del t9663
         t9685 = c9049 * t9667
+        del t9667
         t9686 = c9049 * t9668
+        del t9668
         t9687 = c9049 * t9678
+        del t9678
         t9688 = c9049 * t9677
+        del t9677
         t9689 = c9049 * t9681
+        del t9681
         t9690 = c9049 * t9682
+        del t9682
         t9691 = t8966 * t5318
+        del t8966
         t9692 = t8965 * t5317
         t9693 = t9691 + t9692
+        del t9691, t9692
         t9694 = t8965 * t5318
+        del t8965
         t9695 = t8971 * t5314
         t9696 = t8972 * t5313
+        del t5313
         t9697 = t9695 + t9696
+        del t9695, t9696
         t9698 = t8972 * t5314
+        del t5314
         t9699 = t9694 + t9698
+        del t9694, t9698
         t9700 = t9693 + t9697
+        del t9693, t9697
         t9701 = t8967 * t5318
+        del t8967
         t9702 = t8968 * t5317
         t9703 = t9701 + t9702
+        del t9701, t9702
         t9704 = t8968 * t5318
+        del t8968
         t9705 = t8970 * t5318
+        del t8970
         t9706 = t8969 * t5317
         t9707 = t9705 + t9706
+        del t9705, t9706
         t9708 = t8969 * t5318
+        del t8969
         t9709 = t8971 * t5316
         t9710 = t8972 * t5315
+        del t5315
         t9711 = t9709 + t9710
+        del t9709, t9710
         t9712 = t8972 * t5316
+        del t5316
         t9713 = t9708 + t9712
+        del t9708, t9712
         t9714 = t9707 + t9711
+        del t9707, t9711
         t9715 = t8971 * t5318
+        del t8971
         t9716 = t8972 * t5317
+        del t5317
         t9717 = t9715 + t9716
+        del t9715, t9716
         t9718 = t8972 * t5318
+        del t5318, t8972
         t9719 = c9012 * t9700
+        del t9700
         t9720 = c9012 * t9699
+        del t9699
         t9721 = c9012 * t9703
+        del t9703
         t9722 = c9012 * t9704
+        del t9704
         t9723 = c9012 * t9714
+        del t9714
         t9724 = c9012 * t9713
+        del t9713
         t9725 = c9012 * t9717
+        del t9717
         t9726 = c9012 * t9718
+        del t9718
         t9727 = t8974 * t6657
         t9728 = t8975 * t6656
+        del t6656
         t9729 = t9727 + t9728
+        del t9727, t9728
         t9730 = t8975 * t6657
+        del t6657
         t9731 = c8973 * t6660
         t9732 = c8973 * t6661
         t9733 = t8974 * t6659
         t9734 = t8975 * t6658
+        del t6658
         t9735 = t9733 + t9734
+        del t9733, t9734
         t9736 = t8975 * t6659
+        del t6659
         t9737 = t8974 * t6661
+        del t8974
         t9738 = t8975 * t6660
+        del t6660
         t9739 = t9737 + t9738
+        del t9737, t9738
         t9740 = t8975 * t6661
+        del t6661, t8975
         t9741 = c8989 * t9729
+        del t9729
         t9742 = c8989 * t9730
+        del t9730
         t9743 = c8989 * t9731
+        del t9731
         t9744 = c8989 * t9732
+        del t9732
         t9745 = c8989 * t9735
+        del t9735
         t9746 = c8989 * t9736
+        del t9736
         t9747 = c8989 * t9739
+        del t9739
         t9748 = c8989 * t9740
+        del t9740
         t9749 = c8973 * t8145
+        del t8145
         t9750 = c8973 * t8146
+        del t8146
         t9751 = c8973 * t8147
+        del t8147
         t9752 = c8973 * t8148
+        del t8148
         t9753 = c8973 * t8149
+        del t8149
         t9754 = c8973 * t8150
+        del t8150
         t9755 = c8976 * t9749
+        del t9749
         t9756 = c8976 * t9750
+        del t9750
         t9757 = c8976 * t9751
+        del t9751
         t9758 = c8976 * t9752
+        del t9752
         t9759 = c8976 * t9753
+        del t9753
         t9760 = c8976 * t9754
-        for i, li in enumerate(ls):
-            if li == 12:
-                o = offs[i]
-                g = grad[:, o + 0]
-                s = g * t8984
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t8983
-                s = g * t8986
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t8985
-                cols[o + 0] = t8987 * s1 - t8988 * (s2 * 12.0)
-                g = grad[:, o + 1]
-                s = g * t9005
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9004
-                s = g * t9007
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9006
-                s = g * t9009
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9008
-                cols[o + 1] = t9010 * s1 - t9011 * (s2 * 12.0)
-                g = grad[:, o + 2]
-                s = g * t9042
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9041
-                s = g * t9044
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9043
-                s = g * t9046
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9045
-                cols[o + 2] = t9047 * s1 - t9048 * (s2 * 12.0)
-                g = grad[:, o + 3]
-                s = g * t9079
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9078
-                s = g * t9081
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9080
-                s = g * t9083
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9082
-                cols[o + 3] = t9084 * s1 - t9085 * (s2 * 12.0)
-                g = grad[:, o + 4]
-                s = g * t9116
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9115
-                s = g * t9118
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9117
-                s = g * t9120
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9119
-                cols[o + 4] = t9121 * s1 - t9122 * (s2 * 12.0)
-                g = grad[:, o + 5]
-                s = g * t9153
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9152
-                s = g * t9155
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9154
-                s = g * t9157
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9156
-                cols[o + 5] = t9158 * s1 - t9159 * (s2 * 12.0)
-                g = grad[:, o + 6]
-                s = g * t9190
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9189
-                s = g * t9192
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9191
-                s = g * t9194
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9193
-                cols[o + 6] = t9195 * s1 - t9196 * (s2 * 12.0)
-                g = grad[:, o + 7]
-                s = g * t9227
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9226
-                s = g * t9229
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9228
-                s = g * t9231
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9230
-                cols[o + 7] = t9232 * s1 - t9233 * (s2 * 12.0)
-                g = grad[:, o + 8]
-                s = g * t9264
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9263
-                s = g * t9266
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9265
-                s = g * t9268
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9267
-                cols[o + 8] = t9269 * s1 - t9270 * (s2 * 12.0)
-                g = grad[:, o + 9]
-                s = g * t9301
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9300
-                s = g * t9303
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9302
-                s = g * t9305
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9304
-                cols[o + 9] = t9306 * s1 - t9307 * (s2 * 12.0)
-                g = grad[:, o + 10]
-                s = g * t9338
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9337
-                s = g * t9340
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9339
-                s = g * t9342
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9341
-                cols[o + 10] = t9343 * s1 - t9344 * (s2 * 12.0)
-                g = grad[:, o + 11]
-                s = g * t9365
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9364
-                s = g * t9367
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9366
-                s = g * t9369
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9368
-                cols[o + 11] = t9370 * s1 - t9371 * (s2 * 12.0)
-                g = grad[:, o + 12]
-                s = g * t9374
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9373
-                s = g * t9376
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9375
-                s = g * t9378
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9377
-                cols[o + 12] = t9379 * s1 - t9380 * (s2 * 12.0)
-                g = grad[:, o + 13]
-                s = g * t9400
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9399
-                s = g * t9402
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9401
-                s = g * t9404
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9403
-                cols[o + 13] = t9405 * s1 - t9406 * (s2 * 12.0)
-                g = grad[:, o + 14]
-                s = g * t9432
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9431
-                s = g * t9434
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9433
-                s = g * t9436
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9435
-                cols[o + 14] = t9437 * s1 - t9438 * (s2 * 12.0)
-                g = grad[:, o + 15]
-                s = g * t9468
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9467
-                s = g * t9470
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9469
-                s = g * t9472
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9471
-                cols[o + 15] = t9473 * s1 - t9474 * (s2 * 12.0)
-                g = grad[:, o + 16]
-                s = g * t9504
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9503
-                s = g * t9506
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9505
-                s = g * t9508
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9507
-                cols[o + 16] = t9509 * s1 - t9510 * (s2 * 12.0)
-                g = grad[:, o + 17]
-                s = g * t9540
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9539
-                s = g * t9542
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9541
-                s = g * t9544
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9543
-                cols[o + 17] = t9545 * s1 - t9546 * (s2 * 12.0)
-                g = grad[:, o + 18]
-                s = g * t9576
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9575
-                s = g * t9578
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9577
-                s = g * t9580
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9579
-                cols[o + 18] = t9581 * s1 - t9582 * (s2 * 12.0)
-                g = grad[:, o + 19]
-                s = g * t9612
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9611
-                s = g * t9614
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9613
-                s = g * t9616
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9615
-                cols[o + 19] = t9617 * s1 - t9618 * (s2 * 12.0)
-                g = grad[:, o + 20]
-                s = g * t9648
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9647
-                s = g * t9650
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9649
-                s = g * t9652
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9651
-                cols[o + 20] = t9653 * s1 - t9654 * (s2 * 12.0)
-                g = grad[:, o + 21]
-                s = g * t9684
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9683
-                s = g * t9686
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9685
-                s = g * t9688
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9687
-                cols[o + 21] = t9689 * s1 - t9690 * (s2 * 12.0)
-                g = grad[:, o + 22]
-                s = g * t9720
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9719
-                s = g * t9722
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9721
-                s = g * t9724
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9723
-                cols[o + 22] = t9725 * s1 - t9726 * (s2 * 12.0)
-                g = grad[:, o + 23]
-                s = g * t9742
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9741
-                s = g * t9744
-                vy = vy + s
-                vly = vly + s * 12.0
-                by = by + g * t9743
-                s = g * t9746
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9745
-                cols[o + 23] = t9747 * s1 - t9748 * (s2 * 12.0)
-                g = grad[:, o + 24]
-                s = g * t9756
-                vx = vx + s
-                vlx = vlx + s * 12.0
-                bx = bx + g * t9755
-                s = g * t9758
-                vz = vz + s
-                vlz = vlz + s * 12.0
-                bz = bz + g * t9757
-                cols[o + 24] = t9759 * s1 - t9760 * (s2 * 12.0)
+        del t9754
+        for o in at[12]:
+            g = gs[o + 0]
+            s = g * t8984
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t8983)
+            s = g * t8986
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t8985)
+            if normalize:
+                cols[o + 0] = t8987 * s1 - t8988 * s2l[12]
+            else:
+                cols[o + 0] = t8987
+            g = gs[o + 1]
+            s = g * t9005
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9004)
+            s = g * t9007
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9006)
+            s = g * t9009
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9008)
+            if normalize:
+                cols[o + 1] = t9010 * s1 - t9011 * s2l[12]
+            else:
+                cols[o + 1] = t9010
+            g = gs[o + 2]
+            s = g * t9042
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9041)
+            s = g * t9044
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9043)
+            s = g * t9046
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9045)
+            if normalize:
+                cols[o + 2] = t9047 * s1 - t9048 * s2l[12]
+            else:
+                cols[o + 2] = t9047
+            g = gs[o + 3]
+            s = g * t9079
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9078)
+            s = g * t9081
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9080)
+            s = g * t9083
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9082)
+            if normalize:
+                cols[o + 3] = t9084 * s1 - t9085 * s2l[12]
+            else:
+                cols[o + 3] = t9084
+            g = gs[o + 4]
+            s = g * t9116
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9115)
+            s = g * t9118
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9117)
+            s = g * t9120
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9119)
+            if normalize:
+                cols[o + 4] = t9121 * s1 - t9122 * s2l[12]
+            else:
+                cols[o + 4] = t9121
+            g = gs[o + 5]
+            s = g * t9153
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9152)
+            s = g * t9155
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9154)
+            s = g * t9157
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9156)
+            if normalize:
+                cols[o + 5] = t9158 * s1 - t9159 * s2l[12]
+            else:
+                cols[o + 5] = t9158
+            g = gs[o + 6]
+            s = g * t9190
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9189)
+            s = g * t9192
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9191)
+            s = g * t9194
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9193)
+            if normalize:
+                cols[o + 6] = t9195 * s1 - t9196 * s2l[12]
+            else:
+                cols[o + 6] = t9195
+            g = gs[o + 7]
+            s = g * t9227
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9226)
+            s = g * t9229
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9228)
+            s = g * t9231
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9230)
+            if normalize:
+                cols[o + 7] = t9232 * s1 - t9233 * s2l[12]
+            else:
+                cols[o + 7] = t9232
+            g = gs[o + 8]
+            s = g * t9264
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9263)
+            s = g * t9266
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9265)
+            s = g * t9268
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9267)
+            if normalize:
+                cols[o + 8] = t9269 * s1 - t9270 * s2l[12]
+            else:
+                cols[o + 8] = t9269
+            g = gs[o + 9]
+            s = g * t9301
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9300)
+            s = g * t9303
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9302)
+            s = g * t9305
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9304)
+            if normalize:
+                cols[o + 9] = t9306 * s1 - t9307 * s2l[12]
+            else:
+                cols[o + 9] = t9306
+            g = gs[o + 10]
+            s = g * t9338
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9337)
+            s = g * t9340
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9339)
+            s = g * t9342
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9341)
+            if normalize:
+                cols[o + 10] = t9343 * s1 - t9344 * s2l[12]
+            else:
+                cols[o + 10] = t9343
+            g = gs[o + 11]
+            s = g * t9365
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9364)
+            s = g * t9367
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9366)
+            s = g * t9369
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9368)
+            if normalize:
+                cols[o + 11] = t9370 * s1 - t9371 * s2l[12]
+            else:
+                cols[o + 11] = t9370
+            g = gs[o + 12]
+            s = g * t9374
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9373)
+            s = g * t9376
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9375)
+            s = g * t9378
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9377)
+            if normalize:
+                cols[o + 12] = t9379 * s1 - t9380 * s2l[12]
+            else:
+                cols[o + 12] = t9379
+            g = gs[o + 13]
+            s = g * t9400
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9399)
+            s = g * t9402
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9401)
+            s = g * t9404
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9403)
+            if normalize:
+                cols[o + 13] = t9405 * s1 - t9406 * s2l[12]
+            else:
+                cols[o + 13] = t9405
+            g = gs[o + 14]
+            s = g * t9432
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9431)
+            s = g * t9434
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9433)
+            s = g * t9436
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9435)
+            if normalize:
+                cols[o + 14] = t9437 * s1 - t9438 * s2l[12]
+            else:
+                cols[o + 14] = t9437
+            g = gs[o + 15]
+            s = g * t9468
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9467)
+            s = g * t9470
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9469)
+            s = g * t9472
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9471)
+            if normalize:
+                cols[o + 15] = t9473 * s1 - t9474 * s2l[12]
+            else:
+                cols[o + 15] = t9473
+            g = gs[o + 16]
+            s = g * t9504
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9503)
+            s = g * t9506
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9505)
+            s = g * t9508
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9507)
+            if normalize:
+                cols[o + 16] = t9509 * s1 - t9510 * s2l[12]
+            else:
+                cols[o + 16] = t9509
+            g = gs[o + 17]
+            s = g * t9540
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9539)
+            s = g * t9542
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9541)
+            s = g * t9544
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9543)
+            if normalize:
+                cols[o + 17] = t9545 * s1 - t9546 * s2l[12]
+            else:
+                cols[o + 17] = t9545
+            g = gs[o + 18]
+            s = g * t9576
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9575)
+            s = g * t9578
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9577)
+            s = g * t9580
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9579)
+            if normalize:
+                cols[o + 18] = t9581 * s1 - t9582 * s2l[12]
+            else:
+                cols[o + 18] = t9581
+            g = gs[o + 19]
+            s = g * t9612
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9611)
+            s = g * t9614
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9613)
+            s = g * t9616
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9615)
+            if normalize:
+                cols[o + 19] = t9617 * s1 - t9618 * s2l[12]
+            else:
+                cols[o + 19] = t9617
+            g = gs[o + 20]
+            s = g * t9648
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9647)
+            s = g * t9650
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9649)
+            s = g * t9652
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9651)
+            if normalize:
+                cols[o + 20] = t9653 * s1 - t9654 * s2l[12]
+            else:
+                cols[o + 20] = t9653
+            g = gs[o + 21]
+            s = g * t9684
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9683)
+            s = g * t9686
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9685)
+            s = g * t9688
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9687)
+            if normalize:
+                cols[o + 21] = t9689 * s1 - t9690 * s2l[12]
+            else:
+                cols[o + 21] = t9689
+            g = gs[o + 22]
+            s = g * t9720
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9719)
+            s = g * t9722
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9721)
+            s = g * t9724
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9723)
+            if normalize:
+                cols[o + 22] = t9725 * s1 - t9726 * s2l[12]
+            else:
+                cols[o + 22] = t9725
+            g = gs[o + 23]
+            s = g * t9742
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9741)
+            s = g * t9744
+            vy.add_(s)
+            vly.add_(s * 12.0)
+            by.add_(g * t9743)
+            s = g * t9746
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9745)
+            if normalize:
+                cols[o + 23] = t9747 * s1 - t9748 * s2l[12]
+            else:
+                cols[o + 23] = t9747
+            g = gs[o + 24]
+            s = g * t9756
+            vx.add_(s)
+            vlx.add_(s * 12.0)
+            bx.add_(g * t9755)
+            s = g * t9758
+            vz.add_(s)
+            vlz.add_(s * 12.0)
+            bz.add_(g * t9757)
+            if normalize:
+                cols[o + 24] = t9759 * s1 - t9760 * s2l[12]
+            else:
+                cols[o + 24] = t9759
+        del t8983, t8984, t8985, t8986, t8987, t8988, t9004, t9005, t9006, t9007, t9008, t9009, t9010, t9011, t9041, t9042, t9043, t9044, t9045, t9046, t9047, t9048, t9078, t9079, t9080, t9081, t9082, t9083, t9084, t9085, t9115, t9116, t9117, t9118, t9119, t9120, t9121, t9122, t9152, t9153, t9154, t9155, t9156, t9157, t9158, t9159, t9189, t9190, t9191, t9192, t9193, t9194, t9195, t9196, t9226, t9227, t9228, t9229, t9230, t9231, t9232, t9233, t9263, t9264, t9265, t9266, t9267, t9268, t9269, t9270, t9300, t9301, t9302, t9303, t9304, t9305, t9306, t9307, t9337, t9338, t9339, t9340, t9341, t9342, t9343, t9344, t9364, t9365, t9366, t9367, t9368, t9369, t9370, t9371, t9373, t9374, t9375, t9376, t9377, t9378, t9379, t9380, t9399, t9400, t9401, t9402, t9403, t9404, t9405, t9406, t9431, t9432, t9433, t9434, t9435, t9436, t9437, t9438, t9467, t9468, t9469, t9470, t9471, t9472, t9473, t9474, t9503, t9504, t9505, t9506, t9507, t9508, t9509, t9510, t9539, t9540, t9541, t9542, t9543, t9544, t9545, t9546, t9575, t9576, t9577, t9578, t9579, t9580, t9581, t9582, t9611, t9612, t9613, t9614, t9615, t9616, t9617, t9618, t9647, t9648, t9649, t9650, t9651, t9652, t9653, t9654, t9683, t9684, t9685, t9686, t9687, t9688, t9689, t9690, t9719, t9720, t9721, t9722, t9723, t9724, t9725, t9726, t9741, t9742, t9743, t9744, t9745, t9746, t9747, t9748, t9755, t9756, t9757, t9758, t9759, t9760
 
     if normalize:
         uv = x * vx + y * vy + z * vz
@@ -17585,7 +26466,9 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         bx = torch.where(clamped, bx, qx - x * uq - h * x) / dd
         by = torch.where(clamped, by, qy - y * uq - h * y) / dd
         bz = torch.where(clamped, bz, qz - z * uq - h * z) / dd
-    return torch.stack(cols, dim=-1), torch.stack([bx, by, bz], dim=-1)
+    if out is None:
+        return torch.stack(cols, dim=-1), torch.stack([bx, by, bz], dim=-1)
+    return _stack(cols, out[0]), _stack([bx, by, bz], out[1])
 
 
 # Coefficients: integral, component, norm in float64, then the same rounded to float32.

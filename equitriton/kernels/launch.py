@@ -52,20 +52,21 @@ def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     kernels are generated column by column, in m-major order (codegen.harmonics), and ignore WIDE_IO/FULL_ROW.
     """
     key = f"{direction}/{lmax}/{str(dtype).split('.')[-1]}"
+    f64 = dtype == torch.float64
     if key in _TABLE:
-        cfg = dict(_TABLE[key])
+        cfg = {k: v for k, v in _TABLE[key].items() if k != "ms"}
     elif direction == "forward":
-        if lmax <= 1:
-            cfg = {"BLOCK": 128, "num_warps": 4}
-        else:
-            cfg = {"BLOCK": _full_row_block(lmax), "num_warps": 4, "WIDE_IO": True, "FULL_ROW": True}
+        # measured: the whole-row tile wins in float64 up to l_max 4 (P <= 32 columns), per-l tiles above
+        cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2, "FULL_ROW": f64 and 2 <= lmax <= 5}
     elif direction == "backward":
-        cfg = {"BLOCK": 128, "num_warps": 4}
+        # measured: l-major order wins the float64 backward at mid l, m-major everywhere else
+        cfg = {"BLOCK": 128 if lmax <= 10 or not f64 else 64, "num_warps": 4, "M_MAJOR": not (f64 and lmax <= 10)}
     else:
-        cfg = {"BLOCK": 64, "num_warps": 4}
+        cfg = {"BLOCK": 64, "num_warps": 4, "M_MAJOR": True}
     cfg.setdefault("WIDE_IO", False)
     cfg.setdefault("FULL_ROW", False)
-    for name in ("WIDE_IO", "FULL_ROW"):  # EQUITRITON_WIDE_IO / EQUITRITON_FULL_ROW = 0/1 force one choice
+    cfg.setdefault("M_MAJOR", True)
+    for name in ("WIDE_IO", "FULL_ROW", "M_MAJOR"):  # EQUITRITON_<NAME> = 0/1 forces one choice (measurements)
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
             cfg[name] = forced == "1"
@@ -88,6 +89,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         WIDE_IO=cfg["WIDE_IO"],
         # the full-row store needs the columns in l = 0..l_max order
         FULL_ROW=bool(cfg.get("FULL_ROW", False)) and list(ls) == list(range(max(ls) + 1)),
+        M_MAJOR=bool(cfg.get("M_MAJOR", True)),
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
