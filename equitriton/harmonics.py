@@ -42,7 +42,13 @@ def parse_ls(irreps_out: Union[int, List[int], str, Irreps], irreps_in: Any = No
     elif isinstance(irreps_out, int):
         ls = [irreps_out]
     else:
-        ls = list(irreps_out)
+        try:
+            ls = list(irreps_out)
+        except TypeError:
+            raise TypeError(
+                "the l of spherical harmonics must be an int, a list of int, a str or an Irreps, got "
+                f"{irreps_out!r} of type {type(irreps_out).__name__}"
+            ) from None
     for l in ls:
         if isinstance(l, bool) or not isinstance(l, int):
             raise TypeError(f"each l must be an int, got {l!r} of type {type(l).__name__}")
@@ -62,7 +68,17 @@ def normalization_id(normalization: str) -> int:
         return 1
     if normalization == "norm":
         return 2
-    raise ValueError("unknown normalization '" + normalization + "': expected one of 'integral', 'component', 'norm'")
+    raise ValueError(
+        "unknown normalization '" + str(normalization) + "': expected one of 'integral', 'component', 'norm'"
+    )
+
+
+def _check_normalization_type(normalization: Any) -> None:
+    if not isinstance(normalization, str):
+        raise TypeError(
+            f"normalization must be a str ('integral', 'component' or 'norm'), got {normalization!r} of type "
+            f"{type(normalization).__name__}"
+        )
 
 
 def sh(x: Tensor, ls: List[int], normalize: bool, normalization: str) -> Tensor:
@@ -100,6 +116,7 @@ class SphericalHarmonics(torch.nn.Module):
         irreps_in: Any = None,
     ) -> None:
         super().__init__()
+        _check_normalization_type(normalization)
         normalization_id(normalization)
         ls, self.irreps_out, self.irreps_in = parse_ls(irreps_out, irreps_in)
         self.normalize = bool(normalize)
@@ -125,5 +142,8 @@ def spherical_harmonics(
     l: Union[int, List[int], str, Irreps], x: Tensor, normalize: bool, normalization: str = "integral"
 ) -> Tensor:
     """Drop-in for `e3nn.o3.spherical_harmonics`: x (..., 3) -> (..., sum(2l+1))."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"spherical harmonics need x as a torch.Tensor of shape (..., 3), got {type(x).__name__}")
+    _check_normalization_type(normalization)
     ls, _, _ = parse_ls(l)
     return sh(x, ls, normalize, normalization)
