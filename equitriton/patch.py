@@ -22,13 +22,19 @@ from e3nn.o3 import _spherical_harmonics as _e3nn_sh
 
 from .harmonics import sh
 
-_E3NN_FORWARD = _e3nn_sh.SphericalHarmonics.forward
+# Our replacement carries e3nn's own forward under this name, so that a second copy of this module (importlib.reload,
+# an import under another name) that finds the class already patched still restores e3nn's function, not ours.
+_ORIGINAL = "__equitriton_e3nn_forward__"
+_E3NN_FORWARD = getattr(_e3nn_sh.SphericalHarmonics.forward, _ORIGINAL, _e3nn_sh.SphericalHarmonics.forward)
 _lock = threading.Lock()
 
 
 def _equitriton_forward(self, x: torch.Tensor) -> torch.Tensor:
     """e3nn's SphericalHarmonics.forward, computed by equitriton."""
     return sh(x, self._ls_list, self.normalize, self.normalization)
+
+
+setattr(_equitriton_forward, _ORIGINAL, _E3NN_FORWARD)
 
 
 def patch() -> None:
@@ -45,7 +51,7 @@ def unpatch() -> None:
 
 def is_patched() -> bool:
     """True while e3nn's spherical harmonics run through equitriton."""
-    return _e3nn_sh.SphericalHarmonics.forward is _equitriton_forward
+    return hasattr(_e3nn_sh.SphericalHarmonics.forward, _ORIGINAL)
 
 
 @contextlib.contextmanager
