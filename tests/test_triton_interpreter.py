@@ -1,0 +1,196 @@
+"""The Triton kernels themselves (equitriton/generated/triton_kernels.py), run on CPU by the Triton interpreter.
+
+Issue 2, point 4: with ``TRITON_INTERPRET=1`` CPU tensors go through the Triton kernels, which is how CI tests them.
+All cases run in ONE subprocess (the interpreter must be selected before triton is imported); each case compares the
+forward, backward and double-backward kernels with the generated torch fallback (``TRITON_INTERPRET=0`` at call
+time), which test_numerics.py / test_gradients.py tie to e3nn and to independent references.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ALL = list(range(13))
+NORMS = {"integral": 0, "component": 1, "norm": 2}
+
+
+def _case(ls, normalize, normalization, dtype="float64", n=37, layout="contiguous", env=None, directions="fbd"):
+    parts = ["-".join(map(str, ls)) if len(ls) < 13 else "0..12", "n" if normalize else "u", normalization, dtype]
+    if layout != "contiguous":
+        parts.append(layout)
+    if env:
+        parts += [f"{k.removeprefix('EQUITRITON_')}={v}" for k, v in env.items()]
+    if n != 37:
+        parts.append(f"N{n}")
+    return dict(
+        id="/".join(parts),
+        ls=ls,
+        normalize=normalize,
+        normalization=NORMS[normalization],
+        dtype=dtype,
+        n=n,
+        layout=layout,
+        env=env or {},
+        directions=directions,
+    )
+
+
+CASES = (
+    # every l at once, every (normalize, normalization), float64
+    [_case(ALL, nz, nm) for nz in (True, False) for nm in NORMS]
+    # float32 (evaluated in float64 and rounded, as the fallback) and the native float32 path
+    + [_case(ALL, True, "component", "float32"), _case(ALL, False, "integral", "float32")]
+    + [_case(ALL, True, "norm", "float32", env={"EQUITRITON_FLOAT32_COMPUTE": "float32"})]
+    # mixed / repeated / unordered sets, several programs and a masked tail (N = 300 > 2 blocks)
+    + [
+        _case([3, 1, 3, 0], True, "norm", n=300),
+        _case([12, 5], False, "component"),
+        _case([2, 2], True, "integral", "float32", n=300),
+        _case([0], True, "integral"),
+        _case([1], False, "norm"),
+        _case([7, 0, 11], True, "component"),
+    ]
+    # strided / expanded / batched inputs
+    + [
+        _case([0, 1, 2, 3], True, "integral", layout="strided"),
+        _case([4, 2], False, "norm", layout="transposed"),
+        _case([5], True, "component", layout="expanded"),
+        _case([1, 2], True, "integral", layout="batched"),
+        _case([3, 0], True, "integral", n=0),
+    ]
+    # the forward's store variants (per-column, per-l tile, whole-row tile), forced
+    + [
+        _case(ALL, True, "integral", env={"EQUITRITON_WIDE_IO": wide, "EQUITRITON_FULL_ROW": full}, directions="f")
+        for wide, full in (("0", "0"), ("1", "0"), ("1", "1"))
+    ]
+    + [_case([6, 1, 6], True, "norm", env={"EQUITRITON_WIDE_IO": w}, directions="f") for w in ("0", "1")]
+)
+
+_SCRIPT = r"""
+import json, os, sys, time
+import torch
+import triton  # noqa: F401  (imported with TRITON_INTERPRET=1)
+from equitriton import ops
+
+assert ops.use_triton(torch.device("cpu")), "TRITON_INTERPRET=1 must route CPU tensors to the Triton kernels"
+cases = json.loads(sys.stdin.read())
+out = {}
+
+
+def make(case, shape, gen, dtype):
+    layout = case["layout"]
+    if layout == "strided":
+        return torch.randn(*shape[:-1], 2 * shape[-1], generator=gen, dtype=dtype)[..., ::2]
+    if layout == "transposed":
+        return torch.randn(shape[-1], shape[0], generator=gen, dtype=dtype).t()
+    if layout == "expanded":
+        return torch.randn(1, shape[-1], generator=gen, dtype=dtype).expand(*shape)
+    if layout == "batched":
+        return torch.randn(2, shape[0], shape[-1], generator=gen, dtype=dtype).transpose(0, 1)
+    return torch.randn(*shape, generator=gen, dtype=dtype)
+
+
+def rel_err(a, b):
+    # max |a - b| / max |b|; the plain max |a - b| where b is exactly zero (e.g. the l = 0 derivatives)
+    if b.numel() == 0:
+        return 0.0
+    a, b = a.double(), b.double()
+    scale = b.abs().max()
+    err = (a - b).abs().max()
+    return float(err if scale == 0 else err / scale)
+
+
+def run_all(case, x, g, w, interpret):
+    os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
+    args = (case["ls"], case["normalize"], case["normalization"])
+    res = {}
+    if "f" in case["directions"]:
+        res["forward"] = torch.ops.equitriton.sh_forward(x, *args)
+    if "b" in case["directions"]:
+        res["backward"] = torch.ops.equitriton.sh_backward(x, g, *args)
+    if "d" in case["directions"]:
+        gg, gx = torch.ops.equitriton.sh_double_backward(x, g, w, *args)
+        res["double_backward_grad_y"], res["double_backward_x"] = gg, gx
+    return res
+
+
+t_all = time.time()
+for case in cases:
+    saved = {k: os.environ.get(k) for k in case["env"]}
+    os.environ.update(case["env"])
+    ops.launch.FLOAT32_COMPUTE = os.environ.get("EQUITRITON_FLOAT32_COMPUTE", "float64")
+    try:
+        dtype = getattr(torch, case["dtype"])
+        gen = torch.Generator().manual_seed(len(out))
+        dim = sum(2 * l + 1 for l in case["ls"])
+        x = make(case, (case["n"], 3), gen, dtype)
+        if case["layout"] == "batched":
+            x = x.unsqueeze(0).expand(2, *x.shape)  # (2, n, 2, 3), non-contiguous
+        g = torch.randn(*x.shape[:-1], dim, generator=gen, dtype=dtype)
+        w = make(case, (case["n"], 3), gen, dtype)
+        if case["layout"] == "batched":
+            w = w.unsqueeze(0).expand(2, *w.shape)
+        t0 = time.time()
+        tri = run_all(case, x, g, w, True)
+        elapsed = time.time() - t0
+        ref = run_all(case, x, g, w, False)
+        r = {"seconds": elapsed}
+        for k in tri:
+            a, b = tri[k], ref[k]
+            r[k] = {
+                "shape_ok": a.shape == b.shape and a.dtype == b.dtype,
+                "err": rel_err(a, b),
+                "finite": bool(torch.isfinite(a).all()),
+            }
+        out[case["id"]] = r
+    except Exception as e:  # reported per case
+        out[case["id"]] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        ops.launch.FLOAT32_COMPUTE = os.environ.get("EQUITRITON_FLOAT32_COMPUTE", "float64")
+out["_total_seconds"] = time.time() - t_all
+print("JSON" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def interpreter_results():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env.pop("EQUITRITON_FLOAT32_COMPUTE", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT], input=json.dumps(CASES), env=env, capture_output=True, text=True, timeout=900
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")]
+    assert proc.returncode == 0 and lines, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return json.loads(lines[-1][4:])
+
+
+def _tolerance(case):
+    if case["dtype"] == "float64":
+        return 1e-13
+    if case["env"].get("EQUITRITON_FLOAT32_COMPUTE") == "float32":
+        return 1e-5  # float32 arithmetic in both; operation order may differ slightly
+    return 2.0**-23  # both evaluated in float64, then rounded once to float32: at most an ulp apart
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["id"] for c in CASES])
+def test_kernel_matches_torch_fallback(interpreter_results, case):
+    r = interpreter_results[case["id"]]
+    assert "error" not in r, r.get("error")
+    expected = {"f": ["forward"], "b": ["backward"], "d": ["double_backward_grad_y", "double_backward_x"]}
+    names = [k for d in case["directions"] for k in expected[d]]
+    assert sorted(k for k in r if k != "seconds") == sorted(names)
+    for name in names:
+        assert r[name]["shape_ok"], name
+        assert r[name]["finite"], name
+        assert r[name]["err"] <= _tolerance(case), f"{name}: {r[name]['err']:.3g}"
