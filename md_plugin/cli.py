@@ -40,6 +40,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _size(text: str) -> int | tuple[int, int, int]:
+    from md_plugin.stability.systems import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -81,10 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--size",
         "--supercell",
         dest="size",
-        type=_positive_int,
+        type=_size,
         default=None,
-        help="preset size: fcc repeats per axis (default 2 -> 32 atoms) or cluster shells (default 3 -> 55 atoms); "
-        "for a periodic file, repeat it this many times per axis",
+        help="preset size: fcc repeats per axis, N or AxBxC (default 2 -> 32 atoms; 7x6x6 -> 1008) or cluster "
+        "shells (default 3 -> 55 atoms); for a periodic file, repeat it N or AxBxC times",
     )
     g.add_argument(
         "--species-map",
@@ -117,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--compare", action="store_true", help="run stock and patched from identical initial conditions")
     mode.add_argument("--stock", action="store_true", help="run only the stock (unpatched) model")
+    g.add_argument(
+        "--repeat-stock",
+        action="store_true",
+        help="with --compare: also rerun the stock model (label stock_repeat) as a control of how far two runs of "
+        "the same model drift apart (chaos amplifying rounding, nondeterministic GPU reductions)",
+    )
     g = nve.add_argument_group("output")
     g.add_argument(
         "--out", type=Path, default=Path("equitriton-md-nve"), help="output directory (default: %(default)s)"
@@ -125,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--record-interval",
         type=_positive_int,
         default=1,
-        help="record energies/positions and write a trajectory frame every this many steps (default: %(default)s)",
+        help="keep positions and write a trajectory frame every this many steps; energies are recorded every "
+        "step (default: %(default)s)",
     )
     g.add_argument("--no-plot", action="store_true", help="do not write energy.png")
     bar = g.add_mutually_exclusive_group()
@@ -167,11 +183,10 @@ def _summary(report: dict) -> str:
     for label in report["run_labels"]:
         entry = report[label]
         lines.append(label.ljust(10) + "".join(fmt.format(entry[key]).rjust(width) for key, _, fmt in cols))
-    cmp = report.get("comparison")
-    if cmp:
+    for label, cmp in report.get("comparisons", {}).items():
         lines.append(
-            f"max position deviation patched vs stock: {cmp['max_position_deviation_A']:.3e} Å; "
-            f"speed-up patched/stock: {cmp['speedup_patched_over_stock']:.3f}x"
+            f"max position deviation {label} vs stock: {cmp['max_position_deviation_A']:.3e} Å; "
+            f"speed-up {label}/stock: {cmp['speedup_over_stock']:.3f}x"
         )
     return "\n".join(lines)
 
@@ -198,8 +213,8 @@ def _cmd_info() -> int:
 
 def _cmd_nve(args: argparse.Namespace) -> int:
     from md_plugin.stability.calculators import default_model, is_compiled_model, is_emt, model_factory, resolve_device
-    from md_plugin.stability.report import device_description
-    from md_plugin.stability.runner import PLOT_NAME, REPORT_NAME, run_study
+    from md_plugin.stability.report import device_description, git_revision
+    from md_plugin.stability.runner import PLOT_NAME, REPORT_NAME, energy_log_name, run_study, trajectory_name
     from md_plugin.stability.systems import build_system
 
     device = resolve_device(args.device)
@@ -207,7 +222,11 @@ def _cmd_nve(args: argparse.Namespace) -> int:
     emt = is_emt(args.model)
     model_path = args.model if args.model is not None else default_model()
     stock_path = args.stock_model if args.stock_model is not None else model_path
+    if args.repeat_stock and not args.compare:
+        raise ValueError("--repeat-stock needs --compare")
     labels = ["stock", "patched"] if args.compare else ["stock"] if args.stock else ["patched"]
+    if args.repeat_stock:
+        labels.append("stock_repeat")
     if "stock" in labels and args.stock_model is None and not emt and is_compiled_model(model_path):
         raise ValueError(
             "a compiled model runs with the spherical harmonics it was compiled with and cannot be unpatched: "
@@ -215,7 +234,7 @@ def _cmd_nve(args: argparse.Namespace) -> int:
         )
     factories = {
         label: model_factory(
-            stock_path if label == "stock" else model_path,
+            model_path if label == "patched" else stock_path,
             patch=(label == "patched"),
             device=device,
             species_map=args.species_map,
@@ -238,6 +257,7 @@ def _cmd_nve(args: argparse.Namespace) -> int:
         "system": spec.to_dict(),
         "device": device,
         "device_name": device_description(device),
+        "git_revision": git_revision(),
     }
     report, _ = run_study(
         atoms,
@@ -259,7 +279,8 @@ def _cmd_nve(args: argparse.Namespace) -> int:
             f"model {metadata['model']}"
         )
         print(_summary(report))
-        written = [args.out / REPORT_NAME] + [args.out / f"{label}.traj" for label in labels]
+        written = [args.out / REPORT_NAME]
+        written += [args.out / name(label) for label in labels for name in (trajectory_name, energy_log_name)]
         if not args.no_plot:
             written.append(args.out / PLOT_NAME)
         print("wrote " + ", ".join(str(p) for p in written))

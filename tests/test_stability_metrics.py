@@ -26,6 +26,8 @@ from md_plugin.stability import (
     temperature_stats_K,
     throughput,
 )
+from md_plugin.stability.report import compare_runs, git_revision
+from md_plugin.stability.systems import parse_size
 
 N = 32
 
@@ -77,6 +79,30 @@ def test_presets_and_files(tmp_path) -> None:
     assert len(from_file) == 32 and fspec.source == "file"
     with pytest.raises(FileNotFoundError):
         build_system(str(tmp_path / "missing.xyz"))
+    # non-cubic repeats: "AxBxC" or a tuple
+    big, bspec = build_system("cu-fcc", "7x6x6")
+    assert len(big) == bspec.n_atoms == 1008 and bspec.size == (7, 6, 6) and bspec.to_dict()["size"] == [7, 6, 6]
+    np.testing.assert_allclose(big.cell.lengths(), [7 * 3.61, 6 * 3.61, 6 * 3.61])
+    assert len(build_system(str(path), (1, 2, 3))[0]) == 4 * 6
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(None, None), (3, 3), ("4", 4), ("2x2x2", 2), ("7x6x6", (7, 6, 6)), ("7*6*6", (7, 6, 6)), ((1, 2, 3), (1, 2, 3))],
+)
+def test_parse_size(given, expected) -> None:
+    assert parse_size(given) == expected
+
+
+@pytest.mark.parametrize("bad", ["", "2x2", "ax2x2", "0x1x1", (1, 2), (1, 0, 1), 2.5, True])
+def test_parse_size_rejects(bad) -> None:
+    with pytest.raises(ValueError):
+        parse_size(bad)
+
+
+def test_cluster_size_must_be_shells() -> None:
+    with pytest.raises(ValueError, match="shells"):
+        build_system("cu-cluster", "2x2x3")
 
 
 def test_velocities_are_seeded_momentum_free_and_at_temperature() -> None:
@@ -101,14 +127,22 @@ def test_run_nve_records_every_interval_and_writes_the_trajectory(tmp_path) -> N
     initialize_velocities(atoms, 300.0, seed=0)
     start = atoms.get_positions().copy()
     res = run_nve(atoms, EMT, steps=25, timestep_fs=2.0, trajectory=tmp_path / "t.traj", record_interval=10)
-    np.testing.assert_array_equal(res.step, [0, 10, 20, 25])
-    np.testing.assert_allclose(res.time_fs, [0.0, 20.0, 40.0, 50.0])
+    # energies at every step, positions/trajectory frames at 0, 10, 20 and the last step
+    np.testing.assert_array_equal(res.step, np.arange(26))
+    np.testing.assert_allclose(res.time_fs, 2.0 * np.arange(26))
+    np.testing.assert_array_equal(res.frame_step, [0, 10, 20, 25])
+    np.testing.assert_allclose(res.frame_time_fs, [0.0, 20.0, 40.0, 50.0])
     np.testing.assert_array_equal(atoms.get_positions(), start)  # the input is not integrated
     frames = read(tmp_path / "t.traj", ":")
-    assert len(frames) == 4
-    np.testing.assert_allclose([f.get_potential_energy() for f in frames], res.epot_eV)
+    assert len(frames) == 4 and res.positions_A.shape == (4, len(atoms), 3)
+    np.testing.assert_allclose([f.get_potential_energy() for f in frames], res.epot_eV[res.frame_step])
     np.testing.assert_allclose(frames[-1].get_positions(), res.positions_A[-1])
-    np.testing.assert_allclose(res.temperature_K, [f.get_temperature() for f in frames], rtol=1e-12)
+    np.testing.assert_allclose(res.temperature_K[res.frame_step], [f.get_temperature() for f in frames], rtol=1e-12)
+    csv = np.loadtxt(res.write_energy_csv(tmp_path / "e.csv"), delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(csv[:, 0], res.step)
+    np.testing.assert_array_equal(
+        csv[:, 2:], np.column_stack([res.epot_eV, res.ekin_eV, res.etot_eV, res.temperature_K])
+    )
     assert res.wall_s >= res.record_s > 0 and res.extra["calculator"] == "EMT"
     # velocity Verlet conserves EMT energy to well below 1 meV/atom over 50 fs at 2 fs steps
     assert np.ptp(res.etot_eV) / len(atoms) < 1e-3
@@ -136,3 +170,26 @@ def test_thresholds_flag_violations_and_nan(tmp_path) -> None:
     with pytest.raises(KeyError):
         check_thresholds(report, {"max_speed": 1.0})
     assert units.fs > 0
+
+
+def test_compare_runs_reports_when_deviations_cross_levels() -> None:
+    atoms = build_system("cu-fcc", 1)[0]
+    initialize_velocities(atoms, 300.0, seed=1)
+    ref = run_nve(atoms, EMT, steps=4, timestep_fs=1.0, label="stock", record_interval=2)
+    other = run_nve(atoms, EMT, steps=4, timestep_fs=1.0, label="other", record_interval=2)
+    # pretend the other run drifted away: 0, 1e-9, 0.5 Å at frames 0, 2, 4 (t = 0, 2, 4 fs)
+    other.positions_A = ref.positions_A.copy()
+    other.positions_A[1, 0, 0] += 1e-9
+    other.positions_A[2, 3, 2] -= 0.5
+    cmp = compare_runs(ref, other)
+    assert cmp["max_position_deviation_A"] == pytest.approx(0.5) and cmp["final_position_deviation_A"] == 0.5
+    assert cmp["deviation_first_exceeds_ps"] == {"1e-12": 0.002, "1e-08": 0.004, "0.0001": 0.004, "0.1": 0.004}
+    assert cmp["max_abs_epot_difference_eV_per_atom"] == 0.0
+    shorter = run_nve(atoms, EMT, steps=4, timestep_fs=1.0, record_interval=4)
+    with pytest.raises(ValueError, match="different frames"):
+        compare_runs(ref, shorter)
+
+
+def test_git_revision_is_a_string_or_none() -> None:
+    rev = git_revision()
+    assert rev is None or (isinstance(rev, str) and len(rev) >= 7)

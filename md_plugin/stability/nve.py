@@ -27,21 +27,26 @@ PROGRESS_MIN_STEPS = 1000
 class NVEResult:
     """Everything recorded during one NVE run.
 
+    Energies are recorded at every step (they are free: the calculator has them after the force call);
+    positions are kept, and trajectory frames written, every ``record_interval`` steps.
+
     Attributes:
         label: run name (``"stock"``, ``"patched"``, ...).
         n_atoms: number of atoms.
         timestep_fs: integration time step (fs).
         steps: number of MD steps integrated.
-        record_interval: a frame was recorded every ``record_interval`` steps (plus step 0).
-        step: (F,) step index of each recorded frame.
-        time_fs: (F,) simulation time of each frame (fs).
-        epot_eV: (F,) potential energy (eV, whole system).
-        ekin_eV: (F,) kinetic energy (eV, whole system).
-        temperature_K: (F,) instantaneous temperature, 2 E_kin / (3 N k_B) (K).
-        positions_A: (F, N, 3) unwrapped Cartesian positions (Å).
+        record_interval: positions/trajectory frames every ``record_interval`` steps (plus step 0 and the last).
+        step: (S,) step index of each energy sample, ``0 .. steps``.
+        time_fs: (S,) simulation time of each energy sample (fs).
+        epot_eV: (S,) potential energy (eV, whole system).
+        ekin_eV: (S,) kinetic energy (eV, whole system).
+        temperature_K: (S,) instantaneous temperature, 2 E_kin / (3 N k_B) (K).
+        frame_step: (F,) step index of each recorded position frame.
+        positions_A: (F, N, 3) unwrapped Cartesian positions (Å) at ``frame_step``.
         wall_s: wall time of the integration loop, excluding the initial force call (s).
-        record_s: part of ``wall_s`` spent recording frames and writing the trajectory (s).
+        record_s: part of ``wall_s`` spent recording and writing the trajectory (s).
         trajectory: path of the ASE ``.traj`` file, if one was written.
+        extra: calculator facts for the report (class, SH backend).
     """
 
     label: str
@@ -54,6 +59,7 @@ class NVEResult:
     epot_eV: np.ndarray
     ekin_eV: np.ndarray
     temperature_K: np.ndarray
+    frame_step: np.ndarray
     positions_A: np.ndarray
     wall_s: float
     record_s: float
@@ -62,13 +68,32 @@ class NVEResult:
 
     @property
     def etot_eV(self) -> np.ndarray:
-        """(F,) total energy E_pot + E_kin (eV)."""
+        """(S,) total energy E_pot + E_kin (eV)."""
         return self.epot_eV + self.ekin_eV
+
+    @property
+    def frame_time_fs(self) -> np.ndarray:
+        """(F,) simulation time of each position frame (fs)."""
+        return self.frame_step * self.timestep_fs
 
     @property
     def md_s(self) -> float:
         """Wall time of the integration alone (force calls + Verlet updates), excluding recording (s)."""
         return max(self.wall_s - self.record_s, 0.0)
+
+    def write_energy_csv(self, path: str | Path) -> Path:
+        """Write the per-step energies as CSV: ``step,time_fs,epot_eV,ekin_eV,etot_eV,temperature_K`` (17 digits)."""
+        path = Path(path)
+        table = np.column_stack([self.step, self.time_fs, self.epot_eV, self.ekin_eV, self.etot_eV, self.temperature_K])
+        np.savetxt(
+            path,
+            table,
+            delimiter=",",
+            header="step,time_fs,epot_eV,ekin_eV,etot_eV,temperature_K",
+            comments="",
+            fmt=["%d", "%.6f", "%.17g", "%.17g", "%.17g", "%.17g"],
+        )
+        return path
 
 
 def initialize_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None:
@@ -131,13 +156,14 @@ def run_nve(
         steps: number of velocity-Verlet steps.
         timestep_fs: time step in fs.
         label: name of the run, stored in the result.
-        trajectory: if given, an ASE ``.traj`` file written at every recorded frame (positions, momenta,
+        trajectory: if given, an ASE ``.traj`` file written at every position frame (positions, momenta,
             energy, forces).
-        record_interval: record (and write) every this many steps; step 0 and the last step are always recorded.
+        record_interval: keep positions and write a trajectory frame every this many steps (step 0 and the last
+            step always); energies are recorded at every step regardless.
         progress: show a tqdm progress bar (``None``: only when ``steps >= PROGRESS_MIN_STEPS``).
 
     Returns:
-        The :class:`NVEResult` with energies, temperatures and positions of every recorded frame.
+        The :class:`NVEResult`.
     """
     from ase.io.trajectory import Trajectory
     from ase.md.verlet import VelocityVerlet
@@ -156,7 +182,10 @@ def run_nve(
     work.get_forces()
 
     dyn = VelocityVerlet(work, timestep=timestep_fs * units.fs)
-    frames: dict[str, list] = {"step": [], "epot": [], "ekin": [], "pos": []}
+    epot = np.empty(steps + 1)
+    ekin = np.empty(steps + 1)
+    frame_step: list[int] = []
+    frame_pos: list[np.ndarray] = []
     traj = Trajectory(str(trajectory), "w", work) if trajectory is not None else None
     record_time = [0.0]
     show = (steps >= PROGRESS_MIN_STEPS) if progress is None else progress
@@ -164,16 +193,17 @@ def run_nve(
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=f"NVE {label}", unit="step", leave=False)
+        bar = tqdm(total=steps, desc=f"NVE {label}", unit="step", leave=False, mininterval=1.0)
 
     def observe() -> None:
         t0 = time.perf_counter()
         k = dyn.nsteps
+        # energies of the current positions: cached by the calculator after the step's force call
+        epot[k] = work.get_potential_energy()
+        ekin[k] = work.get_kinetic_energy()
         if k % record_interval == 0 or k == steps:
-            frames["step"].append(k)
-            frames["epot"].append(work.get_potential_energy())
-            frames["ekin"].append(work.get_kinetic_energy())
-            frames["pos"].append(work.get_positions())
+            frame_step.append(k)
+            frame_pos.append(work.get_positions())
             if traj is not None:
                 traj.write()
         if bar is not None and k > 0:
@@ -191,8 +221,7 @@ def run_nve(
         if bar is not None:
             bar.close()
     # the observer at step 0 runs inside dyn.run too; recording time covers it
-    step = np.asarray(frames["step"], dtype=np.int64)
-    ekin = np.asarray(frames["ekin"], dtype=np.float64)
+    step = np.arange(steps + 1, dtype=np.int64)
     return NVEResult(
         label=label,
         n_atoms=n,
@@ -201,10 +230,11 @@ def run_nve(
         record_interval=int(record_interval),
         step=step,
         time_fs=step * float(timestep_fs),
-        epot_eV=np.asarray(frames["epot"], dtype=np.float64),
+        epot_eV=epot,
         ekin_eV=ekin,
         temperature_K=np.asarray(instantaneous_temperature(ekin, n)),
-        positions_A=np.asarray(frames["pos"], dtype=np.float64),
+        frame_step=np.asarray(frame_step, dtype=np.int64),
+        positions_A=np.asarray(frame_pos, dtype=np.float64),
         wall_s=wall,
         record_s=record_time[0],
         trajectory=str(trajectory) if trajectory is not None else None,

@@ -14,7 +14,7 @@ import numpy as np
 from .metrics import position_deviation_A, run_metrics
 from .nve import NVEResult
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 #: distributions whose versions go into the report metadata
 _VERSIONED = ("equitriton-md", "torch", "triton", "e3nn", "nequip", "nequip-allegro", "ase", "numpy", "vesin")
@@ -37,6 +37,26 @@ def collect_versions() -> dict[str, str | None]:
         except _md.PackageNotFoundError:
             out[dist] = None
     return out
+
+
+def git_revision() -> str | None:
+    """``git describe --always --dirty`` of the source tree this package runs from, or ``None`` outside a checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        proc = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
 
 def device_description(device: str) -> str:
@@ -70,13 +90,46 @@ def run_entry(result: NVEResult) -> dict:
             "wall_s": result.wall_s,
             "md_s": result.md_s,
             "record_s": result.record_s,
-            "n_frames": int(result.step.size),
+            "n_energy_samples": int(result.step.size),
+            "n_frames": int(result.frame_step.size),
             "record_interval": result.record_interval,
             "trajectory": Path(result.trajectory).name if result.trajectory else None,
         }
     )
     entry.update(result.extra)
     return entry
+
+
+#: deviation levels (Å) whose first crossing time is reported by :func:`compare_runs`
+DEVIATION_LEVELS_A = (1e-12, 1e-8, 1e-4, 1e-1)
+
+
+def compare_runs(reference: NVEResult, other: NVEResult) -> dict:
+    """Agreement of ``other`` with ``reference`` (same initial conditions and frames).
+
+    Returns:
+        ``max_position_deviation_A`` / ``final_position_deviation_A`` (max over atoms of |r_other - r_ref|, Å, over
+        the recorded frames), ``max_abs_epot_difference_eV_per_atom`` (every step), and
+        ``deviation_first_exceeds_ps``: for each level of :data:`DEVIATION_LEVELS_A`, the first frame time (ps)
+        at which the deviation exceeds it (``None``: never). In chaotic MD two runs whose forces differ by
+        rounding separate roughly exponentially; these times show how fast.
+    """
+    if not np.array_equal(reference.frame_step, other.frame_step):
+        raise ValueError(f"runs {reference.label!r} and {other.label!r} recorded different frames")
+    dev = position_deviation_A(reference.positions_A, other.positions_A)
+    t_ps = reference.frame_time_fs * 1e-3
+    first = {}
+    for level in DEVIATION_LEVELS_A:
+        above = np.nonzero(dev > level)[0]
+        first[f"{level:g}"] = float(t_ps[above[0]]) if above.size else None
+    return {
+        "max_position_deviation_A": float(dev.max()),
+        "final_position_deviation_A": float(dev[-1]),
+        "max_abs_epot_difference_eV_per_atom": float(
+            np.max(np.abs(reference.epot_eV - other.epot_eV)) / reference.n_atoms
+        ),
+        "deviation_first_exceeds_ps": first,
+    }
 
 
 def build_report(
@@ -93,8 +146,11 @@ def build_report(
         thresholds: optional limits by name (see :data:`THRESHOLD_KEYS`); ``None`` values are ignored.
 
     Returns:
-        ``{"report_version", "metadata", "run_labels", <label>: metrics, ..., "comparison"?, "thresholds",
-        "violations", "passed"}``, e.g. ``report["stock"]["drift_meV_per_atom_per_ps"]``.
+        ``{"report_version", "metadata", "run_labels", <label>: metrics, ..., "comparisons"?, "comparison"?,
+        "thresholds", "violations", "passed"}``, e.g. ``report["stock"]["drift_meV_per_atom_per_ps"]``.
+        ``comparisons[label]`` compares every other run with ``stock`` (:func:`compare_runs` plus
+        ``speedup_over_stock``); ``comparison`` is the ``patched`` one (with ``speedup_patched_over_stock``),
+        and its ``max_position_deviation_A`` is copied into both run entries.
     """
     meta = dict(metadata)
     meta.setdefault("date_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -103,16 +159,17 @@ def build_report(
     runs = {label: run_entry(res) for label, res in results.items()}
     report: dict = {"report_version": REPORT_VERSION, "metadata": meta, "run_labels": list(runs)}
     report.update(runs)
+    if "stock" in results:
+        others = [label for label in results if label != "stock"]
+        if others:
+            report["comparisons"] = {label: compare_runs(results["stock"], results[label]) for label in others}
+            for label in others:
+                report["comparisons"][label]["speedup_over_stock"] = (
+                    runs[label]["steps_per_s"] / runs["stock"]["steps_per_s"]
+                )
     if "stock" in results and "patched" in results:
-        dev = position_deviation_A(results["stock"].positions_A, results["patched"].positions_A)
-        cmp = {
-            "max_position_deviation_A": float(dev.max()),
-            "final_position_deviation_A": float(dev[-1]),
-            "max_abs_epot_difference_eV_per_atom": float(
-                np.max(np.abs(results["stock"].epot_eV - results["patched"].epot_eV)) / results["stock"].n_atoms
-            ),
-            "speedup_patched_over_stock": runs["patched"]["steps_per_s"] / runs["stock"]["steps_per_s"],
-        }
+        cmp = dict(report["comparisons"]["patched"])
+        cmp["speedup_patched_over_stock"] = cmp.pop("speedup_over_stock")
         report["comparison"] = cmp
         for label in ("stock", "patched"):
             runs[label]["max_position_deviation_A"] = cmp["max_position_deviation_A"]

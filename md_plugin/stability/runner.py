@@ -15,6 +15,16 @@ REPORT_NAME = "report.json"
 PLOT_NAME = "energy.png"
 
 
+def trajectory_name(label: str) -> str:
+    """File name of a run's ASE trajectory in the output directory."""
+    return f"{label}.traj"
+
+
+def energy_log_name(label: str) -> str:
+    """File name of a run's per-step energy CSV in the output directory."""
+    return f"{label}_energy.csv"
+
+
 def run_study(
     atoms: Atoms,
     factories: Mapping[str, CalculatorFactory],
@@ -39,10 +49,11 @@ def run_study(
         timestep_fs: time step in fs.
         temperature_K: initial Maxwell–Boltzmann temperature in K.
         seed: RNG seed of the initial velocities.
-        out_dir: if given, writes ``<label>.traj`` per run, ``report.json`` and ``energy.png`` there.
+        out_dir: if given, writes ``<label>.traj`` (position frames) and ``<label>_energy.csv`` (every step) per
+            run, ``report.json`` and ``energy.png`` there.
         metadata: extra metadata for the report (model, system, device, ...).
         thresholds: optional limits (see :data:`~.report.THRESHOLD_KEYS`).
-        record_interval: record/write every this many steps.
+        record_interval: keep positions / write trajectory frames every this many steps (energies: every step).
         progress: tqdm progress bar (``None``: automatic for long runs).
         plot: write ``energy.png`` (only with ``out_dir``).
 
@@ -63,10 +74,12 @@ def run_study(
             steps,
             timestep_fs,
             label=label,
-            trajectory=(out / f"{label}.traj") if out is not None else None,
+            trajectory=(out / trajectory_name(label)) if out is not None else None,
             record_interval=record_interval,
             progress=progress,
         )
+        if out is not None:
+            results[label].write_energy_csv(out / energy_log_name(label))
     meta = {
         "steps": int(steps),
         "timestep_fs": float(timestep_fs),
@@ -79,6 +92,8 @@ def run_study(
     meta.update(metadata or {})
     report = build_report(results, meta, thresholds=thresholds)
     if out is not None:
+        for label in results:
+            report[label]["energy_log"] = energy_log_name(label)
         write_report(report, out / REPORT_NAME)
         if plot:
             title = f"NVE {meta.get('system', {}).get('name', '') if isinstance(meta.get('system'), dict) else ''}"
