@@ -63,12 +63,14 @@ CASES = (
         _case([1, 2], True, "integral", layout="batched"),
         _case([3, 0], True, "integral", n=0),
     ]
-    # the forward's store variants (per-column, per-l tile, whole-row tile), forced
+    # the forward's store variants (per-column, per-l tile, whole-row tile), forced (launch.py reads them per call)
     + [
         _case(ALL, True, "integral", env={"EQUITRITON_WIDE_IO": wide, "EQUITRITON_FULL_ROW": full}, directions="f")
         for wide, full in (("0", "0"), ("1", "0"), ("1", "1"))
     ]
     + [_case([6, 1, 6], True, "norm", env={"EQUITRITON_WIDE_IO": w}, directions="f") for w in ("0", "1")]
+    # the derivative kernels' statement orders (l-major / m-major), forced
+    + [_case(ALL, False, "component", env={"EQUITRITON_M_MAJOR": m}, directions="bd") for m in ("0", "1")]
 )
 
 _SCRIPT = r"""
