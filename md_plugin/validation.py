@@ -7,7 +7,8 @@ these checks run on the host before any data goes to the device.
 from __future__ import annotations
 
 import pathlib
-from typing import Collection, Sequence
+import zipfile
+from typing import Collection, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -15,13 +16,52 @@ from ase import Atoms
 SAVED_MODEL_SUFFIXES = (".ckpt", ".nequip.zip")
 COMPILED_MODEL_SUFFIXES = (".nequip.pth", ".nequip.pt2")
 
+# what each kind of model file is, for error messages
+FILE_KINDS = {
+    ".ckpt": "a nequip-train checkpoint (torch.save archive)",
+    ".nequip.zip": "a nequip-package file (torch.package archive)",
+    ".nequip.pth": "a nequip-compile TorchScript model",
+    ".nequip.pt2": "a nequip-compile AOTInductor model",
+}
+_FACTORY_FOR = {
+    ".ckpt": "from_saved_model",
+    ".nequip.zip": "from_saved_model",
+    ".nequip.pth": "from_compiled_model",
+    ".nequip.pt2": "from_compiled_model",
+}
+
+
+def sniff_model_file(path: str | pathlib.Path) -> Optional[str]:
+    """Which kind of nequip model file ``path`` holds, judged by its content, as its canonical suffix.
+
+    All four kinds are zip archives, told apart by their entries: AOTInductor packages hold
+    ``data/aotinductor/``, torch.package archives ``.data/version``, TorchScript archives ``code/``, and
+    ``torch.save`` archives (checkpoints) ``data.pkl``. Returns ``None`` for anything else (not a zip, or a zip
+    of none of these kinds).
+    """
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any("/data/aotinductor/" in n for n in names):
+        return ".nequip.pt2"
+    if any(n.endswith("/.data/version") for n in names):
+        return ".nequip.zip"
+    if any("/code/" in n for n in names):
+        return ".nequip.pth"
+    if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        return ".ckpt"
+    return None
+
 
 def check_model_file(path: str | pathlib.Path, allowed: Sequence[str], factory: str) -> pathlib.Path:
-    """Check that ``path`` exists, is a file, and ends in one of ``allowed``.
+    """Check that ``path`` exists, is a file, ends in one of ``allowed`` and holds what its name says.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: wrong kind of file (the message says which factory takes it).
+        ValueError: wrong kind of file, by name or by content (the message says what it is and which
+            factory takes it).
     """
     p = pathlib.Path(path)
     if not p.exists():
@@ -36,6 +76,15 @@ def check_model_file(path: str | pathlib.Path, allowed: Sequence[str], factory: 
         elif any(name.endswith(s) for s in SAVED_MODEL_SUFFIXES):
             hint = " (a saved model: use EquiTritonCalculator.from_saved_model)"
         raise ValueError(f"{factory} expects a file ending in {' or '.join(allowed)}, got {name!r}{hint}")
+    suffix = next(s for s in allowed if name.endswith(s))
+    found = sniff_model_file(p)
+    if found is None:
+        raise ValueError(f"{p} is not {FILE_KINDS[suffix]}: its content is not a model file of any nequip kind")
+    if found != suffix:
+        raise ValueError(
+            f"{p} is named like {FILE_KINDS[suffix]} but holds {FILE_KINDS[found]}; "
+            f"name it *{found} and load it with EquiTritonCalculator.{_FACTORY_FOR[found]}"
+        )
     return p
 
 

@@ -8,7 +8,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from md_plugin import EquiTritonCalculator, default_model_path
-from md_plugin.validation import check_atoms
+from md_plugin.validation import check_atoms, sniff_model_file
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,24 @@ def test_wrong_file_kind(tmp_path):
         EquiTritonCalculator.from_compiled_model(default_model_path())
     with pytest.raises(ValueError, match="not a file"):
         EquiTritonCalculator.from_saved_model(tmp_path)
+
+
+def test_wrong_file_kind_by_content(tmp_path):
+    for name in ("garbage.nequip.zip", "garbage.ckpt"):
+        bad = tmp_path / name
+        bad.write_text("not a model")
+        with pytest.raises(ValueError, match=r"is not a nequip-(package file|train checkpoint).*not a model file"):
+            EquiTritonCalculator.from_saved_model(bad)
+    for name in ("garbage.nequip.pt2", "garbage.nequip.pth"):
+        bad = tmp_path / name
+        bad.write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty zip: right container, no model inside
+        with pytest.raises(ValueError, match="is not a nequip-compile"):
+            EquiTritonCalculator.from_compiled_model(bad)
+    renamed = tmp_path / "package.nequip.pt2"
+    renamed.write_bytes(default_model_path().read_bytes())
+    with pytest.raises(ValueError, match=r"holds a nequip-package file .*name it \*\.nequip\.zip .*from_saved_model"):
+        EquiTritonCalculator.from_compiled_model(renamed)
+    assert sniff_model_file(default_model_path()) == ".nequip.zip"
 
 
 def test_species_not_in_model(calc):
