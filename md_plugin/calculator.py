@@ -69,8 +69,9 @@ class EquiTritonCalculator(NequIPCalculator):
         patch: replace e3nn spherical harmonics by equitriton's (eager models only; compiled models
             carry whatever they were compiled with).
         validate: run the input checks of ``md_plugin.validation`` on every calculation.
-        fast_step: evaluate through ``md_plugin.fast_step.DeviceStep`` (neighbor list on the model's
-            device via vesin-torch, one host transfer per call). Needs ``r_max`` and type names.
+        fast_step: ``True``: evaluate through ``md_plugin.fast_step.DeviceStep`` (neighbor list on the model's
+            device via vesin-torch, one host transfer per call). ``"compile"``: the same, with the model's
+            energy+force graph run through ``torch.compile`` (eager models; compiled on the first call).
         sh_backend: override the reported backend (used by ``from_compiled_model``).
         **kwargs: forwarded to ``NequIPCalculator`` (``transforms``, ``energy_units_to_eV``,
             ``length_units_to_A``) and ASE's ``Calculator``.
@@ -84,7 +85,7 @@ class EquiTritonCalculator(NequIPCalculator):
         device: DeviceLike = "auto",
         patch: bool = True,
         validate: bool = True,
-        fast_step: bool = False,
+        fast_step: Union[bool, str] = False,
         sh_backend: Optional[str] = None,
         **kwargs: Any,
     ) -> None:
@@ -101,7 +102,11 @@ class EquiTritonCalculator(NequIPCalculator):
         if fast_step:
             from .fast_step import DeviceStep
 
+            if fast_step not in (True, "compile"):
+                raise ValueError(f"fast_step must be False, True or 'compile', got {fast_step!r}")
             self._fast = DeviceStep.from_calculator(self)
+            if fast_step == "compile":
+                self._fast.compile()
 
     # ------------------------------------------------------------------------------------------
     # factories

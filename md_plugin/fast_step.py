@@ -9,7 +9,12 @@ separately. ``DeviceStep`` instead:
 * builds the neighbor list on the device with vesin-torch (``vesin.torch.NeighborList``; CUDA kernels
   on GPU, the same library on CPU), with nequip's edge convention (``edge_index[0]`` = centre,
   ``edge_index[1]`` = neighbour, ``edge_cell_shift`` = integer lattice shift of the neighbour);
-* brings every output back in one transfer (energy, per-atom energies, forces, stress concatenated).
+* brings every output back in one transfer (energy, per-atom energies, forces, stress concatenated);
+* optionally (``compile()``) runs the model's energy+force graph through ``torch.compile``: on the first call the
+  forward and its force backward are unrolled into one FX graph by nequip's own ``nequip_make_fx`` (symbolic
+  num_atoms / num_edges, checked not to shape-specialize), which is then compiled with ``dynamic=True``, so a
+  changing neighbor count does not recompile. nequip's train-time ``compile_mode="compile"`` falls back to eager for
+  single-frame inputs, which is why this exists.
 
 Positions and cell are given to the model in the model's dtype (float64 for float64 models).
 Per-edge-type cutoffs are not supported here (use the default path).
@@ -17,13 +22,20 @@ Per-edge-type cutoffs are not supported here (use the default path).
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 from nequip.data import AtomicDataDict
+
+_OUTPUT_KEYS = (
+    AtomicDataDict.TOTAL_ENERGY_KEY,
+    AtomicDataDict.PER_ATOM_ENERGY_KEY,
+    AtomicDataDict.FORCE_KEY,
+    AtomicDataDict.STRESS_KEY,
+)
 
 
 class DeviceStep:
@@ -60,6 +72,41 @@ class DeviceStep:
         self._cell_key: Optional[bytes] = None
         self._cell: Optional[torch.Tensor] = None
         self._pbc: Optional[torch.Tensor] = None
+        self._compile_backend: Optional[str] = None
+        self._compiled: Optional[Tuple[Callable, List[str], List[str]]] = None
+
+    def compile(self, backend: str = "inductor") -> DeviceStep:
+        """Run the model through ``torch.compile(backend=backend, dynamic=True)`` from the next call on (eager
+        models only; traced on first use, see the module docstring). Returns ``self``."""
+        if isinstance(self.model, torch.jit.ScriptModule) or not hasattr(self.model, "metadata"):
+            raise ValueError("DeviceStep.compile needs an eager nequip GraphModel (not a compiled artifact)")
+        known = torch._dynamo.list_backends(exclude_tags=())
+        if backend not in known:
+            raise ValueError(f"unknown torch.compile backend {backend!r}; available: {sorted(known)}")
+        self._compile_backend = backend
+        self._compiled = None
+        return self
+
+    def _trace_and_compile(self, data: AtomicDataDict.Type) -> Tuple[Callable, List[str], List[str]]:
+        from nequip.nn.compile import ListInputOutputWrapper
+        from nequip.utils.fx import nequip_make_fx
+
+        in_keys = list(data.keys())
+        out = self.model(dict(data))
+        out_keys = [k for k in _OUTPUT_KEYS if k in out]
+        wrapper = ListInputOutputWrapper(self.model, in_keys, out_keys)
+        fx = nequip_make_fx(model=wrapper, data=data, fields=in_keys)
+        return torch.compile(fx, dynamic=True, backend=self._compile_backend), in_keys, out_keys
+
+    def run_model(self, data: AtomicDataDict.Type) -> AtomicDataDict.Type:
+        """The model on device-resident ``data`` (eager, or compiled after ``compile()``)."""
+        if self._compile_backend is None:
+            return self.model(data)
+        if self._compiled is None:
+            self._compiled = self._trace_and_compile(data)
+        fn, in_keys, out_keys = self._compiled
+        outs = fn(*[data[k] for k in in_keys])
+        return dict(zip(out_keys, outs))
 
     @classmethod
     def from_calculator(cls, calc) -> DeviceStep:
@@ -82,7 +129,8 @@ class DeviceStep:
         return cls(calc.model, calc.device, r_max, table, dtype=dtype)
 
     def data_from_atoms(self, atoms: Atoms) -> AtomicDataDict.Type:
-        """Build the model input on the device; shapes: pos (N, 3), cell (1, 3, 3), edges (2, E)."""
+        """Build the model input on the device; shapes: pos (N, 3), cell (1, 3, 3), pbc (1, 3), edges (2, E),
+        edge_cell_shift (E, 3)."""
         pos = torch.as_tensor(np.ascontiguousarray(atoms.positions), dtype=self.dtype).to(
             self.device, non_blocking=True
         )
@@ -101,35 +149,34 @@ class DeviceStep:
         periodic = bool(pbc.any())
         box = self._cell if periodic else torch.zeros((3, 3), dtype=self.dtype, device=self.device)
         pairs, shifts = self.nl.compute(points=pos, box=box, periodic=self._pbc if periodic else False, quantities="PS")
-        data: AtomicDataDict.Type = {
+        # the same fields as nequip's from_ase + NeighborListTransform, non-periodic systems included (zero cell,
+        # zero shifts): compiled (AOTInductor) models take a fixed set of inputs
+        return {
             AtomicDataDict.POSITIONS_KEY: pos,
             AtomicDataDict.ATOM_TYPE_KEY: self._types,
             AtomicDataDict.EDGE_INDEX_KEY: pairs.t().to(torch.long).contiguous(),
+            AtomicDataDict.CELL_KEY: self._cell.view(1, 3, 3),
+            AtomicDataDict.PBC_KEY: self._pbc.view(1, 3),
+            AtomicDataDict.EDGE_CELL_SHIFT_KEY: shifts.to(self.dtype),
         }
-        if periodic:
-            data[AtomicDataDict.CELL_KEY] = self._cell.view(1, 3, 3)
-            data[AtomicDataDict.PBC_KEY] = self._pbc.view(1, 3)
-            data[AtomicDataDict.EDGE_CELL_SHIFT_KEY] = shifts.to(self.dtype)
-        return data
 
     def __call__(self, atoms: Atoms) -> AtomicDataDict.Type:
         """Run the model on ``atoms``; outputs stay on the device."""
-        return self.model(self.data_from_atoms(atoms))
+        return self.run_model(self.data_from_atoms(atoms))
 
     def compute(
         self, atoms: Atoms, energy_units_to_eV: float = 1.0, length_units_to_A: float = 1.0
     ) -> Dict[str, np.ndarray]:
-        """ASE results (eV, eV/Å, eV/Å³ Voigt) for ``atoms`` with a single device→host copy."""
+        """ASE results (eV, eV/Å, eV/Å³ Voigt) for ``atoms`` with a single device→host copy.
+
+        ``stress`` only for 3D-periodic systems (nequip's stress of a zero cell is meaningless).
+        """
         out = self(atoms)
         n = len(atoms)
+        periodic = bool(np.all(atoms.pbc))
         parts, names = [], []
-        for key, name in (
-            (AtomicDataDict.TOTAL_ENERGY_KEY, "energy"),
-            (AtomicDataDict.PER_ATOM_ENERGY_KEY, "energies"),
-            (AtomicDataDict.FORCE_KEY, "forces"),
-            (AtomicDataDict.STRESS_KEY, "stress"),
-        ):
-            if key in out and (name != "stress" or AtomicDataDict.CELL_KEY in out or bool(np.any(atoms.pbc))):
+        for key, name in zip(_OUTPUT_KEYS, ("energy", "energies", "forces", "stress")):
+            if key in out and (name != "stress" or periodic):
                 parts.append(out[key].detach().reshape(-1).to(torch.float64))
                 names.append(name)
         flat = torch.cat(parts).cpu().numpy()

@@ -71,3 +71,33 @@ def test_fast_step_graph_matches_nequip_neighbor_list():
     assert edges(data) == edges(ref)
     assert torch.equal(data[AtomicDataDict.ATOM_TYPE_KEY].view(-1), ref[AtomicDataDict.ATOM_TYPE_KEY].view(-1))
     assert data[AtomicDataDict.POSITIONS_KEY].dtype == torch.float64
+
+
+def test_compile_rejects_unknown_backend_and_compiled_models():
+    calc = EquiTritonCalculator.from_saved_model(default_model_path(), device="cpu", fast_step=True)
+    with pytest.raises(ValueError, match="unknown torch.compile backend 'nope'"):
+        calc._fast.compile("nope")
+    with pytest.raises(ValueError, match="fast_step must be False, True or 'compile'"):
+        EquiTritonCalculator.from_saved_model(default_model_path(), device="cpu", fast_step="yes")
+
+
+@pytest.mark.parametrize("kind", ["nequip", pytest.param("allegro", marks=pytest.mark.slow)])
+def test_compiled_step_matches_default_path(kind):
+    """The make_fx-traced energy+force graph (torch.compile, 'eager' backend: tests the tracing, not inductor) gives
+    the default path's numbers for systems of different sizes and periodicity without retracing."""
+    path = default_model_path(kind)
+    ref_calc = EquiTritonCalculator.from_saved_model(path, device="cpu")
+    calc = EquiTritonCalculator.from_saved_model(path, device="cpu", fast_step=True)
+    calc._fast.compile("eager")
+    systems = _systems()
+    for name in ("bulk", "cluster", "slab"):
+        atoms = systems[name]
+        props = ["energy", "energies", "forces"] + (["stress"] if name == "bulk" else [])
+        ref, got = atoms.copy(), atoms.copy()
+        ref.calc, got.calc = ref_calc, calc
+        for p in props:
+            r = np.asarray(ref.calc.get_property(p, ref))
+            g = np.asarray(got.calc.get_property(p, got))
+            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10 * max(np.abs(r).max(), 1e-3), err_msg=f"{name} {p}")
+    compiled = calc._fast._compiled
+    assert compiled is not None and compiled[1][0] == "pos"
