@@ -1,0 +1,101 @@
+"""EquiTritonCalculator on a GPU (CUDA or Intel XPU): patched == stock on the device, Triton backend, fast step.
+
+Every test skips cleanly on a machine without the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.cluster import Icosahedron
+from nequip.integrations.ase import NequIPCalculator
+
+from md_plugin import EquiTritonCalculator, default_model_path
+from md_plugin.device import resolve_device, xpu_available
+
+DEVICES = [
+    pytest.param(
+        "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")]
+    ),
+    pytest.param("xpu", marks=[pytest.mark.xpu, pytest.mark.skipif(not xpu_available(), reason="no Intel XPU")]),
+]
+PROPS_PERIODIC = ("energy", "free_energy", "energies", "forces", "stress")
+PROPS_CLUSTER = ("energy", "free_energy", "energies", "forces")
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _systems():
+    b = bulk("Cu", "fcc", a=3.61, cubic=True) * (3, 3, 3)
+    b.rattle(stdev=0.08, seed=3)
+    c = Icosahedron("Cu", noshells=3)
+    c.rattle(stdev=0.08, seed=4)
+    c.pbc = False
+    return [(b, PROPS_PERIODIC), (c, PROPS_CLUSTER)]
+
+
+def _compare(calc, ref_calc, rtol):
+    for atoms, props in _systems():
+        a, r = atoms.copy(), atoms.copy()
+        a.calc, r.calc = calc, ref_calc
+        for p in props:
+            ref = np.asarray(r.calc.get_property(p, r), dtype=np.float64)
+            got = np.asarray(a.calc.get_property(p, a), dtype=np.float64)
+            atol = rtol * max(float(np.abs(ref).max()), 1e-3)
+            np.testing.assert_allclose(got, ref, rtol=rtol, atol=atol, err_msg=f"{p} pbc={atoms.pbc}")
+
+
+@pytest.mark.parametrize("kind", ["nequip", "allegro"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_patched_matches_stock_on_device(device, kind):
+    path = default_model_path(kind)
+    stock = NequIPCalculator._from_saved_model(str(path), device=device, chemical_species_to_atom_type_map=True)
+    ours = EquiTritonCalculator.from_saved_model(path, device=device)
+    assert ours.device.type == device
+    assert ours.sh_backend == "equitriton-triton"
+    _compare(ours, stock, rtol=1e-10)
+    fast = EquiTritonCalculator.from_saved_model(path, device=device, fast_step=True)
+    _compare(fast, stock, rtol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float32_model_on_device(device):
+    from nequip.model import NequIPGNNModel
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state(allow_tf32=False)
+
+    def build():
+        return NequIPGNNModel(
+            seed=5,
+            model_dtype="float32",
+            type_names=["Cu"],
+            r_max=4.5,
+            l_max=3,
+            num_layers=2,
+            num_features=16,
+            avg_num_neighbors=42.0,
+            per_type_energy_shifts={"Cu": -3.5},
+        ).eval()
+
+    stock = EquiTritonCalculator.from_model(build(), device=device, patch=False)
+    ours = EquiTritonCalculator.from_model(build(), device=device)
+    assert stock.sh_backend == "e3nn" and ours.sh_backend == "equitriton-triton"
+    _compare(ours, stock, rtol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_auto_picks_the_accelerator(device):
+    if device == "xpu" and torch.cuda.is_available():
+        pytest.skip("CUDA comes first for device='auto'")
+    assert resolve_device("auto").type == device
+    calc = EquiTritonCalculator.from_saved_model(default_model_path(), device="auto")
+    assert calc.device.type == device and calc.sh_backend == "equitriton-triton"

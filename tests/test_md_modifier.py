@@ -1,0 +1,96 @@
+"""md_plugin.modifier: the nequip model modifier ``enable_EquiTritonSphericalHarmonics`` and its registration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from md_plugin import MODIFIER_NAME, default_model_path
+from md_plugin.hook import is_e3nn_sh, is_equitriton_sh
+from md_plugin.modifier import is_registered
+
+
+def _sh_kinds(model):
+    return {"e3nn": sum(map(is_e3nn_sh, model.modules())), "equitriton": sum(map(is_equitriton_sh, model.modules()))}
+
+
+def test_registered_on_import():
+    import nequip.model.saved_models.load_utils  # noqa: F401  (registration completes once this is imported)
+
+    assert is_registered()
+
+
+@pytest.mark.parametrize("kind", ["nequip", "allegro"])
+def test_modify_finds_and_applies_modifier_on_packaged_models(kind):
+    from nequip.model.modify_utils import get_all_modifiers, modify
+    from nequip.model.saved_models.load_utils import load_saved_model
+
+    model = load_saved_model(str(default_model_path(kind)))
+    assert MODIFIER_NAME in get_all_modifiers(model)
+    assert _sh_kinds(model) == {"e3nn": 1, "equitriton": 0}
+    out = modify(model, [{"modifier": MODIFIER_NAME}])
+    assert _sh_kinds(out) == {"e3nn": 0, "equitriton": 1}
+    # a patched model holds no e3nn SH, hence no modifier: nequip says so by name
+    assert MODIFIER_NAME not in get_all_modifiers(out)
+    with pytest.raises(Exception, match=MODIFIER_NAME):
+        modify(out, [{"modifier": MODIFIER_NAME}])
+
+
+def test_modifier_on_freshly_built_model():
+    from nequip.model import NequIPGNNModel
+    from nequip.model.modify_utils import get_all_modifiers, modify
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state(allow_tf32=False)
+    model = NequIPGNNModel(
+        seed=1,
+        model_dtype="float64",
+        type_names=["Cu"],
+        r_max=4.0,
+        l_max=3,
+        num_layers=1,
+        num_features=4,
+        radial_mlp_depth=1,
+        radial_mlp_width=4,
+        avg_num_neighbors=10.0,
+    )
+    assert MODIFIER_NAME in get_all_modifiers(model)
+    modify(model, [{"modifier": MODIFIER_NAME}])
+    assert _sh_kinds(model) == {"e3nn": 0, "equitriton": 1}
+
+
+def test_modifier_is_not_persistent():
+    """An acceleration, not a change of the model: nequip-package leaves it out of packages."""
+    from nequip.model.modify_utils import get_all_modifiers
+    from nequip.model.saved_models.load_utils import load_saved_model
+    from nequip.nn.model_modifier_utils import is_persistent_model_modifier
+
+    modifiers = get_all_modifiers(load_saved_model(str(default_model_path())))
+    assert not is_persistent_model_modifier(modifiers[MODIFIER_NAME])
+
+
+def test_fresh_process_finds_modifier_through_entry_point(md_nequip_extension_env):
+    """What nequip-compile sees: `import nequip` loads md_plugin's extension; md_plugin itself is never imported."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import nequip
+        from nequip.model.modify_utils import get_all_modifiers, modify
+        from nequip.model.saved_models.load_utils import load_saved_model
+        assert "md_plugin.nequip_extension" in sys.modules, "extension not loaded"
+        assert "md_plugin.calculator" not in sys.modules and "equitriton" not in sys.modules
+        model = load_saved_model({str(default_model_path())!r})
+        assert {MODIFIER_NAME!r} in get_all_modifiers(model), sorted(get_all_modifiers(model))
+        model = modify(model, [{{"modifier": {MODIFIER_NAME!r}}}])
+        print(sorted({{type(m).__module__.split(".")[0] for m in model.modules()
+                      if type(m).__name__ == "SphericalHarmonics"}}))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=md_nequip_extension_env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "['equitriton']"
