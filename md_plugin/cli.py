@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="initial Maxwell-Boltzmann temperature in K (default: %(default)s)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the initial velocities (default: %(default)s)")
+    g.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=10,
+        help="untimed steps of a throw-away copy before each run, so compilation and warm-up stay out of steps/s "
+        "(default: %(default)s)",
+    )
     g.add_argument("--device", default="auto", help="auto, cpu, cuda[:i] or xpu[:i] (default: %(default)s)")
     mode = g.add_mutually_exclusive_group()
     mode.add_argument("--compare", action="store_true", help="run stock and patched from identical initial conditions")
@@ -272,6 +279,7 @@ def _cmd_nve(args: argparse.Namespace) -> int:
         record_interval=args.record_interval,
         progress=args.progress,
         plot=not args.no_plot,
+        warmup_steps=args.warmup_steps,
     )
     if not args.quiet:
         print(

@@ -39,6 +39,15 @@ def collect_versions() -> dict[str, str | None]:
     return out
 
 
+def _torch_threads() -> int | None:
+    try:
+        import torch
+
+        return int(torch.get_num_threads())
+    except Exception:  # pragma: no cover - torch is a dependency; best effort only
+        return None
+
+
 def git_revision() -> str | None:
     """``git describe --always --dirty`` of the source tree this package runs from, or ``None`` outside a checkout."""
     import subprocess
@@ -156,6 +165,7 @@ def build_report(
     meta.setdefault("date_utc", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     meta.setdefault("versions", collect_versions())
     meta.setdefault("host", platform.node())
+    meta.setdefault("torch_num_threads", _torch_threads())
     runs = {label: run_entry(res) for label, res in results.items()}
     report: dict = {"report_version": REPORT_VERSION, "metadata": meta, "run_labels": list(runs)}
     report.update(runs)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ase import Atoms
 
-from .nve import CalculatorFactory, NVEResult, initialize_velocities, run_nve
+from .nve import DEFAULT_WARMUP_STEPS, CalculatorFactory, NVEResult, initialize_velocities, run_nve
 from .plot import plot_runs
 from .report import build_report, write_report
 
@@ -39,6 +39,7 @@ def run_study(
     record_interval: int = 1,
     progress: bool | None = None,
     plot: bool = True,
+    warmup_steps: int = DEFAULT_WARMUP_STEPS,
 ) -> tuple[dict, dict[str, NVEResult]]:
     """Run NVE once per calculator factory from the same initial positions and velocities.
 
@@ -56,6 +57,7 @@ def run_study(
         record_interval: keep positions / write trajectory frames every this many steps (energies: every step).
         progress: tqdm progress bar (``None``: automatic for long runs).
         plot: write ``energy.png`` (only with ``out_dir``).
+        warmup_steps: untimed steps on a throw-away copy before each run (see :func:`~.nve.run_nve`).
 
     Returns:
         ``(report, results)``.
@@ -77,6 +79,7 @@ def run_study(
             trajectory=(out / trajectory_name(label)) if out is not None else None,
             record_interval=record_interval,
             progress=progress,
+            warmup_steps=warmup_steps,
         )
         if out is not None:
             results[label].write_energy_csv(out / energy_log_name(label))
@@ -88,6 +91,7 @@ def run_study(
         "seed": int(seed),
         "n_atoms": len(atoms),
         "record_interval": int(record_interval),
+        "warmup_steps": int(warmup_steps),
     }
     meta.update(metadata or {})
     report = build_report(results, meta, thresholds=thresholds)
@@ -96,6 +100,9 @@ def run_study(
             report[label]["energy_log"] = energy_log_name(label)
         write_report(report, out / REPORT_NAME)
         if plot:
-            title = f"NVE {meta.get('system', {}).get('name', '') if isinstance(meta.get('system'), dict) else ''}"
-            plot_runs(results, out / PLOT_NAME, title=f"{title.strip()} ({len(atoms)} atoms, dt={timestep_fs} fs)")
+            system = meta.get("system")
+            name = system.get("name", "") if isinstance(system, dict) else ""
+            model = Path(str(meta["model"])).name if meta.get("model") else ""
+            title = f"NVE {name} ({len(atoms)} atoms, dt={timestep_fs:g} fs)" + (f", {model}" if model else "")
+            plot_runs(results, out / PLOT_NAME, title=title)
     return report, results
