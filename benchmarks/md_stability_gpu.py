@@ -36,6 +36,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 EXIT_OVER_BUDGET = 4
+#: calculator paths: nequip's data path, the on-device step, the on-device step through torch.compile
+FAST_STEP: dict[str, bool | str] = {"default": False, "fast": True, "compile": "compile"}
+PATH_DESCRIPTION = {
+    "default": "nequip data path (host neighbour list)",
+    "fast": "on-device (fast_step=True)",
+    "compile": "on-device + torch.compile (fast_step='compile')",
+}
 #: per-run fixed cost on top of steps x step time (model load, first call, plot/report), s; replaced by measurements
 DEFAULT_RUN_OVERHEAD_S = 5.0
 
@@ -52,7 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--record-interval", type=int, default=50, help="position/trajectory frame every N steps")
     p.add_argument("--calibrate-steps", type=int, default=30, help="timed steps per calibration case")
-    p.add_argument("--paths", nargs="+", default=["default", "fast"], choices=["default", "fast"])
+    p.add_argument(
+        "--paths",
+        nargs="+",
+        default=["default", "fast"],
+        choices=list(FAST_STEP),
+        help="calculator paths to calibrate (default: default fast; 'compile' adds torch.compile, slow to start)",
+    )
     p.add_argument("--control", choices=["auto", "on", "off"], default="auto", help="stock_repeat control runs")
     p.add_argument("--budget-s", type=float, default=200.0, help="wall-time budget of this process (s)")
     p.add_argument("--over-budget", choices=["abort", "run"], default="abort")
@@ -74,7 +87,7 @@ def _calibrate(model_path: str, patch: bool, path: str, device: str, atoms, time
     out: dict = {"path": path, "patched": patch}
     t0 = time.perf_counter()
     try:
-        calc = model_factory(model_path, patch=patch, device=device, fast_step=(path == "fast"))()
+        calc = model_factory(model_path, patch=patch, device=device, fast_step=FAST_STEP[path])()
         work = atoms.copy()
         work.set_momenta(atoms.get_momenta())
         work.calc = calc
@@ -177,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     # --- the long runs ---------------------------------------------------------------------------------------------
     for kind in args.models:
         model_path = str(default_model_path(kind))
-        fast = choices[kind]["path"] == "fast"
+        path = choices[kind]["path"]
         factories = {
-            label: model_factory(model_path, patch=(label == "patched"), device=device, fast_step=fast)
+            label: model_factory(model_path, patch=(label == "patched"), device=device, fast_step=FAST_STEP[path])
             for label in labels[kind]
         }
         metadata = {
@@ -188,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             "model": f"md_plugin/data/{Path(model_path).name}",
             "model_kind": kind,
             "model_is_default": kind == "nequip",
-            "fast_step": fast,
-            "calculator_path": "on-device (fast_step=True)" if fast else "nequip data path (host neighbour list)",
+            "fast_step": FAST_STEP[path],
+            "calculator_path": PATH_DESCRIPTION[path],
             "calibration_step_ms": {k: v * 1e3 for k, v in choices[kind]["step_s"].items()},
             "system": spec.to_dict(),
             "device": device,

