@@ -1,0 +1,59 @@
+"""Build docs/performance.md and its plots from the JSON of benchmarks/sh_bench.py (numbers are never typed by hand).
+
+    python benchmarks/report_sh.py --json OUT/sh/sh_bench.json [--docs docs]
+
+Copies the JSON to DOCS/data/sh_bench.json (the data the page cites), writes the PNGs to DOCS/img/ and the page to
+DOCS/performance.md. Hand-written optimisation notes, if DOCS/performance_notes.md exists, are linked from the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from shbench import report, results  # noqa: E402
+
+REPRODUCE = """\
+# here (once): python benchmarks/get_peers.py --equitriton-src <clone of github.com/IntelLabs/EquiTriton>
+# on the GPU machine, with .peers carried:
+. benchmarks/device_setup.sh && python benchmarks/sh_bench.py --out $OUT/sh --peers-dir .peers
+# here, with the returned JSON:
+python benchmarks/report_sh.py --json <returned>/sh/sh_bench.json"""
+
+
+def build(json_path: Path, docs: Path) -> Path:
+    """Write DOCS/performance.md, DOCS/img/sh_*.png and DOCS/data/sh_bench.json; returns the page's path."""
+    doc = json.loads(json_path.read_text())
+    problems = results.validate(doc)
+    if problems:
+        raise SystemExit(f"{json_path}: not a valid sh_bench result: " + "; ".join(problems[:5]))
+    data = docs / "data" / "sh_bench.json"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    if json_path.resolve() != data.resolve():
+        shutil.copyfile(json_path, data)
+    images = report.plot(doc, docs / "img", prefix="sh")
+    notes = docs / "performance_notes.md"
+    page = report.performance_markdown(
+        doc, images, "img", "data/sh_bench.json", REPRODUCE, notes.name if notes.exists() else None
+    )
+    out = docs / "performance.md"
+    out.write_text(page)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, required=True, help="sh_bench.json written by benchmarks/sh_bench.py")
+    ap.add_argument("--docs", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
+    args = ap.parse_args(argv)
+    print(f"wrote {build(args.json, args.docs)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The raw JSON: run metadata, one record per point, written atomically and often, so a run killed by a timeout
+still leaves every point measured so far. `validate` checks the schema (the tests and the report use it)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SCHEMA = "equitriton-md/sh-bench/1"
+STATUSES = ("ok", "wrong", "error", "skipped", "unsupported")
+POINT_KEYS = {
+    "impl": str,
+    "direction": str,
+    "ls": list,
+    "lset": str,
+    "dtype": str,
+    "n": int,
+    "dim": int,
+    "bytes": int,
+    "status": str,
+    "reason": (str, type(None)),
+    "ms": (float, int, type(None)),
+    "gbps": (float, int, type(None)),
+    "frac_copy": (float, int, type(None)),
+    "rel_err": (float, int, type(None)),
+    "tol": (float, int, type(None)),
+    "pool": (int, type(None)),
+    "pool_bytes": (int, type(None)),
+    "seconds": (float, int, type(None)),
+}
+META_KEYS = ("date_utc", "command", "quick", "device", "versions", "git", "copy_gbps", "timing", "bytes_model", "impls")
+
+
+def _cmd(args: list[str]) -> str | None:
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+    except Exception:
+        return None
+
+
+def driver_version() -> str | None:
+    """The NVIDIA driver version from nvidia-smi, or None where it is missing."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    out = _cmd(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return out.splitlines()[0].strip() if out else None
+
+
+def device_info(device) -> dict:
+    import torch
+
+    info = {"type": device.type, "name": platform.processor() or "cpu", "driver": None}
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        info.update(
+            name=p.name,
+            capability=f"{p.major}.{p.minor}",
+            sm_count=p.multi_processor_count,
+            memory_bytes=p.total_memory,
+            l2_bytes=getattr(p, "L2_cache_size", None),
+            driver=driver_version(),
+            cuda_runtime=torch.version.cuda,
+        )
+    return info
+
+
+def versions() -> dict:
+    import e3nn
+    import torch
+
+    try:
+        import triton
+
+        tv = triton.__version__
+    except Exception:
+        tv = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "triton": tv, "e3nn": e3nn.__version__}
+
+
+def git_state(repo: Path) -> dict:
+    commit = _cmd(["git", "-C", str(repo), "rev-parse", "HEAD"])
+    status = _cmd(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"])
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Writer:
+    """Holds the document; `flush()` rewrites the file atomically (at most every `every_s` unless forced)."""
+
+    def __init__(self, path: Path, meta: dict, every_s: float = 2.0) -> None:
+        self.path = Path(path)
+        self.doc = {"schema": SCHEMA, "meta": meta, "points": [], "finished": False}
+        self.every_s = every_s
+        self._last = 0.0
+
+    def add(self, rec: dict) -> None:
+        self.doc["points"].append(rec)
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last < self.every_s:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.doc, indent=1, default=str) + "\n")
+        os.replace(tmp, self.path)
+        self._last = time.monotonic()
+
+
+def validate(doc: dict) -> list[str]:
+    """Schema problems of a results document (empty list: valid)."""
+    errs = []
+    if doc.get("schema") != SCHEMA:
+        errs.append(f"schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
+    meta = doc.get("meta")
+    if not isinstance(meta, dict):
+        return errs + ["meta missing"]
+    errs += [f"meta.{k} missing" for k in META_KEYS if k not in meta]
+    for i, p in enumerate(doc.get("points", [])):
+        for k, t in POINT_KEYS.items():
+            if k not in p:
+                errs.append(f"points[{i}].{k} missing")
+            elif not isinstance(p[k], t) or (t is int and isinstance(p[k], bool)):
+                errs.append(f"points[{i}].{k} has type {type(p[k]).__name__}")
+        if p.get("status") not in STATUSES:
+            errs.append(f"points[{i}].status {p.get('status')!r} not in {STATUSES}")
+        if p.get("status") == "ok" and not (isinstance(p.get("ms"), (int, float)) and p["ms"] > 0):
+            errs.append(f"points[{i}] is ok without a positive ms")
+        if p.get("status") in ("skipped", "unsupported", "error", "wrong") and not p.get("reason"):
+            errs.append(f"points[{i}] is {p.get('status')} without a reason")
+    return errs
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.executable).name] + sys.argv)

@@ -1,0 +1,175 @@
+"""Rotating input pools, the timed callables built on them, the timer, and the device-to-device copy bandwidth.
+
+Every timed call takes the next entry of a pool of distinct input buffers whose total size exceeds the L2 cache, so
+no call re-reads inputs that the previous one left in cache; on CUDA `triton.testing.do_bench` also zeroes a 256 MB
+buffer before each call, so the output's lines are not in L2 either. Times are do_bench medians in milliseconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+L2_FALLBACK = 50 * 2**20
+MAX_GRAPHS = 256  # CUDA graphs captured per point for the graph variant (each holds its own input buffers)
+
+
+def l2_bytes(device: torch.device) -> int:
+    if device.type != "cuda":
+        return L2_FALLBACK
+    return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or L2_FALLBACK)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def inputs_of(direction: str) -> tuple[str, ...]:
+    """Which of x (n, 3), g (n, out_dim), w (n, 3) a direction reads."""
+    return {"forward": ("x",), "double_backward": ("x", "g", "w")}.get(direction, ("x", "g"))
+
+
+def pool_size(set_bytes: int, l2: int, limit_bytes: int, cap: int | None = None) -> int:
+    """Entries so the pool exceeds 1.25 x L2 (at least 2), within `limit_bytes` and `cap`."""
+    p = max(2, math.ceil(1.25 * l2 / max(set_bytes, 1)))
+    p = min(p, max(2, limit_bytes // max(set_bytes, 1)))
+    return min(p, cap) if cap else p
+
+
+@dataclass
+class Pool:
+    """P entries of inputs; x[i], g[i], w[i] are contiguous (n, .) views into one tensor each."""
+
+    x: list[Tensor]
+    g: list[Tensor | None]
+    w: list[Tensor | None]
+    nbytes: int
+
+    @property
+    def size(self) -> int:
+        return len(self.x)
+
+
+def make_pool(
+    direction: str, n: int, out_dim: int, dtype: torch.dtype, device: torch.device, p: int, seed: int = 0
+) -> Pool:
+    """Random inputs: x and w standard normal, g standard normal (never all-ones)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    names = inputs_of(direction)
+
+    def block(width):
+        return torch.randn(p, n, width, dtype=dtype, device=device, generator=gen)
+
+    x = block(3)
+    g = block(out_dim) if "g" in names else None
+    w = block(3) if "w" in names else None
+    nbytes = sum(t.numel() * t.element_size() for t in (x, g, w) if t is not None)
+    return Pool(
+        x=list(x.unbind(0)),
+        g=list(g.unbind(0)) if g is not None else [None] * p,
+        w=list(w.unbind(0)) if w is not None else [None] * p,
+        nbytes=nbytes,
+    )
+
+
+def calls(prepared, direction: str, pool: Pool, device: torch.device) -> tuple[Callable, Callable]:
+    """(timed, first): `timed()` runs the next pool entry; `first()` runs entry 0 and returns its outputs as a tuple
+    in the order of reference.reference()."""
+    if direction == "forward_backward_graph":
+        return _graph_calls(prepared, pool, device)
+    fn = getattr(prepared, direction)
+    if fn is None:
+        raise ValueError(f"{direction} is not offered")
+    if direction == "forward_backward":
+        pool.x = [x.detach().requires_grad_(True) for x in pool.x]
+    args = [tuple(a for a in (pool.x[i], pool.g[i], pool.w[i]) if a is not None) for i in range(pool.size)]
+    cycle = itertools.cycle(args)
+
+    def timed():
+        return fn(*next(cycle))
+
+    def first():
+        out = fn(*args[0])
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+    return timed, first
+
+
+def _graph_calls(prepared, pool: Pool, device: torch.device):
+    """Forward op then backward op captured in one CUDA graph per pool entry; replays cycle over the graphs."""
+    fwd, bwd = prepared.graph_ops
+    outs, graphs = [], []
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up outside capture, as CUDA graphs require
+        fwd(pool.x[0])
+        bwd(pool.x[0], pool.g[0])
+    torch.cuda.current_stream(device).wait_stream(side)
+    mempool = None
+    for i in range(pool.size):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=mempool):
+            y = fwd(pool.x[i])
+            dx = bwd(pool.x[i], pool.g[i])
+        mempool = graph.pool()
+        graphs.append(graph)
+        outs.append((y, dx))
+    cycle = itertools.cycle(graphs)
+
+    def timed():
+        next(cycle).replay()
+
+    def first():
+        graphs[0].replay()
+        sync(device)
+        return tuple(t.clone() for t in outs[0])
+
+    return timed, first
+
+
+def bench_ms(fn: Callable, device: torch.device, warmup_ms: float, rep_ms: float) -> float:
+    """Median time of one call of `fn` in ms: triton.testing.do_bench on CUDA; on CPU (smoke mode) a wall-clock
+    median over enough calls to fill `rep_ms`."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    t0 = time.perf_counter()
+    fn()
+    est = max(time.perf_counter() - t0, 1e-6) * 1e3
+    times = []
+    for _ in range(max(3, min(1000, int(rep_ms / est)))):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def copy_gbps(device: torch.device, warmup_ms: float = 25, rep_ms: float = 100, nbytes: int = 2**31) -> float:
+    """Device-to-device copy of `nbytes` (2 GiB): bytes read + written per second, in GB/s (1e9)."""
+    src = torch.empty(nbytes // 8, dtype=torch.float64, device=device)
+    dst = torch.empty_like(src)
+    src.fill_(1.0)
+    ms = bench_ms(lambda: dst.copy_(src), device, warmup_ms, rep_ms)
+    return 2 * nbytes / ms / 1e6
+
+
+def kernels_launched(fn: Callable, device: torch.device) -> list[str]:
+    """Names of the GPU kernels (no memcpy/memset) one call of `fn` launches, from torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return [n for n in names if not n.lower().startswith(("memcpy", "memset"))]

@@ -1,0 +1,248 @@
+"""The pure-Python parts of the spherical-harmonics benchmark (benchmarks/sh_bench.py, benchmarks/shbench/): the plan,
+byte counting, pools, the float64 reference, the JSON schema, the tables, target checks and plots (on a synthetic
+result), and a CPU smoke run of the whole pipeline. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+from shbench import points as P  # noqa: E402
+from shbench import reference, report, results, timing  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------------------------ plan
+def test_plan_covers_the_issue_grid():
+    assert P.DENSE_LMAX == (1, 2, 3, 4, 6, 8, 10, 12)
+    assert set(P.SPARSE_LSETS) == {(6,), (0, 2, 10), (12,)}
+    assert P.NS[0] == 2**10 and P.NS[-1] == 2**24 and 2**12 in P.NS and 2**22 in P.NS
+    pts = P.grid()
+    keys = [(p.impl, p.direction, p.ls, p.dtype, p.n) for p in pts]
+    assert len(keys) == len(set(keys)) == len(P.IMPL_ORDER) * len(P.DIRECTIONS) * len(P.LSETS) * 2 * len(P.NS)
+    # headline N first, so a deadline cannot lose them
+    first_other = next(i for i, p in enumerate(pts) if p.n not in P.HEADLINE_NS)
+    assert all(p.n in P.HEADLINE_NS for p in pts[:first_other])
+    assert all(p.n not in P.HEADLINE_NS for p in pts[first_other:])
+
+
+def test_static_exclusions_give_reasons():
+    orig_l12 = P.Point("equitriton_orig", "forward", tuple(range(13)), "float64", 2**12)
+    assert P.static_exclusion(orig_l12)[0] == "unsupported" and "l <= 10" in P.static_exclusion(orig_l12)[1]
+    e3nn_bwd = P.Point("e3nn", "backward", (0, 1, 2), "float64", 2**12)
+    assert P.static_exclusion(e3nn_bwd)[0] == "unsupported"
+    e3nn_big = P.Point("e3nn", "forward", (0, 1, 2), "float64", 2**24)
+    assert P.static_exclusion(e3nn_big)[0] == "skipped"
+    graph_big = P.Point(P.OURS, "forward_backward_graph", (0, 1, 2), "float32", 2**22)
+    assert P.static_exclusion(graph_big)[0] == "skipped"
+    for d in P.DIRECTIONS:
+        assert P.static_exclusion(P.Point(P.OURS, d, (0, 2, 10), "float64", 2**12)) is None
+    assert P.static_exclusion(P.Point(P.OURS, "double_backward", (12,), "float32", 2**24)) is None
+
+
+def test_bytes_model():
+    ls = (0, 1, 2)  # dim 9
+    assert P.dim_of(ls) == 9 and P.dim_of((12,)) == 25 and P.dim_of(range(13)) == 169
+    assert P.bytes_moved("forward", 1024, ls, "float64") == 1024 * 12 * 8
+    assert P.bytes_moved("backward", 1024, ls, "float32") == 1024 * 15 * 4
+    assert P.bytes_moved("forward_backward", 10, ls, "float64") == 10 * (12 + 15) * 8
+    assert P.bytes_moved("forward_backward_graph", 10, ls, "float64") == 10 * (12 + 15) * 8
+    assert P.bytes_moved("double_backward", 10, ls, "float64") == 10 * (3 + 9 + 3 + 9 + 3) * 8
+    assert set(P.BYTES_MODEL) == set(P.DIRECTIONS)
+
+
+def test_lset_labels_round_trip():
+    for ls in P.LSETS:
+        assert P.parse_lset(P.lset_label(ls)) == ls
+    assert P.parse_lset("6") == tuple(range(7)) and P.parse_lset("0,2,10") == (0, 2, 10)
+    assert P.lset_label((12,)) == "[12]" and P.lset_label(range(5)) == "l<=4"
+
+
+def test_prediction_extrapolates_from_largest_smaller_n():
+    p = P.Point("e3nn", "forward", (0, 1), "float64", 2**22)
+    measured = {p.group: {2**12: 0.01, 2**20: 20.0}}
+    assert P.predicted_ms(p, measured) == pytest.approx(80.0)
+    assert P.predicted_ms(P.Point("e3nn", "forward", (0, 1), "float64", 2**10), measured) is None
+
+
+# ----------------------------------------------------------------------------------------------------------- pools
+def test_pool_exceeds_l2_and_respects_limits():
+    l2 = 50 * 2**20
+    assert timing.pool_size(10_000, l2, 10**12) * 10_000 > l2
+    assert timing.pool_size(10**9, l2, 10**12) == 2
+    assert timing.pool_size(10_000, l2, 10**12, cap=256) == 256
+    assert timing.pool_size(10_000, l2, 50_000) == 5  # limited by memory
+
+
+def test_pool_entries_are_distinct_buffers():
+    pool = timing.make_pool("double_backward", 16, 9, torch.float64, torch.device("cpu"), 3)
+    assert pool.size == 3 and pool.nbytes == 3 * 16 * (3 + 9 + 3) * 8
+    ptrs = {t.data_ptr() for t in pool.x + pool.g + pool.w}
+    assert len(ptrs) == 9 and all(t.is_contiguous() for t in pool.x + pool.g)
+    assert timing.make_pool("forward", 16, 9, torch.float32, torch.device("cpu"), 2).g == [None, None]
+
+
+# ------------------------------------------------------------------------------------------------------- reference
+def test_reference_directions_and_rel_err():
+    from e3nn import o3
+
+    def ref(x):
+        return o3.spherical_harmonics([0, 1, 2], x, True, "component")
+
+    torch.manual_seed(0)
+    x, g, w = torch.randn(5, 3), torch.randn(5, 9), torch.randn(5, 3)
+    (y,) = reference.reference("forward", ref, x)
+    assert y.dtype == torch.float64 and y.shape == (5, 9)
+    (dx,) = reference.reference("backward", ref, x, g)
+    y2, dx2 = reference.reference("forward_backward_graph", ref, x, g)
+    assert torch.equal(dx, dx2) and torch.allclose(y, y2)
+    gg, gx = reference.reference("double_backward", ref, x, g, w)
+    assert gg.shape == (5, 9) and gx.shape == (5, 3)
+    # ddY = d<dx(x, g), w>/dg is linear in w: J(x) w
+    gg2, _ = reference.reference("double_backward", ref, x, g, 2 * w)
+    assert torch.allclose(gg2, 2 * gg)
+    assert reference.rel_err((y,), (y,)) == 0.0
+    assert reference.rel_err((y * (1 + 1e-3),), (y,)) == pytest.approx(1e-3, rel=1e-6)
+    assert reference.rel_err((y[:, :3],), (y,)) == float("inf")
+    assert reference.rel_err((torch.full_like(y, float("nan")),), (y,)) == float("inf")
+    assert reference.check_rows(100, torch.device("cpu")).tolist() == list(range(100))
+    rows = reference.check_rows(10**5, torch.device("cpu"))
+    assert len(rows) == 2 * reference.CHECK_ROWS and rows[-1] == 10**5 - 1
+
+
+# ------------------------------------------------------------------------------------------------ synthetic result
+PEER_GBPS = {P.OURS: 2500.0, "e3nn": 150.0, "e3nn_compile": 600.0, "equitriton_orig": 300.0, "sphericart": 900.0}
+
+
+def synthetic_doc() -> dict:
+    """A complete result document with made-up times: ours at 2500 GB/s, peers slower, copy 3000 GB/s."""
+    pts = P.grid(list(P.IMPL_ORDER), P.LSETS, P.DTYPES, P.NS, P.DIRECTIONS)
+    recs = []
+    for p in pts:
+        ex = P.static_exclusion(p)
+        if ex:
+            recs.append(p.record(*ex))
+        elif p.impl == "cuequivariance":
+            recs.append(p.record("skipped", "unavailable: ModuleNotFoundError: No module named 'cuequivariance'"))
+        else:
+            gbps = PEER_GBPS[p.impl] * min(1.0, p.n / 2**18)
+            ms = p.bytes / gbps / 1e6
+            recs.append(p.record("ok", ms=ms, gbps=gbps, frac_copy=gbps / 3000, rel_err=1e-15, tol=1e-11, pool=2))
+    meta = {
+        "date_utc": "2026-11-25T00:00:00Z",
+        "command": "python benchmarks/sh_bench.py --out x",
+        "quick": False,
+        "device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "driver": "580.159.04"},
+        "versions": {"python": "3.12.3", "torch": "2.11.0+cu130", "triton": "3.6.0", "e3nn": "0.6.0"},
+        "git": {"commit": "abc", "dirty": False},
+        "copy_gbps": 3000.0,
+        "timing": {"method": "do_bench", "warmup_ms": 2, "rep_ms": 10, "rotation": "pool", "check": "e3nn f64"},
+        "bytes_model": P.BYTES_MODEL,
+        "impls": {i: {"label": i, "available": i != "cuequivariance", "reason": None, "version": "1"} for i in P.CAPS},
+        "launches": [
+            {"ls": [0, 1, 2], "direction": d, "n": 4096, "kernels": 1, "names": ["k"]} for d in ("forward", "backward")
+        ],
+        "warm": {"workers": 2, "wall_s": 3.0, "jobs": [{"id": "a", "ok": True, "seconds": 2.0, "error": None}]},
+    }
+    return {"schema": results.SCHEMA, "meta": meta, "points": recs, "finished": True}
+
+
+def test_schema_accepts_the_synthetic_document_and_flags_breakage():
+    doc = json.loads(json.dumps(synthetic_doc()))  # as read back from disk
+    assert results.validate(doc) == []
+    bad = json.loads(json.dumps(doc))
+    bad["points"][0]["status"] = "fast"
+    del bad["points"][1]["ms"]
+    bad["points"][2].update(status="skipped", reason=None)
+    errs = " | ".join(results.validate(bad))
+    assert "points[0].status 'fast'" in errs and "points[1].ms missing" in errs
+    assert "points[2] is skipped without a reason" in errs
+
+
+def test_writer_is_atomic_and_incremental(tmp_path):
+    w = results.Writer(tmp_path / "r.json", {"x": 1}, every_s=3600)
+    w.flush(force=True)
+    w.add({"a": 1})  # throttled: not yet on disk
+    assert json.loads((tmp_path / "r.json").read_text())["points"] == []
+    w.flush(force=True)
+    assert json.loads((tmp_path / "r.json").read_text())["points"] == [{"a": 1}]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_tables_and_targets_from_synthetic_result():
+    ix = report.Index(synthetic_doc())
+    table = report.headline_table(ix, "forward", "float64", 2**22)
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(P.LSETS) and lines[0].startswith("| l set | ours | GB/s | % of copy")
+    row = next(line for line in lines if line.startswith("| l<=10 |"))
+    assert "2500" in row and "83%" in row and "(16.7×)" in row  # e3nn at 150 GB/s: 16.7x slower
+    assert "| n/a |" in next(line for line in lines if line.startswith("| [12] |"))  # orig: l <= 10 only
+    t = {x["target"]: x for x in report.targets(ix)}
+    assert t["float64 forward ≥ 80% of copy BW, N=2^22, every l_max"]["met"] is True
+    assert t["faster than every peer at every measured N ≥ 2^14"]["met"] is True
+    assert t["one kernel launch per direction (forward op, backward op)"]["met"] is True
+    small = t["N=2^12 forward + backward ops (one CUDA graph) ≤ 20 µs"]
+    assert small["met"] is False and "µs" in small["figure"]  # 2500 * 1/64 GB/s at 2^12: far slower than 20 µs
+    assert "cuequivariance" in report.not_measured(ix)
+    assert "1.0e-15" in report.error_table(ix)
+
+
+def test_targets_detect_a_faster_peer():
+    doc = synthetic_doc()
+    for p in doc["points"]:
+        if p["impl"] == "sphericart" and p["status"] == "ok" and p["n"] == 2**16:
+            p["ms"] = p["ms"] / 100
+    t = {x["target"]: x for x in report.targets(report.Index(doc))}
+    peer = t["faster than every peer at every measured N ≥ 2^14"]
+    assert peer["met"] is False and "sphericart" in peer["figure"]
+
+
+def test_summary_docs_and_plots(tmp_path):
+    doc = synthetic_doc()
+    summary = report.summary_markdown(doc)
+    assert "NVIDIA H100" in summary and "## Targets" in summary and "3000 GB/s" in summary
+    path = tmp_path / "sh_bench.json"
+    path.write_text(json.dumps(doc))
+    sys.path.insert(0, str(BENCH))
+    import report_sh
+
+    page = report_sh.build(path, tmp_path / "docs")
+    text = page.read_text()
+    pngs = sorted((tmp_path / "docs" / "img").glob("*.png"))
+    assert len(pngs) == len(P.DIRECTIONS) * 2
+    assert all(f"(img/{p.name})" in text for p in pngs)
+    for needle in ("580.159.04", "torch 2.11.0+cu130", "2026-11-25", "sh_bench.py --out", "data/sh_bench.json"):
+        assert needle in text
+    assert (tmp_path / "docs" / "data" / "sh_bench.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------------- the CLI
+def test_cli_without_gpu_exits_with_a_clear_message(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    import sh_bench
+
+    assert sh_bench.main(["--out", str(tmp_path)]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_cpu_smoke_run_writes_a_valid_document(tmp_path):
+    import sh_bench
+
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--allow-cpu", "--lsets", "1;[0,2]", "--ns", "2^10", "--impls", "equitriton,e3nn"]
+    args += ["--dtypes", "float64", "--rep-ms", "1", "--warmup-ms", "0"]
+    assert sh_bench.main(args) == 0
+    doc = json.loads((out / "sh_bench.json").read_text())
+    assert results.validate(doc) == [] and doc["finished"] is True
+    ok = {(p["impl"], p["direction"], p["lset"]) for p in doc["points"] if p["status"] == "ok"}
+    for d in ("forward", "backward", "forward_backward", "double_backward"):
+        assert (P.OURS, d, "[0,2]") in ok
+    assert ("e3nn", "forward", "l<=1") not in ok  # peers start at 2^12
+    assert (out / "summary.md").read_text().startswith("# Spherical-harmonics benchmark")
