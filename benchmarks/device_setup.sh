@@ -1,0 +1,47 @@
+# Source this on the GPU machine before benchmarks/sh_bench.py (it exports variables, so source it, don't run it):
+#
+#     . benchmarks/device_setup.sh [PEERS_DIR]      # PEERS_DIR defaults to .peers (made by benchmarks/get_peers.py)
+#
+# Installs the wheels carried in PEERS_DIR/wheels into /tmp/site (pip, no index, no dependencies), puts /tmp/site on
+# PYTHONPATH, and, because sphericart dlopen()s libcudart.so, libnvrtc.so and libcuda.so by their unversioned names,
+# links whatever versioned copies the machine has under those names in /tmp/site/_cuda_libs, added to LD_LIBRARY_PATH.
+# Nothing here stops the shell on failure: a peer that cannot be set up is reported by sh_bench.py as unavailable.
+
+_peers="${1:-.peers}"
+_site=/tmp/site
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  echo "device_setup.sh: run with bash, the exports will not reach python; use: . benchmarks/device_setup.sh" >&2
+fi
+if ls "$_peers"/wheels/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$_site" \
+    "$_peers"/wheels/*.whl || echo "device_setup.sh: pip install of $_peers/wheels failed" >&2
+else
+  echo "device_setup.sh: no wheels in $_peers/wheels (peers needing them will be reported unavailable)" >&2
+fi
+export PYTHONPATH="$_site${PYTHONPATH:+:$PYTHONPATH}"
+
+mkdir -p "$_site/_cuda_libs"
+python3 - "$_site/_cuda_libs" <<'PY' || echo "device_setup.sh: could not link CUDA libraries" >&2
+import glob, os, subprocess, sys
+
+out = sys.argv[1]
+roots = ["/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib", "/usr/local/nvidia/lib64",
+         "/usr/lib/x86_64-linux-gnu", "/usr/lib64"]
+try:
+    import nvidia  # the CUDA wheels torch depends on
+
+    roots += [d for p in nvidia.__path__ for d in glob.glob(os.path.join(p, "**", "lib"), recursive=True)]
+except ImportError:
+    pass
+ldcache = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+for name in ("cudart", "nvrtc", "cuda"):
+    link = os.path.join(out, f"lib{name}.so")
+    found = [f for r in roots for f in sorted(glob.glob(os.path.join(r, f"lib{name}.so*")))]
+    found += [line.split("=>")[-1].strip() for line in ldcache.splitlines() if f"lib{name}.so" in line.split()[0]]
+    found = [f for f in found if os.path.basename(f).split(".so")[0] == f"lib{name}" and ".alt" not in f]
+    if found and not os.path.exists(link):
+        os.symlink(found[0], link)
+    print(f"device_setup.sh: lib{name}.so -> {found[0] if found else 'NOT FOUND'}")
+PY
+export LD_LIBRARY_PATH="$_site/_cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+unset _peers _site
