@@ -1,0 +1,106 @@
+"""benchmarks/md_step.py --quick on CPU: the JSON schema, and the report built from it (no timings checked)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip("vesin_torch")
+
+BENCH = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    md_step = _load("md_step")
+    out = tmp_path_factory.mktemp("md_step")
+    old = torch.get_default_dtype()
+    try:
+        rc = md_step.main(
+            [
+                "--quick",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--models",
+                "nequip",
+                "--modes",
+                "nequip-matscipy,ours-fast,ours-compile",
+                "--compile-backend",
+                "no-such-backend",  # a mode that fails must be recorded, not abort the run
+                "--budget-s",
+                "300",
+                "-q",
+            ]
+        )
+    finally:
+        torch.set_default_dtype(old)
+    assert rc == 0
+    return out / "md_step.json"
+
+
+def test_json_schema(quick_run):
+    doc = json.loads(quick_run.read_text())
+    assert doc["schema"] == "equitriton-md/md_step/1" and doc["complete"] is True
+    meta = doc["meta"]
+    for key in ("date_utc", "device", "versions", "modes", "headline", "timestep_fs", "model_dtype"):
+        assert key in meta, key
+    assert meta["device"]["type"] == "cpu"
+    assert meta["versions"]["torch"] == torch.__version__
+    cases = doc["cases"]
+    assert {(c["mode"], c["patched"]) for c in cases} >= {
+        ("nequip-matscipy", False),
+        ("nequip-matscipy", True),
+        ("ours-fast", False),
+        ("ours-fast", True),
+    }
+    for c in cases:
+        assert c["status"] in ("ok", "failed", "skipped")
+        assert {"model", "l_max", "n_atoms", "mode", "patched", "group"} <= c.keys()
+        if c["status"] == "ok":
+            assert c["ms_median"] > 0 and c["repeats"] >= 2 and c["ns_per_day"] > 0
+            assert c["n_edges"] > 0
+            assert c["sh_backend"] == ("equitriton-torch-fallback" if c["patched"] else "e3nn")
+            # every mode and variant computes the same energy and forces
+            assert c["rel_diff_vs_reference"] < 1e-10
+    compile_cases = [c for c in cases if c["mode"] == "ours-compile"]
+    assert compile_cases and all(c["status"] == "failed" for c in compile_cases)
+    assert "no-such-backend" in compile_cases[0]["error"]
+    ok = [c for c in cases if c["status"] == "ok"]
+    assert len(ok) >= 4
+    prof = doc["profiles"]
+    assert prof and prof[0]["wall_ms_per_step"] > 0 and prof[0]["gpu_busy_fraction"] is None
+    assert "model (launch + device work)" in prof[0]["phases_ms_per_step"]
+    assert prof[0]["top_host_ops"]
+
+
+def test_report_from_json(quick_run, tmp_path):
+    report = _load("report_md")
+    out = tmp_path / "md_performance.md"
+    report.main([str(quick_run), "-o", str(out)])
+    text = out.read_text()
+    assert text.startswith("# MD step performance")
+    assert "do not edit by hand" in text
+    assert "`ours-fast`" in text and "Where the time goes" in text
+    assert "no-such-backend" in text  # failures are listed
+
+
+def test_ns_per_day():
+    md_step = _load("md_step")
+    # 1 call per 2 fs step, 10 ms per call: 8.64e6 steps/day * 2e-6 ns
+    assert md_step.ns_per_day(0.010) == pytest.approx(17.28)
+    assert md_step.size_for(2048) == 2048 and md_step.size_for(10000) == 10976 and md_step.size_for(100) == 108
