@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--deadline-s", type=float, default=None, help="no point starts after this (default 280; quick 50)")
     ap.add_argument("--compile-budget-s", type=float, default=None, help="compile workers stop (default 150; quick 25)")
     ap.add_argument("--workers", type=int, default=None, help="compile worker processes (default: cores - 2, <= 14)")
-    ap.add_argument("--max-call-ms", type=float, default=150.0, help="skip points predicted slower per call")
+    ap.add_argument("--max-call-ms", type=float, default=250.0, help="skip points predicted slower per call")
     ap.add_argument("--warmup-ms", type=float, default=2.0)
     ap.add_argument("--rep-ms", type=float, default=10.0)
     ap.add_argument("--allow-cpu", action="store_true", help="smoke-run the pipeline on CPU (no meaningful numbers)")
@@ -163,6 +163,8 @@ def main(argv=None) -> int:
         if not warm.finished:
             warm.stop("the run ended before the job finished")
         meta["warm"] = warm.summary()
+        for n, impl in impls.items():  # notes can change during the run (e.g. a peer falling back)
+            meta["impls"][n]["notes"] = impl.notes
         meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
         writer.flush(force=True)
     doc = writer.doc

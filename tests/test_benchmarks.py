@@ -26,10 +26,9 @@ def test_plan_covers_the_issue_grid():
     pts = P.grid()
     keys = [(p.impl, p.direction, p.ls, p.dtype, p.n) for p in pts]
     assert len(keys) == len(set(keys)) == len(P.IMPL_ORDER) * len(P.DIRECTIONS) * len(P.LSETS) * 2 * len(P.NS)
-    # headline N first, so a deadline cannot lose them
-    first_other = next(i for i, p in enumerate(pts) if p.n not in P.HEADLINE_NS)
-    assert all(p.n in P.HEADLINE_NS for p in pts[:first_other])
-    assert all(p.n not in P.HEADLINE_NS for p in pts[first_other:])
+    # headline N first, then ours at the other N, then the peers: a deadline loses peers' extra N first
+    tiers = [0 if p.n in P.HEADLINE_NS else (1 if p.impl == P.OURS else 2) for p in pts]
+    assert tiers == sorted(tiers) and set(tiers) == {0, 1, 2}
 
 
 def test_static_exclusions_give_reasons():
@@ -64,11 +63,17 @@ def test_lset_labels_round_trip():
     assert P.lset_label((12,)) == "[12]" and P.lset_label(range(5)) == "l<=4"
 
 
-def test_prediction_extrapolates_from_largest_smaller_n():
-    p = P.Point("e3nn", "forward", (0, 1), "float64", 2**22)
-    measured = {p.group: {2**12: 0.01, 2**20: 20.0}}
-    assert P.predicted_ms(p, measured) == pytest.approx(80.0)
-    assert P.predicted_ms(P.Point("e3nn", "forward", (0, 1), "float64", 2**10), measured) is None
+def test_prediction_extrapolates_from_near_smaller_n_and_is_bounded_by_larger_n():
+    def at(n):
+        return P.Point("e3nn", "forward", (0, 1), "float64", n)
+
+    measured = {at(0).group: {2**12: 1.0, 2**20: 20.0, 2**22: 50.0}}
+    assert P.predicted_ms(at(2**21), measured) == pytest.approx(40.0)  # 2x 2^20, below the 2^22 time
+    assert P.predicted_ms(at(2**24), measured) == pytest.approx(200.0)
+    assert P.predicted_ms(at(2**14), measured) == pytest.approx(4.0)
+    assert P.predicted_ms(at(2**18), measured) == pytest.approx(20.0)  # 2^12 too far below: bounded by 2^20
+    assert P.predicted_ms(at(2**10), measured) == pytest.approx(1.0)
+    assert P.predicted_ms(at(2**22), {at(0).group: {2**12: 1.0}}) is None  # launch-bound 2^12 predicts nothing
 
 
 # ----------------------------------------------------------------------------------------------------------- pools

@@ -340,26 +340,35 @@ class Cue(Impl):
     label = "cuequivariance-torch"
     convention = "e3nn's (checked: identical values), normalize=True via torch.nn.functional.normalize like its module"
 
-    def _method(self) -> str:
-        try:
-            import cuequivariance_ops_torch  # noqa: F401
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fallback: dict[str, str] = {}  # dtype (or 'all') -> why 'naive' replaced the CUDA kernel 'uniform_1d'
 
-            return "uniform_1d"
-        except Exception:
-            return "naive"
+    def _method(self, dtype: torch.dtype | None = None) -> str:
+        if "all" not in self.fallback:
+            try:
+                import cuequivariance_ops_torch  # noqa: F401
+            except Exception as e:
+                self.fallback["all"] = f"cuequivariance_ops_torch does not import: {type(e).__name__}: {e}"[:300]
+        return "naive" if "all" in self.fallback or str(dtype) in self.fallback else "uniform_1d"
 
     def _version(self) -> str:
         from importlib.metadata import version
 
         import cuequivariance_torch  # noqa: F401
 
-        self.notes = (
-            f"method={self._method()!r} (the CUDA kernel is 'uniform_1d'; 'naive' is the library's pure-PyTorch "
-            "fallback, used when cuequivariance_ops_torch does not import); the SH descriptor (sympy) is built in "
-            "the compile phase and pickled to the timing process; its forward is the module's: normalize, then "
-            "SegmentedPolynomial"
-        )
+        self._method()
+        self.notes = self._notes()
         return version("cuequivariance-torch")
+
+    def _notes(self) -> str:
+        why = "; ".join(f"{k}: {v}" for k, v in self.fallback.items())
+        method = f"method 'naive' (the library's pure-PyTorch fallback) where 'uniform_1d' failed: {why}" if why else ""
+        return (
+            (method or "method 'uniform_1d' (its CUDA kernel)")
+            + "; the SH descriptor (sympy) is built in the compile phase and pickled to the timing process; the "
+            "forward is its module's: normalize, then SegmentedPolynomial"
+        )
 
     def _descriptor(self, ls):
         path = self.cache_dir / f"cue_sh_{'_'.join(map(str, ls))}.pkl" if self.cache_dir else None
@@ -377,10 +386,25 @@ class Cue(Impl):
     def _prepare(self, ls, dtype, device):
         import cuequivariance_torch as cuet
 
-        f = cuet.SegmentedPolynomial(self._descriptor(ls), method=self._method()).to(device)
+        method = self._method(dtype)
+        if method == "naive" and max(ls) >= 6:
+            raise NotImplementedError(
+                "the 'naive' method (used as the CUDA kernel is unavailable, see notes) rejects l >= 6 ('Unsupported "
+                "number of inputs: 6'), after minutes of setup"
+            )
+        poly = self._descriptor(ls)
+        f = cuet.SegmentedPolynomial(poly, method=method).to(device)
 
         def fwd(x):
             return f([torch.nn.functional.normalize(x, dim=1)])[0]
+
+        if method == "uniform_1d":
+            try:  # the CUDA kernel may not load or may not take this dtype: then the library's torch fallback
+                fwd(torch.randn(32, 3, dtype=dtype, device=device, requires_grad=True)).sum().backward()
+            except Exception as e:
+                self.fallback[str(dtype)] = f"{type(e).__name__}: {e}"[:300]
+                self.notes = self._notes()
+                return self._prepare(ls, dtype, device)
 
         return Prepared(
             out_dim=sum(2 * l + 1 for l in ls),

@@ -194,13 +194,14 @@ def grid(
     ns: Iterable[int] = NS,
     directions: Iterable[str] = DIRECTIONS,
 ) -> list[Point]:
-    """Every point of the grid, in run order: headline N (2^12, 2^22) first, then the other N ascending; within a
-    tier by dtype, l set, implementation and direction, so a deadline loses the least important points."""
+    """Every point of the grid, in run order, so a deadline loses the least important points: the headline N
+    (2^12, 2^22) of every implementation first, then ours at the other N, then the peers at the other N; within
+    that by N ascending, dtype, l set, implementation and direction."""
     impls, lsets, dtypes, ns, directions = map(list, (impls, lsets, dtypes, ns, directions))
     pts = [Point(i, d, tuple(ls), t, n) for i in impls for d in directions for ls in lsets for t in dtypes for n in ns]
 
     def key(p: Point):
-        tier = 0 if p.n in HEADLINE_NS else 1
+        tier = 0 if p.n in HEADLINE_NS else (1 if p.impl == OURS else 2)
         return (
             tier,
             p.n if tier else 0,
@@ -214,10 +215,12 @@ def grid(
     return sorted(pts, key=key)
 
 
-def predicted_ms(p: Point, measured: dict[tuple, dict[int, float]]) -> float | None:
-    """Time of `p` extrapolated linearly in N from the largest smaller N measured in its group, or None."""
-    done = {n: ms for n, ms in measured.get(p.group, {}).items() if n < p.n}
-    if not done:
-        return None
-    n0 = max(done)
-    return done[n0] * p.n / n0
+def predicted_ms(p: Point, measured: dict[tuple, dict[int, float]], max_ratio: int = 16) -> float | None:
+    """Time of `p` from the points of its group measured so far, or None: linear in N from the largest smaller N
+    within a factor `max_ratio` (a launch-bound small N would predict far too much), and never more than the time
+    at a larger N (time does not fall with N)."""
+    done = measured.get(p.group, {})
+    below = [n for n in done if n < p.n <= n * max_ratio]
+    above = [n for n in done if n > p.n]
+    guesses = ([done[max(below)] * p.n / max(below)] if below else []) + ([done[min(above)]] if above else [])
+    return min(guesses) if guesses else None

@@ -12,7 +12,7 @@ import torch
 
 from .points import OURS, Point, lset_label, predicted_ms, static_exclusion
 from .reference import check_rows, reference, rel_err
-from .timing import MAX_GRAPHS, bench_ms, calls, inputs_of, kernels_launched, make_pool, pool_size, sync
+from .timing import MAX_GRAPHS, bench_ms, calls, inputs_of, kernels_launched, make_pool, pool_size, probe_ms, sync
 
 # max |out - ref| / max |ref| allowed before a point is timed. Ours: float64-exact kernels, float32 computed in
 # float64 and rounded once. Peers: looser, so a peer is timed unless it is wrong (its error is recorded either way).
@@ -51,7 +51,8 @@ class Runner:
         self.writer, self.warm, self.budget = writer, warm, budget
         self.copy_gbps, self.l2 = copy_gbps, l2
         self.measured: dict[tuple, dict[int, float]] = defaultdict(dict)
-        self.slow: dict[tuple, str] = {}
+        self.slow: dict[tuple, str] = {}  # group -> reason its larger N are skipped
+        self.slow_n: dict[tuple, int] = {}
         self.context_lost: str | None = None
 
     # ------------------------------------------------------------------------------------------------ scheduling
@@ -67,6 +68,7 @@ class Runner:
                 pending.append((p, [j["id"] for j in self.impls[p.impl].jobs_for(p)]))
         while pending:
             now = time.monotonic()
+            self.warm.close_if_done()
             if not self.warm.finished and now > self.budget.compile_deadline:
                 self.warm.stop(
                     f"still compiling when the compile phase ended (--compile-budget-s {self.budget.compile_s:.0f})"
@@ -103,15 +105,14 @@ class Runner:
     def _measure(self, p: Point) -> dict:
         if p.direction == "forward_backward_graph" and self.device.type != "cuda":
             return p.record("skipped", "CUDA graphs need a CUDA device")
-        if p.group in self.slow:
+        if p.group in self.slow and p.n > self.slow_n[p.group]:
             return p.record("skipped", self.slow[p.group])
         pred = predicted_ms(p, self.measured)
         if pred is not None and pred > self.budget.max_call_ms:
-            self.slow[p.group] = (
-                f"a smaller N of this group predicts >= {pred:.0f} ms per call, over --max-call-ms "
-                f"{self.budget.max_call_ms:.0f}"
+            reason = (
+                f"predicted {pred:.0f} ms per call from its group, over --max-call-ms {self.budget.max_call_ms:.0f}"
             )
-            return p.record("skipped", self.slow[p.group])
+            return p.record("skipped", reason)
         dtype = getattr(torch, p.dtype)
         ours = p.impl == OURS
         tol = TOL[(ours, p.dtype)]
@@ -135,9 +136,14 @@ class Runner:
             fields = dict(rel_err=err, tol=tol, pool=pool.size, pool_bytes=pool.nbytes)
             if not err <= tol:
                 return p.record("wrong", f"max relative error {err:.3g} > tolerance {tol:.0e}: not timed", **fields)
-            # at least ~5 repetitions where a smaller N predicts long calls (do_bench's count is rep_ms / call time)
-            rep = max(self.budget.rep_ms, min(5 * (pred or 0), 300))
-            ms = bench_ms(timed, self.device, self.budget.warmup_ms, rep)
+            probe = probe_ms(timed, self.device)
+            if probe > self.budget.max_call_ms:
+                self.slow[p.group] = f"N={p.n} took {probe:.0f} ms per call, over --max-call-ms: larger N skipped"
+                self.slow_n[p.group] = p.n
+                reason = f"one call took {probe:.0f} ms, over --max-call-ms {self.budget.max_call_ms:.0f}: not timed"
+                return p.record("skipped", reason, **fields)
+            # at least ~5 repetitions of long calls (do_bench repeats rep_ms / call time times)
+            ms = bench_ms(timed, self.device, self.budget.warmup_ms, max(self.budget.rep_ms, min(5 * probe, 1000)))
             self.measured[p.group][p.n] = ms
             gbps = p.bytes / ms / 1e6
             return p.record("ok", None, ms=ms, gbps=gbps, frac_copy=gbps / self.copy_gbps, **fields)

@@ -135,6 +135,15 @@ def _graph_calls(prepared, pool: Pool, device: torch.device):
     return timed, first
 
 
+def probe_ms(fn: Callable, device: torch.device) -> float:
+    """Wall time of one call in ms, synchronised: decides whether a point is affordable and how long to time it."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return (time.perf_counter() - t0) * 1e3
+
+
 def bench_ms(fn: Callable, device: torch.device, warmup_ms: float, rep_ms: float) -> float:
     """Median time of one call of `fn` in ms: triton.testing.do_bench on CUDA; on CPU (smoke mode) a wall-clock
     median over enough calls to fill `rep_ms`."""

@@ -115,6 +115,14 @@ class WarmPool:
     def finished(self) -> bool:
         return self._pool is None or len(self.results) == len(self.jobs)
 
+    def close_if_done(self) -> None:
+        """Once every job has reported, end the workers (they hold GPU memory the large points need)."""
+        if self._pool is not None and len(self.results) == len(self.jobs):
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+            self.stopped = time.monotonic()
+
     def stop(self, reason: str) -> None:
         """Terminate the workers; unfinished jobs become failed with `reason`."""
         self._drain()
