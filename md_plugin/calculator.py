@@ -11,7 +11,8 @@ it adds:
   ``"unknown"``.
 * Clear errors for missing / wrong-kind files, unknown species, NaN/inf positions, periodic atoms
   without a cell, and stress on non-periodic systems (``md_plugin.validation``).
-* ``fast_step=True``: the whole step stays on the model's device (``md_plugin.fast_step``).
+* ``fast_step=True``: the whole step stays on the model's device (``md_plugin.fast_step``);
+  ``fast_step="compile"`` also runs the energy+force graph through ``torch.compile``.
 
 Units: positions Å, energies eV, forces eV/Å, stress eV/Å³ (ASE Voigt order), ``energies`` eV/atom.
 """
