@@ -3,15 +3,19 @@
 # fit in about 4 minutes of device time. Run from the repository root on the GPU machine:
 #
 #     bash ../shared/device-wheels.sh vesin-torch pytest iniconfig pluggy pygments   # here, once: wheels -> .whl/
-#     bash benchmarks/md_stability_gpu.sh "$OUT"        # there (carry .whl); extra arguments go to the .py
-#     python benchmarks/md_stability_docs.py OUT/nequip OUT/allegro --dest docs/stability_h100 --section h100
+#     BUNDLE="$OUT" bash benchmarks/md_stability_gpu.sh /tmp/stab   # there (carry .whl); extra args go to the .py
+#     python benchmarks/md_stability_docs.py B/nequip B/allegro --dest docs/stability_h100 --section h100  # here, B =
+#                                                                 # the bundle as fetched (files_at)
 #
 # It installs the carried wheels (if ase/nequip are missing), makes the CUDA driver / NVRTC libraries findable under
 # their unversioned names (vesin-torch's on-device neighbour list dlopen()s them), runs the cuda cases of
 # tests/test_stability_nve.py (the device matrix; output in OUT/pytest_cuda.txt), then
 # benchmarks/md_stability_gpu.py, which calibrates, checks the projected time against what is left of
 # TOTAL_BUDGET_S (default 230 s for this whole script), and writes
-# OUT/{nequip,allegro}/{report.json,energy.png,*.traj,*_energy.csv} and OUT/plan.json.
+# OUT/{nequip,allegro}/{report.json,energy.png,*.traj,*_energy.csv} and OUT/plan.json. With BUNDLE set, the files
+# the docs need go there as at most 8 files (the device tool returns no more): BUNDLE/{nequip,allegro}/{report.json,
+# energy.png}, BUNDLE/{plan.json,gpu.txt,pytest_cuda.txt} and BUNDLE/extras.tar.gz (the per-step energy CSVs, and
+# the trajectories while the archive stays under 15 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/md_stability_gpu}"
@@ -67,6 +71,33 @@ left=$(( ${TOTAL_BUDGET_S:-230} - ($(date +%s) - t0) - 5 ))
 status=0
 python3 benchmarks/md_stability_gpu.py --out "$out" --budget-s "$left" "$@" || status=$?
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1 || true
+if [ -n "${BUNDLE:-}" ]; then
+  python3 - "$out" "$BUNDLE" <<'PY' || echo "md_stability_gpu.sh: bundling failed" >&2
+import shutil, sys, tarfile
+from pathlib import Path
+
+out, bundle = Path(sys.argv[1]), Path(sys.argv[2])
+bundle.mkdir(parents=True, exist_ok=True)
+for name in ("plan.json", "gpu.txt", "pytest_cuda.txt"):
+    if (out / name).is_file():
+        shutil.copyfile(out / name, bundle / name)
+extras, budget = [], 15 * 2**20
+for study in sorted(p for p in out.iterdir() if (p / "report.json").is_file()):
+    (bundle / study.name).mkdir(exist_ok=True)
+    for name in ("report.json", "energy.png"):
+        if (study / name).is_file():
+            shutil.copyfile(study / name, bundle / study.name / name)
+    extras += sorted(study.glob("*_energy.csv"))
+extras += sorted(out.glob("*/*.traj"), key=lambda p: p.stat().st_size)
+with tarfile.open(bundle / "extras.tar.gz", "w:gz") as tar:
+    total = 0
+    for path in extras:
+        if path.suffix == ".traj" and total + path.stat().st_size > budget:
+            continue
+        total += path.stat().st_size
+        tar.add(path, arcname=str(path.relative_to(out)))
+print(f"bundle: {sorted(str(p.relative_to(bundle)) for p in bundle.rglob('*') if p.is_file())}")
+PY
+fi
 echo "total: $(( $(date +%s) - t0 )) s (exit $status)"
-ls -la "$out" "$out"/* 2>/dev/null | head -40
 exit $status

@@ -57,6 +57,16 @@ MAX_ABS_DE_MEV_PER_ATOM = 0.5
 # a GPU stay far below the limit).
 MAX_POSITION_DEVIATION_A = 1e-8
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Small systems run as fast on one thread, and one thread does not spin-wait on a busy shared CPU."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 DEVICES = [
     pytest.param("cpu", id="cpu"),
     pytest.param("cuda", id="cuda", marks=pytest.mark.cuda),

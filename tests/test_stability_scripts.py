@@ -24,7 +24,7 @@ def _load_docs_module():
 
 
 def _run_gpu_script(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MPLBACKEND="Agg")
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, str(GPU_SCRIPT), "--quick", "--device", "cpu", *args],
