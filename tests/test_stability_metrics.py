@@ -190,6 +190,15 @@ def test_compare_runs_reports_when_deviations_cross_levels() -> None:
         compare_runs(ref, shorter)
 
 
-def test_git_revision_is_a_string_or_none() -> None:
+def test_git_revision_is_a_string_or_none(monkeypatch, tmp_path) -> None:
     rev = git_revision()
     assert rev is None or (isinstance(rev, str) and len(rev) >= 7)
+    # outside a checkout the environment names the revision
+    import md_plugin.stability.report as report_module
+
+    fake = tmp_path / "a" / "b" / "report.py"
+    monkeypatch.setattr(report_module, "__file__", str(fake))
+    monkeypatch.setenv("EQUITRITON_GIT_REVISION", "abc1234def56")
+    assert git_revision() == "abc1234def56"
+    monkeypatch.delenv("EQUITRITON_GIT_REVISION")
+    assert git_revision() is None

@@ -49,23 +49,26 @@ def _torch_threads() -> int | None:
 
 
 def git_revision() -> str | None:
-    """``git describe --always --dirty`` of the source tree this package runs from, or ``None`` outside a checkout."""
+    """``git describe --always --dirty`` of the source tree this package runs from; outside a checkout (e.g. a copy
+    on a GPU machine) the ``EQUITRITON_GIT_REVISION`` environment variable, else ``None``."""
+    import os
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
-    if not (root / ".git").exists():
-        return None
-    try:
-        proc = subprocess.run(
-            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+    if (root / ".git").exists():
+        try:
+            proc = subprocess.run(
+                ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            if proc.returncode == 0 and proc.stdout.strip():
+                return proc.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return os.environ.get("EQUITRITON_GIT_REVISION") or None
 
 
 def device_description(device: str) -> str:
