@@ -15,7 +15,7 @@ Before the long runs, a calibration times ``--calibrate-steps`` velocity-Verlet 
 path) on the same system: nequip's data path (host neighbour list) and, if vesin-torch works here, the on-device path
 (``EquiTritonCalculator(fast_step=True)``). Per model the path with the lower stock + patched step time is used for
 both of its runs (a fair comparison on the fastest correct path). From the timings it projects the wall time; if that
-does not fit ``--budget-s`` (default 200 s for everything this process does), it stops before the long runs with exit
+does not fit ``--budget-s`` (default 220 s for everything this process does), it stops before the long runs with exit
 code 4 and the projection in plan.json, unless ``--over-budget run``. A ``stock_repeat`` control run (the stock model
 again: how far two runs of the *same* model separate on this device) is added per model, in order, while the
 projection still fits (``--control auto``; ``on``/``off`` to force).
@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         help="calculator paths to calibrate (default: default fast; 'compile' adds torch.compile, slow to start)",
     )
     p.add_argument("--control", choices=["auto", "on", "off"], default="auto", help="stock_repeat control runs")
-    p.add_argument("--budget-s", type=float, default=200.0, help="wall-time budget of this process (s)")
+    p.add_argument("--budget-s", type=float, default=220.0, help="wall-time budget of this process (s)")
     p.add_argument("--over-budget", choices=["abort", "run"], default="abort")
     p.add_argument("--quick", action="store_true", help="tiny smoke run: 32 atoms, 20 steps, 5 calibration steps")
     return p
