@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Everything the H100 run of the SH and MD issues needs, in one device call (device tool: carry .whl and .peers):
+#
+#     bash benchmarks/gpu_all.sh "$OUT"
+#
+# 1. installs the carried wheels (.whl: ase/nequip/allegro/vesin/pytest; .peers/wheels: SH peers) into /tmp/site;
+# 2. runs the CUDA-marked tests (pytest -m cuda) -> tests_cuda.txt;
+# 3. runs the SH benchmark (benchmarks/sh_bench.py) -> sh/;
+# 4. runs the MD step benchmark (benchmarks/md_step.py) -> md/;
+# and packs everything into OUT/results.tgz (the device tool returns at most 8 files). Each stage has its own time
+# limit, so a slow stage cannot starve the next one: STAGE_TESTS_S, STAGE_SH_S, STAGE_MD_S.
+set -u
+cd "$(dirname "$0")/.."
+OUT="${1:-${OUT:-runs/gpu_all}}"
+R=/tmp/gpu_all
+rm -rf "$R" && mkdir -p "$R" "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+t0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$R/stages.txt"; }
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+# shellcheck disable=SC1091
+. benchmarks/device_setup.sh .peers > "$R/device_setup.txt" 2>&1
+export PYTHONPATH="/tmp/site:$PYTHONPATH"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch, triton, e3nn; print('torch', torch.__version__, 'triton', triton.__version__, 'e3nn', e3nn.__version__)"
+  python3 --version; date -u; } > "$R/machine.txt" 2>&1
+stamp "setup done"
+
+timeout "${STAGE_TESTS_S:-150}" python3 -m pytest -q -m cuda -p no:cacheprovider tests > "$R/tests_cuda.txt" 2>&1
+stamp "tests rc=$? $(tail -n 1 "$R/tests_cuda.txt")"
+
+timeout "${STAGE_SH_S:-300}" python3 benchmarks/sh_bench.py --out "$R/sh" --peers-dir .peers ${SH_ARGS:-} > "$R/sh_bench.log" 2>&1
+stamp "sh_bench rc=$?"
+
+timeout "${STAGE_MD_S:-150}" python3 benchmarks/md_step.py --out "$R/md" ${MD_ARGS:-} > "$R/md_step.log" 2>&1
+stamp "md_step rc=$?"
+
+tar czf "$OUT/results.tgz" -C "$R" .
+cp "$R/stages.txt" "$R/tests_cuda.txt" "$OUT/" 2>/dev/null
+cat "$R/stages.txt"
