@@ -26,7 +26,9 @@ def table(res: dict) -> str:
         best = min(ps, key=lambda p: p["ms"])
         narrow = [p["ms"] for p in ps if not p["WIDE_IO"]]
         wide = [p["ms"] for p in ps if p["WIDE_IO"]]
-        cfg = f"{'wide' if best['WIDE_IO'] else 'narrow'} BLOCK={best['BLOCK']} warps={best['num_warps']}"
+        io = "full-row tile" if best.get("FULL_ROW") else ("per-l tiles" if best["WIDE_IO"] else "per column")
+        order = "" if direction == "forward" else (" m-major" if res.get("m_major") else " l-major")
+        cfg = f"{io}{order} BLOCK={best['BLOCK']} warps={best['num_warps']}"
         out.append(
             f"| {direction} | {dtype} | {lmax} | {best['ms']:.3f} | {best['GBps']:.0f} | "
             f"{100 * best['frac_copy']:.0f} | {cfg} | {min(narrow) if narrow else float('nan'):.3f} | "
@@ -53,5 +55,10 @@ def table(res: dict) -> str:
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1]) as f:
-        sys.stdout.write(table(json.load(f)))
+    # usage: report_tune.py SWEEP.json[:m-major] ...   (the derivative kernels' order is not in the first sweep's JSON)
+    for arg in sys.argv[1:]:
+        path, _, tag = arg.partition(":")
+        with open(path) as f:
+            res = json.load(f)
+        res["m_major"] = tag == "m-major"
+        sys.stdout.write(f"\n### {path}\n\n" + table(res))
