@@ -4,6 +4,7 @@ Signatures, output shapes and argument errors follow `e3nn.o3.spherical_harmonic
 `e3nn.o3.SphericalHarmonics`; the work runs in the `equitriton::sh_*` custom ops.
 """
 
+import functools
 from typing import Any, List, Tuple, Union
 
 import torch
@@ -145,5 +146,22 @@ def spherical_harmonics(
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"spherical harmonics need x as a torch.Tensor of shape (..., 3), got {type(x).__name__}")
     _check_normalization_type(normalization)
-    ls, _, _ = parse_ls(l)
-    return sh(x, ls, normalize, normalization)
+    return sh(x, _ls_of(l), normalize, normalization)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cached(key: Any) -> Tuple[int, ...]:
+    return tuple(parse_ls(list(key) if type(key) is tuple else key)[0])
+
+
+def _ls_of(l: Any) -> List[int]:
+    """parse_ls(l)[0], cached: building Irreps on every call costs ~90 us, more than a small kernel launch."""
+    if type(l) in (list, tuple) and not all(type(v) is int for v in l):
+        return parse_ls(l)[0]  # bools, floats, ...: let parse_ls name the problem (True == 1 would share a cache key)
+    key = tuple(l) if type(l) is list else l
+    try:
+        return list(_parse_cached(key))
+    except TypeError as err:
+        if "unhashable" not in str(err):
+            raise
+        return parse_ls(l)[0]
