@@ -10,6 +10,12 @@ from importlib.metadata import entry_points
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Console scripts of the running interpreter's environment (nequip-train, nequip-compile, equitriton-md) must be
+# found by the tests' subprocesses even when that environment is not activated (CI runs .venv/bin/python -m pytest).
+_BIN = str(pathlib.Path(sys.executable).parent)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = os.pathsep.join([_BIN, os.environ.get("PATH", "")])
 _MD_EXTENSION = "md_plugin.nequip_extension"
 
 

@@ -172,7 +172,19 @@ def _model():
     return torch.nn.Sequential(torch.nn.Linear(3, 3, dtype=F64), o3.SphericalHarmonics("1x0e+2x1o+2e", True, "norm"))
 
 
-def test_patched_module_pickles(patched_state):
+@pytest.fixture
+def e3nn_eager_defaults():
+    """e3nn's shipped optimization defaults. nequip, once imported by another test, switches e3nn to jit_mode
+    'script', and e3nn modules built then hold ScriptFunctions, which cannot be pickled, patched or not."""
+    import e3nn
+
+    old = e3nn.get_optimization_defaults()
+    e3nn.set_optimization_defaults(jit_mode="eager")
+    yield
+    e3nn.set_optimization_defaults(**old)
+
+
+def test_patched_module_pickles(patched_state, e3nn_eager_defaults):
     model = _model()
     x = x_input(5)
     y = model(x)
