@@ -1,9 +1,12 @@
 """Spherical-harmonics benchmark (issue 3): ours vs peers, forward / backward / forward+backward / double backward.
 
-    . benchmarks/device_setup.sh && python benchmarks/sh_bench.py --out OUT --peers-dir .peers   # full, < 5 min (H100)
-    python benchmarks/sh_bench.py --out OUT --quick                                              # subset, < 1 min
+    . benchmarks/device_setup.sh && python benchmarks/sh_bench.py --out OUT --peers-dir .peers   # full, ~8 min (H100)
+    python benchmarks/sh_bench.py --out OUT --quick                                              # subset, ~1 min
 
-Writes OUT/sh_bench.json (raw: device, driver, versions, date, every point) and OUT/summary.md (tables, targets).
+Writes OUT/sh_bench.json (raw: device, driver, versions, date, every point; rewritten as points land, so a run cut
+short keeps what it measured), OUT/summary.md (tables, targets) and OUT/child_logs/ (each child's stderr).
+Each implementation runs in its own child process, so a peer that crashes or breaks its CUDA context costs only its
+point in flight (recorded as an error with the child's error text) and its other points at that N.
 `python benchmarks/report_sh.py --json OUT/sh_bench.json` builds docs/performance.md and its plots from the JSON.
 Needs a CUDA GPU; `--allow-cpu` runs the pipeline on CPU as a smoke test (numbers meaningless).
 """
@@ -23,6 +26,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [p for p in (str(REPO), str(Path(__file__).resolve().parent)) if p not in sys.path]
 
 from shbench import points as P  # noqa: E402
+
+# The whole default run, Triton compiles included, ends within DEADLINE_S + --grace-s (+ the summary): ~470 s.
+DEADLINE_S = 420.0
+COMPILE_S = 240.0
 
 
 def _ints(text: str) -> list[int]:
@@ -44,9 +51,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--ns", type=_ints, default=None, help="comma-separated N, e.g. '2^12,2^22' (default 2^10..2^24)")
     ap.add_argument("--dtypes", default=",".join(P.DTYPES))
     ap.add_argument("--directions", default=",".join(P.DIRECTIONS))
-    ap.add_argument("--deadline-s", type=float, default=None, help="no point starts after this (default 280; quick 50)")
-    ap.add_argument("--compile-budget-s", type=float, default=None, help="compile workers stop (default 150; quick 25)")
-    ap.add_argument("--workers", type=int, default=None, help="compile worker processes (default: cores - 2, <= 14)")
+    ap.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help=f"no point starts after this (default {DEADLINE_S:.0f}; quick 60)",
+    )
+    ap.add_argument("--grace-s", type=float, default=40.0, help="after the deadline: children still busy are killed")
+    ap.add_argument(
+        "--compile-budget-s", type=float, default=None, help=f"compile workers stop (default {COMPILE_S:.0f}; quick 25)"
+    )
+    ap.add_argument("--workers", type=int, default=None, help="compile worker processes (default: cores - 4, <= 12)")
+    ap.add_argument("--point-timeout-s", type=float, default=150.0, help="a child silent this long is killed")
     ap.add_argument("--max-call-ms", type=float, default=250.0, help="skip points predicted slower per call")
     ap.add_argument("--warmup-ms", type=float, default=2.0)
     ap.add_argument("--rep-ms", type=float, default=10.0)
@@ -86,36 +102,91 @@ def main(argv=None) -> int:
         )
         return 2
     from shbench import peers, report, results, timing
-    from shbench.runner import TOL, Budget, Runner, compile_jobs
+    from shbench.isolate import nvrtc12_shim
+    from shbench.runner import Budget, Children, Runner, compile_jobs
     from shbench.warm import WarmPool
 
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     quick = args.quick
-    deadline_s = args.deadline_s or (50.0 if quick else 280.0)
-    compile_s = args.compile_budget_s or (25.0 if quick else 150.0)
-    default_workers = max(1, min(14, (os.cpu_count() or 4) - 2)) if device.type == "cuda" else 0
+    deadline_s = args.deadline_s or (60.0 if quick else DEADLINE_S)
+    compile_s = args.compile_budget_s or (25.0 if quick else COMPILE_S)
+    # leave cores for the timing child and the children's imports: a starved launch thread inflates small-N times
+    default_workers = max(1, min(12, (os.cpu_count() or 4) - 4)) if device.type == "cuda" else 0
     workers = args.workers if args.workers is not None else default_workers
     pts = plan(args)
     args.out.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(tempfile.mkdtemp(prefix="sh_bench_"))
     peers_dir = args.peers_dir.resolve() if args.peers_dir else None
     impls = peers.load({p.impl for p in pts}, peers_dir, cache_dir)
-    avail = {name: impl.availability() for name, impl in impls.items()}
-    if "e3nn_compile" in impls:
-        peers.E3nnCompile.configure()
-
     budget = Budget(
         deadline=t_start + deadline_s,
+        hard_end=t_start + deadline_s + args.grace_s,
         compile_deadline=t_start + compile_s,
         compile_s=compile_s,
         max_call_ms=args.max_call_ms,
-        warmup_ms=args.warmup_ms,
-        rep_ms=args.rep_ms,
+        point_timeout_s=args.point_timeout_s,
     )
-    meta = {
+    extra_env, shim_note = {}, None
+    if "sphericart" in impls and device.type == "cuda":
+        env, shim_note = nvrtc12_shim(cache_dir / "sphericart_libs")
+        extra_env["sphericart"] = env
+    meta = _meta(args, device, impls, deadline_s, compile_s, workers, peers_dir, results, shim_note)
+    writer = results.Writer(args.out / "sh_bench.json", meta)
+    writer.flush(force=True)
+    signal.signal(signal.SIGTERM, _on_term)
+    warm = WarmPool(compile_jobs(pts, impls), workers, list(impls), peers_dir, cache_dir)
+    meta["interrupted"] = None
+    children = None
+    try:
+        warm.start()
+        print(f"sh_bench: {len(pts)} points, {len(warm.jobs)} compile jobs on {workers} workers", flush=True)
+        meta["copy_gbps"] = _copy_gbps(device, timing)
+        print(f"sh_bench: device-to-device copy {meta['copy_gbps']:.0f} GB/s", flush=True)
+        cfg = {
+            "peers_dir": str(peers_dir) if peers_dir else None,
+            "cache_dir": str(cache_dir),
+            "device": str(device),
+            "limits": {"max_call_ms": args.max_call_ms, "warmup_ms": args.warmup_ms, "rep_ms": args.rep_ms},
+            "copy_gbps": meta["copy_gbps"],
+            "l2": timing.l2_bytes(device),
+        }
+        children = Children(cfg, args.out / "child_logs", extra_env)
+        runner = Runner(impls, meta["impls"], children, device, writer, warm, budget)
+        runner.run(pts)
+        meta["launches"] = runner.count_launches(sorted({p.ls for p in pts}))
+        writer.doc["finished"] = True
+    except (_Interrupted, KeyboardInterrupt) as e:
+        meta["interrupted"] = str(e) or "KeyboardInterrupt"
+    finally:
+        if children is not None:
+            children.close_all()
+        if not warm.finished:
+            warm.stop("the run ended before the job finished")
+        meta["warm"] = warm.summary()
+        meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
+        writer.flush(force=True)
+    return _finish(writer.doc, args.out, results, report)
+
+
+def _copy_gbps(device, timing) -> float:
+    """Device-to-device copy bandwidth, measured here in the parent (a plain copy cannot break the context); its
+    2 x 2 GiB are given back at once, the children need the memory."""
+    if device.type != "cuda":
+        return 1.0
+    import torch
+
+    gbps = timing.copy_gbps(device)
+    torch.cuda.empty_cache()
+    return gbps
+
+
+def _meta(args, device, impls, deadline_s, compile_s, workers, peers_dir, results, shim_note) -> dict:
+    from shbench.runner import TOL
+
+    return {
         "date_utc": results.now_utc(),
         "command": results.command_line(),
-        "quick": quick,
+        "quick": args.quick,
         "device": results.device_info(device),
         "versions": results.versions(),
         "git": results.git_state(REPO),
@@ -132,47 +203,37 @@ def main(argv=None) -> int:
             "with e3nn in float64 in the implementation's convention; max|out-ref|/max|ref| must be <= "
             + ", ".join(f"{v:.0e} ({'ours' if k[0] else 'peers'}, {k[1]})" for k, v in TOL.items())
             + ", else the point is 'wrong' and not timed",
-            "budgets": f"deadline {deadline_s:.0f} s, compile phase {compile_s:.0f} s with {workers} workers, "
-            f"--max-call-ms {args.max_call_ms:.0f}",
+            "isolation": "each implementation is measured in its own child process; a child that dies, hangs or "
+            "breaks its CUDA context costs the point in flight (status 'error', the child's error text as reason) "
+            "and that implementation's other points at that N; a fresh child measures the rest",
+            "budgets": f"deadline {deadline_s:.0f} s (+{args.grace_s:.0f} s for the points in flight), compile "
+            f"phase {compile_s:.0f} s with {workers} workers, --max-call-ms {args.max_call_ms:.0f}, "
+            f"--point-timeout-s {args.point_timeout_s:.0f}",
         },
         "bytes_model": P.BYTES_MODEL,
         "impls": {
-            n: {"label": i.label, "convention": i.convention, "notes": i.notes, **avail[n]} for n, i in impls.items()
+            n: {
+                "label": i.label,
+                "convention": i.convention,
+                "notes": i.notes,
+                "setup": shim_note if n == "sphericart" else None,
+                "available": None,  # filled from the child's answer when it starts
+                "version": None,
+                "reason": "not started (no point of it was planned or the run ended first)",
+            }
+            for n, i in impls.items()
         },
         "peers_manifest": _manifest(peers_dir),
         "launches": [],
     }
-    writer = results.Writer(args.out / "sh_bench.json", meta)
-    writer.flush(force=True)
-    signal.signal(signal.SIGTERM, _on_term)
-    warm = WarmPool(compile_jobs(pts, impls, avail), workers, list(impls), peers_dir, cache_dir)
-    meta["interrupted"] = None
-    try:
-        warm.start()
-        print(f"sh_bench: {len(pts)} points, {len(warm.jobs)} compile jobs on {workers} workers", flush=True)
-        copy = timing.copy_gbps(device) if device.type == "cuda" else 1.0
-        meta["copy_gbps"] = copy
-        print(f"sh_bench: device-to-device copy {copy:.0f} GB/s", flush=True)
-        runner = Runner(impls, avail, device, writer, warm, budget, copy, timing.l2_bytes(device))
-        runner.run(pts)
-        meta["launches"] = runner.count_launches(sorted({p.ls for p in pts}))
-        writer.doc["finished"] = True
-    except (_Interrupted, KeyboardInterrupt) as e:
-        meta["interrupted"] = str(e) or "KeyboardInterrupt"
-    finally:
-        if not warm.finished:
-            warm.stop("the run ended before the job finished")
-        meta["warm"] = warm.summary()
-        for n, impl in impls.items():  # notes can change during the run (e.g. a peer falling back)
-            meta["impls"][n]["notes"] = impl.notes
-        meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
-        writer.flush(force=True)
-    doc = writer.doc
+
+
+def _finish(doc: dict, out: Path, results, report) -> int:
     problems = results.validate(doc)
     summary = report.summary_markdown(doc)
-    (args.out / "summary.md").write_text(summary)
+    (out / "summary.md").write_text(summary)
     print(summary)
-    print(f"sh_bench: wrote {args.out / 'sh_bench.json'} and summary.md in {meta['elapsed_s']} s", flush=True)
+    print(f"sh_bench: wrote {out / 'sh_bench.json'} and summary.md in {doc['meta']['elapsed_s']} s", flush=True)
     if problems:
         print("sh_bench: schema problems: " + "; ".join(problems[:10]), file=sys.stderr)
         return 1

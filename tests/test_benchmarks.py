@@ -26,9 +26,21 @@ def test_plan_covers_the_issue_grid():
     pts = P.grid()
     keys = [(p.impl, p.direction, p.ls, p.dtype, p.n) for p in pts]
     assert len(keys) == len(set(keys)) == len(P.IMPL_ORDER) * len(P.DIRECTIONS) * len(P.LSETS) * 2 * len(P.NS)
-    # headline N first, then ours at the other N, then the peers: a deadline loses peers' extra N first
-    tiers = [0 if p.n in P.HEADLINE_NS else (1 if p.impl == P.OURS else 2) for p in pts]
-    assert tiers == sorted(tiers) and set(tiers) == {0, 1, 2}
+    # headline N and l_max first, then the other l sets at the headline N, then ours at the other N, then the peers:
+    # a deadline loses peers' extra N first
+    tiers = [P.tier(p) for p in pts]
+    assert tiers == sorted(tiers) and set(tiers) == {0, 1, 2, 3}
+    first = {(p.impl, p.direction, max(p.ls), p.dtype, p.n) for p in pts if P.tier(p) == 0}
+    for impl in P.IMPL_ORDER:
+        for lmax in (1, 2, 4, 8):
+            assert (impl, "forward", lmax, "float32", 2**22) in first and (
+                impl,
+                "forward",
+                lmax,
+                "float64",
+                2**12,
+            ) in first
+    assert (P.OURS, "double_backward", 12, "float64", 2**22) in first
 
 
 def test_static_exclusions_give_reasons():
@@ -251,3 +263,42 @@ def test_cpu_smoke_run_writes_a_valid_document(tmp_path):
         assert (P.OURS, d, "[0,2]") in ok
     assert ("e3nn", "forward", "l<=1") not in ok  # peers start at 2^12
     assert (out / "summary.md").read_text().startswith("# Spherical-harmonics benchmark")
+
+
+def _smoke_args(out, impls="equitriton,e3nn"):
+    args = ["--out", str(out), "--allow-cpu", "--lsets", "1", "--ns", "2^12", "--impls", impls, "--dtypes", "float64"]
+    return args + ["--directions", "forward,forward_backward", "--rep-ms", "1", "--warmup-ms", "0"]
+
+
+@pytest.mark.parametrize("mode", ["abort", "hang"])
+def test_a_crashing_child_costs_only_its_points(tmp_path, monkeypatch, mode):
+    """A peer whose child process aborts (as a CUDA illegal memory access or a segfault would end it) or hangs is
+    recorded as an error with the child's own error text; its other points at that N are skipped with the reason;
+    the other implementations' points still land, and the document stays valid."""
+    import sh_bench
+    from shbench.child import CRASH_ENV
+
+    monkeypatch.setenv(CRASH_ENV, f"e3nn@{2**12}:{mode}")  # test-only hook, inactive unless set
+    out = tmp_path / "out"
+    assert sh_bench.main(_smoke_args(out) + ["--point-timeout-s", "20"]) == 0
+    doc = json.loads((out / "sh_bench.json").read_text())
+    assert results.validate(doc) == [] and doc["finished"] is True
+    by = {(p["impl"], p["direction"]): p for p in doc["points"] if p["n"] == 2**12}
+    crashed = by[("e3nn", "forward")]
+    assert crashed["status"] == "error"
+    if mode == "abort":
+        assert "SIGABRT" in crashed["reason"] and f"{CRASH_ENV}: abort" in crashed["reason"]
+    else:
+        assert "no answer within 20 s" in crashed["reason"]
+    sibling = by[("e3nn", "forward_backward")]
+    assert sibling["status"] == "skipped" and "crashed its process" in sibling["reason"]
+    assert by[(P.OURS, "forward")]["status"] == "ok" and by[(P.OURS, "forward_backward")]["status"] == "ok"
+    assert doc["meta"]["impls"]["e3nn"]["crashes"][0]["reason"] == crashed["reason"]
+    assert (out / "child_logs" / "e3nn.0.log").exists()
+
+
+def test_crash_hook_is_inactive_by_default():
+    from shbench import child
+
+    assert child.CRASH_ENV not in __import__("os").environ
+    child._test_crash("e3nn", 2**12)  # returns: nothing to do without the variable

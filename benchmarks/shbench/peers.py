@@ -53,14 +53,17 @@ class Impl:
     label = ""
     convention = ""
     notes = ""
+    needs_cuda = False  # its kernels run on CUDA only: on a CPU smoke run it is recorded as unavailable
 
     def __init__(self, peers_dir: Path | None = None, cache_dir: Path | None = None) -> None:
         self.peers_dir = peers_dir
         self.cache_dir = cache_dir
         self._prepared: dict = {}
 
-    def availability(self) -> dict:
+    def availability(self, device: torch.device | None = None) -> dict:
         """{'available': bool, 'version': str | None, 'reason': str | None}; never raises."""
+        if self.needs_cuda and device is not None and device.type != "cuda":
+            return {"available": False, "version": None, "reason": f"needs a CUDA device ({self.needs_cuda})"}
         try:
             return {"available": True, "version": self._version(), "reason": None}
         except Exception as e:  # any import failure makes the peer unavailable, with the reason
@@ -248,6 +251,7 @@ class Original(Impl):
         "compiles new kernels (done in the compile phase)"
     )
     module = "equitriton_orig.sph_harm.direct.utils"
+    needs_cuda = "Triton kernels without a CPU path"
 
     def _utils(self):
         if self.peers_dir is not None and str(self.peers_dir) not in sys.path:

@@ -21,6 +21,7 @@ ITEMSIZE = {"float64": 8, "float32": 4}
 DIRECTIONS = ("forward", "backward", "forward_backward", "forward_backward_graph", "double_backward")
 NS = tuple(4**k for k in range(5, 13))  # 2^10, 2^12, ..., 2^24
 HEADLINE_NS = (2**12, 2**22)  # measured first, so a deadline never loses them
+HEADLINE_LMAX = (1, 2, 4, 8, 12)  # the dense l sets of the first tier
 GRAPH_NS = (2**10, 2**12, 2**14)
 PEER_NS = tuple(n for n in NS if 2**12 <= n <= 2**22)
 ORIG_NS = (2**12, 2**16, 2**20, 2**22)  # the original kernels recompile for every N (N is a constexpr there)
@@ -194,25 +195,31 @@ def grid(
     ns: Iterable[int] = NS,
     directions: Iterable[str] = DIRECTIONS,
 ) -> list[Point]:
-    """Every point of the grid, in run order, so a deadline loses the least important points: the headline N
-    (2^12, 2^22) of every implementation first, then ours at the other N, then the peers at the other N; within
-    that by N ascending, dtype, l set, implementation and direction."""
+    """Every point of the grid, in run order, so a deadline loses the least important points: tier 0, the headline
+    N (2^12, 2^22) and l_max (1, 2, 4, 8, 12) of every implementation; tier 1, the other l sets at the headline N;
+    tier 2, ours at the other N; tier 3, the peers at the other N. Within a tier by N ascending (tiers 2, 3), dtype,
+    l set, implementation and direction."""
     impls, lsets, dtypes, ns, directions = map(list, (impls, lsets, dtypes, ns, directions))
     pts = [Point(i, d, tuple(ls), t, n) for i in impls for d in directions for ls in lsets for t in dtypes for n in ns]
+    return sorted(pts, key=lambda p: (tier(p),) + _within_tier(p, impls, lsets, dtypes, directions))
 
-    def key(p: Point):
-        tier = 0 if p.n in HEADLINE_NS else (1 if p.impl == OURS else 2)
-        return (
-            tier,
-            p.n if tier else 0,
-            dtypes.index(p.dtype),
-            lsets.index(p.ls),
-            impls.index(p.impl),
-            directions.index(p.direction),
-            p.n,
-        )
 
-    return sorted(pts, key=key)
+def tier(p: Point) -> int:
+    """Run-order tier of a point (see grid)."""
+    if p.n in HEADLINE_NS:
+        return 0 if p.ls in {tuple(range(l + 1)) for l in HEADLINE_LMAX} else 1
+    return 2 if p.impl == OURS else 3
+
+
+def _within_tier(p: Point, impls, lsets, dtypes, directions) -> tuple:
+    return (
+        p.n if tier(p) >= 2 else 0,  # the headline N of an l set run together: a deadline loses neither
+        dtypes.index(p.dtype),
+        lsets.index(p.ls),
+        impls.index(p.impl),
+        directions.index(p.direction),
+        p.n,
+    )
 
 
 def predicted_ms(p: Point, measured: dict[tuple, dict[int, float]], max_ratio: int = 16) -> float | None:

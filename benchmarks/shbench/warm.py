@@ -2,6 +2,8 @@
 (Triton's kernel cache, Inductor's FX-graph and AOT-autograd caches, cuequivariance descriptor pickles), so the
 timing process only loads them. Jobs run longest-first; at the compile budget the pool is terminated and the
 unfinished jobs are reported, and the points that needed them are recorded as skipped with that reason.
+A worker whose job broke its CUDA context reports the failure and exits (the pool starts a fresh worker); a job whose
+worker died without reporting is failed as soon as the parent notices the worker is gone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import torch
 
 _IMPLS: dict = {}
-_STARTED = None  # worker side: queue of the ids of jobs as they start
+_QUEUE = None  # worker side: ("start", job id, pid) as a job starts, ("done", result) when its worker must exit
 
 # each worker compiles single-threaded: the parallelism is across workers
 WORKER_ENV = {"TORCHINDUCTOR_COMPILE_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -35,26 +37,44 @@ def _env(extra: dict):
                 os.environ[k] = v
 
 
-def _init(names, peers_dir, cache_dir, started) -> None:
-    global _STARTED
+def _init(names, peers_dir, cache_dir, queue) -> None:
+    global _QUEUE
     from . import peers
+    from .child import _die_with_parent
 
+    _die_with_parent()
     _IMPLS.update(peers.load(names, peers_dir, cache_dir))
-    _STARTED = started
+    _QUEUE = queue
 
 
 def _run(job: dict) -> tuple[str, bool, str | None, float]:
     t0 = time.monotonic()
-    _STARTED.put(job["id"])
+    _QUEUE.put(("start", job["id"], os.getpid()))
+    cuda = torch.cuda.is_available()
     try:
-        cuda = torch.cuda.is_available()
         device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
         _IMPLS[job["impl"]].warm(job, device)
         if cuda:
             torch.cuda.synchronize(device)
         return job["id"], True, None, time.monotonic() - t0
     except BaseException as e:  # reported to the parent, which records it on the points that need this job
-        return job["id"], False, f"{type(e).__name__}: {e}"[:500], time.monotonic() - t0
+        result = job["id"], False, f"{type(e).__name__}: {e}"[:500], time.monotonic() - t0
+        if cuda and not _cuda_usable():
+            # every later job of this worker would fail too: report through the queue, then make the pool replace it
+            _QUEUE.put(("done", result))
+            _QUEUE.close()
+            _QUEUE.join_thread()
+            os._exit(70)
+        return result
+
+
+def _cuda_usable() -> bool:
+    try:
+        torch.cuda.synchronize()
+        torch.zeros(1, device="cuda").add_(1).item()
+        return True
+    except Exception:
+        return False
 
 
 class WarmPool:
@@ -62,7 +82,7 @@ class WarmPool:
 
     `state(id)`: 'done'; 'failed' (it raised, or it was still running when the pool was stopped: too slow to compile
     within the run); 'pending'; or 'cold' (the pool was stopped before the job started: what it compiles is compiled
-    by the timing process when a point first needs it).
+    by the implementation's child process when a point first needs it).
     """
 
     def __init__(self, jobs: list[dict], workers: int, impl_names, peers_dir: Path | None, cache_dir: Path | None):
@@ -72,7 +92,7 @@ class WarmPool:
         self._args = (list(impl_names), peers_dir, cache_dir)
         self._pool = None
         self._queue = None
-        self._begun: set[str] = set()
+        self._begun: dict[str, int] = {}  # job id -> pid of the worker that started it
         self.started = self.stopped = None
 
     def start(self) -> None:
@@ -93,13 +113,27 @@ class WarmPool:
     def _drain(self) -> None:
         while self._queue is not None and self._pool is not None:
             try:
-                self._begun.add(self._queue.get_nowait())
+                msg = self._queue.get_nowait()
             except Exception:  # queue.Empty
-                return
+                break
+            if msg[0] == "start":
+                self._begun[msg[1]] = msg[2]
+            else:
+                self._done(msg[1])
+        self._reap_lost()
+
+    def _reap_lost(self) -> None:
+        """Jobs whose worker process is gone without a result (a segfault, an abort): failed, with that reason."""
+        if self._pool is None:
+            return
+        alive = {w.pid for w in getattr(self._pool, "_pool", []) if w.is_alive()}
+        for jid, pid in self._begun.items():
+            if jid not in self.results and pid not in alive:
+                self.results[jid] = {"ok": False, "error": f"its worker process (pid {pid}) died", "seconds": None}
 
     def state(self, jid: str) -> str:
         if self._pool is None and self.stopped is None:
-            return "done"  # no workers: whatever a point needs compiles in the timing process
+            return "done"  # no workers: whatever a point needs compiles in the implementation's child process
         r = self.results.get(jid)
         if r is None:
             return "pending"
@@ -116,9 +150,12 @@ class WarmPool:
         return self._pool is None or len(self.results) == len(self.jobs)
 
     def close_if_done(self) -> None:
-        """Once every job has reported, end the workers (they hold GPU memory the large points need)."""
+        """Once every job has reported, end the workers (they hold GPU memory the large points need). terminate(),
+        not close() + join(): a job whose worker died never reaches the pool's result cache, and join() would wait
+        for it forever."""
+        self._drain()
         if self._pool is not None and len(self.results) == len(self.jobs):
-            self._pool.close()
+            self._pool.terminate()
             self._pool.join()
             self._pool = None
             self.stopped = time.monotonic()
@@ -134,7 +171,9 @@ class WarmPool:
             if jid in self._begun:
                 self.results.setdefault(jid, {"ok": False, "error": reason, "seconds": None, "cold": False})
             else:
-                note = "not started in the compile phase: compiled by the timing process when first needed"
+                note = (
+                    "not started in the compile phase: compiled by the implementation's child process when first needed"
+                )
                 self.results.setdefault(jid, {"ok": False, "error": note, "seconds": None, "cold": True})
         self.stopped = time.monotonic()
 
