@@ -39,22 +39,95 @@ def _up(t: Tensor) -> Tensor:
     return t.double() if launch.compute_f64(t.dtype) else t
 
 
-# The torch fallback runs one elementwise op per polynomial term; in chunks of this many rows its temporaries stay
-# in cache (1.5x faster than whole-array ops at l_max >= 6 on a 100k-point batch; slower below 4k rows).
-_CPU_CHUNK = 4096
+# The torch fallback runs one torch op per polynomial term: its cost is a fixed ~0.5-1 us per op call plus the op's
+# memory traffic, so it runs on row chunks whose temporaries stay in L2 (fewer rows at high l, where more values are
+# live), written straight into the output. In eager mode the bodies run in the TorchScript interpreter (half the
+# per-op overhead of Python; it releases the GIL), so the chunks are spread over torch.get_num_threads() threads;
+# below 32768 rows, each op is too small for torch's own intra-op (OpenMP) threads, which would compete with ours.
+# Rows per chunk by l_max, from the CPU-time scan in docs/cpu_fallback.md (16384 rows cost the same as 32768 there):
+_CPU_CHUNK = {
+    "forward": (16384,) * 10 + (8192,) * 3,
+    "backward": (16384,) * 5 + (8192,) * 8,
+    "double_backward": (16384,) * 5 + (8192,) * 8,
+}
+# EQUITRITON_CPU_SCRIPT=0 runs the bodies as plain Python (as torch.compile / export trace them) instead.
+_CPU_SCRIPT = os.environ.get("EQUITRITON_CPU_SCRIPT", "1") != "0"
+_POOL = None  # (pid, ThreadPoolExecutor), made on first use; a forked child makes its own
+
+
+def _get_current_dispatch_mode():
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode()
+
+
+def _pool():
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) - 1)))
+    return _POOL[1]
+
+
+def _impl(fn):
+    """`fn` with its body in TorchScript (compiled once per process, 0.1-3 s on first use), or `fn` itself where
+    that is switched off or cannot compile (plain Python gives the same numbers, slower)."""
+    return torch_fallback.scripted(fn) if _CPU_SCRIPT else fn
+
+
+def _chunks(fn, tensors, rest, outs, bounds, grad_mode: bool, inference: bool) -> None:
+    # the thread-local modes of the calling thread, and no JIT re-optimisation (it takes seconds, for nothing here)
+    with torch.inference_mode(inference), torch.set_grad_enabled(grad_mode), torch.jit.optimized_execution(False):
+        for s, e in bounds:
+            # x in the compute dtype; the bodies convert grad and w as they transpose them
+            fn(_up(tensors[0][s:e]), *[t[s:e] for t in tensors[1:]], *rest, out=tuple(o[s:e] for o in outs))
+
+
+def _eager(n, tensors) -> bool:
+    """Whether this call runs on real tensors outside any tracing (then chunks, threads and TorchScript may be used)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not isinstance(n, int) or n == 0:
+        return False
+    if any(type(t) is not Tensor and type(t) is not torch.nn.Parameter for t in tensors):
+        return False  # FakeTensor, functional or other subclass
+    return _get_current_dispatch_mode() is None and not torch._C._is_torch_function_mode_enabled()
 
 
 def _fallback(fn, n: int, *args):
-    """Run a torch_fallback function on row chunks of its tensor arguments and concatenate each output."""
+    """Run torch_fallback's forward, backward or double_backward over the rows of its tensor arguments (row chunks,
+    in parallel): outputs in the compute dtype for one chunk, else in the input dtype."""
     tensors = [a for a in args if isinstance(a, Tensor)]
     rest = args[len(tensors) :]
-    # traced (torch.compile / export: n may be symbolic): no chunking, so no guard on the number of rows
-    if torch.compiler.is_compiling() or not isinstance(n, int) or n <= 2 * _CPU_CHUNK:
+    # traced (torch.compile / export: n may be symbolic; fake tensors, dispatch modes and jit tracing are per thread
+    # and unseen by TorchScript): plain torch ops on the whole array, so no guard on the row count either
+    if not _eager(n, tensors):
         return fn(*[_up(t) for t in tensors], *rest)
-    parts = [fn(*[_up(t[s : s + _CPU_CHUNK]) for t in tensors], *rest) for s in range(0, n, _CPU_CHUNK)]
-    if isinstance(parts[0], tuple):
-        return tuple(torch.cat([p[i] for p in parts]) for i in range(len(parts[0])))
-    return torch.cat(parts)
+    name = fn.__name__
+    # whole chunks only: a thread is worth waking for a chunk's work, not for a part of one (on a busy machine the
+    # wake-up alone can cost more than a small chunk)
+    count = -(-n // _CPU_CHUNK[name][max(rest[0])])
+    threads = torch.get_num_threads()
+    if count > 1 and threads > 1:
+        count = -(-count // threads) * threads  # the same number of (slightly smaller) chunks for each thread
+    impl = _impl(fn)
+    if count == 1:
+        with torch.jit.optimized_execution(False):
+            return impl(_up(tensors[0]), *tensors[1:], *rest)
+    step = -(-n // count)
+    bounds = [(s, min(s + step, n)) for s in range(0, n, step)]
+    dim = rest[2]
+    widths = {"forward": (dim,), "backward": (3,), "double_backward": (dim, 3)}[name]
+    outs = tuple(torch.empty((n, w), dtype=tensors[0].dtype) for w in widths)
+    workers = min(threads, count)
+    groups = [bounds[i::workers] for i in range(workers)]
+    mode = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
+    if workers > 1:
+        tensors = [t.detach() for t in tensors]
+    futures = [_pool().submit(_chunks, impl, tensors, rest, outs, g, *mode) for g in groups[1:]]
+    _chunks(impl, tensors, rest, outs, groups[0], *mode)
+    for f in futures:
+        f.result()
+    return outs if len(outs) > 1 else outs[0]
 
 
 def _offsets(ls: List[int]) -> tuple[tuple[int, ...], int]:

@@ -293,38 +293,49 @@ TRITON_DOUBLE_EPILOGUE = """    if NORMALIZE:
 """
 
 # ------------------------------------------------------------------------------------------------------------- torch
-# The CPU fallback runs one torch op per statement, so its speed is the op count and where each op's operands live.
-# Per-row data is kept as contiguous 1-D tensors (x, y, z and the columns of grad are transposed once), every
-# temporary is deleted after its last use (the allocator then hands the same, cache-hot buffers back: without this
-# the l = 12 backward touches ~140 MB of fresh memory per 4096 rows), sums are accumulated in place (addcmul_), and
-# outputs are written straight into the caller's buffer (`out`, a tuple of (rows, width) views; see ops._fallback).
-TORCH_PRELUDE = """import torch
+# The CPU fallback runs one torch op per statement, so its speed is the op count, the cost of each op call and where
+# the operands live. Per-row data is kept as contiguous 1-D tensors (x, y, z and the columns of grad are transposed
+# once); every temporary is deleted after its last use (the allocator then hands back the same cache-hot buffers:
+# without this the l = 12 backward touched ~140 MB of fresh memory per 4096 rows); sums accumulate in place; outputs
+# go straight into the caller's buffer (`out`, a tuple of (rows, width) views; see ops._fallback). The bodies
+# (`_forward`, ...) are TorchScript-compatible: `scripted(fn)` runs them in the TorchScript interpreter, which calls
+# each op for about half the overhead of Python and releases the GIL (ops._fallback's threads then run in parallel).
+TORCH_PRELUDE = """import threading
+import warnings
+from typing import List, Optional, Tuple
+
+import torch
 from torch import Tensor
-from typing import Optional, Tuple
 
 
-def _direction(xyz: Tensor, normalize: bool, eps: float):
-    # x, y, z as contiguous rows (one transposing copy) rather than stride-3 views
-    x, y, z = xyz.t().contiguous().unbind(0)
+def _direction(xyz: Tensor, normalize: bool, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    # u = x / max(|x|, eps) as contiguous rows (3, n) (one transposing copy) rather than stride-3 views; then
+    # max(|x|, eps) and |x| < eps (unused without normalize)
+    u = xyz.t().contiguous()
     if not normalize:
-        return x, y, z, None, None
+        return u, u, u
+    x, y, z = u.unbind(0)
     r = torch.sqrt(x * x + y * y + z * z)
     d = torch.clamp_min(r, eps)
-    return x / d, y / d, z / d, d, r < eps
+    return u / d, d, r < eps
 
 
-def _rows(t: Tensor, dtype: torch.dtype) -> Tuple[Tensor, ...]:
-    # the columns of t (n, dim) as contiguous rows of dtype (one transposing copy)
-    return torch.empty((t.shape[1], t.shape[0]), dtype=dtype, device=t.device).copy_(t.t()).unbind(0)
+def _rows(t: Tensor, dtype: torch.dtype) -> Tensor:
+    # t (n, width) as contiguous rows (width, n) of dtype (one transposing copy)
+    return torch.empty([t.shape[1], t.shape[0]], dtype=dtype, device=t.device).copy_(t.t())
 
 
-def _stack(cols: list, out: Optional[Tensor]) -> Tensor:
+def _stack(cols: List[Tensor], out: Optional[Tensor]) -> Tensor:
     if out is None:
         return torch.stack(cols, dim=-1)
     return torch.stack(cols, dim=-1, out=out)
 
 
-_TABLES: dict = {}
+def _columns(rows: Tensor, out: Optional[Tensor]) -> Tensor:
+    # rows (width, n) as (n, width)
+    if out is None:
+        return rows.t().contiguous()
+    return out.copy_(rows.t())
 
 
 def _at(ls: list, offs: list) -> list:
@@ -335,23 +346,113 @@ def _at(ls: list, offs: list) -> list:
     return at
 
 
-def _table(normalization: int, f64: bool) -> list:
-    key = (normalization, f64)
+_TABLES: dict = {}
+
+
+def _table(normalization: int, f64: bool, lmax: int = 12) -> list:
+    key = (normalization, f64, lmax)
     if key not in _TABLES:
         col = normalization + (0 if f64 else 3)
-        _TABLES[key] = [row[col] for row in _K]
+        _TABLES[key] = [row[col] for row in _K[: _KEND[lmax]]]
     return _TABLES[key]
+
+
+def forward(xyz: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int,
+            out: Optional[Tuple[Tensor]] = None, impl=None) -> Tensor:
+    '''Y (N, dim) for directions xyz (N, 3); written into out[0] (N, dim) when given.'''
+    lmax = max(ls)
+    k = _table(normalization, xyz.dtype == torch.float64, lmax)
+    return (impl or _forward)(xyz, k, _at(ls, offs), lmax, dim, normalize, out)
+
+
+def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int,
+             out: Optional[Tuple[Tensor]] = None, impl=None) -> Tensor:
+    '''dL/dxyz (N, 3) from dL/dY (N, dim); written into out[0] (N, 3) when given.'''
+    lmax = max(ls)
+    k = _table(normalization, xyz.dtype == torch.float64, lmax)
+    return (impl or _backward)(xyz, grad, k, _at(ls, offs), lmax, normalize, out)
+
+
+def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, dim: int, normalize: bool,
+                    normalization: int, out: Optional[Tuple[Tensor, Tensor]] = None, impl=None):
+    '''(dL/dgrad (N, dim), dL/dxyz (N, 3)) for L = w . backward(xyz, grad), w (N, 3); into out when given.'''
+    lmax = max(ls)
+    k = _table(normalization, xyz.dtype == torch.float64, lmax)
+    return (impl or _double_backward)(xyz, grad, w, k, _at(ls, offs), lmax, dim, normalize, out)
+
+
+_BODIES = {}
+_SCRIPTED = {}
+_LOCK = threading.Lock()
+
+
+def scripted(fn):
+    '''`fn` (forward, backward or double_backward) with its body compiled by TorchScript, once per process; `fn`
+    itself where TorchScript cannot compile it (deprecated, and it needs the source file).'''
+    body = _BODIES[fn]
+    if body not in _SCRIPTED:
+        with _LOCK:
+            if body not in _SCRIPTED:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        _SCRIPTED[body] = torch.jit.script(body)
+                except Exception:
+                    _SCRIPTED[body] = None
+    impl = _SCRIPTED[body]
+    if impl is None:
+        return fn
+    return lambda *args, **kwargs: fn(*args, impl=impl, **kwargs)
+"""
+
+TORCH_POSTLUDE = """
+_BODIES.update({forward: _forward, backward: _backward, double_backward: _double_backward})
 """
 
 _TEMP = re.compile(r"\bt\d+\b")
+_NAME = re.compile(r"\b[tc]\d+\b")
+_DEF = re.compile(r"^    ([tc]\d+) = ")
+
+
+def _torch_drop_unused(lines: list[str]) -> list[str]:
+    """Remove statements whose value nothing reads (e.g. the Y values in the backward, which needs only dY):
+    the Triton compiler drops them by itself, torch would run them."""
+    defs = {}
+    for i, ln in enumerate(lines):
+        m = _DEF.match(ln)
+        if m and m.group(1)[0] == "t":
+            defs[m.group(1)] = i
+    reads: dict[str, int] = {}
+    for ln in lines:
+        rhs = ln.split(" = ", 1)[1] if _DEF.match(ln) else ln
+        for name in _TEMP.findall(rhs):
+            reads[name] = reads.get(name, 0) + 1
+    dead = {n for n in defs if not reads.get(n)}
+    removed: set[int] = set()
+    while dead:
+        new_dead = set()
+        for n in dead:
+            i = defs[n]
+            removed.add(i)
+            for r in _TEMP.findall(lines[i].split(" = ", 1)[1]):
+                reads[r] -= 1
+                if reads[r] == 0 and r in defs:
+                    new_dead.add(r)
+        dead = new_dead
+    kept = [ln for i, ln in enumerate(lines) if i not in removed]
+    # and the `if lmax >= l:` headers left with nothing under them
+    return [
+        ln for i, ln in enumerate(kept) if ln.startswith(" ") or (i + 1 < len(kept) and kept[i + 1].startswith(" "))
+    ]
 
 
 def _torch_free_dead(lines: list[str]) -> list[str]:
-    """`del` each temporary (tN) after the block-level statement that uses it last.
+    """Drop each temporary (tN) after the block-level statement that reads it last.
 
-    `lines` is a `body()` listing: `if lmax >= l:` at column 0, statements at column 4, consumer loops at column 4
-    with deeper lines. Blocks run in order of l, so a name defined in one block and last used in a later one is
-    defined whenever the later block runs; a loop counts as one statement (it may run more than once)."""
+    `lines` is a `body()` or `body_in_order()` listing: `if lmax >= l:` at column 0, statements and consumer loops
+    at column 4 (a loop, which may run more than once, counts as one statement). A value read under `lmax >= L` is
+    computed under `lmax >= L'` with L' <= L (a value's level is the smallest l whose outputs need it), so it is
+    bound whenever the block that drops it runs."""
     units: list[list[str]] = []
     for ln in lines:
         if ln.startswith("     ") and units:
@@ -370,8 +471,36 @@ def _torch_free_dead(lines: list[str]) -> list[str]:
     for u, unit in enumerate(units):
         out += unit
         if u in dead and unit[0].startswith("    "):
-            out.append("    del " + ", ".join(sorted(dead[u], key=lambda s: int(s[1:]))))
+            # rebinding rather than `del` (which TorchScript allows only at function level) drops the reference
+            out.append("    " + " = ".join(sorted(dead[u], key=lambda s: int(s[1:]))) + " = zero")
     return out
+
+
+def _torch_else_defs(lines: list[str]) -> list[str]:
+    """Give each `if lmax >= l:` block an `else:` that binds the names later blocks read (never used there, since
+    those blocks need lmax >= l too), so that every name is bound on both branches, as TorchScript requires."""
+    blocks: list[list[str]] = []
+    for ln in lines:
+        if not ln.startswith(" "):
+            blocks.append([ln])
+        else:
+            blocks[-1].append(ln)
+    used_after: set[str] = set()
+    out: list[list[str]] = []
+    for block in reversed(blocks):
+        defs = {m.group(1) for ln in block[1:] for m in [_DEF.match(ln)] if m}
+        need = sorted(defs & used_after, key=lambda n: int(n[1:]))
+        tail = []
+        if need:
+            tail.append("else:")
+            ts, cs = [n for n in need if n[0] == "t"], [n for n in need if n[0] == "c"]
+            if ts:
+                tail.append("    " + " = ".join(ts) + " = zero")
+            if cs:
+                tail.append("    " + " = ".join(cs) + " = 0.0")
+        out.append(block + tail)
+        used_after |= {n for ln in block[1:] for n in _NAME.findall(ln)}
+    return [ln for block in reversed(out) for ln in block]
 
 
 def _torch_column(order: int, parts, l: int, m: int) -> list[str]:
@@ -414,45 +543,49 @@ def _torch_consumer_lm(order: int, parts, l: int, m: int) -> list[str]:
 
 
 TORCH_SIGNATURES = {
-    0: '''
+    0: """
 
-def forward(xyz: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int,
-            out: Optional[Tuple[Tensor]] = None) -> Tensor:
-    """Y (N, dim) for directions xyz (N, 3); written into out[0] (N, dim) when given."""
-    lmax = max(ls)
-    at = _at(ls, offs)
-    k = _table(normalization, xyz.dtype == torch.float64)
-    x, y, z, d, clamped = _direction(xyz, normalize, k[0])
+def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: int, normalize: bool,
+             out: Optional[Tuple[Tensor]]) -> Tensor:
+    u, d, clamped = _direction(xyz, normalize, k[0])
+    x, y, z = u.unbind(0)
     zero = torch.zeros_like(x)
     cols = [zero] * dim
-''',
-    1: '''
+""",
+    1: """
 
-def backward(xyz: Tensor, grad: Tensor, ls: list, offs: list, dim: int, normalize: bool, normalization: int,
-             out: Optional[Tuple[Tensor]] = None) -> Tensor:
-    """dL/dxyz (N, 3) from dL/dY (N, dim); written into out[0] (N, 3) when given."""
-    lmax = max(ls)
-    at = _at(ls, offs)
-    k = _table(normalization, xyz.dtype == torch.float64)
-    x, y, z, d, clamped = _direction(xyz, normalize, k[0])
-    gs = _rows(grad, x.dtype)
+def _backward(xyz: Tensor, grad: Tensor, k: List[float], at: List[List[int]], lmax: int, normalize: bool,
+              out: Optional[Tuple[Tensor]]) -> Tensor:
+    u, d, clamped = _direction(xyz, normalize, k[0])
+    x, y, z = u.unbind(0)
+    gs = _rows(grad, u.dtype).unbind(0)
     zero = torch.zeros_like(x)
-    vx, vy, vz = torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(x)
-''',
-    2: '''
+    # separate accumulators, not unbind views of one (3, n) tensor: add_ through such views exports right, but
+    # AOTInductor compiles it to outputs sized for the example's row count (tests/test_cpu_fallback.py)
+    vx = torch.zeros_like(x)
+    vy = torch.zeros_like(x)
+    vz = torch.zeros_like(x)
+""",
+    2: """
 
-def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, dim: int, normalize: bool,
-                    normalization: int, out: Optional[Tuple[Tensor, Tensor]] = None):
-    """(dL/dgrad (N, dim), dL/dxyz (N, 3)) for L = w . backward(xyz, grad), w (N, 3); written into out when given."""
-    lmax = max(ls)
-    at = _at(ls, offs)
-    k = _table(normalization, xyz.dtype == torch.float64)
-    x, y, z, d, clamped = _direction(xyz, normalize, k[0])
-    gs = _rows(grad, x.dtype)
-    wx, wy, wz = w.t().contiguous().unbind(0)
+def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: int,
+                     normalize: bool, out: Optional[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tensor]:
+    u, d, clamped = _direction(xyz, normalize, k[0])
+    x, y, z = u.unbind(0)
+    gs = _rows(grad, u.dtype).unbind(0)
+    ws = _rows(w, u.dtype)
+    wx, wy, wz = ws.unbind(0)
     zero = torch.zeros_like(x)
     cols = [zero] * dim
-    vx, vy, vz, vlx, vly, vlz, bx, by, bz = [torch.zeros_like(x) for _ in range(9)]
+    vx = torch.zeros_like(x)
+    vy = torch.zeros_like(x)
+    vz = torch.zeros_like(x)
+    vlx = torch.zeros_like(x)
+    vly = torch.zeros_like(x)
+    vlz = torch.zeros_like(x)
+    bx = torch.zeros_like(x)
+    by = torch.zeros_like(x)
+    bz = torch.zeros_like(x)
     if normalize:
         uw = x * wx + y * wy + z * wz
         s1 = 1.0 / d
@@ -463,57 +596,89 @@ def double_backward(xyz: Tensor, grad: Tensor, w: Tensor, ls: list, offs: list, 
         s1 = zero + 1.0
         s2 = zero
         s2l = [zero]
-''',
+""",
 }
 
 TORCH_EPILOGUES = {
     0: """    return _stack(cols, None if out is None else out[0])
 """,
-    1: """    if normalize:
+    1: """    v = torch.stack([vx, vy, vz])
+    if normalize:
+        # g_x = (v - u (u.v)) / r, or v / eps below eps
         uv = torch.where(clamped, zero, x * vx + y * vy + z * vz)
-        vx, vy, vz = (vx - x * uv) / d, (vy - y * uv) / d, (vz - z * uv) / d
-    return _stack([vx, vy, vz], None if out is None else out[0])
+        v = (v - u * uv) / d
+    return _columns(v, None if out is None else out[0])
 """,
-    2: """    if normalize:
+    2: """    b = torch.stack([bx, by, bz])
+    if normalize:
         uv = x * vx + y * vy + z * vz
         h = wx * vx + wy * vy + wz * vz - uw * uv
-        qx, qy, qz = bx - wx * uv - uw * vlx, by - wy * uv - uw * vly, bz - wz * uv - uw * vlz
+        q = b - ws * uv - uw * torch.stack([vlx, vly, vlz])
+        qx, qy, qz = q.unbind(0)
         uq = x * qx + y * qy + z * qz
-        dd = d * d
-        bx = torch.where(clamped, bx, qx - x * uq - h * x) / dd
-        by = torch.where(clamped, by, qy - y * uq - h * y) / dd
-        bz = torch.where(clamped, bz, qz - z * uq - h * z) / dd
+        b = torch.where(clamped, b, q - u * uq - h * u) / (d * d)
     if out is None:
-        return torch.stack(cols, dim=-1), torch.stack([bx, by, bz], dim=-1)
-    return _stack(cols, out[0]), _stack([bx, by, bz], out[1])
+        return torch.stack(cols, dim=-1), _columns(b, None)
+    return torch.stack(cols, dim=-1, out=out[0]), _columns(b, out[1])
 """,
 }
+
+
+_KREF = re.compile(r"^(\s*c\d+ = k\[)(\d+)(\])$")
+
+
+def _torch_order_constants(bodies: list[list[str]], table: list) -> tuple[list[list[str]], list, list[int]]:
+    """Renumber the coefficient table by the l of the block that first reads each entry, so that a call for l_max
+    needs only a prefix of it (TorchScript converts the list argument on every call): the new bodies and table,
+    and the prefix length for each l_max."""
+    level: dict[int, int] = {0: -1}  # k[0] = eps, read by every call
+    for lines in bodies:
+        cur = 0
+        for ln in lines:
+            if ln.startswith("if lmax >= "):
+                cur = int(ln[len("if lmax >= ") : -1])
+            m = _KREF.match(ln)
+            if m:
+                i = int(m.group(2))
+                level[i] = min(level.get(i, cur), cur)
+    order = sorted(level, key=lambda i: (level[i], i))
+    new_index = {old: new for new, old in enumerate(order)}
+    remap = [
+        [_KREF.sub(lambda m: f"{m.group(1)}{new_index[int(m.group(2))]}{m.group(3)}", ln) for ln in lines]
+        for lines in bodies
+    ]
+    ends = [sum(1 for i in order if level[i] <= l) for l in range(13)]
+    return remap, [table[i] for i in order], ends
 
 
 def render_torch() -> str:
     out = [HEADER, TORCH_PRELUDE]
     target = TorchTarget()
     target.table.append([_f64(EPS)] * 3 + [float(_f32(EPS))] * 3)  # k[0] = eps
-    import os
-
-    mm = os.environ.get("MMAJOR", "0") == "1"
+    bodies = []
     for order in (0, 1, 2):
-        if order and mm:
+        if order:
+            # derivatives in m-major order, as the kernels: the l-recurrence of one m keeps few values alive
             traced = trace(order, m_major=True)
             _, parts = levels(traced, order)
             per_lm = {lm: _torch_consumer_lm(order, parts, *lm) for lm in parts}
-            lines = _torch_free_dead(body_in_order(traced, order, target, per_lm, "lmax"))
+            lines = body_in_order(traced, order, target, per_lm, "lmax")
         else:
             traced = trace(order)
             _, parts = levels(traced, order)
             per_l = {l: _torch_consumers(order, parts, l) for l in range(13)}
-            lines = _torch_free_dead(body(traced, order, target, per_l, "lmax"))
+            lines = body(traced, order, target, per_l, "lmax")
+        bodies.append(_torch_else_defs(_torch_free_dead(_torch_drop_unused(lines))))
+    bodies, table, ends = _torch_order_constants(bodies, target.table)
+    for order, lines in enumerate(bodies):
         out.append(TORCH_SIGNATURES[order])
         out.append(indent(lines, 1) + "\n")
         out.append(TORCH_EPILOGUES[order])
-    rows = ",\n".join("    (" + ", ".join(repr(v) for v in row) + ")" for row in target.table)
+    rows = ",\n".join("    (" + ", ".join(repr(v) for v in row) + ")" for row in table)
+    out.append(TORCH_POSTLUDE)
     out.append(
-        "\n# Coefficients: integral, component, norm in float64, then the same rounded to float32.\n"
-        f"_K = [\n{rows},\n]\n"
+        "\n# Coefficients: integral, component, norm in float64, then the same rounded to float32; ordered by the\n"
+        "# l that first needs them: a call for l_max reads the first _KEND[l_max].\n"
+        f"_K = [\n{rows},\n]\n_KEND = {tuple(ends)}\n"
     )
     return "\n".join(out)
