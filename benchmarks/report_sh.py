@@ -21,7 +21,7 @@ from shbench import report, results  # noqa: E402
 REPRODUCE = """\
 # here (once): python benchmarks/get_peers.py --equitriton-src <clone of github.com/IntelLabs/EquiTriton>
 # on the GPU machine, with .peers carried:
-. benchmarks/device_setup.sh && python benchmarks/sh_bench.py --out $OUT/sh --peers-dir .peers
+. benchmarks/device_setup.sh && timeout 540 python benchmarks/sh_bench.py --out $OUT/sh --peers-dir .peers  # ~8 min
 # here, with the returned JSON:
 python benchmarks/report_sh.py --json <returned>/sh/sh_bench.json"""
 

@@ -159,7 +159,7 @@ def main(argv=None) -> int:
         meta["interrupted"] = str(e) or "KeyboardInterrupt"
     finally:
         if children is not None:
-            children.close_all()
+            children.close_all(graceful=meta["interrupted"] is None)
         if not warm.finished:
             warm.stop("the run ended before the job finished")
         meta["warm"] = warm.summary()

@@ -362,7 +362,7 @@ def performance_markdown(
         *_meta_lines(ix),
         f"- raw data: [{Path(json_rel).name}]({json_rel})",
         "",
-        "Reproduce on the GPU machine (one command, under 5 minutes on an H100):",
+        "Reproduce on the GPU machine (one command, about 8 minutes on an H100):",
         "",
         "```bash",
         reproduce,

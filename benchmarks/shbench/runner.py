@@ -64,9 +64,12 @@ class Children:
         if child is not None:
             child.kill()
 
-    def close_all(self) -> None:
+    def close_all(self, graceful: bool = True) -> None:
+        """Ask every child to exit (graceful), or kill them at once (an interrupted run: a busy child would make
+        the parent wait for its point)."""
         for impl in list(self.live):
-            self.live.pop(impl).close()
+            child = self.live.pop(impl)
+            child.close() if graceful else child.kill()
 
 
 class Runner:
@@ -102,11 +105,7 @@ class Runner:
                 time.sleep(0.2)
                 continue
             p, ids = pending.pop(i)
-            failed = [j for j in ids if self.warm.state(j) == "failed"]
-            if failed:
-                self.writer.add(p.record("skipped", f"compile job {failed[0]} failed: {self.warm.error(failed[0])}"))
-            else:
-                self.writer.add(self.dispatch(p))
+            self.writer.add(self.dispatch(p, next((j for j in ids if self.warm.state(j) == "failed"), None)))
 
     def _compile_phase(self) -> None:
         self.warm.close_if_done()
@@ -119,7 +118,8 @@ class Runner:
         return all(self.warm.state(j) != "pending" for j in ids)
 
     # ------------------------------------------------------------------------------------------------ one point
-    def dispatch(self, p: Point) -> dict:
+    def dispatch(self, p: Point, failed_job: str | None = None) -> dict:
+        """The record of `p`: measured by its implementation's child, or why not."""
         pre = self._precheck(p)
         if pre is not None:
             return pre
@@ -128,8 +128,10 @@ class Runner:
             self._hello(p.impl, child)
         except ChildFailed as e:
             self._mark_unavailable(p.impl, f"its child process did not start: {e}")
-        if p.impl in self.unavailable:
+        if p.impl in self.unavailable:  # says more than the compile job that failed for the same cause
             return self._unavailable(p)
+        if failed_job is not None:
+            return p.record("skipped", f"compile job {failed_job} failed: {self.warm.error(failed_job)}")
         try:
             ans = child.request({"cmd": "point", "point": asdict(p)}, self.budget.left(self.budget.point_timeout_s))
         except ChildFailed as e:
