@@ -101,3 +101,29 @@ def test_compiled_step_matches_default_path(kind):
             np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10 * max(np.abs(r).max(), 1e-3), err_msg=f"{name} {p}")
     compiled = calc._fast._compiled
     assert compiled is not None and compiled[1][0] == "pos"
+
+
+def test_compiled_step_one_graph_across_edge_counts():
+    """fast_step="compile" with the patched model: one dynamo graph for every edge and atom count (the SH custom ops
+    keep the edge dimension symbolic), no graph breaks, no recompilation; SH forward and backward inside the graph."""
+    from torch._dynamo.utils import counters
+
+    calc = EquiTritonCalculator.from_saved_model(default_model_path(), device="cpu", fast_step=True)
+    assert calc.sh_backend.startswith("equitriton")
+    calc._fast.compile("eager")
+    torch._dynamo.reset()
+    counters.clear()
+    base = bulk("Cu", "fcc", a=3.61, cubic=True)
+    seen = set()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for i, reps in enumerate([(2, 2, 2), (2, 2, 2), (2, 2, 2), (3, 2, 2), (3, 3, 2)]):
+            atoms = base * reps
+            atoms.rattle(stdev=0.02 + 0.1 * i, seed=i)
+            seen.add((len(atoms), calc._fast.data_from_atoms(atoms)["edge_index"].shape[1]))
+            atoms.calc = calc
+            assert np.isfinite(atoms.get_forces()).all()
+    assert len({e for _, e in seen}) >= 4 and len({n for n, _ in seen}) == 3, seen
+    assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    targets = {str(n.target) for n in calc._fast._compiled[0].graph.nodes if n.op == "call_function"}
+    assert {"equitriton.sh_forward.default", "equitriton.sh_backward.default"} <= targets
