@@ -2,7 +2,7 @@
 
     python benchmarks/md_step.py --out DIR                    # GPU, about 3 minutes on an H100
     python benchmarks/md_step.py --quick --device cpu --out DIR
-    python benchmarks/report_md.py DIR/md_step.json -o docs/md_performance.md
+    python benchmarks/report_md.py DIR/md_step.json [MORE.json ...] -o docs/md_performance.md  # newest run wins
 
 Models are untrained and built in-process by nequip's model builders, float64, from one config family: NequIP
 (2 layers, 16 features, r_max 4.5 Å) and Allegro (2 layers, 16 scalar / 8 tensor features, r_max 4.5 Å), l_max 1..4.

@@ -2,8 +2,11 @@
 
     python benchmarks/report_md.py RESULTS/md_step.json [MORE.json ...] -o docs/md_performance.md
 
-Several JSON files (e.g. a main run and a compiled-modes run on the same machine) are merged; a case present in more
-than one file is taken from the last. Every table says which file and device its numbers come from.
+Several JSON files (e.g. a main run and a later compiled-modes run on the same machine) are merged case by case
+(model, l_max, atoms, mode, variant): the files are ordered by their run date (``meta.date_utc``, then command-line
+order) and a case present in more than one file is taken from the newest, except that a newer skip or failure never
+hides an older measurement. Every file gets a tag ([a], [b], ... oldest first) and every number in the report carries
+the tag of the file it comes from; ratios between cases of different files say so.
 """
 
 from __future__ import annotations
@@ -24,22 +27,100 @@ TARGET_BUSY = 0.70
 SLOWER_TOLERANCE = 1.05  # patched/stock above this (same mode) is reported as slower
 
 
-def load(paths: Sequence[str]) -> Tuple[List[Dict[str, Any]], OrderedDict[Tuple, Dict], List[Dict[str, Any]]]:
-    metas, cases, profiles = [], OrderedDict(), OrderedDict()
-    for path in paths:
+def load(
+    paths: Sequence[str],
+) -> Tuple[List[Dict[str, Any]], OrderedDict[Tuple, Dict], List[Dict[str, Any]]]:
+    """Metas (oldest run first, each with ``_tag``), merged cases and merged profiles (newest wins), each case and
+    profile carrying ``_path``, ``_date`` and ``_tag`` of its file."""
+    docs = []
+    for order, path in enumerate(paths):
         with open(path) as f:
             doc = json.load(f)
         if doc.get("schema") != SCHEMA:
             raise SystemExit(f"{path}: schema {doc.get('schema')!r}, expected {SCHEMA!r}")
-        metas.append({**doc["meta"], "_path": path, "_complete": doc.get("complete"), "_total_s": doc.get("total_s")})
+        docs.append((doc["meta"].get("date_utc") or "", order, path, doc))
+    docs.sort(key=lambda t: (t[0], t[1]))
+    metas, cases, profiles = [], OrderedDict(), OrderedDict()
+    for i, (date, _, path, doc) in enumerate(docs):
+        src = {"_path": path, "_date": date, "_tag": chr(ord("a") + i) if i < 26 else str(i)}
+        metas.append({**doc["meta"], **src, "_complete": doc.get("complete"), "_total_s": doc.get("total_s")})
         for c in doc["cases"]:
             key = (c["model"], c["l_max"], c["n_atoms"], c["mode"], c["patched"])
             if key in cases and c["status"] != "ok" and cases[key]["status"] == "ok":
-                continue  # a later skip does not hide an earlier measurement
-            cases[key] = {**c, "_path": path}
+                continue  # a later skip or failure does not hide an earlier measurement
+            cases.pop(key, None)
+            cases[key] = {**c, **src}
         for p in doc.get("profiles", []):
-            profiles[(p["model"], p["l_max"], p["n_atoms"], p["mode"], p["patched"])] = p
+            key = (p["model"], p["l_max"], p["n_atoms"], p["mode"], p["patched"])
+            profiles.pop(key, None)
+            profiles[key] = {**p, **src}
     return metas, cases, list(profiles.values())
+
+
+def tag(c: Optional[Dict[str, Any]]) -> str:
+    return f" [{c['_tag']}]" if c and c.get("_tag") else ""
+
+
+COMPILE_NOTE = (
+    "`ours-compile` patched vs stock: checked on CPU (`tests/test_md_fast_step.py::"
+    "test_compiled_step_one_graph_across_edge_counts`, and `TORCH_LOGS=recompiles,graph_breaks` with inductor on the "
+    "embedded model while the edge count changes): one graph, no recompilation when the edge count changes "
+    "(the edge dimension stays symbolic), no graph breaks; the SH forward and its force backward are two nodes "
+    "(`equitriton.sh_forward`, `equitriton.sh_backward`) of the one traced energy+force graph, so the backward is "
+    "compiled too, not run by autograd at call time. None of these explains the gap. What differs on the GPU: "
+    "inductor fuses e3nn's polynomial SH (9 components at l_max 2) into neighbouring kernels, while our ops reach it "
+    "as user-defined Triton kernels (`triton_op`), which it launches as they are, unfused. Not measured on the GPU "
+    "yet; note also the gap in the minimum times, which is much smaller than in the medians."
+)
+
+
+def allegro_oom_note(metas, cases, bad) -> Optional[str]:
+    """Which allegro tensor the allegro out-of-memory failures asked for, from the failure text and the edge count."""
+    import re
+
+    fails = [
+        c
+        for c in bad
+        if c["model"] == "allegro" and "out of memory" in (c.get("error") or "") and "Tried to allocate" in c["error"]
+    ]
+    if not fails:
+        return None
+    c = max(fails, key=lambda c: float(re.search(r"allocate ([0-9.]+) GiB", c["error"]).group(1)))
+    gib = float(re.search(r"allocate ([0-9.]+) GiB", c["error"]).group(1))
+    edges = next((o.get("n_edges") for k, o in cases.items() if k[2] == c["n_atoms"] and o.get("n_edges")), None)
+    desc = next((m["models"].get("allegro", "") for m in reversed(metas) if m.get("models")), "")
+    mul = re.search(r"(\d+) tensor features", desc)
+    if edges is None or mul is None:
+        return None
+    mul, dim = int(mul.group(1)), (c["l_max"] + 1) ** 2
+    want = edges * mul * dim**3 * 8 / 2**30
+    outer = edges * mul * dim**2 * 8 / 2**30
+    small = sorted(
+        {
+            float(re.search(r"allocate ([0-9.]+) GiB", f["error"]).group(1))
+            for f in fails
+            if abs(float(re.search(r"allocate ([0-9.]+) GiB", f["error"]).group(1)) - outer) < 0.01 * outer
+        }
+    )
+    also = (
+        f" The {', '.join(f'{g:.2f}' for g in small)} GiB failures are the (edges, channels, d, d) = {outer:.2f} GiB "
+        "`outer` tensor of the same function, asked for while the large one was still held."
+        if small
+        else ""
+    )
+    return (
+        f"Allegro l_max={c['l_max']} out of memory: the {gib:.2f} GiB allocation is one float64 tensor of shape "
+        f"(edges, channels, d, d, d) = ({edges:,}, {mul}, {dim}, {dim}, {dim}) = {want:.2f} GiB (edge count of the "
+        "same system in the other cases). It is allegro's own tensor product, "
+        "`allegro/nn/_strided/_contract.py` `Contracter._contract_conv` with `path_channel_coupling=True` (the "
+        "AllegroModel default), which forms `outer.unsqueeze(-1) * ww3j` before summing over (i, j); the stock "
+        "model fails the same way, and the patched model's SH (shape (edges, d)) is not involved. At l_max "
+        f"{c['l_max'] - 1} the same tensor is ({edges:,}, {mul}, {c['l_max'] ** 2}, {c['l_max'] ** 2}, "
+        f"{c['l_max'] ** 2}) = {edges * mul * c['l_max'] ** 6 * 8 / 2**30:.2f} GiB, the likely reason allegro is "
+        "several times slower there than at lower l_max. allegro's Triton "
+        "`enable_TritonContracter` modifier (for AOTInductor builds) or `tp_path_channel_coupling=False` avoid it."
+        + also
+    )
 
 
 def fmt(v: Optional[float], nd: int = 2) -> str:
@@ -66,6 +147,17 @@ def cell(cases, model, l_max, n, mode, patched) -> str:
     return "failed" if c["status"] == "failed" else "skipped"
 
 
+def pair(cases, model, l_max, n, mode) -> str:
+    """``stock / patched [tag]`` (one tag when both come from the same file)."""
+    cs, cp = cases.get((model, l_max, n, mode, False)), cases.get((model, l_max, n, mode, True))
+    s, p = cell(cases, model, l_max, n, mode, False), cell(cases, model, l_max, n, mode, True)
+    if not (s or p):
+        return ""
+    if cs and cp and cs["_tag"] != cp["_tag"]:
+        return f"{s}{tag(cs)} / {p}{tag(cp)}"
+    return f"{s} / {p}{tag(cs or cp)}"
+
+
 def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
     return a / b if a is not None and b not in (None, 0) else None
 
@@ -78,10 +170,11 @@ def table(header: List[str], rows: List[List[str]]) -> List[str]:
 
 def render(paths: Sequence[str]) -> str:
     metas, cases, profiles = load(paths)
-    m0 = metas[0]
-    head = m0["headline"]
+    newest = metas[-1]
+    head = newest["headline"]
     hm, hl, hn = head["model"], head["l_max"], head["n_atoms"]
-    dev = m0["device"]
+    devices = sorted({m["device"].get("name") or m["device"]["type"] for m in metas})
+    dev = " / ".join(devices)
     lines = [
         "# MD step performance: EquiTriton-MD vs stock nequip",
         "",
@@ -93,29 +186,46 @@ def render(paths: Sequence[str]) -> str:
         'builds it (e3nn spherical harmonics), "patched" the same weights after `md_plugin.patch_model`. '
         "ns/day assumes one call per 2 fs step.",
         "",
+        "Runs merged here, oldest first; a case measured in several runs is taken from the newest, and every number "
+        "carries the tag of the run it comes from:",
+        "",
     ]
     for m in metas:
         v = m["versions"]
         d = m["device"]
+        n_ok = sum(1 for c in cases.values() if c["_path"] == m["_path"] and c["status"] == "ok")
         lines += [
-            f"- `{os.path.basename(m['_path'])}`: {m['date_utc']}, {d.get('name')} ({d['type']}), "
+            f"- [{m['_tag']}] `{os.path.basename(m['_path'])}`: {m['date_utc']}, {d.get('name')} ({d['type']}), "
             f"torch {v.get('torch')}, triton {v.get('triton')}, e3nn {v.get('e3nn')}, nequip {v.get('nequip')}, "
             f"allegro {v.get('nequip-allegro')}, vesin {v.get('vesin')} / vesin-torch {v.get('vesin-torch')}, "
             f"matscipy {v.get('matscipy')}, ase {v.get('ase')}, CUDA {v.get('cuda')}; commit `{m.get('git_commit')}`; "
-            f"budget {m.get('budget_s')} s, {'complete' if m['_complete'] else 'INCOMPLETE'} in "
-            f"{fmt(m['_total_s'], 0)} s{' (--quick)' if m.get('quick') else ''}."
+            f"`{' '.join(m.get('argv') or [])}`; budget {m.get('budget_s')} s, "
+            f"{'complete' if m['_complete'] else 'INCOMPLETE'} in {fmt(m['_total_s'], 0)} s"
+            f"{' (--quick)' if m.get('quick') else ''}; {n_ok} of its cases shown."
         ]
+    if len(devices) > 1:
+        lines += ["", f"**The runs were made on different devices ({dev}): compare numbers of one tag only.**"]
     lines += ["", "Modes:", ""]
-    lines += [f"- `{k}`: {v}" for k, v in m0["modes"].items()]
+    lines += [f"- `{k}`: {v}" for k, v in newest["modes"].items()]
     lines += [""]
 
     # ---------------------------------------------------------------- headline
+    base_case = cases.get((hm, hl, hn, BASELINE_MODE, False))
     base = ms(cases, hm, hl, hn, BASELINE_MODE, False)
     busy = {
-        (p["mode"], p["patched"]): p.get("gpu_busy_fraction")
+        (p["mode"], p["patched"]): p
         for p in profiles
-        if (p["model"], p["l_max"], p["n_atoms"]) == (hm, hl, hn)
+        if (p["model"], p["l_max"], p["n_atoms"]) == (hm, hl, hn) and p.get("gpu_busy_fraction") is not None
     }
+
+    def busy_cell(mode: str, patched: bool) -> str:
+        p = busy.get((mode, patched))
+        return f"{100 * p['gpu_busy_fraction']:.0f}%{tag(p)}" if p else "not profiled"
+
+    def min_cell(mode: str) -> str:
+        got = [cases.get((hm, hl, hn, mode, v)) for v in (False, True)]
+        return " / ".join(fmt(c.get("ms_min")) if c and c["status"] == "ok" else "–" for c in got)
+
     rows = []
     for mode in MODE_ORDER:
         s, p = ms(cases, hm, hl, hn, mode, False), ms(cases, hm, hl, hn, mode, True)
@@ -125,51 +235,88 @@ def render(paths: Sequence[str]) -> str:
         rows.append(
             [
                 f"`{mode}`",
-                cell(cases, hm, hl, hn, mode, False),
-                cell(cases, hm, hl, hn, mode, True),
+                pair(cases, hm, hl, hn, mode),
+                min_cell(mode),
                 fmt(ratio(p, s)),
                 fmt(pc.get("ns_per_day")),
-                fmt(ratio(base, p), 1),
-                fmt(100 * busy[(mode, True)], 0) + "%" if busy.get((mode, True)) is not None else "–",
+                f"{fmt(ratio(base, s), 1)} / {fmt(ratio(base, p), 1)}",
+                f"{busy_cell(mode, False)} / {busy_cell(mode, True)}",
             ]
         )
-    lines += [f"## {hm} l_max={hl}, {hn:,} atoms ({dev.get('name')})", ""]
+    lines += [f"## {hm} l_max={hl}, {hn:,} atoms ({dev})", ""]
     lines += table(
         [
             "mode",
-            "stock ms",
-            "patched ms",
+            "stock / patched ms (median)",
+            "stock / patched ms (min)",
             "patched/stock",
             "ns/day (patched)",
-            f"speedup vs `{BASELINE_MODE}` stock",
-            "GPU busy (patched)",
+            f"speedup vs `{BASELINE_MODE}` stock{tag(base_case)} (stock / patched)",
+            "GPU busy (stock / patched)",
         ],
         rows,
     )
-    best = min(
-        (
-            (c["ms_median"], c["mode"])
-            for k, c in cases.items()
-            if k[:3] == (hm, hl, hn) and k[4] and c["status"] == "ok"
-        ),
-        default=None,
-    )
-    if best is not None:
-        best_busy = busy.get((best[1], True))
+
+    # ---------------------------------------------------------------- issue-4 targets
+    if base is not None:
         lines += [
-            "Targets of issue 4 on this system (float64): "
-            f"≤ {TARGET_MS:g} ms per call — best patched mode `{best[1]}` {fmt(best[0])} ms: "
-            f"{'met' if best[0] <= TARGET_MS else 'not met'}; "
-            f"≥ {TARGET_SPEEDUP:g}× the stock calculator — {fmt(ratio(base, best[0]), 1)}×: "
-            f"{'met' if (ratio(base, best[0]) or 0) >= TARGET_SPEEDUP else 'not met'}; "
-            f"GPU busy ≥ {100 * TARGET_BUSY:.0f}% — "
-            + (
-                f"{100 * best_busy:.0f}%: {'met' if best_busy >= TARGET_BUSY else 'not met'}."
-                if best_busy is not None
-                else "not profiled for that mode."
-            ),
+            f"### Issue-4 targets on this system: ≤ {TARGET_MS:g} ms per call and ≥ {TARGET_SPEEDUP:g}× nequip's "
+            f"stock calculator (`{BASELINE_MODE}` stock: {fmt(base)} ms{tag(base_case)}), GPU busy ≥ "
+            f"{100 * TARGET_BUSY:.0f}%",
             "",
         ]
+        rows, met, not_met = [], [], []
+        for mode in MODE_ORDER:
+            if not mode.startswith("ours-"):
+                continue
+            for patched in (False, True):
+                c = cases.get((hm, hl, hn, mode, patched))
+                if c is None or c["status"] != "ok":
+                    continue
+                t, r = c["ms_median"], ratio(base, c["ms_median"])
+                ok = t <= TARGET_MS and r >= TARGET_SPEEDUP
+                label = f"`{mode}` {'patched' if patched else 'stock'}: {fmt(t)} ms{tag(c)}, {fmt(r, 1)}×"
+                (met if ok else not_met).append(label)
+                p = busy.get((mode, patched))
+                rows.append(
+                    [
+                        f"`{mode}`",
+                        "patched" if patched else "stock",
+                        f"{fmt(t)}{tag(c)}",
+                        "met" if t <= TARGET_MS else "not met",
+                        f"{fmt(r, 1)}×",
+                        "met" if r >= TARGET_SPEEDUP else "not met",
+                        busy_cell(mode, patched),
+                        ("met" if p["gpu_busy_fraction"] >= TARGET_BUSY else "not met") if p else "not measured",
+                    ]
+                )
+        lines += table(
+            [
+                "mode",
+                "variant",
+                "ms per call",
+                f"≤ {TARGET_MS:g} ms",
+                "speedup",
+                f"≥ {TARGET_SPEEDUP:g}×",
+                "GPU busy",
+                f"≥ {100 * TARGET_BUSY:.0f}%",
+            ],
+            rows,
+        )
+        lines += [
+            "Time and speedup targets met by: "
+            + ("; ".join(met) if met else "no mode")
+            + ". Not met by: "
+            + ("; ".join(not_met) if not_met else "none")
+            + "."
+        ]
+        if any(c_tag != base_case["_tag"] for c_tag in {cases[k]["_tag"] for k in cases if k[:3] == (hm, hl, hn)}):
+            lines += [
+                "",
+                f"Speedups divide the baseline of run [{base_case['_tag']}] by times of other runs where the tags "
+                "differ (same device type, different processes).",
+            ]
+        lines += [""]
 
     # ---------------------------------------------------------------- l_max sweep
     models = sorted({k[0] for k in cases}, key=lambda m: (m != "nequip", m))
@@ -182,8 +329,7 @@ def render(paths: Sequence[str]) -> str:
             for l_max in lmax_keys:
                 row = [str(l_max)]
                 for mode in modes_present:
-                    s, p = cell(cases, model, l_max, hn, mode, False), cell(cases, model, l_max, hn, mode, True)
-                    row.append(f"{s} / {p}" if s or p else "")
+                    row.append(pair(cases, model, l_max, hn, mode))
                 rows.append(row)
             if any(any(r[1:]) for r in rows):
                 lines += [f"**{model}**", ""] + table(["l_max"] + [f"`{m}`" for m in modes_present], rows)
@@ -205,10 +351,10 @@ def render(paths: Sequence[str]) -> str:
                 )
                 row = [f"{n:,}", f"{edges:,}" if edges else "–"]
                 for mode in modes_present:
-                    s, p = cell(cases, model, hl, n, mode, False), cell(cases, model, hl, n, mode, True)
                     pc = cases.get((model, hl, n, mode, True), {})
                     nsd = f" ({fmt(pc.get('ns_per_day'))} ns/day)" if pc.get("status") == "ok" else ""
-                    row.append(f"{s} / {p}{nsd}" if s or p else "")
+                    got = pair(cases, model, hl, n, mode)
+                    row.append(f"{got}{nsd}" if got else "")
                 rows.append(row)
             if any(any(r[2:]) for r in rows):
                 lines += [f"**{model}**", ""] + table(["atoms", "edges"] + [f"`{m}`" for m in modes_present], rows)
@@ -225,11 +371,14 @@ def render(paths: Sequence[str]) -> str:
                     "patched" if k[4] else "stock",
                     fmt(c["setup_s"], 1),
                     fmt((c.get("first_call_ms") or 0) / 1e3, 1),
+                    f"[{c['_tag']}]",
                 ]
             )
     if setup_rows:
         lines += ["## Compiled modes: one-off cost (s)", ""]
-        lines += table(["model", "l_max", "mode", "variant", "build + compile", "first call"], setup_rows)
+        lines += table(
+            ["model", "l_max", "mode", "variant", "build", "first call (trace + compile)", "run"], setup_rows
+        )
 
     # ---------------------------------------------------------------- profiles
     if profiles:
@@ -255,15 +404,20 @@ def render(paths: Sequence[str]) -> str:
                     fmt(ph.get("results to host + ASE bookkeeping")),
                     fmt(p.get("device_busy_ms_per_step")),
                     f"{100 * p['gpu_busy_fraction']:.0f}%" if p.get("gpu_busy_fraction") is not None else "–",
+                    f"[{p['_tag']}]",
                 ]
             )
         lines += table(
-            ["system", "mode", "variant", "wall ms", "data ms", "model ms", "rest ms", "GPU ms", "GPU busy"], rows
+            ["system", "mode", "variant", "wall ms", "data ms", "model ms", "rest ms", "GPU ms", "GPU busy", "run"],
+            rows,
         )
         for p in profiles:
             if not (p["mode"] in ("nequip-matscipy", "ours-fast", "ours-compile") and p["patched"]):
                 continue
-            lines += [f"Top operations, `{p['mode']}` patched, {p['model']} N={p['n_atoms']:,} (ms per step):", ""]
+            lines += [
+                f"Top operations, `{p['mode']}` patched, {p['model']} N={p['n_atoms']:,} (ms per step){tag(p)}:",
+                "",
+            ]
             rows = [
                 [
                     f"`{r['name']}`",
@@ -283,13 +437,21 @@ def render(paths: Sequence[str]) -> str:
         s = ms(cases, k[0], k[1], k[2], k[3], False)
         r = ratio(c["ms_median"], s)
         if r is not None and r > SLOWER_TOLERANCE:
+            sc = cases[(k[0], k[1], k[2], k[3], False)]
+            mins = (
+                f"; min {fmt(c['ms_min'])} vs {fmt(sc['ms_min'])} ms"
+                if c.get("ms_min") is not None and sc.get("ms_min") is not None
+                else ""
+            )
             slower.append(
-                f"- {k[0]} l_max={k[1]} N={k[2]:,} `{k[3]}`: patched {fmt(c['ms_median'])} ms vs stock "
-                f"{fmt(s)} ms ({fmt(r)}×)"
+                f"- {k[0]} l_max={k[1]} N={k[2]:,} `{k[3]}`: patched {fmt(c['ms_median'])} ms{tag(c)} vs stock "
+                f"{fmt(s)} ms{tag(sc)} ({fmt(r)}×{mins})"
             )
     lines += [f"## Patched slower than stock in the same mode (by more than {100 * (SLOWER_TOLERANCE - 1):.0f}%)", ""]
     lines += slower or ["None."]
     lines += [""]
+    if any("`ours-compile`" in line for line in slower):
+        lines += [COMPILE_NOTE, ""]
 
     # ---------------------------------------------------------------- numbers check
     diffs = [c.get("rel_diff_vs_reference") for c in cases.values() if c.get("rel_diff_vs_reference") is not None]
@@ -307,12 +469,16 @@ def render(paths: Sequence[str]) -> str:
     lines += ["## Failed or skipped cases", ""]
     if not bad:
         lines += ["None."]
+    oom = allegro_oom_note(metas, cases, bad)
     for c in bad:
         why = c.get("error") or c.get("reason") or ""
         lines.append(
             f"- {c['model']} l_max={c['l_max']} N={c['n_atoms']:,} `{c['mode']}` "
-            f"{'patched' if c['patched'] else 'stock'}: {c['status']} — {why.splitlines()[0][:300] if why else ''}"
+            f"{'patched' if c['patched'] else 'stock'}{tag(c)}: {c['status']} — "
+            f"{why.splitlines()[0][:300] if why else ''}"
         )
+    if oom:
+        lines += ["", oom]
     lines += [""]
     return "\n".join(lines)
 

@@ -104,3 +104,37 @@ def test_ns_per_day():
     # 1 call per 2 fs step, 10 ms per call: 8.64e6 steps/day * 2e-6 ns
     assert md_step.ns_per_day(0.010) == pytest.approx(17.28)
     assert md_step.size_for(2048) == 2048 and md_step.size_for(10000) == 10976 and md_step.size_for(100) == 108
+
+
+def test_report_merges_runs_newest_wins(quick_run, tmp_path):
+    """Several JSON files: ordered by run date (not by argument order), a case of the newest run wins, a newer skip
+    does not hide an older measurement, and every number carries its run's tag."""
+    report = _load("report_md")
+    doc = json.loads(quick_run.read_text())
+    ok = [c for c in doc["cases"] if c["status"] == "ok"]
+    first, second = ok[0], ok[1]
+    old, new = json.loads(json.dumps(doc)), json.loads(json.dumps(doc))
+    old["meta"]["date_utc"] = "2000-01-01T00:00:00+00:00"
+    new["meta"]["date_utc"] = "2100-01-01T00:00:00+00:00"
+    key = lambda c: (c["model"], c["l_max"], c["n_atoms"], c["mode"], c["patched"])  # noqa: E731
+    for c in old["cases"]:
+        if key(c) == key(first):
+            c["ms_median"] = 111.0
+        if key(c) == key(second):
+            c["ms_median"] = 222.0
+    for c in new["cases"]:
+        if key(c) == key(first):
+            c["ms_median"] = 333.0
+        if key(c) == key(second):
+            c.update(status="skipped", reason="time budget", ms_median=None)
+    p_old, p_new = tmp_path / "old.json", tmp_path / "new.json"
+    p_old.write_text(json.dumps(old))
+    p_new.write_text(json.dumps(new))
+    metas, cases, _ = report.load([str(p_new), str(p_old)])
+    assert [m["_tag"] for m in metas] == ["a", "b"] and metas[0]["_path"] == str(p_old)
+    assert cases[key(first)]["ms_median"] == 333.0 and cases[key(first)]["_tag"] == "b"
+    assert cases[key(second)]["ms_median"] == 222.0 and cases[key(second)]["_tag"] == "a"
+    text = report.render([str(p_new), str(p_old)])
+    assert "[a] `old.json`" in text and "[b] `new.json`" in text
+    assert "333.0" in text and "222.0" in text and "111.0" not in text
+    assert "Issue-4 targets" in text
