@@ -167,15 +167,16 @@ def sh_backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normali
     gx = torch.empty((n, 3), dtype=x.dtype, device=x.device)
     if n > 0:
         cfg = launch.config("backward", max(ls), x.dtype)
-        wrap_triton(launch.kernels.sh_backward_kernel)[launch.grid(n, cfg)](
-            x2,
-            g2,
-            gx,
-            n,
-            x2.stride(0),
-            x2.stride(1),
-            **launch.meta(ls, offs, dim, normalize, normalization, x.dtype, cfg),
-        )
+        with launch.compiling("backward", cfg):
+            wrap_triton(launch.kernels.sh_backward_kernel)[launch.grid(n, cfg)](
+                x2,
+                g2,
+                gx,
+                n,
+                x2.stride(0),
+                x2.stride(1),
+                **launch.meta(ls, offs, dim, normalize, normalization, x.dtype, cfg),
+            )
     return gx.reshape(x.shape)
 
 
@@ -197,19 +198,20 @@ def sh_double_backward(
     gx = torch.empty((n, 3), dtype=x.dtype, device=x.device)
     if n > 0:
         cfg = launch.config("double_backward", max(ls), x.dtype)
-        wrap_triton(launch.kernels.sh_double_backward_kernel)[launch.grid(n, cfg)](
-            x2,
-            g2,
-            w2,
-            gg,
-            gx,
-            n,
-            x2.stride(0),
-            x2.stride(1),
-            w2.stride(0),
-            w2.stride(1),
-            **launch.meta(ls, offs, dim, normalize, normalization, x.dtype, cfg),
-        )
+        with launch.compiling("double_backward", cfg):
+            wrap_triton(launch.kernels.sh_double_backward_kernel)[launch.grid(n, cfg)](
+                x2,
+                g2,
+                w2,
+                gg,
+                gx,
+                n,
+                x2.stride(0),
+                x2.stride(1),
+                w2.stride(0),
+                w2.stride(1),
+                **launch.meta(ls, offs, dim, normalize, normalization, x.dtype, cfg),
+            )
     return gg.reshape(grad.shape), gx.reshape(x.shape)
 
 

@@ -6,8 +6,11 @@ The number of points N is a run-time argument (never specialised), so a kernel c
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
+import threading
 
 import torch
 import triton
@@ -95,4 +98,82 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
     )
 
 
-__all__ = ["kernels", "config", "grid", "meta"]
+# ---------------------------------------------------------------------------------------------------- compile time
+# Triton's TritonGPUCoalesce pass computes, for every load and store, the whole connected slice of the kernel, and the
+# slice walk itself visits every op's backward and forward slice: its cost is (memory ops) x (sum of all slice sizes),
+# 97-99% of the compile time of the derivative kernels (l = 0..12 double backward: ~290 s of ~295 s on one CPU core;
+# docs/compile_time.md, benchmarks/compile_time.py). For these kernels the pass is the identity: every tensor is 1-D
+# with BLOCK <= 32 * num_warps rows, so it can only choose sizePerThread = 1, the layout the tensors already have
+# (the TTGIR has one #blocked layout and no convert_layout, and the cubin is byte-identical with the pass skipped).
+# EQUITRITON_SKIP_COALESCE=1 skips the pass while equitriton compiles a backward / double backward kernel; off by
+# default until a GPU run has confirmed it on the lent card's Triton (the cubin identity was checked without a GPU,
+# for triton 3.6 and 3.9).
+SKIP_COALESCE = os.environ.get("EQUITRITON_SKIP_COALESCE", "0") == "1"
+_SKIPPING = contextvars.ContextVar("equitriton_skip_coalesce", default=False)
+_HOOK_LOCK = threading.Lock()
+_HOOK_STATE: dict = {}
+
+
+def coalesce_is_identity(direction: str, cfg: dict) -> bool:
+    """Whether TritonGPUCoalesce cannot change the kernel: 1-D tensors only (no 2D tiles: the derivative kernels
+    ignore WIDE_IO/FULL_ROW) and at most one row per thread."""
+    return direction != "forward" and cfg["BLOCK"] <= 32 * cfg["num_warps"]
+
+
+def _install_hook() -> bool:
+    """Wrap Triton's TTGIR stage once per process (chaining any hook already set) so that, while `_SKIPPING` is set,
+    it runs without the coalesce pass. Any missing piece of Triton's API leaves compilation as it was."""
+    if "ok" in _HOOK_STATE:
+        return _HOOK_STATE["ok"]
+    try:
+        from triton import knobs
+        from triton._C.libtriton import passes
+
+        if not callable(getattr(passes.ttgpuir, "add_coalesce", None)):
+            raise AttributeError("triton has no passes.ttgpuir.add_coalesce")
+        prev = knobs.runtime.add_stages_inspection_hook
+
+        def hook(*args):
+            if not args:  # cache-key part: the compiled kernel is the same with or without the pass
+                return prev() if prev is not None else ("", "")
+            if prev is not None:
+                prev(*args)
+            stages = args[1]
+            if "ttgir" not in stages:
+                return
+            make_ttgir = stages["ttgir"]
+
+            def ttgir(src, metadata):
+                with _HOOK_LOCK:  # the pass table is process-wide: no other TTGIR stage runs while it is patched
+                    if not _SKIPPING.get():
+                        return make_ttgir(src, metadata)
+                    add_coalesce = passes.ttgpuir.add_coalesce
+                    passes.ttgpuir.add_coalesce = lambda pm: None
+                    try:
+                        return make_ttgir(src, metadata)
+                    finally:
+                        passes.ttgpuir.add_coalesce = add_coalesce
+
+            stages["ttgir"] = ttgir
+
+        knobs.runtime.add_stages_inspection_hook = hook
+        _HOOK_STATE["ok"] = True
+    except Exception:  # an older/newer Triton without these names: compile as usual
+        _HOOK_STATE["ok"] = False
+    return _HOOK_STATE["ok"]
+
+
+@contextlib.contextmanager
+def compiling(direction: str, cfg: dict, enabled: bool | None = None):
+    """Context for a kernel launch: skips the coalesce pass if a compile happens inside it and that is safe."""
+    if (SKIP_COALESCE if enabled is None else enabled) and coalesce_is_identity(direction, cfg) and _install_hook():
+        token = _SKIPPING.set(True)
+        try:
+            yield
+        finally:
+            _SKIPPING.reset(token)
+    else:
+        yield
+
+
+__all__ = ["kernels", "config", "grid", "meta", "compiling"]
