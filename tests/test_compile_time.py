@@ -1,0 +1,45 @@
+"""The EQUITRITON_SKIP_COALESCE switch (equitriton.kernels.launch.compiling): skipping Triton's coalesce pass must give
+the same compiled kernel, and must only apply where the pass is the identity. Compiled for sm_90 without a GPU through
+benchmarks/compile_time.py (ptxas ships in the triton wheel)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from equitriton.kernels import launch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import compile_time  # noqa: E402
+
+
+def test_skip_applies_only_to_one_row_per_thread_derivative_kernels():
+    for direction in ("backward", "double_backward"):
+        cfg = launch.config(direction, 4, torch.float64)
+        assert launch.coalesce_is_identity(direction, cfg) == (cfg["BLOCK"] <= 32 * cfg["num_warps"])
+        assert not launch.coalesce_is_identity(direction, dict(cfg, BLOCK=64 * cfg["num_warps"]))
+    assert not launch.coalesce_is_identity("forward", launch.config("forward", 4, torch.float64))
+
+
+def test_switch_scopes_the_flag_and_defaults_off():
+    cfg = {"BLOCK": 32, "num_warps": 1}
+    with launch.compiling("backward", cfg, enabled=False):
+        assert not launch._SKIPPING.get()
+    with launch.compiling("forward", cfg, enabled=True):
+        assert not launch._SKIPPING.get()
+    with launch.compiling("backward", cfg, enabled=True):
+        assert launch._SKIPPING.get() == launch._install_hook()
+    assert not launch._SKIPPING.get()
+
+
+@pytest.mark.parametrize("direction", ["backward", "double_backward"])
+def test_skipping_the_pass_gives_the_same_cubin(direction):
+    plain = compile_time.run_one(direction, "0-2", "float64", True, 1, timeout=600)
+    skipped = compile_time.run_one(direction, "0-2", "float64", True, 1, timeout=600, skip_coalesce=True)
+    assert launch._install_hook(), "this triton lacks the hook the switch needs"
+    assert not plain["timed_out"] and not skipped["timed_out"]
+    assert plain.get("cubin_sha256") and plain["cubin_sha256"] == skipped["cubin_sha256"]
