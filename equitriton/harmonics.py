@@ -11,7 +11,7 @@ import torch
 from e3nn.o3 import Irreps
 from torch import Tensor
 
-from . import ops  # noqa: F401  (registers torch.ops.equitriton.*)
+from . import ops  # registers torch.ops.equitriton.*
 
 LMAX = 12
 _NORMALIZATIONS = ("integral", "component", "norm")
@@ -96,7 +96,15 @@ def sh(x: Tensor, ls: List[int], normalize: bool, normalization: str) -> Tensor:
     nid = normalization_id(normalization)
     if x.dtype == torch.float16 or x.dtype == torch.bfloat16:
         # computed in float32 and cast back: half precision cannot hold the high-l coefficients
-        return torch.ops.equitriton.sh_forward(x.float(), ls, normalize, nid).to(x.dtype)
+        return _sh_op(x.float(), ls, normalize, nid).to(x.dtype)
+    return _sh_op(x, ls, normalize, nid)
+
+
+def _sh_op(x: Tensor, ls: List[int], normalize: bool, nid: int) -> Tensor:
+    """The custom op, or in plain eager mode on CPU the same computation without the op dispatch (ops.sh_cpu)."""
+    if not torch.jit.is_scripting():
+        if ops.eager_cpu(x):
+            return ops.sh_cpu(x, ls, normalize, nid)
     return torch.ops.equitriton.sh_forward(x, ls, normalize, nid)
 
 

@@ -20,6 +20,7 @@ from typing import List
 import torch
 from torch import Tensor
 from torch.library import triton_op, wrap_triton
+from torch.utils import _python_dispatch
 
 from .generated import torch_fallback
 from .kernels import launch
@@ -138,14 +139,44 @@ def _offsets(ls: List[int]) -> tuple[tuple[int, ...], int]:
     return tuple(offs), o
 
 
+# ------------------------------------------------------------------------------------------------ CPU (torch fallback)
+# The CPU bodies of the three ops, shared by the ops themselves and by the eager CPU path below (the same code, so
+# the same bits).
+def _cpu_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    offs, dim = _offsets(ls)
+    x2 = x.reshape(-1, 3)
+    out = _fallback(torch_fallback.forward, x2.shape[0], x2, list(ls), list(offs), dim, normalize, normalization)
+    return out.to(x.dtype).reshape(x.shape[:-1] + (dim,))
+
+
+def _cpu_backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    offs, dim = _offsets(ls)
+    x2 = x.reshape(-1, 3)
+    g2 = grad.reshape(-1, dim).contiguous()
+    gx = _fallback(torch_fallback.backward, x2.shape[0], x2, g2, list(ls), list(offs), dim, normalize, normalization)
+    return gx.to(x.dtype).reshape(x.shape)
+
+
+def _cpu_double_backward(
+    x: Tensor, grad: Tensor, w: Tensor, ls: List[int], normalize: bool, normalization: int
+) -> tuple[Tensor, Tensor]:
+    offs, dim = _offsets(ls)
+    x2 = x.reshape(-1, 3)
+    g2 = grad.reshape(-1, dim).contiguous()
+    w2 = w.reshape(-1, 3)
+    gg, gx = _fallback(
+        torch_fallback.double_backward, x2.shape[0], x2, g2, w2, list(ls), list(offs), dim, normalize, normalization
+    )
+    return gg.to(x.dtype).reshape(grad.shape), gx.to(x.dtype).reshape(x.shape)
+
+
 @triton_op("equitriton::sh_forward", mutates_args=())
 def sh_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    if not use_triton(x.device):
+        return _cpu_forward(x, ls, normalize, normalization)
     offs, dim = _offsets(ls)
     x2 = x.reshape(-1, 3)
     n = x2.shape[0]
-    if not use_triton(x.device):
-        out = _fallback(torch_fallback.forward, n, x2, list(ls), list(offs), dim, normalize, normalization)
-        return out.to(x.dtype).reshape(x.shape[:-1] + (dim,))
     out = torch.empty((n, dim), dtype=x.dtype, device=x.device)
     if n > 0:
         cfg = launch.config("forward", max(ls), x.dtype)
@@ -157,13 +188,12 @@ def sh_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) ->
 
 @triton_op("equitriton::sh_backward", mutates_args=())
 def sh_backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    if not use_triton(x.device):
+        return _cpu_backward(x, grad, ls, normalize, normalization)
     offs, dim = _offsets(ls)
     x2 = x.reshape(-1, 3)
     g2 = grad.reshape(-1, dim).contiguous()
     n = x2.shape[0]
-    if not use_triton(x.device):
-        gx = _fallback(torch_fallback.backward, n, x2, g2, list(ls), list(offs), dim, normalize, normalization)
-        return gx.to(x.dtype).reshape(x.shape)
     gx = torch.empty((n, 3), dtype=x.dtype, device=x.device)
     if n > 0:
         cfg = launch.config("backward", max(ls), x.dtype)
@@ -184,16 +214,13 @@ def sh_backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normali
 def sh_double_backward(
     x: Tensor, grad: Tensor, w: Tensor, ls: List[int], normalize: bool, normalization: int
 ) -> tuple[Tensor, Tensor]:
+    if not use_triton(x.device):
+        return _cpu_double_backward(x, grad, w, ls, normalize, normalization)
     offs, dim = _offsets(ls)
     x2 = x.reshape(-1, 3)
     g2 = grad.reshape(-1, dim).contiguous()
     w2 = w.reshape(-1, 3)
     n = x2.shape[0]
-    if not use_triton(x.device):
-        gg, gx = _fallback(
-            torch_fallback.double_backward, n, x2, g2, w2, list(ls), list(offs), dim, normalize, normalization
-        )
-        return gg.to(x.dtype).reshape(grad.shape), gx.to(x.dtype).reshape(x.shape)
     gg = torch.empty((n, dim), dtype=x.dtype, device=x.device)
     gx = torch.empty((n, 3), dtype=x.dtype, device=x.device)
     if n > 0:
@@ -250,3 +277,71 @@ def _double_setup(ctx, inputs, output):
 sh_forward.register_autograd(_forward_backward, setup_context=_forward_setup)
 sh_backward.register_autograd(_backward_backward, setup_context=_backward_setup)
 sh_double_backward.register_autograd(_no_third_derivative, setup_context=_double_setup)
+
+
+# ------------------------------------------------------------------------------------------------ eager CPU fast path
+# On real CPU tensors in plain eager mode, `sh_cpu` runs the same torch fallback as the ops (`_cpu_forward` etc.)
+# through a lean torch.autograd.Function, without the torch.library dispatch (autograd wrapper, redispatch, schema
+# checks: ~30 us a call, more than the l = 1 body on 1,000 rows). Its backward is a second Function whose backward
+# is the double backward, and that one refuses a third derivative, as the ops do. Everything traced, compiled,
+# scripted or transformed (torch.compile, export, AOTI, TorchScript, jit.trace, functorch, dispatch and torch-function
+# modes, fake or other tensor subclasses), TRITON_INTERPRET=1 and every other device keep going through the ops.
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def eager_cpu(x: Tensor) -> bool:
+    """Whether sh_cpu may run for x: a plain CPU tensor, outside any tracing, compilation or transform."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # first: dynamo folds this to True and stops here
+        return False
+    if type(x) not in _PLAIN or x.device.type != "cpu" or os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return False
+    return (
+        _python_dispatch._get_current_dispatch_mode() is None
+        and not torch._C._is_torch_function_mode_enabled()
+        and torch._C._functorch.peek_interpreter_stack() is None
+    )
+
+
+class _CpuForward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, ls, normalize, normalization):
+        ctx.save_for_backward(x)
+        ctx.args = (ls, normalize, normalization)
+        return _cpu_forward(x, ls, normalize, normalization)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return _CpuBackward.apply(x, grad, *ctx.args), None, None, None
+
+
+class _CpuBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, grad, ls, normalize, normalization):
+        ctx.save_for_backward(x, grad)
+        ctx.args = (ls, normalize, normalization)
+        return _cpu_backward(x, grad, ls, normalize, normalization)
+
+    @staticmethod
+    def backward(ctx, w):
+        x, grad = ctx.saved_tensors
+        gg, gx = _CpuDoubleBackward.apply(x, grad, w, *ctx.args)
+        return gx, gg, None, None, None
+
+
+class _CpuDoubleBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, grad, w, ls, normalize, normalization):
+        return _cpu_double_backward(x, grad, w, ls, normalize, normalization)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        _no_third_derivative(ctx, *grads)
+
+
+def sh_cpu(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    """torch.ops.equitriton.sh_forward(x, ls, normalize, normalization) for x where eager_cpu(x) holds: the same
+    bits and derivatives, without the custom-op dispatch."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return _CpuForward.apply(x, ls, normalize, normalization)
+    return _cpu_forward(x, ls, normalize, normalization)

@@ -1,0 +1,172 @@
+"""The eager CPU path (ops.sh_cpu, taken by the public API on plain CPU tensors outside any tracing): it is taken
+where it should be, gives the custom op's bits for Y and its first and second derivatives, and everything traced,
+compiled or scripted still records the custom op."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import equitriton
+from equitriton import harmonics, ops
+
+pytestmark = pytest.mark.skipif(ops.use_triton(torch.device("cpu")), reason="CPU runs the Triton interpreter here")
+
+LS = [0, 1, 2, 3, 1]
+
+
+def _x(n=37, dtype=torch.float64, seed=0, grad=True, zero=True):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    if zero:
+        x[0] = 0.0  # the clamped normalisation
+    return x.to(dtype).requires_grad_(grad)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    calls = []
+    real = ops.sh_cpu
+
+    def counted(*args):
+        calls.append(args[1:])
+        return real(*args)
+
+    monkeypatch.setattr(ops, "sh_cpu", counted)
+    return calls
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_api_takes_the_eager_path(spy, grad):
+    x = _x(grad=grad)
+    y = equitriton.SphericalHarmonics(LS, True)(x)
+    equitriton.spherical_harmonics(LS, x, False, "norm")
+    assert len(spy) == 2
+    if grad:
+        assert type(y.grad_fn).__name__.startswith("_CpuForward")
+    with torch.no_grad():
+        assert equitriton.spherical_harmonics(2, x, True).grad_fn is None
+    assert len(spy) == 3
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("normalization", ["integral", "component", "norm"])
+def test_same_bits_as_the_custom_op(dtype, normalize, normalization):
+    nid = harmonics.normalization_id(normalization)
+    gen = torch.Generator().manual_seed(3)
+    dim = sum(2 * l + 1 for l in LS)
+    g = torch.randn(37, dim, generator=gen, dtype=torch.float64).to(dtype)
+    outs = []
+    for path in ("eager", "op"):
+        x = _x(dtype=dtype)
+        if path == "eager":
+            y = equitriton.spherical_harmonics(LS, x, normalize, normalization)
+            assert type(y.grad_fn).__name__ != "GeneratedBackwardFor_equitriton_sh_forward_defaultBackward"
+        else:
+            xf = x.float() if dtype == torch.float16 else x
+            y = torch.ops.equitriton.sh_forward(xf, LS, normalize, nid).to(dtype)
+        (gx,) = torch.autograd.grad(y, x, g, create_graph=True)
+        (hx,) = torch.autograd.grad((gx * gx).sum(), x)
+        outs.append((y.detach(), gx.detach(), hx))
+    for a, b in zip(*outs):
+        assert a.dtype == b.dtype == dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)  # float16 overflows to the same inf/nan
+
+
+def test_double_backward_bits_through_grad():
+    """d/dgrad of the backward (the other double-backward output) through the eager path equals the op's."""
+    gen = torch.Generator().manual_seed(4)
+    dim = sum(2 * l + 1 for l in LS)
+    res = []
+    for fn in (ops.sh_cpu, torch.ops.equitriton.sh_forward):
+        x = _x()
+        g = torch.randn(37, dim, generator=gen.manual_seed(4), dtype=torch.float64, requires_grad=True)
+        (gx,) = torch.autograd.grad(fn(x, LS, True, 0), x, g, create_graph=True)
+        res.append(torch.autograd.grad((gx**2).sum(), (x, g)))
+    for a, b in zip(*res):
+        assert torch.equal(a, b)
+
+
+def test_gradcheck_and_gradgradcheck_on_the_eager_path(spy):
+    x = _x(n=9, zero=False)
+    f = equitriton.SphericalHarmonics([0, 1, 2, 4], True)
+    assert torch.autograd.gradcheck(f, (x,))
+    assert torch.autograd.gradgradcheck(f, (x,))
+    x2 = _x(n=9, seed=1, zero=False)
+    f2 = equitriton.SphericalHarmonics([3, 1], False, "component")
+    assert torch.autograd.gradcheck(f2, (x2,))
+    assert torch.autograd.gradgradcheck(f2, (x2,))
+    assert spy
+
+
+def test_third_derivative_refused():
+    x = _x(n=5)
+    y = equitriton.spherical_harmonics(2, x, True)
+    (g,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
+    (h,) = torch.autograd.grad(g.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="second order"):
+        torch.autograd.grad(h.sum(), x)
+
+
+def test_batched_shapes_and_parameter():
+    x = torch.nn.Parameter(torch.randn(2, 4, 3, dtype=torch.float64))
+    assert ops.eager_cpu(x)
+    y = equitriton.spherical_harmonics([1, 2], x, True)
+    assert y.shape == (2, 4, 8)
+    assert torch.equal(y, torch.ops.equitriton.sh_forward(x, [1, 2], True, 0))
+
+
+def test_not_eager_where_traced_or_transformed(monkeypatch):
+    x = _x(n=4, grad=False)
+    assert ops.eager_cpu(x)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        assert not ops.eager_cpu(mode.from_tensor(x))
+
+    class PassThrough(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return func(*args, **(kwargs or {}))
+
+    with PassThrough():
+        assert not ops.eager_cpu(x)
+    seen = []
+    torch.func.vmap(lambda v: seen.append(ops.eager_cpu(v)) or v)(x)
+    assert seen == [False]
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert not ops.eager_cpu(x)
+
+
+def _graph_ops(gm) -> str:
+    return "\n".join(str(n.target) for n in gm.graph.nodes)
+
+
+def test_compile_still_records_the_custom_op(spy):
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(_graph_ops(gm))
+        return gm.forward
+
+    torch._dynamo.reset()
+    m = equitriton.SphericalHarmonics([0, 1, 2], True)
+    x = _x(n=6)
+    y = torch.compile(m, backend=backend, fullgraph=True)(x)
+    assert graphs and "equitriton.sh_forward" in graphs[0]
+    assert not spy
+    assert torch.equal(y, m(x))
+
+
+def test_export_trace_and_script_record_the_custom_op(spy):
+    m = equitriton.SphericalHarmonics([0, 1, 2], True)
+    x = _x(n=6, grad=False)
+    ep = torch.export.export(m, (x,))
+    assert "equitriton.sh_forward" in _graph_ops(ep.graph_module)
+    assert not spy
+    traced = torch.jit.trace(m, (x,), check_trace=False)  # the check reruns m in eager mode
+    assert "equitriton::sh_forward" in str(traced.graph)
+    scripted = torch.jit.script(m)
+    assert "equitriton::sh_forward" in str(scripted.inlined_graph) and "sh_cpu" not in str(scripted.inlined_graph)
+    assert not spy
+    assert torch.equal(ep.module()(x), m(x)) and torch.equal(traced(x), m(x)) and torch.equal(scripted(x), m(x))
