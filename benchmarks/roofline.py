@@ -479,6 +479,13 @@ def render(root: str = ROOT) -> str:
         )
         + ".\n"
     )
+    check = [p["sass_fp64"] / p["mix_instr"] for p in pts if "sass_fp64" in p]
+    check_text = (
+        f" Check of the counting against the compiler: the SASS of all {len(check)} compiled kernels has "
+        f"{min(check):.2f}-{max(check):.2f}x this many FP64 instructions per row and thread."
+        if check
+        else ""
+    )
     out.append("## Peaks and method\n")
     out.append(
         f"- Memory: **{bw:.0f} GB/s**, the device-to-device copy measured in the same sweep (read + write bytes / "
@@ -498,7 +505,9 @@ def render(root: str = ROOT) -> str:
         "- op-mix floor = max(bytes / copy bandwidth, FP64 instructions / FP64 issue rate), with the instructions "
         f"the operation mix needs at least: max(mul, add) (every add fused into a multiply, FMA) + {DIV_SQRT_INSTR} "
         "per division or square root. The traced programs have about two multiplies per add, so they cannot run at "
-        "the FMA peak: this is the tighter FP64 bound for *this* algorithm, still at one thread per row.\n"
+        "the FMA peak: this is the tighter FP64 bound for *this* algorithm, still at one thread per row."
+        + check_text
+        + "\n"
         "- floor = max(bytes / copy bandwidth, FLOPs / FP64 peak), per row, times N = 2^22. measured = the best "
         "time over both sweeps (each kernel checked against the float64 reference). ratio = measured / floor. "
         "`% copy` = memory floor / measured, the issue's metric.\n"

@@ -78,3 +78,12 @@ def test_threads_per_row_from_the_layout():
 def test_doc_is_current():
     current, fresh = roofline.regenerate(str(ROOT))
     assert current == fresh, "docs/roofline.md is stale: run python benchmarks/roofline.py --markdown docs/roofline.md"
+
+
+def test_counts_agree_with_the_compiled_kernels():
+    # the op-mix bound (max(mul, add) + 8 per division/sqrt) is a lower bound on the FP64 instructions ptxas emits
+    pts, _ = roofline.all_points(str(ROOT))
+    compiled = [p for p in pts if "sass_fp64" in p]
+    assert len(compiled) == 3 * 2 * 12
+    for p in compiled:
+        assert p["mix_instr"] <= p["sass_fp64"] <= 1.25 * p["mix_instr"], (p["direction"], p["lmax"], p["dtype"])
