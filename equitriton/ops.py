@@ -14,6 +14,7 @@ needs is saved on its own autograd context.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import List
 
@@ -53,6 +54,13 @@ _CPU_CHUNK = {
 }
 # EQUITRITON_CPU_SCRIPT=0 runs the bodies as plain Python (as torch.compile / export trace them) instead.
 _CPU_SCRIPT = os.environ.get("EQUITRITON_CPU_SCRIPT", "1") != "0"
+# At l_max 1-3, calls of up to this many rows (by direction, l_max) run the generated stacked-monomial bodies
+# (_forward_small, _backward_small: a few ops whatever the l set, a small matrix product) rather than one op per
+# term: where op calls cost more than arithmetic. Beyond these the per-term bodies are faster (best-of timings of the
+# TorchScript bodies, 1 thread; docs/cpu_fallback.md). The choice is made on the whole call's row count, so every
+# chunk of one call runs the same body. EQUITRITON_CPU_SMALL=0 keeps one op per term everywhere.
+_CPU_SMALL = os.environ.get("EQUITRITON_CPU_SMALL", "1") != "0"
+_CPU_SMALL_ROWS = {"forward": (0, 8192, 6144, 1536), "backward": (0, 16384, 6144, 3072)}
 _POOL = None  # (pid, ThreadPoolExecutor), made on first use; a forked child makes its own
 
 
@@ -77,12 +85,69 @@ def _impl(fn):
     return torch_fallback.scripted(fn) if _CPU_SCRIPT else fn
 
 
-def _chunks(fn, tensors, rest, outs, bounds, grad_mode: bool, inference: bool) -> None:
+_BOUND: dict = {}
+
+
+def _bound(fn, rest, f64: bool, small: bool = False):
+    """`impl(*tensors, out)`: what `_impl(fn)(*tensors, *rest, out=out)` runs (the same body, with the same
+    coefficient table and offsets), with those arguments worked out once per l set rather than on every call; with
+    `small` (l_max <= 3, float64 compute, forward and backward), the generated stacked-monomial bodies instead."""
+    ls, offs, dim, normalize, normalization = rest
+    key = (fn, tuple(ls), tuple(offs), normalize, normalization, f64, _CPU_SCRIPT, small)
+    impl = _BOUND.get(key)
+    if impl is None:
+        body = torch_fallback._BODIES[fn]
+        if _impl(fn) is not fn:
+            body = torch_fallback._SCRIPTED[body]
+        lmax = max(ls)
+        k = torch_fallback._table(normalization, f64, lmax)
+        at = torch_fallback._at(list(ls), list(offs))
+        if small and f64 and 1 <= lmax <= torch_fallback._SMALL_LMAX and fn is not torch_fallback.double_backward:
+            # a few ops on stacked monomials instead of one per term (the generated _forward_small / _backward_small)
+            tf = torch_fallback
+            c, b, e = tf._small_matrices(ls, offs, dim, normalization)
+            if fn is tf.forward:
+                body = tf.script_body(tf._forward_small) if _CPU_SCRIPT else tf._forward_small
+                impl = functools.partial(_call_small_forward, body, c, b, lmax, normalize, k[0])
+            else:
+                body = tf.script_body(tf._backward_small) if _CPU_SCRIPT else tf._backward_small
+                impl = functools.partial(_call_small_backward, body, e, lmax, normalize, k[0])
+        elif fn is torch_fallback.forward:
+            impl = functools.partial(_call_forward, body, k, at, lmax, dim, normalize)
+        elif fn is torch_fallback.backward:
+            impl = functools.partial(_call_backward, body, k, at, lmax, normalize)
+        else:
+            impl = functools.partial(_call_double_backward, body, k, at, lmax, dim, normalize)
+        _BOUND[key] = impl
+    return impl
+
+
+def _call_small_forward(body, c, b, lmax, normalize, eps, xyz, out):
+    return body(xyz, c, b, lmax, normalize, eps, out)
+
+
+def _call_small_backward(body, e, lmax, normalize, eps, xyz, grad, out):
+    return body(xyz, grad, e, lmax, normalize, eps, out)
+
+
+def _call_forward(body, k, at, lmax, dim, normalize, xyz, out):
+    return body(xyz, k, at, lmax, dim, normalize, out)
+
+
+def _call_backward(body, k, at, lmax, normalize, xyz, grad, out):
+    return body(xyz, grad, k, at, lmax, normalize, out)
+
+
+def _call_double_backward(body, k, at, lmax, dim, normalize, xyz, grad, w, out):
+    return body(xyz, grad, w, k, at, lmax, dim, normalize, out)
+
+
+def _chunks(fn, tensors, outs, bounds, grad_mode: bool, inference: bool) -> None:
     # the thread-local modes of the calling thread, and no JIT re-optimisation (it takes seconds, for nothing here)
     with torch.inference_mode(inference), torch.set_grad_enabled(grad_mode), torch.jit.optimized_execution(False):
         for s, e in bounds:
             # x in the compute dtype; the bodies convert grad and w as they transpose them
-            fn(_up(tensors[0][s:e]), *[t[s:e] for t in tensors[1:]], *rest, out=tuple(o[s:e] for o in outs))
+            fn(_up(tensors[0][s:e]), *[t[s:e] for t in tensors[1:]], tuple(o[s:e] for o in outs))
 
 
 def _eager(n, tensors) -> bool:
@@ -104,16 +169,18 @@ def _fallback(fn, n: int, *args):
     if not _eager(n, tensors):
         return fn(*[_up(t) for t in tensors], *rest)
     name = fn.__name__
+    lmax = max(rest[0])
     # whole chunks only: a thread is worth waking for a chunk's work, not for a part of one (on a busy machine the
     # wake-up alone can cost more than a small chunk)
-    count = -(-n // _CPU_CHUNK[name][max(rest[0])])
+    count = -(-n // _CPU_CHUNK[name][lmax])
     threads = torch.get_num_threads()
     if count > 1 and threads > 1:
         count = -(-count // threads) * threads  # the same number of (slightly smaller) chunks for each thread
-    impl = _impl(fn)
+    small = _CPU_SMALL and lmax < len(_CPU_SMALL_ROWS.get(name, ())) and n <= _CPU_SMALL_ROWS[name][lmax]
+    impl = _bound(fn, rest, launch.compute_f64(tensors[0].dtype), small)
     if count == 1:
         with torch.jit.optimized_execution(False):
-            return impl(_up(tensors[0]), *tensors[1:], *rest)
+            return impl(_up(tensors[0]), *tensors[1:], None)
     step = -(-n // count)
     bounds = [(s, min(s + step, n)) for s in range(0, n, step)]
     dim = rest[2]
@@ -124,8 +191,8 @@ def _fallback(fn, n: int, *args):
     mode = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
     if workers > 1:
         tensors = [t.detach() for t in tensors]
-    futures = [_pool().submit(_chunks, impl, tensors, rest, outs, g, *mode) for g in groups[1:]]
-    _chunks(impl, tensors, rest, outs, groups[0], *mode)
+    futures = [_pool().submit(_chunks, impl, tensors, outs, g, *mode) for g in groups[1:]]
+    _chunks(impl, tensors, outs, groups[0], *mode)
     for f in futures:
         f.result()
     return outs if len(outs) > 1 else outs[0]

@@ -175,3 +175,25 @@ def test_aot_inductor_forces_at_other_batch_sizes(tmp_path):
         for want, got in zip(m(x.clone(), c), loaded(x.clone(), c)):
             assert got.shape == want.shape
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("ls", [[1], [0, 1], [2, 0], [0, 1, 2, 3], [3, 1, 3], [2, 2, 1]])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("normalization", [0, 1, 2])
+def test_small_l_bodies_match_the_per_term_bodies(ls, normalize, normalization):
+    """l_max <= 3, few rows: the stacked-monomial bodies (_forward_small, _backward_small) give the per-term bodies'
+    numbers to rounding, zero vector included, and the ops take them below the row thresholds."""
+    n = 300
+    assert n <= min(r for rows in ops._CPU_SMALL_ROWS.values() for r in rows[1:])
+    x = _points(n)
+    offs, dim = ops._offsets(ls)
+    g = torch.randn(n, dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    rest = (ls, list(offs), dim, normalize, normalization)
+    for fn, args in ((tf.forward, (x,)), (tf.backward, (x, g))):
+        small = ops._bound(fn, rest, True, True)(*args, None)
+        term = ops._bound(fn, rest, True, False)(*args, None)
+        assert small.shape == term.shape
+        scale = term.abs().max().clamp_min(1e-300)
+        assert ((small - term).abs().max() / scale).item() <= 1e-14
+    y = torch.ops.equitriton.sh_forward(x, ls, normalize, normalization)
+    assert torch.equal(y, ops._bound(tf.forward, rest, True, True)(x, None))

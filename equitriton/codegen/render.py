@@ -403,11 +403,142 @@ def scripted(fn):
     if impl is None:
         return fn
     return lambda *args, **kwargs: fn(*args, impl=impl, **kwargs)
+
+def script_body(body):
+    '''`body` compiled by TorchScript (once per process), or `body` itself where TorchScript cannot compile it.'''
+    if body not in _SCRIPTED:
+        with _LOCK:
+            if body not in _SCRIPTED:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", DeprecationWarning)
+                        _SCRIPTED[body] = torch.jit.script(body)
+                except Exception:
+                    _SCRIPTED[body] = None
+    return _SCRIPTED[body] or body
 """
 
 TORCH_POSTLUDE = """
 _BODIES.update({forward: _forward, backward: _backward, double_backward: _double_backward})
 """
+
+# Small l (l_max <= SMALL_LMAX, float64 compute, eager calls: ops._bound): one op per term costs more in op calls than
+# in arithmetic there, so Y = b + M C and dL/du = sum over monomials of M1 * (dL/dY E), M the monomials of u of degree
+# 1..l_max and M1 those of degree 0..l_max - 1, each a few ops on stacked rows whatever the l set (C, b, E: exact
+# coefficients of the expanded polynomials, rounded once to float64, laid out per l set by _small_matrices).
+SMALL_LMAX = 3
+TORCH_SMALL = """
+
+_SMALL_CACHE: dict = {}
+
+
+def _small_matrices(ls: list, offs: list, dim: int, normalization: int) -> Tuple[Tensor, Tensor, Tensor]:
+    '''(C (K, dim), b (dim,), E (dim, 3 K1)) in float64 for an l set with 1 <= l_max <= _SMALL_LMAX: K and K1 count the
+    monomials of degree 1..l_max and 0..l_max - 1 (3 + 9 + 27 ..., 1 + 3 + 9 ...), in _monomials' order.'''
+    key = (tuple(ls), tuple(offs), dim, normalization)
+    if key not in _SMALL_CACHE:
+        lmax = max(ls)
+        k, k1 = _SMALL_K[lmax], _SMALL_K[lmax - 1] + 1
+        c = [[0.0] * dim for _ in range(k)]
+        b = [0.0] * dim
+        e = [[0.0] * (3 * k1) for _ in range(dim)]
+        for l, o in zip(ls, offs):
+            for j, (terms, grads) in enumerate(_SMALL[normalization][l]):
+                for g, v in terms:
+                    if g == 0:
+                        b[o + j] = v
+                    else:
+                        c[g - 1][o + j] = v
+                for a in range(3):
+                    for g, v in grads[a]:
+                        e[o + j][a * k1 + g] = v
+        f = torch.float64
+        _SMALL_CACHE[key] = (torch.tensor(c, dtype=f), torch.tensor(b, dtype=f), torch.tensor(e, dtype=f))
+    return _SMALL_CACHE[key]
+
+
+def _monomials(u: Tensor, deg: int) -> Tensor:
+    # rows (3, n) -> the monomials of degree 1..deg as rows (3 + 9 + ..., n): u_a, u_a u_b, u_a u_b u_c
+    parts = [u]
+    p = u
+    for _ in range(deg - 1):
+        p = (p.unsqueeze(1) * u.unsqueeze(0)).reshape(-1, u.shape[1])
+        parts.append(p)
+    return torch.cat(parts)
+
+
+def _forward_small(xyz: Tensor, c: Tensor, b: Tensor, lmax: int, normalize: bool, eps: float,
+                   out: Optional[Tuple[Tensor]]) -> Tensor:
+    u, d, clamped = _direction(xyz, normalize, eps)
+    m = _monomials(u, lmax).t()
+    if out is None:
+        return torch.addmm(b, m, c)
+    if out[0].dtype != m.dtype:
+        return out[0].copy_(torch.addmm(b, m, c))
+    return torch.addmm(b, m, c, out=out[0])
+
+
+def _backward_small(xyz: Tensor, grad: Tensor, e: Tensor, lmax: int, normalize: bool, eps: float,
+                    out: Optional[Tuple[Tensor]]) -> Tensor:
+    u, d, clamped = _direction(xyz, normalize, eps)
+    n = u.shape[1]
+    t = torch.mm(grad.to(u.dtype), e)
+    if lmax == 1:
+        v = t.t()
+    else:
+        m1 = torch.cat([torch.ones_like(u[:1]), _monomials(u, lmax - 1)]).t()
+        v = (t.view(n, 3, -1) * m1.unsqueeze(1)).sum(2).t()
+    if normalize:
+        x, y, z = u.unbind(0)
+        vx, vy, vz = v.unbind(0)
+        uv = torch.where(clamped, torch.zeros_like(x), x * vx + y * vy + z * vz)
+        v = (v - u * uv) / d
+    return _columns(v, None if out is None else out[0])
+"""
+
+
+def _small_tables() -> str:
+    """_SMALL[normalization][l][l + m] = (Y terms, (dY/du_x, dY/du_y, dY/du_z) terms), each term (g, float64
+    coefficient) with g the monomial's index among those of degree 0, 1, 2, 3 (1 + 3 + 9 + 27, _monomials' order)."""
+    import sympy
+
+    from .harmonics import NORMALIZATIONS, solid_harmonics
+
+    class _Exact:
+        def __init__(self, nrm: int):
+            self.nrm = nrm
+
+        def const(self, c):
+            return c.value if c.value is not None else c.per_normalization[self.nrm]
+
+    xyz = sympy.symbols("x y z")
+
+    def index(powers: tuple[int, ...]) -> int:
+        # the first (a <= b <= ...) factor order of the monomial, as _monomials lays it out
+        axes = [a for a in range(3) for _ in range(powers[a])]
+        g = sum(3**d for d in range(len(axes)))
+        return g + sum(a * 3 ** (len(axes) - 1 - i) for i, a in enumerate(axes))
+
+    def terms(expr) -> list:
+        if expr == 0:
+            return []
+        poly = sympy.Poly(sympy.expand(expr), *xyz)
+        return sorted((index(p), _f64(v)) for p, v in poly.terms())
+
+    tables = []
+    for nrm in range(len(NORMALIZATIONS)):
+        ys = solid_harmonics(_Exact(nrm), *xyz, SMALL_LMAX)
+        per_l = []
+        for l in range(SMALL_LMAX + 1):
+            cols = []
+            for m in range(-l, l + 1):
+                y = ys[l, m]
+                cols.append((terms(y), tuple(terms(sympy.diff(y, a)) for a in xyz)))
+            per_l.append(cols)
+        tables.append(per_l)
+    ks = tuple(sum(3**d for d in range(1, l + 1)) for l in range(SMALL_LMAX + 1))
+    return f"\n_SMALL_LMAX = {SMALL_LMAX}\n_SMALL_K = {ks}\n_SMALL = {tables!r}\n"
+
 
 _TEMP = re.compile(r"\bt\d+\b")
 _NAME = re.compile(r"\b[tc]\d+\b")
@@ -676,6 +807,8 @@ def render_torch() -> str:
         out.append(TORCH_EPILOGUES[order])
     rows = ",\n".join("    (" + ", ".join(repr(v) for v in row) + ")" for row in table)
     out.append(TORCH_POSTLUDE)
+    out.append(TORCH_SMALL)
+    out.append(_small_tables())
     out.append(
         "\n# Coefficients: integral, component, norm in float64, then the same rounded to float32; ordered by the\n"
         "# l that first needs them: a call for l_max reads the first _KEND[l_max].\n"
