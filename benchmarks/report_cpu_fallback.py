@@ -3,6 +3,13 @@
     python benchmarks/report_cpu_fallback.py docs/data/cpu_fallback_*.json > docs/cpu_fallback.md
 
 Each JSON is one run (a label such as 'before'/'after' and a thread count); runs are listed in the order given.
+`PATH=LABEL` reads PATH with its label replaced (an earlier 'after' run becomes the 'before' of the next change):
+docs/cpu_fallback.md is made by
+
+    cd docs/data && python ../../benchmarks/report_cpu_fallback.py cpu_fallback_eager_1t_2026-11-25.json \
+        cpu_fallback_after_1t_2026-11-25.json=before cpu_fallback_after_2t_2026-11-25.json=before \
+        cpu_fallback_before_1t_2026-11-25.json=original cpu_fallback_before_2t_2026-11-25.json=original \
+        cpu_fallback_before_firstcall_2026-11-25.json=original > ../cpu_fallback.md
 """
 
 from __future__ import annotations
@@ -34,6 +41,25 @@ separate tensors: an earlier version accumulated the backward with `add_` into t
 tensor, which exported right (`ep.module()` gave the eager numbers) but which AOTInductor compiled to outputs sized
 for the example input's row count, so a compiled Allegro model gave a wrong energy (tests/test_cpu_fallback.py checks
 an AOTInductor build of Y and dE/dx at other row counts; tests/test_md_compile.py the nequip-compile artifacts).
+
+Eager calls on CPU (`equitriton/ops.py`: `eager_cpu`, `sh_cpu`): on a plain CPU tensor outside any tracing,
+compilation, scripting or functorch transform, the public API runs the same fallback through a lean
+`torch.autograd.Function` (its backward a second one whose backward is the double backward; a third derivative is
+refused, as by the ops) instead of the `torch.library` custom op, whose dispatch (autograd wrapper, redispatch)
+cost ~30 us a call, more than the l = 1 body on 1,000 rows. The bits are the custom op's, first and second
+derivatives included (tests/test_eager_cpu.py); torch.compile, export, AOTInductor, TorchScript, `jit.trace`,
+dispatch/torch-function modes, fake tensors, `TRITON_INTERPRET=1` and GPUs keep the custom ops. The arguments each
+body needs (coefficient table, output offsets) are bound once per l set (`ops._bound`).
+
+Small l (`_forward_small`, `_backward_small`, generated with exact coefficients of the expanded polynomials): at
+l_max 1-3, calls of up to a few thousand rows (`ops._CPU_SMALL_ROWS`, by direction and l_max, from best-of timings of
+the TorchScript bodies on one thread) compute Y = b + M C and dL/du = sum over monomials of M1 * (dL/dY E), with M
+the monomials of the direction of degree 1..l_max stacked in one tensor: about 10 ops whatever the l set, against one
+per polynomial term. Beyond those row counts the per-term bodies are faster (the monomials' broadcasting and the
+matrix product into the (N, dim) layout cost more than the terms), so they keep them; the choice is made on the row
+count of the whole call (every chunk of one call runs the same body). Both agree to rounding (<= 1e-14 relative,
+tests/test_cpu_fallback.py) and match e3nn to <= 1e-13 (tests/test_numerics.py). The double backward keeps the
+per-term body.
 
 Tried and not kept: `addcmul_` accumulation (fused multiply-add: no faster than `add_` of the product, and not
 bit-identical to the separate multiply and add); `del` guarded by `torch.jit.is_scripting()` (TorchScript then took
@@ -110,10 +136,11 @@ def slower(runs: list[dict]) -> list[str]:
         "## Where equitriton is still slower than e3nn",
         "",
         "Points of the 'after' runs where equitriton takes longer than e3nn (l_max, N: equitriton / e3nn). At"
-        " l_max 1-3 the fixed cost of a call dominates: the `torch.library` custom-op dispatch (autograd "
-        "wrapper and redispatch, which e3nn's TorchScript module does not pay) and one torch op per "
-        "polynomial term, where e3nn runs a few ops on whole arrays. For float32, the fallback evaluates in "
-        "float64 (for accuracy) and converts at both ends, where e3nn computes in float32.",
+        " l_max 1 the forward is a handful of ops in either library, so the fixed cost of a call (Python: module,"
+        " argument checks, the eager-path test, the autograd.Function) still shows at small N, and at large N the"
+        " fallback's transposing copies of x in and Y out, which e3nn's strided views avoid. For float32, the"
+        " fallback evaluates in float64 (for accuracy: at least as accurate as e3nn's float32, tests/test_numerics.py)"
+        " and converts at both ends, where e3nn computes in float32: about twice the memory traffic per value.",
         "",
         "| run | dtype | direction | slower at | points |",
         "| --- | --- | --- | --- | --- |",
@@ -227,7 +254,7 @@ def before_after(runs: list[dict]) -> list[str]:
             out += [
                 f"## Before and after ({b['meta']['torch_threads']} thread(s))",
                 "",
-                f"equitriton before ({b['meta'].get('note') or b['meta'].get('equitriton_path')}; "
+                f"equitriton before ({b['meta'].get('note') or 'git ' + str(b['meta'].get('git'))}; "
                 f"{b['meta']['date']}) / after (this change, git {a['meta'].get('git')}; {a['meta']['date']}), ms, "
                 "best of the repetitions; in brackets after / e3nn in the after run (e3nn's own timings are in the "
                 "run sections below).",
@@ -269,7 +296,10 @@ def report(runs: list[dict]) -> str:
 
 if __name__ == "__main__":
     runs = []
-    for path in sys.argv[1:]:
+    for arg in sys.argv[1:]:
+        path, _, label = arg.partition("=")
         with open(path) as f:
             runs.append(json.load(f))
+        if label:
+            runs[-1]["meta"]["label"] = label
     sys.stdout.write(report(runs))
