@@ -56,11 +56,12 @@ _CPU_CHUNK = {
 _CPU_SCRIPT = os.environ.get("EQUITRITON_CPU_SCRIPT", "1") != "0"
 # At l_max 1-3, calls of up to this many rows (by direction, l_max) run the generated stacked-monomial bodies
 # (_forward_small, _backward_small: a few ops whatever the l set, a small matrix product) rather than one op per
-# term: where op calls cost more than arithmetic. Beyond these the per-term bodies are faster (best-of timings of the
-# TorchScript bodies, 1 thread; docs/cpu_fallback.md). The choice is made on the whole call's row count, so every
-# chunk of one call runs the same body. EQUITRITON_CPU_SMALL=0 keeps one op per term everywhere.
+# term: where op calls cost more than arithmetic (at l_max 1, at any row count). Beyond these the per-term bodies
+# are faster (best-of timings of the TorchScript bodies, 1 thread; docs/cpu_fallback.md). The choice is made on the
+# whole call's row count, so every chunk of one call runs the same body. EQUITRITON_CPU_SMALL=0 keeps one op per
+# term everywhere.
 _CPU_SMALL = os.environ.get("EQUITRITON_CPU_SMALL", "1") != "0"
-_CPU_SMALL_ROWS = {"forward": (0, 8192, 6144, 1536), "backward": (0, 16384, 6144, 3072)}
+_CPU_SMALL_ROWS = {"forward": (0, 1 << 62, 12288, 2560), "backward": (0, 1 << 62, 6144, 3072)}
 _POOL = None  # (pid, ThreadPoolExecutor), made on first use; a forked child makes its own
 
 
@@ -106,12 +107,13 @@ def _bound(fn, rest, f64: bool, small: bool = False):
             # a few ops on stacked monomials instead of one per term (the generated _forward_small / _backward_small)
             tf = torch_fallback
             c, b, e = tf._small_matrices(ls, offs, dim, normalization)
+            term = _bound(fn, rest, f64, False)
             if fn is tf.forward:
-                body = tf.script_body(tf._forward_small) if _CPU_SCRIPT else tf._forward_small
-                impl = functools.partial(_call_small_forward, body, c, b, lmax, normalize, k[0])
+                small_body = tf.script_body(tf._forward_small) if _CPU_SCRIPT else tf._forward_small
+                impl = functools.partial(_call_small_forward, small_body, c, b, lmax, normalize, k[0], term)
             else:
-                body = tf.script_body(tf._backward_small) if _CPU_SCRIPT else tf._backward_small
-                impl = functools.partial(_call_small_backward, body, e, lmax, normalize, k[0])
+                small_body = tf.script_body(tf._backward_small) if _CPU_SCRIPT else tf._backward_small
+                impl = functools.partial(_call_small_backward, small_body, e, lmax, normalize, k[0], term)
         elif fn is torch_fallback.forward:
             impl = functools.partial(_call_forward, body, k, at, lmax, dim, normalize)
         elif fn is torch_fallback.backward:
@@ -122,12 +124,23 @@ def _bound(fn, rest, f64: bool, small: bool = False):
     return impl
 
 
-def _call_small_forward(body, c, b, lmax, normalize, eps, xyz, out):
-    return body(xyz, c, b, lmax, normalize, eps, out)
+# The small bodies' matrix products spread a NaN or inf (an input's, or an overflow's) over the other values of its
+# row (0 * nan, 0 * inf): the rows whose result is not finite take the per-term body's values instead, whose
+# non-finite values are exactly where e3nn's are; every row's values depend on that row alone
+# (tests/test_gradients.py). One reduction checks the whole result first.
+def _keep_finite(r, term, *args):
+    if bool(torch.isfinite(r.sum())):
+        return r
+    ok = torch.isfinite(r).all(1, keepdim=True)
+    return r.copy_(torch.where(ok, r, term(*args, None)))
 
 
-def _call_small_backward(body, e, lmax, normalize, eps, xyz, grad, out):
-    return body(xyz, grad, e, lmax, normalize, eps, out)
+def _call_small_forward(body, c, b, lmax, normalize, eps, term, xyz, out):
+    return _keep_finite(body(xyz, c, b, lmax, normalize, eps, out), term, xyz)
+
+
+def _call_small_backward(body, e, lmax, normalize, eps, term, xyz, grad, out):
+    return _keep_finite(body(xyz, grad, e, lmax, normalize, eps, out), term, xyz, grad)
 
 
 def _call_forward(body, k, at, lmax, dim, normalize, xyz, out):

@@ -197,3 +197,32 @@ def test_small_l_bodies_match_the_per_term_bodies(ls, normalize, normalization):
         assert ((small - term).abs().max() / scale).item() <= 1e-14
     y = torch.ops.equitriton.sh_forward(x, ls, normalize, normalization)
     assert torch.equal(y, ops._bound(tf.forward, rest, True, True)(x, None))
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_small_l_bodies_keep_nonfinite_values_in_place(normalize):
+    """A NaN input or an overflow in one row: that row gets the per-term body's values (NaN / inf exactly where they
+    are there), the other rows the small body's values of the clean input."""
+    ls, n = [0, 1, 2, 3], 50
+    offs, dim = ops._offsets(ls)
+    rest = (ls, list(offs), dim, normalize, 0)
+    x = _points(n)
+    g = torch.randn(n, dim, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    bad = x.clone()
+    bad[7, 1] = float("nan")
+    bad[9] = torch.tensor([1e120, 0.5, 2.0], dtype=torch.float64)
+    gbad = g.clone()
+    gbad[11, 4] = float("inf")
+    rows = torch.ones(n, dtype=torch.bool)
+    rows[[7, 9, 11]] = False
+    for fn, clean, dirty in ((tf.forward, (x,), (bad,)), (tf.backward, (x, g), (bad, gbad))):
+        small, term = ops._bound(fn, rest, True, True), ops._bound(fn, rest, True, False)
+        a, b, t = small(*clean, None), small(*dirty, None), term(*dirty, None)
+        assert torch.equal(a[rows], b[rows])
+        for r in (7, 9, 11):
+            if fn is tf.forward and r == 11:
+                continue
+            assert torch.equal(torch.isnan(b[r]), torch.isnan(t[r])) and torch.equal(
+                torch.isinf(b[r]), torch.isinf(t[r])
+            )
+        assert not torch.isfinite(b[7]).all()
