@@ -7,6 +7,7 @@ Each JSON is one run (a label such as 'before'/'after' and a thread count); runs
 docs/cpu_fallback.md is made by
 
     cd docs/data && python ../../benchmarks/report_cpu_fallback.py cpu_fallback_eager_1t_2026-11-25.json \
+        cpu_fallback_eager_1t_repeat_2026-11-25.json \
         cpu_fallback_after_1t_2026-11-25.json=before cpu_fallback_after_2t_2026-11-25.json=before \
         cpu_fallback_before_1t_2026-11-25.json=original cpu_fallback_before_2t_2026-11-25.json=original \
         cpu_fallback_before_firstcall_2026-11-25.json=original > ../cpu_fallback.md
@@ -52,14 +53,20 @@ dispatch/torch-function modes, fake tensors, `TRITON_INTERPRET=1` and GPUs keep 
 body needs (coefficient table, output offsets) are bound once per l set (`ops._bound`).
 
 Small l (`_forward_small`, `_backward_small`, generated with exact coefficients of the expanded polynomials): at
-l_max 1-3, calls of up to a few thousand rows (`ops._CPU_SMALL_ROWS`, by direction and l_max, from best-of timings of
-the TorchScript bodies on one thread) compute Y = b + M C and dL/du = sum over monomials of M1 * (dL/dY E), with M
-the monomials of the direction of degree 1..l_max stacked in one tensor: about 10 ops whatever the l set, against one
-per polynomial term. Beyond those row counts the per-term bodies are faster (the monomials' broadcasting and the
+l_max 1 at any row count, and at l_max 2-3 for calls of up to a few thousand rows (`ops._CPU_SMALL_ROWS`, by
+direction and l_max, from best-of timings of the TorchScript bodies on one thread), Y = b + M C and dL/du = sum over
+monomials of M1 * (dL/dY E), with M the monomials of the direction of degree 1..l_max stacked in one tensor: about 10
+ops whatever the l set, against one per polynomial term (at l_max 1 the forward stays in x's (N, 3) layout: no
+transposing copies). Beyond those row counts the per-term bodies are faster (the monomials' broadcasting and the
 matrix product into the (N, dim) layout cost more than the terms), so they keep them; the choice is made on the row
 count of the whole call (every chunk of one call runs the same body). Both agree to rounding (<= 1e-14 relative,
-tests/test_cpu_fallback.py) and match e3nn to <= 1e-13 (tests/test_numerics.py). The double backward keeps the
-per-term body.
+tests/test_cpu_fallback.py) and match e3nn to <= 1e-13 (tests/test_numerics.py). A matrix product would spread a NaN
+or an overflow over its row (0 * nan), so rows whose small-body result is not finite take the per-term body's values
+(one reduction per call checks): NaN and inf stay where e3nn has them, and each row depends on itself alone. The
+double backward keeps the per-term body. The two 'after' runs are the same code measured twice, a few minutes
+apart. The machine was slower during them than during the 'before' runs: e3nn's own times, and equitriton's at
+l_max >= 4 (whose code did not change there), are higher in the after runs too, so compare the ratios to e3nn of the
+same run rather than absolute times across runs.
 
 Tried and not kept: `addcmul_` accumulation (fused multiply-add: no faster than `add_` of the product, and not
 bit-identical to the separate multiply and add); `del` guarded by `torch.jit.is_scripting()` (TorchScript then took
