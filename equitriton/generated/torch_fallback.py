@@ -91,17 +91,8 @@ def scripted(fn):
     '''`fn` (forward, backward or double_backward) with its body compiled by TorchScript, once per process; `fn`
     itself where TorchScript cannot compile it (deprecated, and it needs the source file).'''
     body = _BODIES[fn]
-    if body not in _SCRIPTED:
-        with _LOCK:
-            if body not in _SCRIPTED:
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", DeprecationWarning)
-                        _SCRIPTED[body] = torch.jit.script(body)
-                except Exception:
-                    _SCRIPTED[body] = None
-    impl = _SCRIPTED[body]
-    if impl is None:
+    impl = script_body(body)
+    if impl is body:
         return fn
     return lambda *args, **kwargs: fn(*args, impl=impl, **kwargs)
 
