@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 
+from warm_kernels import parse_lset  # same l-set syntax as the pre-compile script; its folder is on sys.path
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ["ast", "ttir", "ttgir", "llir", "ptx", "cubin"]
 DIRECTIONS = ["forward", "backward", "double_backward"]
@@ -40,14 +42,6 @@ INTS = {
     "backward": ["N", "stride_n", "stride_c"],
     "double_backward": ["N", "stride_n", "stride_c", "stride_wn", "stride_wc"],
 }
-
-
-def parse_lset(text: str) -> list[int]:
-    """'0-12' -> [0..12]; '12,5' -> [12, 5]."""
-    if "-" in text:
-        lo, hi = (int(v) for v in text.split("-"))
-        return list(range(lo, hi + 1))
-    return [int(v) for v in text.split(",")]
 
 
 def _count(text) -> int:
