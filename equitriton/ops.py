@@ -65,12 +65,6 @@ _CPU_SMALL_ROWS = {"forward": (0, 1 << 62, 12288, 2560), "backward": (0, 1 << 62
 _POOL = None  # (pid, ThreadPoolExecutor), made on first use; a forked child makes its own
 
 
-def _get_current_dispatch_mode():
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-    return _get_current_dispatch_mode()
-
-
 def _pool():
     global _POOL
     if _POOL is None or _POOL[0] != os.getpid():
@@ -163,13 +157,21 @@ def _chunks(fn, tensors, outs, bounds, grad_mode: bool, inference: bool) -> None
             fn(_up(tensors[0][s:e]), *[t[s:e] for t in tensors[1:]], tuple(o[s:e] for o in outs))
 
 
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _untraced(tensors) -> bool:
+    """Whether these are real tensors outside any tracing, compilation, dispatch mode or torch-function mode."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # first: dynamo folds this to True and stops here
+        return False
+    if any(type(t) not in _PLAIN for t in tensors):
+        return False  # FakeTensor, functional or other subclass
+    return _python_dispatch._get_current_dispatch_mode() is None and not torch._C._is_torch_function_mode_enabled()
+
+
 def _eager(n, tensors) -> bool:
     """Whether this call runs on real tensors outside any tracing (then chunks, threads and TorchScript may be used)."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing() or not isinstance(n, int) or n == 0:
-        return False
-    if any(type(t) is not Tensor and type(t) is not torch.nn.Parameter for t in tensors):
-        return False  # FakeTensor, functional or other subclass
-    return _get_current_dispatch_mode() is None and not torch._C._is_torch_function_mode_enabled()
+    return isinstance(n, int) and n != 0 and _untraced(tensors)
 
 
 def _fallback(fn, n: int, *args):
@@ -366,18 +368,12 @@ sh_double_backward.register_autograd(_no_third_derivative, setup_context=_double
 # is the double backward, and that one refuses a third derivative, as the ops do. Everything traced, compiled,
 # scripted or transformed (torch.compile, export, AOTI, TorchScript, jit.trace, functorch, dispatch and torch-function
 # modes, fake or other tensor subclasses), TRITON_INTERPRET=1 and every other device keep going through the ops.
-_PLAIN = (Tensor, torch.nn.Parameter)
-
-
 def eager_cpu(x: Tensor) -> bool:
     """Whether sh_cpu may run for x: a plain CPU tensor, outside any tracing, compilation or transform."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # first: dynamo folds this to True and stops here
-        return False
-    if type(x) not in _PLAIN or x.device.type != "cpu" or os.environ.get("TRITON_INTERPRET", "0") == "1":
-        return False
     return (
-        _python_dispatch._get_current_dispatch_mode() is None
-        and not torch._C._is_torch_function_mode_enabled()
+        _untraced([x])
+        and x.device.type == "cpu"
+        and os.environ.get("TRITON_INTERPRET", "0") != "1"
         and torch._C._functorch.peek_interpreter_stack() is None
     )
 
