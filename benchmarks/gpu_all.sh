@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Everything the H100 run of the SH and MD issues needs, in one device call (device tool: carry .whl and .peers):
+# Everything the GPU run (H100 or H200) of the SH and MD issues needs, in one device call (device tool: carry .whl and .peers):
 #
 #     bash benchmarks/gpu_all.sh "$OUT"
 #
 # 1. installs the carried wheels (.whl: ase/nequip/allegro/vesin/pytest; .peers/wheels: SH peers) into /tmp/site;
 # 2. pre-compiles the kernels the CUDA tests use (benchmarks/warm_kernels.py, parallel) and runs the CUDA-marked
-#    tests (pytest -m cuda) -> tests_cuda.txt;
-# 3. runs the SH benchmark (benchmarks/sh_bench.py) -> sh/;
-# 4. runs the MD step benchmark (benchmarks/md_step.py) -> md/;
+#    tests (pytest -m cuda, with pytest-xdist where installed) -> tests_cuda.txt;
+# 3. times stock against patched models in the compiled MD modes, interleaved (benchmarks/md_ab.py) -> ab_MODE/;
+# 4. runs the MD step benchmark (benchmarks/md_step.py) -> md/ (STAGE_MD_S=0 leaves it out);
+# 5. runs the SH benchmark (benchmarks/sh_bench.py) -> sh/; on a machine with two GPUs, on the second one, at the
+#    same time as steps 2-4 on the first;
 # and packs everything into OUT/results.tgz (the device tool returns at most 8 files). Each stage has its own time
-# limit, so a slow stage cannot starve the next one: STAGE_WARM_S, STAGE_TESTS_S, STAGE_SH_S, STAGE_MD_S.
+# limit, so a slow stage cannot starve the next one: STAGE_WARM_S, STAGE_TESTS_S, STAGE_AB_S, STAGE_MD_S, STAGE_SH_S.
 set -u
 cd "$(dirname "$0")/.."
 OUT="${1:-${OUT:-runs/gpu_all}}"
@@ -31,17 +33,43 @@ stamp "setup done"
 # Triton's coalesce pass makes the l = 0..12 derivative kernels take minutes each to compile; skipping it gives the
 # same cubin (docs/compile_time.md). The CUDA tests below run with the switch on, so they also confirm it on the GPU.
 export EQUITRITON_SKIP_COALESCE="${EQUITRITON_SKIP_COALESCE:-1}"
-timeout "${STAGE_WARM_S:-120}" python3 benchmarks/warm_kernels.py --preset cuda-tests > "$R/warm.txt" 2>&1
-stamp "warm rc=$? $(tail -n 1 "$R/warm.txt")"
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+# pytest-xdist (on the GPU image) spreads the tests' kernel compiles over the cores
+xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n ${TEST_WORKERS:-8}")
 
-timeout "${STAGE_TESTS_S:-150}" python3 -u -m pytest -q -m cuda -p no:cacheprovider -rs tests > "$R/tests_cuda.txt" 2>&1
-stamp "tests rc=$? $(tail -n 1 "$R/tests_cuda.txt")"
+sh_bench() {
+  timeout "${STAGE_SH_S:-300}" python3 benchmarks/sh_bench.py --out "$R/sh" --peers-dir .peers ${SH_ARGS:-} \
+    > "$R/sh_bench.log" 2>&1
+  stamp "sh_bench rc=$?"
+}
+tests_and_md() {
+  timeout "${STAGE_WARM_S:-120}" python3 benchmarks/warm_kernels.py --preset cuda-tests > "$R/warm.txt" 2>&1
+  stamp "warm rc=$? $(tail -n 1 "$R/warm.txt")"
+  timeout "${STAGE_TESTS_S:-150}" python3 -u -m pytest -q -m cuda -p no:cacheprovider -rs $xdist tests \
+    > "$R/tests_cuda.txt" 2>&1
+  stamp "tests rc=$? $(tail -n 1 "$R/tests_cuda.txt")"
+  # stock vs patched, interleaved, in the compiled modes (benchmarks/md_ab.py)
+  for mode in ${AB_MODES:-ours-compile ours-aoti}; do
+    timeout "${STAGE_AB_S:-120}" python3 benchmarks/md_ab.py --out "$R/ab_$mode" --mode "$mode" > "$R/ab_$mode.log" 2>&1
+    stamp "md_ab $mode rc=$?"
+  done
+  if [ -n "${STAGE_MD_S:-150}" ] && [ "${STAGE_MD_S:-150}" != 0 ]; then
+    timeout "${STAGE_MD_S:-150}" python3 benchmarks/md_step.py --out "$R/md" ${MD_ARGS:-} > "$R/md_step.log" 2>&1
+    stamp "md_step rc=$?"
+  fi
+}
 
-timeout "${STAGE_SH_S:-300}" python3 benchmarks/sh_bench.py --out "$R/sh" --peers-dir .peers ${SH_ARGS:-} > "$R/sh_bench.log" 2>&1
-stamp "sh_bench rc=$?"
-
-timeout "${STAGE_MD_S:-150}" python3 benchmarks/md_step.py --out "$R/md" ${MD_ARGS:-} > "$R/md_step.log" 2>&1
-stamp "md_step rc=$?"
+if [ "$ngpu" -ge 2 ]; then
+  # two GPUs: the SH benchmark has GPU 1 to itself while tests and MD run on GPU 0
+  stamp "$ngpu GPUs: sh_bench on GPU 1, tests and MD on GPU 0"
+  (export CUDA_VISIBLE_DEVICES=1; sh_bench) &
+  sh_pid=$!
+  (export CUDA_VISIBLE_DEVICES=0; tests_and_md)
+  wait "$sh_pid"
+else
+  tests_and_md
+  sh_bench
+fi
 
 tar czf "$OUT/results.tgz" -C "$R" .
 cp "$R/stages.txt" "$R/tests_cuda.txt" "$OUT/" 2>/dev/null

@@ -1,0 +1,110 @@
+"""Stock vs patched model in one compiled mode, interleaved: is the patched step slower, and where does it lose time?
+
+    python benchmarks/md_ab.py --out DIR [--mode ours-compile] [--model nequip] [--l-max 2] [--atoms 2048]
+
+`md_step.py` times the stock case, then the patched one, minutes apart; a median gap between them can be drift of
+the machine rather than the model. Here both calculators are built first and then timed in alternating rounds
+(stock, patched, stock, ...), so drift hits both alike; the result is the median of the per-round medians and of the
+per-round patched/stock ratios. A torch.profiler pass over each records device busy time, kernel launches per step
+and the top device kernels, which say whether the patched graph launches more or slower kernels.
+Writes DIR/md_ab.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import md_step as M  # noqa: E402
+
+from md_plugin.device import resolve_device  # noqa: E402
+
+
+def kernel_launches(atoms, pool, device, n_steps: int) -> dict:
+    """Device kernels per step, by name (from a torch.profiler pass)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    M._sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(n_steps):
+            atoms.set_positions(pool.next())
+            M.step(atoms)
+        M._sync(device)
+    names: dict = {}
+    for ev in prof.events():
+        if ev.device_type == torch.autograd.DeviceType.CUDA:
+            row = names.setdefault(ev.name[:100], [0, 0.0])
+            row[0] += 1
+            row[1] += ev.device_time_total if hasattr(ev, "device_time_total") else 0.0
+    rows = [{"name": k, "per_step": c / n_steps, "us_per_step": t / n_steps} for k, (c, t) in names.items()]
+    return {
+        "launches_per_step": sum(r["per_step"] for r in rows),
+        "kernels": sorted(rows, key=lambda r: -r["us_per_step"]),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--mode", default="ours-compile", choices=["ours-fast", "ours-compile", "ours-aoti"])
+    ap.add_argument("--model", default="nequip", choices=["nequip", "allegro"])
+    ap.add_argument("--l-max", type=int, default=2)
+    ap.add_argument("--atoms", type=int, default=2048)
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--calls", type=int, default=20, help="timed calls per round and model")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--compile-backend", default="inductor")
+    args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix="md_ab_")
+    atoms = M.fcc_cu(args.atoms, seed=0)
+    pool = M.PositionPool(atoms, k=4)
+    calcs, setup_s = {}, {}
+    for variant, patched in (("stock", False), ("patched", True)):
+        calc, s = M.make_calculator(args.mode, (args.model, args.l_max, patched), device, args, workdir)
+        a = atoms.copy()
+        a.calc = calc
+        M.time_calls(a, pool, device, warmup=5, min_reps=1, max_reps=1, min_time_s=0.0)  # compile + first calls
+        calcs[variant], setup_s[variant] = a, s
+    rounds = {"stock": [], "patched": []}
+    for r in range(args.rounds):
+        order = ("stock", "patched") if r % 2 == 0 else ("patched", "stock")
+        for variant in order:
+            times, _ = M.time_calls(calcs[variant], pool, device, 2, args.calls, args.calls, 0.0)
+            rounds[variant].append(statistics.median(times) * 1e3)
+    ratios = [p / s for p, s in zip(rounds["patched"], rounds["stock"])]
+    result = {
+        "schema": "equitriton-md/md_ab/1",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": M.device_info(device),
+        "versions": M.versions(),
+        "case": {"mode": args.mode, "model": args.model, "l_max": args.l_max, "n_atoms": len(atoms)},
+        "setup_s": setup_s,
+        "round_medians_ms": rounds,
+        "median_ms": {k: statistics.median(v) for k, v in rounds.items()},
+        "min_round_ms": {k: min(v) for k, v in rounds.items()},
+        "patched_over_stock": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
+    }
+    if device.type != "cpu":
+        result["kernels"] = {v: kernel_launches(calcs[v], pool, device, 10) for v in ("stock", "patched")}
+        result["profile"] = {
+            v: M.profile_calls(calcs[v].calc, calcs[v], pool, device, 10) for v in ("stock", "patched")
+        }
+    (args.out / "md_ab.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("case", "median_ms", "min_round_ms", "patched_over_stock")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
