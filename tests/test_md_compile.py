@@ -36,9 +36,9 @@ def float64_default():
     torch.set_default_dtype(old)
 
 
-def nequip_compile(src, out, mode: str, env: dict, modifiers=(MODIFIER_NAME,)) -> None:
-    """Run ``nequip-compile`` for the CPU / ASE target; a failure shows nequip's output."""
-    cmd = ["nequip-compile", str(src), str(out), "--mode", mode, "--device", "cpu", "--target", "ase"]
+def nequip_compile(src, out, mode: str, env: dict, modifiers=(MODIFIER_NAME,), device: str = "cpu") -> None:
+    """Run ``nequip-compile`` for the ASE target on `device`; a failure shows nequip's output."""
+    cmd = ["nequip-compile", str(src), str(out), "--mode", mode, "--device", device, "--target", "ase"]
     if modifiers:
         cmd += ["--modifiers", *modifiers]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)

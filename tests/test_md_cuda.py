@@ -67,6 +67,26 @@ def test_patched_matches_stock_on_device(device, kind):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_aoti_deployment_on_device(device, tmp_path, md_nequip_extension_env):
+    """`nequip-compile --mode aotinductor --device DEVICE --modifiers ...`: the artifact runs our Triton kernels from
+    AOTInductor's own launcher and gives the stock model's numbers, on nequip's data path and on the fast step."""
+    from test_md_compile import nequip_compile
+
+    from md_plugin.calculator import compiled_model_uses_equitriton
+
+    out = tmp_path / "nequip_equitriton.nequip.pt2"
+    nequip_compile(default_model_path(), out, "aotinductor", md_nequip_extension_env, device=device)
+    assert compiled_model_uses_equitriton(out)
+    stock = NequIPCalculator._from_saved_model(
+        str(default_model_path()), device=device, chemical_species_to_atom_type_map=True
+    )
+    for fast_step in (False, True):
+        calc = EquiTritonCalculator.from_compiled_model(out, device=device, fast_step=fast_step)
+        assert calc.device.type == device and calc.sh_backend == "equitriton-triton"
+        _compare(calc, stock, rtol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_float32_model_on_device(device):
     from nequip.model import NequIPGNNModel
     from nequip.utils.global_state import set_global_state
