@@ -1,8 +1,10 @@
 """Build docs/performance.md and its plots from the JSON of benchmarks/sh_bench.py (numbers are never typed by hand).
 
-    python benchmarks/report_sh.py --json OUT/sh/sh_bench.json [--docs docs]
+    python benchmarks/report_sh.py --json OUT/sh/sh_bench.json [--json LATER.json ...] [--docs docs]
 
-Copies the JSON to DOCS/data/sh_bench.json (the data the page cites), writes the PNGs to DOCS/img/ and the page to
+Several --json (oldest first) are merged point by point, the newest measurement winning (shbench.results.merge):
+for a run whose peers were cut by the time limit plus a later run of the missing points. Copies the (merged) JSON
+to DOCS/data/sh_bench.json (the data the page cites), writes the PNGs to DOCS/img/ and the page to
 DOCS/performance.md. Hand-written optimisation notes, if DOCS/performance_notes.md exists, are linked from the page.
 """
 
@@ -26,16 +28,23 @@ REPRODUCE = """\
 python benchmarks/report_sh.py --json <returned>/sh/sh_bench.json"""
 
 
-def build(json_path: Path, docs: Path) -> Path:
+def build(json_paths: list[Path] | Path, docs: Path) -> Path:
     """Write DOCS/performance.md, DOCS/img/sh_*.png and DOCS/data/sh_bench.json; returns the page's path."""
-    doc = json.loads(json_path.read_text())
-    problems = results.validate(doc)
-    if problems:
-        raise SystemExit(f"{json_path}: not a valid sh_bench result: " + "; ".join(problems[:5]))
+    paths = [json_paths] if isinstance(json_paths, Path) else list(json_paths)
+    loaded = []
+    for path in paths:
+        doc = json.loads(path.read_text())
+        problems = results.validate(doc)
+        if problems:
+            raise SystemExit(f"{path}: not a valid sh_bench result: " + "; ".join(problems[:5]))
+        loaded.append(doc)
+    doc = results.merge(loaded)
     data = docs / "data" / "sh_bench.json"
     data.parent.mkdir(parents=True, exist_ok=True)
-    if json_path.resolve() != data.resolve():
-        shutil.copyfile(json_path, data)
+    if len(paths) > 1:
+        data.write_text(json.dumps(doc, indent=1))
+    elif paths[0].resolve() != data.resolve():
+        shutil.copyfile(paths[0], data)
     images = report.plot(doc, docs / "img", prefix="sh")
     notes = docs / "performance_notes.md"
     page = report.performance_markdown(
@@ -48,7 +57,9 @@ def build(json_path: Path, docs: Path) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path, required=True, help="sh_bench.json written by benchmarks/sh_bench.py")
+    ap.add_argument(
+        "--json", type=Path, action="append", required=True, help="sh_bench.json of benchmarks/sh_bench.py (repeatable)"
+    )
     ap.add_argument("--docs", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
     args = ap.parse_args(argv)
     print(f"wrote {build(args.json, args.docs)}")

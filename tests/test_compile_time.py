@@ -25,7 +25,7 @@ def test_skip_applies_only_to_one_row_per_thread_derivative_kernels():
     assert not launch.coalesce_is_identity("forward", launch.config("forward", 4, torch.float64))
 
 
-def test_switch_scopes_the_flag_and_defaults_off():
+def test_switch_is_scoped_to_the_derivative_launch():
     cfg = {"BLOCK": 32, "num_warps": 1}
     with launch.compiling("backward", cfg, enabled=False):
         assert not launch._SKIPPING.get()

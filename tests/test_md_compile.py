@@ -10,7 +10,9 @@ still export wrong (seen for Allegro: 0.4% energy error and an out-of-bounds gat
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -38,7 +40,10 @@ def float64_default():
 
 def nequip_compile(src, out, mode: str, env: dict, modifiers=(MODIFIER_NAME,), device: str = "cpu") -> None:
     """Run ``nequip-compile`` for the ASE target on `device`; a failure shows nequip's output."""
-    cmd = ["nequip-compile", str(src), str(out), "--mode", mode, "--device", device, "--target", "ase"]
+    # the console script where it is installed; its module where wheels were unpacked without scripts (GPU machine)
+    script = shutil.which("nequip-compile")
+    exe = [script] if script else [sys.executable, "-m", "nequip.scripts.compile"]
+    cmd = [*exe, str(src), str(out), "--mode", mode, "--device", device, "--target", "ase"]
     if modifiers:
         cmd += ["--modifiers", *modifiers]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)

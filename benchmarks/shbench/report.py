@@ -68,7 +68,8 @@ def fmt_n(n: int) -> str:
 def _cell(p: dict | None) -> str:
     if p is None:
         return ""
-    return fmt_ms(p["ms"]) if p["status"] == "ok" else SHORT[p["status"]]
+    text = fmt_ms(p["ms"]) if p["status"] == "ok" else SHORT[p["status"]]
+    return text + (f" [{p['run']}]" if "run" in p else "")  # the run of a merged document (results.merge)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -316,7 +317,25 @@ def _meta_lines(ix: Index) -> list[str]:
         f"- command: `{m.get('command')}`" + (" (quick subset)" if m.get("quick") else ""),
         f"- device-to-device copy bandwidth, same run: **{m.get('copy_gbps', 0):.0f} GB/s** (bytes read + written)",
         f"- run finished: {ix.doc.get('finished')}; wall time {m.get('elapsed_s')} s",
+    ] + _runs_lines(m)
+
+
+def _runs_lines(m: dict) -> list[str]:
+    """For a merged document (results.merge): one line per run; a table cell comes from the newest run that
+    measured it (each point's `run` index, as [i])."""
+    runs = m.get("runs") or []
+    if len(runs) < 2:
+        return []
+    out = [
+        "- merged from these runs (a point measured in several comes from the newest; the lines above are the "
+        "newest run's):"
     ]
+    for i, r in enumerate(runs):
+        out.append(
+            f"  - [{i}] {r.get('date_utc')}, {r.get('device')}, copy {r.get('copy_gbps') or 0:.0f} GB/s, "
+            f"{r.get('elapsed_s')} s, finished {r.get('finished')}: `{r.get('command')}`"
+        )
+    return out
 
 
 def _headlines(ix: Index, n: int) -> list[str]:

@@ -142,5 +142,32 @@ def validate(doc: dict) -> list[str]:
     return errs
 
 
+def merge(docs: list[dict]) -> dict:
+    """Several runs as one document, oldest first. A point measured ("ok") in a later run replaces the same point
+    (impl, direction, l set, dtype, N) of an earlier one; otherwise the earlier record stays. Each point gets
+    `run` (its run's index); `meta` is the newest run's, with `meta["runs"]` listing every run (date, command,
+    device, copy bandwidth) so the page can say where each number comes from."""
+    if len(docs) == 1:
+        return docs[0]
+    points: dict = {}
+    for i, doc in enumerate(docs):
+        for p in doc["points"]:
+            key = (p["impl"], p["direction"], p["lset"], p["dtype"], p["n"])
+            if key not in points or p["status"] == "ok":
+                points[key] = dict(p, run=i)
+    meta = dict(docs[-1]["meta"])
+    meta["runs"] = [
+        {k: d["meta"].get(k) for k in ("date_utc", "command", "copy_gbps", "elapsed_s")}
+        | {"device": (d["meta"].get("device") or {}).get("name"), "finished": d.get("finished")}
+        for d in docs
+    ]
+    return {
+        "schema": SCHEMA,
+        "meta": meta,
+        "points": list(points.values()),
+        "finished": all(d.get("finished") for d in docs),
+    }
+
+
 def command_line() -> str:
     return " ".join([Path(sys.executable).name] + sys.argv)

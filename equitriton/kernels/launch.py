@@ -105,10 +105,11 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
 # docs/compile_time.md, benchmarks/compile_time.py). For these kernels the pass is the identity: every tensor is 1-D
 # with BLOCK <= 32 * num_warps rows, so it can only choose sizePerThread = 1, the layout the tensors already have
 # (the TTGIR has one #blocked layout and no convert_layout, and the cubin is byte-identical with the pass skipped).
-# EQUITRITON_SKIP_COALESCE=1 skips the pass while equitriton compiles a backward / double backward kernel; off by
-# default until a GPU run has confirmed it on the lent card's Triton (the cubin identity was checked without a GPU,
-# for triton 3.6 and 3.9).
-SKIP_COALESCE = os.environ.get("EQUITRITON_SKIP_COALESCE", "0") == "1"
+# The pass is skipped while equitriton compiles a backward / double backward kernel: on by default since the H200 run
+# of 2026-11-29 (triton 3.6: every CUDA test passed with it, the l = 0..12 kernels compiled in seconds, NVE runs gave
+# the same trajectories with and without it); EQUITRITON_SKIP_COALESCE=0 restores Triton's full pipeline. The cubin
+# identity was checked without a GPU for triton 3.6 and 3.9 (docs/compile_time.md).
+SKIP_COALESCE = os.environ.get("EQUITRITON_SKIP_COALESCE", "1") == "1"
 _SKIPPING = contextvars.ContextVar("equitriton_skip_coalesce", default=False)
 _HOOK_LOCK = threading.Lock()
 _HOOK_STATE: dict = {}
