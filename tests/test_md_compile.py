@@ -38,15 +38,20 @@ def float64_default():
     torch.set_default_dtype(old)
 
 
-def nequip_compile(src, out, mode: str, env: dict, modifiers=(MODIFIER_NAME,), device: str = "cpu") -> None:
-    """Run ``nequip-compile`` for the ASE target on `device`; a failure shows nequip's output."""
+def run_nequip_compile(src, out, mode: str, env: dict, modifiers=(MODIFIER_NAME,), device: str = "cpu"):
+    """``nequip-compile`` for the ASE target on `device`; returns the finished process."""
     # the console script where it is installed; its module where wheels were unpacked without scripts (GPU machine)
     script = shutil.which("nequip-compile")
     exe = [script] if script else [sys.executable, "-m", "nequip.scripts.compile"]
     cmd = [*exe, str(src), str(out), "--mode", mode, "--device", device, "--target", "ase"]
     if modifiers:
         cmd += ["--modifiers", *modifiers]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def nequip_compile(src, out, mode: str, env: dict, modifiers=(MODIFIER_NAME,), device: str = "cpu") -> None:
+    """Run ``nequip-compile`` for the ASE target on `device`; a failure shows nequip's output."""
+    proc = run_nequip_compile(src, out, mode, env, modifiers, device)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-4000:]
         if "Constraints violated (num_edges)" in tail:
@@ -54,7 +59,7 @@ def nequip_compile(src, out, mode: str, env: dict, modifiers=(MODIFIER_NAME,), d
                 "equitriton's CPU fallback branches on the row count (row chunking in equitriton/ops.py), which "
                 "torch.export turns into a num_edges guard: the fallback must not chunk when the count is symbolic"
             )
-        pytest.fail(f"nequip-compile failed:\n{tail}")
+        pytest.fail(f"nequip-compile failed (exit code {proc.returncode}):\n{tail}")
 
 
 def _compiled(kind: str, tmp_path_factory, env) -> str:

@@ -69,13 +69,27 @@ def test_patched_matches_stock_on_device(device, kind):
 @pytest.mark.parametrize("device", DEVICES)
 def test_aoti_deployment_on_device(device, tmp_path, md_nequip_extension_env):
     """`nequip-compile --mode aotinductor --device DEVICE --modifiers ...`: the artifact runs our Triton kernels from
-    AOTInductor's own launcher and gives the stock model's numbers, on nequip's data path and on the fast step."""
-    from test_md_compile import nequip_compile
+    AOTInductor's own launcher and gives the stock model's numbers, on nequip's data path and on the fast step.
+
+    The stock model is compiled first, without the modifier: where that crashes too (seen on the H200 with torch
+    2.11.0+cu130 and nequip 0.19.1: a segfault in torch's aoti_load_package, which nequip-compile calls to check the
+    artifact), the deployment path itself is broken on this machine and the test says so as an xfail with the exit
+    code; where the stock model compiles, ours must compile and match."""
+    from test_md_compile import nequip_compile, run_nequip_compile
 
     from md_plugin.calculator import compiled_model_uses_equitriton
 
+    src = default_model_path()
+    stock_proc = run_nequip_compile(
+        src, tmp_path / "stock.nequip.pt2", "aotinductor", md_nequip_extension_env, (), device
+    )
+    if stock_proc.returncode != 0:
+        pytest.xfail(
+            f"nequip-compile of the stock model (no modifier) fails on {device} too, "
+            f"exit code {stock_proc.returncode}: " + (stock_proc.stdout + stock_proc.stderr)[-300:]
+        )
     out = tmp_path / "nequip_equitriton.nequip.pt2"
-    nequip_compile(default_model_path(), out, "aotinductor", md_nequip_extension_env, device=device)
+    nequip_compile(src, out, "aotinductor", md_nequip_extension_env, device=device)
     assert compiled_model_uses_equitriton(out)
     stock = NequIPCalculator._from_saved_model(
         str(default_model_path()), device=device, chemical_species_to_atom_type_map=True
