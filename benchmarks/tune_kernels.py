@@ -41,7 +41,7 @@ N_BIG = 2**22
 def kernel_call(direction, x, g, w, out, ls, cfg):
     offs, dim = _offsets(ls)
     n = x.shape[0]
-    meta = launch.meta(ls, offs, dim, True, 1, x.dtype, {**cfg})
+    meta = launch.meta(ls, offs, dim, True, 1, x.dtype, {k: v for k, v in cfg.items() if k != "current"})
     grid = (triton.cdiv(n, cfg["BLOCK"]),)
     if direction == "forward":
         return lambda: launch.kernels.sh_forward_kernel[grid](x, out[0], n, x.stride(0), x.stride(1), **meta)
@@ -62,6 +62,18 @@ FORWARD_CONFIGS = [
 ]
 
 
+# --sweep flat: the launch table's current forward config against the whole-row tile stored through a flat index
+# (FLAT_STORE), with BLOCK x P (P = padded row width) at 2048 and 4096 values per program
+FLAT_LMAXES = (1, 2, 3, 4, 6, 8, 10, 12)
+
+
+def flat_configs(lmax: int, dtype) -> list[dict]:
+    p = 1 << ((lmax + 1) ** 2 - 1).bit_length()
+    current = {k: v for k, v in launch.config("forward", lmax, dtype).items() if k != "M_MAJOR"}
+    flat = [dict(WIDE_IO=True, FULL_ROW=True, FLAT_STORE=True, BLOCK=max(4, b // p), num_warps=4) for b in (2048, 4096)]
+    return [dict(current, current=True)] + flat
+
+
 # --sweep derivatives: the m-major backward / double backward kernels (column-by-column I/O) at two block sizes
 DERIVATIVE_CONFIGS = [dict(WIDE_IO=False, BLOCK=64, num_warps=4), dict(WIDE_IO=False, BLOCK=128, num_warps=4)]
 
@@ -70,6 +82,10 @@ def cases(sweep: str = "all"):
     if sweep in ("forward", "final"):
         for lmax, dtype, cfg in itertools.product((2, 4, 8, 12), DTYPES, FORWARD_CONFIGS):
             yield lmax, dtype, "forward", cfg
+    if sweep == "flat":
+        for lmax, dtype in itertools.product(FLAT_LMAXES, DTYPES):
+            for cfg in flat_configs(lmax, dtype):
+                yield lmax, dtype, "forward", cfg
     if sweep in ("derivatives", "final"):
         for lmax, dtype, direction, cfg in itertools.product(
             (1, 2, 4, 8, 12), DTYPES, ("backward", "double_backward"), DERIVATIVE_CONFIGS
@@ -96,6 +112,7 @@ def write_table(path: str, best: dict, source: str) -> None:
     for (lmax, dtype, direction), rec in best.items():
         cfg = {k: rec[k] for k in ("BLOCK", "num_warps", "WIDE_IO") if k in rec}
         cfg["FULL_ROW"] = bool(rec.get("FULL_ROW", False))
+        cfg["FLAT_STORE"] = bool(rec.get("FLAT_STORE", False))
         table["configs"][f"{direction}/{lmax}/{dtype}"] = cfg
     with open(path, "w") as f:
         json.dump(table, f, indent=1, sort_keys=True)
@@ -183,7 +200,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--sweep", choices=("all", "forward", "derivatives", "final"), default="all")
+    ap.add_argument("--sweep", choices=("all", "forward", "derivatives", "final", "flat"), default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
     )
@@ -253,7 +270,8 @@ def main():
     for r in sorted(res["best"], key=lambda r: (r["direction"], r["dtype"], r["lmax"])):
         print(
             f"{r['direction']:16s} {r['dtype']:8s} l<={r['lmax']:2d} {r['ms']:8.3f} ms {r['GBps']:7.0f} GB/s "
-            f"{100 * r['frac_copy']:5.1f}%  wide={r['WIDE_IO']} B={r['BLOCK']} w={r['num_warps']}"
+            f"{100 * r['frac_copy']:5.1f}%  wide={r['WIDE_IO']} B={r['BLOCK']} w={r['num_warps']} "
+            f"full={r.get('FULL_ROW')} flat={r.get('FLAT_STORE')} current={r.get('current', False)}"
         )
     for r in res.get("n4096_fwd_bwd_us", []):
         print("N=4096 fwd+bwd", r)

@@ -99,6 +99,21 @@ def _direction(x, y, z, NORMALIZE: tl.constexpr, IS_F64: tl.constexpr):
         d = x * 0.0 + 1.0
         clamped = d < 0.0
     return x, y, z, d, clamped
+
+
+@triton.jit
+def _store_rows_flat(OUT, tile, N, DIM: tl.constexpr, P: tl.constexpr, BLOCK: tl.constexpr):
+    # A program's BLOCK x DIM outputs are one contiguous range of OUT. Stored as a (BLOCK, P) tile, P - DIM lanes of
+    # every row are masked off and, where DIM * itemsize is not a multiple of 16 bytes, no vector store is possible.
+    # Here the tile goes through a gather (shared memory) into flat order and consecutive lanes write consecutive
+    # addresses.
+    flat = tl.reshape(tile, (BLOCK * P,)).to(OUT.dtype.element_ty)
+    f = tl.arange(0, BLOCK * P)
+    r = f // DIM
+    inside = f < BLOCK * DIM
+    values = tl.gather(flat, tl.where(inside, r * P + (f - r * DIM), 0), 0)
+    row0 = tl.program_id(0).to(tl.int64) * BLOCK
+    tl.store(OUT + row0 * DIM + f, values, mask=inside & (row0 + r < N))
 """
 
 TRITON_SIGNATURE = """
@@ -106,7 +121,7 @@ TRITON_SIGNATURE = """
 def {name}({ptrs}, N, stride_n, stride_c{extra},
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
-        M_MAJOR: tl.constexpr, BLOCK: tl.constexpr):
+        FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
@@ -132,12 +147,18 @@ def _pow2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def _tile(values: list[str]) -> tuple[str, int]:
+    """The (BLOCK, P) tile expression holding `values` in columns 0..n-1 (zero padding up to P, a power of two)."""
+    P = _pow2(len(values))
+    leaves = values + ["zero"] * (P - len(values))
+    return (f"{leaves[0]}[:, None]" if P == 1 else f"tl.reshape({_join_tree(leaves)}, (BLOCK, {P}))"), P
+
+
 def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + ") -> list[str]:
     """One masked (BLOCK, P) store of a row segment: rows of the segment are contiguous, so the store coalesces
     (per-column stores write 8 bytes per row at a stride of DIM and waste most of each memory sector)."""
-    n, P = len(values), _pow2(len(values))
-    leaves = values + ["zero"] * (P - n)
-    tile = f"{leaves[0]}[:, None]" if P == 1 else f"tl.reshape({_join_tree(leaves)}, (BLOCK, {P}))"
+    n = len(values)
+    tile, P = _tile(values)
     return [
         f"{pad}cj = tl.arange(0, {P})",
         f"{pad}tl.store({ptr}[:, None] + ({offset}cj)[None, :], {tile}, mask=mask[:, None] & (cj < {n})[None, :])",
@@ -146,7 +167,8 @@ def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + 
 
 def _full_row_store(parts) -> list[str]:
     """Forward epilogue for l = 0..LMAX in order (the common case): the whole output row as one (BLOCK, P) tile, so
-    a program writes one contiguous block of memory."""
+    a program writes one contiguous block of memory; with FLAT_STORE through a flat index of that block
+    (_store_rows_flat), so that no lane is masked off for padding columns whatever DIM is."""
     lines = ["if FULL_ROW:"]
     for L in range(13):
         values = []
@@ -154,8 +176,11 @@ def _full_row_store(parts) -> list[str]:
             for m in range(-l, l + 1):
                 p = parts[l, m]["p"]
                 values.append(p if not p.startswith("c") else f"({p} + zero)")
-        lines.append(f"    if LMAX == {L}:")
-        lines += _wide_store("orow", values, "        ", offset="")
+        tile, P = _tile(values)
+        lines += [f"    if LMAX == {L}:", "        if FLAT_STORE:"]
+        lines.append(f"            _store_rows_flat(OUT, {tile}, N, DIM, {P}, BLOCK)")
+        lines.append("        else:")
+        lines += _wide_store("orow", values, "            ", offset="")
     return lines
 
 

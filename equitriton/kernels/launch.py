@@ -49,7 +49,9 @@ def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     """Launch configuration, chosen from the H100 sweep of benchmarks/tune_kernels.py (docs/kernel_tuning.md).
 
     WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column; FULL_ROW (forward, when
-    the l set is 0..l_max in order) stores the whole output row as one tile. Measured at N = 2**22: per-l tiles
+    the l set is 0..l_max in order) stores the whole output row as one tile, and FLAT_STORE with it stores that tile
+    through a flat index of the program's contiguous output range (no lanes masked for padding columns, vector stores
+    whatever DIM is). Measured at N = 2**22: per-l tiles
     make the forward 2-7x faster from l_max 2 up (per-column 8-byte stores at a stride of DIM leave memory sectors
     partially written), but the backward read g faster column by column (the rows stay in L1), so the derivative
     kernels are generated column by column, in m-major order (codegen.harmonics), and ignore WIDE_IO/FULL_ROW.
@@ -69,7 +71,13 @@ def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     cfg.setdefault("WIDE_IO", False)
     cfg.setdefault("FULL_ROW", False)
     cfg.setdefault("M_MAJOR", True)
-    for name in ("WIDE_IO", "FULL_ROW", "M_MAJOR"):  # EQUITRITON_<NAME> = 0/1 forces one choice (measurements)
+    cfg.setdefault("FLAT_STORE", False)
+    for name in (
+        "WIDE_IO",
+        "FULL_ROW",
+        "FLAT_STORE",
+        "M_MAJOR",
+    ):  # EQUITRITON_<NAME> = 0/1 forces one choice (measurements)
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
             cfg[name] = forced == "1"
@@ -92,6 +100,8 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         WIDE_IO=cfg["WIDE_IO"],
         # the full-row store needs the columns in l = 0..l_max order
         FULL_ROW=bool(cfg.get("FULL_ROW", False)) and list(ls) == list(range(max(ls) + 1)),
+        # the whole-row tile stored through a flat index (generated _store_rows_flat; forward, FULL_ROW only)
+        FLAT_STORE=bool(cfg.get("FLAT_STORE", False)),
         M_MAJOR=bool(cfg.get("M_MAJOR", True)),
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
