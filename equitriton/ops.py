@@ -61,7 +61,7 @@ _CPU_SCRIPT = os.environ.get("EQUITRITON_CPU_SCRIPT", "1") != "0"
 # whole call's row count, so every chunk of one call runs the same body. EQUITRITON_CPU_SMALL=0 keeps one op per
 # term everywhere.
 _CPU_SMALL = os.environ.get("EQUITRITON_CPU_SMALL", "1") != "0"
-_CPU_SMALL_ROWS = {"forward": (0, 1 << 62, 12288, 2560), "backward": (0, 1 << 62, 6144, 3072)}
+_CPU_SMALL_ROWS = {"forward": (1 << 62, 1 << 62, 12288, 2560), "backward": (0, 1 << 62, 6144, 3072)}
 _POOL = None  # (pid, ThreadPoolExecutor), made on first use; a forked child makes its own
 
 
@@ -97,7 +97,14 @@ def _bound(fn, rest, f64: bool, small: bool = False):
         lmax = max(ls)
         k = torch_fallback._table(normalization, f64, lmax)
         at = torch_fallback._at(list(ls), list(offs))
-        if small and f64 and 1 <= lmax <= torch_fallback._SMALL_LMAX and fn is not torch_fallback.double_backward:
+        if small and f64 and lmax <= 1 and fn is torch_fallback.forward:
+            # l_max <= 1 (at any row count: _CPU_SMALL_ROWS): one fill or one multiply per output block (generated
+            # _forward_l1), about a third of the time of the stacked-monomial matrix product
+            tf = torch_fallback
+            c0, c1 = tf._SMALL[normalization][0][0][0][0][1], tf._SMALL[normalization][1][0][0][0][1]
+            l1_body = tf.script_body(tf._forward_l1) if _CPU_SCRIPT else tf._forward_l1
+            impl = functools.partial(_call_forward_l1, l1_body, list(ls), list(offs), dim, c0, c1, normalize, k[0])
+        elif small and f64 and 1 <= lmax <= torch_fallback._SMALL_LMAX and fn is not torch_fallback.double_backward:
             # a few ops on stacked monomials instead of one per term (the generated _forward_small / _backward_small)
             tf = torch_fallback
             c, b, e = tf._small_matrices(ls, offs, dim, normalization)
@@ -127,6 +134,10 @@ def _keep_finite(r, term, *args):
         return r
     ok = torch.isfinite(r).all(1, keepdim=True)
     return r.copy_(torch.where(ok, r, term(*args, None)))
+
+
+def _call_forward_l1(body, ls, offs, dim, c0, c1, normalize, eps, xyz, out):
+    return body(xyz, ls, offs, dim, c0, c1, normalize, eps, out)
 
 
 def _call_small_forward(body, c, b, lmax, normalize, eps, term, xyz, out):

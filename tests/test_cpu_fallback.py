@@ -199,6 +199,33 @@ def test_small_l_bodies_match_the_per_term_bodies(ls, normalize, normalization):
     assert torch.equal(y, ops._bound(tf.forward, rest, True, True)(x, None))
 
 
+@pytest.mark.parametrize("ls", [[0], [1], [0, 1], [1, 0, 1], [1, 1, 0, 0]])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("normalization", [0, 1, 2])
+def test_l1_forward_body_matches_the_per_term_body(ls, normalize, normalization):
+    """l_max <= 1: the fill / multiply body (_forward_l1) gives the per-term body's numbers to rounding, a zero vector
+    and a NaN row (which stays in its row) included; the op runs it at any row count, over several chunks (written
+    into the output in place) too, and float32 input gets the float64 values rounded once."""
+    n = 3 * ops._CPU_CHUNK["forward"][1] + 5
+    x = _points(n)
+    x[3] = 0.0
+    x[17, 2] = float("nan")
+    offs, dim = ops._offsets(ls)
+    rest = (ls, list(offs), dim, normalize, normalization)
+    l1 = ops._bound(tf.forward, rest, True, True)(x, None)
+    term = ops._bound(tf.forward, rest, True, False)(x, None)
+    assert torch.equal(torch.isnan(l1), torch.isnan(term))
+    assert torch.isnan(l1[17]).any() == (1 in ls) and not torch.isnan(l1[torch.arange(n) != 17]).any()
+    ok = ~torch.isnan(term)
+    assert ((l1[ok] - term[ok]).abs().max() / term[ok].abs().max()).item() <= 1e-15
+    torch.testing.assert_close(
+        torch.ops.equitriton.sh_forward(x, ls, normalize, normalization), l1, rtol=0, atol=0, equal_nan=True
+    )
+    y32 = torch.ops.equitriton.sh_forward(x.float(), ls, normalize, normalization)
+    want32 = ops._bound(tf.forward, rest, True, True)(x.float().double(), None).float()
+    torch.testing.assert_close(y32, want32, rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("normalize", [True, False])
 def test_small_l_bodies_keep_nonfinite_values_in_place(normalize):
     """A NaN input or an overflow in one row: that row gets the per-term body's values (NaN / inf exactly where they
