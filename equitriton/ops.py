@@ -36,9 +36,10 @@ def use_triton(device: torch.device) -> bool:
     return True
 
 
-def _up(t: Tensor) -> Tensor:
-    """The torch fallback's compute dtype for `t` (float32 runs in float64, as the kernels do; see launch.py)."""
-    return t.double() if launch.compute_f64(t.dtype) else t
+def _up(t: Tensor, f64: bool) -> Tensor:
+    """`t` in the torch fallback's compute dtype: float64 where `f64` (launch.compute_f64: float32 runs in float64 above
+    l_max 1, as the kernels do), else as it is."""
+    return t.double() if f64 else t
 
 
 # The torch fallback runs one torch op per polynomial term: its cost is a fixed ~0.5-1 us per op call plus the op's
@@ -59,9 +60,11 @@ _CPU_SCRIPT = os.environ.get("EQUITRITON_CPU_SCRIPT", "1") != "0"
 # term: where op calls cost more than arithmetic (at l_max 1, at any row count). Beyond these the per-term bodies
 # are faster (best-of timings of the TorchScript bodies, 1 thread; docs/cpu_fallback.md). The choice is made on the
 # whole call's row count, so every chunk of one call runs the same body. EQUITRITON_CPU_SMALL=0 keeps one op per
-# term everywhere.
+# term everywhere. l_max <= 1 forward: the fill / multiply body _forward_l1 at any row count. l_max 2 forward: 2048
+# rows (re-measured 2026-11-29 against e3nn, 1 thread: the small body 1.23x / 1.32x e3nn's time at 4000 / 10000 rows,
+# the per-term body 1.11x / 1.02x).
 _CPU_SMALL = os.environ.get("EQUITRITON_CPU_SMALL", "1") != "0"
-_CPU_SMALL_ROWS = {"forward": (1 << 62, 1 << 62, 12288, 2560), "backward": (0, 1 << 62, 6144, 3072)}
+_CPU_SMALL_ROWS = {"forward": (1 << 62, 1 << 62, 2048, 2560), "backward": (0, 1 << 62, 6144, 3072)}
 _POOL = None  # (pid, ThreadPoolExecutor), made on first use; a forked child makes its own
 
 
@@ -97,7 +100,7 @@ def _bound(fn, rest, f64: bool, small: bool = False):
         lmax = max(ls)
         k = torch_fallback._table(normalization, f64, lmax)
         at = torch_fallback._at(list(ls), list(offs))
-        if small and f64 and lmax <= 1 and fn is torch_fallback.forward:
+        if small and lmax <= 1 and fn is torch_fallback.forward:
             # l_max <= 1 (at any row count: _CPU_SMALL_ROWS): one fill or one multiply per output block (generated
             # _forward_l1), about a third of the time of the stacked-monomial matrix product
             tf = torch_fallback
@@ -160,12 +163,12 @@ def _call_double_backward(body, k, at, lmax, dim, normalize, xyz, grad, w, out):
     return body(xyz, grad, w, k, at, lmax, dim, normalize, out)
 
 
-def _chunks(fn, tensors, outs, bounds, grad_mode: bool, inference: bool) -> None:
+def _chunks(fn, tensors, outs, bounds, f64: bool, grad_mode: bool, inference: bool) -> None:
     # the thread-local modes of the calling thread, and no JIT re-optimisation (it takes seconds, for nothing here)
     with torch.inference_mode(inference), torch.set_grad_enabled(grad_mode), torch.jit.optimized_execution(False):
         for s, e in bounds:
             # x in the compute dtype; the bodies convert grad and w as they transpose them
-            fn(_up(tensors[0][s:e]), *[t[s:e] for t in tensors[1:]], tuple(o[s:e] for o in outs))
+            fn(_up(tensors[0][s:e], f64), *[t[s:e] for t in tensors[1:]], tuple(o[s:e] for o in outs))
 
 
 _PLAIN = (Tensor, torch.nn.Parameter)
@@ -192,10 +195,11 @@ def _fallback(fn, n: int, *args):
     rest = args[len(tensors) :]
     # traced (torch.compile / export: n may be symbolic; fake tensors, dispatch modes and jit tracing are per thread
     # and unseen by TorchScript): plain torch ops on the whole array, so no guard on the row count either
-    if not _eager(n, tensors):
-        return fn(*[_up(t) for t in tensors], *rest)
-    name = fn.__name__
     lmax = max(rest[0])
+    f64 = launch.compute_f64(tensors[0].dtype, lmax)
+    if not _eager(n, tensors):
+        return fn(*[_up(t, f64) for t in tensors], *rest)
+    name = fn.__name__
     # whole chunks only: a thread is worth waking for a chunk's work, not for a part of one (on a busy machine the
     # wake-up alone can cost more than a small chunk)
     count = -(-n // _CPU_CHUNK[name][lmax])
@@ -203,10 +207,10 @@ def _fallback(fn, n: int, *args):
     if count > 1 and threads > 1:
         count = -(-count // threads) * threads  # the same number of (slightly smaller) chunks for each thread
     small = _CPU_SMALL and lmax < len(_CPU_SMALL_ROWS.get(name, ())) and n <= _CPU_SMALL_ROWS[name][lmax]
-    impl = _bound(fn, rest, launch.compute_f64(tensors[0].dtype), small)
+    impl = _bound(fn, rest, f64, small)
     if count == 1:
         with torch.jit.optimized_execution(False):
-            return impl(_up(tensors[0]), *tensors[1:], None)
+            return impl(_up(tensors[0], f64), *tensors[1:], None)
     step = -(-n // count)
     bounds = [(s, min(s + step, n)) for s in range(0, n, step)]
     dim = rest[2]
@@ -217,8 +221,8 @@ def _fallback(fn, n: int, *args):
     mode = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
     if workers > 1:
         tensors = [t.detach() for t in tensors]
-    futures = [_pool().submit(_chunks, impl, tensors, outs, g, *mode) for g in groups[1:]]
-    _chunks(impl, tensors, outs, groups[0], *mode)
+    futures = [_pool().submit(_chunks, impl, tensors, outs, g, f64, *mode) for g in groups[1:]]
+    _chunks(impl, tensors, outs, groups[0], f64, *mode)
     for f in futures:
         f.result()
     return outs if len(outs) > 1 else outs[0]

@@ -205,7 +205,7 @@ def test_small_l_bodies_match_the_per_term_bodies(ls, normalize, normalization):
 def test_l1_forward_body_matches_the_per_term_body(ls, normalize, normalization):
     """l_max <= 1: the fill / multiply body (_forward_l1) gives the per-term body's numbers to rounding, a zero vector
     and a NaN row (which stays in its row) included; the op runs it at any row count, over several chunks (written
-    into the output in place) too, and float32 input gets the float64 values rounded once."""
+    into the output in place) too, and float32 input the same body evaluated in float32."""
     n = 3 * ops._CPU_CHUNK["forward"][1] + 5
     x = _points(n)
     x[3] = 0.0
@@ -222,7 +222,8 @@ def test_l1_forward_body_matches_the_per_term_body(ls, normalize, normalization)
         torch.ops.equitriton.sh_forward(x, ls, normalize, normalization), l1, rtol=0, atol=0, equal_nan=True
     )
     y32 = torch.ops.equitriton.sh_forward(x.float(), ls, normalize, normalization)
-    want32 = ops._bound(tf.forward, rest, True, True)(x.float().double(), None).float()
+    f64 = ops.launch.compute_f64(torch.float32, max(ls))  # float32 is evaluated natively at l_max <= 1
+    want32 = ops._bound(tf.forward, rest, f64, True)(ops._up(x.float(), f64), None).float()
     torch.testing.assert_close(y32, want32, rtol=0, atol=0, equal_nan=True)
 
 
