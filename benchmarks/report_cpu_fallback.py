@@ -6,9 +6,9 @@ Each JSON is one run (a label such as 'before'/'after' and a thread count); runs
 `PATH=LABEL` reads PATH with its label replaced (an earlier 'after' run becomes the 'before' of the next change):
 docs/cpu_fallback.md is made by
 
-    cd docs/data && python ../../benchmarks/report_cpu_fallback.py cpu_fallback_eager_1t_2026-11-25.json \
-        cpu_fallback_eager_1t_repeat_2026-11-25.json \
-        cpu_fallback_after_1t_2026-11-25.json=before cpu_fallback_after_2t_2026-11-25.json=before \
+    cd docs/data && python ../../benchmarks/report_cpu_fallback.py cpu_fallback_final_1t_2026-11-29.json=after \
+        cpu_fallback_eager_1t_2026-11-25.json=before cpu_fallback_eager_1t_repeat_2026-11-25.json=before \
+        cpu_fallback_after_1t_2026-11-25.json=original cpu_fallback_after_2t_2026-11-25.json=original \
         cpu_fallback_before_1t_2026-11-25.json=original cpu_fallback_before_2t_2026-11-25.json=original \
         cpu_fallback_before_firstcall_2026-11-25.json=original > ../cpu_fallback.md
 """
@@ -25,7 +25,10 @@ INTRO = """# CPU fallback vs e3nn on CPU
 On CPU (without `TRITON_INTERPRET=1`) the spherical harmonics run the torch fallback that
 `python -m equitriton.codegen` renders from the same traced polynomials as the Triton kernels
 (`equitriton/generated/torch_fallback.py`), one torch op per term. float32 input is evaluated in float64 and rounded
-once (as the kernels do, for accuracy; e3nn computes float32 natively), so float32 costs about what float64 does.
+once (as the kernels do, for accuracy; e3nn computes float32 natively), so float32 costs about what float64 does,
+except at l_max <= 1: there is no recurrence there (Y_0 is a constant, Y_1 = c u), float32 evaluated natively is as
+accurate as e3nn's float32 (max error over 1e5 points, measured 2026-11-29: Y 0.55-0.97x e3nn's, dY/dx 0.5-1.0x),
+and both the fallback and the kernels evaluate it in float32 (`launch.NATIVE_F32_MAX_L`).
 
 How it runs (`_fallback` in `equitriton/ops.py`): rows go in chunks whose temporaries stay in L2 (`_CPU_CHUNK`, by
 direction and l_max: 16384 rows, 8192 at high l; from the CPU-time scan below), each chunk written straight into the
@@ -52,8 +55,13 @@ derivatives included (tests/test_eager_cpu.py); torch.compile, export, AOTInduct
 dispatch/torch-function modes, fake tensors, `TRITON_INTERPRET=1` and GPUs keep the custom ops. The arguments each
 body needs (coefficient table, output offsets) are bound once per l set (`ops._bound`).
 
+l_max <= 1 forward (`_forward_l1`, any row count, since 2026-11-29): each output block is one `fill_` (l = 0) or one
+multiply written in place (l = 1): about a third of the time of the (N, 3) x (3, dim) matrix product it replaces
+(its K = 3 leaves the BLAS kernel idle, and `addmm` copies the bias into the output first). Elementwise, so a NaN
+stays in its row without the check below.
+
 Small l (`_forward_small`, `_backward_small`, generated with exact coefficients of the expanded polynomials): at
-l_max 1 at any row count, and at l_max 2-3 for calls of up to a few thousand rows (`ops._CPU_SMALL_ROWS`, by
+l_max 1 (backward) at any row count, and at l_max 2-3 for calls of up to a few thousand rows (`ops._CPU_SMALL_ROWS`, by
 direction and l_max, from best-of timings of the TorchScript bodies on one thread), Y = b + M C and dL/du = sum over
 monomials of M1 * (dL/dY E), with M the monomials of the direction of degree 1..l_max stacked in one tensor: about 10
 ops whatever the l set, against one per polynomial term (at l_max 1 the forward stays in x's (N, 3) layout: no
@@ -63,10 +71,12 @@ count of the whole call (every chunk of one call runs the same body). Both agree
 tests/test_cpu_fallback.py) and match e3nn to <= 1e-13 (tests/test_numerics.py). A matrix product would spread a NaN
 or an overflow over its row (0 * nan), so rows whose small-body result is not finite take the per-term body's values
 (one reduction per call checks): NaN and inf stay where e3nn has them, and each row depends on itself alone. The
-double backward keeps the per-term body. The two 'after' runs are the same code measured twice, a few minutes
-apart. The machine was slower during them than during the 'before' runs: e3nn's own times, and equitriton's at
-l_max >= 4 (whose code did not change there), are higher in the after runs too, so compare the ratios to e3nn of the
-same run rather than absolute times across runs.
+double backward keeps the per-term body.
+
+Runs below: 'after' is the code of 2026-11-29 (the l_max <= 1 changes above, and the l_max 2 forward threshold
+lowered to 2048 rows after a re-measurement); the two 'before' runs are the code of 2026-11-25 measured twice, a few
+minutes apart; 'original' are the earlier versions. The machine is shared and its speed drifts between runs: compare
+the ratios to e3nn of the same run rather than absolute times across runs.
 
 Tried and not kept: `addcmul_` accumulation (fused multiply-add: no faster than `add_` of the product, and not
 bit-identical to the separate multiply and add); `del` guarded by `torch.jit.is_scripting()` (TorchScript then took

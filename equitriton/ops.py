@@ -107,10 +107,16 @@ def _bound(fn, rest, f64: bool, small: bool = False):
             c0, c1 = tf._SMALL[normalization][0][0][0][0][1], tf._SMALL[normalization][1][0][0][0][1]
             l1_body = tf.script_body(tf._forward_l1) if _CPU_SCRIPT else tf._forward_l1
             impl = functools.partial(_call_forward_l1, l1_body, list(ls), list(offs), dim, c0, c1, normalize, k[0])
-        elif small and f64 and 1 <= lmax <= torch_fallback._SMALL_LMAX and fn is not torch_fallback.double_backward:
-            # a few ops on stacked monomials instead of one per term (the generated _forward_small / _backward_small)
+        elif (
+            small
+            and (f64 or lmax <= launch.NATIVE_F32_MAX_L)
+            and 1 <= lmax <= torch_fallback._SMALL_LMAX
+            and fn is not torch_fallback.double_backward
+        ):
+            # a few ops on stacked monomials instead of one per term (the generated _forward_small / _backward_small);
+            # float32 evaluated natively (l_max <= 1) takes the coefficient matrices rounded to float32
             tf = torch_fallback
-            c, b, e = tf._small_matrices(ls, offs, dim, normalization)
+            c, b, e = (m if f64 else m.float() for m in tf._small_matrices(ls, offs, dim, normalization))
             term = _bound(fn, rest, f64, False)
             if fn is tf.forward:
                 small_body = tf.script_body(tf._forward_small) if _CPU_SCRIPT else tf._forward_small
