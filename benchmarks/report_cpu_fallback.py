@@ -76,7 +76,10 @@ double backward keeps the per-term body.
 Runs below: 'after' is the code of 2026-11-29 (the l_max <= 1 changes above, and the l_max 2 forward threshold
 lowered to 2048 rows after a re-measurement); the two 'before' runs are the code of 2026-11-25 measured twice, a few
 minutes apart; 'original' are the earlier versions. The machine is shared and its speed drifts between runs: compare
-the ratios to e3nn of the same run rather than absolute times across runs.
+the ratios to e3nn of the same run rather than absolute times across runs. One point of the 'after' run is an outlier
+of this machine, not of the code: the l_max 4, N = 100,000 float64 forward measured 1.45x and 1.77x e3nn's time in
+two full runs of the grid on 2026-11-29 and 0.77x and 0.80x in two targeted re-runs of the same code minutes later
+(the l_max 4 code did not change that day).
 
 Tried and not kept: `addcmul_` accumulation (fused multiply-add: no faster than `add_` of the product, and not
 bit-identical to the separate multiply and add); `del` guarded by `torch.jit.is_scripting()` (TorchScript then took
