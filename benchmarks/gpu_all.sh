@@ -58,7 +58,7 @@ tests_and_md() {
     timeout "${STAGE_AB_S:-120}" python3 benchmarks/md_ab.py --out "$R/ab_$mode" --mode "$mode" > "$R/ab_$mode.log" 2>&1
     stamp "md_ab $mode rc=$?"
   done
-  if [ -n "${STAGE_MD_S:-150}" ] && [ "${STAGE_MD_S:-150}" != 0 ]; then
+  if [ "${STAGE_MD_S:-150}" != 0 ]; then
     timeout "${STAGE_MD_S:-150}" python3 benchmarks/md_step.py --out "$R/md" ${MD_ARGS:-} > "$R/md_step.log" 2>&1
     stamp "md_step rc=$?"
   fi

@@ -5,8 +5,9 @@
 `md_step.py` times the stock case, then the patched one, minutes apart; a median gap between them can be drift of
 the machine rather than the model. Here both calculators are built first and then timed in alternating rounds
 (stock, patched, stock, ...), so drift hits both alike; the result is the median of the per-round medians and of the
-per-round patched/stock ratios. A torch.profiler pass over each records device busy time, kernel launches per step
-and the top device kernels, which say whether the patched graph launches more or slower kernels.
+per-round patched/stock ratios. A torch.profiler pass over each (md_step.profile_calls) records device busy time,
+device operations per step and the top device kernels, which say whether the patched graph launches more or slower
+kernels.
 Writes DIR/md_ab.json.
 """
 
@@ -21,35 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import md_step as M  # noqa: E402
 
 from md_plugin.device import resolve_device  # noqa: E402
-
-
-def kernel_launches(atoms, pool, device, n_steps: int) -> dict:
-    """Device kernels per step, by name (from a torch.profiler pass)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    M._sync(device)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(n_steps):
-            atoms.set_positions(pool.next())
-            M.step(atoms)
-        M._sync(device)
-    names: dict = {}
-    for ev in prof.events():
-        if ev.device_type == torch.autograd.DeviceType.CUDA:
-            row = names.setdefault(ev.name[:100], [0, 0.0])
-            row[0] += 1
-            row[1] += ev.device_time_total if hasattr(ev, "device_time_total") else 0.0
-    rows = [{"name": k, "per_step": c / n_steps, "us_per_step": t / n_steps} for k, (c, t) in names.items()]
-    return {
-        "launches_per_step": sum(r["per_step"] for r in rows),
-        "kernels": sorted(rows, key=lambda r: -r["us_per_step"]),
-    }
 
 
 def main(argv=None) -> int:
@@ -96,7 +72,7 @@ def main(argv=None) -> int:
         "patched_over_stock": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
     }
     if device.type != "cpu":
-        result["kernels"] = {v: kernel_launches(calcs[v], pool, device, 10) for v in ("stock", "patched")}
+        # device busy time, device kernels and copies per step, top kernels (md_step.profile_calls)
         result["profile"] = {
             v: M.profile_calls(calcs[v].calc, calcs[v], pool, device, 10) for v in ("stock", "patched")
         }

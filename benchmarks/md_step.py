@@ -348,6 +348,7 @@ def profile_calls(calc, atoms, pool: PositionPool, device: torch.device, n_steps
         "steps": n_steps,
         "wall_ms_per_step": step_ms,
         "device_busy_ms_per_step": busy_us / 1e3 / n_steps if device.type == "cuda" else None,
+        "device_ops_per_step": len(device_intervals) / n_steps if device.type == "cuda" else None,  # kernels, copies
         "gpu_busy_fraction": (busy_us / 1e6) / wall_s if device.type == "cuda" else None,
         "phases_ms_per_step": phases,
         "top_host_ops": top("self_cpu_time_total"),

@@ -41,7 +41,7 @@ N_BIG = 2**22
 def kernel_call(direction, x, g, w, out, ls, cfg):
     offs, dim = _offsets(ls)
     n = x.shape[0]
-    meta = launch.meta(ls, offs, dim, True, 1, x.dtype, {k: v for k, v in cfg.items() if k != "current"})
+    meta = launch.meta(ls, offs, dim, True, 1, x.dtype, {**cfg})
     grid = (triton.cdiv(n, cfg["BLOCK"]),)
     if direction == "forward":
         return lambda: launch.kernels.sh_forward_kernel[grid](x, out[0], n, x.stride(0), x.stride(1), **meta)

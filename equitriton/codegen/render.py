@@ -485,14 +485,9 @@ def _monomials(u: Tensor, deg: int) -> Tensor:
 
 def _forward_small(xyz: Tensor, c: Tensor, b: Tensor, lmax: int, normalize: bool, eps: float,
                    out: Optional[Tuple[Tensor]]) -> Tensor:
-    if lmax == 1:
-        # the monomials are u itself: keep xyz's (N, 3) layout, no transposing copies in or out
-        m = xyz
-        if normalize:
-            m = xyz / torch.clamp_min(torch.linalg.vector_norm(xyz, dim=1, keepdim=True), eps)
-    else:
-        u, d, clamped = _direction(xyz, normalize, eps)
-        m = _monomials(u, lmax).t()
+    # l_max 2-3 (l_max <= 1 runs _forward_l1)
+    u, d, clamped = _direction(xyz, normalize, eps)
+    m = _monomials(u, lmax).t()
     if out is None:
         return torch.addmm(b, m, c)
     if out[0].dtype != m.dtype:

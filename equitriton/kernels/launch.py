@@ -80,12 +80,8 @@ def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     cfg.setdefault("FULL_ROW", False)
     cfg.setdefault("M_MAJOR", True)
     cfg.setdefault("FLAT_STORE", False)
-    for name in (
-        "WIDE_IO",
-        "FULL_ROW",
-        "FLAT_STORE",
-        "M_MAJOR",
-    ):  # EQUITRITON_<NAME> = 0/1 forces one choice (measurements)
+    # EQUITRITON_<NAME> = 0/1 forces one choice (measurements)
+    for name in ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR"):
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
             cfg[name] = forced == "1"
