@@ -119,8 +119,8 @@ def chunk_scan(lmaxes: list[int], chunks: list[int], n: int = 131072) -> list[di
     """CPU time per point of the fallback bodies (TorchScript, one thread) run over n rows in chunks of each size:
     what equitriton/ops.py's _CPU_CHUNK table is chosen from. Process CPU time, so other load on the machine
     matters less than for wall-clock timings."""
-    from equitriton import ops
     from equitriton.generated import torch_fallback as tf
+    from equitriton.kernels import launch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -128,7 +128,7 @@ def chunk_scan(lmaxes: list[int], chunks: list[int], n: int = 131072) -> list[di
     try:
         for lmax in lmaxes:
             ls = list(range(lmax + 1))
-            offs, dim = ops._offsets(ls)
+            offs, dim = launch.offsets(ls)
             x = torch.randn(n, 3, dtype=torch.float64)
             g = torch.randn(n, dim, dtype=torch.float64)
             w = torch.randn(n, 3, dtype=torch.float64)

@@ -11,6 +11,8 @@
 # 4. runs the MD step benchmark (benchmarks/md_step.py) -> md/ (STAGE_MD_S=0 leaves it out);
 # 5. runs the SH benchmark (benchmarks/sh_bench.py) -> sh/; on a machine with two GPUs, on the second one, at the
 #    same time as steps 2-4 on the first;
+# 6. measures host time per call at N = 2^12 (benchmarks/launch_overhead.py) -> overhead/ (STAGE_OVERHEAD_S=0 leaves
+#    it out) and, with SWEEP=dbl (or another tune_kernels.py sweep), runs that launch-config sweep -> tune/;
 # and packs everything into OUT/results.tgz (the device tool returns at most 8 files). Each stage has its own time
 # limit, so a slow stage cannot starve the next one: STAGE_WARM_S, STAGE_TESTS_S, STAGE_NVE_S, STAGE_AB_S, STAGE_MD_S, STAGE_SH_S.
 set -u
@@ -42,6 +44,11 @@ sh_bench() {
   timeout "${STAGE_SH_S:-300}" python3 benchmarks/sh_bench.py --out "$R/sh" --peers-dir .peers ${SH_ARGS:-} \
     > "$R/sh_bench.log" 2>&1
   stamp "sh_bench rc=$?"
+  if [ -n "${SWEEP:-}" ]; then
+    OUT="$R/tune" COMPILE_TIMEOUT="${STAGE_TUNE_COMPILE_S:-120}" timeout "${STAGE_TUNE_S:-240}" \
+      bash benchmarks/gpu_tune.sh > "$R/tune.log" 2>&1
+    stamp "tune sweep $SWEEP rc=$?"
+  fi
 }
 tests_and_md() {
   timeout "${STAGE_WARM_S:-120}" python3 benchmarks/warm_kernels.py --preset cuda-tests > "$R/warm.txt" 2>&1
@@ -58,6 +65,10 @@ tests_and_md() {
     timeout "${STAGE_AB_S:-120}" python3 benchmarks/md_ab.py --out "$R/ab_$mode" --mode "$mode" > "$R/ab_$mode.log" 2>&1
     stamp "md_ab $mode rc=$?"
   done
+  if [ "${STAGE_OVERHEAD_S:-90}" != 0 ]; then
+    timeout "${STAGE_OVERHEAD_S:-90}" python3 benchmarks/launch_overhead.py --out "$R/overhead" > "$R/overhead.log" 2>&1
+    stamp "launch_overhead rc=$?"
+  fi
   if [ "${STAGE_MD_S:-150}" != 0 ]; then
     timeout "${STAGE_MD_S:-150}" python3 benchmarks/md_step.py --out "$R/md" ${MD_ARGS:-} > "$R/md_step.log" 2>&1
     stamp "md_step rc=$?"

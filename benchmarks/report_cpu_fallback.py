@@ -46,14 +46,15 @@ tensor, which exported right (`ep.module()` gave the eager numbers) but which AO
 for the example input's row count, so a compiled Allegro model gave a wrong energy (tests/test_cpu_fallback.py checks
 an AOTInductor build of Y and dE/dx at other row counts; tests/test_md_compile.py the nequip-compile artifacts).
 
-Eager calls on CPU (`equitriton/ops.py`: `eager_cpu`, `sh_cpu`): on a plain CPU tensor outside any tracing,
+Eager calls on CPU (`equitriton/ops.py`: `eager`, `sh_eager`): on a plain CPU tensor outside any tracing,
 compilation, scripting or functorch transform, the public API runs the same fallback through a lean
 `torch.autograd.Function` (its backward a second one whose backward is the double backward; a third derivative is
 refused, as by the ops) instead of the `torch.library` custom op, whose dispatch (autograd wrapper, redispatch)
 cost ~30 us a call, more than the l = 1 body on 1,000 rows. The bits are the custom op's, first and second
-derivatives included (tests/test_eager_cpu.py); torch.compile, export, AOTInductor, TorchScript, `jit.trace`,
-dispatch/torch-function modes, fake tensors, `TRITON_INTERPRET=1` and GPUs keep the custom ops. The arguments each
-body needs (coefficient table, output offsets) are bound once per l set (`ops._bound`).
+derivatives included (tests/test_eager_path.py); torch.compile, export, AOTInductor, TorchScript, `jit.trace`,
+dispatch/torch-function modes and fake tensors keep the custom ops (on GPUs and under `TRITON_INTERPRET=1` the same
+eager path launches the Triton kernels). The arguments each body needs (coefficient table, output offsets) are
+bound once per l set (`ops._bound`).
 
 l_max <= 1 forward (`_forward_l1`, any row count, since 2026-11-29): each output block is one `fill_` (l = 0) or one
 multiply written in place (l = 1): about a third of the time of the (N, 3) x (3, dim) matrix product it replaces

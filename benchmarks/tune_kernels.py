@@ -22,7 +22,6 @@ import triton.testing
 
 from equitriton.generated import torch_fallback
 from equitriton.kernels import launch
-from equitriton.ops import _offsets
 
 LMAXES = (1, 2, 4, 8, 12)
 DTYPES = (torch.float64, torch.float32)
@@ -39,7 +38,7 @@ N_BIG = 2**22
 
 
 def kernel_call(direction, x, g, w, out, ls, cfg):
-    offs, dim = _offsets(ls)
+    offs, dim = launch.offsets(ls)
     n = x.shape[0]
     meta = launch.meta(ls, offs, dim, True, 1, x.dtype, {**cfg})
     grid = (triton.cdiv(n, cfg["BLOCK"]),)
@@ -78,7 +77,16 @@ def flat_configs(lmax: int, dtype) -> list[dict]:
 DERIVATIVE_CONFIGS = [dict(WIDE_IO=False, BLOCK=64, num_warps=4), dict(WIDE_IO=False, BLOCK=128, num_warps=4)]
 
 
+# --sweep dbl: the double backward at one row per thread (BLOCK = 32 x num_warps) against the current 64/4 (every row
+# computed by two threads; docs/roofline.md, "As compiled")
+DBL_LMAXES = (1, 2, 4, 8, 12)
+DBL_CONFIGS = [(64, 4), (64, 2), (32, 1), (32, 2), (128, 4)]
+
+
 def cases(sweep: str = "all"):
+    if sweep == "dbl":
+        for lmax, dtype, (block, warps) in itertools.product(DBL_LMAXES, DTYPES, DBL_CONFIGS):
+            yield lmax, dtype, "double_backward", dict(WIDE_IO=False, M_MAJOR=True, BLOCK=block, num_warps=warps)
     if sweep in ("forward", "final"):
         for lmax, dtype, cfg in itertools.product((2, 4, 8, 12), DTYPES, FORWARD_CONFIGS):
             yield lmax, dtype, "forward", cfg
@@ -121,7 +129,7 @@ def write_table(path: str, best: dict, source: str) -> None:
 def check(lmax, dtype, direction, cfg, dev):
     """Max relative error of the kernel with `cfg` against the float64 torch fallback on 1000 points."""
     ls = list(range(lmax + 1))
-    offs, dim = _offsets(ls)
+    offs, dim = launch.offsets(ls)
     torch.manual_seed(lmax)
     x = torch.randn(1000, 3, dtype=dtype, device=dev)
     x[0] = 0
@@ -147,7 +155,7 @@ def nbytes(direction, n, dim, itemsize):
 
 def time_case(lmax, dtype, direction, cfg, dev, pool=2):
     ls = list(range(lmax + 1))
-    _, dim = _offsets(ls)
+    _, dim = launch.offsets(ls)
     n = N_BIG
     xs = [torch.randn(n, 3, dtype=dtype, device=dev) for _ in range(pool)]
     gs = (
@@ -164,7 +172,7 @@ def time_case(lmax, dtype, direction, cfg, dev, pool=2):
 def small_case(lmax, dtype, cfgs, dev):
     """N = 2**12: forward + backward (two launches) in microseconds, best config of each direction."""
     ls = list(range(lmax + 1))
-    _, dim = _offsets(ls)
+    _, dim = launch.offsets(ls)
     n = 2**12
     x = torch.randn(n, 3, dtype=dtype, device=dev)
     g = torch.randn(n, dim, dtype=dtype, device=dev)
@@ -200,7 +208,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--sweep", choices=("all", "forward", "derivatives", "final", "flat"), default="all")
+    ap.add_argument("--sweep", choices=("all", "forward", "derivatives", "final", "flat", "dbl"), default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
     )

@@ -101,10 +101,10 @@ def sh(x: Tensor, ls: List[int], normalize: bool, normalization: str) -> Tensor:
 
 
 def _sh_op(x: Tensor, ls: List[int], normalize: bool, nid: int) -> Tensor:
-    """The custom op, or in plain eager mode on CPU the same computation without the op dispatch (ops.sh_cpu)."""
+    """The custom op, or in plain eager mode the same computation without the op dispatch (ops.sh_eager)."""
     if not torch.jit.is_scripting():
-        if ops.eager_cpu(x):
-            return ops.sh_cpu(x, ls, normalize, nid)
+        if ops.eager(x):
+            return ops.sh_eager(x, ls, normalize, nid)
     return torch.ops.equitriton.sh_forward(x, ls, normalize, nid)
 
 

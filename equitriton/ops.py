@@ -14,6 +14,7 @@ needs is saved on its own autograd context.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -235,26 +236,18 @@ def _fallback(fn, n: int, *args):
     return outs if len(outs) > 1 else outs[0]
 
 
-def _offsets(ls: List[int]) -> tuple[tuple[int, ...], int]:
-    offs, o = [], 0
-    for l in ls:
-        offs.append(o)
-        o += 2 * l + 1
-    return tuple(offs), o
-
-
 # ------------------------------------------------------------------------------------------------ CPU (torch fallback)
 # The CPU bodies of the three ops, shared by the ops themselves and by the eager CPU path below (the same code, so
 # the same bits).
 def _cpu_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
-    offs, dim = _offsets(ls)
+    offs, dim = launch.offsets(ls)
     x2 = x.reshape(-1, 3)
     out = _fallback(torch_fallback.forward, x2.shape[0], x2, list(ls), list(offs), dim, normalize, normalization)
     return out.to(x.dtype).reshape(x.shape[:-1] + (dim,))
 
 
 def _cpu_backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
-    offs, dim = _offsets(ls)
+    offs, dim = launch.offsets(ls)
     x2 = x.reshape(-1, 3)
     g2 = grad.reshape(-1, dim).contiguous()
     gx = _fallback(torch_fallback.backward, x2.shape[0], x2, g2, list(ls), list(offs), dim, normalize, normalization)
@@ -264,7 +257,7 @@ def _cpu_backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, norma
 def _cpu_double_backward(
     x: Tensor, grad: Tensor, w: Tensor, ls: List[int], normalize: bool, normalization: int
 ) -> tuple[Tensor, Tensor]:
-    offs, dim = _offsets(ls)
+    offs, dim = launch.offsets(ls)
     x2 = x.reshape(-1, 3)
     g2 = grad.reshape(-1, dim).contiguous()
     w2 = w.reshape(-1, 3)
@@ -274,44 +267,82 @@ def _cpu_double_backward(
     return gg.to(x.dtype).reshape(grad.shape), gx.to(x.dtype).reshape(x.shape)
 
 
-@triton_op("equitriton::sh_forward", mutates_args=())
-def sh_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
-    if not use_triton(x.device):
-        return _cpu_forward(x, ls, normalize, normalization)
-    offs, dim = _offsets(ls)
+# ------------------------------------------------------------------------------------------ CUDA / XPU (Triton kernels)
+# The Triton bodies of the three ops, shared by the ops (`fast=False`: wrap_triton, so that torch.compile / export
+# capture the launch) and by the eager path below (`fast=True`: launch.run_cached, the lean launch on CUDA).
+def _device_guard(t: Tensor):
+    """The device of `t` made current where it is not (Triton launches on the current device)."""
+    d = t.device
+    if d.type == "cpu" or d.index is None or not _untraced([t]):
+        return contextlib.nullcontext()
+    mod = torch.get_device_module(d.type)
+    return contextlib.nullcontext() if mod.current_device() == d.index else mod.device(d.index)
+
+
+def _launch(kernel, direction: str, cfg: dict, meta: dict, n, args: tuple, fast: bool) -> None:
+    g = launch.grid(n, cfg)
+    with _device_guard(args[0]):
+        if fast:
+            launch.run_cached(kernel, direction, cfg, meta, g, args)
+        else:
+            with launch.compiling(direction, cfg):
+                wrap_triton(kernel)[g](*args, **meta)
+
+
+def _triton_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int, fast: bool = False) -> Tensor:
+    cfg, meta, dim = launch.plan("forward", ls, normalize, normalization, x.dtype)
     x2 = x.reshape(-1, 3)
     n = x2.shape[0]
     out = torch.empty((n, dim), dtype=x.dtype, device=x.device)
     if n > 0:
-        cfg = launch.config("forward", max(ls), x.dtype)
-        wrap_triton(launch.kernels.sh_forward_kernel)[launch.grid(n, cfg)](
-            x2, out, n, x2.stride(0), x2.stride(1), **launch.meta(ls, offs, dim, normalize, normalization, x.dtype, cfg)
-        )
+        args = (x2, out, n, x2.stride(0), x2.stride(1))
+        _launch(launch.kernels.sh_forward_kernel, "forward", cfg, meta, n, args, fast)
     return out.reshape(x.shape[:-1] + (dim,))
+
+
+def _triton_backward(
+    x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normalization: int, fast: bool = False
+) -> Tensor:
+    cfg, meta, dim = launch.plan("backward", ls, normalize, normalization, x.dtype)
+    x2 = x.reshape(-1, 3)
+    g2 = grad.reshape(-1, dim).contiguous()
+    n = x2.shape[0]
+    gx = torch.empty((n, 3), dtype=x.dtype, device=x.device)
+    if n > 0:
+        args = (x2, g2, gx, n, x2.stride(0), x2.stride(1))
+        _launch(launch.kernels.sh_backward_kernel, "backward", cfg, meta, n, args, fast)
+    return gx.reshape(x.shape)
+
+
+def _triton_double_backward(
+    x: Tensor, grad: Tensor, w: Tensor, ls: List[int], normalize: bool, normalization: int, fast: bool = False
+) -> tuple[Tensor, Tensor]:
+    cfg, meta, dim = launch.plan("double_backward", ls, normalize, normalization, x.dtype)
+    x2 = x.reshape(-1, 3)
+    g2 = grad.reshape(-1, dim).contiguous()
+    w2 = w.reshape(-1, 3)
+    n = x2.shape[0]
+    gg = torch.empty((n, dim), dtype=x.dtype, device=x.device)
+    gx = torch.empty((n, 3), dtype=x.dtype, device=x.device)
+    if n > 0:
+        args = (x2, g2, w2, gg, gx, n, x2.stride(0), x2.stride(1), w2.stride(0), w2.stride(1))
+        _launch(launch.kernels.sh_double_backward_kernel, "double_backward", cfg, meta, n, args, fast)
+    return gg.reshape(grad.shape), gx.reshape(x.shape)
+
+
+# ------------------------------------------------------------------------------------------------------------- the ops
+@triton_op("equitriton::sh_forward", mutates_args=())
+def sh_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    if not use_triton(x.device):
+        return _cpu_forward(x, ls, normalize, normalization)
+    return _triton_forward(x, ls, normalize, normalization)
 
 
 @triton_op("equitriton::sh_backward", mutates_args=())
 def sh_backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
     if not use_triton(x.device):
         return _cpu_backward(x, grad, ls, normalize, normalization)
-    offs, dim = _offsets(ls)
-    x2 = x.reshape(-1, 3)
-    g2 = grad.reshape(-1, dim).contiguous()
-    n = x2.shape[0]
-    gx = torch.empty((n, 3), dtype=x.dtype, device=x.device)
-    if n > 0:
-        cfg = launch.config("backward", max(ls), x.dtype)
-        with launch.compiling("backward", cfg):
-            wrap_triton(launch.kernels.sh_backward_kernel)[launch.grid(n, cfg)](
-                x2,
-                g2,
-                gx,
-                n,
-                x2.stride(0),
-                x2.stride(1),
-                **launch.meta(ls, offs, dim, normalize, normalization, x.dtype, cfg),
-            )
-    return gx.reshape(x.shape)
+    return _triton_backward(x, grad, ls, normalize, normalization)
 
 
 @triton_op("equitriton::sh_double_backward", mutates_args=())
@@ -320,30 +351,7 @@ def sh_double_backward(
 ) -> tuple[Tensor, Tensor]:
     if not use_triton(x.device):
         return _cpu_double_backward(x, grad, w, ls, normalize, normalization)
-    offs, dim = _offsets(ls)
-    x2 = x.reshape(-1, 3)
-    g2 = grad.reshape(-1, dim).contiguous()
-    w2 = w.reshape(-1, 3)
-    n = x2.shape[0]
-    gg = torch.empty((n, dim), dtype=x.dtype, device=x.device)
-    gx = torch.empty((n, 3), dtype=x.dtype, device=x.device)
-    if n > 0:
-        cfg = launch.config("double_backward", max(ls), x.dtype)
-        with launch.compiling("double_backward", cfg):
-            wrap_triton(launch.kernels.sh_double_backward_kernel)[launch.grid(n, cfg)](
-                x2,
-                g2,
-                w2,
-                gg,
-                gx,
-                n,
-                x2.stride(0),
-                x2.stride(1),
-                w2.stride(0),
-                w2.stride(1),
-                **launch.meta(ls, offs, dim, normalize, normalization, x.dtype, cfg),
-            )
-    return gg.reshape(grad.shape), gx.reshape(x.shape)
+    return _triton_double_backward(x, grad, w, ls, normalize, normalization)
 
 
 # ------------------------------------------------------------------------------------------------------------ autograd
@@ -383,63 +391,77 @@ sh_backward.register_autograd(_backward_backward, setup_context=_backward_setup)
 sh_double_backward.register_autograd(_no_third_derivative, setup_context=_double_setup)
 
 
-# ------------------------------------------------------------------------------------------------ eager CPU fast path
-# On real CPU tensors in plain eager mode, `sh_cpu` runs the same torch fallback as the ops (`_cpu_forward` etc.)
-# through a lean torch.autograd.Function, without the torch.library dispatch (autograd wrapper, redispatch, schema
-# checks: ~30 us a call, more than the l = 1 body on 1,000 rows). Its backward is a second Function whose backward
-# is the double backward, and that one refuses a third derivative, as the ops do. Everything traced, compiled,
-# scripted or transformed (torch.compile, export, AOTI, TorchScript, jit.trace, functorch, dispatch and torch-function
-# modes, fake or other tensor subclasses), TRITON_INTERPRET=1 and every other device keep going through the ops.
-def eager_cpu(x: Tensor) -> bool:
-    """Whether sh_cpu may run for x: a plain CPU tensor, outside any tracing, compilation or transform."""
-    return (
-        _untraced([x])
-        and x.device.type == "cpu"
-        and os.environ.get("TRITON_INTERPRET", "0") != "1"
-        and torch._C._functorch.peek_interpreter_stack() is None
-    )
+# ---------------------------------------------------------------------------------------------------- eager fast path
+# On real tensors in plain eager mode, `sh_eager` runs the same bodies as the ops (`_cpu_forward` / `_triton_forward`
+# etc.) through a lean torch.autograd.Function, without the torch.library dispatch (autograd wrapper, redispatch,
+# schema checks: ~30 us a call, more than the l = 1 CPU body on 1,000 rows or a GPU kernel on 1e4 edges); on CUDA
+# the kernels are launched through launch.run_cached. Its backward is a second Function whose backward is the double
+# backward, and that one refuses a third derivative, as the ops do. Everything traced, compiled, scripted or
+# transformed (torch.compile, export, AOTI, TorchScript, jit.trace, functorch, dispatch and torch-function modes, fake
+# or other tensor subclasses) keeps going through the ops.
+def eager(x: Tensor) -> bool:
+    """Whether sh_eager may run for x: a plain tensor, outside any tracing, compilation or transform."""
+    return _untraced([x]) and torch._C._functorch.peek_interpreter_stack() is None
 
 
-class _CpuForward(torch.autograd.Function):
+def _eager_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    if use_triton(x.device):
+        return _triton_forward(x, ls, normalize, normalization, fast=True)
+    return _cpu_forward(x, ls, normalize, normalization)
+
+
+def _eager_backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    if use_triton(x.device):
+        return _triton_backward(x, grad, ls, normalize, normalization, fast=True)
+    return _cpu_backward(x, grad, ls, normalize, normalization)
+
+
+def _eager_double_backward(x, grad, w, ls: List[int], normalize: bool, normalization: int):
+    if use_triton(x.device):
+        return _triton_double_backward(x, grad, w, ls, normalize, normalization, fast=True)
+    return _cpu_double_backward(x, grad, w, ls, normalize, normalization)
+
+
+class _EagerForward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, ls, normalize, normalization):
         ctx.save_for_backward(x)
         ctx.args = (ls, normalize, normalization)
-        return _cpu_forward(x, ls, normalize, normalization)
+        return _eager_forward(x, ls, normalize, normalization)
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return _CpuBackward.apply(x, grad, *ctx.args), None, None, None
+        return _EagerBackward.apply(x, grad, *ctx.args), None, None, None
 
 
-class _CpuBackward(torch.autograd.Function):
+class _EagerBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, grad, ls, normalize, normalization):
         ctx.save_for_backward(x, grad)
         ctx.args = (ls, normalize, normalization)
-        return _cpu_backward(x, grad, ls, normalize, normalization)
+        return _eager_backward(x, grad, ls, normalize, normalization)
 
     @staticmethod
     def backward(ctx, w):
         x, grad = ctx.saved_tensors
-        gg, gx = _CpuDoubleBackward.apply(x, grad, w, *ctx.args)
+        gg, gx = _EagerDoubleBackward.apply(x, grad, w, *ctx.args)
         return gx, gg, None, None, None
 
 
-class _CpuDoubleBackward(torch.autograd.Function):
+class _EagerDoubleBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, grad, w, ls, normalize, normalization):
-        return _cpu_double_backward(x, grad, w, ls, normalize, normalization)
+        return _eager_double_backward(x, grad, w, ls, normalize, normalization)
 
     @staticmethod
     def backward(ctx, *grads):
         _no_third_derivative(ctx, *grads)
 
 
-def sh_cpu(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
-    """torch.ops.equitriton.sh_forward(x, ls, normalize, normalization) for x where eager_cpu(x) holds: the same
-    bits and derivatives, without the custom-op dispatch."""
+def sh_eager(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    """torch.ops.equitriton.sh_forward(x, ls, normalize, normalization) for x where eager(x) holds: the same bits
+    and derivatives, without the custom-op dispatch."""
     if x.requires_grad and torch.is_grad_enabled():
-        return _CpuForward.apply(x, ls, normalize, normalization)
-    return _cpu_forward(x, ls, normalize, normalization)
+        return _EagerForward.apply(x, ls, normalize, normalization)
+    return _eager_forward(x, ls, normalize, normalization)

@@ -296,7 +296,7 @@ from equitriton.kernels import launch
 K = launch.kernels
 ROW0 = 2**28
 LS, N = [12, 3], 40
-DIM = ops._offsets(LS)[1]
+DIM = launch.offsets(LS)[1]
 report = {}
 
 
@@ -332,7 +332,7 @@ def shifted_cvt(arg):
 
 def launch_rows_from(row0, kernel, direction, ls, tensors, strides):
     # launch `kernel` over N rows as if they were rows row0 .. row0 + N - 1 of a larger batch
-    offs, dim = ops._offsets(ls)
+    offs, dim = launch.offsets(ls)
     cfg = launch.config(direction, max(ls), torch.float64)
     assert row0 % cfg["BLOCK"] == 0
     shift_by_ptr.clear()
@@ -353,7 +353,7 @@ def launch_rows_from(row0, kernel, direction, ls, tensors, strides):
 
 
 FULL = list(range(13))  # dim 169, l = 0..12 in order: launch.py may store the forward row as one tile
-DIM_FULL = ops._offsets(FULL)[1]
+DIM_FULL = launch.offsets(FULL)[1]
 g = torch.Generator().manual_seed(0)
 x = torch.randn(N, 3, generator=g, dtype=torch.float64)
 gy = torch.randn(N, DIM, generator=g, dtype=torch.float64)

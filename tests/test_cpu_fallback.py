@@ -8,6 +8,7 @@ import torch
 
 from equitriton import ops
 from equitriton.generated import torch_fallback as tf
+from equitriton.kernels import launch
 
 pytestmark = pytest.mark.skipif(ops.use_triton(torch.device("cpu")), reason="CPU runs the Triton interpreter here")
 
@@ -96,7 +97,7 @@ def test_modes_carry_into_threads(small_chunks, threads):
 def test_torchscript_and_python_bodies_agree_bitwise(normalize):
     x = _points(300)
     ls, dim = LS, sum(2 * l + 1 for l in LS)
-    offs = list(ops._offsets(ls)[0])
+    offs = list(launch.offsets(ls)[0])
     gen = torch.Generator().manual_seed(2)
     g = torch.randn(300, dim, generator=gen, dtype=torch.float64)
     w = torch.randn(300, 3, generator=gen, dtype=torch.float64)
@@ -186,7 +187,7 @@ def test_small_l_bodies_match_the_per_term_bodies(ls, normalize, normalization):
     n = 300
     assert n <= min(r for rows in ops._CPU_SMALL_ROWS.values() for r in rows[1:])
     x = _points(n)
-    offs, dim = ops._offsets(ls)
+    offs, dim = launch.offsets(ls)
     g = torch.randn(n, dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     rest = (ls, list(offs), dim, normalize, normalization)
     for fn, args in ((tf.forward, (x,)), (tf.backward, (x, g))):
@@ -210,7 +211,7 @@ def test_l1_forward_body_matches_the_per_term_body(ls, normalize, normalization)
     x = _points(n)
     x[3] = 0.0
     x[17, 2] = float("nan")
-    offs, dim = ops._offsets(ls)
+    offs, dim = launch.offsets(ls)
     rest = (ls, list(offs), dim, normalize, normalization)
     l1 = ops._bound(tf.forward, rest, True, True)(x, None)
     term = ops._bound(tf.forward, rest, True, False)(x, None)
@@ -232,7 +233,7 @@ def test_small_l_bodies_keep_nonfinite_values_in_place(normalize):
     """A NaN input or an overflow in one row: that row gets the per-term body's values (NaN / inf exactly where they
     are there), the other rows the small body's values of the clean input."""
     ls, n = [0, 1, 2, 3], 50
-    offs, dim = ops._offsets(ls)
+    offs, dim = launch.offsets(ls)
     rest = (ls, list(offs), dim, normalize, 0)
     x = _points(n)
     g = torch.randn(n, dim, generator=torch.Generator().manual_seed(6), dtype=torch.float64)

@@ -17,6 +17,12 @@ import triton
 
 from ..generated import triton_kernels as kernels
 
+try:  # the pieces of Triton's launch path that run_cached calls directly (triton >= 3.3)
+    from triton import knobs as _knobs
+    from triton.runtime.driver import driver as _driver
+except ImportError:  # pragma: no cover - older Triton: every launch goes through kernel[grid]
+    _knobs = _driver = None
+
 # float32 data is evaluated in float64 and rounded once at the store: the three-term l-recurrences lose ~l^2 ulps
 # in float32 (2-5x e3nn's float32 error at l >= 7). The op is memory-bound, so on cards with full-rate FP64 (H100,
 # Intel Max) this costs little; EQUITRITON_FLOAT32_COMPUTE=float32 selects the native float32 path (consumer GPUs).
@@ -88,6 +94,15 @@ def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     return cfg
 
 
+def offsets(ls) -> tuple[tuple[int, ...], int]:
+    """The first output column of each l in `ls`, and the row width DIM = sum(2l + 1)."""
+    offs, o = [], 0
+    for l in ls:
+        offs.append(o)
+        o += 2 * l + 1
+    return tuple(offs), o
+
+
 def grid(n: int, cfg: dict) -> tuple[int]:
     return (triton.cdiv(n, cfg["BLOCK"]),)
 
@@ -110,6 +125,70 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
+
+
+# ------------------------------------------------------------------------------------------------------ eager launches
+_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR")
+_PLANS: dict = {}
+
+
+def plan(direction: str, ls, normalize: bool, normalization: int, dtype: torch.dtype) -> tuple[dict, dict, int]:
+    """(cfg, meta, DIM) of a launch, worked out once per l set and settings (config + meta cost ~10 us a call); the
+    EQUITRITON_<NAME> overrides of `config` and FLOAT32_COMPUTE are part of the key."""
+    forced = [os.environ.get("EQUITRITON_" + n) for n in _FORCED]
+    key = (direction, tuple(ls), normalize, normalization, dtype, FLOAT32_COMPUTE, *forced)
+    found = _PLANS.get(key)
+    if found is None:
+        offs, dim = offsets(ls)
+        cfg = config(direction, max(ls), dtype)
+        found = _PLANS[key] = (cfg, meta(ls, offs, dim, normalize, normalization, dtype, cfg), dim)
+    return found
+
+
+# kernel[grid](...) costs tens of microseconds of host time per call (Triton's JITFunction.run binds every argument,
+# builds the specialisation key and looks the kernel up); an MD step's SH call on ~1e4 edges takes less GPU time than
+# that. Eager calls on CUDA therefore launch the CompiledKernel that their first launch returned, keyed on all that
+# Triton specialises on for these kernels: the kernel, its compile-time arguments (one `meta` dict per plan), the
+# device, each pointer's 16-byte alignment and whether each integer needs 64 bits (N and the strides are never
+# specialised on their values). EQUITRITON_FAST_LAUNCH=0 sends every launch through kernel[grid].
+FAST_LAUNCH = os.environ.get("EQUITRITON_FAST_LAUNCH", "1") == "1"
+_COMPILED: dict = {}
+_I32_MAX = 2**31 - 1
+
+
+def _launch_key(kernel, meta_: dict, args) -> tuple:
+    return (kernel, id(meta_), args[0].device.index) + tuple(
+        a.data_ptr() % 16 == 0 if isinstance(a, torch.Tensor) else a > _I32_MAX for a in args
+    )
+
+
+def run_cached(kernel, direction: str, cfg: dict, meta_: dict, grid_: tuple, args: tuple) -> None:
+    """kernel[grid_](*args, **meta_) for an eager call on the current device: the first launch compiles (or loads)
+    and records the CompiledKernel, later ones launch it directly. `meta_` must be the cached dict from `plan`."""
+    key = _launch_key(kernel, meta_, args)
+    hit = _COMPILED.get(key)
+    if hit is not None:
+        ck, consts = hit
+        stream = _driver.active.get_current_stream(args[0].device.index)
+        full = args + consts
+        enter = _knobs.runtime.launch_enter_hook
+        md = ck.launch_metadata(grid_, stream, *full) if enter is not None else None
+        ck.run(
+            grid_[0], 1, 1, stream, ck.function, ck.packed_metadata, md, enter, _knobs.runtime.launch_exit_hook, *full
+        )
+        return
+    with compiling(direction, cfg):
+        ck = kernel[grid_](*args, **meta_)
+    names = list(getattr(kernel, "arg_names", ()))
+    # the launcher takes every parameter in signature order: the run-time arguments, then the constexprs
+    if (
+        FAST_LAUNCH
+        and _driver is not None
+        and args[0].device.type == "cuda"
+        and all(hasattr(ck, a) for a in ("run", "function", "packed_metadata", "launch_metadata"))
+        and all(name in meta_ for name in names[len(args) :])
+    ):
+        _COMPILED[key] = (ck, tuple(meta_[name] for name in names[len(args) :]))
 
 
 # ---------------------------------------------------------------------------------------------------- compile time
@@ -191,4 +270,4 @@ def compiling(direction: str, cfg: dict, enabled: bool | None = None):
         yield
 
 
-__all__ = ["kernels", "config", "grid", "meta", "compiling"]
+__all__ = ["kernels", "config", "grid", "meta", "offsets", "plan", "run_cached", "compiling"]

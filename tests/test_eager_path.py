@@ -1,8 +1,15 @@
-"""The eager CPU path (ops.sh_cpu, taken by the public API on plain CPU tensors outside any tracing): it is taken
-where it should be, gives the custom op's bits for Y and its first and second derivatives, and everything traced,
-compiled or scripted still records the custom op."""
+"""The eager path (ops.sh_eager, taken by the public API on plain tensors outside any tracing): it is taken where it
+should be, gives the custom op's bits for Y and its first and second derivatives (CPU fallback here; the Triton
+kernels under TRITON_INTERPRET=1 in a subprocess; CUDA in test_cuda.py), and everything traced, compiled or scripted
+still records the custom op."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +18,7 @@ import equitriton
 from equitriton import harmonics, ops
 
 pytestmark = pytest.mark.skipif(ops.use_triton(torch.device("cpu")), reason="CPU runs the Triton interpreter here")
+REPO = Path(__file__).resolve().parent.parent
 
 LS = [0, 1, 2, 3, 1]
 
@@ -26,13 +34,13 @@ def _x(n=37, dtype=torch.float64, seed=0, grad=True, zero=True):
 @pytest.fixture
 def spy(monkeypatch):
     calls = []
-    real = ops.sh_cpu
+    real = ops.sh_eager
 
     def counted(*args):
         calls.append(args[1:])
         return real(*args)
 
-    monkeypatch.setattr(ops, "sh_cpu", counted)
+    monkeypatch.setattr(ops, "sh_eager", counted)
     return calls
 
 
@@ -43,7 +51,7 @@ def test_api_takes_the_eager_path(spy, grad):
     equitriton.spherical_harmonics(LS, x, False, "norm")
     assert len(spy) == 2
     if grad:
-        assert type(y.grad_fn).__name__.startswith("_CpuForward")
+        assert type(y.grad_fn).__name__.startswith("_EagerForward")
     with torch.no_grad():
         assert equitriton.spherical_harmonics(2, x, True).grad_fn is None
     assert len(spy) == 3
@@ -79,7 +87,7 @@ def test_double_backward_bits_through_grad():
     gen = torch.Generator().manual_seed(4)
     dim = sum(2 * l + 1 for l in LS)
     res = []
-    for fn in (ops.sh_cpu, torch.ops.equitriton.sh_forward):
+    for fn in (ops.sh_eager, torch.ops.equitriton.sh_forward):
         x = _x()
         g = torch.randn(37, dim, generator=gen.manual_seed(4), dtype=torch.float64, requires_grad=True)
         (gx,) = torch.autograd.grad(fn(x, LS, True, 0), x, g, create_graph=True)
@@ -111,7 +119,7 @@ def test_third_derivative_refused():
 
 def test_batched_shapes_and_parameter():
     x = torch.nn.Parameter(torch.randn(2, 4, 3, dtype=torch.float64))
-    assert ops.eager_cpu(x)
+    assert ops.eager(x)
     y = equitriton.spherical_harmonics([1, 2], x, True)
     assert y.shape == (2, 4, 8)
     assert torch.equal(y, torch.ops.equitriton.sh_forward(x, [1, 2], True, 0))
@@ -119,23 +127,21 @@ def test_batched_shapes_and_parameter():
 
 def test_not_eager_where_traced_or_transformed(monkeypatch):
     x = _x(n=4, grad=False)
-    assert ops.eager_cpu(x)
+    assert ops.eager(x)
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode() as mode:
-        assert not ops.eager_cpu(mode.from_tensor(x))
+        assert not ops.eager(mode.from_tensor(x))
 
     class PassThrough(torch.overrides.TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             return func(*args, **(kwargs or {}))
 
     with PassThrough():
-        assert not ops.eager_cpu(x)
+        assert not ops.eager(x)
     seen = []
-    torch.func.vmap(lambda v: seen.append(ops.eager_cpu(v)) or v)(x)
+    torch.func.vmap(lambda v: seen.append(ops.eager(v)) or v)(x)
     assert seen == [False]
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    assert not ops.eager_cpu(x)
 
 
 def _graph_ops(gm) -> str:
@@ -167,6 +173,44 @@ def test_export_trace_and_script_record_the_custom_op(spy):
     traced = torch.jit.trace(m, (x,), check_trace=False)  # the check reruns m in eager mode
     assert "equitriton::sh_forward" in str(traced.graph)
     scripted = torch.jit.script(m)
-    assert "equitriton::sh_forward" in str(scripted.inlined_graph) and "sh_cpu" not in str(scripted.inlined_graph)
+    assert "equitriton::sh_forward" in str(scripted.inlined_graph) and "sh_eager" not in str(scripted.inlined_graph)
     assert not spy
     assert torch.equal(ep.module()(x), m(x)) and torch.equal(traced(x), m(x)) and torch.equal(scripted(x), m(x))
+
+
+_INTERPRETED = r"""
+import json, torch
+from equitriton import ops
+assert ops.use_triton(torch.device("cpu")) and ops.eager(torch.zeros(1, 3))
+ls, res = [0, 1, 2, 3, 1], {}
+gen = torch.Generator().manual_seed(5)
+for dtype in (torch.float64, torch.float32):
+    g = torch.randn(37, 19, generator=gen, dtype=torch.float64).to(dtype)
+    outs = []
+    for fn in (ops.sh_eager, torch.ops.equitriton.sh_forward):
+        x = torch.randn(37, 3, generator=gen.manual_seed(6), dtype=torch.float64)[:, [2, 0, 1]].to(dtype)
+        x.requires_grad_(True)
+        gy = g.clone().requires_grad_(True)
+        y = fn(x, ls, True, 1)
+        (gx,) = torch.autograd.grad(y, x, gy, create_graph=True)
+        hx, hg = torch.autograd.grad((gx * gx).sum(), (x, gy))
+        outs.append((type(y.grad_fn).__name__, y, gx, hx, hg))
+    res[str(dtype)] = dict(
+        names=[outs[0][0], outs[1][0]],
+        equal=[bool(torch.equal(a, b)) for a, b in zip(outs[0][1:], outs[1][1:])],
+    )
+print("JSON" + json.dumps(res))
+"""
+
+
+def test_interpreted_eager_path_same_bits_as_the_op():
+    """Under TRITON_INTERPRET=1 the eager path launches the Triton kernels itself (ops._launch with fast=True:
+    launch.run_cached, which has no compiled kernel to keep there) and gives the op's bits in all three directions."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", _INTERPRETED], env=env, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for dtype, r in json.loads(lines[-1][4:]).items():
+        assert r["names"][0].startswith("_EagerForward") and "equitriton_sh_forward" in r["names"][1], (dtype, r)
+        assert r["equal"] == [True] * 4, (dtype, r)
