@@ -81,7 +81,9 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def headline_table(ix: Index, direction: str, dtype: str, n: int) -> str:
     """One row per l set: our time, GB/s and share of copy bandwidth; each peer's time and how many times slower."""
     peers = [i for i in ix.peers() if any(ix.get(i, direction, ls, dtype, n) for ls in ix.lsets)]
-    header = ["l set", "ours", "GB/s", "% of copy"] + [f"{ix.label(i)} (×ours)" for i in peers]
+    gpu = any("device_ms" in (ix.get(OURS, direction, ls, dtype, n) or {}) for ls in ix.lsets)
+    header = ["l set", "ours", "GB/s", "% of copy"] + (["GPU time", "GPU % of copy"] if gpu else [])
+    header += [f"{ix.label(i)} (×ours)" for i in peers]
     rows = []
     for ls in ix.lsets:
         o = ix.get(OURS, direction, ls, dtype, n)
@@ -89,6 +91,9 @@ def headline_table(ix: Index, direction: str, dtype: str, n: int) -> str:
             continue
         row = [ls, _cell(o)]
         row += [f"{o['gbps']:.0f}", f"{100 * o['frac_copy']:.0f}%"] if o["status"] == "ok" else ["", ""]
+        if gpu:
+            has = o["status"] == "ok" and "device_ms" in o
+            row += [fmt_ms(o["device_ms"]), f"{100 * o['device_frac_copy']:.0f}%"] if has else ["", ""]
         for i in peers:
             p = ix.get(i, direction, ls, dtype, n)
             c = _cell(p)
@@ -136,6 +141,17 @@ def targets(ix: Index, n_big: int = 2**22, n_small: int = 2**12) -> list[dict]:
                     "met": met,
                 }
             )
+            # the same from the GPU time alone (timing.device_ms), where measured: the kernels' own bandwidth
+            dev = {ls: p["device_frac_copy"] for ls, p in fr.items() if p and "device_frac_copy" in p}
+            if dev:
+                worst = min(dev, key=dev.get)
+                out.append(
+                    {
+                        "target": f"{dt} {d} ≥ {floor:.0%} of copy BW, N={fmt_n(n_big)}, every l_max (GPU time)",
+                        "figure": f"min {100 * dev[worst]:.0f}% ({worst})",
+                        "met": min(dev.values()) >= floor and len(dev) == len(fr),
+                    }
+                )
     slower, compared = [], 0
     for (impl, d, ls, dt, n), p in ix.by.items():
         if impl == OURS or n < 2**14 or p["status"] != "ok":

@@ -162,6 +162,22 @@ def bench_ms(fn: Callable, device: torch.device, warmup_ms: float, rep_ms: float
     return statistics.median(times)
 
 
+def device_ms(fn: Callable, device: torch.device, calls: int = 10) -> float:
+    """GPU time of one call of `fn` in ms: the summed durations of the kernels, memsets and copies it runs, from
+    torch.profiler (CUPTI), over `calls` back-to-back calls. Host time does not enter, so this is the figure to hold
+    against the copy bandwidth; bench_ms is what a caller waits for, host launch cost included."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        sync(device)
+    gpu = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.time_range.elapsed_us() for e in gpu) / calls / 1e3
+
+
 def copy_gbps(device: torch.device, warmup_ms: float = 25, rep_ms: float = 100, nbytes: int = 2**31) -> float:
     """Device-to-device copy of `nbytes` (2 GiB): bytes read + written per second, in GB/s (1e9)."""
     src = torch.empty(nbytes // 8, dtype=torch.float64, device=device)
