@@ -83,27 +83,7 @@ DBL_LMAXES = (1, 2, 4, 8, 12)
 DBL_CONFIGS = [(64, 4), (64, 2), (32, 1), (32, 2), (128, 4)]
 
 
-# --sweep dblrow: the double backward's d(grad_y) stored as whole-row tiles (FULL_ROW, flat index or 2D tile) against
-# the table's per-column stores
-DBLROW_LMAXES = (1, 2, 3, 4, 5, 6, 8)
-
-
-def dblrow_configs(lmax: int, dtype) -> list[dict]:
-    current = dict(launch.config("double_backward", lmax, dtype), current=True)
-    base = {k: current[k] for k in ("M_MAJOR", "WIDE_IO")}
-    rows = [
-        dict(base, FULL_ROW=True, FLAT_STORE=flat, BLOCK=b, num_warps=w)
-        for flat in (True, False)
-        for b, w in ((64, 4), (32, 2))
-    ]
-    return [current] + rows
-
-
 def cases(sweep: str = "all"):
-    if sweep == "dblrow":
-        for lmax, dtype in itertools.product(DBLROW_LMAXES, DTYPES):
-            for cfg in dblrow_configs(lmax, dtype):
-                yield lmax, dtype, "double_backward", cfg
     if sweep == "dbl":
         for lmax, dtype, (block, warps) in itertools.product(DBL_LMAXES, DTYPES, DBL_CONFIGS):
             yield lmax, dtype, "double_backward", dict(WIDE_IO=False, M_MAJOR=True, BLOCK=block, num_warps=warps)
@@ -228,9 +208,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument(
-        "--sweep", choices=("all", "forward", "derivatives", "final", "flat", "dbl", "dblrow"), default="all"
-    )
+    ap.add_argument("--sweep", choices=("all", "forward", "derivatives", "final", "flat", "dbl"), default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
     )

@@ -92,29 +92,6 @@ CASES = (
     + [_case([6, 1, 6], True, "norm", env={"EQUITRITON_WIDE_IO": w}, directions="f") for w in ("0", "1")]
     # the derivative kernels' statement orders (l-major / m-major), forced
     + [_case(ALL, False, "component", env={"EQUITRITON_M_MAJOR": m}, directions="bd") for m in ("0", "1")]
-    # the double backward's d(grad_y) as whole-row tiles (FULL_ROW; flat index or 2D tile), both statement orders,
-    # at several l_max; an l set that is not 0..l_max in order keeps the per-column stores
-    + [
-        _case(
-            list(range(lmax + 1)),
-            lmax % 2 == 1,
-            norm,
-            dtype,
-            n=n,
-            directions="d",
-            env={"EQUITRITON_FULL_ROW": "1", "EQUITRITON_FLAT_STORE": flat, "EQUITRITON_M_MAJOR": mm},
-        )
-        for lmax, norm, dtype, n, flat, mm in (
-            (0, "integral", "float64", 77, "1", "1"),
-            (1, "norm", "float32", 130, "1", "0"),
-            (2, "component", "float64", 300, "1", "1"),
-            (3, "integral", "float32", 65, "0", "1"),
-            (4, "norm", "float64", 129, "1", "0"),
-            (5, "component", "float64", 70, "0", "0"),
-            (12, "integral", "float64", 97, "1", "1"),
-        )
-    ]
-    + [_case([2, 0, 1], True, "norm", env={"EQUITRITON_FULL_ROW": "1", "EQUITRITON_FLAT_STORE": "1"}, directions="d")]
 )
 
 _SCRIPT = r"""

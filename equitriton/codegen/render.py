@@ -151,7 +151,7 @@ def _tile(values: list[str]) -> tuple[str, int]:
     """The (BLOCK, P) tile expression holding `values` in columns 0..n-1 (zero padding up to P, a power of two)."""
     P = _pow2(len(values))
     leaves = values + ["zero"] * (P - len(values))
-    return (f"({leaves[0]})[:, None]" if P == 1 else f"tl.reshape({_join_tree(leaves)}, (BLOCK, {P}))"), P
+    return (f"{leaves[0]}[:, None]" if P == 1 else f"tl.reshape({_join_tree(leaves)}, (BLOCK, {P}))"), P
 
 
 def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + ") -> list[str]:
@@ -165,31 +165,22 @@ def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + 
     ]
 
 
-def _forward_value(parts, l: int, m: int) -> str:
-    p = parts[l, m]["p"]
-    return p if not p.startswith("c") else f"({p} + zero)"
-
-
-def _double_value(parts, l: int, m: int) -> str:
-    """The double backward's d(grad_y) column (l, m): d/dgrad_y of <dY/dx . grad_y, w>."""
-    p = parts[l, m]
-    value = p["p"] if not p["p"].startswith("c") else f"({p['p']} + zero)"
-    return f"{_v(p['dw'])} * s1 - {value} * (s2 * {l}.0)"
-
-
-def _full_row_store(parts, value=_forward_value, out: str = "OUT", row: str = "orow") -> list[str]:
-    """Epilogue for l = 0..LMAX in order (the common case): the whole output row as one (BLOCK, P) tile, so
+def _full_row_store(parts) -> list[str]:
+    """Forward epilogue for l = 0..LMAX in order (the common case): the whole output row as one (BLOCK, P) tile, so
     a program writes one contiguous block of memory; with FLAT_STORE through a flat index of that block
-    (_store_rows_flat), so that no lane is masked off for padding columns whatever DIM is. The forward's Y (`OUT`)
-    and the double backward's d(grad_y) (`GG`, `value=_double_value`)."""
+    (_store_rows_flat), so that no lane is masked off for padding columns whatever DIM is."""
     lines = ["if FULL_ROW:"]
     for L in range(13):
-        values = [value(parts, l, m) for l in range(L + 1) for m in range(-l, l + 1)]
+        values = []
+        for l in range(L + 1):
+            for m in range(-l, l + 1):
+                p = parts[l, m]["p"]
+                values.append(p if not p.startswith("c") else f"({p} + zero)")
         tile, P = _tile(values)
         lines += [f"    if LMAX == {L}:", "        if FLAT_STORE:"]
-        lines.append(f"            _store_rows_flat({out}, {tile}, N, DIM, {P}, BLOCK)")
+        lines.append(f"            _store_rows_flat(OUT, {tile}, N, DIM, {P}, BLOCK)")
         lines.append("        else:")
-        lines += _wide_store(row, values, "            ", offset="")
+        lines += _wide_store("orow", values, "            ", offset="")
     return lines
 
 
@@ -224,11 +215,9 @@ def _triton_consumer_lm(order: int, parts, l: int, m: int) -> list[str]:
                 lines += [f"{pad}s = g * {p[f'd{a}']}", f"{pad}v{a} += s", f"{pad}vl{a} += s * {l}.0"]
         if order == 2 and p[f"h{a}"] is not None:
             lines.append(f"{pad}b{a} += g * {p[f'h{a}']}")
-    if order == 2:  # d(grad_y) column by column, unless the whole row is stored at the end (FULL_ROW)
-        lines += [
-            f"{pad}if not FULL_ROW:",
-            f"{pad}    tl.store(ggrow + OFFS[i] + {j}, {_double_value(parts, l, m)}, mask=mask)",
-        ]
+    if order == 2:
+        value = p["p"] if not p["p"].startswith("c") else f"({p['p']} + zero)"
+        lines.append(f"{pad}tl.store(ggrow + OFFS[i] + {j}, {_v(p['dw'])} * s1 - {value} * (s2 * {l}.0), mask=mask)")
     return lines
 
 
@@ -248,10 +237,7 @@ def render_triton() -> str:
                 traced = trace(order, m_major=m_major)
                 _, parts = levels(traced, order)
                 per_lm = {lm: _triton_consumer_lm(order, parts, *lm) for lm in parts}
-                lm_lines = body_in_order(traced, order, TritonTarget(), per_lm, "LMAX")
-                if order == 2:  # d(grad_y) as whole-row tiles (FULL_ROW), as the forward stores Y
-                    lm_lines += _full_row_store(parts, _double_value, "GG", "ggrow")
-                lines += [flag] + ["    " + ln for ln in lm_lines]
+                lines += [flag] + ["    " + ln for ln in body_in_order(traced, order, TritonTarget(), per_lm, "LMAX")]
         if order == 0:
             out.append(TRITON_SIGNATURE.format(name=name, ptrs="X, OUT", extra="", extra_ns=""))
             out.append("    orow = OUT + rows * DIM\n")

@@ -100,7 +100,7 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                 if LS[i] == 0:
                     if WIDE_IO:
                         cj = tl.arange(0, 1)
-                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], ((c5 + zero))[:, None], mask=mask[:, None] & (cj < 1)[None, :])
+                        tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], (c5 + zero)[:, None], mask=mask[:, None] & (cj < 1)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, (c5 + zero), mask=mask)
     if LMAX >= 1:
@@ -1298,10 +1298,10 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
     if FULL_ROW:
         if LMAX == 0:
             if FLAT_STORE:
-                _store_rows_flat(OUT, ((c5 + zero))[:, None], N, DIM, 1, BLOCK)
+                _store_rows_flat(OUT, (c5 + zero)[:, None], N, DIM, 1, BLOCK)
             else:
                 cj = tl.arange(0, 1)
-                tl.store(orow[:, None] + (cj)[None, :], ((c5 + zero))[:, None], mask=mask[:, None] & (cj < 1)[None, :])
+                tl.store(orow[:, None] + (cj)[None, :], (c5 + zero)[:, None], mask=mask[:, None] & (cj < 1)[None, :])
         if LMAX == 1:
             if FLAT_STORE:
                 _store_rows_flat(OUT, tl.reshape(tl.join(tl.join((c5 + zero), t9), tl.join(t8, t10)), (BLOCK, 4)), N, DIM, 4, BLOCK)
@@ -11110,8 +11110,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
                     g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, zero * s1 - (c20 + zero) * (s2 * 0.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, zero * s1 - (c20 + zero) * (s2 * 0.0), mask=mask)
         if LMAX >= 1:
             c21 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
             t22 = c21 * wy
@@ -11123,8 +11122,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     s = g * c21
                     vy += s
                     vly += s * 1.0
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t22 * s1 - t23 * (s2 * 1.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t22 * s1 - t23 * (s2 * 1.0), mask=mask)
         if LMAX >= 2:
             c24 = _const(4609434218613702656, 1069547520, IS_F64)
             t25 = c24 * t14
@@ -11173,8 +11171,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t51
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t53 * s1 - t54 * (s2 * 2.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t53 * s1 - t54 * (s2 * 2.0), mask=mask)
         if LMAX >= 3:
             c55 = _const(4610184818551597739, 1070945621, IS_F64)
             t56 = wy * t38
@@ -11263,8 +11260,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t122
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t124 * s1 - t125 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t124 * s1 - t125 * (s2 * 3.0), mask=mask)
         if LMAX >= 4:
             c126 = _const(4610560118520545280, 1071644672, IS_F64)
             t127 = wy * t110
@@ -11369,8 +11365,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t209
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t211 * s1 - t212 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t211 * s1 - t212 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             c213 = _const(4610785298501913805, 1072064102, IS_F64)
             t214 = wy * t197
@@ -11475,8 +11470,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t296
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t298 * s1 - t299 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t298 * s1 - t299 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c300 = _const(4610935418489492821, 1072343723, IS_F64)
             t301 = wy * t284
@@ -11581,8 +11575,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t383
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t385 * s1 - t386 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t385 * s1 - t386 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c387 = _const(4611042647052049262, 1072543451, IS_F64)
             t388 = wy * t371
@@ -11687,8 +11680,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t470
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t472 * s1 - t473 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t472 * s1 - t473 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c474 = _const(4611123068473966592, 1072693248, IS_F64)
             t475 = wy * t458
@@ -11793,8 +11785,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t557
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t559 * s1 - t560 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t559 * s1 - t560 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c561 = _const(4611185618468791182, 1072809756, IS_F64)
             t562 = wy * t545
@@ -11899,8 +11890,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t644
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t646 * s1 - t647 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t646 * s1 - t647 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c648 = _const(4611235658464650854, 1072902963, IS_F64)
             t649 = wy * t632
@@ -12005,8 +11995,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t731
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t733 * s1 - t734 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t733 * s1 - t734 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c735 = _const(4611276600279445132, 1072979223, IS_F64)
             t736 = wy * t719
@@ -12111,8 +12100,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t818
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t820 * s1 - t821 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t820 * s1 - t821 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c822 = _const(4611310718458440363, 1073042773, IS_F64)
             t823 = wy * t806
@@ -12217,8 +12205,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t905
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t907 * s1 - t908 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t907 * s1 - t908 * (s2 * 12.0), mask=mask)
         if LMAX >= 1:
             t909 = c21 * wz
             t910 = c21 * z
@@ -12229,8 +12216,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     s = g * c21
                     vz += s
                     vlz += s * 1.0
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t909 * s1 - t910 * (s2 * 1.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t909 * s1 - t910 * (s2 * 1.0), mask=mask)
             t911 = c21 * wx
             t912 = c21 * x
         if LMAX >= 1:
@@ -12240,8 +12226,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     s = g * c21
                     vx += s
                     vlx += s * 1.0
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t911 * s1 - t912 * (s2 * 1.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t911 * s1 - t912 * (s2 * 1.0), mask=mask)
         if LMAX >= 2:
             c913 = _const(4613937818241073152, 1077936128, IS_F64)
             t914 = c913 * wy
@@ -12271,8 +12256,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t925
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t927 * s1 - t928 * (s2 * 2.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t927 * s1 - t928 * (s2 * 2.0), mask=mask)
             t929 = c913 * wx
             t930 = c913 * x
             t931 = t914 * x
@@ -12295,8 +12279,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vy += s
                     vly += s * 2.0
                     by += g * t935
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t937 * s1 - t938 * (s2 * 2.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t937 * s1 - t938 * (s2 * 2.0), mask=mask)
         if LMAX >= 3:
             c939 = _const(4612811918334230528, 1075838976, IS_F64)
             t940 = t915 + t915
@@ -12366,8 +12349,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t987
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t989 * s1 - t990 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t989 * s1 - t990 * (s2 * 3.0), mask=mask)
             t991 = t957 * x
             t992 = t956 * wx
             t993 = t991 + t992
@@ -12410,8 +12392,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t1013
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t1015 * s1 - t1016 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t1015 * s1 - t1016 * (s2 * 3.0), mask=mask)
         if LMAX >= 4:
             c1017 = _const(4612436618365282987, 1075139925, IS_F64)
             t1018 = wy * t956
@@ -12520,8 +12501,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t1104
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t1106 * s1 - t1107 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t1106 * s1 - t1107 * (s2 * 4.0), mask=mask)
             t1108 = t1073 * x
             t1109 = t1074 * wx
             t1110 = t1108 + t1109
@@ -12564,8 +12544,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t1130
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t1132 * s1 - t1133 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t1132 * s1 - t1133 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             c1134 = _const(4612248968380809216, 1074790400, IS_F64)
             t1135 = wy * t1074
@@ -12688,8 +12667,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1235
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t1237 * s1 - t1238 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t1237 * s1 - t1238 * (s2 * 5.0), mask=mask)
             t1239 = t1204 * x
             t1240 = t1205 * wx
             t1241 = t1239 + t1240
@@ -12732,8 +12710,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1261
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t1263 * s1 - t1264 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t1263 * s1 - t1264 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c1265 = _const(4612136378390124954, 1074580685, IS_F64)
             t1266 = wy * t1205
@@ -12856,8 +12833,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1366
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t1368 * s1 - t1369 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t1368 * s1 - t1369 * (s2 * 6.0), mask=mask)
             t1370 = t1335 * x
             t1371 = t1336 * wx
             t1372 = t1370 + t1371
@@ -12900,8 +12876,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1392
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t1394 * s1 - t1395 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t1394 * s1 - t1395 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c1396 = _const(4612061318396335445, 1074440875, IS_F64)
             t1397 = wy * t1336
@@ -13024,8 +12999,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t1497
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t1499 * s1 - t1500 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t1499 * s1 - t1500 * (s2 * 7.0), mask=mask)
             t1501 = t1466 * x
             t1502 = t1467 * wx
             t1503 = t1501 + t1502
@@ -13068,8 +13042,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t1523
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t1525 * s1 - t1526 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t1525 * s1 - t1526 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c1527 = _const(4612007704115057225, 1074341010, IS_F64)
             t1528 = wy * t1467
@@ -13192,8 +13165,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t1628
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t1630 * s1 - t1631 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t1630 * s1 - t1631 * (s2 * 8.0), mask=mask)
             t1632 = t1597 * x
             t1633 = t1598 * wx
             t1634 = t1632 + t1633
@@ -13236,8 +13208,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t1654
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t1656 * s1 - t1657 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t1656 * s1 - t1657 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c1658 = _const(4611967493404098560, 1074266112, IS_F64)
             t1659 = wy * t1598
@@ -13360,8 +13331,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t1759
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t1761 * s1 - t1762 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t1761 * s1 - t1762 * (s2 * 9.0), mask=mask)
             t1763 = t1728 * x
             t1764 = t1729 * wx
             t1765 = t1763 + t1764
@@ -13404,8 +13374,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t1785
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t1787 * s1 - t1788 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t1787 * s1 - t1788 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c1789 = _const(4611936218406686265, 1074207858, IS_F64)
             t1790 = wy * t1729
@@ -13528,8 +13497,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t1890
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t1892 * s1 - t1893 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t1892 * s1 - t1893 * (s2 * 10.0), mask=mask)
             t1894 = t1859 * x
             t1895 = t1860 * wx
             t1896 = t1894 + t1895
@@ -13572,8 +13540,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t1916
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t1918 * s1 - t1919 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t1918 * s1 - t1919 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c1920 = _const(4611911198408756429, 1074161254, IS_F64)
             t1921 = wy * t1860
@@ -13696,8 +13663,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t2021
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t2023 * s1 - t2024 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t2023 * s1 - t2024 * (s2 * 11.0), mask=mask)
             t2025 = t1990 * x
             t2026 = t1991 * wx
             t2027 = t2025 + t2026
@@ -13740,8 +13706,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t2047
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t2049 * s1 - t2050 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t2049 * s1 - t2050 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c2051 = _const(4611890727501359290, 1074123124, IS_F64)
             t2052 = wy * t1991
@@ -13864,8 +13829,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t2152
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t2154 * s1 - t2155 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t2154 * s1 - t2155 * (s2 * 12.0), mask=mask)
             t2156 = t2121 * x
             t2157 = t2122 * wx
             t2158 = t2156 + t2157
@@ -13908,8 +13872,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t2178
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t2180 * s1 - t2181 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t2180 * s1 - t2181 * (s2 * 12.0), mask=mask)
         if LMAX >= 2:
             t2182 = -t6
             t2183 = -t7
@@ -13946,8 +13909,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t2201
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t2203 * s1 - t2204 * (s2 * 2.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t2203 * s1 - t2204 * (s2 * 2.0), mask=mask)
             t2205 = c913 * t7
             t2206 = c913 * t6
             t2207 = c913 * t2191
@@ -13968,8 +13930,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t2209
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t2211 * s1 - t2212 * (s2 * 2.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t2211 * s1 - t2212 * (s2 * 2.0), mask=mask)
         if LMAX >= 3:
             c2213 = _const(4624633867356078080, 1097859072, IS_F64)
             t2214 = c2213 * wy
@@ -14013,8 +13974,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t2235
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t2237 * s1 - t2238 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t2237 * s1 - t2238 * (s2 * 3.0), mask=mask)
             t2239 = c2213 * t2191
             t2240 = c2213 * t2190
             t2241 = t2214 * t6
@@ -14047,8 +14007,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t2251
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t2253 * s1 - t2254 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t2253 * s1 - t2254 * (s2 * 3.0), mask=mask)
         if LMAX >= 4:
             c2255 = _const(4615063718147915776, 1080033280, IS_F64)
             t2256 = t2215 + t2215
@@ -14132,8 +14091,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t2317
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t2319 * s1 - t2320 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t2319 * s1 - t2320 * (s2 * 4.0), mask=mask)
             t2321 = t2277 * t2190
             t2322 = t2276 * t2191
             t2323 = t2321 + t2322
@@ -14182,8 +14140,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t2349
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t2351 * s1 - t2352 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t2351 * s1 - t2352 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             t2353 = wy * t2276
             t2354 = y * t2277
@@ -14293,8 +14250,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t2441
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t2443 * s1 - t2444 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t2443 * s1 - t2444 * (s2 * 5.0), mask=mask)
             t2445 = t2400 * t2190
             t2446 = t2401 * t2191
             t2447 = t2445 + t2446
@@ -14343,8 +14299,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t2473
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t2475 * s1 - t2476 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t2475 * s1 - t2476 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c2477 = _const(4613374868287651840, 1076887552, IS_F64)
             t2478 = wy * t2401
@@ -14468,8 +14423,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2579
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t2581 * s1 - t2582 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t2581 * s1 - t2582 * (s2 * 6.0), mask=mask)
             t2583 = t2538 * t2190
             t2584 = t2539 * t2191
             t2585 = t2583 + t2584
@@ -14518,8 +14472,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2611
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t2613 * s1 - t2614 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t2613 * s1 - t2614 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c2615 = _const(4613037098315599053, 1076258406, IS_F64)
             t2616 = wy * t2539
@@ -14644,8 +14597,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2718
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t2720 * s1 - t2721 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t2720 * s1 - t2721 * (s2 * 7.0), mask=mask)
             t2722 = t2677 * t2190
             t2723 = t2678 * t2191
             t2724 = t2722 + t2723
@@ -14694,8 +14646,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2750
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t2752 * s1 - t2753 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t2752 * s1 - t2753 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             t2754 = wy * t2678
             t2755 = y * t2677
@@ -14818,8 +14769,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t2855
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t2857 * s1 - t2858 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t2857 * s1 - t2858 * (s2 * 8.0), mask=mask)
             t2859 = t2814 * t2190
             t2860 = t2815 * t2191
             t2861 = t2859 + t2860
@@ -14868,8 +14818,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t2887
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t2889 * s1 - t2890 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t2889 * s1 - t2890 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c2891 = _const(4612651075490395867, 1075539383, IS_F64)
             t2892 = wy * t2815
@@ -14994,8 +14943,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t2994
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t2996 * s1 - t2997 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t2996 * s1 - t2997 * (s2 * 9.0), mask=mask)
             t2998 = t2953 * t2190
             t2999 = t2954 * t2191
             t3000 = t2998 + t2999
@@ -15044,8 +14992,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t3026
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t3028 * s1 - t3029 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t3028 * s1 - t3029 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c3030 = _const(4612530443357519872, 1075314688, IS_F64)
             t3031 = wy * t2954
@@ -15170,8 +15117,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t3133
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t3135 * s1 - t3136 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t3135 * s1 - t3136 * (s2 * 10.0), mask=mask)
             t3137 = t3092 * t2190
             t3138 = t3093 * t2191
             t3139 = t3137 + t3138
@@ -15220,8 +15166,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t3165
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t3167 * s1 - t3168 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t3167 * s1 - t3168 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             t3169 = wy * t3093
             t3170 = y * t3092
@@ -15344,8 +15289,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t3270
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t3272 * s1 - t3273 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t3272 * s1 - t3273 * (s2 * 11.0), mask=mask)
             t3274 = t3229 * t2190
             t3275 = t3230 * t2191
             t3276 = t3274 + t3275
@@ -15394,8 +15338,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t3302
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t3304 * s1 - t3305 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t3304 * s1 - t3305 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c3306 = _const(4612361558371493478, 1075000115, IS_F64)
             t3307 = wy * t3230
@@ -15520,8 +15463,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t3409
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t3411 * s1 - t3412 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t3411 * s1 - t3412 * (s2 * 12.0), mask=mask)
             t3413 = t3368 * t2190
             t3414 = t3369 * t2191
             t3415 = t3413 + t3414
@@ -15570,8 +15512,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t3441
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t3443 * s1 - t3444 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t3443 * s1 - t3444 * (s2 * 12.0), mask=mask)
         if LMAX >= 3:
             t3445 = wz * t2182
             t3446 = z * t2183
@@ -15658,8 +15599,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t3514
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t3516 * s1 - t3517 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t3516 * s1 - t3517 * (s2 * 3.0), mask=mask)
             t3518 = c2213 * t3502
             t3519 = c2213 * t3501
             t3520 = c2213 * t3504
@@ -15684,8 +15624,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t3526
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t3528 * s1 - t3529 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t3528 * s1 - t3529 * (s2 * 3.0), mask=mask)
         if LMAX >= 4:
             c3530 = _const(4637089135075524608, 1121058816, IS_F64)
             t3531 = c3530 * wy
@@ -15729,8 +15668,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t3552
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t3554 * s1 - t3555 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t3554 * s1 - t3555 * (s2 * 4.0), mask=mask)
             t3556 = t3531 * t3501
             t3557 = t3532 * t3502
             t3558 = t3556 + t3557
@@ -15769,8 +15707,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t3574
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t3576 * s1 - t3577 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t3576 * s1 - t3577 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             c3578 = _const(4616752568008179712, 1083179008, IS_F64)
             t3579 = t3532 + t3532
@@ -15858,8 +15795,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t3644
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t3646 * s1 - t3647 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t3646 * s1 - t3647 * (s2 * 5.0), mask=mask)
             t3648 = t3604 * t3499
             t3649 = t3603 * t3500
             t3650 = t3648 + t3649
@@ -15912,8 +15848,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t3680
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t3682 * s1 - t3683 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t3682 * s1 - t3683 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c3684 = _const(4615439018116863317, 1080732331, IS_F64)
             t3685 = wy * t3603
@@ -16032,8 +15967,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t3781
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t3783 * s1 - t3784 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t3783 * s1 - t3784 * (s2 * 6.0), mask=mask)
             t3785 = t3740 * t3499
             t3786 = t3741 * t3500
             t3787 = t3785 + t3786
@@ -16086,8 +16020,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t3817
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t3819 * s1 - t3820 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t3819 * s1 - t3820 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c3821 = _const(4614500768194494464, 1078984704, IS_F64)
             t3822 = wy * t3741
@@ -16219,8 +16152,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t3931
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t3933 * s1 - t3934 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t3933 * s1 - t3934 * (s2 * 7.0), mask=mask)
             t3935 = t3890 * t3499
             t3936 = t3891 * t3500
             t3937 = t3935 + t3936
@@ -16273,8 +16205,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t3967
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t3969 * s1 - t3970 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t3969 * s1 - t3970 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             t3971 = wy * t3891
             t3972 = y * t3890
@@ -16405,8 +16336,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4080
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t4082 * s1 - t4083 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t4082 * s1 - t4083 * (s2 * 8.0), mask=mask)
             t4084 = t4039 * t3499
             t4085 = t4040 * t3500
             t4086 = t4084 + t4085
@@ -16459,8 +16389,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4116
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t4118 * s1 - t4119 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t4118 * s1 - t4119 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c4120 = _const(4613562518272125611, 1077237077, IS_F64)
             t4121 = wy * t4040
@@ -16592,8 +16521,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4230
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t4232 * s1 - t4233 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t4232 * s1 - t4233 * (s2 * 9.0), mask=mask)
             t4234 = t4189 * t3499
             t4235 = t4190 * t3500
             t4236 = t4234 + t4235
@@ -16646,8 +16574,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4266
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t4268 * s1 - t4269 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t4268 * s1 - t4269 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c4270 = _const(4613294446865734510, 1076737755, IS_F64)
             t4271 = wy * t4190
@@ -16780,8 +16707,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t4381
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t4383 * s1 - t4384 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t4383 * s1 - t4384 * (s2 * 10.0), mask=mask)
             t4385 = t4340 * t3499
             t4386 = t4341 * t3500
             t4387 = t4385 + t4386
@@ -16834,8 +16760,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t4417
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t4419 * s1 - t4420 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t4419 * s1 - t4420 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c4421 = _const(4613093393310941184, 1076363264, IS_F64)
             t4422 = wy * t4341
@@ -16968,8 +16893,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t4532
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t4534 * s1 - t4535 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t4534 * s1 - t4535 * (s2 * 11.0), mask=mask)
             t4536 = t4491 * t3499
             t4537 = t4492 * t3500
             t4538 = t4536 + t4537
@@ -17022,8 +16946,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t4568
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t4570 * s1 - t4571 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t4570 * s1 - t4571 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c4572 = _const(4612937018323879708, 1076071993, IS_F64)
             t4573 = wy * t4492
@@ -17156,8 +17079,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t4683
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 15, t4685 * s1 - t4686 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, t4685 * s1 - t4686 * (s2 * 12.0), mask=mask)
             t4687 = t4642 * t3499
             t4688 = t4643 * t3500
             t4689 = t4687 + t4688
@@ -17210,8 +17132,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t4719
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t4721 * s1 - t4722 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t4721 * s1 - t4722 * (s2 * 12.0), mask=mask)
         if LMAX >= 4:
             t4723 = wz * t3474
             t4724 = z * t3473
@@ -17306,8 +17227,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t4800
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t4802 * s1 - t4803 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t4802 * s1 - t4803 * (s2 * 4.0), mask=mask)
             t4804 = c3530 * t4788
             t4805 = c3530 * t4787
             t4806 = c3530 * t4790
@@ -17332,8 +17252,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t4812
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t4814 * s1 - t4815 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t4814 * s1 - t4815 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             c4816 = _const(4651523523724967936, 1147944960, IS_F64)
             t4817 = c4816 * wy
@@ -17377,8 +17296,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t4838
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t4840 * s1 - t4841 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t4840 * s1 - t4841 * (s2 * 5.0), mask=mask)
             t4842 = t4817 * t4787
             t4843 = t4818 * t4788
             t4844 = t4842 + t4843
@@ -17417,8 +17335,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t4860
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t4862 * s1 - t4863 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t4862 * s1 - t4863 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c4864 = _const(4617878467915022336, 1085276160, IS_F64)
             t4865 = t4818 + t4818
@@ -17506,8 +17423,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t4930
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t4932 * s1 - t4933 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t4932 * s1 - t4933 * (s2 * 6.0), mask=mask)
             t4934 = t4890 * t4785
             t4935 = t4889 * t4786
             t4936 = t4934 + t4935
@@ -17560,8 +17476,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t4966
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t4968 * s1 - t4969 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t4968 * s1 - t4969 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c4970 = _const(4616564918023705941, 1082829483, IS_F64)
             t4971 = wy * t4889
@@ -17680,8 +17595,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t5067
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t5069 * s1 - t5070 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t5069 * s1 - t5070 * (s2 * 7.0), mask=mask)
             t5071 = t5026 * t4785
             t5072 = t5027 * t4786
             t5073 = t5071 + t5072
@@ -17734,8 +17648,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t5103
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t5105 * s1 - t5106 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t5105 * s1 - t5106 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c5107 = _const(4615626668101337088, 1081081856, IS_F64)
             t5108 = wy * t5027
@@ -17867,8 +17780,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t5217
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t5219 * s1 - t5220 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t5219 * s1 - t5220 * (s2 * 8.0), mask=mask)
             t5221 = t5176 * t4785
             t5222 = t5177 * t4786
             t5223 = t5221 + t5222
@@ -17921,8 +17833,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t5253
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t5255 * s1 - t5256 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t5255 * s1 - t5256 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c5257 = _const(4614838538166547251, 1079613850, IS_F64)
             t5258 = wy * t5177
@@ -18055,8 +17966,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5368
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t5370 * s1 - t5371 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t5370 * s1 - t5371 * (s2 * 9.0), mask=mask)
             t5372 = t5327 * t4785
             t5373 = t5328 * t4786
             t5374 = t5372 + t5373
@@ -18109,8 +18019,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5404
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t5406 * s1 - t5407 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t5406 * s1 - t5407 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c5408 = _const(4614313118210020693, 1078635179, IS_F64)
             t5409 = wy * t5328
@@ -18242,8 +18151,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t5518
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t5520 * s1 - t5521 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t5520 * s1 - t5521 * (s2 * 10.0), mask=mask)
             t5522 = t5477 * t4785
             t5523 = t5478 * t4786
             t5524 = t5522 + t5523
@@ -18296,8 +18204,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t5554
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t5556 * s1 - t5557 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t5556 * s1 - t5557 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             t5558 = wy * t5478
             t5559 = y * t5477
@@ -18428,8 +18335,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t5667
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 15, t5669 * s1 - t5670 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, t5669 * s1 - t5670 * (s2 * 11.0), mask=mask)
             t5671 = t5626 * t4785
             t5672 = t5627 * t4786
             t5673 = t5671 + t5672
@@ -18482,8 +18388,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t5703
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t5705 * s1 - t5706 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t5705 * s1 - t5706 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c5707 = _const(4613656343264362496, 1077411840, IS_F64)
             t5708 = wy * t5627
@@ -18615,8 +18520,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t5817
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 16, t5819 * s1 - t5820 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, t5819 * s1 - t5820 * (s2 * 12.0), mask=mask)
             t5821 = t5776 * t4785
             t5822 = t5777 * t4786
             t5823 = t5821 + t5822
@@ -18669,8 +18573,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t5853
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t5855 * s1 - t5856 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t5855 * s1 - t5856 * (s2 * 12.0), mask=mask)
         if LMAX >= 5:
             t5857 = wz * t4752
             t5858 = z * t4751
@@ -18765,8 +18668,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t5934
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t5936 * s1 - t5937 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t5936 * s1 - t5937 * (s2 * 5.0), mask=mask)
             t5938 = c4816 * t5922
             t5939 = c4816 * t5921
             t5940 = c4816 * t5924
@@ -18791,8 +18693,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t5946
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t5948 * s1 - t5949 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t5948 * s1 - t5949 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c5950 = _const(4666940326013829120, 1176660992, IS_F64)
             t5951 = c5950 * wy
@@ -18836,8 +18737,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t5972
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t5974 * s1 - t5975 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t5974 * s1 - t5975 * (s2 * 6.0), mask=mask)
             t5976 = t5951 * t5921
             t5977 = t5952 * t5922
             t5978 = t5976 + t5977
@@ -18876,8 +18776,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t5994
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t5996 * s1 - t5997 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t5996 * s1 - t5997 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c5998 = _const(4619004367821864960, 1087373312, IS_F64)
             t5999 = t5952 + t5952
@@ -18965,8 +18864,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t6064
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t6066 * s1 - t6067 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t6066 * s1 - t6067 * (s2 * 7.0), mask=mask)
             t6068 = t6024 * t5919
             t6069 = t6023 * t5920
             t6070 = t6068 + t6069
@@ -19019,8 +18917,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t6100
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t6102 * s1 - t6103 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t6102 * s1 - t6103 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c6104 = _const(4617315517961601024, 1084227584, IS_F64)
             t6105 = wy * t6023
@@ -19139,8 +19036,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t6201
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t6203 * s1 - t6204 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t6203 * s1 - t6204 * (s2 * 8.0), mask=mask)
             t6205 = t6160 * t5919
             t6206 = t6161 * t5920
             t6207 = t6205 + t6206
@@ -19193,8 +19089,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t6237
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t6239 * s1 - t6240 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t6239 * s1 - t6240 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c6241 = _const(4616471093031469056, 1082654720, IS_F64)
             t6242 = wy * t6161
@@ -19326,8 +19221,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t6351
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t6353 * s1 - t6354 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t6353 * s1 - t6354 * (s2 * 9.0), mask=mask)
             t6355 = t6310 * t5919
             t6356 = t6311 * t5920
             t6357 = t6355 + t6356
@@ -19380,8 +19274,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t6387
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t6389 * s1 - t6390 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t6389 * s1 - t6390 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c6391 = _const(4615739258092021350, 1081291571, IS_F64)
             t6392 = wy * t6311
@@ -19514,8 +19407,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6502
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 15, t6504 * s1 - t6505 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, t6504 * s1 - t6505 * (s2 * 10.0), mask=mask)
             t6506 = t6461 * t5919
             t6507 = t6462 * t5920
             t6508 = t6506 + t6507
@@ -19568,8 +19460,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6538
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t6540 * s1 - t6541 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t6540 * s1 - t6541 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             t6542 = wy * t6462
             t6543 = y * t6461
@@ -19700,8 +19591,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t6651
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 16, t6653 * s1 - t6654 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, t6653 * s1 - t6654 * (s2 * 11.0), mask=mask)
             t6655 = t6610 * t5919
             t6656 = t6611 * t5920
             t6657 = t6655 + t6656
@@ -19754,8 +19644,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t6687
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t6689 * s1 - t6690 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t6689 * s1 - t6690 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c6691 = _const(4614581189616411794, 1079134501, IS_F64)
             t6692 = wy * t6611
@@ -19888,8 +19777,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t6802
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 17, t6804 * s1 - t6805 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, t6804 * s1 - t6805 * (s2 * 12.0), mask=mask)
             t6806 = t6761 * t5919
             t6807 = t6762 * t5920
             t6808 = t6806 + t6807
@@ -19942,8 +19830,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t6838
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t6840 * s1 - t6841 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t6840 * s1 - t6841 * (s2 * 12.0), mask=mask)
         if LMAX >= 6:
             t6842 = wz * t5886
             t6843 = z * t5885
@@ -20038,8 +19925,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t6919
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t6921 * s1 - t6922 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t6921 * s1 - t6922 * (s2 * 6.0), mask=mask)
             t6923 = c5950 * t6907
             t6924 = c5950 * t6906
             t6925 = c5950 * t6909
@@ -20064,8 +19950,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t6931
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t6933 * s1 - t6934 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t6933 * s1 - t6934 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c6935 = _const(4683883216082305024, 1208219584, IS_F64)
             t6936 = c6935 * wy
@@ -20109,8 +19994,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t6957
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t6959 * s1 - t6960 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t6959 * s1 - t6960 * (s2 * 7.0), mask=mask)
             t6961 = t6936 * t6906
             t6962 = t6937 * t6907
             t6963 = t6961 + t6962
@@ -20149,8 +20033,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t6979
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t6981 * s1 - t6982 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t6981 * s1 - t6982 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c6983 = _const(4620130267728707584, 1089470464, IS_F64)
             t6984 = t6937 + t6937
@@ -20238,8 +20121,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t7049
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t7051 * s1 - t7052 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t7051 * s1 - t7052 * (s2 * 8.0), mask=mask)
             t7053 = t7009 * t6904
             t7054 = t7008 * t6905
             t7055 = t7053 + t7054
@@ -20292,8 +20174,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t7085
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t7087 * s1 - t7088 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t7087 * s1 - t7088 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c7089 = _const(4618066117899496107, 1085625685, IS_F64)
             t7090 = wy * t7008
@@ -20412,8 +20293,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t7186
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 15, t7188 * s1 - t7189 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, t7188 * s1 - t7189 * (s2 * 9.0), mask=mask)
             t7190 = t7145 * t6904
             t7191 = t7146 * t6905
             t7192 = t7190 + t7191
@@ -20466,8 +20346,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t7222
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t7224 * s1 - t7225 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t7224 * s1 - t7225 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c7226 = _const(4617034042984890368, 1083703296, IS_F64)
             t7227 = wy * t7146
@@ -20599,8 +20478,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t7336
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 16, t7338 * s1 - t7339 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, t7338 * s1 - t7339 * (s2 * 10.0), mask=mask)
             t7340 = t7295 * t6904
             t7341 = t7296 * t6905
             t7342 = t7340 + t7341
@@ -20653,8 +20531,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t7372
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t7374 * s1 - t7375 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t7374 * s1 - t7375 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c7376 = _const(4616414798036126925, 1082549862, IS_F64)
             t7377 = wy * t7296
@@ -20787,8 +20664,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7487
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 17, t7489 * s1 - t7490 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, t7489 * s1 - t7490 * (s2 * 11.0), mask=mask)
             t7491 = t7446 * t6904
             t7492 = t7447 * t6905
             t7493 = t7491 + t7492
@@ -20841,8 +20717,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7523
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t7525 * s1 - t7526 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t7525 * s1 - t7526 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c7527 = _const(4615814318085810859, 1081431381, IS_F64)
             t7528 = wy * t7447
@@ -20974,8 +20849,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t7637
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 18, t7639 * s1 - t7640 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, t7639 * s1 - t7640 * (s2 * 12.0), mask=mask)
             t7641 = t7596 * t6904
             t7642 = t7597 * t6905
             t7643 = t7641 + t7642
@@ -21028,8 +20902,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t7673
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t7675 * s1 - t7676 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t7675 * s1 - t7676 * (s2 * 12.0), mask=mask)
         if LMAX >= 7:
             t7677 = wz * t6871
             t7678 = z * t6870
@@ -21124,8 +20997,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t7754
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t7756 * s1 - t7757 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t7756 * s1 - t7757 * (s2 * 7.0), mask=mask)
             t7758 = c6935 * t7742
             t7759 = c6935 * t7741
             t7760 = c6935 * t7744
@@ -21150,8 +21022,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t7766
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t7768 * s1 - t7769 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t7768 * s1 - t7769 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c7770 = _const(4701456817803231232, 1240952968, IS_F64)
             t7771 = c7770 * wy
@@ -21195,8 +21066,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t7792
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 15, t7794 * s1 - t7795 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, t7794 * s1 - t7795 * (s2 * 8.0), mask=mask)
             t7796 = t7771 * t7741
             t7797 = t7772 * t7742
             t7798 = t7796 + t7797
@@ -21235,8 +21105,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t7814
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t7816 * s1 - t7817 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t7816 * s1 - t7817 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c7818 = _const(4620974692658839552, 1091043328, IS_F64)
             t7819 = t7772 + t7772
@@ -21324,8 +21193,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t7884
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 16, t7886 * s1 - t7887 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, t7886 * s1 - t7887 * (s2 * 9.0), mask=mask)
             t7888 = t7844 * t7739
             t7889 = t7843 * t7740
             t7890 = t7888 + t7889
@@ -21378,8 +21246,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t7920
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t7922 * s1 - t7923 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t7922 * s1 - t7923 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c7924 = _const(4618816717837391189, 1087023787, IS_F64)
             t7925 = wy * t7843
@@ -21498,8 +21365,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t8021
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 17, t8023 * s1 - t8024 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, t8023 * s1 - t8024 * (s2 * 10.0), mask=mask)
             t8025 = t7980 * t7739
             t8026 = t7981 * t7740
             t8027 = t8025 + t8026
@@ -21552,8 +21418,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t8057
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t8059 * s1 - t8060 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t8059 * s1 - t8060 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c8061 = _const(4617596992938311680, 1084751872, IS_F64)
             t8062 = wy * t7981
@@ -21685,8 +21550,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8171
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 18, t8173 * s1 - t8174 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, t8173 * s1 - t8174 * (s2 * 11.0), mask=mask)
             t8175 = t8130 * t7739
             t8176 = t8131 * t7740
             t8177 = t8175 + t8176
@@ -21739,8 +21603,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8207
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t8209 * s1 - t8210 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t8209 * s1 - t8210 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c8211 = _const(4616865157998863974, 1083388723, IS_F64)
             t8212 = wy * t8131
@@ -21873,8 +21736,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t8322
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 19, t8324 * s1 - t8325 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 19, t8324 * s1 - t8325 * (s2 * 12.0), mask=mask)
             t8326 = t8281 * t7739
             t8327 = t8282 * t7740
             t8328 = t8326 + t8327
@@ -21927,8 +21789,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t8358
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t8360 * s1 - t8361 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t8360 * s1 - t8361 * (s2 * 12.0), mask=mask)
         if LMAX >= 8:
             t8362 = wz * t7706
             t8363 = z * t7705
@@ -22023,8 +21884,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t8439
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 16, t8441 * s1 - t8442 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, t8441 * s1 - t8442 * (s2 * 8.0), mask=mask)
             t8443 = c7770 * t8427
             t8444 = c7770 * t8426
             t8445 = c7770 * t8429
@@ -22049,8 +21909,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t8451
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t8453 * s1 - t8454 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t8453 * s1 - t8454 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c8455 = _const(4719893875588595712, 1275294664, IS_F64)
             t8456 = c8455 * wy
@@ -22094,8 +21953,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t8477
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 17, t8479 * s1 - t8480 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, t8479 * s1 - t8480 * (s2 * 9.0), mask=mask)
             t8481 = t8456 * t8426
             t8482 = t8457 * t8427
             t8483 = t8481 + t8482
@@ -22134,8 +21992,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t8499
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t8501 * s1 - t8502 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t8501 * s1 - t8502 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c8503 = _const(4621537642612260864, 1092091904, IS_F64)
             t8504 = t8457 + t8457
@@ -22223,8 +22080,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t8569
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 18, t8571 * s1 - t8572 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, t8571 * s1 - t8572 * (s2 * 10.0), mask=mask)
             t8573 = t8529 * t8424
             t8574 = t8528 * t8425
             t8575 = t8573 + t8574
@@ -22277,8 +22133,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t8605
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t8607 * s1 - t8608 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t8607 * s1 - t8608 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c8609 = _const(4619567317775286272, 1088421888, IS_F64)
             t8610 = wy * t8528
@@ -22397,8 +22252,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8706
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 19, t8708 * s1 - t8709 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 19, t8708 * s1 - t8709 * (s2 * 11.0), mask=mask)
             t8710 = t8665 * t8424
             t8711 = t8666 * t8425
             t8712 = t8710 + t8711
@@ -22451,8 +22305,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8742
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t8744 * s1 - t8745 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t8744 * s1 - t8745 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c8746 = _const(4618159942891732992, 1085800448, IS_F64)
             t8747 = wy * t8666
@@ -22584,8 +22437,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t8856
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 20, t8858 * s1 - t8859 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 20, t8858 * s1 - t8859 * (s2 * 12.0), mask=mask)
             t8860 = t8815 * t8424
             t8861 = t8816 * t8425
             t8862 = t8860 + t8861
@@ -22638,8 +22490,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t8892
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t8894 * s1 - t8895 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t8894 * s1 - t8895 * (s2 * 12.0), mask=mask)
         if LMAX >= 9:
             t8896 = wz * t8391
             t8897 = z * t8390
@@ -22734,8 +22585,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t8973
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 18, t8975 * s1 - t8976 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, t8975 * s1 - t8976 * (s2 * 9.0), mask=mask)
             t8977 = c8455 * t8961
             t8978 = c8455 * t8960
             t8979 = c8455 * t8963
@@ -22760,8 +22610,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t8985
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t8987 * s1 - t8988 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t8987 * s1 - t8988 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c8989 = _const(4738775473922768896, 1310464382, IS_F64)
             t8990 = c8989 * wy
@@ -22805,8 +22654,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t9011
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 19, t9013 * s1 - t9014 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 19, t9013 * s1 - t9014 * (s2 * 10.0), mask=mask)
             t9015 = t8990 * t8960
             t9016 = t8991 * t8961
             t9017 = t9015 + t9016
@@ -22845,8 +22693,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t9033
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t9035 * s1 - t9036 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t9035 * s1 - t9036 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c9037 = _const(4622100592565682176, 1093140480, IS_F64)
             t9038 = t8991 + t8991
@@ -22934,8 +22781,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9103
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 20, t9105 * s1 - t9106 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 20, t9105 * s1 - t9106 * (s2 * 11.0), mask=mask)
             t9107 = t9063 * t8958
             t9108 = t9062 * t8959
             t9109 = t9107 + t9108
@@ -22988,8 +22834,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9139
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t9141 * s1 - t9142 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t9141 * s1 - t9142 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c9143 = _const(4620317917713181355, 1089819989, IS_F64)
             t9144 = wy * t9062
@@ -23108,8 +22953,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9240
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 21, t9242 * s1 - t9243 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 21, t9242 * s1 - t9243 * (s2 * 12.0), mask=mask)
             t9244 = t9199 * t8958
             t9245 = t9200 * t8959
             t9246 = t9244 + t9245
@@ -23162,8 +23006,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9276
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t9278 * s1 - t9279 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t9278 * s1 - t9279 * (s2 * 12.0), mask=mask)
         if LMAX >= 10:
             t9280 = wz * t8925
             t9281 = z * t8924
@@ -23258,8 +23101,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t9357
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 20, t9359 * s1 - t9360 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 20, t9359 * s1 - t9360 * (s2 * 10.0), mask=mask)
             t9361 = c8989 * t9345
             t9362 = c8989 * t9344
             t9363 = c8989 * t9347
@@ -23284,8 +23126,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t9369
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t9371 * s1 - t9372 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t9371 * s1 - t9372 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c9373 = _const(4758506205418618880, 1347215733, IS_F64)
             t9374 = c9373 * wy
@@ -23329,8 +23170,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9395
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 21, t9397 * s1 - t9398 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 21, t9397 * s1 - t9398 * (s2 * 11.0), mask=mask)
             t9399 = t9374 * t9344
             t9400 = t9375 * t9345
             t9401 = t9399 + t9400
@@ -23369,8 +23209,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9417
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t9419 * s1 - t9420 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t9419 * s1 - t9420 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c9421 = _const(4622663542519103488, 1094189056, IS_F64)
             t9422 = t9375 + t9375
@@ -23458,8 +23297,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9487
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 22, t9489 * s1 - t9490 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 22, t9489 * s1 - t9490 * (s2 * 12.0), mask=mask)
             t9491 = t9447 * t9342
             t9492 = t9446 * t9343
             t9493 = t9491 + t9492
@@ -23512,8 +23350,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9523
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t9525 * s1 - t9526 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t9525 * s1 - t9526 * (s2 * 12.0), mask=mask)
         if LMAX >= 11:
             t9527 = wz * t9309
             t9528 = z * t9308
@@ -23608,8 +23445,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9604
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 22, t9606 * s1 - t9607 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 22, t9606 * s1 - t9607 * (s2 * 11.0), mask=mask)
             t9608 = c9373 * t9592
             t9609 = c9373 * t9591
             t9610 = c9373 * t9594
@@ -23634,8 +23470,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9616
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t9618 * s1 - t9619 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t9618 * s1 - t9619 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c9620 = _const(4778996785215324160, 1385382412, IS_F64)
             t9621 = c9620 * wy
@@ -23679,8 +23514,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9642
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 23, t9644 * s1 - t9645 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 23, t9644 * s1 - t9645 * (s2 * 12.0), mask=mask)
             t9646 = t9621 * t9591
             t9647 = t9622 * t9592
             t9648 = t9646 + t9647
@@ -23719,8 +23553,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9664
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t9666 * s1 - t9667 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t9666 * s1 - t9667 * (s2 * 12.0), mask=mask)
             t9668 = wz * t9556
             t9669 = z * t9555
             t9670 = t9668 + t9669
@@ -23814,8 +23647,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9745
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 24, t9747 * s1 - t9748 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 24, t9747 * s1 - t9748 * (s2 * 12.0), mask=mask)
             t9749 = c9620 * t9733
             t9750 = c9620 * t9732
             t9751 = c9620 * t9735
@@ -23840,87 +23672,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9757
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t9759 * s1 - t9760 * (s2 * 12.0), mask=mask)
-        if FULL_ROW:
-            if LMAX == 0:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, (zero * s1 - (c20 + zero) * (s2 * 0.0))[:, None], N, DIM, 1, BLOCK)
-                else:
-                    cj = tl.arange(0, 1)
-                    tl.store(ggrow[:, None] + (cj)[None, :], (zero * s1 - (c20 + zero) * (s2 * 0.0))[:, None], mask=mask[:, None] & (cj < 1)[None, :])
-            if LMAX == 1:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t22 * s1 - t23 * (s2 * 1.0)), tl.join(t911 * s1 - t912 * (s2 * 1.0), t909 * s1 - t910 * (s2 * 1.0))), (BLOCK, 4)), N, DIM, 4, BLOCK)
-                else:
-                    cj = tl.arange(0, 4)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t22 * s1 - t23 * (s2 * 1.0)), tl.join(t911 * s1 - t912 * (s2 * 1.0), t909 * s1 - t910 * (s2 * 1.0))), (BLOCK, 4)), mask=mask[:, None] & (cj < 4)[None, :])
-            if LMAX == 2:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t2203 * s1 - t2204 * (s2 * 2.0)), tl.join(t2211 * s1 - t2212 * (s2 * 2.0), zero)), tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), zero), tl.join(t53 * s1 - t54 * (s2 * 2.0), zero))), tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), zero), tl.join(t937 * s1 - t938 * (s2 * 2.0), zero)), tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), zero), tl.join(t927 * s1 - t928 * (s2 * 2.0), zero)))), (BLOCK, 16)), N, DIM, 16, BLOCK)
-                else:
-                    cj = tl.arange(0, 16)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t2203 * s1 - t2204 * (s2 * 2.0)), tl.join(t2211 * s1 - t2212 * (s2 * 2.0), zero)), tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), zero), tl.join(t53 * s1 - t54 * (s2 * 2.0), zero))), tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), zero), tl.join(t937 * s1 - t938 * (s2 * 2.0), zero)), tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), zero), tl.join(t927 * s1 - t928 * (s2 * 2.0), zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 9)[None, :])
-            if LMAX == 3:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t2203 * s1 - t2204 * (s2 * 2.0)), tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t124 * s1 - t125 * (s2 * 3.0))), tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t2253 * s1 - t2254 * (s2 * 3.0)), tl.join(t53 * s1 - t54 * (s2 * 2.0), t2237 * s1 - t2238 * (s2 * 3.0)))), tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t3528 * s1 - t3529 * (s2 * 3.0)), tl.join(t937 * s1 - t938 * (s2 * 2.0), t989 * s1 - t990 * (s2 * 3.0))), tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t1015 * s1 - t1016 * (s2 * 3.0)), tl.join(t927 * s1 - t928 * (s2 * 2.0), t3516 * s1 - t3517 * (s2 * 3.0))))), (BLOCK, 16)), N, DIM, 16, BLOCK)
-                else:
-                    cj = tl.arange(0, 16)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t2203 * s1 - t2204 * (s2 * 2.0)), tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t124 * s1 - t125 * (s2 * 3.0))), tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t2253 * s1 - t2254 * (s2 * 3.0)), tl.join(t53 * s1 - t54 * (s2 * 2.0), t2237 * s1 - t2238 * (s2 * 3.0)))), tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t3528 * s1 - t3529 * (s2 * 3.0)), tl.join(t937 * s1 - t938 * (s2 * 2.0), t989 * s1 - t990 * (s2 * 3.0))), tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t1015 * s1 - t1016 * (s2 * 3.0)), tl.join(t927 * s1 - t928 * (s2 * 2.0), t3516 * s1 - t3517 * (s2 * 3.0))))), (BLOCK, 16)), mask=mask[:, None] & (cj < 16)[None, :])
-            if LMAX == 4:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t4814 * s1 - t4815 * (s2 * 4.0)), tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t4802 * s1 - t4803 * (s2 * 4.0))), tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t211 * s1 - t212 * (s2 * 4.0)), tl.join(t124 * s1 - t125 * (s2 * 3.0), zero))), tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t2351 * s1 - t2352 * (s2 * 4.0)), tl.join(t2253 * s1 - t2254 * (s2 * 3.0), zero)), tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t2319 * s1 - t2320 * (s2 * 4.0)), tl.join(t2237 * s1 - t2238 * (s2 * 3.0), zero)))), tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t3576 * s1 - t3577 * (s2 * 4.0)), tl.join(t3528 * s1 - t3529 * (s2 * 3.0), zero)), tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t1106 * s1 - t1107 * (s2 * 4.0)), tl.join(t989 * s1 - t990 * (s2 * 3.0), zero))), tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t1132 * s1 - t1133 * (s2 * 4.0)), tl.join(t1015 * s1 - t1016 * (s2 * 3.0), zero)), tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t3554 * s1 - t3555 * (s2 * 4.0)), tl.join(t3516 * s1 - t3517 * (s2 * 3.0), zero))))), (BLOCK, 32)), N, DIM, 32, BLOCK)
-                else:
-                    cj = tl.arange(0, 32)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t4814 * s1 - t4815 * (s2 * 4.0)), tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t4802 * s1 - t4803 * (s2 * 4.0))), tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t211 * s1 - t212 * (s2 * 4.0)), tl.join(t124 * s1 - t125 * (s2 * 3.0), zero))), tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t2351 * s1 - t2352 * (s2 * 4.0)), tl.join(t2253 * s1 - t2254 * (s2 * 3.0), zero)), tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t2319 * s1 - t2320 * (s2 * 4.0)), tl.join(t2237 * s1 - t2238 * (s2 * 3.0), zero)))), tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t3576 * s1 - t3577 * (s2 * 4.0)), tl.join(t3528 * s1 - t3529 * (s2 * 3.0), zero)), tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t1106 * s1 - t1107 * (s2 * 4.0)), tl.join(t989 * s1 - t990 * (s2 * 3.0), zero))), tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t1132 * s1 - t1133 * (s2 * 4.0)), tl.join(t1015 * s1 - t1016 * (s2 * 3.0), zero)), tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t3554 * s1 - t3555 * (s2 * 4.0)), tl.join(t3516 * s1 - t3517 * (s2 * 3.0), zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 25)[None, :])
-            if LMAX == 5:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t2443 * s1 - t2444 * (s2 * 5.0)), tl.join(t4814 * s1 - t4815 * (s2 * 4.0), zero)), tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), zero), tl.join(t4802 * s1 - t4803 * (s2 * 4.0), zero))), tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), zero), tl.join(t211 * s1 - t212 * (s2 * 4.0), zero)), tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), zero), tl.join(t2475 * s1 - t2476 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t4840 * s1 - t4841 * (s2 * 5.0)), tl.join(t2351 * s1 - t2352 * (s2 * 4.0), zero)), tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), zero), tl.join(t4862 * s1 - t4863 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), zero), tl.join(t2319 * s1 - t2320 * (s2 * 4.0), zero)), tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), zero), tl.join(t298 * s1 - t299 * (s2 * 5.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t3646 * s1 - t3647 * (s2 * 5.0)), tl.join(t3576 * s1 - t3577 * (s2 * 4.0), zero)), tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), zero), tl.join(t5948 * s1 - t5949 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), zero), tl.join(t1106 * s1 - t1107 * (s2 * 4.0), zero)), tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), zero), tl.join(t1263 * s1 - t1264 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t5936 * s1 - t5937 * (s2 * 5.0)), tl.join(t1132 * s1 - t1133 * (s2 * 4.0), zero)), tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), zero), tl.join(t3682 * s1 - t3683 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), zero), tl.join(t3554 * s1 - t3555 * (s2 * 4.0), zero)), tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), zero), tl.join(t1237 * s1 - t1238 * (s2 * 5.0), zero)))))), (BLOCK, 64)), N, DIM, 64, BLOCK)
-                else:
-                    cj = tl.arange(0, 64)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t2443 * s1 - t2444 * (s2 * 5.0)), tl.join(t4814 * s1 - t4815 * (s2 * 4.0), zero)), tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), zero), tl.join(t4802 * s1 - t4803 * (s2 * 4.0), zero))), tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), zero), tl.join(t211 * s1 - t212 * (s2 * 4.0), zero)), tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), zero), tl.join(t2475 * s1 - t2476 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t4840 * s1 - t4841 * (s2 * 5.0)), tl.join(t2351 * s1 - t2352 * (s2 * 4.0), zero)), tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), zero), tl.join(t4862 * s1 - t4863 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), zero), tl.join(t2319 * s1 - t2320 * (s2 * 4.0), zero)), tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), zero), tl.join(t298 * s1 - t299 * (s2 * 5.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t3646 * s1 - t3647 * (s2 * 5.0)), tl.join(t3576 * s1 - t3577 * (s2 * 4.0), zero)), tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), zero), tl.join(t5948 * s1 - t5949 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), zero), tl.join(t1106 * s1 - t1107 * (s2 * 4.0), zero)), tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), zero), tl.join(t1263 * s1 - t1264 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t5936 * s1 - t5937 * (s2 * 5.0)), tl.join(t1132 * s1 - t1133 * (s2 * 4.0), zero)), tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), zero), tl.join(t3682 * s1 - t3683 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), zero), tl.join(t3554 * s1 - t3555 * (s2 * 4.0), zero)), tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), zero), tl.join(t1237 * s1 - t1238 * (s2 * 5.0), zero)))))), (BLOCK, 64)), mask=mask[:, None] & (cj < 36)[None, :])
-            if LMAX == 6:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t2443 * s1 - t2444 * (s2 * 5.0)), tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t6921 * s1 - t6922 * (s2 * 6.0))), tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t2613 * s1 - t2614 * (s2 * 6.0)), tl.join(t4802 * s1 - t4803 * (s2 * 4.0), zero))), tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t6933 * s1 - t6934 * (s2 * 6.0)), tl.join(t211 * s1 - t212 * (s2 * 4.0), zero)), tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t2581 * s1 - t2582 * (s2 * 6.0)), tl.join(t2475 * s1 - t2476 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t4840 * s1 - t4841 * (s2 * 5.0)), tl.join(t2351 * s1 - t2352 * (s2 * 4.0), zero)), tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t385 * s1 - t386 * (s2 * 6.0)), tl.join(t4862 * s1 - t4863 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t4968 * s1 - t4969 * (s2 * 6.0)), tl.join(t2319 * s1 - t2320 * (s2 * 4.0), zero)), tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t4932 * s1 - t4933 * (s2 * 6.0)), tl.join(t298 * s1 - t299 * (s2 * 5.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t3646 * s1 - t3647 * (s2 * 5.0)), tl.join(t3576 * s1 - t3577 * (s2 * 4.0), zero)), tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t1394 * s1 - t1395 * (s2 * 6.0)), tl.join(t5948 * s1 - t5949 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t5996 * s1 - t5997 * (s2 * 6.0)), tl.join(t1106 * s1 - t1107 * (s2 * 4.0), zero)), tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t3783 * s1 - t3784 * (s2 * 6.0)), tl.join(t1263 * s1 - t1264 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t5936 * s1 - t5937 * (s2 * 5.0)), tl.join(t1132 * s1 - t1133 * (s2 * 4.0), zero)), tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t1368 * s1 - t1369 * (s2 * 6.0)), tl.join(t3682 * s1 - t3683 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t3819 * s1 - t3820 * (s2 * 6.0)), tl.join(t3554 * s1 - t3555 * (s2 * 4.0), zero)), tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t5974 * s1 - t5975 * (s2 * 6.0)), tl.join(t1237 * s1 - t1238 * (s2 * 5.0), zero)))))), (BLOCK, 64)), N, DIM, 64, BLOCK)
-                else:
-                    cj = tl.arange(0, 64)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t2443 * s1 - t2444 * (s2 * 5.0)), tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t6921 * s1 - t6922 * (s2 * 6.0))), tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t2613 * s1 - t2614 * (s2 * 6.0)), tl.join(t4802 * s1 - t4803 * (s2 * 4.0), zero))), tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t6933 * s1 - t6934 * (s2 * 6.0)), tl.join(t211 * s1 - t212 * (s2 * 4.0), zero)), tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t2581 * s1 - t2582 * (s2 * 6.0)), tl.join(t2475 * s1 - t2476 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t4840 * s1 - t4841 * (s2 * 5.0)), tl.join(t2351 * s1 - t2352 * (s2 * 4.0), zero)), tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t385 * s1 - t386 * (s2 * 6.0)), tl.join(t4862 * s1 - t4863 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t4968 * s1 - t4969 * (s2 * 6.0)), tl.join(t2319 * s1 - t2320 * (s2 * 4.0), zero)), tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t4932 * s1 - t4933 * (s2 * 6.0)), tl.join(t298 * s1 - t299 * (s2 * 5.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t3646 * s1 - t3647 * (s2 * 5.0)), tl.join(t3576 * s1 - t3577 * (s2 * 4.0), zero)), tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t1394 * s1 - t1395 * (s2 * 6.0)), tl.join(t5948 * s1 - t5949 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t5996 * s1 - t5997 * (s2 * 6.0)), tl.join(t1106 * s1 - t1107 * (s2 * 4.0), zero)), tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t3783 * s1 - t3784 * (s2 * 6.0)), tl.join(t1263 * s1 - t1264 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t5936 * s1 - t5937 * (s2 * 5.0)), tl.join(t1132 * s1 - t1133 * (s2 * 4.0), zero)), tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t1368 * s1 - t1369 * (s2 * 6.0)), tl.join(t3682 * s1 - t3683 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t3819 * s1 - t3820 * (s2 * 6.0)), tl.join(t3554 * s1 - t3555 * (s2 * 4.0), zero)), tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t5974 * s1 - t5975 * (s2 * 6.0)), tl.join(t1237 * s1 - t1238 * (s2 * 5.0), zero)))))), (BLOCK, 64)), mask=mask[:, None] & (cj < 49)[None, :])
-            if LMAX == 7:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t2443 * s1 - t2444 * (s2 * 5.0)), tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t6921 * s1 - t6922 * (s2 * 6.0))), tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t2613 * s1 - t2614 * (s2 * 6.0)), tl.join(t4802 * s1 - t4803 * (s2 * 4.0), t472 * s1 - t473 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t6933 * s1 - t6934 * (s2 * 6.0)), tl.join(t211 * s1 - t212 * (s2 * 4.0), t5105 * s1 - t5106 * (s2 * 7.0))), tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t2581 * s1 - t2582 * (s2 * 6.0)), tl.join(t2475 * s1 - t2476 * (s2 * 5.0), t5069 * s1 - t5070 * (s2 * 7.0))))), tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t4840 * s1 - t4841 * (s2 * 5.0)), tl.join(t2351 * s1 - t2352 * (s2 * 4.0), t6981 * s1 - t6982 * (s2 * 7.0))), tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t385 * s1 - t386 * (s2 * 6.0)), tl.join(t4862 * s1 - t4863 * (s2 * 5.0), t2720 * s1 - t2721 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t4968 * s1 - t4969 * (s2 * 6.0)), tl.join(t2319 * s1 - t2320 * (s2 * 4.0), t2752 * s1 - t2753 * (s2 * 7.0))), tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t4932 * s1 - t4933 * (s2 * 6.0)), tl.join(t298 * s1 - t299 * (s2 * 5.0), t6959 * s1 - t6960 * (s2 * 7.0)))))), tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t3646 * s1 - t3647 * (s2 * 5.0)), tl.join(t3576 * s1 - t3577 * (s2 * 4.0), t7768 * s1 - t7769 * (s2 * 7.0))), tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t1394 * s1 - t1395 * (s2 * 6.0)), tl.join(t5948 * s1 - t5949 * (s2 * 5.0), t1499 * s1 - t1500 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t5996 * s1 - t5997 * (s2 * 6.0)), tl.join(t1106 * s1 - t1107 * (s2 * 4.0), t3969 * s1 - t3970 * (s2 * 7.0))), tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t3783 * s1 - t3784 * (s2 * 6.0)), tl.join(t1263 * s1 - t1264 * (s2 * 5.0), t6066 * s1 - t6067 * (s2 * 7.0))))), tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t5936 * s1 - t5937 * (s2 * 5.0)), tl.join(t1132 * s1 - t1133 * (s2 * 4.0), t6102 * s1 - t6103 * (s2 * 7.0))), tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t1368 * s1 - t1369 * (s2 * 6.0)), tl.join(t3682 * s1 - t3683 * (s2 * 5.0), t3933 * s1 - t3934 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t3819 * s1 - t3820 * (s2 * 6.0)), tl.join(t3554 * s1 - t3555 * (s2 * 4.0), t1525 * s1 - t1526 * (s2 * 7.0))), tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t5974 * s1 - t5975 * (s2 * 6.0)), tl.join(t1237 * s1 - t1238 * (s2 * 5.0), t7756 * s1 - t7757 * (s2 * 7.0))))))), (BLOCK, 64)), N, DIM, 64, BLOCK)
-                else:
-                    cj = tl.arange(0, 64)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t2443 * s1 - t2444 * (s2 * 5.0)), tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t6921 * s1 - t6922 * (s2 * 6.0))), tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t2613 * s1 - t2614 * (s2 * 6.0)), tl.join(t4802 * s1 - t4803 * (s2 * 4.0), t472 * s1 - t473 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t6933 * s1 - t6934 * (s2 * 6.0)), tl.join(t211 * s1 - t212 * (s2 * 4.0), t5105 * s1 - t5106 * (s2 * 7.0))), tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t2581 * s1 - t2582 * (s2 * 6.0)), tl.join(t2475 * s1 - t2476 * (s2 * 5.0), t5069 * s1 - t5070 * (s2 * 7.0))))), tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t4840 * s1 - t4841 * (s2 * 5.0)), tl.join(t2351 * s1 - t2352 * (s2 * 4.0), t6981 * s1 - t6982 * (s2 * 7.0))), tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t385 * s1 - t386 * (s2 * 6.0)), tl.join(t4862 * s1 - t4863 * (s2 * 5.0), t2720 * s1 - t2721 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t4968 * s1 - t4969 * (s2 * 6.0)), tl.join(t2319 * s1 - t2320 * (s2 * 4.0), t2752 * s1 - t2753 * (s2 * 7.0))), tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t4932 * s1 - t4933 * (s2 * 6.0)), tl.join(t298 * s1 - t299 * (s2 * 5.0), t6959 * s1 - t6960 * (s2 * 7.0)))))), tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t3646 * s1 - t3647 * (s2 * 5.0)), tl.join(t3576 * s1 - t3577 * (s2 * 4.0), t7768 * s1 - t7769 * (s2 * 7.0))), tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t1394 * s1 - t1395 * (s2 * 6.0)), tl.join(t5948 * s1 - t5949 * (s2 * 5.0), t1499 * s1 - t1500 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t5996 * s1 - t5997 * (s2 * 6.0)), tl.join(t1106 * s1 - t1107 * (s2 * 4.0), t3969 * s1 - t3970 * (s2 * 7.0))), tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t3783 * s1 - t3784 * (s2 * 6.0)), tl.join(t1263 * s1 - t1264 * (s2 * 5.0), t6066 * s1 - t6067 * (s2 * 7.0))))), tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t5936 * s1 - t5937 * (s2 * 5.0)), tl.join(t1132 * s1 - t1133 * (s2 * 4.0), t6102 * s1 - t6103 * (s2 * 7.0))), tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t1368 * s1 - t1369 * (s2 * 6.0)), tl.join(t3682 * s1 - t3683 * (s2 * 5.0), t3933 * s1 - t3934 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t3819 * s1 - t3820 * (s2 * 6.0)), tl.join(t3554 * s1 - t3555 * (s2 * 4.0), t1525 * s1 - t1526 * (s2 * 7.0))), tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t5974 * s1 - t5975 * (s2 * 6.0)), tl.join(t1237 * s1 - t1238 * (s2 * 5.0), t7756 * s1 - t7757 * (s2 * 7.0))))))), (BLOCK, 64)), mask=mask[:, None] & (cj < 64)[None, :])
-            if LMAX == 8:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t8453 * s1 - t8454 * (s2 * 8.0)), tl.join(t2443 * s1 - t2444 * (s2 * 5.0), zero)), tl.join(tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t8441 * s1 - t8442 * (s2 * 8.0)), tl.join(t6921 * s1 - t6922 * (s2 * 6.0), zero))), tl.join(tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t559 * s1 - t560 * (s2 * 8.0)), tl.join(t2613 * s1 - t2614 * (s2 * 6.0), zero)), tl.join(tl.join(t4802 * s1 - t4803 * (s2 * 4.0), zero), tl.join(t472 * s1 - t473 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t5255 * s1 - t5256 * (s2 * 8.0)), tl.join(t6933 * s1 - t6934 * (s2 * 6.0), zero)), tl.join(tl.join(t211 * s1 - t212 * (s2 * 4.0), zero), tl.join(t5105 * s1 - t5106 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t5219 * s1 - t5220 * (s2 * 8.0)), tl.join(t2581 * s1 - t2582 * (s2 * 6.0), zero)), tl.join(tl.join(t2475 * s1 - t2476 * (s2 * 5.0), zero), tl.join(t5069 * s1 - t5070 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t7087 * s1 - t7088 * (s2 * 8.0)), tl.join(t4840 * s1 - t4841 * (s2 * 5.0), zero)), tl.join(tl.join(t2351 * s1 - t2352 * (s2 * 4.0), zero), tl.join(t6981 * s1 - t6982 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t2857 * s1 - t2858 * (s2 * 8.0)), tl.join(t385 * s1 - t386 * (s2 * 6.0), zero)), tl.join(tl.join(t4862 * s1 - t4863 * (s2 * 5.0), zero), tl.join(t2720 * s1 - t2721 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t2889 * s1 - t2890 * (s2 * 8.0)), tl.join(t4968 * s1 - t4969 * (s2 * 6.0), zero)), tl.join(tl.join(t2319 * s1 - t2320 * (s2 * 4.0), zero), tl.join(t2752 * s1 - t2753 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t7051 * s1 - t7052 * (s2 * 8.0)), tl.join(t4932 * s1 - t4933 * (s2 * 6.0), zero)), tl.join(tl.join(t298 * s1 - t299 * (s2 * 5.0), zero), tl.join(t6959 * s1 - t6960 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t7816 * s1 - t7817 * (s2 * 8.0)), tl.join(t3646 * s1 - t3647 * (s2 * 5.0), zero)), tl.join(tl.join(t3576 * s1 - t3577 * (s2 * 4.0), zero), tl.join(t7768 * s1 - t7769 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t1630 * s1 - t1631 * (s2 * 8.0)), tl.join(t1394 * s1 - t1395 * (s2 * 6.0), zero)), tl.join(tl.join(t5948 * s1 - t5949 * (s2 * 5.0), zero), tl.join(t1499 * s1 - t1500 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t4118 * s1 - t4119 * (s2 * 8.0)), tl.join(t5996 * s1 - t5997 * (s2 * 6.0), zero)), tl.join(tl.join(t1106 * s1 - t1107 * (s2 * 4.0), zero), tl.join(t3969 * s1 - t3970 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t6203 * s1 - t6204 * (s2 * 8.0)), tl.join(t3783 * s1 - t3784 * (s2 * 6.0), zero)), tl.join(tl.join(t1263 * s1 - t1264 * (s2 * 5.0), zero), tl.join(t6066 * s1 - t6067 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t6239 * s1 - t6240 * (s2 * 8.0)), tl.join(t5936 * s1 - t5937 * (s2 * 5.0), zero)), tl.join(tl.join(t1132 * s1 - t1133 * (s2 * 4.0), zero), tl.join(t6102 * s1 - t6103 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t4082 * s1 - t4083 * (s2 * 8.0)), tl.join(t1368 * s1 - t1369 * (s2 * 6.0), zero)), tl.join(tl.join(t3682 * s1 - t3683 * (s2 * 5.0), zero), tl.join(t3933 * s1 - t3934 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t1656 * s1 - t1657 * (s2 * 8.0)), tl.join(t3819 * s1 - t3820 * (s2 * 6.0), zero)), tl.join(tl.join(t3554 * s1 - t3555 * (s2 * 4.0), zero), tl.join(t1525 * s1 - t1526 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t7794 * s1 - t7795 * (s2 * 8.0)), tl.join(t5974 * s1 - t5975 * (s2 * 6.0), zero)), tl.join(tl.join(t1237 * s1 - t1238 * (s2 * 5.0), zero), tl.join(t7756 * s1 - t7757 * (s2 * 7.0), zero))))))), (BLOCK, 128)), N, DIM, 128, BLOCK)
-                else:
-                    cj = tl.arange(0, 128)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t8453 * s1 - t8454 * (s2 * 8.0)), tl.join(t2443 * s1 - t2444 * (s2 * 5.0), zero)), tl.join(tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t8441 * s1 - t8442 * (s2 * 8.0)), tl.join(t6921 * s1 - t6922 * (s2 * 6.0), zero))), tl.join(tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t559 * s1 - t560 * (s2 * 8.0)), tl.join(t2613 * s1 - t2614 * (s2 * 6.0), zero)), tl.join(tl.join(t4802 * s1 - t4803 * (s2 * 4.0), zero), tl.join(t472 * s1 - t473 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t5255 * s1 - t5256 * (s2 * 8.0)), tl.join(t6933 * s1 - t6934 * (s2 * 6.0), zero)), tl.join(tl.join(t211 * s1 - t212 * (s2 * 4.0), zero), tl.join(t5105 * s1 - t5106 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t5219 * s1 - t5220 * (s2 * 8.0)), tl.join(t2581 * s1 - t2582 * (s2 * 6.0), zero)), tl.join(tl.join(t2475 * s1 - t2476 * (s2 * 5.0), zero), tl.join(t5069 * s1 - t5070 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t7087 * s1 - t7088 * (s2 * 8.0)), tl.join(t4840 * s1 - t4841 * (s2 * 5.0), zero)), tl.join(tl.join(t2351 * s1 - t2352 * (s2 * 4.0), zero), tl.join(t6981 * s1 - t6982 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t2857 * s1 - t2858 * (s2 * 8.0)), tl.join(t385 * s1 - t386 * (s2 * 6.0), zero)), tl.join(tl.join(t4862 * s1 - t4863 * (s2 * 5.0), zero), tl.join(t2720 * s1 - t2721 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t2889 * s1 - t2890 * (s2 * 8.0)), tl.join(t4968 * s1 - t4969 * (s2 * 6.0), zero)), tl.join(tl.join(t2319 * s1 - t2320 * (s2 * 4.0), zero), tl.join(t2752 * s1 - t2753 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t7051 * s1 - t7052 * (s2 * 8.0)), tl.join(t4932 * s1 - t4933 * (s2 * 6.0), zero)), tl.join(tl.join(t298 * s1 - t299 * (s2 * 5.0), zero), tl.join(t6959 * s1 - t6960 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t7816 * s1 - t7817 * (s2 * 8.0)), tl.join(t3646 * s1 - t3647 * (s2 * 5.0), zero)), tl.join(tl.join(t3576 * s1 - t3577 * (s2 * 4.0), zero), tl.join(t7768 * s1 - t7769 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t1630 * s1 - t1631 * (s2 * 8.0)), tl.join(t1394 * s1 - t1395 * (s2 * 6.0), zero)), tl.join(tl.join(t5948 * s1 - t5949 * (s2 * 5.0), zero), tl.join(t1499 * s1 - t1500 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t4118 * s1 - t4119 * (s2 * 8.0)), tl.join(t5996 * s1 - t5997 * (s2 * 6.0), zero)), tl.join(tl.join(t1106 * s1 - t1107 * (s2 * 4.0), zero), tl.join(t3969 * s1 - t3970 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t6203 * s1 - t6204 * (s2 * 8.0)), tl.join(t3783 * s1 - t3784 * (s2 * 6.0), zero)), tl.join(tl.join(t1263 * s1 - t1264 * (s2 * 5.0), zero), tl.join(t6066 * s1 - t6067 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t6239 * s1 - t6240 * (s2 * 8.0)), tl.join(t5936 * s1 - t5937 * (s2 * 5.0), zero)), tl.join(tl.join(t1132 * s1 - t1133 * (s2 * 4.0), zero), tl.join(t6102 * s1 - t6103 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t4082 * s1 - t4083 * (s2 * 8.0)), tl.join(t1368 * s1 - t1369 * (s2 * 6.0), zero)), tl.join(tl.join(t3682 * s1 - t3683 * (s2 * 5.0), zero), tl.join(t3933 * s1 - t3934 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t1656 * s1 - t1657 * (s2 * 8.0)), tl.join(t3819 * s1 - t3820 * (s2 * 6.0), zero)), tl.join(tl.join(t3554 * s1 - t3555 * (s2 * 4.0), zero), tl.join(t1525 * s1 - t1526 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t7794 * s1 - t7795 * (s2 * 8.0)), tl.join(t5974 * s1 - t5975 * (s2 * 6.0), zero)), tl.join(tl.join(t1237 * s1 - t1238 * (s2 * 5.0), zero), tl.join(t7756 * s1 - t7757 * (s2 * 7.0), zero))))))), (BLOCK, 128)), mask=mask[:, None] & (cj < 81)[None, :])
-            if LMAX == 9:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t8453 * s1 - t8454 * (s2 * 8.0)), tl.join(t2443 * s1 - t2444 * (s2 * 5.0), t7188 * s1 - t7189 * (s2 * 9.0))), tl.join(tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t8441 * s1 - t8442 * (s2 * 8.0)), tl.join(t6921 * s1 - t6922 * (s2 * 6.0), zero))), tl.join(tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t559 * s1 - t560 * (s2 * 8.0)), tl.join(t2613 * s1 - t2614 * (s2 * 6.0), zero)), tl.join(tl.join(t4802 * s1 - t4803 * (s2 * 4.0), t3028 * s1 - t3029 * (s2 * 9.0)), tl.join(t472 * s1 - t473 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t5255 * s1 - t5256 * (s2 * 8.0)), tl.join(t6933 * s1 - t6934 * (s2 * 6.0), zero)), tl.join(tl.join(t211 * s1 - t212 * (s2 * 4.0), t7224 * s1 - t7225 * (s2 * 9.0)), tl.join(t5105 * s1 - t5106 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t5219 * s1 - t5220 * (s2 * 8.0)), tl.join(t2581 * s1 - t2582 * (s2 * 6.0), zero)), tl.join(tl.join(t2475 * s1 - t2476 * (s2 * 5.0), t2996 * s1 - t2997 * (s2 * 9.0)), tl.join(t5069 * s1 - t5070 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t7087 * s1 - t7088 * (s2 * 8.0)), tl.join(t4840 * s1 - t4841 * (s2 * 5.0), t8479 * s1 - t8480 * (s2 * 9.0))), tl.join(tl.join(t2351 * s1 - t2352 * (s2 * 4.0), t8501 * s1 - t8502 * (s2 * 9.0)), tl.join(t6981 * s1 - t6982 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t2857 * s1 - t2858 * (s2 * 8.0)), tl.join(t385 * s1 - t386 * (s2 * 6.0), zero)), tl.join(tl.join(t4862 * s1 - t4863 * (s2 * 5.0), t646 * s1 - t647 * (s2 * 9.0)), tl.join(t2720 * s1 - t2721 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t2889 * s1 - t2890 * (s2 * 8.0)), tl.join(t4968 * s1 - t4969 * (s2 * 6.0), zero)), tl.join(tl.join(t2319 * s1 - t2320 * (s2 * 4.0), t5406 * s1 - t5407 * (s2 * 9.0)), tl.join(t2752 * s1 - t2753 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t7051 * s1 - t7052 * (s2 * 8.0)), tl.join(t4932 * s1 - t4933 * (s2 * 6.0), zero)), tl.join(tl.join(t298 * s1 - t299 * (s2 * 5.0), t5370 * s1 - t5371 * (s2 * 9.0)), tl.join(t6959 * s1 - t6960 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t7816 * s1 - t7817 * (s2 * 8.0)), tl.join(t3646 * s1 - t3647 * (s2 * 5.0), t7886 * s1 - t7887 * (s2 * 9.0))), tl.join(tl.join(t3576 * s1 - t3577 * (s2 * 4.0), t8987 * s1 - t8988 * (s2 * 9.0)), tl.join(t7768 * s1 - t7769 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t1630 * s1 - t1631 * (s2 * 8.0)), tl.join(t1394 * s1 - t1395 * (s2 * 6.0), zero)), tl.join(tl.join(t5948 * s1 - t5949 * (s2 * 5.0), t1787 * s1 - t1788 * (s2 * 9.0)), tl.join(t1499 * s1 - t1500 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t4118 * s1 - t4119 * (s2 * 8.0)), tl.join(t5996 * s1 - t5997 * (s2 * 6.0), zero)), tl.join(tl.join(t1106 * s1 - t1107 * (s2 * 4.0), t6389 * s1 - t6390 * (s2 * 9.0)), tl.join(t3969 * s1 - t3970 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t6203 * s1 - t6204 * (s2 * 8.0)), tl.join(t3783 * s1 - t3784 * (s2 * 6.0), zero)), tl.join(tl.join(t1263 * s1 - t1264 * (s2 * 5.0), t4232 * s1 - t4233 * (s2 * 9.0)), tl.join(t6066 * s1 - t6067 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t6239 * s1 - t6240 * (s2 * 8.0)), tl.join(t5936 * s1 - t5937 * (s2 * 5.0), t8975 * s1 - t8976 * (s2 * 9.0))), tl.join(tl.join(t1132 * s1 - t1133 * (s2 * 4.0), t7922 * s1 - t7923 * (s2 * 9.0)), tl.join(t6102 * s1 - t6103 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t4082 * s1 - t4083 * (s2 * 8.0)), tl.join(t1368 * s1 - t1369 * (s2 * 6.0), zero)), tl.join(tl.join(t3682 * s1 - t3683 * (s2 * 5.0), t1761 * s1 - t1762 * (s2 * 9.0)), tl.join(t3933 * s1 - t3934 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t1656 * s1 - t1657 * (s2 * 8.0)), tl.join(t3819 * s1 - t3820 * (s2 * 6.0), zero)), tl.join(tl.join(t3554 * s1 - t3555 * (s2 * 4.0), t4268 * s1 - t4269 * (s2 * 9.0)), tl.join(t1525 * s1 - t1526 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t7794 * s1 - t7795 * (s2 * 8.0)), tl.join(t5974 * s1 - t5975 * (s2 * 6.0), zero)), tl.join(tl.join(t1237 * s1 - t1238 * (s2 * 5.0), t6353 * s1 - t6354 * (s2 * 9.0)), tl.join(t7756 * s1 - t7757 * (s2 * 7.0), zero))))))), (BLOCK, 128)), N, DIM, 128, BLOCK)
-                else:
-                    cj = tl.arange(0, 128)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t8453 * s1 - t8454 * (s2 * 8.0)), tl.join(t2443 * s1 - t2444 * (s2 * 5.0), t7188 * s1 - t7189 * (s2 * 9.0))), tl.join(tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t8441 * s1 - t8442 * (s2 * 8.0)), tl.join(t6921 * s1 - t6922 * (s2 * 6.0), zero))), tl.join(tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t559 * s1 - t560 * (s2 * 8.0)), tl.join(t2613 * s1 - t2614 * (s2 * 6.0), zero)), tl.join(tl.join(t4802 * s1 - t4803 * (s2 * 4.0), t3028 * s1 - t3029 * (s2 * 9.0)), tl.join(t472 * s1 - t473 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t5255 * s1 - t5256 * (s2 * 8.0)), tl.join(t6933 * s1 - t6934 * (s2 * 6.0), zero)), tl.join(tl.join(t211 * s1 - t212 * (s2 * 4.0), t7224 * s1 - t7225 * (s2 * 9.0)), tl.join(t5105 * s1 - t5106 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t5219 * s1 - t5220 * (s2 * 8.0)), tl.join(t2581 * s1 - t2582 * (s2 * 6.0), zero)), tl.join(tl.join(t2475 * s1 - t2476 * (s2 * 5.0), t2996 * s1 - t2997 * (s2 * 9.0)), tl.join(t5069 * s1 - t5070 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t7087 * s1 - t7088 * (s2 * 8.0)), tl.join(t4840 * s1 - t4841 * (s2 * 5.0), t8479 * s1 - t8480 * (s2 * 9.0))), tl.join(tl.join(t2351 * s1 - t2352 * (s2 * 4.0), t8501 * s1 - t8502 * (s2 * 9.0)), tl.join(t6981 * s1 - t6982 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t2857 * s1 - t2858 * (s2 * 8.0)), tl.join(t385 * s1 - t386 * (s2 * 6.0), zero)), tl.join(tl.join(t4862 * s1 - t4863 * (s2 * 5.0), t646 * s1 - t647 * (s2 * 9.0)), tl.join(t2720 * s1 - t2721 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t2889 * s1 - t2890 * (s2 * 8.0)), tl.join(t4968 * s1 - t4969 * (s2 * 6.0), zero)), tl.join(tl.join(t2319 * s1 - t2320 * (s2 * 4.0), t5406 * s1 - t5407 * (s2 * 9.0)), tl.join(t2752 * s1 - t2753 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t7051 * s1 - t7052 * (s2 * 8.0)), tl.join(t4932 * s1 - t4933 * (s2 * 6.0), zero)), tl.join(tl.join(t298 * s1 - t299 * (s2 * 5.0), t5370 * s1 - t5371 * (s2 * 9.0)), tl.join(t6959 * s1 - t6960 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t7816 * s1 - t7817 * (s2 * 8.0)), tl.join(t3646 * s1 - t3647 * (s2 * 5.0), t7886 * s1 - t7887 * (s2 * 9.0))), tl.join(tl.join(t3576 * s1 - t3577 * (s2 * 4.0), t8987 * s1 - t8988 * (s2 * 9.0)), tl.join(t7768 * s1 - t7769 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t1630 * s1 - t1631 * (s2 * 8.0)), tl.join(t1394 * s1 - t1395 * (s2 * 6.0), zero)), tl.join(tl.join(t5948 * s1 - t5949 * (s2 * 5.0), t1787 * s1 - t1788 * (s2 * 9.0)), tl.join(t1499 * s1 - t1500 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t4118 * s1 - t4119 * (s2 * 8.0)), tl.join(t5996 * s1 - t5997 * (s2 * 6.0), zero)), tl.join(tl.join(t1106 * s1 - t1107 * (s2 * 4.0), t6389 * s1 - t6390 * (s2 * 9.0)), tl.join(t3969 * s1 - t3970 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t6203 * s1 - t6204 * (s2 * 8.0)), tl.join(t3783 * s1 - t3784 * (s2 * 6.0), zero)), tl.join(tl.join(t1263 * s1 - t1264 * (s2 * 5.0), t4232 * s1 - t4233 * (s2 * 9.0)), tl.join(t6066 * s1 - t6067 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t6239 * s1 - t6240 * (s2 * 8.0)), tl.join(t5936 * s1 - t5937 * (s2 * 5.0), t8975 * s1 - t8976 * (s2 * 9.0))), tl.join(tl.join(t1132 * s1 - t1133 * (s2 * 4.0), t7922 * s1 - t7923 * (s2 * 9.0)), tl.join(t6102 * s1 - t6103 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t4082 * s1 - t4083 * (s2 * 8.0)), tl.join(t1368 * s1 - t1369 * (s2 * 6.0), zero)), tl.join(tl.join(t3682 * s1 - t3683 * (s2 * 5.0), t1761 * s1 - t1762 * (s2 * 9.0)), tl.join(t3933 * s1 - t3934 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t1656 * s1 - t1657 * (s2 * 8.0)), tl.join(t3819 * s1 - t3820 * (s2 * 6.0), zero)), tl.join(tl.join(t3554 * s1 - t3555 * (s2 * 4.0), t4268 * s1 - t4269 * (s2 * 9.0)), tl.join(t1525 * s1 - t1526 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t7794 * s1 - t7795 * (s2 * 8.0)), tl.join(t5974 * s1 - t5975 * (s2 * 6.0), zero)), tl.join(tl.join(t1237 * s1 - t1238 * (s2 * 5.0), t6353 * s1 - t6354 * (s2 * 9.0)), tl.join(t7756 * s1 - t7757 * (s2 * 7.0), zero))))))), (BLOCK, 128)), mask=mask[:, None] & (cj < 100)[None, :])
-            if LMAX == 10:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t8453 * s1 - t8454 * (s2 * 8.0)), tl.join(t2443 * s1 - t2444 * (s2 * 5.0), t7188 * s1 - t7189 * (s2 * 9.0))), tl.join(tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t8441 * s1 - t8442 * (s2 * 8.0)), tl.join(t6921 * s1 - t6922 * (s2 * 6.0), t3135 * s1 - t3136 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t559 * s1 - t560 * (s2 * 8.0)), tl.join(t2613 * s1 - t2614 * (s2 * 6.0), t7374 * s1 - t7375 * (s2 * 10.0))), tl.join(tl.join(t4802 * s1 - t4803 * (s2 * 4.0), t3028 * s1 - t3029 * (s2 * 9.0)), tl.join(t472 * s1 - t473 * (s2 * 7.0), t9359 * s1 - t9360 * (s2 * 10.0))))), tl.join(tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t5255 * s1 - t5256 * (s2 * 8.0)), tl.join(t6933 * s1 - t6934 * (s2 * 6.0), t9371 * s1 - t9372 * (s2 * 10.0))), tl.join(tl.join(t211 * s1 - t212 * (s2 * 4.0), t7224 * s1 - t7225 * (s2 * 9.0)), tl.join(t5105 * s1 - t5106 * (s2 * 7.0), t7338 * s1 - t7339 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t5219 * s1 - t5220 * (s2 * 8.0)), tl.join(t2581 * s1 - t2582 * (s2 * 6.0), t3167 * s1 - t3168 * (s2 * 10.0))), tl.join(tl.join(t2475 * s1 - t2476 * (s2 * 5.0), t2996 * s1 - t2997 * (s2 * 9.0)), tl.join(t5069 * s1 - t5070 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t7087 * s1 - t7088 * (s2 * 8.0)), tl.join(t4840 * s1 - t4841 * (s2 * 5.0), t8479 * s1 - t8480 * (s2 * 9.0))), tl.join(tl.join(t2351 * s1 - t2352 * (s2 * 4.0), t8501 * s1 - t8502 * (s2 * 9.0)), tl.join(t6981 * s1 - t6982 * (s2 * 7.0), t5520 * s1 - t5521 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t2857 * s1 - t2858 * (s2 * 8.0)), tl.join(t385 * s1 - t386 * (s2 * 6.0), t5556 * s1 - t5557 * (s2 * 10.0))), tl.join(tl.join(t4862 * s1 - t4863 * (s2 * 5.0), t646 * s1 - t647 * (s2 * 9.0)), tl.join(t2720 * s1 - t2721 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t2889 * s1 - t2890 * (s2 * 8.0)), tl.join(t4968 * s1 - t4969 * (s2 * 6.0), t8607 * s1 - t8608 * (s2 * 10.0))), tl.join(tl.join(t2319 * s1 - t2320 * (s2 * 4.0), t5406 * s1 - t5407 * (s2 * 9.0)), tl.join(t2752 * s1 - t2753 * (s2 * 7.0), t8571 * s1 - t8572 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t7051 * s1 - t7052 * (s2 * 8.0)), tl.join(t4932 * s1 - t4933 * (s2 * 6.0), t733 * s1 - t734 * (s2 * 10.0))), tl.join(tl.join(t298 * s1 - t299 * (s2 * 5.0), t5370 * s1 - t5371 * (s2 * 9.0)), tl.join(t6959 * s1 - t6960 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t7816 * s1 - t7817 * (s2 * 8.0)), tl.join(t3646 * s1 - t3647 * (s2 * 5.0), t7886 * s1 - t7887 * (s2 * 9.0))), tl.join(tl.join(t3576 * s1 - t3577 * (s2 * 4.0), t8987 * s1 - t8988 * (s2 * 9.0)), tl.join(t7768 * s1 - t7769 * (s2 * 7.0), t4383 * s1 - t4384 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t1630 * s1 - t1631 * (s2 * 8.0)), tl.join(t1394 * s1 - t1395 * (s2 * 6.0), t6540 * s1 - t6541 * (s2 * 10.0))), tl.join(tl.join(t5948 * s1 - t5949 * (s2 * 5.0), t1787 * s1 - t1788 * (s2 * 9.0)), tl.join(t1499 * s1 - t1500 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t4118 * s1 - t4119 * (s2 * 8.0)), tl.join(t5996 * s1 - t5997 * (s2 * 6.0), t9035 * s1 - t9036 * (s2 * 10.0))), tl.join(tl.join(t1106 * s1 - t1107 * (s2 * 4.0), t6389 * s1 - t6390 * (s2 * 9.0)), tl.join(t3969 * s1 - t3970 * (s2 * 7.0), t8023 * s1 - t8024 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t6203 * s1 - t6204 * (s2 * 8.0)), tl.join(t3783 * s1 - t3784 * (s2 * 6.0), t1918 * s1 - t1919 * (s2 * 10.0))), tl.join(tl.join(t1263 * s1 - t1264 * (s2 * 5.0), t4232 * s1 - t4233 * (s2 * 9.0)), tl.join(t6066 * s1 - t6067 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t6239 * s1 - t6240 * (s2 * 8.0)), tl.join(t5936 * s1 - t5937 * (s2 * 5.0), t8975 * s1 - t8976 * (s2 * 9.0))), tl.join(tl.join(t1132 * s1 - t1133 * (s2 * 4.0), t7922 * s1 - t7923 * (s2 * 9.0)), tl.join(t6102 * s1 - t6103 * (s2 * 7.0), t6504 * s1 - t6505 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t4082 * s1 - t4083 * (s2 * 8.0)), tl.join(t1368 * s1 - t1369 * (s2 * 6.0), t4419 * s1 - t4420 * (s2 * 10.0))), tl.join(tl.join(t3682 * s1 - t3683 * (s2 * 5.0), t1761 * s1 - t1762 * (s2 * 9.0)), tl.join(t3933 * s1 - t3934 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t1656 * s1 - t1657 * (s2 * 8.0)), tl.join(t3819 * s1 - t3820 * (s2 * 6.0), t8059 * s1 - t8060 * (s2 * 10.0))), tl.join(tl.join(t3554 * s1 - t3555 * (s2 * 4.0), t4268 * s1 - t4269 * (s2 * 9.0)), tl.join(t1525 * s1 - t1526 * (s2 * 7.0), t9013 * s1 - t9014 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t7794 * s1 - t7795 * (s2 * 8.0)), tl.join(t5974 * s1 - t5975 * (s2 * 6.0), t1892 * s1 - t1893 * (s2 * 10.0))), tl.join(tl.join(t1237 * s1 - t1238 * (s2 * 5.0), t6353 * s1 - t6354 * (s2 * 9.0)), tl.join(t7756 * s1 - t7757 * (s2 * 7.0), zero))))))), (BLOCK, 128)), N, DIM, 128, BLOCK)
-                else:
-                    cj = tl.arange(0, 128)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t8453 * s1 - t8454 * (s2 * 8.0)), tl.join(t2443 * s1 - t2444 * (s2 * 5.0), t7188 * s1 - t7189 * (s2 * 9.0))), tl.join(tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t8441 * s1 - t8442 * (s2 * 8.0)), tl.join(t6921 * s1 - t6922 * (s2 * 6.0), t3135 * s1 - t3136 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t559 * s1 - t560 * (s2 * 8.0)), tl.join(t2613 * s1 - t2614 * (s2 * 6.0), t7374 * s1 - t7375 * (s2 * 10.0))), tl.join(tl.join(t4802 * s1 - t4803 * (s2 * 4.0), t3028 * s1 - t3029 * (s2 * 9.0)), tl.join(t472 * s1 - t473 * (s2 * 7.0), t9359 * s1 - t9360 * (s2 * 10.0))))), tl.join(tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t5255 * s1 - t5256 * (s2 * 8.0)), tl.join(t6933 * s1 - t6934 * (s2 * 6.0), t9371 * s1 - t9372 * (s2 * 10.0))), tl.join(tl.join(t211 * s1 - t212 * (s2 * 4.0), t7224 * s1 - t7225 * (s2 * 9.0)), tl.join(t5105 * s1 - t5106 * (s2 * 7.0), t7338 * s1 - t7339 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t5219 * s1 - t5220 * (s2 * 8.0)), tl.join(t2581 * s1 - t2582 * (s2 * 6.0), t3167 * s1 - t3168 * (s2 * 10.0))), tl.join(tl.join(t2475 * s1 - t2476 * (s2 * 5.0), t2996 * s1 - t2997 * (s2 * 9.0)), tl.join(t5069 * s1 - t5070 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t7087 * s1 - t7088 * (s2 * 8.0)), tl.join(t4840 * s1 - t4841 * (s2 * 5.0), t8479 * s1 - t8480 * (s2 * 9.0))), tl.join(tl.join(t2351 * s1 - t2352 * (s2 * 4.0), t8501 * s1 - t8502 * (s2 * 9.0)), tl.join(t6981 * s1 - t6982 * (s2 * 7.0), t5520 * s1 - t5521 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t2857 * s1 - t2858 * (s2 * 8.0)), tl.join(t385 * s1 - t386 * (s2 * 6.0), t5556 * s1 - t5557 * (s2 * 10.0))), tl.join(tl.join(t4862 * s1 - t4863 * (s2 * 5.0), t646 * s1 - t647 * (s2 * 9.0)), tl.join(t2720 * s1 - t2721 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t2889 * s1 - t2890 * (s2 * 8.0)), tl.join(t4968 * s1 - t4969 * (s2 * 6.0), t8607 * s1 - t8608 * (s2 * 10.0))), tl.join(tl.join(t2319 * s1 - t2320 * (s2 * 4.0), t5406 * s1 - t5407 * (s2 * 9.0)), tl.join(t2752 * s1 - t2753 * (s2 * 7.0), t8571 * s1 - t8572 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t7051 * s1 - t7052 * (s2 * 8.0)), tl.join(t4932 * s1 - t4933 * (s2 * 6.0), t733 * s1 - t734 * (s2 * 10.0))), tl.join(tl.join(t298 * s1 - t299 * (s2 * 5.0), t5370 * s1 - t5371 * (s2 * 9.0)), tl.join(t6959 * s1 - t6960 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t7816 * s1 - t7817 * (s2 * 8.0)), tl.join(t3646 * s1 - t3647 * (s2 * 5.0), t7886 * s1 - t7887 * (s2 * 9.0))), tl.join(tl.join(t3576 * s1 - t3577 * (s2 * 4.0), t8987 * s1 - t8988 * (s2 * 9.0)), tl.join(t7768 * s1 - t7769 * (s2 * 7.0), t4383 * s1 - t4384 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t1630 * s1 - t1631 * (s2 * 8.0)), tl.join(t1394 * s1 - t1395 * (s2 * 6.0), t6540 * s1 - t6541 * (s2 * 10.0))), tl.join(tl.join(t5948 * s1 - t5949 * (s2 * 5.0), t1787 * s1 - t1788 * (s2 * 9.0)), tl.join(t1499 * s1 - t1500 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t4118 * s1 - t4119 * (s2 * 8.0)), tl.join(t5996 * s1 - t5997 * (s2 * 6.0), t9035 * s1 - t9036 * (s2 * 10.0))), tl.join(tl.join(t1106 * s1 - t1107 * (s2 * 4.0), t6389 * s1 - t6390 * (s2 * 9.0)), tl.join(t3969 * s1 - t3970 * (s2 * 7.0), t8023 * s1 - t8024 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t6203 * s1 - t6204 * (s2 * 8.0)), tl.join(t3783 * s1 - t3784 * (s2 * 6.0), t1918 * s1 - t1919 * (s2 * 10.0))), tl.join(tl.join(t1263 * s1 - t1264 * (s2 * 5.0), t4232 * s1 - t4233 * (s2 * 9.0)), tl.join(t6066 * s1 - t6067 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t6239 * s1 - t6240 * (s2 * 8.0)), tl.join(t5936 * s1 - t5937 * (s2 * 5.0), t8975 * s1 - t8976 * (s2 * 9.0))), tl.join(tl.join(t1132 * s1 - t1133 * (s2 * 4.0), t7922 * s1 - t7923 * (s2 * 9.0)), tl.join(t6102 * s1 - t6103 * (s2 * 7.0), t6504 * s1 - t6505 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t4082 * s1 - t4083 * (s2 * 8.0)), tl.join(t1368 * s1 - t1369 * (s2 * 6.0), t4419 * s1 - t4420 * (s2 * 10.0))), tl.join(tl.join(t3682 * s1 - t3683 * (s2 * 5.0), t1761 * s1 - t1762 * (s2 * 9.0)), tl.join(t3933 * s1 - t3934 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t1656 * s1 - t1657 * (s2 * 8.0)), tl.join(t3819 * s1 - t3820 * (s2 * 6.0), t8059 * s1 - t8060 * (s2 * 10.0))), tl.join(tl.join(t3554 * s1 - t3555 * (s2 * 4.0), t4268 * s1 - t4269 * (s2 * 9.0)), tl.join(t1525 * s1 - t1526 * (s2 * 7.0), t9013 * s1 - t9014 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t7794 * s1 - t7795 * (s2 * 8.0)), tl.join(t5974 * s1 - t5975 * (s2 * 6.0), t1892 * s1 - t1893 * (s2 * 10.0))), tl.join(tl.join(t1237 * s1 - t1238 * (s2 * 5.0), t6353 * s1 - t6354 * (s2 * 9.0)), tl.join(t7756 * s1 - t7757 * (s2 * 7.0), zero))))))), (BLOCK, 128)), mask=mask[:, None] & (cj < 121)[None, :])
-            if LMAX == 11:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t5705 * s1 - t5706 * (s2 * 11.0)), tl.join(t8453 * s1 - t8454 * (s2 * 8.0), zero)), tl.join(tl.join(t2443 * s1 - t2444 * (s2 * 5.0), zero), tl.join(t7188 * s1 - t7189 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t4814 * s1 - t4815 * (s2 * 4.0), zero), tl.join(t8441 * s1 - t8442 * (s2 * 8.0), zero)), tl.join(tl.join(t6921 * s1 - t6922 * (s2 * 6.0), zero), tl.join(t3135 * s1 - t3136 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t5669 * s1 - t5670 * (s2 * 11.0)), tl.join(t559 * s1 - t560 * (s2 * 8.0), zero)), tl.join(tl.join(t2613 * s1 - t2614 * (s2 * 6.0), zero), tl.join(t7374 * s1 - t7375 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t4802 * s1 - t4803 * (s2 * 4.0), zero), tl.join(t3028 * s1 - t3029 * (s2 * 9.0), zero)), tl.join(tl.join(t472 * s1 - t473 * (s2 * 7.0), zero), tl.join(t9359 * s1 - t9360 * (s2 * 10.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t820 * s1 - t821 * (s2 * 11.0)), tl.join(t5255 * s1 - t5256 * (s2 * 8.0), zero)), tl.join(tl.join(t6933 * s1 - t6934 * (s2 * 6.0), zero), tl.join(t9371 * s1 - t9372 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t211 * s1 - t212 * (s2 * 4.0), zero), tl.join(t7224 * s1 - t7225 * (s2 * 9.0), zero)), tl.join(tl.join(t5105 * s1 - t5106 * (s2 * 7.0), zero), tl.join(t7338 * s1 - t7339 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t8708 * s1 - t8709 * (s2 * 11.0)), tl.join(t5219 * s1 - t5220 * (s2 * 8.0), zero)), tl.join(tl.join(t2581 * s1 - t2582 * (s2 * 6.0), zero), tl.join(t3167 * s1 - t3168 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t2475 * s1 - t2476 * (s2 * 5.0), zero), tl.join(t2996 * s1 - t2997 * (s2 * 9.0), zero)), tl.join(tl.join(t5069 * s1 - t5070 * (s2 * 7.0), zero), tl.join(t8744 * s1 - t8745 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t3304 * s1 - t3305 * (s2 * 11.0)), tl.join(t7087 * s1 - t7088 * (s2 * 8.0), zero)), tl.join(tl.join(t4840 * s1 - t4841 * (s2 * 5.0), zero), tl.join(t8479 * s1 - t8480 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t2351 * s1 - t2352 * (s2 * 4.0), zero), tl.join(t8501 * s1 - t8502 * (s2 * 9.0), zero)), tl.join(tl.join(t6981 * s1 - t6982 * (s2 * 7.0), zero), tl.join(t5520 * s1 - t5521 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t7489 * s1 - t7490 * (s2 * 11.0)), tl.join(t2857 * s1 - t2858 * (s2 * 8.0), zero)), tl.join(tl.join(t385 * s1 - t386 * (s2 * 6.0), zero), tl.join(t5556 * s1 - t5557 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t4862 * s1 - t4863 * (s2 * 5.0), zero), tl.join(t646 * s1 - t647 * (s2 * 9.0), zero)), tl.join(tl.join(t2720 * s1 - t2721 * (s2 * 7.0), zero), tl.join(t9419 * s1 - t9420 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t3272 * s1 - t3273 * (s2 * 11.0)), tl.join(t2889 * s1 - t2890 * (s2 * 8.0), zero)), tl.join(tl.join(t4968 * s1 - t4969 * (s2 * 6.0), zero), tl.join(t8607 * s1 - t8608 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t2319 * s1 - t2320 * (s2 * 4.0), zero), tl.join(t5406 * s1 - t5407 * (s2 * 9.0), zero)), tl.join(tl.join(t2752 * s1 - t2753 * (s2 * 7.0), zero), tl.join(t8571 * s1 - t8572 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t9397 * s1 - t9398 * (s2 * 11.0)), tl.join(t7051 * s1 - t7052 * (s2 * 8.0), zero)), tl.join(tl.join(t4932 * s1 - t4933 * (s2 * 6.0), zero), tl.join(t733 * s1 - t734 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t298 * s1 - t299 * (s2 * 5.0), zero), tl.join(t5370 * s1 - t5371 * (s2 * 9.0), zero)), tl.join(tl.join(t6959 * s1 - t6960 * (s2 * 7.0), zero), tl.join(t7525 * s1 - t7526 * (s2 * 11.0), zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t4570 * s1 - t4571 * (s2 * 11.0)), tl.join(t7816 * s1 - t7817 * (s2 * 8.0), zero)), tl.join(tl.join(t3646 * s1 - t3647 * (s2 * 5.0), zero), tl.join(t7886 * s1 - t7887 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t3576 * s1 - t3577 * (s2 * 4.0), zero), tl.join(t8987 * s1 - t8988 * (s2 * 9.0), zero)), tl.join(tl.join(t7768 * s1 - t7769 * (s2 * 7.0), zero), tl.join(t4383 * s1 - t4384 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t6653 * s1 - t6654 * (s2 * 11.0)), tl.join(t1630 * s1 - t1631 * (s2 * 8.0), zero)), tl.join(tl.join(t1394 * s1 - t1395 * (s2 * 6.0), zero), tl.join(t6540 * s1 - t6541 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t5948 * s1 - t5949 * (s2 * 5.0), zero), tl.join(t1787 * s1 - t1788 * (s2 * 9.0), zero)), tl.join(tl.join(t1499 * s1 - t1500 * (s2 * 7.0), zero), tl.join(t9618 * s1 - t9619 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t2023 * s1 - t2024 * (s2 * 11.0)), tl.join(t4118 * s1 - t4119 * (s2 * 8.0), zero)), tl.join(tl.join(t5996 * s1 - t5997 * (s2 * 6.0), zero), tl.join(t9035 * s1 - t9036 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1106 * s1 - t1107 * (s2 * 4.0), zero), tl.join(t6389 * s1 - t6390 * (s2 * 9.0), zero)), tl.join(tl.join(t3969 * s1 - t3970 * (s2 * 7.0), zero), tl.join(t8023 * s1 - t8024 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t9105 * s1 - t9106 * (s2 * 11.0)), tl.join(t6203 * s1 - t6204 * (s2 * 8.0), zero)), tl.join(tl.join(t3783 * s1 - t3784 * (s2 * 6.0), zero), tl.join(t1918 * s1 - t1919 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1263 * s1 - t1264 * (s2 * 5.0), zero), tl.join(t4232 * s1 - t4233 * (s2 * 9.0), zero)), tl.join(tl.join(t6066 * s1 - t6067 * (s2 * 7.0), zero), tl.join(t8209 * s1 - t8210 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t2049 * s1 - t2050 * (s2 * 11.0)), tl.join(t6239 * s1 - t6240 * (s2 * 8.0), zero)), tl.join(tl.join(t5936 * s1 - t5937 * (s2 * 5.0), zero), tl.join(t8975 * s1 - t8976 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t1132 * s1 - t1133 * (s2 * 4.0), zero), tl.join(t7922 * s1 - t7923 * (s2 * 9.0), zero)), tl.join(tl.join(t6102 * s1 - t6103 * (s2 * 7.0), zero), tl.join(t6504 * s1 - t6505 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t8173 * s1 - t8174 * (s2 * 11.0)), tl.join(t4082 * s1 - t4083 * (s2 * 8.0), zero)), tl.join(tl.join(t1368 * s1 - t1369 * (s2 * 6.0), zero), tl.join(t4419 * s1 - t4420 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t3682 * s1 - t3683 * (s2 * 5.0), zero), tl.join(t1761 * s1 - t1762 * (s2 * 9.0), zero)), tl.join(tl.join(t3933 * s1 - t3934 * (s2 * 7.0), zero), tl.join(t9141 * s1 - t9142 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t4534 * s1 - t4535 * (s2 * 11.0)), tl.join(t1656 * s1 - t1657 * (s2 * 8.0), zero)), tl.join(tl.join(t3819 * s1 - t3820 * (s2 * 6.0), zero), tl.join(t8059 * s1 - t8060 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t3554 * s1 - t3555 * (s2 * 4.0), zero), tl.join(t4268 * s1 - t4269 * (s2 * 9.0), zero)), tl.join(tl.join(t1525 * s1 - t1526 * (s2 * 7.0), zero), tl.join(t9013 * s1 - t9014 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t9606 * s1 - t9607 * (s2 * 11.0)), tl.join(t7794 * s1 - t7795 * (s2 * 8.0), zero)), tl.join(tl.join(t5974 * s1 - t5975 * (s2 * 6.0), zero), tl.join(t1892 * s1 - t1893 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1237 * s1 - t1238 * (s2 * 5.0), zero), tl.join(t6353 * s1 - t6354 * (s2 * 9.0), zero)), tl.join(tl.join(t7756 * s1 - t7757 * (s2 * 7.0), zero), tl.join(t6689 * s1 - t6690 * (s2 * 11.0), zero)))))))), (BLOCK, 256)), N, DIM, 256, BLOCK)
-                else:
-                    cj = tl.arange(0, 256)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t5705 * s1 - t5706 * (s2 * 11.0)), tl.join(t8453 * s1 - t8454 * (s2 * 8.0), zero)), tl.join(tl.join(t2443 * s1 - t2444 * (s2 * 5.0), zero), tl.join(t7188 * s1 - t7189 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t4814 * s1 - t4815 * (s2 * 4.0), zero), tl.join(t8441 * s1 - t8442 * (s2 * 8.0), zero)), tl.join(tl.join(t6921 * s1 - t6922 * (s2 * 6.0), zero), tl.join(t3135 * s1 - t3136 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t5669 * s1 - t5670 * (s2 * 11.0)), tl.join(t559 * s1 - t560 * (s2 * 8.0), zero)), tl.join(tl.join(t2613 * s1 - t2614 * (s2 * 6.0), zero), tl.join(t7374 * s1 - t7375 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t4802 * s1 - t4803 * (s2 * 4.0), zero), tl.join(t3028 * s1 - t3029 * (s2 * 9.0), zero)), tl.join(tl.join(t472 * s1 - t473 * (s2 * 7.0), zero), tl.join(t9359 * s1 - t9360 * (s2 * 10.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t820 * s1 - t821 * (s2 * 11.0)), tl.join(t5255 * s1 - t5256 * (s2 * 8.0), zero)), tl.join(tl.join(t6933 * s1 - t6934 * (s2 * 6.0), zero), tl.join(t9371 * s1 - t9372 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t211 * s1 - t212 * (s2 * 4.0), zero), tl.join(t7224 * s1 - t7225 * (s2 * 9.0), zero)), tl.join(tl.join(t5105 * s1 - t5106 * (s2 * 7.0), zero), tl.join(t7338 * s1 - t7339 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t8708 * s1 - t8709 * (s2 * 11.0)), tl.join(t5219 * s1 - t5220 * (s2 * 8.0), zero)), tl.join(tl.join(t2581 * s1 - t2582 * (s2 * 6.0), zero), tl.join(t3167 * s1 - t3168 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t2475 * s1 - t2476 * (s2 * 5.0), zero), tl.join(t2996 * s1 - t2997 * (s2 * 9.0), zero)), tl.join(tl.join(t5069 * s1 - t5070 * (s2 * 7.0), zero), tl.join(t8744 * s1 - t8745 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t3304 * s1 - t3305 * (s2 * 11.0)), tl.join(t7087 * s1 - t7088 * (s2 * 8.0), zero)), tl.join(tl.join(t4840 * s1 - t4841 * (s2 * 5.0), zero), tl.join(t8479 * s1 - t8480 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t2351 * s1 - t2352 * (s2 * 4.0), zero), tl.join(t8501 * s1 - t8502 * (s2 * 9.0), zero)), tl.join(tl.join(t6981 * s1 - t6982 * (s2 * 7.0), zero), tl.join(t5520 * s1 - t5521 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t7489 * s1 - t7490 * (s2 * 11.0)), tl.join(t2857 * s1 - t2858 * (s2 * 8.0), zero)), tl.join(tl.join(t385 * s1 - t386 * (s2 * 6.0), zero), tl.join(t5556 * s1 - t5557 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t4862 * s1 - t4863 * (s2 * 5.0), zero), tl.join(t646 * s1 - t647 * (s2 * 9.0), zero)), tl.join(tl.join(t2720 * s1 - t2721 * (s2 * 7.0), zero), tl.join(t9419 * s1 - t9420 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t3272 * s1 - t3273 * (s2 * 11.0)), tl.join(t2889 * s1 - t2890 * (s2 * 8.0), zero)), tl.join(tl.join(t4968 * s1 - t4969 * (s2 * 6.0), zero), tl.join(t8607 * s1 - t8608 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t2319 * s1 - t2320 * (s2 * 4.0), zero), tl.join(t5406 * s1 - t5407 * (s2 * 9.0), zero)), tl.join(tl.join(t2752 * s1 - t2753 * (s2 * 7.0), zero), tl.join(t8571 * s1 - t8572 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t9397 * s1 - t9398 * (s2 * 11.0)), tl.join(t7051 * s1 - t7052 * (s2 * 8.0), zero)), tl.join(tl.join(t4932 * s1 - t4933 * (s2 * 6.0), zero), tl.join(t733 * s1 - t734 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t298 * s1 - t299 * (s2 * 5.0), zero), tl.join(t5370 * s1 - t5371 * (s2 * 9.0), zero)), tl.join(tl.join(t6959 * s1 - t6960 * (s2 * 7.0), zero), tl.join(t7525 * s1 - t7526 * (s2 * 11.0), zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t4570 * s1 - t4571 * (s2 * 11.0)), tl.join(t7816 * s1 - t7817 * (s2 * 8.0), zero)), tl.join(tl.join(t3646 * s1 - t3647 * (s2 * 5.0), zero), tl.join(t7886 * s1 - t7887 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t3576 * s1 - t3577 * (s2 * 4.0), zero), tl.join(t8987 * s1 - t8988 * (s2 * 9.0), zero)), tl.join(tl.join(t7768 * s1 - t7769 * (s2 * 7.0), zero), tl.join(t4383 * s1 - t4384 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t6653 * s1 - t6654 * (s2 * 11.0)), tl.join(t1630 * s1 - t1631 * (s2 * 8.0), zero)), tl.join(tl.join(t1394 * s1 - t1395 * (s2 * 6.0), zero), tl.join(t6540 * s1 - t6541 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t5948 * s1 - t5949 * (s2 * 5.0), zero), tl.join(t1787 * s1 - t1788 * (s2 * 9.0), zero)), tl.join(tl.join(t1499 * s1 - t1500 * (s2 * 7.0), zero), tl.join(t9618 * s1 - t9619 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t2023 * s1 - t2024 * (s2 * 11.0)), tl.join(t4118 * s1 - t4119 * (s2 * 8.0), zero)), tl.join(tl.join(t5996 * s1 - t5997 * (s2 * 6.0), zero), tl.join(t9035 * s1 - t9036 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1106 * s1 - t1107 * (s2 * 4.0), zero), tl.join(t6389 * s1 - t6390 * (s2 * 9.0), zero)), tl.join(tl.join(t3969 * s1 - t3970 * (s2 * 7.0), zero), tl.join(t8023 * s1 - t8024 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t9105 * s1 - t9106 * (s2 * 11.0)), tl.join(t6203 * s1 - t6204 * (s2 * 8.0), zero)), tl.join(tl.join(t3783 * s1 - t3784 * (s2 * 6.0), zero), tl.join(t1918 * s1 - t1919 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1263 * s1 - t1264 * (s2 * 5.0), zero), tl.join(t4232 * s1 - t4233 * (s2 * 9.0), zero)), tl.join(tl.join(t6066 * s1 - t6067 * (s2 * 7.0), zero), tl.join(t8209 * s1 - t8210 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t2049 * s1 - t2050 * (s2 * 11.0)), tl.join(t6239 * s1 - t6240 * (s2 * 8.0), zero)), tl.join(tl.join(t5936 * s1 - t5937 * (s2 * 5.0), zero), tl.join(t8975 * s1 - t8976 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t1132 * s1 - t1133 * (s2 * 4.0), zero), tl.join(t7922 * s1 - t7923 * (s2 * 9.0), zero)), tl.join(tl.join(t6102 * s1 - t6103 * (s2 * 7.0), zero), tl.join(t6504 * s1 - t6505 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t8173 * s1 - t8174 * (s2 * 11.0)), tl.join(t4082 * s1 - t4083 * (s2 * 8.0), zero)), tl.join(tl.join(t1368 * s1 - t1369 * (s2 * 6.0), zero), tl.join(t4419 * s1 - t4420 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t3682 * s1 - t3683 * (s2 * 5.0), zero), tl.join(t1761 * s1 - t1762 * (s2 * 9.0), zero)), tl.join(tl.join(t3933 * s1 - t3934 * (s2 * 7.0), zero), tl.join(t9141 * s1 - t9142 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t4534 * s1 - t4535 * (s2 * 11.0)), tl.join(t1656 * s1 - t1657 * (s2 * 8.0), zero)), tl.join(tl.join(t3819 * s1 - t3820 * (s2 * 6.0), zero), tl.join(t8059 * s1 - t8060 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t3554 * s1 - t3555 * (s2 * 4.0), zero), tl.join(t4268 * s1 - t4269 * (s2 * 9.0), zero)), tl.join(tl.join(t1525 * s1 - t1526 * (s2 * 7.0), zero), tl.join(t9013 * s1 - t9014 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t9606 * s1 - t9607 * (s2 * 11.0)), tl.join(t7794 * s1 - t7795 * (s2 * 8.0), zero)), tl.join(tl.join(t5974 * s1 - t5975 * (s2 * 6.0), zero), tl.join(t1892 * s1 - t1893 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1237 * s1 - t1238 * (s2 * 5.0), zero), tl.join(t6353 * s1 - t6354 * (s2 * 9.0), zero)), tl.join(tl.join(t7756 * s1 - t7757 * (s2 * 7.0), zero), tl.join(t6689 * s1 - t6690 * (s2 * 11.0), zero)))))))), (BLOCK, 256)), mask=mask[:, None] & (cj < 144)[None, :])
-            if LMAX == 12:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t5705 * s1 - t5706 * (s2 * 11.0)), tl.join(t8453 * s1 - t8454 * (s2 * 8.0), zero)), tl.join(tl.join(t2443 * s1 - t2444 * (s2 * 5.0), t5819 * s1 - t5820 * (s2 * 12.0)), tl.join(t7188 * s1 - t7189 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t9759 * s1 - t9760 * (s2 * 12.0)), tl.join(t8441 * s1 - t8442 * (s2 * 8.0), zero)), tl.join(tl.join(t6921 * s1 - t6922 * (s2 * 6.0), zero), tl.join(t3135 * s1 - t3136 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t5669 * s1 - t5670 * (s2 * 11.0)), tl.join(t559 * s1 - t560 * (s2 * 8.0), zero)), tl.join(tl.join(t2613 * s1 - t2614 * (s2 * 6.0), t9747 * s1 - t9748 * (s2 * 12.0)), tl.join(t7374 * s1 - t7375 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t4802 * s1 - t4803 * (s2 * 4.0), t5855 * s1 - t5856 * (s2 * 12.0)), tl.join(t3028 * s1 - t3029 * (s2 * 9.0), zero)), tl.join(tl.join(t472 * s1 - t473 * (s2 * 7.0), zero), tl.join(t9359 * s1 - t9360 * (s2 * 10.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t820 * s1 - t821 * (s2 * 11.0)), tl.join(t5255 * s1 - t5256 * (s2 * 8.0), zero)), tl.join(tl.join(t6933 * s1 - t6934 * (s2 * 6.0), t8858 * s1 - t8859 * (s2 * 12.0)), tl.join(t9371 * s1 - t9372 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t211 * s1 - t212 * (s2 * 4.0), t8894 * s1 - t8895 * (s2 * 12.0)), tl.join(t7224 * s1 - t7225 * (s2 * 9.0), zero)), tl.join(tl.join(t5105 * s1 - t5106 * (s2 * 7.0), zero), tl.join(t7338 * s1 - t7339 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t8708 * s1 - t8709 * (s2 * 11.0)), tl.join(t5219 * s1 - t5220 * (s2 * 8.0), zero)), tl.join(tl.join(t2581 * s1 - t2582 * (s2 * 6.0), zero), tl.join(t3167 * s1 - t3168 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t2475 * s1 - t2476 * (s2 * 5.0), t907 * s1 - t908 * (s2 * 12.0)), tl.join(t2996 * s1 - t2997 * (s2 * 9.0), zero)), tl.join(tl.join(t5069 * s1 - t5070 * (s2 * 7.0), zero), tl.join(t8744 * s1 - t8745 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t3304 * s1 - t3305 * (s2 * 11.0)), tl.join(t7087 * s1 - t7088 * (s2 * 8.0), zero)), tl.join(tl.join(t4840 * s1 - t4841 * (s2 * 5.0), t7639 * s1 - t7640 * (s2 * 12.0)), tl.join(t8479 * s1 - t8480 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t2351 * s1 - t2352 * (s2 * 4.0), t9525 * s1 - t9526 * (s2 * 12.0)), tl.join(t8501 * s1 - t8502 * (s2 * 9.0), zero)), tl.join(tl.join(t6981 * s1 - t6982 * (s2 * 7.0), zero), tl.join(t5520 * s1 - t5521 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t7489 * s1 - t7490 * (s2 * 11.0)), tl.join(t2857 * s1 - t2858 * (s2 * 8.0), zero)), tl.join(tl.join(t385 * s1 - t386 * (s2 * 6.0), zero), tl.join(t5556 * s1 - t5557 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t4862 * s1 - t4863 * (s2 * 5.0), t3443 * s1 - t3444 * (s2 * 12.0)), tl.join(t646 * s1 - t647 * (s2 * 9.0), zero)), tl.join(tl.join(t2720 * s1 - t2721 * (s2 * 7.0), zero), tl.join(t9419 * s1 - t9420 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t3272 * s1 - t3273 * (s2 * 11.0)), tl.join(t2889 * s1 - t2890 * (s2 * 8.0), zero)), tl.join(tl.join(t4968 * s1 - t4969 * (s2 * 6.0), t9489 * s1 - t9490 * (s2 * 12.0)), tl.join(t8607 * s1 - t8608 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t2319 * s1 - t2320 * (s2 * 4.0), t7675 * s1 - t7676 * (s2 * 12.0)), tl.join(t5406 * s1 - t5407 * (s2 * 9.0), zero)), tl.join(tl.join(t2752 * s1 - t2753 * (s2 * 7.0), zero), tl.join(t8571 * s1 - t8572 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t9397 * s1 - t9398 * (s2 * 11.0)), tl.join(t7051 * s1 - t7052 * (s2 * 8.0), zero)), tl.join(tl.join(t4932 * s1 - t4933 * (s2 * 6.0), zero), tl.join(t733 * s1 - t734 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t298 * s1 - t299 * (s2 * 5.0), t3411 * s1 - t3412 * (s2 * 12.0)), tl.join(t5370 * s1 - t5371 * (s2 * 9.0), zero)), tl.join(tl.join(t6959 * s1 - t6960 * (s2 * 7.0), zero), tl.join(t7525 * s1 - t7526 * (s2 * 11.0), zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t4570 * s1 - t4571 * (s2 * 11.0)), tl.join(t7816 * s1 - t7817 * (s2 * 8.0), zero)), tl.join(tl.join(t3646 * s1 - t3647 * (s2 * 5.0), t6804 * s1 - t6805 * (s2 * 12.0)), tl.join(t7886 * s1 - t7887 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t3576 * s1 - t3577 * (s2 * 4.0), t9666 * s1 - t9667 * (s2 * 12.0)), tl.join(t8987 * s1 - t8988 * (s2 * 9.0), zero)), tl.join(tl.join(t7768 * s1 - t7769 * (s2 * 7.0), zero), tl.join(t4383 * s1 - t4384 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t6653 * s1 - t6654 * (s2 * 11.0)), tl.join(t1630 * s1 - t1631 * (s2 * 8.0), zero)), tl.join(tl.join(t1394 * s1 - t1395 * (s2 * 6.0), zero), tl.join(t6540 * s1 - t6541 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t5948 * s1 - t5949 * (s2 * 5.0), t4721 * s1 - t4722 * (s2 * 12.0)), tl.join(t1787 * s1 - t1788 * (s2 * 9.0), zero)), tl.join(tl.join(t1499 * s1 - t1500 * (s2 * 7.0), zero), tl.join(t9618 * s1 - t9619 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t2023 * s1 - t2024 * (s2 * 11.0)), tl.join(t4118 * s1 - t4119 * (s2 * 8.0), zero)), tl.join(tl.join(t5996 * s1 - t5997 * (s2 * 6.0), t9242 * s1 - t9243 * (s2 * 12.0)), tl.join(t9035 * s1 - t9036 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1106 * s1 - t1107 * (s2 * 4.0), t8360 * s1 - t8361 * (s2 * 12.0)), tl.join(t6389 * s1 - t6390 * (s2 * 9.0), zero)), tl.join(tl.join(t3969 * s1 - t3970 * (s2 * 7.0), zero), tl.join(t8023 * s1 - t8024 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t9105 * s1 - t9106 * (s2 * 11.0)), tl.join(t6203 * s1 - t6204 * (s2 * 8.0), zero)), tl.join(tl.join(t3783 * s1 - t3784 * (s2 * 6.0), zero), tl.join(t1918 * s1 - t1919 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1263 * s1 - t1264 * (s2 * 5.0), t2154 * s1 - t2155 * (s2 * 12.0)), tl.join(t4232 * s1 - t4233 * (s2 * 9.0), zero)), tl.join(tl.join(t6066 * s1 - t6067 * (s2 * 7.0), zero), tl.join(t8209 * s1 - t8210 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t2049 * s1 - t2050 * (s2 * 11.0)), tl.join(t6239 * s1 - t6240 * (s2 * 8.0), zero)), tl.join(tl.join(t5936 * s1 - t5937 * (s2 * 5.0), t8324 * s1 - t8325 * (s2 * 12.0)), tl.join(t8975 * s1 - t8976 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t1132 * s1 - t1133 * (s2 * 4.0), t9278 * s1 - t9279 * (s2 * 12.0)), tl.join(t7922 * s1 - t7923 * (s2 * 9.0), zero)), tl.join(tl.join(t6102 * s1 - t6103 * (s2 * 7.0), zero), tl.join(t6504 * s1 - t6505 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t8173 * s1 - t8174 * (s2 * 11.0)), tl.join(t4082 * s1 - t4083 * (s2 * 8.0), zero)), tl.join(tl.join(t1368 * s1 - t1369 * (s2 * 6.0), zero), tl.join(t4419 * s1 - t4420 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t3682 * s1 - t3683 * (s2 * 5.0), t2180 * s1 - t2181 * (s2 * 12.0)), tl.join(t1761 * s1 - t1762 * (s2 * 9.0), zero)), tl.join(tl.join(t3933 * s1 - t3934 * (s2 * 7.0), zero), tl.join(t9141 * s1 - t9142 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t4534 * s1 - t4535 * (s2 * 11.0)), tl.join(t1656 * s1 - t1657 * (s2 * 8.0), zero)), tl.join(tl.join(t3819 * s1 - t3820 * (s2 * 6.0), t9644 * s1 - t9645 * (s2 * 12.0)), tl.join(t8059 * s1 - t8060 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t3554 * s1 - t3555 * (s2 * 4.0), t6840 * s1 - t6841 * (s2 * 12.0)), tl.join(t4268 * s1 - t4269 * (s2 * 9.0), zero)), tl.join(tl.join(t1525 * s1 - t1526 * (s2 * 7.0), zero), tl.join(t9013 * s1 - t9014 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t9606 * s1 - t9607 * (s2 * 11.0)), tl.join(t7794 * s1 - t7795 * (s2 * 8.0), zero)), tl.join(tl.join(t5974 * s1 - t5975 * (s2 * 6.0), zero), tl.join(t1892 * s1 - t1893 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1237 * s1 - t1238 * (s2 * 5.0), t4685 * s1 - t4686 * (s2 * 12.0)), tl.join(t6353 * s1 - t6354 * (s2 * 9.0), zero)), tl.join(tl.join(t7756 * s1 - t7757 * (s2 * 7.0), zero), tl.join(t6689 * s1 - t6690 * (s2 * 11.0), zero)))))))), (BLOCK, 256)), N, DIM, 256, BLOCK)
-                else:
-                    cj = tl.arange(0, 256)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t5705 * s1 - t5706 * (s2 * 11.0)), tl.join(t8453 * s1 - t8454 * (s2 * 8.0), zero)), tl.join(tl.join(t2443 * s1 - t2444 * (s2 * 5.0), t5819 * s1 - t5820 * (s2 * 12.0)), tl.join(t7188 * s1 - t7189 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t4814 * s1 - t4815 * (s2 * 4.0), t9759 * s1 - t9760 * (s2 * 12.0)), tl.join(t8441 * s1 - t8442 * (s2 * 8.0), zero)), tl.join(tl.join(t6921 * s1 - t6922 * (s2 * 6.0), zero), tl.join(t3135 * s1 - t3136 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2203 * s1 - t2204 * (s2 * 2.0), t5669 * s1 - t5670 * (s2 * 11.0)), tl.join(t559 * s1 - t560 * (s2 * 8.0), zero)), tl.join(tl.join(t2613 * s1 - t2614 * (s2 * 6.0), t9747 * s1 - t9748 * (s2 * 12.0)), tl.join(t7374 * s1 - t7375 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t4802 * s1 - t4803 * (s2 * 4.0), t5855 * s1 - t5856 * (s2 * 12.0)), tl.join(t3028 * s1 - t3029 * (s2 * 9.0), zero)), tl.join(tl.join(t472 * s1 - t473 * (s2 * 7.0), zero), tl.join(t9359 * s1 - t9360 * (s2 * 10.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t2211 * s1 - t2212 * (s2 * 2.0), t820 * s1 - t821 * (s2 * 11.0)), tl.join(t5255 * s1 - t5256 * (s2 * 8.0), zero)), tl.join(tl.join(t6933 * s1 - t6934 * (s2 * 6.0), t8858 * s1 - t8859 * (s2 * 12.0)), tl.join(t9371 * s1 - t9372 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t211 * s1 - t212 * (s2 * 4.0), t8894 * s1 - t8895 * (s2 * 12.0)), tl.join(t7224 * s1 - t7225 * (s2 * 9.0), zero)), tl.join(tl.join(t5105 * s1 - t5106 * (s2 * 7.0), zero), tl.join(t7338 * s1 - t7339 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t124 * s1 - t125 * (s2 * 3.0), t8708 * s1 - t8709 * (s2 * 11.0)), tl.join(t5219 * s1 - t5220 * (s2 * 8.0), zero)), tl.join(tl.join(t2581 * s1 - t2582 * (s2 * 6.0), zero), tl.join(t3167 * s1 - t3168 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t2475 * s1 - t2476 * (s2 * 5.0), t907 * s1 - t908 * (s2 * 12.0)), tl.join(t2996 * s1 - t2997 * (s2 * 9.0), zero)), tl.join(tl.join(t5069 * s1 - t5070 * (s2 * 7.0), zero), tl.join(t8744 * s1 - t8745 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t3304 * s1 - t3305 * (s2 * 11.0)), tl.join(t7087 * s1 - t7088 * (s2 * 8.0), zero)), tl.join(tl.join(t4840 * s1 - t4841 * (s2 * 5.0), t7639 * s1 - t7640 * (s2 * 12.0)), tl.join(t8479 * s1 - t8480 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t2351 * s1 - t2352 * (s2 * 4.0), t9525 * s1 - t9526 * (s2 * 12.0)), tl.join(t8501 * s1 - t8502 * (s2 * 9.0), zero)), tl.join(tl.join(t6981 * s1 - t6982 * (s2 * 7.0), zero), tl.join(t5520 * s1 - t5521 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2253 * s1 - t2254 * (s2 * 3.0), t7489 * s1 - t7490 * (s2 * 11.0)), tl.join(t2857 * s1 - t2858 * (s2 * 8.0), zero)), tl.join(tl.join(t385 * s1 - t386 * (s2 * 6.0), zero), tl.join(t5556 * s1 - t5557 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t4862 * s1 - t4863 * (s2 * 5.0), t3443 * s1 - t3444 * (s2 * 12.0)), tl.join(t646 * s1 - t647 * (s2 * 9.0), zero)), tl.join(tl.join(t2720 * s1 - t2721 * (s2 * 7.0), zero), tl.join(t9419 * s1 - t9420 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t53 * s1 - t54 * (s2 * 2.0), t3272 * s1 - t3273 * (s2 * 11.0)), tl.join(t2889 * s1 - t2890 * (s2 * 8.0), zero)), tl.join(tl.join(t4968 * s1 - t4969 * (s2 * 6.0), t9489 * s1 - t9490 * (s2 * 12.0)), tl.join(t8607 * s1 - t8608 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t2319 * s1 - t2320 * (s2 * 4.0), t7675 * s1 - t7676 * (s2 * 12.0)), tl.join(t5406 * s1 - t5407 * (s2 * 9.0), zero)), tl.join(tl.join(t2752 * s1 - t2753 * (s2 * 7.0), zero), tl.join(t8571 * s1 - t8572 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t2237 * s1 - t2238 * (s2 * 3.0), t9397 * s1 - t9398 * (s2 * 11.0)), tl.join(t7051 * s1 - t7052 * (s2 * 8.0), zero)), tl.join(tl.join(t4932 * s1 - t4933 * (s2 * 6.0), zero), tl.join(t733 * s1 - t734 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t298 * s1 - t299 * (s2 * 5.0), t3411 * s1 - t3412 * (s2 * 12.0)), tl.join(t5370 * s1 - t5371 * (s2 * 9.0), zero)), tl.join(tl.join(t6959 * s1 - t6960 * (s2 * 7.0), zero), tl.join(t7525 * s1 - t7526 * (s2 * 11.0), zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t911 * s1 - t912 * (s2 * 1.0), t4570 * s1 - t4571 * (s2 * 11.0)), tl.join(t7816 * s1 - t7817 * (s2 * 8.0), zero)), tl.join(tl.join(t3646 * s1 - t3647 * (s2 * 5.0), t6804 * s1 - t6805 * (s2 * 12.0)), tl.join(t7886 * s1 - t7887 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t3576 * s1 - t3577 * (s2 * 4.0), t9666 * s1 - t9667 * (s2 * 12.0)), tl.join(t8987 * s1 - t8988 * (s2 * 9.0), zero)), tl.join(tl.join(t7768 * s1 - t7769 * (s2 * 7.0), zero), tl.join(t4383 * s1 - t4384 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t3528 * s1 - t3529 * (s2 * 3.0), t6653 * s1 - t6654 * (s2 * 11.0)), tl.join(t1630 * s1 - t1631 * (s2 * 8.0), zero)), tl.join(tl.join(t1394 * s1 - t1395 * (s2 * 6.0), zero), tl.join(t6540 * s1 - t6541 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t5948 * s1 - t5949 * (s2 * 5.0), t4721 * s1 - t4722 * (s2 * 12.0)), tl.join(t1787 * s1 - t1788 * (s2 * 9.0), zero)), tl.join(tl.join(t1499 * s1 - t1500 * (s2 * 7.0), zero), tl.join(t9618 * s1 - t9619 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t937 * s1 - t938 * (s2 * 2.0), t2023 * s1 - t2024 * (s2 * 11.0)), tl.join(t4118 * s1 - t4119 * (s2 * 8.0), zero)), tl.join(tl.join(t5996 * s1 - t5997 * (s2 * 6.0), t9242 * s1 - t9243 * (s2 * 12.0)), tl.join(t9035 * s1 - t9036 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1106 * s1 - t1107 * (s2 * 4.0), t8360 * s1 - t8361 * (s2 * 12.0)), tl.join(t6389 * s1 - t6390 * (s2 * 9.0), zero)), tl.join(tl.join(t3969 * s1 - t3970 * (s2 * 7.0), zero), tl.join(t8023 * s1 - t8024 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t989 * s1 - t990 * (s2 * 3.0), t9105 * s1 - t9106 * (s2 * 11.0)), tl.join(t6203 * s1 - t6204 * (s2 * 8.0), zero)), tl.join(tl.join(t3783 * s1 - t3784 * (s2 * 6.0), zero), tl.join(t1918 * s1 - t1919 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1263 * s1 - t1264 * (s2 * 5.0), t2154 * s1 - t2155 * (s2 * 12.0)), tl.join(t4232 * s1 - t4233 * (s2 * 9.0), zero)), tl.join(tl.join(t6066 * s1 - t6067 * (s2 * 7.0), zero), tl.join(t8209 * s1 - t8210 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t909 * s1 - t910 * (s2 * 1.0), t2049 * s1 - t2050 * (s2 * 11.0)), tl.join(t6239 * s1 - t6240 * (s2 * 8.0), zero)), tl.join(tl.join(t5936 * s1 - t5937 * (s2 * 5.0), t8324 * s1 - t8325 * (s2 * 12.0)), tl.join(t8975 * s1 - t8976 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t1132 * s1 - t1133 * (s2 * 4.0), t9278 * s1 - t9279 * (s2 * 12.0)), tl.join(t7922 * s1 - t7923 * (s2 * 9.0), zero)), tl.join(tl.join(t6102 * s1 - t6103 * (s2 * 7.0), zero), tl.join(t6504 * s1 - t6505 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t1015 * s1 - t1016 * (s2 * 3.0), t8173 * s1 - t8174 * (s2 * 11.0)), tl.join(t4082 * s1 - t4083 * (s2 * 8.0), zero)), tl.join(tl.join(t1368 * s1 - t1369 * (s2 * 6.0), zero), tl.join(t4419 * s1 - t4420 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t3682 * s1 - t3683 * (s2 * 5.0), t2180 * s1 - t2181 * (s2 * 12.0)), tl.join(t1761 * s1 - t1762 * (s2 * 9.0), zero)), tl.join(tl.join(t3933 * s1 - t3934 * (s2 * 7.0), zero), tl.join(t9141 * s1 - t9142 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t927 * s1 - t928 * (s2 * 2.0), t4534 * s1 - t4535 * (s2 * 11.0)), tl.join(t1656 * s1 - t1657 * (s2 * 8.0), zero)), tl.join(tl.join(t3819 * s1 - t3820 * (s2 * 6.0), t9644 * s1 - t9645 * (s2 * 12.0)), tl.join(t8059 * s1 - t8060 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t3554 * s1 - t3555 * (s2 * 4.0), t6840 * s1 - t6841 * (s2 * 12.0)), tl.join(t4268 * s1 - t4269 * (s2 * 9.0), zero)), tl.join(tl.join(t1525 * s1 - t1526 * (s2 * 7.0), zero), tl.join(t9013 * s1 - t9014 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t3516 * s1 - t3517 * (s2 * 3.0), t9606 * s1 - t9607 * (s2 * 11.0)), tl.join(t7794 * s1 - t7795 * (s2 * 8.0), zero)), tl.join(tl.join(t5974 * s1 - t5975 * (s2 * 6.0), zero), tl.join(t1892 * s1 - t1893 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1237 * s1 - t1238 * (s2 * 5.0), t4685 * s1 - t4686 * (s2 * 12.0)), tl.join(t6353 * s1 - t6354 * (s2 * 9.0), zero)), tl.join(tl.join(t7756 * s1 - t7757 * (s2 * 7.0), zero), tl.join(t6689 * s1 - t6690 * (s2 * 11.0), zero)))))))), (BLOCK, 256)), mask=mask[:, None] & (cj < 169)[None, :])
+                    tl.store(ggrow + OFFS[i] + 0, t9759 * s1 - t9760 * (s2 * 12.0), mask=mask)
     else:
         if LMAX >= 2:
             t1 = z + z
@@ -23948,8 +23700,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
                     g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, zero * s1 - (c20 + zero) * (s2 * 0.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, zero * s1 - (c20 + zero) * (s2 * 0.0), mask=mask)
         if LMAX >= 1:
             c21 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
             t22 = c21 * wx
@@ -23961,8 +23712,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     s = g * c21
                     vx += s
                     vlx += s * 1.0
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t22 * s1 - t23 * (s2 * 1.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t22 * s1 - t23 * (s2 * 1.0), mask=mask)
             t24 = c21 * wy
             t25 = c21 * y
         if LMAX >= 1:
@@ -23972,8 +23722,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     s = g * c21
                     vy += s
                     vly += s * 1.0
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t24 * s1 - t25 * (s2 * 1.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t24 * s1 - t25 * (s2 * 1.0), mask=mask)
             t26 = c21 * wz
             t27 = c21 * z
         if LMAX >= 1:
@@ -23983,8 +23732,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     s = g * c21
                     vz += s
                     vlz += s * 1.0
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t26 * s1 - t27 * (s2 * 1.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t26 * s1 - t27 * (s2 * 1.0), mask=mask)
         if LMAX >= 2:
             t28 = -t6
             t29 = -t7
@@ -24046,8 +23794,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t72
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t74 * s1 - t75 * (s2 * 2.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t74 * s1 - t75 * (s2 * 2.0), mask=mask)
             c76 = _norm_const(4600232154191104197, 4608492941290910865, 4603375528459645724, 1052407339, 1067794254, 1058262330, NORMALIZATION, IS_F64)
             t77 = c60 * wx
             t78 = c60 * x
@@ -24073,8 +23820,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vy += s
                     vly += s * 2.0
                     by += g * t85
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t87 * s1 - t88 * (s2 * 2.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t87 * s1 - t88 * (s2 * 2.0), mask=mask)
             c89 = _norm_const(4603856808888264602, 4612217596255138984, 4607182418800017408, 1059158785, 1074731965, 1065353216, NORMALIZATION, IS_F64)
             t90 = c89 * t53
             t91 = c89 * t52
@@ -24100,8 +23846,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t94
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t96 * s1 - t97 * (s2 * 2.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t96 * s1 - t97 * (s2 * 2.0), mask=mask)
             t98 = c60 * wz
             t99 = c60 * z
             t100 = t61 * z
@@ -24124,8 +23869,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t83
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t106 * s1 - t107 * (s2 * 2.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t106 * s1 - t107 * (s2 * 2.0), mask=mask)
             t108 = c60 * t29
             t109 = c60 * t28
             t110 = c60 * t30
@@ -24146,8 +23890,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t70
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t114 * s1 - t115 * (s2 * 2.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t114 * s1 - t115 * (s2 * 2.0), mask=mask)
         if LMAX >= 3:
             t116 = wz * t28
             t117 = z * t29
@@ -24324,8 +24067,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t275
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t277 * s1 - t278 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t277 * s1 - t278 * (s2 * 3.0), mask=mask)
             c279 = _norm_const(4591607437525004337, 4599824708404740515, 4593819317985146587, 1036342553, 1051648412, 1040462501, NORMALIZATION, IS_F64)
             t280 = t264 * t1
             t281 = t265 * t2
@@ -24365,8 +24107,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t298
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t300 * s1 - t301 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t300 * s1 - t301 * (s2 * 3.0), mask=mask)
             c302 = _norm_const(4599160556696997702, 4607543262738385987, 4601025967313136702, 1050411333, 1066025340, 1053885932, NORMALIZATION, IS_F64)
             t303 = t256 * x
             t304 = t255 * wx
@@ -24410,8 +24151,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t325
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t327 * s1 - t328 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t327 * s1 - t328 * (s2 * 3.0), mask=mask)
             c329 = _norm_const(4604897766714861744, 4613140121109330154, 4607182418800017408, 1061097720, 1076450301, 1065353216, NORMALIZATION, IS_F64)
             t330 = c329 * t230
             t331 = c329 * t231
@@ -24437,8 +24177,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t334
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t336 * s1 - t337 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t336 * s1 - t337 * (s2 * 3.0), mask=mask)
             t338 = t256 * z
             t339 = t255 * wz
             t340 = t338 + t339
@@ -24481,8 +24220,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t360
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t362 * s1 - t363 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t362 * s1 - t363 * (s2 * 3.0), mask=mask)
             t364 = t264 * t28
             t365 = t265 * t29
             t366 = t364 + t365
@@ -24515,8 +24253,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t294
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t378 * s1 - t379 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t378 * s1 - t379 * (s2 * 3.0), mask=mask)
             t380 = c263 * t144
             t381 = c263 * t145
             t382 = c263 * t146
@@ -24541,8 +24278,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t388
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t390 * s1 - t391 * (s2 * 3.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t390 * s1 - t391 * (s2 * 3.0), mask=mask)
         if LMAX >= 4:
             t392 = wz * t145
             t393 = z * t144
@@ -24811,8 +24547,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t643
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t645 * s1 - t646 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t645 * s1 - t646 * (s2 * 4.0), mask=mask)
             c647 = _norm_const(4580516321004722874, 4588773350827187922, 4581398907936019596, 1015683738, 1031063655, 1017327685, NORMALIZATION, IS_F64)
             t648 = t632 * t172
             t649 = t633 * t173
@@ -24852,8 +24587,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t666
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t668 * s1 - t669 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t668 * s1 - t669 * (s2 * 4.0), mask=mask)
             c670 = _norm_const(4589209692137555477, 4597224304218729945, 4590035276615294609, 1031876404, 1046804782, 1033414175, NORMALIZATION, IS_F64)
             t671 = t624 * t36
             t672 = t623 * t37
@@ -24907,8 +24641,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t703
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t705 * s1 - t706 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t705 * s1 - t706 * (s2 * 4.0), mask=mask)
             c707 = _norm_const(4598492608340718921, 4606720199040462230, 4599368272914696463, 1049167183, 1064492265, 1050798235, NORMALIZATION, IS_F64)
             t708 = t594 * x
             t709 = t595 * wx
@@ -24952,8 +24685,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t730
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t732 * s1 - t733 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t732 * s1 - t733 * (s2 * 4.0), mask=mask)
             c734 = _norm_const(4605797871539972388, 4613937818241073152, 4607182418800017408, 1062774296, 1077936128, 1065353216, NORMALIZATION, IS_F64)
             t735 = c734 * t530
             t736 = c734 * t531
@@ -24979,8 +24711,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t739
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t741 * s1 - t742 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t741 * s1 - t742 * (s2 * 4.0), mask=mask)
             t743 = t594 * z
             t744 = t595 * wz
             t745 = t743 + t744
@@ -25023,8 +24754,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t765
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t767 * s1 - t768 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t767 * s1 - t768 * (s2 * 4.0), mask=mask)
             t769 = t624 * t31
             t770 = t623 * t30
             t771 = t769 + t770
@@ -25073,8 +24803,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t797
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t799 * s1 - t800 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t799 * s1 - t800 * (s2 * 4.0), mask=mask)
             t801 = t632 * t145
             t802 = t633 * t144
             t803 = t801 + t802
@@ -25113,8 +24842,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t819
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t821 * s1 - t822 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t821 * s1 - t822 * (s2 * 4.0), mask=mask)
             t823 = c631 * t420
             t824 = c631 * t421
             t825 = c631 * t422
@@ -25139,8 +24867,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t831
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t833 * s1 - t834 * (s2 * 4.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t833 * s1 - t834 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             t835 = wz * t421
             t836 = z * t420
@@ -25482,8 +25209,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1159
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t1161 * s1 - t1162 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t1161 * s1 - t1162 * (s2 * 5.0), mask=mask)
             c1163 = _norm_const(4567211133042986270, 4575626987812683126, 4567559736498459558, 990900894, 1006576646, 991550219, NORMALIZATION, IS_F64)
             t1164 = t1148 * t456
             t1165 = t1149 * t457
@@ -25523,8 +25249,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1182
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t1184 * s1 - t1185 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t1184 * s1 - t1185 * (s2 * 5.0), mask=mask)
             c1186 = _norm_const(4576525558507683764, 4584921576004762777, 4576895308308649100, 1008250364, 1023889165, 1008939077, NORMALIZATION, IS_F64)
             t1187 = t1140 * t170
             t1188 = t1139 * t171
@@ -25578,8 +25303,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1219
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t1221 * s1 - t1222 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t1221 * s1 - t1222 * (s2 * 5.0), mask=mask)
             c1223 = _norm_const(4586740072991175042, 4594998730522731428, 4587192922163605398, 1027276380, 1042659328, 1028119877, NORMALIZATION, IS_F64)
             t1224 = t1106 * t36
             t1225 = t1107 * t37
@@ -25633,8 +25357,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1256
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t1258 * s1 - t1259 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t1258 * s1 - t1259 * (s2 * 5.0), mask=mask)
             c1260 = _norm_const(4597871552533921684, 4605888524165911567, 4598322917612517083, 1048010376, 1062943149, 1048851109, NORMALIZATION, IS_F64)
             t1261 = t1051 * x
             t1262 = t1052 * wx
@@ -25678,8 +25401,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1283
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t1285 * s1 - t1286 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t1285 * s1 - t1286 * (s2 * 5.0), mask=mask)
             c1287 = _norm_const(4606602378403229982, 4614650793885003572, 4607182418800017408, 1064272807, 1079264149, 1065353216, NORMALIZATION, IS_F64)
             t1288 = c1287 * t973
             t1289 = c1287 * t974
@@ -25705,8 +25427,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1292
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t1294 * s1 - t1295 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t1294 * s1 - t1295 * (s2 * 5.0), mask=mask)
             t1296 = t1051 * z
             t1297 = t1052 * wz
             t1298 = t1296 + t1297
@@ -25749,8 +25470,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1318
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t1320 * s1 - t1321 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t1320 * s1 - t1321 * (s2 * 5.0), mask=mask)
             t1322 = t1106 * t31
             t1323 = t1107 * t30
             t1324 = t1322 + t1323
@@ -25799,8 +25519,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1350
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t1352 * s1 - t1353 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t1352 * s1 - t1353 * (s2 * 5.0), mask=mask)
             t1354 = t1140 * t149
             t1355 = t1139 * t148
             t1356 = t1354 + t1355
@@ -25853,8 +25572,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1386
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t1388 * s1 - t1389 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t1388 * s1 - t1389 * (s2 * 5.0), mask=mask)
             t1390 = t1148 * t421
             t1391 = t1149 * t420
             t1392 = t1390 + t1391
@@ -25893,8 +25611,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1408
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t1410 * s1 - t1411 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t1410 * s1 - t1411 * (s2 * 5.0), mask=mask)
             t1412 = c1147 * t863
             t1413 = c1147 * t864
             t1414 = c1147 * t865
@@ -25919,8 +25636,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1420
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t1422 * s1 - t1423 * (s2 * 5.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t1422 * s1 - t1423 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             t1424 = wz * t864
             t1425 = z * t863
@@ -26340,8 +26056,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1826
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t1828 * s1 - t1829 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t1828 * s1 - t1829 * (s2 * 6.0), mask=mask)
             c1830 = _norm_const(4552531527240616137, 4560583089188917562, 4552390251786882825, 963557998, 978555201, 963294852, NORMALIZATION, IS_F64)
             t1831 = t1815 * t899
             t1832 = t1816 * t900
@@ -26381,8 +26096,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1849
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t1851 * s1 - t1852 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t1851 * s1 - t1852 * (s2 * 6.0), mask=mask)
             c1853 = _norm_const(4562567468185883455, 4570875129029495615, 4562484638109050088, 982251395, 997725619, 982097112, NORMALIZATION, IS_F64)
             t1854 = t1807 * t454
             t1855 = t1806 * t455
@@ -26436,8 +26150,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1886
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t1888 * s1 - t1889 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t1888 * s1 - t1889 * (s2 * 6.0), mask=mask)
             c1890 = _norm_const(4573393370432106351, 4581633358220468260, 4573279950678302548, 1002416209, 1017764382, 1002204948, NORMALIZATION, IS_F64)
             t1891 = t1773 * t170
             t1892 = t1774 * t171
@@ -26491,8 +26204,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1923
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t1925 * s1 - t1926 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t1925 * s1 - t1926 * (s2 * 6.0), mask=mask)
             c1927 = _norm_const(4585218332244611987, 4593628625881231415, 4585133267429259135, 1024441917, 1040107309, 1024283471, NORMALIZATION, IS_F64)
             t1928 = t1709 * t36
             t1929 = t1710 * t37
@@ -26546,8 +26258,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1960
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t1962 * s1 - t1963 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t1962 * s1 - t1963 * (s2 * 6.0), mask=mask)
             c1964 = _norm_const(4597164647646382889, 4605262046020840533, 4597030148363754553, 1046693663, 1061776243, 1046443139, NORMALIZATION, IS_F64)
             t1965 = t1640 * x
             t1966 = t1641 * wx
@@ -26591,8 +26302,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1987
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t1989 * s1 - t1990 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t1989 * s1 - t1990 * (s2 * 6.0), mask=mask)
             c1991 = _norm_const(4607259462942962609, 4615301398490339827, 4607182418800017408, 1065496722, 1080475994, 1065353216, NORMALIZATION, IS_F64)
             t1992 = c1991 * t1562
             t1993 = c1991 * t1563
@@ -26618,8 +26328,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1996
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t1998 * s1 - t1999 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t1998 * s1 - t1999 * (s2 * 6.0), mask=mask)
             t2000 = t1640 * z
             t2001 = t1641 * wz
             t2002 = t2000 + t2001
@@ -26662,8 +26371,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2022
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t2024 * s1 - t2025 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t2024 * s1 - t2025 * (s2 * 6.0), mask=mask)
             t2026 = t1709 * t31
             t2027 = t1710 * t30
             t2028 = t2026 + t2027
@@ -26712,8 +26420,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2054
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t2056 * s1 - t2057 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t2056 * s1 - t2057 * (s2 * 6.0), mask=mask)
             t2058 = t1773 * t149
             t2059 = t1774 * t148
             t2060 = t2058 + t2059
@@ -26766,8 +26473,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2090
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t2092 * s1 - t2093 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t2092 * s1 - t2093 * (s2 * 6.0), mask=mask)
             t2094 = t1807 * t425
             t2095 = t1806 * t424
             t2096 = t2094 + t2095
@@ -26820,8 +26526,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2126
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t2128 * s1 - t2129 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t2128 * s1 - t2129 * (s2 * 6.0), mask=mask)
             t2130 = t1815 * t864
             t2131 = t1816 * t863
             t2132 = t2130 + t2131
@@ -26860,8 +26565,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2148
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t2150 * s1 - t2151 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t2150 * s1 - t2151 * (s2 * 6.0), mask=mask)
             t2152 = c1814 * t1452
             t2153 = c1814 * t1453
             t2154 = c1814 * t1454
@@ -26886,8 +26590,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2160
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t2162 * s1 - t2163 * (s2 * 6.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t2162 * s1 - t2163 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             t2164 = wz * t1453
             t2165 = z * t1452
@@ -27385,8 +27088,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2644
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t2646 * s1 - t2647 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t2646 * s1 - t2647 * (s2 * 7.0), mask=mask)
             c2648 = _norm_const(4536400259037984636, 4544749959837638345, 4535910724200800521, 933511169, 949063699, 932599340, NORMALIZATION, IS_F64)
             t2649 = t2633 * t1488
             t2650 = t2634 * t1489
@@ -27426,8 +27128,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2667
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t2669 * s1 - t2670 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t2669 * s1 - t2670 * (s2 * 7.0), mask=mask)
             c2671 = _norm_const(4546995276050076437, 4555164325941655638, 4546371239128230120, 953245927, 968461968, 952083567, NORMALIZATION, IS_F64)
             t2672 = t2625 * t897
             t2673 = t2624 * t898
@@ -27481,8 +27182,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2704
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t2706 * s1 - t2707 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t2706 * s1 - t2707 * (s2 * 7.0), mask=mask)
             c2708 = _norm_const(4558664362017033808, 4567042949249403457, 4558196334325649070, 974981293, 990587628, 974109523, NORMALIZATION, IS_F64)
             t2709 = t2591 * t454
             t2710 = t2592 * t455
@@ -27536,8 +27236,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2741
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t2743 * s1 - t2744 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t2743 * s1 - t2744 * (s2 * 7.0), mask=mask)
             c2745 = _norm_const(4571231225187021336, 4579273592739274105, 4570532692471079519, 998388900, 1013368977, 997087781, NORMALIZATION, IS_F64)
             t2746 = t2527 * t170
             t2747 = t2528 * t171
@@ -27591,8 +27290,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2778
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t2780 * s1 - t2781 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t2780 * s1 - t2781 * (s2 * 7.0), mask=mask)
             c2782 = _norm_const(4583755720735588832, 4591841528822659503, 4583069706841931097, 1021717590, 1036778582, 1020439790, NORMALIZATION, IS_F64)
             t2783 = t2450 * t36
             t2784 = t2451 * t37
@@ -27646,8 +27344,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2815
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t2817 * s1 - t2818 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t2817 * s1 - t2818 * (s2 * 7.0), mask=mask)
             c2819 = _norm_const(4596606966928220505, 4604767814352599197, 4595976822929749991, 1045654902, 1060855665, 1044481167, NORMALIZATION, IS_F64)
             t2820 = t2380 * x
             t2821 = t2381 * wx
@@ -27691,8 +27388,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2842
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t2844 * s1 - t2845 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t2844 * s1 - t2845 * (s2 * 7.0), mask=mask)
             c2846 = _norm_const(4607599219877545620, 4615903601977413338, 4607182418800017408, 1066129569, 1081597686, 1065353216, NORMALIZATION, IS_F64)
             t2847 = c2846 * t2302
             t2848 = c2846 * t2303
@@ -27718,8 +27414,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2851
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t2853 * s1 - t2854 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t2853 * s1 - t2854 * (s2 * 7.0), mask=mask)
             t2855 = t2380 * z
             t2856 = t2381 * wz
             t2857 = t2855 + t2856
@@ -27762,8 +27457,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2877
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t2879 * s1 - t2880 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t2879 * s1 - t2880 * (s2 * 7.0), mask=mask)
             t2881 = t2450 * t31
             t2882 = t2451 * t30
             t2883 = t2881 + t2882
@@ -27812,8 +27506,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2909
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t2911 * s1 - t2912 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t2911 * s1 - t2912 * (s2 * 7.0), mask=mask)
             t2913 = t2527 * t149
             t2914 = t2528 * t148
             t2915 = t2913 + t2914
@@ -27866,8 +27559,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2945
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t2947 * s1 - t2948 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t2947 * s1 - t2948 * (s2 * 7.0), mask=mask)
             t2949 = t2591 * t425
             t2950 = t2592 * t424
             t2951 = t2949 + t2950
@@ -27920,8 +27612,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2981
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t2983 * s1 - t2984 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t2983 * s1 - t2984 * (s2 * 7.0), mask=mask)
             t2985 = t2625 * t868
             t2986 = t2624 * t867
             t2987 = t2985 + t2986
@@ -27974,8 +27665,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t3017
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t3019 * s1 - t3020 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t3019 * s1 - t3020 * (s2 * 7.0), mask=mask)
             t3021 = t2633 * t1453
             t3022 = t2634 * t1452
             t3023 = t3021 + t3022
@@ -28014,8 +27704,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t3039
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t3041 * s1 - t3042 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t3041 * s1 - t3042 * (s2 * 7.0), mask=mask)
             t3043 = c2632 * t2192
             t3044 = c2632 * t2193
             t3045 = c2632 * t2194
@@ -28040,8 +27729,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t3051
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t3053 * s1 - t3054 * (s2 * 7.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t3053 * s1 - t3054 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             t3055 = wz * t2193
             t3056 = z * t2192
@@ -28613,8 +28301,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3609
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t3611 * s1 - t3612 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t3611 * s1 - t3612 * (s2 * 8.0), mask=mask)
             c3613 = _norm_const(4519399557506167870, 4527633926884013361, 4518446988435919266, 901844895, 917182603, 900070597, NORMALIZATION, IS_F64)
             t3614 = t3598 * t2228
             t3615 = t3599 * t2229
@@ -28654,8 +28341,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3632
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t3634 * s1 - t3635 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t3634 * s1 - t3635 * (s2 * 8.0), mask=mask)
             c3636 = _norm_const(4530768290420533206, 4538864314069364411, 4529610996787955226, 923020810, 938100830, 920865183, NORMALIZATION, IS_F64)
             t3637 = t3590 * t1486
             t3638 = t3589 * t1487
@@ -28709,8 +28395,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3669
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t3671 * s1 - t3672 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t3671 * s1 - t3672 * (s2 * 8.0), mask=mask)
             c3673 = _norm_const(4542659763106472900, 4550809689259249484, 4541603111615503444, 945170404, 960350825, 943202238, NORMALIZATION, IS_F64)
             t3674 = t3556 * t897
             t3675 = t3557 * t898
@@ -28764,8 +28449,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3706
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t3708 * s1 - t3709 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t3708 * s1 - t3709 * (s2 * 8.0), mask=mask)
             c3710 = _norm_const(4555427525283734507, 4563661989006923314, 4554475072500988045, 968952215, 984290099, 967178133, NORMALIZATION, IS_F64)
             t3711 = t3492 * t454
             t3712 = t3493 * t455
@@ -28819,8 +28503,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3743
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t3745 * s1 - t3746 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t3745 * s1 - t3746 * (s2 * 8.0), mask=mask)
             c3747 = _norm_const(4568722653011060517, 4576981654304620422, 4567800444569654028, 993716320, 1009099909, 991998573, NORMALIZATION, IS_F64)
             t3748 = t3415 * t170
             t3749 = t3416 * t171
@@ -28874,8 +28557,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3780
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t3782 * s1 - t3783 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t3782 * s1 - t3783 * (s2 * 8.0), mask=mask)
             c3784 = _norm_const(4582335415035402820, 4590582815668780627, 4581398907936019596, 1019072065, 1034434046, 1017327685, NORMALIZATION, IS_F64)
             t3785 = t3339 * t36
             t3786 = t3340 * t37
@@ -28929,8 +28611,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3817
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t3819 * s1 - t3820 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t3819 * s1 - t3820 * (s2 * 8.0), mask=mask)
             c3821 = _norm_const(4596152242361970233, 4604364825198323380, 4595172819793696085, 1044807911, 1060105039, 1042983595, NORMALIZATION, IS_F64)
             t3822 = t3271 * x
             t3823 = t3272 * wx
@@ -28974,8 +28655,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3844
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t3846 * s1 - t3847 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t3846 * s1 - t3847 * (s2 * 8.0), mask=mask)
             c3848 = _norm_const(4607916985726223019, 4616328222667173127, 4607182418800017408, 1066721454, 1082388603, 1065353216, NORMALIZATION, IS_F64)
             t3849 = c3848 * t3193
             t3850 = c3848 * t3194
@@ -29001,8 +28681,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3853
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t3855 * s1 - t3856 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t3855 * s1 - t3856 * (s2 * 8.0), mask=mask)
             t3857 = t3271 * z
             t3858 = t3272 * wz
             t3859 = t3857 + t3858
@@ -29045,8 +28724,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3879
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t3881 * s1 - t3882 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t3881 * s1 - t3882 * (s2 * 8.0), mask=mask)
             t3883 = t3339 * t31
             t3884 = t3340 * t30
             t3885 = t3883 + t3884
@@ -29095,8 +28773,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3911
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t3913 * s1 - t3914 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t3913 * s1 - t3914 * (s2 * 8.0), mask=mask)
             t3915 = t3415 * t149
             t3916 = t3416 * t148
             t3917 = t3915 + t3916
@@ -29149,8 +28826,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3947
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t3949 * s1 - t3950 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t3949 * s1 - t3950 * (s2 * 8.0), mask=mask)
             t3951 = t3492 * t425
             t3952 = t3493 * t424
             t3953 = t3951 + t3952
@@ -29203,8 +28879,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3983
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t3985 * s1 - t3986 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t3985 * s1 - t3986 * (s2 * 8.0), mask=mask)
             t3987 = t3556 * t868
             t3988 = t3557 * t867
             t3989 = t3987 + t3988
@@ -29257,8 +28932,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4019
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t4021 * s1 - t4022 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t4021 * s1 - t4022 * (s2 * 8.0), mask=mask)
             t4023 = t3590 * t1457
             t4024 = t3589 * t1456
             t4025 = t4023 + t4024
@@ -29311,8 +28985,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4055
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t4057 * s1 - t4058 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t4057 * s1 - t4058 * (s2 * 8.0), mask=mask)
             t4059 = t3598 * t2193
             t4060 = t3599 * t2192
             t4061 = t4059 + t4060
@@ -29351,8 +29024,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4077
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 15, t4079 * s1 - t4080 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, t4079 * s1 - t4080 * (s2 * 8.0), mask=mask)
             t4081 = c3597 * t3083
             t4082 = c3597 * t3084
             t4083 = c3597 * t3085
@@ -29377,8 +29049,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4089
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 16, t4091 * s1 - t4092 * (s2 * 8.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, t4091 * s1 - t4092 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             t4093 = wz * t3084
             t4094 = z * t3083
@@ -30031,8 +29702,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4728
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t4730 * s1 - t4731 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t4730 * s1 - t4731 * (s2 * 9.0), mask=mask)
             c4732 = _norm_const(4501559211047671647, 4509773777988545234, 4500258217296023598, 868614660, 883915484, 866191371, NORMALIZATION, IS_F64)
             t4733 = t4717 * t3119
             t4734 = t4718 * t3120
@@ -30072,8 +29742,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4751
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t4753 * s1 - t4754 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t4753 * s1 - t4754 * (s2 * 9.0), mask=mask)
             c4755 = _norm_const(4513181099015095899, 4521607120436580608, 4511858863409616284, 890262114, 905956802, 887799258, NORMALIZATION, IS_F64)
             t4756 = t4709 * t2226
             t4757 = t4708 * t2227
@@ -30127,8 +29796,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4788
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t4790 * s1 - t4791 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t4790 * s1 - t4791 * (s2 * 9.0), mask=mask)
             c4792 = _norm_const(4525905558580781079, 4533912108589495919, 4524263134478337620, 913963267, 928876628, 910904013, NORMALIZATION, IS_F64)
             t4793 = t4675 * t1486
             t4794 = t4676 * t1487
@@ -30182,8 +29850,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4825
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t4827 * s1 - t4828 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t4827 * s1 - t4828 * (s2 * 9.0), mask=mask)
             c4829 = _norm_const(4539137075393395672, 4547175400181823090, 4537546805094352376, 938608887, 953581434, 935646778, NORMALIZATION, IS_F64)
             t4830 = t4611 * t897
             t4831 = t4612 * t898
@@ -30237,8 +29904,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4862
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t4864 * s1 - t4865 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t4864 * s1 - t4865 * (s2 * 9.0), mask=mask)
             c4866 = _norm_const(4553038113396061287, 4561032039479934651, 4551374968907818892, 964501588, 979391436, 961403740, NORMALIZATION, IS_F64)
             t4867 = t4534 * t454
             t4868 = t4535 * t455
@@ -30292,8 +29958,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4899
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t4901 * s1 - t4902 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t4901 * s1 - t4902 * (s2 * 9.0), mask=mask)
             c4903 = _norm_const(4567062450754531751, 4575363455317950469, 4565638817554592054, 990623952, 1006085778, 987972229, NORMALIZATION, IS_F64)
             t4904 = t4456 * t170
             t4905 = t4457 * t171
@@ -30347,8 +30012,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4936
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t4938 * s1 - t4939 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t4938 * s1 - t4939 * (s2 * 9.0), mask=mask)
             c4940 = _norm_const(4581289239277012586, 4589655666542939243, 4580237502754171304, 1017123411, 1032707096, 1015164399, NORMALIZATION, IS_F64)
             t4941 = t4379 * t36
             t4942 = t4380 * t37
@@ -30402,8 +30066,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4973
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t4975 * s1 - t4976 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t4975 * s1 - t4976 * (s2 * 9.0), mask=mask)
             c4977 = _norm_const(4595772146633144265, 4604027974129188217, 4594538876242665105, 1044099928, 1059477605, 1041802783, NORMALIZATION, IS_F64)
             t4978 = t4309 * x
             t4979 = t4310 * wx
@@ -30447,8 +30110,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5000
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t5002 * s1 - t5003 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t5002 * s1 - t5003 * (s2 * 9.0), mask=mask)
             c5004 = _norm_const(4608216547460423325, 4616593702341856761, 4607182418800017408, 1067279431, 1082883098, 1065353216, NORMALIZATION, IS_F64)
             t5005 = c5004 * t4231
             t5006 = c5004 * t4232
@@ -30474,8 +30136,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5009
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t5011 * s1 - t5012 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t5011 * s1 - t5012 * (s2 * 9.0), mask=mask)
             t5013 = t4309 * z
             t5014 = t4310 * wz
             t5015 = t5013 + t5014
@@ -30518,8 +30179,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5035
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t5037 * s1 - t5038 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t5037 * s1 - t5038 * (s2 * 9.0), mask=mask)
             t5039 = t4379 * t31
             t5040 = t4380 * t30
             t5041 = t5039 + t5040
@@ -30568,8 +30228,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5067
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t5069 * s1 - t5070 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t5069 * s1 - t5070 * (s2 * 9.0), mask=mask)
             t5071 = t4456 * t149
             t5072 = t4457 * t148
             t5073 = t5071 + t5072
@@ -30622,8 +30281,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5103
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t5105 * s1 - t5106 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t5105 * s1 - t5106 * (s2 * 9.0), mask=mask)
             t5107 = t4534 * t425
             t5108 = t4535 * t424
             t5109 = t5107 + t5108
@@ -30676,8 +30334,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5139
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t5141 * s1 - t5142 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t5141 * s1 - t5142 * (s2 * 9.0), mask=mask)
             t5143 = t4611 * t868
             t5144 = t4612 * t867
             t5145 = t5143 + t5144
@@ -30730,8 +30387,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5175
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t5177 * s1 - t5178 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t5177 * s1 - t5178 * (s2 * 9.0), mask=mask)
             t5179 = t4675 * t1457
             t5180 = t4676 * t1456
             t5181 = t5179 + t5180
@@ -30784,8 +30440,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5211
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 15, t5213 * s1 - t5214 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, t5213 * s1 - t5214 * (s2 * 9.0), mask=mask)
             t5215 = t4709 * t2197
             t5216 = t4708 * t2196
             t5217 = t5215 + t5216
@@ -30838,8 +30493,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5247
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 16, t5249 * s1 - t5250 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, t5249 * s1 - t5250 * (s2 * 9.0), mask=mask)
             t5251 = t4717 * t3084
             t5252 = t4718 * t3083
             t5253 = t5251 + t5252
@@ -30878,8 +30532,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5269
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 17, t5271 * s1 - t5272 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, t5271 * s1 - t5272 * (s2 * 9.0), mask=mask)
             t5273 = c4716 * t4121
             t5274 = c4716 * t4122
             t5275 = c4716 * t4123
@@ -30904,8 +30557,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5281
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 18, t5283 * s1 - t5284 * (s2 * 9.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, t5283 * s1 - t5284 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             t5285 = wz * t4122
             t5286 = z * t4121
@@ -31636,8 +31288,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t5998
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t6000 * s1 - t6001 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t6000 * s1 - t6001 * (s2 * 10.0), mask=mask)
             c6002 = _norm_const(4482914859596988167, 4491201098220802327, 4481479962260408858, 833886850, 849321172, 831214145, NORMALIZATION, IS_F64)
             t6003 = t5987 * t4157
             t6004 = t5988 * t4158
@@ -31677,8 +31328,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6021
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t6023 * s1 - t6024 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t6023 * s1 - t6024 * (s2 * 10.0), mask=mask)
             c6025 = _norm_const(4494971683929534287, 4503247064045835879, 4493139614434705469, 856344435, 871758532, 852931940, NORMALIZATION, IS_F64)
             t6026 = t5979 * t3117
             t6027 = t5978 * t3118
@@ -31732,8 +31382,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6058
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t6060 * s1 - t6061 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t6060 * s1 - t6061 * (s2 * 10.0), mask=mask)
             c6062 = _norm_const(4508066405982067557, 4516053017724712437, 4506035173984045415, 880735256, 895611479, 876951791, NORMALIZATION, IS_F64)
             t6063 = t5945 * t2226
             t6064 = t5946 * t2227
@@ -31787,8 +31436,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6095
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t6097 * s1 - t6098 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t6097 * s1 - t6098 * (s2 * 10.0), mask=mask)
             c6099 = _norm_const(4521733653375220016, 4529808482597063387, 4519759534850967124, 906192488, 921233029, 902515405, NORMALIZATION, IS_F64)
             t6100 = t5881 * t1486
             t6101 = t5882 * t1487
@@ -31842,8 +31490,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6132
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t6134 * s1 - t6135 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t6134 * s1 - t6135 * (s2 * 10.0), mask=mask)
             c6136 = _norm_const(4535790150195510159, 4544209264953980649, 4534114596415325722, 932374753, 948056576, 929253791, NORMALIZATION, IS_F64)
             t6137 = t5804 * t897
             t6138 = t5805 * t898
@@ -31897,8 +31544,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6169
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t6171 * s1 - t6172 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t6171 * s1 - t6172 * (s2 * 10.0), mask=mask)
             c6173 = _norm_const(4550261615109389630, 4558571431939812777, 4548873644476451628, 959329957, 974808197, 956744660, NORMALIZATION, IS_F64)
             t6174 = t5726 * t454
             t6175 = t5727 * t455
@@ -31952,8 +31598,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6206
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t6208 * s1 - t6209 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t6208 * s1 - t6209 * (s2 * 10.0), mask=mask)
             c6210 = _norm_const(4565227804896978130, 4573372037429417064, 4563510278865361201, 987206658, 1002376473, 984007516, NORMALIZATION, IS_F64)
             t6211 = t5649 * t170
             t6212 = t5650 * t171
@@ -32007,8 +31652,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6243
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t6245 * s1 - t6246 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t6245 * s1 - t6246 * (s2 * 10.0), mask=mask)
             c6247 = _norm_const(4580491717810703494, 4588729742801203697, 4578633189898032980, 1015637911, 1030982429, 1012176133, NORMALIZATION, IS_F64)
             t6248 = t5571 * t36
             t6249 = t5572 * t37
@@ -32062,8 +31706,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6280
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t6282 * s1 - t6283 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t6282 * s1 - t6283 * (s2 * 10.0), mask=mask)
             c6284 = _norm_const(4595448215338853279, 4603740897494190784, 4594026142289515739, 1043496559, 1058942883, 1040847741, NORMALIZATION, IS_F64)
             t6285 = t5501 * x
             t6286 = t5502 * wx
@@ -32107,8 +31750,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6307
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t6309 * s1 - t6310 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t6309 * s1 - t6310 * (s2 * 10.0), mask=mask)
             c6311 = _norm_const(4608500715799646981, 4616845539975437957, 4607182418800017408, 1067808736, 1083352182, 1065353216, NORMALIZATION, IS_F64)
             t6312 = c6311 * t5423
             t6313 = c6311 * t5424
@@ -32134,8 +31776,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6316
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t6318 * s1 - t6319 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t6318 * s1 - t6319 * (s2 * 10.0), mask=mask)
             t6320 = t5501 * z
             t6321 = t5502 * wz
             t6322 = t6320 + t6321
@@ -32178,8 +31819,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6342
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t6344 * s1 - t6345 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t6344 * s1 - t6345 * (s2 * 10.0), mask=mask)
             t6346 = t5571 * t31
             t6347 = t5572 * t30
             t6348 = t6346 + t6347
@@ -32228,8 +31868,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6374
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t6376 * s1 - t6377 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t6376 * s1 - t6377 * (s2 * 10.0), mask=mask)
             t6378 = t5649 * t149
             t6379 = t5650 * t148
             t6380 = t6378 + t6379
@@ -32282,8 +31921,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6410
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t6412 * s1 - t6413 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t6412 * s1 - t6413 * (s2 * 10.0), mask=mask)
             t6414 = t5726 * t425
             t6415 = t5727 * t424
             t6416 = t6414 + t6415
@@ -32336,8 +31974,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6446
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t6448 * s1 - t6449 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t6448 * s1 - t6449 * (s2 * 10.0), mask=mask)
             t6450 = t5804 * t868
             t6451 = t5805 * t867
             t6452 = t6450 + t6451
@@ -32390,8 +32027,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6482
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 15, t6484 * s1 - t6485 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, t6484 * s1 - t6485 * (s2 * 10.0), mask=mask)
             t6486 = t5881 * t1457
             t6487 = t5882 * t1456
             t6488 = t6486 + t6487
@@ -32444,8 +32080,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6518
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 16, t6520 * s1 - t6521 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, t6520 * s1 - t6521 * (s2 * 10.0), mask=mask)
             t6522 = t5945 * t2197
             t6523 = t5946 * t2196
             t6524 = t6522 + t6523
@@ -32498,8 +32133,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6554
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 17, t6556 * s1 - t6557 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, t6556 * s1 - t6557 * (s2 * 10.0), mask=mask)
             t6558 = t5979 * t3088
             t6559 = t5978 * t3087
             t6560 = t6558 + t6559
@@ -32552,8 +32186,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6590
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 18, t6592 * s1 - t6593 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, t6592 * s1 - t6593 * (s2 * 10.0), mask=mask)
             t6594 = t5987 * t4122
             t6595 = t5988 * t4121
             t6596 = t6594 + t6595
@@ -32592,8 +32225,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6612
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 19, t6614 * s1 - t6615 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 19, t6614 * s1 - t6615 * (s2 * 10.0), mask=mask)
             t6616 = c5986 * t5313
             t6617 = c5986 * t5314
             t6618 = c5986 * t5315
@@ -32618,8 +32250,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6624
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 20, t6626 * s1 - t6627 * (s2 * 10.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 20, t6626 * s1 - t6627 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             t6628 = wz * t5314
             t6629 = z * t5313
@@ -33423,8 +33054,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7414
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t7416 * s1 - t7417 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t7416 * s1 - t7417 * (s2 * 11.0), mask=mask)
             c7418 = _norm_const(4463741149649663260, 4472159286700118592, 4461714105765036475, 798173032, 813853034, 794397368, NORMALIZATION, IS_F64)
             t7419 = t7403 * t5349
             t7420 = t7404 * t5350
@@ -33464,8 +33094,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7437
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t7439 * s1 - t7440 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t7439 * s1 - t7440 * (s2 * 11.0), mask=mask)
             c7441 = _norm_const(4475959369152122223, 4484012178556561235, 4473771339201061487, 820931239, 835930765, 816855716, NORMALIZATION, IS_F64)
             t7442 = t7395 * t4155
             t7443 = t7394 * t4156
@@ -33519,8 +33148,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7474
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t7476 * s1 - t7477 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t7476 * s1 - t7477 * (s2 * 11.0), mask=mask)
             c7478 = _norm_const(4489203797002068657, 4497286912257807410, 4487085246111703342, 845600908, 860656884, 841654800, NORMALIZATION, IS_F64)
             t7479 = t7361 * t3117
             t7480 = t7362 * t3118
@@ -33574,8 +33202,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7511
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t7513 * s1 - t7514 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t7513 * s1 - t7514 * (s2 * 11.0), mask=mask)
             c7515 = _norm_const(4503443355242017118, 4511443557305009685, 4501134717932554487, 872124152, 887025690, 867823980, NORMALIZATION, IS_F64)
             t7516 = t7297 * t2226
             t7517 = t7298 * t2227
@@ -33629,8 +33256,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7548
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t7550 * s1 - t7551 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t7550 * s1 - t7551 * (s2 * 11.0), mask=mask)
             c7552 = _norm_const(4517854780835828926, 4526264904204947730, 4515861428348121023, 898967524, 914632600, 895254616, NORMALIZATION, IS_F64)
             t7553 = t7220 * t1486
             t7554 = t7221 * t1487
@@ -33684,8 +33310,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7585
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t7587 * s1 - t7588 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t7587 * s1 - t7588 * (s2 * 11.0), mask=mask)
             c7589 = _norm_const(4532742842940619892, 4540996270838433609, 4531014750060454913, 926698701, 942071909, 923479877, NORMALIZATION, IS_F64)
             t7590 = t7142 * t897
             t7591 = t7143 * t898
@@ -33739,8 +33364,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7622
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t7624 * s1 - t7625 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t7624 * s1 - t7625 * (s2 * 11.0), mask=mask)
             c7626 = _norm_const(4548392763244542879, 4556402816721367233, 4546106711242873940, 955848949, 970768837, 951590846, NORMALIZATION, IS_F64)
             t7627 = t7066 * t454
             t7628 = t7067 * t455
@@ -33794,8 +33418,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7659
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t7661 * s1 - t7662 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t7661 * s1 - t7662 * (s2 * 11.0), mask=mask)
             c7663 = _norm_const(4563643355514626841, 4571967855724760359, 4562009982880581445, 984255391, 999760981, 981212997, NORMALIZATION, IS_F64)
             t7664 = t6990 * t170
             t7665 = t6991 * t171
@@ -33849,8 +33472,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7696
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t7698 * s1 - t7699 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t7698 * s1 - t7699 * (s2 * 11.0), mask=mask)
             c7700 = _norm_const(4579573098225824187, 4587622387759365529, 4577376998634306218, 1013926849, 1028919819, 1009836295, NORMALIZATION, IS_F64)
             t7701 = t6912 * t36
             t7702 = t6913 * t37
@@ -33904,8 +33526,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7733
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t7735 * s1 - t7736 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t7735 * s1 - t7736 * (s2 * 11.0), mask=mask)
             c7737 = _norm_const(4595167820374615840, 4603492403927122202, 4593534097349676955, 1042974283, 1058480028, 1039931236, NORMALIZATION, IS_F64)
             t7738 = t6844 * x
             t7739 = t6845 * wx
@@ -33949,8 +33570,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7760
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t7762 * s1 - t7763 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t7762 * s1 - t7763 * (s2 * 11.0), mask=mask)
             c7764 = _norm_const(4608771644960547832, 4617085644692718614, 4607182418800017408, 1068313380, 1083799412, 1065353216, NORMALIZATION, IS_F64)
             t7765 = c7764 * t6766
             t7766 = c7764 * t6767
@@ -33976,8 +33596,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7769
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t7771 * s1 - t7772 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t7771 * s1 - t7772 * (s2 * 11.0), mask=mask)
             t7773 = t6844 * z
             t7774 = t6845 * wz
             t7775 = t7773 + t7774
@@ -34020,8 +33639,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7795
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t7797 * s1 - t7798 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t7797 * s1 - t7798 * (s2 * 11.0), mask=mask)
             t7799 = t6912 * t31
             t7800 = t6913 * t30
             t7801 = t7799 + t7800
@@ -34070,8 +33688,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7827
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t7829 * s1 - t7830 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t7829 * s1 - t7830 * (s2 * 11.0), mask=mask)
             t7831 = t6990 * t149
             t7832 = t6991 * t148
             t7833 = t7831 + t7832
@@ -34124,8 +33741,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7863
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t7865 * s1 - t7866 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t7865 * s1 - t7866 * (s2 * 11.0), mask=mask)
             t7867 = t7066 * t425
             t7868 = t7067 * t424
             t7869 = t7867 + t7868
@@ -34178,8 +33794,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7899
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 15, t7901 * s1 - t7902 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, t7901 * s1 - t7902 * (s2 * 11.0), mask=mask)
             t7903 = t7142 * t868
             t7904 = t7143 * t867
             t7905 = t7903 + t7904
@@ -34232,8 +33847,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7935
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 16, t7937 * s1 - t7938 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, t7937 * s1 - t7938 * (s2 * 11.0), mask=mask)
             t7939 = t7220 * t1457
             t7940 = t7221 * t1456
             t7941 = t7939 + t7940
@@ -34286,8 +33900,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7971
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 17, t7973 * s1 - t7974 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, t7973 * s1 - t7974 * (s2 * 11.0), mask=mask)
             t7975 = t7297 * t2197
             t7976 = t7298 * t2196
             t7977 = t7975 + t7976
@@ -34340,8 +33953,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8007
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 18, t8009 * s1 - t8010 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, t8009 * s1 - t8010 * (s2 * 11.0), mask=mask)
             t8011 = t7361 * t3088
             t8012 = t7362 * t3087
             t8013 = t8011 + t8012
@@ -34394,8 +34006,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8043
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 19, t8045 * s1 - t8046 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 19, t8045 * s1 - t8046 * (s2 * 11.0), mask=mask)
             t8047 = t7395 * t4126
             t8048 = t7394 * t4125
             t8049 = t8047 + t8048
@@ -34448,8 +34059,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8079
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 20, t8081 * s1 - t8082 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 20, t8081 * s1 - t8082 * (s2 * 11.0), mask=mask)
             t8083 = t7403 * t5314
             t8084 = t7404 * t5313
             t8085 = t8083 + t8084
@@ -34488,8 +34098,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8101
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 21, t8103 * s1 - t8104 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 21, t8103 * s1 - t8104 * (s2 * 11.0), mask=mask)
             t8105 = c7402 * t6656
             t8106 = c7402 * t6657
             t8107 = c7402 * t6658
@@ -34514,8 +34123,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8113
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 22, t8115 * s1 - t8116 * (s2 * 11.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 22, t8115 * s1 - t8116 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             t8117 = wz * t6657
             t8118 = z * t6656
@@ -35401,8 +35009,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t8985
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 0, t8987 * s1 - t8988 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 0, t8987 * s1 - t8988 * (s2 * 12.0), mask=mask)
             c8989 = _norm_const(4443724594103707747, 4451858134339793313, 4441489874660029569, 760889292, 776039191, 756726802, NORMALIZATION, IS_F64)
             t8990 = t8974 * t6692
             t8991 = t8975 * t6693
@@ -35442,8 +35049,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9008
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 1, t9010 * s1 - t9011 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 1, t9010 * s1 - t9011 * (s2 * 12.0), mask=mask)
             c9012 = _norm_const(4456066587892630006, 4464333106677714186, 4454172012306788565, 783878047, 799275638, 780349125, NORMALIZATION, IS_F64)
             t9013 = t8966 * t5347
             t9014 = t8965 * t5348
@@ -35497,8 +35103,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9045
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 2, t9047 * s1 - t9048 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 2, t9047 * s1 - t9048 * (s2 * 12.0), mask=mask)
             c9049 = _norm_const(4469678325446047129, 4477933360128156154, 4467754374843564436, 809231884, 824608084, 805648246, NORMALIZATION, IS_F64)
             t9050 = t8932 * t4155
             t9051 = t8933 * t4156
@@ -35552,8 +35157,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9082
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 3, t9084 * s1 - t9085 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 3, t9084 * s1 - t9085 * (s2 * 12.0), mask=mask)
             c9086 = _norm_const(4484151990103663963, 4492297476586117430, 4481947827786355755, 836191185, 851363336, 832085613, NORMALIZATION, IS_F64)
             t9087 = t8868 * t3117
             t9088 = t8869 * t3118
@@ -35607,8 +35211,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9119
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 4, t9121 * s1 - t9122 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 4, t9121 * s1 - t9122 * (s2 * 12.0), mask=mask)
             c9123 = _norm_const(4499326153426624345, 4507486337399504772, 4496801076213487926, 864455266, 879654794, 859751944, NORMALIZATION, IS_F64)
             t9124 = t8791 * t2226
             t9125 = t8792 * t2227
@@ -35662,8 +35265,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9156
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 5, t9158 * s1 - t9159 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 5, t9158 * s1 - t9159 * (s2 * 12.0), mask=mask)
             c9160 = _norm_const(4514421021443838141, 4522709425800103449, 4512558026646489538, 892571649, 908010005, 889101551, NORMALIZATION, IS_F64)
             t9161 = t8713 * t1486
             t9162 = t8714 * t1487
@@ -35717,8 +35319,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9193
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 6, t9195 * s1 - t9196 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 6, t9195 * s1 - t9196 * (s2 * 12.0), mask=mask)
             c9197 = _norm_const(4530478659226311428, 4538477301890506058, 4527898887284607650, 922481330, 937379963, 917676131, NORMALIZATION, IS_F64)
             t9198 = t8636 * t897
             t9199 = t8637 * t898
@@ -35772,8 +35373,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9230
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 7, t9232 * s1 - t9233 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 7, t9232 * s1 - t9233 * (s2 * 12.0), mask=mask)
             c9234 = _norm_const(4546089580715448947, 4554361674349851811, 4544209264953980649, 951558937, 966966913, 948056576, NORMALIZATION, IS_F64)
             t9235 = t8558 * t454
             t9236 = t8559 * t455
@@ -35827,8 +35427,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9267
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 8, t9269 * s1 - t9270 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 8, t9269 * s1 - t9270 * (s2 * 12.0), mask=mask)
             c9271 = _norm_const(4562488690143433686, 4570735498584788724, 4560010484118352477, 982104659, 997465537, 977488641, NORMALIZATION, IS_F64)
             t9272 = t8481 * t170
             t9273 = t8482 * t171
@@ -35882,8 +35481,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9304
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 9, t9306 * s1 - t9307 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 9, t9306 * s1 - t9307 * (s2 * 12.0), mask=mask)
             c9308 = _norm_const(4578572310599973119, 4586735462818676372, 4576413335207358992, 1012062737, 1027267793, 1008041332, NORMALIZATION, IS_F64)
             t9309 = t8403 * t36
             t9310 = t8404 * t37
@@ -35937,8 +35535,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9341
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 10, t9343 * s1 - t9344 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 10, t9343 * s1 - t9344 * (s2 * 12.0), mask=mask)
             c9345 = _norm_const(4594921989485782585, 4603274541974330188, 4592823336549650963, 1042516387, 1058074228, 1038607341, NORMALIZATION, IS_F64)
             t9346 = t8333 * x
             t9347 = t8334 * wx
@@ -35982,8 +35579,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9368
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 11, t9370 * s1 - t9371 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 11, t9370 * s1 - t9371 * (s2 * 12.0), mask=mask)
             c9372 = _norm_const(4609031029168226888, 4617315517961601024, 4607182418800017408, 1068796521, 1084227584, 1065353216, NORMALIZATION, IS_F64)
             t9373 = c9372 * t8255
             t9374 = c9372 * t8256
@@ -36009,8 +35605,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9377
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 12, t9379 * s1 - t9380 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 12, t9379 * s1 - t9380 * (s2 * 12.0), mask=mask)
             t9381 = t8333 * z
             t9382 = t8334 * wz
             t9383 = t9381 + t9382
@@ -36053,8 +35648,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9403
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 13, t9405 * s1 - t9406 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 13, t9405 * s1 - t9406 * (s2 * 12.0), mask=mask)
             t9407 = t8403 * t31
             t9408 = t8404 * t30
             t9409 = t9407 + t9408
@@ -36103,8 +35697,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9435
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 14, t9437 * s1 - t9438 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 14, t9437 * s1 - t9438 * (s2 * 12.0), mask=mask)
             t9439 = t8481 * t149
             t9440 = t8482 * t148
             t9441 = t9439 + t9440
@@ -36157,8 +35750,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9471
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 15, t9473 * s1 - t9474 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 15, t9473 * s1 - t9474 * (s2 * 12.0), mask=mask)
             t9475 = t8558 * t425
             t9476 = t8559 * t424
             t9477 = t9475 + t9476
@@ -36211,8 +35803,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9507
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 16, t9509 * s1 - t9510 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 16, t9509 * s1 - t9510 * (s2 * 12.0), mask=mask)
             t9511 = t8636 * t868
             t9512 = t8637 * t867
             t9513 = t9511 + t9512
@@ -36265,8 +35856,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9543
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 17, t9545 * s1 - t9546 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 17, t9545 * s1 - t9546 * (s2 * 12.0), mask=mask)
             t9547 = t8713 * t1457
             t9548 = t8714 * t1456
             t9549 = t9547 + t9548
@@ -36319,8 +35909,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9579
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 18, t9581 * s1 - t9582 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 18, t9581 * s1 - t9582 * (s2 * 12.0), mask=mask)
             t9583 = t8791 * t2197
             t9584 = t8792 * t2196
             t9585 = t9583 + t9584
@@ -36373,8 +35962,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9615
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 19, t9617 * s1 - t9618 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 19, t9617 * s1 - t9618 * (s2 * 12.0), mask=mask)
             t9619 = t8868 * t3088
             t9620 = t8869 * t3087
             t9621 = t9619 + t9620
@@ -36427,8 +36015,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9651
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 20, t9653 * s1 - t9654 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 20, t9653 * s1 - t9654 * (s2 * 12.0), mask=mask)
             t9655 = t8932 * t4126
             t9656 = t8933 * t4125
             t9657 = t9655 + t9656
@@ -36481,8 +36068,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9687
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 21, t9689 * s1 - t9690 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 21, t9689 * s1 - t9690 * (s2 * 12.0), mask=mask)
             t9691 = t8966 * t5318
             t9692 = t8965 * t5317
             t9693 = t9691 + t9692
@@ -36535,8 +36121,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9723
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 22, t9725 * s1 - t9726 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 22, t9725 * s1 - t9726 * (s2 * 12.0), mask=mask)
             t9727 = t8974 * t6657
             t9728 = t8975 * t6656
             t9729 = t9727 + t9728
@@ -36575,8 +36160,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9745
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 23, t9747 * s1 - t9748 * (s2 * 12.0), mask=mask)
+                    tl.store(ggrow + OFFS[i] + 23, t9747 * s1 - t9748 * (s2 * 12.0), mask=mask)
             t9749 = c8973 * t8145
             t9750 = c8973 * t8146
             t9751 = c8973 * t8147
@@ -36601,87 +36185,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9757
-                    if not FULL_ROW:
-                        tl.store(ggrow + OFFS[i] + 24, t9759 * s1 - t9760 * (s2 * 12.0), mask=mask)
-        if FULL_ROW:
-            if LMAX == 0:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, (zero * s1 - (c20 + zero) * (s2 * 0.0))[:, None], N, DIM, 1, BLOCK)
-                else:
-                    cj = tl.arange(0, 1)
-                    tl.store(ggrow[:, None] + (cj)[None, :], (zero * s1 - (c20 + zero) * (s2 * 0.0))[:, None], mask=mask[:, None] & (cj < 1)[None, :])
-            if LMAX == 1:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t24 * s1 - t25 * (s2 * 1.0)), tl.join(t22 * s1 - t23 * (s2 * 1.0), t26 * s1 - t27 * (s2 * 1.0))), (BLOCK, 4)), N, DIM, 4, BLOCK)
-                else:
-                    cj = tl.arange(0, 4)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t24 * s1 - t25 * (s2 * 1.0)), tl.join(t22 * s1 - t23 * (s2 * 1.0), t26 * s1 - t27 * (s2 * 1.0))), (BLOCK, 4)), mask=mask[:, None] & (cj < 4)[None, :])
-            if LMAX == 2:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t114 * s1 - t115 * (s2 * 2.0)), tl.join(t74 * s1 - t75 * (s2 * 2.0), zero)), tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), zero), tl.join(t96 * s1 - t97 * (s2 * 2.0), zero))), tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), zero), tl.join(t87 * s1 - t88 * (s2 * 2.0), zero)), tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), zero), tl.join(t106 * s1 - t107 * (s2 * 2.0), zero)))), (BLOCK, 16)), N, DIM, 16, BLOCK)
-                else:
-                    cj = tl.arange(0, 16)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t114 * s1 - t115 * (s2 * 2.0)), tl.join(t74 * s1 - t75 * (s2 * 2.0), zero)), tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), zero), tl.join(t96 * s1 - t97 * (s2 * 2.0), zero))), tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), zero), tl.join(t87 * s1 - t88 * (s2 * 2.0), zero)), tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), zero), tl.join(t106 * s1 - t107 * (s2 * 2.0), zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 9)[None, :])
-            if LMAX == 3:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t114 * s1 - t115 * (s2 * 2.0)), tl.join(t74 * s1 - t75 * (s2 * 2.0), t336 * s1 - t337 * (s2 * 3.0))), tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t300 * s1 - t301 * (s2 * 3.0)), tl.join(t96 * s1 - t97 * (s2 * 2.0), t378 * s1 - t379 * (s2 * 3.0)))), tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t277 * s1 - t278 * (s2 * 3.0)), tl.join(t87 * s1 - t88 * (s2 * 2.0), t362 * s1 - t363 * (s2 * 3.0))), tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t327 * s1 - t328 * (s2 * 3.0)), tl.join(t106 * s1 - t107 * (s2 * 2.0), t390 * s1 - t391 * (s2 * 3.0))))), (BLOCK, 16)), N, DIM, 16, BLOCK)
-                else:
-                    cj = tl.arange(0, 16)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t114 * s1 - t115 * (s2 * 2.0)), tl.join(t74 * s1 - t75 * (s2 * 2.0), t336 * s1 - t337 * (s2 * 3.0))), tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t300 * s1 - t301 * (s2 * 3.0)), tl.join(t96 * s1 - t97 * (s2 * 2.0), t378 * s1 - t379 * (s2 * 3.0)))), tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t277 * s1 - t278 * (s2 * 3.0)), tl.join(t87 * s1 - t88 * (s2 * 2.0), t362 * s1 - t363 * (s2 * 3.0))), tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t327 * s1 - t328 * (s2 * 3.0)), tl.join(t106 * s1 - t107 * (s2 * 2.0), t390 * s1 - t391 * (s2 * 3.0))))), (BLOCK, 16)), mask=mask[:, None] & (cj < 16)[None, :])
-            if LMAX == 4:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t645 * s1 - t646 * (s2 * 4.0)), tl.join(t114 * s1 - t115 * (s2 * 2.0), t833 * s1 - t834 * (s2 * 4.0))), tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t741 * s1 - t742 * (s2 * 4.0)), tl.join(t336 * s1 - t337 * (s2 * 3.0), zero))), tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t705 * s1 - t706 * (s2 * 4.0)), tl.join(t300 * s1 - t301 * (s2 * 3.0), zero)), tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t799 * s1 - t800 * (s2 * 4.0)), tl.join(t378 * s1 - t379 * (s2 * 3.0), zero)))), tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t668 * s1 - t669 * (s2 * 4.0)), tl.join(t277 * s1 - t278 * (s2 * 3.0), zero)), tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t767 * s1 - t768 * (s2 * 4.0)), tl.join(t362 * s1 - t363 * (s2 * 3.0), zero))), tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t732 * s1 - t733 * (s2 * 4.0)), tl.join(t327 * s1 - t328 * (s2 * 3.0), zero)), tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t821 * s1 - t822 * (s2 * 4.0)), tl.join(t390 * s1 - t391 * (s2 * 3.0), zero))))), (BLOCK, 32)), N, DIM, 32, BLOCK)
-                else:
-                    cj = tl.arange(0, 32)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t645 * s1 - t646 * (s2 * 4.0)), tl.join(t114 * s1 - t115 * (s2 * 2.0), t833 * s1 - t834 * (s2 * 4.0))), tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t741 * s1 - t742 * (s2 * 4.0)), tl.join(t336 * s1 - t337 * (s2 * 3.0), zero))), tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t705 * s1 - t706 * (s2 * 4.0)), tl.join(t300 * s1 - t301 * (s2 * 3.0), zero)), tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t799 * s1 - t800 * (s2 * 4.0)), tl.join(t378 * s1 - t379 * (s2 * 3.0), zero)))), tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t668 * s1 - t669 * (s2 * 4.0)), tl.join(t277 * s1 - t278 * (s2 * 3.0), zero)), tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t767 * s1 - t768 * (s2 * 4.0)), tl.join(t362 * s1 - t363 * (s2 * 3.0), zero))), tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t732 * s1 - t733 * (s2 * 4.0)), tl.join(t327 * s1 - t328 * (s2 * 3.0), zero)), tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t821 * s1 - t822 * (s2 * 4.0)), tl.join(t390 * s1 - t391 * (s2 * 3.0), zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 25)[None, :])
-            if LMAX == 5:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t1352 * s1 - t1353 * (s2 * 5.0)), tl.join(t645 * s1 - t646 * (s2 * 4.0), zero)), tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), zero), tl.join(t833 * s1 - t834 * (s2 * 4.0), zero))), tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), zero), tl.join(t741 * s1 - t742 * (s2 * 4.0), zero)), tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), zero), tl.join(t1258 * s1 - t1259 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t1410 * s1 - t1411 * (s2 * 5.0)), tl.join(t705 * s1 - t706 * (s2 * 4.0), zero)), tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), zero), tl.join(t1184 * s1 - t1185 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), zero), tl.join(t799 * s1 - t800 * (s2 * 4.0), zero)), tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), zero), tl.join(t1294 * s1 - t1295 * (s2 * 5.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t1388 * s1 - t1389 * (s2 * 5.0)), tl.join(t668 * s1 - t669 * (s2 * 4.0), zero)), tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), zero), tl.join(t1161 * s1 - t1162 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), zero), tl.join(t767 * s1 - t768 * (s2 * 4.0), zero)), tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), zero), tl.join(t1285 * s1 - t1286 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t1422 * s1 - t1423 * (s2 * 5.0)), tl.join(t732 * s1 - t733 * (s2 * 4.0), zero)), tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), zero), tl.join(t1221 * s1 - t1222 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), zero), tl.join(t821 * s1 - t822 * (s2 * 4.0), zero)), tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), zero), tl.join(t1320 * s1 - t1321 * (s2 * 5.0), zero)))))), (BLOCK, 64)), N, DIM, 64, BLOCK)
-                else:
-                    cj = tl.arange(0, 64)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t1352 * s1 - t1353 * (s2 * 5.0)), tl.join(t645 * s1 - t646 * (s2 * 4.0), zero)), tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), zero), tl.join(t833 * s1 - t834 * (s2 * 4.0), zero))), tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), zero), tl.join(t741 * s1 - t742 * (s2 * 4.0), zero)), tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), zero), tl.join(t1258 * s1 - t1259 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t1410 * s1 - t1411 * (s2 * 5.0)), tl.join(t705 * s1 - t706 * (s2 * 4.0), zero)), tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), zero), tl.join(t1184 * s1 - t1185 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), zero), tl.join(t799 * s1 - t800 * (s2 * 4.0), zero)), tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), zero), tl.join(t1294 * s1 - t1295 * (s2 * 5.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t1388 * s1 - t1389 * (s2 * 5.0)), tl.join(t668 * s1 - t669 * (s2 * 4.0), zero)), tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), zero), tl.join(t1161 * s1 - t1162 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), zero), tl.join(t767 * s1 - t768 * (s2 * 4.0), zero)), tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), zero), tl.join(t1285 * s1 - t1286 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t1422 * s1 - t1423 * (s2 * 5.0)), tl.join(t732 * s1 - t733 * (s2 * 4.0), zero)), tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), zero), tl.join(t1221 * s1 - t1222 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), zero), tl.join(t821 * s1 - t822 * (s2 * 4.0), zero)), tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), zero), tl.join(t1320 * s1 - t1321 * (s2 * 5.0), zero)))))), (BLOCK, 64)), mask=mask[:, None] & (cj < 36)[None, :])
-            if LMAX == 6:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t1352 * s1 - t1353 * (s2 * 5.0)), tl.join(t645 * s1 - t646 * (s2 * 4.0), t2162 * s1 - t2163 * (s2 * 6.0))), tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t1962 * s1 - t1963 * (s2 * 6.0)), tl.join(t833 * s1 - t834 * (s2 * 4.0), zero))), tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t1828 * s1 - t1829 * (s2 * 6.0)), tl.join(t741 * s1 - t742 * (s2 * 4.0), zero)), tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t2056 * s1 - t2057 * (s2 * 6.0)), tl.join(t1258 * s1 - t1259 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t1410 * s1 - t1411 * (s2 * 5.0)), tl.join(t705 * s1 - t706 * (s2 * 4.0), zero)), tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t1998 * s1 - t1999 * (s2 * 6.0)), tl.join(t1184 * s1 - t1185 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t1888 * s1 - t1889 * (s2 * 6.0)), tl.join(t799 * s1 - t800 * (s2 * 4.0), zero)), tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t2128 * s1 - t2129 * (s2 * 6.0)), tl.join(t1294 * s1 - t1295 * (s2 * 5.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t1388 * s1 - t1389 * (s2 * 5.0)), tl.join(t668 * s1 - t669 * (s2 * 4.0), zero)), tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t1989 * s1 - t1990 * (s2 * 6.0)), tl.join(t1161 * s1 - t1162 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t1851 * s1 - t1852 * (s2 * 6.0)), tl.join(t767 * s1 - t768 * (s2 * 4.0), zero)), tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t2092 * s1 - t2093 * (s2 * 6.0)), tl.join(t1285 * s1 - t1286 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t1422 * s1 - t1423 * (s2 * 5.0)), tl.join(t732 * s1 - t733 * (s2 * 4.0), zero)), tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t2024 * s1 - t2025 * (s2 * 6.0)), tl.join(t1221 * s1 - t1222 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t1925 * s1 - t1926 * (s2 * 6.0)), tl.join(t821 * s1 - t822 * (s2 * 4.0), zero)), tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t2150 * s1 - t2151 * (s2 * 6.0)), tl.join(t1320 * s1 - t1321 * (s2 * 5.0), zero)))))), (BLOCK, 64)), N, DIM, 64, BLOCK)
-                else:
-                    cj = tl.arange(0, 64)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t1352 * s1 - t1353 * (s2 * 5.0)), tl.join(t645 * s1 - t646 * (s2 * 4.0), t2162 * s1 - t2163 * (s2 * 6.0))), tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t1962 * s1 - t1963 * (s2 * 6.0)), tl.join(t833 * s1 - t834 * (s2 * 4.0), zero))), tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t1828 * s1 - t1829 * (s2 * 6.0)), tl.join(t741 * s1 - t742 * (s2 * 4.0), zero)), tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t2056 * s1 - t2057 * (s2 * 6.0)), tl.join(t1258 * s1 - t1259 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t1410 * s1 - t1411 * (s2 * 5.0)), tl.join(t705 * s1 - t706 * (s2 * 4.0), zero)), tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t1998 * s1 - t1999 * (s2 * 6.0)), tl.join(t1184 * s1 - t1185 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t1888 * s1 - t1889 * (s2 * 6.0)), tl.join(t799 * s1 - t800 * (s2 * 4.0), zero)), tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t2128 * s1 - t2129 * (s2 * 6.0)), tl.join(t1294 * s1 - t1295 * (s2 * 5.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t1388 * s1 - t1389 * (s2 * 5.0)), tl.join(t668 * s1 - t669 * (s2 * 4.0), zero)), tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t1989 * s1 - t1990 * (s2 * 6.0)), tl.join(t1161 * s1 - t1162 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t1851 * s1 - t1852 * (s2 * 6.0)), tl.join(t767 * s1 - t768 * (s2 * 4.0), zero)), tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t2092 * s1 - t2093 * (s2 * 6.0)), tl.join(t1285 * s1 - t1286 * (s2 * 5.0), zero)))), tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t1422 * s1 - t1423 * (s2 * 5.0)), tl.join(t732 * s1 - t733 * (s2 * 4.0), zero)), tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t2024 * s1 - t2025 * (s2 * 6.0)), tl.join(t1221 * s1 - t1222 * (s2 * 5.0), zero))), tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t1925 * s1 - t1926 * (s2 * 6.0)), tl.join(t821 * s1 - t822 * (s2 * 4.0), zero)), tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t2150 * s1 - t2151 * (s2 * 6.0)), tl.join(t1320 * s1 - t1321 * (s2 * 5.0), zero)))))), (BLOCK, 64)), mask=mask[:, None] & (cj < 49)[None, :])
-            if LMAX == 7:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t1352 * s1 - t1353 * (s2 * 5.0)), tl.join(t645 * s1 - t646 * (s2 * 4.0), t2162 * s1 - t2163 * (s2 * 6.0))), tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t1962 * s1 - t1963 * (s2 * 6.0)), tl.join(t833 * s1 - t834 * (s2 * 4.0), t2853 * s1 - t2854 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t1828 * s1 - t1829 * (s2 * 6.0)), tl.join(t741 * s1 - t742 * (s2 * 4.0), t2743 * s1 - t2744 * (s2 * 7.0))), tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t2056 * s1 - t2057 * (s2 * 6.0)), tl.join(t1258 * s1 - t1259 * (s2 * 5.0), t2983 * s1 - t2984 * (s2 * 7.0))))), tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t1410 * s1 - t1411 * (s2 * 5.0)), tl.join(t705 * s1 - t706 * (s2 * 4.0), t2669 * s1 - t2670 * (s2 * 7.0))), tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t1998 * s1 - t1999 * (s2 * 6.0)), tl.join(t1184 * s1 - t1185 * (s2 * 5.0), t2911 * s1 - t2912 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t1888 * s1 - t1889 * (s2 * 6.0)), tl.join(t799 * s1 - t800 * (s2 * 4.0), t2817 * s1 - t2818 * (s2 * 7.0))), tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t2128 * s1 - t2129 * (s2 * 6.0)), tl.join(t1294 * s1 - t1295 * (s2 * 5.0), t3041 * s1 - t3042 * (s2 * 7.0)))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t1388 * s1 - t1389 * (s2 * 5.0)), tl.join(t668 * s1 - t669 * (s2 * 4.0), t2646 * s1 - t2647 * (s2 * 7.0))), tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t1989 * s1 - t1990 * (s2 * 6.0)), tl.join(t1161 * s1 - t1162 * (s2 * 5.0), t2879 * s1 - t2880 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t1851 * s1 - t1852 * (s2 * 6.0)), tl.join(t767 * s1 - t768 * (s2 * 4.0), t2780 * s1 - t2781 * (s2 * 7.0))), tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t2092 * s1 - t2093 * (s2 * 6.0)), tl.join(t1285 * s1 - t1286 * (s2 * 5.0), t3019 * s1 - t3020 * (s2 * 7.0))))), tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t1422 * s1 - t1423 * (s2 * 5.0)), tl.join(t732 * s1 - t733 * (s2 * 4.0), t2706 * s1 - t2707 * (s2 * 7.0))), tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t2024 * s1 - t2025 * (s2 * 6.0)), tl.join(t1221 * s1 - t1222 * (s2 * 5.0), t2947 * s1 - t2948 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t1925 * s1 - t1926 * (s2 * 6.0)), tl.join(t821 * s1 - t822 * (s2 * 4.0), t2844 * s1 - t2845 * (s2 * 7.0))), tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t2150 * s1 - t2151 * (s2 * 6.0)), tl.join(t1320 * s1 - t1321 * (s2 * 5.0), t3053 * s1 - t3054 * (s2 * 7.0))))))), (BLOCK, 64)), N, DIM, 64, BLOCK)
-                else:
-                    cj = tl.arange(0, 64)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t1352 * s1 - t1353 * (s2 * 5.0)), tl.join(t645 * s1 - t646 * (s2 * 4.0), t2162 * s1 - t2163 * (s2 * 6.0))), tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t1962 * s1 - t1963 * (s2 * 6.0)), tl.join(t833 * s1 - t834 * (s2 * 4.0), t2853 * s1 - t2854 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t1828 * s1 - t1829 * (s2 * 6.0)), tl.join(t741 * s1 - t742 * (s2 * 4.0), t2743 * s1 - t2744 * (s2 * 7.0))), tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t2056 * s1 - t2057 * (s2 * 6.0)), tl.join(t1258 * s1 - t1259 * (s2 * 5.0), t2983 * s1 - t2984 * (s2 * 7.0))))), tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t1410 * s1 - t1411 * (s2 * 5.0)), tl.join(t705 * s1 - t706 * (s2 * 4.0), t2669 * s1 - t2670 * (s2 * 7.0))), tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t1998 * s1 - t1999 * (s2 * 6.0)), tl.join(t1184 * s1 - t1185 * (s2 * 5.0), t2911 * s1 - t2912 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t1888 * s1 - t1889 * (s2 * 6.0)), tl.join(t799 * s1 - t800 * (s2 * 4.0), t2817 * s1 - t2818 * (s2 * 7.0))), tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t2128 * s1 - t2129 * (s2 * 6.0)), tl.join(t1294 * s1 - t1295 * (s2 * 5.0), t3041 * s1 - t3042 * (s2 * 7.0)))))), tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t1388 * s1 - t1389 * (s2 * 5.0)), tl.join(t668 * s1 - t669 * (s2 * 4.0), t2646 * s1 - t2647 * (s2 * 7.0))), tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t1989 * s1 - t1990 * (s2 * 6.0)), tl.join(t1161 * s1 - t1162 * (s2 * 5.0), t2879 * s1 - t2880 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t1851 * s1 - t1852 * (s2 * 6.0)), tl.join(t767 * s1 - t768 * (s2 * 4.0), t2780 * s1 - t2781 * (s2 * 7.0))), tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t2092 * s1 - t2093 * (s2 * 6.0)), tl.join(t1285 * s1 - t1286 * (s2 * 5.0), t3019 * s1 - t3020 * (s2 * 7.0))))), tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t1422 * s1 - t1423 * (s2 * 5.0)), tl.join(t732 * s1 - t733 * (s2 * 4.0), t2706 * s1 - t2707 * (s2 * 7.0))), tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t2024 * s1 - t2025 * (s2 * 6.0)), tl.join(t1221 * s1 - t1222 * (s2 * 5.0), t2947 * s1 - t2948 * (s2 * 7.0)))), tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t1925 * s1 - t1926 * (s2 * 6.0)), tl.join(t821 * s1 - t822 * (s2 * 4.0), t2844 * s1 - t2845 * (s2 * 7.0))), tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t2150 * s1 - t2151 * (s2 * 6.0)), tl.join(t1320 * s1 - t1321 * (s2 * 5.0), t3053 * s1 - t3054 * (s2 * 7.0))))))), (BLOCK, 64)), mask=mask[:, None] & (cj < 64)[None, :])
-            if LMAX == 8:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t3611 * s1 - t3612 * (s2 * 8.0)), tl.join(t1352 * s1 - t1353 * (s2 * 5.0), zero)), tl.join(tl.join(t645 * s1 - t646 * (s2 * 4.0), t4091 * s1 - t4092 * (s2 * 8.0)), tl.join(t2162 * s1 - t2163 * (s2 * 6.0), zero))), tl.join(tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t3855 * s1 - t3856 * (s2 * 8.0)), tl.join(t1962 * s1 - t1963 * (s2 * 6.0), zero)), tl.join(tl.join(t833 * s1 - t834 * (s2 * 4.0), zero), tl.join(t2853 * s1 - t2854 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t3745 * s1 - t3746 * (s2 * 8.0)), tl.join(t1828 * s1 - t1829 * (s2 * 6.0), zero)), tl.join(tl.join(t741 * s1 - t742 * (s2 * 4.0), zero), tl.join(t2743 * s1 - t2744 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t3985 * s1 - t3986 * (s2 * 8.0)), tl.join(t2056 * s1 - t2057 * (s2 * 6.0), zero)), tl.join(tl.join(t1258 * s1 - t1259 * (s2 * 5.0), zero), tl.join(t2983 * s1 - t2984 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t3671 * s1 - t3672 * (s2 * 8.0)), tl.join(t1410 * s1 - t1411 * (s2 * 5.0), zero)), tl.join(tl.join(t705 * s1 - t706 * (s2 * 4.0), zero), tl.join(t2669 * s1 - t2670 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t3913 * s1 - t3914 * (s2 * 8.0)), tl.join(t1998 * s1 - t1999 * (s2 * 6.0), zero)), tl.join(tl.join(t1184 * s1 - t1185 * (s2 * 5.0), zero), tl.join(t2911 * s1 - t2912 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t3819 * s1 - t3820 * (s2 * 8.0)), tl.join(t1888 * s1 - t1889 * (s2 * 6.0), zero)), tl.join(tl.join(t799 * s1 - t800 * (s2 * 4.0), zero), tl.join(t2817 * s1 - t2818 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t4057 * s1 - t4058 * (s2 * 8.0)), tl.join(t2128 * s1 - t2129 * (s2 * 6.0), zero)), tl.join(tl.join(t1294 * s1 - t1295 * (s2 * 5.0), zero), tl.join(t3041 * s1 - t3042 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t3634 * s1 - t3635 * (s2 * 8.0)), tl.join(t1388 * s1 - t1389 * (s2 * 5.0), zero)), tl.join(tl.join(t668 * s1 - t669 * (s2 * 4.0), zero), tl.join(t2646 * s1 - t2647 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t3881 * s1 - t3882 * (s2 * 8.0)), tl.join(t1989 * s1 - t1990 * (s2 * 6.0), zero)), tl.join(tl.join(t1161 * s1 - t1162 * (s2 * 5.0), zero), tl.join(t2879 * s1 - t2880 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t3782 * s1 - t3783 * (s2 * 8.0)), tl.join(t1851 * s1 - t1852 * (s2 * 6.0), zero)), tl.join(tl.join(t767 * s1 - t768 * (s2 * 4.0), zero), tl.join(t2780 * s1 - t2781 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t4021 * s1 - t4022 * (s2 * 8.0)), tl.join(t2092 * s1 - t2093 * (s2 * 6.0), zero)), tl.join(tl.join(t1285 * s1 - t1286 * (s2 * 5.0), zero), tl.join(t3019 * s1 - t3020 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t3708 * s1 - t3709 * (s2 * 8.0)), tl.join(t1422 * s1 - t1423 * (s2 * 5.0), zero)), tl.join(tl.join(t732 * s1 - t733 * (s2 * 4.0), zero), tl.join(t2706 * s1 - t2707 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t3949 * s1 - t3950 * (s2 * 8.0)), tl.join(t2024 * s1 - t2025 * (s2 * 6.0), zero)), tl.join(tl.join(t1221 * s1 - t1222 * (s2 * 5.0), zero), tl.join(t2947 * s1 - t2948 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t3846 * s1 - t3847 * (s2 * 8.0)), tl.join(t1925 * s1 - t1926 * (s2 * 6.0), zero)), tl.join(tl.join(t821 * s1 - t822 * (s2 * 4.0), zero), tl.join(t2844 * s1 - t2845 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t4079 * s1 - t4080 * (s2 * 8.0)), tl.join(t2150 * s1 - t2151 * (s2 * 6.0), zero)), tl.join(tl.join(t1320 * s1 - t1321 * (s2 * 5.0), zero), tl.join(t3053 * s1 - t3054 * (s2 * 7.0), zero))))))), (BLOCK, 128)), N, DIM, 128, BLOCK)
-                else:
-                    cj = tl.arange(0, 128)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t3611 * s1 - t3612 * (s2 * 8.0)), tl.join(t1352 * s1 - t1353 * (s2 * 5.0), zero)), tl.join(tl.join(t645 * s1 - t646 * (s2 * 4.0), t4091 * s1 - t4092 * (s2 * 8.0)), tl.join(t2162 * s1 - t2163 * (s2 * 6.0), zero))), tl.join(tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t3855 * s1 - t3856 * (s2 * 8.0)), tl.join(t1962 * s1 - t1963 * (s2 * 6.0), zero)), tl.join(tl.join(t833 * s1 - t834 * (s2 * 4.0), zero), tl.join(t2853 * s1 - t2854 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t3745 * s1 - t3746 * (s2 * 8.0)), tl.join(t1828 * s1 - t1829 * (s2 * 6.0), zero)), tl.join(tl.join(t741 * s1 - t742 * (s2 * 4.0), zero), tl.join(t2743 * s1 - t2744 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t3985 * s1 - t3986 * (s2 * 8.0)), tl.join(t2056 * s1 - t2057 * (s2 * 6.0), zero)), tl.join(tl.join(t1258 * s1 - t1259 * (s2 * 5.0), zero), tl.join(t2983 * s1 - t2984 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t3671 * s1 - t3672 * (s2 * 8.0)), tl.join(t1410 * s1 - t1411 * (s2 * 5.0), zero)), tl.join(tl.join(t705 * s1 - t706 * (s2 * 4.0), zero), tl.join(t2669 * s1 - t2670 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t3913 * s1 - t3914 * (s2 * 8.0)), tl.join(t1998 * s1 - t1999 * (s2 * 6.0), zero)), tl.join(tl.join(t1184 * s1 - t1185 * (s2 * 5.0), zero), tl.join(t2911 * s1 - t2912 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t3819 * s1 - t3820 * (s2 * 8.0)), tl.join(t1888 * s1 - t1889 * (s2 * 6.0), zero)), tl.join(tl.join(t799 * s1 - t800 * (s2 * 4.0), zero), tl.join(t2817 * s1 - t2818 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t4057 * s1 - t4058 * (s2 * 8.0)), tl.join(t2128 * s1 - t2129 * (s2 * 6.0), zero)), tl.join(tl.join(t1294 * s1 - t1295 * (s2 * 5.0), zero), tl.join(t3041 * s1 - t3042 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t3634 * s1 - t3635 * (s2 * 8.0)), tl.join(t1388 * s1 - t1389 * (s2 * 5.0), zero)), tl.join(tl.join(t668 * s1 - t669 * (s2 * 4.0), zero), tl.join(t2646 * s1 - t2647 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t3881 * s1 - t3882 * (s2 * 8.0)), tl.join(t1989 * s1 - t1990 * (s2 * 6.0), zero)), tl.join(tl.join(t1161 * s1 - t1162 * (s2 * 5.0), zero), tl.join(t2879 * s1 - t2880 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t3782 * s1 - t3783 * (s2 * 8.0)), tl.join(t1851 * s1 - t1852 * (s2 * 6.0), zero)), tl.join(tl.join(t767 * s1 - t768 * (s2 * 4.0), zero), tl.join(t2780 * s1 - t2781 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t4021 * s1 - t4022 * (s2 * 8.0)), tl.join(t2092 * s1 - t2093 * (s2 * 6.0), zero)), tl.join(tl.join(t1285 * s1 - t1286 * (s2 * 5.0), zero), tl.join(t3019 * s1 - t3020 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t3708 * s1 - t3709 * (s2 * 8.0)), tl.join(t1422 * s1 - t1423 * (s2 * 5.0), zero)), tl.join(tl.join(t732 * s1 - t733 * (s2 * 4.0), zero), tl.join(t2706 * s1 - t2707 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t3949 * s1 - t3950 * (s2 * 8.0)), tl.join(t2024 * s1 - t2025 * (s2 * 6.0), zero)), tl.join(tl.join(t1221 * s1 - t1222 * (s2 * 5.0), zero), tl.join(t2947 * s1 - t2948 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t3846 * s1 - t3847 * (s2 * 8.0)), tl.join(t1925 * s1 - t1926 * (s2 * 6.0), zero)), tl.join(tl.join(t821 * s1 - t822 * (s2 * 4.0), zero), tl.join(t2844 * s1 - t2845 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t4079 * s1 - t4080 * (s2 * 8.0)), tl.join(t2150 * s1 - t2151 * (s2 * 6.0), zero)), tl.join(tl.join(t1320 * s1 - t1321 * (s2 * 5.0), zero), tl.join(t3053 * s1 - t3054 * (s2 * 7.0), zero))))))), (BLOCK, 128)), mask=mask[:, None] & (cj < 81)[None, :])
-            if LMAX == 9:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t3611 * s1 - t3612 * (s2 * 8.0)), tl.join(t1352 * s1 - t1353 * (s2 * 5.0), t5213 * s1 - t5214 * (s2 * 9.0))), tl.join(tl.join(t645 * s1 - t646 * (s2 * 4.0), t4091 * s1 - t4092 * (s2 * 8.0)), tl.join(t2162 * s1 - t2163 * (s2 * 6.0), zero))), tl.join(tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t3855 * s1 - t3856 * (s2 * 8.0)), tl.join(t1962 * s1 - t1963 * (s2 * 6.0), zero)), tl.join(tl.join(t833 * s1 - t834 * (s2 * 4.0), t4975 * s1 - t4976 * (s2 * 9.0)), tl.join(t2853 * s1 - t2854 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t3745 * s1 - t3746 * (s2 * 8.0)), tl.join(t1828 * s1 - t1829 * (s2 * 6.0), zero)), tl.join(tl.join(t741 * s1 - t742 * (s2 * 4.0), t4827 * s1 - t4828 * (s2 * 9.0)), tl.join(t2743 * s1 - t2744 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t3985 * s1 - t3986 * (s2 * 8.0)), tl.join(t2056 * s1 - t2057 * (s2 * 6.0), zero)), tl.join(tl.join(t1258 * s1 - t1259 * (s2 * 5.0), t5069 * s1 - t5070 * (s2 * 9.0)), tl.join(t2983 * s1 - t2984 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t3671 * s1 - t3672 * (s2 * 8.0)), tl.join(t1410 * s1 - t1411 * (s2 * 5.0), t5271 * s1 - t5272 * (s2 * 9.0))), tl.join(tl.join(t705 * s1 - t706 * (s2 * 4.0), t4753 * s1 - t4754 * (s2 * 9.0)), tl.join(t2669 * s1 - t2670 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t3913 * s1 - t3914 * (s2 * 8.0)), tl.join(t1998 * s1 - t1999 * (s2 * 6.0), zero)), tl.join(tl.join(t1184 * s1 - t1185 * (s2 * 5.0), t5011 * s1 - t5012 * (s2 * 9.0)), tl.join(t2911 * s1 - t2912 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t3819 * s1 - t3820 * (s2 * 8.0)), tl.join(t1888 * s1 - t1889 * (s2 * 6.0), zero)), tl.join(tl.join(t799 * s1 - t800 * (s2 * 4.0), t4901 * s1 - t4902 * (s2 * 9.0)), tl.join(t2817 * s1 - t2818 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t4057 * s1 - t4058 * (s2 * 8.0)), tl.join(t2128 * s1 - t2129 * (s2 * 6.0), zero)), tl.join(tl.join(t1294 * s1 - t1295 * (s2 * 5.0), t5141 * s1 - t5142 * (s2 * 9.0)), tl.join(t3041 * s1 - t3042 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t3634 * s1 - t3635 * (s2 * 8.0)), tl.join(t1388 * s1 - t1389 * (s2 * 5.0), t5249 * s1 - t5250 * (s2 * 9.0))), tl.join(tl.join(t668 * s1 - t669 * (s2 * 4.0), t4730 * s1 - t4731 * (s2 * 9.0)), tl.join(t2646 * s1 - t2647 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t3881 * s1 - t3882 * (s2 * 8.0)), tl.join(t1989 * s1 - t1990 * (s2 * 6.0), zero)), tl.join(tl.join(t1161 * s1 - t1162 * (s2 * 5.0), t5002 * s1 - t5003 * (s2 * 9.0)), tl.join(t2879 * s1 - t2880 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t3782 * s1 - t3783 * (s2 * 8.0)), tl.join(t1851 * s1 - t1852 * (s2 * 6.0), zero)), tl.join(tl.join(t767 * s1 - t768 * (s2 * 4.0), t4864 * s1 - t4865 * (s2 * 9.0)), tl.join(t2780 * s1 - t2781 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t4021 * s1 - t4022 * (s2 * 8.0)), tl.join(t2092 * s1 - t2093 * (s2 * 6.0), zero)), tl.join(tl.join(t1285 * s1 - t1286 * (s2 * 5.0), t5105 * s1 - t5106 * (s2 * 9.0)), tl.join(t3019 * s1 - t3020 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t3708 * s1 - t3709 * (s2 * 8.0)), tl.join(t1422 * s1 - t1423 * (s2 * 5.0), t5283 * s1 - t5284 * (s2 * 9.0))), tl.join(tl.join(t732 * s1 - t733 * (s2 * 4.0), t4790 * s1 - t4791 * (s2 * 9.0)), tl.join(t2706 * s1 - t2707 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t3949 * s1 - t3950 * (s2 * 8.0)), tl.join(t2024 * s1 - t2025 * (s2 * 6.0), zero)), tl.join(tl.join(t1221 * s1 - t1222 * (s2 * 5.0), t5037 * s1 - t5038 * (s2 * 9.0)), tl.join(t2947 * s1 - t2948 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t3846 * s1 - t3847 * (s2 * 8.0)), tl.join(t1925 * s1 - t1926 * (s2 * 6.0), zero)), tl.join(tl.join(t821 * s1 - t822 * (s2 * 4.0), t4938 * s1 - t4939 * (s2 * 9.0)), tl.join(t2844 * s1 - t2845 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t4079 * s1 - t4080 * (s2 * 8.0)), tl.join(t2150 * s1 - t2151 * (s2 * 6.0), zero)), tl.join(tl.join(t1320 * s1 - t1321 * (s2 * 5.0), t5177 * s1 - t5178 * (s2 * 9.0)), tl.join(t3053 * s1 - t3054 * (s2 * 7.0), zero))))))), (BLOCK, 128)), N, DIM, 128, BLOCK)
-                else:
-                    cj = tl.arange(0, 128)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t3611 * s1 - t3612 * (s2 * 8.0)), tl.join(t1352 * s1 - t1353 * (s2 * 5.0), t5213 * s1 - t5214 * (s2 * 9.0))), tl.join(tl.join(t645 * s1 - t646 * (s2 * 4.0), t4091 * s1 - t4092 * (s2 * 8.0)), tl.join(t2162 * s1 - t2163 * (s2 * 6.0), zero))), tl.join(tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t3855 * s1 - t3856 * (s2 * 8.0)), tl.join(t1962 * s1 - t1963 * (s2 * 6.0), zero)), tl.join(tl.join(t833 * s1 - t834 * (s2 * 4.0), t4975 * s1 - t4976 * (s2 * 9.0)), tl.join(t2853 * s1 - t2854 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t3745 * s1 - t3746 * (s2 * 8.0)), tl.join(t1828 * s1 - t1829 * (s2 * 6.0), zero)), tl.join(tl.join(t741 * s1 - t742 * (s2 * 4.0), t4827 * s1 - t4828 * (s2 * 9.0)), tl.join(t2743 * s1 - t2744 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t3985 * s1 - t3986 * (s2 * 8.0)), tl.join(t2056 * s1 - t2057 * (s2 * 6.0), zero)), tl.join(tl.join(t1258 * s1 - t1259 * (s2 * 5.0), t5069 * s1 - t5070 * (s2 * 9.0)), tl.join(t2983 * s1 - t2984 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t3671 * s1 - t3672 * (s2 * 8.0)), tl.join(t1410 * s1 - t1411 * (s2 * 5.0), t5271 * s1 - t5272 * (s2 * 9.0))), tl.join(tl.join(t705 * s1 - t706 * (s2 * 4.0), t4753 * s1 - t4754 * (s2 * 9.0)), tl.join(t2669 * s1 - t2670 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t3913 * s1 - t3914 * (s2 * 8.0)), tl.join(t1998 * s1 - t1999 * (s2 * 6.0), zero)), tl.join(tl.join(t1184 * s1 - t1185 * (s2 * 5.0), t5011 * s1 - t5012 * (s2 * 9.0)), tl.join(t2911 * s1 - t2912 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t3819 * s1 - t3820 * (s2 * 8.0)), tl.join(t1888 * s1 - t1889 * (s2 * 6.0), zero)), tl.join(tl.join(t799 * s1 - t800 * (s2 * 4.0), t4901 * s1 - t4902 * (s2 * 9.0)), tl.join(t2817 * s1 - t2818 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t4057 * s1 - t4058 * (s2 * 8.0)), tl.join(t2128 * s1 - t2129 * (s2 * 6.0), zero)), tl.join(tl.join(t1294 * s1 - t1295 * (s2 * 5.0), t5141 * s1 - t5142 * (s2 * 9.0)), tl.join(t3041 * s1 - t3042 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t3634 * s1 - t3635 * (s2 * 8.0)), tl.join(t1388 * s1 - t1389 * (s2 * 5.0), t5249 * s1 - t5250 * (s2 * 9.0))), tl.join(tl.join(t668 * s1 - t669 * (s2 * 4.0), t4730 * s1 - t4731 * (s2 * 9.0)), tl.join(t2646 * s1 - t2647 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t3881 * s1 - t3882 * (s2 * 8.0)), tl.join(t1989 * s1 - t1990 * (s2 * 6.0), zero)), tl.join(tl.join(t1161 * s1 - t1162 * (s2 * 5.0), t5002 * s1 - t5003 * (s2 * 9.0)), tl.join(t2879 * s1 - t2880 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t3782 * s1 - t3783 * (s2 * 8.0)), tl.join(t1851 * s1 - t1852 * (s2 * 6.0), zero)), tl.join(tl.join(t767 * s1 - t768 * (s2 * 4.0), t4864 * s1 - t4865 * (s2 * 9.0)), tl.join(t2780 * s1 - t2781 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t4021 * s1 - t4022 * (s2 * 8.0)), tl.join(t2092 * s1 - t2093 * (s2 * 6.0), zero)), tl.join(tl.join(t1285 * s1 - t1286 * (s2 * 5.0), t5105 * s1 - t5106 * (s2 * 9.0)), tl.join(t3019 * s1 - t3020 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t3708 * s1 - t3709 * (s2 * 8.0)), tl.join(t1422 * s1 - t1423 * (s2 * 5.0), t5283 * s1 - t5284 * (s2 * 9.0))), tl.join(tl.join(t732 * s1 - t733 * (s2 * 4.0), t4790 * s1 - t4791 * (s2 * 9.0)), tl.join(t2706 * s1 - t2707 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t3949 * s1 - t3950 * (s2 * 8.0)), tl.join(t2024 * s1 - t2025 * (s2 * 6.0), zero)), tl.join(tl.join(t1221 * s1 - t1222 * (s2 * 5.0), t5037 * s1 - t5038 * (s2 * 9.0)), tl.join(t2947 * s1 - t2948 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t3846 * s1 - t3847 * (s2 * 8.0)), tl.join(t1925 * s1 - t1926 * (s2 * 6.0), zero)), tl.join(tl.join(t821 * s1 - t822 * (s2 * 4.0), t4938 * s1 - t4939 * (s2 * 9.0)), tl.join(t2844 * s1 - t2845 * (s2 * 7.0), zero))), tl.join(tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t4079 * s1 - t4080 * (s2 * 8.0)), tl.join(t2150 * s1 - t2151 * (s2 * 6.0), zero)), tl.join(tl.join(t1320 * s1 - t1321 * (s2 * 5.0), t5177 * s1 - t5178 * (s2 * 9.0)), tl.join(t3053 * s1 - t3054 * (s2 * 7.0), zero))))))), (BLOCK, 128)), mask=mask[:, None] & (cj < 100)[None, :])
-            if LMAX == 10:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t3611 * s1 - t3612 * (s2 * 8.0)), tl.join(t1352 * s1 - t1353 * (s2 * 5.0), t5213 * s1 - t5214 * (s2 * 9.0))), tl.join(tl.join(t645 * s1 - t646 * (s2 * 4.0), t4091 * s1 - t4092 * (s2 * 8.0)), tl.join(t2162 * s1 - t2163 * (s2 * 6.0), t6376 * s1 - t6377 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t3855 * s1 - t3856 * (s2 * 8.0)), tl.join(t1962 * s1 - t1963 * (s2 * 6.0), t6134 * s1 - t6135 * (s2 * 10.0))), tl.join(tl.join(t833 * s1 - t834 * (s2 * 4.0), t4975 * s1 - t4976 * (s2 * 9.0)), tl.join(t2853 * s1 - t2854 * (s2 * 7.0), t6626 * s1 - t6627 * (s2 * 10.0))))), tl.join(tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t3745 * s1 - t3746 * (s2 * 8.0)), tl.join(t1828 * s1 - t1829 * (s2 * 6.0), t6000 * s1 - t6001 * (s2 * 10.0))), tl.join(tl.join(t741 * s1 - t742 * (s2 * 4.0), t4827 * s1 - t4828 * (s2 * 9.0)), tl.join(t2743 * s1 - t2744 * (s2 * 7.0), t6520 * s1 - t6521 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t3985 * s1 - t3986 * (s2 * 8.0)), tl.join(t2056 * s1 - t2057 * (s2 * 6.0), t6282 * s1 - t6283 * (s2 * 10.0))), tl.join(tl.join(t1258 * s1 - t1259 * (s2 * 5.0), t5069 * s1 - t5070 * (s2 * 9.0)), tl.join(t2983 * s1 - t2984 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t3671 * s1 - t3672 * (s2 * 8.0)), tl.join(t1410 * s1 - t1411 * (s2 * 5.0), t5271 * s1 - t5272 * (s2 * 9.0))), tl.join(tl.join(t705 * s1 - t706 * (s2 * 4.0), t4753 * s1 - t4754 * (s2 * 9.0)), tl.join(t2669 * s1 - t2670 * (s2 * 7.0), t6448 * s1 - t6449 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t3913 * s1 - t3914 * (s2 * 8.0)), tl.join(t1998 * s1 - t1999 * (s2 * 6.0), t6208 * s1 - t6209 * (s2 * 10.0))), tl.join(tl.join(t1184 * s1 - t1185 * (s2 * 5.0), t5011 * s1 - t5012 * (s2 * 9.0)), tl.join(t2911 * s1 - t2912 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t3819 * s1 - t3820 * (s2 * 8.0)), tl.join(t1888 * s1 - t1889 * (s2 * 6.0), t6060 * s1 - t6061 * (s2 * 10.0))), tl.join(tl.join(t799 * s1 - t800 * (s2 * 4.0), t4901 * s1 - t4902 * (s2 * 9.0)), tl.join(t2817 * s1 - t2818 * (s2 * 7.0), t6592 * s1 - t6593 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t4057 * s1 - t4058 * (s2 * 8.0)), tl.join(t2128 * s1 - t2129 * (s2 * 6.0), t6318 * s1 - t6319 * (s2 * 10.0))), tl.join(tl.join(t1294 * s1 - t1295 * (s2 * 5.0), t5141 * s1 - t5142 * (s2 * 9.0)), tl.join(t3041 * s1 - t3042 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t3634 * s1 - t3635 * (s2 * 8.0)), tl.join(t1388 * s1 - t1389 * (s2 * 5.0), t5249 * s1 - t5250 * (s2 * 9.0))), tl.join(tl.join(t668 * s1 - t669 * (s2 * 4.0), t4730 * s1 - t4731 * (s2 * 9.0)), tl.join(t2646 * s1 - t2647 * (s2 * 7.0), t6412 * s1 - t6413 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t3881 * s1 - t3882 * (s2 * 8.0)), tl.join(t1989 * s1 - t1990 * (s2 * 6.0), t6171 * s1 - t6172 * (s2 * 10.0))), tl.join(tl.join(t1161 * s1 - t1162 * (s2 * 5.0), t5002 * s1 - t5003 * (s2 * 9.0)), tl.join(t2879 * s1 - t2880 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t3782 * s1 - t3783 * (s2 * 8.0)), tl.join(t1851 * s1 - t1852 * (s2 * 6.0), t6023 * s1 - t6024 * (s2 * 10.0))), tl.join(tl.join(t767 * s1 - t768 * (s2 * 4.0), t4864 * s1 - t4865 * (s2 * 9.0)), tl.join(t2780 * s1 - t2781 * (s2 * 7.0), t6556 * s1 - t6557 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t4021 * s1 - t4022 * (s2 * 8.0)), tl.join(t2092 * s1 - t2093 * (s2 * 6.0), t6309 * s1 - t6310 * (s2 * 10.0))), tl.join(tl.join(t1285 * s1 - t1286 * (s2 * 5.0), t5105 * s1 - t5106 * (s2 * 9.0)), tl.join(t3019 * s1 - t3020 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t3708 * s1 - t3709 * (s2 * 8.0)), tl.join(t1422 * s1 - t1423 * (s2 * 5.0), t5283 * s1 - t5284 * (s2 * 9.0))), tl.join(tl.join(t732 * s1 - t733 * (s2 * 4.0), t4790 * s1 - t4791 * (s2 * 9.0)), tl.join(t2706 * s1 - t2707 * (s2 * 7.0), t6484 * s1 - t6485 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t3949 * s1 - t3950 * (s2 * 8.0)), tl.join(t2024 * s1 - t2025 * (s2 * 6.0), t6245 * s1 - t6246 * (s2 * 10.0))), tl.join(tl.join(t1221 * s1 - t1222 * (s2 * 5.0), t5037 * s1 - t5038 * (s2 * 9.0)), tl.join(t2947 * s1 - t2948 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t3846 * s1 - t3847 * (s2 * 8.0)), tl.join(t1925 * s1 - t1926 * (s2 * 6.0), t6097 * s1 - t6098 * (s2 * 10.0))), tl.join(tl.join(t821 * s1 - t822 * (s2 * 4.0), t4938 * s1 - t4939 * (s2 * 9.0)), tl.join(t2844 * s1 - t2845 * (s2 * 7.0), t6614 * s1 - t6615 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t4079 * s1 - t4080 * (s2 * 8.0)), tl.join(t2150 * s1 - t2151 * (s2 * 6.0), t6344 * s1 - t6345 * (s2 * 10.0))), tl.join(tl.join(t1320 * s1 - t1321 * (s2 * 5.0), t5177 * s1 - t5178 * (s2 * 9.0)), tl.join(t3053 * s1 - t3054 * (s2 * 7.0), zero))))))), (BLOCK, 128)), N, DIM, 128, BLOCK)
-                else:
-                    cj = tl.arange(0, 128)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t3611 * s1 - t3612 * (s2 * 8.0)), tl.join(t1352 * s1 - t1353 * (s2 * 5.0), t5213 * s1 - t5214 * (s2 * 9.0))), tl.join(tl.join(t645 * s1 - t646 * (s2 * 4.0), t4091 * s1 - t4092 * (s2 * 8.0)), tl.join(t2162 * s1 - t2163 * (s2 * 6.0), t6376 * s1 - t6377 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t3855 * s1 - t3856 * (s2 * 8.0)), tl.join(t1962 * s1 - t1963 * (s2 * 6.0), t6134 * s1 - t6135 * (s2 * 10.0))), tl.join(tl.join(t833 * s1 - t834 * (s2 * 4.0), t4975 * s1 - t4976 * (s2 * 9.0)), tl.join(t2853 * s1 - t2854 * (s2 * 7.0), t6626 * s1 - t6627 * (s2 * 10.0))))), tl.join(tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t3745 * s1 - t3746 * (s2 * 8.0)), tl.join(t1828 * s1 - t1829 * (s2 * 6.0), t6000 * s1 - t6001 * (s2 * 10.0))), tl.join(tl.join(t741 * s1 - t742 * (s2 * 4.0), t4827 * s1 - t4828 * (s2 * 9.0)), tl.join(t2743 * s1 - t2744 * (s2 * 7.0), t6520 * s1 - t6521 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t3985 * s1 - t3986 * (s2 * 8.0)), tl.join(t2056 * s1 - t2057 * (s2 * 6.0), t6282 * s1 - t6283 * (s2 * 10.0))), tl.join(tl.join(t1258 * s1 - t1259 * (s2 * 5.0), t5069 * s1 - t5070 * (s2 * 9.0)), tl.join(t2983 * s1 - t2984 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t3671 * s1 - t3672 * (s2 * 8.0)), tl.join(t1410 * s1 - t1411 * (s2 * 5.0), t5271 * s1 - t5272 * (s2 * 9.0))), tl.join(tl.join(t705 * s1 - t706 * (s2 * 4.0), t4753 * s1 - t4754 * (s2 * 9.0)), tl.join(t2669 * s1 - t2670 * (s2 * 7.0), t6448 * s1 - t6449 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t3913 * s1 - t3914 * (s2 * 8.0)), tl.join(t1998 * s1 - t1999 * (s2 * 6.0), t6208 * s1 - t6209 * (s2 * 10.0))), tl.join(tl.join(t1184 * s1 - t1185 * (s2 * 5.0), t5011 * s1 - t5012 * (s2 * 9.0)), tl.join(t2911 * s1 - t2912 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t3819 * s1 - t3820 * (s2 * 8.0)), tl.join(t1888 * s1 - t1889 * (s2 * 6.0), t6060 * s1 - t6061 * (s2 * 10.0))), tl.join(tl.join(t799 * s1 - t800 * (s2 * 4.0), t4901 * s1 - t4902 * (s2 * 9.0)), tl.join(t2817 * s1 - t2818 * (s2 * 7.0), t6592 * s1 - t6593 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t4057 * s1 - t4058 * (s2 * 8.0)), tl.join(t2128 * s1 - t2129 * (s2 * 6.0), t6318 * s1 - t6319 * (s2 * 10.0))), tl.join(tl.join(t1294 * s1 - t1295 * (s2 * 5.0), t5141 * s1 - t5142 * (s2 * 9.0)), tl.join(t3041 * s1 - t3042 * (s2 * 7.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t3634 * s1 - t3635 * (s2 * 8.0)), tl.join(t1388 * s1 - t1389 * (s2 * 5.0), t5249 * s1 - t5250 * (s2 * 9.0))), tl.join(tl.join(t668 * s1 - t669 * (s2 * 4.0), t4730 * s1 - t4731 * (s2 * 9.0)), tl.join(t2646 * s1 - t2647 * (s2 * 7.0), t6412 * s1 - t6413 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t3881 * s1 - t3882 * (s2 * 8.0)), tl.join(t1989 * s1 - t1990 * (s2 * 6.0), t6171 * s1 - t6172 * (s2 * 10.0))), tl.join(tl.join(t1161 * s1 - t1162 * (s2 * 5.0), t5002 * s1 - t5003 * (s2 * 9.0)), tl.join(t2879 * s1 - t2880 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t3782 * s1 - t3783 * (s2 * 8.0)), tl.join(t1851 * s1 - t1852 * (s2 * 6.0), t6023 * s1 - t6024 * (s2 * 10.0))), tl.join(tl.join(t767 * s1 - t768 * (s2 * 4.0), t4864 * s1 - t4865 * (s2 * 9.0)), tl.join(t2780 * s1 - t2781 * (s2 * 7.0), t6556 * s1 - t6557 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t4021 * s1 - t4022 * (s2 * 8.0)), tl.join(t2092 * s1 - t2093 * (s2 * 6.0), t6309 * s1 - t6310 * (s2 * 10.0))), tl.join(tl.join(t1285 * s1 - t1286 * (s2 * 5.0), t5105 * s1 - t5106 * (s2 * 9.0)), tl.join(t3019 * s1 - t3020 * (s2 * 7.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t3708 * s1 - t3709 * (s2 * 8.0)), tl.join(t1422 * s1 - t1423 * (s2 * 5.0), t5283 * s1 - t5284 * (s2 * 9.0))), tl.join(tl.join(t732 * s1 - t733 * (s2 * 4.0), t4790 * s1 - t4791 * (s2 * 9.0)), tl.join(t2706 * s1 - t2707 * (s2 * 7.0), t6484 * s1 - t6485 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t3949 * s1 - t3950 * (s2 * 8.0)), tl.join(t2024 * s1 - t2025 * (s2 * 6.0), t6245 * s1 - t6246 * (s2 * 10.0))), tl.join(tl.join(t1221 * s1 - t1222 * (s2 * 5.0), t5037 * s1 - t5038 * (s2 * 9.0)), tl.join(t2947 * s1 - t2948 * (s2 * 7.0), zero)))), tl.join(tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t3846 * s1 - t3847 * (s2 * 8.0)), tl.join(t1925 * s1 - t1926 * (s2 * 6.0), t6097 * s1 - t6098 * (s2 * 10.0))), tl.join(tl.join(t821 * s1 - t822 * (s2 * 4.0), t4938 * s1 - t4939 * (s2 * 9.0)), tl.join(t2844 * s1 - t2845 * (s2 * 7.0), t6614 * s1 - t6615 * (s2 * 10.0)))), tl.join(tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t4079 * s1 - t4080 * (s2 * 8.0)), tl.join(t2150 * s1 - t2151 * (s2 * 6.0), t6344 * s1 - t6345 * (s2 * 10.0))), tl.join(tl.join(t1320 * s1 - t1321 * (s2 * 5.0), t5177 * s1 - t5178 * (s2 * 9.0)), tl.join(t3053 * s1 - t3054 * (s2 * 7.0), zero))))))), (BLOCK, 128)), mask=mask[:, None] & (cj < 121)[None, :])
-            if LMAX == 11:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t7661 * s1 - t7662 * (s2 * 11.0)), tl.join(t3611 * s1 - t3612 * (s2 * 8.0), zero)), tl.join(tl.join(t1352 * s1 - t1353 * (s2 * 5.0), zero), tl.join(t5213 * s1 - t5214 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t645 * s1 - t646 * (s2 * 4.0), zero), tl.join(t4091 * s1 - t4092 * (s2 * 8.0), zero)), tl.join(tl.join(t2162 * s1 - t2163 * (s2 * 6.0), zero), tl.join(t6376 * s1 - t6377 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t7901 * s1 - t7902 * (s2 * 11.0)), tl.join(t3855 * s1 - t3856 * (s2 * 8.0), zero)), tl.join(tl.join(t1962 * s1 - t1963 * (s2 * 6.0), zero), tl.join(t6134 * s1 - t6135 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t833 * s1 - t834 * (s2 * 4.0), zero), tl.join(t4975 * s1 - t4976 * (s2 * 9.0), zero)), tl.join(tl.join(t2853 * s1 - t2854 * (s2 * 7.0), zero), tl.join(t6626 * s1 - t6627 * (s2 * 10.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t7771 * s1 - t7772 * (s2 * 11.0)), tl.join(t3745 * s1 - t3746 * (s2 * 8.0), zero)), tl.join(tl.join(t1828 * s1 - t1829 * (s2 * 6.0), zero), tl.join(t6000 * s1 - t6001 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t741 * s1 - t742 * (s2 * 4.0), zero), tl.join(t4827 * s1 - t4828 * (s2 * 9.0), zero)), tl.join(tl.join(t2743 * s1 - t2744 * (s2 * 7.0), zero), tl.join(t6520 * s1 - t6521 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t8045 * s1 - t8046 * (s2 * 11.0)), tl.join(t3985 * s1 - t3986 * (s2 * 8.0), zero)), tl.join(tl.join(t2056 * s1 - t2057 * (s2 * 6.0), zero), tl.join(t6282 * s1 - t6283 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1258 * s1 - t1259 * (s2 * 5.0), zero), tl.join(t5069 * s1 - t5070 * (s2 * 9.0), zero)), tl.join(tl.join(t2983 * s1 - t2984 * (s2 * 7.0), zero), tl.join(t7513 * s1 - t7514 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t7735 * s1 - t7736 * (s2 * 11.0)), tl.join(t3671 * s1 - t3672 * (s2 * 8.0), zero)), tl.join(tl.join(t1410 * s1 - t1411 * (s2 * 5.0), zero), tl.join(t5271 * s1 - t5272 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t705 * s1 - t706 * (s2 * 4.0), zero), tl.join(t4753 * s1 - t4754 * (s2 * 9.0), zero)), tl.join(tl.join(t2669 * s1 - t2670 * (s2 * 7.0), zero), tl.join(t6448 * s1 - t6449 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t7973 * s1 - t7974 * (s2 * 11.0)), tl.join(t3913 * s1 - t3914 * (s2 * 8.0), zero)), tl.join(tl.join(t1998 * s1 - t1999 * (s2 * 6.0), zero), tl.join(t6208 * s1 - t6209 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1184 * s1 - t1185 * (s2 * 5.0), zero), tl.join(t5011 * s1 - t5012 * (s2 * 9.0), zero)), tl.join(tl.join(t2911 * s1 - t2912 * (s2 * 7.0), zero), tl.join(t7439 * s1 - t7440 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t7829 * s1 - t7830 * (s2 * 11.0)), tl.join(t3819 * s1 - t3820 * (s2 * 8.0), zero)), tl.join(tl.join(t1888 * s1 - t1889 * (s2 * 6.0), zero), tl.join(t6060 * s1 - t6061 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t799 * s1 - t800 * (s2 * 4.0), zero), tl.join(t4901 * s1 - t4902 * (s2 * 9.0), zero)), tl.join(tl.join(t2817 * s1 - t2818 * (s2 * 7.0), zero), tl.join(t6592 * s1 - t6593 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t8103 * s1 - t8104 * (s2 * 11.0)), tl.join(t4057 * s1 - t4058 * (s2 * 8.0), zero)), tl.join(tl.join(t2128 * s1 - t2129 * (s2 * 6.0), zero), tl.join(t6318 * s1 - t6319 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1294 * s1 - t1295 * (s2 * 5.0), zero), tl.join(t5141 * s1 - t5142 * (s2 * 9.0), zero)), tl.join(tl.join(t3041 * s1 - t3042 * (s2 * 7.0), zero), tl.join(t7587 * s1 - t7588 * (s2 * 11.0), zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t7698 * s1 - t7699 * (s2 * 11.0)), tl.join(t3634 * s1 - t3635 * (s2 * 8.0), zero)), tl.join(tl.join(t1388 * s1 - t1389 * (s2 * 5.0), zero), tl.join(t5249 * s1 - t5250 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t668 * s1 - t669 * (s2 * 4.0), zero), tl.join(t4730 * s1 - t4731 * (s2 * 9.0), zero)), tl.join(tl.join(t2646 * s1 - t2647 * (s2 * 7.0), zero), tl.join(t6412 * s1 - t6413 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t7937 * s1 - t7938 * (s2 * 11.0)), tl.join(t3881 * s1 - t3882 * (s2 * 8.0), zero)), tl.join(tl.join(t1989 * s1 - t1990 * (s2 * 6.0), zero), tl.join(t6171 * s1 - t6172 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1161 * s1 - t1162 * (s2 * 5.0), zero), tl.join(t5002 * s1 - t5003 * (s2 * 9.0), zero)), tl.join(tl.join(t2879 * s1 - t2880 * (s2 * 7.0), zero), tl.join(t7416 * s1 - t7417 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t7797 * s1 - t7798 * (s2 * 11.0)), tl.join(t3782 * s1 - t3783 * (s2 * 8.0), zero)), tl.join(tl.join(t1851 * s1 - t1852 * (s2 * 6.0), zero), tl.join(t6023 * s1 - t6024 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t767 * s1 - t768 * (s2 * 4.0), zero), tl.join(t4864 * s1 - t4865 * (s2 * 9.0), zero)), tl.join(tl.join(t2780 * s1 - t2781 * (s2 * 7.0), zero), tl.join(t6556 * s1 - t6557 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t8081 * s1 - t8082 * (s2 * 11.0)), tl.join(t4021 * s1 - t4022 * (s2 * 8.0), zero)), tl.join(tl.join(t2092 * s1 - t2093 * (s2 * 6.0), zero), tl.join(t6309 * s1 - t6310 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1285 * s1 - t1286 * (s2 * 5.0), zero), tl.join(t5105 * s1 - t5106 * (s2 * 9.0), zero)), tl.join(tl.join(t3019 * s1 - t3020 * (s2 * 7.0), zero), tl.join(t7550 * s1 - t7551 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t7762 * s1 - t7763 * (s2 * 11.0)), tl.join(t3708 * s1 - t3709 * (s2 * 8.0), zero)), tl.join(tl.join(t1422 * s1 - t1423 * (s2 * 5.0), zero), tl.join(t5283 * s1 - t5284 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t732 * s1 - t733 * (s2 * 4.0), zero), tl.join(t4790 * s1 - t4791 * (s2 * 9.0), zero)), tl.join(tl.join(t2706 * s1 - t2707 * (s2 * 7.0), zero), tl.join(t6484 * s1 - t6485 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t8009 * s1 - t8010 * (s2 * 11.0)), tl.join(t3949 * s1 - t3950 * (s2 * 8.0), zero)), tl.join(tl.join(t2024 * s1 - t2025 * (s2 * 6.0), zero), tl.join(t6245 * s1 - t6246 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1221 * s1 - t1222 * (s2 * 5.0), zero), tl.join(t5037 * s1 - t5038 * (s2 * 9.0), zero)), tl.join(tl.join(t2947 * s1 - t2948 * (s2 * 7.0), zero), tl.join(t7476 * s1 - t7477 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t7865 * s1 - t7866 * (s2 * 11.0)), tl.join(t3846 * s1 - t3847 * (s2 * 8.0), zero)), tl.join(tl.join(t1925 * s1 - t1926 * (s2 * 6.0), zero), tl.join(t6097 * s1 - t6098 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t821 * s1 - t822 * (s2 * 4.0), zero), tl.join(t4938 * s1 - t4939 * (s2 * 9.0), zero)), tl.join(tl.join(t2844 * s1 - t2845 * (s2 * 7.0), zero), tl.join(t6614 * s1 - t6615 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t8115 * s1 - t8116 * (s2 * 11.0)), tl.join(t4079 * s1 - t4080 * (s2 * 8.0), zero)), tl.join(tl.join(t2150 * s1 - t2151 * (s2 * 6.0), zero), tl.join(t6344 * s1 - t6345 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1320 * s1 - t1321 * (s2 * 5.0), zero), tl.join(t5177 * s1 - t5178 * (s2 * 9.0), zero)), tl.join(tl.join(t3053 * s1 - t3054 * (s2 * 7.0), zero), tl.join(t7624 * s1 - t7625 * (s2 * 11.0), zero)))))))), (BLOCK, 256)), N, DIM, 256, BLOCK)
-                else:
-                    cj = tl.arange(0, 256)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t7661 * s1 - t7662 * (s2 * 11.0)), tl.join(t3611 * s1 - t3612 * (s2 * 8.0), zero)), tl.join(tl.join(t1352 * s1 - t1353 * (s2 * 5.0), zero), tl.join(t5213 * s1 - t5214 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t645 * s1 - t646 * (s2 * 4.0), zero), tl.join(t4091 * s1 - t4092 * (s2 * 8.0), zero)), tl.join(tl.join(t2162 * s1 - t2163 * (s2 * 6.0), zero), tl.join(t6376 * s1 - t6377 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t7901 * s1 - t7902 * (s2 * 11.0)), tl.join(t3855 * s1 - t3856 * (s2 * 8.0), zero)), tl.join(tl.join(t1962 * s1 - t1963 * (s2 * 6.0), zero), tl.join(t6134 * s1 - t6135 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t833 * s1 - t834 * (s2 * 4.0), zero), tl.join(t4975 * s1 - t4976 * (s2 * 9.0), zero)), tl.join(tl.join(t2853 * s1 - t2854 * (s2 * 7.0), zero), tl.join(t6626 * s1 - t6627 * (s2 * 10.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t7771 * s1 - t7772 * (s2 * 11.0)), tl.join(t3745 * s1 - t3746 * (s2 * 8.0), zero)), tl.join(tl.join(t1828 * s1 - t1829 * (s2 * 6.0), zero), tl.join(t6000 * s1 - t6001 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t741 * s1 - t742 * (s2 * 4.0), zero), tl.join(t4827 * s1 - t4828 * (s2 * 9.0), zero)), tl.join(tl.join(t2743 * s1 - t2744 * (s2 * 7.0), zero), tl.join(t6520 * s1 - t6521 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t8045 * s1 - t8046 * (s2 * 11.0)), tl.join(t3985 * s1 - t3986 * (s2 * 8.0), zero)), tl.join(tl.join(t2056 * s1 - t2057 * (s2 * 6.0), zero), tl.join(t6282 * s1 - t6283 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1258 * s1 - t1259 * (s2 * 5.0), zero), tl.join(t5069 * s1 - t5070 * (s2 * 9.0), zero)), tl.join(tl.join(t2983 * s1 - t2984 * (s2 * 7.0), zero), tl.join(t7513 * s1 - t7514 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t7735 * s1 - t7736 * (s2 * 11.0)), tl.join(t3671 * s1 - t3672 * (s2 * 8.0), zero)), tl.join(tl.join(t1410 * s1 - t1411 * (s2 * 5.0), zero), tl.join(t5271 * s1 - t5272 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t705 * s1 - t706 * (s2 * 4.0), zero), tl.join(t4753 * s1 - t4754 * (s2 * 9.0), zero)), tl.join(tl.join(t2669 * s1 - t2670 * (s2 * 7.0), zero), tl.join(t6448 * s1 - t6449 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t7973 * s1 - t7974 * (s2 * 11.0)), tl.join(t3913 * s1 - t3914 * (s2 * 8.0), zero)), tl.join(tl.join(t1998 * s1 - t1999 * (s2 * 6.0), zero), tl.join(t6208 * s1 - t6209 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1184 * s1 - t1185 * (s2 * 5.0), zero), tl.join(t5011 * s1 - t5012 * (s2 * 9.0), zero)), tl.join(tl.join(t2911 * s1 - t2912 * (s2 * 7.0), zero), tl.join(t7439 * s1 - t7440 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t7829 * s1 - t7830 * (s2 * 11.0)), tl.join(t3819 * s1 - t3820 * (s2 * 8.0), zero)), tl.join(tl.join(t1888 * s1 - t1889 * (s2 * 6.0), zero), tl.join(t6060 * s1 - t6061 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t799 * s1 - t800 * (s2 * 4.0), zero), tl.join(t4901 * s1 - t4902 * (s2 * 9.0), zero)), tl.join(tl.join(t2817 * s1 - t2818 * (s2 * 7.0), zero), tl.join(t6592 * s1 - t6593 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t8103 * s1 - t8104 * (s2 * 11.0)), tl.join(t4057 * s1 - t4058 * (s2 * 8.0), zero)), tl.join(tl.join(t2128 * s1 - t2129 * (s2 * 6.0), zero), tl.join(t6318 * s1 - t6319 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1294 * s1 - t1295 * (s2 * 5.0), zero), tl.join(t5141 * s1 - t5142 * (s2 * 9.0), zero)), tl.join(tl.join(t3041 * s1 - t3042 * (s2 * 7.0), zero), tl.join(t7587 * s1 - t7588 * (s2 * 11.0), zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t7698 * s1 - t7699 * (s2 * 11.0)), tl.join(t3634 * s1 - t3635 * (s2 * 8.0), zero)), tl.join(tl.join(t1388 * s1 - t1389 * (s2 * 5.0), zero), tl.join(t5249 * s1 - t5250 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t668 * s1 - t669 * (s2 * 4.0), zero), tl.join(t4730 * s1 - t4731 * (s2 * 9.0), zero)), tl.join(tl.join(t2646 * s1 - t2647 * (s2 * 7.0), zero), tl.join(t6412 * s1 - t6413 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t7937 * s1 - t7938 * (s2 * 11.0)), tl.join(t3881 * s1 - t3882 * (s2 * 8.0), zero)), tl.join(tl.join(t1989 * s1 - t1990 * (s2 * 6.0), zero), tl.join(t6171 * s1 - t6172 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1161 * s1 - t1162 * (s2 * 5.0), zero), tl.join(t5002 * s1 - t5003 * (s2 * 9.0), zero)), tl.join(tl.join(t2879 * s1 - t2880 * (s2 * 7.0), zero), tl.join(t7416 * s1 - t7417 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t7797 * s1 - t7798 * (s2 * 11.0)), tl.join(t3782 * s1 - t3783 * (s2 * 8.0), zero)), tl.join(tl.join(t1851 * s1 - t1852 * (s2 * 6.0), zero), tl.join(t6023 * s1 - t6024 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t767 * s1 - t768 * (s2 * 4.0), zero), tl.join(t4864 * s1 - t4865 * (s2 * 9.0), zero)), tl.join(tl.join(t2780 * s1 - t2781 * (s2 * 7.0), zero), tl.join(t6556 * s1 - t6557 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t8081 * s1 - t8082 * (s2 * 11.0)), tl.join(t4021 * s1 - t4022 * (s2 * 8.0), zero)), tl.join(tl.join(t2092 * s1 - t2093 * (s2 * 6.0), zero), tl.join(t6309 * s1 - t6310 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1285 * s1 - t1286 * (s2 * 5.0), zero), tl.join(t5105 * s1 - t5106 * (s2 * 9.0), zero)), tl.join(tl.join(t3019 * s1 - t3020 * (s2 * 7.0), zero), tl.join(t7550 * s1 - t7551 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t7762 * s1 - t7763 * (s2 * 11.0)), tl.join(t3708 * s1 - t3709 * (s2 * 8.0), zero)), tl.join(tl.join(t1422 * s1 - t1423 * (s2 * 5.0), zero), tl.join(t5283 * s1 - t5284 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t732 * s1 - t733 * (s2 * 4.0), zero), tl.join(t4790 * s1 - t4791 * (s2 * 9.0), zero)), tl.join(tl.join(t2706 * s1 - t2707 * (s2 * 7.0), zero), tl.join(t6484 * s1 - t6485 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t8009 * s1 - t8010 * (s2 * 11.0)), tl.join(t3949 * s1 - t3950 * (s2 * 8.0), zero)), tl.join(tl.join(t2024 * s1 - t2025 * (s2 * 6.0), zero), tl.join(t6245 * s1 - t6246 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1221 * s1 - t1222 * (s2 * 5.0), zero), tl.join(t5037 * s1 - t5038 * (s2 * 9.0), zero)), tl.join(tl.join(t2947 * s1 - t2948 * (s2 * 7.0), zero), tl.join(t7476 * s1 - t7477 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t7865 * s1 - t7866 * (s2 * 11.0)), tl.join(t3846 * s1 - t3847 * (s2 * 8.0), zero)), tl.join(tl.join(t1925 * s1 - t1926 * (s2 * 6.0), zero), tl.join(t6097 * s1 - t6098 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t821 * s1 - t822 * (s2 * 4.0), zero), tl.join(t4938 * s1 - t4939 * (s2 * 9.0), zero)), tl.join(tl.join(t2844 * s1 - t2845 * (s2 * 7.0), zero), tl.join(t6614 * s1 - t6615 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t8115 * s1 - t8116 * (s2 * 11.0)), tl.join(t4079 * s1 - t4080 * (s2 * 8.0), zero)), tl.join(tl.join(t2150 * s1 - t2151 * (s2 * 6.0), zero), tl.join(t6344 * s1 - t6345 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1320 * s1 - t1321 * (s2 * 5.0), zero), tl.join(t5177 * s1 - t5178 * (s2 * 9.0), zero)), tl.join(tl.join(t3053 * s1 - t3054 * (s2 * 7.0), zero), tl.join(t7624 * s1 - t7625 * (s2 * 11.0), zero)))))))), (BLOCK, 256)), mask=mask[:, None] & (cj < 144)[None, :])
-            if LMAX == 12:
-                if FLAT_STORE:
-                    _store_rows_flat(GG, tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t7661 * s1 - t7662 * (s2 * 11.0)), tl.join(t3611 * s1 - t3612 * (s2 * 8.0), zero)), tl.join(tl.join(t1352 * s1 - t1353 * (s2 * 5.0), t9509 * s1 - t9510 * (s2 * 12.0)), tl.join(t5213 * s1 - t5214 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t645 * s1 - t646 * (s2 * 4.0), t8987 * s1 - t8988 * (s2 * 12.0)), tl.join(t4091 * s1 - t4092 * (s2 * 8.0), zero)), tl.join(tl.join(t2162 * s1 - t2163 * (s2 * 6.0), zero), tl.join(t6376 * s1 - t6377 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t7901 * s1 - t7902 * (s2 * 11.0)), tl.join(t3855 * s1 - t3856 * (s2 * 8.0), zero)), tl.join(tl.join(t1962 * s1 - t1963 * (s2 * 6.0), t9759 * s1 - t9760 * (s2 * 12.0)), tl.join(t6134 * s1 - t6135 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t833 * s1 - t834 * (s2 * 4.0), t9269 * s1 - t9270 * (s2 * 12.0)), tl.join(t4975 * s1 - t4976 * (s2 * 9.0), zero)), tl.join(tl.join(t2853 * s1 - t2854 * (s2 * 7.0), zero), tl.join(t6626 * s1 - t6627 * (s2 * 10.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t7771 * s1 - t7772 * (s2 * 11.0)), tl.join(t3745 * s1 - t3746 * (s2 * 8.0), zero)), tl.join(tl.join(t1828 * s1 - t1829 * (s2 * 6.0), t9653 * s1 - t9654 * (s2 * 12.0)), tl.join(t6000 * s1 - t6001 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t741 * s1 - t742 * (s2 * 4.0), t9121 * s1 - t9122 * (s2 * 12.0)), tl.join(t4827 * s1 - t4828 * (s2 * 9.0), zero)), tl.join(tl.join(t2743 * s1 - t2744 * (s2 * 7.0), zero), tl.join(t6520 * s1 - t6521 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t8045 * s1 - t8046 * (s2 * 11.0)), tl.join(t3985 * s1 - t3986 * (s2 * 8.0), zero)), tl.join(tl.join(t2056 * s1 - t2057 * (s2 * 6.0), zero), tl.join(t6282 * s1 - t6283 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1258 * s1 - t1259 * (s2 * 5.0), t9379 * s1 - t9380 * (s2 * 12.0)), tl.join(t5069 * s1 - t5070 * (s2 * 9.0), zero)), tl.join(tl.join(t2983 * s1 - t2984 * (s2 * 7.0), zero), tl.join(t7513 * s1 - t7514 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t7735 * s1 - t7736 * (s2 * 11.0)), tl.join(t3671 * s1 - t3672 * (s2 * 8.0), zero)), tl.join(tl.join(t1410 * s1 - t1411 * (s2 * 5.0), t9581 * s1 - t9582 * (s2 * 12.0)), tl.join(t5271 * s1 - t5272 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t705 * s1 - t706 * (s2 * 4.0), t9047 * s1 - t9048 * (s2 * 12.0)), tl.join(t4753 * s1 - t4754 * (s2 * 9.0), zero)), tl.join(tl.join(t2669 * s1 - t2670 * (s2 * 7.0), zero), tl.join(t6448 * s1 - t6449 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t7973 * s1 - t7974 * (s2 * 11.0)), tl.join(t3913 * s1 - t3914 * (s2 * 8.0), zero)), tl.join(tl.join(t1998 * s1 - t1999 * (s2 * 6.0), zero), tl.join(t6208 * s1 - t6209 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1184 * s1 - t1185 * (s2 * 5.0), t9343 * s1 - t9344 * (s2 * 12.0)), tl.join(t5011 * s1 - t5012 * (s2 * 9.0), zero)), tl.join(tl.join(t2911 * s1 - t2912 * (s2 * 7.0), zero), tl.join(t7439 * s1 - t7440 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t7829 * s1 - t7830 * (s2 * 11.0)), tl.join(t3819 * s1 - t3820 * (s2 * 8.0), zero)), tl.join(tl.join(t1888 * s1 - t1889 * (s2 * 6.0), t9725 * s1 - t9726 * (s2 * 12.0)), tl.join(t6060 * s1 - t6061 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t799 * s1 - t800 * (s2 * 4.0), t9195 * s1 - t9196 * (s2 * 12.0)), tl.join(t4901 * s1 - t4902 * (s2 * 9.0), zero)), tl.join(tl.join(t2817 * s1 - t2818 * (s2 * 7.0), zero), tl.join(t6592 * s1 - t6593 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t8103 * s1 - t8104 * (s2 * 11.0)), tl.join(t4057 * s1 - t4058 * (s2 * 8.0), zero)), tl.join(tl.join(t2128 * s1 - t2129 * (s2 * 6.0), zero), tl.join(t6318 * s1 - t6319 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1294 * s1 - t1295 * (s2 * 5.0), t9437 * s1 - t9438 * (s2 * 12.0)), tl.join(t5141 * s1 - t5142 * (s2 * 9.0), zero)), tl.join(tl.join(t3041 * s1 - t3042 * (s2 * 7.0), zero), tl.join(t7587 * s1 - t7588 * (s2 * 11.0), zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t7698 * s1 - t7699 * (s2 * 11.0)), tl.join(t3634 * s1 - t3635 * (s2 * 8.0), zero)), tl.join(tl.join(t1388 * s1 - t1389 * (s2 * 5.0), t9545 * s1 - t9546 * (s2 * 12.0)), tl.join(t5249 * s1 - t5250 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t668 * s1 - t669 * (s2 * 4.0), t9010 * s1 - t9011 * (s2 * 12.0)), tl.join(t4730 * s1 - t4731 * (s2 * 9.0), zero)), tl.join(tl.join(t2646 * s1 - t2647 * (s2 * 7.0), zero), tl.join(t6412 * s1 - t6413 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t7937 * s1 - t7938 * (s2 * 11.0)), tl.join(t3881 * s1 - t3882 * (s2 * 8.0), zero)), tl.join(tl.join(t1989 * s1 - t1990 * (s2 * 6.0), zero), tl.join(t6171 * s1 - t6172 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1161 * s1 - t1162 * (s2 * 5.0), t9306 * s1 - t9307 * (s2 * 12.0)), tl.join(t5002 * s1 - t5003 * (s2 * 9.0), zero)), tl.join(tl.join(t2879 * s1 - t2880 * (s2 * 7.0), zero), tl.join(t7416 * s1 - t7417 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t7797 * s1 - t7798 * (s2 * 11.0)), tl.join(t3782 * s1 - t3783 * (s2 * 8.0), zero)), tl.join(tl.join(t1851 * s1 - t1852 * (s2 * 6.0), t9689 * s1 - t9690 * (s2 * 12.0)), tl.join(t6023 * s1 - t6024 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t767 * s1 - t768 * (s2 * 4.0), t9158 * s1 - t9159 * (s2 * 12.0)), tl.join(t4864 * s1 - t4865 * (s2 * 9.0), zero)), tl.join(tl.join(t2780 * s1 - t2781 * (s2 * 7.0), zero), tl.join(t6556 * s1 - t6557 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t8081 * s1 - t8082 * (s2 * 11.0)), tl.join(t4021 * s1 - t4022 * (s2 * 8.0), zero)), tl.join(tl.join(t2092 * s1 - t2093 * (s2 * 6.0), zero), tl.join(t6309 * s1 - t6310 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1285 * s1 - t1286 * (s2 * 5.0), t9405 * s1 - t9406 * (s2 * 12.0)), tl.join(t5105 * s1 - t5106 * (s2 * 9.0), zero)), tl.join(tl.join(t3019 * s1 - t3020 * (s2 * 7.0), zero), tl.join(t7550 * s1 - t7551 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t7762 * s1 - t7763 * (s2 * 11.0)), tl.join(t3708 * s1 - t3709 * (s2 * 8.0), zero)), tl.join(tl.join(t1422 * s1 - t1423 * (s2 * 5.0), t9617 * s1 - t9618 * (s2 * 12.0)), tl.join(t5283 * s1 - t5284 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t732 * s1 - t733 * (s2 * 4.0), t9084 * s1 - t9085 * (s2 * 12.0)), tl.join(t4790 * s1 - t4791 * (s2 * 9.0), zero)), tl.join(tl.join(t2706 * s1 - t2707 * (s2 * 7.0), zero), tl.join(t6484 * s1 - t6485 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t8009 * s1 - t8010 * (s2 * 11.0)), tl.join(t3949 * s1 - t3950 * (s2 * 8.0), zero)), tl.join(tl.join(t2024 * s1 - t2025 * (s2 * 6.0), zero), tl.join(t6245 * s1 - t6246 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1221 * s1 - t1222 * (s2 * 5.0), t9370 * s1 - t9371 * (s2 * 12.0)), tl.join(t5037 * s1 - t5038 * (s2 * 9.0), zero)), tl.join(tl.join(t2947 * s1 - t2948 * (s2 * 7.0), zero), tl.join(t7476 * s1 - t7477 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t7865 * s1 - t7866 * (s2 * 11.0)), tl.join(t3846 * s1 - t3847 * (s2 * 8.0), zero)), tl.join(tl.join(t1925 * s1 - t1926 * (s2 * 6.0), t9747 * s1 - t9748 * (s2 * 12.0)), tl.join(t6097 * s1 - t6098 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t821 * s1 - t822 * (s2 * 4.0), t9232 * s1 - t9233 * (s2 * 12.0)), tl.join(t4938 * s1 - t4939 * (s2 * 9.0), zero)), tl.join(tl.join(t2844 * s1 - t2845 * (s2 * 7.0), zero), tl.join(t6614 * s1 - t6615 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t8115 * s1 - t8116 * (s2 * 11.0)), tl.join(t4079 * s1 - t4080 * (s2 * 8.0), zero)), tl.join(tl.join(t2150 * s1 - t2151 * (s2 * 6.0), zero), tl.join(t6344 * s1 - t6345 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1320 * s1 - t1321 * (s2 * 5.0), t9473 * s1 - t9474 * (s2 * 12.0)), tl.join(t5177 * s1 - t5178 * (s2 * 9.0), zero)), tl.join(tl.join(t3053 * s1 - t3054 * (s2 * 7.0), zero), tl.join(t7624 * s1 - t7625 * (s2 * 11.0), zero)))))))), (BLOCK, 256)), N, DIM, 256, BLOCK)
-                else:
-                    cj = tl.arange(0, 256)
-                    tl.store(ggrow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(zero * s1 - (c20 + zero) * (s2 * 0.0), t7661 * s1 - t7662 * (s2 * 11.0)), tl.join(t3611 * s1 - t3612 * (s2 * 8.0), zero)), tl.join(tl.join(t1352 * s1 - t1353 * (s2 * 5.0), t9509 * s1 - t9510 * (s2 * 12.0)), tl.join(t5213 * s1 - t5214 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t645 * s1 - t646 * (s2 * 4.0), t8987 * s1 - t8988 * (s2 * 12.0)), tl.join(t4091 * s1 - t4092 * (s2 * 8.0), zero)), tl.join(tl.join(t2162 * s1 - t2163 * (s2 * 6.0), zero), tl.join(t6376 * s1 - t6377 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t114 * s1 - t115 * (s2 * 2.0), t7901 * s1 - t7902 * (s2 * 11.0)), tl.join(t3855 * s1 - t3856 * (s2 * 8.0), zero)), tl.join(tl.join(t1962 * s1 - t1963 * (s2 * 6.0), t9759 * s1 - t9760 * (s2 * 12.0)), tl.join(t6134 * s1 - t6135 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t833 * s1 - t834 * (s2 * 4.0), t9269 * s1 - t9270 * (s2 * 12.0)), tl.join(t4975 * s1 - t4976 * (s2 * 9.0), zero)), tl.join(tl.join(t2853 * s1 - t2854 * (s2 * 7.0), zero), tl.join(t6626 * s1 - t6627 * (s2 * 10.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t74 * s1 - t75 * (s2 * 2.0), t7771 * s1 - t7772 * (s2 * 11.0)), tl.join(t3745 * s1 - t3746 * (s2 * 8.0), zero)), tl.join(tl.join(t1828 * s1 - t1829 * (s2 * 6.0), t9653 * s1 - t9654 * (s2 * 12.0)), tl.join(t6000 * s1 - t6001 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t741 * s1 - t742 * (s2 * 4.0), t9121 * s1 - t9122 * (s2 * 12.0)), tl.join(t4827 * s1 - t4828 * (s2 * 9.0), zero)), tl.join(tl.join(t2743 * s1 - t2744 * (s2 * 7.0), zero), tl.join(t6520 * s1 - t6521 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t336 * s1 - t337 * (s2 * 3.0), t8045 * s1 - t8046 * (s2 * 11.0)), tl.join(t3985 * s1 - t3986 * (s2 * 8.0), zero)), tl.join(tl.join(t2056 * s1 - t2057 * (s2 * 6.0), zero), tl.join(t6282 * s1 - t6283 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1258 * s1 - t1259 * (s2 * 5.0), t9379 * s1 - t9380 * (s2 * 12.0)), tl.join(t5069 * s1 - t5070 * (s2 * 9.0), zero)), tl.join(tl.join(t2983 * s1 - t2984 * (s2 * 7.0), zero), tl.join(t7513 * s1 - t7514 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t24 * s1 - t25 * (s2 * 1.0), t7735 * s1 - t7736 * (s2 * 11.0)), tl.join(t3671 * s1 - t3672 * (s2 * 8.0), zero)), tl.join(tl.join(t1410 * s1 - t1411 * (s2 * 5.0), t9581 * s1 - t9582 * (s2 * 12.0)), tl.join(t5271 * s1 - t5272 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t705 * s1 - t706 * (s2 * 4.0), t9047 * s1 - t9048 * (s2 * 12.0)), tl.join(t4753 * s1 - t4754 * (s2 * 9.0), zero)), tl.join(tl.join(t2669 * s1 - t2670 * (s2 * 7.0), zero), tl.join(t6448 * s1 - t6449 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t300 * s1 - t301 * (s2 * 3.0), t7973 * s1 - t7974 * (s2 * 11.0)), tl.join(t3913 * s1 - t3914 * (s2 * 8.0), zero)), tl.join(tl.join(t1998 * s1 - t1999 * (s2 * 6.0), zero), tl.join(t6208 * s1 - t6209 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1184 * s1 - t1185 * (s2 * 5.0), t9343 * s1 - t9344 * (s2 * 12.0)), tl.join(t5011 * s1 - t5012 * (s2 * 9.0), zero)), tl.join(tl.join(t2911 * s1 - t2912 * (s2 * 7.0), zero), tl.join(t7439 * s1 - t7440 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t96 * s1 - t97 * (s2 * 2.0), t7829 * s1 - t7830 * (s2 * 11.0)), tl.join(t3819 * s1 - t3820 * (s2 * 8.0), zero)), tl.join(tl.join(t1888 * s1 - t1889 * (s2 * 6.0), t9725 * s1 - t9726 * (s2 * 12.0)), tl.join(t6060 * s1 - t6061 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t799 * s1 - t800 * (s2 * 4.0), t9195 * s1 - t9196 * (s2 * 12.0)), tl.join(t4901 * s1 - t4902 * (s2 * 9.0), zero)), tl.join(tl.join(t2817 * s1 - t2818 * (s2 * 7.0), zero), tl.join(t6592 * s1 - t6593 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t378 * s1 - t379 * (s2 * 3.0), t8103 * s1 - t8104 * (s2 * 11.0)), tl.join(t4057 * s1 - t4058 * (s2 * 8.0), zero)), tl.join(tl.join(t2128 * s1 - t2129 * (s2 * 6.0), zero), tl.join(t6318 * s1 - t6319 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1294 * s1 - t1295 * (s2 * 5.0), t9437 * s1 - t9438 * (s2 * 12.0)), tl.join(t5141 * s1 - t5142 * (s2 * 9.0), zero)), tl.join(tl.join(t3041 * s1 - t3042 * (s2 * 7.0), zero), tl.join(t7587 * s1 - t7588 * (s2 * 11.0), zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t22 * s1 - t23 * (s2 * 1.0), t7698 * s1 - t7699 * (s2 * 11.0)), tl.join(t3634 * s1 - t3635 * (s2 * 8.0), zero)), tl.join(tl.join(t1388 * s1 - t1389 * (s2 * 5.0), t9545 * s1 - t9546 * (s2 * 12.0)), tl.join(t5249 * s1 - t5250 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t668 * s1 - t669 * (s2 * 4.0), t9010 * s1 - t9011 * (s2 * 12.0)), tl.join(t4730 * s1 - t4731 * (s2 * 9.0), zero)), tl.join(tl.join(t2646 * s1 - t2647 * (s2 * 7.0), zero), tl.join(t6412 * s1 - t6413 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t277 * s1 - t278 * (s2 * 3.0), t7937 * s1 - t7938 * (s2 * 11.0)), tl.join(t3881 * s1 - t3882 * (s2 * 8.0), zero)), tl.join(tl.join(t1989 * s1 - t1990 * (s2 * 6.0), zero), tl.join(t6171 * s1 - t6172 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1161 * s1 - t1162 * (s2 * 5.0), t9306 * s1 - t9307 * (s2 * 12.0)), tl.join(t5002 * s1 - t5003 * (s2 * 9.0), zero)), tl.join(tl.join(t2879 * s1 - t2880 * (s2 * 7.0), zero), tl.join(t7416 * s1 - t7417 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t87 * s1 - t88 * (s2 * 2.0), t7797 * s1 - t7798 * (s2 * 11.0)), tl.join(t3782 * s1 - t3783 * (s2 * 8.0), zero)), tl.join(tl.join(t1851 * s1 - t1852 * (s2 * 6.0), t9689 * s1 - t9690 * (s2 * 12.0)), tl.join(t6023 * s1 - t6024 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t767 * s1 - t768 * (s2 * 4.0), t9158 * s1 - t9159 * (s2 * 12.0)), tl.join(t4864 * s1 - t4865 * (s2 * 9.0), zero)), tl.join(tl.join(t2780 * s1 - t2781 * (s2 * 7.0), zero), tl.join(t6556 * s1 - t6557 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t362 * s1 - t363 * (s2 * 3.0), t8081 * s1 - t8082 * (s2 * 11.0)), tl.join(t4021 * s1 - t4022 * (s2 * 8.0), zero)), tl.join(tl.join(t2092 * s1 - t2093 * (s2 * 6.0), zero), tl.join(t6309 * s1 - t6310 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1285 * s1 - t1286 * (s2 * 5.0), t9405 * s1 - t9406 * (s2 * 12.0)), tl.join(t5105 * s1 - t5106 * (s2 * 9.0), zero)), tl.join(tl.join(t3019 * s1 - t3020 * (s2 * 7.0), zero), tl.join(t7550 * s1 - t7551 * (s2 * 11.0), zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t26 * s1 - t27 * (s2 * 1.0), t7762 * s1 - t7763 * (s2 * 11.0)), tl.join(t3708 * s1 - t3709 * (s2 * 8.0), zero)), tl.join(tl.join(t1422 * s1 - t1423 * (s2 * 5.0), t9617 * s1 - t9618 * (s2 * 12.0)), tl.join(t5283 * s1 - t5284 * (s2 * 9.0), zero))), tl.join(tl.join(tl.join(t732 * s1 - t733 * (s2 * 4.0), t9084 * s1 - t9085 * (s2 * 12.0)), tl.join(t4790 * s1 - t4791 * (s2 * 9.0), zero)), tl.join(tl.join(t2706 * s1 - t2707 * (s2 * 7.0), zero), tl.join(t6484 * s1 - t6485 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t327 * s1 - t328 * (s2 * 3.0), t8009 * s1 - t8010 * (s2 * 11.0)), tl.join(t3949 * s1 - t3950 * (s2 * 8.0), zero)), tl.join(tl.join(t2024 * s1 - t2025 * (s2 * 6.0), zero), tl.join(t6245 * s1 - t6246 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1221 * s1 - t1222 * (s2 * 5.0), t9370 * s1 - t9371 * (s2 * 12.0)), tl.join(t5037 * s1 - t5038 * (s2 * 9.0), zero)), tl.join(tl.join(t2947 * s1 - t2948 * (s2 * 7.0), zero), tl.join(t7476 * s1 - t7477 * (s2 * 11.0), zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t106 * s1 - t107 * (s2 * 2.0), t7865 * s1 - t7866 * (s2 * 11.0)), tl.join(t3846 * s1 - t3847 * (s2 * 8.0), zero)), tl.join(tl.join(t1925 * s1 - t1926 * (s2 * 6.0), t9747 * s1 - t9748 * (s2 * 12.0)), tl.join(t6097 * s1 - t6098 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t821 * s1 - t822 * (s2 * 4.0), t9232 * s1 - t9233 * (s2 * 12.0)), tl.join(t4938 * s1 - t4939 * (s2 * 9.0), zero)), tl.join(tl.join(t2844 * s1 - t2845 * (s2 * 7.0), zero), tl.join(t6614 * s1 - t6615 * (s2 * 10.0), zero)))), tl.join(tl.join(tl.join(tl.join(t390 * s1 - t391 * (s2 * 3.0), t8115 * s1 - t8116 * (s2 * 11.0)), tl.join(t4079 * s1 - t4080 * (s2 * 8.0), zero)), tl.join(tl.join(t2150 * s1 - t2151 * (s2 * 6.0), zero), tl.join(t6344 * s1 - t6345 * (s2 * 10.0), zero))), tl.join(tl.join(tl.join(t1320 * s1 - t1321 * (s2 * 5.0), t9473 * s1 - t9474 * (s2 * 12.0)), tl.join(t5177 * s1 - t5178 * (s2 * 9.0), zero)), tl.join(tl.join(t3053 * s1 - t3054 * (s2 * 7.0), zero), tl.join(t7624 * s1 - t7625 * (s2 * 11.0), zero)))))))), (BLOCK, 256)), mask=mask[:, None] & (cj < 169)[None, :])
+                    tl.store(ggrow + OFFS[i] + 24, t9759 * s1 - t9760 * (s2 * 12.0), mask=mask)
 
     if NORMALIZE:
         uv = x * vx + y * vy + z * vz

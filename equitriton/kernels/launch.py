@@ -62,13 +62,13 @@ def _full_row_block(lmax: int) -> int:
 def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     """Launch configuration, chosen from the H100 sweep of benchmarks/tune_kernels.py (docs/kernel_tuning.md).
 
-    WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column; FULL_ROW (when the l set
-    is 0..l_max in order) stores the whole output row (the forward's Y, the double backward's d(grad_y)) as one
-    tile, and FLAT_STORE with it stores that tile through a flat index of the program's contiguous output range (no
-    lanes masked for padding columns, vector stores whatever DIM is). Measured at N = 2**22: per-l tiles make the
-    forward 2-7x faster from l_max 2 up (per-column 8-byte stores at a stride of DIM leave memory sectors partially
-    written), but the backward read g faster column by column (the rows stay in L1), so the derivative kernels read
-    g column by column, in m-major order (codegen.harmonics), and ignore WIDE_IO.
+    WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column; FULL_ROW (forward, when
+    the l set is 0..l_max in order) stores the whole output row as one tile, and FLAT_STORE with it stores that tile
+    through a flat index of the program's contiguous output range (no lanes masked for padding columns, vector stores
+    whatever DIM is). Measured at N = 2**22: per-l tiles
+    make the forward 2-7x faster from l_max 2 up (per-column 8-byte stores at a stride of DIM leave memory sectors
+    partially written), but the backward read g faster column by column (the rows stay in L1), so the derivative
+    kernels are generated column by column, in m-major order (codegen.harmonics), and ignore WIDE_IO/FULL_ROW.
     """
     key = f"{direction}/{lmax}/{str(dtype).split('.')[-1]}"
     f64 = dtype == torch.float64
@@ -119,7 +119,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         WIDE_IO=cfg["WIDE_IO"],
         # the full-row store needs the columns in l = 0..l_max order
         FULL_ROW=bool(cfg.get("FULL_ROW", False)) and list(ls) == list(range(max(ls) + 1)),
-        # the whole-row tile stored through a flat index (generated _store_rows_flat; FULL_ROW only)
+        # the whole-row tile stored through a flat index (generated _store_rows_flat; forward, FULL_ROW only)
         FLAT_STORE=bool(cfg.get("FLAT_STORE", False)),
         M_MAJOR=bool(cfg.get("M_MAJOR", True)),
         BLOCK=cfg["BLOCK"],
@@ -210,9 +210,8 @@ _HOOK_STATE: dict = {}
 
 def coalesce_is_identity(direction: str, cfg: dict) -> bool:
     """Whether TritonGPUCoalesce cannot change the kernel: 1-D tensors only (no 2D tiles: the derivative kernels
-    ignore WIDE_IO, and only the double backward's FULL_ROW store makes a tile) and at most one row per thread."""
-    tiled = direction == "double_backward" and cfg.get("FULL_ROW", False)
-    return direction != "forward" and not tiled and cfg["BLOCK"] <= 32 * cfg["num_warps"]
+    ignore WIDE_IO/FULL_ROW) and at most one row per thread."""
+    return direction != "forward" and cfg["BLOCK"] <= 32 * cfg["num_warps"]
 
 
 def _install_hook() -> bool:
