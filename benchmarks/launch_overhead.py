@@ -2,7 +2,8 @@
 
 For each l set and dtype, side by side in one process: e3nn eager; ours through the public API (the eager path,
 ops.sh_eager, with the cached-kernel launch launch.run_cached and with it switched off); ours through the custom ops
-(torch.ops.equitriton.*, the path torch.compile and TorchScript record); and the bare Triton launch (kernel[grid]).
+(torch.ops.equitriton.*, the path torch.compile and TorchScript record); the bare Triton launch (kernel[grid]); and
+the floor of any eager implementation, one elementwise torch op (x * 2) with and without autograd through it.
 Two figures per call:
 
 - `throughput_us`: R calls back to back, one synchronize at the end, wall time / R: the host cost per call whenever
@@ -84,6 +85,9 @@ def _calls(ls, dtype, n, device):
         launch.kernels.sh_forward_kernel[grid](x, out, n, 3, 1, **meta)
 
     return {
+        # the floor of any eager implementation: one elementwise torch op, and autograd through it
+        "torch floor, one op (x * 2): forward": lambda: x * 2.0,
+        "torch floor, one op (x * 2): forward + backward": lambda: torch.autograd.grad(xg * 2.0, xg, xg)[0],
         "e3nn eager: forward": lambda: e3(x),
         "e3nn eager: forward + backward": fb(e3),
         "ours, public API: forward": lambda: ours(x),
