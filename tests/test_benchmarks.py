@@ -345,3 +345,24 @@ def test_launch_overhead_smoke(tmp_path):
     assert "ours, public API: forward + backward (no cached launch)" in calls
     assert all(r["throughput_us"] > 0 and r["latency_us"] > 0 for r in doc["rows"])
     assert "cProfile" in (tmp_path / "launch_overhead.md").read_text()
+
+
+def test_merge_newest_ok_point_wins_and_keeps_every_runs_implementations():
+    old = synthetic_doc()
+    new = synthetic_doc()
+    new["meta"]["date_utc"] = "2026-11-26T00:00:00Z"
+    new["meta"]["impls"] = {P.OURS: old["meta"]["impls"][P.OURS]}
+    new["points"] = [dict(p, ms=p["ms"] / 2) for p in new["points"] if p["impl"] == P.OURS and p["status"] == "ok"]
+    new["points"][0] = dict(new["points"][0], status="error", reason="boom", ms=None)
+    merged = results.merge([old, new])
+    by = {(p["impl"], p["direction"], p["lset"], p["dtype"], p["n"]): p for p in merged["points"]}
+    first = new["points"][0]
+    kept = by[(first["impl"], first["direction"], first["lset"], first["dtype"], first["n"])]
+    assert kept["status"] == "ok" and kept["run"] == 0  # a failed re-measurement does not replace an ok point
+    second = new["points"][1]
+    won = by[(second["impl"], second["direction"], second["lset"], second["dtype"], second["n"])]
+    assert won["run"] == 1 and won["ms"] == second["ms"]
+    assert any(p["impl"] == "e3nn" and p["run"] == 0 for p in merged["points"])
+    assert set(merged["meta"]["impls"]) == set(old["meta"]["impls"])
+    assert [r["date_utc"] for r in merged["meta"]["runs"]] == ["2026-11-25T00:00:00Z", "2026-11-26T00:00:00Z"]
+    assert results.validate(json.loads(json.dumps(merged))) == []

@@ -145,8 +145,9 @@ def validate(doc: dict) -> list[str]:
 def merge(docs: list[dict]) -> dict:
     """Several runs as one document, oldest first. A point measured ("ok") in a later run replaces the same point
     (impl, direction, l set, dtype, N) of an earlier one; otherwise the earlier record stays. Each point gets
-    `run` (its run's index); `meta` is the newest run's, with `meta["runs"]` listing every run (date, command,
-    device, copy bandwidth) so the page can say where each number comes from."""
+    `run` (its run's index); `meta` is the newest run's, with `meta["impls"]` the union over the runs and
+    `meta["runs"]` listing every run (date, command, device, copy bandwidth) so the page can say where each number
+    comes from."""
     if len(docs) == 1:
         return docs[0]
     points: dict = {}
@@ -156,6 +157,12 @@ def merge(docs: list[dict]) -> dict:
             if key not in points or p["status"] == "ok":
                 points[key] = dict(p, run=i)
     meta = dict(docs[-1]["meta"])
+    # implementations of every run (an older run may hold peers the newest one did not measure), newest first
+    impls: dict = {}
+    for d in reversed(docs):
+        for name, info in (d["meta"].get("impls") or {}).items():
+            impls.setdefault(name, info)
+    meta["impls"] = impls
     meta["runs"] = [
         {k: d["meta"].get(k) for k in ("date_utc", "command", "copy_gbps", "elapsed_s")}
         | {"device": (d["meta"].get("device") or {}).get("name"), "finished": d.get("finished")}
