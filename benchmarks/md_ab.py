@@ -2,13 +2,12 @@
 
     python benchmarks/md_ab.py --out DIR [--mode ours-compile] [--model nequip] [--l-max 2] [--atoms 2048]
 
-`md_step.py` times the stock case, then the patched one, minutes apart; a median gap between them can be drift of
-the machine rather than the model. Here both calculators are built first and then timed in alternating rounds
-(stock, patched, stock, ...), so drift hits both alike; the result is the median of the per-round medians and of the
-per-round patched/stock ratios. A torch.profiler pass over each (md_step.profile_calls) records device busy time,
-device operations per step and the top device kernels, which say whether the patched graph launches more or slower
-kernels.
-Writes DIR/md_ab.json.
+Until 2026-11-29 `md_step.py` timed the stock case, then the patched one, minutes apart, and a median gap between
+them could be drift of the machine rather than the model; it now alternates single calls of the two. Here, for one
+case, both calculators are built first and timed in longer alternating rounds (stock, patched, stock, ...), so drift
+hits both alike; the result is the median of the per-round medians and of the per-round patched/stock ratios. A
+torch.profiler pass over each (md_step.profile_calls) records device busy time, device operations per step and the
+top device kernels, which say whether the patched graph launches more or slower kernels. Writes DIR/md_ab.json.
 """
 
 from __future__ import annotations

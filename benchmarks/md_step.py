@@ -21,10 +21,13 @@ Modes (each run with the stock and the patched model):
   ``--modifiers enable_EquiTritonSphericalHarmonics`` for the patched model).
 
 Each call moves the atoms (a pool of rattled copies), so every call rebuilds the neighbor list; results come back to
-the host every call, so wall time is the step time. Cases run in priority order under a time budget (``--budget-s``);
-a case that fails, or that the budget no longer allows, is recorded as such and the run goes on. DIR/md_step.json is
-rewritten after every case. A torch.profiler pass over the headline system (NequIP, l_max 2, 2,048 atoms) records
-where the time goes and how busy the GPU is (union of device-activity intervals / wall time).
+the host every call, so wall time is the step time. The stock and patched variants of a case are timed together, in
+alternating calls (ABBA order), so that drift of the machine reaches both alike and their ratio compares the models
+(``benchmarks/md_ab.py`` does the same for one case over longer rounds). Cases run in priority order under a time
+budget (``--budget-s``); a case that fails, or that the budget no longer allows, is recorded as such and the run
+goes on. DIR/md_step.json is rewritten after every case. A torch.profiler pass over the headline system (NequIP,
+l_max 2, 2,048 atoms) records where the time goes and how busy the GPU is (union of device-activity intervals / wall
+time).
 """
 
 from __future__ import annotations
@@ -252,6 +255,33 @@ def time_calls(atoms, pool: PositionPool, device, warmup: int, min_reps: int, ma
     return times, first
 
 
+def time_interleaved(items, device, min_reps: int, max_reps: int, min_time_s: float):
+    """``time_calls`` for several calculators at once (stock and patched of one case): after each one's warm-up, single
+    calls alternate between them, in ABBA order, so that a drift of the machine (clocks, other load) reaches all of
+    them alike. ``items``: (atoms, pool, warmup) per calculator; returns [(times, first)] in the same order."""
+    firsts = []
+    for atoms, pool, warmup in items:
+        _, first = time_calls(atoms, pool, device, warmup, 0, 0, 0.0)
+        firsts.append(first)
+    times: List[List[float]] = [[] for _ in items]
+    t_start = time.perf_counter()
+    budget = min_time_s * len(items)
+    rnd = 0
+    while min(map(len, times)) < max_reps and (
+        min(map(len, times)) < min_reps or time.perf_counter() - t_start < budget
+    ):
+        order = range(len(items)) if rnd % 2 == 0 else reversed(range(len(items)))
+        for k in order:
+            atoms, pool, _ = items[k]
+            t0 = time.perf_counter()
+            atoms.set_positions(pool.next())
+            step(atoms)
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+        rnd += 1
+    return list(zip(times, firsts))
+
+
 def ns_per_day(seconds_per_call: float, timestep_fs: float = TIMESTEP_FS) -> float:
     """ns of MD per day at one energy+forces call per step of ``timestep_fs``."""
     return 86400.0 / seconds_per_call * timestep_fs * 1e-6
@@ -377,8 +407,8 @@ class Plan:
         for mode in modes:
             for model in models:
                 for l_max in lmaxes:
-                    for patched in (False, True):  # sizes innermost: one calculator serves them all
-                        for n in sizes:
+                    for n in sizes:  # stock and patched of one size next to each other: timed interleaved
+                        for patched in (False, True):
                             key = (model, l_max, size_for(n), mode, patched)
                             if key not in seen:
                                 seen.add(key)
@@ -516,85 +546,125 @@ def run(args) -> Dict[str, Any]:
     failed_setups: Dict[Tuple, str] = {}
     reference: Dict[Tuple, Dict[str, Any]] = {}  # (model, l_max, n_atoms) -> energy/forces of the first case run
 
-    for case in plan.cases:
-        rec: Dict[str, Any] = asdict(case)
-        ckey = (case.mode, case.model, case.l_max, case.patched)
-        remaining = deadline - time.perf_counter()
-        need = SETUP_COST_S.get(case.mode, 0.0) if ckey not in calcs else 0.0
-        if remaining < need + 1.0:
-            rec.update(status="skipped", reason=f"time budget ({args.budget_s:.0f} s) left {remaining:.0f} s")
-            results.doc["cases"].append(rec)
-            results.flush()
-            continue
-        if ckey in failed_setups:
-            rec.update(status="failed", error=failed_setups[ckey], stage="setup")
-            results.doc["cases"].append(rec)
-            results.flush()
-            continue
-        try:
-            with _quiet():
-                if ckey not in calcs:
-                    calc, s = make_calculator(case.mode, (case.model, case.l_max, case.patched), device, args, workdir)
-                    calcs.clear()  # one calculator alive at a time keeps device memory bounded
-                    calcs[ckey], setup_s[ckey] = calc, s
-                    rec["setup_s"] = s
-                calc = calcs[ckey]
-                atoms = fcc_cu(case.n_atoms, seed=7)
-                atoms.calc = calc
-                pool = PositionPool(atoms, seed=case.n_atoms)
-                warmup = args.warmup + (1 if case.mode in SETUP_COST_S else 0)
-                times, first = time_calls(atoms, pool, device, warmup, args.min_reps, args.max_reps, args.min_time_s)
-                # numbers check: every mode and variant at the same positions as the first one run for this system
-                atoms.set_positions(pool.positions[0])
-                forces = atoms.get_forces()
-                energy = float(atoms.get_potential_energy())
-                sh = getattr(calc, "sh_backend", None) or sh_backend_of(calc.model, device)
-                n_edges = _edge_count(atoms)
-                ref = reference.setdefault((case.model, case.l_max, case.n_atoms), {"energy": energy, "forces": forces})
-                scale = max(float(np.abs(ref["forces"]).max()), 1e-12)
-                diff = max(
-                    abs(energy - ref["energy"]) / max(abs(ref["energy"]), 1e-12),
-                    float(np.abs(forces - ref["forces"]).max()) / scale,
-                )
-            t = np.asarray(times)
-            med = float(np.median(t))
-            rec.update(
-                status="ok",
-                n_edges=n_edges,
-                sh_backend=sh,
-                repeats=int(t.size),
-                ms_median=med * 1e3,
-                ms_mean=float(t.mean()) * 1e3,
-                ms_min=float(t.min()) * 1e3,
-                ms_std=float(t.std()) * 1e3,
-                first_call_ms=first * 1e3 if first is not None else None,
-                ns_per_day=ns_per_day(med),
-                rel_diff_vs_reference=diff,
-            )
-            if case.profile and time.perf_counter() < deadline:
-                with _quiet():
-                    prof = profile_calls(calc, atoms, pool, device, n_steps=args.profile_steps)
-                results.doc["profiles"].append(
-                    {**{k: rec[k] for k in ("model", "l_max", "n_atoms", "mode", "patched")}, **prof}
-                )
-                rec["gpu_busy_fraction"] = prof["gpu_busy_fraction"]
-        except Exception as err:  # record and go on: one mode failing must not abort the run
-            msg = f"{type(err).__name__}: {err}".strip()[:2000]
-            rec.update(status="failed", error=msg, traceback=traceback.format_exc()[-4000:])
-            if ckey not in calcs:
-                failed_setups[ckey] = msg
-            calcs.pop(ckey, None)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    def record(rec: Dict[str, Any]) -> None:
         rec["elapsed_s"] = time.perf_counter() - t_begin
         results.doc["cases"].append(rec)
         results.flush()
         if args.verbose:
             _print_case(rec)
+
+    def failed(rec: Dict[str, Any], ckey: Tuple, err: Exception) -> None:
+        msg = f"{type(err).__name__}: {err}".strip()[:2000]
+        rec.update(status="failed", error=msg, traceback=traceback.format_exc()[-4000:])
+        if ckey not in calcs:
+            failed_setups[ckey] = msg
+        calcs.pop(ckey, None)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    cases = plan.cases
+    i = 0
+    while i < len(cases):
+        # the stock case and its patched twin (same model, l_max, size, mode) are timed together, interleaved
+        group = cases[i : i + 2] if i + 1 < len(cases) and _twins(cases[i], cases[i + 1]) else cases[i : i + 1]
+        i += len(group)
+        live = []  # (rec, ckey, atoms, pool, warmup) of the cases set up for timing
+        for case in group:
+            rec: Dict[str, Any] = asdict(case)
+            ckey = (case.mode, case.model, case.l_max, case.patched)
+            remaining = deadline - time.perf_counter()
+            need = SETUP_COST_S.get(case.mode, 0.0) if ckey not in calcs else 0.0
+            if remaining < need + 1.0:
+                rec.update(status="skipped", reason=f"time budget ({args.budget_s:.0f} s) left {remaining:.0f} s")
+                record(rec)
+                continue
+            if ckey in failed_setups:
+                rec.update(status="failed", error=failed_setups[ckey], stage="setup")
+                record(rec)
+                continue
+            try:
+                with _quiet():
+                    if ckey not in calcs:
+                        spec = (case.model, case.l_max, case.patched)
+                        calc, s = make_calculator(case.mode, spec, device, args, workdir)
+                        # at most the stock/patched pair of one (mode, model, l_max) alive: device memory stays bounded
+                        for other in [k for k in calcs if k[:3] != ckey[:3]]:
+                            del calcs[other]
+                        calcs[ckey], setup_s[ckey] = calc, s
+                        rec["setup_s"] = s
+                    atoms = fcc_cu(case.n_atoms, seed=7)
+                    atoms.calc = calcs[ckey]
+                    pool = PositionPool(atoms, seed=case.n_atoms)
+                    warmup = args.warmup + (1 if case.mode in SETUP_COST_S else 0)
+                live.append((case, rec, ckey, atoms, pool, warmup))
+            except Exception as err:  # record and go on: one mode failing must not abort the run
+                failed(rec, ckey, err)
+                record(rec)
+        if not live:
+            continue
+        try:
+            with _quiet():
+                timed = time_interleaved(
+                    [(a, p, w) for _, _, _, a, p, w in live], device, args.min_reps, args.max_reps, args.min_time_s
+                )
+        except Exception as err:
+            for _, rec, ckey, *_ in live:
+                failed(rec, ckey, err)
+                record(rec)
+            continue
+        for (case, rec, ckey, atoms, pool, _), (times, first) in zip(live, timed):
+            try:
+                calc = calcs[ckey]
+                with _quiet():
+                    # numbers check: every mode and variant at the same positions as the first one run for this system
+                    atoms.set_positions(pool.positions[0])
+                    forces = atoms.get_forces()
+                    energy = float(atoms.get_potential_energy())
+                    sh = getattr(calc, "sh_backend", None) or sh_backend_of(calc.model, device)
+                    n_edges = _edge_count(atoms)
+                    ref = reference.setdefault(
+                        (case.model, case.l_max, case.n_atoms), {"energy": energy, "forces": forces}
+                    )
+                    scale = max(float(np.abs(ref["forces"]).max()), 1e-12)
+                    diff = max(
+                        abs(energy - ref["energy"]) / max(abs(ref["energy"]), 1e-12),
+                        float(np.abs(forces - ref["forces"]).max()) / scale,
+                    )
+                t = np.asarray(times)
+                med = float(np.median(t))
+                rec.update(
+                    status="ok",
+                    n_edges=n_edges,
+                    sh_backend=sh,
+                    repeats=int(t.size),
+                    interleaved_with=len(live) - 1,
+                    ms_median=med * 1e3,
+                    ms_mean=float(t.mean()) * 1e3,
+                    ms_min=float(t.min()) * 1e3,
+                    ms_std=float(t.std()) * 1e3,
+                    first_call_ms=first * 1e3 if first is not None else None,
+                    ns_per_day=ns_per_day(med),
+                    rel_diff_vs_reference=diff,
+                )
+                if case.profile and time.perf_counter() < deadline:
+                    with _quiet():
+                        prof = profile_calls(calc, atoms, pool, device, n_steps=args.profile_steps)
+                    results.doc["profiles"].append(
+                        {**{k: rec[k] for k in ("model", "l_max", "n_atoms", "mode", "patched")}, **prof}
+                    )
+                    rec["gpu_busy_fraction"] = prof["gpu_busy_fraction"]
+            except Exception as err:  # record and go on: one mode failing must not abort the run
+                failed(rec, ckey, err)
+            record(rec)
     results.doc["complete"] = True
     results.doc["total_s"] = time.perf_counter() - t_begin
     results.flush()
     return results.doc
+
+
+def _twins(a: Case, b: Case) -> bool:
+    """Whether two cases are the stock and patched variants of one (model, l_max, size, mode)."""
+    return (a.model, a.l_max, a.n_atoms, a.mode) == (b.model, b.l_max, b.n_atoms, b.mode) and a.patched != b.patched
 
 
 def _edge_count(atoms) -> Optional[int]:

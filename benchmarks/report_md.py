@@ -201,7 +201,12 @@ def render(paths: Sequence[str]) -> str:
             f"matscipy {v.get('matscipy')}, ase {v.get('ase')}, CUDA {v.get('cuda')}; commit `{m.get('git_commit')}`; "
             f"`{' '.join(m.get('argv') or [])}`; budget {m.get('budget_s')} s, "
             f"{'complete' if m['_complete'] else 'INCOMPLETE'} in {fmt(m['_total_s'], 0)} s"
-            f"{' (--quick)' if m.get('quick') else ''}; {n_ok} of its cases shown."
+            f"{' (--quick)' if m.get('quick') else ''}; {n_ok} of its cases shown; "
+            + (
+                "stock and patched timed in alternating calls."
+                if any(c.get("interleaved_with") for c in cases.values() if c["_path"] == m["_path"])
+                else "stock and patched timed one after the other (drift between them enters patched/stock)."
+            )
         ]
     if len(devices) > 1:
         lines += ["", f"**The runs were made on different devices ({dev}): compare numbers of one tag only.**"]

@@ -82,6 +82,10 @@ def test_json_schema(quick_run):
     assert "no-such-backend" in compile_cases[0]["error"]
     ok = [c for c in cases if c["status"] == "ok"]
     assert len(ok) >= 4
+    # stock and patched of one case are timed together (interleaved), each pair next to each other
+    for c in ok:
+        if c["mode"] in ("nequip-matscipy", "ours-fast"):
+            assert c["interleaved_with"] == 1
     prof = doc["profiles"]
     assert prof and prof[0]["wall_ms_per_step"] > 0 and prof[0]["gpu_busy_fraction"] is None
     assert "model (launch + device work)" in prof[0]["phases_ms_per_step"]
@@ -97,6 +101,7 @@ def test_report_from_json(quick_run, tmp_path):
     assert "do not edit by hand" in text
     assert "`ours-fast`" in text and "Where the time goes" in text
     assert "no-such-backend" in text  # failures are listed
+    assert "stock and patched timed in alternating calls" in text
 
 
 def test_ns_per_day():
@@ -138,3 +143,33 @@ def test_report_merges_runs_newest_wins(quick_run, tmp_path):
     assert "[a] `old.json`" in text and "[b] `new.json`" in text
     assert "333.0" in text and "222.0" in text and "111.0" not in text
     assert "Issue-4 targets" in text
+
+
+def test_time_interleaved_alternates_abba():
+    """Single calls alternate between the calculators in ABBA order after each one's warm-up; every one gets at least
+    min_reps timings."""
+    md_step = _load("md_step")
+    calls = []
+
+    class FakeAtoms:
+        def __init__(self, name):
+            self.name = name
+
+        def set_positions(self, pos):
+            pass
+
+        def get_forces(self):
+            calls.append(self.name)
+
+        def get_potential_energy(self):
+            return 0.0
+
+    class Pool:
+        def next(self):
+            return None
+
+    items = [(FakeAtoms("A"), Pool(), 2), (FakeAtoms("B"), Pool(), 1)]
+    out = md_step.time_interleaved(items, torch.device("cpu"), min_reps=3, max_reps=3, min_time_s=0.0)
+    assert calls[:3] == ["A", "A", "B"]  # warm-ups first
+    assert calls[3:] == ["A", "B", "B", "A", "A", "B"]
+    assert [len(t) for t, _ in out] == [3, 3] and all(first is not None for _, first in out)
