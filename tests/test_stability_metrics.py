@@ -22,6 +22,7 @@ from md_plugin.stability import (
     max_abs_energy_change_meV_per_atom,
     position_deviation_A,
     run_nve,
+    run_nve_lockstep,
     run_study,
     temperature_stats_K,
     throughput,
@@ -146,6 +147,34 @@ def test_run_nve_records_every_interval_and_writes_the_trajectory(tmp_path) -> N
     assert res.wall_s >= res.record_s > 0 and res.extra["calculator"] == "EMT"
     # velocity Verlet conserves EMT energy to well below 1 meV/atom over 50 fs at 2 fs steps
     assert np.ptp(res.etot_eV) / len(atoms) < 1e-3
+
+
+def test_lockstep_runs_equal_lone_runs_and_alternate_abba() -> None:
+    """run_nve_lockstep (what run_study uses) gives each run the trajectory it has alone, steps the runs in ABBA
+    order (every run's step k before any run's step k + 1) and times each run's own steps."""
+    atoms = build_system("cu-fcc", 1)[0]
+    initialize_velocities(atoms, 300.0, seed=2)
+    order: list[str] = []
+
+    def tagged(name):
+        class Tagged(EMT):
+            def calculate(self, *args, **kwargs):
+                order.append(name)
+                super().calculate(*args, **kwargs)
+
+        return Tagged
+
+    both = run_nve_lockstep(atoms, {"a": tagged("a"), "b": tagged("b")}, 6, 1.0, warmup_steps=0)
+    # set-up: one force call each (a, then b); then steps 1..6 in ABBA order, one force call per step
+    assert order[:2] == ["a", "b"]
+    assert order[2:] == ["b", "a", "a", "b", "b", "a", "a", "b", "b", "a", "a", "b"]
+    alone = run_nve(atoms, EMT, 6, 1.0, label="a", warmup_steps=0)
+    for res in both.values():
+        np.testing.assert_array_equal(res.positions_A, alone.positions_A)
+        np.testing.assert_array_equal(res.epot_eV, alone.epot_eV)
+        assert res.wall_s >= res.record_s > 0
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        run_nve_lockstep(atoms, {"a": EMT}, 0, 1.0)
 
 
 def test_thresholds_flag_violations_and_nan(tmp_path) -> None:

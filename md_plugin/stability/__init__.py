@@ -20,7 +20,7 @@ from .metrics import (
     temperature_stats_K,
     throughput,
 )
-from .nve import NVEResult, initialize_velocities, instantaneous_temperature, run_nve
+from .nve import NVEResult, initialize_velocities, instantaneous_temperature, run_nve, run_nve_lockstep
 from .plot import plot_runs
 from .report import THRESHOLD_KEYS, build_report, check_thresholds, write_report
 from .runner import PLOT_NAME, REPORT_NAME, run_study
@@ -45,6 +45,7 @@ __all__ = [
     "position_deviation_A",
     "run_metrics",
     "run_nve",
+    "run_nve_lockstep",
     "run_study",
     "temperature_stats_K",
     "throughput",

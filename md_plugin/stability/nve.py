@@ -140,6 +140,113 @@ def calculator_info(calc: Calculator) -> dict:
     return info
 
 
+class _Integration:
+    """One NVE integration, set up (warm-up done, first force call made) and advanced one step at a time, so that
+    several can run in lockstep (:func:`run_nve_lockstep`). ``wall_s`` sums the time of this run's own steps."""
+
+    def __init__(
+        self,
+        atoms: Atoms,
+        calculator_factory: CalculatorFactory,
+        steps: int,
+        timestep_fs: float,
+        label: str,
+        trajectory: str | Path | None,
+        record_interval: int,
+        progress: bool | None,
+        warmup_steps: int,
+    ) -> None:
+        from ase.io.trajectory import Trajectory
+        from ase.md.verlet import VelocityVerlet
+
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if record_interval < 1:
+            raise ValueError(f"record_interval must be >= 1, got {record_interval}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        calc = calculator_factory()
+        if warmup_steps:
+            scratch = atoms.copy()
+            scratch.set_momenta(atoms.get_momenta())
+            scratch.calc = calc
+            VelocityVerlet(scratch, timestep=timestep_fs * units.fs).run(warmup_steps)
+            calc.reset()
+        self.work = work = atoms.copy()
+        work.set_momenta(atoms.get_momenta())
+        work.calc = calc
+        self.label, self.steps, self.timestep_fs = label, steps, timestep_fs
+        self.record_interval, self.trajectory = record_interval, trajectory
+        # initial force/energy call outside the timed region (without warm-up steps it absorbs the one-off costs:
+        # kernel compilation, neighbour-list set-up, CUDA context)
+        work.get_forces()
+        self.dyn = dyn = VelocityVerlet(work, timestep=timestep_fs * units.fs)
+        self.epot = np.empty(steps + 1)
+        self.ekin = np.empty(steps + 1)
+        self.frame_step: list[int] = []
+        self.frame_pos: list[np.ndarray] = []
+        self.traj = Trajectory(str(trajectory), "w", work) if trajectory is not None else None
+        self.record_s = 0.0
+        self.wall_s = 0.0
+        show = (steps >= PROGRESS_MIN_STEPS) if progress is None else progress
+        self.bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=steps, desc=f"NVE {label}", unit="step", leave=False, mininterval=1.0)
+        dyn.attach(self._observe, interval=1)
+        # ASE's generator form of run(): the first next() records step 0, each later one makes one step
+        self._steps = dyn.irun(steps)
+
+    def _observe(self) -> None:
+        t0 = time.perf_counter()
+        k = self.dyn.nsteps
+        # energies of the current positions: cached by the calculator after the step's force call
+        self.epot[k] = self.work.get_potential_energy()
+        self.ekin[k] = self.work.get_kinetic_energy()
+        if k % self.record_interval == 0 or k == self.steps:
+            self.frame_step.append(k)
+            self.frame_pos.append(self.work.get_positions())
+            if self.traj is not None:
+                self.traj.write()
+        if self.bar is not None and k > 0:
+            self.bar.update(1)
+        self.record_s += time.perf_counter() - t0
+
+    def advance(self) -> None:
+        """Step 0's record on the first call, then one velocity-Verlet step (with its record) per call."""
+        t0 = time.perf_counter()
+        next(self._steps)
+        self.wall_s += time.perf_counter() - t0
+
+    def close(self) -> None:
+        if self.traj is not None:
+            self.traj.close()
+        if self.bar is not None:
+            self.bar.close()
+
+    def result(self) -> NVEResult:
+        step = np.arange(self.steps + 1, dtype=np.int64)
+        return NVEResult(
+            label=self.label,
+            n_atoms=len(self.work),
+            timestep_fs=float(self.timestep_fs),
+            steps=int(self.steps),
+            record_interval=int(self.record_interval),
+            step=step,
+            time_fs=step * float(self.timestep_fs),
+            epot_eV=self.epot,
+            ekin_eV=self.ekin,
+            temperature_K=np.asarray(instantaneous_temperature(self.ekin, len(self.work))),
+            frame_step=np.asarray(self.frame_step, dtype=np.int64),
+            positions_A=np.asarray(self.frame_pos, dtype=np.float64),
+            wall_s=self.wall_s,
+            record_s=self.record_s,
+            trajectory=str(self.trajectory) if self.trajectory is not None else None,
+            extra=calculator_info(self.work.calc),
+        )
+
+
 def run_nve(
     atoms: Atoms,
     calculator_factory: CalculatorFactory,
@@ -172,87 +279,54 @@ def run_nve(
     Returns:
         The :class:`NVEResult`.
     """
-    from ase.io.trajectory import Trajectory
-    from ase.md.verlet import VelocityVerlet
+    return run_nve_lockstep(
+        atoms,
+        {label: calculator_factory},
+        steps,
+        timestep_fs,
+        trajectories={label: trajectory},
+        record_interval=record_interval,
+        progress=progress,
+        warmup_steps=warmup_steps,
+    )[label]
 
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if record_interval < 1:
-        raise ValueError(f"record_interval must be >= 1, got {record_interval}")
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-    calc = calculator_factory()
-    if warmup_steps:
-        scratch = atoms.copy()
-        scratch.set_momenta(atoms.get_momenta())
-        scratch.calc = calc
-        VelocityVerlet(scratch, timestep=timestep_fs * units.fs).run(warmup_steps)
-        calc.reset()
-    work = atoms.copy()
-    work.set_momenta(atoms.get_momenta())
-    work.calc = calc
-    n = len(work)
 
-    # initial force/energy call outside the timed region (without warm-up steps it absorbs the one-off costs:
-    # kernel compilation, neighbour-list set-up, CUDA context)
-    work.get_forces()
-
-    dyn = VelocityVerlet(work, timestep=timestep_fs * units.fs)
-    epot = np.empty(steps + 1)
-    ekin = np.empty(steps + 1)
-    frame_step: list[int] = []
-    frame_pos: list[np.ndarray] = []
-    traj = Trajectory(str(trajectory), "w", work) if trajectory is not None else None
-    record_time = [0.0]
-    show = (steps >= PROGRESS_MIN_STEPS) if progress is None else progress
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=steps, desc=f"NVE {label}", unit="step", leave=False, mininterval=1.0)
-
-    def observe() -> None:
-        t0 = time.perf_counter()
-        k = dyn.nsteps
-        # energies of the current positions: cached by the calculator after the step's force call
-        epot[k] = work.get_potential_energy()
-        ekin[k] = work.get_kinetic_energy()
-        if k % record_interval == 0 or k == steps:
-            frame_step.append(k)
-            frame_pos.append(work.get_positions())
-            if traj is not None:
-                traj.write()
-        if bar is not None and k > 0:
-            bar.update(1)
-        record_time[0] += time.perf_counter() - t0
-
-    dyn.attach(observe, interval=1)
+def run_nve_lockstep(
+    atoms: Atoms,
+    factories: dict[str, CalculatorFactory],
+    steps: int,
+    timestep_fs: float,
+    *,
+    trajectories: dict[str, str | Path | None] | None = None,
+    record_interval: int = 1,
+    progress: bool | None = None,
+    warmup_steps: int = DEFAULT_WARMUP_STEPS,
+) -> dict[str, NVEResult]:
+    """:func:`run_nve` for several calculators from the same start, integrated in lockstep: every run makes its step
+    k before any run makes step k + 1, in ABBA order (the order reverses every step). Each run's trajectory is what
+    it would be alone (the runs share nothing); its ``wall_s`` sums its own steps, so a drift of the machine during
+    the study reaches every run alike and their speed ratio compares the calculators."""
+    trajectories = trajectories or {}
+    runs = []
     try:
-        t_start = time.perf_counter()
-        dyn.run(steps)
-        wall = time.perf_counter() - t_start
+        for label, factory in factories.items():
+            runs.append(
+                _Integration(
+                    atoms,
+                    factory,
+                    steps,
+                    timestep_fs,
+                    label,
+                    trajectories.get(label),
+                    record_interval,
+                    progress,
+                    warmup_steps,
+                )
+            )
+        for k in range(steps + 1):
+            for run in runs if k % 2 == 0 else reversed(runs):
+                run.advance()
     finally:
-        if traj is not None:
-            traj.close()
-        if bar is not None:
-            bar.close()
-    # the observer at step 0 runs inside dyn.run too; recording time covers it
-    step = np.arange(steps + 1, dtype=np.int64)
-    return NVEResult(
-        label=label,
-        n_atoms=n,
-        timestep_fs=float(timestep_fs),
-        steps=int(steps),
-        record_interval=int(record_interval),
-        step=step,
-        time_fs=step * float(timestep_fs),
-        epot_eV=epot,
-        ekin_eV=ekin,
-        temperature_K=np.asarray(instantaneous_temperature(ekin, n)),
-        frame_step=np.asarray(frame_step, dtype=np.int64),
-        positions_A=np.asarray(frame_pos, dtype=np.float64),
-        wall_s=wall,
-        record_s=record_time[0],
-        trajectory=str(trajectory) if trajectory is not None else None,
-        extra=calculator_info(work.calc),
-    )
+        for run in runs:
+            run.close()
+    return {run.label: run.result() for run in runs}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ase import Atoms
 
-from .nve import DEFAULT_WARMUP_STEPS, CalculatorFactory, NVEResult, initialize_velocities, run_nve
+from .nve import DEFAULT_WARMUP_STEPS, CalculatorFactory, NVEResult, initialize_velocities, run_nve_lockstep
 from .plot import plot_runs
 from .report import build_report, write_report
 
@@ -41,7 +41,9 @@ def run_study(
     plot: bool = True,
     warmup_steps: int = DEFAULT_WARMUP_STEPS,
 ) -> tuple[dict, dict[str, NVEResult]]:
-    """Run NVE once per calculator factory from the same initial positions and velocities.
+    """Run NVE once per calculator factory from the same initial positions and velocities, all runs in lockstep
+    (:func:`~.nve.run_nve_lockstep`), so that their speed ratio compares the calculators rather than the machine's
+    drift between two runs.
 
     Args:
         atoms: starting structure (not modified).
@@ -68,20 +70,19 @@ def run_study(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, NVEResult] = {}
-    for label, factory in factories.items():
-        results[label] = run_nve(
-            start,
-            factory,
-            steps,
-            timestep_fs,
-            label=label,
-            trajectory=(out / trajectory_name(label)) if out is not None else None,
-            record_interval=record_interval,
-            progress=progress,
-            warmup_steps=warmup_steps,
-        )
-        if out is not None:
+    # all runs in lockstep (ABBA per step): their wall times meet the same machine, so the speed-up compares them
+    results: dict[str, NVEResult] = run_nve_lockstep(
+        start,
+        dict(factories),
+        steps,
+        timestep_fs,
+        trajectories={label: (out / trajectory_name(label)) if out is not None else None for label in factories},
+        record_interval=record_interval,
+        progress=progress,
+        warmup_steps=warmup_steps,
+    )
+    if out is not None:
+        for label in results:
             results[label].write_energy_csv(out / energy_log_name(label))
     meta = {
         "steps": int(steps),
