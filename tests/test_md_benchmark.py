@@ -173,3 +173,19 @@ def test_time_interleaved_alternates_abba():
     assert calls[:3] == ["A", "A", "B"]  # warm-ups first
     assert calls[3:] == ["A", "B", "B", "A", "A", "B"]
     assert [len(t) for t, _ in out] == [3, 3] and all(first is not None for _, first in out)
+
+
+def test_cpu_step_ab_smoke(tmp_path):
+    """benchmarks/cpu_step_ab.py end to end with a few calls: both variants timed, the SH module found and timed in
+    the model and alone (no timing asserted)."""
+    cpu_ab = _load("cpu_step_ab")
+    old = torch.get_num_threads()
+    try:
+        assert cpu_ab.main(["--calls", "4", "--out", str(tmp_path / "ab.json")]) == 0
+    finally:
+        torch.set_num_threads(old)
+    res = json.loads((tmp_path / "ab.json").read_text())
+    assert res["n_atoms"] == 32 and res["n_edges"] > 0
+    assert set(res["step_ms_median"]) == {"stock", "patched"} and res["patched_over_stock_step"] > 0
+    assert all(v > 0 for v in res["sh_forward_in_model_us"].values())
+    assert all(r["warm_us"] > 0 and r["cold_us"] > 0 for r in res["sh_forward_alone_us"].values())
