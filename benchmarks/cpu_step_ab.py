@@ -113,6 +113,26 @@ def main(argv=None) -> int:
         v: {"warm_us": _median_us(lambda m=m: m(x), 400), "cold_us": _median_us(lambda m=m: m(x), 400, other_work)}
         for v, m in mods.items()
     }
+    # our forward, layer by layer from the public module down to the generated TorchScript body (l set and settings
+    # of the model's module): where the time goes when the caches are cold
+    from equitriton import ops
+    from equitriton.generated import torch_fallback as tf
+    from equitriton.kernels import launch
+
+    ours = mods["patched"]
+    ls, normalize = list(ours._ls_list), ours.normalize
+    nid = ops.NORMALIZATION_IDS[ours.normalization]
+    offs, dim = launch.offsets(ls)
+    xd = x.detach()
+    small = xd.shape[0] <= ops._CPU_SMALL_ROWS["forward"][max(ls)]
+    impl = ops._bound(tf.forward, (ls, offs, dim, normalize, nid), True, small)
+    layers = {
+        "module (public API)": lambda: ours(x),
+        "ops.sh_eager (autograd.Function)": lambda: ops.sh_eager(x, ls, normalize, nid),
+        "ops._cpu_forward (fallback dispatch)": lambda: ops._cpu_forward(xd, ls, normalize, nid),
+        "bound body (ops._bound)": lambda: impl(xd, None),
+    }
+    chain = {k: {"warm_us": _median_us(f, 400), "cold_us": _median_us(f, 400, other_work)} for k, f in layers.items()}
     res = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(),
@@ -125,6 +145,7 @@ def main(argv=None) -> int:
         "patched_over_stock_step": statistics.median(step["patched"]) / statistics.median(step["stock"]),
         "sh_forward_in_model_us": {v: s / n * 1e6 for v, (s, n) in sh_time.items()},
         "sh_forward_alone_us": alone,
+        "ours_forward_by_layer_us": chain,
     }
     print(json.dumps(res, indent=1))
     if a.out:

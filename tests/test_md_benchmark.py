@@ -189,3 +189,4 @@ def test_cpu_step_ab_smoke(tmp_path):
     assert set(res["step_ms_median"]) == {"stock", "patched"} and res["patched_over_stock_step"] > 0
     assert all(v > 0 for v in res["sh_forward_in_model_us"].values())
     assert all(r["warm_us"] > 0 and r["cold_us"] > 0 for r in res["sh_forward_alone_us"].values())
+    assert len(res["ours_forward_by_layer_us"]) == 4
