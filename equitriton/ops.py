@@ -432,7 +432,10 @@ class _EagerForward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return _EagerBackward.apply(x, grad, *ctx.args), None, None, None
+        if torch.is_grad_enabled():  # create_graph: the backward must itself be differentiable
+            return _EagerBackward.apply(x, grad, *ctx.args), None, None, None
+        # forces in MD (no create_graph): the same body without a second Function's bookkeeping
+        return _eager_backward(x, grad, *ctx.args), None, None, None
 
 
 class _EagerBackward(torch.autograd.Function):

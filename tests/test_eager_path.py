@@ -214,3 +214,17 @@ def test_interpreted_eager_path_same_bits_as_the_op():
     for dtype, r in json.loads(lines[-1][4:]).items():
         assert r["names"][0].startswith("_EagerForward") and "equitriton_sh_forward" in r["names"][1], (dtype, r)
         assert r["equal"] == [True] * 4, (dtype, r)
+
+
+def test_first_derivative_without_create_graph_same_bits():
+    """Forces in MD take dE/dx without create_graph: the eager backward then runs its body directly (no second
+    autograd.Function); the result is the op's, and a later attempt to differentiate it again fails as in torch."""
+    dim = sum(2 * l + 1 for l in LS)
+    g = torch.randn(37, dim, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    res = []
+    for fn in (ops.sh_eager, torch.ops.equitriton.sh_forward):
+        x = _x()
+        (gx,) = torch.autograd.grad(fn(x, LS, True, 2), x, g)
+        assert not gx.requires_grad
+        res.append(gx)
+    assert torch.equal(res[0], res[1])
