@@ -218,7 +218,7 @@ def test_interpreted_eager_path_same_bits_as_the_op():
 
 def test_first_derivative_without_create_graph_same_bits():
     """Forces in MD take dE/dx without create_graph: the eager backward then runs its body directly (no second
-    autograd.Function); the result is the op's, and a later attempt to differentiate it again fails as in torch."""
+    autograd.Function); the result is the op's, and it carries no graph."""
     dim = sum(2 * l + 1 for l in LS)
     g = torch.randn(37, dim, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
     res = []
