@@ -331,27 +331,41 @@ def _triton_double_backward(
 
 
 # ------------------------------------------------------------------------------------------------------------- the ops
-@triton_op("equitriton::sh_forward", mutates_args=())
-def sh_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+# One body per direction for the ops and the eager path below: the torch fallback where Triton does not run, else the
+# kernels, launched through wrap_triton (ops, `fast=False`) or launch.run_cached (eager path, `fast=True`).
+def _forward(x: Tensor, ls: List[int], normalize: bool, normalization: int, fast: bool = False) -> Tensor:
     if not use_triton(x.device):
         return _cpu_forward(x, ls, normalize, normalization)
-    return _triton_forward(x, ls, normalize, normalization)
+    return _triton_forward(x, ls, normalize, normalization, fast)
+
+
+def _backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normalization: int, fast: bool = False):
+    if not use_triton(x.device):
+        return _cpu_backward(x, grad, ls, normalize, normalization)
+    return _triton_backward(x, grad, ls, normalize, normalization, fast)
+
+
+def _double_backward(x, grad, w, ls: List[int], normalize: bool, normalization: int, fast: bool = False):
+    if not use_triton(x.device):
+        return _cpu_double_backward(x, grad, w, ls, normalize, normalization)
+    return _triton_double_backward(x, grad, w, ls, normalize, normalization, fast)
+
+
+@triton_op("equitriton::sh_forward", mutates_args=())
+def sh_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    return _forward(x, ls, normalize, normalization)
 
 
 @triton_op("equitriton::sh_backward", mutates_args=())
 def sh_backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
-    if not use_triton(x.device):
-        return _cpu_backward(x, grad, ls, normalize, normalization)
-    return _triton_backward(x, grad, ls, normalize, normalization)
+    return _backward(x, grad, ls, normalize, normalization)
 
 
 @triton_op("equitriton::sh_double_backward", mutates_args=())
 def sh_double_backward(
     x: Tensor, grad: Tensor, w: Tensor, ls: List[int], normalize: bool, normalization: int
 ) -> tuple[Tensor, Tensor]:
-    if not use_triton(x.device):
-        return _cpu_double_backward(x, grad, w, ls, normalize, normalization)
-    return _triton_double_backward(x, grad, w, ls, normalize, normalization)
+    return _double_backward(x, grad, w, ls, normalize, normalization)
 
 
 # ------------------------------------------------------------------------------------------------------------ autograd
@@ -404,30 +418,12 @@ def eager(x: Tensor) -> bool:
     return _untraced([x]) and torch._C._functorch.peek_interpreter_stack() is None
 
 
-def _eager_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
-    if use_triton(x.device):
-        return _triton_forward(x, ls, normalize, normalization, fast=True)
-    return _cpu_forward(x, ls, normalize, normalization)
-
-
-def _eager_backward(x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
-    if use_triton(x.device):
-        return _triton_backward(x, grad, ls, normalize, normalization, fast=True)
-    return _cpu_backward(x, grad, ls, normalize, normalization)
-
-
-def _eager_double_backward(x, grad, w, ls: List[int], normalize: bool, normalization: int):
-    if use_triton(x.device):
-        return _triton_double_backward(x, grad, w, ls, normalize, normalization, fast=True)
-    return _cpu_double_backward(x, grad, w, ls, normalize, normalization)
-
-
 class _EagerForward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, ls, normalize, normalization):
         ctx.save_for_backward(x)
         ctx.args = (ls, normalize, normalization)
-        return _eager_forward(x, ls, normalize, normalization)
+        return _forward(x, ls, normalize, normalization, fast=True)
 
     @staticmethod
     def backward(ctx, grad):
@@ -435,7 +431,7 @@ class _EagerForward(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: the backward must itself be differentiable
             return _EagerBackward.apply(x, grad, *ctx.args), None, None, None
         # forces in MD (no create_graph): the same body without a second Function's bookkeeping
-        return _eager_backward(x, grad, *ctx.args), None, None, None
+        return _backward(x, grad, *ctx.args, fast=True), None, None, None
 
 
 class _EagerBackward(torch.autograd.Function):
@@ -443,7 +439,7 @@ class _EagerBackward(torch.autograd.Function):
     def forward(ctx, x, grad, ls, normalize, normalization):
         ctx.save_for_backward(x, grad)
         ctx.args = (ls, normalize, normalization)
-        return _eager_backward(x, grad, ls, normalize, normalization)
+        return _backward(x, grad, ls, normalize, normalization, fast=True)
 
     @staticmethod
     def backward(ctx, w):
@@ -455,7 +451,7 @@ class _EagerBackward(torch.autograd.Function):
 class _EagerDoubleBackward(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, grad, w, ls, normalize, normalization):
-        return _eager_double_backward(x, grad, w, ls, normalize, normalization)
+        return _double_backward(x, grad, w, ls, normalize, normalization, fast=True)
 
     @staticmethod
     def backward(ctx, *grads):
@@ -467,4 +463,4 @@ def sh_eager(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> T
     and derivatives, without the custom-op dispatch."""
     if x.requires_grad and torch.is_grad_enabled():
         return _EagerForward.apply(x, ls, normalize, normalization)
-    return _eager_forward(x, ls, normalize, normalization)
+    return _forward(x, ls, normalize, normalization, fast=True)

@@ -59,6 +59,10 @@ def _full_row_block(lmax: int) -> int:
     return 64 if p <= 64 else 32
 
 
+# the switches of `config` that EQUITRITON_<NAME> = 0/1 can force (part of `plan`'s cache key too)
+_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR")
+
+
 def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     """Launch configuration, chosen from the H100 sweep of benchmarks/tune_kernels.py (docs/kernel_tuning.md).
 
@@ -87,7 +91,7 @@ def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     cfg.setdefault("M_MAJOR", True)
     cfg.setdefault("FLAT_STORE", False)
     # EQUITRITON_<NAME> = 0/1 forces one choice (measurements)
-    for name in ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR"):
+    for name in _FORCED:
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
             cfg[name] = forced == "1"
@@ -128,7 +132,6 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
 
 
 # ------------------------------------------------------------------------------------------------------ eager launches
-_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR")
 _PLANS: dict = {}
 
 
