@@ -20,10 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import md_step as M  # noqa: E402  (its position pool and interleaved timer)
 
 
 def _sh_module(model: torch.nn.Module) -> torch.nn.Module:
@@ -56,10 +58,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    torch.set_default_dtype(torch.float64)  # as md_step.py: nequip's from_ase builds positions in the default dtype
     atoms0 = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((a.atoms_repeat,) * 3)
     atoms0.rattle(0.05, seed=1)
-    rng = np.random.default_rng(0)
-    pool = [atoms0.positions + rng.normal(scale=0.01, size=atoms0.positions.shape) for _ in range(5)]
+    cpu = torch.device("cpu")
     variants = {"stock": False, "patched": True}
     calcs = {
         v: EquiTritonCalculator.from_saved_model(default_model_path(), device="cpu", patch=p)
@@ -81,21 +83,16 @@ def main(argv=None) -> int:
 
         mod.register_forward_pre_hook(pre)
         mod.register_forward_hook(post)
-    atoms = {}
-    for v, calc in calcs.items():
-        atoms[v] = atoms0.copy()
-        atoms[v].calc = calc
-        for k in range(10):  # warm-up
-            atoms[v].set_positions(pool[k % len(pool)])
-            atoms[v].get_forces()
+    items = []
+    for calc in calcs.values():
+        atoms = atoms0.copy()
+        atoms.calc = calc
+        pool = M.PositionPool(atoms, seed=1)  # the same positions for both variants
+        M.time_calls(atoms, pool, cpu, 10, 0, 0, 0.0)  # warm-up, outside the SH timing below
+        items.append((atoms, pool, 0))
     sh_time = {v: [0.0, 0] for v in variants}
-    step = {v: [] for v in variants}
-    for r in range(a.calls):
-        for v in list(variants) if r % 2 == 0 else list(variants)[::-1]:
-            atoms[v].set_positions(pool[r % len(pool)])
-            t0 = time.perf_counter()
-            atoms[v].get_forces()
-            step[v].append(time.perf_counter() - t0)
+    timed = M.time_interleaved(items, cpu, a.calls, a.calls, 0.0)
+    step = {v: times for v, (times, _) in zip(variants, timed)}
     # the SH modules alone on the model's edge vectors (requires_grad, as in the model)
     x = edges["stock"].requires_grad_(True)
     lin = [torch.nn.Linear(64, 64).double() for _ in range(30)]
@@ -123,9 +120,10 @@ def main(argv=None) -> int:
     ls, normalize = list(ours._ls_list), ours.normalize
     nid = ops.NORMALIZATION_IDS[ours.normalization]
     offs, dim = launch.offsets(ls)
-    xd = x.detach()
+    f64 = launch.compute_f64(x.dtype, max(ls))
+    xd = ops._up(x.detach(), f64)  # what _cpu_forward hands the bound body
     small = xd.shape[0] <= ops._CPU_SMALL_ROWS["forward"][max(ls)]
-    impl = ops._bound(tf.forward, (ls, offs, dim, normalize, nid), True, small)
+    impl = ops._bound(tf.forward, (ls, offs, dim, normalize, nid), f64, small)
     layers = {
         "module (public API)": lambda: ours(x),
         "ops.sh_eager (autograd.Function)": lambda: ops.sh_eager(x, ls, normalize, nid),

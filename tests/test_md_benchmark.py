@@ -179,11 +179,12 @@ def test_cpu_step_ab_smoke(tmp_path):
     """benchmarks/cpu_step_ab.py end to end with a few calls: both variants timed, the SH module found and timed in
     the model and alone (no timing asserted)."""
     cpu_ab = _load("cpu_step_ab")
-    old = torch.get_num_threads()
+    old, old_dtype = torch.get_num_threads(), torch.get_default_dtype()
     try:
         assert cpu_ab.main(["--calls", "4", "--out", str(tmp_path / "ab.json")]) == 0
     finally:
         torch.set_num_threads(old)
+        torch.set_default_dtype(old_dtype)
     res = json.loads((tmp_path / "ab.json").read_text())
     assert res["n_atoms"] == 32 and res["n_edges"] > 0
     assert set(res["step_ms_median"]) == {"stock", "patched"} and res["patched_over_stock_step"] > 0
