@@ -30,7 +30,7 @@ from md_plugin.device import resolve_device  # noqa: E402
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--mode", default="ours-compile", choices=["ours-fast", "ours-compile", "ours-aoti"])
+    ap.add_argument("--mode", default="ours-compile", choices=["ours-fast", "ours-compile", "ours-graph", "ours-aoti"])
     ap.add_argument("--model", default="nequip", choices=["nequip", "allegro"])
     ap.add_argument("--l-max", type=int, default=2)
     ap.add_argument("--atoms", type=int, default=2048)

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 SCHEMA = "equitriton-md/md_step/1"
-MODE_ORDER = ["nequip-matscipy", "nequip-vesin", "ours-eager", "ours-fast", "ours-compile", "ours-aoti"]
+MODE_ORDER = ["nequip-matscipy", "nequip-vesin", "ours-eager", "ours-fast", "ours-compile", "ours-graph", "ours-aoti"]
 BASELINE_MODE = "nequip-matscipy"
 TARGET_MS = 10.0
 TARGET_SPEEDUP = 5.0
@@ -367,7 +367,8 @@ def render(paths: Sequence[str]) -> str:
     # ---------------------------------------------------------------- compiled modes: one-off costs
     setup_rows = []
     for k, c in cases.items():
-        if k[3] in ("ours-compile", "ours-aoti") and c.get("status") == "ok" and c.get("setup_s") is not None:
+        compiled = k[3] in ("ours-compile", "ours-graph", "ours-aoti")
+        if compiled and c.get("status") == "ok" and c.get("setup_s") is not None:
             setup_rows.append(
                 [
                     k[0],
@@ -417,7 +418,7 @@ def render(paths: Sequence[str]) -> str:
             rows,
         )
         for p in profiles:
-            if not (p["mode"] in ("nequip-matscipy", "ours-fast", "ours-compile") and p["patched"]):
+            if not (p["mode"] in ("nequip-matscipy", "ours-fast", "ours-compile", "ours-graph") and p["patched"]):
                 continue
             lines += [
                 f"Top operations, `{p['mode']}` patched, {p['model']} N={p['n_atoms']:,} (ms per step){tag(p)}:",

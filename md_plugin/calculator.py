@@ -12,7 +12,8 @@ it adds:
 * Clear errors for missing / wrong-kind files, unknown species, NaN/inf positions, periodic atoms
   without a cell, and stress on non-periodic systems (``md_plugin.validation``).
 * ``fast_step=True``: the whole step stays on the model's device (``md_plugin.fast_step``);
-  ``fast_step="compile"`` also runs the energy+force graph through ``torch.compile``.
+  ``fast_step="compile"`` also runs the energy+force graph through ``torch.compile``; ``fast_step="graph"`` replays
+  it from CUDA graphs.
 
 Units: positions Å, energies eV, forces eV/Å, stress eV/Å³ (ASE Voigt order), ``energies`` eV/atom.
 """
@@ -72,7 +73,9 @@ class EquiTritonCalculator(NequIPCalculator):
         validate: run the input checks of ``md_plugin.validation`` on every calculation.
         fast_step: ``True``: evaluate through ``md_plugin.fast_step.DeviceStep`` (neighbor list on the model's
             device via vesin-torch, one host transfer per call). ``"compile"``: the same, with the model's
-            energy+force graph run through ``torch.compile`` (eager models; compiled on the first call).
+            energy+force graph run through ``torch.compile`` (eager models; compiled on the first call). ``"graph"``
+            (CUDA): the compiled graph replayed from CUDA graphs, inputs padded to bucketed edge counts
+            (``md_plugin.static_shapes``).
         sh_backend: override the reported backend (used by ``from_compiled_model``).
         **kwargs: forwarded to ``NequIPCalculator`` (``transforms``, ``energy_units_to_eV``,
             ``length_units_to_A``) and ASE's ``Calculator``.
@@ -103,11 +106,13 @@ class EquiTritonCalculator(NequIPCalculator):
         if fast_step:
             from .fast_step import DeviceStep
 
-            if fast_step not in (True, "compile"):
-                raise ValueError(f"fast_step must be False, True or 'compile', got {fast_step!r}")
+            if fast_step not in (True, "compile", "graph"):
+                raise ValueError(f"fast_step must be False, True, 'compile' or 'graph', got {fast_step!r}")
             self._fast = DeviceStep.from_calculator(self)
-            if fast_step == "compile":
+            if fast_step in ("compile", "graph"):
                 self._fast.compile()
+            if fast_step == "graph":
+                self._fast.use_graphs()
 
     # ------------------------------------------------------------------------------------------
     # factories

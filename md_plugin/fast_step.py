@@ -14,7 +14,10 @@ separately. ``DeviceStep`` instead:
   forward and its force backward are unrolled into one FX graph by nequip's own ``nequip_make_fx`` (symbolic
   num_atoms / num_edges, checked not to shape-specialize), which is then compiled with ``dynamic=True``, so a
   changing neighbor count does not recompile. nequip's train-time ``compile_mode="compile"`` falls back to eager for
-  single-frame inputs, which is why this exists.
+  single-frame inputs, which is why this exists;
+* optionally (``use_graphs()``, CUDA) replays that compiled graph from a CUDA graph: the input is padded to a bucketed
+  edge count with ghost atoms and edges that contribute exactly nothing (``md_plugin.static_shapes``), so one capture
+  serves every step whose edge count stays in its bucket, and the step's ~1,000 kernel launches become one replay.
 
 Positions and cell are given to the model in the model's dtype (float64 for float64 models).
 Per-edge-type cutoffs are not supported here (use the default path).
@@ -29,6 +32,8 @@ import torch
 from ase import Atoms
 from ase.stress import full_3x3_to_voigt_6_stress
 from nequip.data import AtomicDataDict
+
+from . import static_shapes
 
 _OUTPUT_KEYS = (
     AtomicDataDict.TOTAL_ENERGY_KEY,
@@ -74,6 +79,9 @@ class DeviceStep:
         self._pbc: Optional[torch.Tensor] = None
         self._compile_backend: Optional[str] = None
         self._compiled: Optional[Tuple[Callable, List[str], List[str]]] = None
+        self._pad = False  # static_shapes(): padded inputs
+        self._edges: Optional[int] = None  # the current edge bucket
+        self.graphs: Optional[static_shapes.GraphCache] = None  # use_graphs(): CUDA graphs by input shapes
 
     def compile(self, backend: str = "inductor") -> DeviceStep:
         """Run the model through ``torch.compile(backend=backend, dynamic=True)`` from the next call on (eager
@@ -86,6 +94,21 @@ class DeviceStep:
         self._compile_backend = backend
         self._compiled = None
         return self
+
+    def static_shapes(self) -> DeviceStep:
+        """Pad every input to a bucketed edge count (``md_plugin.static_shapes``); same results. Returns ``self``."""
+        self._pad = True
+        return self
+
+    def use_graphs(self) -> DeviceStep:
+        """Replay the compiled energy+force graph from CUDA graphs on padded inputs (``compile()`` first; CUDA
+        devices only). Returns ``self``."""
+        if self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need a CUDA device; this model is on {self.device.type!r}")
+        if self._compile_backend is None:
+            raise ValueError("use_graphs() replays the compiled graph: call compile() first")
+        self.graphs = static_shapes.GraphCache()
+        return self.static_shapes()
 
     def _trace_and_compile(self, data: AtomicDataDict.Type) -> Tuple[Callable, List[str], List[str]]:
         from nequip.nn.compile import ListInputOutputWrapper
@@ -105,7 +128,8 @@ class DeviceStep:
         if self._compiled is None:
             self._compiled = self._trace_and_compile(data)
         fn, in_keys, out_keys = self._compiled
-        outs = fn(*[data[k] for k in in_keys])
+        inputs = [data[k] for k in in_keys]
+        outs = fn(*inputs) if self.graphs is None else self.graphs(fn, inputs)
         return dict(zip(out_keys, outs))
 
     @classmethod
@@ -162,7 +186,12 @@ class DeviceStep:
 
     def __call__(self, atoms: Atoms) -> AtomicDataDict.Type:
         """Run the model on ``atoms``; outputs stay on the device."""
-        return self.run_model(self.data_from_atoms(atoms))
+        data = self.data_from_atoms(atoms)
+        if not self._pad:
+            return self.run_model(data)
+        self._edges = static_shapes.edge_bucket(data[AtomicDataDict.EDGE_INDEX_KEY].shape[1], self._edges)
+        out = self.run_model(static_shapes.pad(data, self._edges, self.r_max))
+        return static_shapes.unpad(out, len(atoms), _OUTPUT_KEYS)
 
     def compute(
         self, atoms: Atoms, energy_units_to_eV: float = 1.0, length_units_to_A: float = 1.0

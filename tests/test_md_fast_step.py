@@ -73,11 +73,65 @@ def test_fast_step_graph_matches_nequip_neighbor_list():
     assert data[AtomicDataDict.POSITIONS_KEY].dtype == torch.float64
 
 
+@pytest.mark.parametrize("kind", ["nequip", "allegro"])
+def test_padded_inputs_give_the_same_results(kind):
+    """static_shapes(): ghost atoms and padding edges beyond the cutoff change no energy, per-atom energy, force or
+    stress of the real atoms, in three periodicities, as the edge count moves across buckets."""
+    path = default_model_path(kind)
+    ref_calc = EquiTritonCalculator.from_saved_model(path, device="cpu")
+    calc = EquiTritonCalculator.from_saved_model(path, device="cpu", fast_step=True)
+    calc._fast.static_shapes()
+    buckets = set()
+    for name, atoms in _systems().items():
+        props = ["energy", "energies", "forces"] + (["stress"] if name == "bulk" else [])
+        for step in range(2):
+            a = atoms.copy()
+            a.positions *= 1.0 + 0.03 * step  # fewer edges: the bucket is kept or changes
+            ref, got = a.copy(), a.copy()
+            ref.calc, got.calc = ref_calc, calc
+            for p in props:
+                r = np.asarray(ref.calc.get_property(p, ref))
+                g = np.asarray(got.calc.get_property(p, got))
+                assert g.shape == r.shape, p
+                np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10 * max(np.abs(r).max(), 1e-3), err_msg=p)
+            n_edges = calc._fast.data_from_atoms(a)["edge_index"].shape[1]
+            assert n_edges <= calc._fast._edges and calc._fast._edges % 256 == 0
+            buckets.add(calc._fast._edges)
+    assert len(buckets) >= 3
+
+
+def test_edge_buckets_and_padding():
+    from md_plugin import static_shapes as ss
+
+    assert ss.edge_bucket(10) == 256 and ss.edge_bucket(1000) == 1280  # 1000 * 1.05 rounded up to 256s
+    assert ss.edge_bucket(1100, 1280) == 1280  # still fits: kept
+    assert ss.edge_bucket(1300, 1280) == 1536 and ss.edge_bucket(1000, 1536) == 1280  # grown, shrunk
+    calc = EquiTritonCalculator.from_saved_model(default_model_path(), device="cpu", fast_step=True)
+    data = calc._fast.data_from_atoms(_systems()["cluster"])
+    n, e = data["pos"].shape[0], data["edge_index"].shape[1]
+    padded = ss.pad(data, e + 7, r_max=4.0)
+    assert padded["pos"].shape == (n + 2, 3) and padded["edge_index"].shape == (2, e + 7)
+    assert torch.equal(padded["edge_index"][:, e:], torch.tensor([[n] * 7, [n + 1] * 7]))
+    ghost_edge = padded["pos"][n + 1] - padded["pos"][n]
+    assert ghost_edge.norm().item() == pytest.approx(6.0)  # 1.5 r_max: beyond the cutoff
+    assert torch.equal(padded["edge_index"][:, :e], data["edge_index"])
+    with pytest.raises(ValueError, match="cannot pad"):
+        ss.pad(data, e - 1, r_max=4.0)
+
+
+def test_graphs_need_cuda_and_compile():
+    calc = EquiTritonCalculator.from_saved_model(default_model_path(), device="cpu", fast_step=True)
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        calc._fast.use_graphs()
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        EquiTritonCalculator.from_saved_model(default_model_path(), device="cpu", fast_step="graph")
+
+
 def test_compile_rejects_unknown_backend_and_compiled_models():
     calc = EquiTritonCalculator.from_saved_model(default_model_path(), device="cpu", fast_step=True)
     with pytest.raises(ValueError, match="unknown torch.compile backend 'nope'"):
         calc._fast.compile("nope")
-    with pytest.raises(ValueError, match="fast_step must be False, True or 'compile'"):
+    with pytest.raises(ValueError, match="fast_step must be False, True, 'compile' or 'graph'"):
         EquiTritonCalculator.from_saved_model(default_model_path(), device="cpu", fast_step="yes")
 
 
@@ -101,6 +155,15 @@ def test_compiled_step_matches_default_path(kind):
             np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10 * max(np.abs(r).max(), 1e-3), err_msg=f"{name} {p}")
     compiled = calc._fast._compiled
     assert compiled is not None and compiled[1][0] == "pos"
+    # the traced graph on padded inputs (what fast_step="graph" replays): the same numbers
+    calc._fast.static_shapes()
+    for name in ("bulk", "cluster"):
+        ref, got = systems[name].copy(), systems[name].copy()
+        ref.calc, got.calc = ref_calc, calc
+        for p in ("energy", "energies", "forces"):
+            r = np.asarray(ref.calc.get_property(p, ref))
+            g = np.asarray(got.calc.get_property(p, got))
+            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10 * max(np.abs(r).max(), 1e-3), err_msg=f"{name} {p}")
 
 
 def test_compiled_step_one_graph_across_edge_counts():
