@@ -103,9 +103,9 @@ def test_padded_inputs_give_the_same_results(kind):
 def test_edge_buckets_and_padding():
     from md_plugin import static_shapes as ss
 
-    assert ss.edge_bucket(10) == 256 and ss.edge_bucket(1000) == 1280  # 1000 * 1.05 rounded up to 256s
-    assert ss.edge_bucket(1100, 1280) == 1280  # still fits: kept
-    assert ss.edge_bucket(1300, 1280) == 1536 and ss.edge_bucket(1000, 1536) == 1280  # grown, shrunk
+    assert ss.edge_bucket(10) == 256 and ss.edge_bucket(1000) == 1024  # 1000 * 1.02 rounded up to 256s
+    assert ss.edge_bucket(970, 1024) == 1024 and ss.edge_bucket(1024, 1024) == 1024  # still fits: kept
+    assert ss.edge_bucket(1030, 1024) == 1280 and ss.edge_bucket(900, 1280) == 1024  # grown, shrunk
     calc = EquiTritonCalculator.from_saved_model(default_model_path(), device="cpu", fast_step=True)
     data = calc._fast.data_from_atoms(_systems()["cluster"])
     n, e = data["pos"].shape[0], data["edge_index"].shape[1]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.io import read
 
 from md_plugin import EquiTritonCalculator, default_model_path
-from md_plugin.cli import EXIT_OK, main
+from md_plugin.cli import EXIT_OK
 from md_plugin.device import xpu_available
 from md_plugin.stability import build_system, run_study
 
@@ -102,9 +104,17 @@ def study(request, tmp_path_factory) -> Study:
     argv += ["--temperature", str(TEMPERATURE_K), "--seed", str(SEED), "--device", device, "--out", str(out)]
     argv += ["--max-drift", str(MAX_DRIFT_MEV_PER_ATOM_PER_PS), "--max-fluctuation", str(MAX_FLUCTUATION_MEV_PER_ATOM)]
     argv += ["--max-abs-de", str(MAX_ABS_DE_MEV_PER_ATOM), "--max-position-deviation", str(MAX_POSITION_DEVIATION_A)]
+    # in a child process, as a user runs it: nothing that earlier tests of this worker left in the process (global
+    # torch or nequip state, caches) can reach the two runs; one thread, as the module's other tests
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
-    code = main([*argv, "--no-progress", "--quiet"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "md_plugin", *argv, "--no-progress", "--quiet"], env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - t0
+    code = proc.returncode
+    if not (out / "report.json").exists():
+        pytest.fail(f"equitriton-md nve exited {code} without a report: {(proc.stdout + proc.stderr)[-2000:]}")
     return Study(device, out, code, seconds, json.loads((out / "report.json").read_text()))
 
 
