@@ -73,6 +73,19 @@ def flat_configs(lmax: int, dtype) -> list[dict]:
     return [dict(current, current=True)] + flat
 
 
+# --sweep select: the launch table's current forward config against tiles built by selects from one-row-per-thread
+# values (SELECT_TILE: one shared-memory round trip per tile instead of one per join), BLOCK = 32 x num_warps,
+# per-l tiles and (up to l_max 8) the whole-row tile
+SELECT_LMAXES = (1, 2, 3, 4, 5, 6, 8, 10, 12)
+
+
+def select_configs(lmax: int, dtype) -> list[dict]:
+    current = {k: v for k, v in launch.config("forward", lmax, dtype).items() if k != "M_MAJOR"}
+    per_l = [dict(WIDE_IO=True, SELECT_TILE=True, BLOCK=32 * w, num_warps=w) for w in (2, 4, 8)]
+    row = [dict(WIDE_IO=True, FULL_ROW=True, SELECT_TILE=True, BLOCK=32 * w, num_warps=w) for w in (2, 4)]
+    return [dict(current, current=True)] + per_l + (row if lmax <= 8 else [])
+
+
 # --sweep derivatives: the m-major backward / double backward kernels (column-by-column I/O) at two block sizes
 DERIVATIVE_CONFIGS = [dict(WIDE_IO=False, BLOCK=64, num_warps=4), dict(WIDE_IO=False, BLOCK=128, num_warps=4)]
 
@@ -93,6 +106,10 @@ def cases(sweep: str = "all"):
     if sweep == "flat":
         for lmax, dtype in itertools.product(FLAT_LMAXES, DTYPES):
             for cfg in flat_configs(lmax, dtype):
+                yield lmax, dtype, "forward", cfg
+    if sweep == "select":
+        for lmax, dtype in itertools.product(SELECT_LMAXES, DTYPES):
+            for cfg in select_configs(lmax, dtype):
                 yield lmax, dtype, "forward", cfg
     if sweep in ("derivatives", "final"):
         for lmax, dtype, direction, cfg in itertools.product(
@@ -121,6 +138,8 @@ def write_table(path: str, best: dict, source: str) -> None:
         cfg = {k: rec[k] for k in ("BLOCK", "num_warps", "WIDE_IO") if k in rec}
         cfg["FULL_ROW"] = bool(rec.get("FULL_ROW", False))
         cfg["FLAT_STORE"] = bool(rec.get("FLAT_STORE", False))
+        if rec.get("SELECT_TILE"):
+            cfg["SELECT_TILE"] = True
         table["configs"][f"{direction}/{lmax}/{dtype}"] = cfg
     with open(path, "w") as f:
         json.dump(table, f, indent=1, sort_keys=True)
@@ -208,7 +227,8 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    ap.add_argument("--sweep", choices=("all", "forward", "derivatives", "final", "flat", "dbl"), default="all")
+    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select")
+    ap.add_argument("--sweep", choices=sweeps, default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
     )
@@ -279,7 +299,8 @@ def main():
         print(
             f"{r['direction']:16s} {r['dtype']:8s} l<={r['lmax']:2d} {r['ms']:8.3f} ms {r['GBps']:7.0f} GB/s "
             f"{100 * r['frac_copy']:5.1f}%  wide={r['WIDE_IO']} B={r['BLOCK']} w={r['num_warps']} "
-            f"full={r.get('FULL_ROW')} flat={r.get('FLAT_STORE')} current={r.get('current', False)}"
+            f"full={r.get('FULL_ROW')} flat={r.get('FLAT_STORE')} select={r.get('SELECT_TILE', False)} "
+            f"current={r.get('current', False)}"
         )
     for r in res.get("n4096_fwd_bwd_us", []):
         print("N=4096 fwd+bwd", r)

@@ -70,13 +70,22 @@ def row_offsets(pid, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _load_vec(P, rows, mask, stride_n, stride_c, IS_F64: tl.constexpr):
+def _load_vec(P, rows, mask, stride_n, stride_c, IS_F64: tl.constexpr, ROW_ANCHOR: tl.constexpr = False):
     # IS_F64 is the compute dtype: float32 data is evaluated in float64 unless launch.py says otherwise
     # (the l-recurrences lose ~l^2 ulps in float32); stores round once to the output dtype.
     p = P + rows * stride_n
-    x = tl.load(p, mask=mask, other=0.0)
-    y = tl.load(p + stride_c, mask=mask, other=0.0)
-    z = tl.load(p + 2 * stride_c, mask=mask, other=0.0)
+    if ROW_ANCHOR:
+        # loaded as (BLOCK, 1) columns and summed over their one element: the sum pins x, y, z (and all the
+        # arithmetic on them) to a layout of one row per thread, which Triton's layout pass would otherwise move
+        # into the coalesced layout of the (BLOCK, P) stores, i.e. recompute every row on P threads
+        c1 = tl.arange(0, 1)[None, :]
+        x = tl.sum(tl.load(p[:, None] + c1, mask=mask[:, None], other=0.0), axis=1)
+        y = tl.sum(tl.load(p[:, None] + stride_c + c1, mask=mask[:, None], other=0.0), axis=1)
+        z = tl.sum(tl.load(p[:, None] + 2 * stride_c + c1, mask=mask[:, None], other=0.0), axis=1)
+    else:
+        x = tl.load(p, mask=mask, other=0.0)
+        y = tl.load(p + stride_c, mask=mask, other=0.0)
+        z = tl.load(p + 2 * stride_c, mask=mask, other=0.0)
     if IS_F64:
         x = x.to(tl.float64)
         y = y.to(tl.float64)
@@ -121,10 +130,10 @@ TRITON_SIGNATURE = """
 def {name}({ptrs}, N, stride_n, stride_c{extra},
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
-        FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, BLOCK: tl.constexpr):
+        FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
-    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64)
+    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
     x, y, z, d, clamped = _direction(x0, y0, z0, NORMALIZE, IS_F64)
     zero = tl.zeros_like(x)
 """
@@ -154,14 +163,31 @@ def _tile(values: list[str]) -> tuple[str, int]:
     return (f"{leaves[0]}[:, None]" if P == 1 else f"tl.reshape({_join_tree(leaves)}, (BLOCK, {P}))"), P
 
 
+def _select_tile(values: list[str], pad: str) -> list[str]:
+    """Statements building the (BLOCK, P) tile `tile` from `values` by selects on the column index (needs `cj`):
+    with one row per thread (_load_vec's ROW_ANCHOR) the selects fold to register moves and the store converts the
+    tile to its coalesced layout once, through shared memory. A join tree (_tile) converts every intermediate
+    join instead: log2(P) round trips through shared memory, whose bandwidth then bounds the high-l forward."""
+    lines = [f"{pad}tile = tl.broadcast_to({values[-1]}[:, None], (BLOCK, {_pow2(len(values))}))"]
+    for j in range(len(values) - 2, -1, -1):
+        lines.append(f"{pad}tile = tl.where(cj[None, :] == {j}, {values[j]}[:, None], tile)")
+    return lines
+
+
 def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + ") -> list[str]:
     """One masked (BLOCK, P) store of a row segment: rows of the segment are contiguous, so the store coalesces
-    (per-column stores write 8 bytes per row at a stride of DIM and waste most of each memory sector)."""
+    (per-column stores write 8 bytes per row at a stride of DIM and waste most of each memory sector). The tile is
+    built by selects (SELECT_TILE) or a join tree."""
     n = len(values)
     tile, P = _tile(values)
+    mask = f"mask=mask[:, None] & (cj < {n})[None, :]"
     return [
         f"{pad}cj = tl.arange(0, {P})",
-        f"{pad}tl.store({ptr}[:, None] + ({offset}cj)[None, :], {tile}, mask=mask[:, None] & (cj < {n})[None, :])",
+        f"{pad}if SELECT_TILE:",
+        *_select_tile(values, pad + "    "),
+        f"{pad}    tl.store({ptr}[:, None] + ({offset}cj)[None, :], tile, {mask})",
+        f"{pad}else:",
+        f"{pad}    tl.store({ptr}[:, None] + ({offset}cj)[None, :], {tile}, {mask})",
     ]
 
 

@@ -60,7 +60,7 @@ def _full_row_block(lmax: int) -> int:
 
 
 # the switches of `config` that EQUITRITON_<NAME> = 0/1 can force (part of `plan`'s cache key too)
-_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR")
+_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE")
 
 
 def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
@@ -90,11 +90,14 @@ def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     cfg.setdefault("FULL_ROW", False)
     cfg.setdefault("M_MAJOR", True)
     cfg.setdefault("FLAT_STORE", False)
+    cfg.setdefault("SELECT_TILE", False)
     # EQUITRITON_<NAME> = 0/1 forces one choice (measurements)
     for name in _FORCED:
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
             cfg[name] = forced == "1"
+    if direction != "forward":
+        cfg["SELECT_TILE"] = False  # the derivative kernels store column by column
     return cfg
 
 
@@ -126,6 +129,8 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         # the whole-row tile stored through a flat index (generated _store_rows_flat; forward, FULL_ROW only)
         FLAT_STORE=bool(cfg.get("FLAT_STORE", False)),
         M_MAJOR=bool(cfg.get("M_MAJOR", True)),
+        # forward tiles built by selects from one-row-per-thread values (codegen.render._select_tile)
+        SELECT_TILE=bool(cfg.get("SELECT_TILE", False)),
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
