@@ -75,15 +75,19 @@ def flat_configs(lmax: int, dtype) -> list[dict]:
 
 # --sweep select: the launch table's current forward config against tiles built by selects from one-row-per-thread
 # values (SELECT_TILE: one shared-memory round trip per tile instead of one per join), BLOCK = 32 x num_warps,
-# per-l tiles and (up to l_max 8) the whole-row tile
+# per-l tiles and the whole-row tile (from l_max 8 also in column chunks)
 SELECT_LMAXES = (1, 2, 3, 4, 5, 6, 8, 10, 12)
 
 
 def select_configs(lmax: int, dtype) -> list[dict]:
     current = {k: v for k, v in launch.config("forward", lmax, dtype).items() if k != "M_MAJOR"}
     per_l = [dict(WIDE_IO=True, SELECT_TILE=True, BLOCK=32 * w, num_warps=w) for w in (2, 4, 8)]
-    row = [dict(WIDE_IO=True, FULL_ROW=True, SELECT_TILE=True, BLOCK=32 * w, num_warps=w) for w in (2, 4)]
-    return [dict(current, current=True)] + per_l + (row if lmax <= 8 else [])
+    row = [dict(WIDE_IO=True, FULL_ROW=True, SELECT_TILE=True, BLOCK=32 * w, num_warps=w) for w in (1, 2, 4)]
+    # from l_max 8 (81+ columns) also in column chunks (ROW_CHUNK), which bound the tile's registers
+    chunked = [
+        dict(WIDE_IO=True, FULL_ROW=True, SELECT_TILE=True, ROW_CHUNK=c, BLOCK=64, num_warps=2) for c in (64, 128)
+    ]
+    return [dict(current, current=True)] + per_l + row + (chunked if lmax >= 8 else [])
 
 
 # --sweep derivatives: the m-major backward / double backward kernels (column-by-column I/O) at two block sizes
@@ -140,6 +144,7 @@ def write_table(path: str, best: dict, source: str) -> None:
         cfg["FLAT_STORE"] = bool(rec.get("FLAT_STORE", False))
         if rec.get("SELECT_TILE"):
             cfg["SELECT_TILE"] = True
+            cfg["ROW_CHUNK"] = int(rec.get("ROW_CHUNK", 0))
         table["configs"][f"{direction}/{lmax}/{dtype}"] = cfg
     with open(path, "w") as f:
         json.dump(table, f, indent=1, sort_keys=True)
@@ -300,6 +305,7 @@ def main():
             f"{r['direction']:16s} {r['dtype']:8s} l<={r['lmax']:2d} {r['ms']:8.3f} ms {r['GBps']:7.0f} GB/s "
             f"{100 * r['frac_copy']:5.1f}%  wide={r['WIDE_IO']} B={r['BLOCK']} w={r['num_warps']} "
             f"full={r.get('FULL_ROW')} flat={r.get('FLAT_STORE')} select={r.get('SELECT_TILE', False)} "
+            f"chunk={r.get('ROW_CHUNK', 0)} "
             f"current={r.get('current', False)}"
         )
     for r in res.get("n4096_fwd_bwd_us", []):

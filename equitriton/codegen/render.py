@@ -130,7 +130,8 @@ TRITON_SIGNATURE = """
 def {name}({ptrs}, N, stride_n, stride_c{extra},
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
-        FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, BLOCK: tl.constexpr):
+        FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
+        BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
@@ -174,13 +175,16 @@ def _select_tile(values: list[str], pad: str) -> list[str]:
     return lines
 
 
-def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + ") -> list[str]:
+def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + ", select: bool = True) -> list[str]:
     """One masked (BLOCK, P) store of a row segment: rows of the segment are contiguous, so the store coalesces
     (per-column stores write 8 bytes per row at a stride of DIM and waste most of each memory sector). The tile is
-    built by selects (SELECT_TILE) or a join tree."""
+    built by selects (SELECT_TILE, where `select`) or a join tree."""
     n = len(values)
     tile, P = _tile(values)
     mask = f"mask=mask[:, None] & (cj < {n})[None, :]"
+    if not select:
+        store = f"{pad}tl.store({ptr}[:, None] + ({offset}cj)[None, :], {tile}, {mask})"
+        return [f"{pad}cj = tl.arange(0, {P})", store]
     return [
         f"{pad}cj = tl.arange(0, {P})",
         f"{pad}if SELECT_TILE:",
@@ -191,10 +195,27 @@ def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + 
     ]
 
 
+def _chunked_row_store(values: list[str], chunk: int, pad: str) -> list[str]:
+    """The row stored as tiles of `chunk` consecutive columns built by selects (the last one narrower): each tile
+    is one contiguous segment of every row, and a tile of at most `chunk` values per thread bounds the registers."""
+    lines = []
+    for k in range(0, len(values), chunk):
+        part = values[k : k + chunk]
+        lines.append(f"{pad}cj = tl.arange(0, {_pow2(len(part))})")
+        lines += _select_tile(part, pad)
+        mask = f"mask=mask[:, None] & (cj < {len(part)})[None, :]"
+        lines.append(f"{pad}tl.store(orow[:, None] + ({k} + cj)[None, :], tile, {mask})")
+    return lines
+
+
+ROW_CHUNKS = (64, 128)  # ROW_CHUNK values generated; 0 (or a chunk >= DIM) stores the row as one tile
+
+
 def _full_row_store(parts) -> list[str]:
     """Forward epilogue for l = 0..LMAX in order (the common case): the whole output row as one (BLOCK, P) tile, so
     a program writes one contiguous block of memory; with FLAT_STORE through a flat index of that block
-    (_store_rows_flat), so that no lane is masked off for padding columns whatever DIM is."""
+    (_store_rows_flat), so that no lane is masked off for padding columns whatever DIM is; with SELECT_TILE built
+    by selects (one shared-memory round trip), in column chunks of ROW_CHUNK where that is set and below DIM."""
     lines = ["if FULL_ROW:"]
     for L in range(13):
         values = []
@@ -205,8 +226,16 @@ def _full_row_store(parts) -> list[str]:
         tile, P = _tile(values)
         lines += [f"    if LMAX == {L}:", "        if FLAT_STORE:"]
         lines.append(f"            _store_rows_flat(OUT, {tile}, N, DIM, {P}, BLOCK)")
+        lines.append("        elif SELECT_TILE:")
+        chunks = [c for c in ROW_CHUNKS if c < len(values)]
+        for i, c in enumerate(chunks):
+            lines.append(f"            {'if' if i == 0 else 'elif'} ROW_CHUNK == {c}:")
+            lines += _chunked_row_store(values, c, "                ")
+        if chunks:
+            lines.append("            else:")
+        lines += _chunked_row_store(values, len(values), "                " if chunks else "            ")
         lines.append("        else:")
-        lines += _wide_store("orow", values, "            ", offset="")
+        lines += _wide_store("orow", values, "            ", offset="", select=False)
     return lines
 
 

@@ -131,6 +131,8 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         M_MAJOR=bool(cfg.get("M_MAJOR", True)),
         # forward tiles built by selects from one-row-per-thread values (codegen.render._select_tile)
         SELECT_TILE=bool(cfg.get("SELECT_TILE", False)),
+        # with FULL_ROW and SELECT_TILE: the row stored in tiles of this many columns (0: one tile)
+        ROW_CHUNK=int(cfg.get("ROW_CHUNK", 0)),
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
