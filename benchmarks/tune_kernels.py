@@ -81,13 +81,13 @@ SELECT_LMAXES = (1, 2, 3, 4, 5, 6, 8, 10, 12)
 
 def select_configs(lmax: int, dtype) -> list[dict]:
     current = {k: v for k, v in launch.config("forward", lmax, dtype).items() if k != "M_MAJOR"}
-    per_l = [dict(WIDE_IO=True, SELECT_TILE=True, BLOCK=32 * w, num_warps=w) for w in (2, 4, 8)]
-    row = [dict(WIDE_IO=True, FULL_ROW=True, SELECT_TILE=True, BLOCK=32 * w, num_warps=w) for w in (1, 2, 4)]
+    base = dict(WIDE_IO=True, FULL_ROW=True, SELECT_TILE=True)
+    # per-l tiles built by selects measured 2-4x slower than the whole row in the first select sweep (H200,
+    # 2026-11-29, docs/kernel_tuning.md item 8) and are no longer swept
+    row = [dict(base, BLOCK=32 * w, num_warps=w) for w in (1, 2, 4, 8)]
     # from l_max 8 (81+ columns) also in column chunks (ROW_CHUNK), which bound the tile's registers
-    chunked = [
-        dict(WIDE_IO=True, FULL_ROW=True, SELECT_TILE=True, ROW_CHUNK=c, BLOCK=64, num_warps=2) for c in (64, 128)
-    ]
-    return [dict(current, current=True)] + per_l + row + (chunked if lmax >= 8 else [])
+    chunked = [dict(base, ROW_CHUNK=c, BLOCK=32 * w, num_warps=w) for c in (64, 128) for w in (1, 2)]
+    return [dict(current, current=True)] + row + (chunked if lmax >= 8 else [])
 
 
 # --sweep derivatives: the m-major backward / double backward kernels (column-by-column I/O) at two block sizes

@@ -63,7 +63,7 @@ def _full_row_block(lmax: int) -> int:
 _FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE")
 
 
-def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
+def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True) -> dict:
     """Launch configuration, chosen from the H100 sweep of benchmarks/tune_kernels.py (docs/kernel_tuning.md).
 
     WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column; FULL_ROW (forward, when
@@ -76,11 +76,17 @@ def config(direction: str, lmax: int, dtype: torch.dtype) -> dict:
     """
     key = f"{direction}/{lmax}/{str(dtype).split('.')[-1]}"
     f64 = dtype == torch.float64
-    if key in _TABLE:
+    if direction == "forward" and not whole:
+        # an l set other than 0..l_max in order has no whole row to store: per-l tiles (join trees; per-l tiles
+        # built by selects measured slower, docs/kernel_tuning.md item 8)
+        cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2}
+    elif key in _TABLE:
         cfg = {k: v for k, v in _TABLE[key].items() if k != "ms"}
     elif direction == "forward":
-        # measured: the whole-row tile wins in float64 up to l_max 4 (P <= 32 columns), per-l tiles above
-        cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2, "FULL_ROW": f64 and 2 <= lmax <= 5}
+        # measured (H200, docs/kernel_tuning.md item 8): the whole row built by selects, one row per thread, at
+        # 87-91% of copy bandwidth from l_max 1 to 10; rows wider than 128 columns in two chunks
+        cfg = {"BLOCK": 64, "num_warps": 2, "WIDE_IO": True, "FULL_ROW": True, "SELECT_TILE": True}
+        cfg["ROW_CHUNK"] = 128 if (lmax + 1) ** 2 > 128 else 0
     elif direction == "backward":
         # measured: l-major order wins the float64 backward at mid l, m-major everywhere else
         cfg = {"BLOCK": 128 if lmax <= 10 or not f64 else 64, "num_warps": 4, "M_MAJOR": not (f64 and lmax <= 10)}
@@ -150,7 +156,7 @@ def plan(direction: str, ls, normalize: bool, normalization: int, dtype: torch.d
     found = _PLANS.get(key)
     if found is None:
         offs, dim = offsets(ls)
-        cfg = config(direction, max(ls), dtype)
+        cfg = config(direction, max(ls), dtype, whole=list(ls) == list(range(max(ls) + 1)))
         found = _PLANS[key] = (cfg, meta(ls, offs, dim, normalize, normalization, dtype, cfg), dim)
     return found
 
