@@ -90,6 +90,29 @@ CASES = (
         )
     ]
     + [_case([6, 1, 6], True, "norm", env={"EQUITRITON_WIDE_IO": w}, directions="f") for w in ("0", "1")]
+    # tiles built by selects (SELECT_TILE) against join trees, per-l and whole-row, and the whole row in column
+    # chunks (ROW_CHUNK) where the row is wider than the chunk
+    + [
+        _case(ALL, True, "component", env={"EQUITRITON_SELECT_TILE": sel, "EQUITRITON_FULL_ROW": full}, directions="f")
+        for sel, full in (("0", "1"), ("1", "0"), ("1", "1"))
+    ]
+    + [
+        _case(
+            list(range(lmax + 1)),
+            True,
+            "integral",
+            dtype,
+            n=n,
+            directions="f",
+            env={"EQUITRITON_FULL_ROW": "1", "EQUITRITON_SELECT_TILE": "1", "EQUITRITON_ROW_CHUNK": chunk},
+        )
+        for lmax, dtype, n, chunk in (
+            (2, "float32", 130, "0"),
+            (9, "float64", 97, "64"),
+            (11, "float32", 70, "128"),
+            (12, "float64", 65, "64"),
+        )
+    ]
     # the derivative kernels' statement orders (l-major / m-major), forced
     + [_case(ALL, False, "component", env={"EQUITRITON_M_MAJOR": m}, directions="bd") for m in ("0", "1")]
 )

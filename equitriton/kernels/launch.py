@@ -59,8 +59,8 @@ def _full_row_block(lmax: int) -> int:
     return 64 if p <= 64 else 32
 
 
-# the switches of `config` that EQUITRITON_<NAME> = 0/1 can force (part of `plan`'s cache key too)
-_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE")
+# the switches of `config` that EQUITRITON_<NAME> = 0/1 can force, and ROW_CHUNK (an int); part of `plan`'s cache key
+_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE", "ROW_CHUNK")
 
 
 def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True) -> dict:
@@ -98,10 +98,13 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True) ->
     cfg.setdefault("FLAT_STORE", False)
     cfg.setdefault("SELECT_TILE", False)
     # EQUITRITON_<NAME> = 0/1 forces one choice (measurements)
-    for name in _FORCED:
+    for name in _FORCED[:-1]:
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
             cfg[name] = forced == "1"
+    chunk = os.environ.get("EQUITRITON_ROW_CHUNK")  # an int: the whole-row select store's column chunk (tests)
+    if chunk is not None:
+        cfg["ROW_CHUNK"] = int(chunk)
     if direction != "forward":
         cfg["SELECT_TILE"] = False  # the derivative kernels store column by column
     return cfg
