@@ -50,8 +50,8 @@ def _size(text: str) -> int | tuple[int, int, int]:
 
 
 def _fast_step_mode(text: str) -> str:
-    if text != "compile":
-        raise argparse.ArgumentTypeError(f"the only value --fast-step takes is 'compile', got {text!r}")
+    if text not in ("compile", "graph"):
+        raise argparse.ArgumentTypeError(f"--fast-step takes 'compile' or 'graph' (CUDA), got {text!r}")
     return text
 
 
@@ -119,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         default=False,
         type=_fast_step_mode,
-        metavar="compile",
+        metavar="compile|graph",
         help="keep the whole force call on the model's device (EquiTritonCalculator(fast_step=True)); "
-        "'--fast-step compile' also runs the energy+force graph through torch.compile (compiled on the first call)",
+        "'--fast-step compile' also runs the energy+force graph through torch.compile (compiled on the first call); "
+        "'--fast-step graph' (CUDA) replays that graph from CUDA graphs on padded inputs",
     )
     g = nve.add_argument_group("dynamics")
     g.add_argument("--steps", type=_positive_int, default=500, help="number of MD steps (default: %(default)s)")

@@ -225,8 +225,14 @@ def test_fast_step_option(tmp_path: Path, capsys) -> None:
     assert nve.parse_args([]).fast_step is False
     assert nve.parse_args(["--fast-step"]).fast_step is True
     assert nve.parse_args(["--fast-step", "compile"]).fast_step == "compile"
+    assert nve.parse_args(["--fast-step", "graph"]).fast_step == "graph"
     with pytest.raises(SystemExit):
         nve.parse_args(["--fast-step", "turbo"])
+    if not torch.cuda.is_available():
+        # CUDA graphs on a CPU model: a clear error naming the problem, no traceback
+        argv = ["nve", "--fast-step", "graph", "--steps", "2", "--device", "cpu", "--no-plot", "--out", str(tmp_path)]
+        code = main(argv)
+        assert code == EXIT_ERROR and "CUDA graphs need a CUDA device" in capsys.readouterr().err
     out = tmp_path / "run"
     code = main(["nve", "--fast-step", "--compare", "--steps", "3", "--device", "cpu", "--no-plot", "--out", str(out)])
     try:

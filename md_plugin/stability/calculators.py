@@ -65,7 +65,8 @@ def model_factory(
         device: torch device string.
         species_map: optional chemical symbol -> model type name map.
         fast_step: ``True``: the calculator's on-device path (``EquiTritonCalculator(fast_step=True)``);
-            ``"compile"``: the same with the energy+force graph through ``torch.compile``.
+            ``"compile"``: the same with the energy+force graph through ``torch.compile``; ``"graph"`` (CUDA): that
+            graph replayed from CUDA graphs.
     """
     if is_emt(model):
         from ase.calculators.emt import EMT
