@@ -131,7 +131,7 @@ def {name}({ptrs}, N, stride_n, stride_c{extra},
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
-        BLOCK: tl.constexpr):
+        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
@@ -249,9 +249,13 @@ def _triton_consumers(parts, l: int) -> list[str]:
     for j in range(n):
         p = parts[l, j - l]["p"]
         values.append(p if not p.startswith("c") else f"({p} + zero)")
-    wide = ["        if WIDE_IO:"] + _wide_store("orow", values, pad)
+    # ANY_ROW: the values go into the row tile `rowtile` (stored once, after the last l) by selects on the column
+    any_row = ["        if ANY_ROW:"] + [
+        f"{pad}rowtile = tl.where(cr[None, :] == OFFS[i] + {j}, {v}[:, None], rowtile)" for j, v in enumerate(values)
+    ]
+    wide = ["        elif WIDE_IO:"] + _wide_store("orow", values, pad)
     narrow = ["        else:"] + [f"{pad}tl.store(orow + OFFS[i] + {j}, {v}, mask=mask)" for j, v in enumerate(values)]
-    return ["if not FULL_ROW:"] + ["    " + ln for ln in lines + wide + narrow]
+    return ["if not FULL_ROW:"] + ["    " + ln for ln in lines + any_row + wide + narrow]
 
 
 def _triton_consumer_lm(order: int, parts, l: int, m: int) -> list[str]:
@@ -296,7 +300,9 @@ def render_triton() -> str:
         if order == 0:
             out.append(TRITON_SIGNATURE.format(name=name, ptrs="X, OUT", extra="", extra_ns=""))
             out.append("    orow = OUT + rows * DIM\n")
+            out.append(TRITON_ANY_ROW_PROLOGUE)
             out.append(indent(lines + _full_row_store(parts), 1) + "\n")
+            out.append(TRITON_ANY_ROW_EPILOGUE)
         elif order == 1:
             out.append(TRITON_SIGNATURE.format(name=name, ptrs="X, G, GX", extra="", extra_ns=""))
             out.append("    grow = G + rows * DIM\n    vx = zero\n    vy = zero\n    vz = zero\n")
@@ -316,6 +322,18 @@ def render_triton() -> str:
             out.append(TRITON_DOUBLE_EPILOGUE)
     return "\n".join(out)
 
+
+# Forward, any l set (ANY_ROW): the row as one (BLOCK, PDIM) tile built by selects as each l's values are made, stored
+# once at the end (one shared-memory round trip, as the whole-row store of l = 0..l_max; launch.meta sets it for
+# rows of at most 128 columns)
+TRITON_ANY_ROW_PROLOGUE = """    if ANY_ROW:
+        cr = tl.arange(0, PDIM)
+        rowtile = tl.broadcast_to(zero[:, None], (BLOCK, PDIM))
+"""
+
+TRITON_ANY_ROW_EPILOGUE = """    if ANY_ROW:
+        tl.store(orow[:, None] + cr[None, :], rowtile, mask=mask[:, None] & (cr < DIM)[None, :])
+"""
 
 TRITON_BACKWARD_EPILOGUE = """    if NORMALIZE:
         # g_x = (v - u (u.v)) / r, or v / eps below eps

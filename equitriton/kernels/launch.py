@@ -63,7 +63,7 @@ def _full_row_block(lmax: int) -> int:
 _FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE", "ROW_CHUNK")
 
 
-def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True) -> dict:
+def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, dim: int | None = None) -> dict:
     """Launch configuration, chosen from the H100 sweep of benchmarks/tune_kernels.py (docs/kernel_tuning.md).
 
     WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column; FULL_ROW (forward, when
@@ -77,9 +77,13 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True) ->
     key = f"{direction}/{lmax}/{str(dtype).split('.')[-1]}"
     f64 = dtype == torch.float64
     if direction == "forward" and not whole:
-        # an l set other than 0..l_max in order has no whole row to store: per-l tiles (join trees; per-l tiles
-        # built by selects measured slower, docs/kernel_tuning.md item 8)
-        cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2}
+        # an l set other than 0..l_max in order: the row built by selects as each l is made (meta's ANY_ROW, rows
+        # of up to ANY_ROW_MAX columns), else per-l join tiles (per-l tiles built by selects measured slower,
+        # docs/kernel_tuning.md item 8)
+        if dim is not None and 1 << (dim - 1).bit_length() <= ANY_ROW_MAX:
+            cfg = {"BLOCK": 64, "num_warps": 2, "WIDE_IO": True, "SELECT_TILE": True}
+        else:
+            cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2}
     elif key in _TABLE:
         cfg = {k: v for k, v in _TABLE[key].items() if k != "ms"}
     elif direction == "forward":
@@ -123,7 +127,15 @@ def grid(n: int, cfg: dict) -> tuple[int]:
     return (triton.cdiv(n, cfg["BLOCK"]),)
 
 
+# widest row (padded to a power of two) stored as one select-built tile for an l set other than 0..l_max (ANY_ROW)
+ANY_ROW_MAX = 128
+
+
 def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.dtype, cfg: dict) -> dict:
+    whole = list(ls) == list(range(max(ls) + 1))
+    full_row = bool(cfg.get("FULL_ROW", False)) and whole
+    pdim = 1 << (dim - 1).bit_length()
+    select = bool(cfg.get("SELECT_TILE", False))
     return dict(
         LS=tuple(ls),
         OFFS=tuple(offs),
@@ -134,14 +146,17 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         IS_F64=compute_f64(dtype, max(ls)),
         WIDE_IO=cfg["WIDE_IO"],
         # the full-row store needs the columns in l = 0..l_max order
-        FULL_ROW=bool(cfg.get("FULL_ROW", False)) and list(ls) == list(range(max(ls) + 1)),
+        FULL_ROW=full_row,
         # the whole-row tile stored through a flat index (generated _store_rows_flat; forward, FULL_ROW only)
         FLAT_STORE=bool(cfg.get("FLAT_STORE", False)),
         M_MAJOR=bool(cfg.get("M_MAJOR", True)),
         # forward tiles built by selects from one-row-per-thread values (codegen.render._select_tile)
-        SELECT_TILE=bool(cfg.get("SELECT_TILE", False)),
+        SELECT_TILE=select,
         # with FULL_ROW and SELECT_TILE: the row stored in tiles of this many columns (0: one tile)
         ROW_CHUNK=int(cfg.get("ROW_CHUNK", 0)),
+        # SELECT_TILE on any other l set: the row as one select-built tile, where it is at most ANY_ROW_MAX wide
+        ANY_ROW=select and not full_row and pdim <= ANY_ROW_MAX,
+        PDIM=pdim,
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
@@ -159,7 +174,7 @@ def plan(direction: str, ls, normalize: bool, normalization: int, dtype: torch.d
     found = _PLANS.get(key)
     if found is None:
         offs, dim = offsets(ls)
-        cfg = config(direction, max(ls), dtype, whole=list(ls) == list(range(max(ls) + 1)))
+        cfg = config(direction, max(ls), dtype, whole=list(ls) == list(range(max(ls) + 1)), dim=dim)
         found = _PLANS[key] = (cfg, meta(ls, offs, dim, normalize, normalization, dtype, cfg), dim)
     return found
 
