@@ -1,0 +1,55 @@
+"""equitriton/kernels/launch.py: which store each l set gets, and the overrides (no kernels run here; their results
+are checked by tests/test_triton_interpreter.py on CPU and tests/test_cuda.py on a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from equitriton.kernels import launch
+
+
+@pytest.fixture(autouse=True)
+def no_overrides(monkeypatch):
+    for name in launch._FORCED:
+        monkeypatch.delenv(f"EQUITRITON_{name}", raising=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lmax", [0, 1, 2, 5, 7, 9, 11, 12])
+def test_whole_rows_are_built_by_selects_one_row_per_thread(lmax, dtype):
+    cfg, meta, dim = launch.plan("forward", list(range(lmax + 1)), True, 1, dtype)
+    assert dim == (lmax + 1) ** 2
+    assert meta["FULL_ROW"] and meta["SELECT_TILE"] and not meta["ANY_ROW"]
+    assert cfg["BLOCK"] == 32 * cfg["num_warps"]  # one row per thread: the selects fold to register moves
+    if meta["ROW_CHUNK"]:
+        assert meta["ROW_CHUNK"] < dim  # chunks only where the row is wider
+
+
+@pytest.mark.parametrize(
+    "ls, any_row, pdim",
+    [([6], True, 16), ([0, 2, 10], True, 32), ([12], True, 32), ([3, 1, 3, 0], True, 32), ([12] * 6, False, 256)],
+)
+def test_other_l_sets(ls, any_row, pdim):
+    """Any other l set: one select-built row tile up to ANY_ROW_MAX columns, per-l join tiles beyond."""
+    cfg, meta, dim = launch.plan("forward", ls, True, 1, torch.float64)
+    assert not meta["FULL_ROW"] and meta["PDIM"] == pdim and meta["ANY_ROW"] is any_row
+    assert meta["SELECT_TILE"] is any_row and meta["WIDE_IO"]
+
+
+@pytest.mark.parametrize("direction", ["backward", "double_backward"])
+def test_derivative_kernels_never_select(direction, monkeypatch):
+    monkeypatch.setenv("EQUITRITON_SELECT_TILE", "1")
+    for ls in ([0, 1, 2], [6], [12] * 6):
+        _, meta, _ = launch.plan(direction, ls, True, 1, torch.float64)
+        assert not meta["SELECT_TILE"] and not meta["ANY_ROW"]
+
+
+def test_overrides_reach_the_plan(monkeypatch):
+    ls = list(range(13))
+    _, base, _ = launch.plan("forward", ls, True, 1, torch.float64)
+    monkeypatch.setenv("EQUITRITON_ROW_CHUNK", "64")
+    monkeypatch.setenv("EQUITRITON_SELECT_TILE", "0")
+    _, forced, _ = launch.plan("forward", ls, True, 1, torch.float64)
+    assert forced["ROW_CHUNK"] == 64 and not forced["SELECT_TILE"] and forced is not base
+    assert launch.config("forward", 12, torch.float64)["ROW_CHUNK"] == 64
