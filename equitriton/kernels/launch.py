@@ -64,15 +64,19 @@ _FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE", "ROW_C
 
 
 def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, dim: int | None = None) -> dict:
-    """Launch configuration, chosen from the H100 sweep of benchmarks/tune_kernels.py (docs/kernel_tuning.md).
+    """Launch configuration, chosen from the H100 and H200 sweeps of benchmarks/tune_kernels.py
+    (docs/kernel_tuning.md). `whole`: the l set is 0..l_max in order; `dim`: its row width.
 
     WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column; FULL_ROW (forward, when
     the l set is 0..l_max in order) stores the whole output row as one tile, and FLAT_STORE with it stores that tile
     through a flat index of the program's contiguous output range (no lanes masked for padding columns, vector stores
-    whatever DIM is). Measured at N = 2**22: per-l tiles
-    make the forward 2-7x faster from l_max 2 up (per-column 8-byte stores at a stride of DIM leave memory sectors
-    partially written), but the backward read g faster column by column (the rows stay in L1), so the derivative
-    kernels are generated column by column, in m-major order (codegen.harmonics), and ignore WIDE_IO/FULL_ROW.
+    whatever DIM is); SELECT_TILE builds the forward's tiles by selects from values held one row per thread (one
+    shared-memory round trip per tile; with FULL_ROW the fastest forward at every l_max, in ROW_CHUNK-column pieces
+    for wide rows, and for other l sets the whole row as each l is made, meta's ANY_ROW). Measured at N = 2**22:
+    per-l tiles make the forward 2-7x faster than per-column stores from l_max 2 up (8-byte stores at a stride of
+    DIM leave memory sectors partially written), but the backward read g faster column by column (the rows stay in
+    L1), so the derivative kernels are generated column by column, in m-major order (codegen.harmonics), and ignore
+    WIDE_IO/FULL_ROW/SELECT_TILE.
     """
     key = f"{direction}/{lmax}/{str(dtype).split('.')[-1]}"
     f64 = dtype == torch.float64
