@@ -1,7 +1,8 @@
 """The eager path (ops.sh_eager, taken by the public API on plain tensors outside any tracing): it is taken where it
 should be, gives the custom op's bits for Y and its first and second derivatives (CPU fallback here; the Triton
 kernels under TRITON_INTERPRET=1 in a subprocess; CUDA in test_cuda.py), and everything traced, compiled or scripted
-still records the custom op."""
+still records the custom op. On CPU, small calls at l_max 2-3 with grad differentiate the small body with torch's
+autograd (ops._small_autograd): the op's bits for Y, its derivatives to rounding."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from equitriton import harmonics, ops
 pytestmark = pytest.mark.skipif(ops.use_triton(torch.device("cpu")), reason="CPU runs the Triton interpreter here")
 REPO = Path(__file__).resolve().parent.parent
 
-LS = [0, 1, 2, 3, 1]
+LS = [0, 1, 2, 4, 1]  # l_max 4: the autograd.Function (l_max 2-3 at small N take ops._small_autograd, below)
 
 
 def _x(n=37, dtype=torch.float64, seed=0, grad=True, zero=True):
@@ -110,7 +111,7 @@ def test_gradcheck_and_gradgradcheck_on_the_eager_path(spy):
 
 def test_third_derivative_refused():
     x = _x(n=5)
-    y = equitriton.spherical_harmonics(2, x, True)
+    y = equitriton.spherical_harmonics(4, x, True)
     (g,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
     (h,) = torch.autograd.grad(g.pow(2).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="second order"):
@@ -228,3 +229,73 @@ def test_first_derivative_without_create_graph_same_bits():
         assert not gx.requires_grad
         res.append(gx)
     assert torch.equal(res[0], res[1])
+
+
+# ------------------------------------------------------------------------------ small CPU calls: torch's autograd
+def _small_path(y) -> bool:
+    name = type(y.grad_fn).__name__
+    return y.grad_fn is not None and not name.startswith("_EagerForward") and "equitriton_sh_forward" not in name
+
+
+def test_small_autograd_taken_where_it_should_be():
+    assert _small_path(equitriton.spherical_harmonics([0, 1, 2], _x(), True))
+    assert _small_path(equitriton.spherical_harmonics([3, 1], _x(dtype=torch.float32), False))
+    assert _small_path(equitriton.SphericalHarmonics("0e + 1o + 2e", True)(_x(n=2048)))
+    for ls, n in (([0, 1, 2], 2049), ([0, 1, 2, 3], 2561), ([0, 1], 37), ([4], 37)):  # too many rows / other l_max
+        assert type(equitriton.spherical_harmonics(ls, _x(n=n), True).grad_fn).__name__.startswith("_EagerForward")
+    assert equitriton.spherical_harmonics([0, 1, 2], _x(grad=False), True).grad_fn is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("normalization", ["integral", "component", "norm"])
+def test_small_autograd_matches_the_op(dtype, normalize, normalization):
+    """Y bit for bit; dY/dx (zero vector included) and both second derivatives to rounding."""
+    ls = [2, 0, 3, 1]
+    nid = harmonics.normalization_id(normalization)
+    gen = torch.Generator().manual_seed(9)
+    g = torch.randn(41, 16, generator=gen, dtype=torch.float64).to(dtype)
+    outs = []
+    for path in ("eager", "op"):
+        x = _x(n=41, dtype=dtype, seed=2)
+        gy = g.clone().requires_grad_(True)
+        fn = equitriton.spherical_harmonics if path == "eager" else torch.ops.equitriton.sh_forward
+        y = fn(ls, x, normalize, normalization) if path == "eager" else fn(x, ls, normalize, nid)
+        assert _small_path(y) == (path == "eager")
+        (gx,) = torch.autograd.grad(y, x, gy, create_graph=True)
+        hx, hg = torch.autograd.grad((gx * gx).sum(), (x, gy))
+        outs.append((y.detach(), gx.detach(), hx, hg))
+    (y1, g1, h1, k1), (y2, g2, h2, k2) = outs
+    assert torch.equal(y1, y2)
+    tol = 1e-13 if dtype == torch.float64 else 1e-6
+    for a, b in ((g1, g2), (h1, h2), (k1, k2)):
+        assert torch.isfinite(a).all()
+        assert ((a - b).abs().max() / b.abs().max()).item() <= tol
+
+
+def test_small_autograd_gradchecks_and_higher_orders():
+    x = _x(n=7, zero=False)
+    f = equitriton.SphericalHarmonics([0, 1, 2, 3], True, "norm")
+    assert _small_path(f(x))
+    assert torch.autograd.gradcheck(f, (x,)) and torch.autograd.gradgradcheck(f, (x,))
+    # torch's autograd differentiates to any order here (the Function refuses a third derivative)
+    y = f(x)
+    (g,) = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
+    (h,) = torch.autograd.grad(g.pow(2).sum(), x, create_graph=True)
+    (t,) = torch.autograd.grad(h.sum(), x)
+    assert torch.isfinite(t).all()
+
+
+def test_small_autograd_leaves_non_finite_rows_to_the_function():
+    """A matrix product would spread a NaN or inf over its row's other values: such calls take the Function, whose
+    values are e3nn's (NaN only where the row is NaN), and the other rows are untouched."""
+    x = _x(n=9, zero=False).detach()
+    x[4, 1] = float("nan")
+    x[6] = torch.tensor([1e200, 0.0, 1.0], dtype=torch.float64)  # overflows without normalize
+    x.requires_grad_(True)
+    y = equitriton.spherical_harmonics([0, 1, 2], x, False)
+    assert not _small_path(y)
+    ref = torch.ops.equitriton.sh_forward(x, [0, 1, 2], False, 0)
+    torch.testing.assert_close(y, ref, rtol=0, atol=0, equal_nan=True)
+    ok = [i for i in range(9) if i not in (4, 6)]
+    assert torch.isfinite(y[ok]).all()
