@@ -486,8 +486,8 @@ def _small_autograd(x: Tensor, ls: List[int], normalize: bool, normalization: in
     if x.device.type != "cpu" or use_triton(x.device) or not _CPU_SMALL or not 2 <= lmax <= torch_fallback._SMALL_LMAX:
         return None
     x2 = x.reshape(-1, 3)
-    if x2.shape[0] > _CPU_SMALL_ROWS["forward"][lmax] or not launch.compute_f64(x.dtype, lmax):
-        return None
+    if not 0 < x2.shape[0] <= _CPU_SMALL_ROWS["forward"][lmax] or not launch.compute_f64(x.dtype, lmax):
+        return None  # (no rows: the Function's empty result)
     key = (tuple(ls), normalization)
     found = _SMALL_AUTOGRAD.get(key)
     if found is None:

@@ -244,6 +244,8 @@ def test_small_autograd_taken_where_it_should_be():
     for ls, n in (([0, 1, 2], 2049), ([0, 1, 2, 3], 2561), ([0, 1], 37), ([4], 37)):  # too many rows / other l_max
         assert type(equitriton.spherical_harmonics(ls, _x(n=n), True).grad_fn).__name__.startswith("_EagerForward")
     assert equitriton.spherical_harmonics([0, 1, 2], _x(grad=False), True).grad_fn is None
+    empty = torch.zeros(2, 0, 3, dtype=torch.float64, requires_grad=True)
+    assert equitriton.spherical_harmonics([0, 1, 2], empty, True).shape == (2, 0, 9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
