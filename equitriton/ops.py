@@ -140,8 +140,12 @@ def _bound(fn, rest, f64: bool, small: bool = False):
 # row (0 * nan, 0 * inf): the rows whose result is not finite take the per-term body's values instead, whose
 # non-finite values are exactly where e3nn's are; every row's values depend on that row alone
 # (tests/test_gradients.py). One reduction checks the whole result first.
+def _all_finite(r: Tensor) -> bool:
+    return math.isfinite(r.sum().item())  # one reduction and a host float: cheaper than isfinite() + bool() on a tensor
+
+
 def _keep_finite(r, term, *args):
-    if math.isfinite(r.sum().item()):  # one reduction and a host float: cheaper than isfinite() + bool() on a tensor
+    if _all_finite(r):
         return r
     ok = torch.isfinite(r).all(1, keepdim=True)
     return r.copy_(torch.where(ok, r, term(*args, None)))
@@ -505,6 +509,6 @@ def _small_autograd(x: Tensor, ls: List[int], normalize: bool, normalization: in
         r = torch.where(pos, torch.sqrt(torch.where(pos, r2, 1.0)), 0.0)
         u = u / torch.clamp_min(r, eps).unsqueeze(1)
     y = torch.addmm(b, torch_fallback._monomials(u.t(), lmax).t(), c)
-    if not math.isfinite(y.detach().sum().item()):
+    if not _all_finite(y.detach()):
         return None
     return y.to(x.dtype).reshape(x.shape[:-1] + (dim,))

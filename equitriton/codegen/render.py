@@ -175,6 +175,12 @@ def _select_tile(values: list[str], pad: str) -> list[str]:
     return lines
 
 
+def _value(parts, l: int, m: int) -> str:
+    """Triton expression of Y's column (l, m): a constant column is broadcast to a row tensor."""
+    p = parts[l, m]["p"]
+    return p if not p.startswith("c") else f"({p} + zero)"
+
+
 def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + ", select: bool = True) -> list[str]:
     """One masked (BLOCK, P) store of a row segment: rows of the segment are contiguous, so the store coalesces
     (per-column stores write 8 bytes per row at a stride of DIM and waste most of each memory sector). The tile is
@@ -182,29 +188,27 @@ def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + 
     n = len(values)
     tile, P = _tile(values)
     mask = f"mask=mask[:, None] & (cj < {n})[None, :]"
+    join = [f"{pad}cj = tl.arange(0, {P})", f"{pad}tl.store({ptr}[:, None] + ({offset}cj)[None, :], {tile}, {mask})"]
     if not select:
-        store = f"{pad}tl.store({ptr}[:, None] + ({offset}cj)[None, :], {tile}, {mask})"
-        return [f"{pad}cj = tl.arange(0, {P})", store]
-    return [
-        f"{pad}cj = tl.arange(0, {P})",
-        f"{pad}if SELECT_TILE:",
-        *_select_tile(values, pad + "    "),
-        f"{pad}    tl.store({ptr}[:, None] + ({offset}cj)[None, :], tile, {mask})",
-        f"{pad}else:",
-        f"{pad}    tl.store({ptr}[:, None] + ({offset}cj)[None, :], {tile}, {mask})",
+        return join
+    inner = pad + "    "
+    return [f"{pad}if SELECT_TILE:", *_select_store(ptr, values, inner, offset), f"{pad}else:"] + [
+        "    " + ln for ln in join
     ]
 
 
-def _chunked_row_store(values: list[str], chunk: int, pad: str) -> list[str]:
-    """The row stored as tiles of `chunk` consecutive columns built by selects (the last one narrower): each tile
-    is one contiguous segment of every row, and a tile of at most `chunk` values per thread bounds the registers."""
+def _select_store(ptr: str, values: list[str], pad: str, offset: str = "", chunk: int = 0) -> list[str]:
+    """`values` stored from tiles built by selects, `chunk` consecutive columns each (0: all in one tile; the last
+    tile narrower): each tile is one contiguous segment of every row, and a tile of at most `chunk` values per thread
+    bounds the registers."""
     lines = []
+    chunk = chunk or len(values)
     for k in range(0, len(values), chunk):
         part = values[k : k + chunk]
         lines.append(f"{pad}cj = tl.arange(0, {_pow2(len(part))})")
         lines += _select_tile(part, pad)
         mask = f"mask=mask[:, None] & (cj < {len(part)})[None, :]"
-        lines.append(f"{pad}tl.store(orow[:, None] + ({k} + cj)[None, :], tile, {mask})")
+        lines.append(f"{pad}tl.store({ptr}[:, None] + ({offset}{k} + cj)[None, :], tile, {mask})")
     return lines
 
 
@@ -218,11 +222,7 @@ def _full_row_store(parts) -> list[str]:
     by selects (one shared-memory round trip), in column chunks of ROW_CHUNK where that is set and below DIM."""
     lines = ["if FULL_ROW:"]
     for L in range(13):
-        values = []
-        for l in range(L + 1):
-            for m in range(-l, l + 1):
-                p = parts[l, m]["p"]
-                values.append(p if not p.startswith("c") else f"({p} + zero)")
+        values = [_value(parts, l, m) for l in range(L + 1) for m in range(-l, l + 1)]
         tile, P = _tile(values)
         lines += [f"    if LMAX == {L}:", "        if FLAT_STORE:"]
         lines.append(f"            _store_rows_flat(OUT, {tile}, N, DIM, {P}, BLOCK)")
@@ -230,10 +230,10 @@ def _full_row_store(parts) -> list[str]:
         chunks = [c for c in ROW_CHUNKS if c < len(values)]
         for i, c in enumerate(chunks):
             lines.append(f"            {'if' if i == 0 else 'elif'} ROW_CHUNK == {c}:")
-            lines += _chunked_row_store(values, c, "                ")
+            lines += _select_store("orow", values, "                ", chunk=c)
         if chunks:
             lines.append("            else:")
-        lines += _chunked_row_store(values, len(values), "                " if chunks else "            ")
+        lines += _select_store("orow", values, "                " if chunks else "            ")
         lines.append("        else:")
         lines += _wide_store("orow", values, "            ", offset="", select=False)
     return lines
@@ -245,10 +245,7 @@ def _triton_consumers(parts, l: int) -> list[str]:
     n = 2 * l + 1
     lines = ["for i in tl.static_range(len(LS)):", f"    if LS[i] == {l}:"]
     pad = "            "
-    values = []
-    for j in range(n):
-        p = parts[l, j - l]["p"]
-        values.append(p if not p.startswith("c") else f"({p} + zero)")
+    values = [_value(parts, l, j - l) for j in range(n)]
     # ANY_ROW: the values go into the row tile `rowtile` (stored once, after the last l) by selects on the column
     any_row = ["        if ANY_ROW:"] + [
         f"{pad}rowtile = tl.where(cr[None, :] == OFFS[i] + {j}, {v}[:, None], rowtile)" for j, v in enumerate(values)
@@ -275,7 +272,7 @@ def _triton_consumer_lm(order: int, parts, l: int, m: int) -> list[str]:
         if order == 2 and p[f"h{a}"] is not None:
             lines.append(f"{pad}b{a} += g * {p[f'h{a}']}")
     if order == 2:
-        value = p["p"] if not p["p"].startswith("c") else f"({p['p']} + zero)"
+        value = _value(parts, l, m)
         lines.append(f"{pad}tl.store(ggrow + OFFS[i] + {j}, {_v(p['dw'])} * s1 - {value} * (s2 * {l}.0), mask=mask)")
     return lines
 

@@ -115,11 +115,12 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                     if ANY_ROW:
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 0, (c5 + zero)[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 1)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 1)
                             tile = tl.broadcast_to((c5 + zero)[:, None], (BLOCK, 1))
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 1)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 1)[None, :])
                         else:
+                            cj = tl.arange(0, 1)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], (c5 + zero)[:, None], mask=mask[:, None] & (cj < 1)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, (c5 + zero), mask=mask)
@@ -136,13 +137,14 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t9[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t10[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 4)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 4)
                             tile = tl.broadcast_to(t10[:, None], (BLOCK, 4))
                             tile = tl.where(cj[None, :] == 1, t9[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t8[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 3)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 3)[None, :])
                         else:
+                            cj = tl.arange(0, 4)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(t8, t10), tl.join(t9, zero)), (BLOCK, 4)), mask=mask[:, None] & (cj < 3)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t8, mask=mask)
@@ -186,15 +188,16 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t30[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t32[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 8)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 8)
                             tile = tl.broadcast_to(t32[:, None], (BLOCK, 8))
                             tile = tl.where(cj[None, :] == 3, t30[:, None], tile)
                             tile = tl.where(cj[None, :] == 2, t28[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t26[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t23[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 5)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 5)[None, :])
                         else:
+                            cj = tl.arange(0, 8)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(t23, t32), tl.join(t28, zero)), tl.join(tl.join(t26, zero), tl.join(t30, zero))), (BLOCK, 8)), mask=mask[:, None] & (cj < 5)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t23, mask=mask)
@@ -252,8 +255,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t67[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t69[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 8)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 8)
                             tile = tl.broadcast_to(t69[:, None], (BLOCK, 8))
                             tile = tl.where(cj[None, :] == 5, t67[:, None], tile)
                             tile = tl.where(cj[None, :] == 4, t65[:, None], tile)
@@ -261,8 +264,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                             tile = tl.where(cj[None, :] == 2, t61[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t58[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t55[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 7)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 7)[None, :])
                         else:
+                            cj = tl.arange(0, 8)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(t55, t65), tl.join(t61, t69)), tl.join(tl.join(t58, t67), tl.join(t63, zero))), (BLOCK, 8)), mask=mask[:, None] & (cj < 7)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t55, mask=mask)
@@ -337,8 +341,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 7, t117[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 8, t119[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 16)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 16)
                             tile = tl.broadcast_to(t119[:, None], (BLOCK, 16))
                             tile = tl.where(cj[None, :] == 7, t117[:, None], tile)
                             tile = tl.where(cj[None, :] == 6, t115[:, None], tile)
@@ -348,8 +352,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                             tile = tl.where(cj[None, :] == 2, t106[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t103[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t100[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 9)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 9)[None, :])
                         else:
+                            cj = tl.arange(0, 16)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t100, t119), tl.join(t111, zero)), tl.join(tl.join(t106, zero), tl.join(t115, zero))), tl.join(tl.join(tl.join(t103, zero), tl.join(t113, zero)), tl.join(tl.join(t109, zero), tl.join(t117, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 9)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t100, mask=mask)
@@ -439,8 +444,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 9, t178[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 10, t180[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 16)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 16)
                             tile = tl.broadcast_to(t180[:, None], (BLOCK, 16))
                             tile = tl.where(cj[None, :] == 9, t178[:, None], tile)
                             tile = tl.where(cj[None, :] == 8, t176[:, None], tile)
@@ -452,8 +457,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                             tile = tl.where(cj[None, :] == 2, t162[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t159[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t156[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 11)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 11)[None, :])
                         else:
+                            cj = tl.arange(0, 16)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t156, t176), tl.join(t168, zero)), tl.join(tl.join(t162, t180), tl.join(t172, zero))), tl.join(tl.join(tl.join(t159, t178), tl.join(t170, zero)), tl.join(tl.join(t165, zero), tl.join(t174, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 11)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t156, mask=mask)
@@ -559,8 +565,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 11, t251[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 12, t253[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 16)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 16)
                             tile = tl.broadcast_to(t253[:, None], (BLOCK, 16))
                             tile = tl.where(cj[None, :] == 11, t251[:, None], tile)
                             tile = tl.where(cj[None, :] == 10, t249[:, None], tile)
@@ -574,8 +580,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                             tile = tl.where(cj[None, :] == 2, t230[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t227[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t224[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 13)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 13)[None, :])
                         else:
+                            cj = tl.arange(0, 16)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t224, t245), tl.join(t236, t253)), tl.join(tl.join(t230, t249), tl.join(t241, zero))), tl.join(tl.join(tl.join(t227, t247), tl.join(t239, zero)), tl.join(tl.join(t233, t251), tl.join(t243, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 13)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t224, mask=mask)
@@ -697,8 +704,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 13, t336[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 14, t338[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 16)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 16)
                             tile = tl.broadcast_to(t338[:, None], (BLOCK, 16))
                             tile = tl.where(cj[None, :] == 13, t336[:, None], tile)
                             tile = tl.where(cj[None, :] == 12, t334[:, None], tile)
@@ -714,8 +721,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                             tile = tl.where(cj[None, :] == 2, t310[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t307[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t304[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 15)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 15)[None, :])
                         else:
+                            cj = tl.arange(0, 16)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(t304, t326), tl.join(t316, t334)), tl.join(tl.join(t310, t330), tl.join(t322, t338))), tl.join(tl.join(tl.join(t307, t328), tl.join(t319, t336)), tl.join(tl.join(t313, t332), tl.join(t324, zero)))), (BLOCK, 16)), mask=mask[:, None] & (cj < 15)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t304, mask=mask)
@@ -849,8 +857,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 15, t429[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 16, t431[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 32)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 32)
                             tile = tl.broadcast_to(t431[:, None], (BLOCK, 32))
                             tile = tl.where(cj[None, :] == 15, t429[:, None], tile)
                             tile = tl.where(cj[None, :] == 14, t427[:, None], tile)
@@ -868,8 +876,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                             tile = tl.where(cj[None, :] == 2, t398[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t395[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t392[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 17)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 17)[None, :])
                         else:
+                            cj = tl.arange(0, 32)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t392, t431), tl.join(t415, zero)), tl.join(tl.join(t404, zero), tl.join(t423, zero))), tl.join(tl.join(tl.join(t398, zero), tl.join(t419, zero)), tl.join(tl.join(t410, zero), tl.join(t427, zero)))), tl.join(tl.join(tl.join(tl.join(t395, zero), tl.join(t417, zero)), tl.join(tl.join(t407, zero), tl.join(t425, zero))), tl.join(tl.join(tl.join(t401, zero), tl.join(t421, zero)), tl.join(tl.join(t413, zero), tl.join(t429, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 17)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t392, mask=mask)
@@ -1022,8 +1031,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 17, t537[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 18, t539[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 32)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 32)
                             tile = tl.broadcast_to(t539[:, None], (BLOCK, 32))
                             tile = tl.where(cj[None, :] == 17, t537[:, None], tile)
                             tile = tl.where(cj[None, :] == 16, t535[:, None], tile)
@@ -1043,8 +1052,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                             tile = tl.where(cj[None, :] == 2, t501[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t498[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t495[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 19)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 19)[None, :])
                         else:
+                            cj = tl.arange(0, 32)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t495, t535), tl.join(t519, zero)), tl.join(tl.join(t507, zero), tl.join(t527, zero))), tl.join(tl.join(tl.join(t501, t539), tl.join(t523, zero)), tl.join(tl.join(t513, zero), tl.join(t531, zero)))), tl.join(tl.join(tl.join(tl.join(t498, t537), tl.join(t521, zero)), tl.join(tl.join(t510, zero), tl.join(t529, zero))), tl.join(tl.join(tl.join(t504, zero), tl.join(t525, zero)), tl.join(tl.join(t516, zero), tl.join(t533, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 19)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t495, mask=mask)
@@ -1213,8 +1223,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 19, t657[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 20, t659[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 32)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 32)
                             tile = tl.broadcast_to(t659[:, None], (BLOCK, 32))
                             tile = tl.where(cj[None, :] == 19, t657[:, None], tile)
                             tile = tl.where(cj[None, :] == 18, t655[:, None], tile)
@@ -1236,8 +1246,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                             tile = tl.where(cj[None, :] == 2, t616[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t613[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t610[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 21)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 21)[None, :])
                         else:
+                            cj = tl.arange(0, 32)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t610, t651), tl.join(t634, zero)), tl.join(tl.join(t622, t659), tl.join(t643, zero))), tl.join(tl.join(tl.join(t616, t655), tl.join(t639, zero)), tl.join(tl.join(t628, zero), tl.join(t647, zero)))), tl.join(tl.join(tl.join(tl.join(t613, t653), tl.join(t637, zero)), tl.join(tl.join(t625, zero), tl.join(t645, zero))), tl.join(tl.join(tl.join(t619, t657), tl.join(t641, zero)), tl.join(tl.join(t631, zero), tl.join(t649, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 21)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t610, mask=mask)
@@ -1417,8 +1428,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 21, t784[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 22, t786[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 32)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 32)
                             tile = tl.broadcast_to(t786[:, None], (BLOCK, 32))
                             tile = tl.where(cj[None, :] == 21, t784[:, None], tile)
                             tile = tl.where(cj[None, :] == 20, t782[:, None], tile)
@@ -1442,8 +1453,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                             tile = tl.where(cj[None, :] == 2, t738[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t735[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t732[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 23)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 23)[None, :])
                         else:
+                            cj = tl.arange(0, 32)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t732, t774), tl.join(t756, zero)), tl.join(tl.join(t744, t782), tl.join(t766, zero))), tl.join(tl.join(tl.join(t738, t778), tl.join(t762, zero)), tl.join(tl.join(t750, t786), tl.join(t770, zero)))), tl.join(tl.join(tl.join(tl.join(t735, t776), tl.join(t759, zero)), tl.join(tl.join(t747, t784), tl.join(t768, zero))), tl.join(tl.join(tl.join(t741, t780), tl.join(t764, zero)), tl.join(tl.join(t753, zero), tl.join(t772, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 23)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t732, mask=mask)
@@ -1643,8 +1655,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 23, t927[:, None], rowtile)
                         rowtile = tl.where(cr[None, :] == OFFS[i] + 24, t929[:, None], rowtile)
                     elif WIDE_IO:
-                        cj = tl.arange(0, 32)
                         if SELECT_TILE:
+                            cj = tl.arange(0, 32)
                             tile = tl.broadcast_to(t929[:, None], (BLOCK, 32))
                             tile = tl.where(cj[None, :] == 23, t927[:, None], tile)
                             tile = tl.where(cj[None, :] == 22, t925[:, None], tile)
@@ -1670,8 +1682,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                             tile = tl.where(cj[None, :] == 2, t876[:, None], tile)
                             tile = tl.where(cj[None, :] == 1, t873[:, None], tile)
                             tile = tl.where(cj[None, :] == 0, t870[:, None], tile)
-                            tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tile, mask=mask[:, None] & (cj < 25)[None, :])
+                            tl.store(orow[:, None] + (OFFS[i] + 0 + cj)[None, :], tile, mask=mask[:, None] & (cj < 25)[None, :])
                         else:
+                            cj = tl.arange(0, 32)
                             tl.store(orow[:, None] + (OFFS[i] + cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(t870, t913), tl.join(t894, t929)), tl.join(tl.join(t882, t921), tl.join(t905, zero))), tl.join(tl.join(tl.join(t876, t917), tl.join(t900, zero)), tl.join(tl.join(t888, t925), tl.join(t909, zero)))), tl.join(tl.join(tl.join(tl.join(t873, t915), tl.join(t897, zero)), tl.join(tl.join(t885, t923), tl.join(t907, zero))), tl.join(tl.join(tl.join(t879, t919), tl.join(t903, zero)), tl.join(tl.join(t891, t927), tl.join(t911, zero))))), (BLOCK, 32)), mask=mask[:, None] & (cj < 25)[None, :])
                     else:
                         tl.store(orow + OFFS[i] + 0, t870, mask=mask)

@@ -84,7 +84,7 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
         # an l set other than 0..l_max in order: the row built by selects as each l is made (meta's ANY_ROW, rows
         # of up to ANY_ROW_MAX columns), else per-l join tiles (per-l tiles built by selects measured slower,
         # docs/kernel_tuning.md item 8)
-        if dim is not None and 1 << (dim - 1).bit_length() <= ANY_ROW_MAX:
+        if dim is not None and padded_width(dim) <= ANY_ROW_MAX:
             cfg = {"BLOCK": 64, "num_warps": 2, "WIDE_IO": True, "SELECT_TILE": True}
         else:
             cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2}
@@ -105,14 +105,11 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     cfg.setdefault("M_MAJOR", True)
     cfg.setdefault("FLAT_STORE", False)
     cfg.setdefault("SELECT_TILE", False)
-    # EQUITRITON_<NAME> = 0/1 forces one choice (measurements)
-    for name in _FORCED[:-1]:
+    # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count (measurements, tests)
+    for name in _FORCED:
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
-            cfg[name] = forced == "1"
-    chunk = os.environ.get("EQUITRITON_ROW_CHUNK")  # an int: the whole-row select store's column chunk (tests)
-    if chunk is not None:
-        cfg["ROW_CHUNK"] = int(chunk)
+            cfg[name] = int(forced) if name == "ROW_CHUNK" else forced == "1"
     if direction != "forward":
         cfg["SELECT_TILE"] = False  # the derivative kernels store column by column
     return cfg
@@ -135,10 +132,15 @@ def grid(n: int, cfg: dict) -> tuple[int]:
 ANY_ROW_MAX = 128
 
 
+def padded_width(dim: int) -> int:
+    """A row of DIM columns as a tile: the next power of two (Triton's tensor shapes are powers of two)."""
+    return 1 << (dim - 1).bit_length()
+
+
 def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.dtype, cfg: dict) -> dict:
     whole = list(ls) == list(range(max(ls) + 1))
     full_row = bool(cfg.get("FULL_ROW", False)) and whole
-    pdim = 1 << (dim - 1).bit_length()
+    pdim = padded_width(dim)
     select = bool(cfg.get("SELECT_TILE", False))
     return dict(
         LS=tuple(ls),
