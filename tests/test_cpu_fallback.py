@@ -255,3 +255,17 @@ def test_small_l_bodies_keep_nonfinite_values_in_place(normalize):
                 torch.isinf(b[r]), torch.isinf(t[r])
             )
         assert not torch.isfinite(b[7]).all()
+
+
+@pytest.mark.parametrize("width", [3, 9, 25])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 40, 1000])
+def test_blocked_transposing_copies(width, n):
+    """The fallback's blocked (rows, 16, width) transposing copies, with and without a tail of n % 16 rows, equal a
+    plain transpose; and the forward's stacked columns equal torch.stack(dim=-1)."""
+    src = torch.randn(n, width, dtype=torch.float64)
+    rows = tf._to_rows(torch.empty(width, n, dtype=torch.float64), src)
+    assert torch.equal(rows, src.t())
+    assert torch.equal(tf._to_columns(torch.empty(n, width, dtype=torch.float64), rows), src)
+    assert torch.equal(tf._columns(rows, None), src)
+    cols = list(src.unbind(1))
+    assert torch.equal(tf._stack(cols, None), torch.stack(cols, dim=-1))

@@ -127,11 +127,19 @@ class TritonTarget(Target):
 
 
 class TorchTarget(Target):
+    """Constants as entries of a coefficient table (any sign: folded scales may be negative); `axpy` (a + c b, from
+    fold.py) as one torch.add."""
+
     def __init__(self):
         self.table: list[list[float]] = []  # rows: [f64 x3 normalizations, f32 x3]
 
+    def op(self, name: str, op: str, args: tuple) -> str:
+        if op == "axpy":
+            return f"{name} = torch.add({args[0]}, {args[1]}, alpha={args[2]})"
+        return super().op(name, op, args)
+
     def const(self, name: str, c: Const) -> str:
-        vals = _const_values(c)
+        vals = list(c.per_normalization) if c.per_normalization is not None else [c.value]
         if len(vals) == 1:
             vals = vals * 3
         self.table.append([_f64(v) for v in vals] + [float(_f32(v)) for v in vals])
