@@ -51,8 +51,10 @@ class Exact:
         return Exact(self.q + other.q, self.s, self.p)
 
     def sympy(self) -> sympy.Expr:
-        return sympy.Rational(self.q.numerator, self.q.denominator) * sympy.sqrt(self.s) * sympy.pi ** sympy.Rational(
-            self.p, 2
+        return (
+            sympy.Rational(self.q.numerator, self.q.denominator)
+            * sympy.sqrt(self.s)
+            * sympy.pi ** sympy.Rational(self.p, 2)
         )
 
 
