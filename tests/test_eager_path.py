@@ -241,29 +241,35 @@ def test_small_autograd_taken_where_it_should_be():
     assert _small_path(equitriton.spherical_harmonics([0, 1, 2], _x(), True))
     assert _small_path(equitriton.spherical_harmonics([3, 1], _x(dtype=torch.float32), False))
     assert _small_path(equitriton.SphericalHarmonics("0e + 1o + 2e", True)(_x(n=2048)))
-    for ls, n in (([0, 1, 2], 2049), ([0, 1, 2, 3], 2561), ([0, 1], 37), ([4], 37)):  # too many rows / other l_max
+    assert _small_path(equitriton.spherical_harmonics([0, 1], _x(n=37, zero=False), True))
+    # l_max 1: a zero row (the norm's second derivative is 0 / 0 there) or no normalize (Y linear) take the Function
+    assert not _small_path(equitriton.spherical_harmonics([0, 1], _x(n=37), True))
+    assert not _small_path(equitriton.spherical_harmonics([0, 1], _x(n=37, zero=False), False))
+    assert _small_path(equitriton.spherical_harmonics([1], _x(n=4096, dtype=torch.float32, zero=False), True))
+    for ls, n in (([0, 1, 2], 2049), ([0, 1, 2, 3], 2561), ([0, 1], 4097), ([4], 37), ([0], 37)):  # rows / l_max
         assert type(equitriton.spherical_harmonics(ls, _x(n=n), True).grad_fn).__name__.startswith("_EagerForward")
     assert equitriton.spherical_harmonics([0, 1, 2], _x(grad=False), True).grad_fn is None
     empty = torch.zeros(2, 0, 3, dtype=torch.float64, requires_grad=True)
     assert equitriton.spherical_harmonics([0, 1, 2], empty, True).shape == (2, 0, 9)
 
 
+@pytest.mark.parametrize("ls", [[2, 0, 3, 1], [1, 0, 1]])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("normalization", ["integral", "component", "norm"])
-def test_small_autograd_matches_the_op(dtype, normalize, normalization):
-    """Y bit for bit; dY/dx (zero vector included) and both second derivatives to rounding."""
-    ls = [2, 0, 3, 1]
+def test_small_autograd_matches_the_op(ls, dtype, normalize, normalization):
+    """Y bit for bit; dY/dx (zero vector included) and both second derivatives to rounding (l_max 2-3: the stacked
+    monomials; l_max 1: ops._l1_autograd)."""
     nid = harmonics.normalization_id(normalization)
     gen = torch.Generator().manual_seed(9)
-    g = torch.randn(41, 16, generator=gen, dtype=torch.float64).to(dtype)
+    g = torch.randn(41, sum(2 * l + 1 for l in ls), generator=gen, dtype=torch.float64).to(dtype)
     outs = []
     for path in ("eager", "op"):
-        x = _x(n=41, dtype=dtype, seed=2)
+        x = _x(n=41, dtype=dtype, seed=2, zero=max(ls) > 1)  # (l_max 1: a zero row takes the Function, below)
         gy = g.clone().requires_grad_(True)
         fn = equitriton.spherical_harmonics if path == "eager" else torch.ops.equitriton.sh_forward
         y = fn(ls, x, normalize, normalization) if path == "eager" else fn(x, ls, normalize, nid)
-        assert _small_path(y) == (path == "eager")
+        assert _small_path(y) == (path == "eager" and (normalize or max(ls) > 1))
         (gx,) = torch.autograd.grad(y, x, gy, create_graph=True)
         hx, hg = torch.autograd.grad((gx * gx).sum(), (x, gy))
         outs.append((y.detach(), gx.detach(), hx, hg))
@@ -272,12 +278,13 @@ def test_small_autograd_matches_the_op(dtype, normalize, normalization):
     tol = 1e-13 if dtype == torch.float64 else 1e-6
     for a, b in ((g1, g2), (h1, h2), (k1, k2)):
         assert torch.isfinite(a).all()
-        assert ((a - b).abs().max() / b.abs().max()).item() <= tol
+        assert (a - b).abs().max().item() <= tol * max(b.abs().max().item(), 1.0)  # (zero for a linear Y)
 
 
-def test_small_autograd_gradchecks_and_higher_orders():
+@pytest.mark.parametrize("ls", [[0, 1, 2, 3], [0, 1]])
+def test_small_autograd_gradchecks_and_higher_orders(ls):
     x = _x(n=7, zero=False)
-    f = equitriton.SphericalHarmonics([0, 1, 2, 3], True, "norm")
+    f = equitriton.SphericalHarmonics(ls, True, "norm")
     assert _small_path(f(x))
     assert torch.autograd.gradcheck(f, (x,)) and torch.autograd.gradgradcheck(f, (x,))
     # torch's autograd differentiates to any order here (the Function refuses a third derivative)
