@@ -8,7 +8,8 @@
 #    tests (pytest -m cuda, with pytest-xdist where installed) -> tests_cuda.txt;
 # 3. times stock against patched models, interleaved (benchmarks/md_ab.py), in the compiled and the eager on-device MD
 #    modes -> ab_MODE/;
-# 4. runs the MD step benchmark (benchmarks/md_step.py) -> md/ (STAGE_MD_S=0 leaves it out);
+# 4. runs the MD step benchmark (benchmarks/md_step.py) -> md/ (STAGE_MD_S=0 leaves it out; MD_ARGS2 runs it a second
+#    time with those arguments -> md2/);
 # 5. runs the SH benchmark (benchmarks/sh_bench.py) -> sh/; on a machine with two GPUs, on the second one, at the
 #    same time as steps 2-4 on the first (GPU1_STAGE=md: steps 3-4 on the second GPU instead, no SH benchmark);
 # 6. measures host time per call at N = 2^12 (benchmarks/launch_overhead.py) -> overhead/ (STAGE_OVERHEAD_S=0 leaves
@@ -84,6 +85,10 @@ md() {
   if [ "${STAGE_MD_S:-150}" != 0 ]; then
     timeout "${STAGE_MD_S:-150}" python3 benchmarks/md_step.py --out "$R/md" ${MD_ARGS:-} > "$R/md_step.log" 2>&1
     stamp "md_step rc=$?"
+  fi
+  if [ -n "${MD_ARGS2:-}" ]; then  # a second MD step benchmark (other models or modes) -> md2/
+    timeout "${STAGE_MD2_S:-150}" python3 benchmarks/md_step.py --out "$R/md2" $MD_ARGS2 > "$R/md_step2.log" 2>&1
+    stamp "md_step (2) rc=$?"
   fi
 }
 

@@ -446,6 +446,10 @@ def make_plan(args) -> Plan:
     # 4. the rest of the cheap modes on the l_max sweep
     plan.add("l_max", models, [1, 2, 3, 4], [head], cheap)
     # 5. compiled modes (expensive setup): headline system first, then the size sweep with the same compiled model
+    if args.compiled_sizes:  # only these sizes, every model (a targeted re-measurement)
+        for mode in costly:
+            plan.add("compiled", models, [2], [int(n) for n in args.compiled_sizes.split(",")], [mode])
+        return plan
     for mode in costly:
         plan.add("compiled", ["nequip"] if "nequip" in models else models[:1], [2], [head], [mode], profile=True)
     for mode in costly:
@@ -718,6 +722,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--warmup", type=int, default=None, help="untimed calls per case (first one timed separately)")
     p.add_argument("--profile-steps", type=int, default=None)
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend for ours-compile")
+    p.add_argument(
+        "--compiled-sizes", default=None, help="comma-separated atom counts: the compiled modes at these sizes only"
+    )
     p.add_argument("-q", "--quiet", dest="verbose", action="store_false")
     args = p.parse_args(argv)
     quick = args.quick
