@@ -62,11 +62,17 @@ _CPU_SCRIPT = os.environ.get("EQUITRITON_CPU_SCRIPT", "1") != "0"
 # term: where op calls cost more than arithmetic (at l_max 1, at any row count). Beyond these the per-term bodies
 # are faster (best-of timings of the TorchScript bodies, 1 thread; docs/cpu_fallback.md). The choice is made on the
 # whole call's row count, so every chunk of one call runs the same body. EQUITRITON_CPU_SMALL=0 keeps one op per
-# term everywhere. l_max <= 1 forward: the fill / multiply body _forward_l1 at any row count. l_max 2 forward: 2048
-# rows (re-measured 2026-11-29 against e3nn, 1 thread: the small body 1.23x / 1.32x e3nn's time at 4000 / 10000 rows,
-# the per-term body 1.11x / 1.02x).
+# term everywhere. l_max <= 1 forward: the fill / multiply body _forward_l1 at any row count. l_max 2-3: the
+# crossovers of the two bodies re-measured on 2026-11-30 (1 thread, float64, after the per-term bodies lost their
+# constant multiplies (codegen/fold.py) and the small ones their repeated monomials): forward 1536 / 768 rows,
+# backward 1792 / 1536 rows (l_max 2 / 3).
 _CPU_SMALL = os.environ.get("EQUITRITON_CPU_SMALL", "1") != "0"
-_CPU_SMALL_ROWS = {"forward": (1 << 62, 1 << 62, 2048, 2560), "backward": (0, 1 << 62, 6144, 3072)}
+_CPU_SMALL_ROWS = {"forward": (1 << 62, 1 << 62, 1536, 768), "backward": (0, 1 << 62, 1792, 1536)}
+# With grad, calls of up to this many rows (by l_max) take the forward as plain torch ops differentiated by torch's
+# autograd (_small_autograd, below) instead of the autograd.Function: forward + backward through the public API,
+# 1 thread, float64, 2026-11-30: l_max 2 at 512 / 2048 / 3072 rows 214 / 302 / 366 us against 245 / 311 / 346 us
+# through the Function; l_max 3 at 512 / 1024 / 1536 rows 296 / 355 / 407 us against 315 / 349 / 378 us.
+_CPU_AUTOGRAD_ROWS = (0, 4096, 2048, 1024)
 _POOL = None  # (pid, ThreadPoolExecutor), made on first use; a forked child makes its own
 
 
@@ -474,23 +480,21 @@ def sh_eager(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> T
     return _forward(x, ls, normalize, normalization, fast=True)
 
 
-# CPU, a few thousand rows at most, l_max 2-3, with grad (an MD step's edges on a small system): the generated
+# CPU, up to _CPU_AUTOGRAD_ROWS rows, l_max 2-3, with grad (an MD step's edges on a small system): the generated
 # stacked-monomial forward (the small body, Y = b + M C), differentiated by torch's own autograd rather than through
-# a Python autograd.Function whose backward calls the backward body: fewer ops and no Python in the backward (1 thread,
-# 576 rows, l_max 2, forward + backward through the public API: 164-168 us against 186-190 us through the Function
-# and 214 us for e3nn; the 32-atom NequIP step on CPU went from 2-4% slower than stock to 1.0-1.3% faster,
-# benchmarks/cpu_step_ab.py). Y has the custom op's bits; its derivatives agree with the op's to rounding, and, being
-# torch's autograd, exist to any order (elsewhere a third derivative is refused). Rows that are not finite go back to
-# the Function (whose per-term body keeps NaN and inf where e3nn has them).
+# a Python autograd.Function whose backward calls the backward body: fewer ops and no Python in the backward (the
+# 32-atom NequIP step on CPU went from 2-4% slower than stock to 1.0-1.3% faster, benchmarks/cpu_step_ab.py).
+# Y has the custom op's bits; its derivatives agree with the op's to rounding, and, being torch's autograd, exist to
+# any order (elsewhere a third derivative is refused). Calls with a zero row (with normalize) or a non-finite row
+# go back to the Function (whose per-term body keeps NaN and inf where e3nn has them).
 _SMALL_AUTOGRAD: dict = {}  # (ls, normalization) -> (C, b, DIM, eps)
 
 
-# l_max 1 (l = 1 with or without l = 0), normalize=True, up to _CPU_AUTOGRAD_L1_ROWS rows, no zero or NaN row:
-# the _forward_l1 body's ops (normalize, one multiply per l = 1 block, one cat) as plain torch ops, differentiated
-# by torch's autograd. Forward + backward through the public API, 1 thread, integral normalization: 49 / 86 us at
+# l_max 1 (l = 1 with or without l = 0), normalize=True, no zero or NaN row (_CPU_AUTOGRAD_ROWS): the
+# _forward_l1 body's ops (normalize, one multiply per l = 1 block, one cat) as plain torch ops, differentiated by
+# torch's autograd. Forward + backward through the public API, 1 thread, integral normalization: 49 / 86 us at
 # 100 / 1,000 rows against 127 / 156 us through the Function and 82 / 125 us for e3nn; at 10,000 rows the Function
 # is faster (391 against 462 us). Elementwise, so Y has the op's bits.
-_CPU_AUTOGRAD_L1_ROWS = 4096
 
 
 def _l1_autograd(x2: Tensor, ls: List[int], normalization: int) -> Optional[Tensor]:
@@ -522,12 +526,12 @@ def _small_autograd(x: Tensor, ls: List[int], normalize: bool, normalization: in
         x2 = x.reshape(-1, 3)
         # without normalize Y is linear in x: its second derivative is the op's zeros, where torch's autograd would
         # find x unused
-        if not normalize or not 0 < x2.shape[0] <= _CPU_AUTOGRAD_L1_ROWS:
+        if not normalize or not 0 < x2.shape[0] <= _CPU_AUTOGRAD_ROWS[1]:
             return None
         y = _l1_autograd(x2, ls, normalization)
         return None if y is None else y.reshape(x.shape[:-1] + (launch.offsets(ls)[1],))
     x2 = x.reshape(-1, 3)
-    if not 0 < x2.shape[0] <= _CPU_SMALL_ROWS["forward"][lmax] or not launch.compute_f64(x.dtype, lmax):
+    if not 0 < x2.shape[0] <= _CPU_AUTOGRAD_ROWS[lmax] or not launch.compute_f64(x.dtype, lmax):
         return None  # (no rows: the Function's empty result)
     key = (tuple(ls), normalization)
     found = _SMALL_AUTOGRAD.get(key)
@@ -538,13 +542,16 @@ def _small_autograd(x: Tensor, ls: List[int], normalize: bool, normalization: in
     c, b, dim, eps = found
     u = x2.double()
     if normalize:
-        # |x| as _direction computes it (so Y has the custom op's bits), with sqrt's derivative at 0 (inf * 0)
-        # replaced by 0: zero vectors then get the custom op's gradient, v / eps
+        # |x| as _direction computes it (so Y has the custom op's bits). sqrt's derivative at 0 is inf (and masking
+        # it costs more ops than this path saves): calls with a zero row take the Function, as do calls with a
+        # non-finite row; the others give unit directions, so Y is finite and needs no check
         x_, y_, z_ = u.unbind(1)
         r2 = x_ * x_ + y_ * y_ + z_ * z_
-        pos = r2 > 0
-        r = torch.where(pos, torch.sqrt(torch.where(pos, r2, 1.0)), 0.0)
-        u = u / torch.clamp_min(r, eps).unsqueeze(1)
+        lo, hi = torch.aminmax(r2.detach())
+        if not (lo.item() > 0 and hi.item() < math.inf):
+            return None
+        u = u / torch.clamp_min(torch.sqrt(r2), eps).unsqueeze(1)
+        return torch.addmm(b, torch_fallback._monomials(u.t(), lmax).t(), c).to(x.dtype).reshape(x.shape[:-1] + (dim,))
     y = torch.addmm(b, torch_fallback._monomials(u.t(), lmax).t(), c)
     if not _all_finite(y.detach()):
         return None

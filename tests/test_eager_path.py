@@ -238,15 +238,18 @@ def _small_path(y) -> bool:
 
 
 def test_small_autograd_taken_where_it_should_be():
-    assert _small_path(equitriton.spherical_harmonics([0, 1, 2], _x(), True))
+    assert _small_path(equitriton.spherical_harmonics([0, 1, 2], _x(zero=False), True))
     assert _small_path(equitriton.spherical_harmonics([3, 1], _x(dtype=torch.float32), False))
-    assert _small_path(equitriton.SphericalHarmonics("0e + 1o + 2e", True)(_x(n=2048)))
+    assert _small_path(equitriton.SphericalHarmonics("0e + 1o + 2e", True)(_x(n=2048, zero=False)))
+    assert _small_path(equitriton.spherical_harmonics([0, 3], _x(n=1024, zero=False), True))
+    # with normalize, a zero row (sqrt's derivative at 0) takes the Function
+    assert not _small_path(equitriton.spherical_harmonics([0, 1, 2], _x(), True))
     assert _small_path(equitriton.spherical_harmonics([0, 1], _x(n=37, zero=False), True))
     # l_max 1: a zero row (the norm's second derivative is 0 / 0 there) or no normalize (Y linear) take the Function
     assert not _small_path(equitriton.spherical_harmonics([0, 1], _x(n=37), True))
     assert not _small_path(equitriton.spherical_harmonics([0, 1], _x(n=37, zero=False), False))
     assert _small_path(equitriton.spherical_harmonics([1], _x(n=4096, dtype=torch.float32, zero=False), True))
-    for ls, n in (([0, 1, 2], 2049), ([0, 1, 2, 3], 2561), ([0, 1], 4097), ([4], 37), ([0], 37)):  # rows / l_max
+    for ls, n in (([0, 1, 2], 2049), ([0, 1, 2, 3], 1025), ([0, 1], 4097), ([4], 37), ([0], 37)):  # rows / l_max
         assert type(equitriton.spherical_harmonics(ls, _x(n=n), True).grad_fn).__name__.startswith("_EagerForward")
     assert equitriton.spherical_harmonics([0, 1, 2], _x(grad=False), True).grad_fn is None
     empty = torch.zeros(2, 0, 3, dtype=torch.float64, requires_grad=True)
@@ -258,14 +261,14 @@ def test_small_autograd_taken_where_it_should_be():
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("normalization", ["integral", "component", "norm"])
 def test_small_autograd_matches_the_op(ls, dtype, normalize, normalization):
-    """Y bit for bit; dY/dx (zero vector included) and both second derivatives to rounding (l_max 2-3: the stacked
-    monomials; l_max 1: ops._l1_autograd)."""
+    """Y bit for bit; dY/dx (a zero vector included, without normalize) and both second derivatives to rounding
+    (l_max 2-3: the stacked monomials; l_max 1: ops._l1_autograd)."""
     nid = harmonics.normalization_id(normalization)
     gen = torch.Generator().manual_seed(9)
     g = torch.randn(41, sum(2 * l + 1 for l in ls), generator=gen, dtype=torch.float64).to(dtype)
     outs = []
     for path in ("eager", "op"):
-        x = _x(n=41, dtype=dtype, seed=2, zero=max(ls) > 1)  # (l_max 1: a zero row takes the Function, below)
+        x = _x(n=41, dtype=dtype, seed=2, zero=not normalize)  # (normalize: a zero row takes the Function)
         gy = g.clone().requires_grad_(True)
         fn = equitriton.spherical_harmonics if path == "eager" else torch.ops.equitriton.sh_forward
         y = fn(ls, x, normalize, normalization) if path == "eager" else fn(x, ls, normalize, nid)

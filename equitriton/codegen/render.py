@@ -567,7 +567,7 @@ _SMALL_CACHE: dict = {}
 
 def _small_matrices(ls: list, offs: list, dim: int, normalization: int) -> Tuple[Tensor, Tensor, Tensor]:
     '''(C (K, dim), b (dim,), E (dim, 3 K1)) in float64 for an l set with 1 <= l_max <= _SMALL_LMAX: K and K1 count the
-    monomials of degree 1..l_max and 0..l_max - 1 (3 + 9 + 27 ..., 1 + 3 + 9 ...), in _monomials' order.'''
+    distinct monomials of degree 1..l_max and 0..l_max - 1 (3 + 6 + 10, 1 + 3 + 6), in _monomials' order.'''
     key = (tuple(ls), tuple(offs), dim, normalization)
     if key not in _SMALL_CACHE:
         lmax = max(ls)
@@ -591,11 +591,16 @@ def _small_matrices(ls: list, offs: list, dim: int, normalization: int) -> Tuple
 
 
 def _monomials(u: Tensor, deg: int) -> Tensor:
-    # rows (3, n) -> the monomials of degree 1..deg as rows (3 + 9 + ..., n): u_a, u_a u_b, u_a u_b u_c
+    # rows (3, n) -> the distinct monomials of degree 1..deg as rows, degree by degree, each degree's in the
+    # lexicographic order of its sorted factors: x, y, z; xx, xy, xz, yy, yz, zz; xxx, xxy, ... (3 + 6 + 10 rows)
     parts = [u]
     p = u
-    for _ in range(deg - 1):
-        p = (p.unsqueeze(1) * u.unsqueeze(0)).reshape(-1, u.shape[1])
+    for d in range(2, deg + 1):
+        # degree d: u_a times the degree d-1 monomials whose first factor is >= a, a suffix of p: C(d, 2) of them
+        # start with x, d - 1 with y, one (z^(d-1)) with z
+        s1 = d * (d - 1) // 2
+        s2 = s1 + d - 1
+        p = torch.cat([u[0:1] * p, u[1:2] * p[s1:], u[2:3] * p[s2:]])
         parts.append(p)
     return torch.cat(parts)
 
@@ -652,7 +657,10 @@ def _backward_small(xyz: Tensor, grad: Tensor, e: Tensor, lmax: int, normalize: 
 
 def _small_tables() -> str:
     """_SMALL[normalization][l][l + m] = (Y terms, (dY/du_x, dY/du_y, dY/du_z) terms), each term (g, float64
-    coefficient) with g the monomial's index among those of degree 0, 1, 2, 3 (1 + 3 + 9 + 27, _monomials' order)."""
+    coefficient) with g the monomial's index among the distinct ones of degree 0, 1, 2, 3 (1 + 3 + 6 + 10, _monomials'
+    order)."""
+    import itertools
+
     import sympy
 
     from .harmonics import NORMALIZATIONS, solid_harmonics
@@ -667,10 +675,11 @@ def _small_tables() -> str:
     xyz = sympy.symbols("x y z")
 
     def index(powers: tuple[int, ...]) -> int:
-        # the first (a <= b <= ...) factor order of the monomial, as _monomials lays it out
-        axes = [a for a in range(3) for _ in range(powers[a])]
-        g = sum(3**d for d in range(len(axes)))
-        return g + sum(a * 3 ** (len(axes) - 1 - i) for i, a in enumerate(axes))
+        # the position of the monomial in _monomials' layout (degree 0 first, at 0)
+        factors = tuple(a for a in range(3) for _ in range(powers[a]))
+        d = len(factors)
+        before = sum(len(list(itertools.combinations_with_replacement(range(3), e))) for e in range(d))
+        return before + list(itertools.combinations_with_replacement(range(3), d)).index(factors)
 
     def terms(expr) -> list:
         if expr == 0:
@@ -689,7 +698,7 @@ def _small_tables() -> str:
                 cols.append((terms(y), tuple(terms(sympy.diff(y, a)) for a in xyz)))
             per_l.append(cols)
         tables.append(per_l)
-    ks = tuple(sum(3**d for d in range(1, l + 1)) for l in range(SMALL_LMAX + 1))
+    ks = tuple(sum((d + 1) * (d + 2) // 2 for d in range(1, l + 1)) for l in range(SMALL_LMAX + 1))
     return f"\n_SMALL_LMAX = {SMALL_LMAX}\n_SMALL_K = {ks}\n_SMALL = {tables!r}\n"
 
 
