@@ -100,7 +100,28 @@ DBL_LMAXES = (1, 2, 4, 8, 12)
 DBL_CONFIGS = [(64, 4), (64, 2), (32, 1), (32, 2), (128, 4)]
 
 
+# --sweep bwd: the backward at rows-per-thread and orders the derivatives sweep did not try (one row per thread at
+# 1, 2, 4 and 8 warps; m-major and l-major), against the launch table's current config, where it is furthest from
+# copy bandwidth (docs/roofline.md: the m-major dY reads of 2 threads per row overflow L1 at l_max 12)
+BWD_LMAXES = (6, 8, 10, 12)
+BWD_CONFIGS = [(32, 1), (64, 2), (128, 4), (256, 8)]
+
+
+def bwd_configs(lmax: int, dtype) -> list[dict]:
+    current = dict(launch.config("backward", lmax, dtype), current=True)
+    rows = [dict(WIDE_IO=False, M_MAJOR=m, BLOCK=b, num_warps=w) for m in (True, False) for b, w in BWD_CONFIGS]
+    return [current] + [
+        c
+        for c in rows
+        if (c["BLOCK"], c["num_warps"], c["M_MAJOR"]) != (current["BLOCK"], current["num_warps"], current["M_MAJOR"])
+    ]
+
+
 def cases(sweep: str = "all"):
+    if sweep == "bwd":
+        for lmax, dtype in itertools.product(BWD_LMAXES, DTYPES):
+            for cfg in bwd_configs(lmax, dtype):
+                yield lmax, dtype, "backward", cfg
     if sweep == "dbl":
         for lmax, dtype, (block, warps) in itertools.product(DBL_LMAXES, DTYPES, DBL_CONFIGS):
             yield lmax, dtype, "double_backward", dict(WIDE_IO=False, M_MAJOR=True, BLOCK=block, num_warps=warps)
@@ -139,7 +160,7 @@ def write_table(path: str, best: dict, source: str) -> None:
             table = json.load(f)
     table["source"] = sorted(set(table["source"]) | {source})
     for (lmax, dtype, direction), rec in best.items():
-        cfg = {k: rec[k] for k in ("BLOCK", "num_warps", "WIDE_IO") if k in rec}
+        cfg = {k: rec[k] for k in ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR") if k in rec}
         cfg["FULL_ROW"] = bool(rec.get("FULL_ROW", False))
         cfg["FLAT_STORE"] = bool(rec.get("FLAT_STORE", False))
         if rec.get("SELECT_TILE"):
@@ -232,7 +253,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select")
+    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd")
     ap.add_argument("--sweep", choices=sweeps, default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
