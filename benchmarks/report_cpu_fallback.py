@@ -6,8 +6,9 @@ Each JSON is one run (a label such as 'before'/'after' and a thread count); runs
 `PATH=LABEL` reads PATH with its label replaced (an earlier 'after' run becomes the 'before' of the next change):
 docs/cpu_fallback.md is made by
 
-    cd docs/data && python ../../benchmarks/report_cpu_fallback.py cpu_fallback_final_1t_2026-11-29.json=after \
-        cpu_fallback_eager_1t_2026-11-25.json=before cpu_fallback_eager_1t_repeat_2026-11-25.json=before \
+    cd docs/data && python ../../benchmarks/report_cpu_fallback.py cpu_fallback_final_1t_2026-11-30.json=after \
+        cpu_fallback_final_1t_2026-11-29.json=before \
+        cpu_fallback_eager_1t_2026-11-25.json=original cpu_fallback_eager_1t_repeat_2026-11-25.json=original \
         cpu_fallback_after_1t_2026-11-25.json=original cpu_fallback_after_2t_2026-11-25.json=original \
         cpu_fallback_before_1t_2026-11-25.json=original cpu_fallback_before_2t_2026-11-25.json=original \
         cpu_fallback_before_firstcall_2026-11-25.json=original > ../cpu_fallback.md
@@ -40,6 +41,21 @@ drops every temporary after its last use (before, nothing was freed until the fu
 backward allocated fresh memory for every one of its ~4000 ops), skips values nothing reads (the Y values
 in the backward), and orders the derivative bodies m-major, as the kernels, so that few values are alive at once.
 
+Constant factors are folded out of the per-term bodies (`equitriton/codegen/fold.py`, since 2026-11-30). The traced
+recurrences multiply by a constant at almost every step (Legendre coefficients, output factors, and the doublings
+and negations differentiation adds); free in a kernel's registers, each is a pass over the chunk's rows here. Every
+value is carried as an exact scale (q sqrt(s) pi^(p/2), per normalization) times a base statement: c * v, -v and
+v + v cost nothing, a sum of unlike scales is one `torch.add(a, b, alpha=r)`, and the scale is applied where an
+output consumes the value (a derivative as `add_(g * base, alpha=c)`). The generated file shrank from 28,737 to
+21,721 lines; the l_max 3 backward on 16,384 rows went from 1.16 to 0.83 ms. Each scale is rounded once from its
+exact value, and a test evaluates the folded and the traced programs at 50 digits for every output part of every l
+and normalization (tests/test_codegen.py). The transposing copies of x (N, 3) into rows, of dL/dx back, and of the
+forward's columns into the (N, dim) output (up to 25 columns) go through a (blocks, 16, width) view: torch copies
+a transposed 2-D view with a narrow side one element at a time, the blocked view 16 contiguous rows at a time
+((16,384, 3) float64: 15 us instead of 57; 9 columns out: 79 us instead of 127). Together: the l_max 2 forward on
+16,384 rows 0.37 -> 0.23 ms, the l_max 3 backward 1.16 -> 0.72 ms. Traced graphs (compile, export) keep the plain
+copies.
+
 Export (torch.export, AOTInductor: `nequip-compile`) traces the same bodies. Their in-place accumulators are
 separate tensors: an earlier version accumulated the backward with `add_` into the three `unbind` views of one (3, N)
 tensor, which exported right (`ep.module()` gave the eager numbers) but which AOTInductor compiled to outputs sized
@@ -54,11 +70,14 @@ cost ~30 us a call, more than the l = 1 body on 1,000 rows. The bits are the cus
 derivatives included (tests/test_eager_path.py); torch.compile, export, AOTInductor, TorchScript, `jit.trace`,
 dispatch/torch-function modes and fake tensors keep the custom ops (on GPUs and under `TRITON_INTERPRET=1` the same
 eager path launches the Triton kernels). The arguments each body needs (coefficient table, output offsets) are
-bound once per l set (`ops._bound`). Small calls with grad at l_max 2-3 (up to the small bodies' row counts
-below) skip the Function: the stacked-monomial forward runs as plain torch ops and torch's autograd differentiates
-it (`ops._small_autograd`), which saves the Python backward (576 rows, l_max 2, forward + backward through the
-public API: 164-168 us against 186-190 us through the Function and 214 us for e3nn, 1 thread). Y keeps the op's
-bits, its derivatives agree to rounding and exist to any order; rows that are not finite take the Function.
+bound once per l set (`ops._bound`). Small calls with grad skip the Function: at l_max 2-3 (up to 2,048 / 1,024
+rows, `ops._CPU_AUTOGRAD_ROWS`) the stacked-monomial forward, at l_max 1 with normalize (up to 4,096 rows) the
+`_forward_l1` ops, run as plain torch ops and torch's autograd differentiates them (`ops._small_autograd`), which
+saves the Python backward (1 thread, float64, forward + backward through the public API, 2026-11-30: l_max 2 at 512
+rows 214 us against 245 us through the Function and 212 us for e3nn; l_max 1 at 1,000 rows 86 us against 156 us and
+125 us). Y keeps the op's bits, its derivatives agree to rounding and exist to any order; calls with a zero row (with
+normalize: the norm's derivatives there are 0 / 0, and masking them costs more than the path saves) or a non-finite
+row take the Function.
 
 l_max <= 1 forward (`_forward_l1`, any row count, since 2026-11-29): each output block is one `fill_` (l = 0) or one
 multiply written in place (l = 1): about a third of the time of the (N, 3) x (3, dim) matrix product it replaces
@@ -66,26 +85,31 @@ multiply written in place (l = 1): about a third of the time of the (N, 3) x (3,
 stays in its row without the check below.
 
 Small l (`_forward_small`, `_backward_small`, generated with exact coefficients of the expanded polynomials): at
-l_max 1 (backward) at any row count, and at l_max 2-3 for calls of up to a few thousand rows (`ops._CPU_SMALL_ROWS`, by
-direction and l_max, from best-of timings of the TorchScript bodies on one thread), Y = b + M C and dL/du = sum over
-monomials of M1 * (dL/dY E), with M the monomials of the direction of degree 1..l_max stacked in one tensor: about 10
-ops whatever the l set, against one per polynomial term (at l_max 1 the forward stays in x's (N, 3) layout: no
-transposing copies). Beyond those row counts the per-term bodies are faster (the monomials' broadcasting and the
-matrix product into the (N, dim) layout cost more than the terms), so they keep them; the choice is made on the row
-count of the whole call (every chunk of one call runs the same body). Both agree to rounding (<= 1e-14 relative,
-tests/test_cpu_fallback.py) and match e3nn to <= 1e-13 (tests/test_numerics.py). A matrix product would spread a NaN
-or an overflow over its row (0 * nan), so rows whose small-body result is not finite take the per-term body's values
-(one reduction per call checks): NaN and inf stay where e3nn has them, and each row depends on itself alone. The
-double backward keeps the per-term body.
+l_max 1 (backward) at any row count, and at l_max 2-3 for calls of up to 1,536 / 768 rows (forward) and 1,792 / 1,536
+rows (backward) (`ops._CPU_SMALL_ROWS`, the crossovers with the per-term bodies in best-of timings of the TorchScript
+bodies on one thread, re-measured on 2026-11-30 after the folding), Y = b + M C and dL/du = sum over monomials of
+M1 * (dL/dY E), with M the distinct monomials of the direction of degree 1..l_max (3 + 6 + 10 at l_max 3; before
+2026-11-30 all 3 + 9 + 27 ordered products, which doubled the matrix product) stacked in one tensor: about 10 ops
+whatever the l set, against one per polynomial term (at l_max 1 the forward stays in x's (N, 3) layout: no
+transposing copies). Beyond those row counts the per-term bodies are faster, so they keep them; the choice is made on
+the row count of the whole call (every chunk of one call runs the same body). Both agree to rounding (<= 1e-14
+relative, tests/test_cpu_fallback.py) and match e3nn to <= 1e-13 (tests/test_numerics.py). A matrix product would
+spread a NaN or an overflow over its row (0 * nan), so rows whose small-body result is not finite take the per-term
+body's values (one reduction per call checks): NaN and inf stay where e3nn has them, and each row depends on itself
+alone. The double backward keeps the per-term body.
 
-Runs below: 'after' is the code of 2026-11-29 (the l_max <= 1 changes above, and the l_max 2 forward threshold
-lowered to 2048 rows after a re-measurement); the two 'before' runs are the code of 2026-11-25 measured twice, a few
-minutes apart; 'original' are the earlier versions. The machine is shared and its speed drifts between runs: compare
-the ratios to e3nn of the same run rather than absolute times across runs. One point of the 'after' run is an outlier
-of this machine, not of the code: the l_max 4, N = 100,000 float64 forward measured 1.45x and 1.77x e3nn's time in
-two full runs of the grid on 2026-11-29 and 0.77x and 0.80x in two targeted re-runs of the same code minutes later
-(the l_max 4 code did not change that day).
+Runs below: 'after' is the code of 2026-11-30 (the folding, blocked copies, distinct monomials, re-measured
+thresholds and the l_max 1 autograd path above, and ~4 us less Python per eager forward call); 'before' is the code
+of 2026-11-29 (whose grid left 7-13 points slower than e3nn per direction at l_max 1-4); 'original' are the earlier
+versions (2026-11-25). The machine is shared and its speed drifts between runs: compare the ratios to e3nn of the
+same run rather than absolute times across runs.
 
+Tried and not kept (2026-11-30): the small bodies in x's (N, 3) layout (no transposing copy, |x| by
+`vector_norm`): faster at 512 rows, slower from 1,000 (the column slices of the monomials are strided); the forward's
+matrix product written as (dim, N) then transposed (10-20% faster from 1,000 rows, slower at 200); float32 evaluated
+natively at l_max 2-3 (half the memory traffic, but Y up to 2.3x and dY/dx up to 2.5x e3nn's float32 error, where
+evaluation in float64 gives 0.2-0.4x (Y) and 0.1-1.4x (dY/dx, whose float32 upstream gradient and result rounding
+it shares with e3nn); max errors over 1e5 points, l sets 2, 3, 0..2, 0..3, both normalize settings).
 Tried and not kept: `addcmul_` accumulation (fused multiply-add: no faster than `add_` of the product, and not
 bit-identical to the separate multiply and add); `del` guarded by `torch.jit.is_scripting()` (TorchScript then took
 1.4-3x longer to compile); `torch.compile` of the bodies as the CPU default (Inductor C++: compile times from seconds to
