@@ -184,12 +184,11 @@ def slower(runs: list[dict]) -> list[str]:
     out = [
         "## Where equitriton is still slower than e3nn",
         "",
-        "Points of the 'after' runs where equitriton takes longer than e3nn (l_max, N: equitriton / e3nn). At"
-        " l_max 1 the forward is a handful of ops in either library, so the fixed cost of a call (Python: module,"
-        " argument checks, the eager-path test, the autograd.Function) still shows at small N, and at large N the"
-        " fallback's transposing copies of x in and Y out, which e3nn's strided views avoid. For float32, the"
-        " fallback evaluates in float64 (for accuracy: at least as accurate as e3nn's float32, tests/test_numerics.py)"
-        " and converts at both ends, where e3nn computes in float32: about twice the memory traffic per value.",
+        "Points of the 'after' runs where equitriton takes longer than e3nn (l_max, N: equitriton / e3nn). Where"
+        " points are close: at small N the fixed cost of a call (Python: module, argument checks, the eager-path"
+        " test) is a large part of both libraries' time; for float32 the fallback evaluates in float64 (for"
+        " accuracy: at least as accurate as e3nn's float32, tests/test_numerics.py) and converts at both ends, where"
+        " e3nn computes in float32: about twice the memory traffic per value.",
         "",
         "| run | dtype | direction | slower at | points |",
         "| --- | --- | --- | --- | --- |",
