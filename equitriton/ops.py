@@ -49,10 +49,12 @@ def _up(t: Tensor, f64: bool) -> Tensor:
 # live), written straight into the output. In eager mode the bodies run in the TorchScript interpreter (half the
 # per-op overhead of Python; it releases the GIL), so the chunks are spread over torch.get_num_threads() threads;
 # below 32768 rows, each op is too small for torch's own intra-op (OpenMP) threads, which would compete with ours.
-# Rows per chunk by l_max, from the CPU-time scan in docs/cpu_fallback.md (16384 rows cost the same as 32768 there):
+# Rows per chunk by l_max, from the CPU-time scan in docs/cpu_fallback.md (16384 rows cost the same as 32768 there);
+# at l_max <= 1 (the fill / multiply forward, the small backward: a few ops whatever N) no chunks: each op runs on the
+# whole array, on torch's own OpenMP threads (2 threads, 100,000 rows: forward 0.39 ms against 0.48 ms in chunks).
 _CPU_CHUNK = {
-    "forward": (16384,) * 10 + (8192,) * 3,
-    "backward": (16384,) * 5 + (8192,) * 8,
+    "forward": (1 << 62,) * 2 + (16384,) * 8 + (8192,) * 3,
+    "backward": (1 << 62,) * 2 + (16384,) * 3 + (8192,) * 8,
     "double_backward": (16384,) * 5 + (8192,) * 8,
 }
 # EQUITRITON_CPU_SCRIPT=0 runs the bodies as plain Python (as torch.compile / export trace them) instead.
@@ -181,12 +183,26 @@ def _call_double_backward(body, k, at, lmax, dim, normalize, xyz, grad, w, out):
     return body(xyz, grad, w, k, at, lmax, dim, normalize, out)
 
 
-def _chunks(fn, tensors, outs, bounds, f64: bool, grad_mode: bool, inference: bool) -> None:
+# torch.set_num_threads sets OpenMP's (and MKL's) thread count of the calling thread only when ATen runs on OpenMP
+# (the CPU wheels): then the chunk threads can run their ops serially without touching other threads' settings.
+_OPENMP = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+def _chunks(fn, tensors, outs, bounds, f64: bool, grad_mode: bool, inference: bool, serial: bool = False) -> None:
     # the thread-local modes of the calling thread, and no JIT re-optimisation (it takes seconds, for nothing here)
-    with torch.inference_mode(inference), torch.set_grad_enabled(grad_mode), torch.jit.optimized_execution(False):
-        for s, e in bounds:
-            # x in the compute dtype; the bodies convert grad and w as they transpose them
-            fn(_up(tensors[0][s:e], f64), *[t[s:e] for t in tensors[1:]], tuple(o[s:e] for o in outs))
+    threads = torch.get_num_threads()
+    if serial:
+        # the chunks are the parallelism: an op of over 32768 elements (a chunk's transposing copies) would start
+        # an OpenMP team of its own in every chunk thread, more threads than cores
+        torch.set_num_threads(1)
+    try:
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad_mode), torch.jit.optimized_execution(False):
+            for s, e in bounds:
+                # x in the compute dtype; the bodies convert grad and w as they transpose them
+                fn(_up(tensors[0][s:e], f64), *[t[s:e] for t in tensors[1:]], tuple(o[s:e] for o in outs))
+    finally:
+        if serial:
+            torch.set_num_threads(threads)
 
 
 _PLAIN = (Tensor, torch.nn.Parameter)
@@ -245,8 +261,9 @@ def _fallback(fn, n: int, *args):
     mode = (torch.is_grad_enabled(), torch.is_inference_mode_enabled())
     if workers > 1:
         tensors = [t.detach() for t in tensors]
-    futures = [_pool().submit(_chunks, impl, tensors, outs, g, f64, *mode) for g in groups[1:]]
-    _chunks(impl, tensors, outs, groups[0], f64, *mode)
+    serial = workers > 1 and _OPENMP
+    futures = [_pool().submit(_chunks, impl, tensors, outs, g, f64, *mode, serial) for g in groups[1:]]
+    _chunks(impl, tensors, outs, groups[0], f64, *mode, serial)
     for f in futures:
         f.result()
     return outs if len(outs) > 1 else outs[0]

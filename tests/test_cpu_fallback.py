@@ -205,9 +205,9 @@ def test_small_l_bodies_match_the_per_term_bodies(ls, normalize, normalization):
 @pytest.mark.parametrize("normalization", [0, 1, 2])
 def test_l1_forward_body_matches_the_per_term_body(ls, normalize, normalization):
     """l_max <= 1: the fill / multiply body (_forward_l1) gives the per-term body's numbers to rounding, a zero vector
-    and a NaN row (which stays in its row) included; the op runs it at any row count, over several chunks (written
-    into the output in place) too, and float32 input the same body evaluated in float32."""
-    n = 3 * ops._CPU_CHUNK["forward"][1] + 5
+    and a NaN row (which stays in its row) included; the op runs it at any row count (in one call: no chunks at
+    l_max <= 1), and float32 input the same body evaluated in float32."""
+    n = 3 * 16384 + 5
     x = _points(n)
     x[3] = 0.0
     x[17, 2] = float("nan")
@@ -269,3 +269,21 @@ def test_blocked_transposing_copies(width, n):
     assert torch.equal(tf._columns(rows, None), src)
     cols = list(src.unbind(1))
     assert torch.equal(tf._stack(cols, None), torch.stack(cols, dim=-1))
+
+
+def test_chunk_threads_restore_the_thread_count():
+    """Calls split over chunk threads run each thread's ops serially (ops._chunks) and leave the caller's
+    torch.get_num_threads() as it was; the result is the single-call body's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        n = 3 * ops._CPU_CHUNK["forward"][2] + 7
+        x = _points(n)
+        ls = [0, 1, 2]
+        offs, dim = launch.offsets(ls)
+        y = torch.ops.equitriton.sh_forward(x, ls, True, 0)
+        assert torch.get_num_threads() == 2
+        ref = tf.forward(x, ls, list(offs), dim, True, 0)
+        assert ((y - ref).abs().max() / ref.abs().max()).item() <= 1e-15
+    finally:
+        torch.set_num_threads(before)
