@@ -7,7 +7,7 @@ Each JSON is one run (a label such as 'before'/'after' and a thread count); runs
 docs/cpu_fallback.md is made by
 
     cd docs/data && python ../../benchmarks/report_cpu_fallback.py cpu_fallback_final_1t_2026-11-30.json=after \
-        cpu_fallback_final_1t_2026-11-29.json=before \
+        cpu_fallback_final_2t_2026-11-30.json=after cpu_fallback_final_1t_2026-11-29.json=before \
         cpu_fallback_eager_1t_2026-11-25.json=original cpu_fallback_eager_1t_repeat_2026-11-25.json=original \
         cpu_fallback_after_1t_2026-11-25.json=original cpu_fallback_after_2t_2026-11-25.json=original \
         cpu_fallback_before_1t_2026-11-25.json=original cpu_fallback_before_2t_2026-11-25.json=original \
@@ -40,10 +40,11 @@ interpreter releases the GIL, so whole chunks are spread over `torch.get_num_thr
 which runs its ops serially (`torch.set_num_threads(1)` in that thread, which under OpenMP touches no other thread;
 restored after). Before 2026-11-30 a chunk's copies of more than 32768 elements started an OpenMP team in every chunk
 thread, more threads than cores: with 2 threads, 100,000 rows, the float32 l_max 1 forward + backward took 4.9 ms
-(now 1.2 ms; e3nn 1.5 ms), and the spinning threads slowed whatever ran next, e3nn included. Under `torch.compile` / `torch.export` the same bodies are traced as plain torch ops. The renderer
-drops every temporary after its last use (before, nothing was freed until the function returned: the l = 12
-backward allocated fresh memory for every one of its ~4000 ops), skips values nothing reads (the Y values
-in the backward), and orders the derivative bodies m-major, as the kernels, so that few values are alive at once.
+(now 1.2 ms; e3nn 1.5 ms), and the spinning threads slowed whatever ran next, e3nn included. Under
+`torch.compile` / `torch.export` the same bodies are traced as plain torch ops. The renderer drops every
+temporary after its last use (before, nothing was freed until the function returned: the l = 12 backward allocated
+fresh memory for every one of its ~4000 ops), skips values nothing reads (the Y values in the backward), and orders
+the derivative bodies m-major, as the kernels, so that few values are alive at once.
 
 Constant factors are folded out of the per-term bodies (`equitriton/codegen/fold.py`, since 2026-11-30). The traced
 recurrences multiply by a constant at almost every step (Legendre coefficients, output factors, and the doublings
@@ -106,7 +107,12 @@ Runs below: 'after' is the code of 2026-11-30 (the folding, blocked copies, dist
 thresholds and the l_max 1 autograd path above, and ~4 us less Python per eager forward call); 'before' is the code
 of 2026-11-29 (whose grid left 7-13 points slower than e3nn per direction at l_max 1-4); 'original' are the earlier
 versions (2026-11-25). The machine is shared and its speed drifts between runs: compare the ratios to e3nn of the
-same run rather than absolute times across runs.
+same run rather than absolute times across runs. The 1-thread 'after' run is the like-for-like comparison (below);
+the 2-thread one shows where e3nn gains more from torch's OpenMP threads than the fallback from its chunk threads,
+mainly float32 at l_max 2-3: e3nn evaluates float32 natively (half the bytes), the fallback in float64 for accuracy,
+and at 1 thread that is outweighed by the fallback's fewer ops, at 2 threads not everywhere (its points of 10^5 rows
+are also the noisiest: best of at most 7 repetitions on a shared 2-core machine; a re-measurement of the float64
+l_max 2 forward at 10^5 rows, 2 threads, best of 40: 1.02 ms against e3nn's 1.09).
 
 Tried and not kept (2026-11-30): the small bodies in x's (N, 3) layout (no transposing copy, |x| by
 `vector_norm`): faster at 512 rows, slower from 1,000 (the column slices of the monomials are strided); the forward's
