@@ -9,7 +9,7 @@ in the torch fallback each one is an op: a pass over the chunk's rows. Here ever
     a * b                     is one multiply of the bases (the scales multiply),
     a + b                     is one add of the bases (equal scales), or one `torch.add(A, B, alpha=r)` (others),
 
-and a value is multiplied by its scale only where an output consumes it (`Folded.scales`). Fewer ops, and fewer
+and a value is multiplied by its scale only where an output consumes it (`Folded.scaled`). Fewer ops, and fewer
 roundings: each scale is rounded once, from its exact value.
 
 Every constant of the traced programs is q * sqrt(s) * pi^(p/2) (rational q, square-free integer s, p in {0, -1}):
