@@ -114,7 +114,7 @@ def _bound(fn, rest, f64: bool, small: bool = False):
             # l_max <= 1 (at any row count: _CPU_SMALL_ROWS): one fill or one multiply per output block (generated
             # _forward_l1), about a third of the time of the stacked-monomial matrix product
             tf = torch_fallback
-            c0, c1 = tf._SMALL[normalization][0][0][0][0][1], tf._SMALL[normalization][1][0][0][0][1]
+            c0, c1 = _l1_coefficients(normalization)
             l1_body = tf.script_body(tf._forward_l1) if _CPU_SCRIPT else tf._forward_l1
             impl = functools.partial(_call_forward_l1, l1_body, list(ls), list(offs), dim, c0, c1, normalize, k[0])
         elif (
@@ -148,6 +148,12 @@ def _bound(fn, rest, f64: bool, small: bool = False):
 # row (0 * nan, 0 * inf): the rows whose result is not finite take the per-term body's values instead, whose
 # non-finite values are exactly where e3nn's are; every row's values depend on that row alone
 # (tests/test_gradients.py). One reduction checks the whole result first.
+def _l1_coefficients(normalization: int) -> tuple:
+    """(c0, c1): Y_0 = c0 and Y_1 = c1 u, from the generated small tables (their only terms)."""
+    small = torch_fallback._SMALL[normalization]
+    return small[0][0][0][0][1], small[1][0][0][0][1]
+
+
 def _all_finite(r: Tensor) -> bool:
     return math.isfinite(r.sum().item())  # one reduction and a host float: cheaper than isfinite() + bool() on a tensor
 
@@ -190,7 +196,7 @@ _OPENMP = "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 def _chunks(fn, tensors, outs, bounds, f64: bool, grad_mode: bool, inference: bool, serial: bool = False) -> None:
     # the thread-local modes of the calling thread, and no JIT re-optimisation (it takes seconds, for nothing here)
-    threads = torch.get_num_threads()
+    threads = torch.get_num_threads() if serial else 0
     if serial:
         # the chunks are the parallelism: an op of over 32768 elements (a chunk's transposing copies) would start
         # an OpenMP team of its own in every chunk thread, more threads than cores
@@ -506,26 +512,14 @@ def sh_eager(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> T
     return _forward(x, ls, normalize, normalization, fast=True)
 
 
-# CPU, up to _CPU_AUTOGRAD_ROWS rows, l_max 2-3, with grad (an MD step's edges on a small system): the generated
-# stacked-monomial forward (the small body, Y = b + M C), differentiated by torch's own autograd rather than through
-# a Python autograd.Function whose backward calls the backward body: fewer ops and no Python in the backward (the
-# 32-atom NequIP step on CPU went from 2-4% slower than stock to 1.0-1.3% faster, benchmarks/cpu_step_ab.py).
-# Y has the custom op's bits; its derivatives agree with the op's to rounding, and, being torch's autograd, exist to
-# any order (elsewhere a third derivative is refused). Calls with a zero row (with normalize) or a non-finite row
-# go back to the Function (whose per-term body keeps NaN and inf where e3nn has them).
-_SMALL_AUTOGRAD: dict = {}  # (ls, normalization) -> (C, b, DIM, eps)
-
-
 # l_max 1 (l = 1 with or without l = 0), normalize=True, no zero or NaN row (_CPU_AUTOGRAD_ROWS): the
 # _forward_l1 body's ops (normalize, one multiply per l = 1 block, one cat) as plain torch ops, differentiated by
 # torch's autograd. Forward + backward through the public API, 1 thread, integral normalization: 49 / 86 us at
 # 100 / 1,000 rows against 127 / 156 us through the Function and 82 / 125 us for e3nn; at 10,000 rows the Function
 # is faster (391 against 462 us). Elementwise, so Y has the op's bits.
-
-
 def _l1_autograd(x2: Tensor, ls: List[int], normalization: int) -> Optional[Tensor]:
     tf = torch_fallback
-    c0, c1 = tf._SMALL[normalization][0][0][0][0][1], tf._SMALL[normalization][1][0][0][0][1]
+    c0, c1 = _l1_coefficients(normalization)
     # |x| as _forward_l1 computes it (the op's bits). The norm's second derivative at 0 is 0 / 0, and masking it
     # (torch.where) costs more than this path saves: calls with a zero (or NaN) row take the Function.
     r = torch.linalg.vector_norm(x2, dim=1, keepdim=True)
@@ -544,21 +538,30 @@ def _l1_autograd(x2: Tensor, ls: List[int], normalization: int) -> Optional[Tens
     return torch.cat(parts, 1)
 
 
+# CPU, up to _CPU_AUTOGRAD_ROWS rows, l_max 2-3, with grad (an MD step's edges on a small system): the generated
+# stacked-monomial forward (the small body, Y = b + M C), differentiated by torch's own autograd rather than through
+# a Python autograd.Function whose backward calls the backward body: fewer ops and no Python in the backward (the
+# 32-atom NequIP step on CPU went from 2-4% slower than stock to 1.0-1.3% faster, benchmarks/cpu_step_ab.py).
+# Y has the custom op's bits; its derivatives agree with the op's to rounding, and, being torch's autograd, exist to
+# any order (elsewhere a third derivative is refused). Calls with a zero row (with normalize) or a non-finite row
+# go back to the Function (whose per-term body keeps NaN and inf where e3nn has them).
+_SMALL_AUTOGRAD: dict = {}  # (ls, normalization) -> (C, b, DIM, eps)
+
+
 def _small_autograd(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Optional[Tensor]:
     lmax = max(ls)
     if x.device.type != "cpu" or use_triton(x.device) or not _CPU_SMALL or not 1 <= lmax <= torch_fallback._SMALL_LMAX:
         return None
+    x2 = x.reshape(-1, 3)
+    if not 0 < x2.shape[0] <= _CPU_AUTOGRAD_ROWS[lmax]:
+        return None  # (no rows: the Function's empty result)
     if lmax == 1:
-        x2 = x.reshape(-1, 3)
         # without normalize Y is linear in x: its second derivative is the op's zeros, where torch's autograd would
         # find x unused
-        if not normalize or not 0 < x2.shape[0] <= _CPU_AUTOGRAD_ROWS[1]:
-            return None
-        y = _l1_autograd(x2, ls, normalization)
+        y = _l1_autograd(x2, ls, normalization) if normalize else None
         return None if y is None else y.reshape(x.shape[:-1] + (launch.offsets(ls)[1],))
-    x2 = x.reshape(-1, 3)
-    if not 0 < x2.shape[0] <= _CPU_AUTOGRAD_ROWS[lmax] or not launch.compute_f64(x.dtype, lmax):
-        return None  # (no rows: the Function's empty result)
+    if not launch.compute_f64(x.dtype, lmax):
+        return None
     key = (tuple(ls), normalization)
     found = _SMALL_AUTOGRAD.get(key)
     if found is None:
@@ -577,8 +580,7 @@ def _small_autograd(x: Tensor, ls: List[int], normalize: bool, normalization: in
         if not (lo.item() > 0 and hi.item() < math.inf):
             return None
         u = u / torch.clamp_min(torch.sqrt(r2), eps).unsqueeze(1)
-        return torch.addmm(b, torch_fallback._monomials(u.t(), lmax).t(), c).to(x.dtype).reshape(x.shape[:-1] + (dim,))
     y = torch.addmm(b, torch_fallback._monomials(u.t(), lmax).t(), c)
-    if not _all_finite(y.detach()):
+    if not normalize and not _all_finite(y.detach()):
         return None
     return y.to(x.dtype).reshape(x.shape[:-1] + (dim,))

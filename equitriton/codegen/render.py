@@ -414,12 +414,13 @@ def _traced() -> bool:
 # torch copies a transposed 2-D view with a narrow side (3 to ~25) one element at a time; seen as
 # (blocks, 16, width) <-> (width, blocks, 16) its inner loop runs over 16 contiguous rows instead: (16384, 3) float64
 # rows in 15 us instead of 57, and back in 17 us instead of 71 (docs/cpu_fallback.md). The last n % 16 rows take the
-# plain copy. (16 is written out: TorchScript reads no module constants.)
+# plain copy. Eager only: the callers keep traced graphs on the plain copies (`_traced`). (16 is written out:
+# TorchScript reads no module constants.)
 def _to_rows(dst: Tensor, src: Tensor) -> Tensor:
     # dst (width, n) <- src (n, width)
     n, w = src.shape[0], src.shape[1]
     nb = n - n % 16
-    if nb == 0 or _traced():
+    if nb == 0:
         return dst.copy_(src.t())
     dst[:, :nb].view(w, nb // 16, 16).copy_(src[:nb].view(nb // 16, 16, w).permute(2, 0, 1))
     if nb < n:
@@ -431,7 +432,7 @@ def _to_columns(dst: Tensor, src: Tensor) -> Tensor:
     # dst (n, width) <- src (width, n)
     w, n = src.shape[0], src.shape[1]
     nb = n - n % 16
-    if nb == 0 or _traced():
+    if nb == 0:
         return dst.copy_(src.t())
     dst[:nb].view(nb // 16, 16, w).copy_(src[:, :nb].view(w, nb // 16, 16).permute(1, 2, 0))
     if nb < n:
