@@ -159,10 +159,11 @@ def count_launches(impl, device: torch.device, lsets, deadline: float, n: int = 
 
 
 def _launch_calls(prep, x, g) -> dict:
-    xl = x.clone().requires_grad_(True)
+    xl, gl = x.clone().requires_grad_(True), g.clone().requires_grad_(True)
     return {
         "forward": lambda: prep.forward(x),
         "backward": lambda: prep.backward(x, g),
         "forward_backward": lambda: prep.forward_backward(xl, g),
         "double_backward": lambda: prep.double_backward(x, g, x),
+        "training": lambda: prep.training(xl, gl, x),
     }

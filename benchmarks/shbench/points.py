@@ -17,8 +17,10 @@ DTYPES = ("float64", "float32")
 ITEMSIZE = {"float64": 8, "float32": 4}
 
 # forward_backward: autograd through the public API; forward_backward_graph: the forward and backward ops replayed
-# from one CUDA graph (how an MD step runs them), measured at small N only, where launch overhead matters.
-DIRECTIONS = ("forward", "backward", "forward_backward", "forward_backward_graph", "double_backward")
+# from one CUDA graph (how an MD step runs them), measured at small N only, where launch overhead matters;
+# training: forward, backward with create_graph and double backward through autograd (the SH part of a step that
+# trains on forces), the one way to compare double backwards with peers that have no standalone double-backward op.
+DIRECTIONS = ("forward", "backward", "forward_backward", "forward_backward_graph", "double_backward", "training")
 NS = tuple(4**k for k in range(5, 13))  # 2^10, 2^12, ..., 2^24
 HEADLINE_NS = (2**12, 2**22)  # measured first, so a deadline never loses them
 HEADLINE_LMAX = (1, 2, 4, 8, 12)  # the dense l sets of the first tier
@@ -37,6 +39,8 @@ BYTES_MODEL = {
     "forward_backward": "N*(3 + dim) + N*(3 + dim + 3): the forward op, then the backward op",
     "forward_backward_graph": "as forward_backward",
     "double_backward": "N*(3 + dim + 3 + dim + 3): read x, dY and w, write ddY and dx",
+    "training": "N*(3 + dim) + N*(3 + dim + 3) + N*(3 + dim + 3 + dim + 3): the forward, backward and double-backward "
+    "ops",
 }
 
 
@@ -54,6 +58,7 @@ def row_elements(direction: str, dim: int) -> int:
         "forward_backward": fwd + bwd,
         "forward_backward_graph": fwd + bwd,
         "double_backward": 3 + dim + 3 + dim + 3,
+        "training": fwd + bwd + 3 + dim + 3 + dim + 3,
     }[direction]
 
 
@@ -99,23 +104,35 @@ DIRECTION_REASONS = {
     "backward": "no standalone backward op (autograd only: see forward_backward)",
     "forward_backward_graph": "the CUDA-graph variant is timed for ours only",
     "double_backward": "no standalone double-backward op",
+    "training": "not twice differentiable",
 }
+NO_DOUBLE_BACKWARD = "its backward is not differentiable: no double backward"
 OURS = "equitriton"
 CAPS = {
     OURS: Caps(DIRECTIONS, ns_by_direction={"forward_backward_graph": GRAPH_NS}),
-    "e3nn": Caps(("forward", "forward_backward"), ns=PEER_NS, ns_reason="peers are timed at 2^12..2^22"),
-    "e3nn_compile": Caps(("forward", "forward_backward"), ns=PEER_NS, ns_reason="peers are timed at 2^12..2^22"),
+    "e3nn": Caps(("forward", "forward_backward", "training"), ns=PEER_NS, ns_reason="peers are timed at 2^12..2^22"),
+    "e3nn_compile": Caps(
+        ("forward", "forward_backward"),
+        ns=PEER_NS,
+        ns_reason="peers are timed at 2^12..2^22",
+        direction_reasons={
+            "training": "torch.compile cannot differentiate its compiled backward: 'torch.compile with aot_autograd "
+            "does not currently support double backward' (RuntimeError, torch 2.11 and 2.13)"
+        },
+    ),
     "equitriton_orig": Caps(
         ("forward", "backward", "forward_backward"),
         max_l=10,
         ns=ORIG_NS,
         ns_reason="the original kernels compile once per N (N is a tl.constexpr): timed at 2^12, 2^16, 2^20, 2^22",
         max_l_reason="the original EquiTriton implements l <= 10",
-        direction_reasons={"double_backward": "its backward is not differentiable: no double backward"},
+        direction_reasons={"double_backward": NO_DOUBLE_BACKWARD, "training": NO_DOUBLE_BACKWARD},
     ),
-    "sphericart": Caps(("forward", "forward_backward"), ns=PEER_NS, ns_reason="peers are timed at 2^12..2^22"),
+    "sphericart": Caps(
+        ("forward", "forward_backward", "training"), ns=PEER_NS, ns_reason="peers are timed at 2^12..2^22"
+    ),
     "cuequivariance": Caps(
-        ("forward", "forward_backward"),
+        ("forward", "forward_backward", "training"),
         max_l=8,
         ns=PEER_NS,
         ns_reason="peers are timed at 2^12..2^22",

@@ -29,7 +29,7 @@ def reference(
 
     x (n, 3); g (n, dim) the upstream gradient; w (n, 3) the double-backward's upstream gradient of dx.
     forward -> (Y,); backward, forward_backward -> (dx,); forward_backward_graph -> (Y, dx);
-    double_backward -> (ddY, dx) like `sh_double_backward`: the gradients of <dx(x, g), w> w.r.t. g and x.
+    double_backward, training -> (ddY, dx) like `sh_double_backward`: the gradients of <dx(x, g), w> w.r.t. g and x.
     """
     x = x.detach().double().requires_grad_(direction != "forward")
     with torch.enable_grad():
@@ -41,7 +41,7 @@ def reference(
             return (torch.autograd.grad(y, x, g)[0],)
         if direction == "forward_backward_graph":
             return (y.detach(), torch.autograd.grad(y, x, g)[0])
-        if direction == "double_backward":
+        if direction in ("double_backward", "training"):
             g.requires_grad_(True)
             (dx,) = torch.autograd.grad(y, x, g, create_graph=True)
             rx, rg = torch.autograd.grad(dx, (x, g), w.detach().double())

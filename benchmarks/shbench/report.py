@@ -17,6 +17,7 @@ DIR_TITLE = {
     "forward_backward": "forward + backward (autograd, public API)",
     "forward_backward_graph": "forward + backward ops (one CUDA graph)",
     "double_backward": "double backward (op alone)",
+    "training": "forward + backward + double backward (autograd, public API)",
 }
 SHORT = {"unsupported": "n/a", "skipped": "skip", "error": "ERR", "wrong": "WRONG"}
 
@@ -106,7 +107,7 @@ def headline_table(ix: Index, direction: str, dtype: str, n: int) -> str:
 
 def small_n_table(ix: Index, n: int = 2**12) -> str:
     """Ours at an MD-sized N: every direction, both dtypes."""
-    dirs = ["forward", "backward", "forward_backward", "forward_backward_graph", "double_backward"]
+    dirs = ["forward", "backward", "forward_backward", "forward_backward_graph", "double_backward", "training"]
     header = ["l set", "dtype"] + [DIR_TITLE[d] for d in dirs]
     rows = []
     for ls in ix.lsets:

@@ -34,7 +34,7 @@ def sync(device: torch.device) -> None:
 
 def inputs_of(direction: str) -> tuple[str, ...]:
     """Which of x (n, 3), g (n, out_dim), w (n, 3) a direction reads."""
-    return {"forward": ("x",), "double_backward": ("x", "g", "w")}.get(direction, ("x", "g"))
+    return {"forward": ("x",), "double_backward": ("x", "g", "w"), "training": ("x", "g", "w")}.get(direction, ("x", "g"))
 
 
 def pool_size(set_bytes: int, l2: int, limit_bytes: int, cap: int | None = None) -> int:
@@ -88,8 +88,10 @@ def calls(prepared, direction: str, pool: Pool, device: torch.device) -> tuple[C
     fn = getattr(prepared, direction)
     if fn is None:
         raise ValueError(f"{direction} is not offered")
-    if direction == "forward_backward":
+    if direction in ("forward_backward", "training"):
         pool.x = [x.detach().requires_grad_(True) for x in pool.x]
+    if direction == "training":  # ddY is the gradient with respect to g
+        pool.g = [g.detach().requires_grad_(True) for g in pool.g]
     args = [tuple(a for a in (pool.x[i], pool.g[i], pool.w[i]) if a is not None) for i in range(pool.size)]
     cycle = itertools.cycle(args)
 
