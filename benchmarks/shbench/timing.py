@@ -34,7 +34,9 @@ def sync(device: torch.device) -> None:
 
 def inputs_of(direction: str) -> tuple[str, ...]:
     """Which of x (n, 3), g (n, out_dim), w (n, 3) a direction reads."""
-    return {"forward": ("x",), "double_backward": ("x", "g", "w"), "training": ("x", "g", "w")}.get(direction, ("x", "g"))
+    if direction == "forward":
+        return ("x",)
+    return ("x", "g", "w") if direction in ("double_backward", "training") else ("x", "g")
 
 
 def pool_size(set_bytes: int, l2: int, limit_bytes: int, cap: int | None = None) -> int:
