@@ -422,6 +422,10 @@ class Plan:
                                 self.cases.append(Case(model, l_max, size_for(n), mode, patched, group, profile))
 
 
+def _ints(text: str) -> List[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
 def make_plan(args) -> Plan:
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
@@ -446,14 +450,18 @@ def make_plan(args) -> Plan:
     # 4. the rest of the cheap modes on the l_max sweep
     plan.add("l_max", models, [1, 2, 3, 4], [head], cheap)
     # 5. compiled modes (expensive setup): headline system first, then the size sweep with the same compiled model
-    if args.compiled_sizes:  # only these sizes, every model (a targeted re-measurement)
+    lmax_sweep = _ints(args.compiled_lmax or "")  # the compiled modes' l_max sweep at the reference size
+    if args.compiled_sizes:  # only these sizes (and the l_max sweep), every model: a targeted re-measurement
         for mode in costly:
-            plan.add("compiled", models, [2], [int(n) for n in args.compiled_sizes.split(",")], [mode])
+            plan.add("compiled", models, lmax_sweep, [head], [mode])
+            plan.add("compiled", models, [2], _ints(args.compiled_sizes), [mode])
         return plan
     for mode in costly:
         plan.add("compiled", ["nequip"] if "nequip" in models else models[:1], [2], [head], [mode], profile=True)
+    for mode in costly:  # sizes before l_max: the l_max 2 model compiled for the headline serves them
+        plan.add("compiled", models, [2], [head, 108, 10976], [mode])
     for mode in costly:
-        plan.add("compiled", models, [2], [108, 10976], [mode])
+        plan.add("compiled", models, lmax_sweep, [head], [mode])
     return plan
 
 
@@ -724,6 +732,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend for ours-compile")
     p.add_argument(
         "--compiled-sizes", default=None, help="comma-separated atom counts: the compiled modes at these sizes only"
+    )
+    p.add_argument(
+        "--compiled-lmax",
+        default=None,
+        help="comma-separated l_max: the compiled modes also at these l_max (reference size), before their size sweep",
     )
     p.add_argument("-q", "--quiet", dest="verbose", action="store_false")
     args = p.parse_args(argv)

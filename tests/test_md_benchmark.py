@@ -191,3 +191,24 @@ def test_cpu_step_ab_smoke(tmp_path):
     assert all(v > 0 for v in res["sh_forward_in_model_us"].values())
     assert all(r["warm_us"] > 0 and r["cold_us"] > 0 for r in res["sh_forward_alone_us"].values())
     assert len(res["ours_forward_by_layer_us"]) == 4
+
+
+def test_plan_compiled_modes_headline_first_then_sizes_then_lmax_sweep():
+    from types import SimpleNamespace
+
+    md_step = _load("md_step")
+    args = SimpleNamespace(
+        modes="ours-fast,ours-graph", models="nequip,allegro", quick=False, compiled_sizes=None, compiled_lmax="1,2,3"
+    )
+    compiled = [(c.model, c.l_max, c.n_atoms, c.patched) for c in md_step.make_plan(args).cases if c.group == "compiled"]
+    head = md_step.size_for(2048)
+    assert compiled[:2] == [("nequip", 2, head, False), ("nequip", 2, head, True)]  # headline, stock/patched twins
+    lmax_part = [c for c in compiled if c[1] != 2]
+    assert {(m, l) for m, l, n, _ in lmax_part} == {(m, l) for m in ("nequip", "allegro") for l in (1, 3)}
+    assert all(n == head for _, _, n, _ in lmax_part)
+    first_lmax = compiled.index(lmax_part[0])
+    assert all(c[1] == 2 for c in compiled[:first_lmax])  # every l_max 2 case (sizes) before the sweep
+    assert {c[2] for c in compiled[:first_lmax]} == {md_step.size_for(n) for n in (108, 2048, 10976)}
+    assert len(compiled) == len(set(compiled))
+    without = SimpleNamespace(**{**vars(args), "compiled_lmax": None})
+    assert all(c.l_max == 2 for c in md_step.make_plan(without).cases if c.group == "compiled")
