@@ -105,6 +105,8 @@ def _sh_op(x: Tensor, ls: List[int], normalize: bool, nid: int) -> Tensor:
     if not torch.jit.is_scripting():
         if ops.eager(x):
             return ops.sh_eager(x, ls, normalize, nid)
+        if normalize and max(ls) <= 1 and torch.compiler.is_compiling():
+            return ops.sh_fusable_l1(x, ls, nid)  # elementwise ops Inductor fuses (see there)
     return torch.ops.equitriton.sh_forward(x, ls, normalize, nid)
 
 

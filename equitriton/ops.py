@@ -518,24 +518,33 @@ def sh_eager(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> T
 # 100 / 1,000 rows against 127 / 156 us through the Function and 82 / 125 us for e3nn; at 10,000 rows the Function
 # is faster (391 against 462 us). Elementwise, so Y has the op's bits.
 def _l1_autograd(x2: Tensor, ls: List[int], normalization: int) -> Optional[Tensor]:
-    tf = torch_fallback
-    c0, c1 = _l1_coefficients(normalization)
     # |x| as _forward_l1 computes it (the op's bits). The norm's second derivative at 0 is 0 / 0, and masking it
     # (torch.where) costs more than this path saves: calls with a zero (or NaN) row take the Function.
     r = torch.linalg.vector_norm(x2, dim=1, keepdim=True)
     if not r.detach().min().item() > 0:
         return None
-    u = x2 / torch.clamp_min(r, tf._table(normalization, x2.dtype == torch.float64, 1)[0])
-    zero = None
-    parts = []
-    for l in ls:
-        if l == 1:
-            parts.append(u * c1)
-        else:
-            if zero is None:
-                zero = torch.full((x2.shape[0], 1), c0, dtype=x2.dtype)
-            parts.append(zero)
-    return torch.cat(parts, 1)
+    return _l1_ops(x2, r, ls, normalization)
+
+
+def _l1_ops(x2: Tensor, r: Tensor, ls: List[int], normalization: int) -> Tensor:
+    """Y for l_max <= 1 with normalize, r = |x2| per row: _forward_l1's arithmetic (normalize, one multiply per
+    l = 1 block) as plain torch ops, so Y run eagerly has the op's bits."""
+    c0, c1 = _l1_coefficients(normalization)
+    u = x2 / torch.clamp_min(r, torch_fallback._table(normalization, x2.dtype == torch.float64, 1)[0])
+    return torch.cat([u * c1 if l == 1 else torch.full_like(r, c0) for l in ls], 1)
+
+
+def sh_fusable_l1(x: Tensor, ls: List[int], normalization: int) -> Tensor:
+    """Y for l_max <= 1 with normalize while torch.compile or torch.export traces: a few elementwise ops that
+    Inductor fuses into their neighbours. A kernel of our own cannot be fused there, and at l_max 1 fusion is worth
+    more than any kernel: the compiled NequIP l_max 1 step (CUDA graphs, 2,048 Cu atoms, H200) took 3.52 ms with
+    the op against 3.34 ms with e3nn's ops (docs/md_performance.md). Y is the op's to an ulp or two (Inductor rounds
+    its fused kernel as it likes); derivatives of any order are torch's autograd of these ops, as e3nn's are."""
+    x2 = x.reshape(-1, 3)
+    if launch.compute_f64(x.dtype, 1):
+        x2 = x2.to(torch.float64)
+    y = _l1_ops(x2, torch.linalg.vector_norm(x2, dim=1, keepdim=True), ls, normalization)
+    return y.to(x.dtype).reshape(x.shape[:-1] + (y.shape[1],))
 
 
 # CPU, up to _CPU_AUTOGRAD_ROWS rows, l_max 2-3, with grad (an MD step's edges on a small system): the generated

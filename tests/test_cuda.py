@@ -320,3 +320,25 @@ def test_torch_compile_on_device(device):
         fc, fe = cf(xc), forces(xe)
         assert rel_err(fc, fe) <= 1e-12
         assert rel_err(torch.autograd.grad((fc * v).sum(), xc)[0], torch.autograd.grad((fe * v).sum(), xe)[0]) <= 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_torch_compile_lmax1_fuses_on_device(device, dtype):
+    """l_max 1 under torch.compile on the device: elementwise ops Inductor fuses (no custom op in the graph), the
+    op's values and e3nn's derivatives."""
+    m = SphericalHarmonics([0, 1], True, "component").to(device)
+    torch._dynamo.reset()
+    x = rand(3000, 3, seed=11).to(device=device, dtype=dtype)
+    explanation = torch._dynamo.explain(m)(x)
+    targets = [str(n.target) for g in explanation.graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert explanation.graph_break_count == 0 and not any("equitriton" in t for t in targets), targets
+    c = torch.compile(m, fullgraph=True)
+    tol = 1e-15 if dtype == torch.float64 else 3e-7
+    assert rel_err(c(x), torch.ops.equitriton.sh_forward(x, [0, 1], True, 1)) <= tol
+    w = rand(3000, 4, seed=12).to(device=device, dtype=dtype)
+    grads = []
+    for f in (c, o3.SphericalHarmonics([0, 1], True, "component")):
+        xg = x.clone().requires_grad_(True)
+        grads.append(torch.autograd.grad((f(xg) * w).sum(), xg)[0])
+    assert rel_err(grads[0], grads[1]) <= (1e-12 if dtype == torch.float64 else 1e-5)

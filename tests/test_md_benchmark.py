@@ -200,7 +200,8 @@ def test_plan_compiled_modes_headline_first_then_sizes_then_lmax_sweep():
     args = SimpleNamespace(
         modes="ours-fast,ours-graph", models="nequip,allegro", quick=False, compiled_sizes=None, compiled_lmax="1,2,3"
     )
-    compiled = [(c.model, c.l_max, c.n_atoms, c.patched) for c in md_step.make_plan(args).cases if c.group == "compiled"]
+    cases = md_step.make_plan(args).cases
+    compiled = [(c.model, c.l_max, c.n_atoms, c.patched) for c in cases if c.group == "compiled"]
     head = md_step.size_for(2048)
     assert compiled[:2] == [("nequip", 2, head, False), ("nequip", 2, head, True)]  # headline, stock/patched twins
     lmax_part = [c for c in compiled if c[1] != 2]

@@ -268,3 +268,51 @@ def test_aot_inductor_package(tmp_path):
     for rows in (12, 5, 9000):
         x = rand(rows, 3, seed=20 + rows)
         assert close(loaded(x), m(x))
+
+
+# -------------------------------------------------------------------------------------- l_max <= 1 under compile
+@pytest.mark.parametrize("ls, dtype", [([0, 1], F64), ([1], torch.float32), ([1, 0, 1], F64)])
+def test_compile_lmax1_traces_fusable_ops_with_the_ops_values(ls, dtype):
+    """l_max <= 1 with normalize under torch.compile: plain elementwise ops (no custom op in the graph, so Inductor
+    fuses them), with the op's values and e3nn's first and second derivatives."""
+    m = SphericalHarmonics(ls, True, "component")
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(m)(rand(9, 3, seed=20).to(dtype).requires_grad_(True))
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    targets = [str(n.target) for g in explanation.graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert not any("equitriton" in t for t in targets), targets
+
+    torch._dynamo.reset()
+    c = torch.compile(m, fullgraph=True)
+    x = rand(2, 7, 3, seed=21).to(dtype)
+    x[0, 0] = torch.tensor([3e-13, 0.0, 0.0])  # below eps: clamped as in the op and in e3nn
+    # Inductor's fused kernel rounds as it likes (a reciprocal, ...): the op's values to an ulp or two
+    assert close(c(x), torch.ops.equitriton.sh_forward(x, ls, True, 1), 1e-15 if dtype == F64 else 3e-7)
+    e = o3.SphericalHarmonics(ls, True, "component")
+    w, v = rand(2, 7, m.irreps_out.dim, seed=22).to(dtype), rand(2, 7, 3, seed=23).to(dtype)
+    tol = 1e-12 if dtype == F64 else 1e-5
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    forces = [torch.autograd.grad((f(xg) * w).sum(), xg)[0] for f, xg in zip((c, e), xs)]
+    assert close(forces[0], forces[1], tol)
+
+    # training on forces: the forces traced inside the compiled graph, their gradient through it (as in
+    # test_compile_forces_inside_graph_then_double_backward; AOTAutograd cannot differentiate a compiled backward)
+    def forces_of(sh):
+        return lambda t: torch.autograd.grad((sh(t) * w).sum(), t, create_graph=True)[0]
+
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(trace_autograd_ops=True):
+        cf = torch.compile(forces_of(m), fullgraph=True, backend="aot_eager")
+        second = []
+        for f in (cf, forces_of(e)):
+            xg = x.clone().requires_grad_(True)
+            second.append(torch.autograd.grad((f(xg) * v).sum(), xg)[0])
+    assert close(second[0], second[1], tol)
+
+
+def test_compile_lmax2_keeps_the_custom_op():
+    m = SphericalHarmonics([0, 1, 2], True, "component")
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(m)(rand(9, 3, seed=24).requires_grad_(True))
+    targets = [n.target for g in explanation.graphs for n in g.graph.nodes if n.op == "call_function"]
+    assert torch.ops.equitriton.sh_forward.default in targets or torch.ops.equitriton.sh_forward in targets
