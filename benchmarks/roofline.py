@@ -479,6 +479,12 @@ def render(root: str = ROOT) -> str:
         )
         + ".\n"
     )
+    out.append(
+        "**A snapshot of the kernels of 2026-11-25.** The forward kernels and the backward's launch table have changed "
+        "since (whole-row tiles built by selects, per-l_max launch configurations measured on the H200: "
+        "`kernel_tuning.md` items 5-9): the measured columns below are the H100's of that date and the SASS counts "
+        "those of the kernels compiled then. Current measurements, by wall clock and GPU time: `performance.md`.\n"
+    )
     check = [p["sass_fp64"] / p["mix_instr"] for p in pts if "sass_fp64" in p]
     check_text = (
         f" Check of the counting against the compiler: the SASS of all {len(check)} compiled kernels has "
