@@ -486,7 +486,10 @@ class _EagerBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, w):
         x, grad = ctx.saved_tensors
-        gg, gx = _EagerDoubleBackward.apply(x, grad, w, *ctx.args)
+        if torch.is_grad_enabled():  # create_graph: the result's own gradient (a third derivative) must be refused
+            gg, gx = _EagerDoubleBackward.apply(x, grad, w, *ctx.args)
+        else:  # training on forces: the body alone, without a third Function's bookkeeping
+            gg, gx = _double_backward(x, grad, w, *ctx.args, fast=True)
         return gx, gg, None, None, None
 
 

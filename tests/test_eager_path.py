@@ -118,6 +118,20 @@ def test_third_derivative_refused():
         torch.autograd.grad(h.sum(), x)
 
 
+def test_second_derivative_same_with_and_without_create_graph():
+    """Training on forces asks the double backward without create_graph: the body runs without a third Function,
+    with the values the Function gives."""
+    out = []
+    for create in (False, True):
+        x = _x(n=7, zero=False)
+        y = equitriton.spherical_harmonics([0, 2, 4], x, True)
+        (f,) = torch.autograd.grad(y, x, torch.ones_like(y), create_graph=True)
+        (h,) = torch.autograd.grad((f * f).sum(), x, create_graph=create)
+        assert h.requires_grad == create
+        out.append(h.detach())
+    assert torch.equal(out[0], out[1])
+
+
 def test_batched_shapes_and_parameter():
     x = torch.nn.Parameter(torch.randn(2, 4, 3, dtype=torch.float64))
     assert ops.eager(x)
