@@ -29,7 +29,8 @@ def test_plan_covers_the_issue_grid():
     # headline N and l_max first, then the other l sets at the headline N, then ours at the other N, then the peers:
     # a deadline loses peers' extra N first
     tiers = [P.tier(p) for p in pts]
-    assert tiers == sorted(tiers) and set(tiers) == {0, 1, 2, 3}
+    assert tiers == sorted(tiers) and set(tiers) == {0, 1, 2, 3, 4}
+    assert all((P.tier(p) == 4) == (p.direction == "training") for p in pts)
     first = {(p.impl, p.direction, max(p.ls), p.dtype, p.n) for p in pts if P.tier(p) == 0}
     for impl in P.IMPL_ORDER:
         for lmax in (1, 2, 4, 8):

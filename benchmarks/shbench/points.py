@@ -214,8 +214,9 @@ def grid(
 ) -> list[Point]:
     """Every point of the grid, in run order, so a deadline loses the least important points: tier 0, the headline
     N (2^12, 2^22) and l_max (1, 2, 4, 8, 12) of every implementation; tier 1, the other l sets at the headline N;
-    tier 2, ours at the other N; tier 3, the peers at the other N. Within a tier by N ascending (tiers 2, 3), dtype,
-    l set, implementation and direction."""
+    tier 2, ours at the other N; tier 3, the peers at the other N; tier 4, the force-training chain (`training`,
+    whose peer calls take up to a second each: a deadline cuts it before any other direction; its headline N first).
+    Within a tier by N ascending (tiers 2-4), dtype, l set, implementation and direction."""
     impls, lsets, dtypes, ns, directions = map(list, (impls, lsets, dtypes, ns, directions))
     pts = [Point(i, d, tuple(ls), t, n) for i in impls for d in directions for ls in lsets for t in dtypes for n in ns]
     return sorted(pts, key=lambda p: (tier(p),) + _within_tier(p, impls, lsets, dtypes, directions))
@@ -223,6 +224,8 @@ def grid(
 
 def tier(p: Point) -> int:
     """Run-order tier of a point (see grid)."""
+    if p.direction == "training":
+        return 4
     if p.n in HEADLINE_NS:
         return 0 if p.ls in {tuple(range(l + 1)) for l in HEADLINE_LMAX} else 1
     return 2 if p.impl == OURS else 3
@@ -230,7 +233,8 @@ def tier(p: Point) -> int:
 
 def _within_tier(p: Point, impls, lsets, dtypes, directions) -> tuple:
     return (
-        p.n if tier(p) >= 2 else 0,  # the headline N of an l set run together: a deadline loses neither
+        # the headline N of an l set run together (also first in tier 4): a deadline loses neither
+        0 if tier(p) < 2 or (tier(p) == 4 and p.n in HEADLINE_NS) else p.n,
         dtypes.index(p.dtype),
         lsets.index(p.ls),
         impls.index(p.impl),
