@@ -736,7 +736,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument(
         "--compiled-lmax",
         default=None,
-        help="comma-separated l_max: the compiled modes also at these l_max (reference size), before their size sweep",
+        help="comma-separated l_max: the compiled modes also at these l_max (reference size); after the default "
+        "size sweep, before the --compiled-sizes cases",
     )
     p.add_argument("-q", "--quiet", dest="verbose", action="store_false")
     args = p.parse_args(argv)

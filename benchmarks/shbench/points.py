@@ -51,14 +51,14 @@ def dim_of(ls: Iterable[int]) -> int:
 
 def row_elements(direction: str, dim: int) -> int:
     """Elements each row must move in `direction` (see BYTES_MODEL)."""
-    fwd, bwd = 3 + dim, 3 + dim + 3
+    fwd, bwd, dbl = 3 + dim, 3 + dim + 3, 3 + dim + 3 + dim + 3
     return {
         "forward": fwd,
         "backward": bwd,
         "forward_backward": fwd + bwd,
         "forward_backward_graph": fwd + bwd,
-        "double_backward": 3 + dim + 3 + dim + 3,
-        "training": fwd + bwd + 3 + dim + 3 + dim + 3,
+        "double_backward": dbl,
+        "training": fwd + bwd + dbl,
     }[direction]
 
 
