@@ -117,7 +117,22 @@ def bwd_configs(lmax: int, dtype) -> list[dict]:
     ]
 
 
+# --sweep ladder: the derivative kernels on the derivative ladder (codegen/ladder.py: values of the degrees below,
+# no traced duals) at 1-8 warps and one or two rows per thread, against the launch table's traced-dual config
+LADDER_LMAXES = (1, 2, 3, 4, 6, 8, 10, 12)
+LADDER_CONFIGS = [(32, 1), (64, 2), (128, 4), (256, 8), (64, 4)]
+
+
+def ladder_configs(lmax: int, dtype, direction: str) -> list[dict]:
+    dual = dict(launch.config(direction, lmax, dtype), LADDER=False, current=True)
+    return [dual] + [dict(WIDE_IO=False, LADDER=True, BLOCK=b, num_warps=w) for b, w in LADDER_CONFIGS]
+
+
 def cases(sweep: str = "all"):
+    if sweep == "ladder":
+        for lmax, dtype, direction in itertools.product(LADDER_LMAXES, DTYPES, ("backward", "double_backward")):
+            for cfg in ladder_configs(lmax, dtype, direction):
+                yield lmax, dtype, direction, cfg
     if sweep == "bwd":
         for lmax, dtype in itertools.product(BWD_LMAXES, DTYPES):
             for cfg in bwd_configs(lmax, dtype):
@@ -160,7 +175,7 @@ def write_table(path: str, best: dict, source: str) -> None:
             table = json.load(f)
     table["source"] = sorted(set(table["source"]) | {source})
     for (lmax, dtype, direction), rec in best.items():
-        cfg = {k: rec[k] for k in ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR") if k in rec}
+        cfg = {k: rec[k] for k in ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER") if k in rec}
         cfg["FULL_ROW"] = bool(rec.get("FULL_ROW", False))
         cfg["FLAT_STORE"] = bool(rec.get("FLAT_STORE", False))
         if rec.get("SELECT_TILE"):
@@ -253,7 +268,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd")
+    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "ladder")
     ap.add_argument("--sweep", choices=sweeps, default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
@@ -326,7 +341,7 @@ def main():
             f"{r['direction']:16s} {r['dtype']:8s} l<={r['lmax']:2d} {r['ms']:8.3f} ms {r['GBps']:7.0f} GB/s "
             f"{100 * r['frac_copy']:5.1f}%  wide={r['WIDE_IO']} B={r['BLOCK']} w={r['num_warps']} "
             f"full={r.get('FULL_ROW')} flat={r.get('FLAT_STORE')} select={r.get('SELECT_TILE', False)} "
-            f"chunk={r.get('ROW_CHUNK', 0)} "
+            f"chunk={r.get('ROW_CHUNK', 0)} ladder={r.get('LADDER', False)} "
             f"current={r.get('current', False)}"
         )
     for r in res.get("n4096_fwd_bwd_us", []):

@@ -289,3 +289,32 @@ def test_emitted_constants_are_correctly_rounded():
                 assert abs(mpmath.mpf(f64) - exact) <= abs(exact) * 2.0**-53, v
                 assert abs(mpmath.mpf(float(f32)) - exact) <= abs(exact) * 2.0**-24, v
             assert math.isfinite(f64) and f64 > 0
+
+
+# ------------------------------------------------------------------------------------------------ derivative ladder
+@pytest.mark.parametrize("normalization", range(3))
+@pytest.mark.parametrize("l", [1, 2, 5, 9, 12])
+def test_derivative_ladder_holds_exactly_per_normalization(l, normalization):
+    """codegen/ladder.py: d/da Y_{l,m} = sum_m' D^l_a[m, m'] Y_{l-1,m'}, with the output factors of each
+    normalization, checked exactly in sympy against the traced polynomials (independent of ladder.py's own solve,
+    which drops the factors); at most two terms per (a, m), one sign for all three normalizations."""
+    from equitriton.codegen.ladder import rungs
+
+    hi = sympy_values(0, l, normalization)
+    lo = sympy_values(0, l - 1, normalization)
+    ladder = rungs(l)
+    for a, sym in zip("xyz", (X_, Y_, Z_)):
+        for m in range(-l, l + 1):
+            row = [r for r in ladder[a] if r.m == m]
+            assert len(row) <= 2, (a, m)
+            assert all(len({sympy.sign(v) for v in r.value}) == 1 for r in row)
+            combo = sum((r.value[normalization] * lo[r.m_low] for r in row), sympy.Integer(0))
+            assert sympy.expand(sympy.diff(hi[m], sym) - combo) == 0, f"l={l} d/d{a} m={m}"
+
+
+def test_derivative_ladder_rejects_l_out_of_range():
+    from equitriton.codegen.ladder import rungs
+
+    for bad in (0, LMAX + 1):
+        with pytest.raises(ValueError, match="ladder runs from l = 1"):
+            rungs(bad)

@@ -56,10 +56,10 @@ class Traced:
     out: dict  # (l, m) -> traced value (Sym or nested Dual)
 
 
-def trace(order: int, m_major: bool = False) -> Traced:
+def trace(order: int, m_major: bool = False, lmax: int = LMAX) -> Traced:
     prog = Program()
     xyz = make_inputs(prog, order)
-    out = solid_harmonics(prog, *xyz, LMAX, m_major=m_major)
+    out = solid_harmonics(prog, *xyz, lmax, m_major=m_major)
     return Traced(prog, [s.name for s in prog.stmts if s.op == "input"], out)
 
 

@@ -60,7 +60,7 @@ def _full_row_block(lmax: int) -> int:
 
 
 # the switches of `config` that EQUITRITON_<NAME> = 0/1 can force, and ROW_CHUNK (an int); part of `plan`'s cache key
-_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE", "ROW_CHUNK")
+_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE", "ROW_CHUNK", "LADDER")
 
 
 def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, dim: int | None = None) -> dict:
@@ -105,6 +105,9 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     cfg.setdefault("M_MAJOR", True)
     cfg.setdefault("FLAT_STORE", False)
     cfg.setdefault("SELECT_TILE", False)
+    # LADDER (derivative kernels): derivatives from the values of the degrees below (codegen/ladder.py) instead of
+    # forward-mode duals traced through the recurrence
+    cfg.setdefault("LADDER", direction in LADDER_DIRECTIONS)
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count (measurements, tests)
     for name in _FORCED:
         forced = os.environ.get(f"EQUITRITON_{name}")
@@ -112,7 +115,13 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
             cfg[name] = int(forced) if name == "ROW_CHUNK" else forced == "1"
     if direction != "forward":
         cfg["SELECT_TILE"] = False  # the derivative kernels store column by column
+    else:
+        cfg["LADDER"] = False
     return cfg
+
+
+# the derivative directions whose kernels use the ladder by default
+LADDER_DIRECTIONS = ("backward", "double_backward")
 
 
 def offsets(ls) -> tuple[tuple[int, ...], int]:
@@ -163,6 +172,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         # SELECT_TILE on any other l set: the row as one select-built tile, where it is at most ANY_ROW_MAX wide
         ANY_ROW=select and not full_row and pdim <= ANY_ROW_MAX,
         PDIM=pdim,
+        LADDER=bool(cfg.get("LADDER", False)),
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
