@@ -118,14 +118,24 @@ def bwd_configs(lmax: int, dtype) -> list[dict]:
 
 
 # --sweep ladder: the derivative kernels on the derivative ladder (codegen/ladder.py: values of the degrees below,
-# no traced duals) at 1-8 warps and one or two rows per thread, against the launch table's traced-dual config
-LADDER_LMAXES = (1, 2, 3, 4, 6, 8, 10, 12)
-LADDER_CONFIGS = [(32, 1), (64, 2), (128, 4), (256, 8), (64, 4)]
+# no traced duals) against the launch table's traced-dual config; the double backward's d(grad_y) column by column
+# or as per-degree tiles built by selects (WIDE_IO + SELECT_TILE), at one or two rows per thread. High l_max first:
+# a deadline cuts the cheap points.
+LADDER_LMAXES = (12, 10, 8, 6, 4, 3, 2, 1)
+LADDER_CONFIGS = {
+    "backward": [dict(BLOCK=32, num_warps=1), dict(BLOCK=64, num_warps=4)],
+    "double_backward": [
+        dict(BLOCK=32, num_warps=1),
+        dict(BLOCK=64, num_warps=4),
+        dict(BLOCK=32, num_warps=1, WIDE_IO=True, SELECT_TILE=True),
+        dict(BLOCK=64, num_warps=2, WIDE_IO=True, SELECT_TILE=True),
+    ],
+}
 
 
 def ladder_configs(lmax: int, dtype, direction: str) -> list[dict]:
     dual = dict(launch.config(direction, lmax, dtype), LADDER=False, current=True)
-    return [dual] + [dict(WIDE_IO=False, LADDER=True, BLOCK=b, num_warps=w) for b, w in LADDER_CONFIGS]
+    return [dual] + [dict(dict(WIDE_IO=False), LADDER=True, **c) for c in LADDER_CONFIGS[direction]]
 
 
 def cases(sweep: str = "all"):

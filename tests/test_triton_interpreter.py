@@ -131,6 +131,20 @@ CASES = (
             ([1], True, "integral", "float32", 130),
         )
     ]
+    # the ladder double backward's d(grad_y) as per-degree tiles (join tree / selects), forced
+    + [
+        _case(
+            ls,
+            True,
+            "norm",
+            dtype,
+            n=n,
+            env={"EQUITRITON_LADDER": "1", "EQUITRITON_WIDE_IO": "1", "EQUITRITON_SELECT_TILE": sel},
+            directions="d",
+        )
+        for sel in ("0", "1")
+        for ls, dtype, n in ((ALL, "float64", 70), ([2, 0, 9], "float32", 37))
+    ]
 )
 
 _SCRIPT = r"""

@@ -11,7 +11,7 @@ and for the double backward, with w the incoming direction and w' = (w - u (u.w)
 
     gg_L = sum_a w'_a D^L_a Y_{L-1}                        (the output d(grad_y) of degree L)
     vl_a += L (c_a . Y_{L-1})                              (the Euler term of render.py's chain rule)
-    b_b += ((D^{L-1}_b)^T tw) . Y_{L-2},  tw = sum_a w_a c_a  (b = H w, the ladder applied twice)
+    b += sum_m' tw_m' grad Y_{L-1,m'},    tw = sum_a w_a c_a   (b = H w: the ladder of degree L - 1 on Y_{L-2})
 
 The prologue/epilogue (normalisation and its chain rule) are render.py's, shared with the traced-dual bodies.
 """
@@ -44,27 +44,48 @@ def _y(parts, l: int, m: int) -> str:
     return parts[l, m]["p"]
 
 
-def _consumer(order: int, parts, L: int) -> list[str]:
-    """Lines for degree L (needs Y_{L-1}, and Y_{L-2} for the double backward's Hessian term)."""
+def _consumer(order: int, parts, L: int, wide_store) -> list[str]:
+    """Lines for degree L (needs Y_{L-1}, and Y_{L-2} for the double backward's Hessian term).
+
+    Streamed one column m' of degree L - 1 at a time, so that only g_L and the values stay live: c_a[m'] feeds the
+    three accumulators (independent chains) and, for the Hessian, tw[m'] times grad Y_{L-1,m'} (the ladder of
+    degree L - 1 applied to Y_{L-2}: H w = sum_m' tw[m'] grad Y_{L-1,m'})."""
     pad = "        "
     lines = ["for i in tl.static_range(len(LS)):", f"    if LS[i] == {L}:"]
     lines += [f"{pad}g{j} = tl.load(grow + OFFS[i] + {j}, mask=mask, other=0.0)" for j in range(2 * L + 1)]
     rung = rungs(L)
-    for a in AXES:
-        # k{a}{n}: the coefficients of D^L_a, named once; c{a}{j'}: (D^L_a)^T g, for Y_{L-1, j' - (L - 1)}
+    low = rungs(L - 1) if order == 2 and L >= 2 else None
+    for a in AXES:  # k{a}{n}: the coefficients of D^L_a; h{a}{n}: those of D^{L-1}_a
         lines += [f"{pad}k{a}{n} = {_coef(r.magnitude)}" for n, r in enumerate(rung[a])]
-        for jl in range(2 * L - 1):
-            terms = [(r.negative, f"g{r.m + L} * k{a}{n}") for n, r in enumerate(rung[a]) if r.m_low + L - 1 == jl]
-            expr = _sum(terms)
-            lines.append(f"{pad}c{a}{jl} = {expr if expr is not None else 'zero'}")
-        dot = _sum([(False, f"c{a}{jl} * {_y(parts, L - 1, jl - (L - 1))}") for jl in range(2 * L - 1)])
-        if order == 1:
-            lines.append(f"{pad}v{a} += {dot}")
-        else:
-            lines += [f"{pad}s = {dot}", f"{pad}v{a} += s", f"{pad}vl{a} += s * {L}.0"]
+        if low is not None:
+            lines += [f"{pad}h{a}{n} = {_coef(r.magnitude)}" for n, r in enumerate(low[a])]
+    lines += [f"{pad}a{a} = zero" for a in AXES]
+    for jl in range(2 * L - 1):
+        m_low = jl - (L - 1)
+        y = _y(parts, L - 1, m_low)
+        have = []
+        for a in AXES:  # c_a = ((D^L_a)^T g)[m'], then a_a += c_a Y_{L-1,m'}
+            c = _sum([(r.negative, f"g{r.m + L} * k{a}{n}") for n, r in enumerate(rung[a]) if r.m_low == m_low])
+            if c is not None:
+                lines += [f"{pad}c{a} = {c}", f"{pad}a{a} += c{a} * {y}"]
+                have.append(a)
+        if low is None or not have:
+            continue
+        lines.append(f"{pad}tw = " + " + ".join(f"w{a} * c{a}" for a in have))
+        for b in AXES:  # b_b += tw d/db Y_{L-1,m'}
+            d = _sum(
+                [(r.negative, f"h{b}{n} * {_y(parts, L - 2, r.m_low)}") for n, r in enumerate(low[b]) if r.m == m_low]
+            )
+            if d is not None:
+                lines.append(f"{pad}b{b} += tw * ({d})")
+    for a in AXES:
+        lines.append(f"{pad}v{a} += a{a}")
+        if order == 2:
+            lines.append(f"{pad}vl{a} += a{a} * {L}.0")
     if order == 1:
         return lines
-    for j in range(2 * L + 1):  # gg_L, column by column
+    values = []
+    for j in range(2 * L + 1):  # gg_L = sum_a w'_a D^L_a Y_{L-1}
         m = j - L
         terms = []
         for a in AXES:
@@ -73,39 +94,32 @@ def _consumer(order: int, parts, L: int) -> list[str]:
             )
             if d is not None:
                 terms.append((False, f"wp{a} * ({d})"))
-        lines.append(f"{pad}tl.store(ggrow + OFFS[i] + {j}, {_sum(terms) or 'zero'}, mask=mask)")
-    if L >= 2:  # b = H w: tw = sum_a w_a c_a, then the ladder of degree L - 1 down to Y_{L-2}
-        lines += [f"{pad}tw{jl} = wx * cx{jl} + wy * cy{jl} + wz * cz{jl}" for jl in range(2 * L - 1)]
-        low = rungs(L - 1)
-        for b in AXES:
-            lines += [f"{pad}h{b}{n} = {_coef(r.magnitude)}" for n, r in enumerate(low[b])]
-            dot = []
-            for jll in range(2 * L - 3):
-                e = _sum(
-                    [(r.negative, f"tw{r.m + L - 1} * h{b}{n}") for n, r in enumerate(low[b]) if r.m_low + L - 2 == jll]
-                )
-                if e is not None:
-                    dot.append((False, f"({e}) * {_y(parts, L - 2, jll - (L - 2))}"))
-            if dot:
-                lines.append(f"{pad}b{b} += {_sum(dot)}")
-    return lines
+        lines.append(f"{pad}q{j} = {_sum(terms) or 'zero'}")
+        values.append(f"q{j}")
+    return lines + _store(values, wide_store)
 
 
-def ladder_body(order: int) -> list[str]:
+def _store(values: list[str], wide_store) -> list[str]:
+    """gg_L's row segment: one (BLOCK, 2L + 1) tile (WIDE_IO; built by selects with SELECT_TILE), else column by
+    column. Per-column 8-byte stores at a stride of DIM leave memory sectors partly written (the forward measured
+    2-7x slower with them, docs/kernel_tuning.md item 2)."""
+    pad = "        "
+    narrow = [f"{pad}    tl.store(ggrow + OFFS[i] + {j}, {v}, mask=mask)" for j, v in enumerate(values)]
+    return [f"{pad}if WIDE_IO:", *wide_store("ggrow", values, pad + "    "), f"{pad}else:", *narrow]
+
+
+def ladder_body(order: int, wide_store) -> list[str]:
     """The body of the backward (order 1) or double backward (order 2) kernel on the ladder: the values Y_l of
-    l < LMAX_TRACED, each degree's consumer in the `if LMAX >= L - 1` block that makes Y_{L-1}."""
+    l < LMAX_TRACED, each degree's consumer in the `if LMAX >= L - 1` block that makes Y_{L-1}. `wide_store(ptr,
+    values, pad)` gives the lines of one row-segment tile store (render._wide_store)."""
     traced = trace(0, lmax=LMAX - 1)
     _, parts = levels(traced, 0)
     per_l: dict[int, list[str]] = {}
     for low in range(LMAX):
         lines = []
         if order == 2 and low == 0:  # Y_0 is a constant: its d(grad_y) column is zero
-            lines += [
-                "for i in tl.static_range(len(LS)):",
-                "    if LS[i] == 0:",
-                "        tl.store(ggrow + OFFS[i], zero, mask=mask)",
-            ]
-        per_l[low] = lines + _consumer(order, parts, low + 1)
+            lines += ["for i in tl.static_range(len(LS)):", "    if LS[i] == 0:", *_store(["zero"], wide_store)]
+        per_l[low] = lines + _consumer(order, parts, low + 1, wide_store)
     head = ["wpx = wx * s1 - x * s2", "wpy = wy * s1 - y * s2", "wpz = wz * s1 - z * s2"] if order == 2 else []
     return head + body(traced, 0, TritonTarget(), per_l, "LMAX")
 

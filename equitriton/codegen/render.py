@@ -291,7 +291,7 @@ def render_triton() -> str:
             # derivative kernels in m-major order (small live state, see harmonics.solid_harmonics) or l-major;
             # the H100 sweep picks per (l_max, dtype): l-major wins the float64 backward at mid l
             # LADDER: the derivatives from the values of the degrees below (ladder_kernels.py)
-            lines = ["if LADDER:"] + ["    " + ln for ln in ladder_body(order)]
+            lines = ["if LADDER:"] + ["    " + ln for ln in ladder_body(order, _wide_store)]
             for flag, m_major in (("elif M_MAJOR:", True), ("else:", False)):
                 traced = trace(order, m_major=m_major)
                 _, parts = levels(traced, order)
@@ -347,7 +347,7 @@ TRITON_BACKWARD_EPILOGUE = """    if NORMALIZE:
     tl.store(p + 2, vz, mask=mask)
 """
 
-TRITON_DOUBLE_PROLOGUE = """    wx, wy, wz = _load_vec(W, rows, mask, stride_wn, stride_wc, IS_F64)
+TRITON_DOUBLE_PROLOGUE = """    wx, wy, wz = _load_vec(W, rows, mask, stride_wn, stride_wc, IS_F64, SELECT_TILE)
     grow = G + rows * DIM
     ggrow = GG + rows * DIM
     vx = zero

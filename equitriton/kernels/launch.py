@@ -90,6 +90,7 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
             cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2}
     elif key in _TABLE:
         cfg = {k: v for k, v in _TABLE[key].items() if k != "ms"}
+        cfg.setdefault("LADDER", False)  # entries measured before the ladder existed are traced-dual kernels
     elif direction == "forward":
         # measured (H200, docs/kernel_tuning.md item 8): the whole row built by selects, one row per thread, at
         # 87-91% of copy bandwidth from l_max 1 to 10; rows wider than 128 columns in two chunks
@@ -113,10 +114,11 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
             cfg[name] = int(forced) if name == "ROW_CHUNK" else forced == "1"
-    if direction != "forward":
-        cfg["SELECT_TILE"] = False  # the derivative kernels store column by column
-    else:
+    if direction == "forward":
         cfg["LADDER"] = False
+    elif not (direction == "double_backward" and cfg["LADDER"]):
+        # the derivative kernels store column by column, except the ladder double backward's d(grad_y) (WIDE_IO)
+        cfg["SELECT_TILE"] = cfg["WIDE_IO"] = False
     return cfg
 
 
@@ -260,8 +262,9 @@ _HOOK_STATE: dict = {}
 
 def coalesce_is_identity(direction: str, cfg: dict) -> bool:
     """Whether TritonGPUCoalesce cannot change the kernel: 1-D tensors only (no 2D tiles: the derivative kernels
-    ignore WIDE_IO/FULL_ROW) and at most one row per thread."""
-    return direction != "forward" and cfg["BLOCK"] <= 32 * cfg["num_warps"]
+    store column by column unless WIDE_IO, which only the ladder double backward keeps) and at most one row per
+    thread."""
+    return direction != "forward" and not cfg.get("WIDE_IO") and cfg["BLOCK"] <= 32 * cfg["num_warps"]
 
 
 def _install_hook() -> bool:
