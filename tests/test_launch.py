@@ -38,11 +38,18 @@ def test_other_l_sets(ls, any_row, pdim):
 
 
 @pytest.mark.parametrize("direction", ["backward", "double_backward"])
-def test_derivative_kernels_never_select(direction, monkeypatch):
+def test_derivative_kernels_select_only_on_the_ladder_double_backward(direction, monkeypatch):
+    """Only the ladder double backward stores a row segment (d(grad_y)) as a tile; every other derivative kernel
+    stores column by column whatever is forced, and none builds the forward's row tile (ANY_ROW)."""
     monkeypatch.setenv("EQUITRITON_SELECT_TILE", "1")
-    for ls in ([0, 1, 2], [6], [12] * 6):
-        _, meta, _ = launch.plan(direction, ls, True, 1, torch.float64)
-        assert not meta["SELECT_TILE"] and not meta["ANY_ROW"]
+    monkeypatch.setenv("EQUITRITON_WIDE_IO", "1")
+    for ladder in ("0", "1"):
+        monkeypatch.setenv("EQUITRITON_LADDER", ladder)
+        for ls in ([0, 1, 2], [6], [12] * 6):
+            _, meta, _ = launch.plan(direction, ls, True, 1, torch.float64)
+            tiles = direction == "double_backward" and ladder == "1"
+            assert meta["SELECT_TILE"] == meta["WIDE_IO"] == tiles and meta["LADDER"] == (ladder == "1")
+            assert not meta["ANY_ROW"]
 
 
 def test_overrides_reach_the_plan(monkeypatch):

@@ -172,7 +172,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         # with FULL_ROW and SELECT_TILE: the row stored in tiles of this many columns (0: one tile)
         ROW_CHUNK=int(cfg.get("ROW_CHUNK", 0)),
         # SELECT_TILE on any other l set: the row as one select-built tile, where it is at most ANY_ROW_MAX wide
-        ANY_ROW=select and not full_row and pdim <= ANY_ROW_MAX,
+        ANY_ROW=select and not full_row and pdim <= ANY_ROW_MAX and not cfg.get("LADDER", False),
         PDIM=pdim,
         LADDER=bool(cfg.get("LADDER", False)),
         BLOCK=cfg["BLOCK"],
