@@ -96,6 +96,37 @@ def test_kernels_match_cpu_fallback(device, dtype, ls):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"EQUITRITON_LADDER": "0"},
+        {"EQUITRITON_LADDER": "1", "EQUITRITON_WIDE_IO": "0"},
+        {"EQUITRITON_LADDER": "1", "EQUITRITON_WIDE_IO": "1", "EQUITRITON_SELECT_TILE": "1"},
+    ],
+    ids=["dual", "ladder", "ladder-tiles"],
+)
+def test_derivative_bodies_match_cpu_fallback(device, dtype, env, monkeypatch):
+    """Both bodies of the derivative kernels (traced duals, the derivative ladder with d(grad_y) column by column or
+    as per-degree tiles), forced, on the device: the launch table picks per (l_max, dtype), so the one not picked
+    would otherwise go untested on the GPU."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for ls in (ALL, [12, 5], [2, 0, 9]):
+        dim = sum(2 * l + 1 for l in ls)
+        x, g, w = (
+            rand(700, 3, seed=6, dtype=dtype),
+            rand(700, dim, seed=7, dtype=dtype),
+            rand(700, 3, seed=8, dtype=dtype),
+        )
+        x[0] = 0.0  # the clamped branch of the normalisation
+        gpu = all_directions(x.to(device), g.to(device), w.to(device), ls, True, NORMALIZATIONS["norm"])
+        cpu = all_directions(x, g, w, ls, True, NORMALIZATIONS["norm"])
+        for what, a, b in list(zip(("forward", "backward", "dbl grad_y", "dbl x"), gpu, cpu))[1:]:
+            assert rel_err(a, b) <= (1e-13 if dtype == F64 else 2e-7), f"{what} {ls}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_float64_matches_e3nn_on_device(device):
     x = rand(4096, 3, seed=4).to(device)
     for normalize in (True, False):

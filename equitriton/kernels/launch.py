@@ -90,7 +90,6 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
             cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2}
     elif key in _TABLE:
         cfg = {k: v for k, v in _TABLE[key].items() if k != "ms"}
-        cfg.setdefault("LADDER", False)  # entries measured before the ladder existed are traced-dual kernels
     elif direction == "forward":
         # measured (H200, docs/kernel_tuning.md item 8): the whole row built by selects, one row per thread, at
         # 87-91% of copy bandwidth from l_max 1 to 10; rows wider than 128 columns in two chunks
@@ -107,8 +106,10 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     cfg.setdefault("FLAT_STORE", False)
     cfg.setdefault("SELECT_TILE", False)
     # LADDER (derivative kernels): derivatives from the values of the degrees below (codegen/ladder.py) instead of
-    # forward-mode duals traced through the recurrence
-    cfg.setdefault("LADDER", direction in LADDER_DIRECTIONS)
+    # forward-mode duals traced through the recurrence. Only where the table says so: measured faster at l_max 12
+    # float64 (H200, 2026-11-30: backward 3.98 -> 2.20 ms, double backward 33.2 -> 8.5 ms at N = 2^22); the
+    # other l_max were measured with an earlier form of the ladder kernels only (docs/kernel_tuning.md item 11)
+    cfg.setdefault("LADDER", False)
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count (measurements, tests)
     for name in _FORCED:
         forced = os.environ.get(f"EQUITRITON_{name}")
@@ -120,10 +121,6 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
         # the derivative kernels store column by column, except the ladder double backward's d(grad_y) (WIDE_IO)
         cfg["SELECT_TILE"] = cfg["WIDE_IO"] = False
     return cfg
-
-
-# the derivative directions whose kernels use the ladder by default
-LADDER_DIRECTIONS = ("backward", "double_backward")
 
 
 def offsets(ls) -> tuple[tuple[int, ...], int]:
