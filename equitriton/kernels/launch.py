@@ -76,7 +76,9 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     per-l tiles make the forward 2-7x faster than per-column stores from l_max 2 up (8-byte stores at a stride of
     DIM leave memory sectors partially written), but the backward read g faster column by column (the rows stay in
     L1), so the derivative kernels are generated column by column, in m-major order (codegen.harmonics), and ignore
-    WIDE_IO/FULL_ROW/SELECT_TILE.
+    WIDE_IO/FULL_ROW/SELECT_TILE. LADDER picks the derivative kernels' body: the derivative ladder
+    (codegen/ladder.py: derivatives from the values of the degree below) instead of traced forward-mode duals; the
+    ladder double backward alone honours WIDE_IO (+ SELECT_TILE) for its d(grad_y) output.
     """
     key = f"{direction}/{lmax}/{str(dtype).split('.')[-1]}"
     f64 = dtype == torch.float64
