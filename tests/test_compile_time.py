@@ -22,6 +22,9 @@ def test_skip_applies_only_to_one_row_per_thread_derivative_kernels():
         cfg = launch.config(direction, 4, torch.float64)
         assert launch.coalesce_is_identity(direction, cfg) == (cfg["BLOCK"] <= 32 * cfg["num_warps"])
         assert not launch.coalesce_is_identity(direction, dict(cfg, BLOCK=64 * cfg["num_warps"]))
+    # the ladder double backward's d(grad_y) tiles (WIDE_IO) are 2-D: the pass chooses their layout
+    tiles = dict(launch.config("double_backward", 12, torch.float64), BLOCK=32, num_warps=1)
+    assert tiles["LADDER"] and tiles["WIDE_IO"] and not launch.coalesce_is_identity("double_backward", tiles)
     assert not launch.coalesce_is_identity("forward", launch.config("forward", 4, torch.float64))
 
 
@@ -36,10 +39,14 @@ def test_switch_is_scoped_to_the_derivative_launch():
     assert not launch._SKIPPING.get()
 
 
+@pytest.mark.parametrize("ladder", ["0", "1"], ids=["duals", "ladder"])
 @pytest.mark.parametrize("direction", ["backward", "double_backward"])
-def test_skipping_the_pass_gives_the_same_cubin(direction):
+def test_skipping_the_pass_gives_the_same_cubin(direction, ladder, monkeypatch):
+    """For both bodies of the derivative kernels (traced duals, the derivative ladder; forced in the children)."""
+    monkeypatch.setenv("EQUITRITON_LADDER", ladder)
     plain = compile_time.run_one(direction, "0-2", "float64", True, 1, timeout=600)
     skipped = compile_time.run_one(direction, "0-2", "float64", True, 1, timeout=600, skip_coalesce=True)
     assert launch._install_hook(), "this triton lacks the hook the switch needs"
     assert not plain["timed_out"] and not skipped["timed_out"]
     assert plain.get("cubin_sha256") and plain["cubin_sha256"] == skipped["cubin_sha256"]
+    assert plain["cfg"]["LADDER"] == (ladder == "1")
