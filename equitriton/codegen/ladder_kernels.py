@@ -1,4 +1,5 @@
-"""Triton bodies of the backward and double backward built on the derivative ladder (`ladder.py`).
+"""Bodies built on the derivative ladder (`ladder.py`): the Triton backward and double backward, and the torch
+fallback's backward.
 
 The kernels trace only the values Y_l of l < l_max (the forward's recurrence, one value per product instead of the
 4 or 8 parts of the forward-mode duals) and apply the ladder to them. For each degree L of the l set, in the block
@@ -125,3 +126,32 @@ def ladder_body(order: int, wide_store) -> list[str]:
 
 
 __all__ = ["ladder_body"]
+
+
+# ------------------------------------------------------------------------------------------------------------- torch
+def torch_backward_consumer(parts, scaled: dict, target, L: int, names) -> list[str]:
+    """The torch fallback's backward for degree L on the ladder: one in-place `addcmul_` per non-zero coefficient,
+    v_a += (k * s) g_m Y_{L-1,m'}, with s the folded scale of Y_{L-1,m'} (fold.py: `scaled`) and k the ladder
+    coefficient (a coefficient-table entry, `names` gives each a fresh c-name). No temporaries."""
+    lines = []
+    body = []
+    rung = rungs(L)
+    for a in AXES:
+        for r in rung[a]:
+            kname = next(names)
+            lines.append(target.const(kname, _signed_const(r.value)))
+            y = _y(parts, L - 1, r.m_low)
+            scale, base = scaled.get(y, (None, y))
+            alpha = kname if scale is None else f"{kname} * {scale}"
+            g = f"gs[o + {r.m + L}]"
+            if base.startswith("c"):  # Y_0: a constant
+                body.append(f"    v{a}.add_({g}, alpha={alpha} * {base})")
+            else:
+                body.append(f"    v{a}.addcmul_({g}, {base}, value={alpha})")
+    return lines + [f"for o in at[{L}]:"] + body
+
+
+def _signed_const(value):
+    from .ir import Const
+
+    return Const(per_normalization=tuple(value))

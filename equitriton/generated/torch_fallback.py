@@ -170,7 +170,7 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         for o in at[0]:
             cols[o + 0] = (zero + c5)
     if lmax >= 1:
-        c6 = k[4]
+        c6 = k[7]
         t7 = c6 * x
         t8 = c6 * y
         t9 = c6 * z
@@ -189,19 +189,19 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t10 = t0 - t1
         t0 = t1 = zero
         t11 = z * x
-        c12 = k[7]
+        c12 = k[21]
         t13 = torch.add(t3, t4, alpha=c12)
-        c14 = k[8]
+        c14 = k[22]
         t15 = c14 * t11
         t16 = y * x
         t17 = c14 * t16
         t16 = zero
-        c18 = k[9]
+        c18 = k[23]
         t19 = c18 * t13
         t20 = y * z
         t21 = c14 * t20
         t20 = zero
-        c22 = k[10]
+        c22 = k[24]
         t23 = c22 * t10
         for o in at[2]:
             cols[o + 0] = t15
@@ -215,41 +215,41 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
     if lmax >= 3:
         t24 = z * t10
         t25 = x * t11
-        c26 = k[26]
+        c26 = k[58]
         t27 = torch.add(t24, t25, alpha=c26)
         t24 = t25 = zero
         t28 = z * t11
         t29 = x * t10
-        c30 = k[27]
+        c30 = k[59]
         t31 = torch.add(t28, t29, alpha=c30)
         t28 = t29 = zero
         t32 = y * t13
         t33 = t4 * y
-        c34 = k[28]
+        c34 = k[60]
         t35 = torch.add(t32, t33, alpha=c34)
         t32 = zero
-        c36 = k[29]
+        c36 = k[61]
         t37 = torch.add(t3, t4, alpha=c36)
-        c38 = k[30]
+        c38 = k[62]
         t39 = c38 * t31
         t40 = y * t11
-        c41 = k[31]
+        c41 = k[63]
         t42 = c41 * t40
         t40 = zero
         t43 = t37 * x
-        c44 = k[32]
+        c44 = k[64]
         t45 = c44 * t43
         t43 = zero
-        c46 = k[33]
+        c46 = k[65]
         t47 = c46 * t35
         t48 = t37 * z
         t49 = c44 * t48
         t48 = zero
         t50 = y * t10
-        c51 = k[34]
+        c51 = k[66]
         t52 = c51 * t50
         t50 = zero
-        c53 = k[35]
+        c53 = k[67]
         t54 = c53 * t27
         for o in at[3]:
             cols[o + 0] = t39
@@ -275,43 +275,43 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t61 = y * t35
         t62 = t4 * t13
         t13 = zero
-        c63 = k[80]
+        c63 = k[133]
         t64 = torch.add(t61, t62, alpha=c63)
         t61 = t62 = zero
         t65 = y * t37
-        c66 = k[81]
+        c66 = k[134]
         t67 = torch.add(t65, t33, alpha=c66)
         t65 = zero
-        c68 = k[82]
+        c68 = k[135]
         t69 = torch.add(t3, t4, alpha=c68)
-        c70 = k[83]
+        c70 = k[136]
         t71 = c70 * t60
         t72 = y * t31
-        c73 = k[84]
+        c73 = k[137]
         t74 = c73 * t72
         t72 = zero
         t75 = t69 * t11
-        c76 = k[85]
+        c76 = k[138]
         t77 = c76 * t75
         t75 = zero
         t78 = t67 * x
-        c79 = k[86]
+        c79 = k[139]
         t80 = c79 * t78
         t78 = zero
-        c81 = k[87]
+        c81 = k[140]
         t82 = c81 * t64
         t83 = t67 * z
         t84 = c79 * t83
         t83 = zero
         t85 = t69 * t10
-        c86 = k[88]
+        c86 = k[141]
         t87 = c86 * t85
         t85 = zero
         t88 = y * t27
-        c89 = k[89]
+        c89 = k[142]
         t90 = c89 * t88
         t88 = zero
-        c91 = k[90]
+        c91 = k[143]
         t92 = c91 * t57
         for o in at[4]:
             cols[o + 0] = t71
@@ -338,57 +338,57 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t99 = y * t64
         t100 = t4 * t35
         t35 = zero
-        c101 = k[160]
+        c101 = k[233]
         t102 = torch.add(t99, t100, alpha=c101)
         t99 = t100 = zero
         t103 = y * t67
         t104 = t4 * t37
         t37 = zero
-        c105 = k[161]
+        c105 = k[234]
         t106 = torch.add(t103, t104, alpha=c105)
         t103 = t104 = zero
         t107 = y * t69
-        c108 = k[162]
+        c108 = k[235]
         t109 = torch.add(t107, t33, alpha=c108)
         t107 = zero
-        c110 = k[163]
+        c110 = k[236]
         t111 = torch.add(t3, t4, alpha=c110)
-        c112 = k[164]
+        c112 = k[237]
         t113 = c112 * t98
         t114 = y * t60
-        c115 = k[165]
+        c115 = k[238]
         t116 = c115 * t114
         t114 = zero
         t117 = t111 * t31
-        c118 = k[166]
+        c118 = k[239]
         t119 = c118 * t117
         t117 = zero
         t120 = t109 * t11
-        c121 = k[167]
+        c121 = k[240]
         t122 = c121 * t120
         t120 = zero
         t123 = t106 * x
-        c124 = k[168]
+        c124 = k[241]
         t125 = c124 * t123
         t123 = zero
-        c126 = k[169]
+        c126 = k[242]
         t127 = c126 * t102
         t128 = t106 * z
         t129 = c124 * t128
         t128 = zero
         t130 = t109 * t10
-        c131 = k[170]
+        c131 = k[243]
         t132 = c131 * t130
         t130 = zero
         t133 = t111 * t27
-        c134 = k[171]
+        c134 = k[244]
         t135 = c134 * t133
         t133 = zero
         t136 = y * t57
-        c137 = k[172]
+        c137 = k[245]
         t138 = c137 * t136
         t136 = zero
-        c139 = k[173]
+        c139 = k[246]
         t140 = c139 * t95
         for o in at[5]:
             cols[o + 0] = t113
@@ -417,71 +417,71 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t147 = y * t102
         t148 = t4 * t64
         t64 = zero
-        c149 = k[255]
+        c149 = k[356]
         t150 = torch.add(t147, t148, alpha=c149)
         t147 = t148 = zero
         t151 = y * t106
         t152 = t4 * t67
         t67 = zero
-        c153 = k[256]
+        c153 = k[357]
         t154 = torch.add(t151, t152, alpha=c153)
         t151 = t152 = zero
         t155 = y * t109
         t156 = t4 * t69
         t69 = zero
-        c157 = k[257]
+        c157 = k[358]
         t158 = torch.add(t155, t156, alpha=c157)
         t155 = t156 = zero
         t159 = y * t111
-        c160 = k[258]
+        c160 = k[359]
         t161 = torch.add(t159, t33, alpha=c160)
         t159 = zero
-        c162 = k[259]
+        c162 = k[360]
         t163 = torch.add(t3, t4, alpha=c162)
-        c164 = k[260]
+        c164 = k[361]
         t165 = c164 * t146
         t166 = y * t98
-        c167 = k[261]
+        c167 = k[362]
         t168 = c167 * t166
         t166 = zero
         t169 = t163 * t60
-        c170 = k[262]
+        c170 = k[363]
         t171 = c170 * t169
         t169 = zero
         t172 = t161 * t31
-        c173 = k[263]
+        c173 = k[364]
         t174 = c173 * t172
         t172 = zero
         t175 = t158 * t11
-        c176 = k[264]
+        c176 = k[365]
         t177 = c176 * t175
         t175 = zero
         t178 = t154 * x
-        c179 = k[265]
+        c179 = k[366]
         t180 = c179 * t178
         t178 = zero
-        c181 = k[266]
+        c181 = k[367]
         t182 = c181 * t150
         t183 = t154 * z
         t184 = c179 * t183
         t183 = zero
         t185 = t158 * t10
-        c186 = k[267]
+        c186 = k[368]
         t187 = c186 * t185
         t185 = zero
         t188 = t161 * t27
-        c189 = k[268]
+        c189 = k[369]
         t190 = c189 * t188
         t188 = zero
         t191 = t163 * t57
-        c192 = k[269]
+        c192 = k[370]
         t193 = c192 * t191
         t191 = zero
         t194 = y * t95
-        c195 = k[270]
+        c195 = k[371]
         t196 = c195 * t194
         t194 = zero
-        c197 = k[271]
+        c197 = k[372]
         t198 = c197 * t143
         for o in at[6]:
             cols[o + 0] = t165
@@ -512,84 +512,84 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t205 = y * t150
         t206 = t4 * t102
         t102 = zero
-        c207 = k[364]
+        c207 = k[500]
         t208 = torch.add(t205, t206, alpha=c207)
         t205 = t206 = zero
         t209 = y * t154
         t210 = t4 * t106
         t106 = zero
-        c211 = k[365]
+        c211 = k[501]
         t212 = torch.add(t209, t210, alpha=c211)
         t209 = t210 = zero
         t213 = y * t158
         t214 = t4 * t109
         t109 = zero
-        c215 = k[366]
+        c215 = k[502]
         t216 = torch.add(t213, t214, alpha=c215)
         t213 = t214 = zero
         t217 = y * t161
         t218 = t4 * t111
         t111 = zero
-        c219 = k[367]
+        c219 = k[503]
         t220 = torch.add(t217, t218, alpha=c219)
         t217 = t218 = zero
         t221 = y * t163
-        c222 = k[368]
+        c222 = k[504]
         t223 = torch.add(t221, t33, alpha=c222)
         t221 = zero
-        c224 = k[369]
+        c224 = k[505]
         t225 = torch.add(t3, t4, alpha=c224)
-        c226 = k[370]
+        c226 = k[506]
         t227 = c226 * t204
         t228 = y * t146
-        c229 = k[371]
+        c229 = k[507]
         t230 = c229 * t228
         t228 = zero
         t231 = t225 * t98
-        c232 = k[372]
+        c232 = k[508]
         t233 = c232 * t231
         t231 = zero
         t234 = t223 * t60
-        c235 = k[373]
+        c235 = k[509]
         t236 = c235 * t234
         t234 = zero
         t237 = t220 * t31
-        c238 = k[374]
+        c238 = k[510]
         t239 = c238 * t237
         t237 = zero
         t240 = t216 * t11
-        c241 = k[375]
+        c241 = k[511]
         t242 = c241 * t240
         t240 = zero
         t243 = t212 * x
-        c244 = k[376]
+        c244 = k[512]
         t245 = c244 * t243
         t243 = zero
-        c246 = k[377]
+        c246 = k[513]
         t247 = c246 * t208
         t248 = t212 * z
         t249 = c244 * t248
         t248 = zero
         t250 = t216 * t10
-        c251 = k[378]
+        c251 = k[514]
         t252 = c251 * t250
         t250 = zero
         t253 = t220 * t27
-        c254 = k[379]
+        c254 = k[515]
         t255 = c254 * t253
         t253 = zero
         t256 = t223 * t57
         t257 = c232 * t256
         t256 = zero
         t258 = t225 * t95
-        c259 = k[380]
+        c259 = k[516]
         t260 = c259 * t258
         t258 = zero
         t261 = y * t143
-        c262 = k[381]
+        c262 = k[517]
         t263 = c262 * t261
         t261 = zero
-        c264 = k[382]
+        c264 = k[518]
         t265 = c264 * t201
         for o in at[7]:
             cols[o + 0] = t227
@@ -622,99 +622,99 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t272 = y * t208
         t273 = t4 * t150
         t150 = zero
-        c274 = k[483]
+        c274 = k[661]
         t275 = torch.add(t272, t273, alpha=c274)
         t272 = t273 = zero
         t276 = y * t212
         t277 = t4 * t154
         t154 = zero
-        c278 = k[484]
+        c278 = k[662]
         t279 = torch.add(t276, t277, alpha=c278)
         t276 = t277 = zero
         t280 = y * t216
         t281 = t4 * t158
         t158 = zero
-        c282 = k[485]
+        c282 = k[663]
         t283 = torch.add(t280, t281, alpha=c282)
         t280 = t281 = zero
         t284 = y * t220
         t285 = t4 * t161
         t161 = zero
-        c286 = k[486]
+        c286 = k[664]
         t287 = torch.add(t284, t285, alpha=c286)
         t284 = t285 = zero
         t288 = y * t223
         t289 = t4 * t163
         t163 = zero
-        c290 = k[487]
+        c290 = k[665]
         t291 = torch.add(t288, t289, alpha=c290)
         t288 = t289 = zero
         t292 = y * t225
-        c293 = k[488]
+        c293 = k[666]
         t294 = torch.add(t292, t33, alpha=c293)
         t292 = zero
-        c295 = k[489]
+        c295 = k[667]
         t296 = torch.add(t3, t4, alpha=c295)
-        c297 = k[490]
+        c297 = k[668]
         t298 = c297 * t271
         t299 = y * t204
-        c300 = k[491]
+        c300 = k[669]
         t301 = c300 * t299
         t299 = zero
         t302 = t296 * t146
-        c303 = k[492]
+        c303 = k[670]
         t304 = c303 * t302
         t302 = zero
         t305 = t294 * t98
-        c306 = k[493]
+        c306 = k[671]
         t307 = c306 * t305
         t305 = zero
         t308 = t291 * t60
-        c309 = k[494]
+        c309 = k[672]
         t310 = c309 * t308
         t308 = zero
         t311 = t287 * t31
-        c312 = k[495]
+        c312 = k[673]
         t313 = c312 * t311
         t311 = zero
         t314 = t283 * t11
-        c315 = k[496]
+        c315 = k[674]
         t316 = c315 * t314
         t314 = zero
         t317 = t279 * x
-        c318 = k[497]
+        c318 = k[675]
         t319 = c318 * t317
         t317 = zero
-        c320 = k[498]
+        c320 = k[676]
         t321 = c320 * t275
         t322 = t279 * z
         t323 = c318 * t322
         t322 = zero
         t324 = t283 * t10
-        c325 = k[499]
+        c325 = k[677]
         t326 = c325 * t324
         t324 = zero
         t327 = t287 * t27
-        c328 = k[500]
+        c328 = k[678]
         t329 = c328 * t327
         t327 = zero
         t330 = t291 * t57
-        c331 = k[501]
+        c331 = k[679]
         t332 = c331 * t330
         t330 = zero
         t333 = t294 * t95
-        c334 = k[502]
+        c334 = k[680]
         t335 = c334 * t333
         t333 = zero
         t336 = t296 * t143
-        c337 = k[503]
+        c337 = k[681]
         t338 = c337 * t336
         t336 = zero
         t339 = y * t201
-        c340 = k[504]
+        c340 = k[682]
         t341 = c340 * t339
         t339 = zero
-        c342 = k[505]
+        c342 = k[683]
         t343 = c342 * t268
         for o in at[8]:
             cols[o + 0] = t298
@@ -749,113 +749,113 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t350 = y * t275
         t351 = t4 * t208
         t208 = zero
-        c352 = k[620]
+        c352 = k[848]
         t353 = torch.add(t350, t351, alpha=c352)
         t350 = t351 = zero
         t354 = y * t279
         t355 = t4 * t212
         t212 = zero
-        c356 = k[621]
+        c356 = k[849]
         t357 = torch.add(t354, t355, alpha=c356)
         t354 = t355 = zero
         t358 = y * t283
         t359 = t4 * t216
         t216 = zero
-        c360 = k[622]
+        c360 = k[850]
         t361 = torch.add(t358, t359, alpha=c360)
         t358 = t359 = zero
         t362 = y * t287
         t363 = t4 * t220
         t220 = zero
-        c364 = k[623]
+        c364 = k[851]
         t365 = torch.add(t362, t363, alpha=c364)
         t362 = t363 = zero
         t366 = y * t291
         t367 = t4 * t223
         t223 = zero
-        c368 = k[624]
+        c368 = k[852]
         t369 = torch.add(t366, t367, alpha=c368)
         t366 = t367 = zero
         t370 = y * t294
         t371 = t4 * t225
         t225 = zero
-        c372 = k[625]
+        c372 = k[853]
         t373 = torch.add(t370, t371, alpha=c372)
         t370 = t371 = zero
         t374 = y * t296
-        c375 = k[626]
+        c375 = k[854]
         t376 = torch.add(t374, t33, alpha=c375)
         t374 = zero
-        c377 = k[627]
+        c377 = k[855]
         t378 = torch.add(t3, t4, alpha=c377)
-        c379 = k[628]
+        c379 = k[856]
         t380 = c379 * t349
         t381 = y * t271
-        c382 = k[629]
+        c382 = k[857]
         t383 = c382 * t381
         t381 = zero
         t384 = t378 * t204
-        c385 = k[630]
+        c385 = k[858]
         t386 = c385 * t384
         t384 = zero
         t387 = t376 * t146
-        c388 = k[631]
+        c388 = k[859]
         t389 = c388 * t387
         t387 = zero
         t390 = t373 * t98
-        c391 = k[632]
+        c391 = k[860]
         t392 = c391 * t390
         t390 = zero
         t393 = t369 * t60
-        c394 = k[633]
+        c394 = k[861]
         t395 = c394 * t393
         t393 = zero
         t396 = t365 * t31
-        c397 = k[634]
+        c397 = k[862]
         t398 = c397 * t396
         t396 = zero
         t399 = t361 * t11
-        c400 = k[635]
+        c400 = k[863]
         t401 = c400 * t399
         t399 = zero
         t402 = t357 * x
-        c403 = k[636]
+        c403 = k[864]
         t404 = c403 * t402
         t402 = zero
-        c405 = k[637]
+        c405 = k[865]
         t406 = c405 * t353
         t407 = t357 * z
         t408 = c403 * t407
         t407 = zero
         t409 = t361 * t10
-        c410 = k[638]
+        c410 = k[866]
         t411 = c410 * t409
         t409 = zero
         t412 = t365 * t27
-        c413 = k[639]
+        c413 = k[867]
         t414 = c413 * t412
         t412 = zero
         t415 = t369 * t57
-        c416 = k[640]
+        c416 = k[868]
         t417 = c416 * t415
         t415 = zero
         t418 = t373 * t95
-        c419 = k[641]
+        c419 = k[869]
         t420 = c419 * t418
         t418 = zero
         t421 = t376 * t143
-        c422 = k[642]
+        c422 = k[870]
         t423 = c422 * t421
         t421 = zero
         t424 = t378 * t201
-        c425 = k[643]
+        c425 = k[871]
         t426 = c425 * t424
         t424 = zero
         t427 = y * t268
-        c428 = k[644]
+        c428 = k[872]
         t429 = c428 * t427
         t427 = zero
-        c430 = k[645]
+        c430 = k[873]
         t431 = c430 * t346
         for o in at[9]:
             cols[o + 0] = t380
@@ -892,127 +892,127 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t438 = y * t353
         t439 = t4 * t275
         t275 = zero
-        c440 = k[777]
+        c440 = k[1059]
         t441 = torch.add(t438, t439, alpha=c440)
         t438 = t439 = zero
         t442 = y * t357
         t443 = t4 * t279
         t279 = zero
-        c444 = k[778]
+        c444 = k[1060]
         t445 = torch.add(t442, t443, alpha=c444)
         t442 = t443 = zero
         t446 = y * t361
         t447 = t4 * t283
         t283 = zero
-        c448 = k[779]
+        c448 = k[1061]
         t449 = torch.add(t446, t447, alpha=c448)
         t446 = t447 = zero
         t450 = y * t365
         t451 = t4 * t287
         t287 = zero
-        c452 = k[780]
+        c452 = k[1062]
         t453 = torch.add(t450, t451, alpha=c452)
         t450 = t451 = zero
         t454 = y * t369
         t455 = t4 * t291
         t291 = zero
-        c456 = k[781]
+        c456 = k[1063]
         t457 = torch.add(t454, t455, alpha=c456)
         t454 = t455 = zero
         t458 = y * t373
         t459 = t4 * t294
         t294 = zero
-        c460 = k[782]
+        c460 = k[1064]
         t461 = torch.add(t458, t459, alpha=c460)
         t458 = t459 = zero
         t462 = y * t376
         t463 = t4 * t296
         t296 = zero
-        c464 = k[783]
+        c464 = k[1065]
         t465 = torch.add(t462, t463, alpha=c464)
         t462 = t463 = zero
         t466 = y * t378
-        c467 = k[784]
+        c467 = k[1066]
         t468 = torch.add(t466, t33, alpha=c467)
         t466 = zero
-        c469 = k[785]
+        c469 = k[1067]
         t470 = torch.add(t3, t4, alpha=c469)
-        c471 = k[786]
+        c471 = k[1068]
         t472 = c471 * t437
         t473 = y * t349
-        c474 = k[787]
+        c474 = k[1069]
         t475 = c474 * t473
         t473 = zero
         t476 = t470 * t271
-        c477 = k[788]
+        c477 = k[1070]
         t478 = c477 * t476
         t476 = zero
         t479 = t468 * t204
-        c480 = k[789]
+        c480 = k[1071]
         t481 = c480 * t479
         t479 = zero
         t482 = t465 * t146
-        c483 = k[790]
+        c483 = k[1072]
         t484 = c483 * t482
         t482 = zero
         t485 = t461 * t98
-        c486 = k[791]
+        c486 = k[1073]
         t487 = c486 * t485
         t485 = zero
         t488 = t457 * t60
-        c489 = k[792]
+        c489 = k[1074]
         t490 = c489 * t488
         t488 = zero
         t491 = t453 * t31
-        c492 = k[793]
+        c492 = k[1075]
         t493 = c492 * t491
         t491 = zero
         t494 = t449 * t11
-        c495 = k[794]
+        c495 = k[1076]
         t496 = c495 * t494
         t494 = zero
         t497 = t445 * x
-        c498 = k[795]
+        c498 = k[1077]
         t499 = c498 * t497
         t497 = zero
-        c500 = k[796]
+        c500 = k[1078]
         t501 = c500 * t441
         t502 = t445 * z
         t503 = c498 * t502
         t502 = zero
         t504 = t449 * t10
-        c505 = k[797]
+        c505 = k[1079]
         t506 = c505 * t504
         t504 = zero
         t507 = t453 * t27
-        c508 = k[798]
+        c508 = k[1080]
         t509 = c508 * t507
         t507 = zero
         t510 = t457 * t57
-        c511 = k[799]
+        c511 = k[1081]
         t512 = c511 * t510
         t510 = zero
         t513 = t461 * t95
-        c514 = k[800]
+        c514 = k[1082]
         t515 = c514 * t513
         t513 = zero
         t516 = t465 * t143
-        c517 = k[801]
+        c517 = k[1083]
         t518 = c517 * t516
         t516 = zero
         t519 = t468 * t201
-        c520 = k[802]
+        c520 = k[1084]
         t521 = c520 * t519
         t519 = zero
         t522 = t470 * t268
-        c523 = k[803]
+        c523 = k[1085]
         t524 = c523 * t522
         t522 = zero
         t525 = y * t346
-        c526 = k[804]
+        c526 = k[1086]
         t527 = c526 * t525
         t525 = zero
-        c528 = k[805]
+        c528 = k[1087]
         t529 = c528 * t434
         for o in at[10]:
             cols[o + 0] = t472
@@ -1051,141 +1051,141 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t536 = y * t441
         t537 = t4 * t353
         t353 = zero
-        c538 = k[951]
+        c538 = k[1293]
         t539 = torch.add(t536, t537, alpha=c538)
         t536 = t537 = zero
         t540 = y * t445
         t541 = t4 * t357
         t357 = zero
-        c542 = k[952]
+        c542 = k[1294]
         t543 = torch.add(t540, t541, alpha=c542)
         t540 = t541 = zero
         t544 = y * t449
         t545 = t4 * t361
         t361 = zero
-        c546 = k[953]
+        c546 = k[1295]
         t547 = torch.add(t544, t545, alpha=c546)
         t544 = t545 = zero
         t548 = y * t453
         t549 = t4 * t365
         t365 = zero
-        c550 = k[954]
+        c550 = k[1296]
         t551 = torch.add(t548, t549, alpha=c550)
         t548 = t549 = zero
         t552 = y * t457
         t553 = t4 * t369
         t369 = zero
-        c554 = k[955]
+        c554 = k[1297]
         t555 = torch.add(t552, t553, alpha=c554)
         t552 = t553 = zero
         t556 = y * t461
         t557 = t4 * t373
         t373 = zero
-        c558 = k[956]
+        c558 = k[1298]
         t559 = torch.add(t556, t557, alpha=c558)
         t556 = t557 = zero
         t560 = y * t465
         t561 = t4 * t376
         t376 = zero
-        c562 = k[957]
+        c562 = k[1299]
         t563 = torch.add(t560, t561, alpha=c562)
         t560 = t561 = zero
         t564 = y * t468
         t565 = t4 * t378
         t378 = zero
-        c566 = k[958]
+        c566 = k[1300]
         t567 = torch.add(t564, t565, alpha=c566)
         t564 = t565 = zero
         t568 = y * t470
-        c569 = k[959]
+        c569 = k[1301]
         t570 = torch.add(t568, t33, alpha=c569)
         t568 = zero
-        c571 = k[960]
+        c571 = k[1302]
         t572 = torch.add(t3, t4, alpha=c571)
-        c573 = k[961]
+        c573 = k[1303]
         t574 = c573 * t535
         t575 = y * t437
-        c576 = k[962]
+        c576 = k[1304]
         t577 = c576 * t575
         t575 = zero
         t578 = t572 * t349
-        c579 = k[963]
+        c579 = k[1305]
         t580 = c579 * t578
         t578 = zero
         t581 = t570 * t271
-        c582 = k[964]
+        c582 = k[1306]
         t583 = c582 * t581
         t581 = zero
         t584 = t567 * t204
-        c585 = k[965]
+        c585 = k[1307]
         t586 = c585 * t584
         t584 = zero
         t587 = t563 * t146
-        c588 = k[966]
+        c588 = k[1308]
         t589 = c588 * t587
         t587 = zero
         t590 = t559 * t98
-        c591 = k[967]
+        c591 = k[1309]
         t592 = c591 * t590
         t590 = zero
         t593 = t555 * t60
-        c594 = k[968]
+        c594 = k[1310]
         t595 = c594 * t593
         t593 = zero
         t596 = t551 * t31
-        c597 = k[969]
+        c597 = k[1311]
         t598 = c597 * t596
         t596 = zero
         t599 = t547 * t11
-        c600 = k[970]
+        c600 = k[1312]
         t601 = c600 * t599
         t599 = zero
         t602 = t543 * x
-        c603 = k[971]
+        c603 = k[1313]
         t604 = c603 * t602
         t602 = zero
-        c605 = k[972]
+        c605 = k[1314]
         t606 = c605 * t539
         t607 = t543 * z
         t608 = c603 * t607
         t607 = zero
         t609 = t547 * t10
-        c610 = k[973]
+        c610 = k[1315]
         t611 = c610 * t609
         t609 = zero
         t612 = t551 * t27
-        c613 = k[974]
+        c613 = k[1316]
         t614 = c613 * t612
         t612 = zero
         t615 = t555 * t57
-        c616 = k[975]
+        c616 = k[1317]
         t617 = c616 * t615
         t615 = zero
         t618 = t559 * t95
-        c619 = k[976]
+        c619 = k[1318]
         t620 = c619 * t618
         t618 = zero
         t621 = t563 * t143
-        c622 = k[977]
+        c622 = k[1319]
         t623 = c622 * t621
         t621 = zero
         t624 = t567 * t201
-        c625 = k[978]
+        c625 = k[1320]
         t626 = c625 * t624
         t624 = zero
         t627 = t570 * t268
-        c628 = k[979]
+        c628 = k[1321]
         t629 = c628 * t627
         t627 = zero
         t630 = t572 * t346
-        c631 = k[980]
+        c631 = k[1322]
         t632 = c631 * t630
         t630 = zero
         t633 = y * t434
-        c634 = k[981]
+        c634 = k[1323]
         t635 = c634 * t633
         t633 = zero
-        c636 = k[982]
+        c636 = k[1324]
         t637 = c636 * t532
         for o in at[11]:
             cols[o + 0] = t574
@@ -1227,131 +1227,131 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t539 = zero
         t645 = t4 * t441
         t441 = zero
-        c646 = k[1143]
+        c646 = k[1551]
         t647 = torch.add(t644, t645, alpha=c646)
         t644 = t645 = zero
         t648 = y * t543
         t543 = zero
         t649 = t4 * t445
         t445 = zero
-        c650 = k[1144]
+        c650 = k[1552]
         t651 = torch.add(t648, t649, alpha=c650)
         t648 = t649 = zero
         t652 = y * t547
         t547 = zero
         t653 = t4 * t449
         t449 = zero
-        c654 = k[1145]
+        c654 = k[1553]
         t655 = torch.add(t652, t653, alpha=c654)
         t652 = t653 = zero
         t656 = y * t551
         t551 = zero
         t657 = t4 * t453
         t453 = zero
-        c658 = k[1146]
+        c658 = k[1554]
         t659 = torch.add(t656, t657, alpha=c658)
         t656 = t657 = zero
         t660 = y * t555
         t555 = zero
         t661 = t4 * t457
         t457 = zero
-        c662 = k[1147]
+        c662 = k[1555]
         t663 = torch.add(t660, t661, alpha=c662)
         t660 = t661 = zero
         t664 = y * t559
         t559 = zero
         t665 = t4 * t461
         t461 = zero
-        c666 = k[1148]
+        c666 = k[1556]
         t667 = torch.add(t664, t665, alpha=c666)
         t664 = t665 = zero
         t668 = y * t563
         t563 = zero
         t669 = t4 * t465
         t465 = zero
-        c670 = k[1149]
+        c670 = k[1557]
         t671 = torch.add(t668, t669, alpha=c670)
         t668 = t669 = zero
         t672 = y * t567
         t567 = zero
         t673 = t4 * t468
         t468 = zero
-        c674 = k[1150]
+        c674 = k[1558]
         t675 = torch.add(t672, t673, alpha=c674)
         t672 = t673 = zero
         t676 = y * t570
         t570 = zero
         t677 = t4 * t470
         t470 = zero
-        c678 = k[1151]
+        c678 = k[1559]
         t679 = torch.add(t676, t677, alpha=c678)
         t676 = t677 = zero
         t680 = y * t572
         t572 = zero
-        c681 = k[1152]
+        c681 = k[1560]
         t682 = torch.add(t680, t33, alpha=c681)
         t33 = t680 = zero
-        c683 = k[1153]
+        c683 = k[1561]
         t684 = torch.add(t3, t4, alpha=c683)
         t3 = t4 = zero
-        c685 = k[1154]
+        c685 = k[1562]
         t686 = c685 * t643
         t643 = zero
         t687 = y * t535
         t535 = zero
-        c688 = k[1155]
+        c688 = k[1563]
         t689 = c688 * t687
         t687 = zero
         t690 = t684 * t437
         t437 = zero
-        c691 = k[1156]
+        c691 = k[1564]
         t692 = c691 * t690
         t690 = zero
         t693 = t682 * t349
         t349 = zero
-        c694 = k[1157]
+        c694 = k[1565]
         t695 = c694 * t693
         t693 = zero
         t696 = t679 * t271
         t271 = zero
-        c697 = k[1158]
+        c697 = k[1566]
         t698 = c697 * t696
         t696 = zero
         t699 = t675 * t204
         t204 = zero
-        c700 = k[1159]
+        c700 = k[1567]
         t701 = c700 * t699
         t699 = zero
         t702 = t671 * t146
         t146 = zero
-        c703 = k[1160]
+        c703 = k[1568]
         t704 = c703 * t702
         t702 = zero
         t705 = t667 * t98
         t98 = zero
-        c706 = k[1161]
+        c706 = k[1569]
         t707 = c706 * t705
         t705 = zero
         t708 = t663 * t60
         t60 = zero
-        c709 = k[1162]
+        c709 = k[1570]
         t710 = c709 * t708
         t708 = zero
         t711 = t659 * t31
         t31 = zero
-        c712 = k[1163]
+        c712 = k[1571]
         t713 = c712 * t711
         t711 = zero
         t714 = t655 * t11
         t11 = zero
-        c715 = k[1164]
+        c715 = k[1572]
         t716 = c715 * t714
         t714 = zero
         t717 = t651 * x
-        c718 = k[1165]
+        c718 = k[1573]
         t719 = c718 * t717
         t717 = zero
-        c720 = k[1166]
+        c720 = k[1574]
         t721 = c720 * t647
         t647 = zero
         t722 = t651 * z
@@ -1360,27 +1360,27 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t722 = zero
         t724 = t655 * t10
         t10 = t655 = zero
-        c725 = k[1167]
+        c725 = k[1575]
         t726 = c725 * t724
         t724 = zero
         t727 = t659 * t27
         t27 = t659 = zero
-        c728 = k[1168]
+        c728 = k[1576]
         t729 = c728 * t727
         t727 = zero
         t730 = t663 * t57
         t57 = t663 = zero
-        c731 = k[1169]
+        c731 = k[1577]
         t732 = c731 * t730
         t730 = zero
         t733 = t667 * t95
         t95 = t667 = zero
-        c734 = k[1170]
+        c734 = k[1578]
         t735 = c734 * t733
         t733 = zero
         t736 = t671 * t143
         t143 = t671 = zero
-        c737 = k[1171]
+        c737 = k[1579]
         t738 = c737 * t736
         t736 = zero
         t739 = t675 * t201
@@ -1389,25 +1389,25 @@ def _forward(xyz: Tensor, k: List[float], at: List[List[int]], lmax: int, dim: i
         t739 = zero
         t741 = t679 * t268
         t268 = t679 = zero
-        c742 = k[1172]
+        c742 = k[1580]
         t743 = c742 * t741
         t741 = zero
         t744 = t682 * t346
         t346 = t682 = zero
-        c745 = k[1173]
+        c745 = k[1581]
         t746 = c745 * t744
         t744 = zero
         t747 = t684 * t434
         t434 = t684 = zero
-        c748 = k[1174]
+        c748 = k[1582]
         t749 = c748 * t747
         t747 = zero
         t750 = y * t532
         t532 = zero
-        c751 = k[1175]
+        c751 = k[1583]
         t752 = c751 * t750
         t750 = zero
-        c753 = k[1176]
+        c753 = k[1584]
         t754 = c753 * t640
         t640 = zero
         for o in at[12]:
@@ -1454,6 +1454,40 @@ def _backward(xyz: Tensor, grad: Tensor, k: List[float], at: List[List[int]], lm
     vy = torch.zeros_like(x)
     vz = torch.zeros_like(x)
 
+    if lmax >= 0:
+        c5 = k[5]
+        c100000 = k[2]
+        c100001 = k[3]
+        c100002 = k[4]
+        for o in at[1]:
+            vx.add_(gs[o + 0], alpha=c100000 * c5)
+            vy.add_(gs[o + 1], alpha=c100001 * c5)
+            vz.add_(gs[o + 2], alpha=c100002 * c5)
+    if lmax >= 1:
+        c6 = k[19]
+        c100003 = k[8]
+        c100004 = k[9]
+        c100005 = k[10]
+        c100006 = k[11]
+        c100007 = k[12]
+        c100008 = k[13]
+        c100009 = k[14]
+        c100010 = k[15]
+        c100011 = k[16]
+        c100012 = k[17]
+        c100013 = k[18]
+        for o in at[2]:
+            vx.addcmul_(gs[o + 0], z, value=c100003 * c6)
+            vx.addcmul_(gs[o + 1], y, value=c100004 * c6)
+            vx.addcmul_(gs[o + 2], x, value=c100005 * c6)
+            vx.addcmul_(gs[o + 4], x, value=c100006 * c6)
+            vy.addcmul_(gs[o + 1], x, value=c100007 * c6)
+            vy.addcmul_(gs[o + 2], y, value=c100008 * c6)
+            vy.addcmul_(gs[o + 3], z, value=c100009 * c6)
+            vz.addcmul_(gs[o + 0], x, value=c100010 * c6)
+            vz.addcmul_(gs[o + 2], z, value=c100011 * c6)
+            vz.addcmul_(gs[o + 3], y, value=c100012 * c6)
+            vz.addcmul_(gs[o + 4], z, value=c100013 * c6)
     if lmax >= 2:
         t0 = z * z
         t1 = x * x
@@ -1461,5016 +1495,1991 @@ def _backward(xyz: Tensor, grad: Tensor, k: List[float], at: List[List[int]], lm
         t3 = y * y
         t4 = t2 + t3
         t2 = zero
-    else:
-        t0 = t1 = t3 = t4 = zero
-    if lmax >= 0:
-        c5 = k[2]
-    if lmax >= 0:
-        for o in at[0]:
-            g = gs[o + 0]
-    if lmax >= 1:
-        c6 = k[5]
-    else:
-        c6 = 0.0
-    if lmax >= 1:
-        for o in at[1]:
-            g = gs[o + 1]
-            vy.add_(g * c6)
-    if lmax >= 2:
-        c8 = k[11]
-        t9 = torch.add(t3, t4, alpha=c8)
-        c10 = k[12]
-        c12 = k[13]
-        c15 = k[14]
-    else:
-        t9 = zero
-        c8 = c10 = c12 = 0.0
-    if lmax >= 2:
-        for o in at[2]:
-            g = gs[o + 2]
-            vx.add_(g * x, alpha=c10)
-            vy.add_(g * y, alpha=c12)
-            vz.add_(g * z, alpha=c10)
-        t17 = y * x
-    else:
-        t17 = zero
-    if lmax >= 3:
-        c18 = k[36]
-        t19 = torch.add(t9, t3, alpha=c18)
-    else:
-        t19 = zero
-    if lmax >= 2:
+        t10 = t0 - t1
+        t0 = t1 = zero
+        t11 = z * x
+        c12 = k[46]
+        t13 = torch.add(t3, t4, alpha=c12)
+        c14 = k[47]
+        t16 = y * x
+        c18 = k[48]
         t20 = y * z
-    else:
-        t20 = zero
-    if lmax >= 3:
-        t21 = y * t9
-        c22 = k[37]
-        t23 = torch.add(t3, t4, alpha=c22)
-        t24 = t4 * y
-        c25 = k[38]
-        t26 = torch.add(t19, t23, alpha=c25)
-        t19 = zero
-        c27 = k[39]
-        t28 = torch.add(t21, t24, alpha=c27)
-        c29 = k[40]
-        c31 = k[41]
-    else:
-        t21 = t23 = t24 = t26 = t28 = zero
-        c22 = c29 = c31 = 0.0
-    if lmax >= 3:
+        c22 = k[49]
+        c100014 = k[25]
+        c100015 = k[26]
+        c100016 = k[27]
+        c100017 = k[28]
+        c100018 = k[29]
+        c100019 = k[30]
+        c100020 = k[31]
+        c100021 = k[32]
+        c100022 = k[33]
+        c100023 = k[34]
+        c100024 = k[35]
+        c100025 = k[36]
+        c100026 = k[37]
+        c100027 = k[38]
+        c100028 = k[39]
+        c100029 = k[40]
+        c100030 = k[41]
+        c100031 = k[42]
+        c100032 = k[43]
+        c100033 = k[44]
+        c100034 = k[45]
         for o in at[3]:
-            g = gs[o + 3]
-            vx.add_(g * t17, alpha=c29)
-            vy.add_(g * t26, alpha=c31)
-            vz.add_(g * t20, alpha=c29)
-    if lmax >= 4:
-        t35 = y * t17
-        t36 = y * t26
-        t37 = t28 + t36
-        t36 = zero
-        t38 = y * t20
-        t39 = y * t28
-        t40 = x * t9
-        t41 = t4 * x
-        t42 = torch.add(t40, t41, alpha=c8)
-        t40 = zero
-        c43 = k[91]
-        t44 = torch.add(t21, t24, alpha=c43)
-        t21 = zero
-        t45 = z * t9
-        t46 = t4 * z
-        t47 = torch.add(t45, t46, alpha=c8)
-        t45 = zero
-        t48 = t4 * t9
-        t9 = zero
-        c49 = k[92]
-        t50 = torch.add(t35, t42, alpha=c49)
-        t42 = zero
-        c51 = k[93]
-        t52 = torch.add(t37, t44, alpha=c51)
-        t37 = t44 = zero
-        t53 = torch.add(t38, t47, alpha=c49)
-        t47 = zero
-        c54 = k[94]
-        t55 = torch.add(t39, t48, alpha=c54)
-        t48 = zero
-        c56 = k[95]
-        c58 = k[96]
+            vx.addcmul_(gs[o + 0], t10, value=c100014 * c22)
+            vx.addcmul_(gs[o + 1], t20, value=c100015 * c14)
+            vx.addcmul_(gs[o + 2], t13, value=c100016 * c18)
+            vx.addcmul_(gs[o + 2], t10, value=c100017 * c22)
+            vx.addcmul_(gs[o + 3], t16, value=c100018 * c14)
+            vx.addcmul_(gs[o + 4], t11, value=c100019 * c14)
+            vx.addcmul_(gs[o + 5], t16, value=c100020 * c14)
+            vx.addcmul_(gs[o + 6], t11, value=c100021 * c14)
+            vy.addcmul_(gs[o + 1], t11, value=c100022 * c14)
+            vy.addcmul_(gs[o + 2], t16, value=c100023 * c14)
+            vy.addcmul_(gs[o + 3], t13, value=c100024 * c18)
+            vy.addcmul_(gs[o + 4], t20, value=c100025 * c14)
+            vy.addcmul_(gs[o + 5], t10, value=c100026 * c22)
+            vz.addcmul_(gs[o + 0], t11, value=c100027 * c14)
+            vz.addcmul_(gs[o + 1], t16, value=c100028 * c14)
+            vz.addcmul_(gs[o + 2], t11, value=c100029 * c14)
+            vz.addcmul_(gs[o + 3], t20, value=c100030 * c14)
+            vz.addcmul_(gs[o + 4], t13, value=c100031 * c18)
+            vz.addcmul_(gs[o + 4], t10, value=c100032 * c22)
+            vz.addcmul_(gs[o + 5], t20, value=c100033 * c14)
+            vz.addcmul_(gs[o + 6], t10, value=c100034 * c22)
+        t16 = t20 = zero
     else:
-        t35 = t38 = t39 = t41 = t46 = t50 = t52 = t53 = t55 = zero
-        c56 = c58 = 0.0
-    if lmax >= 4:
+        t3 = t4 = t10 = t11 = t13 = zero
+    if lmax >= 3:
+        t24 = z * t10
+        t25 = x * t11
+        c26 = k[99]
+        t27 = torch.add(t24, t25, alpha=c26)
+        t24 = t25 = zero
+        t28 = z * t11
+        t29 = x * t10
+        c30 = k[100]
+        t31 = torch.add(t28, t29, alpha=c30)
+        t28 = t29 = zero
+        t32 = y * t13
+        t33 = t4 * y
+        c34 = k[101]
+        t35 = torch.add(t32, t33, alpha=c34)
+        t32 = zero
+        c36 = k[102]
+        t37 = torch.add(t3, t4, alpha=c36)
+        c38 = k[103]
+        t40 = y * t11
+        c41 = k[104]
+        t43 = t37 * x
+        c44 = k[105]
+        c46 = k[106]
+        t48 = t37 * z
+        t50 = y * t10
+        c51 = k[107]
+        c53 = k[108]
+        c100035 = k[68]
+        c100036 = k[69]
+        c100037 = k[70]
+        c100038 = k[71]
+        c100039 = k[72]
+        c100040 = k[73]
+        c100041 = k[74]
+        c100042 = k[75]
+        c100043 = k[76]
+        c100044 = k[77]
+        c100045 = k[78]
+        c100046 = k[79]
+        c100047 = k[80]
+        c100048 = k[81]
+        c100049 = k[82]
+        c100050 = k[83]
+        c100051 = k[84]
+        c100052 = k[85]
+        c100053 = k[86]
+        c100054 = k[87]
+        c100055 = k[88]
+        c100056 = k[89]
+        c100057 = k[90]
+        c100058 = k[91]
+        c100059 = k[92]
+        c100060 = k[93]
+        c100061 = k[94]
+        c100062 = k[95]
+        c100063 = k[96]
+        c100064 = k[97]
+        c100065 = k[98]
         for o in at[4]:
-            g = gs[o + 4]
-            vx.add_(g * t50, alpha=c56)
-            vy.add_(g * t52, alpha=c58)
-            vz.add_(g * t53, alpha=c56)
-    if lmax >= 5:
-        t62 = y * t50
-        t63 = y * t52
-        t64 = t55 + t63
-        t63 = zero
-        t65 = y * t53
-        t66 = y * t55
-        t67 = x * t28
-        t68 = t4 * t17
-        c69 = k[174]
-        t70 = torch.add(t67, t68, alpha=c69)
-        t67 = zero
-        t71 = t4 * t26
-        t26 = zero
-        t72 = torch.add(t39, t71, alpha=c22)
-        t39 = t71 = zero
-        t73 = z * t28
-        t74 = t4 * t20
-        t75 = torch.add(t73, t74, alpha=c69)
-        t73 = zero
-        t76 = t4 * t28
-        t28 = zero
-        c77 = k[175]
-        t78 = torch.add(t62, t70, alpha=c77)
-        t62 = t70 = zero
-        c79 = k[176]
-        t80 = torch.add(t64, t72, alpha=c79)
-        t64 = t72 = zero
-        t81 = torch.add(t65, t75, alpha=c77)
-        t65 = t75 = zero
-        c82 = k[177]
-        t83 = torch.add(t66, t76, alpha=c82)
-        t76 = zero
-        c84 = k[178]
-        c86 = k[179]
+            vx.addcmul_(gs[o + 0], t27, value=c100035 * c53)
+            vx.addcmul_(gs[o + 1], t50, value=c100036 * c51)
+            vx.addcmul_(gs[o + 2], t48, value=c100037 * c44)
+            vx.addcmul_(gs[o + 2], t27, value=c100038 * c53)
+            vx.addcmul_(gs[o + 3], t35, value=c100039 * c46)
+            vx.addcmul_(gs[o + 3], t50, value=c100040 * c51)
+            vx.addcmul_(gs[o + 4], t43, value=c100041 * c44)
+            vx.addcmul_(gs[o + 5], t40, value=c100042 * c41)
+            vx.addcmul_(gs[o + 6], t31, value=c100043 * c38)
+            vx.addcmul_(gs[o + 6], t43, value=c100044 * c44)
+            vx.addcmul_(gs[o + 7], t40, value=c100045 * c41)
+            vx.addcmul_(gs[o + 8], t31, value=c100046 * c38)
+            vy.addcmul_(gs[o + 1], t31, value=c100047 * c38)
+            vy.addcmul_(gs[o + 2], t40, value=c100048 * c41)
+            vy.addcmul_(gs[o + 3], t43, value=c100049 * c44)
+            vy.addcmul_(gs[o + 4], t35, value=c100050 * c46)
+            vy.addcmul_(gs[o + 5], t48, value=c100051 * c44)
+            vy.addcmul_(gs[o + 6], t50, value=c100052 * c51)
+            vy.addcmul_(gs[o + 7], t27, value=c100053 * c53)
+            vz.addcmul_(gs[o + 0], t31, value=c100054 * c38)
+            vz.addcmul_(gs[o + 1], t40, value=c100055 * c41)
+            vz.addcmul_(gs[o + 2], t31, value=c100056 * c38)
+            vz.addcmul_(gs[o + 2], t43, value=c100057 * c44)
+            vz.addcmul_(gs[o + 3], t40, value=c100058 * c41)
+            vz.addcmul_(gs[o + 4], t48, value=c100059 * c44)
+            vz.addcmul_(gs[o + 5], t35, value=c100060 * c46)
+            vz.addcmul_(gs[o + 5], t50, value=c100061 * c51)
+            vz.addcmul_(gs[o + 6], t48, value=c100062 * c44)
+            vz.addcmul_(gs[o + 6], t27, value=c100063 * c53)
+            vz.addcmul_(gs[o + 7], t50, value=c100064 * c51)
+            vz.addcmul_(gs[o + 8], t27, value=c100065 * c53)
+        t40 = t43 = t48 = t50 = zero
     else:
-        t66 = t68 = t74 = t78 = t80 = t81 = t83 = zero
-        c69 = c84 = c86 = 0.0
-    if lmax >= 5:
+        t27 = t31 = t33 = t35 = t37 = zero
+        c26 = c30 = 0.0
+    if lmax >= 4:
+        t55 = z * t27
+        t56 = x * t31
+        t57 = torch.add(t55, t56, alpha=c26)
+        t55 = t56 = zero
+        t58 = z * t31
+        t59 = x * t27
+        t60 = torch.add(t58, t59, alpha=c30)
+        t58 = t59 = zero
+        t61 = y * t35
+        t62 = t4 * t13
+        t13 = zero
+        c63 = k[185]
+        t64 = torch.add(t61, t62, alpha=c63)
+        t61 = t62 = zero
+        t65 = y * t37
+        c66 = k[186]
+        t67 = torch.add(t65, t33, alpha=c66)
+        t65 = zero
+        c68 = k[187]
+        t69 = torch.add(t3, t4, alpha=c68)
+        c70 = k[188]
+        t72 = y * t31
+        c73 = k[189]
+        t75 = t69 * t11
+        c76 = k[190]
+        t78 = t67 * x
+        c79 = k[191]
+        c81 = k[192]
+        t83 = t67 * z
+        t85 = t69 * t10
+        c86 = k[193]
+        t88 = y * t27
+        c89 = k[194]
+        c91 = k[195]
+        c100066 = k[144]
+        c100067 = k[145]
+        c100068 = k[146]
+        c100069 = k[147]
+        c100070 = k[148]
+        c100071 = k[149]
+        c100072 = k[150]
+        c100073 = k[151]
+        c100074 = k[152]
+        c100075 = k[153]
+        c100076 = k[154]
+        c100077 = k[155]
+        c100078 = k[156]
+        c100079 = k[157]
+        c100080 = k[158]
+        c100081 = k[159]
+        c100082 = k[160]
+        c100083 = k[161]
+        c100084 = k[162]
+        c100085 = k[163]
+        c100086 = k[164]
+        c100087 = k[165]
+        c100088 = k[166]
+        c100089 = k[167]
+        c100090 = k[168]
+        c100091 = k[169]
+        c100092 = k[170]
+        c100093 = k[171]
+        c100094 = k[172]
+        c100095 = k[173]
+        c100096 = k[174]
+        c100097 = k[175]
+        c100098 = k[176]
+        c100099 = k[177]
+        c100100 = k[178]
+        c100101 = k[179]
+        c100102 = k[180]
+        c100103 = k[181]
+        c100104 = k[182]
+        c100105 = k[183]
+        c100106 = k[184]
         for o in at[5]:
-            g = gs[o + 5]
-            vx.add_(g * t78, alpha=c84)
-            vy.add_(g * t80, alpha=c86)
-            vz.add_(g * t81, alpha=c84)
-    if lmax >= 6:
-        t90 = y * t78
-        t91 = y * t80
-        t92 = t83 + t91
-        t91 = zero
-        t93 = y * t81
-        t94 = y * t83
-        t95 = x * t55
-        t96 = t4 * t50
-        t50 = zero
-        t97 = torch.add(t95, t96, alpha=c69)
-        t95 = t96 = zero
-        t98 = t4 * t52
-        t52 = zero
-        t99 = torch.add(t66, t98, alpha=c22)
-        t66 = t98 = zero
-        t100 = z * t55
-        t101 = t4 * t53
-        t53 = zero
-        t102 = torch.add(t100, t101, alpha=c69)
-        t100 = t101 = zero
-        t103 = t4 * t55
-        t55 = zero
-        c104 = k[272]
-        t105 = torch.add(t90, t97, alpha=c104)
-        t90 = t97 = zero
-        c106 = k[273]
-        t107 = torch.add(t92, t99, alpha=c106)
-        t92 = t99 = zero
-        t108 = torch.add(t93, t102, alpha=c104)
-        t93 = t102 = zero
-        c109 = k[274]
-        t110 = torch.add(t94, t103, alpha=c109)
-        t103 = zero
-        c111 = k[275]
-        c113 = k[276]
+            vx.addcmul_(gs[o + 0], t57, value=c100066 * c91)
+            vx.addcmul_(gs[o + 1], t88, value=c100067 * c89)
+            vx.addcmul_(gs[o + 2], t85, value=c100068 * c86)
+            vx.addcmul_(gs[o + 2], t57, value=c100069 * c91)
+            vx.addcmul_(gs[o + 3], t83, value=c100070 * c79)
+            vx.addcmul_(gs[o + 3], t88, value=c100071 * c89)
+            vx.addcmul_(gs[o + 4], t64, value=c100072 * c81)
+            vx.addcmul_(gs[o + 4], t85, value=c100073 * c86)
+            vx.addcmul_(gs[o + 5], t78, value=c100074 * c79)
+            vx.addcmul_(gs[o + 6], t75, value=c100075 * c76)
+            vx.addcmul_(gs[o + 7], t72, value=c100076 * c73)
+            vx.addcmul_(gs[o + 7], t78, value=c100077 * c79)
+            vx.addcmul_(gs[o + 8], t60, value=c100078 * c70)
+            vx.addcmul_(gs[o + 8], t75, value=c100079 * c76)
+            vx.addcmul_(gs[o + 9], t72, value=c100080 * c73)
+            vx.addcmul_(gs[o + 10], t60, value=c100081 * c70)
+            vy.addcmul_(gs[o + 1], t60, value=c100082 * c70)
+            vy.addcmul_(gs[o + 2], t72, value=c100083 * c73)
+            vy.addcmul_(gs[o + 3], t75, value=c100084 * c76)
+            vy.addcmul_(gs[o + 4], t78, value=c100085 * c79)
+            vy.addcmul_(gs[o + 5], t64, value=c100086 * c81)
+            vy.addcmul_(gs[o + 6], t83, value=c100087 * c79)
+            vy.addcmul_(gs[o + 7], t85, value=c100088 * c86)
+            vy.addcmul_(gs[o + 8], t88, value=c100089 * c89)
+            vy.addcmul_(gs[o + 9], t57, value=c100090 * c91)
+            vz.addcmul_(gs[o + 0], t60, value=c100091 * c70)
+            vz.addcmul_(gs[o + 1], t72, value=c100092 * c73)
+            vz.addcmul_(gs[o + 2], t60, value=c100093 * c70)
+            vz.addcmul_(gs[o + 2], t75, value=c100094 * c76)
+            vz.addcmul_(gs[o + 3], t72, value=c100095 * c73)
+            vz.addcmul_(gs[o + 3], t78, value=c100096 * c79)
+            vz.addcmul_(gs[o + 4], t75, value=c100097 * c76)
+            vz.addcmul_(gs[o + 5], t83, value=c100098 * c79)
+            vz.addcmul_(gs[o + 6], t64, value=c100099 * c81)
+            vz.addcmul_(gs[o + 6], t85, value=c100100 * c86)
+            vz.addcmul_(gs[o + 7], t83, value=c100101 * c79)
+            vz.addcmul_(gs[o + 7], t88, value=c100102 * c89)
+            vz.addcmul_(gs[o + 8], t85, value=c100103 * c86)
+            vz.addcmul_(gs[o + 8], t57, value=c100104 * c91)
+            vz.addcmul_(gs[o + 9], t88, value=c100105 * c89)
+            vz.addcmul_(gs[o + 10], t57, value=c100106 * c91)
+        t72 = t75 = t78 = t83 = t85 = t88 = zero
     else:
-        t94 = t105 = t107 = t108 = t110 = zero
-        c111 = c113 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 6]
-            vx.add_(g * t105, alpha=c111)
-            vy.add_(g * t107, alpha=c113)
-            vz.add_(g * t108, alpha=c111)
-    if lmax >= 7:
-        t117 = y * t105
-        t118 = y * t107
-        t119 = t110 + t118
-        t118 = zero
-        t120 = y * t108
-        t121 = y * t110
-        t122 = x * t83
-        t123 = t4 * t78
-        t78 = zero
-        t124 = torch.add(t122, t123, alpha=c69)
-        t122 = t123 = zero
-        t125 = t4 * t80
-        t80 = zero
-        t126 = torch.add(t94, t125, alpha=c22)
-        t94 = t125 = zero
-        t127 = z * t83
-        t128 = t4 * t81
-        t81 = zero
-        t129 = torch.add(t127, t128, alpha=c69)
-        t127 = t128 = zero
-        t130 = t4 * t83
-        t83 = zero
-        c131 = k[383]
-        t132 = torch.add(t117, t124, alpha=c131)
-        t117 = t124 = zero
-        c133 = k[384]
-        t134 = torch.add(t119, t126, alpha=c133)
-        t119 = t126 = zero
-        t135 = torch.add(t120, t129, alpha=c131)
-        t120 = t129 = zero
-        c136 = k[385]
-        t137 = torch.add(t121, t130, alpha=c136)
-        t130 = zero
-        c138 = k[386]
-        c140 = k[387]
-    else:
-        t121 = t132 = t134 = t135 = t137 = zero
-        c138 = c140 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 7]
-            vx.add_(g * t132, alpha=c138)
-            vy.add_(g * t134, alpha=c140)
-            vz.add_(g * t135, alpha=c138)
-    if lmax >= 8:
-        t144 = y * t132
-        t145 = y * t134
-        t146 = t137 + t145
-        t145 = zero
-        t147 = y * t135
-        t148 = y * t137
-        t149 = x * t110
-        t150 = t4 * t105
-        t105 = zero
-        t151 = torch.add(t149, t150, alpha=c69)
-        t149 = t150 = zero
-        t152 = t4 * t107
+        t57 = t60 = t64 = t67 = t69 = zero
+    if lmax >= 5:
+        t93 = z * t57
+        t94 = x * t60
+        t95 = torch.add(t93, t94, alpha=c26)
+        t93 = t94 = zero
+        t96 = z * t60
+        t97 = x * t57
+        t98 = torch.add(t96, t97, alpha=c30)
+        t96 = t97 = zero
+        t99 = y * t64
+        t100 = t4 * t35
+        t35 = zero
+        c101 = k[298]
+        t102 = torch.add(t99, t100, alpha=c101)
+        t99 = t100 = zero
+        t103 = y * t67
+        t104 = t4 * t37
+        t37 = zero
+        c105 = k[299]
+        t106 = torch.add(t103, t104, alpha=c105)
+        t103 = t104 = zero
+        t107 = y * t69
+        c108 = k[300]
+        t109 = torch.add(t107, t33, alpha=c108)
         t107 = zero
-        t153 = torch.add(t121, t152, alpha=c22)
-        t121 = t152 = zero
-        t154 = z * t110
-        t155 = t4 * t108
-        t108 = zero
-        t156 = torch.add(t154, t155, alpha=c69)
-        t154 = t155 = zero
-        t157 = t4 * t110
-        t110 = zero
-        c158 = k[506]
-        t159 = torch.add(t144, t151, alpha=c158)
-        t144 = t151 = zero
-        c160 = k[507]
-        t161 = torch.add(t146, t153, alpha=c160)
-        t146 = t153 = zero
-        t162 = torch.add(t147, t156, alpha=c158)
-        t147 = t156 = zero
-        c163 = k[508]
-        t164 = torch.add(t148, t157, alpha=c163)
-        t157 = zero
-        c165 = k[509]
-        c167 = k[510]
+        c110 = k[301]
+        t111 = torch.add(t3, t4, alpha=c110)
+        c112 = k[302]
+        t114 = y * t60
+        c115 = k[303]
+        t117 = t111 * t31
+        c118 = k[304]
+        t120 = t109 * t11
+        c121 = k[305]
+        t123 = t106 * x
+        c124 = k[306]
+        c126 = k[307]
+        t128 = t106 * z
+        t130 = t109 * t10
+        c131 = k[308]
+        t133 = t111 * t27
+        c134 = k[309]
+        t136 = y * t57
+        c137 = k[310]
+        c139 = k[311]
+        c100107 = k[247]
+        c100108 = k[248]
+        c100109 = k[249]
+        c100110 = k[250]
+        c100111 = k[251]
+        c100112 = k[252]
+        c100113 = k[253]
+        c100114 = k[254]
+        c100115 = k[255]
+        c100116 = k[256]
+        c100117 = k[257]
+        c100118 = k[258]
+        c100119 = k[259]
+        c100120 = k[260]
+        c100121 = k[261]
+        c100122 = k[262]
+        c100123 = k[263]
+        c100124 = k[264]
+        c100125 = k[265]
+        c100126 = k[266]
+        c100127 = k[267]
+        c100128 = k[268]
+        c100129 = k[269]
+        c100130 = k[270]
+        c100131 = k[271]
+        c100132 = k[272]
+        c100133 = k[273]
+        c100134 = k[274]
+        c100135 = k[275]
+        c100136 = k[276]
+        c100137 = k[277]
+        c100138 = k[278]
+        c100139 = k[279]
+        c100140 = k[280]
+        c100141 = k[281]
+        c100142 = k[282]
+        c100143 = k[283]
+        c100144 = k[284]
+        c100145 = k[285]
+        c100146 = k[286]
+        c100147 = k[287]
+        c100148 = k[288]
+        c100149 = k[289]
+        c100150 = k[290]
+        c100151 = k[291]
+        c100152 = k[292]
+        c100153 = k[293]
+        c100154 = k[294]
+        c100155 = k[295]
+        c100156 = k[296]
+        c100157 = k[297]
+        for o in at[6]:
+            vx.addcmul_(gs[o + 0], t95, value=c100107 * c139)
+            vx.addcmul_(gs[o + 1], t136, value=c100108 * c137)
+            vx.addcmul_(gs[o + 2], t133, value=c100109 * c134)
+            vx.addcmul_(gs[o + 2], t95, value=c100110 * c139)
+            vx.addcmul_(gs[o + 3], t130, value=c100111 * c131)
+            vx.addcmul_(gs[o + 3], t136, value=c100112 * c137)
+            vx.addcmul_(gs[o + 4], t128, value=c100113 * c124)
+            vx.addcmul_(gs[o + 4], t133, value=c100114 * c134)
+            vx.addcmul_(gs[o + 5], t102, value=c100115 * c126)
+            vx.addcmul_(gs[o + 5], t130, value=c100116 * c131)
+            vx.addcmul_(gs[o + 6], t123, value=c100117 * c124)
+            vx.addcmul_(gs[o + 7], t120, value=c100118 * c121)
+            vx.addcmul_(gs[o + 8], t117, value=c100119 * c118)
+            vx.addcmul_(gs[o + 8], t123, value=c100120 * c124)
+            vx.addcmul_(gs[o + 9], t114, value=c100121 * c115)
+            vx.addcmul_(gs[o + 9], t120, value=c100122 * c121)
+            vx.addcmul_(gs[o + 10], t98, value=c100123 * c112)
+            vx.addcmul_(gs[o + 10], t117, value=c100124 * c118)
+            vx.addcmul_(gs[o + 11], t114, value=c100125 * c115)
+            vx.addcmul_(gs[o + 12], t98, value=c100126 * c112)
+            vy.addcmul_(gs[o + 1], t98, value=c100127 * c112)
+            vy.addcmul_(gs[o + 2], t114, value=c100128 * c115)
+            vy.addcmul_(gs[o + 3], t117, value=c100129 * c118)
+            vy.addcmul_(gs[o + 4], t120, value=c100130 * c121)
+            vy.addcmul_(gs[o + 5], t123, value=c100131 * c124)
+            vy.addcmul_(gs[o + 6], t102, value=c100132 * c126)
+            vy.addcmul_(gs[o + 7], t128, value=c100133 * c124)
+            vy.addcmul_(gs[o + 8], t130, value=c100134 * c131)
+            vy.addcmul_(gs[o + 9], t133, value=c100135 * c134)
+            vy.addcmul_(gs[o + 10], t136, value=c100136 * c137)
+            vy.addcmul_(gs[o + 11], t95, value=c100137 * c139)
+            vz.addcmul_(gs[o + 0], t98, value=c100138 * c112)
+            vz.addcmul_(gs[o + 1], t114, value=c100139 * c115)
+            vz.addcmul_(gs[o + 2], t98, value=c100140 * c112)
+            vz.addcmul_(gs[o + 2], t117, value=c100141 * c118)
+            vz.addcmul_(gs[o + 3], t114, value=c100142 * c115)
+            vz.addcmul_(gs[o + 3], t120, value=c100143 * c121)
+            vz.addcmul_(gs[o + 4], t117, value=c100144 * c118)
+            vz.addcmul_(gs[o + 4], t123, value=c100145 * c124)
+            vz.addcmul_(gs[o + 5], t120, value=c100146 * c121)
+            vz.addcmul_(gs[o + 6], t128, value=c100147 * c124)
+            vz.addcmul_(gs[o + 7], t102, value=c100148 * c126)
+            vz.addcmul_(gs[o + 7], t130, value=c100149 * c131)
+            vz.addcmul_(gs[o + 8], t128, value=c100150 * c124)
+            vz.addcmul_(gs[o + 8], t133, value=c100151 * c134)
+            vz.addcmul_(gs[o + 9], t130, value=c100152 * c131)
+            vz.addcmul_(gs[o + 9], t136, value=c100153 * c137)
+            vz.addcmul_(gs[o + 10], t133, value=c100154 * c134)
+            vz.addcmul_(gs[o + 10], t95, value=c100155 * c139)
+            vz.addcmul_(gs[o + 11], t136, value=c100156 * c137)
+            vz.addcmul_(gs[o + 12], t95, value=c100157 * c139)
+        t114 = t117 = t120 = t123 = t128 = t130 = t133 = t136 = zero
     else:
-        t148 = t159 = t161 = t162 = t164 = zero
-        c165 = c167 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 8]
-            vx.add_(g * t159, alpha=c165)
-            vy.add_(g * t161, alpha=c167)
-            vz.add_(g * t162, alpha=c165)
-    if lmax >= 9:
-        t171 = y * t159
-        t172 = y * t161
-        t173 = t164 + t172
-        t172 = zero
-        t174 = y * t162
-        t175 = y * t164
-        t176 = x * t137
-        t177 = t4 * t132
-        t132 = zero
-        t178 = torch.add(t176, t177, alpha=c69)
-        t176 = t177 = zero
-        t179 = t4 * t134
-        t134 = zero
-        t180 = torch.add(t148, t179, alpha=c22)
-        t148 = t179 = zero
-        t181 = z * t137
-        t182 = t4 * t135
-        t135 = zero
-        t183 = torch.add(t181, t182, alpha=c69)
-        t181 = t182 = zero
-        t184 = t4 * t137
-        t137 = zero
-        c185 = k[646]
-        t186 = torch.add(t171, t178, alpha=c185)
-        t171 = t178 = zero
-        c187 = k[647]
-        t188 = torch.add(t173, t180, alpha=c187)
-        t173 = t180 = zero
-        t189 = torch.add(t174, t183, alpha=c185)
-        t174 = t183 = zero
-        c190 = k[648]
-        t191 = torch.add(t175, t184, alpha=c190)
-        t184 = zero
-        c192 = k[649]
-        c194 = k[650]
-    else:
-        t175 = t186 = t188 = t189 = t191 = zero
-        c192 = c194 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 9]
-            vx.add_(g * t186, alpha=c192)
-            vy.add_(g * t188, alpha=c194)
-            vz.add_(g * t189, alpha=c192)
-    if lmax >= 10:
-        t198 = y * t186
-        t199 = y * t188
-        t200 = t191 + t199
-        t199 = zero
-        t201 = y * t189
-        t202 = y * t191
-        t203 = x * t164
-        t204 = t4 * t159
+        t95 = t98 = t102 = t106 = t109 = t111 = zero
+    if lmax >= 6:
+        t141 = z * t95
+        t142 = x * t98
+        t143 = torch.add(t141, t142, alpha=c26)
+        t141 = t142 = zero
+        t144 = z * t98
+        t145 = x * t95
+        t146 = torch.add(t144, t145, alpha=c30)
+        t144 = t145 = zero
+        t147 = y * t102
+        t148 = t4 * t64
+        t64 = zero
+        c149 = k[434]
+        t150 = torch.add(t147, t148, alpha=c149)
+        t147 = t148 = zero
+        t151 = y * t106
+        t152 = t4 * t67
+        t67 = zero
+        c153 = k[435]
+        t154 = torch.add(t151, t152, alpha=c153)
+        t151 = t152 = zero
+        t155 = y * t109
+        t156 = t4 * t69
+        t69 = zero
+        c157 = k[436]
+        t158 = torch.add(t155, t156, alpha=c157)
+        t155 = t156 = zero
+        t159 = y * t111
+        c160 = k[437]
+        t161 = torch.add(t159, t33, alpha=c160)
         t159 = zero
-        t205 = torch.add(t203, t204, alpha=c69)
-        t203 = t204 = zero
-        t206 = t4 * t161
+        c162 = k[438]
+        t163 = torch.add(t3, t4, alpha=c162)
+        c164 = k[439]
+        t166 = y * t98
+        c167 = k[440]
+        t169 = t163 * t60
+        c170 = k[441]
+        t172 = t161 * t31
+        c173 = k[442]
+        t175 = t158 * t11
+        c176 = k[443]
+        t178 = t154 * x
+        c179 = k[444]
+        c181 = k[445]
+        t183 = t154 * z
+        t185 = t158 * t10
+        c186 = k[446]
+        t188 = t161 * t27
+        c189 = k[447]
+        t191 = t163 * t57
+        c192 = k[448]
+        t194 = y * t95
+        c195 = k[449]
+        c197 = k[450]
+        c100158 = k[373]
+        c100159 = k[374]
+        c100160 = k[375]
+        c100161 = k[376]
+        c100162 = k[377]
+        c100163 = k[378]
+        c100164 = k[379]
+        c100165 = k[380]
+        c100166 = k[381]
+        c100167 = k[382]
+        c100168 = k[383]
+        c100169 = k[384]
+        c100170 = k[385]
+        c100171 = k[386]
+        c100172 = k[387]
+        c100173 = k[388]
+        c100174 = k[389]
+        c100175 = k[390]
+        c100176 = k[391]
+        c100177 = k[392]
+        c100178 = k[393]
+        c100179 = k[394]
+        c100180 = k[395]
+        c100181 = k[396]
+        c100182 = k[397]
+        c100183 = k[398]
+        c100184 = k[399]
+        c100185 = k[400]
+        c100186 = k[401]
+        c100187 = k[402]
+        c100188 = k[403]
+        c100189 = k[404]
+        c100190 = k[405]
+        c100191 = k[406]
+        c100192 = k[407]
+        c100193 = k[408]
+        c100194 = k[409]
+        c100195 = k[410]
+        c100196 = k[411]
+        c100197 = k[412]
+        c100198 = k[413]
+        c100199 = k[414]
+        c100200 = k[415]
+        c100201 = k[416]
+        c100202 = k[417]
+        c100203 = k[418]
+        c100204 = k[419]
+        c100205 = k[420]
+        c100206 = k[421]
+        c100207 = k[422]
+        c100208 = k[423]
+        c100209 = k[424]
+        c100210 = k[425]
+        c100211 = k[426]
+        c100212 = k[427]
+        c100213 = k[428]
+        c100214 = k[429]
+        c100215 = k[430]
+        c100216 = k[431]
+        c100217 = k[432]
+        c100218 = k[433]
+        for o in at[7]:
+            vx.addcmul_(gs[o + 0], t143, value=c100158 * c197)
+            vx.addcmul_(gs[o + 1], t194, value=c100159 * c195)
+            vx.addcmul_(gs[o + 2], t191, value=c100160 * c192)
+            vx.addcmul_(gs[o + 2], t143, value=c100161 * c197)
+            vx.addcmul_(gs[o + 3], t188, value=c100162 * c189)
+            vx.addcmul_(gs[o + 3], t194, value=c100163 * c195)
+            vx.addcmul_(gs[o + 4], t185, value=c100164 * c186)
+            vx.addcmul_(gs[o + 4], t191, value=c100165 * c192)
+            vx.addcmul_(gs[o + 5], t183, value=c100166 * c179)
+            vx.addcmul_(gs[o + 5], t188, value=c100167 * c189)
+            vx.addcmul_(gs[o + 6], t150, value=c100168 * c181)
+            vx.addcmul_(gs[o + 6], t185, value=c100169 * c186)
+            vx.addcmul_(gs[o + 7], t178, value=c100170 * c179)
+            vx.addcmul_(gs[o + 8], t175, value=c100171 * c176)
+            vx.addcmul_(gs[o + 9], t172, value=c100172 * c173)
+            vx.addcmul_(gs[o + 9], t178, value=c100173 * c179)
+            vx.addcmul_(gs[o + 10], t169, value=c100174 * c170)
+            vx.addcmul_(gs[o + 10], t175, value=c100175 * c176)
+            vx.addcmul_(gs[o + 11], t166, value=c100176 * c167)
+            vx.addcmul_(gs[o + 11], t172, value=c100177 * c173)
+            vx.addcmul_(gs[o + 12], t146, value=c100178 * c164)
+            vx.addcmul_(gs[o + 12], t169, value=c100179 * c170)
+            vx.addcmul_(gs[o + 13], t166, value=c100180 * c167)
+            vx.addcmul_(gs[o + 14], t146, value=c100181 * c164)
+            vy.addcmul_(gs[o + 1], t146, value=c100182 * c164)
+            vy.addcmul_(gs[o + 2], t166, value=c100183 * c167)
+            vy.addcmul_(gs[o + 3], t169, value=c100184 * c170)
+            vy.addcmul_(gs[o + 4], t172, value=c100185 * c173)
+            vy.addcmul_(gs[o + 5], t175, value=c100186 * c176)
+            vy.addcmul_(gs[o + 6], t178, value=c100187 * c179)
+            vy.addcmul_(gs[o + 7], t150, value=c100188 * c181)
+            vy.addcmul_(gs[o + 8], t183, value=c100189 * c179)
+            vy.addcmul_(gs[o + 9], t185, value=c100190 * c186)
+            vy.addcmul_(gs[o + 10], t188, value=c100191 * c189)
+            vy.addcmul_(gs[o + 11], t191, value=c100192 * c192)
+            vy.addcmul_(gs[o + 12], t194, value=c100193 * c195)
+            vy.addcmul_(gs[o + 13], t143, value=c100194 * c197)
+            vz.addcmul_(gs[o + 0], t146, value=c100195 * c164)
+            vz.addcmul_(gs[o + 1], t166, value=c100196 * c167)
+            vz.addcmul_(gs[o + 2], t146, value=c100197 * c164)
+            vz.addcmul_(gs[o + 2], t169, value=c100198 * c170)
+            vz.addcmul_(gs[o + 3], t166, value=c100199 * c167)
+            vz.addcmul_(gs[o + 3], t172, value=c100200 * c173)
+            vz.addcmul_(gs[o + 4], t169, value=c100201 * c170)
+            vz.addcmul_(gs[o + 4], t175, value=c100202 * c176)
+            vz.addcmul_(gs[o + 5], t172, value=c100203 * c173)
+            vz.addcmul_(gs[o + 5], t178, value=c100204 * c179)
+            vz.addcmul_(gs[o + 6], t175, value=c100205 * c176)
+            vz.addcmul_(gs[o + 7], t183, value=c100206 * c179)
+            vz.addcmul_(gs[o + 8], t150, value=c100207 * c181)
+            vz.addcmul_(gs[o + 8], t185, value=c100208 * c186)
+            vz.addcmul_(gs[o + 9], t183, value=c100209 * c179)
+            vz.addcmul_(gs[o + 9], t188, value=c100210 * c189)
+            vz.addcmul_(gs[o + 10], t185, value=c100211 * c186)
+            vz.addcmul_(gs[o + 10], t191, value=c100212 * c192)
+            vz.addcmul_(gs[o + 11], t188, value=c100213 * c189)
+            vz.addcmul_(gs[o + 11], t194, value=c100214 * c195)
+            vz.addcmul_(gs[o + 12], t191, value=c100215 * c192)
+            vz.addcmul_(gs[o + 12], t143, value=c100216 * c197)
+            vz.addcmul_(gs[o + 13], t194, value=c100217 * c195)
+            vz.addcmul_(gs[o + 14], t143, value=c100218 * c197)
+        t166 = t169 = t172 = t175 = t178 = t183 = t185 = t188 = t191 = t194 = zero
+    else:
+        t143 = t146 = t150 = t154 = t158 = t161 = t163 = zero
+    if lmax >= 7:
+        t199 = z * t143
+        t200 = x * t146
+        t201 = torch.add(t199, t200, alpha=c26)
+        t199 = t200 = zero
+        t202 = z * t146
+        t203 = x * t143
+        t204 = torch.add(t202, t203, alpha=c30)
+        t202 = t203 = zero
+        t205 = y * t150
+        t206 = t4 * t102
+        t102 = zero
+        c207 = k[590]
+        t208 = torch.add(t205, t206, alpha=c207)
+        t205 = t206 = zero
+        t209 = y * t154
+        t210 = t4 * t106
+        t106 = zero
+        c211 = k[591]
+        t212 = torch.add(t209, t210, alpha=c211)
+        t209 = t210 = zero
+        t213 = y * t158
+        t214 = t4 * t109
+        t109 = zero
+        c215 = k[592]
+        t216 = torch.add(t213, t214, alpha=c215)
+        t213 = t214 = zero
+        t217 = y * t161
+        t218 = t4 * t111
+        t111 = zero
+        c219 = k[593]
+        t220 = torch.add(t217, t218, alpha=c219)
+        t217 = t218 = zero
+        t221 = y * t163
+        c222 = k[594]
+        t223 = torch.add(t221, t33, alpha=c222)
+        t221 = zero
+        c224 = k[595]
+        t225 = torch.add(t3, t4, alpha=c224)
+        c226 = k[596]
+        t228 = y * t146
+        c229 = k[597]
+        t231 = t225 * t98
+        c232 = k[598]
+        t234 = t223 * t60
+        c235 = k[599]
+        t237 = t220 * t31
+        c238 = k[600]
+        t240 = t216 * t11
+        c241 = k[601]
+        t243 = t212 * x
+        c244 = k[602]
+        c246 = k[603]
+        t248 = t212 * z
+        t250 = t216 * t10
+        c251 = k[604]
+        t253 = t220 * t27
+        c254 = k[605]
+        t256 = t223 * t57
+        t258 = t225 * t95
+        c259 = k[606]
+        t261 = y * t143
+        c262 = k[607]
+        c264 = k[608]
+        c100219 = k[519]
+        c100220 = k[520]
+        c100221 = k[521]
+        c100222 = k[522]
+        c100223 = k[523]
+        c100224 = k[524]
+        c100225 = k[525]
+        c100226 = k[526]
+        c100227 = k[527]
+        c100228 = k[528]
+        c100229 = k[529]
+        c100230 = k[530]
+        c100231 = k[531]
+        c100232 = k[532]
+        c100233 = k[533]
+        c100234 = k[534]
+        c100235 = k[535]
+        c100236 = k[536]
+        c100237 = k[537]
+        c100238 = k[538]
+        c100239 = k[539]
+        c100240 = k[540]
+        c100241 = k[541]
+        c100242 = k[542]
+        c100243 = k[543]
+        c100244 = k[544]
+        c100245 = k[545]
+        c100246 = k[546]
+        c100247 = k[547]
+        c100248 = k[548]
+        c100249 = k[549]
+        c100250 = k[550]
+        c100251 = k[551]
+        c100252 = k[552]
+        c100253 = k[553]
+        c100254 = k[554]
+        c100255 = k[555]
+        c100256 = k[556]
+        c100257 = k[557]
+        c100258 = k[558]
+        c100259 = k[559]
+        c100260 = k[560]
+        c100261 = k[561]
+        c100262 = k[562]
+        c100263 = k[563]
+        c100264 = k[564]
+        c100265 = k[565]
+        c100266 = k[566]
+        c100267 = k[567]
+        c100268 = k[568]
+        c100269 = k[569]
+        c100270 = k[570]
+        c100271 = k[571]
+        c100272 = k[572]
+        c100273 = k[573]
+        c100274 = k[574]
+        c100275 = k[575]
+        c100276 = k[576]
+        c100277 = k[577]
+        c100278 = k[578]
+        c100279 = k[579]
+        c100280 = k[580]
+        c100281 = k[581]
+        c100282 = k[582]
+        c100283 = k[583]
+        c100284 = k[584]
+        c100285 = k[585]
+        c100286 = k[586]
+        c100287 = k[587]
+        c100288 = k[588]
+        c100289 = k[589]
+        for o in at[8]:
+            vx.addcmul_(gs[o + 0], t201, value=c100219 * c264)
+            vx.addcmul_(gs[o + 1], t261, value=c100220 * c262)
+            vx.addcmul_(gs[o + 2], t258, value=c100221 * c259)
+            vx.addcmul_(gs[o + 2], t201, value=c100222 * c264)
+            vx.addcmul_(gs[o + 3], t256, value=c100223 * c232)
+            vx.addcmul_(gs[o + 3], t261, value=c100224 * c262)
+            vx.addcmul_(gs[o + 4], t253, value=c100225 * c254)
+            vx.addcmul_(gs[o + 4], t258, value=c100226 * c259)
+            vx.addcmul_(gs[o + 5], t250, value=c100227 * c251)
+            vx.addcmul_(gs[o + 5], t256, value=c100228 * c232)
+            vx.addcmul_(gs[o + 6], t248, value=c100229 * c244)
+            vx.addcmul_(gs[o + 6], t253, value=c100230 * c254)
+            vx.addcmul_(gs[o + 7], t208, value=c100231 * c246)
+            vx.addcmul_(gs[o + 7], t250, value=c100232 * c251)
+            vx.addcmul_(gs[o + 8], t243, value=c100233 * c244)
+            vx.addcmul_(gs[o + 9], t240, value=c100234 * c241)
+            vx.addcmul_(gs[o + 10], t237, value=c100235 * c238)
+            vx.addcmul_(gs[o + 10], t243, value=c100236 * c244)
+            vx.addcmul_(gs[o + 11], t234, value=c100237 * c235)
+            vx.addcmul_(gs[o + 11], t240, value=c100238 * c241)
+            vx.addcmul_(gs[o + 12], t231, value=c100239 * c232)
+            vx.addcmul_(gs[o + 12], t237, value=c100240 * c238)
+            vx.addcmul_(gs[o + 13], t228, value=c100241 * c229)
+            vx.addcmul_(gs[o + 13], t234, value=c100242 * c235)
+            vx.addcmul_(gs[o + 14], t204, value=c100243 * c226)
+            vx.addcmul_(gs[o + 14], t231, value=c100244 * c232)
+            vx.addcmul_(gs[o + 15], t228, value=c100245 * c229)
+            vx.addcmul_(gs[o + 16], t204, value=c100246 * c226)
+            vy.addcmul_(gs[o + 1], t204, value=c100247 * c226)
+            vy.addcmul_(gs[o + 2], t228, value=c100248 * c229)
+            vy.addcmul_(gs[o + 3], t231, value=c100249 * c232)
+            vy.addcmul_(gs[o + 4], t234, value=c100250 * c235)
+            vy.addcmul_(gs[o + 5], t237, value=c100251 * c238)
+            vy.addcmul_(gs[o + 6], t240, value=c100252 * c241)
+            vy.addcmul_(gs[o + 7], t243, value=c100253 * c244)
+            vy.addcmul_(gs[o + 8], t208, value=c100254 * c246)
+            vy.addcmul_(gs[o + 9], t248, value=c100255 * c244)
+            vy.addcmul_(gs[o + 10], t250, value=c100256 * c251)
+            vy.addcmul_(gs[o + 11], t253, value=c100257 * c254)
+            vy.addcmul_(gs[o + 12], t256, value=c100258 * c232)
+            vy.addcmul_(gs[o + 13], t258, value=c100259 * c259)
+            vy.addcmul_(gs[o + 14], t261, value=c100260 * c262)
+            vy.addcmul_(gs[o + 15], t201, value=c100261 * c264)
+            vz.addcmul_(gs[o + 0], t204, value=c100262 * c226)
+            vz.addcmul_(gs[o + 1], t228, value=c100263 * c229)
+            vz.addcmul_(gs[o + 2], t204, value=c100264 * c226)
+            vz.addcmul_(gs[o + 2], t231, value=c100265 * c232)
+            vz.addcmul_(gs[o + 3], t228, value=c100266 * c229)
+            vz.addcmul_(gs[o + 3], t234, value=c100267 * c235)
+            vz.addcmul_(gs[o + 4], t231, value=c100268 * c232)
+            vz.addcmul_(gs[o + 4], t237, value=c100269 * c238)
+            vz.addcmul_(gs[o + 5], t234, value=c100270 * c235)
+            vz.addcmul_(gs[o + 5], t240, value=c100271 * c241)
+            vz.addcmul_(gs[o + 6], t237, value=c100272 * c238)
+            vz.addcmul_(gs[o + 6], t243, value=c100273 * c244)
+            vz.addcmul_(gs[o + 7], t240, value=c100274 * c241)
+            vz.addcmul_(gs[o + 8], t248, value=c100275 * c244)
+            vz.addcmul_(gs[o + 9], t208, value=c100276 * c246)
+            vz.addcmul_(gs[o + 9], t250, value=c100277 * c251)
+            vz.addcmul_(gs[o + 10], t248, value=c100278 * c244)
+            vz.addcmul_(gs[o + 10], t253, value=c100279 * c254)
+            vz.addcmul_(gs[o + 11], t250, value=c100280 * c251)
+            vz.addcmul_(gs[o + 11], t256, value=c100281 * c232)
+            vz.addcmul_(gs[o + 12], t253, value=c100282 * c254)
+            vz.addcmul_(gs[o + 12], t258, value=c100283 * c259)
+            vz.addcmul_(gs[o + 13], t256, value=c100284 * c232)
+            vz.addcmul_(gs[o + 13], t261, value=c100285 * c262)
+            vz.addcmul_(gs[o + 14], t258, value=c100286 * c259)
+            vz.addcmul_(gs[o + 14], t201, value=c100287 * c264)
+            vz.addcmul_(gs[o + 15], t261, value=c100288 * c262)
+            vz.addcmul_(gs[o + 16], t201, value=c100289 * c264)
+        t228 = t231 = t234 = t237 = t240 = t243 = t248 = t250 = t253 = t256 = t258 = t261 = zero
+    else:
+        t201 = t204 = t208 = t212 = t216 = t220 = t223 = t225 = zero
+    if lmax >= 8:
+        t266 = z * t201
+        t267 = x * t204
+        t268 = torch.add(t266, t267, alpha=c26)
+        t266 = t267 = zero
+        t269 = z * t204
+        t270 = x * t201
+        t271 = torch.add(t269, t270, alpha=c30)
+        t269 = t270 = zero
+        t272 = y * t208
+        t273 = t4 * t150
+        t150 = zero
+        c274 = k[765]
+        t275 = torch.add(t272, t273, alpha=c274)
+        t272 = t273 = zero
+        t276 = y * t212
+        t277 = t4 * t154
+        t154 = zero
+        c278 = k[766]
+        t279 = torch.add(t276, t277, alpha=c278)
+        t276 = t277 = zero
+        t280 = y * t216
+        t281 = t4 * t158
+        t158 = zero
+        c282 = k[767]
+        t283 = torch.add(t280, t281, alpha=c282)
+        t280 = t281 = zero
+        t284 = y * t220
+        t285 = t4 * t161
         t161 = zero
-        t207 = torch.add(t175, t206, alpha=c22)
-        t175 = t206 = zero
-        t208 = z * t164
-        t209 = t4 * t162
-        t162 = zero
-        t210 = torch.add(t208, t209, alpha=c69)
-        t208 = t209 = zero
-        t211 = t4 * t164
-        t164 = zero
-        c212 = k[806]
-        t213 = torch.add(t198, t205, alpha=c212)
-        t198 = t205 = zero
-        c214 = k[807]
-        t215 = torch.add(t200, t207, alpha=c214)
-        t200 = t207 = zero
-        t216 = torch.add(t201, t210, alpha=c212)
-        t201 = t210 = zero
-        c217 = k[808]
-        t218 = torch.add(t202, t211, alpha=c217)
-        t211 = zero
-        c219 = k[809]
-        c221 = k[810]
-    else:
-        t202 = t213 = t215 = t216 = t218 = zero
-        c219 = c221 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 10]
-            vx.add_(g * t213, alpha=c219)
-            vy.add_(g * t215, alpha=c221)
-            vz.add_(g * t216, alpha=c219)
-    if lmax >= 11:
-        t225 = y * t213
-        t226 = y * t215
-        t227 = t218 + t226
-        t226 = zero
-        t228 = y * t216
-        t229 = y * t218
-        t230 = x * t191
-        t231 = t4 * t186
-        t186 = zero
-        t232 = torch.add(t230, t231, alpha=c69)
-        t230 = t231 = zero
-        t233 = t4 * t188
-        t188 = zero
-        t234 = torch.add(t202, t233, alpha=c22)
-        t202 = t233 = zero
-        t235 = z * t191
-        t236 = t4 * t189
-        t189 = zero
-        t237 = torch.add(t235, t236, alpha=c69)
-        t235 = t236 = zero
-        t238 = t4 * t191
-        t191 = zero
-        c239 = k[983]
-        t240 = torch.add(t225, t232, alpha=c239)
-        t225 = t232 = zero
-        c241 = k[984]
-        t242 = torch.add(t227, t234, alpha=c241)
-        t227 = t234 = zero
-        t243 = torch.add(t228, t237, alpha=c239)
-        t228 = t237 = zero
-        c244 = k[985]
-        t245 = torch.add(t229, t238, alpha=c244)
-        t238 = zero
-        c246 = k[986]
-        c248 = k[987]
-    else:
-        t229 = t240 = t242 = t243 = t245 = zero
-        c246 = c248 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 11]
-            vx.add_(g * t240, alpha=c246)
-            vy.add_(g * t242, alpha=c248)
-            vz.add_(g * t243, alpha=c246)
-    if lmax >= 12:
-        t252 = y * t240
-        t240 = zero
-        t253 = y * t242
-        t242 = zero
-        t254 = t245 + t253
-        t245 = t253 = zero
-        t255 = y * t243
-        t243 = zero
-        t257 = x * t218
-        t258 = t4 * t213
-        t213 = zero
-        t259 = torch.add(t257, t258, alpha=c69)
-        t257 = t258 = zero
-        t260 = t4 * t215
-        t215 = zero
-        t261 = torch.add(t229, t260, alpha=c22)
-        t229 = t260 = zero
-        t262 = z * t218
-        t218 = zero
-        t263 = t4 * t216
-        t216 = zero
-        t264 = torch.add(t262, t263, alpha=c69)
-        t262 = t263 = zero
-        c266 = k[1177]
-        t267 = torch.add(t252, t259, alpha=c266)
-        t252 = t259 = zero
-        c268 = k[1178]
-        t269 = torch.add(t254, t261, alpha=c268)
-        t254 = t261 = zero
-        t270 = torch.add(t255, t264, alpha=c266)
-        t255 = t264 = zero
-        c271 = k[1179]
-        c273 = k[1180]
-        c275 = k[1181]
-    else:
-        t267 = t269 = t270 = zero
-        c273 = c275 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 12]
-            vx.add_(g * t267, alpha=c273)
-            vy.add_(g * t269, alpha=c275)
-            vz.add_(g * t270, alpha=c273)
-        t267 = t269 = t270 = zero
-    if lmax >= 1:
-        for o in at[1]:
-            g = gs[o + 2]
-            vz.add_(g * c6)
-    if lmax >= 1:
-        for o in at[1]:
-            g = gs[o + 0]
-            vx.add_(g * c6)
-    if lmax >= 2:
-        c281 = k[15]
-    else:
-        c281 = 0.0
-    if lmax >= 2:
-        for o in at[2]:
-            g = gs[o + 3]
-            vy.add_(g * z, alpha=c281)
-            vz.add_(g * y, alpha=c281)
-    if lmax >= 2:
-        for o in at[2]:
-            g = gs[o + 1]
-            vx.add_(g * y, alpha=c281)
-            vy.add_(g * x, alpha=c281)
-    if lmax >= 3:
-        c287 = k[42]
-        t288 = torch.add(t3, t4, alpha=c287)
-    else:
-        t288 = zero
-        c287 = 0.0
-    if lmax >= 2:
-        t289 = x * z
-    else:
-        t289 = zero
-    if lmax >= 3:
-        c290 = k[43]
-        t291 = torch.add(t0, t288, alpha=c290)
-        t292 = t288 * z
-        c293 = k[44]
-        c295 = k[45]
-        c298 = k[46]
-    else:
-        t291 = t292 = zero
-        c290 = c293 = c295 = 0.0
-    if lmax >= 3:
-        for o in at[3]:
-            g = gs[o + 4]
-            vx.add_(g * t289, alpha=c293)
-            vy.add_(g * t20, alpha=c295)
-            vz.add_(g * t291, alpha=c293)
-        t291 = zero
-        t300 = torch.add(t1, t288, alpha=c290)
-        t301 = t288 * x
-    else:
-        t300 = t301 = zero
-    if lmax >= 3:
-        for o in at[3]:
-            g = gs[o + 2]
-            vx.add_(g * t300, alpha=c293)
-            vy.add_(g * t17, alpha=c295)
-            vz.add_(g * t289, alpha=c293)
-        t300 = zero
-    if lmax >= 4:
-        c305 = k[97]
-        t306 = torch.add(t288, t3, alpha=c305)
-        t307 = y * t288
-        c308 = k[98]
-        t309 = torch.add(t306, t23, alpha=c308)
-        t306 = zero
-        c310 = k[99]
-        t311 = torch.add(t307, t24, alpha=c310)
-        t312 = t17 * z
-        t313 = t309 * z
-        t314 = t20 * z
-        c315 = k[100]
-        t316 = torch.add(t314, t311, alpha=c315)
-        t314 = zero
-        t317 = t311 * z
-        c318 = k[101]
-        c320 = k[102]
-    else:
-        t307 = t309 = t311 = t312 = t313 = t316 = t317 = zero
-        c315 = c318 = c320 = 0.0
-    if lmax >= 4:
-        for o in at[4]:
-            g = gs[o + 5]
-            vx.add_(g * t312, alpha=c318)
-            vy.add_(g * t313, alpha=c320)
-            vz.add_(g * t316, alpha=c318)
-        t312 = t313 = t316 = zero
-        t324 = t17 * x
-        t325 = torch.add(t324, t311, alpha=c315)
-        t324 = zero
-        t326 = t309 * x
-        t327 = t20 * x
-        t328 = t311 * x
-    else:
-        t325 = t326 = t327 = t328 = zero
-    if lmax >= 4:
-        for o in at[4]:
-            g = gs[o + 3]
-            vx.add_(g * t325, alpha=c318)
-            vy.add_(g * t326, alpha=c320)
-            vz.add_(g * t327, alpha=c318)
-        t325 = t326 = t327 = zero
-    if lmax >= 5:
-        t333 = y * t309
-        t334 = t311 + t333
-        t333 = zero
-        t335 = y * t311
-        t336 = torch.add(t301, t41, alpha=c287)
-        t301 = zero
-        c337 = k[180]
-        t338 = torch.add(t307, t24, alpha=c337)
-        t307 = zero
-        t339 = torch.add(t292, t46, alpha=c287)
+        c286 = k[768]
+        t287 = torch.add(t284, t285, alpha=c286)
+        t284 = t285 = zero
+        t288 = y * t223
+        t289 = t4 * t163
+        t163 = zero
+        c290 = k[769]
+        t291 = torch.add(t288, t289, alpha=c290)
+        t288 = t289 = zero
+        t292 = y * t225
+        c293 = k[770]
+        t294 = torch.add(t292, t33, alpha=c293)
         t292 = zero
-        t340 = t4 * t288
-        t288 = zero
-        c341 = k[181]
-        t342 = torch.add(t35, t336, alpha=c341)
-        t336 = zero
-        c343 = k[182]
-        t344 = torch.add(t334, t338, alpha=c343)
-        t334 = t338 = zero
-        t345 = torch.add(t38, t339, alpha=c341)
-        t339 = zero
-        c346 = k[183]
-        t347 = torch.add(t335, t340, alpha=c346)
-        t340 = zero
-        t348 = t342 * z
-        t349 = t344 * z
-        t350 = t345 * z
-        t351 = torch.add(t350, t347, alpha=c315)
-        t350 = zero
-        t352 = t347 * z
-        c353 = k[184]
-        c355 = k[185]
+        c295 = k[771]
+        t296 = torch.add(t3, t4, alpha=c295)
+        c297 = k[772]
+        t299 = y * t204
+        c300 = k[773]
+        t302 = t296 * t146
+        c303 = k[774]
+        t305 = t294 * t98
+        c306 = k[775]
+        t308 = t291 * t60
+        c309 = k[776]
+        t311 = t287 * t31
+        c312 = k[777]
+        t314 = t283 * t11
+        c315 = k[778]
+        t317 = t279 * x
+        c318 = k[779]
+        c320 = k[780]
+        t322 = t279 * z
+        t324 = t283 * t10
+        c325 = k[781]
+        t327 = t287 * t27
+        c328 = k[782]
+        t330 = t291 * t57
+        c331 = k[783]
+        t333 = t294 * t95
+        c334 = k[784]
+        t336 = t296 * t143
+        c337 = k[785]
+        t339 = y * t201
+        c340 = k[786]
+        c342 = k[787]
+        c100290 = k[684]
+        c100291 = k[685]
+        c100292 = k[686]
+        c100293 = k[687]
+        c100294 = k[688]
+        c100295 = k[689]
+        c100296 = k[690]
+        c100297 = k[691]
+        c100298 = k[692]
+        c100299 = k[693]
+        c100300 = k[694]
+        c100301 = k[695]
+        c100302 = k[696]
+        c100303 = k[697]
+        c100304 = k[698]
+        c100305 = k[699]
+        c100306 = k[700]
+        c100307 = k[701]
+        c100308 = k[702]
+        c100309 = k[703]
+        c100310 = k[704]
+        c100311 = k[705]
+        c100312 = k[706]
+        c100313 = k[707]
+        c100314 = k[708]
+        c100315 = k[709]
+        c100316 = k[710]
+        c100317 = k[711]
+        c100318 = k[712]
+        c100319 = k[713]
+        c100320 = k[714]
+        c100321 = k[715]
+        c100322 = k[716]
+        c100323 = k[717]
+        c100324 = k[718]
+        c100325 = k[719]
+        c100326 = k[720]
+        c100327 = k[721]
+        c100328 = k[722]
+        c100329 = k[723]
+        c100330 = k[724]
+        c100331 = k[725]
+        c100332 = k[726]
+        c100333 = k[727]
+        c100334 = k[728]
+        c100335 = k[729]
+        c100336 = k[730]
+        c100337 = k[731]
+        c100338 = k[732]
+        c100339 = k[733]
+        c100340 = k[734]
+        c100341 = k[735]
+        c100342 = k[736]
+        c100343 = k[737]
+        c100344 = k[738]
+        c100345 = k[739]
+        c100346 = k[740]
+        c100347 = k[741]
+        c100348 = k[742]
+        c100349 = k[743]
+        c100350 = k[744]
+        c100351 = k[745]
+        c100352 = k[746]
+        c100353 = k[747]
+        c100354 = k[748]
+        c100355 = k[749]
+        c100356 = k[750]
+        c100357 = k[751]
+        c100358 = k[752]
+        c100359 = k[753]
+        c100360 = k[754]
+        c100361 = k[755]
+        c100362 = k[756]
+        c100363 = k[757]
+        c100364 = k[758]
+        c100365 = k[759]
+        c100366 = k[760]
+        c100367 = k[761]
+        c100368 = k[762]
+        c100369 = k[763]
+        c100370 = k[764]
+        for o in at[9]:
+            vx.addcmul_(gs[o + 0], t268, value=c100290 * c342)
+            vx.addcmul_(gs[o + 1], t339, value=c100291 * c340)
+            vx.addcmul_(gs[o + 2], t336, value=c100292 * c337)
+            vx.addcmul_(gs[o + 2], t268, value=c100293 * c342)
+            vx.addcmul_(gs[o + 3], t333, value=c100294 * c334)
+            vx.addcmul_(gs[o + 3], t339, value=c100295 * c340)
+            vx.addcmul_(gs[o + 4], t330, value=c100296 * c331)
+            vx.addcmul_(gs[o + 4], t336, value=c100297 * c337)
+            vx.addcmul_(gs[o + 5], t327, value=c100298 * c328)
+            vx.addcmul_(gs[o + 5], t333, value=c100299 * c334)
+            vx.addcmul_(gs[o + 6], t324, value=c100300 * c325)
+            vx.addcmul_(gs[o + 6], t330, value=c100301 * c331)
+            vx.addcmul_(gs[o + 7], t322, value=c100302 * c318)
+            vx.addcmul_(gs[o + 7], t327, value=c100303 * c328)
+            vx.addcmul_(gs[o + 8], t275, value=c100304 * c320)
+            vx.addcmul_(gs[o + 8], t324, value=c100305 * c325)
+            vx.addcmul_(gs[o + 9], t317, value=c100306 * c318)
+            vx.addcmul_(gs[o + 10], t314, value=c100307 * c315)
+            vx.addcmul_(gs[o + 11], t311, value=c100308 * c312)
+            vx.addcmul_(gs[o + 11], t317, value=c100309 * c318)
+            vx.addcmul_(gs[o + 12], t308, value=c100310 * c309)
+            vx.addcmul_(gs[o + 12], t314, value=c100311 * c315)
+            vx.addcmul_(gs[o + 13], t305, value=c100312 * c306)
+            vx.addcmul_(gs[o + 13], t311, value=c100313 * c312)
+            vx.addcmul_(gs[o + 14], t302, value=c100314 * c303)
+            vx.addcmul_(gs[o + 14], t308, value=c100315 * c309)
+            vx.addcmul_(gs[o + 15], t299, value=c100316 * c300)
+            vx.addcmul_(gs[o + 15], t305, value=c100317 * c306)
+            vx.addcmul_(gs[o + 16], t271, value=c100318 * c297)
+            vx.addcmul_(gs[o + 16], t302, value=c100319 * c303)
+            vx.addcmul_(gs[o + 17], t299, value=c100320 * c300)
+            vx.addcmul_(gs[o + 18], t271, value=c100321 * c297)
+            vy.addcmul_(gs[o + 1], t271, value=c100322 * c297)
+            vy.addcmul_(gs[o + 2], t299, value=c100323 * c300)
+            vy.addcmul_(gs[o + 3], t302, value=c100324 * c303)
+            vy.addcmul_(gs[o + 4], t305, value=c100325 * c306)
+            vy.addcmul_(gs[o + 5], t308, value=c100326 * c309)
+            vy.addcmul_(gs[o + 6], t311, value=c100327 * c312)
+            vy.addcmul_(gs[o + 7], t314, value=c100328 * c315)
+            vy.addcmul_(gs[o + 8], t317, value=c100329 * c318)
+            vy.addcmul_(gs[o + 9], t275, value=c100330 * c320)
+            vy.addcmul_(gs[o + 10], t322, value=c100331 * c318)
+            vy.addcmul_(gs[o + 11], t324, value=c100332 * c325)
+            vy.addcmul_(gs[o + 12], t327, value=c100333 * c328)
+            vy.addcmul_(gs[o + 13], t330, value=c100334 * c331)
+            vy.addcmul_(gs[o + 14], t333, value=c100335 * c334)
+            vy.addcmul_(gs[o + 15], t336, value=c100336 * c337)
+            vy.addcmul_(gs[o + 16], t339, value=c100337 * c340)
+            vy.addcmul_(gs[o + 17], t268, value=c100338 * c342)
+            vz.addcmul_(gs[o + 0], t271, value=c100339 * c297)
+            vz.addcmul_(gs[o + 1], t299, value=c100340 * c300)
+            vz.addcmul_(gs[o + 2], t271, value=c100341 * c297)
+            vz.addcmul_(gs[o + 2], t302, value=c100342 * c303)
+            vz.addcmul_(gs[o + 3], t299, value=c100343 * c300)
+            vz.addcmul_(gs[o + 3], t305, value=c100344 * c306)
+            vz.addcmul_(gs[o + 4], t302, value=c100345 * c303)
+            vz.addcmul_(gs[o + 4], t308, value=c100346 * c309)
+            vz.addcmul_(gs[o + 5], t305, value=c100347 * c306)
+            vz.addcmul_(gs[o + 5], t311, value=c100348 * c312)
+            vz.addcmul_(gs[o + 6], t308, value=c100349 * c309)
+            vz.addcmul_(gs[o + 6], t314, value=c100350 * c315)
+            vz.addcmul_(gs[o + 7], t311, value=c100351 * c312)
+            vz.addcmul_(gs[o + 7], t317, value=c100352 * c318)
+            vz.addcmul_(gs[o + 8], t314, value=c100353 * c315)
+            vz.addcmul_(gs[o + 9], t322, value=c100354 * c318)
+            vz.addcmul_(gs[o + 10], t275, value=c100355 * c320)
+            vz.addcmul_(gs[o + 10], t324, value=c100356 * c325)
+            vz.addcmul_(gs[o + 11], t322, value=c100357 * c318)
+            vz.addcmul_(gs[o + 11], t327, value=c100358 * c328)
+            vz.addcmul_(gs[o + 12], t324, value=c100359 * c325)
+            vz.addcmul_(gs[o + 12], t330, value=c100360 * c331)
+            vz.addcmul_(gs[o + 13], t327, value=c100361 * c328)
+            vz.addcmul_(gs[o + 13], t333, value=c100362 * c334)
+            vz.addcmul_(gs[o + 14], t330, value=c100363 * c331)
+            vz.addcmul_(gs[o + 14], t336, value=c100364 * c337)
+            vz.addcmul_(gs[o + 15], t333, value=c100365 * c334)
+            vz.addcmul_(gs[o + 15], t339, value=c100366 * c340)
+            vz.addcmul_(gs[o + 16], t336, value=c100367 * c337)
+            vz.addcmul_(gs[o + 16], t268, value=c100368 * c342)
+            vz.addcmul_(gs[o + 17], t339, value=c100369 * c340)
+            vz.addcmul_(gs[o + 18], t268, value=c100370 * c342)
+        t299 = t302 = t305 = t308 = t311 = t314 = t317 = t322 = t324 = t327 = t330 = t333 = t336 = t339 = zero
     else:
-        t335 = t342 = t344 = t345 = t347 = t348 = t349 = t351 = t352 = zero
-        c353 = c355 = 0.0
-    if lmax >= 5:
-        for o in at[5]:
-            g = gs[o + 6]
-            vx.add_(g * t348, alpha=c353)
-            vy.add_(g * t349, alpha=c355)
-            vz.add_(g * t351, alpha=c353)
-        t348 = t349 = t351 = zero
-        t359 = t342 * x
-        t360 = torch.add(t359, t347, alpha=c315)
-        t359 = zero
-        t361 = t344 * x
-        t362 = t345 * x
-        t363 = t347 * x
+        t268 = t271 = t275 = t279 = t283 = t287 = t291 = t294 = t296 = zero
+    if lmax >= 9:
+        t344 = z * t268
+        t345 = x * t271
+        t346 = torch.add(t344, t345, alpha=c26)
+        t344 = t345 = zero
+        t347 = z * t271
+        t348 = x * t268
+        t349 = torch.add(t347, t348, alpha=c30)
+        t347 = t348 = zero
+        t350 = y * t275
+        t351 = t4 * t208
+        t208 = zero
+        c352 = k[965]
+        t353 = torch.add(t350, t351, alpha=c352)
+        t350 = t351 = zero
+        t354 = y * t279
+        t355 = t4 * t212
+        t212 = zero
+        c356 = k[966]
+        t357 = torch.add(t354, t355, alpha=c356)
+        t354 = t355 = zero
+        t358 = y * t283
+        t359 = t4 * t216
+        t216 = zero
+        c360 = k[967]
+        t361 = torch.add(t358, t359, alpha=c360)
+        t358 = t359 = zero
+        t362 = y * t287
+        t363 = t4 * t220
+        t220 = zero
+        c364 = k[968]
+        t365 = torch.add(t362, t363, alpha=c364)
+        t362 = t363 = zero
+        t366 = y * t291
+        t367 = t4 * t223
+        t223 = zero
+        c368 = k[969]
+        t369 = torch.add(t366, t367, alpha=c368)
+        t366 = t367 = zero
+        t370 = y * t294
+        t371 = t4 * t225
+        t225 = zero
+        c372 = k[970]
+        t373 = torch.add(t370, t371, alpha=c372)
+        t370 = t371 = zero
+        t374 = y * t296
+        c375 = k[971]
+        t376 = torch.add(t374, t33, alpha=c375)
+        t374 = zero
+        c377 = k[972]
+        t378 = torch.add(t3, t4, alpha=c377)
+        c379 = k[973]
+        t381 = y * t271
+        c382 = k[974]
+        t384 = t378 * t204
+        c385 = k[975]
+        t387 = t376 * t146
+        c388 = k[976]
+        t390 = t373 * t98
+        c391 = k[977]
+        t393 = t369 * t60
+        c394 = k[978]
+        t396 = t365 * t31
+        c397 = k[979]
+        t399 = t361 * t11
+        c400 = k[980]
+        t402 = t357 * x
+        c403 = k[981]
+        c405 = k[982]
+        t407 = t357 * z
+        t409 = t361 * t10
+        c410 = k[983]
+        t412 = t365 * t27
+        c413 = k[984]
+        t415 = t369 * t57
+        c416 = k[985]
+        t418 = t373 * t95
+        c419 = k[986]
+        t421 = t376 * t143
+        c422 = k[987]
+        t424 = t378 * t201
+        c425 = k[988]
+        t427 = y * t268
+        c428 = k[989]
+        c430 = k[990]
+        c100371 = k[874]
+        c100372 = k[875]
+        c100373 = k[876]
+        c100374 = k[877]
+        c100375 = k[878]
+        c100376 = k[879]
+        c100377 = k[880]
+        c100378 = k[881]
+        c100379 = k[882]
+        c100380 = k[883]
+        c100381 = k[884]
+        c100382 = k[885]
+        c100383 = k[886]
+        c100384 = k[887]
+        c100385 = k[888]
+        c100386 = k[889]
+        c100387 = k[890]
+        c100388 = k[891]
+        c100389 = k[892]
+        c100390 = k[893]
+        c100391 = k[894]
+        c100392 = k[895]
+        c100393 = k[896]
+        c100394 = k[897]
+        c100395 = k[898]
+        c100396 = k[899]
+        c100397 = k[900]
+        c100398 = k[901]
+        c100399 = k[902]
+        c100400 = k[903]
+        c100401 = k[904]
+        c100402 = k[905]
+        c100403 = k[906]
+        c100404 = k[907]
+        c100405 = k[908]
+        c100406 = k[909]
+        c100407 = k[910]
+        c100408 = k[911]
+        c100409 = k[912]
+        c100410 = k[913]
+        c100411 = k[914]
+        c100412 = k[915]
+        c100413 = k[916]
+        c100414 = k[917]
+        c100415 = k[918]
+        c100416 = k[919]
+        c100417 = k[920]
+        c100418 = k[921]
+        c100419 = k[922]
+        c100420 = k[923]
+        c100421 = k[924]
+        c100422 = k[925]
+        c100423 = k[926]
+        c100424 = k[927]
+        c100425 = k[928]
+        c100426 = k[929]
+        c100427 = k[930]
+        c100428 = k[931]
+        c100429 = k[932]
+        c100430 = k[933]
+        c100431 = k[934]
+        c100432 = k[935]
+        c100433 = k[936]
+        c100434 = k[937]
+        c100435 = k[938]
+        c100436 = k[939]
+        c100437 = k[940]
+        c100438 = k[941]
+        c100439 = k[942]
+        c100440 = k[943]
+        c100441 = k[944]
+        c100442 = k[945]
+        c100443 = k[946]
+        c100444 = k[947]
+        c100445 = k[948]
+        c100446 = k[949]
+        c100447 = k[950]
+        c100448 = k[951]
+        c100449 = k[952]
+        c100450 = k[953]
+        c100451 = k[954]
+        c100452 = k[955]
+        c100453 = k[956]
+        c100454 = k[957]
+        c100455 = k[958]
+        c100456 = k[959]
+        c100457 = k[960]
+        c100458 = k[961]
+        c100459 = k[962]
+        c100460 = k[963]
+        c100461 = k[964]
+        for o in at[10]:
+            vx.addcmul_(gs[o + 0], t346, value=c100371 * c430)
+            vx.addcmul_(gs[o + 1], t427, value=c100372 * c428)
+            vx.addcmul_(gs[o + 2], t424, value=c100373 * c425)
+            vx.addcmul_(gs[o + 2], t346, value=c100374 * c430)
+            vx.addcmul_(gs[o + 3], t421, value=c100375 * c422)
+            vx.addcmul_(gs[o + 3], t427, value=c100376 * c428)
+            vx.addcmul_(gs[o + 4], t418, value=c100377 * c419)
+            vx.addcmul_(gs[o + 4], t424, value=c100378 * c425)
+            vx.addcmul_(gs[o + 5], t415, value=c100379 * c416)
+            vx.addcmul_(gs[o + 5], t421, value=c100380 * c422)
+            vx.addcmul_(gs[o + 6], t412, value=c100381 * c413)
+            vx.addcmul_(gs[o + 6], t418, value=c100382 * c419)
+            vx.addcmul_(gs[o + 7], t409, value=c100383 * c410)
+            vx.addcmul_(gs[o + 7], t415, value=c100384 * c416)
+            vx.addcmul_(gs[o + 8], t407, value=c100385 * c403)
+            vx.addcmul_(gs[o + 8], t412, value=c100386 * c413)
+            vx.addcmul_(gs[o + 9], t353, value=c100387 * c405)
+            vx.addcmul_(gs[o + 9], t409, value=c100388 * c410)
+            vx.addcmul_(gs[o + 10], t402, value=c100389 * c403)
+            vx.addcmul_(gs[o + 11], t399, value=c100390 * c400)
+            vx.addcmul_(gs[o + 12], t396, value=c100391 * c397)
+            vx.addcmul_(gs[o + 12], t402, value=c100392 * c403)
+            vx.addcmul_(gs[o + 13], t393, value=c100393 * c394)
+            vx.addcmul_(gs[o + 13], t399, value=c100394 * c400)
+            vx.addcmul_(gs[o + 14], t390, value=c100395 * c391)
+            vx.addcmul_(gs[o + 14], t396, value=c100396 * c397)
+            vx.addcmul_(gs[o + 15], t387, value=c100397 * c388)
+            vx.addcmul_(gs[o + 15], t393, value=c100398 * c394)
+            vx.addcmul_(gs[o + 16], t384, value=c100399 * c385)
+            vx.addcmul_(gs[o + 16], t390, value=c100400 * c391)
+            vx.addcmul_(gs[o + 17], t381, value=c100401 * c382)
+            vx.addcmul_(gs[o + 17], t387, value=c100402 * c388)
+            vx.addcmul_(gs[o + 18], t349, value=c100403 * c379)
+            vx.addcmul_(gs[o + 18], t384, value=c100404 * c385)
+            vx.addcmul_(gs[o + 19], t381, value=c100405 * c382)
+            vx.addcmul_(gs[o + 20], t349, value=c100406 * c379)
+            vy.addcmul_(gs[o + 1], t349, value=c100407 * c379)
+            vy.addcmul_(gs[o + 2], t381, value=c100408 * c382)
+            vy.addcmul_(gs[o + 3], t384, value=c100409 * c385)
+            vy.addcmul_(gs[o + 4], t387, value=c100410 * c388)
+            vy.addcmul_(gs[o + 5], t390, value=c100411 * c391)
+            vy.addcmul_(gs[o + 6], t393, value=c100412 * c394)
+            vy.addcmul_(gs[o + 7], t396, value=c100413 * c397)
+            vy.addcmul_(gs[o + 8], t399, value=c100414 * c400)
+            vy.addcmul_(gs[o + 9], t402, value=c100415 * c403)
+            vy.addcmul_(gs[o + 10], t353, value=c100416 * c405)
+            vy.addcmul_(gs[o + 11], t407, value=c100417 * c403)
+            vy.addcmul_(gs[o + 12], t409, value=c100418 * c410)
+            vy.addcmul_(gs[o + 13], t412, value=c100419 * c413)
+            vy.addcmul_(gs[o + 14], t415, value=c100420 * c416)
+            vy.addcmul_(gs[o + 15], t418, value=c100421 * c419)
+            vy.addcmul_(gs[o + 16], t421, value=c100422 * c422)
+            vy.addcmul_(gs[o + 17], t424, value=c100423 * c425)
+            vy.addcmul_(gs[o + 18], t427, value=c100424 * c428)
+            vy.addcmul_(gs[o + 19], t346, value=c100425 * c430)
+            vz.addcmul_(gs[o + 0], t349, value=c100426 * c379)
+            vz.addcmul_(gs[o + 1], t381, value=c100427 * c382)
+            vz.addcmul_(gs[o + 2], t349, value=c100428 * c379)
+            vz.addcmul_(gs[o + 2], t384, value=c100429 * c385)
+            vz.addcmul_(gs[o + 3], t381, value=c100430 * c382)
+            vz.addcmul_(gs[o + 3], t387, value=c100431 * c388)
+            vz.addcmul_(gs[o + 4], t384, value=c100432 * c385)
+            vz.addcmul_(gs[o + 4], t390, value=c100433 * c391)
+            vz.addcmul_(gs[o + 5], t387, value=c100434 * c388)
+            vz.addcmul_(gs[o + 5], t393, value=c100435 * c394)
+            vz.addcmul_(gs[o + 6], t390, value=c100436 * c391)
+            vz.addcmul_(gs[o + 6], t396, value=c100437 * c397)
+            vz.addcmul_(gs[o + 7], t393, value=c100438 * c394)
+            vz.addcmul_(gs[o + 7], t399, value=c100439 * c400)
+            vz.addcmul_(gs[o + 8], t396, value=c100440 * c397)
+            vz.addcmul_(gs[o + 8], t402, value=c100441 * c403)
+            vz.addcmul_(gs[o + 9], t399, value=c100442 * c400)
+            vz.addcmul_(gs[o + 10], t407, value=c100443 * c403)
+            vz.addcmul_(gs[o + 11], t353, value=c100444 * c405)
+            vz.addcmul_(gs[o + 11], t409, value=c100445 * c410)
+            vz.addcmul_(gs[o + 12], t407, value=c100446 * c403)
+            vz.addcmul_(gs[o + 12], t412, value=c100447 * c413)
+            vz.addcmul_(gs[o + 13], t409, value=c100448 * c410)
+            vz.addcmul_(gs[o + 13], t415, value=c100449 * c416)
+            vz.addcmul_(gs[o + 14], t412, value=c100450 * c413)
+            vz.addcmul_(gs[o + 14], t418, value=c100451 * c419)
+            vz.addcmul_(gs[o + 15], t415, value=c100452 * c416)
+            vz.addcmul_(gs[o + 15], t421, value=c100453 * c422)
+            vz.addcmul_(gs[o + 16], t418, value=c100454 * c419)
+            vz.addcmul_(gs[o + 16], t424, value=c100455 * c425)
+            vz.addcmul_(gs[o + 17], t421, value=c100456 * c422)
+            vz.addcmul_(gs[o + 17], t427, value=c100457 * c428)
+            vz.addcmul_(gs[o + 18], t424, value=c100458 * c425)
+            vz.addcmul_(gs[o + 18], t346, value=c100459 * c430)
+            vz.addcmul_(gs[o + 19], t427, value=c100460 * c428)
+            vz.addcmul_(gs[o + 20], t346, value=c100461 * c430)
+        t381 = t384 = t387 = t390 = t393 = t396 = t399 = t402 = t407 = t409 = t412 = t415 = t418 = t421 = t424 = t427 = zero
     else:
-        t360 = t361 = t362 = t363 = zero
-    if lmax >= 5:
-        for o in at[5]:
-            g = gs[o + 4]
-            vx.add_(g * t360, alpha=c353)
-            vy.add_(g * t361, alpha=c355)
-            vz.add_(g * t362, alpha=c353)
-        t360 = t361 = t362 = zero
-    if lmax >= 6:
-        t368 = y * t342
-        t369 = y * t344
-        t370 = t347 + t369
-        t369 = zero
-        t371 = y * t345
-        t372 = y * t347
-        c373 = k[277]
-        t374 = torch.add(t328, t68, alpha=c373)
-        t328 = zero
-        t375 = t4 * t309
-        t309 = zero
-        t376 = torch.add(t335, t375, alpha=c22)
-        t335 = t375 = zero
-        t377 = torch.add(t317, t74, alpha=c373)
-        t317 = zero
-        t378 = t4 * t311
-        t311 = zero
-        c379 = k[278]
-        t380 = torch.add(t368, t374, alpha=c379)
-        t368 = t374 = zero
-        c381 = k[279]
-        t382 = torch.add(t370, t376, alpha=c381)
-        t370 = t376 = zero
-        t383 = torch.add(t371, t377, alpha=c379)
-        t371 = t377 = zero
-        c384 = k[280]
-        t385 = torch.add(t372, t378, alpha=c384)
-        t378 = zero
-        t386 = t380 * z
-        t387 = t382 * z
-        t388 = t383 * z
-        t389 = torch.add(t388, t385, alpha=c315)
-        t388 = zero
-        t390 = t385 * z
-        c391 = k[281]
-        c393 = k[282]
-    else:
-        t372 = t380 = t382 = t383 = t385 = t386 = t387 = t389 = t390 = zero
-        c373 = c391 = c393 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 7]
-            vx.add_(g * t386, alpha=c391)
-            vy.add_(g * t387, alpha=c393)
-            vz.add_(g * t389, alpha=c391)
-        t386 = t387 = t389 = zero
-        t397 = t380 * x
-        t398 = torch.add(t397, t385, alpha=c315)
-        t397 = zero
-        t399 = t382 * x
-        t400 = t383 * x
-        t401 = t385 * x
-    else:
-        t398 = t399 = t400 = t401 = zero
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 5]
-            vx.add_(g * t398, alpha=c391)
-            vy.add_(g * t399, alpha=c393)
-            vz.add_(g * t400, alpha=c391)
-        t398 = t399 = t400 = zero
-    if lmax >= 7:
-        t406 = y * t380
-        t407 = y * t382
-        t408 = t385 + t407
-        t407 = zero
-        t409 = y * t383
-        t410 = y * t385
-        t411 = t4 * t342
-        t342 = zero
-        t412 = torch.add(t363, t411, alpha=c373)
-        t363 = t411 = zero
-        t413 = t4 * t344
-        t344 = zero
-        t414 = torch.add(t372, t413, alpha=c22)
-        t372 = t413 = zero
-        t415 = t4 * t345
-        t345 = zero
-        t416 = torch.add(t352, t415, alpha=c373)
-        t352 = t415 = zero
-        t417 = t4 * t347
-        t347 = zero
-        c418 = k[388]
-        t419 = torch.add(t406, t412, alpha=c418)
-        t406 = t412 = zero
-        c420 = k[389]
-        t421 = torch.add(t408, t414, alpha=c420)
-        t408 = t414 = zero
-        t422 = torch.add(t409, t416, alpha=c418)
-        t409 = t416 = zero
-        c423 = k[390]
-        t424 = torch.add(t410, t417, alpha=c423)
-        t417 = zero
-        t425 = t419 * z
-        t426 = t421 * z
-        t427 = t422 * z
-        t428 = torch.add(t427, t424, alpha=c315)
-        t427 = zero
-        t429 = t424 * z
-        c430 = k[391]
-        c432 = k[392]
-    else:
-        t410 = t419 = t421 = t422 = t424 = t425 = t426 = t428 = t429 = zero
-        c430 = c432 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 8]
-            vx.add_(g * t425, alpha=c430)
-            vy.add_(g * t426, alpha=c432)
-            vz.add_(g * t428, alpha=c430)
-        t425 = t426 = t428 = zero
-        t436 = t419 * x
-        t437 = torch.add(t436, t424, alpha=c315)
-        t436 = zero
-        t438 = t421 * x
-        t439 = t422 * x
-        t440 = t424 * x
-    else:
-        t437 = t438 = t439 = t440 = zero
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 6]
-            vx.add_(g * t437, alpha=c430)
-            vy.add_(g * t438, alpha=c432)
-            vz.add_(g * t439, alpha=c430)
-        t437 = t438 = t439 = zero
-    if lmax >= 8:
-        t445 = y * t419
-        t446 = y * t421
-        t447 = t424 + t446
-        t446 = zero
-        t448 = y * t422
-        t449 = y * t424
-        t450 = t4 * t380
-        t380 = zero
-        t451 = torch.add(t401, t450, alpha=c373)
-        t401 = t450 = zero
-        t452 = t4 * t382
-        t382 = zero
-        t453 = torch.add(t410, t452, alpha=c22)
-        t410 = t452 = zero
-        t454 = t4 * t383
-        t383 = zero
-        t455 = torch.add(t390, t454, alpha=c373)
-        t390 = t454 = zero
-        t456 = t4 * t385
-        t385 = zero
-        c457 = k[511]
-        t458 = torch.add(t445, t451, alpha=c457)
-        t445 = t451 = zero
-        c459 = k[512]
-        t460 = torch.add(t447, t453, alpha=c459)
-        t447 = t453 = zero
-        t461 = torch.add(t448, t455, alpha=c457)
-        t448 = t455 = zero
-        c462 = k[513]
-        t463 = torch.add(t449, t456, alpha=c462)
-        t456 = zero
-        t464 = t458 * z
-        t465 = t460 * z
-        t466 = t461 * z
-        t467 = torch.add(t466, t463, alpha=c315)
+        t346 = t349 = t353 = t357 = t361 = t365 = t369 = t373 = t376 = t378 = zero
+    if lmax >= 10:
+        t432 = z * t346
+        t433 = x * t349
+        t434 = torch.add(t432, t433, alpha=c26)
+        t432 = t433 = zero
+        t435 = z * t349
+        t436 = x * t346
+        t437 = torch.add(t435, t436, alpha=c30)
+        t435 = t436 = zero
+        t438 = y * t353
+        t439 = t4 * t275
+        t275 = zero
+        c440 = k[1189]
+        t441 = torch.add(t438, t439, alpha=c440)
+        t438 = t439 = zero
+        t442 = y * t357
+        t443 = t4 * t279
+        t279 = zero
+        c444 = k[1190]
+        t445 = torch.add(t442, t443, alpha=c444)
+        t442 = t443 = zero
+        t446 = y * t361
+        t447 = t4 * t283
+        t283 = zero
+        c448 = k[1191]
+        t449 = torch.add(t446, t447, alpha=c448)
+        t446 = t447 = zero
+        t450 = y * t365
+        t451 = t4 * t287
+        t287 = zero
+        c452 = k[1192]
+        t453 = torch.add(t450, t451, alpha=c452)
+        t450 = t451 = zero
+        t454 = y * t369
+        t455 = t4 * t291
+        t291 = zero
+        c456 = k[1193]
+        t457 = torch.add(t454, t455, alpha=c456)
+        t454 = t455 = zero
+        t458 = y * t373
+        t459 = t4 * t294
+        t294 = zero
+        c460 = k[1194]
+        t461 = torch.add(t458, t459, alpha=c460)
+        t458 = t459 = zero
+        t462 = y * t376
+        t463 = t4 * t296
+        t296 = zero
+        c464 = k[1195]
+        t465 = torch.add(t462, t463, alpha=c464)
+        t462 = t463 = zero
+        t466 = y * t378
+        c467 = k[1196]
+        t468 = torch.add(t466, t33, alpha=c467)
         t466 = zero
-        t468 = t463 * z
-        c469 = k[514]
-        c471 = k[515]
+        c469 = k[1197]
+        t470 = torch.add(t3, t4, alpha=c469)
+        c471 = k[1198]
+        t473 = y * t349
+        c474 = k[1199]
+        t476 = t470 * t271
+        c477 = k[1200]
+        t479 = t468 * t204
+        c480 = k[1201]
+        t482 = t465 * t146
+        c483 = k[1202]
+        t485 = t461 * t98
+        c486 = k[1203]
+        t488 = t457 * t60
+        c489 = k[1204]
+        t491 = t453 * t31
+        c492 = k[1205]
+        t494 = t449 * t11
+        c495 = k[1206]
+        t497 = t445 * x
+        c498 = k[1207]
+        c500 = k[1208]
+        t502 = t445 * z
+        t504 = t449 * t10
+        c505 = k[1209]
+        t507 = t453 * t27
+        c508 = k[1210]
+        t510 = t457 * t57
+        c511 = k[1211]
+        t513 = t461 * t95
+        c514 = k[1212]
+        t516 = t465 * t143
+        c517 = k[1213]
+        t519 = t468 * t201
+        c520 = k[1214]
+        t522 = t470 * t268
+        c523 = k[1215]
+        t525 = y * t346
+        c526 = k[1216]
+        c528 = k[1217]
+        c100462 = k[1088]
+        c100463 = k[1089]
+        c100464 = k[1090]
+        c100465 = k[1091]
+        c100466 = k[1092]
+        c100467 = k[1093]
+        c100468 = k[1094]
+        c100469 = k[1095]
+        c100470 = k[1096]
+        c100471 = k[1097]
+        c100472 = k[1098]
+        c100473 = k[1099]
+        c100474 = k[1100]
+        c100475 = k[1101]
+        c100476 = k[1102]
+        c100477 = k[1103]
+        c100478 = k[1104]
+        c100479 = k[1105]
+        c100480 = k[1106]
+        c100481 = k[1107]
+        c100482 = k[1108]
+        c100483 = k[1109]
+        c100484 = k[1110]
+        c100485 = k[1111]
+        c100486 = k[1112]
+        c100487 = k[1113]
+        c100488 = k[1114]
+        c100489 = k[1115]
+        c100490 = k[1116]
+        c100491 = k[1117]
+        c100492 = k[1118]
+        c100493 = k[1119]
+        c100494 = k[1120]
+        c100495 = k[1121]
+        c100496 = k[1122]
+        c100497 = k[1123]
+        c100498 = k[1124]
+        c100499 = k[1125]
+        c100500 = k[1126]
+        c100501 = k[1127]
+        c100502 = k[1128]
+        c100503 = k[1129]
+        c100504 = k[1130]
+        c100505 = k[1131]
+        c100506 = k[1132]
+        c100507 = k[1133]
+        c100508 = k[1134]
+        c100509 = k[1135]
+        c100510 = k[1136]
+        c100511 = k[1137]
+        c100512 = k[1138]
+        c100513 = k[1139]
+        c100514 = k[1140]
+        c100515 = k[1141]
+        c100516 = k[1142]
+        c100517 = k[1143]
+        c100518 = k[1144]
+        c100519 = k[1145]
+        c100520 = k[1146]
+        c100521 = k[1147]
+        c100522 = k[1148]
+        c100523 = k[1149]
+        c100524 = k[1150]
+        c100525 = k[1151]
+        c100526 = k[1152]
+        c100527 = k[1153]
+        c100528 = k[1154]
+        c100529 = k[1155]
+        c100530 = k[1156]
+        c100531 = k[1157]
+        c100532 = k[1158]
+        c100533 = k[1159]
+        c100534 = k[1160]
+        c100535 = k[1161]
+        c100536 = k[1162]
+        c100537 = k[1163]
+        c100538 = k[1164]
+        c100539 = k[1165]
+        c100540 = k[1166]
+        c100541 = k[1167]
+        c100542 = k[1168]
+        c100543 = k[1169]
+        c100544 = k[1170]
+        c100545 = k[1171]
+        c100546 = k[1172]
+        c100547 = k[1173]
+        c100548 = k[1174]
+        c100549 = k[1175]
+        c100550 = k[1176]
+        c100551 = k[1177]
+        c100552 = k[1178]
+        c100553 = k[1179]
+        c100554 = k[1180]
+        c100555 = k[1181]
+        c100556 = k[1182]
+        c100557 = k[1183]
+        c100558 = k[1184]
+        c100559 = k[1185]
+        c100560 = k[1186]
+        c100561 = k[1187]
+        c100562 = k[1188]
+        for o in at[11]:
+            vx.addcmul_(gs[o + 0], t434, value=c100462 * c528)
+            vx.addcmul_(gs[o + 1], t525, value=c100463 * c526)
+            vx.addcmul_(gs[o + 2], t522, value=c100464 * c523)
+            vx.addcmul_(gs[o + 2], t434, value=c100465 * c528)
+            vx.addcmul_(gs[o + 3], t519, value=c100466 * c520)
+            vx.addcmul_(gs[o + 3], t525, value=c100467 * c526)
+            vx.addcmul_(gs[o + 4], t516, value=c100468 * c517)
+            vx.addcmul_(gs[o + 4], t522, value=c100469 * c523)
+            vx.addcmul_(gs[o + 5], t513, value=c100470 * c514)
+            vx.addcmul_(gs[o + 5], t519, value=c100471 * c520)
+            vx.addcmul_(gs[o + 6], t510, value=c100472 * c511)
+            vx.addcmul_(gs[o + 6], t516, value=c100473 * c517)
+            vx.addcmul_(gs[o + 7], t507, value=c100474 * c508)
+            vx.addcmul_(gs[o + 7], t513, value=c100475 * c514)
+            vx.addcmul_(gs[o + 8], t504, value=c100476 * c505)
+            vx.addcmul_(gs[o + 8], t510, value=c100477 * c511)
+            vx.addcmul_(gs[o + 9], t502, value=c100478 * c498)
+            vx.addcmul_(gs[o + 9], t507, value=c100479 * c508)
+            vx.addcmul_(gs[o + 10], t441, value=c100480 * c500)
+            vx.addcmul_(gs[o + 10], t504, value=c100481 * c505)
+            vx.addcmul_(gs[o + 11], t497, value=c100482 * c498)
+            vx.addcmul_(gs[o + 12], t494, value=c100483 * c495)
+            vx.addcmul_(gs[o + 13], t491, value=c100484 * c492)
+            vx.addcmul_(gs[o + 13], t497, value=c100485 * c498)
+            vx.addcmul_(gs[o + 14], t488, value=c100486 * c489)
+            vx.addcmul_(gs[o + 14], t494, value=c100487 * c495)
+            vx.addcmul_(gs[o + 15], t485, value=c100488 * c486)
+            vx.addcmul_(gs[o + 15], t491, value=c100489 * c492)
+            vx.addcmul_(gs[o + 16], t482, value=c100490 * c483)
+            vx.addcmul_(gs[o + 16], t488, value=c100491 * c489)
+            vx.addcmul_(gs[o + 17], t479, value=c100492 * c480)
+            vx.addcmul_(gs[o + 17], t485, value=c100493 * c486)
+            vx.addcmul_(gs[o + 18], t476, value=c100494 * c477)
+            vx.addcmul_(gs[o + 18], t482, value=c100495 * c483)
+            vx.addcmul_(gs[o + 19], t473, value=c100496 * c474)
+            vx.addcmul_(gs[o + 19], t479, value=c100497 * c480)
+            vx.addcmul_(gs[o + 20], t437, value=c100498 * c471)
+            vx.addcmul_(gs[o + 20], t476, value=c100499 * c477)
+            vx.addcmul_(gs[o + 21], t473, value=c100500 * c474)
+            vx.addcmul_(gs[o + 22], t437, value=c100501 * c471)
+            vy.addcmul_(gs[o + 1], t437, value=c100502 * c471)
+            vy.addcmul_(gs[o + 2], t473, value=c100503 * c474)
+            vy.addcmul_(gs[o + 3], t476, value=c100504 * c477)
+            vy.addcmul_(gs[o + 4], t479, value=c100505 * c480)
+            vy.addcmul_(gs[o + 5], t482, value=c100506 * c483)
+            vy.addcmul_(gs[o + 6], t485, value=c100507 * c486)
+            vy.addcmul_(gs[o + 7], t488, value=c100508 * c489)
+            vy.addcmul_(gs[o + 8], t491, value=c100509 * c492)
+            vy.addcmul_(gs[o + 9], t494, value=c100510 * c495)
+            vy.addcmul_(gs[o + 10], t497, value=c100511 * c498)
+            vy.addcmul_(gs[o + 11], t441, value=c100512 * c500)
+            vy.addcmul_(gs[o + 12], t502, value=c100513 * c498)
+            vy.addcmul_(gs[o + 13], t504, value=c100514 * c505)
+            vy.addcmul_(gs[o + 14], t507, value=c100515 * c508)
+            vy.addcmul_(gs[o + 15], t510, value=c100516 * c511)
+            vy.addcmul_(gs[o + 16], t513, value=c100517 * c514)
+            vy.addcmul_(gs[o + 17], t516, value=c100518 * c517)
+            vy.addcmul_(gs[o + 18], t519, value=c100519 * c520)
+            vy.addcmul_(gs[o + 19], t522, value=c100520 * c523)
+            vy.addcmul_(gs[o + 20], t525, value=c100521 * c526)
+            vy.addcmul_(gs[o + 21], t434, value=c100522 * c528)
+            vz.addcmul_(gs[o + 0], t437, value=c100523 * c471)
+            vz.addcmul_(gs[o + 1], t473, value=c100524 * c474)
+            vz.addcmul_(gs[o + 2], t437, value=c100525 * c471)
+            vz.addcmul_(gs[o + 2], t476, value=c100526 * c477)
+            vz.addcmul_(gs[o + 3], t473, value=c100527 * c474)
+            vz.addcmul_(gs[o + 3], t479, value=c100528 * c480)
+            vz.addcmul_(gs[o + 4], t476, value=c100529 * c477)
+            vz.addcmul_(gs[o + 4], t482, value=c100530 * c483)
+            vz.addcmul_(gs[o + 5], t479, value=c100531 * c480)
+            vz.addcmul_(gs[o + 5], t485, value=c100532 * c486)
+            vz.addcmul_(gs[o + 6], t482, value=c100533 * c483)
+            vz.addcmul_(gs[o + 6], t488, value=c100534 * c489)
+            vz.addcmul_(gs[o + 7], t485, value=c100535 * c486)
+            vz.addcmul_(gs[o + 7], t491, value=c100536 * c492)
+            vz.addcmul_(gs[o + 8], t488, value=c100537 * c489)
+            vz.addcmul_(gs[o + 8], t494, value=c100538 * c495)
+            vz.addcmul_(gs[o + 9], t491, value=c100539 * c492)
+            vz.addcmul_(gs[o + 9], t497, value=c100540 * c498)
+            vz.addcmul_(gs[o + 10], t494, value=c100541 * c495)
+            vz.addcmul_(gs[o + 11], t502, value=c100542 * c498)
+            vz.addcmul_(gs[o + 12], t441, value=c100543 * c500)
+            vz.addcmul_(gs[o + 12], t504, value=c100544 * c505)
+            vz.addcmul_(gs[o + 13], t502, value=c100545 * c498)
+            vz.addcmul_(gs[o + 13], t507, value=c100546 * c508)
+            vz.addcmul_(gs[o + 14], t504, value=c100547 * c505)
+            vz.addcmul_(gs[o + 14], t510, value=c100548 * c511)
+            vz.addcmul_(gs[o + 15], t507, value=c100549 * c508)
+            vz.addcmul_(gs[o + 15], t513, value=c100550 * c514)
+            vz.addcmul_(gs[o + 16], t510, value=c100551 * c511)
+            vz.addcmul_(gs[o + 16], t516, value=c100552 * c517)
+            vz.addcmul_(gs[o + 17], t513, value=c100553 * c514)
+            vz.addcmul_(gs[o + 17], t519, value=c100554 * c520)
+            vz.addcmul_(gs[o + 18], t516, value=c100555 * c517)
+            vz.addcmul_(gs[o + 18], t522, value=c100556 * c523)
+            vz.addcmul_(gs[o + 19], t519, value=c100557 * c520)
+            vz.addcmul_(gs[o + 19], t525, value=c100558 * c526)
+            vz.addcmul_(gs[o + 20], t522, value=c100559 * c523)
+            vz.addcmul_(gs[o + 20], t434, value=c100560 * c528)
+            vz.addcmul_(gs[o + 21], t525, value=c100561 * c526)
+            vz.addcmul_(gs[o + 22], t434, value=c100562 * c528)
+        t473 = t476 = t479 = t482 = t485 = t488 = t491 = t494 = t497 = t502 = t504 = t507 = t510 = t513 = t516 = t519 = t522 = t525 = zero
     else:
-        t449 = t458 = t460 = t461 = t463 = t464 = t465 = t467 = t468 = zero
-        c462 = c469 = c471 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 9]
-            vx.add_(g * t464, alpha=c469)
-            vy.add_(g * t465, alpha=c471)
-            vz.add_(g * t467, alpha=c469)
-        t464 = t465 = t467 = zero
-        t475 = t458 * x
-        t476 = torch.add(t475, t463, alpha=c315)
-        t475 = zero
-        t477 = t460 * x
-        t478 = t461 * x
-        t479 = t463 * x
-    else:
-        t476 = t477 = t478 = t479 = zero
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 7]
-            vx.add_(g * t476, alpha=c469)
-            vy.add_(g * t477, alpha=c471)
-            vz.add_(g * t478, alpha=c469)
-        t476 = t477 = t478 = zero
-    if lmax >= 9:
-        t484 = y * t458
-        t485 = y * t460
-        t486 = t463 + t485
-        t485 = zero
-        t487 = y * t461
-        t488 = y * t463
-        t489 = t4 * t419
-        t419 = zero
-        t490 = torch.add(t440, t489, alpha=c373)
-        t440 = t489 = zero
-        t491 = t4 * t421
-        t421 = zero
-        t492 = torch.add(t449, t491, alpha=c22)
-        t449 = t491 = zero
-        t493 = t4 * t422
-        t422 = zero
-        t494 = torch.add(t429, t493, alpha=c373)
-        t429 = t493 = zero
-        t495 = t4 * t424
-        t424 = zero
-        c496 = k[651]
-        t497 = torch.add(t484, t490, alpha=c496)
-        t484 = t490 = zero
-        c498 = k[652]
-        t499 = torch.add(t486, t492, alpha=c498)
-        t486 = t492 = zero
-        t500 = torch.add(t487, t494, alpha=c496)
-        t487 = t494 = zero
-        c501 = k[653]
-        t502 = torch.add(t488, t495, alpha=c501)
-        t495 = zero
-        t503 = t497 * z
-        t504 = t499 * z
-        t505 = t500 * z
-        t506 = torch.add(t505, t502, alpha=c315)
-        t505 = zero
-        t507 = t502 * z
-        c508 = k[654]
-        c510 = k[655]
-    else:
-        t488 = t497 = t499 = t500 = t502 = t503 = t504 = t506 = t507 = zero
-        c508 = c510 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 10]
-            vx.add_(g * t503, alpha=c508)
-            vy.add_(g * t504, alpha=c510)
-            vz.add_(g * t506, alpha=c508)
-        t503 = t504 = t506 = zero
-        t514 = t497 * x
-        t515 = torch.add(t514, t502, alpha=c315)
-        t514 = zero
-        t516 = t499 * x
-        t517 = t500 * x
-        t518 = t502 * x
-    else:
-        t515 = t516 = t517 = t518 = zero
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 8]
-            vx.add_(g * t515, alpha=c508)
-            vy.add_(g * t516, alpha=c510)
-            vz.add_(g * t517, alpha=c508)
-        t515 = t516 = t517 = zero
-    if lmax >= 10:
-        t523 = y * t497
-        t524 = y * t499
-        t525 = t502 + t524
-        t524 = zero
-        t526 = y * t500
-        t527 = y * t502
-        t528 = t4 * t458
-        t458 = zero
-        t529 = torch.add(t479, t528, alpha=c373)
-        t479 = t528 = zero
-        t530 = t4 * t460
-        t460 = zero
-        t531 = torch.add(t488, t530, alpha=c22)
-        t488 = t530 = zero
-        t532 = t4 * t461
+        t434 = t437 = t441 = t445 = t449 = t453 = t457 = t461 = t465 = t468 = t470 = zero
+    if lmax >= 11:
+        t530 = z * t434
+        t531 = x * t437
+        t532 = torch.add(t530, t531, alpha=c26)
+        t530 = t531 = zero
+        t533 = z * t437
+        t534 = x * t434
+        t535 = torch.add(t533, t534, alpha=c30)
+        t533 = t534 = zero
+        t536 = y * t441
+        t441 = zero
+        t537 = t4 * t353
+        t353 = zero
+        c538 = k[1436]
+        t539 = torch.add(t536, t537, alpha=c538)
+        t536 = t537 = zero
+        t540 = y * t445
+        t445 = zero
+        t541 = t4 * t357
+        t357 = zero
+        c542 = k[1437]
+        t543 = torch.add(t540, t541, alpha=c542)
+        t540 = t541 = zero
+        t544 = y * t449
+        t449 = zero
+        t545 = t4 * t361
+        t361 = zero
+        c546 = k[1438]
+        t547 = torch.add(t544, t545, alpha=c546)
+        t544 = t545 = zero
+        t548 = y * t453
+        t453 = zero
+        t549 = t4 * t365
+        t365 = zero
+        c550 = k[1439]
+        t551 = torch.add(t548, t549, alpha=c550)
+        t548 = t549 = zero
+        t552 = y * t457
+        t457 = zero
+        t553 = t4 * t369
+        t369 = zero
+        c554 = k[1440]
+        t555 = torch.add(t552, t553, alpha=c554)
+        t552 = t553 = zero
+        t556 = y * t461
         t461 = zero
-        t533 = torch.add(t468, t532, alpha=c373)
-        t468 = t532 = zero
-        t534 = t4 * t463
-        t463 = zero
-        c535 = k[811]
-        t536 = torch.add(t523, t529, alpha=c535)
-        t523 = t529 = zero
-        c537 = k[812]
-        t538 = torch.add(t525, t531, alpha=c537)
-        t525 = t531 = zero
-        t539 = torch.add(t526, t533, alpha=c535)
-        t526 = t533 = zero
-        c540 = k[813]
-        t541 = torch.add(t527, t534, alpha=c540)
-        t534 = zero
-        t542 = t536 * z
-        t543 = t538 * z
-        t544 = t539 * z
-        t545 = torch.add(t544, t541, alpha=c315)
-        t544 = zero
-        t546 = t541 * z
-        c547 = k[814]
-        c549 = k[815]
-    else:
-        t527 = t536 = t538 = t539 = t541 = t542 = t543 = t545 = t546 = zero
-        c547 = c549 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 11]
-            vx.add_(g * t542, alpha=c547)
-            vy.add_(g * t543, alpha=c549)
-            vz.add_(g * t545, alpha=c547)
-        t542 = t543 = t545 = zero
-        t553 = t536 * x
-        t554 = torch.add(t553, t541, alpha=c315)
-        t553 = zero
-        t555 = t538 * x
-        t556 = t539 * x
-        t557 = t541 * x
-    else:
-        t554 = t555 = t556 = t557 = zero
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 9]
-            vx.add_(g * t554, alpha=c547)
-            vy.add_(g * t555, alpha=c549)
-            vz.add_(g * t556, alpha=c547)
-        t554 = t555 = t556 = zero
-    if lmax >= 11:
-        t562 = y * t536
-        t563 = y * t538
-        t564 = t541 + t563
-        t563 = zero
-        t565 = y * t539
-        t566 = y * t541
-        t567 = t4 * t497
-        t497 = zero
-        t568 = torch.add(t518, t567, alpha=c373)
-        t518 = t567 = zero
-        t569 = t4 * t499
-        t499 = zero
-        t570 = torch.add(t527, t569, alpha=c22)
-        t527 = t569 = zero
-        t571 = t4 * t500
-        t500 = zero
-        t572 = torch.add(t507, t571, alpha=c373)
-        t507 = t571 = zero
-        t573 = t4 * t502
-        t502 = zero
-        c574 = k[988]
-        t575 = torch.add(t562, t568, alpha=c574)
-        t562 = t568 = zero
-        c576 = k[989]
-        t577 = torch.add(t564, t570, alpha=c576)
-        t564 = t570 = zero
-        t578 = torch.add(t565, t572, alpha=c574)
-        t565 = t572 = zero
-        c579 = k[990]
-        t580 = torch.add(t566, t573, alpha=c579)
-        t573 = zero
-        t581 = t575 * z
-        t582 = t577 * z
-        t583 = t578 * z
-        t584 = torch.add(t583, t580, alpha=c315)
-        t583 = zero
-        c586 = k[991]
-        c588 = k[992]
-    else:
-        t566 = t575 = t577 = t578 = t580 = t581 = t582 = t584 = zero
-        c586 = c588 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 12]
-            vx.add_(g * t581, alpha=c586)
-            vy.add_(g * t582, alpha=c588)
-            vz.add_(g * t584, alpha=c586)
-        t581 = t582 = t584 = zero
-        t592 = t575 * x
-        t593 = torch.add(t592, t580, alpha=c315)
-        t592 = zero
-        t594 = t577 * x
-        t595 = t578 * x
-    else:
-        t593 = t594 = t595 = zero
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 10]
-            vx.add_(g * t593, alpha=c586)
-            vy.add_(g * t594, alpha=c588)
-            vz.add_(g * t595, alpha=c586)
-        t593 = t594 = t595 = zero
-    if lmax >= 12:
-        t601 = y * t575
-        t575 = zero
-        t602 = y * t577
-        t577 = zero
-        t603 = t580 + t602
-        t602 = zero
-        t604 = y * t578
-        t578 = zero
-        t605 = y * t580
-        t580 = zero
-        t606 = t4 * t536
-        t536 = zero
-        t607 = torch.add(t557, t606, alpha=c373)
-        t557 = t606 = zero
-        t608 = t4 * t538
-        t538 = zero
-        t609 = torch.add(t566, t608, alpha=c22)
-        t566 = t608 = zero
-        t610 = t4 * t539
-        t539 = zero
-        t611 = torch.add(t546, t610, alpha=c373)
-        t546 = t610 = zero
-        t612 = t4 * t541
-        t541 = zero
-        c613 = k[1182]
-        t614 = torch.add(t601, t607, alpha=c613)
-        t601 = t607 = zero
-        c615 = k[1183]
-        t616 = torch.add(t603, t609, alpha=c615)
-        t603 = t609 = zero
-        t617 = torch.add(t604, t611, alpha=c613)
-        t604 = t611 = zero
-        c618 = k[1184]
-        t619 = torch.add(t605, t612, alpha=c618)
-        t605 = t612 = zero
-        t620 = t614 * z
-        t621 = t616 * z
-        t622 = t617 * z
-        t623 = torch.add(t622, t619, alpha=c315)
-        t622 = zero
-        c625 = k[1185]
-        c627 = k[1186]
-    else:
-        t614 = t616 = t617 = t619 = t620 = t621 = t623 = zero
-        c625 = c627 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 13]
-            vx.add_(g * t620, alpha=c625)
-            vy.add_(g * t621, alpha=c627)
-            vz.add_(g * t623, alpha=c625)
-        t620 = t621 = t623 = zero
-        t631 = t614 * x
-        t614 = zero
-        t632 = torch.add(t631, t619, alpha=c315)
-        t619 = t631 = zero
-        t633 = t616 * x
-        t616 = zero
-        t634 = t617 * x
-        t617 = zero
-    else:
-        t632 = t633 = t634 = zero
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 11]
-            vx.add_(g * t632, alpha=c625)
-            vy.add_(g * t633, alpha=c627)
-            vz.add_(g * t634, alpha=c625)
-        t632 = t633 = t634 = zero
-    if lmax >= 2:
-        t640 = t0 - t1
-        c641 = k[16]
-        c643 = k[17]
-    else:
-        t640 = zero
-        c641 = 0.0
-    if lmax >= 2:
-        for o in at[2]:
-            g = gs[o + 4]
-            vx.add_(g * x, alpha=c641)
-            vz.add_(g * z, alpha=c281)
-    if lmax >= 2:
-        for o in at[2]:
-            g = gs[o + 0]
-            vx.add_(g * z, alpha=c281)
-            vz.add_(g * x, alpha=c281)
-    if lmax >= 3:
-        t646 = y * t640
-        c647 = k[47]
-        c649 = k[48]
-        c651 = k[49]
-    else:
-        t646 = zero
-        c647 = c649 = c651 = 0.0
-    if lmax >= 3:
-        for o in at[3]:
-            g = gs[o + 5]
-            vx.add_(g * t17, alpha=c647)
-            vy.add_(g * t640, alpha=c649)
-            vz.add_(g * t20, alpha=c651)
-        t654 = y * t289
-    else:
-        t654 = zero
-    if lmax >= 3:
-        for o in at[3]:
-            g = gs[o + 1]
-            vx.add_(g * t20, alpha=c651)
-            vy.add_(g * t289, alpha=c651)
-            vz.add_(g * t17, alpha=c651)
-    if lmax >= 4:
-        c658 = k[103]
-        t659 = torch.add(t3, t4, alpha=c658)
-    else:
-        t659 = zero
-        c658 = 0.0
-    if lmax >= 3:
-        t660 = x * t640
-    else:
-        t660 = zero
-    if lmax >= 4:
-        t661 = t659 * x
-        c662 = k[104]
-        t663 = torch.add(t660, t661, alpha=c662)
-    else:
-        t661 = t663 = zero
-    if lmax >= 3:
-        t664 = z * t640
-    else:
-        t664 = zero
-    if lmax >= 4:
-        t665 = t659 * z
-        c666 = k[105]
-        t667 = torch.add(t664, t665, alpha=c666)
-        c669 = k[106]
-        c671 = k[107]
-        c674 = k[108]
-    else:
-        t665 = t667 = zero
-        c669 = c671 = 0.0
-    if lmax >= 4:
-        for o in at[4]:
-            g = gs[o + 6]
-            vx.add_(g * t663, alpha=c669)
-            vy.add_(g * t646, alpha=c671)
-            vz.add_(g * t667, alpha=c669)
-        t646 = t663 = t667 = zero
-    if lmax >= 3:
-        t676 = x * t289
-    else:
-        t676 = zero
-    if lmax >= 4:
-        c677 = k[109]
-        t678 = torch.add(t676, t665, alpha=c677)
-    else:
-        t678 = zero
-        c677 = 0.0
-    if lmax >= 3:
-        t679 = z * t289
-    else:
-        t679 = zero
-    if lmax >= 4:
-        t680 = torch.add(t679, t661, alpha=c677)
-        c682 = k[110]
-        c684 = k[111]
-        c687 = k[112]
-    else:
-        t680 = zero
-        c682 = c684 = 0.0
-    if lmax >= 4:
-        for o in at[4]:
-            g = gs[o + 2]
-            vx.add_(g * t678, alpha=c682)
-            vy.add_(g * t654, alpha=c684)
-            vz.add_(g * t680, alpha=c682)
-        t678 = t680 = zero
-    if lmax >= 5:
-        c689 = k[186]
-        t690 = torch.add(t659, t3, alpha=c689)
-        t691 = y * t659
-        c692 = k[187]
-        t693 = torch.add(t690, t23, alpha=c692)
-        t690 = zero
-        c694 = k[188]
-        t695 = torch.add(t691, t24, alpha=c694)
-        t696 = t17 * t640
-        t697 = t695 * x
-    else:
-        t691 = t693 = t695 = t696 = t697 = zero
-    if lmax >= 4:
-        c698 = k[113]
-    else:
-        c698 = 0.0
-    if lmax >= 5:
-        t699 = torch.add(t696, t697, alpha=c698)
-        t696 = zero
-        t700 = t693 * t640
-        t701 = t20 * t640
-        t702 = t695 * z
-        c703 = k[189]
-        t704 = torch.add(t701, t702, alpha=c703)
-        t701 = zero
-        c706 = k[190]
-        c708 = k[191]
-    else:
-        t699 = t700 = t702 = t704 = zero
-        c703 = c706 = c708 = 0.0
-    if lmax >= 5:
-        for o in at[5]:
-            g = gs[o + 7]
-            vx.add_(g * t699, alpha=c706)
-            vy.add_(g * t700, alpha=c708)
-            vz.add_(g * t704, alpha=c706)
-        t699 = t700 = t704 = zero
-        t712 = t17 * t289
-        c713 = k[192]
-        t714 = torch.add(t712, t702, alpha=c713)
-        t712 = zero
-        t715 = t693 * t289
-        t716 = t20 * t289
-        t717 = torch.add(t716, t697, alpha=c713)
-        t716 = zero
-        c719 = k[193]
-        c721 = k[194]
-    else:
-        t714 = t715 = t717 = zero
-        c713 = c719 = c721 = 0.0
-    if lmax >= 5:
-        for o in at[5]:
-            g = gs[o + 3]
-            vx.add_(g * t714, alpha=c719)
-            vy.add_(g * t715, alpha=c721)
-            vz.add_(g * t717, alpha=c719)
-        t714 = t715 = t717 = zero
-    if lmax >= 6:
-        t725 = y * t693
-        t726 = t695 + t725
-        t725 = zero
-        t727 = y * t695
-        t728 = torch.add(t661, t41, alpha=c658)
-        t661 = zero
-        c729 = k[283]
-        t730 = torch.add(t691, t24, alpha=c729)
-        t691 = zero
-        t731 = torch.add(t665, t46, alpha=c658)
-        t665 = zero
-        t732 = t4 * t659
-        t659 = zero
-        c733 = k[284]
-        t734 = torch.add(t35, t728, alpha=c733)
-        t728 = zero
-        c735 = k[285]
-        t736 = torch.add(t726, t730, alpha=c735)
-        t726 = t730 = zero
-        t737 = torch.add(t38, t731, alpha=c733)
-        t731 = zero
-        c738 = k[286]
-        t739 = torch.add(t727, t732, alpha=c738)
-        t732 = zero
-        t740 = t734 * t640
-        t741 = t739 * x
-        t742 = torch.add(t740, t741, alpha=c698)
-        t740 = zero
-        t743 = t736 * t640
-        t744 = t737 * t640
-        t745 = t739 * z
-        t746 = torch.add(t744, t745, alpha=c703)
-        t744 = zero
-        c748 = k[287]
-        c750 = k[288]
-    else:
-        t727 = t734 = t736 = t737 = t739 = t741 = t742 = t743 = t745 = t746 = zero
-        c748 = c750 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 8]
-            vx.add_(g * t742, alpha=c748)
-            vy.add_(g * t743, alpha=c750)
-            vz.add_(g * t746, alpha=c748)
-        t742 = t743 = t746 = zero
-        t754 = t734 * t289
-        t755 = torch.add(t754, t745, alpha=c713)
-        t754 = zero
-        t756 = t736 * t289
-        t757 = t737 * t289
-        t758 = torch.add(t757, t741, alpha=c713)
-        t757 = zero
-        c760 = k[289]
-        c762 = k[290]
-    else:
-        t755 = t756 = t758 = zero
-        c760 = c762 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 4]
-            vx.add_(g * t755, alpha=c760)
-            vy.add_(g * t756, alpha=c762)
-            vz.add_(g * t758, alpha=c760)
-        t755 = t756 = t758 = zero
-    if lmax >= 7:
-        t766 = y * t734
-        t767 = y * t736
-        t768 = t739 + t767
-        t767 = zero
-        t769 = y * t737
-        t770 = y * t739
-        t771 = torch.add(t697, t68, alpha=c8)
-        t697 = zero
-        t772 = t4 * t693
-        t693 = zero
-        t773 = torch.add(t727, t772, alpha=c22)
-        t727 = t772 = zero
-        t774 = torch.add(t702, t74, alpha=c8)
-        t702 = zero
-        t775 = t4 * t695
-        t695 = zero
-        c776 = k[393]
-        t777 = torch.add(t766, t771, alpha=c776)
-        t766 = t771 = zero
-        c778 = k[394]
-        t779 = torch.add(t768, t773, alpha=c778)
-        t768 = t773 = zero
-        t780 = torch.add(t769, t774, alpha=c776)
-        t769 = t774 = zero
-        c781 = k[395]
-        t782 = torch.add(t770, t775, alpha=c781)
-        t775 = zero
-        t783 = t777 * t640
-        t784 = t782 * x
-        t785 = torch.add(t783, t784, alpha=c698)
-        t783 = zero
-        t786 = t779 * t640
-        t787 = t780 * t640
-        t788 = t782 * z
-        t789 = torch.add(t787, t788, alpha=c703)
-        t787 = zero
-        c791 = k[396]
-        c793 = k[397]
-    else:
-        t770 = t777 = t779 = t780 = t782 = t784 = t785 = t786 = t788 = t789 = zero
-        c791 = c793 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 9]
-            vx.add_(g * t785, alpha=c791)
-            vy.add_(g * t786, alpha=c793)
-            vz.add_(g * t789, alpha=c791)
-        t785 = t786 = t789 = zero
-        t797 = t777 * t289
-        t798 = torch.add(t797, t788, alpha=c713)
-        t797 = zero
-        t799 = t779 * t289
-        t800 = t780 * t289
-        t801 = torch.add(t800, t784, alpha=c713)
-        t800 = zero
-        c803 = k[398]
-        c805 = k[399]
-    else:
-        t798 = t799 = t801 = zero
-        c803 = c805 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 5]
-            vx.add_(g * t798, alpha=c803)
-            vy.add_(g * t799, alpha=c805)
-            vz.add_(g * t801, alpha=c803)
-        t798 = t799 = t801 = zero
-    if lmax >= 8:
-        t809 = y * t777
-        t810 = y * t779
-        t811 = t782 + t810
-        t810 = zero
-        t812 = y * t780
-        t813 = y * t782
-        t814 = t4 * t734
-        t734 = zero
-        t815 = torch.add(t741, t814, alpha=c8)
-        t741 = t814 = zero
-        t816 = t4 * t736
-        t736 = zero
-        t817 = torch.add(t770, t816, alpha=c22)
-        t770 = t816 = zero
-        t818 = t4 * t737
-        t737 = zero
-        t819 = torch.add(t745, t818, alpha=c8)
-        t745 = t818 = zero
-        t820 = t4 * t739
-        t739 = zero
-    else:
-        t809 = t811 = t812 = t813 = t815 = t817 = t819 = t820 = zero
-    if lmax >= 7:
-        c821 = k[400]
-    else:
-        c821 = 0.0
-    if lmax >= 8:
-        t822 = torch.add(t809, t815, alpha=c821)
-        t809 = t815 = zero
-        c823 = k[516]
-        t824 = torch.add(t811, t817, alpha=c823)
-        t811 = t817 = zero
-        t825 = torch.add(t812, t819, alpha=c821)
-        t812 = t819 = zero
-        c826 = k[517]
-        t827 = torch.add(t813, t820, alpha=c826)
-        t820 = zero
-        t828 = t822 * t640
-        t829 = t827 * x
-        t830 = torch.add(t828, t829, alpha=c698)
-        t828 = zero
-        t831 = t824 * t640
-        t832 = t825 * t640
-        t833 = t827 * z
-        t834 = torch.add(t832, t833, alpha=c703)
-        t832 = zero
-        c836 = k[518]
-        c838 = k[519]
-    else:
-        t822 = t824 = t825 = t827 = t829 = t830 = t831 = t833 = t834 = zero
-        c826 = c836 = c838 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 10]
-            vx.add_(g * t830, alpha=c836)
-            vy.add_(g * t831, alpha=c838)
-            vz.add_(g * t834, alpha=c836)
-        t830 = t831 = t834 = zero
-        t842 = t822 * t289
-        t843 = torch.add(t842, t833, alpha=c713)
-        t842 = zero
-        t844 = t824 * t289
-        t845 = t825 * t289
-        t846 = torch.add(t845, t829, alpha=c713)
-        t845 = zero
-        c848 = k[520]
-        c850 = k[521]
-    else:
-        t843 = t844 = t846 = zero
-        c848 = c850 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 6]
-            vx.add_(g * t843, alpha=c848)
-            vy.add_(g * t844, alpha=c850)
-            vz.add_(g * t846, alpha=c848)
-        t843 = t844 = t846 = zero
-    if lmax >= 9:
-        t854 = y * t822
-        t855 = y * t824
-        t856 = t827 + t855
-        t855 = zero
-        t857 = y * t825
-        t858 = y * t827
-        t859 = t4 * t777
-        t777 = zero
-        t860 = torch.add(t784, t859, alpha=c8)
-        t784 = t859 = zero
-        t861 = t4 * t779
-        t779 = zero
-        t862 = torch.add(t813, t861, alpha=c22)
-        t813 = t861 = zero
-        t863 = t4 * t780
-        t780 = zero
-        t864 = torch.add(t788, t863, alpha=c8)
-        t788 = t863 = zero
-        t865 = t4 * t782
-        t782 = zero
-        c866 = k[656]
-        t867 = torch.add(t854, t860, alpha=c866)
-        t854 = t860 = zero
-        c868 = k[657]
-        t869 = torch.add(t856, t862, alpha=c868)
-        t856 = t862 = zero
-        t870 = torch.add(t857, t864, alpha=c866)
-        t857 = t864 = zero
-        c871 = k[658]
-        t872 = torch.add(t858, t865, alpha=c871)
-        t865 = zero
-        t873 = t867 * t640
-        t874 = t872 * x
-        t875 = torch.add(t873, t874, alpha=c698)
-        t873 = zero
-        t876 = t869 * t640
-        t877 = t870 * t640
-        t878 = t872 * z
-        t879 = torch.add(t877, t878, alpha=c703)
-        t877 = zero
-        c881 = k[659]
-        c883 = k[660]
-    else:
-        t858 = t867 = t869 = t870 = t872 = t874 = t875 = t876 = t878 = t879 = zero
-        c881 = c883 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 11]
-            vx.add_(g * t875, alpha=c881)
-            vy.add_(g * t876, alpha=c883)
-            vz.add_(g * t879, alpha=c881)
-        t875 = t876 = t879 = zero
-        t887 = t867 * t289
-        t888 = torch.add(t887, t878, alpha=c713)
-        t887 = zero
-        t889 = t869 * t289
-        t890 = t870 * t289
-        t891 = torch.add(t890, t874, alpha=c713)
-        t890 = zero
-        c893 = k[661]
-        c895 = k[662]
-    else:
-        t888 = t889 = t891 = zero
-        c893 = c895 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 7]
-            vx.add_(g * t888, alpha=c893)
-            vy.add_(g * t889, alpha=c895)
-            vz.add_(g * t891, alpha=c893)
-        t888 = t889 = t891 = zero
-    if lmax >= 10:
-        t899 = y * t867
-        t900 = y * t869
-        t901 = t872 + t900
-        t900 = zero
-        t902 = y * t870
-        t903 = y * t872
-        t904 = t4 * t822
-        t822 = zero
-        t905 = torch.add(t829, t904, alpha=c8)
-        t829 = t904 = zero
-        t906 = t4 * t824
-        t824 = zero
-        t907 = torch.add(t858, t906, alpha=c22)
-        t858 = t906 = zero
-        t908 = t4 * t825
-        t825 = zero
-        t909 = torch.add(t833, t908, alpha=c8)
-        t833 = t908 = zero
-        t910 = t4 * t827
-        t827 = zero
-        c911 = k[816]
-        t912 = torch.add(t899, t905, alpha=c911)
-        t899 = t905 = zero
-        c913 = k[817]
-        t914 = torch.add(t901, t907, alpha=c913)
-        t901 = t907 = zero
-        t915 = torch.add(t902, t909, alpha=c911)
-        t902 = t909 = zero
-        c916 = k[818]
-        t917 = torch.add(t903, t910, alpha=c916)
-        t910 = zero
-        t918 = t912 * t640
-        t919 = t917 * x
-        t920 = torch.add(t918, t919, alpha=c698)
-        t918 = zero
-        t921 = t914 * t640
-        t922 = t915 * t640
-        t923 = t917 * z
-        t924 = torch.add(t922, t923, alpha=c703)
-        t922 = zero
-        c926 = k[819]
-        c928 = k[820]
-    else:
-        t903 = t912 = t914 = t915 = t917 = t919 = t920 = t921 = t923 = t924 = zero
-        c926 = c928 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 12]
-            vx.add_(g * t920, alpha=c926)
-            vy.add_(g * t921, alpha=c928)
-            vz.add_(g * t924, alpha=c926)
-        t920 = t921 = t924 = zero
-        t932 = t912 * t289
-        t933 = torch.add(t932, t923, alpha=c713)
-        t932 = zero
-        t934 = t914 * t289
-        t935 = t915 * t289
-        t936 = torch.add(t935, t919, alpha=c713)
-        t935 = zero
-        c938 = k[821]
-        c940 = k[822]
-    else:
-        t933 = t934 = t936 = zero
-        c938 = c940 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 8]
-            vx.add_(g * t933, alpha=c938)
-            vy.add_(g * t934, alpha=c940)
-            vz.add_(g * t936, alpha=c938)
-        t933 = t934 = t936 = zero
-    if lmax >= 11:
-        t944 = y * t912
-        t945 = y * t914
-        t946 = t917 + t945
-        t945 = zero
-        t947 = y * t915
-        t948 = y * t917
-        t949 = t4 * t867
-        t867 = zero
-        t950 = torch.add(t874, t949, alpha=c8)
-        t874 = t949 = zero
-        t951 = t4 * t869
-        t869 = zero
-        t952 = torch.add(t903, t951, alpha=c22)
-        t903 = t951 = zero
-        t953 = t4 * t870
-        t870 = zero
-        t954 = torch.add(t878, t953, alpha=c8)
-        t878 = t953 = zero
-        t955 = t4 * t872
-        t872 = zero
-        c956 = k[993]
-        t957 = torch.add(t944, t950, alpha=c956)
-        t944 = t950 = zero
-        c958 = k[994]
-        t959 = torch.add(t946, t952, alpha=c958)
-        t946 = t952 = zero
-        t960 = torch.add(t947, t954, alpha=c956)
-        t947 = t954 = zero
-        c961 = k[995]
-        t962 = torch.add(t948, t955, alpha=c961)
-        t955 = zero
-        t963 = t957 * t640
-        t964 = t962 * x
-        t965 = torch.add(t963, t964, alpha=c698)
-        t963 = zero
-        t966 = t959 * t640
-        t967 = t960 * t640
-        t968 = t962 * z
-        t969 = torch.add(t967, t968, alpha=c703)
-        t967 = zero
-        c971 = k[996]
-        c973 = k[997]
-    else:
-        t948 = t957 = t959 = t960 = t962 = t964 = t965 = t966 = t968 = t969 = zero
-        c971 = c973 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 13]
-            vx.add_(g * t965, alpha=c971)
-            vy.add_(g * t966, alpha=c973)
-            vz.add_(g * t969, alpha=c971)
-        t965 = t966 = t969 = zero
-        t977 = t957 * t289
-        t978 = torch.add(t977, t968, alpha=c713)
-        t968 = t977 = zero
-        t979 = t959 * t289
-        t980 = t960 * t289
-        t981 = torch.add(t980, t964, alpha=c713)
-        t964 = t980 = zero
-        c983 = k[998]
-        c985 = k[999]
-    else:
-        t978 = t979 = t981 = zero
-        c983 = c985 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 9]
-            vx.add_(g * t978, alpha=c983)
-            vy.add_(g * t979, alpha=c985)
-            vz.add_(g * t981, alpha=c983)
-        t978 = t979 = t981 = zero
-    if lmax >= 12:
-        t989 = y * t957
-        t957 = zero
-        t990 = y * t959
-        t959 = zero
-        t991 = t962 + t990
-        t990 = zero
-        t992 = y * t960
-        t960 = zero
-        t993 = y * t962
-        t962 = zero
-        t994 = t4 * t912
-        t912 = zero
-        t995 = torch.add(t919, t994, alpha=c8)
-        t919 = t994 = zero
-        t996 = t4 * t914
-        t914 = zero
-        t997 = torch.add(t948, t996, alpha=c22)
-        t948 = t996 = zero
-        t998 = t4 * t915
-        t915 = zero
-        t999 = torch.add(t923, t998, alpha=c8)
-        t923 = t998 = zero
-        t1000 = t4 * t917
-        t917 = zero
-        c1001 = k[1187]
-        t1002 = torch.add(t989, t995, alpha=c1001)
-        t989 = t995 = zero
-        c1003 = k[1188]
-        t1004 = torch.add(t991, t997, alpha=c1003)
-        t991 = t997 = zero
-        t1005 = torch.add(t992, t999, alpha=c1001)
-        t992 = t999 = zero
-        c1006 = k[1189]
-        t1007 = torch.add(t993, t1000, alpha=c1006)
-        t993 = t1000 = zero
-        t1008 = t1002 * t640
-        t1009 = t1007 * x
-        t1010 = torch.add(t1008, t1009, alpha=c698)
-        t1008 = zero
-        t1011 = t1004 * t640
-        t1012 = t1005 * t640
-        t1013 = t1007 * z
-        t1007 = zero
-        t1014 = torch.add(t1012, t1013, alpha=c703)
-        t1012 = zero
-        c1016 = k[1190]
-        c1018 = k[1191]
-    else:
-        t1002 = t1004 = t1005 = t1009 = t1010 = t1011 = t1013 = t1014 = zero
-        c1016 = c1018 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 14]
-            vx.add_(g * t1010, alpha=c1016)
-            vy.add_(g * t1011, alpha=c1018)
-            vz.add_(g * t1014, alpha=c1016)
-        t1010 = t1011 = t1014 = zero
-        t1022 = t1002 * t289
-        t1002 = zero
-        t1023 = torch.add(t1022, t1013, alpha=c713)
-        t1013 = t1022 = zero
-        t1024 = t1004 * t289
-        t1004 = zero
-        t1025 = t1005 * t289
-        t1005 = zero
-        t1026 = torch.add(t1025, t1009, alpha=c713)
-        t1009 = t1025 = zero
-        c1028 = k[1192]
-        c1030 = k[1193]
-    else:
-        t1023 = t1024 = t1026 = zero
-        c1028 = c1030 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 10]
-            vx.add_(g * t1023, alpha=c1028)
-            vy.add_(g * t1024, alpha=c1030)
-            vz.add_(g * t1026, alpha=c1028)
-        t1023 = t1024 = t1026 = zero
-    if lmax >= 3:
-        c1034 = k[50]
-        t1035 = torch.add(t640, t0, alpha=c1034)
-        c1036 = k[51]
-        t1037 = torch.add(t1035, t1, alpha=c1036)
-        t1035 = zero
-        t1038 = torch.add(t664, t676, alpha=c1036)
-        t664 = zero
-        t1039 = torch.add(t640, t1, alpha=c1036)
-        t1 = t640 = zero
-        t1040 = torch.add(t679, t660, alpha=c22)
-        t660 = zero
-        t1041 = torch.add(t0, t1039, alpha=c22)
-        t0 = t1039 = zero
-        c1042 = k[52]
-        c1044 = k[53]
-    else:
-        t1037 = t1038 = t1040 = t1041 = zero
-        c1036 = c1042 = c1044 = 0.0
-    if lmax >= 3:
-        for o in at[3]:
-            g = gs[o + 6]
-            vx.add_(g * t289, alpha=c1042)
-            vz.add_(g * t1037, alpha=c1044)
-        c1047 = k[54]
-        c1049 = k[55]
-    else:
-        c1047 = c1049 = 0.0
-    if lmax >= 3:
-        for o in at[3]:
-            g = gs[o + 0]
-            vx.add_(g * t1041, alpha=c1047)
-            vz.add_(g * t289, alpha=c1049)
-    if lmax >= 4:
-        t1052 = y * t1037
-        t1053 = y * t1038
-        c1054 = k[114]
-        c1056 = k[115]
-    else:
-        t1052 = t1053 = zero
-        c1054 = c1056 = 0.0
-    if lmax >= 4:
-        for o in at[4]:
-            g = gs[o + 7]
-            vx.add_(g * t654, alpha=c1054)
-            vy.add_(g * t1038, alpha=c1056)
-            vz.add_(g * t1052, alpha=c1056)
-        t1052 = zero
-        t1060 = y * t1041
-        t1061 = y * t1040
-        c1062 = k[116]
-        c1065 = k[117]
-    else:
-        t1060 = t1061 = zero
-        c1062 = c1065 = 0.0
-    if lmax >= 4:
-        for o in at[4]:
-            g = gs[o + 1]
-            vx.add_(g * t1060, alpha=c1062)
-            vy.add_(g * t1040, alpha=c1062)
-            vz.add_(g * t654, alpha=c1065)
-        t654 = t1060 = zero
-    if lmax >= 5:
-        c1068 = k[195]
-        t1069 = torch.add(t3, t4, alpha=c1068)
-    else:
-        t1069 = zero
-        c1068 = 0.0
-    if lmax >= 4:
-        t1070 = x * t1038
-    else:
-        t1070 = zero
-    if lmax >= 5:
-        t1071 = t1069 * t289
-        c1072 = k[196]
-        t1073 = torch.add(t1070, t1071, alpha=c1072)
-    else:
-        t1071 = t1073 = zero
-    if lmax >= 4:
-        t1074 = z * t1038
-    else:
-        t1074 = zero
-    if lmax >= 5:
-        t1075 = t1069 * t1037
-        c1076 = k[197]
-        t1077 = torch.add(t1074, t1075, alpha=c1076)
-        t1075 = zero
-        c1079 = k[198]
-        c1081 = k[199]
-        c1084 = k[200]
-    else:
-        t1077 = zero
-        c1076 = c1079 = c1081 = 0.0
-    if lmax >= 5:
-        for o in at[5]:
-            g = gs[o + 8]
-            vx.add_(g * t1073, alpha=c1079)
-            vy.add_(g * t1053, alpha=c1081)
-            vz.add_(g * t1077, alpha=c1079)
-        t1053 = t1073 = t1077 = zero
-    if lmax >= 4:
-        t1086 = x * t1040
-    else:
-        t1086 = zero
-    if lmax >= 5:
-        t1087 = t1069 * t1041
-        t1088 = torch.add(t1086, t1087, alpha=c1076)
-        t1087 = zero
-    else:
-        t1088 = zero
-    if lmax >= 4:
-        t1089 = z * t1040
-    else:
-        t1089 = zero
-    if lmax >= 5:
-        c1090 = k[201]
-        t1091 = torch.add(t1089, t1071, alpha=c1090)
-        t1071 = zero
-        c1093 = k[202]
-        c1095 = k[203]
-        c1098 = k[204]
-    else:
-        t1091 = zero
-        c1093 = c1095 = 0.0
-    if lmax >= 5:
-        for o in at[5]:
-            g = gs[o + 2]
-            vx.add_(g * t1088, alpha=c1093)
-            vy.add_(g * t1061, alpha=c1095)
-            vz.add_(g * t1091, alpha=c1093)
-        t1061 = t1088 = t1091 = zero
-    if lmax >= 6:
-        c1100 = k[291]
-        t1101 = torch.add(t1069, t3, alpha=c1100)
-        t1102 = y * t1069
-        c1103 = k[292]
-        t1104 = torch.add(t1101, t23, alpha=c1103)
-        t1101 = zero
-        c1105 = k[293]
-        t1106 = torch.add(t1102, t24, alpha=c1105)
-        t1107 = t17 * t1038
-        t1108 = t1106 * t289
-        c1109 = k[294]
-        t1110 = torch.add(t1107, t1108, alpha=c1109)
-        t1107 = zero
-        t1111 = t1104 * t1038
-        t1112 = t20 * t1038
-        t1113 = t1106 * t1037
-        c1114 = k[295]
-        t1115 = torch.add(t1112, t1113, alpha=c1114)
-        t1112 = t1113 = zero
-        c1117 = k[296]
-        c1119 = k[297]
-    else:
-        t1102 = t1104 = t1106 = t1108 = t1110 = t1111 = t1115 = zero
-        c1109 = c1114 = c1117 = c1119 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 9]
-            vx.add_(g * t1110, alpha=c1117)
-            vy.add_(g * t1111, alpha=c1119)
-            vz.add_(g * t1115, alpha=c1117)
-        t1110 = t1111 = t1115 = zero
-        t1123 = t17 * t1040
-        t1124 = t1106 * t1041
-        t1125 = torch.add(t1123, t1124, alpha=c1114)
-        t1123 = t1124 = zero
-        t1126 = t1104 * t1040
-        t1127 = t20 * t1040
-        c1128 = k[298]
-        t1129 = torch.add(t1127, t1108, alpha=c1128)
-        t1108 = t1127 = zero
-        c1131 = k[299]
-        c1133 = k[300]
-    else:
-        t1125 = t1126 = t1129 = zero
-        c1128 = c1131 = c1133 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 3]
-            vx.add_(g * t1125, alpha=c1131)
-            vy.add_(g * t1126, alpha=c1133)
-            vz.add_(g * t1129, alpha=c1131)
-        t1125 = t1126 = t1129 = zero
-    if lmax >= 7:
-        t1137 = y * t1104
-        t1138 = t1106 + t1137
-        t1137 = zero
-        t1139 = y * t1106
-        t1140 = x * t1069
-        t1141 = torch.add(t1140, t41, alpha=c1068)
-        t1140 = zero
-        c1142 = k[401]
-        t1143 = torch.add(t1102, t24, alpha=c1142)
-        t1102 = zero
-        t1144 = z * t1069
-        t1145 = torch.add(t1144, t46, alpha=c1068)
-        t1144 = zero
-        t1146 = t4 * t1069
-        t1069 = zero
-        t1147 = torch.add(t35, t1141, alpha=c821)
-        t1141 = zero
-        c1148 = k[402]
-        t1149 = torch.add(t1138, t1143, alpha=c1148)
-        t1138 = t1143 = zero
-        t1150 = torch.add(t38, t1145, alpha=c821)
-        t1145 = zero
-        c1151 = k[403]
-        t1152 = torch.add(t1139, t1146, alpha=c1151)
-        t1146 = zero
-        t1153 = t1147 * t1038
-        t1154 = t1152 * t289
-        t1155 = torch.add(t1153, t1154, alpha=c1109)
-        t1153 = zero
-        t1156 = t1149 * t1038
-        t1157 = t1150 * t1038
-        t1158 = t1152 * t1037
-        t1159 = torch.add(t1157, t1158, alpha=c1114)
-        t1157 = t1158 = zero
-        c1161 = k[404]
-        c1163 = k[405]
-    else:
-        t1139 = t1147 = t1149 = t1150 = t1152 = t1154 = t1155 = t1156 = t1159 = zero
-        c1161 = c1163 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 10]
-            vx.add_(g * t1155, alpha=c1161)
-            vy.add_(g * t1156, alpha=c1163)
-            vz.add_(g * t1159, alpha=c1161)
-        t1155 = t1156 = t1159 = zero
-        t1167 = t1147 * t1040
-        t1168 = t1152 * t1041
-        t1169 = torch.add(t1167, t1168, alpha=c1114)
-        t1167 = t1168 = zero
-        t1170 = t1149 * t1040
-        t1171 = t1150 * t1040
-        t1172 = torch.add(t1171, t1154, alpha=c1128)
-        t1154 = t1171 = zero
-        c1174 = k[406]
-        c1176 = k[407]
-    else:
-        t1169 = t1170 = t1172 = zero
-        c1174 = c1176 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 4]
-            vx.add_(g * t1169, alpha=c1174)
-            vy.add_(g * t1170, alpha=c1176)
-            vz.add_(g * t1172, alpha=c1174)
-        t1169 = t1170 = t1172 = zero
-    if lmax >= 8:
-        t1180 = y * t1147
-        t1181 = y * t1149
-        t1182 = t1152 + t1181
-        t1181 = zero
-        t1183 = y * t1150
-        t1184 = y * t1152
-        t1185 = x * t1106
-        c1186 = k[522]
-        t1187 = torch.add(t1185, t68, alpha=c1186)
-        t1185 = zero
-        t1188 = t4 * t1104
-        t1104 = zero
-        t1189 = torch.add(t1139, t1188, alpha=c22)
-        t1139 = t1188 = zero
-        t1190 = z * t1106
-        t1191 = torch.add(t1190, t74, alpha=c1186)
-        t1190 = zero
-        t1192 = t4 * t1106
-        t1106 = zero
-        c1193 = k[523]
-        t1194 = torch.add(t1180, t1187, alpha=c1193)
-        t1180 = t1187 = zero
-        c1195 = k[524]
-        t1196 = torch.add(t1182, t1189, alpha=c1195)
-        t1182 = t1189 = zero
-        t1197 = torch.add(t1183, t1191, alpha=c1193)
-        t1183 = t1191 = zero
-        c1198 = k[525]
-        t1199 = torch.add(t1184, t1192, alpha=c1198)
-        t1192 = zero
-        t1200 = t1194 * t1038
-        t1201 = t1199 * t289
-        t1202 = torch.add(t1200, t1201, alpha=c1109)
-        t1200 = zero
-        t1203 = t1196 * t1038
-        t1204 = t1197 * t1038
-        t1205 = t1199 * t1037
-        t1206 = torch.add(t1204, t1205, alpha=c1114)
-        t1204 = t1205 = zero
-        c1208 = k[526]
-        c1210 = k[527]
-    else:
-        t1184 = t1194 = t1196 = t1197 = t1199 = t1201 = t1202 = t1203 = t1206 = zero
-        c1186 = c1208 = c1210 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 11]
-            vx.add_(g * t1202, alpha=c1208)
-            vy.add_(g * t1203, alpha=c1210)
-            vz.add_(g * t1206, alpha=c1208)
-        t1202 = t1203 = t1206 = zero
-        t1214 = t1194 * t1040
-        t1215 = t1199 * t1041
-        t1216 = torch.add(t1214, t1215, alpha=c1114)
-        t1214 = t1215 = zero
-        t1217 = t1196 * t1040
-        t1218 = t1197 * t1040
-        t1219 = torch.add(t1218, t1201, alpha=c1128)
-        t1201 = t1218 = zero
-        c1221 = k[528]
-        c1223 = k[529]
-    else:
-        t1216 = t1217 = t1219 = zero
-        c1221 = c1223 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 5]
-            vx.add_(g * t1216, alpha=c1221)
-            vy.add_(g * t1217, alpha=c1223)
-            vz.add_(g * t1219, alpha=c1221)
-        t1216 = t1217 = t1219 = zero
-    if lmax >= 9:
-        t1227 = y * t1194
-        t1228 = y * t1196
-        t1229 = t1199 + t1228
-        t1228 = zero
-        t1230 = y * t1197
-        t1231 = y * t1199
-        t1232 = x * t1152
-        t1233 = t4 * t1147
-        t1147 = zero
-        t1234 = torch.add(t1232, t1233, alpha=c1186)
-        t1232 = t1233 = zero
-        t1235 = t4 * t1149
-        t1149 = zero
-        t1236 = torch.add(t1184, t1235, alpha=c22)
-        t1184 = t1235 = zero
-        t1237 = z * t1152
-        t1238 = t4 * t1150
-        t1150 = zero
-        t1239 = torch.add(t1237, t1238, alpha=c1186)
-        t1237 = t1238 = zero
-        t1240 = t4 * t1152
-        t1152 = zero
-        c1241 = k[663]
-        t1242 = torch.add(t1227, t1234, alpha=c1241)
-        t1227 = t1234 = zero
-        c1243 = k[664]
-        t1244 = torch.add(t1229, t1236, alpha=c1243)
-        t1229 = t1236 = zero
-        t1245 = torch.add(t1230, t1239, alpha=c1241)
-        t1230 = t1239 = zero
-        c1246 = k[665]
-        t1247 = torch.add(t1231, t1240, alpha=c1246)
-        t1240 = zero
-        t1248 = t1242 * t1038
-        t1249 = t1247 * t289
-        t1250 = torch.add(t1248, t1249, alpha=c1109)
-        t1248 = zero
-        t1251 = t1244 * t1038
-        t1252 = t1245 * t1038
-        t1253 = t1247 * t1037
-        t1254 = torch.add(t1252, t1253, alpha=c1114)
-        t1252 = t1253 = zero
-        c1256 = k[666]
-        c1258 = k[667]
-    else:
-        t1231 = t1242 = t1244 = t1245 = t1247 = t1249 = t1250 = t1251 = t1254 = zero
-        c1256 = c1258 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 12]
-            vx.add_(g * t1250, alpha=c1256)
-            vy.add_(g * t1251, alpha=c1258)
-            vz.add_(g * t1254, alpha=c1256)
-        t1250 = t1251 = t1254 = zero
-        t1262 = t1242 * t1040
-        t1263 = t1247 * t1041
-        t1264 = torch.add(t1262, t1263, alpha=c1114)
-        t1262 = t1263 = zero
-        t1265 = t1244 * t1040
-        t1266 = t1245 * t1040
-        t1267 = torch.add(t1266, t1249, alpha=c1128)
-        t1249 = t1266 = zero
-        c1269 = k[668]
-        c1271 = k[669]
-    else:
-        t1264 = t1265 = t1267 = zero
-        c1269 = c1271 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 6]
-            vx.add_(g * t1264, alpha=c1269)
-            vy.add_(g * t1265, alpha=c1271)
-            vz.add_(g * t1267, alpha=c1269)
-        t1264 = t1265 = t1267 = zero
-    if lmax >= 10:
-        t1275 = y * t1242
-        t1276 = y * t1244
-        t1277 = t1247 + t1276
-        t1276 = zero
-        t1278 = y * t1245
-        t1279 = y * t1247
-        t1280 = x * t1199
-        t1281 = t4 * t1194
-        t1194 = zero
-        t1282 = torch.add(t1280, t1281, alpha=c1186)
-        t1280 = t1281 = zero
-        t1283 = t4 * t1196
-        t1196 = zero
-        t1284 = torch.add(t1231, t1283, alpha=c22)
-        t1231 = t1283 = zero
-        t1285 = z * t1199
-        t1286 = t4 * t1197
-        t1197 = zero
-        t1287 = torch.add(t1285, t1286, alpha=c1186)
-        t1285 = t1286 = zero
-        t1288 = t4 * t1199
-        t1199 = zero
-        c1289 = k[823]
-        t1290 = torch.add(t1275, t1282, alpha=c1289)
-        t1275 = t1282 = zero
-        c1291 = k[824]
-        t1292 = torch.add(t1277, t1284, alpha=c1291)
-        t1277 = t1284 = zero
-        t1293 = torch.add(t1278, t1287, alpha=c1289)
-        t1278 = t1287 = zero
-        c1294 = k[825]
-        t1295 = torch.add(t1279, t1288, alpha=c1294)
-        t1288 = zero
-        t1296 = t1290 * t1038
-        t1297 = t1295 * t289
-        t1298 = torch.add(t1296, t1297, alpha=c1109)
-        t1296 = zero
-        t1299 = t1292 * t1038
-        t1300 = t1293 * t1038
-        t1301 = t1295 * t1037
-        t1302 = torch.add(t1300, t1301, alpha=c1114)
-        t1300 = t1301 = zero
-        c1304 = k[826]
-        c1306 = k[827]
-    else:
-        t1279 = t1290 = t1292 = t1293 = t1295 = t1297 = t1298 = t1299 = t1302 = zero
-        c1304 = c1306 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 13]
-            vx.add_(g * t1298, alpha=c1304)
-            vy.add_(g * t1299, alpha=c1306)
-            vz.add_(g * t1302, alpha=c1304)
-        t1298 = t1299 = t1302 = zero
-        t1310 = t1290 * t1040
-        t1311 = t1295 * t1041
-        t1312 = torch.add(t1310, t1311, alpha=c1114)
-        t1310 = t1311 = zero
-        t1313 = t1292 * t1040
-        t1314 = t1293 * t1040
-        t1315 = torch.add(t1314, t1297, alpha=c1128)
-        t1297 = t1314 = zero
-        c1317 = k[828]
-        c1319 = k[829]
-    else:
-        t1312 = t1313 = t1315 = zero
-        c1317 = c1319 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 7]
-            vx.add_(g * t1312, alpha=c1317)
-            vy.add_(g * t1313, alpha=c1319)
-            vz.add_(g * t1315, alpha=c1317)
-        t1312 = t1313 = t1315 = zero
-    if lmax >= 11:
-        t1323 = y * t1290
-        t1324 = y * t1292
-        t1325 = t1295 + t1324
-        t1324 = zero
-        t1326 = y * t1293
-        t1327 = y * t1295
-        t1328 = x * t1247
-        t1329 = t4 * t1242
-        t1242 = zero
-        t1330 = torch.add(t1328, t1329, alpha=c1186)
-        t1328 = t1329 = zero
-        t1331 = t4 * t1244
-        t1244 = zero
-        t1332 = torch.add(t1279, t1331, alpha=c22)
-        t1279 = t1331 = zero
-        t1333 = z * t1247
-        t1334 = t4 * t1245
-        t1245 = zero
-        t1335 = torch.add(t1333, t1334, alpha=c1186)
-        t1333 = t1334 = zero
-        t1336 = t4 * t1247
-        t1247 = zero
-        c1337 = k[1000]
-        t1338 = torch.add(t1323, t1330, alpha=c1337)
-        t1323 = t1330 = zero
-        c1339 = k[1001]
-        t1340 = torch.add(t1325, t1332, alpha=c1339)
-        t1325 = t1332 = zero
-        t1341 = torch.add(t1326, t1335, alpha=c1337)
-        t1326 = t1335 = zero
-        c1342 = k[1002]
-        t1343 = torch.add(t1327, t1336, alpha=c1342)
-        t1336 = zero
-        t1344 = t1338 * t1038
-        t1345 = t1343 * t289
-        t1346 = torch.add(t1344, t1345, alpha=c1109)
-        t1344 = zero
-        t1347 = t1340 * t1038
-        t1348 = t1341 * t1038
-        t1349 = t1343 * t1037
-        t1350 = torch.add(t1348, t1349, alpha=c1114)
-        t1348 = t1349 = zero
-        c1352 = k[1003]
-        c1354 = k[1004]
-    else:
-        t1327 = t1338 = t1340 = t1341 = t1343 = t1345 = t1346 = t1347 = t1350 = zero
-        c1352 = c1354 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 14]
-            vx.add_(g * t1346, alpha=c1352)
-            vy.add_(g * t1347, alpha=c1354)
-            vz.add_(g * t1350, alpha=c1352)
-        t1346 = t1347 = t1350 = zero
-        t1358 = t1338 * t1040
-        t1359 = t1343 * t1041
-        t1360 = torch.add(t1358, t1359, alpha=c1114)
-        t1358 = t1359 = zero
-        t1361 = t1340 * t1040
-        t1362 = t1341 * t1040
-        t1363 = torch.add(t1362, t1345, alpha=c1128)
-        t1345 = t1362 = zero
-        c1365 = k[1005]
-        c1367 = k[1006]
-    else:
-        t1360 = t1361 = t1363 = zero
-        c1365 = c1367 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 8]
-            vx.add_(g * t1360, alpha=c1365)
-            vy.add_(g * t1361, alpha=c1367)
-            vz.add_(g * t1363, alpha=c1365)
-        t1360 = t1361 = t1363 = zero
-    if lmax >= 12:
-        t1371 = y * t1338
-        t1338 = zero
-        t1372 = y * t1340
-        t1340 = zero
-        t1373 = t1343 + t1372
-        t1372 = zero
-        t1374 = y * t1341
-        t1341 = zero
-        t1375 = y * t1343
-        t1343 = zero
-        t1376 = x * t1295
-        t1377 = t4 * t1290
-        t1290 = zero
-        t1378 = torch.add(t1376, t1377, alpha=c1186)
-        t1376 = t1377 = zero
-        t1379 = t4 * t1292
-        t1292 = zero
-        t1380 = torch.add(t1327, t1379, alpha=c22)
-        t1327 = t1379 = zero
-        t1381 = z * t1295
-        t1382 = t4 * t1293
-        t1293 = zero
-        t1383 = torch.add(t1381, t1382, alpha=c1186)
-        t1381 = t1382 = zero
-        t1384 = t4 * t1295
-        t1295 = zero
-        c1385 = k[1194]
-        t1386 = torch.add(t1371, t1378, alpha=c1385)
-        t1371 = t1378 = zero
-        c1387 = k[1195]
-        t1388 = torch.add(t1373, t1380, alpha=c1387)
-        t1373 = t1380 = zero
-        t1389 = torch.add(t1374, t1383, alpha=c1385)
-        t1374 = t1383 = zero
-        c1390 = k[1196]
-        t1391 = torch.add(t1375, t1384, alpha=c1390)
-        t1375 = t1384 = zero
-        t1392 = t1386 * t1038
-        t1393 = t1391 * t289
-        t289 = zero
-        t1394 = torch.add(t1392, t1393, alpha=c1109)
-        t1392 = zero
-        t1395 = t1388 * t1038
-        t1396 = t1389 * t1038
-        t1397 = t1391 * t1037
-        t1398 = torch.add(t1396, t1397, alpha=c1114)
-        t1396 = t1397 = zero
-        c1400 = k[1197]
-        c1402 = k[1198]
-    else:
-        t1386 = t1388 = t1389 = t1391 = t1393 = t1394 = t1395 = t1398 = zero
-        c1400 = c1402 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 15]
-            vx.add_(g * t1394, alpha=c1400)
-            vy.add_(g * t1395, alpha=c1402)
-            vz.add_(g * t1398, alpha=c1400)
-        t1394 = t1395 = t1398 = zero
-        t1406 = t1386 * t1040
-        t1386 = zero
-        t1407 = t1391 * t1041
-        t1391 = zero
-        t1408 = torch.add(t1406, t1407, alpha=c1114)
-        t1406 = t1407 = zero
-        t1409 = t1388 * t1040
-        t1388 = zero
-        t1410 = t1389 * t1040
-        t1389 = zero
-        t1411 = torch.add(t1410, t1393, alpha=c1128)
-        t1393 = t1410 = zero
-        c1413 = k[1199]
-        c1415 = k[1200]
-    else:
-        t1408 = t1409 = t1411 = zero
-        c1413 = c1415 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 9]
-            vx.add_(g * t1408, alpha=c1413)
-            vy.add_(g * t1409, alpha=c1415)
-            vz.add_(g * t1411, alpha=c1413)
-        t1408 = t1409 = t1411 = zero
-    if lmax >= 4:
-        t1419 = z * t1037
-        t1420 = t1038 + t1419
-        t1419 = zero
-        t1421 = x * t1041
-        t1422 = t1040 + t1421
-        t1421 = zero
-        c1423 = k[118]
-        t1424 = torch.add(t679, t1422, alpha=c1423)
-        t1422 = zero
-        c1425 = k[119]
-        t1426 = torch.add(t1420, t676, alpha=c1425)
-        t1420 = zero
-        t1427 = torch.add(t1074, t1086, alpha=c1036)
-        t1074 = t1086 = zero
-        t1428 = z * t1041
-        t1041 = zero
-        t1429 = torch.add(t1040, t679, alpha=c698)
-        t679 = t1040 = zero
-        t1430 = torch.add(t1038, t676, alpha=c1425)
-        t676 = t1038 = zero
-        t1431 = x * t1037
-        t1037 = zero
-        t1432 = torch.add(t1089, t1070, alpha=c22)
-        t1070 = t1089 = zero
-        t1433 = torch.add(t1428, t1430, alpha=c22)
-        t1428 = t1430 = zero
-        t1434 = torch.add(t1429, t1431, alpha=c22)
-        t1429 = t1431 = zero
-        c1435 = k[120]
-        c1437 = k[121]
-    else:
-        t1424 = t1426 = t1427 = t1432 = t1433 = t1434 = zero
-        c1423 = c1425 = c1435 = c1437 = 0.0
-    if lmax >= 4:
-        for o in at[4]:
-            g = gs[o + 8]
-            vx.add_(g * t1424, alpha=c1435)
-            vz.add_(g * t1426, alpha=c1437)
-        c1440 = k[122]
-    else:
-        c1440 = 0.0
-    if lmax >= 4:
-        for o in at[4]:
-            g = gs[o + 0]
-            vx.add_(g * t1433, alpha=c1440)
-            vz.add_(g * t1434, alpha=c1440)
-    if lmax >= 5:
-        t1444 = y * t1424
-        t1445 = y * t1426
-        t1446 = y * t1427
-        c1447 = k[205]
-        c1449 = k[206]
-    else:
-        t1444 = t1445 = t1446 = zero
-        c1447 = c1449 = 0.0
-    if lmax >= 5:
-        for o in at[5]:
-            g = gs[o + 9]
-            vx.add_(g * t1444, alpha=c1447)
-            vy.add_(g * t1427, alpha=c1449)
-            vz.add_(g * t1445, alpha=c1449)
-        t1444 = t1445 = zero
-        t1453 = y * t1433
-        t1454 = y * t1434
-        t1455 = y * t1432
-        c1456 = k[207]
-    else:
-        t1453 = t1454 = t1455 = zero
-        c1456 = 0.0
-    if lmax >= 5:
-        for o in at[5]:
-            g = gs[o + 1]
-            vx.add_(g * t1453, alpha=c1456)
-            vy.add_(g * t1432, alpha=c1456)
-            vz.add_(g * t1454, alpha=c1456)
-        t1453 = t1454 = zero
-    if lmax >= 6:
-        c1461 = k[301]
-        t1462 = torch.add(t3, t4, alpha=c1461)
-    else:
-        t1462 = zero
-        c1461 = 0.0
-    if lmax >= 5:
-        t1463 = x * t1427
-    else:
-        t1463 = zero
-    if lmax >= 6:
-        t1464 = t1462 * t1424
-        c1465 = k[302]
-        t1466 = torch.add(t1463, t1464, alpha=c1465)
-        t1464 = zero
-    else:
-        t1466 = zero
-    if lmax >= 5:
-        t1467 = z * t1427
-    else:
-        t1467 = zero
-    if lmax >= 6:
-        t1468 = t1462 * t1426
-        t1469 = torch.add(t1467, t1468, alpha=c1128)
-        t1468 = zero
-        c1471 = k[303]
-        c1473 = k[304]
-        c1476 = k[305]
-    else:
-        t1469 = zero
-        c1471 = c1473 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 10]
-            vx.add_(g * t1466, alpha=c1471)
-            vy.add_(g * t1446, alpha=c1473)
-            vz.add_(g * t1469, alpha=c1471)
-        t1446 = t1466 = t1469 = zero
-    if lmax >= 5:
-        t1478 = x * t1432
-    else:
-        t1478 = zero
-    if lmax >= 6:
-        t1479 = t1462 * t1433
-        t1480 = torch.add(t1478, t1479, alpha=c1128)
-        t1479 = zero
-    else:
-        t1480 = zero
-    if lmax >= 5:
-        t1481 = z * t1432
-    else:
-        t1481 = zero
-    if lmax >= 6:
-        t1482 = t1462 * t1434
-        t1483 = torch.add(t1481, t1482, alpha=c1128)
-        t1482 = zero
-        c1485 = k[306]
-        c1487 = k[307]
-        c1490 = k[308]
-    else:
-        t1483 = zero
-        c1485 = c1487 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 2]
-            vx.add_(g * t1480, alpha=c1485)
-            vy.add_(g * t1455, alpha=c1487)
-            vz.add_(g * t1483, alpha=c1485)
-        t1455 = t1480 = t1483 = zero
-    if lmax >= 7:
-        c1492 = k[408]
-        t1493 = torch.add(t1462, t3, alpha=c1492)
-        t1494 = y * t1462
-        c1495 = k[409]
-        t1496 = torch.add(t1493, t23, alpha=c1495)
-        t1493 = zero
-        c1497 = k[410]
-        t1498 = torch.add(t1494, t24, alpha=c1497)
-        t1499 = t17 * t1427
-        t1500 = t1498 * t1424
-        c1501 = k[411]
-        t1502 = torch.add(t1499, t1500, alpha=c1501)
-        t1499 = t1500 = zero
-        t1503 = t1496 * t1427
-        t1504 = t20 * t1427
-        t1505 = t1498 * t1426
-        c1506 = k[412]
-        t1507 = torch.add(t1504, t1505, alpha=c1506)
-        t1504 = t1505 = zero
-        c1509 = k[413]
-        c1511 = k[414]
-    else:
-        t1494 = t1496 = t1498 = t1502 = t1503 = t1507 = zero
-        c1501 = c1506 = c1509 = c1511 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 11]
-            vx.add_(g * t1502, alpha=c1509)
-            vy.add_(g * t1503, alpha=c1511)
-            vz.add_(g * t1507, alpha=c1509)
-        t1502 = t1503 = t1507 = zero
-        t1515 = t17 * t1432
-        t1516 = t1498 * t1433
-        t1517 = torch.add(t1515, t1516, alpha=c1506)
-        t1515 = t1516 = zero
-        t1518 = t1496 * t1432
-        t1519 = t20 * t1432
-        t1520 = t1498 * t1434
-        t1521 = torch.add(t1519, t1520, alpha=c1506)
-        t1519 = t1520 = zero
-        c1523 = k[415]
-        c1525 = k[416]
-    else:
-        t1517 = t1518 = t1521 = zero
-        c1523 = c1525 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 3]
-            vx.add_(g * t1517, alpha=c1523)
-            vy.add_(g * t1518, alpha=c1525)
-            vz.add_(g * t1521, alpha=c1523)
-        t1517 = t1518 = t1521 = zero
-    if lmax >= 8:
-        t1529 = y * t1496
-        t1530 = t1498 + t1529
-        t1529 = zero
-        t1531 = y * t1498
-        t1532 = x * t1462
-        t1533 = torch.add(t1532, t41, alpha=c1461)
-        t1532 = zero
-        c1534 = k[530]
-        t1535 = torch.add(t1494, t24, alpha=c1534)
-        t1494 = zero
-        t1536 = z * t1462
-        t1537 = torch.add(t1536, t46, alpha=c1461)
-        t1536 = zero
-        t1538 = t4 * t1462
-        t1462 = zero
-        c1539 = k[531]
-        t1540 = torch.add(t35, t1533, alpha=c1539)
-        t1533 = zero
-        c1541 = k[532]
-        t1542 = torch.add(t1530, t1535, alpha=c1541)
-        t1530 = t1535 = zero
-        t1543 = torch.add(t38, t1537, alpha=c1539)
-        t1537 = zero
-        c1544 = k[533]
-        t1545 = torch.add(t1531, t1538, alpha=c1544)
-        t1538 = zero
-        t1546 = t1540 * t1427
-        t1547 = t1545 * t1424
-        t1548 = torch.add(t1546, t1547, alpha=c1501)
-        t1546 = t1547 = zero
-        t1549 = t1542 * t1427
-        t1550 = t1543 * t1427
-        t1551 = t1545 * t1426
-        t1552 = torch.add(t1550, t1551, alpha=c1506)
-        t1550 = t1551 = zero
-        c1554 = k[534]
-        c1556 = k[535]
-    else:
-        t1531 = t1540 = t1542 = t1543 = t1545 = t1548 = t1549 = t1552 = zero
-        c1554 = c1556 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 12]
-            vx.add_(g * t1548, alpha=c1554)
-            vy.add_(g * t1549, alpha=c1556)
-            vz.add_(g * t1552, alpha=c1554)
-        t1548 = t1549 = t1552 = zero
-        t1560 = t1540 * t1432
-        t1561 = t1545 * t1433
-        t1562 = torch.add(t1560, t1561, alpha=c1506)
-        t1560 = t1561 = zero
-        t1563 = t1542 * t1432
-        t1564 = t1543 * t1432
-        t1565 = t1545 * t1434
-        t1566 = torch.add(t1564, t1565, alpha=c1506)
-        t1564 = t1565 = zero
-        c1568 = k[536]
-        c1570 = k[537]
-    else:
-        t1562 = t1563 = t1566 = zero
-        c1568 = c1570 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 4]
-            vx.add_(g * t1562, alpha=c1568)
-            vy.add_(g * t1563, alpha=c1570)
-            vz.add_(g * t1566, alpha=c1568)
-        t1562 = t1563 = t1566 = zero
-    if lmax >= 9:
-        t1574 = y * t1540
-        t1575 = y * t1542
-        t1576 = t1545 + t1575
-        t1575 = zero
-        t1577 = y * t1543
-        t1578 = y * t1545
-        t1579 = x * t1498
-        t1580 = torch.add(t1579, t68, alpha=c826)
-        t1579 = zero
-        t1581 = t4 * t1496
-        t1496 = zero
-        t1582 = torch.add(t1531, t1581, alpha=c22)
-        t1531 = t1581 = zero
-        t1583 = z * t1498
-        t1584 = torch.add(t1583, t74, alpha=c826)
-        t1583 = zero
-        t1585 = t4 * t1498
-        t1498 = zero
-        c1586 = k[670]
-        t1587 = torch.add(t1574, t1580, alpha=c1586)
-        t1574 = t1580 = zero
-        c1588 = k[671]
-        t1589 = torch.add(t1576, t1582, alpha=c1588)
-        t1576 = t1582 = zero
-        t1590 = torch.add(t1577, t1584, alpha=c1586)
-        t1577 = t1584 = zero
-        c1591 = k[672]
-        t1592 = torch.add(t1578, t1585, alpha=c1591)
-        t1585 = zero
-        t1593 = t1587 * t1427
-        t1594 = t1592 * t1424
-        t1595 = torch.add(t1593, t1594, alpha=c1501)
-        t1593 = t1594 = zero
-        t1596 = t1589 * t1427
-        t1597 = t1590 * t1427
-        t1598 = t1592 * t1426
-        t1599 = torch.add(t1597, t1598, alpha=c1506)
-        t1597 = t1598 = zero
-        c1601 = k[673]
-        c1603 = k[674]
-    else:
-        t1578 = t1587 = t1589 = t1590 = t1592 = t1595 = t1596 = t1599 = zero
-        c1601 = c1603 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 13]
-            vx.add_(g * t1595, alpha=c1601)
-            vy.add_(g * t1596, alpha=c1603)
-            vz.add_(g * t1599, alpha=c1601)
-        t1595 = t1596 = t1599 = zero
-        t1607 = t1587 * t1432
-        t1608 = t1592 * t1433
-        t1609 = torch.add(t1607, t1608, alpha=c1506)
-        t1607 = t1608 = zero
-        t1610 = t1589 * t1432
-        t1611 = t1590 * t1432
-        t1612 = t1592 * t1434
-        t1613 = torch.add(t1611, t1612, alpha=c1506)
-        t1611 = t1612 = zero
-        c1615 = k[675]
-        c1617 = k[676]
-    else:
-        t1609 = t1610 = t1613 = zero
-        c1615 = c1617 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 5]
-            vx.add_(g * t1609, alpha=c1615)
-            vy.add_(g * t1610, alpha=c1617)
-            vz.add_(g * t1613, alpha=c1615)
-        t1609 = t1610 = t1613 = zero
-    if lmax >= 10:
-        t1621 = y * t1587
-        t1622 = y * t1589
-        t1623 = t1592 + t1622
-        t1622 = zero
-        t1624 = y * t1590
-        t1625 = y * t1592
-        t1626 = x * t1545
-        t1627 = t4 * t1540
-        t1540 = zero
-        t1628 = torch.add(t1626, t1627, alpha=c826)
-        t1626 = t1627 = zero
-        t1629 = t4 * t1542
-        t1542 = zero
-        t1630 = torch.add(t1578, t1629, alpha=c22)
-        t1578 = t1629 = zero
-        t1631 = z * t1545
-        t1632 = t4 * t1543
-        t1543 = zero
-        t1633 = torch.add(t1631, t1632, alpha=c826)
-        t1631 = t1632 = zero
-        t1634 = t4 * t1545
-        t1545 = zero
-        c1635 = k[830]
-        t1636 = torch.add(t1621, t1628, alpha=c1635)
-        t1621 = t1628 = zero
-        c1637 = k[831]
-        t1638 = torch.add(t1623, t1630, alpha=c1637)
-        t1623 = t1630 = zero
-        t1639 = torch.add(t1624, t1633, alpha=c1635)
-        t1624 = t1633 = zero
-        c1640 = k[832]
-        t1641 = torch.add(t1625, t1634, alpha=c1640)
-        t1634 = zero
-        t1642 = t1636 * t1427
-        t1643 = t1641 * t1424
-        t1644 = torch.add(t1642, t1643, alpha=c1501)
-        t1642 = t1643 = zero
-        t1645 = t1638 * t1427
-        t1646 = t1639 * t1427
-        t1647 = t1641 * t1426
-        t1648 = torch.add(t1646, t1647, alpha=c1506)
-        t1646 = t1647 = zero
-        c1650 = k[833]
-        c1652 = k[834]
-    else:
-        t1625 = t1636 = t1638 = t1639 = t1641 = t1644 = t1645 = t1648 = zero
-        c1650 = c1652 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 14]
-            vx.add_(g * t1644, alpha=c1650)
-            vy.add_(g * t1645, alpha=c1652)
-            vz.add_(g * t1648, alpha=c1650)
-        t1644 = t1645 = t1648 = zero
-        t1656 = t1636 * t1432
-        t1657 = t1641 * t1433
-        t1658 = torch.add(t1656, t1657, alpha=c1506)
-        t1656 = t1657 = zero
-        t1659 = t1638 * t1432
-        t1660 = t1639 * t1432
-        t1661 = t1641 * t1434
-        t1662 = torch.add(t1660, t1661, alpha=c1506)
-        t1660 = t1661 = zero
-        c1664 = k[835]
-        c1666 = k[836]
-    else:
-        t1658 = t1659 = t1662 = zero
-        c1664 = c1666 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 6]
-            vx.add_(g * t1658, alpha=c1664)
-            vy.add_(g * t1659, alpha=c1666)
-            vz.add_(g * t1662, alpha=c1664)
-        t1658 = t1659 = t1662 = zero
-    if lmax >= 11:
-        t1670 = y * t1636
-        t1671 = y * t1638
-        t1672 = t1641 + t1671
-        t1671 = zero
-        t1673 = y * t1639
-        t1674 = y * t1641
-        t1675 = x * t1592
-        t1676 = t4 * t1587
-        t1587 = zero
-        t1677 = torch.add(t1675, t1676, alpha=c826)
-        t1675 = t1676 = zero
-        t1678 = t4 * t1589
-        t1589 = zero
-        t1679 = torch.add(t1625, t1678, alpha=c22)
-        t1625 = t1678 = zero
-        t1680 = z * t1592
-        t1681 = t4 * t1590
-        t1590 = zero
-        t1682 = torch.add(t1680, t1681, alpha=c826)
-        t1680 = t1681 = zero
-        t1683 = t4 * t1592
-        t1592 = zero
-        c1684 = k[1007]
-        t1685 = torch.add(t1670, t1677, alpha=c1684)
-        t1670 = t1677 = zero
-        c1686 = k[1008]
-        t1687 = torch.add(t1672, t1679, alpha=c1686)
-        t1672 = t1679 = zero
-        t1688 = torch.add(t1673, t1682, alpha=c1684)
-        t1673 = t1682 = zero
-        c1689 = k[1009]
-        t1690 = torch.add(t1674, t1683, alpha=c1689)
-        t1683 = zero
-        t1691 = t1685 * t1427
-        t1692 = t1690 * t1424
-        t1693 = torch.add(t1691, t1692, alpha=c1501)
-        t1691 = t1692 = zero
-        t1694 = t1687 * t1427
-        t1695 = t1688 * t1427
-        t1696 = t1690 * t1426
-        t1697 = torch.add(t1695, t1696, alpha=c1506)
-        t1695 = t1696 = zero
-        c1699 = k[1010]
-        c1701 = k[1011]
-    else:
-        t1674 = t1685 = t1687 = t1688 = t1690 = t1693 = t1694 = t1697 = zero
-        c1699 = c1701 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 15]
-            vx.add_(g * t1693, alpha=c1699)
-            vy.add_(g * t1694, alpha=c1701)
-            vz.add_(g * t1697, alpha=c1699)
-        t1693 = t1694 = t1697 = zero
-        t1705 = t1685 * t1432
-        t1706 = t1690 * t1433
-        t1707 = torch.add(t1705, t1706, alpha=c1506)
-        t1705 = t1706 = zero
-        t1708 = t1687 * t1432
-        t1709 = t1688 * t1432
-        t1710 = t1690 * t1434
-        t1711 = torch.add(t1709, t1710, alpha=c1506)
-        t1709 = t1710 = zero
-        c1713 = k[1012]
-        c1715 = k[1013]
-    else:
-        t1707 = t1708 = t1711 = zero
-        c1713 = c1715 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 7]
-            vx.add_(g * t1707, alpha=c1713)
-            vy.add_(g * t1708, alpha=c1715)
-            vz.add_(g * t1711, alpha=c1713)
-        t1707 = t1708 = t1711 = zero
-    if lmax >= 12:
-        t1719 = y * t1685
-        t1685 = zero
-        t1720 = y * t1687
-        t1687 = zero
-        t1721 = t1690 + t1720
-        t1720 = zero
-        t1722 = y * t1688
-        t1688 = zero
-        t1723 = y * t1690
-        t1690 = zero
-        t1724 = x * t1641
-        t1725 = t4 * t1636
-        t1636 = zero
-        t1726 = torch.add(t1724, t1725, alpha=c826)
-        t1724 = t1725 = zero
-        t1727 = t4 * t1638
-        t1638 = zero
-        t1728 = torch.add(t1674, t1727, alpha=c22)
-        t1674 = t1727 = zero
-        t1729 = z * t1641
-        t1730 = t4 * t1639
-        t1639 = zero
-        t1731 = torch.add(t1729, t1730, alpha=c826)
-        t1729 = t1730 = zero
-        t1732 = t4 * t1641
-        t1641 = zero
-        c1733 = k[1201]
-        t1734 = torch.add(t1719, t1726, alpha=c1733)
-        t1719 = t1726 = zero
-        c1735 = k[1202]
-        t1736 = torch.add(t1721, t1728, alpha=c1735)
-        t1721 = t1728 = zero
-        t1737 = torch.add(t1722, t1731, alpha=c1733)
-        t1722 = t1731 = zero
-        c1738 = k[1203]
-        t1739 = torch.add(t1723, t1732, alpha=c1738)
-        t1723 = t1732 = zero
-        t1740 = t1734 * t1427
-        t1741 = t1739 * t1424
-        t1742 = torch.add(t1740, t1741, alpha=c1501)
-        t1740 = t1741 = zero
-        t1743 = t1736 * t1427
-        t1744 = t1737 * t1427
-        t1745 = t1739 * t1426
-        t1746 = torch.add(t1744, t1745, alpha=c1506)
-        t1744 = t1745 = zero
-        c1748 = k[1204]
-        c1750 = k[1205]
-    else:
-        t1734 = t1736 = t1737 = t1739 = t1742 = t1743 = t1746 = zero
-        c1748 = c1750 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 16]
-            vx.add_(g * t1742, alpha=c1748)
-            vy.add_(g * t1743, alpha=c1750)
-            vz.add_(g * t1746, alpha=c1748)
-        t1742 = t1743 = t1746 = zero
-        t1754 = t1734 * t1432
-        t1734 = zero
-        t1755 = t1739 * t1433
-        t1756 = torch.add(t1754, t1755, alpha=c1506)
-        t1754 = t1755 = zero
-        t1757 = t1736 * t1432
-        t1736 = zero
-        t1758 = t1737 * t1432
-        t1737 = zero
-        t1759 = t1739 * t1434
-        t1739 = zero
-        t1760 = torch.add(t1758, t1759, alpha=c1506)
-        t1758 = t1759 = zero
-        c1762 = k[1206]
-        c1764 = k[1207]
-    else:
-        t1756 = t1757 = t1760 = zero
-        c1762 = c1764 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 8]
-            vx.add_(g * t1756, alpha=c1762)
-            vy.add_(g * t1757, alpha=c1764)
-            vz.add_(g * t1760, alpha=c1762)
-        t1756 = t1757 = t1760 = zero
-    if lmax >= 5:
-        t1768 = z * t1424
-        t1769 = z * t1426
-        t1770 = t1427 + t1769
-        t1769 = zero
-        t1771 = x * t1433
-        t1772 = t1432 + t1771
-        t1771 = zero
-        t1773 = x * t1434
-        t1774 = torch.add(t1768, t1772, alpha=c1423)
-        t1768 = t1772 = zero
-        t1775 = torch.add(t1770, t1773, alpha=c1036)
-        t1770 = t1773 = zero
-        t1776 = torch.add(t1467, t1478, alpha=c1036)
-        t1467 = t1478 = zero
-        t1777 = z * t1433
-        t1433 = zero
-        t1778 = z * t1434
-        t1434 = zero
-        t1779 = t1432 + t1778
-        t1432 = t1778 = zero
-        t1780 = x * t1424
-        t1424 = zero
-        t1781 = torch.add(t1427, t1780, alpha=c1425)
-        t1427 = t1780 = zero
-        t1782 = x * t1426
-        t1426 = zero
-        t1783 = torch.add(t1481, t1463, alpha=c22)
-        t1463 = t1481 = zero
-        t1784 = torch.add(t1777, t1781, alpha=c22)
-        t1777 = t1781 = zero
-        t1785 = torch.add(t1779, t1782, alpha=c22)
-        t1779 = t1782 = zero
-        c1786 = k[208]
-        c1788 = k[209]
-    else:
-        t1774 = t1775 = t1776 = t1783 = t1784 = t1785 = zero
-        c1786 = c1788 = 0.0
-    if lmax >= 5:
-        for o in at[5]:
-            g = gs[o + 10]
-            vx.add_(g * t1774, alpha=c1786)
-            vz.add_(g * t1775, alpha=c1788)
-        c1791 = k[210]
-    else:
-        c1791 = 0.0
-    if lmax >= 5:
-        for o in at[5]:
-            g = gs[o + 0]
-            vx.add_(g * t1784, alpha=c1791)
-            vz.add_(g * t1785, alpha=c1791)
-    if lmax >= 6:
-        t1795 = y * t1774
-        t1796 = y * t1775
-        t1797 = y * t1776
-        c1798 = k[309]
-        c1800 = k[310]
-    else:
-        t1795 = t1796 = t1797 = zero
-        c1798 = c1800 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 11]
-            vx.add_(g * t1795, alpha=c1798)
-            vy.add_(g * t1776, alpha=c1800)
-            vz.add_(g * t1796, alpha=c1800)
-        t1795 = t1796 = zero
-        t1804 = y * t1784
-        t1805 = y * t1785
-        t1806 = y * t1783
-        c1807 = k[311]
-    else:
-        t1804 = t1805 = t1806 = zero
-        c1807 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 1]
-            vx.add_(g * t1804, alpha=c1807)
-            vy.add_(g * t1783, alpha=c1807)
-            vz.add_(g * t1805, alpha=c1807)
-        t1804 = t1805 = zero
-    if lmax >= 7:
-        c1812 = k[417]
-        t1813 = torch.add(t3, t4, alpha=c1812)
-    else:
-        t1813 = zero
-        c1812 = 0.0
-    if lmax >= 6:
-        t1814 = x * t1776
-    else:
-        t1814 = zero
-    if lmax >= 7:
-        t1815 = t1813 * t1774
-        c1816 = k[418]
-        t1817 = torch.add(t1814, t1815, alpha=c1816)
-        t1815 = zero
-    else:
-        t1817 = zero
-    if lmax >= 6:
-        t1818 = z * t1776
-    else:
-        t1818 = zero
-    if lmax >= 7:
-        t1819 = t1813 * t1775
-        c1820 = k[419]
-        t1821 = torch.add(t1818, t1819, alpha=c1820)
-        t1819 = zero
-        c1823 = k[420]
-        c1825 = k[421]
-        c1828 = k[422]
-    else:
-        t1821 = zero
-        c1820 = c1823 = c1825 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 12]
-            vx.add_(g * t1817, alpha=c1823)
-            vy.add_(g * t1797, alpha=c1825)
-            vz.add_(g * t1821, alpha=c1823)
-        t1797 = t1817 = t1821 = zero
-    if lmax >= 6:
-        t1830 = x * t1783
-    else:
-        t1830 = zero
-    if lmax >= 7:
-        t1831 = t1813 * t1784
-        t1832 = torch.add(t1830, t1831, alpha=c1820)
-        t1831 = zero
-    else:
-        t1832 = zero
-    if lmax >= 6:
-        t1833 = z * t1783
-    else:
-        t1833 = zero
-    if lmax >= 7:
-        t1834 = t1813 * t1785
-        t1835 = torch.add(t1833, t1834, alpha=c1820)
-        t1834 = zero
-        c1837 = k[423]
-        c1839 = k[424]
-    else:
-        t1835 = zero
-        c1837 = c1839 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 2]
-            vx.add_(g * t1832, alpha=c1837)
-            vy.add_(g * t1806, alpha=c1839)
-            vz.add_(g * t1835, alpha=c1837)
-        t1806 = t1832 = t1835 = zero
-    if lmax >= 8:
-        c1843 = k[538]
-        t1844 = torch.add(t1813, t3, alpha=c1843)
-        t1845 = y * t1813
-        t1846 = torch.add(t1844, t23, alpha=c462)
-        t1844 = zero
-        c1847 = k[539]
-        t1848 = torch.add(t1845, t24, alpha=c1847)
-        t1849 = t17 * t1776
-        t1850 = t1848 * t1774
-        c1851 = k[540]
-        t1852 = torch.add(t1849, t1850, alpha=c1851)
-        t1849 = t1850 = zero
-        t1853 = t1846 * t1776
-        t1854 = t20 * t1776
-        t1855 = t1848 * t1775
-        t1856 = torch.add(t1854, t1855, alpha=c290)
-        t1854 = t1855 = zero
-        c1858 = k[541]
-        c1860 = k[542]
-    else:
-        t1845 = t1846 = t1848 = t1852 = t1853 = t1856 = zero
-        c1851 = c1858 = c1860 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 13]
-            vx.add_(g * t1852, alpha=c1858)
-            vy.add_(g * t1853, alpha=c1860)
-            vz.add_(g * t1856, alpha=c1858)
-        t1852 = t1853 = t1856 = zero
-        t1864 = t17 * t1783
-        t1865 = t1848 * t1784
-        t1866 = torch.add(t1864, t1865, alpha=c290)
-        t1864 = t1865 = zero
-        t1867 = t1846 * t1783
-        t1868 = t20 * t1783
-        t1869 = t1848 * t1785
-        t1870 = torch.add(t1868, t1869, alpha=c290)
-        t1868 = t1869 = zero
-        c1872 = k[543]
-        c1874 = k[544]
-    else:
-        t1866 = t1867 = t1870 = zero
-        c1872 = c1874 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 3]
-            vx.add_(g * t1866, alpha=c1872)
-            vy.add_(g * t1867, alpha=c1874)
-            vz.add_(g * t1870, alpha=c1872)
-        t1866 = t1867 = t1870 = zero
-    if lmax >= 9:
-        t1878 = y * t1846
-        t1879 = t1848 + t1878
-        t1878 = zero
-        t1880 = y * t1848
-        t1881 = x * t1813
-        t1882 = torch.add(t1881, t41, alpha=c1812)
-        t1881 = zero
-        c1883 = k[677]
-        t1884 = torch.add(t1845, t24, alpha=c1883)
-        t1845 = zero
-        t1885 = z * t1813
-        t1886 = torch.add(t1885, t46, alpha=c1812)
-        t1885 = zero
-        t1887 = t4 * t1813
-        t1813 = zero
-        c1888 = k[678]
-        t1889 = torch.add(t35, t1882, alpha=c1888)
-        t1882 = zero
-        c1890 = k[679]
-        t1891 = torch.add(t1879, t1884, alpha=c1890)
-        t1879 = t1884 = zero
-        t1892 = torch.add(t38, t1886, alpha=c1888)
-        t1886 = zero
-        c1893 = k[680]
-        t1894 = torch.add(t1880, t1887, alpha=c1893)
-        t1887 = zero
-        t1895 = t1889 * t1776
-        t1896 = t1894 * t1774
-        t1897 = torch.add(t1895, t1896, alpha=c1851)
-        t1895 = t1896 = zero
-        t1898 = t1891 * t1776
-        t1899 = t1892 * t1776
-        t1900 = t1894 * t1775
-        t1901 = torch.add(t1899, t1900, alpha=c290)
-        t1899 = t1900 = zero
-        c1903 = k[681]
-        c1905 = k[682]
-    else:
-        t1880 = t1889 = t1891 = t1892 = t1894 = t1897 = t1898 = t1901 = zero
-        c1903 = c1905 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 14]
-            vx.add_(g * t1897, alpha=c1903)
-            vy.add_(g * t1898, alpha=c1905)
-            vz.add_(g * t1901, alpha=c1903)
-        t1897 = t1898 = t1901 = zero
-        t1909 = t1889 * t1783
-        t1910 = t1894 * t1784
-        t1911 = torch.add(t1909, t1910, alpha=c290)
-        t1909 = t1910 = zero
-        t1912 = t1891 * t1783
-        t1913 = t1892 * t1783
-        t1914 = t1894 * t1785
-        t1915 = torch.add(t1913, t1914, alpha=c290)
-        t1913 = t1914 = zero
-        c1917 = k[683]
-        c1919 = k[684]
-    else:
-        t1911 = t1912 = t1915 = zero
-        c1917 = c1919 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 4]
-            vx.add_(g * t1911, alpha=c1917)
-            vy.add_(g * t1912, alpha=c1919)
-            vz.add_(g * t1915, alpha=c1917)
-        t1911 = t1912 = t1915 = zero
-    if lmax >= 10:
-        t1923 = y * t1889
-        t1924 = y * t1891
-        t1925 = t1894 + t1924
-        t1924 = zero
-        t1926 = y * t1892
-        t1927 = y * t1894
-        t1928 = x * t1848
-        t1929 = torch.add(t1928, t68, alpha=c287)
-        t1928 = zero
-        t1930 = t4 * t1846
-        t1846 = zero
-        t1931 = torch.add(t1880, t1930, alpha=c22)
-        t1880 = t1930 = zero
-        t1932 = z * t1848
-        t1933 = torch.add(t1932, t74, alpha=c287)
-        t1932 = zero
-        t1934 = t4 * t1848
-        t1848 = zero
-        c1935 = k[837]
-        t1936 = torch.add(t1923, t1929, alpha=c1935)
-        t1923 = t1929 = zero
-        c1937 = k[838]
-        t1938 = torch.add(t1925, t1931, alpha=c1937)
-        t1925 = t1931 = zero
-        t1939 = torch.add(t1926, t1933, alpha=c1935)
-        t1926 = t1933 = zero
-        c1940 = k[839]
-        t1941 = torch.add(t1927, t1934, alpha=c1940)
-        t1934 = zero
-        t1942 = t1936 * t1776
-        t1943 = t1941 * t1774
-        t1944 = torch.add(t1942, t1943, alpha=c1851)
-        t1942 = t1943 = zero
-        t1945 = t1938 * t1776
-        t1946 = t1939 * t1776
-        t1947 = t1941 * t1775
-        t1948 = torch.add(t1946, t1947, alpha=c290)
-        t1946 = t1947 = zero
-        c1950 = k[840]
-        c1952 = k[841]
-    else:
-        t1927 = t1936 = t1938 = t1939 = t1941 = t1944 = t1945 = t1948 = zero
-        c1950 = c1952 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 15]
-            vx.add_(g * t1944, alpha=c1950)
-            vy.add_(g * t1945, alpha=c1952)
-            vz.add_(g * t1948, alpha=c1950)
-        t1944 = t1945 = t1948 = zero
-        t1956 = t1936 * t1783
-        t1957 = t1941 * t1784
-        t1958 = torch.add(t1956, t1957, alpha=c290)
-        t1956 = t1957 = zero
-        t1959 = t1938 * t1783
-        t1960 = t1939 * t1783
-        t1961 = t1941 * t1785
-        t1962 = torch.add(t1960, t1961, alpha=c290)
-        t1960 = t1961 = zero
-        c1964 = k[842]
-        c1966 = k[843]
-    else:
-        t1958 = t1959 = t1962 = zero
-        c1964 = c1966 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 5]
-            vx.add_(g * t1958, alpha=c1964)
-            vy.add_(g * t1959, alpha=c1966)
-            vz.add_(g * t1962, alpha=c1964)
-        t1958 = t1959 = t1962 = zero
-    if lmax >= 11:
-        t1970 = y * t1936
-        t1971 = y * t1938
-        t1972 = t1941 + t1971
-        t1971 = zero
-        t1973 = y * t1939
-        t1974 = y * t1941
-        t1975 = x * t1894
-        t1976 = t4 * t1889
-        t1889 = zero
-        t1977 = torch.add(t1975, t1976, alpha=c287)
-        t1975 = t1976 = zero
-        t1978 = t4 * t1891
-        t1891 = zero
-        t1979 = torch.add(t1927, t1978, alpha=c22)
-        t1927 = t1978 = zero
-        t1980 = z * t1894
-        t1981 = t4 * t1892
-        t1892 = zero
-        t1982 = torch.add(t1980, t1981, alpha=c287)
-        t1980 = t1981 = zero
-        t1983 = t4 * t1894
-        t1894 = zero
-        c1984 = k[1014]
-        t1985 = torch.add(t1970, t1977, alpha=c1984)
-        t1970 = t1977 = zero
-        c1986 = k[1015]
-        t1987 = torch.add(t1972, t1979, alpha=c1986)
-        t1972 = t1979 = zero
-        t1988 = torch.add(t1973, t1982, alpha=c1984)
-        t1973 = t1982 = zero
-        c1989 = k[1016]
-        t1990 = torch.add(t1974, t1983, alpha=c1989)
-        t1983 = zero
-        t1991 = t1985 * t1776
-        t1992 = t1990 * t1774
-        t1993 = torch.add(t1991, t1992, alpha=c1851)
-        t1991 = t1992 = zero
-        t1994 = t1987 * t1776
-        t1995 = t1988 * t1776
-        t1996 = t1990 * t1775
-        t1997 = torch.add(t1995, t1996, alpha=c290)
-        t1995 = t1996 = zero
-        c1999 = k[1017]
-        c2001 = k[1018]
-    else:
-        t1974 = t1985 = t1987 = t1988 = t1990 = t1993 = t1994 = t1997 = zero
-        c1999 = c2001 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 16]
-            vx.add_(g * t1993, alpha=c1999)
-            vy.add_(g * t1994, alpha=c2001)
-            vz.add_(g * t1997, alpha=c1999)
-        t1993 = t1994 = t1997 = zero
-        t2005 = t1985 * t1783
-        t2006 = t1990 * t1784
-        t2007 = torch.add(t2005, t2006, alpha=c290)
-        t2005 = t2006 = zero
-        t2008 = t1987 * t1783
-        t2009 = t1988 * t1783
-        t2010 = t1990 * t1785
-        t2011 = torch.add(t2009, t2010, alpha=c290)
-        t2009 = t2010 = zero
-        c2013 = k[1019]
-        c2015 = k[1020]
-    else:
-        t2007 = t2008 = t2011 = zero
-        c2013 = c2015 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 6]
-            vx.add_(g * t2007, alpha=c2013)
-            vy.add_(g * t2008, alpha=c2015)
-            vz.add_(g * t2011, alpha=c2013)
-        t2007 = t2008 = t2011 = zero
-    if lmax >= 12:
-        t2019 = y * t1985
-        t1985 = zero
-        t2020 = y * t1987
-        t1987 = zero
-        t2021 = t1990 + t2020
-        t2020 = zero
-        t2022 = y * t1988
-        t1988 = zero
-        t2023 = y * t1990
-        t1990 = zero
-        t2024 = x * t1941
-        t2025 = t4 * t1936
-        t1936 = zero
-        t2026 = torch.add(t2024, t2025, alpha=c287)
-        t2024 = t2025 = zero
-        t2027 = t4 * t1938
-        t1938 = zero
-        t2028 = torch.add(t1974, t2027, alpha=c22)
-        t1974 = t2027 = zero
-        t2029 = z * t1941
-        t2030 = t4 * t1939
-        t1939 = zero
-        t2031 = torch.add(t2029, t2030, alpha=c287)
-        t2029 = t2030 = zero
-        t2032 = t4 * t1941
-        t1941 = zero
-        c2033 = k[1208]
-        t2034 = torch.add(t2019, t2026, alpha=c2033)
-        t2019 = t2026 = zero
-        c2035 = k[1209]
-        t2036 = torch.add(t2021, t2028, alpha=c2035)
-        t2021 = t2028 = zero
-        t2037 = torch.add(t2022, t2031, alpha=c2033)
-        t2022 = t2031 = zero
-        c2038 = k[1210]
-        t2039 = torch.add(t2023, t2032, alpha=c2038)
-        t2023 = t2032 = zero
-        t2040 = t2034 * t1776
-        t2041 = t2039 * t1774
-        t2042 = torch.add(t2040, t2041, alpha=c1851)
-        t2040 = t2041 = zero
-        t2043 = t2036 * t1776
-        t2044 = t2037 * t1776
-        t2045 = t2039 * t1775
-        t2046 = torch.add(t2044, t2045, alpha=c290)
-        t2044 = t2045 = zero
-        c2048 = k[1211]
-        c2050 = k[1212]
-    else:
-        t2034 = t2036 = t2037 = t2039 = t2042 = t2043 = t2046 = zero
-        c2048 = c2050 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 17]
-            vx.add_(g * t2042, alpha=c2048)
-            vy.add_(g * t2043, alpha=c2050)
-            vz.add_(g * t2046, alpha=c2048)
-        t2042 = t2043 = t2046 = zero
-        t2054 = t2034 * t1783
-        t2034 = zero
-        t2055 = t2039 * t1784
-        t2056 = torch.add(t2054, t2055, alpha=c290)
-        t2054 = t2055 = zero
-        t2057 = t2036 * t1783
-        t2036 = zero
-        t2058 = t2037 * t1783
-        t2037 = zero
-        t2059 = t2039 * t1785
-        t2039 = zero
-        t2060 = torch.add(t2058, t2059, alpha=c290)
-        t2058 = t2059 = zero
-        c2062 = k[1213]
-        c2064 = k[1214]
-    else:
-        t2056 = t2057 = t2060 = zero
-        c2062 = c2064 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 7]
-            vx.add_(g * t2056, alpha=c2062)
-            vy.add_(g * t2057, alpha=c2064)
-            vz.add_(g * t2060, alpha=c2062)
-        t2056 = t2057 = t2060 = zero
-    if lmax >= 6:
-        t2068 = z * t1774
-        t2069 = z * t1775
-        t2070 = t1776 + t2069
-        t2069 = zero
-        t2071 = x * t1784
-        t2072 = t1783 + t2071
-        t2071 = zero
-        t2073 = x * t1785
-        t2074 = torch.add(t2068, t2072, alpha=c1423)
-        t2068 = t2072 = zero
-        t2075 = torch.add(t2070, t2073, alpha=c1036)
-        t2070 = t2073 = zero
-        t2076 = torch.add(t1818, t1830, alpha=c1036)
-        t1818 = t1830 = zero
-        t2077 = z * t1784
-        t1784 = zero
-        t2078 = z * t1785
-        t1785 = zero
-        t2079 = t1783 + t2078
-        t1783 = t2078 = zero
-        t2080 = x * t1774
-        t1774 = zero
-        t2081 = torch.add(t1776, t2080, alpha=c1425)
-        t1776 = t2080 = zero
-        t2082 = x * t1775
-        t1775 = zero
-        t2083 = torch.add(t1833, t1814, alpha=c22)
-        t1814 = t1833 = zero
-        t2084 = torch.add(t2077, t2081, alpha=c22)
-        t2077 = t2081 = zero
-        t2085 = torch.add(t2079, t2082, alpha=c22)
-        t2079 = t2082 = zero
-        c2086 = k[312]
-        c2088 = k[313]
-    else:
-        t2074 = t2075 = t2076 = t2083 = t2084 = t2085 = zero
-        c2086 = c2088 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 12]
-            vx.add_(g * t2074, alpha=c2086)
-            vz.add_(g * t2075, alpha=c2088)
-        c2091 = k[314]
-    else:
-        c2091 = 0.0
-    if lmax >= 6:
-        for o in at[6]:
-            g = gs[o + 0]
-            vx.add_(g * t2084, alpha=c2091)
-            vz.add_(g * t2085, alpha=c2091)
-    if lmax >= 7:
-        t2095 = y * t2074
-        t2096 = y * t2075
-        t2097 = y * t2076
-        c2098 = k[425]
-        c2100 = k[426]
-    else:
-        t2095 = t2096 = t2097 = zero
-        c2098 = c2100 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 13]
-            vx.add_(g * t2095, alpha=c2098)
-            vy.add_(g * t2076, alpha=c2100)
-            vz.add_(g * t2096, alpha=c2100)
-        t2095 = t2096 = zero
-        t2104 = y * t2084
-        t2105 = y * t2085
-        t2106 = y * t2083
-        c2107 = k[427]
-    else:
-        t2104 = t2105 = t2106 = zero
-        c2107 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 1]
-            vx.add_(g * t2104, alpha=c2107)
-            vy.add_(g * t2083, alpha=c2107)
-            vz.add_(g * t2105, alpha=c2107)
-        t2104 = t2105 = zero
-    if lmax >= 8:
-        c2112 = k[545]
-        t2113 = torch.add(t3, t4, alpha=c2112)
-    else:
-        t2113 = zero
-        c2112 = 0.0
-    if lmax >= 7:
-        t2114 = x * t2076
-    else:
-        t2114 = zero
-    if lmax >= 8:
-        t2115 = t2113 * t2074
-        c2116 = k[546]
-        t2117 = torch.add(t2114, t2115, alpha=c2116)
-        t2115 = zero
-    else:
-        t2117 = zero
-    if lmax >= 7:
-        t2118 = z * t2076
-    else:
-        t2118 = zero
-    if lmax >= 8:
-        t2119 = t2113 * t2075
-        c2120 = k[547]
-        t2121 = torch.add(t2118, t2119, alpha=c2120)
-        t2119 = zero
-        c2123 = k[548]
-        c2125 = k[549]
-        c2128 = k[550]
-    else:
-        t2121 = zero
-        c2120 = c2123 = c2125 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 14]
-            vx.add_(g * t2117, alpha=c2123)
-            vy.add_(g * t2097, alpha=c2125)
-            vz.add_(g * t2121, alpha=c2123)
-        t2097 = t2117 = t2121 = zero
-    if lmax >= 7:
-        t2130 = x * t2083
-    else:
-        t2130 = zero
-    if lmax >= 8:
-        t2131 = t2113 * t2084
-        t2132 = torch.add(t2130, t2131, alpha=c2120)
-        t2131 = zero
-    else:
-        t2132 = zero
-    if lmax >= 7:
-        t2133 = z * t2083
-    else:
-        t2133 = zero
-    if lmax >= 8:
-        t2134 = t2113 * t2085
-        t2135 = torch.add(t2133, t2134, alpha=c2120)
-        t2134 = zero
-        c2137 = k[551]
-        c2139 = k[552]
-        c2142 = k[553]
-    else:
-        t2135 = zero
-        c2137 = c2139 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 2]
-            vx.add_(g * t2132, alpha=c2137)
-            vy.add_(g * t2106, alpha=c2139)
-            vz.add_(g * t2135, alpha=c2137)
-        t2106 = t2132 = t2135 = zero
-    if lmax >= 9:
-        c2144 = k[685]
-        t2145 = torch.add(t2113, t3, alpha=c2144)
-        t2146 = y * t2113
-        c2147 = k[686]
-        t2148 = torch.add(t2145, t23, alpha=c2147)
-        t2145 = zero
-        c2149 = k[687]
-        t2150 = torch.add(t2146, t24, alpha=c2149)
-        t2151 = t17 * t2076
-        t2152 = t2150 * t2074
-        c2153 = k[688]
-        t2154 = torch.add(t2151, t2152, alpha=c2153)
-        t2151 = t2152 = zero
-        t2155 = t2148 * t2076
-        t2156 = t20 * t2076
-        t2157 = t2150 * t2075
-        c2158 = k[689]
-        t2159 = torch.add(t2156, t2157, alpha=c2158)
-        t2156 = t2157 = zero
-        c2161 = k[690]
-        c2163 = k[691]
-    else:
-        t2146 = t2148 = t2150 = t2154 = t2155 = t2159 = zero
-        c2153 = c2158 = c2161 = c2163 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 15]
-            vx.add_(g * t2154, alpha=c2161)
-            vy.add_(g * t2155, alpha=c2163)
-            vz.add_(g * t2159, alpha=c2161)
-        t2154 = t2155 = t2159 = zero
-        t2167 = t17 * t2083
-        t2168 = t2150 * t2084
-        t2169 = torch.add(t2167, t2168, alpha=c2158)
-        t2167 = t2168 = zero
-        t2170 = t2148 * t2083
-        t2171 = t20 * t2083
-        t2172 = t2150 * t2085
-        t2173 = torch.add(t2171, t2172, alpha=c2158)
-        t2171 = t2172 = zero
-        c2175 = k[692]
-        c2177 = k[693]
-    else:
-        t2169 = t2170 = t2173 = zero
-        c2175 = c2177 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 3]
-            vx.add_(g * t2169, alpha=c2175)
-            vy.add_(g * t2170, alpha=c2177)
-            vz.add_(g * t2173, alpha=c2175)
-        t2169 = t2170 = t2173 = zero
-    if lmax >= 10:
-        t2181 = y * t2148
-        t2182 = t2150 + t2181
-        t2181 = zero
-        t2183 = y * t2150
-        t2184 = x * t2113
-        t2185 = torch.add(t2184, t41, alpha=c2112)
-        t2184 = zero
-        c2186 = k[844]
-        t2187 = torch.add(t2146, t24, alpha=c2186)
-        t2146 = zero
-        t2188 = z * t2113
-        t2189 = torch.add(t2188, t46, alpha=c2112)
-        t2188 = zero
-        t2190 = t4 * t2113
-        t2113 = zero
-        c2191 = k[845]
-        t2192 = torch.add(t35, t2185, alpha=c2191)
-        t2185 = zero
-        c2193 = k[846]
-        t2194 = torch.add(t2182, t2187, alpha=c2193)
-        t2182 = t2187 = zero
-        t2195 = torch.add(t38, t2189, alpha=c2191)
-        t2189 = zero
-        c2196 = k[847]
-        t2197 = torch.add(t2183, t2190, alpha=c2196)
-        t2190 = zero
-        t2198 = t2192 * t2076
-        t2199 = t2197 * t2074
-        t2200 = torch.add(t2198, t2199, alpha=c2153)
-        t2198 = t2199 = zero
-        t2201 = t2194 * t2076
-        t2202 = t2195 * t2076
-        t2203 = t2197 * t2075
-        t2204 = torch.add(t2202, t2203, alpha=c2158)
-        t2202 = t2203 = zero
-        c2206 = k[848]
-        c2208 = k[849]
-    else:
-        t2183 = t2192 = t2194 = t2195 = t2197 = t2200 = t2201 = t2204 = zero
-        c2206 = c2208 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 16]
-            vx.add_(g * t2200, alpha=c2206)
-            vy.add_(g * t2201, alpha=c2208)
-            vz.add_(g * t2204, alpha=c2206)
-        t2200 = t2201 = t2204 = zero
-        t2212 = t2192 * t2083
-        t2213 = t2197 * t2084
-        t2214 = torch.add(t2212, t2213, alpha=c2158)
-        t2212 = t2213 = zero
-        t2215 = t2194 * t2083
-        t2216 = t2195 * t2083
-        t2217 = t2197 * t2085
-        t2218 = torch.add(t2216, t2217, alpha=c2158)
-        t2216 = t2217 = zero
-        c2220 = k[850]
-        c2222 = k[851]
-    else:
-        t2214 = t2215 = t2218 = zero
-        c2220 = c2222 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 4]
-            vx.add_(g * t2214, alpha=c2220)
-            vy.add_(g * t2215, alpha=c2222)
-            vz.add_(g * t2218, alpha=c2220)
-        t2214 = t2215 = t2218 = zero
-    if lmax >= 11:
-        t2226 = y * t2192
-        t2227 = y * t2194
-        t2228 = t2197 + t2227
-        t2227 = zero
-        t2229 = y * t2195
-        t2230 = y * t2197
-        t2231 = x * t2150
-        c2232 = k[1021]
-        t2233 = torch.add(t2231, t68, alpha=c2232)
-        t2231 = zero
-        t2234 = t4 * t2148
-        t2148 = zero
-        t2235 = torch.add(t2183, t2234, alpha=c22)
-        t2183 = t2234 = zero
-        t2236 = z * t2150
-        t2237 = torch.add(t2236, t74, alpha=c2232)
-        t2236 = zero
-        t2238 = t4 * t2150
-        t2150 = zero
-        c2239 = k[1022]
-        t2240 = torch.add(t2226, t2233, alpha=c2239)
-        t2226 = t2233 = zero
-        c2241 = k[1023]
-        t2242 = torch.add(t2228, t2235, alpha=c2241)
-        t2228 = t2235 = zero
-        t2243 = torch.add(t2229, t2237, alpha=c2239)
-        t2229 = t2237 = zero
-        c2244 = k[1024]
-        t2245 = torch.add(t2230, t2238, alpha=c2244)
-        t2238 = zero
-        t2246 = t2240 * t2076
-        t2247 = t2245 * t2074
-        t2248 = torch.add(t2246, t2247, alpha=c2153)
-        t2246 = t2247 = zero
-        t2249 = t2242 * t2076
-        t2250 = t2243 * t2076
-        t2251 = t2245 * t2075
-        t2252 = torch.add(t2250, t2251, alpha=c2158)
-        t2250 = t2251 = zero
-        c2254 = k[1025]
-        c2256 = k[1026]
-    else:
-        t2230 = t2240 = t2242 = t2243 = t2245 = t2248 = t2249 = t2252 = zero
-        c2232 = c2254 = c2256 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 17]
-            vx.add_(g * t2248, alpha=c2254)
-            vy.add_(g * t2249, alpha=c2256)
-            vz.add_(g * t2252, alpha=c2254)
-        t2248 = t2249 = t2252 = zero
-        t2260 = t2240 * t2083
-        t2261 = t2245 * t2084
-        t2262 = torch.add(t2260, t2261, alpha=c2158)
-        t2260 = t2261 = zero
-        t2263 = t2242 * t2083
-        t2264 = t2243 * t2083
-        t2265 = t2245 * t2085
-        t2266 = torch.add(t2264, t2265, alpha=c2158)
-        t2264 = t2265 = zero
-        c2268 = k[1027]
-        c2270 = k[1028]
-    else:
-        t2262 = t2263 = t2266 = zero
-        c2268 = c2270 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 5]
-            vx.add_(g * t2262, alpha=c2268)
-            vy.add_(g * t2263, alpha=c2270)
-            vz.add_(g * t2266, alpha=c2268)
-        t2262 = t2263 = t2266 = zero
-    if lmax >= 12:
-        t2274 = y * t2240
-        t2240 = zero
-        t2275 = y * t2242
-        t2242 = zero
-        t2276 = t2245 + t2275
-        t2275 = zero
-        t2277 = y * t2243
-        t2243 = zero
-        t2278 = y * t2245
-        t2245 = zero
-        t2279 = x * t2197
-        t2280 = t4 * t2192
-        t2192 = zero
-        t2281 = torch.add(t2279, t2280, alpha=c2232)
-        t2279 = t2280 = zero
-        t2282 = t4 * t2194
-        t2194 = zero
-        t2283 = torch.add(t2230, t2282, alpha=c22)
-        t2230 = t2282 = zero
-        t2284 = z * t2197
-        t2285 = t4 * t2195
-        t2195 = zero
-        t2286 = torch.add(t2284, t2285, alpha=c2232)
-        t2284 = t2285 = zero
-        t2287 = t4 * t2197
-        t2197 = zero
-        c2288 = k[1215]
-        t2289 = torch.add(t2274, t2281, alpha=c2288)
-        t2274 = t2281 = zero
-        c2290 = k[1216]
-        t2291 = torch.add(t2276, t2283, alpha=c2290)
-        t2276 = t2283 = zero
-        t2292 = torch.add(t2277, t2286, alpha=c2288)
-        t2277 = t2286 = zero
-        c2293 = k[1217]
-        t2294 = torch.add(t2278, t2287, alpha=c2293)
-        t2278 = t2287 = zero
-        t2295 = t2289 * t2076
-        t2296 = t2294 * t2074
-        t2297 = torch.add(t2295, t2296, alpha=c2153)
-        t2295 = t2296 = zero
-        t2298 = t2291 * t2076
-        t2299 = t2292 * t2076
-        t2300 = t2294 * t2075
-        t2301 = torch.add(t2299, t2300, alpha=c2158)
-        t2299 = t2300 = zero
-        c2303 = k[1218]
-        c2305 = k[1219]
-    else:
-        t2289 = t2291 = t2292 = t2294 = t2297 = t2298 = t2301 = zero
-        c2303 = c2305 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 18]
-            vx.add_(g * t2297, alpha=c2303)
-            vy.add_(g * t2298, alpha=c2305)
-            vz.add_(g * t2301, alpha=c2303)
-        t2297 = t2298 = t2301 = zero
-        t2309 = t2289 * t2083
-        t2289 = zero
-        t2310 = t2294 * t2084
-        t2311 = torch.add(t2309, t2310, alpha=c2158)
-        t2309 = t2310 = zero
-        t2312 = t2291 * t2083
-        t2291 = zero
-        t2313 = t2292 * t2083
-        t2292 = zero
-        t2314 = t2294 * t2085
-        t2294 = zero
-        t2315 = torch.add(t2313, t2314, alpha=c2158)
-        t2313 = t2314 = zero
-        c2317 = k[1220]
-        c2319 = k[1221]
-    else:
-        t2311 = t2312 = t2315 = zero
-        c2317 = c2319 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 6]
-            vx.add_(g * t2311, alpha=c2317)
-            vy.add_(g * t2312, alpha=c2319)
-            vz.add_(g * t2315, alpha=c2317)
-        t2311 = t2312 = t2315 = zero
-    if lmax >= 7:
-        t2323 = z * t2074
-        t2324 = z * t2075
-        t2325 = t2076 + t2324
-        t2324 = zero
-        t2326 = x * t2084
-        t2327 = t2083 + t2326
-        t2326 = zero
-        t2328 = x * t2085
-        t2329 = torch.add(t2323, t2327, alpha=c1423)
-        t2323 = t2327 = zero
-        t2330 = torch.add(t2325, t2328, alpha=c1036)
-        t2325 = t2328 = zero
-        t2331 = torch.add(t2118, t2130, alpha=c1036)
-        t2118 = t2130 = zero
-        t2332 = z * t2084
-        t2084 = zero
-        t2333 = z * t2085
-        t2085 = zero
-        t2334 = t2083 + t2333
-        t2083 = t2333 = zero
-        t2335 = x * t2074
-        t2074 = zero
-        t2336 = torch.add(t2076, t2335, alpha=c1425)
-        t2076 = t2335 = zero
-        t2337 = x * t2075
-        t2075 = zero
-        t2338 = torch.add(t2133, t2114, alpha=c22)
-        t2114 = t2133 = zero
-        t2339 = torch.add(t2332, t2336, alpha=c22)
-        t2332 = t2336 = zero
-        t2340 = torch.add(t2334, t2337, alpha=c22)
-        t2334 = t2337 = zero
-        c2341 = k[428]
-        c2343 = k[429]
-    else:
-        t2329 = t2330 = t2331 = t2338 = t2339 = t2340 = zero
-        c2341 = c2343 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 14]
-            vx.add_(g * t2329, alpha=c2341)
-            vz.add_(g * t2330, alpha=c2343)
-        c2346 = k[430]
-    else:
-        c2346 = 0.0
-    if lmax >= 7:
-        for o in at[7]:
-            g = gs[o + 0]
-            vx.add_(g * t2339, alpha=c2346)
-            vz.add_(g * t2340, alpha=c2346)
-    if lmax >= 8:
-        t2350 = y * t2329
-        t2351 = y * t2330
-        t2352 = y * t2331
-        c2353 = k[554]
-        c2355 = k[555]
-    else:
-        t2350 = t2351 = t2352 = zero
-        c2353 = c2355 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 15]
-            vx.add_(g * t2350, alpha=c2353)
-            vy.add_(g * t2331, alpha=c2355)
-            vz.add_(g * t2351, alpha=c2355)
-        t2350 = t2351 = zero
-        t2359 = y * t2339
-        t2360 = y * t2340
-        t2361 = y * t2338
-        c2362 = k[556]
-    else:
-        t2359 = t2360 = t2361 = zero
-        c2362 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 1]
-            vx.add_(g * t2359, alpha=c2362)
-            vy.add_(g * t2338, alpha=c2362)
-            vz.add_(g * t2360, alpha=c2362)
-        t2359 = t2360 = zero
-    if lmax >= 9:
-        c2367 = k[694]
-        t2368 = torch.add(t3, t4, alpha=c2367)
-    else:
-        t2368 = zero
-        c2367 = 0.0
-    if lmax >= 8:
-        t2369 = x * t2331
-    else:
-        t2369 = zero
-    if lmax >= 9:
-        t2370 = t2368 * t2329
-        c2371 = k[695]
-        t2372 = torch.add(t2369, t2370, alpha=c2371)
-        t2370 = zero
-    else:
-        t2372 = zero
-    if lmax >= 8:
-        t2373 = z * t2331
-    else:
-        t2373 = zero
-    if lmax >= 9:
-        t2374 = t2368 * t2330
-        c2375 = k[696]
-        t2376 = torch.add(t2373, t2374, alpha=c2375)
-        t2374 = zero
-        c2378 = k[697]
-        c2380 = k[698]
-        c2383 = k[699]
-    else:
-        t2376 = zero
-        c2375 = c2378 = c2380 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 16]
-            vx.add_(g * t2372, alpha=c2378)
-            vy.add_(g * t2352, alpha=c2380)
-            vz.add_(g * t2376, alpha=c2378)
-        t2352 = t2372 = t2376 = zero
-    if lmax >= 8:
-        t2385 = x * t2338
-    else:
-        t2385 = zero
-    if lmax >= 9:
-        t2386 = t2368 * t2339
-        t2387 = torch.add(t2385, t2386, alpha=c2375)
-        t2386 = zero
-    else:
-        t2387 = zero
-    if lmax >= 8:
-        t2388 = z * t2338
-    else:
-        t2388 = zero
-    if lmax >= 9:
-        t2389 = t2368 * t2340
-        t2390 = torch.add(t2388, t2389, alpha=c2375)
-        t2389 = zero
-        c2392 = k[700]
-        c2394 = k[701]
-        c2397 = k[702]
-    else:
-        t2390 = zero
-        c2392 = c2394 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 2]
-            vx.add_(g * t2387, alpha=c2392)
-            vy.add_(g * t2361, alpha=c2394)
-            vz.add_(g * t2390, alpha=c2392)
-        t2361 = t2387 = t2390 = zero
-    if lmax >= 10:
-        c2399 = k[852]
-        t2400 = torch.add(t2368, t3, alpha=c2399)
-        t2401 = y * t2368
-        c2402 = k[853]
-        t2403 = torch.add(t2400, t23, alpha=c2402)
-        t2400 = zero
-        c2404 = k[854]
-        t2405 = torch.add(t2401, t24, alpha=c2404)
-        t2406 = t17 * t2331
-        t2407 = t2405 * t2329
-        c2408 = k[855]
-        t2409 = torch.add(t2406, t2407, alpha=c2408)
-        t2406 = t2407 = zero
-        t2410 = t2403 * t2331
-        t2411 = t20 * t2331
-        t2412 = t2405 * t2330
-        c2413 = k[856]
-        t2414 = torch.add(t2411, t2412, alpha=c2413)
-        t2411 = t2412 = zero
-        c2416 = k[857]
-        c2418 = k[858]
-    else:
-        t2401 = t2403 = t2405 = t2409 = t2410 = t2414 = zero
-        c2408 = c2413 = c2416 = c2418 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 17]
-            vx.add_(g * t2409, alpha=c2416)
-            vy.add_(g * t2410, alpha=c2418)
-            vz.add_(g * t2414, alpha=c2416)
-        t2409 = t2410 = t2414 = zero
-        t2422 = t17 * t2338
-        t2423 = t2405 * t2339
-        t2424 = torch.add(t2422, t2423, alpha=c2413)
-        t2422 = t2423 = zero
-        t2425 = t2403 * t2338
-        t2426 = t20 * t2338
-        t2427 = t2405 * t2340
-        t2428 = torch.add(t2426, t2427, alpha=c2413)
-        t2426 = t2427 = zero
-        c2430 = k[859]
-        c2432 = k[860]
-    else:
-        t2424 = t2425 = t2428 = zero
-        c2430 = c2432 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 3]
-            vx.add_(g * t2424, alpha=c2430)
-            vy.add_(g * t2425, alpha=c2432)
-            vz.add_(g * t2428, alpha=c2430)
-        t2424 = t2425 = t2428 = zero
-    if lmax >= 11:
-        t2436 = y * t2403
-        t2437 = t2405 + t2436
-        t2436 = zero
-        t2438 = y * t2405
-        t2439 = x * t2368
-        t2440 = torch.add(t2439, t41, alpha=c2367)
-        t2439 = zero
-        c2441 = k[1029]
-        t2442 = torch.add(t2401, t24, alpha=c2441)
-        t2401 = zero
-        t2443 = z * t2368
-        t2444 = torch.add(t2443, t46, alpha=c2367)
-        t2443 = zero
-        t2445 = t4 * t2368
-        t2368 = zero
-        c2446 = k[1030]
-        t2447 = torch.add(t35, t2440, alpha=c2446)
-        t2440 = zero
-        c2448 = k[1031]
-        t2449 = torch.add(t2437, t2442, alpha=c2448)
-        t2437 = t2442 = zero
-        t2450 = torch.add(t38, t2444, alpha=c2446)
-        t2444 = zero
-        c2451 = k[1032]
-        t2452 = torch.add(t2438, t2445, alpha=c2451)
-        t2445 = zero
-        t2453 = t2447 * t2331
-        t2454 = t2452 * t2329
-        t2455 = torch.add(t2453, t2454, alpha=c2408)
-        t2453 = t2454 = zero
-        t2456 = t2449 * t2331
-        t2457 = t2450 * t2331
-        t2458 = t2452 * t2330
-        t2459 = torch.add(t2457, t2458, alpha=c2413)
-        t2457 = t2458 = zero
-        c2461 = k[1033]
-        c2463 = k[1034]
-    else:
-        t2438 = t2447 = t2449 = t2450 = t2452 = t2455 = t2456 = t2459 = zero
-        c2461 = c2463 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 18]
-            vx.add_(g * t2455, alpha=c2461)
-            vy.add_(g * t2456, alpha=c2463)
-            vz.add_(g * t2459, alpha=c2461)
-        t2455 = t2456 = t2459 = zero
-        t2467 = t2447 * t2338
-        t2468 = t2452 * t2339
-        t2469 = torch.add(t2467, t2468, alpha=c2413)
-        t2467 = t2468 = zero
-        t2470 = t2449 * t2338
-        t2471 = t2450 * t2338
-        t2472 = t2452 * t2340
-        t2473 = torch.add(t2471, t2472, alpha=c2413)
-        t2471 = t2472 = zero
-        c2475 = k[1035]
-        c2477 = k[1036]
-    else:
-        t2469 = t2470 = t2473 = zero
-        c2475 = c2477 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 4]
-            vx.add_(g * t2469, alpha=c2475)
-            vy.add_(g * t2470, alpha=c2477)
-            vz.add_(g * t2473, alpha=c2475)
-        t2469 = t2470 = t2473 = zero
-    if lmax >= 12:
-        t2481 = y * t2447
-        t2447 = zero
-        t2482 = y * t2449
-        t2449 = zero
-        t2483 = t2452 + t2482
-        t2482 = zero
-        t2484 = y * t2450
-        t2450 = zero
-        t2485 = y * t2452
-        t2452 = zero
-        t2486 = x * t2405
-        c2487 = k[1222]
-        t2488 = torch.add(t2486, t68, alpha=c2487)
-        t68 = t2486 = zero
-        t2489 = t4 * t2403
-        t2403 = zero
-        t2490 = torch.add(t2438, t2489, alpha=c22)
-        t2438 = t2489 = zero
-        t2491 = z * t2405
-        t2492 = torch.add(t2491, t74, alpha=c2487)
-        t74 = t2491 = zero
-        t2493 = t4 * t2405
-        t2405 = zero
-        c2494 = k[1223]
-        t2495 = torch.add(t2481, t2488, alpha=c2494)
-        t2481 = t2488 = zero
-        c2496 = k[1224]
-        t2497 = torch.add(t2483, t2490, alpha=c2496)
-        t2483 = t2490 = zero
-        t2498 = torch.add(t2484, t2492, alpha=c2494)
-        t2484 = t2492 = zero
-        c2499 = k[1225]
-        t2500 = torch.add(t2485, t2493, alpha=c2499)
-        t2485 = t2493 = zero
-        t2501 = t2495 * t2331
-        t2502 = t2500 * t2329
-        t2503 = torch.add(t2501, t2502, alpha=c2408)
-        t2501 = t2502 = zero
-        t2504 = t2497 * t2331
-        t2505 = t2498 * t2331
-        t2506 = t2500 * t2330
-        t2507 = torch.add(t2505, t2506, alpha=c2413)
-        t2505 = t2506 = zero
-        c2509 = k[1226]
-        c2511 = k[1227]
-    else:
-        t2495 = t2497 = t2498 = t2500 = t2503 = t2504 = t2507 = zero
-        c2509 = c2511 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 19]
-            vx.add_(g * t2503, alpha=c2509)
-            vy.add_(g * t2504, alpha=c2511)
-            vz.add_(g * t2507, alpha=c2509)
-        t2503 = t2504 = t2507 = zero
-        t2515 = t2495 * t2338
-        t2495 = zero
-        t2516 = t2500 * t2339
-        t2517 = torch.add(t2515, t2516, alpha=c2413)
-        t2515 = t2516 = zero
-        t2518 = t2497 * t2338
-        t2497 = zero
-        t2519 = t2498 * t2338
-        t2498 = zero
-        t2520 = t2500 * t2340
-        t2500 = zero
-        t2521 = torch.add(t2519, t2520, alpha=c2413)
-        t2519 = t2520 = zero
-        c2523 = k[1228]
-        c2525 = k[1229]
-    else:
-        t2517 = t2518 = t2521 = zero
-        c2523 = c2525 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 5]
-            vx.add_(g * t2517, alpha=c2523)
-            vy.add_(g * t2518, alpha=c2525)
-            vz.add_(g * t2521, alpha=c2523)
-        t2517 = t2518 = t2521 = zero
-    if lmax >= 8:
-        t2529 = z * t2329
-        t2530 = z * t2330
-        t2531 = t2331 + t2530
-        t2530 = zero
-        t2532 = x * t2339
-        t2533 = t2338 + t2532
-        t2532 = zero
-        t2534 = x * t2340
-        t2535 = torch.add(t2529, t2533, alpha=c1423)
-        t2529 = t2533 = zero
-        t2536 = torch.add(t2531, t2534, alpha=c1036)
-        t2531 = t2534 = zero
-        t2537 = torch.add(t2373, t2385, alpha=c1036)
-        t2373 = t2385 = zero
-        t2538 = z * t2339
-        t2339 = zero
-        t2539 = z * t2340
-        t2340 = zero
-        t2540 = t2338 + t2539
-        t2338 = t2539 = zero
-        t2541 = x * t2329
-        t2329 = zero
-        t2542 = torch.add(t2331, t2541, alpha=c1425)
-        t2331 = t2541 = zero
-        t2543 = x * t2330
-        t2330 = zero
-        t2544 = torch.add(t2388, t2369, alpha=c22)
-        t2369 = t2388 = zero
-        t2545 = torch.add(t2538, t2542, alpha=c22)
-        t2538 = t2542 = zero
-        t2546 = torch.add(t2540, t2543, alpha=c22)
-        t2540 = t2543 = zero
-        c2547 = k[557]
-        c2549 = k[558]
-    else:
-        t2535 = t2536 = t2537 = t2544 = t2545 = t2546 = zero
-        c2547 = c2549 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 16]
-            vx.add_(g * t2535, alpha=c2547)
-            vz.add_(g * t2536, alpha=c2549)
-        c2552 = k[559]
-    else:
-        c2552 = 0.0
-    if lmax >= 8:
-        for o in at[8]:
-            g = gs[o + 0]
-            vx.add_(g * t2545, alpha=c2552)
-            vz.add_(g * t2546, alpha=c2552)
-    if lmax >= 9:
-        t2556 = y * t2535
-        t2557 = y * t2536
-        t2558 = y * t2537
-        c2559 = k[703]
-        c2561 = k[704]
-    else:
-        t2556 = t2557 = t2558 = zero
-        c2559 = c2561 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 17]
-            vx.add_(g * t2556, alpha=c2559)
-            vy.add_(g * t2537, alpha=c2561)
-            vz.add_(g * t2557, alpha=c2561)
-        t2556 = t2557 = zero
-        t2565 = y * t2545
-        t2566 = y * t2546
-        t2567 = y * t2544
-        c2568 = k[705]
-    else:
-        t2565 = t2566 = t2567 = zero
-        c2568 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 1]
-            vx.add_(g * t2565, alpha=c2568)
-            vy.add_(g * t2544, alpha=c2568)
-            vz.add_(g * t2566, alpha=c2568)
-        t2565 = t2566 = zero
-    if lmax >= 10:
-        c2573 = k[861]
-        t2574 = torch.add(t3, t4, alpha=c2573)
-    else:
-        t2574 = zero
-        c2573 = 0.0
-    if lmax >= 9:
-        t2575 = x * t2537
-    else:
-        t2575 = zero
-    if lmax >= 10:
-        t2576 = t2574 * t2535
-        c2577 = k[862]
-        t2578 = torch.add(t2575, t2576, alpha=c2577)
-        t2576 = zero
-    else:
-        t2578 = zero
-    if lmax >= 9:
-        t2579 = z * t2537
-    else:
-        t2579 = zero
-    if lmax >= 10:
-        t2580 = t2574 * t2536
-        c2581 = k[863]
-        t2582 = torch.add(t2579, t2580, alpha=c2581)
-        t2580 = zero
-        c2584 = k[864]
-        c2586 = k[865]
-        c2589 = k[866]
-    else:
-        t2582 = zero
-        c2581 = c2584 = c2586 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 18]
-            vx.add_(g * t2578, alpha=c2584)
-            vy.add_(g * t2558, alpha=c2586)
-            vz.add_(g * t2582, alpha=c2584)
-        t2558 = t2578 = t2582 = zero
-    if lmax >= 9:
-        t2591 = x * t2544
-    else:
-        t2591 = zero
-    if lmax >= 10:
-        t2592 = t2574 * t2545
-        t2593 = torch.add(t2591, t2592, alpha=c2581)
-        t2592 = zero
-    else:
-        t2593 = zero
-    if lmax >= 9:
-        t2594 = z * t2544
-    else:
-        t2594 = zero
-    if lmax >= 10:
-        t2595 = t2574 * t2546
-        t2596 = torch.add(t2594, t2595, alpha=c2581)
-        t2595 = zero
-        c2598 = k[867]
-        c2600 = k[868]
-        c2603 = k[869]
-    else:
-        t2596 = zero
-        c2598 = c2600 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 2]
-            vx.add_(g * t2593, alpha=c2598)
-            vy.add_(g * t2567, alpha=c2600)
-            vz.add_(g * t2596, alpha=c2598)
-        t2567 = t2593 = t2596 = zero
-    if lmax >= 11:
-        c2605 = k[1037]
-        t2606 = torch.add(t2574, t3, alpha=c2605)
-        t2607 = y * t2574
-        c2608 = k[1038]
-        t2609 = torch.add(t2606, t23, alpha=c2608)
-        t2606 = zero
-        c2610 = k[1039]
-        t2611 = torch.add(t2607, t24, alpha=c2610)
-        t2612 = t17 * t2537
-        t2613 = t2611 * t2535
-        c2614 = k[1040]
-        t2615 = torch.add(t2612, t2613, alpha=c2614)
-        t2612 = t2613 = zero
-        t2616 = t2609 * t2537
-        t2617 = t20 * t2537
-        t2618 = t2611 * t2536
-        t2619 = torch.add(t2617, t2618, alpha=c677)
-        t2617 = t2618 = zero
-        c2621 = k[1041]
-        c2623 = k[1042]
-    else:
-        t2607 = t2609 = t2611 = t2615 = t2616 = t2619 = zero
-        c2614 = c2621 = c2623 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 19]
-            vx.add_(g * t2615, alpha=c2621)
-            vy.add_(g * t2616, alpha=c2623)
-            vz.add_(g * t2619, alpha=c2621)
-        t2615 = t2616 = t2619 = zero
-        t2627 = t17 * t2544
-        t2628 = t2611 * t2545
-        t2629 = torch.add(t2627, t2628, alpha=c677)
-        t2627 = t2628 = zero
-        t2630 = t2609 * t2544
-        t2631 = t20 * t2544
-        t2632 = t2611 * t2546
-        t2633 = torch.add(t2631, t2632, alpha=c677)
-        t2631 = t2632 = zero
-        c2635 = k[1043]
-        c2637 = k[1044]
-    else:
-        t2629 = t2630 = t2633 = zero
-        c2635 = c2637 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 3]
-            vx.add_(g * t2629, alpha=c2635)
-            vy.add_(g * t2630, alpha=c2637)
-            vz.add_(g * t2633, alpha=c2635)
-        t2629 = t2630 = t2633 = zero
-    if lmax >= 12:
-        t2641 = y * t2609
-        t2609 = zero
-        t2642 = t2611 + t2641
-        t2641 = zero
-        t2643 = y * t2611
-        t2611 = zero
-        t2644 = x * t2574
-        t2645 = torch.add(t2644, t41, alpha=c2573)
-        t41 = t2644 = zero
-        c2646 = k[1230]
-        t2647 = torch.add(t2607, t24, alpha=c2646)
-        t2607 = zero
-        t2648 = z * t2574
-        t2649 = torch.add(t2648, t46, alpha=c2573)
-        t46 = t2648 = zero
-        t2650 = t4 * t2574
-        t2574 = zero
-        c2651 = k[1231]
-        t2652 = torch.add(t35, t2645, alpha=c2651)
-        t35 = t2645 = zero
-        c2653 = k[1232]
-        t2654 = torch.add(t2642, t2647, alpha=c2653)
-        t2642 = t2647 = zero
-        t2655 = torch.add(t38, t2649, alpha=c2651)
-        t38 = t2649 = zero
-        c2656 = k[1233]
-        t2657 = torch.add(t2643, t2650, alpha=c2656)
-        t2643 = t2650 = zero
-        t2658 = t2652 * t2537
-        t2659 = t2657 * t2535
-        t2660 = torch.add(t2658, t2659, alpha=c2614)
-        t2658 = t2659 = zero
-        t2661 = t2654 * t2537
-        t2662 = t2655 * t2537
-        t2663 = t2657 * t2536
-        t2664 = torch.add(t2662, t2663, alpha=c677)
-        t2662 = t2663 = zero
-        c2666 = k[1234]
-        c2668 = k[1235]
-    else:
-        t2652 = t2654 = t2655 = t2657 = t2660 = t2661 = t2664 = zero
-        c2666 = c2668 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 20]
-            vx.add_(g * t2660, alpha=c2666)
-            vy.add_(g * t2661, alpha=c2668)
-            vz.add_(g * t2664, alpha=c2666)
-        t2660 = t2661 = t2664 = zero
-        t2672 = t2652 * t2544
-        t2652 = zero
-        t2673 = t2657 * t2545
-        t2674 = torch.add(t2672, t2673, alpha=c677)
-        t2672 = t2673 = zero
-        t2675 = t2654 * t2544
-        t2654 = zero
-        t2676 = t2655 * t2544
-        t2655 = zero
-        t2677 = t2657 * t2546
-        t2657 = zero
-        t2678 = torch.add(t2676, t2677, alpha=c677)
-        t2676 = t2677 = zero
-        c2680 = k[1236]
-    else:
-        t2674 = t2675 = t2678 = zero
-        c2680 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 4]
-            vx.add_(g * t2674, alpha=c2680)
-            vy.add_(g * t2675, alpha=c2511)
-            vz.add_(g * t2678, alpha=c2680)
-        t2674 = t2675 = t2678 = zero
-    if lmax >= 9:
-        t2685 = z * t2535
-        t2686 = z * t2536
-        t2687 = t2537 + t2686
-        t2686 = zero
-        t2688 = x * t2545
-        t2689 = t2544 + t2688
-        t2688 = zero
-        t2690 = x * t2546
-        t2691 = torch.add(t2685, t2689, alpha=c1423)
-        t2685 = t2689 = zero
-        t2692 = torch.add(t2687, t2690, alpha=c1036)
-        t2687 = t2690 = zero
-        t2693 = torch.add(t2579, t2591, alpha=c1036)
-        t2579 = t2591 = zero
-        t2694 = z * t2545
-        t2545 = zero
-        t2695 = z * t2546
-        t2546 = zero
-        t2696 = t2544 + t2695
-        t2544 = t2695 = zero
-        t2697 = x * t2535
-        t2535 = zero
-        t2698 = torch.add(t2537, t2697, alpha=c1425)
-        t2537 = t2697 = zero
-        t2699 = x * t2536
-        t2536 = zero
-        t2700 = torch.add(t2594, t2575, alpha=c22)
-        t2575 = t2594 = zero
-        t2701 = torch.add(t2694, t2698, alpha=c22)
-        t2694 = t2698 = zero
-        t2702 = torch.add(t2696, t2699, alpha=c22)
-        t2696 = t2699 = zero
-        c2703 = k[706]
-        c2705 = k[707]
-    else:
-        t2691 = t2692 = t2693 = t2700 = t2701 = t2702 = zero
-        c2703 = c2705 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 18]
-            vx.add_(g * t2691, alpha=c2703)
-            vz.add_(g * t2692, alpha=c2705)
-        c2708 = k[708]
-    else:
-        c2708 = 0.0
-    if lmax >= 9:
-        for o in at[9]:
-            g = gs[o + 0]
-            vx.add_(g * t2701, alpha=c2708)
-            vz.add_(g * t2702, alpha=c2708)
-    if lmax >= 10:
-        t2712 = y * t2691
-        t2713 = y * t2692
-        t2714 = y * t2693
-        c2715 = k[870]
-        c2717 = k[871]
-    else:
-        t2712 = t2713 = t2714 = zero
-        c2715 = c2717 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 19]
-            vx.add_(g * t2712, alpha=c2715)
-            vy.add_(g * t2693, alpha=c2717)
-            vz.add_(g * t2713, alpha=c2717)
-        t2712 = t2713 = zero
-        t2721 = y * t2701
-        t2722 = y * t2702
-        t2723 = y * t2700
-        c2724 = k[872]
-    else:
-        t2721 = t2722 = t2723 = zero
-        c2724 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 1]
-            vx.add_(g * t2721, alpha=c2724)
-            vy.add_(g * t2700, alpha=c2724)
-            vz.add_(g * t2722, alpha=c2724)
-        t2721 = t2722 = zero
-    if lmax >= 11:
-        c2729 = k[1045]
-        t2730 = torch.add(t3, t4, alpha=c2729)
-    else:
-        t2730 = zero
-    if lmax >= 10:
-        t2731 = x * t2693
-    else:
-        t2731 = zero
-    if lmax >= 11:
-        t2732 = t2730 * t2691
-        c2733 = k[1046]
-        t2734 = torch.add(t2731, t2732, alpha=c2733)
-        t2732 = zero
-    else:
-        t2734 = zero
-    if lmax >= 10:
-        t2735 = z * t2693
-    else:
-        t2735 = zero
-    if lmax >= 11:
-        t2736 = t2730 * t2692
-        c2737 = k[1047]
-        t2738 = torch.add(t2735, t2736, alpha=c2737)
-        t2736 = zero
-        c2740 = k[1048]
-        c2742 = k[1049]
-        c2745 = k[1050]
-    else:
-        t2738 = zero
-        c2737 = c2740 = c2742 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 20]
-            vx.add_(g * t2734, alpha=c2740)
-            vy.add_(g * t2714, alpha=c2742)
-            vz.add_(g * t2738, alpha=c2740)
-        t2714 = t2734 = t2738 = zero
-    if lmax >= 10:
-        t2747 = x * t2700
-    else:
-        t2747 = zero
-    if lmax >= 11:
-        t2748 = t2730 * t2701
-        t2749 = torch.add(t2747, t2748, alpha=c2737)
-        t2748 = zero
-    else:
-        t2749 = zero
-    if lmax >= 10:
-        t2750 = z * t2700
-    else:
-        t2750 = zero
-    if lmax >= 11:
-        t2751 = t2730 * t2702
-        t2752 = torch.add(t2750, t2751, alpha=c2737)
-        t2751 = zero
-        c2754 = k[1051]
-        c2756 = k[1052]
-        c2759 = k[1053]
-    else:
-        t2752 = zero
-        c2754 = c2756 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 2]
-            vx.add_(g * t2749, alpha=c2754)
-            vy.add_(g * t2723, alpha=c2756)
-            vz.add_(g * t2752, alpha=c2754)
-        t2723 = t2749 = t2752 = zero
-    if lmax >= 12:
-        c2761 = k[1237]
-        t2762 = torch.add(t2730, t3, alpha=c2761)
-        t2763 = y * t2730
-        t2730 = zero
-        c2764 = k[1238]
-        t2765 = torch.add(t2762, t23, alpha=c2764)
-        t23 = t2762 = zero
-        c2766 = k[1239]
-        t2767 = torch.add(t2763, t24, alpha=c2766)
-        t24 = t2763 = zero
-        t2768 = t17 * t2693
-        t2769 = t2767 * t2691
-        c2770 = k[1240]
-        t2771 = torch.add(t2768, t2769, alpha=c2770)
-        t2768 = t2769 = zero
-        t2772 = t2765 * t2693
-        t2773 = t20 * t2693
-        t2774 = t2767 * t2692
-        c2775 = k[1241]
-        t2776 = torch.add(t2773, t2774, alpha=c2775)
-        t2773 = t2774 = zero
-        c2778 = k[1242]
-        c2780 = k[1243]
-    else:
-        t2765 = t2767 = t2771 = t2772 = t2776 = zero
-        c2775 = c2778 = c2780 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 21]
-            vx.add_(g * t2771, alpha=c2778)
-            vy.add_(g * t2772, alpha=c2780)
-            vz.add_(g * t2776, alpha=c2778)
-        t2771 = t2772 = t2776 = zero
-        t2784 = t17 * t2700
-        t17 = zero
-        t2785 = t2767 * t2701
-        t2786 = torch.add(t2784, t2785, alpha=c2775)
-        t2784 = t2785 = zero
-        t2787 = t2765 * t2700
-        t2765 = zero
-        t2788 = t20 * t2700
-        t20 = zero
-        t2789 = t2767 * t2702
-        t2767 = zero
-        t2790 = torch.add(t2788, t2789, alpha=c2775)
-        t2788 = t2789 = zero
-        c2792 = k[1244]
-        c2794 = k[1245]
-    else:
-        t2786 = t2787 = t2790 = zero
-        c2792 = c2794 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 3]
-            vx.add_(g * t2786, alpha=c2792)
-            vy.add_(g * t2787, alpha=c2794)
-            vz.add_(g * t2790, alpha=c2792)
-        t2786 = t2787 = t2790 = zero
-    if lmax >= 10:
-        t2798 = z * t2691
-        t2799 = z * t2692
-        t2800 = t2693 + t2799
-        t2799 = zero
-        t2801 = x * t2701
-        t2802 = t2700 + t2801
-        t2801 = zero
-        t2803 = x * t2702
-        t2804 = torch.add(t2798, t2802, alpha=c1423)
-        t2798 = t2802 = zero
-        t2805 = torch.add(t2800, t2803, alpha=c1036)
-        t2800 = t2803 = zero
-        t2806 = torch.add(t2735, t2747, alpha=c1036)
-        t2735 = t2747 = zero
-        t2807 = z * t2701
-        t2701 = zero
-        t2808 = z * t2702
-        t2702 = zero
-        t2809 = t2700 + t2808
-        t2700 = t2808 = zero
-        t2810 = x * t2691
-        t2691 = zero
-        t2811 = torch.add(t2693, t2810, alpha=c1425)
-        t2693 = t2810 = zero
-        t2812 = x * t2692
-        t2692 = zero
-        t2813 = torch.add(t2750, t2731, alpha=c22)
-        t2731 = t2750 = zero
-        t2814 = torch.add(t2807, t2811, alpha=c22)
-        t2807 = t2811 = zero
-        t2815 = torch.add(t2809, t2812, alpha=c22)
-        t2809 = t2812 = zero
-        c2816 = k[873]
-        c2818 = k[874]
-    else:
-        t2804 = t2805 = t2806 = t2813 = t2814 = t2815 = zero
-        c2816 = c2818 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 20]
-            vx.add_(g * t2804, alpha=c2816)
-            vz.add_(g * t2805, alpha=c2818)
-        c2821 = k[875]
-    else:
-        c2821 = 0.0
-    if lmax >= 10:
-        for o in at[10]:
-            g = gs[o + 0]
-            vx.add_(g * t2814, alpha=c2821)
-            vz.add_(g * t2815, alpha=c2821)
-    if lmax >= 11:
-        t2825 = y * t2804
-        t2826 = y * t2805
-        t2827 = y * t2806
-        c2828 = k[1054]
-        c2830 = k[1055]
-    else:
-        t2825 = t2826 = t2827 = zero
-        c2828 = c2830 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 21]
-            vx.add_(g * t2825, alpha=c2828)
-            vy.add_(g * t2806, alpha=c2830)
-            vz.add_(g * t2826, alpha=c2830)
-        t2825 = t2826 = zero
-        t2834 = y * t2814
-        t2835 = y * t2815
-        t2836 = y * t2813
-        c2837 = k[1056]
-    else:
-        t2834 = t2835 = t2836 = zero
-        c2837 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 1]
-            vx.add_(g * t2834, alpha=c2837)
-            vy.add_(g * t2813, alpha=c2837)
-            vz.add_(g * t2835, alpha=c2837)
-        t2834 = t2835 = zero
-    if lmax >= 12:
-        c2842 = k[1246]
-        t2843 = torch.add(t3, t4, alpha=c2842)
+        t557 = t4 * t373
+        t373 = zero
+        c558 = k[1441]
+        t559 = torch.add(t556, t557, alpha=c558)
+        t556 = t557 = zero
+        t560 = y * t465
+        t465 = zero
+        t561 = t4 * t376
+        t376 = zero
+        c562 = k[1442]
+        t563 = torch.add(t560, t561, alpha=c562)
+        t560 = t561 = zero
+        t564 = y * t468
+        t468 = zero
+        t565 = t4 * t378
+        t378 = zero
+        c566 = k[1443]
+        t567 = torch.add(t564, t565, alpha=c566)
+        t564 = t565 = zero
+        t568 = y * t470
+        t470 = zero
+        c569 = k[1444]
+        t570 = torch.add(t568, t33, alpha=c569)
+        t33 = t568 = zero
+        c571 = k[1445]
+        t572 = torch.add(t3, t4, alpha=c571)
         t3 = t4 = zero
-    else:
-        t2843 = zero
-    if lmax >= 11:
-        t2844 = x * t2806
-    else:
-        t2844 = zero
-    if lmax >= 12:
-        t2845 = t2843 * t2804
-        c2846 = k[1247]
-        t2847 = torch.add(t2844, t2845, alpha=c2846)
-        t2845 = zero
-    else:
-        t2847 = zero
-    if lmax >= 11:
-        t2848 = z * t2806
-    else:
-        t2848 = zero
-    if lmax >= 12:
-        t2849 = t2843 * t2805
-        c2850 = k[1248]
-        t2851 = torch.add(t2848, t2849, alpha=c2850)
-        t2849 = zero
-        c2853 = k[1249]
-        c2855 = k[1250]
-        c2858 = k[1251]
-    else:
-        t2851 = zero
-        c2850 = c2853 = c2855 = 0.0
-    if lmax >= 12:
+        c573 = k[1446]
+        t575 = y * t437
+        t437 = zero
+        c576 = k[1447]
+        t578 = t572 * t349
+        t349 = zero
+        c579 = k[1448]
+        t581 = t570 * t271
+        t271 = zero
+        c582 = k[1449]
+        t584 = t567 * t204
+        t204 = zero
+        c585 = k[1450]
+        t587 = t563 * t146
+        t146 = zero
+        c588 = k[1451]
+        t590 = t559 * t98
+        t98 = zero
+        c591 = k[1452]
+        t593 = t555 * t60
+        t60 = zero
+        c594 = k[1453]
+        t596 = t551 * t31
+        t31 = zero
+        c597 = k[1454]
+        t599 = t547 * t11
+        t11 = zero
+        c600 = k[1455]
+        t602 = t543 * x
+        c603 = k[1456]
+        c605 = k[1457]
+        t607 = t543 * z
+        t543 = zero
+        t609 = t547 * t10
+        t10 = t547 = zero
+        c610 = k[1458]
+        t612 = t551 * t27
+        t27 = t551 = zero
+        c613 = k[1459]
+        t615 = t555 * t57
+        t57 = t555 = zero
+        c616 = k[1460]
+        t618 = t559 * t95
+        t95 = t559 = zero
+        c619 = k[1461]
+        t621 = t563 * t143
+        t143 = t563 = zero
+        c622 = k[1462]
+        t624 = t567 * t201
+        t201 = t567 = zero
+        c625 = k[1463]
+        t627 = t570 * t268
+        t268 = t570 = zero
+        c628 = k[1464]
+        t630 = t572 * t346
+        t346 = t572 = zero
+        c631 = k[1465]
+        t633 = y * t434
+        t434 = zero
+        c634 = k[1466]
+        c636 = k[1467]
+        c100563 = k[1325]
+        c100564 = k[1326]
+        c100565 = k[1327]
+        c100566 = k[1328]
+        c100567 = k[1329]
+        c100568 = k[1330]
+        c100569 = k[1331]
+        c100570 = k[1332]
+        c100571 = k[1333]
+        c100572 = k[1334]
+        c100573 = k[1335]
+        c100574 = k[1336]
+        c100575 = k[1337]
+        c100576 = k[1338]
+        c100577 = k[1339]
+        c100578 = k[1340]
+        c100579 = k[1341]
+        c100580 = k[1342]
+        c100581 = k[1343]
+        c100582 = k[1344]
+        c100583 = k[1345]
+        c100584 = k[1346]
+        c100585 = k[1347]
+        c100586 = k[1348]
+        c100587 = k[1349]
+        c100588 = k[1350]
+        c100589 = k[1351]
+        c100590 = k[1352]
+        c100591 = k[1353]
+        c100592 = k[1354]
+        c100593 = k[1355]
+        c100594 = k[1356]
+        c100595 = k[1357]
+        c100596 = k[1358]
+        c100597 = k[1359]
+        c100598 = k[1360]
+        c100599 = k[1361]
+        c100600 = k[1362]
+        c100601 = k[1363]
+        c100602 = k[1364]
+        c100603 = k[1365]
+        c100604 = k[1366]
+        c100605 = k[1367]
+        c100606 = k[1368]
+        c100607 = k[1369]
+        c100608 = k[1370]
+        c100609 = k[1371]
+        c100610 = k[1372]
+        c100611 = k[1373]
+        c100612 = k[1374]
+        c100613 = k[1375]
+        c100614 = k[1376]
+        c100615 = k[1377]
+        c100616 = k[1378]
+        c100617 = k[1379]
+        c100618 = k[1380]
+        c100619 = k[1381]
+        c100620 = k[1382]
+        c100621 = k[1383]
+        c100622 = k[1384]
+        c100623 = k[1385]
+        c100624 = k[1386]
+        c100625 = k[1387]
+        c100626 = k[1388]
+        c100627 = k[1389]
+        c100628 = k[1390]
+        c100629 = k[1391]
+        c100630 = k[1392]
+        c100631 = k[1393]
+        c100632 = k[1394]
+        c100633 = k[1395]
+        c100634 = k[1396]
+        c100635 = k[1397]
+        c100636 = k[1398]
+        c100637 = k[1399]
+        c100638 = k[1400]
+        c100639 = k[1401]
+        c100640 = k[1402]
+        c100641 = k[1403]
+        c100642 = k[1404]
+        c100643 = k[1405]
+        c100644 = k[1406]
+        c100645 = k[1407]
+        c100646 = k[1408]
+        c100647 = k[1409]
+        c100648 = k[1410]
+        c100649 = k[1411]
+        c100650 = k[1412]
+        c100651 = k[1413]
+        c100652 = k[1414]
+        c100653 = k[1415]
+        c100654 = k[1416]
+        c100655 = k[1417]
+        c100656 = k[1418]
+        c100657 = k[1419]
+        c100658 = k[1420]
+        c100659 = k[1421]
+        c100660 = k[1422]
+        c100661 = k[1423]
+        c100662 = k[1424]
+        c100663 = k[1425]
+        c100664 = k[1426]
+        c100665 = k[1427]
+        c100666 = k[1428]
+        c100667 = k[1429]
+        c100668 = k[1430]
+        c100669 = k[1431]
+        c100670 = k[1432]
+        c100671 = k[1433]
+        c100672 = k[1434]
+        c100673 = k[1435]
         for o in at[12]:
-            g = gs[o + 22]
-            vx.add_(g * t2847, alpha=c2853)
-            vy.add_(g * t2827, alpha=c2855)
-            vz.add_(g * t2851, alpha=c2853)
-        t2827 = t2847 = t2851 = zero
-    if lmax >= 11:
-        t2860 = x * t2813
-    else:
-        t2860 = zero
-    if lmax >= 12:
-        t2861 = t2843 * t2814
-        t2862 = torch.add(t2860, t2861, alpha=c2850)
-        t2861 = zero
-    else:
-        t2862 = zero
-    if lmax >= 11:
-        t2863 = z * t2813
-    else:
-        t2863 = zero
-    if lmax >= 12:
-        t2864 = t2843 * t2815
-        t2843 = zero
-        t2865 = torch.add(t2863, t2864, alpha=c2850)
-        t2864 = zero
-        c2867 = k[1252]
-        c2869 = k[1253]
-        c2872 = k[1254]
-    else:
-        t2865 = zero
-        c2867 = c2869 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 2]
-            vx.add_(g * t2862, alpha=c2867)
-            vy.add_(g * t2836, alpha=c2869)
-            vz.add_(g * t2865, alpha=c2867)
-        t2836 = t2862 = t2865 = zero
-    if lmax >= 11:
-        t2874 = z * t2804
-        t2875 = z * t2805
-        t2876 = t2806 + t2875
-        t2875 = zero
-        t2877 = x * t2814
-        t2878 = t2813 + t2877
-        t2877 = zero
-        t2879 = x * t2815
-        t2880 = torch.add(t2874, t2878, alpha=c1423)
-        t2874 = t2878 = zero
-        t2881 = torch.add(t2876, t2879, alpha=c1036)
-        t2876 = t2879 = zero
-        t2882 = torch.add(t2848, t2860, alpha=c1036)
-        t2848 = t2860 = zero
-        t2883 = z * t2814
-        t2814 = zero
-        t2884 = z * t2815
-        t2815 = zero
-        t2885 = t2813 + t2884
-        t2813 = t2884 = zero
-        t2886 = x * t2804
-        t2804 = zero
-        t2887 = torch.add(t2806, t2886, alpha=c1425)
-        t2806 = t2886 = zero
-        t2888 = x * t2805
-        t2805 = zero
-        t2889 = torch.add(t2863, t2844, alpha=c22)
-        t2844 = t2863 = zero
-        t2890 = torch.add(t2883, t2887, alpha=c22)
-        t2883 = t2887 = zero
-        t2891 = torch.add(t2885, t2888, alpha=c22)
-        t2885 = t2888 = zero
-        c2892 = k[1057]
-        c2894 = k[1058]
-    else:
-        t2880 = t2881 = t2882 = t2889 = t2890 = t2891 = zero
-        c2892 = c2894 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 22]
-            vx.add_(g * t2880, alpha=c2892)
-            vz.add_(g * t2881, alpha=c2894)
-        c2897 = k[1059]
-    else:
-        c2897 = 0.0
-    if lmax >= 11:
-        for o in at[11]:
-            g = gs[o + 0]
-            vx.add_(g * t2890, alpha=c2897)
-            vz.add_(g * t2891, alpha=c2897)
-    if lmax >= 12:
-        t2901 = y * t2880
-        t2902 = y * t2881
-        c2904 = k[1255]
-        c2906 = k[1256]
-    else:
-        t2901 = t2902 = zero
-        c2904 = c2906 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 23]
-            vx.add_(g * t2901, alpha=c2904)
-            vy.add_(g * t2882, alpha=c2906)
-            vz.add_(g * t2902, alpha=c2906)
-        t2901 = t2902 = zero
-        t2910 = y * t2890
-        t2911 = y * t2891
-        c2913 = k[1257]
-    else:
-        t2910 = t2911 = zero
-        c2913 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 1]
-            vx.add_(g * t2910, alpha=c2913)
-            vy.add_(g * t2889, alpha=c2913)
-            vz.add_(g * t2911, alpha=c2913)
-        t2910 = t2911 = zero
-        t2918 = z * t2880
-        t2919 = z * t2881
-        t2920 = t2882 + t2919
-        t2919 = zero
-        t2922 = x * t2890
-        t2923 = t2889 + t2922
-        t2922 = zero
-        t2924 = x * t2891
-        t2926 = torch.add(t2918, t2923, alpha=c1423)
-        t2918 = t2923 = zero
-        t2927 = torch.add(t2920, t2924, alpha=c1036)
-        t2920 = t2924 = zero
-        t2929 = z * t2890
-        t2890 = zero
-        t2930 = z * t2891
-        t2891 = zero
-        t2931 = t2889 + t2930
-        t2889 = t2930 = zero
-        t2933 = x * t2880
-        t2880 = zero
-        t2934 = torch.add(t2882, t2933, alpha=c1425)
-        t2882 = t2933 = zero
-        t2935 = x * t2881
-        t2881 = zero
-        t2938 = torch.add(t2929, t2934, alpha=c22)
-        t2929 = t2934 = zero
-        t2939 = torch.add(t2931, t2935, alpha=c22)
-        t2931 = t2935 = zero
-        c2940 = k[1258]
-        c2942 = k[1259]
-    else:
-        t2926 = t2927 = t2938 = t2939 = zero
-        c2940 = c2942 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 24]
-            vx.add_(g * t2926, alpha=c2940)
-            vz.add_(g * t2927, alpha=c2942)
-        t2926 = t2927 = zero
-        c2945 = k[1260]
-    else:
-        c2945 = 0.0
-    if lmax >= 12:
-        for o in at[12]:
-            g = gs[o + 0]
-            vx.add_(g * t2938, alpha=c2945)
-            vz.add_(g * t2939, alpha=c2945)
-        t2938 = t2939 = zero
+            vx.addcmul_(gs[o + 0], t532, value=c100563 * c636)
+            vx.addcmul_(gs[o + 1], t633, value=c100564 * c634)
+            vx.addcmul_(gs[o + 2], t630, value=c100565 * c631)
+            vx.addcmul_(gs[o + 2], t532, value=c100566 * c636)
+            vx.addcmul_(gs[o + 3], t627, value=c100567 * c628)
+            vx.addcmul_(gs[o + 3], t633, value=c100568 * c634)
+            vx.addcmul_(gs[o + 4], t624, value=c100569 * c625)
+            vx.addcmul_(gs[o + 4], t630, value=c100570 * c631)
+            vx.addcmul_(gs[o + 5], t621, value=c100571 * c622)
+            vx.addcmul_(gs[o + 5], t627, value=c100572 * c628)
+            vx.addcmul_(gs[o + 6], t618, value=c100573 * c619)
+            vx.addcmul_(gs[o + 6], t624, value=c100574 * c625)
+            vx.addcmul_(gs[o + 7], t615, value=c100575 * c616)
+            vx.addcmul_(gs[o + 7], t621, value=c100576 * c622)
+            vx.addcmul_(gs[o + 8], t612, value=c100577 * c613)
+            vx.addcmul_(gs[o + 8], t618, value=c100578 * c619)
+            vx.addcmul_(gs[o + 9], t609, value=c100579 * c610)
+            vx.addcmul_(gs[o + 9], t615, value=c100580 * c616)
+            vx.addcmul_(gs[o + 10], t607, value=c100581 * c603)
+            vx.addcmul_(gs[o + 10], t612, value=c100582 * c613)
+            vx.addcmul_(gs[o + 11], t539, value=c100583 * c605)
+            vx.addcmul_(gs[o + 11], t609, value=c100584 * c610)
+            vx.addcmul_(gs[o + 12], t602, value=c100585 * c603)
+            vx.addcmul_(gs[o + 13], t599, value=c100586 * c600)
+            vx.addcmul_(gs[o + 14], t596, value=c100587 * c597)
+            vx.addcmul_(gs[o + 14], t602, value=c100588 * c603)
+            vx.addcmul_(gs[o + 15], t593, value=c100589 * c594)
+            vx.addcmul_(gs[o + 15], t599, value=c100590 * c600)
+            vx.addcmul_(gs[o + 16], t590, value=c100591 * c591)
+            vx.addcmul_(gs[o + 16], t596, value=c100592 * c597)
+            vx.addcmul_(gs[o + 17], t587, value=c100593 * c588)
+            vx.addcmul_(gs[o + 17], t593, value=c100594 * c594)
+            vx.addcmul_(gs[o + 18], t584, value=c100595 * c585)
+            vx.addcmul_(gs[o + 18], t590, value=c100596 * c591)
+            vx.addcmul_(gs[o + 19], t581, value=c100597 * c582)
+            vx.addcmul_(gs[o + 19], t587, value=c100598 * c588)
+            vx.addcmul_(gs[o + 20], t578, value=c100599 * c579)
+            vx.addcmul_(gs[o + 20], t584, value=c100600 * c585)
+            vx.addcmul_(gs[o + 21], t575, value=c100601 * c576)
+            vx.addcmul_(gs[o + 21], t581, value=c100602 * c582)
+            vx.addcmul_(gs[o + 22], t535, value=c100603 * c573)
+            vx.addcmul_(gs[o + 22], t578, value=c100604 * c579)
+            vx.addcmul_(gs[o + 23], t575, value=c100605 * c576)
+            vx.addcmul_(gs[o + 24], t535, value=c100606 * c573)
+            vy.addcmul_(gs[o + 1], t535, value=c100607 * c573)
+            vy.addcmul_(gs[o + 2], t575, value=c100608 * c576)
+            vy.addcmul_(gs[o + 3], t578, value=c100609 * c579)
+            vy.addcmul_(gs[o + 4], t581, value=c100610 * c582)
+            vy.addcmul_(gs[o + 5], t584, value=c100611 * c585)
+            vy.addcmul_(gs[o + 6], t587, value=c100612 * c588)
+            vy.addcmul_(gs[o + 7], t590, value=c100613 * c591)
+            vy.addcmul_(gs[o + 8], t593, value=c100614 * c594)
+            vy.addcmul_(gs[o + 9], t596, value=c100615 * c597)
+            vy.addcmul_(gs[o + 10], t599, value=c100616 * c600)
+            vy.addcmul_(gs[o + 11], t602, value=c100617 * c603)
+            vy.addcmul_(gs[o + 12], t539, value=c100618 * c605)
+            vy.addcmul_(gs[o + 13], t607, value=c100619 * c603)
+            vy.addcmul_(gs[o + 14], t609, value=c100620 * c610)
+            vy.addcmul_(gs[o + 15], t612, value=c100621 * c613)
+            vy.addcmul_(gs[o + 16], t615, value=c100622 * c616)
+            vy.addcmul_(gs[o + 17], t618, value=c100623 * c619)
+            vy.addcmul_(gs[o + 18], t621, value=c100624 * c622)
+            vy.addcmul_(gs[o + 19], t624, value=c100625 * c625)
+            vy.addcmul_(gs[o + 20], t627, value=c100626 * c628)
+            vy.addcmul_(gs[o + 21], t630, value=c100627 * c631)
+            vy.addcmul_(gs[o + 22], t633, value=c100628 * c634)
+            vy.addcmul_(gs[o + 23], t532, value=c100629 * c636)
+            vz.addcmul_(gs[o + 0], t535, value=c100630 * c573)
+            vz.addcmul_(gs[o + 1], t575, value=c100631 * c576)
+            vz.addcmul_(gs[o + 2], t535, value=c100632 * c573)
+            vz.addcmul_(gs[o + 2], t578, value=c100633 * c579)
+            vz.addcmul_(gs[o + 3], t575, value=c100634 * c576)
+            vz.addcmul_(gs[o + 3], t581, value=c100635 * c582)
+            vz.addcmul_(gs[o + 4], t578, value=c100636 * c579)
+            vz.addcmul_(gs[o + 4], t584, value=c100637 * c585)
+            vz.addcmul_(gs[o + 5], t581, value=c100638 * c582)
+            vz.addcmul_(gs[o + 5], t587, value=c100639 * c588)
+            vz.addcmul_(gs[o + 6], t584, value=c100640 * c585)
+            vz.addcmul_(gs[o + 6], t590, value=c100641 * c591)
+            vz.addcmul_(gs[o + 7], t587, value=c100642 * c588)
+            vz.addcmul_(gs[o + 7], t593, value=c100643 * c594)
+            vz.addcmul_(gs[o + 8], t590, value=c100644 * c591)
+            vz.addcmul_(gs[o + 8], t596, value=c100645 * c597)
+            vz.addcmul_(gs[o + 9], t593, value=c100646 * c594)
+            vz.addcmul_(gs[o + 9], t599, value=c100647 * c600)
+            vz.addcmul_(gs[o + 10], t596, value=c100648 * c597)
+            vz.addcmul_(gs[o + 10], t602, value=c100649 * c603)
+            vz.addcmul_(gs[o + 11], t599, value=c100650 * c600)
+            vz.addcmul_(gs[o + 12], t607, value=c100651 * c603)
+            vz.addcmul_(gs[o + 13], t539, value=c100652 * c605)
+            vz.addcmul_(gs[o + 13], t609, value=c100653 * c610)
+            vz.addcmul_(gs[o + 14], t607, value=c100654 * c603)
+            vz.addcmul_(gs[o + 14], t612, value=c100655 * c613)
+            vz.addcmul_(gs[o + 15], t609, value=c100656 * c610)
+            vz.addcmul_(gs[o + 15], t615, value=c100657 * c616)
+            vz.addcmul_(gs[o + 16], t612, value=c100658 * c613)
+            vz.addcmul_(gs[o + 16], t618, value=c100659 * c619)
+            vz.addcmul_(gs[o + 17], t615, value=c100660 * c616)
+            vz.addcmul_(gs[o + 17], t621, value=c100661 * c622)
+            vz.addcmul_(gs[o + 18], t618, value=c100662 * c619)
+            vz.addcmul_(gs[o + 18], t624, value=c100663 * c625)
+            vz.addcmul_(gs[o + 19], t621, value=c100664 * c622)
+            vz.addcmul_(gs[o + 19], t627, value=c100665 * c628)
+            vz.addcmul_(gs[o + 20], t624, value=c100666 * c625)
+            vz.addcmul_(gs[o + 20], t630, value=c100667 * c631)
+            vz.addcmul_(gs[o + 21], t627, value=c100668 * c628)
+            vz.addcmul_(gs[o + 21], t633, value=c100669 * c634)
+            vz.addcmul_(gs[o + 22], t630, value=c100670 * c631)
+            vz.addcmul_(gs[o + 22], t532, value=c100671 * c636)
+            vz.addcmul_(gs[o + 23], t633, value=c100672 * c634)
+            vz.addcmul_(gs[o + 24], t532, value=c100673 * c636)
+        t532 = t535 = t539 = t575 = t578 = t581 = t584 = t587 = t590 = t593 = t596 = t599 = t602 = t607 = t609 = t612 = t615 = t618 = t621 = t624 = t627 = t630 = t633 = zero
 
     v = torch.stack([vx, vy, vz])
     if normalize:
@@ -6526,7 +3535,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
     else:
         t0 = t1 = t2 = t3 = t6 = t7 = t8 = t9 = zero
     if lmax >= 0:
-        c10 = k[3]
+        c10 = k[6]
     else:
         c10 = 0.0
     if lmax >= 0:
@@ -6537,7 +3546,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 0] = zero
     if lmax >= 1:
-        c11 = k[6]
+        c11 = k[20]
         t12 = c11 * wy
         t13 = c11 * y
     else:
@@ -6555,14 +3564,14 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t12
         t12 = t13 = zero
     if lmax >= 2:
-        c14 = k[18]
+        c14 = k[50]
         t15 = torch.add(t6, t9, alpha=c14)
         t16 = torch.add(t7, t8, alpha=c14)
-        c17 = k[19]
-        c20 = k[20]
-        c25 = k[21]
+        c17 = k[51]
+        c20 = k[52]
+        c25 = k[53]
         t26 = c25 * t15
-        c27 = k[22]
+        c27 = k[54]
         t28 = c27 * t16
     else:
         t15 = t16 = t26 = t28 = zero
@@ -6595,7 +3604,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
     else:
         t31 = t32 = zero
     if lmax >= 3:
-        c33 = k[56]
+        c33 = k[109]
         t34 = torch.add(t16, t7, alpha=c33)
         t35 = torch.add(t15, t6, alpha=c33)
     else:
@@ -6612,11 +3621,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
     if lmax >= 3:
         t40 = wy * t16
         t41 = y * t15
-        c42 = k[57]
+        c42 = k[110]
         t43 = torch.add(t40, t41, alpha=c42)
         t40 = t41 = zero
         t44 = y * t16
-        c45 = k[58]
+        c45 = k[111]
         t46 = torch.add(t7, t8, alpha=c45)
         t47 = torch.add(t6, t9, alpha=c45)
         t48 = t9 * y
@@ -6624,17 +3633,17 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t50 = torch.add(t48, t49, alpha=c45)
         t48 = t49 = zero
         t51 = t8 * y
-        c52 = k[59]
+        c52 = k[112]
         t53 = torch.add(t35, t47, alpha=c52)
         t35 = zero
         t54 = torch.add(t34, t46, alpha=c52)
         t34 = zero
         t55 = torch.add(t43, t50, alpha=c52)
-        c56 = k[60]
+        c56 = k[113]
         t57 = torch.add(t44, t51, alpha=c56)
-        c58 = k[61]
-        c61 = k[62]
-        c63 = k[63]
+        c58 = k[114]
+        c61 = k[115]
+        c63 = k[116]
         t67 = c63 * t55
         t68 = c63 * t57
     else:
@@ -6697,10 +3706,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t94 = t8 * x
         t95 = torch.add(t90, t94, alpha=c14)
         t90 = zero
-        c96 = k[123]
+        c96 = k[196]
         t97 = torch.add(t89, t93, alpha=c96)
         t89 = zero
-        c98 = k[124]
+        c98 = k[197]
         t99 = torch.add(t44, t51, alpha=c98)
         t44 = zero
         t100 = torch.add(t43, t50, alpha=c33)
@@ -6726,12 +3735,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t111 = t112 = zero
         t114 = t8 * t16
         t16 = zero
-        c115 = k[125]
+        c115 = k[198]
         t116 = torch.add(t71, t97, alpha=c115)
         t97 = zero
         t117 = torch.add(t72, t95, alpha=c115)
         t95 = zero
-        c118 = k[126]
+        c118 = k[199]
         t119 = torch.add(t78, t100, alpha=c118)
         t78 = t100 = zero
         t120 = torch.add(t77, t99, alpha=c118)
@@ -6742,11 +3751,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t109 = zero
         t123 = torch.add(t85, t113, alpha=c118)
         t113 = zero
-        c124 = k[127]
+        c124 = k[200]
         t125 = torch.add(t86, t114, alpha=c124)
         t114 = zero
-        c126 = k[128]
-        c129 = k[129]
+        c126 = k[201]
+        c129 = k[202]
         t134 = c129 * t123
         t135 = c129 * t125
     else:
@@ -6807,10 +3816,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t160 = torch.add(t158, t159, alpha=c45)
         t158 = t159 = zero
         t161 = t8 * t32
-        c162 = k[211]
+        c162 = k[312]
         t163 = torch.add(t157, t161, alpha=c162)
         t157 = zero
-        c164 = k[212]
+        c164 = k[313]
         t165 = torch.add(t156, t160, alpha=c164)
         t156 = zero
         t166 = t9 * t54
@@ -6845,12 +3854,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t182 = t183 = zero
         t185 = t8 * t57
         t57 = zero
-        c186 = k[213]
+        c186 = k[314]
         t187 = torch.add(t138, t165, alpha=c186)
         t138 = t165 = zero
         t188 = torch.add(t139, t163, alpha=c186)
         t139 = t163 = zero
-        c189 = k[214]
+        c189 = k[315]
         t190 = torch.add(t145, t171, alpha=c189)
         t145 = t171 = zero
         t191 = torch.add(t144, t170, alpha=c189)
@@ -6861,11 +3870,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t149 = t180 = zero
         t194 = torch.add(t152, t184, alpha=c189)
         t184 = zero
-        c195 = k[215]
+        c195 = k[316]
         t196 = torch.add(t153, t185, alpha=c195)
         t185 = zero
-        c197 = k[216]
-        c200 = k[217]
+        c197 = k[317]
+        c200 = k[318]
         t205 = c200 * t194
         t206 = c200 * t196
     else:
@@ -6966,12 +3975,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t251 = t252 = zero
         t254 = t8 * t125
         t125 = zero
-        c255 = k[315]
+        c255 = k[451]
         t256 = torch.add(t209, t234, alpha=c255)
         t209 = t234 = zero
         t257 = torch.add(t210, t233, alpha=c255)
         t210 = t233 = zero
-        c258 = k[316]
+        c258 = k[452]
         t259 = torch.add(t216, t240, alpha=c258)
         t216 = t240 = zero
         t260 = torch.add(t215, t239, alpha=c258)
@@ -6982,11 +3991,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t220 = t249 = zero
         t263 = torch.add(t223, t253, alpha=c258)
         t253 = zero
-        c264 = k[317]
+        c264 = k[453]
         t265 = torch.add(t224, t254, alpha=c264)
         t254 = zero
-        c266 = k[318]
-        c269 = k[319]
+        c266 = k[454]
+        c269 = k[455]
         t274 = c269 * t263
         t275 = c269 * t265
     else:
@@ -7087,12 +4096,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t320 = t321 = zero
         t323 = t8 * t196
         t196 = zero
-        c324 = k[431]
+        c324 = k[609]
         t325 = torch.add(t278, t303, alpha=c324)
         t278 = t303 = zero
         t326 = torch.add(t279, t302, alpha=c324)
         t279 = t302 = zero
-        c327 = k[432]
+        c327 = k[610]
         t328 = torch.add(t285, t309, alpha=c327)
         t285 = t309 = zero
         t329 = torch.add(t284, t308, alpha=c327)
@@ -7103,11 +4112,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t289 = t318 = zero
         t332 = torch.add(t292, t322, alpha=c327)
         t322 = zero
-        c333 = k[433]
+        c333 = k[611]
         t334 = torch.add(t293, t323, alpha=c333)
         t323 = zero
-        c335 = k[434]
-        c338 = k[435]
+        c335 = k[612]
+        c338 = k[613]
         t343 = c338 * t332
         t344 = c338 * t334
     else:
@@ -7208,12 +4217,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t389 = t390 = zero
         t392 = t8 * t265
         t265 = zero
-        c393 = k[560]
+        c393 = k[788]
         t394 = torch.add(t347, t372, alpha=c393)
         t347 = t372 = zero
         t395 = torch.add(t348, t371, alpha=c393)
         t348 = t371 = zero
-        c396 = k[561]
+        c396 = k[789]
         t397 = torch.add(t354, t378, alpha=c396)
         t354 = t378 = zero
         t398 = torch.add(t353, t377, alpha=c396)
@@ -7224,11 +4233,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t358 = t387 = zero
         t401 = torch.add(t361, t391, alpha=c396)
         t391 = zero
-        c402 = k[562]
+        c402 = k[790]
         t403 = torch.add(t362, t392, alpha=c402)
         t392 = zero
-        c404 = k[563]
-        c407 = k[564]
+        c404 = k[791]
+        c407 = k[792]
         t412 = c407 * t401
         t413 = c407 * t403
     else:
@@ -7329,12 +4338,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t458 = t459 = zero
         t461 = t8 * t334
         t334 = zero
-        c462 = k[709]
+        c462 = k[991]
         t463 = torch.add(t416, t441, alpha=c462)
         t416 = t441 = zero
         t464 = torch.add(t417, t440, alpha=c462)
         t417 = t440 = zero
-        c465 = k[710]
+        c465 = k[992]
         t466 = torch.add(t423, t447, alpha=c465)
         t423 = t447 = zero
         t467 = torch.add(t422, t446, alpha=c465)
@@ -7345,11 +4354,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t427 = t456 = zero
         t470 = torch.add(t430, t460, alpha=c465)
         t460 = zero
-        c471 = k[711]
+        c471 = k[993]
         t472 = torch.add(t431, t461, alpha=c471)
         t461 = zero
-        c473 = k[712]
-        c476 = k[713]
+        c473 = k[994]
+        c476 = k[995]
         t481 = c476 * t470
         t482 = c476 * t472
     else:
@@ -7450,12 +4459,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t527 = t528 = zero
         t530 = t8 * t403
         t403 = zero
-        c531 = k[876]
+        c531 = k[1218]
         t532 = torch.add(t485, t510, alpha=c531)
         t485 = t510 = zero
         t533 = torch.add(t486, t509, alpha=c531)
         t486 = t509 = zero
-        c534 = k[877]
+        c534 = k[1219]
         t535 = torch.add(t492, t516, alpha=c534)
         t492 = t516 = zero
         t536 = torch.add(t491, t515, alpha=c534)
@@ -7466,11 +4475,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t496 = t525 = zero
         t539 = torch.add(t499, t529, alpha=c534)
         t529 = zero
-        c540 = k[878]
+        c540 = k[1220]
         t541 = torch.add(t500, t530, alpha=c540)
         t530 = zero
-        c542 = k[879]
-        c545 = k[880]
+        c542 = k[1221]
+        c545 = k[1222]
         t550 = c545 * t539
         t551 = c545 * t541
     else:
@@ -7571,12 +4580,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t596 = t597 = zero
         t599 = t8 * t472
         t472 = zero
-        c600 = k[1060]
+        c600 = k[1468]
         t601 = torch.add(t554, t579, alpha=c600)
         t554 = t579 = zero
         t602 = torch.add(t555, t578, alpha=c600)
         t555 = t578 = zero
-        c603 = k[1061]
+        c603 = k[1469]
         t604 = torch.add(t561, t585, alpha=c603)
         t561 = t585 = zero
         t605 = torch.add(t560, t584, alpha=c603)
@@ -7587,11 +4596,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t565 = t594 = zero
         t608 = torch.add(t568, t598, alpha=c603)
         t598 = zero
-        c609 = k[1062]
+        c609 = k[1470]
         t610 = torch.add(t569, t599, alpha=c609)
         t599 = zero
-        c611 = k[1063]
-        c614 = k[1064]
+        c611 = k[1471]
+        c614 = k[1472]
         t619 = c614 * t608
         t620 = c614 * t610
     else:
@@ -7700,12 +4709,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t665 = t666 = zero
         t668 = t8 * t541
         t541 = zero
-        c669 = k[1261]
+        c669 = k[1585]
         t670 = torch.add(t623, t648, alpha=c669)
         t623 = t648 = zero
         t671 = torch.add(t624, t647, alpha=c669)
         t624 = t647 = zero
-        c672 = k[1262]
+        c672 = k[1586]
         t673 = torch.add(t630, t654, alpha=c672)
         t630 = t654 = zero
         t674 = torch.add(t629, t653, alpha=c672)
@@ -7716,11 +4725,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t634 = t663 = zero
         t677 = torch.add(t637, t667, alpha=c672)
         t637 = t667 = zero
-        c678 = k[1263]
+        c678 = k[1587]
         t679 = torch.add(t638, t668, alpha=c678)
         t638 = t668 = zero
-        c680 = k[1264]
-        c683 = k[1265]
+        c680 = k[1588]
+        c683 = k[1589]
         t688 = c683 * t677
         t677 = zero
         t689 = c683 * t679
@@ -7780,7 +4789,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 0] = t692
         t692 = t693 = zero
     if lmax >= 2:
-        c694 = k[23]
+        c694 = k[55]
         t699 = c694 * t38
         t700 = c694 * t39
     else:
@@ -7823,7 +4832,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t703
         t703 = t704 = zero
     if lmax >= 3:
-        c705 = k[64]
+        c705 = k[117]
         t706 = torch.add(t6, t9, alpha=c705)
         t707 = torch.add(t7, t8, alpha=c705)
     else:
@@ -7838,20 +4847,20 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
     else:
         t710 = t711 = zero
     if lmax >= 3:
-        c712 = k[65]
+        c712 = k[118]
         t713 = torch.add(t1, t707, alpha=c712)
         t714 = torch.add(t0, t706, alpha=c712)
         t715 = t706 * z
         t716 = t707 * wz
         t717 = torch.add(t715, t716, alpha=c45)
         t718 = t707 * z
-        c719 = k[66]
-        c722 = k[67]
-        c725 = k[68]
-        c728 = k[69]
+        c719 = k[119]
+        c722 = k[120]
+        c725 = k[121]
+        c728 = k[122]
         t729 = c728 * t717
         t717 = zero
-        c730 = k[70]
+        c730 = k[123]
         t731 = c730 * t718
     else:
         t713 = t714 = t715 = t716 = t718 = t729 = t731 = zero
@@ -7908,7 +4917,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 2] = t742
         t732 = t733 = t742 = t743 = zero
     if lmax >= 4:
-        c744 = k[130]
+        c744 = k[203]
         t745 = torch.add(t707, t7, alpha=c744)
         t746 = torch.add(t706, t6, alpha=c744)
         t747 = wy * t707
@@ -7916,13 +4925,13 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t749 = torch.add(t747, t748, alpha=c42)
         t747 = t748 = zero
         t750 = y * t707
-        c751 = k[131]
+        c751 = k[204]
         t752 = torch.add(t746, t47, alpha=c751)
         t746 = zero
         t753 = torch.add(t745, t46, alpha=c751)
         t745 = zero
         t754 = torch.add(t749, t50, alpha=c751)
-        c755 = k[132]
+        c755 = k[205]
         t756 = torch.add(t750, t51, alpha=c755)
         t757 = t31 * z
         t758 = t32 * wz
@@ -7939,7 +4948,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t767 = t765 + t766
         t765 = t766 = zero
         t768 = t39 * z
-        c769 = k[133]
+        c769 = k[206]
         t770 = torch.add(t768, t756, alpha=c769)
         t768 = zero
         t771 = torch.add(t767, t754, alpha=c769)
@@ -7949,9 +4958,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t774 = t772 + t773
         t772 = t773 = zero
         t775 = t756 * z
-        c776 = k[134]
-        c779 = k[135]
-        c781 = k[136]
+        c776 = k[207]
+        c779 = k[208]
+        c781 = k[209]
         t785 = c781 * t774
         t786 = c781 * t775
     else:
@@ -8044,10 +5053,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t734 = t735 = zero
         t824 = torch.add(t737, t94, alpha=c705)
         t737 = zero
-        c825 = k[218]
+        c825 = k[319]
         t826 = torch.add(t823, t93, alpha=c825)
         t823 = zero
-        c827 = k[219]
+        c827 = k[320]
         t828 = torch.add(t750, t51, alpha=c827)
         t750 = zero
         t829 = torch.add(t749, t50, alpha=c744)
@@ -8065,12 +5074,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t833 = t834 = zero
         t836 = t8 * t707
         t707 = zero
-        c837 = k[220]
+        c837 = k[321]
         t838 = torch.add(t71, t826, alpha=c837)
         t826 = zero
         t839 = torch.add(t72, t824, alpha=c837)
         t824 = zero
-        c840 = k[221]
+        c840 = k[322]
         t841 = torch.add(t818, t829, alpha=c840)
         t818 = t829 = zero
         t842 = torch.add(t817, t828, alpha=c840)
@@ -8081,7 +5090,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t831 = zero
         t845 = torch.add(t821, t835, alpha=c840)
         t835 = zero
-        c846 = k[222]
+        c846 = k[323]
         t847 = torch.add(t822, t836, alpha=c846)
         t836 = zero
         t848 = t838 * z
@@ -8108,8 +5117,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t864 = t862 + t863
         t862 = t863 = zero
         t865 = t847 * z
-        c866 = k[223]
-        c869 = k[224]
+        c866 = k[324]
+        c869 = k[325]
         t874 = c869 * t864
         t875 = c869 * t865
     else:
@@ -8208,10 +5217,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t918 = t916 + t917
         t916 = t917 = zero
         t919 = y * t847
-        c920 = k[320]
+        c920 = k[456]
         t921 = torch.add(t804, t161, alpha=c920)
         t804 = zero
-        c922 = k[321]
+        c922 = k[457]
         t923 = torch.add(t803, t160, alpha=c922)
         t803 = zero
         t924 = t9 * t753
@@ -8236,12 +5245,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t932 = t933 = zero
         t935 = t8 * t756
         t756 = zero
-        c936 = k[322]
+        c936 = k[458]
         t937 = torch.add(t904, t923, alpha=c936)
         t904 = t923 = zero
         t938 = torch.add(t905, t921, alpha=c936)
         t905 = t921 = zero
-        c939 = k[323]
+        c939 = k[459]
         t940 = torch.add(t911, t929, alpha=c939)
         t911 = t929 = zero
         t941 = torch.add(t910, t928, alpha=c939)
@@ -8252,7 +5261,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t915 = t930 = zero
         t944 = torch.add(t918, t934, alpha=c939)
         t934 = zero
-        c945 = k[324]
+        c945 = k[460]
         t946 = torch.add(t919, t935, alpha=c945)
         t935 = zero
         t947 = t937 * z
@@ -8279,8 +5288,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t963 = t961 + t962
         t961 = t962 = zero
         t964 = t946 * z
-        c965 = k[325]
-        c968 = k[326]
+        c965 = k[461]
+        c968 = k[462]
         t973 = c968 * t963
         t974 = c968 * t964
     else:
@@ -8419,12 +5428,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1037 = t1038 = zero
         t1040 = t8 * t847
         t847 = zero
-        c1041 = k[436]
+        c1041 = k[614]
         t1042 = torch.add(t1003, t1024, alpha=c1041)
         t1003 = t1024 = zero
         t1043 = torch.add(t1004, t1023, alpha=c1041)
         t1004 = t1023 = zero
-        c1044 = k[437]
+        c1044 = k[615]
         t1045 = torch.add(t1010, t1030, alpha=c1044)
         t1010 = t1030 = zero
         t1046 = torch.add(t1009, t1029, alpha=c1044)
@@ -8435,7 +5444,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1014 = t1035 = zero
         t1049 = torch.add(t1017, t1039, alpha=c1044)
         t1039 = zero
-        c1050 = k[438]
+        c1050 = k[616]
         t1051 = torch.add(t1018, t1040, alpha=c1050)
         t1040 = zero
         t1052 = t1042 * z
@@ -8462,8 +5471,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1068 = t1066 + t1067
         t1066 = t1067 = zero
         t1069 = t1051 * z
-        c1070 = k[439]
-        c1073 = k[440]
+        c1070 = k[617]
+        c1073 = k[618]
         t1078 = c1073 * t1068
         t1079 = c1073 * t1069
     else:
@@ -8602,12 +5611,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1142 = t1143 = zero
         t1145 = t8 * t946
         t946 = zero
-        c1146 = k[565]
+        c1146 = k[793]
         t1147 = torch.add(t1108, t1129, alpha=c1146)
         t1108 = t1129 = zero
         t1148 = torch.add(t1109, t1128, alpha=c1146)
         t1109 = t1128 = zero
-        c1149 = k[566]
+        c1149 = k[794]
         t1150 = torch.add(t1115, t1135, alpha=c1149)
         t1115 = t1135 = zero
         t1151 = torch.add(t1114, t1134, alpha=c1149)
@@ -8618,7 +5627,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1119 = t1140 = zero
         t1154 = torch.add(t1122, t1144, alpha=c1149)
         t1144 = zero
-        c1155 = k[567]
+        c1155 = k[795]
         t1156 = torch.add(t1123, t1145, alpha=c1155)
         t1145 = zero
         t1157 = t1147 * z
@@ -8645,8 +5654,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1173 = t1171 + t1172
         t1171 = t1172 = zero
         t1174 = t1156 * z
-        c1175 = k[568]
-        c1178 = k[569]
+        c1175 = k[796]
+        c1178 = k[797]
         t1183 = c1178 * t1173
         t1184 = c1178 * t1174
     else:
@@ -8785,12 +5794,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1247 = t1248 = zero
         t1250 = t8 * t1051
         t1051 = zero
-        c1251 = k[714]
+        c1251 = k[996]
         t1252 = torch.add(t1213, t1234, alpha=c1251)
         t1213 = t1234 = zero
         t1253 = torch.add(t1214, t1233, alpha=c1251)
         t1214 = t1233 = zero
-        c1254 = k[715]
+        c1254 = k[997]
         t1255 = torch.add(t1220, t1240, alpha=c1254)
         t1220 = t1240 = zero
         t1256 = torch.add(t1219, t1239, alpha=c1254)
@@ -8801,7 +5810,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1224 = t1245 = zero
         t1259 = torch.add(t1227, t1249, alpha=c1254)
         t1249 = zero
-        c1260 = k[716]
+        c1260 = k[998]
         t1261 = torch.add(t1228, t1250, alpha=c1260)
         t1250 = zero
         t1262 = t1252 * z
@@ -8828,8 +5837,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1278 = t1276 + t1277
         t1276 = t1277 = zero
         t1279 = t1261 * z
-        c1280 = k[717]
-        c1283 = k[718]
+        c1280 = k[999]
+        c1283 = k[1000]
         t1288 = c1283 * t1278
         t1289 = c1283 * t1279
     else:
@@ -8968,12 +5977,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1352 = t1353 = zero
         t1355 = t8 * t1156
         t1156 = zero
-        c1356 = k[881]
+        c1356 = k[1223]
         t1357 = torch.add(t1318, t1339, alpha=c1356)
         t1318 = t1339 = zero
         t1358 = torch.add(t1319, t1338, alpha=c1356)
         t1319 = t1338 = zero
-        c1359 = k[882]
+        c1359 = k[1224]
         t1360 = torch.add(t1325, t1345, alpha=c1359)
         t1325 = t1345 = zero
         t1361 = torch.add(t1324, t1344, alpha=c1359)
@@ -8984,7 +5993,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1329 = t1350 = zero
         t1364 = torch.add(t1332, t1354, alpha=c1359)
         t1354 = zero
-        c1365 = k[883]
+        c1365 = k[1225]
         t1366 = torch.add(t1333, t1355, alpha=c1365)
         t1355 = zero
         t1367 = t1357 * z
@@ -9011,8 +6020,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1383 = t1381 + t1382
         t1381 = t1382 = zero
         t1384 = t1366 * z
-        c1385 = k[884]
-        c1388 = k[885]
+        c1385 = k[1226]
+        c1388 = k[1227]
         t1393 = c1388 * t1383
         t1394 = c1388 * t1384
     else:
@@ -9151,12 +6160,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1457 = t1458 = zero
         t1460 = t8 * t1261
         t1261 = zero
-        c1461 = k[1065]
+        c1461 = k[1473]
         t1462 = torch.add(t1423, t1444, alpha=c1461)
         t1423 = t1444 = zero
         t1463 = torch.add(t1424, t1443, alpha=c1461)
         t1424 = t1443 = zero
-        c1464 = k[1066]
+        c1464 = k[1474]
         t1465 = torch.add(t1430, t1450, alpha=c1464)
         t1430 = t1450 = zero
         t1466 = torch.add(t1429, t1449, alpha=c1464)
@@ -9167,7 +6176,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1434 = t1455 = zero
         t1469 = torch.add(t1437, t1459, alpha=c1464)
         t1459 = zero
-        c1470 = k[1067]
+        c1470 = k[1475]
         t1471 = torch.add(t1438, t1460, alpha=c1470)
         t1460 = zero
         t1472 = t1462 * z
@@ -9194,8 +6203,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1488 = t1486 + t1487
         t1486 = t1487 = zero
         t1489 = t1471 * z
-        c1490 = k[1068]
-        c1493 = k[1069]
+        c1490 = k[1476]
+        c1493 = k[1477]
         t1498 = c1493 * t1488
         t1488 = zero
         t1499 = c1493 * t1489
@@ -9346,12 +6355,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1562 = t1563 = zero
         t1565 = t8 * t1366
         t1366 = zero
-        c1566 = k[1266]
+        c1566 = k[1590]
         t1567 = torch.add(t1528, t1549, alpha=c1566)
         t1528 = t1549 = zero
         t1568 = torch.add(t1529, t1548, alpha=c1566)
         t1529 = t1548 = zero
-        c1569 = k[1267]
+        c1569 = k[1591]
         t1570 = torch.add(t1535, t1555, alpha=c1569)
         t1535 = t1555 = zero
         t1571 = torch.add(t1534, t1554, alpha=c1569)
@@ -9362,7 +6371,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1539 = t1560 = zero
         t1574 = torch.add(t1542, t1564, alpha=c1569)
         t1542 = t1564 = zero
-        c1575 = k[1268]
+        c1575 = k[1592]
         t1576 = torch.add(t1543, t1565, alpha=c1575)
         t1543 = t1565 = zero
         t1577 = t1567 * z
@@ -9389,8 +6398,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1593 = t1591 + t1592
         t1591 = t1592 = zero
         t1594 = t1576 * z
-        c1595 = k[1269]
-        c1598 = k[1270]
+        c1595 = k[1593]
+        c1598 = k[1594]
         t1603 = c1598 * t1593
         t1593 = zero
         t1604 = c1598 * t1594
@@ -9479,9 +6488,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
     if lmax >= 2:
         t1631 = t0 - t2
         t1632 = t1 - t3
-        c1633 = k[24]
+        c1633 = k[56]
         t1636 = c694 * t1631
-        c1637 = k[25]
+        c1637 = k[57]
         t1638 = c1637 * t1632
     else:
         t1631 = t1632 = t1636 = t1638 = zero
@@ -9528,9 +6537,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1643 = torch.add(t1641, t1642, alpha=c42)
         t1641 = t1642 = zero
         t1644 = y * t1632
-        c1645 = k[71]
-        c1648 = k[72]
-        c1650 = k[73]
+        c1645 = k[124]
+        c1648 = k[125]
+        c1650 = k[126]
         t1654 = c1650 * t1643
         t1655 = c1650 * t1644
     else:
@@ -9586,7 +6595,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t1664
         t1664 = t1665 = zero
     if lmax >= 4:
-        c1666 = k[137]
+        c1666 = k[210]
         t1667 = torch.add(t6, t9, alpha=c1666)
         t1668 = torch.add(t7, t8, alpha=c1666)
     else:
@@ -9606,9 +6615,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1675 = torch.add(t1673, t1674, alpha=c45)
         t1673 = t1674 = zero
         t1676 = t1668 * x
-        c1677 = k[138]
+        c1677 = k[211]
         t1678 = torch.add(t1672, t1676, alpha=c1677)
-        c1679 = k[139]
+        c1679 = k[212]
         t1680 = torch.add(t1671, t1675, alpha=c1679)
     else:
         t1675 = t1676 = t1678 = t1680 = zero
@@ -9626,21 +6635,21 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1687 = torch.add(t1685, t1686, alpha=c45)
         t1685 = t1686 = zero
         t1688 = t1668 * z
-        c1689 = k[140]
+        c1689 = k[213]
         t1690 = torch.add(t1684, t1688, alpha=c1689)
-        c1691 = k[141]
+        c1691 = k[214]
         t1692 = torch.add(t1683, t1687, alpha=c1691)
         t1693 = t1667 * t1632
         t1694 = t1668 * t1631
         t1695 = t1693 + t1694
         t1693 = t1694 = zero
         t1696 = t1668 * t1632
-        c1697 = k[142]
-        c1700 = k[143]
-        c1705 = k[144]
+        c1697 = k[215]
+        c1700 = k[216]
+        c1705 = k[217]
         t1706 = c1705 * t1695
         t1695 = zero
-        c1707 = k[145]
+        c1707 = k[218]
         t1708 = c1707 * t1696
         t1696 = zero
     else:
@@ -9675,7 +6684,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
     else:
         t1711 = t1712 = zero
     if lmax >= 4:
-        c1713 = k[146]
+        c1713 = k[219]
         t1714 = torch.add(t1712, t1688, alpha=c1713)
         t1715 = torch.add(t1711, t1687, alpha=c1689)
     else:
@@ -9697,9 +6706,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1724 = torch.add(t1722, t1723, alpha=c45)
         t1722 = t1723 = zero
         t1725 = t1668 * t711
-        c1726 = k[147]
-        c1729 = k[148]
-        c1734 = k[149]
+        c1726 = k[220]
+        c1729 = k[221]
+        c1734 = k[222]
         t1735 = c1734 * t1724
         t1724 = zero
         t1736 = c1705 * t1725
@@ -9728,7 +6737,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 2] = t1735
         t1714 = t1715 = t1720 = t1721 = t1735 = t1736 = zero
     if lmax >= 5:
-        c1737 = k[225]
+        c1737 = k[326]
         t1738 = torch.add(t1668, t7, alpha=c1737)
         t1739 = torch.add(t1667, t6, alpha=c1737)
         t1740 = wy * t1668
@@ -9736,13 +6745,13 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1742 = torch.add(t1740, t1741, alpha=c42)
         t1740 = t1741 = zero
         t1743 = y * t1668
-        c1744 = k[226]
+        c1744 = k[327]
         t1745 = torch.add(t1739, t47, alpha=c1744)
         t1739 = zero
         t1746 = torch.add(t1738, t46, alpha=c1744)
         t1738 = zero
         t1747 = torch.add(t1742, t50, alpha=c1744)
-        c1748 = k[227]
+        c1748 = k[328]
         t1749 = torch.add(t1743, t51, alpha=c1748)
         t1750 = t31 * t1632
         t1751 = t32 * t1631
@@ -9758,7 +6767,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1742 = t1743 = t1745 = t1746 = t1747 = t1749 = t1752 = t1753 = t1756 = t1757 = zero
         c1737 = 0.0
     if lmax >= 4:
-        c1758 = k[150]
+        c1758 = k[223]
     else:
         c1758 = 0.0
     if lmax >= 5:
@@ -9781,7 +6790,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1771 = t1769 + t1770
         t1769 = t1770 = zero
         t1772 = t1749 * z
-        c1773 = k[228]
+        c1773 = k[329]
         t1774 = torch.add(t1768, t1772, alpha=c1773)
         t1768 = zero
         t1775 = torch.add(t1767, t1771, alpha=c1773)
@@ -9791,9 +6800,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1778 = torch.add(t1776, t1777, alpha=c42)
         t1776 = t1777 = zero
         t1779 = t1749 * t1632
-        c1780 = k[229]
-        c1783 = k[230]
-        c1785 = k[231]
+        c1780 = k[330]
+        c1783 = k[331]
+        c1785 = k[332]
         t1789 = c1785 * t1778
         t1778 = zero
         t1790 = c1785 * t1779
@@ -9826,7 +6835,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1793 = t1791 + t1792
         t1791 = t1792 = zero
         t1794 = t32 * t711
-        c1795 = k[232]
+        c1795 = k[333]
         t1796 = torch.add(t1794, t1772, alpha=c1795)
         t1794 = zero
         t1797 = torch.add(t1793, t1771, alpha=c1795)
@@ -9850,8 +6859,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1810 = t1808 + t1809
         t1808 = t1809 = zero
         t1811 = t1749 * t711
-        c1812 = k[233]
-        c1815 = k[234]
+        c1812 = k[334]
+        c1815 = k[335]
         t1820 = c1783 * t1810
         t1810 = zero
         t1821 = c1783 * t1811
@@ -9898,7 +6907,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1676 = zero
         t1833 = torch.add(t1675, t93, alpha=c1666)
         t1675 = zero
-        c1834 = k[327]
+        c1834 = k[463]
         t1835 = torch.add(t1743, t51, alpha=c1834)
         t1743 = zero
         t1836 = torch.add(t1742, t50, alpha=c1737)
@@ -9914,13 +6923,13 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1839 = t1840 = zero
         t1842 = t8 * t1668
         t1668 = zero
-        c1843 = k[328]
+        c1843 = k[464]
         t1844 = torch.add(t71, t1833, alpha=c1843)
         t1833 = zero
-        c1845 = k[329]
+        c1845 = k[465]
         t1846 = torch.add(t72, t1832, alpha=c1845)
         t1832 = zero
-        c1847 = k[330]
+        c1847 = k[466]
         t1848 = torch.add(t1827, t1836, alpha=c1847)
         t1827 = t1836 = zero
         t1849 = torch.add(t1826, t1835, alpha=c1847)
@@ -9931,7 +6940,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1837 = zero
         t1852 = torch.add(t1830, t1841, alpha=c1847)
         t1841 = zero
-        c1853 = k[331]
+        c1853 = k[467]
         t1854 = torch.add(t1831, t1842, alpha=c1853)
         t1842 = zero
         t1855 = t1844 * t1632
@@ -9972,8 +6981,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1881 = torch.add(t1879, t1880, alpha=c42)
         t1879 = t1880 = zero
         t1882 = t1854 * t1632
-        c1883 = k[332]
-        c1886 = k[333]
+        c1883 = k[468]
+        c1886 = k[469]
         t1891 = c1886 * t1881
         t1881 = zero
         t1892 = c1886 * t1882
@@ -10029,8 +7038,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1911 = t1909 + t1910
         t1909 = t1910 = zero
         t1912 = t1854 * t711
-        c1913 = k[334]
-        c1916 = k[335]
+        c1913 = k[470]
+        c1916 = k[471]
         t1921 = c1916 * t1911
         t1911 = zero
         t1922 = c1916 * t1912
@@ -10109,12 +7118,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1951 = t1952 = zero
         t1954 = t8 * t1749
         t1749 = zero
-        c1955 = k[441]
+        c1955 = k[619]
         t1956 = torch.add(t1925, t1942, alpha=c1955)
         t1925 = t1942 = zero
         t1957 = torch.add(t1926, t1941, alpha=c1955)
         t1926 = t1941 = zero
-        c1958 = k[442]
+        c1958 = k[620]
         t1959 = torch.add(t1932, t1948, alpha=c1958)
         t1932 = t1948 = zero
         t1960 = torch.add(t1931, t1947, alpha=c1958)
@@ -10125,7 +7134,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1936 = t1949 = zero
         t1963 = torch.add(t1939, t1953, alpha=c1958)
         t1953 = zero
-        c1964 = k[443]
+        c1964 = k[621]
         t1965 = torch.add(t1940, t1954, alpha=c1964)
         t1954 = zero
         t1966 = t1956 * t1632
@@ -10166,8 +7175,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1992 = torch.add(t1990, t1991, alpha=c42)
         t1990 = t1991 = zero
         t1993 = t1965 * t1632
-        c1994 = k[444]
-        c1997 = k[445]
+        c1994 = k[622]
+        c1997 = k[623]
         t2002 = c1997 * t1992
         t1992 = zero
         t2003 = c1997 * t1993
@@ -10223,8 +7232,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2022 = t2020 + t2021
         t2020 = t2021 = zero
         t2023 = t1965 * t711
-        c2024 = k[446]
-        c2027 = k[447]
+        c2024 = k[624]
+        c2027 = k[625]
         t2032 = c2027 * t2022
         t2022 = zero
         t2033 = c2027 * t2023
@@ -10320,7 +7329,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
     else:
         t2036 = t2037 = t2042 = t2043 = t2046 = t2047 = t2050 = t2051 = t2056 = t2057 = t2062 = t2063 = t2068 = t2069 = t2072 = t2073 = zero
     if lmax >= 7:
-        c2074 = k[448]
+        c2074 = k[626]
     else:
         c2074 = 0.0
     if lmax >= 8:
@@ -10328,7 +7337,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2036 = t2057 = zero
         t2076 = torch.add(t2037, t2056, alpha=c2074)
         t2037 = t2056 = zero
-        c2077 = k[570]
+        c2077 = k[798]
         t2078 = torch.add(t2043, t2063, alpha=c2077)
         t2043 = t2063 = zero
         t2079 = torch.add(t2042, t2062, alpha=c2077)
@@ -10339,7 +7348,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2047 = t2068 = zero
         t2082 = torch.add(t2050, t2072, alpha=c2077)
         t2072 = zero
-        c2083 = k[571]
+        c2083 = k[799]
         t2084 = torch.add(t2051, t2073, alpha=c2083)
         t2073 = zero
         t2085 = t2075 * t1632
@@ -10380,8 +7389,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2111 = torch.add(t2109, t2110, alpha=c42)
         t2109 = t2110 = zero
         t2112 = t2084 * t1632
-        c2113 = k[572]
-        c2116 = k[573]
+        c2113 = k[800]
+        c2116 = k[801]
         t2121 = c2116 * t2111
         t2111 = zero
         t2122 = c2116 * t2112
@@ -10437,8 +7446,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2141 = t2139 + t2140
         t2139 = t2140 = zero
         t2142 = t2084 * t711
-        c2143 = k[574]
-        c2146 = k[575]
+        c2143 = k[802]
+        c2146 = k[803]
         t2151 = c2146 * t2141
         t2141 = zero
         t2152 = c2146 * t2142
@@ -10531,12 +7540,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2189 = t2190 = zero
         t2192 = t8 * t1965
         t1965 = zero
-        c2193 = k[719]
+        c2193 = k[1001]
         t2194 = torch.add(t2155, t2176, alpha=c2193)
         t2155 = t2176 = zero
         t2195 = torch.add(t2156, t2175, alpha=c2193)
         t2156 = t2175 = zero
-        c2196 = k[720]
+        c2196 = k[1002]
         t2197 = torch.add(t2162, t2182, alpha=c2196)
         t2162 = t2182 = zero
         t2198 = torch.add(t2161, t2181, alpha=c2196)
@@ -10547,7 +7556,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2166 = t2187 = zero
         t2201 = torch.add(t2169, t2191, alpha=c2196)
         t2191 = zero
-        c2202 = k[721]
+        c2202 = k[1003]
         t2203 = torch.add(t2170, t2192, alpha=c2202)
         t2192 = zero
         t2204 = t2194 * t1632
@@ -10588,8 +7597,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2230 = torch.add(t2228, t2229, alpha=c42)
         t2228 = t2229 = zero
         t2231 = t2203 * t1632
-        c2232 = k[722]
-        c2235 = k[723]
+        c2232 = k[1004]
+        c2235 = k[1005]
         t2240 = c2235 * t2230
         t2230 = zero
         t2241 = c2235 * t2231
@@ -10645,8 +7654,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2260 = t2258 + t2259
         t2258 = t2259 = zero
         t2261 = t2203 * t711
-        c2262 = k[724]
-        c2265 = k[725]
+        c2262 = k[1006]
+        c2265 = k[1007]
         t2270 = c2265 * t2260
         t2260 = zero
         t2271 = c2265 * t2261
@@ -10739,12 +7748,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2308 = t2309 = zero
         t2311 = t8 * t2084
         t2084 = zero
-        c2312 = k[886]
+        c2312 = k[1228]
         t2313 = torch.add(t2274, t2295, alpha=c2312)
         t2274 = t2295 = zero
         t2314 = torch.add(t2275, t2294, alpha=c2312)
         t2275 = t2294 = zero
-        c2315 = k[887]
+        c2315 = k[1229]
         t2316 = torch.add(t2281, t2301, alpha=c2315)
         t2281 = t2301 = zero
         t2317 = torch.add(t2280, t2300, alpha=c2315)
@@ -10755,7 +7764,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2285 = t2306 = zero
         t2320 = torch.add(t2288, t2310, alpha=c2315)
         t2310 = zero
-        c2321 = k[888]
+        c2321 = k[1230]
         t2322 = torch.add(t2289, t2311, alpha=c2321)
         t2311 = zero
         t2323 = t2313 * t1632
@@ -10796,8 +7805,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2349 = torch.add(t2347, t2348, alpha=c42)
         t2347 = t2348 = zero
         t2350 = t2322 * t1632
-        c2351 = k[889]
-        c2354 = k[890]
+        c2351 = k[1231]
+        c2354 = k[1232]
         t2359 = c2354 * t2349
         t2349 = zero
         t2360 = c2354 * t2350
@@ -10853,8 +7862,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2379 = t2377 + t2378
         t2377 = t2378 = zero
         t2380 = t2322 * t711
-        c2381 = k[891]
-        c2384 = k[892]
+        c2381 = k[1233]
+        c2384 = k[1234]
         t2389 = c2384 * t2379
         t2379 = zero
         t2390 = c2384 * t2380
@@ -10947,12 +7956,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2427 = t2428 = zero
         t2430 = t8 * t2203
         t2203 = zero
-        c2431 = k[1070]
+        c2431 = k[1478]
         t2432 = torch.add(t2393, t2414, alpha=c2431)
         t2393 = t2414 = zero
         t2433 = torch.add(t2394, t2413, alpha=c2431)
         t2394 = t2413 = zero
-        c2434 = k[1071]
+        c2434 = k[1479]
         t2435 = torch.add(t2400, t2420, alpha=c2434)
         t2400 = t2420 = zero
         t2436 = torch.add(t2399, t2419, alpha=c2434)
@@ -10963,7 +7972,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2404 = t2425 = zero
         t2439 = torch.add(t2407, t2429, alpha=c2434)
         t2429 = zero
-        c2440 = k[1072]
+        c2440 = k[1480]
         t2441 = torch.add(t2408, t2430, alpha=c2440)
         t2430 = zero
         t2442 = t2432 * t1632
@@ -11004,8 +8013,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2468 = torch.add(t2466, t2467, alpha=c42)
         t2466 = t2467 = zero
         t2469 = t2441 * t1632
-        c2470 = k[1073]
-        c2473 = k[1074]
+        c2470 = k[1481]
+        c2473 = k[1482]
         t2478 = c2473 * t2468
         t2468 = zero
         t2479 = c2473 * t2469
@@ -11061,8 +8070,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2498 = t2496 + t2497
         t2496 = t2497 = zero
         t2499 = t2441 * t711
-        c2500 = k[1075]
-        c2503 = k[1076]
+        c2500 = k[1483]
+        c2503 = k[1484]
         t2508 = c2503 * t2498
         t2498 = zero
         t2509 = c2503 * t2499
@@ -11163,12 +8172,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2546 = t2547 = zero
         t2549 = t8 * t2322
         t2322 = zero
-        c2550 = k[1271]
+        c2550 = k[1595]
         t2551 = torch.add(t2512, t2533, alpha=c2550)
         t2512 = t2533 = zero
         t2552 = torch.add(t2513, t2532, alpha=c2550)
         t2513 = t2532 = zero
-        c2553 = k[1272]
+        c2553 = k[1596]
         t2554 = torch.add(t2519, t2539, alpha=c2553)
         t2519 = t2539 = zero
         t2555 = torch.add(t2518, t2538, alpha=c2553)
@@ -11179,7 +8188,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2523 = t2544 = zero
         t2558 = torch.add(t2526, t2548, alpha=c2553)
         t2526 = t2548 = zero
-        c2559 = k[1273]
+        c2559 = k[1597]
         t2560 = torch.add(t2527, t2549, alpha=c2559)
         t2527 = t2549 = zero
         t2561 = t2551 * t1632
@@ -11220,8 +8229,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2587 = torch.add(t2585, t2586, alpha=c42)
         t2585 = t2586 = zero
         t2588 = t2560 * t1632
-        c2589 = k[1274]
-        c2592 = k[1275]
+        c2589 = k[1598]
+        c2592 = k[1599]
         t2597 = c2592 * t2587
         t2587 = zero
         t2598 = c2592 * t2588
@@ -11285,8 +8294,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2615 = t2616 = zero
         t2618 = t2560 * t711
         t2560 = zero
-        c2619 = k[1276]
-        c2622 = k[1277]
+        c2619 = k[1600]
+        c2622 = k[1601]
         t2627 = c2622 * t2617
         t2617 = zero
         t2628 = c2622 * t2618
@@ -11317,7 +8326,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
     if lmax >= 3:
         t2629 = torch.add(t1632, t1, alpha=c42)
         t2630 = torch.add(t1631, t0, alpha=c42)
-        c2631 = k[74]
+        c2631 = k[127]
         t2632 = torch.add(t2630, t2, alpha=c2631)
         t2630 = zero
         t2633 = torch.add(t2629, t3, alpha=c2631)
@@ -11338,9 +8347,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t1 = t2636 = zero
         t2641 = torch.add(t0, t2637, alpha=c45)
         t0 = t2637 = zero
-        c2642 = k[75]
-        c2645 = k[76]
-        c2647 = k[77]
+        c2642 = k[128]
+        c2645 = k[129]
+        c2647 = k[130]
         t2649 = c2647 * t2634
         t2650 = c2647 * t2635
     else:
@@ -11362,8 +8371,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 6] = t2649
         t2649 = t2650 = zero
-        c2651 = k[78]
-        c2654 = k[79]
+        c2651 = k[131]
+        c2654 = k[132]
         t2657 = c2645 * t2639
         t2658 = c2645 * t2638
     else:
@@ -11396,8 +8405,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2665 = t2663 + t2664
         t2663 = t2664 = zero
         t2666 = y * t2635
-        c2667 = k[151]
-        c2670 = k[152]
+        c2667 = k[224]
+        c2670 = k[225]
         t2675 = c2670 * t2665
         t2676 = c2670 * t2666
     else:
@@ -11433,8 +8442,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2683 = t2681 + t2682
         t2681 = t2682 = zero
         t2684 = y * t2638
-        c2685 = k[153]
-        c2690 = k[154]
+        c2685 = k[226]
+        c2690 = k[227]
         t2693 = c2685 * t2683
         t2694 = c2685 * t2684
     else:
@@ -11461,7 +8470,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t2693
         t1658 = t1659 = t2679 = t2680 = t2693 = t2694 = zero
     if lmax >= 5:
-        c2695 = k[235]
+        c2695 = k[336]
         t2696 = torch.add(t6, t9, alpha=c2695)
         t2697 = torch.add(t7, t8, alpha=c2695)
     else:
@@ -11481,9 +8490,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2704 = torch.add(t2702, t2703, alpha=c45)
         t2702 = t2703 = zero
         t2705 = t2697 * t711
-        c2706 = k[236]
+        c2706 = k[337]
         t2707 = torch.add(t2701, t2705, alpha=c2706)
-        c2708 = k[237]
+        c2708 = k[338]
         t2709 = torch.add(t2700, t2704, alpha=c2708)
     else:
         t2704 = t2705 = t2707 = t2709 = zero
@@ -11501,10 +8510,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2716 = t2714 + t2715
         t2714 = t2715 = zero
         t2717 = t2697 * t2633
-        c2718 = k[238]
+        c2718 = k[339]
         t2719 = torch.add(t2713, t2717, alpha=c2718)
         t2717 = zero
-        c2720 = k[239]
+        c2720 = k[340]
         t2721 = torch.add(t2712, t2716, alpha=c2720)
         t2716 = zero
         t2722 = t2696 * t2635
@@ -11512,12 +8521,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2724 = torch.add(t2722, t2723, alpha=c45)
         t2722 = t2723 = zero
         t2725 = t2697 * t2635
-        c2726 = k[240]
-        c2729 = k[241]
-        c2734 = k[242]
+        c2726 = k[341]
+        c2729 = k[342]
+        c2734 = k[343]
         t2735 = c2734 * t2724
         t2724 = zero
-        c2736 = k[243]
+        c2736 = k[344]
         t2737 = c2736 * t2725
         t2725 = zero
     else:
@@ -11572,10 +8581,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
     else:
         t2750 = t2751 = zero
     if lmax >= 5:
-        c2752 = k[244]
+        c2752 = k[345]
         t2753 = torch.add(t2751, t2705, alpha=c2752)
         t2705 = zero
-        c2754 = k[245]
+        c2754 = k[346]
         t2755 = torch.add(t2750, t2704, alpha=c2754)
         t2704 = zero
         t2756 = t2696 * t2638
@@ -11583,9 +8592,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2758 = torch.add(t2756, t2757, alpha=c45)
         t2756 = t2757 = zero
         t2759 = t2697 * t2638
-        c2760 = k[246]
-        c2763 = k[247]
-        c2768 = k[248]
+        c2760 = k[347]
+        c2763 = k[348]
+        c2768 = k[349]
         t2769 = c2768 * t2758
         t2758 = zero
         t2770 = c2734 * t2759
@@ -11614,7 +8623,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 2] = t2769
         t2683 = t2684 = t2746 = t2747 = t2753 = t2755 = t2769 = t2770 = zero
     if lmax >= 6:
-        c2771 = k[336]
+        c2771 = k[472]
         t2772 = torch.add(t2697, t7, alpha=c2771)
         t2773 = torch.add(t2696, t6, alpha=c2771)
         t2774 = wy * t2697
@@ -11622,13 +8631,13 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2776 = torch.add(t2774, t2775, alpha=c42)
         t2774 = t2775 = zero
         t2777 = y * t2697
-        c2778 = k[337]
+        c2778 = k[473]
         t2779 = torch.add(t2773, t47, alpha=c2778)
         t2773 = zero
         t2780 = torch.add(t2772, t46, alpha=c2778)
         t2772 = zero
         t2781 = torch.add(t2776, t50, alpha=c2778)
-        c2782 = k[338]
+        c2782 = k[474]
         t2783 = torch.add(t2777, t51, alpha=c2782)
         t2784 = t31 * t2635
         t2785 = t32 * t2634
@@ -11640,7 +8649,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2790 = t2788 + t2789
         t2788 = t2789 = zero
         t2791 = t2783 * t711
-        c2792 = k[339]
+        c2792 = k[475]
         t2793 = torch.add(t2787, t2791, alpha=c2792)
         t2787 = zero
         t2794 = torch.add(t2786, t2790, alpha=c2792)
@@ -11660,7 +8669,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2805 = torch.add(t2803, t2804, alpha=c42)
         t2803 = t2804 = zero
         t2806 = t2783 * t2633
-        c2807 = k[340]
+        c2807 = k[476]
         t2808 = torch.add(t2802, t2806, alpha=c2807)
         t2802 = t2806 = zero
         t2809 = torch.add(t2801, t2805, alpha=c2807)
@@ -11670,9 +8679,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2812 = t2810 + t2811
         t2810 = t2811 = zero
         t2813 = t2783 * t2635
-        c2814 = k[341]
-        c2817 = k[342]
-        c2819 = k[343]
+        c2814 = k[477]
+        c2817 = k[478]
+        c2819 = k[479]
         t2823 = c2819 * t2812
         t2812 = zero
         t2824 = c2819 * t2813
@@ -11724,7 +8733,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2841 = t2839 + t2840
         t2839 = t2840 = zero
         t2842 = t39 * t2638
-        c2843 = k[344]
+        c2843 = k[480]
         t2844 = torch.add(t2842, t2791, alpha=c2843)
         t2791 = t2842 = zero
         t2845 = torch.add(t2841, t2790, alpha=c2843)
@@ -11734,8 +8743,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2848 = t2846 + t2847
         t2846 = t2847 = zero
         t2849 = t2783 * t2638
-        c2850 = k[345]
-        c2853 = k[346]
+        c2850 = k[481]
+        c2853 = k[482]
         t2858 = c2817 * t2848
         t2848 = zero
         t2859 = c2817 * t2849
@@ -11785,10 +8794,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2873 = x * t2697
         t2874 = torch.add(t2873, t94, alpha=c2695)
         t2873 = zero
-        c2875 = k[449]
+        c2875 = k[627]
         t2876 = torch.add(t2872, t93, alpha=c2875)
         t2872 = zero
-        c2877 = k[450]
+        c2877 = k[628]
         t2878 = torch.add(t2777, t51, alpha=c2877)
         t2777 = zero
         t2879 = torch.add(t2776, t50, alpha=c2771)
@@ -11813,7 +8822,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2876 = zero
         t2891 = torch.add(t72, t2874, alpha=c2074)
         t2874 = zero
-        c2892 = k[451]
+        c2892 = k[629]
         t2893 = torch.add(t2865, t2879, alpha=c2892)
         t2865 = t2879 = zero
         t2894 = torch.add(t2864, t2878, alpha=c2892)
@@ -11824,7 +8833,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2884 = zero
         t2897 = torch.add(t2868, t2888, alpha=c2892)
         t2888 = zero
-        c2898 = k[452]
+        c2898 = k[630]
         t2899 = torch.add(t2869, t2889, alpha=c2898)
         t2889 = zero
         t2900 = t2890 * t2635
@@ -11865,8 +8874,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2926 = t2924 + t2925
         t2924 = t2925 = zero
         t2927 = t2899 * t2635
-        c2928 = k[453]
-        c2931 = k[454]
+        c2928 = k[631]
+        c2931 = k[632]
         t2936 = c2931 * t2926
         t2926 = zero
         t2937 = c2931 * t2927
@@ -11927,8 +8936,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2960 = t2958 + t2959
         t2958 = t2959 = zero
         t2961 = t2899 * t2638
-        c2962 = k[455]
-        c2965 = k[456]
+        c2962 = k[633]
+        c2965 = k[634]
         t2970 = c2965 * t2960
         t2960 = zero
         t2971 = c2965 * t2961
@@ -11986,10 +8995,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2992 = t2990 + t2991
         t2990 = t2991 = zero
         t2993 = x * t2783
-        c2994 = k[576]
+        c2994 = k[804]
         t2995 = torch.add(t2993, t161, alpha=c2994)
         t2993 = zero
-        c2996 = k[577]
+        c2996 = k[805]
         t2997 = torch.add(t2992, t160, alpha=c2996)
         t2992 = zero
         t2998 = t9 * t2780
@@ -12019,12 +9028,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3010 = t3011 = zero
         t3013 = t8 * t2783
         t2783 = zero
-        c3014 = k[578]
+        c3014 = k[806]
         t3015 = torch.add(t2974, t2997, alpha=c3014)
         t2974 = t2997 = zero
         t3016 = torch.add(t2975, t2995, alpha=c3014)
         t2975 = t2995 = zero
-        c3017 = k[579]
+        c3017 = k[807]
         t3018 = torch.add(t2981, t3003, alpha=c3017)
         t2981 = t3003 = zero
         t3019 = torch.add(t2980, t3002, alpha=c3017)
@@ -12035,7 +9044,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t2985 = t3008 = zero
         t3022 = torch.add(t2988, t3012, alpha=c3017)
         t3012 = zero
-        c3023 = k[580]
+        c3023 = k[808]
         t3024 = torch.add(t2989, t3013, alpha=c3023)
         t3013 = zero
         t3025 = t3015 * t2635
@@ -12076,8 +9085,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3051 = t3049 + t3050
         t3049 = t3050 = zero
         t3052 = t3024 * t2635
-        c3053 = k[581]
-        c3056 = k[582]
+        c3053 = k[809]
+        c3056 = k[810]
         t3061 = c3056 * t3051
         t3051 = zero
         t3062 = c3056 * t3052
@@ -12138,8 +9147,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3085 = t3083 + t3084
         t3083 = t3084 = zero
         t3086 = t3024 * t2638
-        c3087 = k[583]
-        c3090 = k[584]
+        c3087 = k[811]
+        c3090 = k[812]
         t3095 = c3090 * t3085
         t3085 = zero
         t3096 = c3090 * t3086
@@ -12242,12 +9251,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3141 = t3142 = zero
         t3144 = t8 * t2899
         t2899 = zero
-        c3145 = k[726]
+        c3145 = k[1008]
         t3146 = torch.add(t3099, t3124, alpha=c3145)
         t3099 = t3124 = zero
         t3147 = torch.add(t3100, t3123, alpha=c3145)
         t3100 = t3123 = zero
-        c3148 = k[727]
+        c3148 = k[1009]
         t3149 = torch.add(t3106, t3130, alpha=c3148)
         t3106 = t3130 = zero
         t3150 = torch.add(t3105, t3129, alpha=c3148)
@@ -12258,7 +9267,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3110 = t3139 = zero
         t3153 = torch.add(t3113, t3143, alpha=c3148)
         t3143 = zero
-        c3154 = k[728]
+        c3154 = k[1010]
         t3155 = torch.add(t3114, t3144, alpha=c3154)
         t3144 = zero
         t3156 = t3146 * t2635
@@ -12299,8 +9308,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3182 = t3180 + t3181
         t3180 = t3181 = zero
         t3183 = t3155 * t2635
-        c3184 = k[729]
-        c3187 = k[730]
+        c3184 = k[1011]
+        c3187 = k[1012]
         t3192 = c3187 * t3182
         t3182 = zero
         t3193 = c3187 * t3183
@@ -12361,8 +9370,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3216 = t3214 + t3215
         t3214 = t3215 = zero
         t3217 = t3155 * t2638
-        c3218 = k[731]
-        c3221 = k[732]
+        c3218 = k[1013]
+        c3221 = k[1014]
         t3226 = c3221 * t3216
         t3216 = zero
         t3227 = c3221 * t3217
@@ -12465,12 +9474,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3272 = t3273 = zero
         t3275 = t8 * t3024
         t3024 = zero
-        c3276 = k[893]
+        c3276 = k[1235]
         t3277 = torch.add(t3230, t3255, alpha=c3276)
         t3230 = t3255 = zero
         t3278 = torch.add(t3231, t3254, alpha=c3276)
         t3231 = t3254 = zero
-        c3279 = k[894]
+        c3279 = k[1236]
         t3280 = torch.add(t3237, t3261, alpha=c3279)
         t3237 = t3261 = zero
         t3281 = torch.add(t3236, t3260, alpha=c3279)
@@ -12481,7 +9490,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3241 = t3270 = zero
         t3284 = torch.add(t3244, t3274, alpha=c3279)
         t3274 = zero
-        c3285 = k[895]
+        c3285 = k[1237]
         t3286 = torch.add(t3245, t3275, alpha=c3285)
         t3275 = zero
         t3287 = t3277 * t2635
@@ -12522,8 +9531,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3313 = t3311 + t3312
         t3311 = t3312 = zero
         t3314 = t3286 * t2635
-        c3315 = k[896]
-        c3318 = k[897]
+        c3315 = k[1238]
+        c3318 = k[1239]
         t3323 = c3318 * t3313
         t3313 = zero
         t3324 = c3318 * t3314
@@ -12584,8 +9593,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3347 = t3345 + t3346
         t3345 = t3346 = zero
         t3348 = t3286 * t2638
-        c3349 = k[898]
-        c3352 = k[899]
+        c3349 = k[1240]
+        c3352 = k[1241]
         t3357 = c3352 * t3347
         t3347 = zero
         t3358 = c3352 * t3348
@@ -12688,12 +9697,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3403 = t3404 = zero
         t3406 = t8 * t3155
         t3155 = zero
-        c3407 = k[1077]
+        c3407 = k[1485]
         t3408 = torch.add(t3361, t3386, alpha=c3407)
         t3361 = t3386 = zero
         t3409 = torch.add(t3362, t3385, alpha=c3407)
         t3362 = t3385 = zero
-        c3410 = k[1078]
+        c3410 = k[1486]
         t3411 = torch.add(t3368, t3392, alpha=c3410)
         t3368 = t3392 = zero
         t3412 = torch.add(t3367, t3391, alpha=c3410)
@@ -12704,7 +9713,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3372 = t3401 = zero
         t3415 = torch.add(t3375, t3405, alpha=c3410)
         t3405 = zero
-        c3416 = k[1079]
+        c3416 = k[1487]
         t3417 = torch.add(t3376, t3406, alpha=c3416)
         t3406 = zero
         t3418 = t3408 * t2635
@@ -12745,8 +9754,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3444 = t3442 + t3443
         t3442 = t3443 = zero
         t3445 = t3417 * t2635
-        c3446 = k[1080]
-        c3449 = k[1081]
+        c3446 = k[1488]
+        c3449 = k[1489]
         t3454 = c3449 * t3444
         t3444 = zero
         t3455 = c3449 * t3445
@@ -12807,8 +9816,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3478 = t3476 + t3477
         t3476 = t3477 = zero
         t3479 = t3417 * t2638
-        c3480 = k[1082]
-        c3483 = k[1083]
+        c3480 = k[1490]
+        c3483 = k[1491]
         t3488 = c3483 * t3478
         t3478 = zero
         t3489 = c3483 * t3479
@@ -12919,12 +9928,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3534 = t3535 = zero
         t3537 = t8 * t3286
         t3286 = zero
-        c3538 = k[1278]
+        c3538 = k[1602]
         t3539 = torch.add(t3492, t3517, alpha=c3538)
         t3492 = t3517 = zero
         t3540 = torch.add(t3493, t3516, alpha=c3538)
         t3493 = t3516 = zero
-        c3541 = k[1279]
+        c3541 = k[1603]
         t3542 = torch.add(t3499, t3523, alpha=c3541)
         t3499 = t3523 = zero
         t3543 = torch.add(t3498, t3522, alpha=c3541)
@@ -12935,7 +9944,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3503 = t3532 = zero
         t3546 = torch.add(t3506, t3536, alpha=c3541)
         t3506 = t3536 = zero
-        c3547 = k[1280]
+        c3547 = k[1604]
         t3548 = torch.add(t3507, t3537, alpha=c3547)
         t3507 = t3537 = zero
         t3549 = t3539 * t2635
@@ -12978,8 +9987,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3575 = t3573 + t3574
         t3573 = t3574 = zero
         t3576 = t3548 * t2635
-        c3577 = k[1281]
-        c3580 = k[1282]
+        c3577 = k[1605]
+        c3580 = k[1606]
         t3585 = c3580 * t3575
         t3575 = zero
         t3586 = c3580 * t3576
@@ -13048,8 +10057,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3607 = t3608 = zero
         t3610 = t3548 * t2638
         t3548 = zero
-        c3611 = k[1283]
-        c3614 = k[1284]
+        c3611 = k[1607]
+        c3614 = k[1608]
         t3619 = c3614 * t3609
         t3609 = zero
         t3620 = c3614 * t3610
@@ -13096,12 +10105,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3630 = zero
         t3632 = t2639 + t3629
         t3629 = zero
-        c3633 = k[155]
+        c3633 = k[228]
         t3634 = torch.add(t1718, t3632, alpha=c3633)
         t3632 = zero
         t3635 = torch.add(t1719, t3631, alpha=c3633)
         t3631 = zero
-        c3636 = k[156]
+        c3636 = k[229]
         t3637 = torch.add(t3626, t1711, alpha=c3636)
         t3626 = zero
         t3638 = torch.add(t3625, t1712, alpha=c3636)
@@ -13144,8 +10153,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3645 = t3652 = zero
         t3658 = torch.add(t3646, t3651, alpha=c45)
         t3646 = t3651 = zero
-        c3659 = k[157]
-        c3662 = k[158]
+        c3659 = k[230]
+        c3662 = k[231]
         t3665 = c3662 * t3639
         t3666 = c3662 * t3640
     else:
@@ -13167,7 +10176,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 8] = t3665
         t3665 = t3666 = zero
-        c3667 = k[159]
+        c3667 = k[232]
         t3672 = c3667 * t3654
         t3673 = c3667 * t3653
     else:
@@ -13205,8 +10214,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3684 = t3682 + t3683
         t3682 = t3683 = zero
         t3685 = y * t3640
-        c3686 = k[249]
-        c3689 = k[250]
+        c3686 = k[350]
+        c3689 = k[351]
         t3694 = c3689 * t3684
         t3695 = c3689 * t3685
     else:
@@ -13247,7 +10256,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3706 = t3704 + t3705
         t3704 = t3705 = zero
         t3707 = y * t3653
-        c3708 = k[251]
+        c3708 = k[352]
         t3715 = c3708 * t3706
         t3716 = c3708 * t3707
     else:
@@ -13274,7 +10283,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t3715
         t3698 = t3699 = t3702 = t3703 = t3715 = t3716 = zero
     if lmax >= 6:
-        c3717 = k[347]
+        c3717 = k[483]
         t3718 = torch.add(t6, t9, alpha=c3717)
         t3719 = torch.add(t7, t8, alpha=c3717)
     else:
@@ -13294,10 +10303,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3726 = torch.add(t3724, t3725, alpha=c45)
         t3724 = t3725 = zero
         t3727 = t3719 * t3635
-        c3728 = k[348]
+        c3728 = k[484]
         t3729 = torch.add(t3723, t3727, alpha=c3728)
         t3727 = zero
-        c3730 = k[349]
+        c3730 = k[485]
         t3731 = torch.add(t3722, t3726, alpha=c3730)
         t3726 = zero
     else:
@@ -13318,7 +10327,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3739 = t3719 * t3638
         t3740 = torch.add(t3735, t3739, alpha=c2843)
         t3739 = zero
-        c3741 = k[350]
+        c3741 = k[486]
         t3742 = torch.add(t3734, t3738, alpha=c3741)
         t3738 = zero
         t3743 = t3718 * t3640
@@ -13326,12 +10335,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3745 = torch.add(t3743, t3744, alpha=c45)
         t3743 = t3744 = zero
         t3746 = t3719 * t3640
-        c3747 = k[351]
-        c3750 = k[352]
-        c3755 = k[353]
+        c3747 = k[487]
+        c3750 = k[488]
+        c3755 = k[489]
         t3756 = c3755 * t3745
         t3745 = zero
-        c3757 = k[354]
+        c3757 = k[490]
         t3758 = c3757 * t3746
         t3746 = zero
     else:
@@ -13400,9 +10409,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3781 = torch.add(t3779, t3780, alpha=c45)
         t3779 = t3780 = zero
         t3782 = t3719 * t3653
-        c3783 = k[355]
-        c3786 = k[356]
-        c3791 = k[357]
+        c3783 = k[491]
+        c3786 = k[492]
+        c3791 = k[493]
         t3792 = c3791 * t3781
         t3781 = zero
         t3793 = c3755 * t3782
@@ -13431,7 +10440,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 2] = t3792
         t3706 = t3707 = t3767 = t3768 = t3777 = t3778 = t3792 = t3793 = zero
     if lmax >= 7:
-        c3794 = k[457]
+        c3794 = k[635]
         t3795 = torch.add(t3719, t7, alpha=c3794)
         t3796 = torch.add(t3718, t6, alpha=c3794)
         t3797 = wy * t3719
@@ -13439,13 +10448,13 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3799 = torch.add(t3797, t3798, alpha=c42)
         t3797 = t3798 = zero
         t3800 = y * t3719
-        c3801 = k[458]
+        c3801 = k[636]
         t3802 = torch.add(t3796, t47, alpha=c3801)
         t3796 = zero
         t3803 = torch.add(t3795, t46, alpha=c3801)
         t3795 = zero
         t3804 = torch.add(t3799, t50, alpha=c3801)
-        c3805 = k[459]
+        c3805 = k[637]
         t3806 = torch.add(t3800, t51, alpha=c3805)
         t3807 = t31 * t3640
         t3808 = t32 * t3639
@@ -13457,7 +10466,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3813 = t3811 + t3812
         t3811 = t3812 = zero
         t3814 = t3806 * t3635
-        c3815 = k[460]
+        c3815 = k[638]
         t3816 = torch.add(t3810, t3814, alpha=c3815)
         t3810 = t3814 = zero
         t3817 = torch.add(t3809, t3813, alpha=c3815)
@@ -13477,7 +10486,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3828 = t3826 + t3827
         t3826 = t3827 = zero
         t3829 = t3806 * t3638
-        c3830 = k[461]
+        c3830 = k[639]
         t3831 = torch.add(t3825, t3829, alpha=c3830)
         t3825 = t3829 = zero
         t3832 = torch.add(t3824, t3828, alpha=c3830)
@@ -13487,9 +10496,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3835 = t3833 + t3834
         t3833 = t3834 = zero
         t3836 = t3806 * t3640
-        c3837 = k[462]
-        c3840 = k[463]
-        c3842 = k[464]
+        c3837 = k[640]
+        c3840 = k[641]
+        c3842 = k[642]
         t3846 = c3842 * t3835
         t3835 = zero
         t3847 = c3842 * t3836
@@ -13555,8 +10564,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3874 = t3872 + t3873
         t3872 = t3873 = zero
         t3875 = t3806 * t3653
-        c3876 = k[465]
-        c3879 = k[466]
+        c3876 = k[643]
+        c3879 = k[644]
         t3884 = c3840 * t3874
         t3874 = zero
         t3885 = c3840 * t3875
@@ -13606,10 +10615,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3899 = x * t3719
         t3900 = torch.add(t3899, t94, alpha=c3717)
         t3899 = zero
-        c3901 = k[585]
+        c3901 = k[813]
         t3902 = torch.add(t3898, t93, alpha=c3901)
         t3898 = zero
-        c3903 = k[586]
+        c3903 = k[814]
         t3904 = torch.add(t3800, t51, alpha=c3903)
         t3800 = zero
         t3905 = torch.add(t3799, t50, alpha=c3794)
@@ -13630,12 +10639,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3912 = t3913 = zero
         t3915 = t8 * t3719
         t3719 = zero
-        c3916 = k[587]
+        c3916 = k[815]
         t3917 = torch.add(t71, t3902, alpha=c3916)
         t3902 = zero
         t3918 = torch.add(t72, t3900, alpha=c3916)
         t3900 = zero
-        c3919 = k[588]
+        c3919 = k[816]
         t3920 = torch.add(t3891, t3905, alpha=c3919)
         t3891 = t3905 = zero
         t3921 = torch.add(t3890, t3904, alpha=c3919)
@@ -13646,7 +10655,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3910 = zero
         t3924 = torch.add(t3894, t3914, alpha=c3919)
         t3914 = zero
-        c3925 = k[589]
+        c3925 = k[817]
         t3926 = torch.add(t3895, t3915, alpha=c3925)
         t3915 = zero
         t3927 = t3917 * t3640
@@ -13687,8 +10696,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3953 = t3951 + t3952
         t3951 = t3952 = zero
         t3954 = t3926 * t3640
-        c3955 = k[590]
-        c3958 = k[591]
+        c3955 = k[818]
+        c3958 = k[819]
         t3963 = c3958 * t3953
         t3953 = zero
         t3964 = c3958 * t3954
@@ -13754,8 +10763,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t3991 = t3989 + t3990
         t3989 = t3990 = zero
         t3992 = t3926 * t3653
-        c3993 = k[592]
-        c3996 = k[593]
+        c3993 = k[820]
+        c3996 = k[821]
         t4001 = c3996 * t3991
         t3991 = zero
         t4002 = c3996 * t3992
@@ -13844,12 +10853,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4039 = t4040 = zero
         t4042 = t8 * t3806
         t3806 = zero
-        c4043 = k[733]
+        c4043 = k[1015]
         t4044 = torch.add(t4005, t4026, alpha=c4043)
         t4005 = t4026 = zero
         t4045 = torch.add(t4006, t4025, alpha=c4043)
         t4006 = t4025 = zero
-        c4046 = k[734]
+        c4046 = k[1016]
         t4047 = torch.add(t4012, t4032, alpha=c4046)
         t4012 = t4032 = zero
         t4048 = torch.add(t4011, t4031, alpha=c4046)
@@ -13860,7 +10869,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4016 = t4037 = zero
         t4051 = torch.add(t4019, t4041, alpha=c4046)
         t4041 = zero
-        c4052 = k[735]
+        c4052 = k[1017]
         t4053 = torch.add(t4020, t4042, alpha=c4052)
         t4042 = zero
         t4054 = t4044 * t3640
@@ -13901,8 +10910,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4080 = t4078 + t4079
         t4078 = t4079 = zero
         t4081 = t4053 * t3640
-        c4082 = k[736]
-        c4085 = k[737]
+        c4082 = k[1018]
+        c4085 = k[1019]
         t4090 = c4085 * t4080
         t4080 = zero
         t4091 = c4085 * t4081
@@ -13968,8 +10977,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4118 = t4116 + t4117
         t4116 = t4117 = zero
         t4119 = t4053 * t3653
-        c4120 = k[738]
-        c4123 = k[739]
+        c4120 = k[1020]
+        c4123 = k[1021]
         t4128 = c4123 * t4118
         t4118 = zero
         t4129 = c4123 * t4119
@@ -14072,12 +11081,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4174 = t4175 = zero
         t4177 = t8 * t3926
         t3926 = zero
-        c4178 = k[900]
+        c4178 = k[1242]
         t4179 = torch.add(t4132, t4157, alpha=c4178)
         t4132 = t4157 = zero
         t4180 = torch.add(t4133, t4156, alpha=c4178)
         t4133 = t4156 = zero
-        c4181 = k[901]
+        c4181 = k[1243]
         t4182 = torch.add(t4139, t4163, alpha=c4181)
         t4139 = t4163 = zero
         t4183 = torch.add(t4138, t4162, alpha=c4181)
@@ -14088,7 +11097,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4143 = t4172 = zero
         t4186 = torch.add(t4146, t4176, alpha=c4181)
         t4176 = zero
-        c4187 = k[902]
+        c4187 = k[1244]
         t4188 = torch.add(t4147, t4177, alpha=c4187)
         t4177 = zero
         t4189 = t4179 * t3640
@@ -14129,8 +11138,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4215 = t4213 + t4214
         t4213 = t4214 = zero
         t4216 = t4188 * t3640
-        c4217 = k[903]
-        c4220 = k[904]
+        c4217 = k[1245]
+        c4220 = k[1246]
         t4225 = c4220 * t4215
         t4215 = zero
         t4226 = c4220 * t4216
@@ -14196,8 +11205,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4253 = t4251 + t4252
         t4251 = t4252 = zero
         t4254 = t4188 * t3653
-        c4255 = k[905]
-        c4258 = k[906]
+        c4255 = k[1247]
+        c4258 = k[1248]
         t4263 = c4258 * t4253
         t4253 = zero
         t4264 = c4258 * t4254
@@ -14300,12 +11309,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4309 = t4310 = zero
         t4312 = t8 * t4053
         t4053 = zero
-        c4313 = k[1084]
+        c4313 = k[1492]
         t4314 = torch.add(t4267, t4292, alpha=c4313)
         t4267 = t4292 = zero
         t4315 = torch.add(t4268, t4291, alpha=c4313)
         t4268 = t4291 = zero
-        c4316 = k[1085]
+        c4316 = k[1493]
         t4317 = torch.add(t4274, t4298, alpha=c4316)
         t4274 = t4298 = zero
         t4318 = torch.add(t4273, t4297, alpha=c4316)
@@ -14316,7 +11325,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4278 = t4307 = zero
         t4321 = torch.add(t4281, t4311, alpha=c4316)
         t4311 = zero
-        c4322 = k[1086]
+        c4322 = k[1494]
         t4323 = torch.add(t4282, t4312, alpha=c4322)
         t4312 = zero
         t4324 = t4314 * t3640
@@ -14357,8 +11366,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4350 = t4348 + t4349
         t4348 = t4349 = zero
         t4351 = t4323 * t3640
-        c4352 = k[1087]
-        c4355 = k[1088]
+        c4352 = k[1495]
+        c4355 = k[1496]
         t4360 = c4355 * t4350
         t4350 = zero
         t4361 = c4355 * t4351
@@ -14424,8 +11433,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4388 = t4386 + t4387
         t4386 = t4387 = zero
         t4389 = t4323 * t3653
-        c4390 = k[1089]
-        c4393 = k[1090]
+        c4390 = k[1497]
+        c4393 = k[1498]
         t4398 = c4393 * t4388
         t4388 = zero
         t4399 = c4393 * t4389
@@ -14536,12 +11545,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4444 = t4445 = zero
         t4447 = t8 * t4188
         t4188 = zero
-        c4448 = k[1285]
+        c4448 = k[1609]
         t4449 = torch.add(t4402, t4427, alpha=c4448)
         t4402 = t4427 = zero
         t4450 = torch.add(t4403, t4426, alpha=c4448)
         t4403 = t4426 = zero
-        c4451 = k[1286]
+        c4451 = k[1610]
         t4452 = torch.add(t4409, t4433, alpha=c4451)
         t4409 = t4433 = zero
         t4453 = torch.add(t4408, t4432, alpha=c4451)
@@ -14552,7 +11561,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4413 = t4442 = zero
         t4456 = torch.add(t4416, t4446, alpha=c4451)
         t4416 = t4446 = zero
-        c4457 = k[1287]
+        c4457 = k[1611]
         t4458 = torch.add(t4417, t4447, alpha=c4457)
         t4417 = t4447 = zero
         t4459 = t4449 * t3640
@@ -14593,8 +11602,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4485 = t4483 + t4484
         t4483 = t4484 = zero
         t4486 = t4458 * t3640
-        c4487 = k[1288]
-        c4490 = k[1289]
+        c4487 = k[1612]
+        c4490 = k[1613]
         t4495 = c4490 * t4485
         t4485 = zero
         t4496 = c4490 * t4486
@@ -14668,8 +11677,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4521 = t4522 = zero
         t4524 = t4458 * t3653
         t4458 = zero
-        c4525 = k[1290]
-        c4528 = k[1291]
+        c4525 = k[1614]
+        c4528 = k[1615]
         t4533 = c4528 * t4523
         t4523 = zero
         t4534 = c4528 * t4524
@@ -14786,8 +11795,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4569 = t4580 = zero
         t4586 = torch.add(t4570, t4579, alpha=c45)
         t4570 = t4579 = zero
-        c4587 = k[252]
-        c4590 = k[253]
+        c4587 = k[353]
+        c4590 = k[354]
         t4593 = c4590 * t4559
         t4594 = c4590 * t4560
     else:
@@ -14809,7 +11818,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 10] = t4593
         t4593 = t4594 = zero
-        c4595 = k[254]
+        c4595 = k[355]
         t4600 = c4595 * t4582
         t4601 = c4595 * t4581
     else:
@@ -14847,8 +11856,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4612 = t4610 + t4611
         t4610 = t4611 = zero
         t4613 = y * t4560
-        c4614 = k[358]
-        c4617 = k[359]
+        c4614 = k[494]
+        c4617 = k[495]
         t4622 = c4617 * t4612
         t4623 = c4617 * t4613
     else:
@@ -14889,7 +11898,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4634 = t4632 + t4633
         t4632 = t4633 = zero
         t4635 = y * t4581
-        c4636 = k[360]
+        c4636 = k[496]
         t4643 = c4636 * t4634
         t4644 = c4636 * t4635
     else:
@@ -14916,7 +11925,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t4643
         t4626 = t4627 = t4630 = t4631 = t4643 = t4644 = zero
     if lmax >= 7:
-        c4645 = k[467]
+        c4645 = k[645]
         t4646 = torch.add(t6, t9, alpha=c4645)
         t4647 = torch.add(t7, t8, alpha=c4645)
     else:
@@ -14936,10 +11945,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4654 = torch.add(t4652, t4653, alpha=c45)
         t4652 = t4653 = zero
         t4655 = t4647 * t4556
-        c4656 = k[468]
+        c4656 = k[646]
         t4657 = torch.add(t4651, t4655, alpha=c4656)
         t4655 = zero
-        c4658 = k[469]
+        c4658 = k[647]
         t4659 = torch.add(t4650, t4654, alpha=c4658)
         t4654 = zero
     else:
@@ -14958,10 +11967,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4666 = torch.add(t4664, t4665, alpha=c45)
         t4664 = t4665 = zero
         t4667 = t4647 * t4558
-        c4668 = k[470]
+        c4668 = k[648]
         t4669 = torch.add(t4663, t4667, alpha=c4668)
         t4667 = zero
-        c4670 = k[471]
+        c4670 = k[649]
         t4671 = torch.add(t4662, t4666, alpha=c4670)
         t4666 = zero
         t4672 = t4646 * t4560
@@ -14969,11 +11978,11 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4674 = torch.add(t4672, t4673, alpha=c45)
         t4672 = t4673 = zero
         t4675 = t4647 * t4560
-        c4676 = k[472]
-        c4679 = k[473]
+        c4676 = k[650]
+        c4679 = k[651]
         t4684 = c3842 * t4674
         t4674 = zero
-        c4685 = k[474]
+        c4685 = k[652]
         t4686 = c4685 * t4675
         t4675 = zero
     else:
@@ -15042,8 +12051,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4709 = torch.add(t4707, t4708, alpha=c45)
         t4707 = t4708 = zero
         t4710 = t4647 * t4581
-        c4711 = k[475]
-        c4714 = k[476]
+        c4711 = k[653]
+        c4714 = k[654]
         t4719 = c3840 * t4709
         t4709 = zero
         t4720 = c3842 * t4710
@@ -15072,7 +12081,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 2] = t4719
         t4634 = t4635 = t4695 = t4696 = t4705 = t4706 = t4719 = t4720 = zero
     if lmax >= 8:
-        c4721 = k[594]
+        c4721 = k[822]
         t4722 = torch.add(t4647, t7, alpha=c4721)
         t4723 = torch.add(t4646, t6, alpha=c4721)
         t4724 = wy * t4647
@@ -15085,7 +12094,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4729 = torch.add(t4722, t46, alpha=c1155)
         t4722 = zero
         t4730 = torch.add(t4726, t50, alpha=c1155)
-        c4731 = k[595]
+        c4731 = k[823]
         t4732 = torch.add(t4727, t51, alpha=c4731)
         t4733 = t31 * t4560
         t4734 = t32 * t4559
@@ -15097,7 +12106,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4739 = t4737 + t4738
         t4737 = t4738 = zero
         t4740 = t4732 * t4556
-        c4741 = k[596]
+        c4741 = k[824]
         t4742 = torch.add(t4736, t4740, alpha=c4741)
         t4736 = t4740 = zero
         t4743 = torch.add(t4735, t4739, alpha=c4741)
@@ -15126,9 +12135,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4760 = t4758 + t4759
         t4758 = t4759 = zero
         t4761 = t4732 * t4560
-        c4762 = k[597]
-        c4765 = k[598]
-        c4767 = k[599]
+        c4762 = k[825]
+        c4765 = k[826]
+        c4767 = k[827]
         t4771 = c4767 * t4760
         t4760 = zero
         t4772 = c4767 * t4761
@@ -15194,8 +12203,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4799 = t4797 + t4798
         t4797 = t4798 = zero
         t4800 = t4732 * t4581
-        c4801 = k[600]
-        c4804 = k[601]
+        c4801 = k[828]
+        c4804 = k[829]
         t4809 = c4765 * t4799
         t4799 = zero
         t4810 = c4765 * t4800
@@ -15245,10 +12254,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4824 = x * t4647
         t4825 = torch.add(t4824, t94, alpha=c4645)
         t4824 = zero
-        c4826 = k[740]
+        c4826 = k[1022]
         t4827 = torch.add(t4823, t93, alpha=c4826)
         t4823 = zero
-        c4828 = k[741]
+        c4828 = k[1023]
         t4829 = torch.add(t4727, t51, alpha=c4828)
         t4727 = zero
         t4830 = torch.add(t4726, t50, alpha=c4721)
@@ -15269,12 +12278,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4837 = t4838 = zero
         t4840 = t8 * t4647
         t4647 = zero
-        c4841 = k[742]
+        c4841 = k[1024]
         t4842 = torch.add(t71, t4827, alpha=c4841)
         t4827 = zero
         t4843 = torch.add(t72, t4825, alpha=c4841)
         t4825 = zero
-        c4844 = k[743]
+        c4844 = k[1025]
         t4845 = torch.add(t4816, t4830, alpha=c4844)
         t4816 = t4830 = zero
         t4846 = torch.add(t4815, t4829, alpha=c4844)
@@ -15285,7 +12294,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4835 = zero
         t4849 = torch.add(t4819, t4839, alpha=c4844)
         t4839 = zero
-        c4850 = k[744]
+        c4850 = k[1026]
         t4851 = torch.add(t4820, t4840, alpha=c4850)
         t4840 = zero
         t4852 = t4842 * t4560
@@ -15326,8 +12335,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4878 = t4876 + t4877
         t4876 = t4877 = zero
         t4879 = t4851 * t4560
-        c4880 = k[745]
-        c4883 = k[746]
+        c4880 = k[1027]
+        c4883 = k[1028]
         t4888 = c4883 * t4878
         t4878 = zero
         t4889 = c4883 * t4879
@@ -15393,8 +12402,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4916 = t4914 + t4915
         t4914 = t4915 = zero
         t4917 = t4851 * t4581
-        c4918 = k[747]
-        c4921 = k[748]
+        c4918 = k[1029]
+        c4921 = k[1030]
         t4926 = c4921 * t4916
         t4916 = zero
         t4927 = c4921 * t4917
@@ -15483,12 +12492,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4964 = t4965 = zero
         t4967 = t8 * t4732
         t4732 = zero
-        c4968 = k[907]
+        c4968 = k[1249]
         t4969 = torch.add(t4930, t4951, alpha=c4968)
         t4930 = t4951 = zero
         t4970 = torch.add(t4931, t4950, alpha=c4968)
         t4931 = t4950 = zero
-        c4971 = k[908]
+        c4971 = k[1250]
         t4972 = torch.add(t4937, t4957, alpha=c4971)
         t4937 = t4957 = zero
         t4973 = torch.add(t4936, t4956, alpha=c4971)
@@ -15499,7 +12508,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t4941 = t4962 = zero
         t4976 = torch.add(t4944, t4966, alpha=c4971)
         t4966 = zero
-        c4977 = k[909]
+        c4977 = k[1251]
         t4978 = torch.add(t4945, t4967, alpha=c4977)
         t4967 = zero
         t4979 = t4969 * t4560
@@ -15540,8 +12549,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5005 = t5003 + t5004
         t5003 = t5004 = zero
         t5006 = t4978 * t4560
-        c5007 = k[910]
-        c5010 = k[911]
+        c5007 = k[1252]
+        c5010 = k[1253]
         t5015 = c5010 * t5005
         t5005 = zero
         t5016 = c5010 * t5006
@@ -15607,8 +12616,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5043 = t5041 + t5042
         t5041 = t5042 = zero
         t5044 = t4978 * t4581
-        c5045 = k[912]
-        c5048 = k[913]
+        c5045 = k[1254]
+        c5048 = k[1255]
         t5053 = c5048 * t5043
         t5043 = zero
         t5054 = c5048 * t5044
@@ -15711,12 +12720,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5099 = t5100 = zero
         t5102 = t8 * t4851
         t4851 = zero
-        c5103 = k[1091]
+        c5103 = k[1499]
         t5104 = torch.add(t5057, t5082, alpha=c5103)
         t5057 = t5082 = zero
         t5105 = torch.add(t5058, t5081, alpha=c5103)
         t5058 = t5081 = zero
-        c5106 = k[1092]
+        c5106 = k[1500]
         t5107 = torch.add(t5064, t5088, alpha=c5106)
         t5064 = t5088 = zero
         t5108 = torch.add(t5063, t5087, alpha=c5106)
@@ -15727,7 +12736,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5068 = t5097 = zero
         t5111 = torch.add(t5071, t5101, alpha=c5106)
         t5101 = zero
-        c5112 = k[1093]
+        c5112 = k[1501]
         t5113 = torch.add(t5072, t5102, alpha=c5112)
         t5102 = zero
         t5114 = t5104 * t4560
@@ -15768,8 +12777,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5140 = t5138 + t5139
         t5138 = t5139 = zero
         t5141 = t5113 * t4560
-        c5142 = k[1094]
-        c5145 = k[1095]
+        c5142 = k[1502]
+        c5145 = k[1503]
         t5150 = c5145 * t5140
         t5140 = zero
         t5151 = c5145 * t5141
@@ -15835,8 +12844,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5178 = t5176 + t5177
         t5176 = t5177 = zero
         t5179 = t5113 * t4581
-        c5180 = k[1096]
-        c5183 = k[1097]
+        c5180 = k[1504]
+        c5183 = k[1505]
         t5188 = c5183 * t5178
         t5178 = zero
         t5189 = c5183 * t5179
@@ -15947,12 +12956,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5234 = t5235 = zero
         t5237 = t8 * t4978
         t4978 = zero
-        c5238 = k[1292]
+        c5238 = k[1616]
         t5239 = torch.add(t5192, t5217, alpha=c5238)
         t5192 = t5217 = zero
         t5240 = torch.add(t5193, t5216, alpha=c5238)
         t5193 = t5216 = zero
-        c5241 = k[1293]
+        c5241 = k[1617]
         t5242 = torch.add(t5199, t5223, alpha=c5241)
         t5199 = t5223 = zero
         t5243 = torch.add(t5198, t5222, alpha=c5241)
@@ -15963,7 +12972,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5203 = t5232 = zero
         t5246 = torch.add(t5206, t5236, alpha=c5241)
         t5206 = t5236 = zero
-        c5247 = k[1294]
+        c5247 = k[1618]
         t5248 = torch.add(t5207, t5237, alpha=c5247)
         t5207 = t5237 = zero
         t5249 = t5239 * t4560
@@ -16004,8 +13013,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5275 = t5273 + t5274
         t5273 = t5274 = zero
         t5276 = t5248 * t4560
-        c5277 = k[1295]
-        c5280 = k[1296]
+        c5277 = k[1619]
+        c5280 = k[1620]
         t5285 = c5280 * t5275
         t5275 = zero
         t5286 = c5280 * t5276
@@ -16079,8 +13088,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5311 = t5312 = zero
         t5314 = t5248 * t4581
         t5248 = zero
-        c5315 = k[1297]
-        c5318 = k[1298]
+        c5315 = k[1621]
+        c5318 = k[1622]
         t5323 = c5318 * t5313
         t5313 = zero
         t5324 = c5318 * t5314
@@ -16197,8 +13206,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5359 = t5370 = zero
         t5376 = torch.add(t5360, t5369, alpha=c45)
         t5360 = t5369 = zero
-        c5377 = k[361]
-        c5380 = k[362]
+        c5377 = k[497]
+        c5380 = k[498]
         t5383 = c5380 * t5349
         t5384 = c5380 * t5350
     else:
@@ -16220,7 +13229,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 12] = t5383
         t5383 = t5384 = zero
-        c5385 = k[363]
+        c5385 = k[499]
         t5390 = c5385 * t5372
         t5391 = c5385 * t5371
     else:
@@ -16258,8 +13267,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5402 = t5400 + t5401
         t5400 = t5401 = zero
         t5403 = y * t5350
-        c5404 = k[477]
-        c5407 = k[478]
+        c5404 = k[655]
+        c5407 = k[656]
         t5412 = c5407 * t5402
         t5413 = c5407 * t5403
     else:
@@ -16300,7 +13309,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5424 = t5422 + t5423
         t5422 = t5423 = zero
         t5425 = y * t5371
-        c5426 = k[479]
+        c5426 = k[657]
         t5433 = c5426 * t5424
         t5434 = c5426 * t5425
     else:
@@ -16327,7 +13336,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t5433
         t5416 = t5417 = t5420 = t5421 = t5433 = t5434 = zero
     if lmax >= 8:
-        c5435 = k[602]
+        c5435 = k[830]
         t5436 = torch.add(t6, t9, alpha=c5435)
         t5437 = torch.add(t7, t8, alpha=c5435)
     else:
@@ -16347,10 +13356,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5444 = torch.add(t5442, t5443, alpha=c45)
         t5442 = t5443 = zero
         t5445 = t5437 * t5346
-        c5446 = k[603]
+        c5446 = k[831]
         t5447 = torch.add(t5441, t5445, alpha=c5446)
         t5445 = zero
-        c5448 = k[604]
+        c5448 = k[832]
         t5449 = torch.add(t5440, t5444, alpha=c5448)
         t5444 = zero
     else:
@@ -16369,10 +13378,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5456 = torch.add(t5454, t5455, alpha=c45)
         t5454 = t5455 = zero
         t5457 = t5437 * t5348
-        c5458 = k[605]
+        c5458 = k[833]
         t5459 = torch.add(t5453, t5457, alpha=c5458)
         t5457 = zero
-        c5460 = k[606]
+        c5460 = k[834]
         t5461 = torch.add(t5452, t5456, alpha=c5460)
         t5456 = zero
         t5462 = t5436 * t5350
@@ -16380,12 +13389,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5464 = torch.add(t5462, t5463, alpha=c45)
         t5462 = t5463 = zero
         t5465 = t5437 * t5350
-        c5466 = k[607]
-        c5469 = k[608]
-        c5474 = k[609]
+        c5466 = k[835]
+        c5469 = k[836]
+        c5474 = k[837]
         t5475 = c5474 * t5464
         t5464 = zero
-        c5476 = k[610]
+        c5476 = k[838]
         t5477 = c5476 * t5465
         t5465 = zero
     else:
@@ -16454,9 +13463,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5500 = torch.add(t5498, t5499, alpha=c45)
         t5498 = t5499 = zero
         t5501 = t5437 * t5371
-        c5502 = k[611]
-        c5505 = k[612]
-        c5510 = k[613]
+        c5502 = k[839]
+        c5505 = k[840]
+        c5510 = k[841]
         t5511 = c5510 * t5500
         t5500 = zero
         t5512 = c5474 * t5501
@@ -16485,7 +13494,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 2] = t5511
         t5424 = t5425 = t5486 = t5487 = t5496 = t5497 = t5511 = t5512 = zero
     if lmax >= 9:
-        c5513 = k[749]
+        c5513 = k[1031]
         t5514 = torch.add(t5437, t7, alpha=c5513)
         t5515 = torch.add(t5436, t6, alpha=c5513)
         t5516 = wy * t5437
@@ -16493,13 +13502,13 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5518 = torch.add(t5516, t5517, alpha=c42)
         t5516 = t5517 = zero
         t5519 = y * t5437
-        c5520 = k[750]
+        c5520 = k[1032]
         t5521 = torch.add(t5515, t47, alpha=c5520)
         t5515 = zero
         t5522 = torch.add(t5514, t46, alpha=c5520)
         t5514 = zero
         t5523 = torch.add(t5518, t50, alpha=c5520)
-        c5524 = k[751]
+        c5524 = k[1033]
         t5525 = torch.add(t5519, t51, alpha=c5524)
         t5526 = t31 * t5350
         t5527 = t32 * t5349
@@ -16511,7 +13520,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5532 = t5530 + t5531
         t5530 = t5531 = zero
         t5533 = t5525 * t5346
-        c5534 = k[752]
+        c5534 = k[1034]
         t5535 = torch.add(t5529, t5533, alpha=c5534)
         t5529 = t5533 = zero
         t5536 = torch.add(t5528, t5532, alpha=c5534)
@@ -16531,7 +13540,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5547 = t5545 + t5546
         t5545 = t5546 = zero
         t5548 = t5525 * t5348
-        c5549 = k[753]
+        c5549 = k[1035]
         t5550 = torch.add(t5544, t5548, alpha=c5549)
         t5544 = t5548 = zero
         t5551 = torch.add(t5543, t5547, alpha=c5549)
@@ -16541,9 +13550,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5554 = t5552 + t5553
         t5552 = t5553 = zero
         t5555 = t5525 * t5350
-        c5556 = k[754]
-        c5559 = k[755]
-        c5561 = k[756]
+        c5556 = k[1036]
+        c5559 = k[1037]
+        c5561 = k[1038]
         t5565 = c5561 * t5554
         t5554 = zero
         t5566 = c5561 * t5555
@@ -16609,8 +13618,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5593 = t5591 + t5592
         t5591 = t5592 = zero
         t5594 = t5525 * t5371
-        c5595 = k[757]
-        c5598 = k[758]
+        c5595 = k[1039]
+        c5598 = k[1040]
         t5603 = c5559 * t5593
         t5593 = zero
         t5604 = c5559 * t5594
@@ -16660,10 +13669,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5618 = x * t5437
         t5619 = torch.add(t5618, t94, alpha=c5435)
         t5618 = zero
-        c5620 = k[914]
+        c5620 = k[1256]
         t5621 = torch.add(t5617, t93, alpha=c5620)
         t5617 = zero
-        c5622 = k[915]
+        c5622 = k[1257]
         t5623 = torch.add(t5519, t51, alpha=c5622)
         t5519 = zero
         t5624 = torch.add(t5518, t50, alpha=c5513)
@@ -16684,12 +13693,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5631 = t5632 = zero
         t5634 = t8 * t5437
         t5437 = zero
-        c5635 = k[916]
+        c5635 = k[1258]
         t5636 = torch.add(t71, t5621, alpha=c5635)
         t5621 = zero
         t5637 = torch.add(t72, t5619, alpha=c5635)
         t5619 = zero
-        c5638 = k[917]
+        c5638 = k[1259]
         t5639 = torch.add(t5610, t5624, alpha=c5638)
         t5610 = t5624 = zero
         t5640 = torch.add(t5609, t5623, alpha=c5638)
@@ -16700,7 +13709,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5629 = zero
         t5643 = torch.add(t5613, t5633, alpha=c5638)
         t5633 = zero
-        c5644 = k[918]
+        c5644 = k[1260]
         t5645 = torch.add(t5614, t5634, alpha=c5644)
         t5634 = zero
         t5646 = t5636 * t5350
@@ -16741,8 +13750,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5672 = t5670 + t5671
         t5670 = t5671 = zero
         t5673 = t5645 * t5350
-        c5674 = k[919]
-        c5677 = k[920]
+        c5674 = k[1261]
+        c5677 = k[1262]
         t5682 = c5677 * t5672
         t5672 = zero
         t5683 = c5677 * t5673
@@ -16808,8 +13817,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5710 = t5708 + t5709
         t5708 = t5709 = zero
         t5711 = t5645 * t5371
-        c5712 = k[921]
-        c5715 = k[922]
+        c5712 = k[1263]
+        c5715 = k[1264]
         t5720 = c5715 * t5710
         t5710 = zero
         t5721 = c5715 * t5711
@@ -16867,10 +13876,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5742 = t5740 + t5741
         t5740 = t5741 = zero
         t5743 = x * t5525
-        c5744 = k[1098]
+        c5744 = k[1506]
         t5745 = torch.add(t5743, t161, alpha=c5744)
         t5743 = zero
-        c5746 = k[1099]
+        c5746 = k[1507]
         t5747 = torch.add(t5742, t160, alpha=c5746)
         t5742 = zero
         t5748 = t9 * t5522
@@ -16900,12 +13909,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5760 = t5761 = zero
         t5763 = t8 * t5525
         t5525 = zero
-        c5764 = k[1100]
+        c5764 = k[1508]
         t5765 = torch.add(t5724, t5747, alpha=c5764)
         t5724 = t5747 = zero
         t5766 = torch.add(t5725, t5745, alpha=c5764)
         t5725 = t5745 = zero
-        c5767 = k[1101]
+        c5767 = k[1509]
         t5768 = torch.add(t5731, t5753, alpha=c5767)
         t5731 = t5753 = zero
         t5769 = torch.add(t5730, t5752, alpha=c5767)
@@ -16916,7 +13925,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5735 = t5758 = zero
         t5772 = torch.add(t5738, t5762, alpha=c5767)
         t5762 = zero
-        c5773 = k[1102]
+        c5773 = k[1510]
         t5774 = torch.add(t5739, t5763, alpha=c5773)
         t5763 = zero
         t5775 = t5765 * t5350
@@ -16957,8 +13966,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5801 = t5799 + t5800
         t5799 = t5800 = zero
         t5802 = t5774 * t5350
-        c5803 = k[1103]
-        c5806 = k[1104]
+        c5803 = k[1511]
+        c5806 = k[1512]
         t5811 = c5806 * t5801
         t5801 = zero
         t5812 = c5806 * t5802
@@ -17024,8 +14033,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5839 = t5837 + t5838
         t5837 = t5838 = zero
         t5840 = t5774 * t5371
-        c5841 = k[1105]
-        c5844 = k[1106]
+        c5841 = k[1513]
+        c5844 = k[1514]
         t5849 = c5844 * t5839
         t5839 = zero
         t5850 = c5844 * t5840
@@ -17136,12 +14145,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5895 = t5896 = zero
         t5898 = t8 * t5645
         t5645 = zero
-        c5899 = k[1299]
+        c5899 = k[1623]
         t5900 = torch.add(t5853, t5878, alpha=c5899)
         t5853 = t5878 = zero
         t5901 = torch.add(t5854, t5877, alpha=c5899)
         t5854 = t5877 = zero
-        c5902 = k[1300]
+        c5902 = k[1624]
         t5903 = torch.add(t5860, t5884, alpha=c5902)
         t5860 = t5884 = zero
         t5904 = torch.add(t5859, t5883, alpha=c5902)
@@ -17152,7 +14161,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5864 = t5893 = zero
         t5907 = torch.add(t5867, t5897, alpha=c5902)
         t5867 = t5897 = zero
-        c5908 = k[1301]
+        c5908 = k[1625]
         t5909 = torch.add(t5868, t5898, alpha=c5908)
         t5868 = t5898 = zero
         t5910 = t5900 * t5350
@@ -17193,8 +14202,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5936 = t5934 + t5935
         t5934 = t5935 = zero
         t5937 = t5909 * t5350
-        c5938 = k[1302]
-        c5941 = k[1303]
+        c5938 = k[1626]
+        c5941 = k[1627]
         t5946 = c5941 * t5936
         t5936 = zero
         t5947 = c5941 * t5937
@@ -17268,8 +14277,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t5972 = t5973 = zero
         t5975 = t5909 * t5371
         t5909 = zero
-        c5976 = k[1304]
-        c5979 = k[1305]
+        c5976 = k[1628]
+        c5979 = k[1629]
         t5984 = c5979 * t5974
         t5974 = zero
         t5985 = c5979 * t5975
@@ -17386,8 +14395,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6020 = t6031 = zero
         t6037 = torch.add(t6021, t6030, alpha=c45)
         t6021 = t6030 = zero
-        c6038 = k[480]
-        c6041 = k[481]
+        c6038 = k[658]
+        c6041 = k[659]
         t6044 = c6041 * t6010
         t6045 = c6041 * t6011
     else:
@@ -17409,7 +14418,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 14] = t6044
         t6044 = t6045 = zero
-        c6046 = k[482]
+        c6046 = k[660]
         t6051 = c6046 * t6033
         t6052 = c6046 * t6032
     else:
@@ -17447,8 +14456,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6063 = t6061 + t6062
         t6061 = t6062 = zero
         t6064 = y * t6011
-        c6065 = k[614]
-        c6068 = k[615]
+        c6065 = k[842]
+        c6068 = k[843]
         t6073 = c6068 * t6063
         t6074 = c6068 * t6064
     else:
@@ -17489,7 +14498,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6085 = t6083 + t6084
         t6083 = t6084 = zero
         t6086 = y * t6032
-        c6087 = k[616]
+        c6087 = k[844]
         t6094 = c6087 * t6085
         t6095 = c6087 * t6086
     else:
@@ -17516,7 +14525,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t6094
         t6077 = t6078 = t6081 = t6082 = t6094 = t6095 = zero
     if lmax >= 9:
-        c6096 = k[759]
+        c6096 = k[1041]
         t6097 = torch.add(t6, t9, alpha=c6096)
         t6098 = torch.add(t7, t8, alpha=c6096)
     else:
@@ -17536,10 +14545,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6105 = torch.add(t6103, t6104, alpha=c45)
         t6103 = t6104 = zero
         t6106 = t6098 * t6007
-        c6107 = k[760]
+        c6107 = k[1042]
         t6108 = torch.add(t6102, t6106, alpha=c6107)
         t6106 = zero
-        c6109 = k[761]
+        c6109 = k[1043]
         t6110 = torch.add(t6101, t6105, alpha=c6109)
         t6105 = zero
     else:
@@ -17558,10 +14567,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6117 = torch.add(t6115, t6116, alpha=c45)
         t6115 = t6116 = zero
         t6118 = t6098 * t6009
-        c6119 = k[762]
+        c6119 = k[1044]
         t6120 = torch.add(t6114, t6118, alpha=c6119)
         t6118 = zero
-        c6121 = k[763]
+        c6121 = k[1045]
         t6122 = torch.add(t6113, t6117, alpha=c6121)
         t6117 = zero
         t6123 = t6097 * t6011
@@ -17569,12 +14578,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6125 = torch.add(t6123, t6124, alpha=c45)
         t6123 = t6124 = zero
         t6126 = t6098 * t6011
-        c6127 = k[764]
-        c6130 = k[765]
-        c6135 = k[766]
+        c6127 = k[1046]
+        c6130 = k[1047]
+        c6135 = k[1048]
         t6136 = c6135 * t6125
         t6125 = zero
-        c6137 = k[767]
+        c6137 = k[1049]
         t6138 = c6137 * t6126
         t6126 = zero
     else:
@@ -17643,9 +14652,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6161 = torch.add(t6159, t6160, alpha=c45)
         t6159 = t6160 = zero
         t6162 = t6098 * t6032
-        c6163 = k[768]
-        c6166 = k[769]
-        c6171 = k[770]
+        c6163 = k[1050]
+        c6166 = k[1051]
+        c6171 = k[1052]
         t6172 = c6171 * t6161
         t6161 = zero
         t6173 = c6135 * t6162
@@ -17674,7 +14683,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 2] = t6172
         t6085 = t6086 = t6147 = t6148 = t6157 = t6158 = t6172 = t6173 = zero
     if lmax >= 10:
-        c6174 = k[923]
+        c6174 = k[1265]
         t6175 = torch.add(t6098, t7, alpha=c6174)
         t6176 = torch.add(t6097, t6, alpha=c6174)
         t6177 = wy * t6098
@@ -17682,13 +14691,13 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6179 = torch.add(t6177, t6178, alpha=c42)
         t6177 = t6178 = zero
         t6180 = y * t6098
-        c6181 = k[924]
+        c6181 = k[1266]
         t6182 = torch.add(t6176, t47, alpha=c6181)
         t6176 = zero
         t6183 = torch.add(t6175, t46, alpha=c6181)
         t6175 = zero
         t6184 = torch.add(t6179, t50, alpha=c6181)
-        c6185 = k[925]
+        c6185 = k[1267]
         t6186 = torch.add(t6180, t51, alpha=c6185)
         t6187 = t31 * t6011
         t6188 = t32 * t6010
@@ -17700,7 +14709,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6193 = t6191 + t6192
         t6191 = t6192 = zero
         t6194 = t6186 * t6007
-        c6195 = k[926]
+        c6195 = k[1268]
         t6196 = torch.add(t6190, t6194, alpha=c6195)
         t6190 = t6194 = zero
         t6197 = torch.add(t6189, t6193, alpha=c6195)
@@ -17720,7 +14729,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6208 = t6206 + t6207
         t6206 = t6207 = zero
         t6209 = t6186 * t6009
-        c6210 = k[927]
+        c6210 = k[1269]
         t6211 = torch.add(t6205, t6209, alpha=c6210)
         t6205 = t6209 = zero
         t6212 = torch.add(t6204, t6208, alpha=c6210)
@@ -17730,9 +14739,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6215 = t6213 + t6214
         t6213 = t6214 = zero
         t6216 = t6186 * t6011
-        c6217 = k[928]
-        c6220 = k[929]
-        c6222 = k[930]
+        c6217 = k[1270]
+        c6220 = k[1271]
+        c6222 = k[1272]
         t6226 = c6222 * t6215
         t6215 = zero
         t6227 = c6222 * t6216
@@ -17798,8 +14807,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6254 = t6252 + t6253
         t6252 = t6253 = zero
         t6255 = t6186 * t6032
-        c6256 = k[931]
-        c6259 = k[932]
+        c6256 = k[1273]
+        c6259 = k[1274]
         t6264 = c6220 * t6254
         t6254 = zero
         t6265 = c6220 * t6255
@@ -17849,10 +14858,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6279 = x * t6098
         t6280 = torch.add(t6279, t94, alpha=c6096)
         t6279 = zero
-        c6281 = k[1107]
+        c6281 = k[1515]
         t6282 = torch.add(t6278, t93, alpha=c6281)
         t6278 = zero
-        c6283 = k[1108]
+        c6283 = k[1516]
         t6284 = torch.add(t6180, t51, alpha=c6283)
         t6180 = zero
         t6285 = torch.add(t6179, t50, alpha=c6174)
@@ -17873,12 +14882,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6292 = t6293 = zero
         t6295 = t8 * t6098
         t6098 = zero
-        c6296 = k[1109]
+        c6296 = k[1517]
         t6297 = torch.add(t71, t6282, alpha=c6296)
         t6282 = zero
         t6298 = torch.add(t72, t6280, alpha=c6296)
         t6280 = zero
-        c6299 = k[1110]
+        c6299 = k[1518]
         t6300 = torch.add(t6271, t6285, alpha=c6299)
         t6271 = t6285 = zero
         t6301 = torch.add(t6270, t6284, alpha=c6299)
@@ -17889,7 +14898,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6290 = zero
         t6304 = torch.add(t6274, t6294, alpha=c6299)
         t6294 = zero
-        c6305 = k[1111]
+        c6305 = k[1519]
         t6306 = torch.add(t6275, t6295, alpha=c6305)
         t6295 = zero
         t6307 = t6297 * t6011
@@ -17930,8 +14939,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6333 = t6331 + t6332
         t6331 = t6332 = zero
         t6334 = t6306 * t6011
-        c6335 = k[1112]
-        c6338 = k[1113]
+        c6335 = k[1520]
+        c6338 = k[1521]
         t6343 = c6338 * t6333
         t6333 = zero
         t6344 = c6338 * t6334
@@ -17997,8 +15006,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6371 = t6369 + t6370
         t6369 = t6370 = zero
         t6372 = t6306 * t6032
-        c6373 = k[1114]
-        c6376 = k[1115]
+        c6373 = k[1522]
+        c6376 = k[1523]
         t6381 = c6376 * t6371
         t6371 = zero
         t6382 = c6376 * t6372
@@ -18064,10 +15073,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6403 = t6401 + t6402
         t6401 = t6402 = zero
         t6404 = x * t6186
-        c6405 = k[1306]
+        c6405 = k[1630]
         t6406 = torch.add(t6404, t161, alpha=c6405)
         t161 = t6404 = zero
-        c6407 = k[1307]
+        c6407 = k[1631]
         t6408 = torch.add(t6403, t160, alpha=c6407)
         t160 = t6403 = zero
         t6409 = t9 * t6183
@@ -18097,12 +15106,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6421 = t6422 = zero
         t6424 = t8 * t6186
         t6186 = zero
-        c6425 = k[1308]
+        c6425 = k[1632]
         t6426 = torch.add(t6385, t6408, alpha=c6425)
         t6385 = t6408 = zero
         t6427 = torch.add(t6386, t6406, alpha=c6425)
         t6386 = t6406 = zero
-        c6428 = k[1309]
+        c6428 = k[1633]
         t6429 = torch.add(t6392, t6414, alpha=c6428)
         t6392 = t6414 = zero
         t6430 = torch.add(t6391, t6413, alpha=c6428)
@@ -18113,7 +15122,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6396 = t6419 = zero
         t6433 = torch.add(t6399, t6423, alpha=c6428)
         t6399 = t6423 = zero
-        c6434 = k[1310]
+        c6434 = k[1634]
         t6435 = torch.add(t6400, t6424, alpha=c6434)
         t6400 = t6424 = zero
         t6436 = t6426 * t6011
@@ -18154,8 +15163,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6462 = t6460 + t6461
         t6460 = t6461 = zero
         t6463 = t6435 * t6011
-        c6464 = k[1311]
-        c6467 = k[1312]
+        c6464 = k[1635]
+        c6467 = k[1636]
         t6472 = c6467 * t6462
         t6462 = zero
         t6473 = c6467 * t6463
@@ -18229,8 +15238,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6498 = t6499 = zero
         t6501 = t6435 * t6032
         t6435 = zero
-        c6502 = k[1313]
-        c6505 = k[1314]
+        c6502 = k[1637]
+        c6505 = k[1638]
         t6510 = c6505 * t6500
         t6500 = zero
         t6511 = c6505 * t6501
@@ -18347,8 +15356,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6546 = t6557 = zero
         t6563 = torch.add(t6547, t6556, alpha=c45)
         t6547 = t6556 = zero
-        c6564 = k[617]
-        c6567 = k[618]
+        c6564 = k[845]
+        c6567 = k[846]
         t6570 = c6567 * t6536
         t6571 = c6567 * t6537
     else:
@@ -18370,7 +15379,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 16] = t6570
         t6570 = t6571 = zero
-        c6572 = k[619]
+        c6572 = k[847]
         t6577 = c6572 * t6559
         t6578 = c6572 * t6558
     else:
@@ -18408,8 +15417,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6589 = t6587 + t6588
         t6587 = t6588 = zero
         t6590 = y * t6537
-        c6591 = k[771]
-        c6594 = k[772]
+        c6591 = k[1053]
+        c6594 = k[1054]
         t6599 = c6594 * t6589
         t6600 = c6594 * t6590
     else:
@@ -18450,7 +15459,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6611 = t6609 + t6610
         t6609 = t6610 = zero
         t6612 = y * t6558
-        c6613 = k[773]
+        c6613 = k[1055]
         t6620 = c6613 * t6611
         t6621 = c6613 * t6612
     else:
@@ -18477,7 +15486,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t6620
         t6603 = t6604 = t6607 = t6608 = t6620 = t6621 = zero
     if lmax >= 10:
-        c6622 = k[933]
+        c6622 = k[1275]
         t6623 = torch.add(t6, t9, alpha=c6622)
         t6624 = torch.add(t7, t8, alpha=c6622)
     else:
@@ -18497,10 +15506,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6631 = torch.add(t6629, t6630, alpha=c45)
         t6629 = t6630 = zero
         t6632 = t6624 * t6533
-        c6633 = k[934]
+        c6633 = k[1276]
         t6634 = torch.add(t6628, t6632, alpha=c6633)
         t6632 = zero
-        c6635 = k[935]
+        c6635 = k[1277]
         t6636 = torch.add(t6627, t6631, alpha=c6635)
         t6631 = zero
     else:
@@ -18519,10 +15528,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6643 = torch.add(t6641, t6642, alpha=c45)
         t6641 = t6642 = zero
         t6644 = t6624 * t6535
-        c6645 = k[936]
+        c6645 = k[1278]
         t6646 = torch.add(t6640, t6644, alpha=c6645)
         t6644 = zero
-        c6647 = k[937]
+        c6647 = k[1279]
         t6648 = torch.add(t6639, t6643, alpha=c6647)
         t6643 = zero
         t6649 = t6623 * t6537
@@ -18530,12 +15539,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6651 = torch.add(t6649, t6650, alpha=c45)
         t6649 = t6650 = zero
         t6652 = t6624 * t6537
-        c6653 = k[938]
-        c6656 = k[939]
-        c6661 = k[940]
+        c6653 = k[1280]
+        c6656 = k[1281]
+        c6661 = k[1282]
         t6662 = c6661 * t6651
         t6651 = zero
-        c6663 = k[941]
+        c6663 = k[1283]
         t6664 = c6663 * t6652
         t6652 = zero
     else:
@@ -18604,9 +15613,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6687 = torch.add(t6685, t6686, alpha=c45)
         t6685 = t6686 = zero
         t6688 = t6624 * t6558
-        c6689 = k[942]
-        c6692 = k[943]
-        c6697 = k[944]
+        c6689 = k[1284]
+        c6692 = k[1285]
+        c6697 = k[1286]
         t6698 = c6697 * t6687
         t6687 = zero
         t6699 = c6661 * t6688
@@ -18635,7 +15644,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 2] = t6698
         t6611 = t6612 = t6673 = t6674 = t6683 = t6684 = t6698 = t6699 = zero
     if lmax >= 11:
-        c6700 = k[1116]
+        c6700 = k[1524]
         t6701 = torch.add(t6624, t7, alpha=c6700)
         t6702 = torch.add(t6623, t6, alpha=c6700)
         t6703 = wy * t6624
@@ -18643,13 +15652,13 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6705 = torch.add(t6703, t6704, alpha=c42)
         t6703 = t6704 = zero
         t6706 = y * t6624
-        c6707 = k[1117]
+        c6707 = k[1525]
         t6708 = torch.add(t6702, t47, alpha=c6707)
         t6702 = zero
         t6709 = torch.add(t6701, t46, alpha=c6707)
         t6701 = zero
         t6710 = torch.add(t6705, t50, alpha=c6707)
-        c6711 = k[1118]
+        c6711 = k[1526]
         t6712 = torch.add(t6706, t51, alpha=c6711)
         t6713 = t31 * t6537
         t6714 = t32 * t6536
@@ -18661,7 +15670,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6719 = t6717 + t6718
         t6717 = t6718 = zero
         t6720 = t6712 * t6533
-        c6721 = k[1119]
+        c6721 = k[1527]
         t6722 = torch.add(t6716, t6720, alpha=c6721)
         t6716 = t6720 = zero
         t6723 = torch.add(t6715, t6719, alpha=c6721)
@@ -18690,9 +15699,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6740 = t6738 + t6739
         t6738 = t6739 = zero
         t6741 = t6712 * t6537
-        c6742 = k[1120]
-        c6745 = k[1121]
-        c6747 = k[1122]
+        c6742 = k[1528]
+        c6745 = k[1529]
+        c6747 = k[1530]
         t6751 = c6747 * t6740
         t6740 = zero
         t6752 = c6747 * t6741
@@ -18758,8 +15767,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6779 = t6777 + t6778
         t6777 = t6778 = zero
         t6780 = t6712 * t6558
-        c6781 = k[1123]
-        c6784 = k[1124]
+        c6781 = k[1531]
+        c6784 = k[1532]
         t6789 = c6745 * t6779
         t6779 = zero
         t6790 = c6745 * t6780
@@ -18813,10 +15822,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6804 = x * t6624
         t6805 = torch.add(t6804, t94, alpha=c6622)
         t94 = t6804 = zero
-        c6806 = k[1315]
+        c6806 = k[1639]
         t6807 = torch.add(t6803, t93, alpha=c6806)
         t93 = t6803 = zero
-        c6808 = k[1316]
+        c6808 = k[1640]
         t6809 = torch.add(t6706, t51, alpha=c6808)
         t6706 = zero
         t6810 = torch.add(t6705, t50, alpha=c6700)
@@ -18837,12 +15846,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6817 = t6818 = zero
         t6820 = t8 * t6624
         t6624 = zero
-        c6821 = k[1317]
+        c6821 = k[1641]
         t6822 = torch.add(t71, t6807, alpha=c6821)
         t71 = t6807 = zero
         t6823 = torch.add(t72, t6805, alpha=c6821)
         t72 = t6805 = zero
-        c6824 = k[1318]
+        c6824 = k[1642]
         t6825 = torch.add(t6796, t6810, alpha=c6824)
         t6796 = t6810 = zero
         t6826 = torch.add(t6795, t6809, alpha=c6824)
@@ -18853,7 +15862,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t82 = t6815 = zero
         t6829 = torch.add(t6799, t6819, alpha=c6824)
         t6799 = t6819 = zero
-        c6830 = k[1319]
+        c6830 = k[1643]
         t6831 = torch.add(t6800, t6820, alpha=c6830)
         t6800 = t6820 = zero
         t6832 = t6822 * t6537
@@ -18894,8 +15903,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6858 = t6856 + t6857
         t6856 = t6857 = zero
         t6859 = t6831 * t6537
-        c6860 = k[1320]
-        c6863 = k[1321]
+        c6860 = k[1644]
+        c6863 = k[1645]
         t6868 = c6863 * t6858
         t6858 = zero
         t6869 = c6863 * t6859
@@ -18969,7 +15978,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6894 = t6895 = zero
         t6897 = t6831 * t6558
         t6831 = zero
-        c6898 = k[1322]
+        c6898 = k[1646]
         t6905 = c6467 * t6896
         t6896 = zero
         t6906 = c6467 * t6897
@@ -19086,8 +16095,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6941 = t6952 = zero
         t6958 = torch.add(t6942, t6951, alpha=c45)
         t6942 = t6951 = zero
-        c6959 = k[774]
-        c6962 = k[775]
+        c6959 = k[1056]
+        c6962 = k[1057]
         t6965 = c6962 * t6931
         t6966 = c6962 * t6932
     else:
@@ -19109,7 +16118,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 18] = t6965
         t6965 = t6966 = zero
-        c6967 = k[776]
+        c6967 = k[1058]
         t6972 = c6967 * t6954
         t6973 = c6967 * t6953
     else:
@@ -19147,8 +16156,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t6984 = t6982 + t6983
         t6982 = t6983 = zero
         t6985 = y * t6932
-        c6986 = k[945]
-        c6989 = k[946]
+        c6986 = k[1287]
+        c6989 = k[1288]
         t6994 = c6989 * t6984
         t6995 = c6989 * t6985
     else:
@@ -19189,7 +16198,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7006 = t7004 + t7005
         t7004 = t7005 = zero
         t7007 = y * t6953
-        c7008 = k[947]
+        c7008 = k[1289]
         t7015 = c7008 * t7006
         t7016 = c7008 * t7007
     else:
@@ -19216,7 +16225,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t7015
         t6998 = t6999 = t7002 = t7003 = t7015 = t7016 = zero
     if lmax >= 11:
-        c7017 = k[1125]
+        c7017 = k[1533]
         t7018 = torch.add(t6, t9, alpha=c7017)
         t7019 = torch.add(t7, t8, alpha=c7017)
     else:
@@ -19235,10 +16244,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7026 = torch.add(t7024, t7025, alpha=c45)
         t7024 = t7025 = zero
         t7027 = t7019 * t6928
-        c7028 = k[1126]
+        c7028 = k[1534]
         t7029 = torch.add(t7023, t7027, alpha=c7028)
         t7027 = zero
-        c7030 = k[1127]
+        c7030 = k[1535]
         t7031 = torch.add(t7022, t7026, alpha=c7030)
         t7026 = zero
     else:
@@ -19257,10 +16266,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7038 = torch.add(t7036, t7037, alpha=c45)
         t7036 = t7037 = zero
         t7039 = t7019 * t6930
-        c7040 = k[1128]
+        c7040 = k[1536]
         t7041 = torch.add(t7035, t7039, alpha=c7040)
         t7039 = zero
-        c7042 = k[1129]
+        c7042 = k[1537]
         t7043 = torch.add(t7034, t7038, alpha=c7042)
         t7038 = zero
         t7044 = t7018 * t6932
@@ -19268,12 +16277,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7046 = torch.add(t7044, t7045, alpha=c45)
         t7044 = t7045 = zero
         t7047 = t7019 * t6932
-        c7048 = k[1130]
-        c7051 = k[1131]
-        c7056 = k[1132]
+        c7048 = k[1538]
+        c7051 = k[1539]
+        c7056 = k[1540]
         t7057 = c7056 * t7046
         t7046 = zero
-        c7058 = k[1133]
+        c7058 = k[1541]
         t7059 = c7058 * t7047
         t7047 = zero
     else:
@@ -19342,9 +16351,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7082 = torch.add(t7080, t7081, alpha=c45)
         t7080 = t7081 = zero
         t7083 = t7019 * t6953
-        c7084 = k[1134]
-        c7087 = k[1135]
-        c7092 = k[1136]
+        c7084 = k[1542]
+        c7087 = k[1543]
+        c7092 = k[1544]
         t7093 = c7092 * t7082
         t7082 = zero
         t7094 = c7056 * t7083
@@ -19373,7 +16382,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 2] = t7093
         t7006 = t7007 = t7068 = t7069 = t7078 = t7079 = t7093 = t7094 = zero
     if lmax >= 12:
-        c7095 = k[1323]
+        c7095 = k[1647]
         t7096 = torch.add(t7019, t7, alpha=c7095)
         t7097 = torch.add(t7018, t6, alpha=c7095)
         t7098 = wy * t7019
@@ -19383,14 +16392,14 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7098 = t7099 = zero
         t7101 = y * t7019
         t7019 = zero
-        c7102 = k[1324]
+        c7102 = k[1648]
         t7103 = torch.add(t7097, t47, alpha=c7102)
         t47 = t7097 = zero
         t7104 = torch.add(t7096, t46, alpha=c7102)
         t46 = t7096 = zero
         t7105 = torch.add(t7100, t50, alpha=c7102)
         t50 = t7100 = zero
-        c7106 = k[1325]
+        c7106 = k[1649]
         t7107 = torch.add(t7101, t51, alpha=c7106)
         t51 = t7101 = zero
         t7108 = t31 * t6932
@@ -19403,7 +16412,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7114 = t7112 + t7113
         t7112 = t7113 = zero
         t7115 = t7107 * t6928
-        c7116 = k[1326]
+        c7116 = k[1650]
         t7117 = torch.add(t7111, t7115, alpha=c7116)
         t7111 = t7115 = zero
         t7118 = torch.add(t7110, t7114, alpha=c7116)
@@ -19423,7 +16432,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7129 = t7127 + t7128
         t7127 = t7128 = zero
         t7130 = t7107 * t6930
-        c7131 = k[1327]
+        c7131 = k[1651]
         t7132 = torch.add(t7126, t7130, alpha=c7131)
         t7126 = t7130 = zero
         t7133 = torch.add(t7125, t7129, alpha=c7131)
@@ -19433,9 +16442,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7136 = t7134 + t7135
         t7134 = t7135 = zero
         t7137 = t7107 * t6932
-        c7138 = k[1328]
-        c7141 = k[1329]
-        c7143 = k[1330]
+        c7138 = k[1652]
+        c7141 = k[1653]
+        c7143 = k[1654]
         t7147 = c7143 * t7136
         t7136 = zero
         t7148 = c7143 * t7137
@@ -19509,8 +16518,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7173 = t7174 = zero
         t7176 = t7107 * t6953
         t7107 = zero
-        c7177 = k[1331]
-        c7180 = k[1332]
+        c7177 = k[1655]
+        c7180 = k[1656]
         t7185 = c7141 * t7175
         t7175 = zero
         t7186 = c7141 * t7176
@@ -19627,8 +16636,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7221 = t7232 = zero
         t7238 = torch.add(t7222, t7231, alpha=c45)
         t7222 = t7231 = zero
-        c7239 = k[948]
-        c7242 = k[949]
+        c7239 = k[1290]
+        c7242 = k[1291]
         t7245 = c7242 * t7211
         t7246 = c7242 * t7212
     else:
@@ -19650,7 +16659,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 20] = t7245
         t7245 = t7246 = zero
-        c7247 = k[950]
+        c7247 = k[1292]
         t7252 = c7247 * t7234
         t7253 = c7247 * t7233
     else:
@@ -19688,8 +16697,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7264 = t7262 + t7263
         t7262 = t7263 = zero
         t7265 = y * t7212
-        c7266 = k[1137]
-        c7269 = k[1138]
+        c7266 = k[1545]
+        c7269 = k[1546]
         t7274 = c7269 * t7264
         t7275 = c7269 * t7265
     else:
@@ -19730,7 +16739,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7286 = t7284 + t7285
         t7284 = t7285 = zero
         t7287 = y * t7233
-        c7288 = k[1139]
+        c7288 = k[1547]
         t7295 = c7288 * t7286
         t7296 = c7288 * t7287
     else:
@@ -19757,7 +16766,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
                 cols[o + 1] = t7295
         t7278 = t7279 = t7282 = t7283 = t7295 = t7296 = zero
     if lmax >= 12:
-        c7297 = k[1333]
+        c7297 = k[1657]
         t7298 = torch.add(t6, t9, alpha=c7297)
         t6 = t9 = zero
         t7299 = torch.add(t7, t8, alpha=c7297)
@@ -19778,10 +16787,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7306 = torch.add(t7304, t7305, alpha=c45)
         t7304 = t7305 = zero
         t7307 = t7299 * t7208
-        c7308 = k[1334]
+        c7308 = k[1658]
         t7309 = torch.add(t7303, t7307, alpha=c7308)
         t7307 = zero
-        c7310 = k[1335]
+        c7310 = k[1659]
         t7311 = torch.add(t7302, t7306, alpha=c7310)
         t7306 = zero
     else:
@@ -19800,10 +16809,10 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7318 = torch.add(t7316, t7317, alpha=c45)
         t7316 = t7317 = zero
         t7319 = t7299 * t7210
-        c7320 = k[1336]
+        c7320 = k[1660]
         t7321 = torch.add(t7315, t7319, alpha=c7320)
         t7319 = zero
-        c7322 = k[1337]
+        c7322 = k[1661]
         t7323 = torch.add(t7314, t7318, alpha=c7322)
         t7318 = zero
         t7324 = t7298 * t7212
@@ -19811,12 +16820,12 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7326 = torch.add(t7324, t7325, alpha=c45)
         t7324 = t7325 = zero
         t7327 = t7299 * t7212
-        c7328 = k[1338]
-        c7331 = k[1339]
-        c7336 = k[1340]
+        c7328 = k[1662]
+        c7331 = k[1663]
+        c7336 = k[1664]
         t7337 = c7336 * t7326
         t7326 = zero
-        c7338 = k[1341]
+        c7338 = k[1665]
         t7339 = c7338 * t7327
         t7327 = zero
     else:
@@ -19887,9 +16896,9 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7360 = t7361 = zero
         t7363 = t7299 * t7233
         t7299 = zero
-        c7364 = k[1342]
-        c7367 = k[1343]
-        c7372 = k[1344]
+        c7364 = k[1666]
+        c7367 = k[1667]
+        c7372 = k[1668]
         t7373 = c7372 * t7362
         t7362 = zero
         t7374 = c7336 * t7363
@@ -20006,8 +17015,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7409 = t7420 = zero
         t7426 = torch.add(t7410, t7419, alpha=c45)
         t7410 = t7419 = zero
-        c7427 = k[1140]
-        c7430 = k[1141]
+        c7427 = k[1548]
+        c7430 = k[1549]
         t7433 = c7430 * t7399
         t7434 = c7430 * t7400
     else:
@@ -20029,7 +17038,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 22] = t7433
         t7433 = t7434 = zero
-        c7435 = k[1142]
+        c7435 = k[1550]
         t7440 = c7435 * t7422
         t7441 = c7435 * t7421
     else:
@@ -20067,8 +17076,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7452 = t7450 + t7451
         t7450 = t7451 = zero
         t7453 = y * t7400
-        c7454 = k[1345]
-        c7457 = k[1346]
+        c7454 = k[1669]
+        c7457 = k[1670]
         t7462 = c7457 * t7452
         t7452 = zero
         t7463 = c7457 * t7453
@@ -20111,7 +17120,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7474 = t7472 + t7473
         t7472 = t7473 = zero
         t7475 = y * t7421
-        c7476 = k[1347]
+        c7476 = k[1671]
         t7483 = c7476 * t7474
         t7474 = zero
         t7484 = c7476 * t7475
@@ -20251,8 +17260,8 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
         t7527 = t7542 = zero
         t7552 = torch.add(t7528, t7541, alpha=c45)
         t7528 = t7541 = zero
-        c7553 = k[1348]
-        c7556 = k[1349]
+        c7553 = k[1672]
+        c7556 = k[1673]
         t7559 = c7556 * t7517
         t7517 = zero
         t7560 = c7556 * t7518
@@ -20276,7 +17285,7 @@ def _double_backward(xyz: Tensor, grad: Tensor, w: Tensor, k: List[float], at: L
             else:
                 cols[o + 24] = t7559
         t7513 = t7514 = t7515 = t7516 = t7559 = t7560 = zero
-        c7561 = k[1350]
+        c7561 = k[1674]
         t7566 = c7561 * t7548
         t7548 = zero
         t7567 = c7561 * t7547
@@ -20420,21 +17429,53 @@ _SMALL = [[[([(0, 0.28209479177387814)], ([], [], []))], [([(1, 0.48860251190291
 _K = [
     (1e-12, 1e-12, 1e-12, 9.999999960041972e-13, 9.999999960041972e-13, 9.999999960041972e-13),
     (0.28209479177387814, 1.0, 1.0, 0.282094806432724, 1.0, 1.0),
+    (1.7320508075688772, 1.7320508075688772, 1.0, 1.7320507764816284, 1.7320507764816284, 1.0),
+    (1.7320508075688772, 1.7320508075688772, 1.0, 1.7320507764816284, 1.7320507764816284, 1.0),
+    (1.7320508075688772, 1.7320508075688772, 1.0, 1.7320507764816284, 1.7320507764816284, 1.0),
     (0.28209479177387814, 1.0, 1.0, 0.282094806432724, 1.0, 1.0),
     (0.28209479177387814, 1.0, 1.0, 0.282094806432724, 1.0, 1.0),
     (0.4886025119029199, 1.7320508075688772, 1.0, 0.48860251903533936, 1.7320507764816284, 1.0),
+    (2.23606797749979, 2.23606797749979, 1.7320508075688772, 2.2360680103302, 2.2360680103302, 1.7320507764816284),
+    (2.23606797749979, 2.23606797749979, 1.7320508075688772, 2.2360680103302, 2.2360680103302, 1.7320507764816284),
+    (-1.2909944487358056, -1.2909944487358056, -1.0, -1.29099440574646, -1.29099440574646, -1.0),
+    (-2.23606797749979, -2.23606797749979, -1.7320508075688772, -2.2360680103302, -2.2360680103302, -1.7320507764816284),
+    (2.23606797749979, 2.23606797749979, 1.7320508075688772, 2.2360680103302, 2.2360680103302, 1.7320507764816284),
+    (2.581988897471611, 2.581988897471611, 2.0, 2.58198881149292, 2.58198881149292, 2.0),
+    (2.23606797749979, 2.23606797749979, 1.7320508075688772, 2.2360680103302, 2.2360680103302, 1.7320507764816284),
+    (2.23606797749979, 2.23606797749979, 1.7320508075688772, 2.2360680103302, 2.2360680103302, 1.7320507764816284),
+    (-1.2909944487358056, -1.2909944487358056, -1.0, -1.29099440574646, -1.29099440574646, -1.0),
+    (2.23606797749979, 2.23606797749979, 1.7320508075688772, 2.2360680103302, 2.2360680103302, 1.7320507764816284),
+    (2.23606797749979, 2.23606797749979, 1.7320508075688772, 2.2360680103302, 2.2360680103302, 1.7320507764816284),
     (0.4886025119029199, 1.7320508075688772, 1.0, 0.48860251903533936, 1.7320507764816284, 1.0),
     (0.4886025119029199, 1.7320508075688772, 1.0, 0.48860251903533936, 1.7320507764816284, 1.0),
     (-0.3333333333333333, -0.3333333333333333, -0.3333333333333333, -0.3333333432674408, -0.3333333432674408, -0.3333333432674408),
     (1.0925484305920792, 3.872983346207417, 1.7320508075688772, 1.0925484895706177, 3.872983455657959, 1.7320507764816284),
     (0.94617469575756, 3.3541019662496847, 1.5, 0.946174681186676, 3.3541018962860107, 1.5),
     (0.5462742152960396, 1.9364916731037085, 0.8660254037844386, 0.5462742447853088, 1.9364917278289795, 0.8660253882408142),
+    (3.24037034920393, 3.24037034920393, 2.7386127875258306, 3.240370273590088, 3.240370273590088, 2.7386128902435303),
+    (2.6457513110645907, 2.6457513110645907, 2.23606797749979, 2.6457512378692627, 2.6457512378692627, 2.2360680103302),
+    (2.898275349237888, 2.898275349237888, 2.449489742783178, 2.898275375366211, 2.898275375366211, 2.4494898319244385),
+    (0.8366600265340756, 0.8366600265340756, 0.7071067811865476, 0.8366600275039673, 0.8366600275039673, 0.7071067690849304),
+    (-2.04939015319192, -2.04939015319192, -1.7320508075688772, -2.0493900775909424, -2.0493900775909424, -1.7320507764816284),
+    (-0.8366600265340756, -0.8366600265340756, -0.7071067811865476, -0.8366600275039673, -0.8366600275039673, -0.7071067690849304),
+    (-2.6457513110645907, -2.6457513110645907, -2.23606797749979, -2.6457512378692627, -2.6457512378692627, -2.2360680103302),
+    (-3.24037034920393, -3.24037034920393, -2.7386127875258306, -3.240370273590088, -3.240370273590088, -2.7386128902435303),
+    (2.6457513110645907, 2.6457513110645907, 2.23606797749979, 2.6457512378692627, 2.6457512378692627, 2.2360680103302),
+    (3.3466401061363023, 3.3466401061363023, 2.8284271247461903, 3.346640110015869, 3.346640110015869, 2.8284270763397217),
+    (3.5496478698597698, 3.5496478698597698, 3.0, 3.549647808074951, 3.549647808074951, 3.0),
+    (3.3466401061363023, 3.3466401061363023, 2.8284271247461903, 3.346640110015869, 3.346640110015869, 2.8284270763397217),
+    (2.6457513110645907, 2.6457513110645907, 2.23606797749979, 2.6457512378692627, 2.6457512378692627, 2.2360680103302),
+    (3.24037034920393, 3.24037034920393, 2.7386127875258306, 3.240370273590088, 3.240370273590088, 2.7386128902435303),
+    (2.6457513110645907, 2.6457513110645907, 2.23606797749979, 2.6457512378692627, 2.6457512378692627, 2.2360680103302),
+    (-0.8366600265340756, -0.8366600265340756, -0.7071067811865476, -0.8366600275039673, -0.8366600275039673, -0.7071067690849304),
+    (-2.04939015319192, -2.04939015319192, -1.7320508075688772, -2.0493900775909424, -2.0493900775909424, -1.7320507764816284),
+    (2.898275349237888, 2.898275349237888, 2.449489742783178, 2.898275375366211, 2.898275375366211, 2.4494898319244385),
+    (-0.8366600265340756, -0.8366600265340756, -0.7071067811865476, -0.8366600275039673, -0.8366600275039673, -0.7071067690849304),
+    (2.6457513110645907, 2.6457513110645907, 2.23606797749979, 2.6457512378692627, 2.6457512378692627, 2.2360680103302),
+    (3.24037034920393, 3.24037034920393, 2.7386127875258306, 3.240370273590088, 3.240370273590088, 2.7386128902435303),
     (-0.3333333333333333, -0.3333333333333333, -0.3333333333333333, -0.3333333432674408, -0.3333333432674408, -0.3333333432674408),
-    (-0.63078313050504, -2.23606797749979, -1.0, -0.6307831406593323, -2.2360680103302, -1.0),
-    (1.26156626101008, 4.47213595499958, 2.0, 1.2615662813186646, 4.4721360206604, 2.0),
-    (0.94617469575756, 3.3541019662496847, 1.5, 0.946174681186676, 3.3541018962860107, 1.5),
     (1.0925484305920792, 3.872983346207417, 1.7320508075688772, 1.0925484895706177, 3.872983455657959, 1.7320507764816284),
-    (-1.0925484305920792, -3.872983346207417, -1.7320508075688772, -1.0925484895706177, -3.872983455657959, -1.7320507764816284),
+    (0.94617469575756, 3.3541019662496847, 1.5, 0.946174681186676, 3.3541018962860107, 1.5),
     (0.5462742152960396, 1.9364916731037085, 0.8660254037844386, 0.5462742447853088, 1.9364917278289795, 0.8660253882408142),
     (-0.3333333333333333, -0.3333333333333333, -0.3333333333333333, -0.3333333432674408, -0.3333333432674408, -0.3333333432674408),
     (-0.63078313050504, -2.23606797749979, -1.0, -0.6307831406593323, -2.2360680103302, -1.0),
@@ -20454,26 +17495,47 @@ _K = [
     (1.865881662950577, 6.614378277661476, 2.5, 1.8658816814422607, 6.614378452301025, 2.5),
     (1.4453057213202771, 5.123475382979799, 1.9364916731037085, 1.4453057050704956, 5.123475551605225, 1.9364917278289795),
     (0.5900435899266435, 2.091650066335189, 0.7905694150420949, 0.5900436043739319, 2.0916500091552734, 0.7905694246292114),
-    (1.3333333333333333, 1.3333333333333333, 1.3333333333333333, 1.3333333730697632, 1.3333333730697632, 1.3333333730697632),
-    (0.5, 0.5, 0.5, 0.5, 0.5, 0.5),
-    (-0.5333333333333333, -0.5333333333333333, -0.5333333333333333, -0.5333333611488342, -0.5333333611488342, -0.5333333611488342),
-    (-0.26666666666666666, -0.26666666666666666, -0.26666666666666666, -0.2666666805744171, -0.2666666805744171, -0.2666666805744171),
-    (-2.2390579955406924, -7.937253933193772, -3.0, -2.239058017730713, -7.937253952026367, -3.0),
-    (1.865881662950577, 6.614378277661476, 2.5, 1.8658816814422607, 6.614378452301025, 2.5),
-    (-0.2, -0.2, -0.2, -0.20000000298023224, -0.20000000298023224, -0.20000000298023224),
-    (-2.5, -2.5, -2.5, -2.5, -2.5, -2.5),
-    (-0.9140915989289314, -3.24037034920393, -1.224744871391589, -0.9140915870666504, -3.240370273590088, -1.2247449159622192),
-    (3.6563663957157257, 12.96148139681572, 4.898979485566356, 3.6563663482666016, 12.961481094360352, 4.898979663848877),
-    (2.2852289973223288, 8.100925873009825, 3.0618621784789726, 2.285228967666626, 8.10092544555664, 3.0618622303009033),
-    (-2.8906114426405543, -10.246950765959598, -3.872983346207417, -2.890611410140991, -10.24695110321045, -3.872983455657959),
-    (1.4453057213202771, 5.123475382979799, 1.9364916731037085, 1.4453057050704956, 5.123475551605225, 1.9364917278289795),
-    (2.8906114426405543, 10.246950765959598, 3.872983346207417, 2.890611410140991, 10.24695110321045, 3.872983455657959),
-    (2.0, 2.0, 2.0, 2.0, 2.0, 2.0),
+    (4.242640687119285, 4.242640687119285, 3.7416573867739413, 4.242640495300293, 4.242640495300293, 3.7416574954986572),
+    (3.6742346141747673, 3.6742346141747673, 3.24037034920393, 3.674234628677368, 3.674234628677368, 3.240370273590088),
+    (3.105295017040594, 3.105295017040594, 2.7386127875258306, 3.105294942855835, 3.105294942855835, 2.7386128902435303),
+    (0.8017837257372732, 0.8017837257372732, 0.7071067811865476, 0.8017837405204773, 0.8017837405204773, 0.7071067690849304),
+    (3.585685828003181, 3.585685828003181, 3.1622776601683795, 3.5856857299804688, 3.5856857299804688, 3.1622776985168457),
+    (1.3887301496588271, 1.3887301496588271, 1.224744871391589, 1.3887301683425903, 1.3887301683425903, 1.2247449159622192),
+    (-2.7774602993176543, -2.7774602993176543, -2.449489742783178, -2.7774603366851807, -2.7774603366851807, -2.4494898319244385),
+    (-1.3887301496588271, -1.3887301496588271, -1.224744871391589, -1.3887301683425903, -1.3887301683425903, -1.2247449159622192),
+    (-0.8017837257372732, -0.8017837257372732, -0.7071067811865476, -0.8017837405204773, -0.8017837405204773, -0.7071067690849304),
+    (-3.105295017040594, -3.105295017040594, -2.7386127875258306, -3.105294942855835, -3.105294942855835, -2.7386128902435303),
+    (-3.6742346141747673, -3.6742346141747673, -3.24037034920393, -3.674234628677368, -3.674234628677368, -3.240370273590088),
+    (-4.242640687119285, -4.242640687119285, -3.7416573867739413, -4.242640495300293, -4.242640495300293, -3.7416574954986572),
+    (3.0, 3.0, 2.6457513110645907, 3.0, 3.0, 2.6457512378692627),
+    (3.927922024247863, 3.927922024247863, 3.4641016151377544, 3.927922010421753, 3.927922010421753, 3.464101552963257),
+    (4.3915503282684, 4.3915503282684, 3.872983346207417, 4.391550540924072, 4.391550540924072, 3.872983455657959),
+    (4.535573676110727, 4.535573676110727, 4.0, 4.535573482513428, 4.535573482513428, 4.0),
+    (4.3915503282684, 4.3915503282684, 3.872983346207417, 4.391550540924072, 4.391550540924072, 3.872983455657959),
+    (3.927922024247863, 3.927922024247863, 3.4641016151377544, 3.927922010421753, 3.927922010421753, 3.464101552963257),
+    (3.0, 3.0, 2.6457513110645907, 3.0, 3.0, 2.6457512378692627),
+    (4.242640687119285, 4.242640687119285, 3.7416573867739413, 4.242640495300293, 4.242640495300293, 3.7416574954986572),
+    (3.6742346141747673, 3.6742346141747673, 3.24037034920393, 3.674234628677368, 3.674234628677368, 3.240370273590088),
+    (-0.8017837257372732, -0.8017837257372732, -0.7071067811865476, -0.8017837405204773, -0.8017837405204773, -0.7071067690849304),
+    (3.105295017040594, 3.105295017040594, 2.7386127875258306, 3.105294942855835, 3.105294942855835, 2.7386128902435303),
+    (-1.3887301496588271, -1.3887301496588271, -1.224744871391589, -1.3887301683425903, -1.3887301683425903, -1.2247449159622192),
+    (-2.7774602993176543, -2.7774602993176543, -2.449489742783178, -2.7774603366851807, -2.7774603366851807, -2.4494898319244385),
+    (3.585685828003181, 3.585685828003181, 3.1622776601683795, 3.5856857299804688, 3.5856857299804688, 3.1622776985168457),
+    (-1.3887301496588271, -1.3887301496588271, -1.224744871391589, -1.3887301683425903, -1.3887301683425903, -1.2247449159622192),
+    (3.105295017040594, 3.105295017040594, 2.7386127875258306, 3.105294942855835, 3.105294942855835, 2.7386128902435303),
+    (-0.8017837257372732, -0.8017837257372732, -0.7071067811865476, -0.8017837405204773, -0.8017837405204773, -0.7071067690849304),
+    (3.6742346141747673, 3.6742346141747673, 3.24037034920393, 3.674234628677368, 3.674234628677368, 3.240370273590088),
+    (4.242640687119285, 4.242640687119285, 3.7416573867739413, 4.242640495300293, 4.242640495300293, 3.7416574954986572),
     (-2.0, -2.0, -2.0, -2.0, -2.0, -2.0),
-    (-3.540261539559861, -12.549900398011133, -4.743416490252569, -3.5402615070343018, -12.54990005493164, -4.7434163093566895),
-    (0.5900435899266435, 2.091650066335189, 0.7905694150420949, 0.5900436043739319, 2.0916500091552734, 0.7905694246292114),
+    (0.5, 0.5, 0.5, 0.5, 0.5, 0.5),
+    (-0.26666666666666666, -0.26666666666666666, -0.26666666666666666, -0.2666666805744171, -0.2666666805744171, -0.2666666805744171),
+    (-0.2, -0.2, -0.2, -0.20000000298023224, -0.20000000298023224, -0.20000000298023224),
     (1.180087179853287, 4.183300132670378, 1.5811388300841898, 1.1800872087478638, 4.183300018310547, 1.5811388492584229),
-    (3.540261539559861, 12.549900398011133, 4.743416490252569, 3.5402615070343018, 12.54990005493164, 4.7434163093566895),
+    (2.8906114426405543, 10.246950765959598, 3.872983346207417, 2.890611410140991, 10.24695110321045, 3.872983455657959),
+    (2.2852289973223288, 8.100925873009825, 3.0618621784789726, 2.285228967666626, 8.10092544555664, 3.0618622303009033),
+    (1.865881662950577, 6.614378277661476, 2.5, 1.8658816814422607, 6.614378452301025, 2.5),
+    (1.4453057213202771, 5.123475382979799, 1.9364916731037085, 1.4453057050704956, 5.123475551605225, 1.9364917278289795),
+    (0.5900435899266435, 2.091650066335189, 0.7905694150420949, 0.5900436043739319, 2.0916500091552734, 0.7905694246292114),
     (1.3333333333333333, 1.3333333333333333, 1.3333333333333333, 1.3333333730697632, 1.3333333730697632, 1.3333333730697632),
     (2.0, 2.0, 2.0, 2.0, 2.0, 2.0),
     (0.5, 0.5, 0.5, 0.5, 0.5, 0.5),
@@ -20509,38 +17571,58 @@ _K = [
     (3.3116114351514603, 11.739356881873896, 3.913118960624632, 3.3116114139556885, 11.739356994628906, 3.913119077682495),
     (1.7701307697799304, 6.274950199005566, 2.091650066335189, 1.7701307535171509, 6.27495002746582, 2.0916500091552734),
     (0.6258357354491761, 2.218529918662356, 0.739509972887452, 0.6258357167243958, 2.2185299396514893, 0.7395099997520447),
-    (0.6666666666666666, 0.6666666666666666, 0.6666666666666666, 0.6666666865348816, 0.6666666865348816, 0.6666666865348816),
-    (0.42857142857142855, 0.42857142857142855, 0.42857142857142855, 0.4285714328289032, 0.4285714328289032, 0.4285714328289032),
-    (-0.5142857142857142, -0.5142857142857142, -0.5142857142857142, -0.5142857432365417, -0.5142857432365417, -0.5142857432365417),
+    (5.244044240850758, 5.244044240850758, 4.743416490252569, 5.244044303894043, 5.244044303894043, 4.7434163093566895),
+    (4.69041575982343, 4.69041575982343, 4.242640687119285, 4.690415859222412, 4.690415859222412, 4.242640495300293),
+    (4.136557881996953, 4.136557881996953, 3.7416573867739413, 4.1365580558776855, 4.1365580558776855, 3.7416574954986572),
+    (0.7817359599705715, 0.7817359599705715, 0.7071067811865476, 0.7817359566688538, 0.7817359566688538, 0.7071067690849304),
+    (3.582364210034113, 3.582364210034113, 3.24037034920393, 3.582364320755005, 3.582364320755005, 3.240370273590088),
+    (1.35400640077266, 1.35400640077266, 1.224744871391589, 1.3540064096450806, 1.3540064096450806, 1.2247449159622192),
+    (4.281744192888376, 4.281744192888376, 3.872983346207417, 4.281744003295898, 4.281744003295898, 3.872983455657959),
+    (1.9148542155126762, 1.9148542155126762, 1.7320508075688772, 1.9148541688919067, 1.9148541688919067, 1.7320507764816284),
+    (-3.496029493900505, -3.496029493900505, -3.1622776601683795, -3.4960293769836426, -3.4960293769836426, -3.1622776985168457),
+    (-1.9148542155126762, -1.9148542155126762, -1.7320508075688772, -1.9148541688919067, -1.9148541688919067, -1.7320507764816284),
+    (-1.35400640077266, -1.35400640077266, -1.224744871391589, -1.3540064096450806, -1.3540064096450806, -1.2247449159622192),
+    (-3.582364210034113, -3.582364210034113, -3.24037034920393, -3.582364320755005, -3.582364320755005, -3.240370273590088),
+    (-0.7817359599705715, -0.7817359599705715, -0.7071067811865476, -0.7817359566688538, -0.7817359566688538, -0.7071067690849304),
+    (-4.136557881996953, -4.136557881996953, -3.7416573867739413, -4.1365580558776855, -4.1365580558776855, -3.7416574954986572),
+    (-4.69041575982343, -4.69041575982343, -4.242640687119285, -4.690415859222412, -4.690415859222412, -4.242640495300293),
+    (-5.244044240850758, -5.244044240850758, -4.743416490252569, -5.244044303894043, -5.244044303894043, -4.7434163093566895),
+    (3.3166247903554, 3.3166247903554, 3.0, 3.316624879837036, 3.316624879837036, 3.0),
+    (4.422166387140533, 4.422166387140533, 4.0, 4.422166347503662, 4.422166347503662, 4.0),
+    (5.066228051190222, 5.066228051190222, 4.58257569495584, 5.066227912902832, 5.066227912902832, 4.582575798034668),
+    (5.41602560309064, 5.41602560309064, 4.898979485566356, 5.416025638580322, 5.416025638580322, 4.898979663848877),
+    (5.527707983925667, 5.527707983925667, 5.0, 5.527708053588867, 5.527708053588867, 5.0),
+    (5.41602560309064, 5.41602560309064, 4.898979485566356, 5.416025638580322, 5.416025638580322, 4.898979663848877),
+    (5.066228051190222, 5.066228051190222, 4.58257569495584, 5.066227912902832, 5.066227912902832, 4.582575798034668),
+    (4.422166387140533, 4.422166387140533, 4.0, 4.422166347503662, 4.422166347503662, 4.0),
+    (3.3166247903554, 3.3166247903554, 3.0, 3.316624879837036, 3.316624879837036, 3.0),
+    (5.244044240850758, 5.244044240850758, 4.743416490252569, 5.244044303894043, 5.244044303894043, 4.7434163093566895),
+    (4.69041575982343, 4.69041575982343, 4.242640687119285, 4.690415859222412, 4.690415859222412, 4.242640495300293),
+    (-0.7817359599705715, -0.7817359599705715, -0.7071067811865476, -0.7817359566688538, -0.7817359566688538, -0.7071067690849304),
+    (4.136557881996953, 4.136557881996953, 3.7416573867739413, 4.1365580558776855, 4.1365580558776855, 3.7416574954986572),
+    (-1.35400640077266, -1.35400640077266, -1.224744871391589, -1.3540064096450806, -1.3540064096450806, -1.2247449159622192),
+    (3.582364210034113, 3.582364210034113, 3.24037034920393, 3.582364320755005, 3.582364320755005, 3.240370273590088),
+    (-1.9148542155126762, -1.9148542155126762, -1.7320508075688772, -1.9148541688919067, -1.9148541688919067, -1.7320507764816284),
+    (-3.496029493900505, -3.496029493900505, -3.1622776601683795, -3.4960293769836426, -3.4960293769836426, -3.1622776985168457),
+    (4.281744192888376, 4.281744192888376, 3.872983346207417, 4.281744003295898, 4.281744003295898, 3.872983455657959),
+    (-1.9148542155126762, -1.9148542155126762, -1.7320508075688772, -1.9148541688919067, -1.9148541688919067, -1.7320507764816284),
+    (3.582364210034113, 3.582364210034113, 3.24037034920393, 3.582364320755005, 3.582364320755005, 3.240370273590088),
+    (-1.35400640077266, -1.35400640077266, -1.224744871391589, -1.3540064096450806, -1.3540064096450806, -1.2247449159622192),
+    (4.136557881996953, 4.136557881996953, 3.7416573867739413, 4.1365580558776855, 4.1365580558776855, 3.7416574954986572),
+    (-0.7817359599705715, -0.7817359599705715, -0.7071067811865476, -0.7817359566688538, -0.7817359566688538, -0.7071067690849304),
+    (4.69041575982343, 4.69041575982343, 4.242640687119285, 4.690415859222412, 4.690415859222412, 4.242640495300293),
+    (5.244044240850758, 5.244044240850758, 4.743416490252569, 5.244044303894043, 5.244044303894043, 4.7434163093566895),
     (-0.2571428571428571, -0.2571428571428571, -0.2571428571428571, -0.2571428716182709, -0.2571428716182709, -0.2571428716182709),
-    (-4.44299297043858, -15.75, -5.25, -4.4429931640625, -15.75, -5.25),
-    (3.7024941420321507, 13.125, 4.375, 3.7024941444396973, 13.125, 4.375),
-    (1.6, 1.6, 1.6, 1.600000023841858, 1.600000023841858, 1.600000023841858),
-    (-0.45714285714285713, -0.45714285714285713, -0.45714285714285713, -0.4571428596973419, -0.4571428596973419, -0.4571428596973419),
     (-0.22857142857142856, -0.22857142857142856, -0.22857142857142856, -0.22857142984867096, -0.22857142984867096, -0.22857142984867096),
-    (-1.1666666666666667, -1.1666666666666667, -1.1666666666666667, -1.1666666269302368, -1.1666666269302368, -1.1666666269302368),
-    (-4.014279261343735, -14.230249470757707, -4.743416490252569, -4.014279365539551, -14.230249404907227, -4.7434163093566895),
-    (4.683325804901024, 16.60195771588399, 5.533985905294664, 4.68332576751709, 16.601957321166992, 5.5339860916137695),
     (-0.14285714285714285, -0.14285714285714285, -0.14285714285714285, -0.1428571492433548, -0.1428571492433548, -0.1428571492433548),
-    (7.0, 7.0, 7.0, 7.0, 7.0, 7.0),
-    (-7.0, -7.0, -7.0, -7.0, -7.0, -7.0),
-    (-0.94617469575756, -3.3541019662496847, -1.118033988749895, -0.946174681186676, -3.3541018962860107, -1.1180340051651),
-    (5.6770481745453605, 20.12461179749811, 6.708203932499369, 5.677048206329346, 20.124610900878906, 6.7082037925720215),
-    (3.3116114351514603, 11.739356881873896, 3.913118960624632, 3.3116114139556885, 11.739356994628906, 3.913119077682495),
-    (-3.5, -3.5, -3.5, -3.5, -3.5, -3.5),
-    (-1.89234939151512, -6.708203932499369, -2.23606797749979, -1.892349362373352, -6.7082037925720215, -2.2360680103302),
-    (11.354096349090721, 40.24922359499622, 13.416407864998739, 11.354096412658691, 40.24922180175781, 13.416407585144043),
-    (6.623222870302921, 23.47871376374779, 7.826237921249264, 6.623222827911377, 23.478713989257812, 7.82623815536499),
-    (3.0, 3.0, 3.0, 3.0, 3.0, 3.0),
-    (-10.620784618679583, -37.6497011940334, -12.549900398011133, -10.620784759521484, -37.64970016479492, -12.54990005493164),
-    (1.7701307697799304, 6.274950199005566, 2.091650066335189, 1.7701307535171509, 6.27495002746582, 2.0916500091552734),
-    (3.540261539559861, 12.549900398011133, 4.183300132670378, 3.5402615070343018, 12.54990005493164, 4.183300018310547),
-    (10.620784618679583, 37.6497011940334, 12.549900398011133, 10.620784759521484, 37.64970016479492, 12.54990005493164),
-    (0.3333333333333333, 0.3333333333333333, 0.3333333333333333, 0.3333333432674408, 0.3333333432674408, 0.3333333432674408),
-    (-6.0, -6.0, -6.0, -6.0, -6.0, -6.0),
-    (-3.755014412695057, -13.311179511974137, -4.437059837324712, -3.755014419555664, -13.311179161071777, -4.4370598793029785),
-    (0.6258357354491761, 2.218529918662356, 0.739509972887452, 0.6258357167243958, 2.2185299396514893, 0.7395099997520447),
     (1.2516714708983523, 4.437059837324712, 1.479019945774904, 1.2516714334487915, 4.4370598793029785, 1.4790199995040894),
+    (3.540261539559861, 12.549900398011133, 4.183300132670378, 3.5402615070343018, 12.54990005493164, 4.183300018310547),
+    (6.623222870302921, 23.47871376374779, 7.826237921249264, 6.623222827911377, 23.478713989257812, 7.82623815536499),
+    (4.683325804901024, 16.60195771588399, 5.533985905294664, 4.68332576751709, 16.601957321166992, 5.5339860916137695),
+    (3.7024941420321507, 13.125, 4.375, 3.7024941444396973, 13.125, 4.375),
+    (3.3116114351514603, 11.739356881873896, 3.913118960624632, 3.3116114139556885, 11.739356994628906, 3.913119077682495),
+    (1.7701307697799304, 6.274950199005566, 2.091650066335189, 1.7701307535171509, 6.27495002746582, 2.0916500091552734),
+    (0.6258357354491761, 2.218529918662356, 0.739509972887452, 0.6258357167243958, 2.2185299396514893, 0.7395099997520447),
     (-0.6666666666666666, -0.6666666666666666, -0.6666666666666666, -0.6666666865348816, -0.6666666865348816, -0.6666666865348816),
     (0.6666666666666666, 0.6666666666666666, 0.6666666666666666, 0.6666666865348816, 0.6666666865348816, 0.6666666865348816),
     (0.42857142857142855, 0.42857142857142855, 0.42857142857142855, 0.4285714328289032, 0.4285714328289032, 0.4285714328289032),
@@ -20592,43 +17674,71 @@ _K = [
     (4.403144694917254, 15.608741541200558, 4.706212649254175, 4.403144836425781, 15.608741760253906, 4.706212520599365),
     (2.075662314881041, 7.358031326380718, 2.218529918662356, 2.07566237449646, 7.358031272888184, 2.2185299396514893),
     (0.6563820568401701, 2.3268138086232857, 0.701560760020114, 0.6563820838928223, 2.3268136978149414, 0.7015607357025146),
-    (-0.6, -0.6, -0.6, -0.6000000238418579, -0.6000000238418579, -0.6000000238418579),
-    (0.42328042328042326, 0.42328042328042326, 0.42328042328042326, 0.42328041791915894, 0.42328041791915894, 0.42328041791915894),
-    (-0.5079365079365079, -0.5079365079365079, -0.5079365079365079, -0.5079365372657776, -0.5079365372657776, -0.5079365372657776),
+    (6.244997998398398, 6.244997998398398, 5.744562646538029, 6.244997978210449, 6.244997978210449, 5.74456262588501),
+    (5.70087712549569, 5.70087712549569, 5.244044240850758, 5.7008771896362305, 5.7008771896362305, 5.244044303894043),
+    (5.156637382142464, 5.156637382142464, 4.743416490252569, 5.156637191772461, 5.156637191772461, 4.7434163093566895),
+    (0.7687061147858074, 0.7687061147858074, 0.7071067811865476, 0.7687061429023743, 0.7687061429023743, 0.7071067690849304),
+    (4.6122366887148445, 4.6122366887148445, 4.242640687119285, 4.612236499786377, 4.612236499786377, 4.242640495300293),
+    (1.3314380468978917, 1.3314380468978917, 1.224744871391589, 1.3314380645751953, 1.3314380645751953, 1.2247449159622192),
+    (4.067610422035835, 4.067610422035835, 3.7416573867739413, 4.067610263824463, 4.067610263824463, 3.7416574954986572),
+    (1.8829377433825436, 1.8829377433825436, 1.7320508075688772, 1.8829377889633179, 1.8829377889633179, 1.7320507764816284),
+    (4.981785003207366, 4.981785003207366, 4.58257569495584, 4.981784820556641, 4.981784820556641, 4.582575798034668),
+    (2.4308621740219887, 2.4308621740219887, 2.23606797749979, 2.4308621883392334, 2.4308621883392334, 2.2360680103302),
+    (-4.210376791603422, -4.210376791603422, -3.872983346207417, -4.210376739501953, -4.210376739501953, -3.872983455657959),
+    (-2.4308621740219887, -2.4308621740219887, -2.23606797749979, -2.4308621883392334, -2.4308621883392334, -2.2360680103302),
+    (-1.8829377433825436, -1.8829377433825436, -1.7320508075688772, -1.8829377889633179, -1.8829377889633179, -1.7320507764816284),
+    (-4.067610422035835, -4.067610422035835, -3.7416573867739413, -4.067610263824463, -4.067610263824463, -3.7416574954986572),
+    (-1.3314380468978917, -1.3314380468978917, -1.224744871391589, -1.3314380645751953, -1.3314380645751953, -1.2247449159622192),
+    (-4.6122366887148445, -4.6122366887148445, -4.242640687119285, -4.612236499786377, -4.612236499786377, -4.242640495300293),
+    (-0.7687061147858074, -0.7687061147858074, -0.7071067811865476, -0.7687061429023743, -0.7687061429023743, -0.7071067690849304),
+    (-5.156637382142464, -5.156637382142464, -4.743416490252569, -5.156637191772461, -5.156637191772461, -4.7434163093566895),
+    (-5.70087712549569, -5.70087712549569, -5.244044240850758, -5.7008771896362305, -5.7008771896362305, -5.244044303894043),
+    (-6.244997998398398, -6.244997998398398, -5.744562646538029, -6.244997978210449, -6.244997978210449, -5.74456262588501),
+    (3.605551275463989, 3.605551275463989, 3.3166247903554, 3.605551242828369, 3.605551242828369, 3.316624879837036),
+    (4.861724348043977, 4.861724348043977, 4.47213595499958, 4.861724376678467, 4.861724376678467, 4.4721360206604),
+    (5.64881323014763, 5.64881323014763, 5.196152422706632, 5.648813247680664, 5.648813247680664, 5.196152210235596),
+    (6.149648918286459, 6.149648918286459, 5.656854249492381, 6.149649143218994, 6.149649143218994, 5.656854152679443),
+    (6.431456783935998, 6.431456783935998, 5.916079783099616, 6.431456565856934, 6.431456565856934, 5.916079998016357),
+    (6.522687678055308, 6.522687678055308, 6.0, 6.522687911987305, 6.522687911987305, 6.0),
+    (6.431456783935998, 6.431456783935998, 5.916079783099616, 6.431456565856934, 6.431456565856934, 5.916079998016357),
+    (6.149648918286459, 6.149648918286459, 5.656854249492381, 6.149649143218994, 6.149649143218994, 5.656854152679443),
+    (5.64881323014763, 5.64881323014763, 5.196152422706632, 5.648813247680664, 5.648813247680664, 5.196152210235596),
+    (4.861724348043977, 4.861724348043977, 4.47213595499958, 4.861724376678467, 4.861724376678467, 4.4721360206604),
+    (3.605551275463989, 3.605551275463989, 3.3166247903554, 3.605551242828369, 3.605551242828369, 3.316624879837036),
+    (6.244997998398398, 6.244997998398398, 5.744562646538029, 6.244997978210449, 6.244997978210449, 5.74456262588501),
+    (5.70087712549569, 5.70087712549569, 5.244044240850758, 5.7008771896362305, 5.7008771896362305, 5.244044303894043),
+    (-0.7687061147858074, -0.7687061147858074, -0.7071067811865476, -0.7687061429023743, -0.7687061429023743, -0.7071067690849304),
+    (5.156637382142464, 5.156637382142464, 4.743416490252569, 5.156637191772461, 5.156637191772461, 4.7434163093566895),
+    (-1.3314380468978917, -1.3314380468978917, -1.224744871391589, -1.3314380645751953, -1.3314380645751953, -1.2247449159622192),
+    (4.6122366887148445, 4.6122366887148445, 4.242640687119285, 4.612236499786377, 4.612236499786377, 4.242640495300293),
+    (-1.8829377433825436, -1.8829377433825436, -1.7320508075688772, -1.8829377889633179, -1.8829377889633179, -1.7320507764816284),
+    (4.067610422035835, 4.067610422035835, 3.7416573867739413, 4.067610263824463, 4.067610263824463, 3.7416574954986572),
+    (-2.4308621740219887, -2.4308621740219887, -2.23606797749979, -2.4308621883392334, -2.4308621883392334, -2.2360680103302),
+    (-4.210376791603422, -4.210376791603422, -3.872983346207417, -4.210376739501953, -4.210376739501953, -3.872983455657959),
+    (4.981785003207366, 4.981785003207366, 4.58257569495584, 4.981784820556641, 4.981784820556641, 4.582575798034668),
+    (-2.4308621740219887, -2.4308621740219887, -2.23606797749979, -2.4308621883392334, -2.4308621883392334, -2.2360680103302),
+    (4.067610422035835, 4.067610422035835, 3.7416573867739413, 4.067610263824463, 4.067610263824463, 3.7416574954986572),
+    (-1.8829377433825436, -1.8829377433825436, -1.7320508075688772, -1.8829377889633179, -1.8829377889633179, -1.7320507764816284),
+    (4.6122366887148445, 4.6122366887148445, 4.242640687119285, 4.612236499786377, 4.612236499786377, 4.242640495300293),
+    (-1.3314380468978917, -1.3314380468978917, -1.224744871391589, -1.3314380645751953, -1.3314380645751953, -1.2247449159622192),
+    (5.156637382142464, 5.156637382142464, 4.743416490252569, 5.156637191772461, 5.156637191772461, 4.7434163093566895),
+    (-0.7687061147858074, -0.7687061147858074, -0.7071067811865476, -0.7687061429023743, -0.7687061429023743, -0.7071067690849304),
+    (5.70087712549569, 5.70087712549569, 5.244044240850758, 5.7008771896362305, 5.7008771896362305, 5.244044303894043),
+    (6.244997998398398, 6.244997998398398, 5.744562646538029, 6.244997978210449, 6.244997978210449, 5.74456262588501),
     (-0.25396825396825395, -0.25396825396825395, -0.25396825396825395, -0.2539682686328888, -0.2539682686328888, -0.2539682686328888),
-    (-8.841444377478824, -31.342104268858527, -9.45, -8.84144401550293, -31.342103958129883, -9.449999809265137),
-    (7.367870314565686, 26.118420224048773, 7.875, 7.367870330810547, 26.118419647216797, 7.875),
-    (0.8, 0.8, 0.8, 0.800000011920929, 0.800000011920929, 0.800000011920929),
-    (0.5555555555555556, 0.5555555555555556, 0.5555555555555556, 0.5555555820465088, 0.5555555820465088, 0.5555555820465088),
-    (-0.47619047619047616, -0.47619047619047616, -0.47619047619047616, -0.4761904776096344, -0.4761904776096344, -0.4761904776096344),
     (-0.23809523809523808, -0.23809523809523808, -0.23809523809523808, -0.2380952388048172, -0.2380952388048172, -0.2380952388048172),
-    (-8.153039721522545, -28.901773301996542, -8.714212528966687, -8.153039932250977, -28.90177345275879, -8.714212417602539),
-    (9.511879675109636, 33.71873551899596, 10.16658128379447, 9.511879920959473, 33.71873474121094, 10.166581153869629),
-    (1.7142857142857142, 1.7142857142857142, 1.7142857142857142, 1.7142857313156128, 1.7142857313156128, 1.7142857313156128),
-    (-0.38095238095238093, -0.38095238095238093, -0.38095238095238093, -0.380952388048172, -0.380952388048172, -0.380952388048172),
     (-0.19047619047619047, -0.19047619047619047, -0.19047619047619047, -0.190476194024086, -0.190476194024086, -0.190476194024086),
-    (-3.0, -3.0, -3.0, -3.0, -3.0, -3.0),
-    (-4.793536784973324, -16.99264546796643, -5.123475382979799, -4.79353666305542, -16.992645263671875, -5.123475551605225),
-    (7.190305177459986, 25.488968201949643, 7.685213074469699, 7.190305233001709, 25.488967895507812, 7.685213088989258),
-    (-1.5, -1.5, -1.5, -1.5, -1.5, -1.5),
-    (-9.587073569946648, -33.98529093593286, -10.246950765959598, -9.58707332611084, -33.98529052734375, -10.24695110321045),
-    (14.380610354919972, 50.977936403899285, 15.370426148939398, 14.380610466003418, 50.977935791015625, 15.370426177978516),
     (-0.1111111111111111, -0.1111111111111111, -0.1111111111111111, -0.1111111119389534, -0.1111111119389534, -0.1111111119389534),
-    (27.0, 27.0, 27.0, 27.0, 27.0, 27.0),
-    (-4.5, -4.5, -4.5, -4.5, -4.5, -4.5),
-    (-0.9784765988705008, -3.468609231377902, -1.0458250331675945, -0.9784765839576721, -3.46860933303833, -1.0458250045776367),
-    (7.827812790964006, 27.748873851023216, 8.366600265340756, 7.827812671661377, 27.74887466430664, 8.366600036621094),
-    (4.403144694917254, 15.608741541200558, 4.706212649254175, 4.403144836425781, 15.608741760253906, 4.706212520599365),
-    (-13.5, -13.5, -13.5, -13.5, -13.5, -13.5),
-    (-1.9569531977410015, -6.937218462755804, -2.091650066335189, -1.9569531679153442, -6.93721866607666, -2.0916500091552734),
-    (15.655625581928012, 55.49774770204643, 16.73320053068151, 15.655625343322754, 55.49774932861328, 16.733200073242188),
-    (8.806289389834507, 31.217483082401117, 9.41242529850835, 8.806289672851562, 31.217483520507812, 9.41242504119873),
-    (-12.453973889286248, -44.14818795828431, -13.311179511974137, -12.453973770141602, -44.148189544677734, -13.311179161071777),
-    (2.075662314881041, 7.358031326380718, 2.218529918662356, 2.07566237449646, 7.358031272888184, 2.2185299396514893),
-    (4.151324629762082, 14.716062652761437, 4.437059837324712, 4.15132474899292, 14.716062545776367, 4.4370598793029785),
-    (-3.9382923410410204, -13.960882851739713, -4.209364560120684, -3.9382922649383545, -13.960883140563965, -4.209364414215088),
-    (0.6563820568401701, 2.3268138086232857, 0.701560760020114, 0.6563820838928223, 2.3268136978149414, 0.7015607357025146),
     (1.3127641136803403, 4.653627617246571, 1.403121520040228, 1.3127641677856445, 4.653627395629883, 1.4031214714050293),
+    (4.151324629762082, 14.716062652761437, 4.437059837324712, 4.15132474899292, 14.716062545776367, 4.4370598793029785),
+    (8.806289389834507, 31.217483082401117, 9.41242529850835, 8.806289672851562, 31.217483520507812, 9.41242504119873),
+    (14.380610354919972, 50.977936403899285, 15.370426148939398, 14.380610466003418, 50.977935791015625, 15.370426177978516),
+    (9.511879675109636, 33.71873551899596, 10.16658128379447, 9.511879920959473, 33.71873474121094, 10.166581153869629),
+    (7.367870314565686, 26.118420224048773, 7.875, 7.367870330810547, 26.118419647216797, 7.875),
+    (7.190305177459986, 25.488968201949643, 7.685213074469699, 7.190305233001709, 25.488967895507812, 7.685213088989258),
+    (4.403144694917254, 15.608741541200558, 4.706212649254175, 4.403144836425781, 15.608741760253906, 4.706212520599365),
+    (2.075662314881041, 7.358031326380718, 2.218529918662356, 2.07566237449646, 7.358031272888184, 2.2185299396514893),
+    (0.6563820568401701, 2.3268138086232857, 0.701560760020114, 0.6563820838928223, 2.3268136978149414, 0.7015607357025146),
     (-0.6, -0.6, -0.6, -0.6000000238418579, -0.6000000238418579, -0.6000000238418579),
     (-1.2, -1.2, -1.2, -1.2000000476837158, -1.2000000476837158, -1.2000000476837158),
     (0.42328042328042326, 0.42328042328042326, 0.42328042328042326, 0.42328041791915894, 0.42328041791915894, 0.42328041791915894),
@@ -20690,49 +17800,84 @@ _K = [
     (5.550213908015966, 19.674996029224506, 5.456862079070718, 5.550213813781738, 19.67499542236328, 5.456861972808838),
     (2.366619162231752, 8.38944649544891, 2.3268138086232857, 2.366619110107422, 8.389446258544922, 2.3268136978149414),
     (0.6831841051919143, 2.4218245962496954, 0.6716932893813962, 0.6831840872764587, 2.4218246936798096, 0.6716932654380798),
-    (0.4208754208754209, 0.4208754208754209, 0.4208754208754209, 0.4208754301071167, 0.4208754301071167, 0.4208754301071167),
-    (-0.5050505050505051, -0.5050505050505051, -0.5050505050505051, -0.5050504803657532, -0.5050504803657532, -0.5050504803657532),
+    (7.245688373094719, 7.245688373094719, 6.745368781616021, 7.245688438415527, 7.245688438415527, 6.745368957519531),
+    (6.708203932499369, 6.708203932499369, 6.244997998398398, 6.7082037925720215, 6.7082037925720215, 6.244997978210449),
+    (6.170650134055817, 6.170650134055817, 5.744562646538029, 6.170650005340576, 6.170650005340576, 5.74456262588501),
+    (0.7595545253127499, 0.7595545253127499, 0.7071067811865476, 0.7595545053482056, 0.7595545053482056, 0.7071067690849304),
+    (5.63300712149108, 5.63300712149108, 5.244044240850758, 5.633007049560547, 5.633007049560547, 5.244044303894043),
+    (1.3155870289605438, 1.3155870289605438, 1.224744871391589, 1.315587043762207, 1.315587043762207, 1.2247449159622192),
+    (5.095246653650681, 5.095246653650681, 4.743416490252569, 5.0952467918396, 5.0952467918396, 4.7434163093566895),
+    (1.860521018838127, 1.860521018838127, 1.7320508075688772, 1.8605210781097412, 1.8605210781097412, 1.7320507764816284),
+    (4.5573271518765, 4.5573271518765, 4.242640687119285, 4.5573272705078125, 4.5573272705078125, 4.242640495300293),
+    (2.401922307076307, 2.401922307076307, 2.23606797749979, 2.4019222259521484, 2.4019222259521484, 2.2360680103302),
+    (5.683985600588051, 5.683985600588051, 5.291502622129181, 5.683985710144043, 5.683985710144043, 5.291502475738525),
+    (2.9417420270727606, 2.9417420270727606, 2.7386127875258306, 2.941741943359375, 2.941741943359375, 2.7386128902435303),
+    (-4.922475924854202, -4.922475924854202, -4.58257569495584, -4.922475814819336, -4.922475814819336, -4.582575798034668),
+    (-2.9417420270727606, -2.9417420270727606, -2.7386127875258306, -2.941741943359375, -2.941741943359375, -2.7386128902435303),
+    (-2.401922307076307, -2.401922307076307, -2.23606797749979, -2.4019222259521484, -2.4019222259521484, -2.2360680103302),
+    (-4.5573271518765, -4.5573271518765, -4.242640687119285, -4.5573272705078125, -4.5573272705078125, -4.242640495300293),
+    (-1.860521018838127, -1.860521018838127, -1.7320508075688772, -1.8605210781097412, -1.8605210781097412, -1.7320507764816284),
+    (-5.095246653650681, -5.095246653650681, -4.743416490252569, -5.0952467918396, -5.0952467918396, -4.7434163093566895),
+    (-1.3155870289605438, -1.3155870289605438, -1.224744871391589, -1.315587043762207, -1.315587043762207, -1.2247449159622192),
+    (-5.63300712149108, -5.63300712149108, -5.244044240850758, -5.633007049560547, -5.633007049560547, -5.244044303894043),
+    (-0.7595545253127499, -0.7595545253127499, -0.7071067811865476, -0.7595545053482056, -0.7595545053482056, -0.7071067690849304),
+    (-6.170650134055817, -6.170650134055817, -5.744562646538029, -6.170650005340576, -6.170650005340576, -5.74456262588501),
+    (-6.708203932499369, -6.708203932499369, -6.244997998398398, -6.7082037925720215, -6.7082037925720215, -6.244997978210449),
+    (-7.245688373094719, -7.245688373094719, -6.745368781616021, -7.245688438415527, -7.245688438415527, -6.745368957519531),
+    (3.872983346207417, 3.872983346207417, 3.605551275463989, 3.872983455657959, 3.872983455657959, 3.605551242828369),
+    (5.262348115842175, 5.262348115842175, 4.898979485566356, 5.262348175048828, 5.262348175048828, 4.898979663848877),
+    (6.170650134055817, 6.170650134055817, 5.744562646538029, 6.170650005340576, 6.170650005340576, 5.74456262588501),
+    (6.793662204867575, 6.793662204867575, 6.324555320336759, 6.793662071228027, 6.793662071228027, 6.324555397033691),
+    (7.205766921228921, 7.205766921228921, 6.708203932499369, 7.2057671546936035, 7.2057671546936035, 6.7082037925720215),
+    (7.442084075352508, 7.442084075352508, 6.928203230275509, 7.442084312438965, 7.442084312438965, 6.928203105926514),
+    (7.519206177414045, 7.519206177414045, 7.0, 7.5192060470581055, 7.5192060470581055, 7.0),
+    (7.442084075352508, 7.442084075352508, 6.928203230275509, 7.442084312438965, 7.442084312438965, 6.928203105926514),
+    (7.205766921228921, 7.205766921228921, 6.708203932499369, 7.2057671546936035, 7.2057671546936035, 6.7082037925720215),
+    (6.793662204867575, 6.793662204867575, 6.324555320336759, 6.793662071228027, 6.793662071228027, 6.324555397033691),
+    (6.170650134055817, 6.170650134055817, 5.744562646538029, 6.170650005340576, 6.170650005340576, 5.74456262588501),
+    (5.262348115842175, 5.262348115842175, 4.898979485566356, 5.262348175048828, 5.262348175048828, 4.898979663848877),
+    (3.872983346207417, 3.872983346207417, 3.605551275463989, 3.872983455657959, 3.872983455657959, 3.605551242828369),
+    (7.245688373094719, 7.245688373094719, 6.745368781616021, 7.245688438415527, 7.245688438415527, 6.745368957519531),
+    (6.708203932499369, 6.708203932499369, 6.244997998398398, 6.7082037925720215, 6.7082037925720215, 6.244997978210449),
+    (-0.7595545253127499, -0.7595545253127499, -0.7071067811865476, -0.7595545053482056, -0.7595545053482056, -0.7071067690849304),
+    (6.170650134055817, 6.170650134055817, 5.744562646538029, 6.170650005340576, 6.170650005340576, 5.74456262588501),
+    (-1.3155870289605438, -1.3155870289605438, -1.224744871391589, -1.315587043762207, -1.315587043762207, -1.2247449159622192),
+    (5.63300712149108, 5.63300712149108, 5.244044240850758, 5.633007049560547, 5.633007049560547, 5.244044303894043),
+    (-1.860521018838127, -1.860521018838127, -1.7320508075688772, -1.8605210781097412, -1.8605210781097412, -1.7320507764816284),
+    (5.095246653650681, 5.095246653650681, 4.743416490252569, 5.0952467918396, 5.0952467918396, 4.7434163093566895),
+    (-2.401922307076307, -2.401922307076307, -2.23606797749979, -2.4019222259521484, -2.4019222259521484, -2.2360680103302),
+    (4.5573271518765, 4.5573271518765, 4.242640687119285, 4.5573272705078125, 4.5573272705078125, 4.242640495300293),
+    (-2.9417420270727606, -2.9417420270727606, -2.7386127875258306, -2.941741943359375, -2.941741943359375, -2.7386128902435303),
+    (-4.922475924854202, -4.922475924854202, -4.58257569495584, -4.922475814819336, -4.922475814819336, -4.582575798034668),
+    (5.683985600588051, 5.683985600588051, 5.291502622129181, 5.683985710144043, 5.683985710144043, 5.291502475738525),
+    (-2.9417420270727606, -2.9417420270727606, -2.7386127875258306, -2.941741943359375, -2.941741943359375, -2.7386128902435303),
+    (4.5573271518765, 4.5573271518765, 4.242640687119285, 4.5573272705078125, 4.5573272705078125, 4.242640495300293),
+    (-2.401922307076307, -2.401922307076307, -2.23606797749979, -2.4019222259521484, -2.4019222259521484, -2.2360680103302),
+    (5.095246653650681, 5.095246653650681, 4.743416490252569, 5.0952467918396, 5.0952467918396, 4.7434163093566895),
+    (-1.860521018838127, -1.860521018838127, -1.7320508075688772, -1.8605210781097412, -1.8605210781097412, -1.7320507764816284),
+    (5.63300712149108, 5.63300712149108, 5.244044240850758, 5.633007049560547, 5.633007049560547, 5.244044303894043),
+    (-1.3155870289605438, -1.3155870289605438, -1.224744871391589, -1.315587043762207, -1.315587043762207, -1.2247449159622192),
+    (6.170650134055817, 6.170650134055817, 5.744562646538029, 6.170650005340576, 6.170650005340576, 5.74456262588501),
+    (-0.7595545253127499, -0.7595545253127499, -0.7071067811865476, -0.7595545053482056, -0.7595545053482056, -0.7071067690849304),
+    (6.708203932499369, 6.708203932499369, 6.244997998398398, 6.7082037925720215, 6.7082037925720215, 6.244997978210449),
+    (7.245688373094719, 7.245688373094719, 6.745368781616021, 7.245688438415527, 7.245688438415527, 6.745368957519531),
     (-0.25252525252525254, -0.25252525252525254, -0.25252525252525254, -0.2525252401828766, -0.2525252401828766, -0.2525252401828766),
-    (-17.6213828685866, -62.466175847413616, -17.325, -17.621383666992188, -62.4661750793457, -17.325000762939453),
-    (14.684485723822167, 52.05514653951135, 14.4375, 14.68448543548584, 52.055145263671875, 14.4375),
-    (-0.42857142857142855, -0.42857142857142855, -0.42857142857142855, -0.4285714328289032, -0.4285714328289032, -0.4285714328289032),
-    (0.5656565656565656, 0.5656565656565656, 0.5656565656565656, 0.5656565427780151, 0.5656565427780151, 0.5656565427780151),
-    (-0.48484848484848486, -0.48484848484848486, -0.48484848484848486, -0.4848484992980957, -0.4848484992980957, -0.4848484992980957),
     (-0.24242424242424243, -0.24242424242424243, -0.24242424242424243, -0.24242424964904785, -0.24242424964904785, -0.24242424964904785),
-    (-16.479861396958402, -58.41958759085615, -16.202678350022435, -16.479862213134766, -58.419586181640625, -16.202678680419922),
-    (19.226504963118135, 68.15618552266551, 18.90312474169284, 19.226505279541016, 68.15618896484375, 18.90312385559082),
-    (0.8571428571428571, 0.8571428571428571, 0.8571428571428571, 0.8571428656578064, 0.8571428656578064, 0.8571428656578064),
-    (0.6363636363636364, 0.6363636363636364, 0.6363636363636364, 0.6363636255264282, 0.6363636255264282, 0.6363636255264282),
-    (-0.42424242424242425, -0.42424242424242425, -0.42424242424242425, -0.42424243688583374, -0.42424243688583374, -0.42424243688583374),
     (-0.21212121212121213, -0.21212121212121213, -0.21212121212121213, -0.21212121844291687, -0.21212121844291687, -0.21212121844291687),
-    (-10.133257854664159, -35.92146381343611, -9.962821513005238, -10.133257865905762, -35.92146301269531, -9.962821960449219),
-    (15.199886781996238, 53.882195720154165, 14.944232269507859, 15.199886322021484, 53.88219451904297, 14.944231986999512),
-    (-20.266515709328317, -71.84292762687222, -19.925643026010476, -20.266515731811523, -71.84292602539062, -19.925643920898438),
-    (30.399773563992476, 107.76439144030833, 29.888464539015718, 30.39977264404297, 107.76438903808594, 29.888463973999023),
-    (1.7777777777777777, 1.7777777777777777, 1.7777777777777777, 1.7777777910232544, 1.7777777910232544, 1.7777777910232544),
-    (-0.32323232323232326, -0.32323232323232326, -0.32323232323232326, -0.3232323229312897, -0.3232323229312897, -0.3232323229312897),
     (-0.16161616161616163, -0.16161616161616163, -0.16161616161616163, -0.16161616146564484, -0.16161616146564484, -0.16161616146564484),
-    (11.0, 11.0, 11.0, 11.0, 11.0, 11.0),
-    (-1.8333333333333333, -1.8333333333333333, -1.8333333333333333, -1.8333333730697632, -1.8333333730697632, -1.8333333730697632),
-    (-5.527231557089541, -19.5935257164197, -5.434266279821039, -5.527231693267822, -19.593524932861328, -5.434266090393066),
-    (10.133257854664159, 35.92146381343611, 9.962821513005238, 10.133257865905762, 35.92146301269531, 9.962821960449219),
-    (-5.5, -5.5, -5.5, -5.5, -5.5, -5.5),
-    (-11.054463114179082, -39.1870514328394, -10.868532559642079, -11.054463386535645, -39.187049865722656, -10.868532180786133),
-    (20.266515709328317, 71.84292762687222, 19.925643026010476, 20.266515731811523, 71.84292602539062, 19.925643920898438),
     (-0.09090909090909091, -0.09090909090909091, -0.09090909090909091, -0.09090909361839294, -0.09090909361839294, -0.09090909361839294),
-    (33.0, 33.0, 33.0, 33.0, 33.0, 33.0),
-    (-1.0091298014574483, -3.5772720053135463, -0.9921567416492215, -1.0091297626495361, -3.5772719383239746, -0.9921567440032959),
-    (10.091298014574484, 35.77272005313546, 9.921567416492215, 10.09129810333252, 35.77272033691406, 9.9215669631958),
-    (5.550213908015966, 19.674996029224506, 5.456862079070718, 5.550213813781738, 19.67499542236328, 5.456861972808838),
-    (-2.0182596029148967, -7.1545440106270926, -1.984313483298443, -2.0182595252990723, -7.154543876647949, -1.9843134880065918),
-    (20.182596029148968, 71.54544010627092, 19.84313483298443, 20.18259620666504, 71.54544067382812, 19.8431339263916),
-    (11.100427816031932, 39.34999205844901, 10.913724158141436, 11.100427627563477, 39.34999084472656, 10.913723945617676),
-    (-14.199714973390511, -50.33667897269346, -13.960882851739713, -14.199714660644531, -50.33667755126953, -13.960883140563965),
-    (2.366619162231752, 8.38944649544891, 2.3268138086232857, 2.366619110107422, 8.389446258544922, 2.3268136978149414),
-    (4.733238324463504, 16.77889299089782, 4.653627617246571, 4.733238220214844, 16.778892517089844, 4.653627395629883),
-    (-4.099104631151486, -14.530947577498171, -4.030159736288377, -4.099104404449463, -14.5309476852417, -4.030159950256348),
-    (0.6831841051919143, 2.4218245962496954, 0.6716932893813962, 0.6831840872764587, 2.4218246936798096, 0.6716932654380798),
     (1.3663682103838286, 4.843649192499391, 1.3433865787627923, 1.3663681745529175, 4.843649387359619, 1.3433865308761597),
+    (4.733238324463504, 16.77889299089782, 4.653627617246571, 4.733238220214844, 16.778892517089844, 4.653627395629883),
+    (11.100427816031932, 39.34999205844901, 10.913724158141436, 11.100427627563477, 39.34999084472656, 10.913723945617676),
+    (20.266515709328317, 71.84292762687222, 19.925643026010476, 20.266515731811523, 71.84292602539062, 19.925643920898438),
+    (30.399773563992476, 107.76439144030833, 29.888464539015718, 30.39977264404297, 107.76438903808594, 29.888463973999023),
+    (19.226504963118135, 68.15618552266551, 18.90312474169284, 19.226505279541016, 68.15618896484375, 18.90312385559082),
+    (14.684485723822167, 52.05514653951135, 14.4375, 14.68448543548584, 52.055145263671875, 14.4375),
+    (15.199886781996238, 53.882195720154165, 14.944232269507859, 15.199886322021484, 53.88219451904297, 14.944231986999512),
+    (10.133257854664159, 35.92146381343611, 9.962821513005238, 10.133257865905762, 35.92146301269531, 9.962821960449219),
+    (5.550213908015966, 19.674996029224506, 5.456862079070718, 5.550213813781738, 19.67499542236328, 5.456861972808838),
+    (2.366619162231752, 8.38944649544891, 2.3268138086232857, 2.366619110107422, 8.389446258544922, 2.3268136978149414),
+    (0.6831841051919143, 2.4218245962496954, 0.6716932893813962, 0.6831840872764587, 2.4218246936798096, 0.6716932654380798),
     (0.4208754208754209, 0.4208754208754209, 0.4208754208754209, 0.4208754301071167, 0.4208754301071167, 0.4208754301071167),
     (-0.5050505050505051, -0.5050505050505051, -0.5050505050505051, -0.5050504803657532, -0.5050504803657532, -0.5050504803657532),
     (-0.25252525252525254, -0.25252525252525254, -0.25252525252525254, -0.2525252401828766, -0.2525252401828766, -0.2525252401828766),
@@ -20801,54 +17946,96 @@ _K = [
     (6.745902523363384, 23.913601810737337, 6.174465437388082, 6.7459025382995605, 23.91360092163086, 6.174465656280518),
     (2.6459606618019, 9.379686328710571, 2.4218245962496954, 2.645960569381714, 9.37968635559082, 2.4218246936798096),
     (0.7071627325245962, 2.5068266169601756, 0.6472598492877494, 0.7071627378463745, 2.506826639175415, 0.6472598314285278),
-    (0.4195804195804196, 0.4195804195804196, 0.4195804195804196, 0.4195804297924042, 0.4195804297924042, 0.4195804297924042),
-    (-0.5034965034965035, -0.5034965034965035, -0.5034965034965035, -0.503496527671814, -0.503496527671814, -0.503496527671814),
+    (8.246211251235321, 8.246211251235321, 7.745966692414834, 8.246211051940918, 8.246211051940918, 7.745966911315918),
+    (7.713624310270756, 7.713624310270756, 7.245688373094719, 7.713624477386475, 7.713624477386475, 7.245688438415527),
+    (7.180993431738165, 7.180993431738165, 6.745368781616021, 7.180993556976318, 7.180993556976318, 6.745368957519531),
+    (0.752772652709081, 0.752772652709081, 0.7071067811865476, 0.7527726292610168, 0.7527726292610168, 0.7071067690849304),
+    (6.648308055437864, 6.648308055437864, 6.244997998398398, 6.648308277130127, 6.648308277130127, 6.244997978210449),
+    (1.3038404810405297, 1.3038404810405297, 1.224744871391589, 1.3038405179977417, 1.3038405179977417, 1.2247449159622192),
+    (6.115553940568263, 6.115553940568263, 5.744562646538029, 6.115553855895996, 6.115553855895996, 5.74456262588501),
+    (1.8439088914585775, 1.8439088914585775, 1.7320508075688772, 1.8439089059829712, 1.8439089059829712, 1.7320507764816284),
+    (5.582711408148075, 5.582711408148075, 5.244044240850758, 5.582711219787598, 5.582711219787598, 5.244044303894043),
+    (2.3804761428476167, 2.3804761428476167, 2.23606797749979, 2.380476236343384, 2.380476236343384, 2.2360680103302),
+    (5.049752469181039, 5.049752469181039, 4.743416490252569, 5.049752235412598, 5.049752235412598, 4.7434163093566895),
+    (2.9154759474226504, 2.9154759474226504, 2.7386127875258306, 2.915475845336914, 2.915475845336914, 2.7386128902435303),
+    (6.387487769068525, 6.387487769068525, 6.0, 6.387487888336182, 6.387487888336182, 6.0),
+    (3.449637662132068, 3.449637662132068, 3.24037034920393, 3.4496376514434814, 3.4496376514434814, 3.240370273590088),
+    (-5.633234713140696, -5.633234713140696, -5.291502622129181, -5.63323450088501, -5.63323450088501, -5.291502475738525),
+    (-3.449637662132068, -3.449637662132068, -3.24037034920393, -3.4496376514434814, -3.4496376514434814, -3.240370273590088),
+    (-2.9154759474226504, -2.9154759474226504, -2.7386127875258306, -2.915475845336914, -2.915475845336914, -2.7386128902435303),
+    (-5.049752469181039, -5.049752469181039, -4.743416490252569, -5.049752235412598, -5.049752235412598, -4.7434163093566895),
+    (-2.3804761428476167, -2.3804761428476167, -2.23606797749979, -2.380476236343384, -2.380476236343384, -2.2360680103302),
+    (-5.582711408148075, -5.582711408148075, -5.244044240850758, -5.582711219787598, -5.582711219787598, -5.244044303894043),
+    (-1.8439088914585775, -1.8439088914585775, -1.7320508075688772, -1.8439089059829712, -1.8439089059829712, -1.7320507764816284),
+    (-6.115553940568263, -6.115553940568263, -5.744562646538029, -6.115553855895996, -6.115553855895996, -5.74456262588501),
+    (-1.3038404810405297, -1.3038404810405297, -1.224744871391589, -1.3038405179977417, -1.3038405179977417, -1.2247449159622192),
+    (-6.648308055437864, -6.648308055437864, -6.244997998398398, -6.648308277130127, -6.648308277130127, -6.244997978210449),
+    (-0.752772652709081, -0.752772652709081, -0.7071067811865476, -0.7527726292610168, -0.7527726292610168, -0.7071067690849304),
+    (-7.180993431738165, -7.180993431738165, -6.745368781616021, -7.180993556976318, -7.180993556976318, -6.745368957519531),
+    (-7.713624310270756, -7.713624310270756, -7.245688373094719, -7.713624477386475, -7.713624477386475, -7.245688438415527),
+    (-8.246211251235321, -8.246211251235321, -7.745966692414834, -8.246211051940918, -8.246211051940918, -7.745966911315918),
+    (4.123105625617661, 4.123105625617661, 3.872983346207417, 4.123105525970459, 4.123105525970459, 3.872983455657959),
+    (5.633234713140696, 5.633234713140696, 5.291502622129181, 5.63323450088501, 5.63323450088501, 5.291502475738525),
+    (6.648308055437864, 6.648308055437864, 6.244997998398398, 6.648308277130127, 6.648308277130127, 6.244997978210449),
+    (7.37563556583431, 7.37563556583431, 6.928203230275509, 7.375635623931885, 7.375635623931885, 6.928203105926514),
+    (7.895146188218008, 7.895146188218008, 7.416198487095663, 7.895146369934082, 7.895146369934082, 7.416198253631592),
+    (8.246211251235321, 8.246211251235321, 7.745966692414834, 8.246211051940918, 8.246211051940918, 7.745966911315918),
+    (8.449852069711044, 8.449852069711044, 7.937253933193772, 8.449851989746094, 8.449851989746094, 7.937253952026367),
+    (8.516650358758033, 8.516650358758033, 8.0, 8.516650199890137, 8.516650199890137, 8.0),
+    (8.449852069711044, 8.449852069711044, 7.937253933193772, 8.449851989746094, 8.449851989746094, 7.937253952026367),
+    (8.246211251235321, 8.246211251235321, 7.745966692414834, 8.246211051940918, 8.246211051940918, 7.745966911315918),
+    (7.895146188218008, 7.895146188218008, 7.416198487095663, 7.895146369934082, 7.895146369934082, 7.416198253631592),
+    (7.37563556583431, 7.37563556583431, 6.928203230275509, 7.375635623931885, 7.375635623931885, 6.928203105926514),
+    (6.648308055437864, 6.648308055437864, 6.244997998398398, 6.648308277130127, 6.648308277130127, 6.244997978210449),
+    (5.633234713140696, 5.633234713140696, 5.291502622129181, 5.63323450088501, 5.63323450088501, 5.291502475738525),
+    (4.123105625617661, 4.123105625617661, 3.872983346207417, 4.123105525970459, 4.123105525970459, 3.872983455657959),
+    (8.246211251235321, 8.246211251235321, 7.745966692414834, 8.246211051940918, 8.246211051940918, 7.745966911315918),
+    (7.713624310270756, 7.713624310270756, 7.245688373094719, 7.713624477386475, 7.713624477386475, 7.245688438415527),
+    (-0.752772652709081, -0.752772652709081, -0.7071067811865476, -0.7527726292610168, -0.7527726292610168, -0.7071067690849304),
+    (7.180993431738165, 7.180993431738165, 6.745368781616021, 7.180993556976318, 7.180993556976318, 6.745368957519531),
+    (-1.3038404810405297, -1.3038404810405297, -1.224744871391589, -1.3038405179977417, -1.3038405179977417, -1.2247449159622192),
+    (6.648308055437864, 6.648308055437864, 6.244997998398398, 6.648308277130127, 6.648308277130127, 6.244997978210449),
+    (-1.8439088914585775, -1.8439088914585775, -1.7320508075688772, -1.8439089059829712, -1.8439089059829712, -1.7320507764816284),
+    (6.115553940568263, 6.115553940568263, 5.744562646538029, 6.115553855895996, 6.115553855895996, 5.74456262588501),
+    (-2.3804761428476167, -2.3804761428476167, -2.23606797749979, -2.380476236343384, -2.380476236343384, -2.2360680103302),
+    (5.582711408148075, 5.582711408148075, 5.244044240850758, 5.582711219787598, 5.582711219787598, 5.244044303894043),
+    (-2.9154759474226504, -2.9154759474226504, -2.7386127875258306, -2.915475845336914, -2.915475845336914, -2.7386128902435303),
+    (5.049752469181039, 5.049752469181039, 4.743416490252569, 5.049752235412598, 5.049752235412598, 4.7434163093566895),
+    (-3.449637662132068, -3.449637662132068, -3.24037034920393, -3.4496376514434814, -3.4496376514434814, -3.240370273590088),
+    (-5.633234713140696, -5.633234713140696, -5.291502622129181, -5.63323450088501, -5.63323450088501, -5.291502475738525),
+    (6.387487769068525, 6.387487769068525, 6.0, 6.387487888336182, 6.387487888336182, 6.0),
+    (-3.449637662132068, -3.449637662132068, -3.24037034920393, -3.4496376514434814, -3.4496376514434814, -3.240370273590088),
+    (5.049752469181039, 5.049752469181039, 4.743416490252569, 5.049752235412598, 5.049752235412598, 4.7434163093566895),
+    (-2.9154759474226504, -2.9154759474226504, -2.7386127875258306, -2.915475845336914, -2.915475845336914, -2.7386128902435303),
+    (5.582711408148075, 5.582711408148075, 5.244044240850758, 5.582711219787598, 5.582711219787598, 5.244044303894043),
+    (-2.3804761428476167, -2.3804761428476167, -2.23606797749979, -2.380476236343384, -2.380476236343384, -2.2360680103302),
+    (6.115553940568263, 6.115553940568263, 5.744562646538029, 6.115553855895996, 6.115553855895996, 5.74456262588501),
+    (-1.8439088914585775, -1.8439088914585775, -1.7320508075688772, -1.8439089059829712, -1.8439089059829712, -1.7320507764816284),
+    (6.648308055437864, 6.648308055437864, 6.244997998398398, 6.648308277130127, 6.648308277130127, 6.244997978210449),
+    (-1.3038404810405297, -1.3038404810405297, -1.224744871391589, -1.3038405179977417, -1.3038405179977417, -1.2247449159622192),
+    (7.180993431738165, 7.180993431738165, 6.745368781616021, 7.180993556976318, 7.180993556976318, 6.745368957519531),
+    (-0.752772652709081, -0.752772652709081, -0.7071067811865476, -0.7527726292610168, -0.7527726292610168, -0.7071067690849304),
+    (7.713624310270756, 7.713624310270756, 7.245688373094719, 7.713624477386475, 7.713624477386475, 7.245688438415527),
+    (8.246211251235321, 8.246211251235321, 7.745966692414834, 8.246211051940918, 8.246211051940918, 7.745966911315918),
     (-0.2517482517482518, -0.2517482517482518, -0.2517482517482518, -0.251748263835907, -0.251748263835907, -0.251748263835907),
-    (-35.15274575430014, -124.61323916422364, -32.175, -35.15274429321289, -124.61323547363281, -32.17499923706055),
-    (29.29395479525012, 103.84436597018636, 26.8125, 29.293954849243164, 103.84436798095703, 26.8125),
-    (0.5710955710955711, 0.5710955710955711, 0.5710955710955711, 0.5710955858230591, 0.5710955858230591, 0.5710955858230591),
-    (-0.48951048951048953, -0.48951048951048953, -0.48951048951048953, -0.4895104765892029, -0.4895104765892029, -0.4895104765892029),
     (-0.24475524475524477, -0.24475524475524477, -0.24475524475524477, -0.24475523829460144, -0.24475523829460144, -0.24475523829460144),
-    (-33.21622255962851, -117.74844317669645, -30.402517297679715, -33.21622085571289, -117.74844360351562, -30.402517318725586),
-    (38.75225965289993, 137.37318370614585, 35.46960351395967, 38.75225830078125, 137.37318420410156, 35.4696044921875),
-    (0.6713286713286714, 0.6713286713286714, 0.6713286713286714, 0.6713286638259888, 0.6713286638259888, 0.6713286638259888),
-    (-0.44755244755244755, -0.44755244755244755, -0.44755244755244755, -0.4475524425506592, -0.4475524425506592, -0.4475524425506592),
     (-0.22377622377622378, -0.22377622377622378, -0.22377622377622378, -0.2237762212753296, -0.2237762212753296, -0.2237762212753296),
-    (-21.094058339877506, -74.77648987148301, -19.30720666400675, -21.094058990478516, -74.7764892578125, -19.307207107543945),
-    (31.64108750981626, 112.1647348072245, 28.960809996010127, 31.64108657836914, 112.16473388671875, 28.9608097076416),
-    (-42.18811667975501, -149.55297974296602, -38.6144133280135, -42.18811798095703, -149.552978515625, -38.61441421508789),
-    (63.28217501963252, 224.329469614449, 57.921619992020254, 63.28217315673828, 224.3294677734375, 57.9216194152832),
-    (0.6923076923076923, 0.6923076923076923, 0.6923076923076923, 0.692307710647583, 0.692307710647583, 0.692307710647583),
-    (0.8888888888888888, 0.8888888888888888, 0.8888888888888888, 0.8888888955116272, 0.8888888955116272, 0.8888888955116272),
-    (-0.3776223776223776, -0.3776223776223776, -0.3776223776223776, -0.3776223659515381, -0.3776223659515381, -0.3776223659515381),
     (-0.1888111888111888, -0.1888111888111888, -0.1888111888111888, -0.18881118297576904, -0.18881118297576904, -0.18881118297576904),
-    (-12.203796841258935, -43.26133341391594, -11.17002825645486, -12.20379638671875, -43.26133346557617, -11.170028686523438),
-    (22.373627542308046, 79.31244459217923, 20.47838513683391, 22.373626708984375, 79.31244659423828, 20.47838592529297),
-    (-24.40759368251787, -86.52266682783188, -22.34005651290972, -24.4075927734375, -86.52266693115234, -22.340057373046875),
-    (44.74725508461609, 158.62488918435847, 40.95677027366782, 44.74725341796875, 158.62489318847656, 40.95677185058594),
-    (1.8181818181818181, 1.8181818181818181, 1.8181818181818181, 1.8181818723678589, 1.8181818723678589, 1.8181818723678589),
-    (-0.27972027972027974, -0.27972027972027974, -0.27972027972027974, -0.279720276594162, -0.279720276594162, -0.279720276594162),
     (-0.13986013986013987, -0.13986013986013987, -0.13986013986013987, -0.139860138297081, -0.139860138297081, -0.139860138297081),
-    (13.0, 13.0, 13.0, 13.0, 13.0, 13.0),
-    (-2.1666666666666665, -2.1666666666666665, -2.1666666666666665, -2.1666667461395264, -2.1666667461395264, -2.1666667461395264),
-    (-6.226986944643124, -22.074093979142155, -5.6995065575889985, -6.226986885070801, -22.074094772338867, -5.699506759643555),
-    (13.491805046726768, 47.82720362147467, 12.348930874776164, 13.491805076599121, 47.82720184326172, 12.348931312561035),
-    (-12.453973889286248, -44.14818795828431, -11.399013115177997, -12.453973770141602, -44.148189544677734, -11.39901351928711),
-    (26.983610093453535, 95.65440724294935, 24.697861749552327, 26.983610153198242, 95.65440368652344, 24.69786262512207),
     (-0.07692307692307693, -0.07692307692307693, -0.07692307692307693, -0.07692307978868484, -0.07692307978868484, -0.07692307978868484),
-    (39.0, 39.0, 39.0, 39.0, 39.0, 39.0),
-    (-6.5, -6.5, -6.5, -6.5, -6.5, -6.5),
-    (-1.0378311574405206, -3.679015663190359, -0.9499177595981665, -1.03783118724823, -3.679015636444092, -0.949917733669281),
-    (12.453973889286248, 44.14818795828431, 11.399013115177997, 12.453973770141602, 44.148189544677734, 11.39901351928711),
-    (6.745902523363384, 23.913601810737337, 6.174465437388082, 6.7459025382995605, 23.91360092163086, 6.174465656280518),
-    (-2.075662314881041, -7.358031326380718, -1.899835519196333, -2.07566237449646, -7.358031272888184, -1.899835467338562),
-    (24.907947778572495, 88.29637591656862, 22.798026230355994, 24.907947540283203, 88.29637908935547, 22.79802703857422),
-    (-15.875763970811402, -56.27811797226343, -14.530947577498171, -15.875763893127441, -56.27811813354492, -14.5309476852417),
-    (2.6459606618019, 9.379686328710571, 2.4218245962496954, 2.645960569381714, 9.37968635559082, 2.4218246936798096),
-    (5.2919213236038, 18.759372657421142, 4.843649192499391, 5.291921138763428, 18.75937271118164, 4.843649387359619),
-    (-4.242976395147577, -15.040959701761055, -3.883559095726496, -4.242976188659668, -15.040959358215332, -3.883558988571167),
-    (0.7071627325245962, 2.5068266169601756, 0.6472598492877494, 0.7071627378463745, 2.506826639175415, 0.6472598314285278),
     (1.4143254650491923, 5.013653233920351, 1.2945196985754988, 1.414325475692749, 5.01365327835083, 1.2945196628570557),
+    (5.2919213236038, 18.759372657421142, 4.843649192499391, 5.291921138763428, 18.75937271118164, 4.843649387359619),
+    (13.491805046726768, 47.82720362147467, 12.348930874776164, 13.491805076599121, 47.82720184326172, 12.348931312561035),
+    (26.983610093453535, 95.65440724294935, 24.697861749552327, 26.983610153198242, 95.65440368652344, 24.69786262512207),
+    (44.74725508461609, 158.62488918435847, 40.95677027366782, 44.74725341796875, 158.62489318847656, 40.95677185058594),
+    (63.28217501963252, 224.329469614449, 57.921619992020254, 63.28217315673828, 224.3294677734375, 57.9216194152832),
+    (38.75225965289993, 137.37318370614585, 35.46960351395967, 38.75225830078125, 137.37318420410156, 35.4696044921875),
+    (29.29395479525012, 103.84436597018636, 26.8125, 29.293954849243164, 103.84436798095703, 26.8125),
+    (31.64108750981626, 112.1647348072245, 28.960809996010127, 31.64108657836914, 112.16473388671875, 28.9608097076416),
+    (22.373627542308046, 79.31244459217923, 20.47838513683391, 22.373626708984375, 79.31244659423828, 20.47838592529297),
+    (6.745902523363384, 23.913601810737337, 6.174465437388082, 6.7459025382995605, 23.91360092163086, 6.174465656280518),
+    (2.6459606618019, 9.379686328710571, 2.4218245962496954, 2.645960569381714, 9.37968635559082, 2.4218246936798096),
+    (0.7071627325245962, 2.5068266169601756, 0.6472598492877494, 0.7071627378463745, 2.506826639175415, 0.6472598314285278),
     (0.4195804195804196, 0.4195804195804196, 0.4195804195804196, 0.4195804297924042, 0.4195804297924042, 0.4195804297924042),
     (-0.5034965034965035, -0.5034965034965035, -0.5034965034965035, -0.503496527671814, -0.503496527671814, -0.503496527671814),
     (-0.2517482517482518, -0.2517482517482518, -0.2517482517482518, -0.251748263835907, -0.251748263835907, -0.251748263835907),
@@ -20924,60 +18111,110 @@ _K = [
     (7.9849914908931385, 28.306057834962644, 6.865227429317255, 7.984991550445557, 28.30605697631836, 6.865227222442627),
     (2.9157066406993195, 10.33591092683659, 2.5068266169601756, 2.9157066345214844, 10.33591079711914, 2.506826639175415),
     (0.7289266601748299, 2.5839777317091475, 0.6267066542400439, 0.7289266586303711, 2.583977699279785, 0.6267066597938538),
-    (0.4188034188034188, 0.4188034188034188, 0.4188034188034188, 0.4188034236431122, 0.4188034236431122, 0.4188034236431122),
-    (-0.5025641025641026, -0.5025641025641026, -0.5025641025641026, -0.5025641322135925, -0.5025641322135925, -0.5025641322135925),
+    (9.246621004453464, 9.246621004453464, 8.74642784226795, 9.246621131896973, 9.246621131896973, 8.746427536010742),
+    (8.717797887081348, 8.717797887081348, 8.246211251235321, 8.717798233032227, 8.717798233032227, 8.246211051940918),
+    (8.188945202491697, 8.188945202491697, 7.745966692414834, 8.188944816589355, 8.188944816589355, 7.745966911315918),
+    (0.747545001596402, 0.747545001596402, 0.7071067811865476, 0.7475450038909912, 0.7475450038909912, 0.7071067690849304),
+    (7.660056826697521, 7.660056826697521, 7.245688373094719, 7.6600565910339355, 7.6600565910339355, 7.245688438415527),
+    (1.2947859237091257, 1.2947859237091257, 1.224744871391589, 1.294785976409912, 1.294785976409912, 1.2247449159622192),
+    (7.131124818461011, 7.131124818461011, 6.745368781616021, 7.131124973297119, 7.131124973297119, 6.745368957519531),
+    (1.8311038136792213, 1.8311038136792213, 1.7320508075688772, 1.831103801727295, 1.831103801727295, 1.7320507764816284),
+    (6.602138690918091, 6.602138690918091, 6.244997998398398, 6.602138519287109, 6.602138519287109, 6.244997978210449),
+    (2.3639448585188374, 2.3639448585188374, 2.23606797749979, 2.3639447689056396, 2.3639447689056396, 2.2360680103302),
+    (6.073084302162821, 6.073084302162821, 5.744562646538029, 6.073084354400635, 6.073084354400635, 5.74456262588501),
+    (2.895229341723462, 2.895229341723462, 2.7386127875258306, 2.8952293395996094, 2.8952293395996094, 2.7386128902435303),
+    (5.543942109875162, 5.543942109875162, 5.244044240850758, 5.543941974639893, 5.543941974639893, 5.244044303894043),
+    (3.4256815552013964, 3.4256815552013964, 3.24037034920393, 3.4256815910339355, 3.4256815910339355, 3.240370273590088),
+    (7.091834575556513, 7.091834575556513, 6.708203932499369, 7.091834545135498, 7.091834545135498, 6.7082037925720215),
+    (3.9556363361069242, 3.9556363361069242, 3.7416573867739413, 3.9556362628936768, 3.9556362628936768, 3.7416574954986572),
+    (-6.343129678451092, -6.343129678451092, -6.0, -6.343129634857178, -6.343129634857178, -6.0),
+    (-3.9556363361069242, -3.9556363361069242, -3.7416573867739413, -3.9556362628936768, -3.9556362628936768, -3.7416574954986572),
+    (-3.4256815552013964, -3.4256815552013964, -3.24037034920393, -3.4256815910339355, -3.4256815910339355, -3.240370273590088),
+    (-5.543942109875162, -5.543942109875162, -5.244044240850758, -5.543941974639893, -5.543941974639893, -5.244044303894043),
+    (-2.895229341723462, -2.895229341723462, -2.7386127875258306, -2.8952293395996094, -2.8952293395996094, -2.7386128902435303),
+    (-6.073084302162821, -6.073084302162821, -5.744562646538029, -6.073084354400635, -6.073084354400635, -5.74456262588501),
+    (-2.3639448585188374, -2.3639448585188374, -2.23606797749979, -2.3639447689056396, -2.3639447689056396, -2.2360680103302),
+    (-6.602138690918091, -6.602138690918091, -6.244997998398398, -6.602138519287109, -6.602138519287109, -6.244997978210449),
+    (-1.8311038136792213, -1.8311038136792213, -1.7320508075688772, -1.831103801727295, -1.831103801727295, -1.7320507764816284),
+    (-7.131124818461011, -7.131124818461011, -6.745368781616021, -7.131124973297119, -7.131124973297119, -6.745368957519531),
+    (-1.2947859237091257, -1.2947859237091257, -1.224744871391589, -1.294785976409912, -1.294785976409912, -1.2247449159622192),
+    (-7.660056826697521, -7.660056826697521, -7.245688373094719, -7.6600565910339355, -7.6600565910339355, -7.245688438415527),
+    (-0.747545001596402, -0.747545001596402, -0.7071067811865476, -0.7475450038909912, -0.7475450038909912, -0.7071067690849304),
+    (-8.188945202491697, -8.188945202491697, -7.745966692414834, -8.188944816589355, -8.188944816589355, -7.745966911315918),
+    (-8.717797887081348, -8.717797887081348, -8.246211251235321, -8.717798233032227, -8.717798233032227, -8.246211051940918),
+    (-9.246621004453464, -9.246621004453464, -8.74642784226795, -9.246621131896973, -9.246621131896973, -8.746427536010742),
+    (4.358898943540674, 4.358898943540674, 4.123105625617661, 4.358899116516113, 4.358899116516113, 4.123105525970459),
+    (5.980360012771216, 5.980360012771216, 5.656854249492381, 5.98036003112793, 5.98036003112793, 5.656854152679443),
+    (7.091834575556513, 7.091834575556513, 6.708203932499369, 7.091834545135498, 7.091834545135498, 6.7082037925720215),
+    (7.9112726722138484, 7.9112726722138484, 7.483314773547883, 7.9112725257873535, 7.9112725257873535, 7.4833149909973145),
+    (8.523324399759135, 8.523324399759135, 8.06225774829855, 8.523324012756348, 8.523324012756348, 8.062257766723633),
+    (8.970540019156823, 8.970540019156823, 8.48528137423857, 8.970540046691895, 8.970540046691895, 8.485280990600586),
+    (9.276789505503062, 9.276789505503062, 8.774964387392123, 9.276789665222168, 9.276789665222168, 8.774964332580566),
+    (9.45577943407535, 9.45577943407535, 8.94427190999916, 9.455779075622559, 9.455779075622559, 8.9442720413208),
+    (9.514694517676638, 9.514694517676638, 9.0, 9.514694213867188, 9.514694213867188, 9.0),
+    (9.45577943407535, 9.45577943407535, 8.94427190999916, 9.455779075622559, 9.455779075622559, 8.9442720413208),
+    (9.276789505503062, 9.276789505503062, 8.774964387392123, 9.276789665222168, 9.276789665222168, 8.774964332580566),
+    (8.970540019156823, 8.970540019156823, 8.48528137423857, 8.970540046691895, 8.970540046691895, 8.485280990600586),
+    (8.523324399759135, 8.523324399759135, 8.06225774829855, 8.523324012756348, 8.523324012756348, 8.062257766723633),
+    (7.9112726722138484, 7.9112726722138484, 7.483314773547883, 7.9112725257873535, 7.9112725257873535, 7.4833149909973145),
+    (7.091834575556513, 7.091834575556513, 6.708203932499369, 7.091834545135498, 7.091834545135498, 6.7082037925720215),
+    (5.980360012771216, 5.980360012771216, 5.656854249492381, 5.98036003112793, 5.98036003112793, 5.656854152679443),
+    (4.358898943540674, 4.358898943540674, 4.123105625617661, 4.358899116516113, 4.358899116516113, 4.123105525970459),
+    (9.246621004453464, 9.246621004453464, 8.74642784226795, 9.246621131896973, 9.246621131896973, 8.746427536010742),
+    (8.717797887081348, 8.717797887081348, 8.246211251235321, 8.717798233032227, 8.717798233032227, 8.246211051940918),
+    (-0.747545001596402, -0.747545001596402, -0.7071067811865476, -0.7475450038909912, -0.7475450038909912, -0.7071067690849304),
+    (8.188945202491697, 8.188945202491697, 7.745966692414834, 8.188944816589355, 8.188944816589355, 7.745966911315918),
+    (-1.2947859237091257, -1.2947859237091257, -1.224744871391589, -1.294785976409912, -1.294785976409912, -1.2247449159622192),
+    (7.660056826697521, 7.660056826697521, 7.245688373094719, 7.6600565910339355, 7.6600565910339355, 7.245688438415527),
+    (-1.8311038136792213, -1.8311038136792213, -1.7320508075688772, -1.831103801727295, -1.831103801727295, -1.7320507764816284),
+    (7.131124818461011, 7.131124818461011, 6.745368781616021, 7.131124973297119, 7.131124973297119, 6.745368957519531),
+    (-2.3639448585188374, -2.3639448585188374, -2.23606797749979, -2.3639447689056396, -2.3639447689056396, -2.2360680103302),
+    (6.602138690918091, 6.602138690918091, 6.244997998398398, 6.602138519287109, 6.602138519287109, 6.244997978210449),
+    (-2.895229341723462, -2.895229341723462, -2.7386127875258306, -2.8952293395996094, -2.8952293395996094, -2.7386128902435303),
+    (6.073084302162821, 6.073084302162821, 5.744562646538029, 6.073084354400635, 6.073084354400635, 5.74456262588501),
+    (-3.4256815552013964, -3.4256815552013964, -3.24037034920393, -3.4256815910339355, -3.4256815910339355, -3.240370273590088),
+    (5.543942109875162, 5.543942109875162, 5.244044240850758, 5.543941974639893, 5.543941974639893, 5.244044303894043),
+    (-3.9556363361069242, -3.9556363361069242, -3.7416573867739413, -3.9556362628936768, -3.9556362628936768, -3.7416574954986572),
+    (-6.343129678451092, -6.343129678451092, -6.0, -6.343129634857178, -6.343129634857178, -6.0),
+    (7.091834575556513, 7.091834575556513, 6.708203932499369, 7.091834545135498, 7.091834545135498, 6.7082037925720215),
+    (-3.9556363361069242, -3.9556363361069242, -3.7416573867739413, -3.9556362628936768, -3.9556362628936768, -3.7416574954986572),
+    (5.543942109875162, 5.543942109875162, 5.244044240850758, 5.543941974639893, 5.543941974639893, 5.244044303894043),
+    (-3.4256815552013964, -3.4256815552013964, -3.24037034920393, -3.4256815910339355, -3.4256815910339355, -3.240370273590088),
+    (6.073084302162821, 6.073084302162821, 5.744562646538029, 6.073084354400635, 6.073084354400635, 5.74456262588501),
+    (-2.895229341723462, -2.895229341723462, -2.7386127875258306, -2.8952293395996094, -2.8952293395996094, -2.7386128902435303),
+    (6.602138690918091, 6.602138690918091, 6.244997998398398, 6.602138519287109, 6.602138519287109, 6.244997978210449),
+    (-2.3639448585188374, -2.3639448585188374, -2.23606797749979, -2.3639447689056396, -2.3639447689056396, -2.2360680103302),
+    (7.131124818461011, 7.131124818461011, 6.745368781616021, 7.131124973297119, 7.131124973297119, 6.745368957519531),
+    (-1.8311038136792213, -1.8311038136792213, -1.7320508075688772, -1.831103801727295, -1.831103801727295, -1.7320507764816284),
+    (7.660056826697521, 7.660056826697521, 7.245688373094719, 7.6600565910339355, 7.6600565910339355, 7.245688438415527),
+    (-1.2947859237091257, -1.2947859237091257, -1.224744871391589, -1.294785976409912, -1.294785976409912, -1.2247449159622192),
+    (8.188945202491697, 8.188945202491697, 7.745966692414834, 8.188944816589355, 8.188944816589355, 7.745966911315918),
+    (-0.747545001596402, -0.747545001596402, -0.7071067811865476, -0.7475450038909912, -0.7475450038909912, -0.7071067690849304),
+    (8.717797887081348, 8.717797887081348, 8.246211251235321, 8.717798233032227, 8.717798233032227, 8.246211051940918),
+    (9.246621004453464, 9.246621004453464, 8.74642784226795, 9.246621131896973, 9.246621131896973, 8.746427536010742),
     (-0.2512820512820513, -0.2512820512820513, -0.2512820512820513, -0.25128206610679626, -0.25128206610679626, -0.25128206610679626),
-    (-70.1680417358649, -248.73923157046542, -60.328125, -70.16804504394531, -248.73922729492188, -60.328125),
-    (58.47336811322075, 207.28269297538785, 50.2734375, 58.47336959838867, 207.28269958496094, 50.2734375),
-    (0.5743589743589743, 0.5743589743589743, 0.5743589743589743, 0.5743589997291565, 0.5743589997291565, 0.5743589997291565),
-    (-0.49230769230769234, -0.49230769230769234, -0.49230769230769234, -0.4923076927661896, -0.4923076927661896, -0.4923076927661896),
     (-0.24615384615384617, -0.24615384615384617, -0.24615384615384617, -0.2461538463830948, -0.2461538463830948, -0.2461538463830948),
-    (-66.82670641510943, -236.89450625758613, -57.455357142857146, -66.82670593261719, -236.89450073242188, -57.45535659790039),
-    (77.96449081762766, 276.3769239671838, 67.03125, 77.96449279785156, 276.3769226074219, 67.03125),
-    (-0.46153846153846156, -0.46153846153846156, -0.46153846153846156, -0.4615384638309479, -0.4615384638309479, -0.4615384638309479),
     (-0.23076923076923078, -0.23076923076923078, -0.23076923076923078, -0.23076923191547394, -0.23076923191547394, -0.23076923191547394),
-    (-43.486515304128034, -154.1556830265268, -37.388244935741504, -43.486515045166016, -154.1556854248047, -37.38824462890625),
-    (65.22977295619205, 231.23352453979018, 56.08236740361225, 65.22977447509766, 231.2335205078125, 56.082366943359375),
-    (-86.97303060825607, -308.3113660530536, -74.77648987148301, -86.97303009033203, -308.3113708496094, -74.7764892578125),
-    (130.4595459123841, 462.46704907958036, 112.1647348072245, 130.4595489501953, 462.467041015625, 112.16473388671875),
-    (-0.2727272727272727, -0.2727272727272727, -0.2727272727272727, -0.27272728085517883, -0.27272728085517883, -0.27272728085517883),
-    (0.7521367521367521, 0.7521367521367521, 0.7521367521367521, 0.752136766910553, 0.752136766910553, 0.752136766910553),
-    (-0.41025641025641024, -0.41025641025641024, -0.41025641025641024, -0.41025641560554504, -0.41025641560554504, -0.41025641560554504),
     (-0.20512820512820512, -0.20512820512820512, -0.20512820512820512, -0.20512820780277252, -0.20512820780277252, -0.20512820780277252),
-    (-26.277480030832482, -93.15124134548367, -22.592494542637183, -26.27747917175293, -93.1512451171875, -22.59249496459961),
-    (48.17538005652622, 170.7772758000534, 41.41957332816817, 48.17538070678711, 170.77728271484375, 41.41957473754883),
-    (-52.554960061664964, -186.30248269096734, -45.18498908527437, -52.55495834350586, -186.302490234375, -45.18498992919922),
-    (96.35076011305244, 341.5545516001068, 82.83914665633634, 96.35076141357422, 341.5545654296875, 82.83914947509766),
-    (0.9090909090909091, 0.9090909090909091, 0.9090909090909091, 0.9090909361839294, 0.9090909361839294, 0.9090909361839294),
-    (0.7333333333333333, 0.7333333333333333, 0.7333333333333333, 0.7333333492279053, 0.7333333492279053, 0.7333333492279053),
-    (-0.3384615384615385, -0.3384615384615385, -0.3384615384615385, -0.3384615480899811, -0.3384615480899811, -0.3384615480899811),
     (-0.16923076923076924, -0.16923076923076924, -0.16923076923076924, -0.16923077404499054, -0.16923077404499054, -0.16923077404499054),
-    (-14.35249574277992, -50.87827269879059, -12.339793669770172, -14.352496147155762, -50.878273010253906, -12.33979320526123),
-    (31.097074109356495, 110.23625751404629, 26.73621961783537, 31.097074508666992, 110.23625946044922, 26.73621940612793),
-    (-28.70499148555984, -101.75654539758118, -24.679587339540344, -28.704992294311523, -101.75654602050781, -24.67958641052246),
-    (62.19414821871299, 220.47251502809257, 53.47243923567074, 62.194149017333984, 220.47251892089844, 53.47243881225586),
-    (1.8461538461538463, 1.8461538461538463, 1.8461538461538463, 1.8461538553237915, 1.8461538553237915, 1.8461538553237915),
     (-0.12307692307692308, -0.12307692307692308, -0.12307692307692308, -0.1230769231915474, -0.1230769231915474, -0.1230769231915474),
-    (15.0, 15.0, 15.0, 15.0, 15.0, 15.0),
-    (-6.899821244196216, -24.459229469670543, -5.93223450733364, -6.8998212814331055, -24.459230422973633, -5.932234287261963),
-    (17.24955311049054, 61.14807367417636, 14.830586268334102, 17.249553680419922, 61.148075103759766, 14.830586433410645),
-    (-13.799642488392433, -48.918458939341086, -11.86446901466728, -13.799642562866211, -48.918460845947266, -11.864468574523926),
-    (34.49910622098108, 122.29614734835272, 29.661172536668204, 34.499107360839844, 122.29615020751953, 29.66117286682129),
     (-0.06666666666666667, -0.06666666666666667, -0.06666666666666667, -0.06666667014360428, -0.06666667014360428, -0.06666667014360428),
-    (45.0, 45.0, 45.0, 45.0, 45.0, 45.0),
-    (-7.5, -7.5, -7.5, -7.5, -7.5, -7.5),
-    (-1.0646655321190852, -3.7741410446616857, -0.9153636572423006, -1.0646655559539795, -3.7741410732269287, -0.9153636693954468),
-    (14.905317449667193, 52.8379746252636, 12.815091201392208, 14.905317306518555, 52.837974548339844, 12.815091133117676),
-    (7.9849914908931385, 28.306057834962644, 6.865227429317255, 7.984991550445557, 28.30605697631836, 6.865227222442627),
-    (-2.1293310642381704, -7.548282089323371, -1.8307273144846012, -2.129331111907959, -7.548282146453857, -1.8307273387908936),
-    (29.810634899334385, 105.6759492505272, 25.630182402784417, 29.81063461303711, 105.67594909667969, 25.63018226623535),
-    (15.969982981786277, 56.61211566992529, 13.73045485863451, 15.969983100891113, 56.61211395263672, 13.730454444885254),
-    (-17.494239844195917, -62.01546556101953, -15.040959701761055, -17.494239807128906, -62.015464782714844, -15.040959358215332),
-    (2.9157066406993195, 10.33591092683659, 2.5068266169601756, 2.9157066345214844, 10.33591079711914, 2.506826639175415),
-    (5.831413281398639, 20.67182185367318, 5.013653233920351, 5.831413269042969, 20.67182159423828, 5.01365327835083),
-    (-4.373559961048979, -15.503866390254883, -3.760239925440264, -4.373559951782227, -15.503866195678711, -3.760239839553833),
-    (0.7289266601748299, 2.5839777317091475, 0.6267066542400439, 0.7289266586303711, 2.583977699279785, 0.6267066597938538),
     (1.4578533203496598, 5.167955463418295, 1.2534133084800878, 1.4578533172607422, 5.16795539855957, 1.2534133195877075),
+    (5.831413281398639, 20.67182185367318, 5.013653233920351, 5.831413269042969, 20.67182159423828, 5.01365327835083),
+    (15.969982981786277, 56.61211566992529, 13.73045485863451, 15.969983100891113, 56.61211395263672, 13.730454444885254),
+    (34.49910622098108, 122.29614734835272, 29.661172536668204, 34.499107360839844, 122.29615020751953, 29.66117286682129),
+    (62.19414821871299, 220.47251502809257, 53.47243923567074, 62.194149017333984, 220.47251892089844, 53.47243881225586),
+    (96.35076011305244, 341.5545516001068, 82.83914665633634, 96.35076141357422, 341.5545654296875, 82.83914947509766),
+    (130.4595459123841, 462.46704907958036, 112.1647348072245, 130.4595489501953, 462.467041015625, 112.16473388671875),
+    (77.96449081762766, 276.3769239671838, 67.03125, 77.96449279785156, 276.3769226074219, 67.03125),
+    (58.47336811322075, 207.28269297538785, 50.2734375, 58.47336959838867, 207.28269958496094, 50.2734375),
+    (65.22977295619205, 231.23352453979018, 56.08236740361225, 65.22977447509766, 231.2335205078125, 56.082366943359375),
+    (48.17538005652622, 170.7772758000534, 41.41957332816817, 48.17538070678711, 170.77728271484375, 41.41957473754883),
+    (31.097074109356495, 110.23625751404629, 26.73621961783537, 31.097074508666992, 110.23625946044922, 26.73621940612793),
+    (17.24955311049054, 61.14807367417636, 14.830586268334102, 17.249553680419922, 61.148075103759766, 14.830586433410645),
+    (7.9849914908931385, 28.306057834962644, 6.865227429317255, 7.984991550445557, 28.30605697631836, 6.865227222442627),
+    (2.9157066406993195, 10.33591092683659, 2.5068266169601756, 2.9157066345214844, 10.33591079711914, 2.506826639175415),
+    (0.7289266601748299, 2.5839777317091475, 0.6267066542400439, 0.7289266586303711, 2.583977699279785, 0.6267066597938538),
     (0.4188034188034188, 0.4188034188034188, 0.4188034188034188, 0.4188034236431122, 0.4188034236431122, 0.4188034236431122),
     (-0.5025641025641026, -0.5025641025641026, -0.5025641025641026, -0.5025641322135925, -0.5025641322135925, -0.5025641322135925),
     (-0.2512820512820513, -0.2512820512820513, -0.2512820512820513, -0.25128206610679626, -0.25128206610679626, -0.25128206610679626),
@@ -21064,69 +18301,123 @@ _K = [
     (9.263393182848905, 32.837873838784894, 7.533524925473757, 9.26339340209961, 32.83787536621094, 7.533524990081787),
     (3.1773176489546975, 11.263297804879628, 2.5839777317091475, 3.1773176193237305, 11.263298034667969, 2.583977699279785),
     (0.7489009518531883, 2.65478475211798, 0.6090493921755238, 0.7489009499549866, 2.654784679412842, 0.609049379825592),
-    (0.41830065359477125, 0.41830065359477125, 0.41830065359477125, 0.41830065846443176, 0.41830065846443176, 0.41830065846443176),
-    (-0.5019607843137255, -0.5019607843137255, -0.5019607843137255, -0.501960813999176, -0.501960813999176, -0.501960813999176),
+    (10.246950765959598, 10.246950765959598, 9.746794344808963, 10.24695110321045, 10.24695110321045, 9.746794700622559),
+    (9.72111104761179, 9.72111104761179, 9.246621004453464, 9.721111297607422, 9.721111297607422, 9.246621131896973),
+    (9.195250490277433, 9.195250490277433, 8.74642784226795, 9.195250511169434, 9.195250511169434, 8.746427536010742),
+    (0.7433919416750281, 0.7433919416750281, 0.7071067811865476, 0.7433919310569763, 0.7433919310569763, 0.7071067690849304),
+    (8.669365301845465, 8.669365301845465, 8.246211251235321, 8.669364929199219, 8.669364929199219, 8.246211051940918),
+    (1.2875926129184283, 1.2875926129184283, 1.224744871391589, 1.2875926494598389, 1.2875926494598389, 1.2247449159622192),
+    (8.143450710459554, 8.143450710459554, 7.745966692414834, 8.143450736999512, 8.143450736999512, 7.745966911315918),
+    (1.820930936000652, 1.820930936000652, 1.7320508075688772, 1.8209309577941895, 1.8209309577941895, 1.7320507764816284),
+    (7.617500626155122, 7.617500626155122, 7.245688373094719, 7.6175007820129395, 7.6175007820129395, 7.245688438415527),
+    (2.3508117299081364, 2.3508117299081364, 2.23606797749979, 2.350811719894409, 2.350811719894409, 2.2360680103302),
+    (7.0915071518126895, 7.0915071518126895, 6.745368781616021, 7.0915069580078125, 7.0915069580078125, 6.745368957519531),
+    (2.879144609812179, 2.879144609812179, 2.7386127875258306, 2.8791446685791016, 2.8791446685791016, 2.7386128902435303),
+    (6.565459858828986, 6.565459858828986, 6.244997998398398, 6.565459728240967, 6.565459728240967, 6.244997978210449),
+    (3.4066498437460133, 3.4066498437460133, 3.24037034920393, 3.4066498279571533, 3.4066498279571533, 3.240370273590088),
+    (6.039344683864824, 6.039344683864824, 5.744562646538029, 6.039344787597656, 6.039344787597656, 5.74456262588501),
+    (3.9336604086431146, 3.9336604086431146, 3.7416573867739413, 3.9336605072021484, 3.9336605072021484, 3.7416574954986572),
+    (7.796760460871587, 7.796760460871587, 7.416198487095663, 7.796760559082031, 7.796760559082031, 7.416198253631592),
+    (4.4603516500501685, 4.4603516500501685, 4.242640687119285, 4.460351467132568, 4.460351467132568, 4.242640495300293),
+    (-7.052435189724409, -7.052435189724409, -6.708203932499369, -7.052435398101807, -7.052435398101807, -6.7082037925720215),
+    (-4.4603516500501685, -4.4603516500501685, -4.242640687119285, -4.460351467132568, -4.460351467132568, -4.242640495300293),
+    (-3.9336604086431146, -3.9336604086431146, -3.7416573867739413, -3.9336605072021484, -3.9336605072021484, -3.7416574954986572),
+    (-6.039344683864824, -6.039344683864824, -5.744562646538029, -6.039344787597656, -6.039344787597656, -5.74456262588501),
+    (-3.4066498437460133, -3.4066498437460133, -3.24037034920393, -3.4066498279571533, -3.4066498279571533, -3.240370273590088),
+    (-6.565459858828986, -6.565459858828986, -6.244997998398398, -6.565459728240967, -6.565459728240967, -6.244997978210449),
+    (-2.879144609812179, -2.879144609812179, -2.7386127875258306, -2.8791446685791016, -2.8791446685791016, -2.7386128902435303),
+    (-7.0915071518126895, -7.0915071518126895, -6.745368781616021, -7.0915069580078125, -7.0915069580078125, -6.745368957519531),
+    (-2.3508117299081364, -2.3508117299081364, -2.23606797749979, -2.350811719894409, -2.350811719894409, -2.2360680103302),
+    (-7.617500626155122, -7.617500626155122, -7.245688373094719, -7.6175007820129395, -7.6175007820129395, -7.245688438415527),
+    (-1.820930936000652, -1.820930936000652, -1.7320508075688772, -1.8209309577941895, -1.8209309577941895, -1.7320507764816284),
+    (-8.143450710459554, -8.143450710459554, -7.745966692414834, -8.143450736999512, -8.143450736999512, -7.745966911315918),
+    (-1.2875926129184283, -1.2875926129184283, -1.224744871391589, -1.2875926494598389, -1.2875926494598389, -1.2247449159622192),
+    (-8.669365301845465, -8.669365301845465, -8.246211251235321, -8.669364929199219, -8.669364929199219, -8.246211051940918),
+    (-0.7433919416750281, -0.7433919416750281, -0.7071067811865476, -0.7433919310569763, -0.7433919310569763, -0.7071067690849304),
+    (-9.195250490277433, -9.195250490277433, -8.74642784226795, -9.195250511169434, -9.195250511169434, -8.746427536010742),
+    (-9.72111104761179, -9.72111104761179, -9.246621004453464, -9.721111297607422, -9.721111297607422, -9.246621131896973),
+    (-10.246950765959598, -10.246950765959598, -9.746794344808963, -10.24695110321045, -10.24695110321045, -9.746794700622559),
+    (4.58257569495584, 4.58257569495584, 4.358898943540674, 4.582575798034668, 4.582575798034668, 4.358899116516113),
+    (6.307889796454162, 6.307889796454162, 6.0, 6.307889938354492, 6.307889938354492, 6.0),
+    (7.50789058608552, 7.50789058608552, 7.14142842854285, 7.507890701293945, 7.507890701293945, 7.141428470611572),
+    (8.410519728605548, 8.410519728605548, 8.0, 8.41051959991455, 8.41051959991455, 8.0),
+    (9.104654680003259, 9.104654680003259, 8.660254037844387, 9.104654312133789, 9.104654312133789, 8.66025447845459),
+    (9.635460822563594, 9.635460822563594, 9.16515138991168, 9.63546085357666, 9.63546085357666, 9.165151596069336),
+    (10.028905591759305, 10.028905591759305, 9.539392014169456, 10.028905868530273, 10.028905868530273, 9.539392471313477),
+    (10.300740903347426, 10.300740903347426, 9.797958971132712, 10.300741195678711, 10.300741195678711, 9.797959327697754),
+    (10.460451836874874, 10.460451836874874, 9.9498743710662, 10.46045207977295, 10.46045207977295, 9.949873924255371),
+    (10.513149660756936, 10.513149660756936, 10.0, 10.51314926147461, 10.51314926147461, 10.0),
+    (10.460451836874874, 10.460451836874874, 9.9498743710662, 10.46045207977295, 10.46045207977295, 9.949873924255371),
+    (10.300740903347426, 10.300740903347426, 9.797958971132712, 10.300741195678711, 10.300741195678711, 9.797959327697754),
+    (10.028905591759305, 10.028905591759305, 9.539392014169456, 10.028905868530273, 10.028905868530273, 9.539392471313477),
+    (9.635460822563594, 9.635460822563594, 9.16515138991168, 9.63546085357666, 9.63546085357666, 9.165151596069336),
+    (9.104654680003259, 9.104654680003259, 8.660254037844387, 9.104654312133789, 9.104654312133789, 8.66025447845459),
+    (8.410519728605548, 8.410519728605548, 8.0, 8.41051959991455, 8.41051959991455, 8.0),
+    (7.50789058608552, 7.50789058608552, 7.14142842854285, 7.507890701293945, 7.507890701293945, 7.141428470611572),
+    (6.307889796454162, 6.307889796454162, 6.0, 6.307889938354492, 6.307889938354492, 6.0),
+    (4.58257569495584, 4.58257569495584, 4.358898943540674, 4.582575798034668, 4.582575798034668, 4.358899116516113),
+    (10.246950765959598, 10.246950765959598, 9.746794344808963, 10.24695110321045, 10.24695110321045, 9.746794700622559),
+    (9.72111104761179, 9.72111104761179, 9.246621004453464, 9.721111297607422, 9.721111297607422, 9.246621131896973),
+    (-0.7433919416750281, -0.7433919416750281, -0.7071067811865476, -0.7433919310569763, -0.7433919310569763, -0.7071067690849304),
+    (9.195250490277433, 9.195250490277433, 8.74642784226795, 9.195250511169434, 9.195250511169434, 8.746427536010742),
+    (-1.2875926129184283, -1.2875926129184283, -1.224744871391589, -1.2875926494598389, -1.2875926494598389, -1.2247449159622192),
+    (8.669365301845465, 8.669365301845465, 8.246211251235321, 8.669364929199219, 8.669364929199219, 8.246211051940918),
+    (-1.820930936000652, -1.820930936000652, -1.7320508075688772, -1.8209309577941895, -1.8209309577941895, -1.7320507764816284),
+    (8.143450710459554, 8.143450710459554, 7.745966692414834, 8.143450736999512, 8.143450736999512, 7.745966911315918),
+    (-2.3508117299081364, -2.3508117299081364, -2.23606797749979, -2.350811719894409, -2.350811719894409, -2.2360680103302),
+    (7.617500626155122, 7.617500626155122, 7.245688373094719, 7.6175007820129395, 7.6175007820129395, 7.245688438415527),
+    (-2.879144609812179, -2.879144609812179, -2.7386127875258306, -2.8791446685791016, -2.8791446685791016, -2.7386128902435303),
+    (7.0915071518126895, 7.0915071518126895, 6.745368781616021, 7.0915069580078125, 7.0915069580078125, 6.745368957519531),
+    (-3.4066498437460133, -3.4066498437460133, -3.24037034920393, -3.4066498279571533, -3.4066498279571533, -3.240370273590088),
+    (6.565459858828986, 6.565459858828986, 6.244997998398398, 6.565459728240967, 6.565459728240967, 6.244997978210449),
+    (-3.9336604086431146, -3.9336604086431146, -3.7416573867739413, -3.9336605072021484, -3.9336605072021484, -3.7416574954986572),
+    (6.039344683864824, 6.039344683864824, 5.744562646538029, 6.039344787597656, 6.039344787597656, 5.74456262588501),
+    (-4.4603516500501685, -4.4603516500501685, -4.242640687119285, -4.460351467132568, -4.460351467132568, -4.242640495300293),
+    (-7.052435189724409, -7.052435189724409, -6.708203932499369, -7.052435398101807, -7.052435398101807, -6.7082037925720215),
+    (7.796760460871587, 7.796760460871587, 7.416198487095663, 7.796760559082031, 7.796760559082031, 7.416198253631592),
+    (-4.4603516500501685, -4.4603516500501685, -4.242640687119285, -4.460351467132568, -4.460351467132568, -4.242640495300293),
+    (6.039344683864824, 6.039344683864824, 5.744562646538029, 6.039344787597656, 6.039344787597656, 5.74456262588501),
+    (-3.9336604086431146, -3.9336604086431146, -3.7416573867739413, -3.9336605072021484, -3.9336605072021484, -3.7416574954986572),
+    (6.565459858828986, 6.565459858828986, 6.244997998398398, 6.565459728240967, 6.565459728240967, 6.244997978210449),
+    (-3.4066498437460133, -3.4066498437460133, -3.24037034920393, -3.4066498279571533, -3.4066498279571533, -3.240370273590088),
+    (7.0915071518126895, 7.0915071518126895, 6.745368781616021, 7.0915069580078125, 7.0915069580078125, 6.745368957519531),
+    (-2.879144609812179, -2.879144609812179, -2.7386127875258306, -2.8791446685791016, -2.8791446685791016, -2.7386128902435303),
+    (7.617500626155122, 7.617500626155122, 7.245688373094719, 7.6175007820129395, 7.6175007820129395, 7.245688438415527),
+    (-2.3508117299081364, -2.3508117299081364, -2.23606797749979, -2.350811719894409, -2.350811719894409, -2.2360680103302),
+    (8.143450710459554, 8.143450710459554, 7.745966692414834, 8.143450736999512, 8.143450736999512, 7.745966911315918),
+    (-1.820930936000652, -1.820930936000652, -1.7320508075688772, -1.8209309577941895, -1.8209309577941895, -1.7320507764816284),
+    (8.669365301845465, 8.669365301845465, 8.246211251235321, 8.669364929199219, 8.669364929199219, 8.246211051940918),
+    (-1.2875926129184283, -1.2875926129184283, -1.224744871391589, -1.2875926494598389, -1.2875926494598389, -1.2247449159622192),
+    (9.195250490277433, 9.195250490277433, 8.74642784226795, 9.195250511169434, 9.195250511169434, 8.746427536010742),
+    (-0.7433919416750281, -0.7433919416750281, -0.7071067811865476, -0.7433919310569763, -0.7433919310569763, -0.7071067690849304),
+    (9.72111104761179, 9.72111104761179, 9.246621004453464, 9.721111297607422, 9.721111297607422, 9.246621131896973),
+    (10.246950765959598, 10.246950765959598, 9.746794344808963, 10.24695110321045, 10.24695110321045, 9.746794700622559),
     (-0.25098039215686274, -0.25098039215686274, -0.25098039215686274, -0.250980406999588, -0.250980406999588, -0.250980406999588),
-    (-140.11934807834282, -496.7101561756583, -113.953125, -140.11935424804688, -496.71014404296875, -113.953125),
-    (116.76612339861902, 413.92513014638195, 94.9609375, 116.76612091064453, 413.9251403808594, 94.9609375),
-    (0.5764705882352941, 0.5764705882352941, 0.5764705882352941, 0.5764706134796143, 0.5764706134796143, 0.5764706134796143),
-    (-0.49411764705882355, -0.49411764705882355, -0.49411764705882355, -0.4941176474094391, -0.4941176474094391, -0.4941176474094391),
     (-0.24705882352941178, -0.24705882352941178, -0.24705882352941178, -0.24705882370471954, -0.24705882370471954, -0.24705882370471954),
-    (-134.2784516854839, -476.0047175671324, -109.20297160651317, -134.27845764160156, -476.0047302246094, -109.20297241210938),
-    (156.65819363306454, 555.3388371616545, 127.40346687426536, 156.65818786621094, 555.3388671875, 127.4034652709961),
-    (0.7058823529411765, 0.7058823529411765, 0.7058823529411765, 0.7058823704719543, 0.7058823704719543, 0.7058823704719543),
-    (-0.47058823529411764, -0.47058823529411764, -0.47058823529411764, -0.47058823704719543, -0.47058823704719543, -0.47058823704719543),
     (-0.23529411764705882, -0.23529411764705882, -0.23529411764705882, -0.23529411852359772, -0.23529411852359772, -0.23529411852359772),
-    (-89.0657042814541, -315.72970107455046, -72.4333610767511, -89.06570434570312, -315.7297058105469, -72.43336486816406),
-    (133.59855642218116, 473.5945516118257, 108.65004161512664, 133.5985565185547, 473.59454345703125, 108.65003967285156),
-    (-178.1314085629082, -631.4594021491009, -144.8667221535022, -178.13140869140625, -631.4594116210938, -144.86672973632812),
-    (267.1971128443623, 947.1891032236514, 217.30008323025328, 267.1971130371094, 947.1890869140625, 217.30007934570312),
-    (0.7908496732026143, 0.7908496732026143, 0.7908496732026143, 0.7908496856689453, 0.7908496856689453, 0.7908496856689453),
-    (-0.43137254901960786, -0.43137254901960786, -0.43137254901960786, -0.4313725531101227, -0.4313725531101227, -0.4313725531101227),
     (-0.21568627450980393, -0.21568627450980393, -0.21568627450980393, -0.21568627655506134, -0.21568627655506134, -0.21568627655506134),
-    (-55.656863412861256, -197.2984437708965, -45.26336726921999, -55.656864166259766, -197.29844665527344, -45.26336669921875),
-    (102.03758292357897, 361.71381357997694, 82.98283999356998, 102.03758239746094, 361.71380615234375, 82.98284149169922),
-    (-111.31372682572251, -394.596887541793, -90.52673453843998, -111.31372833251953, -394.5968933105469, -90.5267333984375),
-    (204.07516584715793, 723.4276271599539, 165.96567998713996, 204.07516479492188, 723.4276123046875, 165.96568298339844),
-    (0.8156862745098039, 0.8156862745098039, 0.8156862745098039, 0.8156862854957581, 0.8156862854957581, 0.8156862854957581),
-    (-0.3764705882352941, -0.3764705882352941, -0.3764705882352941, -0.3764705955982208, -0.3764705955982208, -0.3764705955982208),
     (-0.18823529411764706, -0.18823529411764706, -0.18823529411764706, -0.1882352977991104, -0.1882352977991104, -0.1882352977991104),
-    (-31.994255565413514, -113.41668296754484, -26.019571556164145, -31.99425506591797, -113.41667938232422, -26.01957130432129),
-    (69.32088705839595, 245.7361464296805, 56.375738371688975, 69.32088470458984, 245.73614501953125, 56.37574005126953),
-    (-63.98851113082703, -226.8333659350897, -52.03914311232829, -63.98851013183594, -226.83335876464844, -52.03914260864258),
-    (138.6417741167919, 491.472292859361, 112.75147674337795, 138.6417694091797, 491.4722900390625, 112.75148010253906),
-    (0.9230769230769231, 0.9230769230769231, 0.9230769230769231, 0.9230769276618958, 0.9230769276618958, 0.9230769276618958),
-    (0.7647058823529411, 0.7647058823529411, 0.7647058823529411, 0.7647058963775635, 0.7647058963775635, 0.7647058963775635),
-    (-0.3058823529411765, -0.3058823529411765, -0.3058823529411765, -0.30588236451148987, -0.30588236451148987, -0.30588236451148987),
     (-0.15294117647058825, -0.15294117647058825, -0.15294117647058825, -0.15294118225574493, -0.15294118225574493, -0.15294118225574493),
-    (-16.57086148732663, -58.74217451206799, -13.476379074838686, -16.57086181640625, -58.7421760559082, -13.47637939453125),
-    (41.427153718316575, 146.85543628016998, 33.69094768709672, 41.427154541015625, 146.85543823242188, 33.690948486328125),
-    (-33.14172297465326, -117.48434902413598, -26.952758149677372, -33.1417236328125, -117.4843521118164, -26.9527587890625),
-    (82.85430743663315, 293.71087256033996, 67.38189537419343, 82.85430908203125, 293.71087646484375, 67.38189697265625),
-    (1.8666666666666667, 1.8666666666666667, 1.8666666666666667, 1.8666666746139526, 1.8666666746139526, 1.8666666746139526),
-    (-0.2196078431372549, -0.2196078431372549, -0.2196078431372549, -0.21960784494876862, -0.21960784494876862, -0.21960784494876862),
     (-0.10980392156862745, -0.10980392156862745, -0.10980392156862745, -0.10980392247438431, -0.10980392247438431, -0.10980392247438431),
-    (17.0, 17.0, 17.0, 17.0, 17.0, 17.0),
-    (-2.8333333333333335, -2.8333333333333335, -2.8333333333333335, -2.8333332538604736, -2.8333332538604736, -2.8333332538604736),
-    (-7.550431832085401, -26.765583953558718, -6.140446085179805, -7.550431728363037, -26.765583038330078, -6.140446186065674),
-    (21.392890190908638, 75.83582120174971, 17.397930574676117, 21.39289093017578, 75.83582305908203, 17.397930145263672),
-    (-15.100863664170802, -53.531167907117435, -12.28089217035961, -15.100863456726074, -53.531166076660156, -12.280892372131348),
-    (42.785780381817275, 151.67164240349942, 34.795861149352234, 42.78578186035156, 151.67164611816406, 34.795860290527344),
     (-0.058823529411764705, -0.058823529411764705, -0.058823529411764705, -0.05882352963089943, -0.05882352963089943, -0.05882352963089943),
-    (51.0, 51.0, 51.0, 51.0, 51.0, 51.0),
-    (-8.5, -8.5, -8.5, -8.5, -8.5, -8.5),
-    (-1.0898109626881063, -3.8632792751511635, -0.8862970500557361, -1.0898109674453735, -3.863279342651367, -0.8862970471382141),
-    (17.4369754030097, 61.81246840241862, 14.180752800891778, 17.436975479125977, 61.812469482421875, 14.180752754211426),
-    (9.263393182848905, 32.837873838784894, 7.533524925473757, 9.26339340209961, 32.83787536621094, 7.533524990081787),
-    (-2.1796219253762126, -7.726558550302327, -1.7725941001114722, -2.179621934890747, -7.726558685302734, -1.7725940942764282),
-    (34.8739508060194, 123.62493680483723, 28.361505601783556, 34.87395095825195, 123.62493896484375, 28.36150550842285),
-    (18.52678636569781, 65.67574767756979, 15.067049850947514, 18.52678680419922, 65.67575073242188, 15.067049980163574),
-    (-19.063905893728183, -67.57978682927777, -15.503866390254883, -19.063905715942383, -67.57978820800781, -15.503866195678711),
-    (3.1773176489546975, 11.263297804879628, 2.5839777317091475, 3.1773176193237305, 11.263298034667969, 2.583977699279785),
-    (6.354635297909395, 22.526595609759255, 5.167955463418295, 6.354635238647461, 22.526596069335938, 5.16795539855957),
-    (-4.49340571111913, -15.92870851270788, -3.6542963530531427, -4.493405818939209, -15.92870807647705, -3.654296398162842),
-    (0.7489009518531883, 2.65478475211798, 0.6090493921755238, 0.7489009499549866, 2.654784679412842, 0.609049379825592),
     (1.4978019037063766, 5.30956950423596, 1.2180987843510476, 1.4978018999099731, 5.309569358825684, 1.218098759651184),
+    (6.354635297909395, 22.526595609759255, 5.167955463418295, 6.354635238647461, 22.526596069335938, 5.16795539855957),
+    (18.52678636569781, 65.67574767756979, 15.067049850947514, 18.52678680419922, 65.67575073242188, 15.067049980163574),
+    (42.785780381817275, 151.67164240349942, 34.795861149352234, 42.78578186035156, 151.67164611816406, 34.795860290527344),
+    (82.85430743663315, 293.71087256033996, 67.38189537419343, 82.85430908203125, 293.71087646484375, 67.38189697265625),
+    (138.6417741167919, 491.472292859361, 112.75147674337795, 138.6417694091797, 491.4722900390625, 112.75148010253906),
+    (204.07516584715793, 723.4276271599539, 165.96567998713996, 204.07516479492188, 723.4276123046875, 165.96568298339844),
+    (267.1971128443623, 947.1891032236514, 217.30008323025328, 267.1971130371094, 947.1890869140625, 217.30007934570312),
+    (156.65819363306454, 555.3388371616545, 127.40346687426536, 156.65818786621094, 555.3388671875, 127.4034652709961),
+    (116.76612339861902, 413.92513014638195, 94.9609375, 116.76612091064453, 413.9251403808594, 94.9609375),
+    (133.59855642218116, 473.5945516118257, 108.65004161512664, 133.5985565185547, 473.59454345703125, 108.65003967285156),
+    (102.03758292357897, 361.71381357997694, 82.98283999356998, 102.03758239746094, 361.71380615234375, 82.98284149169922),
+    (69.32088705839595, 245.7361464296805, 56.375738371688975, 69.32088470458984, 245.73614501953125, 56.37574005126953),
+    (41.427153718316575, 146.85543628016998, 33.69094768709672, 41.427154541015625, 146.85543823242188, 33.690948486328125),
+    (21.392890190908638, 75.83582120174971, 17.397930574676117, 21.39289093017578, 75.83582305908203, 17.397930145263672),
+    (9.263393182848905, 32.837873838784894, 7.533524925473757, 9.26339340209961, 32.83787536621094, 7.533524990081787),
+    (3.1773176489546975, 11.263297804879628, 2.5839777317091475, 3.1773176193237305, 11.263298034667969, 2.583977699279785),
+    (0.7489009518531883, 2.65478475211798, 0.6090493921755238, 0.7489009499549866, 2.654784679412842, 0.609049379825592),
     (0.41830065359477125, 0.41830065359477125, 0.41830065359477125, 0.41830065846443176, 0.41830065846443176, 0.41830065846443176),
     (-0.5019607843137255, -0.5019607843137255, -0.5019607843137255, -0.501960813999176, -0.501960813999176, -0.501960813999176),
     (-0.25098039215686274, -0.25098039215686274, -0.25098039215686274, -0.250980406999588, -0.250980406999588, -0.250980406999588),
@@ -21224,76 +18515,136 @@ _K = [
     (10.577811721687949, 37.49736624051862, 8.1825961504123, 10.577812194824219, 37.49736785888672, 8.182596206665039),
     (3.4318952998917145, 12.16575208039522, 2.65478475211798, 3.4318952560424805, 12.165752410888672, 2.654784679412842),
     (0.76739511822199, 2.72034486491732, 0.5936279171365733, 0.7673951387405396, 2.7203447818756104, 0.5936279296875),
-    (0.4179566563467492, 0.4179566563467492, 0.4179566563467492, 0.4179566502571106, 0.4179566502571106, 0.4179566502571106),
-    (-0.5015479876160991, -0.5015479876160991, -0.5015479876160991, -0.5015479922294617, -0.5015479922294617, -0.5015479922294617),
+    (11.247221879201993, 11.247221879201993, 10.747092630102339, 11.247221946716309, 11.247221946716309, 10.747092247009277),
+    (10.723805294763608, 10.723805294763608, 10.246950765959598, 10.72380542755127, 10.72380542755127, 10.24695110321045),
+    (10.200373475888961, 10.200373475888961, 9.746794344808963, 10.200373649597168, 10.200373649597168, 9.746794700622559),
+    (0.7400128699009549, 0.7400128699009549, 0.7071067811865476, 0.7400128841400146, 0.7400128841400146, 0.7071067690849304),
+    (9.676923950453324, 9.676923950453324, 9.246621004453464, 9.676923751831055, 9.676923751831055, 9.246621131896973),
+    (1.2817398889233116, 1.2817398889233116, 1.224744871391589, 1.2817398309707642, 1.2817398309707642, 1.2247449159622192),
+    (9.153453680754291, 9.153453680754291, 8.74642784226795, 9.153453826904297, 9.153453826904297, 8.746427536010742),
+    (1.8126539343499315, 1.8126539343499315, 1.7320508075688772, 1.81265389919281, 1.81265389919281, 1.7320507764816284),
+    (8.629958891917763, 8.629958891917763, 8.246211251235321, 8.629959106445312, 8.629959106445312, 8.246211051940918),
+    (2.340126166724879, 2.340126166724879, 2.23606797749979, 2.3401262760162354, 2.3401262760162354, 2.2360680103302),
+    (8.106434833777776, 8.106434833777776, 7.745966692414834, 8.10643482208252, 8.10643482208252, 7.745966911315918),
+    (2.8660575211055543, 2.8660575211055543, 2.7386127875258306, 2.8660576343536377, 2.8660576343536377, 2.7386128902435303),
+    (7.582875444051551, 7.582875444051551, 7.245688373094719, 7.5828752517700195, 7.5828752517700195, 7.245688438415527),
+    (3.391164991562634, 3.391164991562634, 3.24037034920393, 3.391165018081665, 3.391165018081665, 3.240370273590088),
+    (7.05927286151579, 7.05927286151579, 6.745368781616021, 7.059272766113281, 7.059272766113281, 6.745368957519531),
+    (3.9157800414902435, 3.9157800414902435, 3.7416573867739413, 3.9157800674438477, 3.9157800674438477, 3.7416574954986572),
+    (6.535616704970214, 6.535616704970214, 6.244997998398398, 6.535616874694824, 6.535616874694824, 6.244997978210449),
+    (4.44007721940573, 4.44007721940573, 4.242640687119285, 4.440077304840088, 4.440077304840088, 4.242640495300293),
+    (8.502100580780862, 8.502100580780862, 8.12403840463596, 8.502100944519043, 8.502100944519043, 8.124038696289062),
+    (4.96415724396973, 4.96415724396973, 4.743416490252569, 4.9641571044921875, 4.9641571044921875, 4.7434163093566895),
+    (-7.761320457119087, -7.761320457119087, -7.416198487095663, -7.7613205909729, -7.7613205909729, -7.416198253631592),
+    (-4.96415724396973, -4.96415724396973, -4.743416490252569, -4.9641571044921875, -4.9641571044921875, -4.7434163093566895),
+    (-4.44007721940573, -4.44007721940573, -4.242640687119285, -4.440077304840088, -4.440077304840088, -4.242640495300293),
+    (-6.535616704970214, -6.535616704970214, -6.244997998398398, -6.535616874694824, -6.535616874694824, -6.244997978210449),
+    (-3.9157800414902435, -3.9157800414902435, -3.7416573867739413, -3.9157800674438477, -3.9157800674438477, -3.7416574954986572),
+    (-7.05927286151579, -7.05927286151579, -6.745368781616021, -7.059272766113281, -7.059272766113281, -6.745368957519531),
+    (-3.391164991562634, -3.391164991562634, -3.24037034920393, -3.391165018081665, -3.391165018081665, -3.240370273590088),
+    (-7.582875444051551, -7.582875444051551, -7.245688373094719, -7.5828752517700195, -7.5828752517700195, -7.245688438415527),
+    (-2.8660575211055543, -2.8660575211055543, -2.7386127875258306, -2.8660576343536377, -2.8660576343536377, -2.7386128902435303),
+    (-8.106434833777776, -8.106434833777776, -7.745966692414834, -8.10643482208252, -8.10643482208252, -7.745966911315918),
+    (-2.340126166724879, -2.340126166724879, -2.23606797749979, -2.3401262760162354, -2.3401262760162354, -2.2360680103302),
+    (-8.629958891917763, -8.629958891917763, -8.246211251235321, -8.629959106445312, -8.629959106445312, -8.246211051940918),
+    (-1.8126539343499315, -1.8126539343499315, -1.7320508075688772, -1.81265389919281, -1.81265389919281, -1.7320507764816284),
+    (-9.153453680754291, -9.153453680754291, -8.74642784226795, -9.153453826904297, -9.153453826904297, -8.746427536010742),
+    (-1.2817398889233116, -1.2817398889233116, -1.224744871391589, -1.2817398309707642, -1.2817398309707642, -1.2247449159622192),
+    (-9.676923950453324, -9.676923950453324, -9.246621004453464, -9.676923751831055, -9.676923751831055, -9.246621131896973),
+    (-0.7400128699009549, -0.7400128699009549, -0.7071067811865476, -0.7400128841400146, -0.7400128841400146, -0.7071067690849304),
+    (-10.200373475888961, -10.200373475888961, -9.746794344808963, -10.200373649597168, -10.200373649597168, -9.746794700622559),
+    (-10.723805294763608, -10.723805294763608, -10.246950765959598, -10.72380542755127, -10.72380542755127, -10.24695110321045),
+    (-11.247221879201993, -11.247221879201993, -10.747092630102339, -11.247221946716309, -11.247221946716309, -10.747092247009277),
+    (4.795831523312719, 4.795831523312719, 4.58257569495584, 4.795831680297852, 4.795831680297852, 4.582575798034668),
+    (6.618876325292973, 6.618876325292973, 6.324555320336759, 6.6188764572143555, 6.6188764572143555, 6.324555397033691),
+    (7.901175319442761, 7.901175319442761, 7.54983443527075, 7.901175498962402, 7.901175498962402, 7.549834251403809),
+    (8.88015443881146, 8.88015443881146, 8.48528137423857, 8.880154609680176, 8.880154609680176, 8.485280990600586),
+    (9.64858736267844, 9.64858736267844, 9.219544457292887, 9.648587226867676, 9.648587226867676, 9.219544410705566),
+    (10.253919111386493, 10.253919111386493, 9.797958971132712, 10.253918647766113, 10.253918647766113, 9.797959327697754),
+    (10.723805294763608, 10.723805294763608, 10.246950765959598, 10.72380542755127, 10.72380542755127, 10.24695110321045),
+    (11.075498483890767, 11.075498483890767, 10.583005244258363, 11.075498580932617, 11.075498580932617, 10.58300495147705),
+    (11.320020191804304, 11.320020191804304, 10.816653826391969, 11.320019721984863, 11.320019721984863, 10.816654205322266),
+    (11.464230084422217, 11.464230084422217, 10.954451150103322, 11.46423053741455, 11.46423053741455, 10.954451560974121),
+    (11.511898606390238, 11.511898606390238, 11.0, 11.5118989944458, 11.5118989944458, 11.0),
+    (11.464230084422217, 11.464230084422217, 10.954451150103322, 11.46423053741455, 11.46423053741455, 10.954451560974121),
+    (11.320020191804304, 11.320020191804304, 10.816653826391969, 11.320019721984863, 11.320019721984863, 10.816654205322266),
+    (11.075498483890767, 11.075498483890767, 10.583005244258363, 11.075498580932617, 11.075498580932617, 10.58300495147705),
+    (10.723805294763608, 10.723805294763608, 10.246950765959598, 10.72380542755127, 10.72380542755127, 10.24695110321045),
+    (10.253919111386493, 10.253919111386493, 9.797958971132712, 10.253918647766113, 10.253918647766113, 9.797959327697754),
+    (9.64858736267844, 9.64858736267844, 9.219544457292887, 9.648587226867676, 9.648587226867676, 9.219544410705566),
+    (8.88015443881146, 8.88015443881146, 8.48528137423857, 8.880154609680176, 8.880154609680176, 8.485280990600586),
+    (7.901175319442761, 7.901175319442761, 7.54983443527075, 7.901175498962402, 7.901175498962402, 7.549834251403809),
+    (6.618876325292973, 6.618876325292973, 6.324555320336759, 6.6188764572143555, 6.6188764572143555, 6.324555397033691),
+    (4.795831523312719, 4.795831523312719, 4.58257569495584, 4.795831680297852, 4.795831680297852, 4.582575798034668),
+    (11.247221879201993, 11.247221879201993, 10.747092630102339, 11.247221946716309, 11.247221946716309, 10.747092247009277),
+    (10.723805294763608, 10.723805294763608, 10.246950765959598, 10.72380542755127, 10.72380542755127, 10.24695110321045),
+    (-0.7400128699009549, -0.7400128699009549, -0.7071067811865476, -0.7400128841400146, -0.7400128841400146, -0.7071067690849304),
+    (10.200373475888961, 10.200373475888961, 9.746794344808963, 10.200373649597168, 10.200373649597168, 9.746794700622559),
+    (-1.2817398889233116, -1.2817398889233116, -1.224744871391589, -1.2817398309707642, -1.2817398309707642, -1.2247449159622192),
+    (9.676923950453324, 9.676923950453324, 9.246621004453464, 9.676923751831055, 9.676923751831055, 9.246621131896973),
+    (-1.8126539343499315, -1.8126539343499315, -1.7320508075688772, -1.81265389919281, -1.81265389919281, -1.7320507764816284),
+    (9.153453680754291, 9.153453680754291, 8.74642784226795, 9.153453826904297, 9.153453826904297, 8.746427536010742),
+    (-2.340126166724879, -2.340126166724879, -2.23606797749979, -2.3401262760162354, -2.3401262760162354, -2.2360680103302),
+    (8.629958891917763, 8.629958891917763, 8.246211251235321, 8.629959106445312, 8.629959106445312, 8.246211051940918),
+    (-2.8660575211055543, -2.8660575211055543, -2.7386127875258306, -2.8660576343536377, -2.8660576343536377, -2.7386128902435303),
+    (8.106434833777776, 8.106434833777776, 7.745966692414834, 8.10643482208252, 8.10643482208252, 7.745966911315918),
+    (-3.391164991562634, -3.391164991562634, -3.24037034920393, -3.391165018081665, -3.391165018081665, -3.240370273590088),
+    (7.582875444051551, 7.582875444051551, 7.245688373094719, 7.5828752517700195, 7.5828752517700195, 7.245688438415527),
+    (-3.9157800414902435, -3.9157800414902435, -3.7416573867739413, -3.9157800674438477, -3.9157800674438477, -3.7416574954986572),
+    (7.05927286151579, 7.05927286151579, 6.745368781616021, 7.059272766113281, 7.059272766113281, 6.745368957519531),
+    (-4.44007721940573, -4.44007721940573, -4.242640687119285, -4.440077304840088, -4.440077304840088, -4.242640495300293),
+    (6.535616704970214, 6.535616704970214, 6.244997998398398, 6.535616874694824, 6.535616874694824, 6.244997978210449),
+    (-4.96415724396973, -4.96415724396973, -4.743416490252569, -4.9641571044921875, -4.9641571044921875, -4.7434163093566895),
+    (-7.761320457119087, -7.761320457119087, -7.416198487095663, -7.7613205909729, -7.7613205909729, -7.416198253631592),
+    (8.502100580780862, 8.502100580780862, 8.12403840463596, 8.502100944519043, 8.502100944519043, 8.124038696289062),
+    (-4.96415724396973, -4.96415724396973, -4.743416490252569, -4.9641571044921875, -4.9641571044921875, -4.7434163093566895),
+    (6.535616704970214, 6.535616704970214, 6.244997998398398, 6.535616874694824, 6.535616874694824, 6.244997978210449),
+    (-4.44007721940573, -4.44007721940573, -4.242640687119285, -4.440077304840088, -4.440077304840088, -4.242640495300293),
+    (7.05927286151579, 7.05927286151579, 6.745368781616021, 7.059272766113281, 7.059272766113281, 6.745368957519531),
+    (-3.9157800414902435, -3.9157800414902435, -3.7416573867739413, -3.9157800674438477, -3.9157800674438477, -3.7416574954986572),
+    (7.582875444051551, 7.582875444051551, 7.245688373094719, 7.5828752517700195, 7.5828752517700195, 7.245688438415527),
+    (-3.391164991562634, -3.391164991562634, -3.24037034920393, -3.391165018081665, -3.391165018081665, -3.240370273590088),
+    (8.106434833777776, 8.106434833777776, 7.745966692414834, 8.10643482208252, 8.10643482208252, 7.745966911315918),
+    (-2.8660575211055543, -2.8660575211055543, -2.7386127875258306, -2.8660576343536377, -2.8660576343536377, -2.7386128902435303),
+    (8.629958891917763, 8.629958891917763, 8.246211251235321, 8.629959106445312, 8.629959106445312, 8.246211051940918),
+    (-2.340126166724879, -2.340126166724879, -2.23606797749979, -2.3401262760162354, -2.3401262760162354, -2.2360680103302),
+    (9.153453680754291, 9.153453680754291, 8.74642784226795, 9.153453826904297, 9.153453826904297, 8.746427536010742),
+    (-1.8126539343499315, -1.8126539343499315, -1.7320508075688772, -1.81265389919281, -1.81265389919281, -1.7320507764816284),
+    (9.676923950453324, 9.676923950453324, 9.246621004453464, 9.676923751831055, 9.676923751831055, 9.246621131896973),
+    (-1.2817398889233116, -1.2817398889233116, -1.224744871391589, -1.2817398309707642, -1.2817398309707642, -1.2247449159622192),
+    (10.200373475888961, 10.200373475888961, 9.746794344808963, 10.200373649597168, 10.200373649597168, 9.746794700622559),
+    (-0.7400128699009549, -0.7400128699009549, -0.7071067811865476, -0.7400128841400146, -0.7400128841400146, -0.7071067690849304),
+    (10.723805294763608, 10.723805294763608, 10.246950765959598, 10.72380542755127, 10.72380542755127, 10.24695110321045),
+    (11.247221879201993, 11.247221879201993, 10.747092630102339, 11.247221946716309, 11.247221946716309, 10.747092247009277),
     (-0.25077399380804954, -0.25077399380804954, -0.25077399380804954, -0.25077399611473083, -0.25077399611473083, -0.25077399611473083),
-    (-279.8881785759095, -992.177759879603, -216.5109375, -279.88818359375, -992.177734375, -216.5109405517578),
-    (233.2401488132579, 826.8147998996691, 180.42578125, 233.24014282226562, 826.8148193359375, 180.42578125),
-    (0.5779153766769866, 0.5779153766769866, 0.5779153766769866, 0.577915370464325, 0.577915370464325, 0.577915370464325),
-    (-0.4953560371517028, -0.4953560371517028, -0.4953560371517028, -0.495356023311615, -0.495356023311615, -0.495356023311615),
     (-0.2476780185758514, -0.2476780185758514, -0.2476780185758514, -0.2476780116558075, -0.2476780116558075, -0.2476780116558075),
-    (-269.57224500137926, -955.6087274998799, -208.53092040612515, -269.5722351074219, -955.6087036132812, -208.53091430664062),
-    (314.50095250160916, 1114.8768487498598, 243.286073807146, 314.5009460449219, 1114.8768310546875, 243.28607177734375),
-    (0.7151702786377709, 0.7151702786377709, 0.7151702786377709, 0.7151702642440796, 0.7151702642440796, 0.7151702642440796),
-    (-0.47678018575851394, -0.47678018575851394, -0.47678018575851394, -0.4767801761627197, -0.4767801761627197, -0.4767801761627197),
     (-0.23839009287925697, -0.23839009287925697, -0.23839009287925697, -0.23839008808135986, -0.23839008808135986, -0.23839008808135986),
-    (-181.57720958719776, -643.6744487390133, -140.4612802026429, -181.57720947265625, -643.6744384765625, -140.46127319335938),
-    (272.3658143807966, 965.51167310852, 210.69192030396437, 272.3658142089844, 965.5116577148438, 210.69192504882812),
-    (-363.1544191743955, -1287.3488974780266, -280.9225604052858, -363.1544189453125, -1287.348876953125, -280.92254638671875),
-    (544.7316287615932, 1931.02334621704, 421.38384060792873, 544.7316284179688, 1931.0233154296875, 421.38385009765625),
-    (0.8173374613003096, 0.8173374613003096, 0.8173374613003096, 0.8173374533653259, 0.8173374533653259, 0.8173374533653259),
-    (-0.4458204334365325, -0.4458204334365325, -0.4458204334365325, -0.4458204209804535, -0.4458204209804535, -0.4458204209804535),
     (-0.22291021671826625, -0.22291021671826625, -0.22291021671826625, -0.22291021049022675, -0.22291021049022675, -0.22291021049022675),
-    (-116.54254005845642, -413.1325478418429, -90.15291297786715, -116.54254150390625, -413.1325378417969, -90.15291595458984),
-    (213.66132344050345, 757.4096710433787, 165.2803404594231, 213.66131591796875, 757.40966796875, 165.28033447265625),
-    (-233.08508011691285, -826.2650956836858, -180.3058259557343, -233.0850830078125, -826.2650756835938, -180.3058319091797),
-    (427.3226468810069, 1514.8193420867574, 330.5606809188462, 427.3226318359375, 1514.8193359375, 330.5606689453125),
-    (0.8720330237358102, 0.8720330237358102, 0.8720330237358102, 0.8720329999923706, 0.8720329999923706, 0.8720329999923706),
-    (-0.4024767801857585, -0.4024767801857585, -0.4024767801857585, -0.40247678756713867, -0.40247678756713867, -0.40247678756713867),
     (-0.20123839009287925, -0.20123839009287925, -0.20123839009287925, -0.20123839378356934, -0.20123839378356934, -0.20123839378356934),
-    (-69.72986339172564, -247.18592978355937, -53.94039209339048, -69.72986602783203, -247.18592834472656, -53.940391540527344),
-    (151.08137068207222, 535.5695145310453, 116.87084953567937, 151.0813751220703, 535.5695190429688, 116.870849609375),
-    (-139.4597267834513, -494.37185956711875, -107.88078418678096, -139.45973205566406, -494.3718566894531, -107.88078308105469),
-    (302.16274136414444, 1071.1390290620907, 233.74169907135874, 302.1627502441406, 1071.1390380859375, 233.74169921875),
-    (0.8668730650154799, 0.8668730650154799, 0.8668730650154799, 0.8668730854988098, 0.8668730854988098, 0.8668730854988098),
-    (-0.34674922600619196, -0.34674922600619196, -0.34674922600619196, -0.3467492163181305, -0.3467492163181305, -0.3467492163181305),
     (-0.17337461300309598, -0.17337461300309598, -0.17337461300309598, -0.17337460815906525, -0.17337460815906525, -0.17337460815906525),
-    (-38.220899470042795, -135.48956090149989, -29.56624612892631, -38.22089767456055, -135.48956298828125, -29.566246032714844),
-    (95.552248675107, 338.72390225374977, 73.91561532231577, 95.55224609375, 338.7239074707031, 73.91561889648438),
-    (-76.44179894008559, -270.97912180299977, -59.13249225785262, -76.4417953491211, -270.9791259765625, -59.13249206542969),
-    (191.104497350214, 677.4478045074995, 147.83123064463155, 191.1044921875, 677.4478149414062, 147.83123779296875),
-    (0.9333333333333333, 0.9333333333333333, 0.9333333333333333, 0.9333333373069763, 0.9333333373069763, 0.9333333373069763),
-    (0.7894736842105263, 0.7894736842105263, 0.7894736842105263, 0.7894737124443054, 0.7894737124443054, 0.7894737124443054),
-    (-0.2786377708978328, -0.2786377708978328, -0.2786377708978328, -0.27863776683807373, -0.27863776683807373, -0.27863776683807373),
     (-0.1393188854489164, -0.1393188854489164, -0.1393188854489164, -0.13931888341903687, -0.13931888341903687, -0.13931888341903687),
-    (-18.85246971533854, -66.83026509206282, -14.583559452302039, -18.85247039794922, -66.83026885986328, -14.583559036254883),
-    (53.41533086012586, 189.35241776084467, 41.32008511485577, 53.41532897949219, 189.3524169921875, 41.32008361816406),
-    (-37.70493943067708, -133.66053018412563, -29.167118904604077, -37.70494079589844, -133.66053771972656, -29.167118072509766),
-    (106.83066172025173, 378.70483552168935, 82.64017022971154, 106.83065795898438, 378.704833984375, 82.64016723632812),
-    (1.8823529411764706, 1.8823529411764706, 1.8823529411764706, 1.8823529481887817, 1.8823529481887817, 1.8823529481887817),
-    (-0.19814241486068113, -0.19814241486068113, -0.19814241486068113, -0.198142409324646, -0.198142409324646, -0.198142409324646),
     (-0.09907120743034056, -0.09907120743034056, -0.09907120743034056, -0.099071204662323, -0.099071204662323, -0.099071204662323),
-    (19.0, 19.0, 19.0, 19.0, 19.0, 19.0),
-    (-3.1666666666666665, -3.1666666666666665, -3.1666666666666665, -3.1666667461395264, -3.1666667461395264, -3.1666667461395264),
-    (-8.182181467378832, -29.005078101326713, -6.329426949401699, -8.182181358337402, -29.005077362060547, -6.3294267654418945),
-    (25.910241313366303, 91.84941398753459, 20.043185339772048, 25.910242080688477, 91.84941101074219, 20.04318618774414),
-    (-16.364362934757665, -58.01015620265343, -12.658853898803399, -16.364362716674805, -58.010154724121094, -12.658853530883789),
-    (51.820482626732606, 183.69882797506918, 40.086370679544096, 51.82048416137695, 183.69882202148438, 40.08637237548828),
     (-0.05263157894736842, -0.05263157894736842, -0.05263157894736842, -0.05263157933950424, -0.05263157933950424, -0.05263157933950424),
-    (57.0, 57.0, 57.0, 57.0, 57.0, 57.0),
-    (-9.5, -9.5, -9.5, -9.5, -9.5, -9.5),
-    (-1.1134538654408368, -3.947091183212487, -0.8613259105697157, -1.1134538650512695, -3.9470911026000977, -0.8613259196281433),
-    (20.042169577935063, 71.04764129782477, 15.503866390254883, 20.04216957092285, 71.04763793945312, 15.503866195678711),
-    (10.577811721687949, 37.49736624051862, 8.1825961504123, 10.577812194824219, 37.49736785888672, 8.182596206665039),
-    (-2.2269077308816736, -7.894182366424974, -1.7226518211394315, -2.226907730102539, -7.894182205200195, -1.7226518392562866),
-    (40.084339155870126, 142.09528259564954, 31.007732780509766, 40.0843391418457, 142.09527587890625, 31.007732391357422),
-    (21.155623443375898, 74.99473248103725, 16.3651923008246, 21.155624389648438, 74.99473571777344, 16.365192413330078),
-    (-20.591371799350288, -72.99451248237132, -15.92870851270788, -20.591371536254883, -72.99451446533203, -15.92870807647705),
-    (3.4318952998917145, 12.16575208039522, 2.65478475211798, 3.4318952560424805, 12.165752410888672, 2.654784679412842),
-    (6.863790599783429, 24.33150416079044, 5.30956950423596, 6.863790512084961, 24.331504821777344, 5.309569358825684),
-    (-4.60437070933194, -16.32206918950392, -3.5617675028194395, -4.604370594024658, -16.32206916809082, -3.561767578125),
-    (0.76739511822199, 2.72034486491732, 0.5936279171365733, 0.7673951387405396, 2.7203447818756104, 0.5936279296875),
     (1.53479023644398, 5.44068972983464, 1.1872558342731465, 1.534790277481079, 5.440689563751221, 1.187255859375),
+    (6.863790599783429, 24.33150416079044, 5.30956950423596, 6.863790512084961, 24.331504821777344, 5.309569358825684),
+    (21.155623443375898, 74.99473248103725, 16.3651923008246, 21.155624389648438, 74.99473571777344, 16.365192413330078),
+    (51.820482626732606, 183.69882797506918, 40.086370679544096, 51.82048416137695, 183.69882202148438, 40.08637237548828),
+    (106.83066172025173, 378.70483552168935, 82.64017022971154, 106.83065795898438, 378.704833984375, 82.64016723632812),
+    (191.104497350214, 677.4478045074995, 147.83123064463155, 191.1044921875, 677.4478149414062, 147.83123779296875),
+    (302.16274136414444, 1071.1390290620907, 233.74169907135874, 302.1627502441406, 1071.1390380859375, 233.74169921875),
+    (427.3226468810069, 1514.8193420867574, 330.5606809188462, 427.3226318359375, 1514.8193359375, 330.5606689453125),
+    (544.7316287615932, 1931.02334621704, 421.38384060792873, 544.7316284179688, 1931.0233154296875, 421.38385009765625),
+    (314.50095250160916, 1114.8768487498598, 243.286073807146, 314.5009460449219, 1114.8768310546875, 243.28607177734375),
+    (233.2401488132579, 826.8147998996691, 180.42578125, 233.24014282226562, 826.8148193359375, 180.42578125),
+    (272.3658143807966, 965.51167310852, 210.69192030396437, 272.3658142089844, 965.5116577148438, 210.69192504882812),
+    (213.66132344050345, 757.4096710433787, 165.2803404594231, 213.66131591796875, 757.40966796875, 165.28033447265625),
+    (151.08137068207222, 535.5695145310453, 116.87084953567937, 151.0813751220703, 535.5695190429688, 116.870849609375),
+    (95.552248675107, 338.72390225374977, 73.91561532231577, 95.55224609375, 338.7239074707031, 73.91561889648438),
+    (53.41533086012586, 189.35241776084467, 41.32008511485577, 53.41532897949219, 189.3524169921875, 41.32008361816406),
+    (25.910241313366303, 91.84941398753459, 20.043185339772048, 25.910242080688477, 91.84941101074219, 20.04318618774414),
+    (10.577811721687949, 37.49736624051862, 8.1825961504123, 10.577812194824219, 37.49736785888672, 8.182596206665039),
+    (3.4318952998917145, 12.16575208039522, 2.65478475211798, 3.4318952560424805, 12.165752410888672, 2.654784679412842),
+    (0.76739511822199, 2.72034486491732, 0.5936279171365733, 0.7673951387405396, 2.7203447818756104, 0.5936279296875),
     (0.4179566563467492, 0.4179566563467492, 0.4179566563467492, 0.4179566502571106, 0.4179566502571106, 0.4179566502571106),
     (-0.5015479876160991, -0.5015479876160991, -0.5015479876160991, -0.5015479922294617, -0.5015479922294617, -0.5015479922294617),
     (-0.25077399380804954, -0.25077399380804954, -0.25077399380804954, -0.25077399611473083, -0.25077399611473083, -0.25077399611473083),
@@ -21401,83 +18752,149 @@ _K = [
     (11.925527539452185, 42.274894422763616, 8.814924839887254, 11.925527572631836, 42.27489471435547, 8.814925193786621),
     (3.680297698805311, 13.046315657452364, 2.72034486491732, 3.680297613143921, 13.04631519317627, 2.7203447818756104),
     (0.7846421057871968, 2.781483843970261, 0.5799794739346789, 0.7846421003341675, 2.7814838886260986, 0.5799794793128967),
-    (0.4177109440267335, 0.4177109440267335, 0.4177109440267335, 0.41771093010902405, 0.41771093010902405, 0.41771093010902405),
-    (-0.5012531328320802, -0.5012531328320802, -0.5012531328320802, -0.5012531280517578, -0.5012531280517578, -0.5012531280517578),
+    (12.24744871391589, 12.24744871391589, 11.74734012447073, 12.247448921203613, 12.247448921203613, 11.747340202331543),
+    (11.726039399558575, 11.726039399558575, 11.247221879201993, 11.726038932800293, 11.726038932800293, 11.247221946716309),
+    (11.204618612914478, 11.204618612914478, 10.747092630102339, 11.204618453979492, 11.204618453979492, 10.747092247009277),
+    (0.7372097807744856, 0.7372097807744856, 0.7071067811865476, 0.7372097969055176, 0.7372097969055176, 0.7071067690849304),
+    (10.683184674178795, 10.683184674178795, 10.246950765959598, 10.683184623718262, 10.683184623718262, 10.24695110321045),
+    (1.276884796138123, 1.276884796138123, 1.224744871391589, 1.2768847942352295, 1.2768847942352295, 1.2247449159622192),
+    (10.161735558713255, 10.161735558713255, 9.746794344808963, 10.161735534667969, 10.161735534667969, 9.746794700622559),
+    (1.805787796286538, 1.805787796286538, 1.7320508075688772, 1.8057878017425537, 1.8057878017425537, 1.7320507764816284),
+    (9.640268803757271, 9.640268803757271, 9.246621004453464, 9.64026927947998, 9.64026927947998, 9.246621131896973),
+    (2.3312620206007844, 2.3312620206007844, 2.23606797749979, 2.3312621116638184, 2.3312621116638184, 2.2360680103302),
+    (9.118781383114932, 9.118781383114932, 8.74642784226795, 9.118781089782715, 9.118781089782715, 8.746427536010742),
+    (2.855201203600804, 2.855201203600804, 2.7386127875258306, 2.855201244354248, 2.855201244354248, 2.7386128902435303),
+    (8.597269536210952, 8.597269536210952, 8.246211251235321, 8.597270011901855, 8.597270011901855, 8.246211051940918),
+    (3.378319623460881, 3.378319623460881, 3.24037034920393, 3.37831974029541, 3.37831974029541, 3.240370273590088),
+    (8.075728530872482, 8.075728530872482, 7.745966692414834, 8.075728416442871, 8.075728416442871, 7.745966911315918),
+    (3.90094748802747, 3.90094748802747, 3.7416573867739413, 3.9009475708007812, 3.9009475708007812, 3.7416574954986572),
+    (7.554152327780024, 7.554152327780024, 7.245688373094719, 7.554152488708496, 7.554152488708496, 7.245688438415527),
+    (4.423258684646914, 4.423258684646914, 4.242640687119285, 4.4232587814331055, 4.4232587814331055, 4.242640495300293),
+    (7.032533095487744, 7.032533095487744, 6.745368781616021, 7.032533168792725, 7.032533168792725, 6.745368957519531),
+    (4.945353550468402, 4.945353550468402, 4.743416490252569, 4.9453535079956055, 4.9453535079956055, 4.7434163093566895),
+    (9.20774721067277, 9.20774721067277, 8.831760866327848, 9.207747459411621, 9.207747459411621, 8.83176040649414),
+    (5.467294060851866, 5.467294060851866, 5.244044240850758, 5.467294216156006, 5.467294216156006, 5.244044303894043),
+    (-8.469895538599198, -8.469895538599198, -8.12403840463596, -8.469895362854004, -8.469895362854004, -8.124038696289062),
+    (-5.467294060851866, -5.467294060851866, -5.244044240850758, -5.467294216156006, -5.467294216156006, -5.244044303894043),
+    (-4.945353550468402, -4.945353550468402, -4.743416490252569, -4.9453535079956055, -4.9453535079956055, -4.7434163093566895),
+    (-7.032533095487744, -7.032533095487744, -6.745368781616021, -7.032533168792725, -7.032533168792725, -6.745368957519531),
+    (-4.423258684646914, -4.423258684646914, -4.242640687119285, -4.4232587814331055, -4.4232587814331055, -4.242640495300293),
+    (-7.554152327780024, -7.554152327780024, -7.245688373094719, -7.554152488708496, -7.554152488708496, -7.245688438415527),
+    (-3.90094748802747, -3.90094748802747, -3.7416573867739413, -3.9009475708007812, -3.9009475708007812, -3.7416574954986572),
+    (-8.075728530872482, -8.075728530872482, -7.745966692414834, -8.075728416442871, -8.075728416442871, -7.745966911315918),
+    (-3.378319623460881, -3.378319623460881, -3.24037034920393, -3.37831974029541, -3.37831974029541, -3.240370273590088),
+    (-8.597269536210952, -8.597269536210952, -8.246211251235321, -8.597270011901855, -8.597270011901855, -8.246211051940918),
+    (-2.855201203600804, -2.855201203600804, -2.7386127875258306, -2.855201244354248, -2.855201244354248, -2.7386128902435303),
+    (-9.118781383114932, -9.118781383114932, -8.74642784226795, -9.118781089782715, -9.118781089782715, -8.746427536010742),
+    (-2.3312620206007844, -2.3312620206007844, -2.23606797749979, -2.3312621116638184, -2.3312621116638184, -2.2360680103302),
+    (-9.640268803757271, -9.640268803757271, -9.246621004453464, -9.64026927947998, -9.64026927947998, -9.246621131896973),
+    (-1.805787796286538, -1.805787796286538, -1.7320508075688772, -1.8057878017425537, -1.8057878017425537, -1.7320507764816284),
+    (-10.161735558713255, -10.161735558713255, -9.746794344808963, -10.161735534667969, -10.161735534667969, -9.746794700622559),
+    (-1.276884796138123, -1.276884796138123, -1.224744871391589, -1.2768847942352295, -1.2768847942352295, -1.2247449159622192),
+    (-10.683184674178795, -10.683184674178795, -10.246950765959598, -10.683184623718262, -10.683184623718262, -10.24695110321045),
+    (-0.7372097807744856, -0.7372097807744856, -0.7071067811865476, -0.7372097969055176, -0.7372097969055176, -0.7071067690849304),
+    (-11.204618612914478, -11.204618612914478, -10.747092630102339, -11.204618453979492, -11.204618453979492, -10.747092247009277),
+    (-11.726039399558575, -11.726039399558575, -11.247221879201993, -11.726038932800293, -11.726038932800293, -11.247221946716309),
+    (-12.24744871391589, -12.24744871391589, -11.74734012447073, -12.247448921203613, -12.247448921203613, -11.747340202331543),
+    (5.0, 5.0, 4.795831523312719, 5.0, 5.0, 4.795831680297852),
+    (6.9156407480812465, 6.9156407480812465, 6.6332495807108, 6.915640830993652, 6.915640830993652, 6.633249759674072),
+    (8.275159265510556, 8.275159265510556, 7.937253933193772, 8.275158882141113, 8.275158882141113, 7.937253952026367),
+    (9.325048082403137, 9.325048082403137, 8.94427190999916, 9.325048446655273, 9.325048446655273, 8.9442720413208),
+    (10.161735558713255, 10.161735558713255, 9.746794344808963, 10.161735534667969, 10.161735534667969, 9.746794700622559),
+    (10.834726777719228, 10.834726777719228, 10.392304845413264, 10.834726333618164, 10.834726333618164, 10.392304420471191),
+    (11.373118573502895, 11.373118573502895, 10.908712114635714, 11.37311840057373, 11.37311840057373, 10.908712387084961),
+    (11.79535649239177, 11.79535649239177, 11.313708498984761, 11.795356750488281, 11.795356750488281, 11.313708305358887),
+    (12.113592796308724, 12.113592796308724, 11.61895003862225, 12.113593101501465, 12.113593101501465, 11.618949890136719),
+    (12.335879094879225, 12.335879094879225, 11.832159566199232, 12.3358793258667, 12.3358793258667, 11.832159996032715),
+    (12.467348659947538, 12.467348659947538, 11.958260743101398, 12.4673490524292, 12.4673490524292, 11.958260536193848),
+    (12.510864843424486, 12.510864843424486, 12.0, 12.510865211486816, 12.510865211486816, 12.0),
+    (12.467348659947538, 12.467348659947538, 11.958260743101398, 12.4673490524292, 12.4673490524292, 11.958260536193848),
+    (12.335879094879225, 12.335879094879225, 11.832159566199232, 12.3358793258667, 12.3358793258667, 11.832159996032715),
+    (12.113592796308724, 12.113592796308724, 11.61895003862225, 12.113593101501465, 12.113593101501465, 11.618949890136719),
+    (11.79535649239177, 11.79535649239177, 11.313708498984761, 11.795356750488281, 11.795356750488281, 11.313708305358887),
+    (11.373118573502895, 11.373118573502895, 10.908712114635714, 11.37311840057373, 11.37311840057373, 10.908712387084961),
+    (10.834726777719228, 10.834726777719228, 10.392304845413264, 10.834726333618164, 10.834726333618164, 10.392304420471191),
+    (10.161735558713255, 10.161735558713255, 9.746794344808963, 10.161735534667969, 10.161735534667969, 9.746794700622559),
+    (9.325048082403137, 9.325048082403137, 8.94427190999916, 9.325048446655273, 9.325048446655273, 8.9442720413208),
+    (8.275159265510556, 8.275159265510556, 7.937253933193772, 8.275158882141113, 8.275158882141113, 7.937253952026367),
+    (6.9156407480812465, 6.9156407480812465, 6.6332495807108, 6.915640830993652, 6.915640830993652, 6.633249759674072),
+    (5.0, 5.0, 4.795831523312719, 5.0, 5.0, 4.795831680297852),
+    (12.24744871391589, 12.24744871391589, 11.74734012447073, 12.247448921203613, 12.247448921203613, 11.747340202331543),
+    (11.726039399558575, 11.726039399558575, 11.247221879201993, 11.726038932800293, 11.726038932800293, 11.247221946716309),
+    (-0.7372097807744856, -0.7372097807744856, -0.7071067811865476, -0.7372097969055176, -0.7372097969055176, -0.7071067690849304),
+    (11.204618612914478, 11.204618612914478, 10.747092630102339, 11.204618453979492, 11.204618453979492, 10.747092247009277),
+    (-1.276884796138123, -1.276884796138123, -1.224744871391589, -1.2768847942352295, -1.2768847942352295, -1.2247449159622192),
+    (10.683184674178795, 10.683184674178795, 10.246950765959598, 10.683184623718262, 10.683184623718262, 10.24695110321045),
+    (-1.805787796286538, -1.805787796286538, -1.7320508075688772, -1.8057878017425537, -1.8057878017425537, -1.7320507764816284),
+    (10.161735558713255, 10.161735558713255, 9.746794344808963, 10.161735534667969, 10.161735534667969, 9.746794700622559),
+    (-2.3312620206007844, -2.3312620206007844, -2.23606797749979, -2.3312621116638184, -2.3312621116638184, -2.2360680103302),
+    (9.640268803757271, 9.640268803757271, 9.246621004453464, 9.64026927947998, 9.64026927947998, 9.246621131896973),
+    (-2.855201203600804, -2.855201203600804, -2.7386127875258306, -2.855201244354248, -2.855201244354248, -2.7386128902435303),
+    (9.118781383114932, 9.118781383114932, 8.74642784226795, 9.118781089782715, 9.118781089782715, 8.746427536010742),
+    (-3.378319623460881, -3.378319623460881, -3.24037034920393, -3.37831974029541, -3.37831974029541, -3.240370273590088),
+    (8.597269536210952, 8.597269536210952, 8.246211251235321, 8.597270011901855, 8.597270011901855, 8.246211051940918),
+    (-3.90094748802747, -3.90094748802747, -3.7416573867739413, -3.9009475708007812, -3.9009475708007812, -3.7416574954986572),
+    (8.075728530872482, 8.075728530872482, 7.745966692414834, 8.075728416442871, 8.075728416442871, 7.745966911315918),
+    (-4.423258684646914, -4.423258684646914, -4.242640687119285, -4.4232587814331055, -4.4232587814331055, -4.242640495300293),
+    (7.554152327780024, 7.554152327780024, 7.245688373094719, 7.554152488708496, 7.554152488708496, 7.245688438415527),
+    (-4.945353550468402, -4.945353550468402, -4.743416490252569, -4.9453535079956055, -4.9453535079956055, -4.7434163093566895),
+    (7.032533095487744, 7.032533095487744, 6.745368781616021, 7.032533168792725, 7.032533168792725, 6.745368957519531),
+    (-5.467294060851866, -5.467294060851866, -5.244044240850758, -5.467294216156006, -5.467294216156006, -5.244044303894043),
+    (-8.469895538599198, -8.469895538599198, -8.12403840463596, -8.469895362854004, -8.469895362854004, -8.124038696289062),
+    (9.20774721067277, 9.20774721067277, 8.831760866327848, 9.207747459411621, 9.207747459411621, 8.83176040649414),
+    (-5.467294060851866, -5.467294060851866, -5.244044240850758, -5.467294216156006, -5.467294216156006, -5.244044303894043),
+    (7.032533095487744, 7.032533095487744, 6.745368781616021, 7.032533168792725, 7.032533168792725, 6.745368957519531),
+    (-4.945353550468402, -4.945353550468402, -4.743416490252569, -4.9453535079956055, -4.9453535079956055, -4.7434163093566895),
+    (7.554152327780024, 7.554152327780024, 7.245688373094719, 7.554152488708496, 7.554152488708496, 7.245688438415527),
+    (-4.423258684646914, -4.423258684646914, -4.242640687119285, -4.4232587814331055, -4.4232587814331055, -4.242640495300293),
+    (8.075728530872482, 8.075728530872482, 7.745966692414834, 8.075728416442871, 8.075728416442871, 7.745966911315918),
+    (-3.90094748802747, -3.90094748802747, -3.7416573867739413, -3.9009475708007812, -3.9009475708007812, -3.7416574954986572),
+    (8.597269536210952, 8.597269536210952, 8.246211251235321, 8.597270011901855, 8.597270011901855, 8.246211051940918),
+    (-3.378319623460881, -3.378319623460881, -3.24037034920393, -3.37831974029541, -3.37831974029541, -3.240370273590088),
+    (9.118781383114932, 9.118781383114932, 8.74642784226795, 9.118781089782715, 9.118781089782715, 8.746427536010742),
+    (-2.855201203600804, -2.855201203600804, -2.7386127875258306, -2.855201244354248, -2.855201244354248, -2.7386128902435303),
+    (9.640268803757271, 9.640268803757271, 9.246621004453464, 9.64026927947998, 9.64026927947998, 9.246621131896973),
+    (-2.3312620206007844, -2.3312620206007844, -2.23606797749979, -2.3312621116638184, -2.3312621116638184, -2.2360680103302),
+    (10.161735558713255, 10.161735558713255, 9.746794344808963, 10.161735534667969, 10.161735534667969, 9.746794700622559),
+    (-1.805787796286538, -1.805787796286538, -1.7320508075688772, -1.8057878017425537, -1.8057878017425537, -1.7320507764816284),
+    (10.683184674178795, 10.683184674178795, 10.246950765959598, 10.683184623718262, 10.683184623718262, 10.24695110321045),
+    (-1.276884796138123, -1.276884796138123, -1.224744871391589, -1.2768847942352295, -1.2768847942352295, -1.2247449159622192),
+    (11.204618612914478, 11.204618612914478, 10.747092630102339, 11.204618453979492, 11.204618453979492, 10.747092247009277),
+    (-0.7372097807744856, -0.7372097807744856, -0.7071067811865476, -0.7372097969055176, -0.7372097969055176, -0.7071067690849304),
+    (11.726039399558575, 11.726039399558575, 11.247221879201993, 11.726038932800293, 11.726038932800293, 11.247221946716309),
+    (12.24744871391589, 12.24744871391589, 11.74734012447073, 12.247448921203613, 12.247448921203613, 11.747340202331543),
     (-0.2506265664160401, -0.2506265664160401, -0.2506265664160401, -0.2506265640258789, -0.2506265640258789, -0.2506265640258789),
-    (-559.1977767831025, -1982.3045057540264, -413.3390625, -559.19775390625, -1982.3045654296875, -413.33905029296875),
-    (465.9981473192521, 1651.9204214616886, 344.44921875, 465.9981384277344, 1651.92041015625, 344.44921875),
-    (0.5789473684210527, 0.5789473684210527, 0.5789473684210527, 0.5789473652839661, 0.5789473652839661, 0.5789473652839661),
-    (-0.49624060150375937, -0.49624060150375937, -0.49624060150375937, -0.49624061584472656, -0.49624061584472656, -0.49624061584472656),
     (-0.24812030075187969, -0.24812030075187969, -0.24812030075187969, -0.24812030792236328, -0.24812030792236328, -0.24812030792236328),
-    (-540.8266921872586, -1917.1807064795971, -399.75981165312186, -540.8267211914062, -1917.1806640625, -399.75982666015625),
-    (630.9644742184684, 2236.7108242261966, 466.38644692864216, 630.9644775390625, 2236.7109375, 466.3864440917969),
-    (0.7218045112781954, 0.7218045112781954, 0.7218045112781954, 0.7218044996261597, 0.7218044996261597, 0.7218044996261597),
-    (-0.48120300751879697, -0.48120300751879697, -0.48120300751879697, -0.48120301961898804, -0.48120301961898804, -0.48120301961898804),
     (-0.24060150375939848, -0.24060150375939848, -0.24060150375939848, -0.24060150980949402, -0.24060150980949402, -0.24060150980949402),
-    (-368.9283013407673, -1307.8167768389474, -272.69864891658517, -368.9283142089844, -1307.8167724609375, -272.6986389160156),
-    (553.3924520111509, 1961.725165258421, 409.0479733748778, 553.3924560546875, 1961.7252197265625, 409.0479736328125),
-    (-737.8566026815346, -2615.6335536778947, -545.3972978331703, -737.8566284179688, -2615.633544921875, -545.3972778320312),
-    (1106.7849040223018, 3923.450330516842, 818.0959467497556, 1106.784912109375, 3923.450439453125, 818.095947265625),
-    (0.8362573099415205, 0.8362573099415205, 0.8362573099415205, 0.8362573385238647, 0.8362573385238647, 0.8362573385238647),
-    (-0.45614035087719296, -0.45614035087719296, -0.45614035087719296, -0.45614033937454224, -0.45614033937454224, -0.45614033937454224),
     (-0.22807017543859648, -0.22807017543859648, -0.22807017543859648, -0.22807016968727112, -0.22807016968727112, -0.22807016968727112),
-    (-242.01876107366493, -857.9341701127988, -178.89164078061296, -242.01876831054688, -857.9341430664062, -178.8916473388672),
-    (443.7010619683857, 1572.8793118734645, 327.9680080977904, 443.7010498046875, 1572.8792724609375, 327.968017578125),
-    (-484.03752214732987, -1715.8683402255976, -357.7832815612259, -484.03753662109375, -1715.8682861328125, -357.7832946777344),
-    (887.4021239367714, 3145.758623746929, 655.9360161955808, 887.402099609375, 3145.758544921875, 655.93603515625),
-    (0.9122807017543859, 0.9122807017543859, 0.9122807017543859, 0.9122806787490845, 0.9122806787490845, 0.9122806787490845),
-    (-0.42105263157894735, -0.42105263157894735, -0.42105263157894735, -0.42105263471603394, -0.42105263471603394, -0.42105263471603394),
     (-0.21052631578947367, -0.21052631578947367, -0.21052631578947367, -0.21052631735801697, -0.21052631735801697, -0.21052631735801697),
-    (-149.5538956486661, -530.1547565207999, -110.54490841550572, -149.55389404296875, -530.15478515625, -110.54490661621094),
-    (324.0334405721099, 1148.6686391283997, 239.51396823359573, 324.033447265625, 1148.6685791015625, 239.5139617919922),
-    (-299.1077912973322, -1060.3095130415998, -221.08981683101143, -299.1077880859375, -1060.3095703125, -221.08981323242188),
-    (648.0668811442198, 2297.3372782567994, 479.02793646719147, 648.06689453125, 2297.337158203125, 479.0279235839844),
-    (0.9398496240601504, 0.9398496240601504, 0.9398496240601504, 0.9398496150970459, 0.9398496150970459, 0.9398496150970459),
-    (-0.37593984962406013, -0.37593984962406013, -0.37593984962406013, -0.37593984603881836, -0.37593984603881836, -0.37593984603881836),
     (-0.18796992481203006, -0.18796992481203006, -0.18796992481203006, -0.18796992301940918, -0.18796992301940918, -0.18796992301940918),
-    (-85.73119002224298, -303.9091557952743, -63.36943954723186, -85.73119354248047, -303.9091491699219, -63.36943817138672),
-    (214.32797505560748, 759.7728894881857, 158.42359886807967, 214.32797241210938, 759.7728881835938, 158.42359924316406),
-    (-171.46238004448597, -607.8183115905485, -126.73887909446373, -171.46238708496094, -607.8182983398438, -126.73887634277344),
-    (428.65595011121496, 1519.5457789763714, 316.84719773615933, 428.65594482421875, 1519.5457763671875, 316.8471984863281),
-    (-0.17647058823529413, -0.17647058823529413, -0.17647058823529413, -0.1764705926179886, -0.1764705926179886, -0.1764705926179886),
-    (0.908939014202172, 0.908939014202172, 0.908939014202172, 0.908939003944397, 0.908939003944397, 0.908939003944397),
-    (-0.3208020050125313, -0.3208020050125313, -0.3208020050125313, -0.3208020031452179, -0.3208020031452179, -0.3208020031452179),
     (-0.16040100250626566, -0.16040100250626566, -0.16040100250626566, -0.16040100157260895, -0.16040100157260895, -0.16040100157260895),
-    (-44.93992614193603, -159.30789029936795, -33.217991400441456, -44.93992614746094, -159.30789184570312, -33.21799087524414),
-    (127.3297907354854, 451.3723558482092, 94.11764230125078, 127.32978820800781, 451.3723449707031, 94.11764526367188),
-    (-89.87985228387205, -318.6157805987359, -66.43598280088291, -89.87985229492188, -318.61578369140625, -66.43598175048828),
-    (254.6595814709708, 902.7447116964184, 188.23528460250157, 254.65957641601562, 902.7446899414062, 188.23529052734375),
-    (0.9411764705882353, 0.9411764705882353, 0.9411764705882353, 0.9411764740943909, 0.9411764740943909, 0.9411764740943909),
-    (0.8095238095238095, 0.8095238095238095, 0.8095238095238095, 0.8095238208770752, 0.8095238208770752, 0.8095238208770752),
-    (-0.2556390977443609, -0.2556390977443609, -0.2556390977443609, -0.25563910603523254, -0.25563910603523254, -0.25563910603523254),
     (-0.12781954887218044, -0.12781954887218044, -0.12781954887218044, -0.12781955301761627, -0.12781955301761627, -0.12781955301761627),
-    (-21.192218564038956, -75.12445880612442, -15.664532509313885, -21.192218780517578, -75.12445831298828, -15.664532661437988),
-    (67.10869211945669, 237.89411955272735, 49.60435294616064, 67.10868835449219, 237.8941192626953, 49.60435104370117),
-    (-42.38443712807791, -150.24891761224885, -31.32906501862777, -42.384437561035156, -150.24891662597656, -31.329065322875977),
-    (134.21738423891338, 475.7882391054547, 99.20870589232128, 134.21737670898438, 475.7882385253906, 99.20870208740234),
-    (1.894736842105263, 1.894736842105263, 1.894736842105263, 1.894736886024475, 1.894736886024475, 1.894736886024475),
-    (-0.18045112781954886, -0.18045112781954886, -0.18045112781954886, -0.18045112490653992, -0.18045112490653992, -0.18045112490653992),
     (-0.09022556390977443, -0.09022556390977443, -0.09022556390977443, -0.09022556245326996, -0.09022556245326996, -0.09022556245326996),
-    (21.0, 21.0, 21.0, 21.0, 21.0, 21.0),
-    (-8.797594200959281, -31.18665944038863, -6.502868019610174, -8.79759407043457, -31.18665885925293, -6.502868175506592),
-    (30.791579703357485, 109.1533080413602, 22.76003806863561, 30.791580200195312, 109.15330505371094, 22.760038375854492),
-    (-17.595188401918563, -62.37331888077726, -13.005736039220348, -17.59518814086914, -62.37331771850586, -13.005736351013184),
-    (61.58315940671497, 218.3066160827204, 45.52007613727122, 61.583160400390625, 218.30661010742188, 45.520076751708984),
     (-0.047619047619047616, -0.047619047619047616, -0.047619047619047616, -0.0476190485060215, -0.0476190485060215, -0.0476190485060215),
-    (63.0, 63.0, 63.0, 63.0, 63.0, 63.0),
-    (-10.5, -10.5, -10.5, -10.5, -10.5, -10.5),
-    (-1.1357645275668748, -4.0261804212155825, -0.8395166514178337, -1.135764479637146, -4.026180267333984, -0.8395166397094727),
-    (22.715290551337496, 80.52360842431166, 16.790333028356674, 22.715290069580078, 80.52360534667969, 16.790332794189453),
-    (11.925527539452185, 42.274894422763616, 8.814924839887254, 11.925527572631836, 42.27489471435547, 8.814925193786621),
-    (-2.2715290551337497, -8.052360842431165, -1.6790333028356674, -2.271528959274292, -8.052360534667969, -1.6790332794189453),
-    (45.43058110267499, 161.04721684862332, 33.58066605671335, 45.430580139160156, 161.04721069335938, 33.580665588378906),
-    (23.85105507890437, 84.54978884552723, 17.62984967977451, 23.851055145263672, 84.54978942871094, 17.629850387573242),
-    (-22.081786192831864, -78.27789394471418, -16.32206918950392, -22.081787109375, -78.27789306640625, -16.32206916809082),
-    (3.680297698805311, 13.046315657452364, 2.72034486491732, 3.680297613143921, 13.04631519317627, 2.7203447818756104),
-    (7.360595397610622, 26.09263131490473, 5.44068972983464, 7.360595226287842, 26.09263038635254, 5.440689563751221),
-    (-4.7078526347231815, -16.688903063821567, -3.479876843608073, -4.707852840423584, -16.68890380859375, -3.479876756668091),
-    (0.7846421057871968, 2.781483843970261, 0.5799794739346789, 0.7846421003341675, 2.7814838886260986, 0.5799794793128967),
     (1.5692842115743937, 5.562967687940522, 1.1599589478693577, 1.569284200668335, 5.562967777252197, 1.1599589586257935),
+    (7.360595397610622, 26.09263131490473, 5.44068972983464, 7.360595226287842, 26.09263038635254, 5.440689563751221),
+    (23.85105507890437, 84.54978884552723, 17.62984967977451, 23.851055145263672, 84.54978942871094, 17.629850387573242),
+    (61.58315940671497, 218.3066160827204, 45.52007613727122, 61.583160400390625, 218.30661010742188, 45.520076751708984),
+    (134.21738423891338, 475.7882391054547, 99.20870589232128, 134.21737670898438, 475.7882385253906, 99.20870208740234),
+    (254.6595814709708, 902.7447116964184, 188.23528460250157, 254.65957641601562, 902.7446899414062, 188.23529052734375),
+    (428.65595011121496, 1519.5457789763714, 316.84719773615933, 428.65594482421875, 1519.5457763671875, 316.8471984863281),
+    (648.0668811442198, 2297.3372782567994, 479.02793646719147, 648.06689453125, 2297.337158203125, 479.0279235839844),
+    (887.4021239367714, 3145.758623746929, 655.9360161955808, 887.402099609375, 3145.758544921875, 655.93603515625),
+    (1106.7849040223018, 3923.450330516842, 818.0959467497556, 1106.784912109375, 3923.450439453125, 818.095947265625),
+    (630.9644742184684, 2236.7108242261966, 466.38644692864216, 630.9644775390625, 2236.7109375, 466.3864440917969),
+    (465.9981473192521, 1651.9204214616886, 344.44921875, 465.9981384277344, 1651.92041015625, 344.44921875),
+    (553.3924520111509, 1961.725165258421, 409.0479733748778, 553.3924560546875, 1961.7252197265625, 409.0479736328125),
+    (443.7010619683857, 1572.8793118734645, 327.9680080977904, 443.7010498046875, 1572.8792724609375, 327.968017578125),
+    (324.0334405721099, 1148.6686391283997, 239.51396823359573, 324.033447265625, 1148.6685791015625, 239.5139617919922),
+    (214.32797505560748, 759.7728894881857, 158.42359886807967, 214.32797241210938, 759.7728881835938, 158.42359924316406),
+    (127.3297907354854, 451.3723558482092, 94.11764230125078, 127.32978820800781, 451.3723449707031, 94.11764526367188),
+    (67.10869211945669, 237.89411955272735, 49.60435294616064, 67.10868835449219, 237.8941192626953, 49.60435104370117),
+    (30.791579703357485, 109.1533080413602, 22.76003806863561, 30.791580200195312, 109.15330505371094, 22.760038375854492),
+    (11.925527539452185, 42.274894422763616, 8.814924839887254, 11.925527572631836, 42.27489471435547, 8.814925193786621),
+    (3.680297698805311, 13.046315657452364, 2.72034486491732, 3.680297613143921, 13.04631519317627, 2.7203447818756104),
+    (0.7846421057871968, 2.781483843970261, 0.5799794739346789, 0.7846421003341675, 2.7814838886260986, 0.5799794793128967),
     (0.4177109440267335, 0.4177109440267335, 0.4177109440267335, 0.41771093010902405, 0.41771093010902405, 0.41771093010902405),
     (-0.5012531328320802, -0.5012531328320802, -0.5012531328320802, -0.5012531280517578, -0.5012531280517578, -0.5012531280517578),
     (-0.2506265664160401, -0.2506265664160401, -0.2506265664160401, -0.2506265640258789, -0.2506265640258789, -0.2506265640258789),
@@ -21641,90 +19058,6 @@ _K = [
     (-207.38836827132312, -735.172623951036, -147.0345247902072, -207.38836669921875, -735.172607421875, -147.03453063964844),
     (587.6003767687488, 2082.989101194602, 416.5978202389204, 587.6004028320312, 2082.989013671875, 416.5978088378906),
     (-0.15789473684210525, -0.15789473684210525, -0.15789473684210525, -0.15789473056793213, -0.15789473056793213, -0.15789473056793213),
-    (0.9440993788819876, 0.9440993788819876, 0.9440993788819876, 0.9440993666648865, 0.9440993666648865, 0.9440993666648865),
-    (-0.2981366459627329, -0.2981366459627329, -0.2981366459627329, -0.2981366515159607, -0.2981366515159607, -0.2981366515159607),
-    (-0.14906832298136646, -0.14906832298136646, -0.14906832298136646, -0.14906832575798035, -0.14906832575798035, -0.14906832575798035),
-    (-52.13730086163169, -184.8219193760371, -36.964383875207425, -52.13730239868164, -184.82191467285156, -36.96438217163086),
-    (165.10145272850033, 585.2694113574508, 117.05388227149017, 165.10145568847656, 585.2694091796875, 117.05387878417969),
-    (-104.27460172326337, -369.6438387520742, -73.92876775041485, -104.27460479736328, -369.6438293457031, -73.92876434326172),
-    (330.20290545700067, 1170.5388227149017, 234.10776454298033, 330.2029113769531, 1170.538818359375, 234.10775756835938),
-    (0.9473684210526315, 0.9473684210526315, 0.9473684210526315, 0.9473684430122375, 0.9473684430122375, 0.9473684430122375),
-    (0.8260869565217391, 0.8260869565217391, 0.8260869565217391, 0.8260869383811951, 0.8260869383811951, 0.8260869383811951),
-    (-0.2360248447204969, -0.2360248447204969, -0.2360248447204969, -0.23602484166622162, -0.23602484166622162, -0.23602484166622162),
-    (-0.11801242236024845, -0.11801242236024845, -0.11801242236024845, -0.11801242083311081, -0.11801242083311081, -0.11801242083311081),
-    (-23.58592181835719, -83.60991590820727, -16.721983181641452, -23.585922241210938, -83.60991668701172, -16.721982955932617),
-    (82.55072636425017, 292.6347056787254, 58.52694113574508, 82.55072784423828, 292.63470458984375, 58.526939392089844),
-    (-47.17184363671438, -167.21983181641454, -33.443966363282904, -47.171844482421875, -167.21983337402344, -33.443965911865234),
-    (1.9047619047619047, 1.9047619047619047, 1.9047619047619047, 1.9047619104385376, 1.9047619104385376, 1.9047619104385376),
-    (-0.16563146997929606, -0.16563146997929606, -0.16563146997929606, -0.1656314730644226, -0.1656314730644226, -0.1656314730644226),
-    (-0.08281573498964803, -0.08281573498964803, -0.08281573498964803, -0.0828157365322113, -0.0828157365322113, -0.0828157365322113),
-    (23.0, 23.0, 23.0, 23.0, 23.0, 23.0),
-    (-3.8333333333333335, -3.8333333333333335, -3.8333333333333335, -3.8333332538604736, -3.8333332538604736, -3.8333332538604736),
-    (-9.398632353733245, -33.317284217239326, -6.663456843447865, -9.398632049560547, -33.317283630371094, -6.663456916809082),
-    (36.02809068931077, 127.71625616608408, 25.543251233216818, 36.02809143066406, 127.71625518798828, 25.543251037597656),
-    (-18.79726470746649, -66.63456843447865, -13.32691368689573, -18.797264099121094, -66.63456726074219, -13.326913833618164),
-    (72.05618137862155, 255.43251233216816, 51.086502466433636, 72.05618286132812, 255.43251037597656, 51.08650207519531),
-    (-0.043478260869565216, -0.043478260869565216, -0.043478260869565216, -0.043478261679410934, -0.043478261679410934, -0.043478261679410934),
-    (69.0, 69.0, 69.0, 69.0, 69.0, 69.0),
-    (-11.5, -11.5, -11.5, -11.5, -11.5, -11.5),
-    (-1.1568916695876204, -4.101074189682179, -0.8202148379364359, -1.1568917036056519, -4.10107421875, -0.8202148675918579),
-    (25.45161673092765, 90.22363217300794, 18.04472643460159, 25.451616287231445, 90.2236328125, 18.044727325439453),
-    (13.304254200257635, 47.16235318134506, 9.432470636269013, 13.304254531860352, 47.162353515625, 9.432470321655273),
-    (-2.3137833391752407, -8.202148379364358, -1.6404296758728718, -2.3137834072113037, -8.2021484375, -1.6404297351837158),
-    (50.9032334618553, 180.44726434601588, 36.08945286920318, 50.90323257446289, 180.447265625, 36.089454650878906),
-    (26.60850840051527, 94.32470636269012, 18.864941272538026, 26.608509063720703, 94.32470703125, 18.864940643310547),
-    (-23.539263173615907, -83.44451531910782, -16.688903063821567, -23.539262771606445, -83.44451904296875, -16.68890380859375),
-    (3.9232105289359844, 13.907419219851304, 2.781483843970261, 3.923210620880127, 13.907419204711914, 2.7814838886260986),
-    (7.846421057871969, 27.81483843970261, 5.562967687940522, 7.846421241760254, 27.814838409423828, 5.562967777252197),
-    (-4.80493197470383, -17.0330403638057, -3.4066080727611396, -4.804932117462158, -17.03304100036621, -3.4066081047058105),
-    (0.8008219957839717, 2.838840060634283, 0.5677680121268567, 0.8008220195770264, 2.8388400077819824, 0.5677680373191833),
-    (1.6016439915679435, 5.677680121268566, 1.1355360242537134, 1.6016440391540527, 5.677680015563965, 1.1355360746383667),
-    (0.41752933057280883, 0.41752933057280883, 0.41752933057280883, 0.4175293445587158, 0.4175293445587158, 0.4175293445587158),
-    (-0.5010351966873706, -0.5010351966873706, -0.5010351966873706, -0.501035213470459, -0.501035213470459, -0.501035213470459),
-    (-0.2505175983436853, -0.2505175983436853, -0.2505175983436853, -0.2505176067352295, -0.2505176067352295, -0.2505176067352295),
-    (-1117.424302359497, -3961.166015625, -792.233203125, -1117.42431640625, -3961.166015625, -792.2332153320312),
-    (931.1869186329141, 3300.9716796875, 660.1943359375, 931.1868896484375, 3300.9716796875, 660.1943359375),
-    (0.5797101449275363, 0.5797101449275363, 0.5797101449275363, 0.5797101259231567, 0.5797101259231567, 0.5797101259231567),
-    (-0.4968944099378882, -0.4968944099378882, -0.4968944099378882, -0.4968944191932678, -0.4968944191932678, -0.4968944191932678),
-    (-0.2484472049689441, -0.2484472049689441, -0.2484472049689441, -0.2484472095966339, -0.2484472095966339, -0.2484472095966339),
-    (-1084.4861785343187, -3844.4034067939206, -768.880681358784, -1084.4862060546875, -3844.4033203125, -768.8806762695312),
-    (1265.2338749567052, 4485.13730792624, 897.027461585248, 1265.23388671875, 4485.13720703125, 897.0274658203125),
-    (0.7267080745341615, 0.7267080745341615, 0.7267080745341615, 0.7267080545425415, 0.7267080545425415, 0.7267080545425415),
-    (-0.484472049689441, -0.484472049689441, -0.484472049689441, -0.48447203636169434, -0.48447203636169434, -0.48447203636169434),
-    (-0.2422360248447205, -0.2422360248447205, -0.2422360248447205, -0.24223601818084717, -0.24223601818084717, -0.24223601818084717),
-    (-747.673308288815, -2650.4328689915546, -530.0865737983108, -747.6732788085938, -2650.432861328125, -530.0865478515625),
-    (1121.5099624332224, 3975.6493034873315, 795.1298606974664, 1121.510009765625, 3975.6494140625, 795.1298828125),
-    (-1495.34661657763, -5300.865737983109, -1060.1731475966217, -1495.3465576171875, -5300.86572265625, -1060.173095703125),
-    (2243.019924866445, 7951.298606974663, 1590.2597213949327, 2243.02001953125, 7951.298828125, 1590.259765625),
-    (0.8502415458937198, 0.8502415458937198, 0.8502415458937198, 0.8502415418624878, 0.8502415418624878, 0.8502415418624878),
-    (-0.463768115942029, -0.463768115942029, -0.463768115942029, -0.4637681245803833, -0.4637681245803833, -0.4637681245803833),
-    (-0.2318840579710145, -0.2318840579710145, -0.2318840579710145, -0.23188406229019165, -0.23188406229019165, -0.23188406229019165),
-    (-499.4776635289683, -1770.6022163264192, -354.1204432652838, -499.4776611328125, -1770.6021728515625, -354.1204528808594),
-    (915.7090498031087, 3246.1040632651016, 649.2208126530204, 915.7090454101562, 3246.10400390625, 649.2208251953125),
-    (-998.9553270579366, -3541.2044326528385, -708.2408865305676, -998.955322265625, -3541.204345703125, -708.2409057617188),
-    (1831.4180996062173, 6492.208126530203, 1298.4416253060408, 1831.4180908203125, 6492.2080078125, 1298.441650390625),
-    (0.9420289855072463, 0.9420289855072463, 0.9420289855072463, 0.9420289993286133, 0.9420289993286133, 0.9420289993286133),
-    (-0.43478260869565216, -0.43478260869565216, -0.43478260869565216, -0.43478259444236755, -0.43478259444236755, -0.43478259444236755),
-    (-0.21739130434782608, -0.21739130434782608, -0.21739130434782608, -0.21739129722118378, -0.21739129722118378, -0.21739129722118378),
-    (-316.9762095472299, -1123.6514065148428, -224.7302813029686, -316.9761962890625, -1123.6513671875, -224.73028564453125),
-    (686.7817873523314, 2434.5780474488265, 486.91560948976525, 686.7817993164062, 2434.578125, 486.9156188964844),
-    (-633.9524190944599, -2247.3028130296857, -449.4605626059372, -633.952392578125, -2247.302734375, -449.4605712890625),
-    (1373.5635747046629, 4869.156094897653, 973.8312189795305, 1373.5635986328125, 4869.15625, 973.8312377929688),
-    (0.9937888198757764, 0.9937888198757764, 0.9937888198757764, 0.9937888383865356, 0.9937888383865356, 0.9937888383865356),
-    (-0.39751552795031053, -0.39751552795031053, -0.39751552795031053, -0.39751553535461426, -0.39751553535461426, -0.39751553535461426),
-    (-0.19875776397515527, -0.19875776397515527, -0.19875776397515527, -0.19875776767730713, -0.19875776767730713, -0.19875776767730713),
-    (-188.45136773210916, -668.0427048903767, -133.60854097807535, -188.4513702392578, -668.042724609375, -133.60853576660156),
-    (471.1284193302729, 1670.1067622259418, 334.02135244518837, 471.12841796875, 1670.1068115234375, 334.0213623046875),
-    (-376.9027354642183, -1336.0854097807535, -267.2170819561507, -376.9027404785156, -1336.08544921875, -267.2170715332031),
-    (942.2568386605458, 3340.2135244518836, 668.0427048903767, 942.2568359375, 3340.213623046875, 668.042724609375),
-    (0.9972394755003451, 0.9972394755003451, 0.9972394755003451, 0.9972394704818726, 0.9972394704818726, 0.9972394704818726),
-    (-0.35196687370600416, -0.35196687370600416, -0.35196687370600416, -0.35196688771247864, -0.35196688771247864, -0.35196688771247864),
-    (-0.17598343685300208, -0.17598343685300208, -0.17598343685300208, -0.17598344385623932, -0.17598344385623932, -0.17598344385623932),
-    (-103.69418413566156, -367.586311975518, -73.5172623951036, -103.69418334960938, -367.5863037109375, -73.51726531982422),
-    (293.8001883843744, 1041.494550597301, 208.2989101194602, 293.8002014160156, 1041.4945068359375, 208.2989044189453),
-    (-207.38836827132312, -735.172623951036, -147.0345247902072, -207.38836669921875, -735.172607421875, -147.03453063964844),
-    (587.6003767687488, 2082.989101194602, 416.5978202389204, 587.6004028320312, 2082.989013671875, 416.5978088378906),
-    (-0.15789473684210525, -0.15789473684210525, -0.15789473684210525, -0.15789473056793213, -0.15789473056793213, -0.15789473056793213),
     (-0.3157894736842105, -0.3157894736842105, -0.3157894736842105, -0.31578946113586426, -0.31578946113586426, -0.31578946113586426),
     (0.9440993788819876, 0.9440993788819876, 0.9440993788819876, 0.9440993666648865, 0.9440993666648865, 0.9440993666648865),
     (-0.2981366459627329, -0.2981366459627329, -0.2981366459627329, -0.2981366515159607, -0.2981366515159607, -0.2981366515159607),
@@ -21770,4 +19103,4 @@ _K = [
     (0.8008219957839717, 2.838840060634283, 0.5677680121268567, 0.8008220195770264, 2.8388400077819824, 0.5677680373191833),
     (1.6016439915679435, 5.677680121268566, 1.1355360242537134, 1.6016440391540527, 5.677680015563965, 1.1355360746383667),
 ]
-_KEND = (4, 7, 26, 80, 160, 255, 364, 483, 620, 777, 951, 1143, 1351)
+_KEND = (7, 21, 58, 133, 233, 356, 500, 661, 848, 1059, 1293, 1551, 1675)
