@@ -44,28 +44,30 @@ thread, more threads than cores: with 2 threads, 100,000 rows, the float32 l_max
 (now 1.2 ms; e3nn 1.5 ms), and the spinning threads slowed whatever ran next, e3nn included. Under
 `torch.compile` / `torch.export` the same bodies are traced as plain torch ops. The renderer drops every
 temporary after its last use (before, nothing was freed until the function returned: the l = 12 backward allocated
-fresh memory for every one of its ~4000 ops), skips values nothing reads (the Y values in the backward), and orders
-the derivative bodies m-major, as the kernels, so that few values are alive at once.
+fresh memory for every one of its ~4000 ops), and skips values nothing reads.
 
-The backward runs on the derivative ladder (since 2026-11-30, `equitriton/codegen/ladder.py`): every derivative of a
-degree-l harmonic is a fixed combination of at most two degree l - 1 harmonics per (axis, m), with exact
-coefficients, so dL/du = sum over those coefficients of k g_{l,m} Y_{l-1,m'}: the body computes the (folded) values
-below l_max and then one in-place `addcmul_` per coefficient, with no temporaries, instead of carrying three
-derivative parts through every step of the recurrence. On 16,384 rows, one thread, float64, the backward alone went
-from 1.40 to 0.87 ms at l_max 4 and from 15.1 to 9.1 ms at l_max 12; forward + backward in the 'before' / 'after'
-tables below. The double backward still carries forward-mode duals.
+The derivative bodies run on the derivative ladder (since 2026-11-30, `equitriton/codegen/ladder.py`): every
+derivative of a degree-l harmonic is a fixed combination of at most two degree l - 1 harmonics per (axis, m), with
+exact coefficients, so dL/du = sum over those coefficients of k g_{l,m} Y_{l-1,m'}: the backward computes the
+(folded) values below l_max and then one in-place `addcmul_` per coefficient, with no temporaries, instead of
+carrying three derivative parts through every step of the recurrence; the double backward applies the ladder twice
+(its Hessian term ends on the values of degree l - 2). On 16,384 rows, one thread, float64 (same process, before /
+after): the backward alone 1.40 -> 0.87 ms at l_max 4 and 15.1 -> 9.1 ms at l_max 12; the double backward 4.68 ->
+3.20 ms at l_max 4 and 46.5 -> 26.3 ms at l_max 12. Forward + backward in the 'before' / 'after' tables below
+(measured with the ladder backward and the earlier double backward; the forward did not change). The generated
+module went from 21,773 to 11,243 lines.
 
 Constant factors are folded out of the per-term bodies (`equitriton/codegen/fold.py`, since 2026-11-30). The traced
 recurrences multiply by a constant at almost every step (Legendre coefficients, output factors, and the doublings
 and negations differentiation adds); free in a kernel's registers, each is a pass over the chunk's rows here. Every
-value is carried as an exact scale (q sqrt(s) pi^(p/2), per normalization) times a base statement: c * v, -v and
-v + v cost nothing, a sum of unlike scales is one `torch.add(a, b, alpha=r)`, and the scale is applied where an
-output consumes the value (a derivative as `add_(g * base, alpha=c)`). The generated file shrank from 28,737 to
-21,721 lines; the l_max 3 backward on 16,384 rows went from 1.16 to 0.83 ms. Each scale is rounded once from its
+value is carried as an exact scale (q sqrt(s) pi^(p/2), per normalization) times a base statement: c * v, -v and v +
+v cost nothing, a sum of unlike scales is one `torch.add(a, b, alpha=r)`, and the scale is applied where an output
+consumes the value (in the derivative bodies, the `value` of an `addcmul_`). The generated file shrank from 28,737
+to 21,721 lines; the l_max 3 backward on 16,384 rows went from 1.16 to 0.83 ms. Each scale is rounded once from its
 exact value, and a test evaluates the folded and the traced programs at 50 digits for every output part of every l
 and normalization (tests/test_codegen.py). The transposing copies of x (N, 3) into rows, of dL/dx back, and of the
-forward's columns into the (N, dim) output (up to 25 columns) go through a (blocks, 16, width) view: torch copies
-a transposed 2-D view with a narrow side one element at a time, the blocked view 16 contiguous rows at a time
+forward's columns into the (N, dim) output (up to 25 columns) go through a (blocks, 16, width) view: torch copies a
+transposed 2-D view with a narrow side one element at a time, the blocked view 16 contiguous rows at a time
 ((16,384, 3) float64: 15 us instead of 57; 9 columns out: 79 us instead of 127). Together: the l_max 2 forward on
 16,384 rows 0.37 -> 0.23 ms, the l_max 3 backward 1.16 -> 0.72 ms. Traced graphs (compile, export) keep the plain
 copies.

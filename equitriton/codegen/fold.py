@@ -114,7 +114,7 @@ class Folded:
     """The folded program, with the traced outputs' structure in `out`. An output part whose scale is not 1 is a
     statement `mul(c, base)` (c its scale, a constant), emitted right after its base so that consumers can run as
     soon as their values exist; `scaled[name] = (c, base)` lets a consumer fold that multiply into its own op
-    (`add_(g * base, alpha=c)`), which leaves the statement unread (and dropped)."""
+    (the ladder bodies: the `value` of an `addcmul_`), which leaves the statement unread (and dropped)."""
 
     prog: Program
     inputs: list[str]

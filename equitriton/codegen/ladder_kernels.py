@@ -155,3 +155,71 @@ def _signed_const(value):
     from .ir import Const
 
     return Const(per_normalization=tuple(value))
+
+
+def _folded(parts, scaled: dict, l: int, m: int) -> tuple[str | None, str]:
+    """(scale or None, base) of the folded Y_{l,m}; base is a c-name where Y is a constant (Y_0)."""
+    y = _y(parts, l, m)
+    return scaled.get(y, (None, y))
+
+
+def _value(k: str, scale: str | None, extra: str = "") -> str:
+    return k + ("" if scale is None else f" * {scale}") + extra
+
+
+def torch_double_backward_consumer(parts, scaled: dict, target, L: int, names) -> list[str]:
+    """The torch fallback's double backward for degree L on the ladder (the Triton body's math, in in-place ops):
+    the gradient part a (into v and, times L, vl), the d(grad_y) columns sum_a w'_a D^L_a Y_{L-1}, and the Hessian
+    term b += sum_m' tw_m' grad Y_{L-1,m'} with tw = sum_a w_a (D^L_a)^T g."""
+    lines, body = [], []
+    rung = rungs(L)
+    low = rungs(L - 1) if L >= 2 else None
+    k = {}
+    for a in AXES:
+        for n, r in enumerate(rung[a]):
+            k[a, n] = next(names)
+            lines.append(target.const(k[a, n], _signed_const(r.value)))
+        if low is not None:
+            for n, r in enumerate(low[a]):
+                k["h" + a, n] = next(names)
+                lines.append(target.const(k["h" + a, n], _signed_const(r.value)))
+    for a in AXES:  # a_a = sum over the coefficients of k g_m Y_{L-1,m'}
+        body.append(f"    a{a} = torch.zeros_like(x)")
+        for n, r in enumerate(rung[a]):
+            scale, base = _folded(parts, scaled, L - 1, r.m_low)
+            g = f"gs[o + {r.m + L}]"
+            if base.startswith("c"):
+                body.append(f"    a{a}.add_({g}, alpha={_value(k[a, n], scale, f' * {base}')})")
+            else:
+                body.append(f"    a{a}.addcmul_({g}, {base}, value={_value(k[a, n], scale)})")
+        body += [f"    v{a}.add_(a{a})", f"    vl{a}.add_(a{a}, alpha={L}.0)"]
+    for j in range(2 * L + 1):  # d(grad_y) column (L, m)
+        body.append("    col = torch.zeros_like(x)")
+        for a in AXES:
+            for n, r in enumerate(rung[a]):
+                if r.m != j - L:
+                    continue
+                scale, base = _folded(parts, scaled, L - 1, r.m_low)
+                if base.startswith("c"):
+                    body.append(f"    col.add_(wp{a}, alpha={_value(k[a, n], scale, f' * {base}')})")
+                else:
+                    body.append(f"    col.addcmul_(wp{a}, {base}, value={_value(k[a, n], scale)})")
+        body.append(f"    cols[o + {j}] = col")
+    if low is not None:
+        for jl in range(2 * L - 1):  # tw_m' = sum_a w_a ((D^L_a)^T g)_m', then b += tw_m' grad Y_{L-1,m'}
+            m_low = jl - (L - 1)
+            body.append("    tw = torch.zeros_like(x)")
+            for a in AXES:
+                for n, r in enumerate(rung[a]):
+                    if r.m_low == m_low:
+                        body.append(f"    tw.addcmul_(w{a}, gs[o + {r.m + L}], value={k[a, n]})")
+            for b in AXES:
+                for n, r in enumerate(low[b]):
+                    if r.m != m_low:
+                        continue
+                    scale, base = _folded(parts, scaled, L - 2, r.m_low)
+                    if base.startswith("c"):
+                        body.append(f"    b{b}.add_(tw, alpha={_value(k['h' + b, n], scale, f' * {base}')})")
+                    else:
+                        body.append(f"    b{b}.addcmul_(tw, {base}, value={_value(k['h' + b, n], scale)})")
+    return lines + [f"for o in at[{L}]:"] + body
