@@ -1,5 +1,5 @@
-"""Bodies built on the derivative ladder (`ladder.py`): the Triton backward and double backward, and the torch
-fallback's backward.
+"""Bodies built on the derivative ladder (`ladder.py`): the Triton kernels' LADDER backward and double backward, and
+the torch fallback's backward and double backward.
 
 The kernels trace only the values Y_l of l < l_max (the forward's recurrence, one value per product instead of the
 4 or 8 parts of the forward-mode duals) and apply the ladder to them. For each degree L of the l set, in the block
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from .emit import TritonTarget, _bits32, _bits64, body, levels, trace
 from .harmonics import LMAX
+from .ir import Const
 from .ladder import AXES, rungs
 
 
@@ -151,9 +152,8 @@ def torch_backward_consumer(parts, scaled: dict, target, L: int, names) -> list[
     return lines + [f"for o in at[{L}]:"] + body
 
 
-def _signed_const(value):
-    from .ir import Const
-
+def _signed_const(value) -> Const:
+    """A coefficient-table entry (the torch target takes any sign)."""
     return Const(per_normalization=tuple(value))
 
 
