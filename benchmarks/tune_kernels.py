@@ -137,7 +137,7 @@ LADDER_CONFIGS = {
 
 def ladder_configs(lmax: int, dtype, direction: str) -> list[dict]:
     dual = dict(launch.config(direction, lmax, dtype), LADDER=False, current=True)
-    return [dual] * LADDER_DUAL + [dict(dict(WIDE_IO=False), LADDER=True, **c) for c in LADDER_CONFIGS[direction]]
+    return [dual] * LADDER_DUAL + [{"WIDE_IO": False, "LADDER": True, **c} for c in LADDER_CONFIGS[direction]]
 
 
 def cases(sweep: str = "all"):

@@ -126,29 +126,17 @@ def ladder_body(order: int, wide_store) -> list[str]:
     return head + body(traced, 0, TritonTarget(), per_l, "LMAX")
 
 
-__all__ = ["ladder_body"]
-
-
 # ------------------------------------------------------------------------------------------------------------- torch
 def torch_backward_consumer(parts, scaled: dict, target, L: int, names) -> list[str]:
     """The torch fallback's backward for degree L on the ladder: one in-place `addcmul_` per non-zero coefficient,
     v_a += (k * s) g_m Y_{L-1,m'}, with s the folded scale of Y_{L-1,m'} (fold.py: `scaled`) and k the ladder
     coefficient (a coefficient-table entry, `names` gives each a fresh c-name). No temporaries."""
-    lines = []
-    body = []
-    rung = rungs(L)
+    lines, body = [], []
     for a in AXES:
-        for r in rung[a]:
+        for r in rungs(L)[a]:
             kname = next(names)
             lines.append(target.const(kname, _signed_const(r.value)))
-            y = _y(parts, L - 1, r.m_low)
-            scale, base = scaled.get(y, (None, y))
-            alpha = kname if scale is None else f"{kname} * {scale}"
-            g = f"gs[o + {r.m + L}]"
-            if base.startswith("c"):  # Y_0: a constant
-                body.append(f"    v{a}.add_({g}, alpha={alpha} * {base})")
-            else:
-                body.append(f"    v{a}.addcmul_({g}, {base}, value={alpha})")
+            body.append(_add_times_y(f"v{a}", f"gs[o + {r.m + L}]", kname, parts, scaled, L - 1, r.m_low))
     return lines + [f"for o in at[{L}]:"] + body
 
 
@@ -157,14 +145,15 @@ def _signed_const(value) -> Const:
     return Const(per_normalization=tuple(value))
 
 
-def _folded(parts, scaled: dict, l: int, m: int) -> tuple[str | None, str]:
-    """(scale or None, base) of the folded Y_{l,m}; base is a c-name where Y is a constant (Y_0)."""
+def _add_times_y(dst: str, factor: str, k: str, parts, scaled: dict, l: int, m: int) -> str:
+    """The loop-body line `dst += k * factor * Y_{l,m}`, with Y folded (fold.py: scale * base): one `addcmul_`, or
+    one `add_` where Y is a constant (Y_0, whose base is a c-name)."""
     y = _y(parts, l, m)
-    return scaled.get(y, (None, y))
-
-
-def _value(k: str, scale: str | None, extra: str = "") -> str:
-    return k + ("" if scale is None else f" * {scale}") + extra
+    scale, base = scaled.get(y, (None, y))
+    value = k if scale is None else f"{k} * {scale}"
+    if base.startswith("c"):
+        return f"    {dst}.add_({factor}, alpha={value} * {base})"
+    return f"    {dst}.addcmul_({factor}, {base}, value={value})"
 
 
 def torch_double_backward_consumer(parts, scaled: dict, target, L: int, names) -> list[str]:
@@ -186,24 +175,14 @@ def torch_double_backward_consumer(parts, scaled: dict, target, L: int, names) -
     for a in AXES:  # a_a = sum over the coefficients of k g_m Y_{L-1,m'}
         body.append(f"    a{a} = torch.zeros_like(x)")
         for n, r in enumerate(rung[a]):
-            scale, base = _folded(parts, scaled, L - 1, r.m_low)
-            g = f"gs[o + {r.m + L}]"
-            if base.startswith("c"):
-                body.append(f"    a{a}.add_({g}, alpha={_value(k[a, n], scale, f' * {base}')})")
-            else:
-                body.append(f"    a{a}.addcmul_({g}, {base}, value={_value(k[a, n], scale)})")
+            body.append(_add_times_y(f"a{a}", f"gs[o + {r.m + L}]", k[a, n], parts, scaled, L - 1, r.m_low))
         body += [f"    v{a}.add_(a{a})", f"    vl{a}.add_(a{a}, alpha={L}.0)"]
     for j in range(2 * L + 1):  # d(grad_y) column (L, m)
         body.append("    col = torch.zeros_like(x)")
         for a in AXES:
             for n, r in enumerate(rung[a]):
-                if r.m != j - L:
-                    continue
-                scale, base = _folded(parts, scaled, L - 1, r.m_low)
-                if base.startswith("c"):
-                    body.append(f"    col.add_(wp{a}, alpha={_value(k[a, n], scale, f' * {base}')})")
-                else:
-                    body.append(f"    col.addcmul_(wp{a}, {base}, value={_value(k[a, n], scale)})")
+                if r.m == j - L:
+                    body.append(_add_times_y("col", f"wp{a}", k[a, n], parts, scaled, L - 1, r.m_low))
         body.append(f"    cols[o + {j}] = col")
     if low is not None:
         for jl in range(2 * L - 1):  # tw_m' = sum_a w_a ((D^L_a)^T g)_m', then b += tw_m' grad Y_{L-1,m'}
@@ -215,11 +194,9 @@ def torch_double_backward_consumer(parts, scaled: dict, target, L: int, names) -
                         body.append(f"    tw.addcmul_(w{a}, gs[o + {r.m + L}], value={k[a, n]})")
             for b in AXES:
                 for n, r in enumerate(low[b]):
-                    if r.m != m_low:
-                        continue
-                    scale, base = _folded(parts, scaled, L - 2, r.m_low)
-                    if base.startswith("c"):
-                        body.append(f"    b{b}.add_(tw, alpha={_value(k['h' + b, n], scale, f' * {base}')})")
-                    else:
-                        body.append(f"    b{b}.addcmul_(tw, {base}, value={_value(k['h' + b, n], scale)})")
+                    if r.m == m_low:
+                        body.append(_add_times_y(f"b{b}", "tw", k["h" + b, n], parts, scaled, L - 2, r.m_low))
     return lines + [f"for o in at[{L}]:"] + body
+
+
+__all__ = ["ladder_body", "torch_backward_consumer", "torch_double_backward_consumer"]

@@ -935,22 +935,14 @@ def render_torch() -> str:
     target.table.append([_f64(EPS)] * 3 + [float(_f32(EPS))] * 3)  # k[0] = eps
     bodies = []
     for order in (0, 1, 2):
-        if order == 1:
-            # the backward on the derivative ladder (ladder_bodies.py): the folded values below l_max and one
-            # addcmul_ per ladder coefficient
+        if order:
+            # the derivatives on the derivative ladder (ladder_bodies.py): the folded values below l_max, then
+            # in-place ops per ladder coefficient (backward: one addcmul_ each)
+            consumer = torch_backward_consumer if order == 1 else torch_double_backward_consumer
             traced = fold(trace(0, lmax=LMAX - 1))
             _, parts = levels(traced, 0)
             names = (f"c{100000 + i}" for i in itertools.count())
-            per_l = {low: torch_backward_consumer(parts, traced.scaled, target, low + 1, names) for low in range(LMAX)}
-            lines = body(traced, 0, target, per_l, "lmax")
-        elif order:
-            # the double backward on the ladder too: the folded values below l_max, in-place ops per coefficient
-            traced = fold(trace(0, lmax=LMAX - 1))
-            _, parts = levels(traced, 0)
-            names = (f"c{100000 + i}" for i in itertools.count())
-            per_l = {
-                low: torch_double_backward_consumer(parts, traced.scaled, target, low + 1, names) for low in range(LMAX)
-            }
+            per_l = {low: consumer(parts, traced.scaled, target, low + 1, names) for low in range(LMAX)}
             lines = body(traced, 0, target, per_l, "lmax")
         else:
             traced = fold(trace(order))
