@@ -372,7 +372,6 @@ TRITON_DOUBLE_PROLOGUE = """    wx, wy, wz = _load_vec(W, rows, mask, stride_wn,
         uw = zero
         s1 = zero + 1.0
         s2 = zero
-        s2l = [zero]
 """
 
 TRITON_DOUBLE_EPILOGUE = """    if NORMALIZE:

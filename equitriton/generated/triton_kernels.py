@@ -15934,7 +15934,6 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         uw = zero
         s1 = zero + 1.0
         s2 = zero
-        s2l = [zero]
 
     if LADDER:
         wpx = wx * s1 - x * s2
