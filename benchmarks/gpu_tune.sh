@@ -8,9 +8,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 shards=${SHARDS:-14}
 t0=$(date +%s)
 for i in $(seq 0 $((shards - 1))); do
-  timeout "${COMPILE_TIMEOUT:-200}" python benchmarks/tune_kernels.py --phase compile --sweep "${SWEEP:-all}" --shard "$i/$shards" > "/tmp/compile_$i.log" 2>&1 &
+  timeout "${COMPILE_TIMEOUT:-200}" python benchmarks/tune_kernels.py --phase compile --sweep "${SWEEP:-all}" --shard "$i/$shards" > "${TMPDIR:-/tmp}/tune_$$_compile_$i.log" 2>&1 &
 done
 wait
 echo "compile phase: $(( $(date +%s) - t0 )) s"
-grep -h "compile failed" /tmp/compile_*.log | head -20
+grep -h "compile failed" "${TMPDIR:-/tmp}"/tune_$$_compile_*.log | head -20
 python benchmarks/tune_kernels.py --phase time --sweep "${SWEEP:-all}" --out "$OUT" ${TABLE:+--write-table $TABLE} 2>&1 | grep -v "^{" | tee "$OUT/tune_summary.txt"

@@ -124,11 +124,12 @@ def bwd_configs(lmax: int, dtype) -> list[dict]:
 LADDER_LMAXES = tuple(int(v) for v in os.environ.get("TUNE_LMAXES", "12,10,8,6,4,3,2,1").split(","))
 # TUNE_LADDER_DUAL=0 leaves the traced-dual rows out (their figures taken from an earlier run of the same table)
 LADDER_DUAL = os.environ.get("TUNE_LADDER_DUAL", "1") == "1"
+# The first sweep at l_max 1-4 (H200, 2026-11-30, docs/kernel_tuning.md item 11) dropped two rows: the backward at
+# 64 / 4 (slower than 32 / 1 at every point but float32 l_max 1) and the double backward's column-by-column d(grad_y)
+# (1.5-3x slower than the select tiles from l_max 2).
 LADDER_CONFIGS = {
-    "backward": [dict(BLOCK=32, num_warps=1), dict(BLOCK=64, num_warps=4)],
+    "backward": [dict(BLOCK=32, num_warps=1)],
     "double_backward": [
-        dict(BLOCK=32, num_warps=1),
-        dict(BLOCK=64, num_warps=4),
         dict(BLOCK=32, num_warps=1, WIDE_IO=True, SELECT_TILE=True),
         dict(BLOCK=64, num_warps=2, WIDE_IO=True, SELECT_TILE=True),
     ],
@@ -136,7 +137,11 @@ LADDER_CONFIGS = {
 
 
 def ladder_configs(lmax: int, dtype, direction: str) -> list[dict]:
-    dual = dict(launch.config(direction, lmax, dtype), LADDER=False, current=True)
+    table = launch.config(direction, lmax, dtype)
+    # the traced-dual row: the launch table's config, or, where the table already holds a ladder config, that
+    # config's rows per thread with the duals' column-by-column I/O (the ladder-only tiles would keep Triton's slow
+    # coalesce pass: minutes per compile at l_max 12)
+    dual = dict(table, LADDER=False, WIDE_IO=False, SELECT_TILE=False, current=not table.get("LADDER"))
     return [dual] * LADDER_DUAL + [{"WIDE_IO": False, "LADDER": True, **c} for c in LADDER_CONFIGS[direction]]
 
 
