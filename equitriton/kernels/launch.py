@@ -101,16 +101,18 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
         # measured: l-major order wins the float64 backward at mid l, m-major everywhere else
         cfg = {"BLOCK": 128 if lmax <= 10 or not f64 else 64, "num_warps": 4, "M_MAJOR": not (f64 and lmax <= 10)}
     else:
-        cfg = {"BLOCK": 64, "num_warps": 4, "M_MAJOR": True}
+        # measured (H200, docs/kernel_tuning.md item 11): the ladder double backward with d(grad_y) as per-degree
+        # tiles built by selects, one row per thread, fastest at every l_max from 1 to 12 in both dtypes
+        cfg = {"BLOCK": 32, "num_warps": 1, "LADDER": True, "WIDE_IO": True, "SELECT_TILE": True}
     cfg.setdefault("WIDE_IO", False)
     cfg.setdefault("FULL_ROW", False)
     cfg.setdefault("M_MAJOR", True)
     cfg.setdefault("FLAT_STORE", False)
     cfg.setdefault("SELECT_TILE", False)
     # LADDER (derivative kernels): derivatives from the values of the degrees below (codegen/ladder.py) instead of
-    # forward-mode duals traced through the recurrence. Only where the table says so: measured faster at l_max 12
-    # float64 (H200, 2026-11-30: backward 3.98 -> 2.20 ms, double backward 33.2 -> 8.5 ms at N = 2^22); the
-    # other l_max were measured with an earlier form of the ladder kernels only (docs/kernel_tuning.md item 11)
+    # forward-mode duals traced through the recurrence. Measured at N = 2^22 (H200, 2026-11-30, docs/kernel_tuning.md
+    # item 11): the double backward 2.3-4x faster from l_max 2 up; the backward faster only at float64 l_max 2, 3 and
+    # 12 (3.81 -> 2.20 ms), slower at l_max 6-10, so the backward keeps the duals unless the table says otherwise
     cfg.setdefault("LADDER", False)
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count (measurements, tests)
     for name in _FORCED:
