@@ -54,8 +54,48 @@ def table(res: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def ladder_table(results: list[dict]) -> str:
+    """`--sweep ladder` runs, merged: per (direction, dtype, l_max), the traced-dual row against the best ladder row.
+    A point measured in several runs comes from the last one given."""
+    rows = {}
+    for res in results:
+        for p in res["points"]:
+            if "ms" in p:
+                key = (p["direction"], p["dtype"], p["lmax"], bool(p.get("LADDER")))
+                if key not in rows or p["ms"] < rows[key][0]["ms"] or rows[key][1] is not res:
+                    rows[key] = (p, res)
+    out = [
+        "| direction | dtype | l_max | traced duals ms (config) | ladder ms (config) | duals / ladder "
+        "| ladder % of copy |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def cfg(p):
+        io = ", d(grad_y) select tiles" if p.get("SELECT_TILE") else ""
+        return f"{p['BLOCK']} / {p['num_warps']}{io}"
+
+    for direction, dtype, lmax in sorted({k[:3] for k in rows}):
+        dual, ladder = rows.get((direction, dtype, lmax, False)), rows.get((direction, dtype, lmax, True))
+        if dual is None or ladder is None:
+            continue
+        (d, _), (lad, res) = dual, ladder
+        out.append(
+            f"| {direction} | {dtype} | {lmax} | {d['ms']:.3f} ({cfg(d)}) | {lad['ms']:.3f} ({cfg(lad)}) | "
+            f"{d['ms'] / lad['ms']:.2f} | {100 * lad['frac_copy']:.0f} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 if __name__ == "__main__":
     # usage: report_tune.py SWEEP.json[:m-major] ...   (the derivative kernels' order is not in the first sweep's JSON)
+    #        report_tune.py --ladder LADDER_SWEEP.json ...   (one table: traced duals against the ladder)
+    if sys.argv[1:2] == ["--ladder"]:
+        loaded = []
+        for path in sys.argv[2:]:
+            with open(path) as f:
+                loaded.append(json.load(f))
+        sys.stdout.write(ladder_table(loaded))
+        sys.exit(0)
     for arg in sys.argv[1:]:
         path, _, tag = arg.partition(":")
         with open(path) as f:

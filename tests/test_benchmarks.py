@@ -385,3 +385,29 @@ def test_e3nn_under_torch_compile_refuses_double_backward():
     (dx,) = torch.autograd.grad(f(x), x, g, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(dx, (g, x), torch.ones_like(x))
+
+
+# ------------------------------------------------------------------------------------------- launch-config sweeps
+def test_ladder_table_compares_duals_with_the_best_ladder_row_newest_run_winning():
+    import report_tune
+
+    def pt(ms, ladder, **cfg):
+        return dict(
+            direction="double_backward",
+            dtype="float64",
+            lmax=4,
+            ms=ms,
+            frac_copy=0.5,
+            LADDER=ladder,
+            BLOCK=32,
+            num_warps=1,
+            **cfg,
+        )
+
+    old = {"points": [pt(2.0, False), pt(1.0, True)]}
+    new = {"points": [pt(1.8, False), pt(0.9, True, SELECT_TILE=True), pt(1.2, True)]}
+    rows = report_tune.ladder_table([old, new]).splitlines()
+    assert len(rows) == 3  # header, rule, one point
+    assert "| 1.800 (32 / 1) | 0.900 (32 / 1, d(grad_y) select tiles) | 2.00 | 50 |" in rows[2]
+    # a point with no ladder row (or no dual row) is left out rather than compared with nothing
+    assert len(report_tune.ladder_table([{"points": [pt(1.0, False)]}]).splitlines()) == 2
