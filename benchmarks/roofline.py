@@ -482,8 +482,11 @@ def render(root: str = ROOT) -> str:
     out.append(
         "**A snapshot of the kernels of 2026-11-25.** The forward kernels and the backward's launch table have changed "
         "since (whole-row tiles built by selects, per-l_max launch configurations measured on the H200: "
-        "`kernel_tuning.md` items 5-9): the measured columns below are the H100's of that date and the SASS counts "
-        "those of the kernels compiled then. Current measurements, by wall clock and GPU time: `performance.md`.\n"
+        "`kernel_tuning.md` items 5-9), and the double backward (and the backward at float64 l_max 2, 3, 12 and "
+        "float32 l_max 3) now runs on the derivative ladder instead of the nested forward-mode duals counted here "
+        "(item 11: the double backward 2.3-4x faster from l_max 3, so the op counts below overstate today's): the "
+        "measured columns below are the H100's of that date and the SASS counts those of the kernels compiled then. "
+        "Current measurements, by wall clock and GPU time: `performance.md`.\n"
     )
     check = [p["sass_fp64"] / p["mix_instr"] for p in pts if "sass_fp64" in p]
     check_text = (
