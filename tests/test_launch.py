@@ -52,6 +52,16 @@ def test_derivative_kernels_select_only_on_the_ladder_double_backward(direction,
             assert not meta["ANY_ROW"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lmax", [2, 5, 6, 7, 9, 11, 12])
+def test_double_backward_runs_on_the_ladder_with_tiles(lmax, dtype):
+    """The ladder double backward, d(grad_y) stored as per-degree select tiles one row per thread, measured fastest
+    at every swept l_max from 2 (kernel_tuning.md item 11); also where the launch table has no entry (5, 7, 9, 11)."""
+    cfg, meta, _ = launch.plan("double_backward", list(range(lmax + 1)), True, 1, dtype)
+    assert meta["LADDER"] and meta["WIDE_IO"] and meta["SELECT_TILE"]
+    assert cfg["BLOCK"] == 32 * cfg["num_warps"]
+
+
 def test_overrides_reach_the_plan(monkeypatch):
     ls = list(range(13))
     _, base, _ = launch.plan("forward", ls, True, 1, torch.float64)
