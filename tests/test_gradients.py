@@ -168,6 +168,36 @@ def test_mixed_set_derivatives_match_e3nn():
             assert rel_err(u, v) <= 1e-12
 
 
+# ---------------------------------------------------------------------------------------------------------- float32
+def second_order(fn, x, g, w):
+    """(dL/dx, d(dL/dx . w)/dx, d(dL/dx . w)/dg) for L = sum(g * fn(x)), through autograd."""
+    x, g = x.detach().clone().requires_grad_(True), g.detach().clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(fn(x), x, g, create_graph=True)
+    gxx, gg = torch.autograd.grad(gx, (x, g), w, materialize_grads=True)
+    return gx.detach(), gxx, gg
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("l", [2, 4, 7, 12])
+def test_float32_derivatives_no_worse_than_e3nn(l, normalize):
+    """Float32 first and second derivatives: the error against float64 on the same float32 inputs (x, upstream g,
+    w) no worse than e3nn's own float32 error, with the allowance of the values' test (tests/test_numerics.py:
+    1.5x, plus 2 float32 ulps of the largest value)."""
+    gen = torch.Generator().manual_seed(900 + l)
+    x = points(20_000, seed=900 + l).float()
+    if not normalize:
+        x = x / x.norm(dim=-1, keepdim=True) * 1.3
+    g = torch.randn(x.shape[0], 2 * l + 1, generator=gen, dtype=F64).float()
+    w = torch.randn(x.shape, generator=gen, dtype=F64).float()
+    ref = second_order(bound(e3nn_sh, l, normalize, "component"), x.double(), g.double(), w.double())
+    mine = second_order(bound(ours, l, normalize, "component"), x, g, w)
+    theirs = second_order(bound(e3nn_sh, l, normalize, "component"), x, g, w)
+    for name, r, a, b in zip(("backward", "double backward (x)", "double backward (grad_y)"), ref, mine, theirs):
+        assert a.dtype == torch.float32
+        err_ours, err_e3nn = rel_err(a.double(), r), rel_err(b.double(), r)
+        assert err_ours <= 1.5 * err_e3nn + 2 * 2.0**-23, f"{name}: ours {err_ours:.2e} vs e3nn {err_e3nn:.2e}"
+
+
 # ------------------------------------------------------------------------------------------------ special inputs
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
 def test_zero_vector_normalized_matches_e3nn(normalization):
