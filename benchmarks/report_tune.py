@@ -72,6 +72,7 @@ def ladder_table(results: list[dict]) -> str:
 
     def cfg(p):
         io = ", d(grad_y) select tiles" if p.get("SELECT_TILE") else ""
+        io += f" in pieces of <= {p['ROW_CHUNK']}" if p.get("SELECT_TILE") and p.get("ROW_CHUNK") else ""
         return f"{p['BLOCK']} / {p['num_warps']}{io}"
 
     for direction, dtype, lmax in sorted({k[:3] for k in rows}):

@@ -132,6 +132,10 @@ LADDER_CONFIGS = {
     "double_backward": [
         dict(BLOCK=32, num_warps=1, WIDE_IO=True, SELECT_TILE=True),
         dict(BLOCK=64, num_warps=2, WIDE_IO=True, SELECT_TILE=True),
+        # d(grad_y) in power-of-two pieces of at most ROW_CHUNK columns (render._ladder_wide_store): not measured
+        # yet; predicted from the sm_90 SASS (docs/kernel_tuning.md item 12)
+        dict(BLOCK=32, num_warps=1, WIDE_IO=True, SELECT_TILE=True, ROW_CHUNK=2),
+        dict(BLOCK=32, num_warps=1, WIDE_IO=True, SELECT_TILE=True, ROW_CHUNK=4),
     ],
 }
 

@@ -131,7 +131,8 @@ CASES = (
             ([1], True, "integral", "float32", 130),
         )
     ]
-    # the ladder double backward's d(grad_y) as per-degree tiles (join tree / selects), forced
+    # the ladder double backward's d(grad_y) as per-degree tiles (join tree / selects; with selects also in
+    # power-of-two pieces of at most ROW_CHUNK columns), forced
     + [
         _case(
             ls,
@@ -139,10 +140,15 @@ CASES = (
             "norm",
             dtype,
             n=n,
-            env={"EQUITRITON_LADDER": "1", "EQUITRITON_WIDE_IO": "1", "EQUITRITON_SELECT_TILE": sel},
+            env={
+                "EQUITRITON_LADDER": "1",
+                "EQUITRITON_WIDE_IO": "1",
+                "EQUITRITON_SELECT_TILE": sel,
+                "EQUITRITON_ROW_CHUNK": chunk,
+            },
             directions="d",
         )
-        for sel in ("0", "1")
+        for sel, chunk in (("0", "0"), ("1", "0"), ("1", "2"), ("1", "4"))
         for ls, dtype, n in ((ALL, "float64", 70), ([2, 0, 9], "float32", 37))
     ]
 )

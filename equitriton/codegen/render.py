@@ -204,19 +204,61 @@ def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + 
     ]
 
 
-def _select_store(ptr: str, values: list[str], pad: str, offset: str = "", chunk: int = 0) -> list[str]:
+def _select_store(
+    ptr: str, values: list[str], pad: str, offset: str = "", chunk: int = 0, widths: list[int] | None = None
+) -> list[str]:
     """`values` stored from tiles built by selects, `chunk` consecutive columns each (0: all in one tile; the last
-    tile narrower): each tile is one contiguous segment of every row, and a tile of at most `chunk` values per thread
-    bounds the registers."""
-    lines = []
-    chunk = chunk or len(values)
-    for k in range(0, len(values), chunk):
-        part = values[k : k + chunk]
+    tile narrower) or the consecutive `widths` given: each tile is one contiguous segment of every row, and a tile
+    of at most `chunk` values per thread bounds the registers."""
+    if widths is None:
+        chunk = chunk or len(values)
+        widths = [min(chunk, len(values) - k) for k in range(0, len(values), chunk)]
+    lines, k = [], 0
+    for width in widths:
+        part = values[k : k + width]
         lines.append(f"{pad}cj = tl.arange(0, {_pow2(len(part))})")
         lines += _select_tile(part, pad)
         mask = f"mask=mask[:, None] & (cj < {len(part)})[None, :]"
         lines.append(f"{pad}tl.store({ptr}[:, None] + ({offset}{k} + cj)[None, :], tile, {mask})")
+        k += width
     return lines
+
+
+# ROW_CHUNK values for which the ladder double backward's d(grad_y) tiles are generated in power-of-two pieces
+LADDER_PIECES = (2, 4)
+
+
+def _pow2_pieces(n: int, cap: int) -> list[int]:
+    """n consecutive columns as power-of-two widths of at most `cap`, largest first: no padding lane (17 = 16 + 1)."""
+    out = []
+    while n:
+        out.append(min(cap, 1 << (n.bit_length() - 1)))
+        n -= out[-1]
+    return out
+
+
+def _ladder_wide_store(ptr: str, values: list[str], pad: str) -> list[str]:
+    """The ladder double backward's d(grad_y) segment of one degree (2L + 1 columns): `_wide_store`'s one tile or,
+    with SELECT_TILE and ROW_CHUNK = c in LADDER_PIECES, tiles of power-of-two widths of at most c columns. A
+    (BLOCK, P) tile holds P values per thread whatever 2L + 1 is: 17 columns in one tile hold 32 registers' worth
+    of values, in pieces of 16 + 1 at most 16 at a time (the one-tile form spills from l_max 6,
+    docs/compile_time.md)."""
+    inner = pad + "    "
+    whole = _wide_store(ptr, values, pad)  # if SELECT_TILE: one tile / else: join tree
+    variants: dict[tuple[int, ...], list[int]] = {}
+    for cap in LADDER_PIECES:
+        pieces = tuple(_pow2_pieces(len(values), cap))
+        if pieces != (_pow2(len(values)),):  # the one tile already is that
+            variants.setdefault(pieces, []).append(cap)
+    if not variants:
+        return whole
+    lines = [f"{pad}if SELECT_TILE:"]
+    for n, (pieces, caps) in enumerate(variants.items()):
+        cond = " or ".join(f"ROW_CHUNK == {c}" for c in caps)
+        lines += [f"{inner}{'if' if n == 0 else 'elif'} {cond}:"]
+        lines += _select_store(ptr, values, inner + "    ", "OFFS[i] + ", widths=list(pieces))
+    lines += [f"{inner}else:"] + ["    " + ln for ln in whole[1 : whole.index(f"{pad}else:")]]
+    return lines + whole[whole.index(f"{pad}else:") :]
 
 
 ROW_CHUNKS = (64, 128)  # ROW_CHUNK values generated; 0 (or a chunk >= DIM) stores the row as one tile
@@ -296,7 +338,7 @@ def render_triton() -> str:
             # derivative kernels in m-major order (small live state, see harmonics.solid_harmonics) or l-major;
             # the H100 sweep picks per (l_max, dtype): l-major wins the float64 backward at mid l
             # LADDER: the derivatives from the values of the degrees below (ladder_bodies.py)
-            lines = ["if LADDER:"] + ["    " + ln for ln in ladder_body(order, _wide_store)]
+            lines = ["if LADDER:"] + ["    " + ln for ln in ladder_body(order, _ladder_wide_store)]
             for flag, m_major in (("elif M_MAJOR:", True), ("else:", False)):
                 traced = trace(order, m_major=m_major)
                 _, parts = levels(traced, order)

@@ -78,7 +78,8 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     L1), so the derivative kernels are generated column by column, in m-major order (codegen.harmonics), and ignore
     WIDE_IO/FULL_ROW/SELECT_TILE. LADDER picks the derivative kernels' body: the derivative ladder
     (codegen/ladder.py: derivatives from the values of the degree below) instead of traced forward-mode duals; the
-    ladder double backward alone honours WIDE_IO (+ SELECT_TILE) for its d(grad_y) output.
+    ladder double backward alone honours WIDE_IO (+ SELECT_TILE, and ROW_CHUNK 2 or 4: each degree's tile in
+    power-of-two pieces of at most that many columns) for its d(grad_y) output.
     """
     key = f"{direction}/{lmax}/{str(dtype).split('.')[-1]}"
     f64 = dtype == torch.float64
