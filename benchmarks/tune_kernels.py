@@ -87,7 +87,11 @@ def select_configs(lmax: int, dtype) -> list[dict]:
     row = [dict(base, BLOCK=32 * w, num_warps=w) for w in (1, 2, 4, 8)]
     # from l_max 8 (81+ columns) also in column chunks (ROW_CHUNK), which bound the tile's registers
     chunked = [dict(base, ROW_CHUNK=c, BLOCK=32 * w, num_warps=w) for c in (64, 128) for w in (1, 2)]
-    return [dict(current, current=True)] + row + (chunked if lmax >= 8 else [])
+    # the table's config with the row in power-of-two pieces of at most 16 columns (render.FORWARD_PIECES; not
+    # measured yet, predicted from the sm_90 SASS: docs/kernel_tuning.md item 12)
+    dim = (lmax + 1) ** 2
+    pieces = [dict(current, ROW_CHUNK=16)] if dim > 16 or dim & (dim - 1) else []  # else one piece: the tile
+    return [dict(current, current=True)] + row + (chunked if lmax >= 8 else []) + pieces
 
 
 # --sweep derivatives: the m-major backward / double backward kernels (column-by-column I/O) at two block sizes

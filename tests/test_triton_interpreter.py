@@ -111,6 +111,10 @@ CASES = (
             (9, "float64", 97, "64"),
             (11, "float32", 70, "128"),
             (12, "float64", 65, "64"),
+            # power-of-two pieces of at most 16 columns (FORWARD_PIECES)
+            (2, "float32", 130, "16"),
+            (8, "float64", 97, "16"),
+            (12, "float32", 65, "16"),
         )
     ]
     # the derivative kernels' statement orders (l-major / m-major), forced

@@ -262,13 +262,17 @@ def _ladder_wide_store(ptr: str, values: list[str], pad: str) -> list[str]:
 
 
 ROW_CHUNKS = (64, 128)  # ROW_CHUNK values generated; 0 (or a chunk >= DIM) stores the row as one tile
+# ROW_CHUNK values for which the forward's whole row is also generated in power-of-two pieces of at most that many
+# columns (81 = 64 + 16 + 1 columns at 16: no padding lane; docs/kernel_tuning.md item 12)
+FORWARD_PIECES = (16,)
 
 
 def _full_row_store(parts) -> list[str]:
     """Forward epilogue for l = 0..LMAX in order (the common case): the whole output row as one (BLOCK, P) tile, so
     a program writes one contiguous block of memory; with FLAT_STORE through a flat index of that block
     (_store_rows_flat), so that no lane is masked off for padding columns whatever DIM is; with SELECT_TILE built
-    by selects (one shared-memory round trip), in column chunks of ROW_CHUNK where that is set and below DIM."""
+    by selects (one shared-memory round trip), in column chunks of ROW_CHUNK where that is set and below DIM
+    (ROW_CHUNKS: chunks of that width, the last padded; FORWARD_PIECES: power-of-two pieces of at most that width)."""
     lines = ["if FULL_ROW:"]
     for L in range(13):
         values = [_value(parts, l, m) for l in range(L + 1) for m in range(-l, l + 1)]
@@ -276,13 +280,17 @@ def _full_row_store(parts) -> list[str]:
         lines += [f"    if LMAX == {L}:", "        if FLAT_STORE:"]
         lines.append(f"            _store_rows_flat(OUT, {tile}, N, DIM, {P}, BLOCK)")
         lines.append("        elif SELECT_TILE:")
-        chunks = [c for c in ROW_CHUNKS if c < len(values)]
-        for i, c in enumerate(chunks):
-            lines.append(f"            {'if' if i == 0 else 'elif'} ROW_CHUNK == {c}:")
-            lines += _select_store("orow", values, "                ", chunk=c)
-        if chunks:
+        inner = "                "
+        variants = [(c, _select_store("orow", values, inner, chunk=c)) for c in ROW_CHUNKS if c < len(values)]
+        for c in FORWARD_PIECES:
+            pieces = _pow2_pieces(len(values), c)
+            if len(pieces) > 1:
+                variants.append((c, _select_store("orow", values, inner, widths=pieces)))
+        for i, (c, store) in enumerate(variants):
+            lines += [f"            {'if' if i == 0 else 'elif'} ROW_CHUNK == {c}:", *store]
+        if variants:
             lines.append("            else:")
-        lines += _select_store("orow", values, "                " if chunks else "            ")
+        lines += _select_store("orow", values, inner if variants else "            ")
         lines.append("        else:")
         lines += _wide_store("orow", values, "            ", offset="", select=False)
     return lines
