@@ -240,9 +240,9 @@ def _pow2_pieces(n: int, cap: int) -> list[int]:
 def _ladder_wide_store(ptr: str, values: list[str], pad: str) -> list[str]:
     """The ladder double backward's d(grad_y) segment of one degree (2L + 1 columns): `_wide_store`'s one tile or,
     with SELECT_TILE and ROW_CHUNK = c in LADDER_PIECES, tiles of power-of-two widths of at most c columns. A
-    (BLOCK, P) tile holds P values per thread whatever 2L + 1 is: 17 columns in one tile hold 32 registers' worth
-    of values, in pieces of 16 + 1 at most 16 at a time (the one-tile form spills from l_max 6,
-    docs/compile_time.md)."""
+    (BLOCK, P) tile holds P values per thread whatever 2L + 1 is: 17 columns in one tile hold 32 values, in pieces
+    of 4 + 4 + 4 + 4 + 1 at most 4 at a time (the one-tile form spills from l_max 6, docs/kernel_tuning.md item
+    12)."""
     inner = pad + "    "
     whole = _wide_store(ptr, values, pad)  # if SELECT_TILE: one tile / else: join tree
     variants: dict[tuple[int, ...], list[int]] = {}
@@ -257,8 +257,11 @@ def _ladder_wide_store(ptr: str, values: list[str], pad: str) -> list[str]:
         cond = " or ".join(f"ROW_CHUNK == {c}" for c in caps)
         lines += [f"{inner}{'if' if n == 0 else 'elif'} {cond}:"]
         lines += _select_store(ptr, values, inner + "    ", "OFFS[i] + ", widths=list(pieces))
-    lines += [f"{inner}else:"] + ["    " + ln for ln in whole[1 : whole.index(f"{pad}else:")]]
-    return lines + whole[whole.index(f"{pad}else:") :]
+    # `whole` is [if SELECT_TILE:, one-tile lines..., else:, join-tree lines...]: its one-tile lines become the
+    # last branch under SELECT_TILE, its else branch stays
+    split = whole.index(f"{pad}else:")
+    lines += [f"{inner}else:"] + ["    " + ln for ln in whole[1:split]]
+    return lines + whole[split:]
 
 
 ROW_CHUNKS = (64, 128)  # ROW_CHUNK values generated; 0 (or a chunk >= DIM) stores the row as one tile
