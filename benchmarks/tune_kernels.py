@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.testing
 
+from equitriton.codegen.render import FORWARD_PIECES, LADDER_PIECES, pow2_pieces
 from equitriton.generated import torch_fallback
 from equitriton.kernels import launch
 
@@ -87,10 +88,10 @@ def select_configs(lmax: int, dtype) -> list[dict]:
     row = [dict(base, BLOCK=32 * w, num_warps=w) for w in (1, 2, 4, 8)]
     # from l_max 8 (81+ columns) also in column chunks (ROW_CHUNK), which bound the tile's registers
     chunked = [dict(base, ROW_CHUNK=c, BLOCK=32 * w, num_warps=w) for c in (64, 128) for w in (1, 2)]
-    # the table's config with the row in power-of-two pieces of at most 16 columns (render.FORWARD_PIECES; not
-    # measured yet, predicted from the sm_90 SASS: docs/kernel_tuning.md item 12)
+    # the table's config with the row in power-of-two pieces of at most c columns, c in render.FORWARD_PIECES, where
+    # that is not the one tile (not measured yet, predicted from the sm_90 SASS: docs/kernel_tuning.md item 12)
     dim = (lmax + 1) ** 2
-    pieces = [dict(current, ROW_CHUNK=16)] if dim > 16 or dim & (dim - 1) else []  # else one piece: the tile
+    pieces = [dict(current, ROW_CHUNK=c) for c in FORWARD_PIECES if len(pow2_pieces(dim, c)) > 1]
     return [dict(current, current=True)] + row + (chunked if lmax >= 8 else []) + pieces
 
 
@@ -138,8 +139,7 @@ LADDER_CONFIGS = {
         dict(BLOCK=64, num_warps=2, WIDE_IO=True, SELECT_TILE=True),
         # d(grad_y) in power-of-two pieces of at most ROW_CHUNK columns (render._ladder_wide_store): not measured
         # yet; predicted from the sm_90 SASS (docs/kernel_tuning.md item 12)
-        dict(BLOCK=32, num_warps=1, WIDE_IO=True, SELECT_TILE=True, ROW_CHUNK=2),
-        dict(BLOCK=32, num_warps=1, WIDE_IO=True, SELECT_TILE=True, ROW_CHUNK=4),
+        *(dict(BLOCK=32, num_warps=1, WIDE_IO=True, SELECT_TILE=True, ROW_CHUNK=c) for c in LADDER_PIECES),
     ],
 }
 

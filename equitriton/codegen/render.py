@@ -205,14 +205,11 @@ def _wide_store(ptr: str, values: list[str], pad: str, offset: str = "OFFS[i] + 
 
 
 def _select_store(
-    ptr: str, values: list[str], pad: str, offset: str = "", chunk: int = 0, widths: list[int] | None = None
+    ptr: str, values: list[str], pad: str, offset: str = "", widths: list[int] | None = None
 ) -> list[str]:
-    """`values` stored from tiles built by selects, `chunk` consecutive columns each (0: all in one tile; the last
-    tile narrower) or the consecutive `widths` given: each tile is one contiguous segment of every row, and a tile
-    of at most `chunk` values per thread bounds the registers."""
-    if widths is None:
-        chunk = chunk or len(values)
-        widths = [min(chunk, len(values) - k) for k in range(0, len(values), chunk)]
+    """`values` stored from tiles built by selects, of the consecutive column `widths` given (None: all in one tile):
+    each tile is one contiguous segment of every row, and a narrow tile bounds the registers."""
+    widths = widths or [len(values)]
     lines, k = [], 0
     for width in widths:
         part = values[k : k + width]
@@ -228,7 +225,7 @@ def _select_store(
 LADDER_PIECES = (2, 4)
 
 
-def _pow2_pieces(n: int, cap: int) -> list[int]:
+def pow2_pieces(n: int, cap: int) -> list[int]:
     """n consecutive columns as power-of-two widths of at most `cap`, largest first: no padding lane (17 = 16 + 1)."""
     out = []
     while n:
@@ -237,31 +234,37 @@ def _pow2_pieces(n: int, cap: int) -> list[int]:
     return out
 
 
+def _select_store_by_row_chunk(ptr: str, values: list[str], pad: str, offset: str, splits: list) -> list[str]:
+    """`_select_store` in the column widths that ROW_CHUNK picks: `if ROW_CHUNK == c:` for each (ROW_CHUNK values,
+    widths) of `splits`, else one tile; the one tile alone, at `pad`, where there is no split."""
+    if not splits:
+        return _select_store(ptr, values, pad, offset)
+    lines, inner = [], pad + "    "
+    for i, (caps, widths) in enumerate(splits):
+        cond = " or ".join(f"ROW_CHUNK == {c}" for c in caps)
+        lines += [f"{pad}{'if' if i == 0 else 'elif'} {cond}:", *_select_store(ptr, values, inner, offset, widths)]
+    return lines + [f"{pad}else:", *_select_store(ptr, values, inner, offset)]
+
+
 def _ladder_wide_store(ptr: str, values: list[str], pad: str) -> list[str]:
     """The ladder double backward's d(grad_y) segment of one degree (2L + 1 columns): `_wide_store`'s one tile or,
     with SELECT_TILE and ROW_CHUNK = c in LADDER_PIECES, tiles of power-of-two widths of at most c columns. A
     (BLOCK, P) tile holds P values per thread whatever 2L + 1 is: 17 columns in one tile hold 32 values, in pieces
     of 4 + 4 + 4 + 4 + 1 at most 4 at a time (the one-tile form spills from l_max 6, docs/kernel_tuning.md item
     12)."""
-    inner = pad + "    "
-    whole = _wide_store(ptr, values, pad)  # if SELECT_TILE: one tile / else: join tree
-    variants: dict[tuple[int, ...], list[int]] = {}
+    caps_of: dict[tuple[int, ...], list[int]] = {}  # one branch per distinct split, for every cap that makes it
     for cap in LADDER_PIECES:
-        pieces = tuple(_pow2_pieces(len(values), cap))
-        if pieces != (_pow2(len(values)),):  # the one tile already is that
-            variants.setdefault(pieces, []).append(cap)
-    if not variants:
-        return whole
-    lines = [f"{pad}if SELECT_TILE:"]
-    for n, (pieces, caps) in enumerate(variants.items()):
-        cond = " or ".join(f"ROW_CHUNK == {c}" for c in caps)
-        lines += [f"{inner}{'if' if n == 0 else 'elif'} {cond}:"]
-        lines += _select_store(ptr, values, inner + "    ", "OFFS[i] + ", widths=list(pieces))
-    # `whole` is [if SELECT_TILE:, one-tile lines..., else:, join-tree lines...]: its one-tile lines become the
-    # last branch under SELECT_TILE, its else branch stays
-    split = whole.index(f"{pad}else:")
-    lines += [f"{inner}else:"] + ["    " + ln for ln in whole[1:split]]
-    return lines + whole[split:]
+        pieces = tuple(pow2_pieces(len(values), cap))
+        if len(pieces) > 1:  # a single piece is the one tile
+            caps_of.setdefault(pieces, []).append(cap)
+    splits = [(caps, list(pieces)) for pieces, caps in caps_of.items()]
+    inner = pad + "    "
+    return [
+        f"{pad}if SELECT_TILE:",
+        *_select_store_by_row_chunk(ptr, values, inner, "OFFS[i] + ", splits),
+        f"{pad}else:",
+        *_wide_store(ptr, values, inner, select=False),
+    ]
 
 
 ROW_CHUNKS = (64, 128)  # ROW_CHUNK values generated; 0 (or a chunk >= DIM) stores the row as one tile
@@ -283,17 +286,14 @@ def _full_row_store(parts) -> list[str]:
         lines += [f"    if LMAX == {L}:", "        if FLAT_STORE:"]
         lines.append(f"            _store_rows_flat(OUT, {tile}, N, DIM, {P}, BLOCK)")
         lines.append("        elif SELECT_TILE:")
-        inner = "                "
-        variants = [(c, _select_store("orow", values, inner, chunk=c)) for c in ROW_CHUNKS if c < len(values)]
+        n = len(values)
+        # ROW_CHUNKS: chunks of c columns, the last narrower; FORWARD_PIECES: power-of-two pieces of at most c
+        splits = [([c], [min(c, n - k) for k in range(0, n, c)]) for c in ROW_CHUNKS if c < n]
         for c in FORWARD_PIECES:
-            pieces = _pow2_pieces(len(values), c)
-            if len(pieces) > 1:
-                variants.append((c, _select_store("orow", values, inner, widths=pieces)))
-        for i, (c, store) in enumerate(variants):
-            lines += [f"            {'if' if i == 0 else 'elif'} ROW_CHUNK == {c}:", *store]
-        if variants:
-            lines.append("            else:")
-        lines += _select_store("orow", values, inner if variants else "            ")
+            pieces = pow2_pieces(n, c)
+            if len(pieces) > 1:  # a single piece is the one tile
+                splits.append(([c], pieces))
+        lines += _select_store_by_row_chunk("orow", values, "            ", "", splits)
         lines.append("        else:")
         lines += _wide_store("orow", values, "            ", offset="", select=False)
     return lines
