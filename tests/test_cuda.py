@@ -103,8 +103,18 @@ def test_kernels_match_cpu_fallback(device, dtype, ls):
         {"EQUITRITON_LADDER": "0"},
         {"EQUITRITON_LADDER": "1", "EQUITRITON_WIDE_IO": "0"},
         {"EQUITRITON_LADDER": "1", "EQUITRITON_WIDE_IO": "1", "EQUITRITON_SELECT_TILE": "1"},
+        # d(grad_y) tiles in power-of-two pieces (kernel_tuning.md item 12; not in the launch table)
+        *(
+            {
+                "EQUITRITON_LADDER": "1",
+                "EQUITRITON_WIDE_IO": "1",
+                "EQUITRITON_SELECT_TILE": "1",
+                "EQUITRITON_ROW_CHUNK": c,
+            }
+            for c in ("2", "4")
+        ),
     ],
-    ids=["dual", "ladder", "ladder-tiles"],
+    ids=["dual", "ladder", "ladder-tiles", "ladder-pieces-2", "ladder-pieces-4"],
 )
 def test_derivative_bodies_match_cpu_fallback(device, dtype, env, monkeypatch):
     """Both bodies of the derivative kernels (traced duals, the derivative ladder with d(grad_y) column by column or
