@@ -308,7 +308,8 @@ def child(direction: str, lmax: int, dtype_name: str, cfg_json: str) -> None:
     src = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=meta, attrs=attrs)
     t0 = time.perf_counter()
     with launch.compiling(direction, cfg, enabled=True):  # byte-identical cubin, seconds instead of minutes
-        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+        options = {"num_warps": num_warps, **({"maxnreg": cfg["MAXNREG"]} if cfg.get("MAXNREG") else {})}
+        compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
     bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(compiled.asm["cubin"])

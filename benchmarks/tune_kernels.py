@@ -43,6 +43,8 @@ def kernel_call(direction, x, g, w, out, ls, cfg):
     n = x.shape[0]
     meta = launch.meta(ls, offs, dim, True, 1, x.dtype, {**cfg})
     grid = (triton.cdiv(n, cfg["BLOCK"]),)
+    if cfg.get("MAXNREG"):  # --sweep regs: Triton's register cap per thread (ptxas .maxnreg)
+        meta["maxnreg"] = cfg["MAXNREG"]
     if direction == "forward":
         return lambda: launch.kernels.sh_forward_kernel[grid](x, out[0], n, x.stride(0), x.stride(1), **meta)
     if direction == "backward":
@@ -78,6 +80,9 @@ def flat_configs(lmax: int, dtype) -> list[dict]:
 # values (SELECT_TILE: one shared-memory round trip per tile instead of one per join), BLOCK = 32 x num_warps,
 # per-l tiles and the whole-row tile (from l_max 8 also in column chunks)
 SELECT_LMAXES = (1, 2, 3, 4, 5, 6, 8, 10, 12)
+# TUNE_SELECT_ROWS=pieces: only the table's config and its power-of-two pieces (the other rows were measured in
+# earlier select sweeps, docs/kernel_tuning.md items 8-10)
+SELECT_PIECES_ONLY = os.environ.get("TUNE_SELECT_ROWS", "all") == "pieces"
 
 
 def select_configs(lmax: int, dtype) -> list[dict]:
@@ -92,6 +97,8 @@ def select_configs(lmax: int, dtype) -> list[dict]:
     # that is not the one tile (not measured yet, predicted from the sm_90 SASS: docs/kernel_tuning.md item 12)
     dim = (lmax + 1) ** 2
     pieces = [dict(current, ROW_CHUNK=c) for c in FORWARD_PIECES if len(pow2_pieces(dim, c)) > 1]
+    if SELECT_PIECES_ONLY:
+        return [dict(current, current=True)] + pieces
     return [dict(current, current=True)] + row + (chunked if lmax >= 8 else []) + pieces
 
 
@@ -129,6 +136,8 @@ def bwd_configs(lmax: int, dtype) -> list[dict]:
 LADDER_LMAXES = tuple(int(v) for v in os.environ.get("TUNE_LMAXES", "12,10,8,6,4,3,2,1").split(","))
 # TUNE_LADDER_DUAL=0 leaves the traced-dual rows out (their figures taken from an earlier run of the same table)
 LADDER_DUAL = os.environ.get("TUNE_LADDER_DUAL", "1") == "1"
+# TUNE_DIRECTIONS=double_backward sweeps one direction only (a table written from it keeps the other's entries)
+LADDER_DIRECTIONS = tuple(os.environ.get("TUNE_DIRECTIONS", "backward,double_backward").split(","))
 # The first sweep at l_max 1-4 (H200, 2026-11-30, docs/kernel_tuning.md item 11) dropped two rows: the backward at
 # 64 / 4 (slower than 32 / 1 at every point but float32 l_max 1) and the double backward's column-by-column d(grad_y)
 # (1.5-3x slower than the select tiles from l_max 2).
@@ -153,9 +162,28 @@ def ladder_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return [dual] * LADDER_DUAL + [{"WIDE_IO": False, "LADDER": True, **c} for c in LADDER_CONFIGS[direction]]
 
 
+# --sweep regs: the derivative kernels' table config under a register cap (MAXNREG, ptxas .maxnreg) that trades
+# spills for occupancy. Nsight Compute (H200, 2026-11-30, docs/kernel_tuning.md item 13) found the backward from
+# l_max 6 at 255 registers, 8 warps per SM (12.5% occupancy) and no eligible warp in 83-89% of cycles.
+REGS_LMAXES = (6, 8, 10, 12)
+REGS_CAPS = {"backward": (128, 168, 208), "double_backward": (168, 208)}
+
+
+def regs_configs(lmax: int, dtype, direction: str) -> list[dict]:
+    current = dict(launch.config(direction, lmax, dtype), current=True)
+    rows = [current] + [dict(current, current=False, MAXNREG=r) for r in REGS_CAPS[direction]]
+    if direction == "backward" and not current["LADDER"]:
+        rows += [dict(BLOCK=32, num_warps=1, WIDE_IO=False, LADDER=True, MAXNREG=r) for r in (0, 168)]
+    return rows
+
+
 def cases(sweep: str = "all"):
+    if sweep == "regs":
+        for lmax, dtype, direction in itertools.product(REGS_LMAXES, DTYPES, ("backward", "double_backward")):
+            for cfg in regs_configs(lmax, dtype, direction):
+                yield lmax, dtype, direction, cfg
     if sweep == "ladder":
-        for lmax, dtype, direction in itertools.product(LADDER_LMAXES, DTYPES, ("backward", "double_backward")):
+        for lmax, dtype, direction in itertools.product(LADDER_LMAXES, DTYPES, LADDER_DIRECTIONS):
             for cfg in ladder_configs(lmax, dtype, direction):
                 yield lmax, dtype, direction, cfg
     if sweep == "bwd":
@@ -200,7 +228,8 @@ def write_table(path: str, best: dict, source: str) -> None:
             table = json.load(f)
     table["source"] = sorted(set(table["source"]) | {source})
     for (lmax, dtype, direction), rec in best.items():
-        cfg = {k: rec[k] for k in ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER") if k in rec}
+        keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "MAXNREG")
+        cfg = {k: rec[k] for k in keys if rec.get(k) is not None}
         cfg["FULL_ROW"] = bool(rec.get("FULL_ROW", False))
         cfg["FLAT_STORE"] = bool(rec.get("FLAT_STORE", False))
         if rec.get("SELECT_TILE"):
@@ -294,7 +323,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "ladder")
+    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "ladder", "regs")
     ap.add_argument("--sweep", choices=sweeps, default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
