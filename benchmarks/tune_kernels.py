@@ -177,7 +177,31 @@ def regs_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return rows
 
 
+# --sweep fence: the derivative kernels with LOAD_FENCE (render._fence: each grad_y load waits for the accumulators
+# some columns or one degree back). Without it LLVM hoists the whole row's loads to the top: on sm_90 the backward at
+# l_max 10 float64 compiles to 255 registers and 107 spill stores; fenced, m-major duals to 82 registers and none
+# (docs/kernel_tuning.md item 13), so wider programs are swept too. High l_max first.
+FENCE_LMAXES = tuple(int(v) for v in os.environ.get("TUNE_LMAXES", "12,10,8,6,4,3,2,1").split(","))
+
+
+def fence_configs(lmax: int, dtype, direction: str) -> list[dict]:
+    current = dict(launch.config(direction, lmax, dtype), current=True)
+    if direction == "double_backward":
+        return [current, dict(current, current=False, LOAD_FENCE=True)]
+    duals = [
+        dict(WIDE_IO=False, LADDER=False, M_MAJOR=m, BLOCK=b, num_warps=w, LOAD_FENCE=True)
+        for m, sizes in ((True, ((32, 1), (64, 2), (128, 4))), (False, ((32, 1), (128, 4))))
+        for b, w in sizes
+    ]
+    ladder = [dict(WIDE_IO=False, LADDER=True, BLOCK=b, num_warps=w, LOAD_FENCE=True) for b, w in ((32, 1), (64, 2))]
+    return [current] + duals + ladder
+
+
 def cases(sweep: str = "all"):
+    if sweep == "fence":
+        for lmax, dtype, direction in itertools.product(FENCE_LMAXES, DTYPES, ("backward", "double_backward")):
+            for cfg in fence_configs(lmax, dtype, direction):
+                yield lmax, dtype, direction, cfg
     if sweep == "regs":
         for lmax, dtype, direction in itertools.product(REGS_LMAXES, DTYPES, ("backward", "double_backward")):
             for cfg in regs_configs(lmax, dtype, direction):
@@ -228,7 +252,7 @@ def write_table(path: str, best: dict, source: str) -> None:
             table = json.load(f)
     table["source"] = sorted(set(table["source"]) | {source})
     for (lmax, dtype, direction), rec in best.items():
-        keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "MAXNREG")
+        keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "MAXNREG", "LOAD_FENCE")
         cfg = {k: rec[k] for k in keys if rec.get(k) is not None}
         cfg["FULL_ROW"] = bool(rec.get("FULL_ROW", False))
         cfg["FLAT_STORE"] = bool(rec.get("FLAT_STORE", False))
@@ -323,7 +347,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "ladder", "regs")
+    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence")
     ap.add_argument("--sweep", choices=sweeps, default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"

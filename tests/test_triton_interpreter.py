@@ -135,6 +135,17 @@ CASES = (
             ([1], True, "integral", "float32", 130),
         )
     ]
+    # LOAD_FENCE (each grad_y load waits for the accumulators some columns or one degree back), forced on both bodies
+    # and both statement orders: the fence must never mask a load off (a NaN payload no arithmetic makes)
+    + [
+        _case(ls, True, norm, dtype, n=n, env={"EQUITRITON_LOAD_FENCE": "1", **env}, directions="bd")
+        for env, ls, norm, dtype, n in (
+            ({"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "1"}, ALL, "norm", "float64", 37),
+            ({"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "0"}, [12, 5], "component", "float32", 70),
+            ({"EQUITRITON_LADDER": "1"}, ALL, "integral", "float64", 37),
+            ({"EQUITRITON_LADDER": "1"}, [0, 2, 10], "norm", "float32", 130),
+        )
+    ]
     # the ladder double backward's d(grad_y) as per-degree tiles (join tree / selects; with selects also in
     # power-of-two pieces of at most ROW_CHUNK columns), forced
     + [

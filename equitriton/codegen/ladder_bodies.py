@@ -54,7 +54,8 @@ def _consumer(order: int, parts, L: int, wide_store) -> list[str]:
     degree L - 1 applied to Y_{L-2}: H w = sum_m' tw[m'] grad Y_{L-1,m'})."""
     pad = "        "
     lines = ["for i in tl.static_range(len(LS)):", f"    if LS[i] == {L}:"]
-    lines += [f"{pad}g{j} = tl.load(grow + OFFS[i] + {j}, mask=mask, other=0.0)" for j in range(2 * L + 1)]
+    # LOAD_FENCE: degree L's loads wait for the accumulators of degree L - 2 (render._fence), one degree in flight
+    lines += [f"{pad}g{j} = tl.load(grow + OFFS[i] + {j}, mask=gmask, other=0.0)" for j in range(2 * L + 1)]
     rung = rungs(L)
     low = rungs(L - 1) if order == 2 and L >= 2 else None
     for a in AXES:  # k{a}{n}: the coefficients of D^L_a; h{a}{n}: those of D^{L-1}_a
@@ -84,6 +85,8 @@ def _consumer(order: int, parts, L: int, wide_store) -> list[str]:
         lines.append(f"{pad}v{a} += a{a}")
         if order == 2:
             lines.append(f"{pad}vl{a} += a{a} * {L}.0")
+    fence = "mask & _fence(vx + vy + vz, IS_F64)"
+    lines += [f"{pad}if LOAD_FENCE:", f"{pad}    gmask = gnext", f"{pad}    gnext = {fence}"]
     if order == 1:
         return lines
     values = []

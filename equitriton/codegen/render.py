@@ -49,6 +49,17 @@ import triton.language as tl
 
 
 @triton.jit
+def _fence(v, IS_F64: tl.constexpr):
+    # LOAD_FENCE: always true (no arithmetic result carries this NaN payload), yet computed from v, so a load masked
+    # by it is not issued before v is. Without it LLVM hoists every grad_y load of the derivative kernels to the top:
+    # the whole row live in registers, spilled (docs/kernel_tuning.md item 13).
+    if IS_F64:
+        return v.to(tl.int64, bitcast=True) != 0x7FF0DEADBEEF0001
+    else:
+        return v.to(tl.int32, bitcast=True) != 0x7F80DEAD
+
+
+@triton.jit
 def _const(B64: tl.constexpr, B32: tl.constexpr, IS_F64: tl.constexpr):
     # Bit patterns keep every coefficient exact in the compute dtype (a float literal would be rounded to float32).
     if IS_F64:
@@ -138,7 +149,8 @@ def {name}({ptrs}, N, stride_n, stride_c{extra},
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
-        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, BLOCK: tl.constexpr):
+        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
+        BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
@@ -322,7 +334,7 @@ def _triton_consumer_lm(order: int, parts, l: int, m: int) -> list[str]:
     j = l + m
     pad = "        "
     lines = ["for i in tl.static_range(len(LS)):", f"    if LS[i] == {l}:"]
-    lines.append(f"{pad}g = tl.load(grow + OFFS[i] + {j}, mask=mask, other=0.0)")
+    lines.append(f"{pad}g = tl.load(grow + OFFS[i] + {j}, mask={GMASK}, other=0.0)")
     for a in "xyz":
         if p[f"d{a}"] is not None:
             if order == 1:
@@ -331,10 +343,33 @@ def _triton_consumer_lm(order: int, parts, l: int, m: int) -> list[str]:
                 lines += [f"{pad}s = g * {p[f'd{a}']}", f"{pad}v{a} += s", f"{pad}vl{a} += s * {l}.0"]
         if order == 2 and p[f"h{a}"] is not None:
             lines.append(f"{pad}b{a} += g * {p[f'h{a}']}")
+    lines.append(f"{pad}{FENCE}")
     if order == 2:
         value = _value(parts, l, m)
         lines.append(f"{pad}tl.store(ggrow + OFFS[i] + {j}, {_v(p['dw'])} * s1 - {value} * (s2 * {l}.0), mask=mask)")
     return lines
+
+
+# LOAD_FENCE on the traced duals: the grad_y load of the c-th column consumed is masked by fence slot c % FENCE_SLOTS,
+# which the column FENCE_SLOTS places earlier set from the accumulators: at most FENCE_SLOTS columns in flight
+FENCE_SLOTS = 16
+GMASK, FENCE = "@GMASK@", "@FENCE@"
+FENCE_INIT = [f"f{k} = mask" for k in range(FENCE_SLOTS)] + ["gmask = mask", "gnext = mask"]
+
+
+def _number_fences(lines: list[str]) -> list[str]:
+    """Give the column consumers' placeholders their fence slots, in the order the body consumes the columns."""
+    out, c = [], 0
+    for ln in lines:
+        if GMASK in ln:
+            ln = ln.replace(GMASK, f"f{c % FENCE_SLOTS}")
+        elif ln.strip() == FENCE:
+            pad = ln[: len(ln) - len(ln.lstrip())]
+            out += [f"{pad}if LOAD_FENCE:", f"{pad}    f{c % FENCE_SLOTS} = mask & _fence(vx + vy + vz, IS_F64)"]
+            c += 1
+            continue
+        out.append(ln)
+    return out
 
 
 def render_triton() -> str:
@@ -349,12 +384,13 @@ def render_triton() -> str:
             # derivative kernels in m-major order (small live state, see harmonics.solid_harmonics) or l-major;
             # the H100 sweep picks per (l_max, dtype): l-major wins the float64 backward at mid l
             # LADDER: the derivatives from the values of the degrees below (ladder_bodies.py)
-            lines = ["if LADDER:"] + ["    " + ln for ln in ladder_body(order, _ladder_wide_store)]
+            lines = FENCE_INIT + ["if LADDER:"] + ["    " + ln for ln in ladder_body(order, _ladder_wide_store)]
             for flag, m_major in (("elif M_MAJOR:", True), ("else:", False)):
                 traced = trace(order, m_major=m_major)
                 _, parts = levels(traced, order)
                 per_lm = {lm: _triton_consumer_lm(order, parts, *lm) for lm in parts}
-                lines += [flag] + ["    " + ln for ln in body_in_order(traced, order, TritonTarget(), per_lm, "LMAX")]
+                in_order = _number_fences(body_in_order(traced, order, TritonTarget(), per_lm, "LMAX"))
+                lines += [flag] + ["    " + ln for ln in in_order]
         if order == 0:
             out.append(TRITON_SIGNATURE.format(name=name, ptrs="X, OUT", extra="", extra_ns=""))
             out.append("    orow = OUT + rows * DIM\n")

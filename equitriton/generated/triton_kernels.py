@@ -6,6 +6,17 @@ import triton.language as tl
 
 
 @triton.jit
+def _fence(v, IS_F64: tl.constexpr):
+    # LOAD_FENCE: always true (no arithmetic result carries this NaN payload), yet computed from v, so a load masked
+    # by it is not issued before v is. Without it LLVM hoists every grad_y load of the derivative kernels to the top:
+    # the whole row live in registers, spilled (docs/kernel_tuning.md item 13).
+    if IS_F64:
+        return v.to(tl.int64, bitcast=True) != 0x7FF0DEADBEEF0001
+    else:
+        return v.to(tl.int32, bitcast=True) != 0x7F80DEAD
+
+
+@triton.jit
 def _const(B64: tl.constexpr, B32: tl.constexpr, IS_F64: tl.constexpr):
     # Bit patterns keep every coefficient exact in the compute dtype (a float literal would be rounded to float32).
     if IS_F64:
@@ -94,7 +105,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
-        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, BLOCK: tl.constexpr):
+        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
+        BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
@@ -4562,7 +4574,8 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
-        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, BLOCK: tl.constexpr):
+        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
+        BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
@@ -4574,14 +4587,32 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
     vy = zero
     vz = zero
 
+    f0 = mask
+    f1 = mask
+    f2 = mask
+    f3 = mask
+    f4 = mask
+    f5 = mask
+    f6 = mask
+    f7 = mask
+    f8 = mask
+    f9 = mask
+    f10 = mask
+    f11 = mask
+    f12 = mask
+    f13 = mask
+    f14 = mask
+    f15 = mask
+    gmask = mask
+    gnext = mask
     if LADDER:
         if LMAX >= 0:
             c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
                     kx0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
                     ky0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
                     kz0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
@@ -4597,6 +4628,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 1:
             c7 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
             t8 = c7 * x
@@ -4604,11 +4638,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t10 = c7 * z
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
                     kx0 = _norm_const(4612217596255138984, 4612217596255138984, 4610479282544200874, 1074731965, 1074731965, 1071494103, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4612217596255138984, 4612217596255138984, 4610479282544200874, 1074731965, 1074731965, 1071494103, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4608492941290910865, 4608492941290910865, 4607182418800017408, 1067794254, 1067794254, 1065353216, NORMALIZATION, IS_F64)
@@ -4644,6 +4678,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 2:
             t0 = z * z
             t1 = x * x
@@ -4674,13 +4711,13 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t32 = c21 * t31
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
                     kx0 = _norm_const(4614479084148626020, 4614479084148626020, 4613349226564724111, 1078944314, 1078944314, 1076839791, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4613140121109330154, 4613140121109330154, 4612217596255138984, 1076450301, 1076450301, 1074731965, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4613708754691439831, 4613708754691439831, 4612698179346440494, 1077509464, 1077509464, 1075627121, NORMALIZATION, IS_F64)
@@ -4738,6 +4775,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 3:
             t33 = z * t11
             t34 = x * t13
@@ -4778,15 +4818,15 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t69 = c53 * t68
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
                     kx0 = _norm_const(4616462807181782233, 4616462807181782233, 4615607882206429001, 1082639286, 1082639286, 1081046865, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4615456059619652038, 4615456059619652038, 4614479084148626020, 1080764073, 1080764073, 1078944314, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4614174921540827147, 4614174921540827147, 4613349226564724111, 1078377767, 1078377767, 1076839791, NORMALIZATION, IS_F64)
@@ -4866,6 +4906,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 4:
             t70 = z * t35
             t71 = x * t38
@@ -4919,17 +4962,17 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t119 = c98 * t118
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
                     kx0 = _norm_const(4617590287349640371, 4617590287349640371, 4617026630611879038, 1084739382, 1084739382, 1083689489, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4616966957094426279, 4616966957094426279, 4616462807181782233, 1083578339, 1083578339, 1082639286, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4616343368561377395, 4616343368561377395, 4615607882206429001, 1082416815, 1082416815, 1081046865, NORMALIZATION, IS_F64)
@@ -5031,6 +5074,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 5:
             t120 = z * t72
             t121 = x * t75
@@ -5095,19 +5141,19 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t180 = c154 * t179
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
                     kx0 = _norm_const(4618717261092017034, 4618717261092017034, 4618153820975976688, 1086838534, 1086838534, 1085789045, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4618104635451904747, 4618104635451904747, 4617590287349640371, 1085697430, 1085697430, 1084739382, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4617491875975563297, 4617491875975563297, 4617026630611879038, 1084556076, 1084556076, 1083689489, NORMALIZATION, IS_F64)
@@ -5231,6 +5277,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 6:
             t181 = z * t122
             t182 = x * t125
@@ -5307,21 +5356,21 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t253 = c222 * t252
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
                     kx0 = _norm_const(4619843938291665932, 4619843938291665932, 4619280628510228526, 1088937134, 1088937134, 1087887888, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4619238784610070268, 4619238784610070268, 4618717261092017034, 1087809947, 1087809947, 1086838534, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4618633552838479774, 4618633552838479774, 4618153820975976688, 1086682615, 1086682615, 1085789045, NORMALIZATION, IS_F64)
@@ -5467,6 +5516,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             t254 = z * t183
             t255 = x * t186
@@ -5555,23 +5607,23 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t338 = c302 * t337
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
                     kx0 = _norm_const(4620831822294543623, 4620831822294543623, 4620407201604783834, 1090777211, 1090777211, 1089986294, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4620370787319740748, 4620370787319740748, 4619843938291665932, 1089918467, 1089918467, 1088937134, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4619771098263219399, 4619771098263219399, 4619280628510228526, 1088801459, 1088801459, 1087887888, NORMALIZATION, IS_F64)
@@ -5739,6 +5791,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             t339 = z * t256
             t340 = x * t259
@@ -5835,25 +5890,25 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t431 = c390 * t430
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
                     kx0 = _norm_const(4621395002918520003, 4621395002918520003, 4621113419201166009, 1091826217, 1091826217, 1091301726, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4621097301969227257, 4621097301969227257, 4620831822294543623, 1091271706, 1091271706, 1090777211, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4620799584375070777, 4620799584375070777, 4620407201604783834, 1090717163, 1090717163, 1089986294, NORMALIZATION, IS_F64)
@@ -6043,6 +6098,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             t432 = z * t341
             t433 = x * t344
@@ -6154,27 +6212,27 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t539 = c493 * t538
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
                     kx0 = _norm_const(4621958138511165833, 4621958138511165833, 4621676575477175713, 1092875139, 1092875139, 1092350687, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4621662117066214859, 4621662117066214859, 4621395002918520003, 1092323756, 1092323756, 1091826217, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4621366083889957377, 4621366083889957377, 4621113419201166009, 1091772351, 1091772351, 1091301726, NORMALIZATION, IS_F64)
@@ -6386,6 +6444,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             t540 = z * t434
             t541 = x * t437
@@ -6509,29 +6570,29 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t659 = c608 * t658
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
-                    g21 = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
-                    g22 = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
+                    g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
+                    g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
                     kx0 = _norm_const(4622521241087774323, 4622521241087774323, 4622239693350289037, 1093923999, 1093923999, 1093399575, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4622226583745944792, 4622226583745944792, 4621958138511165833, 1093375157, 1093375157, 1092875139, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4621931917827890077, 4621931917827890077, 4621676575477175713, 1092826299, 1092826299, 1092350687, NORMALIZATION, IS_F64)
@@ -6765,6 +6826,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             t660 = z * t542
             t661 = x * t545
@@ -6895,31 +6959,31 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t786 = c730 * t785
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
-                    g21 = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
-                    g22 = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
-                    g23 = tl.load(grow + OFFS[i] + 23, mask=mask, other=0.0)
-                    g24 = tl.load(grow + OFFS[i] + 24, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
+                    g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
+                    g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
+                    g23 = tl.load(grow + OFFS[i] + 23, mask=gmask, other=0.0)
+                    g24 = tl.load(grow + OFFS[i] + 24, mask=gmask, other=0.0)
                     kx0 = _norm_const(4623084318737787258, 4623084318737787258, 4622802782630653507, 1094972813, 1094972813, 1094448411, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4622790791388556369, 4622790791388556369, 4622521241087774323, 1094426075, 1094426075, 1093923999, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4622497257581002171, 4622497257581002171, 4622239693350289037, 1093879326, 1093879326, 1093399575, NORMALIZATION, IS_F64)
@@ -7175,6 +7239,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vx += ax
                     vy += ay
                     vz += az
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
     elif M_MAJOR:
         if LMAX >= 2:
             t1 = z + z
@@ -7190,15 +7257,19 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 1:
             c10 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
             t11 = c10 * y
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     vy += g * c10
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 2:
             c12 = _const(4609434218613702656, 1069547520, IS_F64)
             t13 = c12 * t6
@@ -7220,10 +7291,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t25
                     vy += g * t26
                     vz += g * t27
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 3:
             c29 = _const(4610184818551597739, 1070945621, IS_F64)
             t30 = y * t20
@@ -7257,10 +7330,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     vx += g * t54
                     vy += g * t55
                     vz += g * t56
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 4:
             c58 = _const(4610560118520545280, 1071644672, IS_F64)
             t59 = y * t49
@@ -7299,10 +7374,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t88
                     vy += g * t89
                     vz += g * t90
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 5:
             c92 = _const(4610785298501913805, 1072064102, IS_F64)
             t93 = y * t83
@@ -7341,10 +7418,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     vx += g * t122
                     vy += g * t123
                     vz += g * t124
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 6:
             c126 = _const(4610935418489492821, 1072343723, IS_F64)
             t127 = y * t117
@@ -7383,10 +7462,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     vx += g * t156
                     vy += g * t157
                     vz += g * t158
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             c160 = _const(4611042647052049262, 1072543451, IS_F64)
             t161 = y * t151
@@ -7425,10 +7506,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     vx += g * t190
                     vy += g * t191
                     vz += g * t192
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             c194 = _const(4611123068473966592, 1072693248, IS_F64)
             t195 = y * t185
@@ -7467,10 +7550,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     vx += g * t224
                     vy += g * t225
                     vz += g * t226
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             c228 = _const(4611185618468791182, 1072809756, IS_F64)
             t229 = y * t219
@@ -7509,10 +7594,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     vx += g * t258
                     vy += g * t259
                     vz += g * t260
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             c262 = _const(4611235658464650854, 1072902963, IS_F64)
             t263 = y * t253
@@ -7551,10 +7638,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     vx += g * t292
                     vy += g * t293
                     vz += g * t294
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             c296 = _const(4611276600279445132, 1072979223, IS_F64)
             t297 = y * t287
@@ -7593,10 +7682,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     vx += g * t326
                     vy += g * t327
                     vz += g * t328
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c330 = _const(4611310718458440363, 1073042773, IS_F64)
             t331 = y * t321
@@ -7635,23 +7726,29 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     vx += g * t360
                     vy += g * t361
                     vz += g * t362
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 1:
             t364 = c10 * z
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f13, other=0.0)
                     vz += g * c10
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t365 = c10 * x
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
                     vx += g * c10
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 2:
             c366 = _const(4613937818241073152, 1077936128, IS_F64)
             t367 = c366 * y
@@ -7664,9 +7761,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f15, other=0.0)
                     vy += g * t371
                     vz += g * t372
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t374 = c366 * x
             t375 = t367 * x
             t376 = c368 * t374
@@ -7674,9 +7773,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
                     vx += g * t372
                     vy += g * t376
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 3:
             c378 = _const(4612811918334230528, 1075838976, IS_F64)
             t379 = t367 + t367
@@ -7703,10 +7804,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f1, other=0.0)
                     vx += g * t396
                     vy += g * t397
                     vz += g * t398
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t400 = t386 * x
             t401 = t400 + t389
             t402 = t387 * x
@@ -7719,10 +7822,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t405
                     vy += g * t406
                     vz += g * t407
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 4:
             c409 = _const(4612436618365282987, 1075139925, IS_F64)
             t410 = y * t386
@@ -7762,10 +7867,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f3, other=0.0)
                     vx += g * t440
                     vy += g * t441
                     vz += g * t442
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t444 = t430 * x
             t445 = t444 + t433
             t446 = t431 * x
@@ -7778,10 +7885,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     vx += g * t449
                     vy += g * t450
                     vz += g * t451
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 5:
             c453 = _const(4612248968380809216, 1074790400, IS_F64)
             t454 = y * t430
@@ -7825,10 +7934,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f5, other=0.0)
                     vx += g * t488
                     vy += g * t489
                     vz += g * t490
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t492 = t478 * x
             t493 = t492 + t481
             t494 = t479 * x
@@ -7841,10 +7952,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f6, other=0.0)
                     vx += g * t497
                     vy += g * t498
                     vz += g * t499
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 6:
             c501 = _const(4612136378390124954, 1074580685, IS_F64)
             t502 = y * t478
@@ -7888,10 +8001,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     vx += g * t536
                     vy += g * t537
                     vz += g * t538
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t540 = t526 * x
             t541 = t540 + t529
             t542 = t527 * x
@@ -7904,10 +8019,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f8, other=0.0)
                     vx += g * t545
                     vy += g * t546
                     vz += g * t547
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             c549 = _const(4612061318396335445, 1074440875, IS_F64)
             t550 = y * t526
@@ -7951,10 +8068,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     vx += g * t584
                     vy += g * t585
                     vz += g * t586
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t588 = t574 * x
             t589 = t588 + t577
             t590 = t575 * x
@@ -7967,10 +8086,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     vx += g * t593
                     vy += g * t594
                     vz += g * t595
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             c597 = _const(4612007704115057225, 1074341010, IS_F64)
             t598 = y * t574
@@ -8014,10 +8135,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f11, other=0.0)
                     vx += g * t632
                     vy += g * t633
                     vz += g * t634
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t636 = t622 * x
             t637 = t636 + t625
             t638 = t623 * x
@@ -8030,10 +8153,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f12, other=0.0)
                     vx += g * t641
                     vy += g * t642
                     vz += g * t643
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             c645 = _const(4611967493404098560, 1074266112, IS_F64)
             t646 = y * t622
@@ -8077,10 +8202,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f13, other=0.0)
                     vx += g * t680
                     vy += g * t681
                     vz += g * t682
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t684 = t670 * x
             t685 = t684 + t673
             t686 = t671 * x
@@ -8093,10 +8220,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f14, other=0.0)
                     vx += g * t689
                     vy += g * t690
                     vz += g * t691
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             c693 = _const(4611936218406686265, 1074207858, IS_F64)
             t694 = y * t670
@@ -8140,10 +8269,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     vx += g * t728
                     vy += g * t729
                     vz += g * t730
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t732 = t718 * x
             t733 = t732 + t721
             t734 = t719 * x
@@ -8156,10 +8287,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f0, other=0.0)
                     vx += g * t737
                     vy += g * t738
                     vz += g * t739
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             c741 = _const(4611911198408756429, 1074161254, IS_F64)
             t742 = y * t718
@@ -8203,10 +8336,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
                     vx += g * t776
                     vy += g * t777
                     vz += g * t778
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t780 = t766 * x
             t781 = t780 + t769
             t782 = t767 * x
@@ -8219,10 +8354,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f2, other=0.0)
                     vx += g * t785
                     vy += g * t786
                     vz += g * t787
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c789 = _const(4611890727501359290, 1074123124, IS_F64)
             t790 = y * t766
@@ -8266,10 +8403,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
                     vx += g * t824
                     vy += g * t825
                     vz += g * t826
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t828 = t814 * x
             t829 = t828 + t817
             t830 = t815 * x
@@ -8282,10 +8421,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
                     vx += g * t833
                     vy += g * t834
                     vz += g * t835
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 2:
             t837 = -t3
             t838 = t2 - t4
@@ -8301,9 +8442,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     vx += g * t845
                     vz += g * t846
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t848 = c366 * t3
             t849 = c366 * t840
             t850 = c841 * t848
@@ -8311,9 +8454,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
                     vx += g * t846
                     vz += g * t850
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 3:
             c852 = _const(4624633867356078080, 1097859072, IS_F64)
             t853 = c852 * y
@@ -8329,10 +8474,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f7, other=0.0)
                     vx += g * t859
                     vy += g * t860
                     vz += g * t861
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t863 = c852 * t840
             t864 = t853 * t3
             t865 = t853 * t840
@@ -8342,10 +8489,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
                     vx += g * t861
                     vy += g * t866
                     vz += g * t867
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 4:
             c869 = _const(4615063718147915776, 1080033280, IS_F64)
             t870 = t853 + t853
@@ -8377,10 +8526,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f9, other=0.0)
                     vx += g * t892
                     vy += g * t893
                     vz += g * t894
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t896 = t879 * t840
             t897 = t896 + t889
             t898 = t880 * t840
@@ -8395,10 +8546,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
                     vx += g * t903
                     vy += g * t904
                     vz += g * t905
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 5:
             t907 = y * t879
             t908 = y * t880
@@ -8438,10 +8591,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     vx += g * t938
                     vy += g * t939
                     vz += g * t940
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t942 = t925 * t840
             t943 = t942 + t935
             t944 = t926 * t840
@@ -8456,10 +8611,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     vx += g * t949
                     vy += g * t950
                     vz += g * t951
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 6:
             c953 = _const(4613374868287651840, 1076887552, IS_F64)
             t954 = y * t925
@@ -8503,10 +8660,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f13, other=0.0)
                     vx += g * t988
                     vy += g * t989
                     vz += g * t990
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t992 = t975 * t840
             t993 = t992 + t985
             t994 = t976 * t840
@@ -8521,10 +8680,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f14, other=0.0)
                     vx += g * t999
                     vy += g * t1000
                     vz += g * t1001
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             c1003 = _const(4613037098315599053, 1076258406, IS_F64)
             t1004 = y * t975
@@ -8569,10 +8730,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f15, other=0.0)
                     vx += g * t1039
                     vy += g * t1040
                     vz += g * t1041
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t1043 = t1026 * t840
             t1044 = t1043 + t1036
             t1045 = t1027 * t840
@@ -8587,10 +8750,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f0, other=0.0)
                     vx += g * t1050
                     vy += g * t1051
                     vz += g * t1052
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             t1054 = y * t1026
             t1055 = y * t1027
@@ -8633,10 +8798,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
                     vx += g * t1088
                     vy += g * t1089
                     vz += g * t1090
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t1092 = t1075 * t840
             t1093 = t1092 + t1085
             t1094 = t1076 * t840
@@ -8651,10 +8818,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f2, other=0.0)
                     vx += g * t1099
                     vy += g * t1100
                     vz += g * t1101
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             c1103 = _const(4612651075490395867, 1075539383, IS_F64)
             t1104 = y * t1075
@@ -8699,10 +8868,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
                     vx += g * t1139
                     vy += g * t1140
                     vz += g * t1141
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t1143 = t1126 * t840
             t1144 = t1143 + t1136
             t1145 = t1127 * t840
@@ -8717,10 +8888,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f4, other=0.0)
                     vx += g * t1150
                     vy += g * t1151
                     vz += g * t1152
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             c1154 = _const(4612530443357519872, 1075314688, IS_F64)
             t1155 = y * t1126
@@ -8765,10 +8938,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     vx += g * t1190
                     vy += g * t1191
                     vz += g * t1192
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t1194 = t1177 * t840
             t1195 = t1194 + t1187
             t1196 = t1178 * t840
@@ -8783,10 +8958,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f6, other=0.0)
                     vx += g * t1201
                     vy += g * t1202
                     vz += g * t1203
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             t1205 = y * t1177
             t1206 = y * t1178
@@ -8829,10 +9006,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
                     vx += g * t1239
                     vy += g * t1240
                     vz += g * t1241
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t1243 = t1226 * t840
             t1244 = t1243 + t1236
             t1245 = t1227 * t840
@@ -8847,10 +9026,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f8, other=0.0)
                     vx += g * t1250
                     vy += g * t1251
                     vz += g * t1252
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c1254 = _const(4612361558371493478, 1075000115, IS_F64)
             t1255 = y * t1226
@@ -8895,10 +9076,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
                     vx += g * t1290
                     vy += g * t1291
                     vz += g * t1292
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t1294 = t1277 * t840
             t1295 = t1294 + t1287
             t1296 = t1278 * t840
@@ -8913,10 +9096,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     vx += g * t1301
                     vy += g * t1302
                     vz += g * t1303
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 3:
             t1305 = z * t837
             t1306 = z * t1
@@ -8948,9 +9133,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f11, other=0.0)
                     vx += g * t1329
                     vz += g * t1330
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t1332 = c852 * t1323
             t1333 = c852 * t1324
             t1334 = c852 * t1322
@@ -8960,9 +9147,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
                     vx += g * t1335
                     vz += g * t1336
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 4:
             c1338 = _const(4637089135075524608, 1121058816, IS_F64)
             t1339 = c1338 * y
@@ -8978,10 +9167,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f13, other=0.0)
                     vx += g * t1345
                     vy += g * t1346
                     vz += g * t1347
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t1349 = t1339 * t1323
             t1350 = c1338 * t1322
             t1351 = t1339 * t1324
@@ -8993,10 +9184,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
                     vx += g * t1353
                     vy += g * t1354
                     vz += g * t1355
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 5:
             c1357 = _const(4616752568008179712, 1083179008, IS_F64)
             t1358 = t1339 + t1339
@@ -9030,10 +9223,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
                     vx += g * t1382
                     vy += g * t1383
                     vz += g * t1384
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t1386 = t1369 * t1322
             t1387 = t1372 * t1323
             t1388 = t1386 + t1387
@@ -9049,10 +9244,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
                     vx += g * t1394
                     vy += g * t1395
                     vz += g * t1396
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 6:
             c1398 = _const(4615439018116863317, 1080732331, IS_F64)
             t1399 = y * t1369
@@ -9095,10 +9292,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
                     vx += g * t1432
                     vy += g * t1433
                     vz += g * t1434
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t1436 = t1419 * t1322
             t1437 = t1422 * t1323
             t1438 = t1436 + t1437
@@ -9114,10 +9313,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
                     vx += g * t1444
                     vy += g * t1445
                     vz += g * t1446
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             c1448 = _const(4614500768194494464, 1078984704, IS_F64)
             t1449 = y * t1419
@@ -9163,10 +9364,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     vx += g * t1485
                     vy += g * t1486
                     vz += g * t1487
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t1489 = t1472 * t1322
             t1490 = t1475 * t1323
             t1491 = t1489 + t1490
@@ -9182,10 +9385,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t1497
                     vy += g * t1498
                     vz += g * t1499
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             t1501 = y * t1472
             t1502 = y * t1473
@@ -9230,10 +9435,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
                     vx += g * t1537
                     vy += g * t1538
                     vz += g * t1539
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t1541 = t1524 * t1322
             t1542 = t1527 * t1323
             t1543 = t1541 + t1542
@@ -9249,10 +9456,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     vx += g * t1549
                     vy += g * t1550
                     vz += g * t1551
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             c1553 = _const(4613562518272125611, 1077237077, IS_F64)
             t1554 = y * t1524
@@ -9298,10 +9507,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
                     vx += g * t1590
                     vy += g * t1591
                     vz += g * t1592
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t1594 = t1577 * t1322
             t1595 = t1580 * t1323
             t1596 = t1594 + t1595
@@ -9317,10 +9528,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f8, other=0.0)
                     vx += g * t1602
                     vy += g * t1603
                     vz += g * t1604
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             c1606 = _const(4613294446865734510, 1076737755, IS_F64)
             t1607 = y * t1577
@@ -9367,10 +9580,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
                     vx += g * t1644
                     vy += g * t1645
                     vz += g * t1646
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t1648 = t1631 * t1322
             t1649 = t1634 * t1323
             t1650 = t1648 + t1649
@@ -9386,10 +9601,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f10, other=0.0)
                     vx += g * t1656
                     vy += g * t1657
                     vz += g * t1658
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             c1660 = _const(4613093393310941184, 1076363264, IS_F64)
             t1661 = y * t1631
@@ -9436,10 +9653,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
                     vx += g * t1698
                     vy += g * t1699
                     vz += g * t1700
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t1702 = t1685 * t1322
             t1703 = t1688 * t1323
             t1704 = t1702 + t1703
@@ -9455,10 +9674,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     vx += g * t1710
                     vy += g * t1711
                     vz += g * t1712
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c1714 = _const(4612937018323879708, 1076071993, IS_F64)
             t1715 = y * t1685
@@ -9505,10 +9726,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
                     vx += g * t1752
                     vy += g * t1753
                     vz += g * t1754
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t1756 = t1739 * t1322
             t1757 = t1742 * t1323
             t1758 = t1756 + t1757
@@ -9524,10 +9747,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f14, other=0.0)
                     vx += g * t1764
                     vy += g * t1765
                     vz += g * t1766
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 4:
             t1768 = z * t1313
             t1769 = z * t1314
@@ -9561,9 +9786,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
                     vx += g * t1794
                     vz += g * t1795
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t1797 = c1338 * t1788
             t1798 = c1338 * t1789
             t1799 = c1338 * t1787
@@ -9573,9 +9800,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     vx += g * t1800
                     vz += g * t1801
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 5:
             c1803 = _const(4651523523724967936, 1147944960, IS_F64)
             t1804 = c1803 * y
@@ -9591,10 +9820,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
                     vx += g * t1810
                     vy += g * t1811
                     vz += g * t1812
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t1814 = t1804 * t1788
             t1815 = c1803 * t1787
             t1816 = t1804 * t1789
@@ -9606,10 +9837,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     vx += g * t1818
                     vy += g * t1819
                     vz += g * t1820
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 6:
             c1822 = _const(4617878467915022336, 1085276160, IS_F64)
             t1823 = t1804 + t1804
@@ -9643,10 +9876,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     vx += g * t1847
                     vy += g * t1848
                     vz += g * t1849
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t1851 = t1834 * t1787
             t1852 = t1837 * t1788
             t1853 = t1851 + t1852
@@ -9662,10 +9897,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
                     vx += g * t1859
                     vy += g * t1860
                     vz += g * t1861
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             c1863 = _const(4616564918023705941, 1082829483, IS_F64)
             t1864 = y * t1834
@@ -9708,10 +9945,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
                     vx += g * t1897
                     vy += g * t1898
                     vz += g * t1899
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t1901 = t1884 * t1787
             t1902 = t1887 * t1788
             t1903 = t1901 + t1902
@@ -9727,10 +9966,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
                     vx += g * t1909
                     vy += g * t1910
                     vz += g * t1911
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             c1913 = _const(4615626668101337088, 1081081856, IS_F64)
             t1914 = y * t1884
@@ -9776,10 +10017,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
                     vx += g * t1950
                     vy += g * t1951
                     vz += g * t1952
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t1954 = t1937 * t1787
             t1955 = t1940 * t1788
             t1956 = t1954 + t1955
@@ -9795,10 +10038,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     vx += g * t1962
                     vy += g * t1963
                     vz += g * t1964
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             c1966 = _const(4614838538166547251, 1079613850, IS_F64)
             t1967 = y * t1937
@@ -9845,10 +10090,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
                     vx += g * t2004
                     vy += g * t2005
                     vz += g * t2006
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t2008 = t1991 * t1787
             t2009 = t1994 * t1788
             t2010 = t2008 + t2009
@@ -9864,10 +10111,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
                     vx += g * t2016
                     vy += g * t2017
                     vz += g * t2018
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             c2020 = _const(4614313118210020693, 1078635179, IS_F64)
             t2021 = y * t1991
@@ -9913,10 +10162,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
                     vx += g * t2057
                     vy += g * t2058
                     vz += g * t2059
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t2061 = t2044 * t1787
             t2062 = t2047 * t1788
             t2063 = t2061 + t2062
@@ -9932,10 +10183,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f12, other=0.0)
                     vx += g * t2069
                     vy += g * t2070
                     vz += g * t2071
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             t2073 = y * t2044
             t2074 = y * t2045
@@ -9980,10 +10233,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
                     vx += g * t2109
                     vy += g * t2110
                     vz += g * t2111
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t2113 = t2096 * t1787
             t2114 = t2099 * t1788
             t2115 = t2113 + t2114
@@ -9999,10 +10254,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f14, other=0.0)
                     vx += g * t2121
                     vy += g * t2122
                     vz += g * t2123
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c2125 = _const(4613656343264362496, 1077411840, IS_F64)
             t2126 = y * t2096
@@ -10048,10 +10305,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f15, other=0.0)
                     vx += g * t2162
                     vy += g * t2163
                     vz += g * t2164
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t2166 = t2149 * t1787
             t2167 = t2152 * t1788
             t2168 = t2166 + t2167
@@ -10067,10 +10326,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f0, other=0.0)
                     vx += g * t2174
                     vy += g * t2175
                     vz += g * t2176
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 5:
             t2178 = z * t1776
             t2179 = z * t1777
@@ -10104,9 +10365,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
                     vx += g * t2204
                     vz += g * t2205
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t2207 = c1803 * t2198
             t2208 = c1803 * t2199
             t2209 = c1803 * t2197
@@ -10116,9 +10379,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
                     vx += g * t2210
                     vz += g * t2211
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 6:
             c2213 = _const(4666940326013829120, 1176660992, IS_F64)
             t2214 = c2213 * y
@@ -10134,10 +10399,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
                     vx += g * t2220
                     vy += g * t2221
                     vz += g * t2222
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t2224 = t2214 * t2198
             t2225 = c2213 * t2197
             t2226 = t2214 * t2199
@@ -10149,10 +10416,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
                     vx += g * t2228
                     vy += g * t2229
                     vz += g * t2230
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             c2232 = _const(4619004367821864960, 1087373312, IS_F64)
             t2233 = t2214 + t2214
@@ -10186,10 +10455,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     vx += g * t2257
                     vy += g * t2258
                     vz += g * t2259
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t2261 = t2244 * t2197
             t2262 = t2247 * t2198
             t2263 = t2261 + t2262
@@ -10205,10 +10476,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     vx += g * t2269
                     vy += g * t2270
                     vz += g * t2271
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             c2273 = _const(4617315517961601024, 1084227584, IS_F64)
             t2274 = y * t2244
@@ -10251,10 +10524,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
                     vx += g * t2307
                     vy += g * t2308
                     vz += g * t2309
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t2311 = t2294 * t2197
             t2312 = t2297 * t2198
             t2313 = t2311 + t2312
@@ -10270,10 +10545,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
                     vx += g * t2319
                     vy += g * t2320
                     vz += g * t2321
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             c2323 = _const(4616471093031469056, 1082654720, IS_F64)
             t2324 = y * t2294
@@ -10319,10 +10596,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
                     vx += g * t2360
                     vy += g * t2361
                     vz += g * t2362
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t2364 = t2347 * t2197
             t2365 = t2350 * t2198
             t2366 = t2364 + t2365
@@ -10338,10 +10617,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
                     vx += g * t2372
                     vy += g * t2373
                     vz += g * t2374
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             c2376 = _const(4615739258092021350, 1081291571, IS_F64)
             t2377 = y * t2347
@@ -10388,10 +10669,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f11, other=0.0)
                     vx += g * t2414
                     vy += g * t2415
                     vz += g * t2416
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t2418 = t2401 * t2197
             t2419 = t2404 * t2198
             t2420 = t2418 + t2419
@@ -10407,10 +10690,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
                     vx += g * t2426
                     vy += g * t2427
                     vz += g * t2428
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             t2430 = y * t2401
             t2431 = y * t2402
@@ -10455,10 +10740,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f13, other=0.0)
                     vx += g * t2466
                     vy += g * t2467
                     vz += g * t2468
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t2470 = t2453 * t2197
             t2471 = t2456 * t2198
             t2472 = t2470 + t2471
@@ -10474,10 +10761,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
                     vx += g * t2478
                     vy += g * t2479
                     vz += g * t2480
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c2482 = _const(4614581189616411794, 1079134501, IS_F64)
             t2483 = y * t2453
@@ -10524,10 +10813,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f15, other=0.0)
                     vx += g * t2520
                     vy += g * t2521
                     vz += g * t2522
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t2524 = t2507 * t2197
             t2525 = t2510 * t2198
             t2526 = t2524 + t2525
@@ -10543,10 +10834,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     vx += g * t2532
                     vy += g * t2533
                     vz += g * t2534
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 6:
             t2536 = z * t2186
             t2537 = z * t2187
@@ -10580,9 +10873,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
                     vx += g * t2562
                     vz += g * t2563
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t2565 = c2213 * t2556
             t2566 = c2213 * t2557
             t2567 = c2213 * t2555
@@ -10592,9 +10887,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
                     vx += g * t2568
                     vz += g * t2569
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             c2571 = _const(4683883216082305024, 1208219584, IS_F64)
             t2572 = c2571 * y
@@ -10610,10 +10907,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
                     vx += g * t2578
                     vy += g * t2579
                     vz += g * t2580
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t2582 = t2572 * t2556
             t2583 = c2571 * t2555
             t2584 = t2572 * t2557
@@ -10625,10 +10924,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
                     vx += g * t2586
                     vy += g * t2587
                     vz += g * t2588
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             c2590 = _const(4620130267728707584, 1089470464, IS_F64)
             t2591 = t2572 + t2572
@@ -10662,10 +10963,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f5, other=0.0)
                     vx += g * t2615
                     vy += g * t2616
                     vz += g * t2617
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t2619 = t2602 * t2555
             t2620 = t2605 * t2556
             t2621 = t2619 + t2620
@@ -10681,10 +10984,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     vx += g * t2627
                     vy += g * t2628
                     vz += g * t2629
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             c2631 = _const(4618066117899496107, 1085625685, IS_F64)
             t2632 = y * t2602
@@ -10727,10 +11032,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f7, other=0.0)
                     vx += g * t2665
                     vy += g * t2666
                     vz += g * t2667
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t2669 = t2652 * t2555
             t2670 = t2655 * t2556
             t2671 = t2669 + t2670
@@ -10746,10 +11053,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
                     vx += g * t2677
                     vy += g * t2678
                     vz += g * t2679
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             c2681 = _const(4617034042984890368, 1083703296, IS_F64)
             t2682 = y * t2652
@@ -10795,10 +11104,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
                     vx += g * t2718
                     vy += g * t2719
                     vz += g * t2720
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t2722 = t2705 * t2555
             t2723 = t2708 * t2556
             t2724 = t2722 + t2723
@@ -10814,10 +11125,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
                     vx += g * t2730
                     vy += g * t2731
                     vz += g * t2732
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             c2734 = _const(4616414798036126925, 1082549862, IS_F64)
             t2735 = y * t2705
@@ -10864,10 +11177,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f11, other=0.0)
                     vx += g * t2772
                     vy += g * t2773
                     vz += g * t2774
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t2776 = t2759 * t2555
             t2777 = t2762 * t2556
             t2778 = t2776 + t2777
@@ -10883,10 +11198,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
                     vx += g * t2784
                     vy += g * t2785
                     vz += g * t2786
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c2788 = _const(4615814318085810859, 1081431381, IS_F64)
             t2789 = y * t2759
@@ -10932,10 +11249,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f13, other=0.0)
                     vx += g * t2825
                     vy += g * t2826
                     vz += g * t2827
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t2829 = t2812 * t2555
             t2830 = t2815 * t2556
             t2831 = t2829 + t2830
@@ -10951,10 +11270,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
                     vx += g * t2837
                     vy += g * t2838
                     vz += g * t2839
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             t2841 = z * t2544
             t2842 = z * t2545
@@ -10988,9 +11309,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     vx += g * t2867
                     vz += g * t2868
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t2870 = c2571 * t2861
             t2871 = c2571 * t2862
             t2872 = c2571 * t2860
@@ -11000,9 +11323,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     vx += g * t2873
                     vz += g * t2874
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             c2876 = _const(4701456817803231232, 1240952968, IS_F64)
             t2877 = c2876 * y
@@ -11018,10 +11343,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f1, other=0.0)
                     vx += g * t2883
                     vy += g * t2884
                     vz += g * t2885
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t2887 = t2877 * t2861
             t2888 = c2876 * t2860
             t2889 = t2877 * t2862
@@ -11033,10 +11360,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     vx += g * t2891
                     vy += g * t2892
                     vz += g * t2893
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             c2895 = _const(4620974692658839552, 1091043328, IS_F64)
             t2896 = t2877 + t2877
@@ -11070,10 +11399,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f3, other=0.0)
                     vx += g * t2920
                     vy += g * t2921
                     vz += g * t2922
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t2924 = t2907 * t2860
             t2925 = t2910 * t2861
             t2926 = t2924 + t2925
@@ -11089,10 +11420,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
                     vx += g * t2932
                     vy += g * t2933
                     vz += g * t2934
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             c2936 = _const(4618816717837391189, 1087023787, IS_F64)
             t2937 = y * t2907
@@ -11135,10 +11468,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
                     vx += g * t2970
                     vy += g * t2971
                     vz += g * t2972
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t2974 = t2957 * t2860
             t2975 = t2960 * t2861
             t2976 = t2974 + t2975
@@ -11154,10 +11489,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
                     vx += g * t2982
                     vy += g * t2983
                     vz += g * t2984
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             c2986 = _const(4617596992938311680, 1084751872, IS_F64)
             t2987 = y * t2957
@@ -11203,10 +11540,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f7, other=0.0)
                     vx += g * t3023
                     vy += g * t3024
                     vz += g * t3025
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t3027 = t3010 * t2860
             t3028 = t3013 * t2861
             t3029 = t3027 + t3028
@@ -11222,10 +11561,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     vx += g * t3035
                     vy += g * t3036
                     vz += g * t3037
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c3039 = _const(4616865157998863974, 1083388723, IS_F64)
             t3040 = y * t3010
@@ -11272,10 +11613,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f9, other=0.0)
                     vx += g * t3077
                     vy += g * t3078
                     vz += g * t3079
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t3081 = t3064 * t2860
             t3082 = t3067 * t2861
             t3083 = t3081 + t3082
@@ -11291,10 +11634,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
                     vx += g * t3089
                     vy += g * t3090
                     vz += g * t3091
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             t3093 = z * t2849
             t3094 = z * t2850
@@ -11328,9 +11673,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f11, other=0.0)
                     vx += g * t3119
                     vz += g * t3120
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t3122 = c2876 * t3113
             t3123 = c2876 * t3114
             t3124 = c2876 * t3112
@@ -11340,9 +11687,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
                     vx += g * t3125
                     vz += g * t3126
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             c3128 = _const(4719893875588595712, 1275294664, IS_F64)
             t3129 = c3128 * y
@@ -11358,10 +11707,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f13, other=0.0)
                     vx += g * t3135
                     vy += g * t3136
                     vz += g * t3137
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t3139 = t3129 * t3113
             t3140 = c3128 * t3112
             t3141 = t3129 * t3114
@@ -11373,10 +11724,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
                     vx += g * t3143
                     vy += g * t3144
                     vz += g * t3145
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             c3147 = _const(4621537642612260864, 1092091904, IS_F64)
             t3148 = t3129 + t3129
@@ -11410,10 +11763,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f15, other=0.0)
                     vx += g * t3172
                     vy += g * t3173
                     vz += g * t3174
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t3176 = t3159 * t3112
             t3177 = t3162 * t3113
             t3178 = t3176 + t3177
@@ -11429,10 +11784,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
                     vx += g * t3184
                     vy += g * t3185
                     vz += g * t3186
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             c3188 = _const(4619567317775286272, 1088421888, IS_F64)
             t3189 = y * t3159
@@ -11475,10 +11832,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f1, other=0.0)
                     vx += g * t3222
                     vy += g * t3223
                     vz += g * t3224
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t3226 = t3209 * t3112
             t3227 = t3212 * t3113
             t3228 = t3226 + t3227
@@ -11494,10 +11853,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
                     vx += g * t3234
                     vy += g * t3235
                     vz += g * t3236
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c3238 = _const(4618159942891732992, 1085800448, IS_F64)
             t3239 = y * t3209
@@ -11543,10 +11904,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f3, other=0.0)
                     vx += g * t3275
                     vy += g * t3276
                     vz += g * t3277
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t3279 = t3262 * t3112
             t3280 = t3265 * t3113
             t3281 = t3279 + t3280
@@ -11562,10 +11925,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t3287
                     vy += g * t3288
                     vz += g * t3289
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             t3291 = z * t3101
             t3292 = z * t3102
@@ -11599,9 +11964,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f5, other=0.0)
                     vx += g * t3317
                     vz += g * t3318
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t3320 = c3128 * t3311
             t3321 = c3128 * t3312
             t3322 = c3128 * t3310
@@ -11611,9 +11978,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
                     vx += g * t3323
                     vz += g * t3324
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             c3326 = _const(4738775473922768896, 1310464382, IS_F64)
             t3327 = c3326 * y
@@ -11629,10 +11998,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
                     vx += g * t3333
                     vy += g * t3334
                     vz += g * t3335
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t3337 = t3327 * t3311
             t3338 = c3326 * t3310
             t3339 = t3327 * t3312
@@ -11644,10 +12015,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
                     vx += g * t3341
                     vy += g * t3342
                     vz += g * t3343
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             c3345 = _const(4622100592565682176, 1093140480, IS_F64)
             t3346 = t3327 + t3327
@@ -11681,10 +12054,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f9, other=0.0)
                     vx += g * t3370
                     vy += g * t3371
                     vz += g * t3372
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t3374 = t3357 * t3310
             t3375 = t3360 * t3311
             t3376 = t3374 + t3375
@@ -11700,10 +12075,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
                     vx += g * t3382
                     vy += g * t3383
                     vz += g * t3384
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c3386 = _const(4620317917713181355, 1089819989, IS_F64)
             t3387 = y * t3357
@@ -11746,10 +12123,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 21, mask=f11, other=0.0)
                     vx += g * t3420
                     vy += g * t3421
                     vz += g * t3422
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t3424 = t3407 * t3310
             t3425 = t3410 * t3311
             t3426 = t3424 + t3425
@@ -11765,10 +12144,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     vx += g * t3432
                     vy += g * t3433
                     vz += g * t3434
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             t3436 = z * t3299
             t3437 = z * t3300
@@ -11802,9 +12183,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
                     vx += g * t3462
                     vz += g * t3463
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t3465 = c3326 * t3456
             t3466 = c3326 * t3457
             t3467 = c3326 * t3455
@@ -11814,9 +12197,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
                     vx += g * t3468
                     vz += g * t3469
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             c3471 = _const(4758506205418618880, 1347215733, IS_F64)
             t3472 = c3471 * y
@@ -11832,10 +12217,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 21, mask=f15, other=0.0)
                     vx += g * t3478
                     vy += g * t3479
                     vz += g * t3480
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t3482 = t3472 * t3456
             t3483 = c3471 * t3455
             t3484 = t3472 * t3457
@@ -11847,10 +12234,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
                     vx += g * t3486
                     vy += g * t3487
                     vz += g * t3488
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c3490 = _const(4622663542519103488, 1094189056, IS_F64)
             t3491 = t3472 + t3472
@@ -11884,10 +12273,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 22, mask=f1, other=0.0)
                     vx += g * t3515
                     vy += g * t3516
                     vz += g * t3517
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t3519 = t3502 * t3455
             t3520 = t3505 * t3456
             t3521 = t3519 + t3520
@@ -11903,10 +12294,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t3527
                     vy += g * t3528
                     vz += g * t3529
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             t3531 = z * t3444
             t3532 = z * t3445
@@ -11940,9 +12333,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 22, mask=f3, other=0.0)
                     vx += g * t3557
                     vz += g * t3558
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t3560 = c3471 * t3551
             t3561 = c3471 * t3552
             t3562 = c3471 * t3550
@@ -11952,9 +12347,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     vx += g * t3563
                     vz += g * t3564
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             c3566 = _const(4778996785215324160, 1385382412, IS_F64)
             t3567 = c3566 * y
@@ -11970,10 +12367,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 23, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 23, mask=f5, other=0.0)
                     vx += g * t3573
                     vy += g * t3574
                     vz += g * t3575
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t3577 = t3567 * t3551
             t3578 = c3566 * t3550
             t3579 = t3567 * t3552
@@ -11985,10 +12384,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f6, other=0.0)
                     vx += g * t3581
                     vy += g * t3582
                     vz += g * t3583
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             t3585 = z * t3539
             t3586 = z * t3540
             t3587 = t3541 + t3586
@@ -12021,9 +12422,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 24, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 24, mask=f7, other=0.0)
                     vx += g * t3611
                     vz += g * t3612
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t3614 = c3566 * t3605
             t3615 = c3566 * t3606
             t3616 = c3566 * t3604
@@ -12033,9 +12436,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f8, other=0.0)
                     vx += g * t3617
                     vz += g * t3618
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
     else:
         if LMAX >= 2:
             t1 = z + z
@@ -12051,27 +12456,35 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 1:
             c10 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
             t11 = c10 * x
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     vx += g * c10
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t12 = c10 * y
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     vy += g * c10
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             t13 = c10 * z
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     vz += g * c10
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 2:
             t14 = -t3
             t15 = t2 - t4
@@ -12101,9 +12514,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     vx += g * t36
                     vz += g * t37
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             c39 = _norm_const(4600232154191104197, 4608492941290910865, 4603375528459645724, 1052407339, 1067794254, 1058262330, NORMALIZATION, IS_F64)
             t40 = c30 * x
             t41 = t31 * x
@@ -12113,9 +12528,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     vx += g * t42
                     vy += g * t43
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             c45 = _norm_const(4603856808888264602, 4612217596255138984, 4607182418800017408, 1059158785, 1074731965, 1065353216, NORMALIZATION, IS_F64)
             t46 = c45 * t26
             t47 = c45 * t27
@@ -12124,10 +12541,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     vx += g * t46
                     vy += g * t47
                     vz += g * t48
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             t50 = c30 * z
             t51 = t31 * z
             t52 = c39 * t50
@@ -12135,9 +12554,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     vy += g * t52
                     vz += g * t42
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t54 = c30 * t14
             t55 = c30 * t15
             t56 = c32 * t54
@@ -12145,9 +12566,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     vx += g * t56
                     vz += g * t36
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 3:
             t58 = z * t14
             t59 = z * t1
@@ -12217,9 +12640,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     vx += g * t120
                     vz += g * t121
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             c123 = _norm_const(4591607437525004337, 4599824708404740515, 4593819317985146587, 1036342553, 1051648412, 1040462501, NORMALIZATION, IS_F64)
             t124 = t115 * t1
             t125 = c114 * t17
@@ -12232,10 +12657,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     vx += g * t128
                     vy += g * t129
                     vz += g * t130
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
             c132 = _norm_const(4599160556696997702, 4607543262738385987, 4601025967313136702, 1050411333, 1066025340, 1053885932, NORMALIZATION, IS_F64)
             t133 = t110 * x
             t134 = t133 + t113
@@ -12249,10 +12676,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     vx += g * t138
                     vy += g * t139
                     vz += g * t140
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             c142 = _norm_const(4604897766714861744, 4613140121109330154, 4607182418800017408, 1061097720, 1076450301, 1065353216, NORMALIZATION, IS_F64)
             t143 = c142 * t98
             t144 = c142 * t99
@@ -12261,10 +12690,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     vx += g * t143
                     vy += g * t144
                     vz += g * t145
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
             t147 = t110 * z
             t148 = t111 * z
             t149 = t112 * z
@@ -12277,10 +12708,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     vx += g * t152
                     vy += g * t153
                     vz += g * t154
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t156 = t115 * t14
             t157 = c114 * t15
             t158 = t115 * t15
@@ -12290,10 +12723,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     vx += g * t159
                     vy += g * t160
                     vz += g * t128
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
             t162 = c114 * t66
             t163 = c114 * t67
             t164 = c114 * t68
@@ -12303,9 +12738,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     vx += g * t165
                     vz += g * t166
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 4:
             t168 = z * t66
             t169 = z * t67
@@ -12409,9 +12846,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     vx += g * t264
                     vz += g * t265
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
             c267 = _norm_const(4580516321004722874, 4588773350827187922, 4581398907936019596, 1015683738, 1031063655, 1017327685, NORMALIZATION, IS_F64)
             t268 = t259 * t76
             t269 = c258 * t75
@@ -12424,10 +12863,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     vx += g * t272
                     vy += g * t273
                     vz += g * t274
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             c276 = _norm_const(4589209692137555477, 4597224304218729945, 4590035276615294609, 1031876404, 1046804782, 1033414175, NORMALIZATION, IS_F64)
             t277 = t254 * t17
             t278 = t257 * t1
@@ -12444,10 +12885,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t285
                     vy += g * t286
                     vz += g * t287
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             c289 = _norm_const(4598492608340718921, 4606720199040462230, 4599368272914696463, 1049167183, 1064492265, 1050798235, NORMALIZATION, IS_F64)
             t290 = t240 * x
             t291 = t290 + t243
@@ -12461,10 +12904,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     vx += g * t295
                     vy += g * t296
                     vz += g * t297
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             c299 = _norm_const(4605797871539972388, 4613937818241073152, 4607182418800017408, 1062774296, 1077936128, 1065353216, NORMALIZATION, IS_F64)
             t300 = c299 * t215
             t301 = c299 * t216
@@ -12473,10 +12918,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t300
                     vy += g * t301
                     vz += g * t302
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             t304 = t240 * z
             t305 = t241 * z
             t306 = t242 * z
@@ -12489,10 +12936,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     vx += g * t309
                     vy += g * t310
                     vz += g * t311
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t313 = t254 * t15
             t314 = t257 * t14
             t315 = t313 + t314
@@ -12507,10 +12956,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     vx += g * t320
                     vy += g * t321
                     vz += g * t322
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             t324 = t259 * t66
             t325 = c258 * t68
             t326 = t259 * t67
@@ -12522,10 +12973,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     vx += g * t328
                     vy += g * t329
                     vz += g * t330
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t332 = c258 * t176
             t333 = c258 * t177
             t334 = c258 * t178
@@ -12535,9 +12988,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     vx += g * t335
                     vz += g * t336
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 5:
             t338 = z * t176
             t339 = z * t177
@@ -12669,9 +13124,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     vx += g * t462
                     vz += g * t463
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             c465 = _norm_const(4567211133042986270, 4575626987812683126, 4567559736498459558, 990900894, 1006576646, 991550219, NORMALIZATION, IS_F64)
             t466 = t457 * t188
             t467 = c456 * t187
@@ -12684,10 +13141,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     vx += g * t470
                     vy += g * t471
                     vz += g * t472
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
             c474 = _norm_const(4576525558507683764, 4584921576004762777, 4576895308308649100, 1008250364, 1023889165, 1008939077, NORMALIZATION, IS_F64)
             t475 = t452 * t75
             t476 = t455 * t76
@@ -12704,10 +13163,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     vx += g * t483
                     vy += g * t484
                     vz += g * t485
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             c487 = _norm_const(4586740072991175042, 4594998730522731428, 4587192922163605398, 1027276380, 1042659328, 1028119877, NORMALIZATION, IS_F64)
             t488 = t436 * t17
             t489 = t439 * t1
@@ -12724,10 +13185,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     vx += g * t496
                     vy += g * t497
                     vz += g * t498
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
             c500 = _norm_const(4597871552533921684, 4605888524165911567, 4598322917612517083, 1048010376, 1062943149, 1048851109, NORMALIZATION, IS_F64)
             t501 = t414 * x
             t502 = t501 + t417
@@ -12741,10 +13204,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     vx += g * t506
                     vy += g * t507
                     vz += g * t508
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             c510 = _norm_const(4606602378403229982, 4614650793885003572, 4607182418800017408, 1064272807, 1079264149, 1065353216, NORMALIZATION, IS_F64)
             t511 = c510 * t385
             t512 = c510 * t386
@@ -12753,10 +13218,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     vx += g * t511
                     vy += g * t512
                     vz += g * t513
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
             t515 = t414 * z
             t516 = t415 * z
             t517 = t416 * z
@@ -12769,10 +13236,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     vx += g * t520
                     vy += g * t521
                     vz += g * t522
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t524 = t436 * t15
             t525 = t439 * t14
             t526 = t524 + t525
@@ -12787,10 +13256,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     vx += g * t531
                     vy += g * t532
                     vz += g * t533
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
             t535 = t452 * t68
             t536 = t455 * t66
             t537 = t535 + t536
@@ -12806,10 +13277,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
                     vx += g * t543
                     vy += g * t544
                     vz += g * t545
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t547 = t457 * t176
             t548 = c456 * t178
             t549 = t457 * t177
@@ -12821,10 +13294,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
                     vx += g * t551
                     vy += g * t552
                     vz += g * t553
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             t555 = c456 * t346
             t556 = c456 * t347
             t557 = c456 * t348
@@ -12834,9 +13309,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     vx += g * t558
                     vz += g * t559
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 6:
             t561 = z * t346
             t562 = z * t347
@@ -12997,9 +13474,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     vx += g * t714
                     vz += g * t715
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             c717 = _norm_const(4552531527240616137, 4560583089188917562, 4552390251786882825, 963557998, 978555201, 963294852, NORMALIZATION, IS_F64)
             t718 = t709 * t358
             t719 = c708 * t357
@@ -13012,10 +13491,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     vx += g * t722
                     vy += g * t723
                     vz += g * t724
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             c726 = _norm_const(4562567468185883455, 4570875129029495615, 4562484638109050088, 982251395, 997725619, 982097112, NORMALIZATION, IS_F64)
             t727 = t704 * t187
             t728 = t707 * t188
@@ -13032,10 +13513,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     vx += g * t735
                     vy += g * t736
                     vz += g * t737
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             c739 = _norm_const(4573393370432106351, 4581633358220468260, 4573279950678302548, 1002416209, 1017764382, 1002204948, NORMALIZATION, IS_F64)
             t740 = t688 * t75
             t741 = t691 * t76
@@ -13052,10 +13535,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     vx += g * t748
                     vy += g * t749
                     vz += g * t750
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             c752 = _norm_const(4585218332244611987, 4593628625881231415, 4585133267429259135, 1024441917, 1040107309, 1024283471, NORMALIZATION, IS_F64)
             t753 = t663 * t17
             t754 = t666 * t1
@@ -13072,10 +13557,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     vx += g * t761
                     vy += g * t762
                     vz += g * t763
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
             c765 = _norm_const(4597164647646382889, 4605262046020840533, 4597030148363754553, 1046693663, 1061776243, 1046443139, NORMALIZATION, IS_F64)
             t766 = t637 * x
             t767 = t766 + t640
@@ -13089,10 +13576,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
                     vx += g * t771
                     vy += g * t772
                     vz += g * t773
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             c775 = _norm_const(4607259462942962609, 4615301398490339827, 4607182418800017408, 1065496722, 1080475994, 1065353216, NORMALIZATION, IS_F64)
             t776 = c775 * t608
             t777 = c775 * t609
@@ -13101,10 +13590,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     vx += g * t776
                     vy += g * t777
                     vz += g * t778
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
             t780 = t637 * z
             t781 = t638 * z
             t782 = t639 * z
@@ -13117,10 +13608,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     vx += g * t785
                     vy += g * t786
                     vz += g * t787
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t789 = t663 * t15
             t790 = t666 * t14
             t791 = t789 + t790
@@ -13135,10 +13628,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     vx += g * t796
                     vy += g * t797
                     vz += g * t798
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
             t800 = t688 * t68
             t801 = t691 * t66
             t802 = t800 + t801
@@ -13154,10 +13649,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
                     vx += g * t808
                     vy += g * t809
                     vz += g * t810
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t812 = t704 * t178
             t813 = t707 * t176
             t814 = t812 + t813
@@ -13173,10 +13670,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
                     vx += g * t820
                     vy += g * t821
                     vz += g * t822
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
             t824 = t709 * t346
             t825 = c708 * t348
             t826 = t709 * t347
@@ -13188,10 +13687,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     vx += g * t828
                     vy += g * t829
                     vz += g * t830
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t832 = c708 * t569
             t833 = c708 * t570
             t834 = c708 * t571
@@ -13201,9 +13702,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
                     vx += g * t835
                     vz += g * t836
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             t838 = z * t569
             t839 = z * t570
@@ -13393,9 +13896,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     vx += g * t1020
                     vz += g * t1021
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             c1023 = _norm_const(4536400259037984636, 4544749959837638345, 4535910724200800521, 933511169, 949063699, 932599340, NORMALIZATION, IS_F64)
             t1024 = t1015 * t581
             t1025 = c1014 * t580
@@ -13408,10 +13913,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     vx += g * t1028
                     vy += g * t1029
                     vz += g * t1030
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             c1032 = _norm_const(4546995276050076437, 4555164325941655638, 4546371239128230120, 953245927, 968461968, 952083567, NORMALIZATION, IS_F64)
             t1033 = t1010 * t357
             t1034 = t1013 * t358
@@ -13428,10 +13935,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     vx += g * t1041
                     vy += g * t1042
                     vz += g * t1043
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             c1045 = _norm_const(4558664362017033808, 4567042949249403457, 4558196334325649070, 974981293, 990587628, 974109523, NORMALIZATION, IS_F64)
             t1046 = t994 * t187
             t1047 = t997 * t188
@@ -13448,10 +13957,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     vx += g * t1054
                     vy += g * t1055
                     vz += g * t1056
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             c1058 = _norm_const(4571231225187021336, 4579273592739274105, 4570532692471079519, 998388900, 1013368977, 997087781, NORMALIZATION, IS_F64)
             t1059 = t969 * t75
             t1060 = t972 * t76
@@ -13468,10 +13979,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     vx += g * t1067
                     vy += g * t1068
                     vz += g * t1069
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             c1071 = _norm_const(4583755720735588832, 4591841528822659503, 4583069706841931097, 1021717590, 1036778582, 1020439790, NORMALIZATION, IS_F64)
             t1072 = t941 * t17
             t1073 = t944 * t1
@@ -13488,10 +14001,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     vx += g * t1080
                     vy += g * t1081
                     vz += g * t1082
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             c1084 = _norm_const(4596606966928220505, 4604767814352599197, 4595976822929749991, 1045654902, 1060855665, 1044481167, NORMALIZATION, IS_F64)
             t1085 = t914 * x
             t1086 = t1085 + t917
@@ -13505,10 +14020,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
                     vx += g * t1090
                     vy += g * t1091
                     vz += g * t1092
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             c1094 = _norm_const(4607599219877545620, 4615903601977413338, 4607182418800017408, 1066129569, 1081597686, 1065353216, NORMALIZATION, IS_F64)
             t1095 = c1094 * t885
             t1096 = c1094 * t886
@@ -13517,10 +14034,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
                     vx += g * t1095
                     vy += g * t1096
                     vz += g * t1097
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
             t1099 = t914 * z
             t1100 = t915 * z
             t1101 = t916 * z
@@ -13533,10 +14052,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     vx += g * t1104
                     vy += g * t1105
                     vz += g * t1106
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t1108 = t941 * t15
             t1109 = t944 * t14
             t1110 = t1108 + t1109
@@ -13551,10 +14072,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
                     vx += g * t1115
                     vy += g * t1116
                     vz += g * t1117
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
             t1119 = t969 * t68
             t1120 = t972 * t66
             t1121 = t1119 + t1120
@@ -13570,10 +14093,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
                     vx += g * t1127
                     vy += g * t1128
                     vz += g * t1129
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t1131 = t994 * t178
             t1132 = t997 * t176
             t1133 = t1131 + t1132
@@ -13589,10 +14114,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
                     vx += g * t1139
                     vy += g * t1140
                     vz += g * t1141
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
             t1143 = t1010 * t348
             t1144 = t1013 * t346
             t1145 = t1143 + t1144
@@ -13608,10 +14135,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
                     vx += g * t1151
                     vy += g * t1152
                     vz += g * t1153
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t1155 = t1015 * t569
             t1156 = c1014 * t571
             t1157 = t1015 * t570
@@ -13623,10 +14152,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
                     vx += g * t1159
                     vy += g * t1160
                     vz += g * t1161
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
             t1163 = c1014 * t846
             t1164 = c1014 * t847
             t1165 = c1014 * t848
@@ -13636,9 +14167,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     vx += g * t1166
                     vz += g * t1167
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             t1169 = z * t846
             t1170 = z * t847
@@ -13853,9 +14386,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     vx += g * t1376
                     vz += g * t1377
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
             c1379 = _norm_const(4519399557506167870, 4527633926884013361, 4518446988435919266, 901844895, 917182603, 900070597, NORMALIZATION, IS_F64)
             t1380 = t1371 * t858
             t1381 = c1370 * t857
@@ -13868,10 +14403,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     vx += g * t1384
                     vy += g * t1385
                     vz += g * t1386
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             c1388 = _norm_const(4530768290420533206, 4538864314069364411, 4529610996787955226, 923020810, 938100830, 920865183, NORMALIZATION, IS_F64)
             t1389 = t1366 * t580
             t1390 = t1369 * t581
@@ -13888,10 +14425,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t1397
                     vy += g * t1398
                     vz += g * t1399
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             c1401 = _norm_const(4542659763106472900, 4550809689259249484, 4541603111615503444, 945170404, 960350825, 943202238, NORMALIZATION, IS_F64)
             t1402 = t1350 * t357
             t1403 = t1353 * t358
@@ -13908,10 +14447,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     vx += g * t1410
                     vy += g * t1411
                     vz += g * t1412
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             c1414 = _norm_const(4555427525283734507, 4563661989006923314, 4554475072500988045, 968952215, 984290099, 967178133, NORMALIZATION, IS_F64)
             t1415 = t1325 * t187
             t1416 = t1328 * t188
@@ -13928,10 +14469,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t1423
                     vy += g * t1424
                     vz += g * t1425
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             c1427 = _norm_const(4568722653011060517, 4576981654304620422, 4567800444569654028, 993716320, 1009099909, 991998573, NORMALIZATION, IS_F64)
             t1428 = t1297 * t75
             t1429 = t1300 * t76
@@ -13948,10 +14491,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     vx += g * t1436
                     vy += g * t1437
                     vz += g * t1438
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             c1440 = _norm_const(4582335415035402820, 4590582815668780627, 4581398907936019596, 1019072065, 1034434046, 1017327685, NORMALIZATION, IS_F64)
             t1441 = t1270 * t17
             t1442 = t1273 * t1
@@ -13968,10 +14513,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     vx += g * t1449
                     vy += g * t1450
                     vz += g * t1451
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             c1453 = _norm_const(4596152242361970233, 4604364825198323380, 4595172819793696085, 1044807911, 1060105039, 1042983595, NORMALIZATION, IS_F64)
             t1454 = t1245 * x
             t1455 = t1454 + t1248
@@ -13985,10 +14532,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     vx += g * t1459
                     vy += g * t1460
                     vz += g * t1461
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             c1463 = _norm_const(4607916985726223019, 4616328222667173127, 4607182418800017408, 1066721454, 1082388603, 1065353216, NORMALIZATION, IS_F64)
             t1464 = c1463 * t1216
             t1465 = c1463 * t1217
@@ -13997,10 +14546,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     vx += g * t1464
                     vy += g * t1465
                     vz += g * t1466
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
             t1468 = t1245 * z
             t1469 = t1246 * z
             t1470 = t1247 * z
@@ -14013,10 +14564,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     vx += g * t1473
                     vy += g * t1474
                     vz += g * t1475
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t1477 = t1270 * t15
             t1478 = t1273 * t14
             t1479 = t1477 + t1478
@@ -14031,10 +14584,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     vx += g * t1484
                     vy += g * t1485
                     vz += g * t1486
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
             t1488 = t1297 * t68
             t1489 = t1300 * t66
             t1490 = t1488 + t1489
@@ -14050,10 +14605,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     vx += g * t1496
                     vy += g * t1497
                     vz += g * t1498
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t1500 = t1325 * t178
             t1501 = t1328 * t176
             t1502 = t1500 + t1501
@@ -14069,10 +14626,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     vx += g * t1508
                     vy += g * t1509
                     vz += g * t1510
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
             t1512 = t1350 * t348
             t1513 = t1353 * t346
             t1514 = t1512 + t1513
@@ -14088,10 +14647,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
                     vx += g * t1520
                     vy += g * t1521
                     vz += g * t1522
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t1524 = t1366 * t571
             t1525 = t1369 * t569
             t1526 = t1524 + t1525
@@ -14107,10 +14668,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
                     vx += g * t1532
                     vy += g * t1533
                     vz += g * t1534
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
             t1536 = t1371 * t846
             t1537 = c1370 * t848
             t1538 = t1371 * t847
@@ -14122,10 +14685,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
                     vx += g * t1540
                     vy += g * t1541
                     vz += g * t1542
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t1544 = c1370 * t1177
             t1545 = c1370 * t1178
             t1546 = c1370 * t1179
@@ -14135,9 +14700,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
                     vx += g * t1547
                     vz += g * t1548
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             t1550 = z * t1177
             t1551 = z * t1178
@@ -14384,9 +14951,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     vx += g * t1789
                     vz += g * t1790
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             c1792 = _norm_const(4501559211047671647, 4509773777988545234, 4500258217296023598, 868614660, 883915484, 866191371, NORMALIZATION, IS_F64)
             t1793 = t1784 * t1189
             t1794 = c1783 * t1188
@@ -14399,10 +14968,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     vx += g * t1797
                     vy += g * t1798
                     vz += g * t1799
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             c1801 = _norm_const(4513181099015095899, 4521607120436580608, 4511858863409616284, 890262114, 905956802, 887799258, NORMALIZATION, IS_F64)
             t1802 = t1779 * t857
             t1803 = t1782 * t858
@@ -14419,10 +14990,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     vx += g * t1810
                     vy += g * t1811
                     vz += g * t1812
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             c1814 = _norm_const(4525905558580781079, 4533912108589495919, 4524263134478337620, 913963267, 928876628, 910904013, NORMALIZATION, IS_F64)
             t1815 = t1763 * t580
             t1816 = t1766 * t581
@@ -14439,10 +15012,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     vx += g * t1823
                     vy += g * t1824
                     vz += g * t1825
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             c1827 = _norm_const(4539137075393395672, 4547175400181823090, 4537546805094352376, 938608887, 953581434, 935646778, NORMALIZATION, IS_F64)
             t1828 = t1738 * t357
             t1829 = t1741 * t358
@@ -14459,10 +15034,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     vx += g * t1836
                     vy += g * t1837
                     vz += g * t1838
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             c1840 = _norm_const(4553038113396061287, 4561032039479934651, 4551374968907818892, 964501588, 979391436, 961403740, NORMALIZATION, IS_F64)
             t1841 = t1710 * t187
             t1842 = t1713 * t188
@@ -14479,10 +15056,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     vx += g * t1849
                     vy += g * t1850
                     vz += g * t1851
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             c1853 = _norm_const(4567062450754531751, 4575363455317950469, 4565638817554592054, 990623952, 1006085778, 987972229, NORMALIZATION, IS_F64)
             t1854 = t1681 * t75
             t1855 = t1684 * t76
@@ -14499,10 +15078,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
                     vx += g * t1862
                     vy += g * t1863
                     vz += g * t1864
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             c1866 = _norm_const(4581289239277012586, 4589655666542939243, 4580237502754171304, 1017123411, 1032707096, 1015164399, NORMALIZATION, IS_F64)
             t1867 = t1653 * t17
             t1868 = t1656 * t1
@@ -14519,10 +15100,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
                     vx += g * t1875
                     vy += g * t1876
                     vz += g * t1877
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
             c1879 = _norm_const(4595772146633144265, 4604027974129188217, 4594538876242665105, 1044099928, 1059477605, 1041802783, NORMALIZATION, IS_F64)
             t1880 = t1626 * x
             t1881 = t1880 + t1629
@@ -14536,10 +15119,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     vx += g * t1885
                     vy += g * t1886
                     vz += g * t1887
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             c1889 = _norm_const(4608216547460423325, 4616593702341856761, 4607182418800017408, 1067279431, 1082883098, 1065353216, NORMALIZATION, IS_F64)
             t1890 = c1889 * t1597
             t1891 = c1889 * t1598
@@ -14548,10 +15133,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
                     vx += g * t1890
                     vy += g * t1891
                     vz += g * t1892
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
             t1894 = t1626 * z
             t1895 = t1627 * z
             t1896 = t1628 * z
@@ -14564,10 +15151,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
                     vx += g * t1899
                     vy += g * t1900
                     vz += g * t1901
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t1903 = t1653 * t15
             t1904 = t1656 * t14
             t1905 = t1903 + t1904
@@ -14582,10 +15171,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
                     vx += g * t1910
                     vy += g * t1911
                     vz += g * t1912
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
             t1914 = t1681 * t68
             t1915 = t1684 * t66
             t1916 = t1914 + t1915
@@ -14601,10 +15192,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
                     vx += g * t1922
                     vy += g * t1923
                     vz += g * t1924
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t1926 = t1710 * t178
             t1927 = t1713 * t176
             t1928 = t1926 + t1927
@@ -14620,10 +15213,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
                     vx += g * t1934
                     vy += g * t1935
                     vz += g * t1936
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
             t1938 = t1738 * t348
             t1939 = t1741 * t346
             t1940 = t1938 + t1939
@@ -14639,10 +15234,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     vx += g * t1946
                     vy += g * t1947
                     vz += g * t1948
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t1950 = t1763 * t571
             t1951 = t1766 * t569
             t1952 = t1950 + t1951
@@ -14658,10 +15255,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f0, other=0.0)
                     vx += g * t1958
                     vy += g * t1959
                     vz += g * t1960
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
             t1962 = t1779 * t848
             t1963 = t1782 * t846
             t1964 = t1962 + t1963
@@ -14677,10 +15276,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f1, other=0.0)
                     vx += g * t1970
                     vy += g * t1971
                     vz += g * t1972
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t1974 = t1784 * t1177
             t1975 = c1783 * t1179
             t1976 = t1784 * t1178
@@ -14692,10 +15293,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f2, other=0.0)
                     vx += g * t1978
                     vy += g * t1979
                     vz += g * t1980
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             t1982 = c1783 * t1558
             t1983 = c1783 * t1559
             t1984 = c1783 * t1560
@@ -14705,9 +15308,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f3, other=0.0)
                     vx += g * t1985
                     vz += g * t1986
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             t1988 = z * t1558
             t1989 = z * t1559
@@ -14983,9 +15588,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     vx += g * t2256
                     vz += g * t2257
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             c2259 = _norm_const(4482914859596988167, 4491201098220802327, 4481479962260408858, 833886850, 849321172, 831214145, NORMALIZATION, IS_F64)
             t2260 = t2251 * t1570
             t2261 = c2250 * t1569
@@ -14998,10 +15605,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     vx += g * t2264
                     vy += g * t2265
                     vz += g * t2266
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             c2268 = _norm_const(4494971683929534287, 4503247064045835879, 4493139614434705469, 856344435, 871758532, 852931940, NORMALIZATION, IS_F64)
             t2269 = t2246 * t1188
             t2270 = t2249 * t1189
@@ -15018,10 +15627,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     vx += g * t2277
                     vy += g * t2278
                     vz += g * t2279
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             c2281 = _norm_const(4508066405982067557, 4516053017724712437, 4506035173984045415, 880735256, 895611479, 876951791, NORMALIZATION, IS_F64)
             t2282 = t2230 * t857
             t2283 = t2233 * t858
@@ -15038,10 +15649,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     vx += g * t2290
                     vy += g * t2291
                     vz += g * t2292
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             c2294 = _norm_const(4521733653375220016, 4529808482597063387, 4519759534850967124, 906192488, 921233029, 902515405, NORMALIZATION, IS_F64)
             t2295 = t2205 * t580
             t2296 = t2208 * t581
@@ -15058,10 +15671,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     vx += g * t2303
                     vy += g * t2304
                     vz += g * t2305
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
             c2307 = _norm_const(4535790150195510159, 4544209264953980649, 4534114596415325722, 932374753, 948056576, 929253791, NORMALIZATION, IS_F64)
             t2308 = t2177 * t357
             t2309 = t2180 * t358
@@ -15078,10 +15693,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
                     vx += g * t2316
                     vy += g * t2317
                     vz += g * t2318
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             c2320 = _norm_const(4550261615109389630, 4558571431939812777, 4548873644476451628, 959329957, 974808197, 956744660, NORMALIZATION, IS_F64)
             t2321 = t2148 * t187
             t2322 = t2151 * t188
@@ -15098,10 +15715,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     vx += g * t2329
                     vy += g * t2330
                     vz += g * t2331
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
             c2333 = _norm_const(4565227804896978130, 4573372037429417064, 4563510278865361201, 987206658, 1002376473, 984007516, NORMALIZATION, IS_F64)
             t2334 = t2120 * t75
             t2335 = t2123 * t76
@@ -15118,10 +15737,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     vx += g * t2342
                     vy += g * t2343
                     vz += g * t2344
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             c2346 = _norm_const(4580491717810703494, 4588729742801203697, 4578633189898032980, 1015637911, 1030982429, 1012176133, NORMALIZATION, IS_F64)
             t2347 = t2091 * t17
             t2348 = t2094 * t1
@@ -15138,10 +15759,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     vx += g * t2355
                     vy += g * t2356
                     vz += g * t2357
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
             c2359 = _norm_const(4595448215338853279, 4603740897494190784, 4594026142289515739, 1043496559, 1058942883, 1040847741, NORMALIZATION, IS_F64)
             t2360 = t2064 * x
             t2361 = t2360 + t2067
@@ -15155,10 +15778,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
                     vx += g * t2365
                     vy += g * t2366
                     vz += g * t2367
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             c2369 = _norm_const(4608500715799646981, 4616845539975437957, 4607182418800017408, 1067808736, 1083352182, 1065353216, NORMALIZATION, IS_F64)
             t2370 = c2369 * t2035
             t2371 = c2369 * t2036
@@ -15167,10 +15792,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
                     vx += g * t2370
                     vy += g * t2371
                     vz += g * t2372
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
             t2374 = t2064 * z
             t2375 = t2065 * z
             t2376 = t2066 * z
@@ -15183,10 +15810,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     vx += g * t2379
                     vy += g * t2380
                     vz += g * t2381
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t2383 = t2091 * t15
             t2384 = t2094 * t14
             t2385 = t2383 + t2384
@@ -15201,10 +15830,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
                     vx += g * t2390
                     vy += g * t2391
                     vz += g * t2392
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
             t2394 = t2120 * t68
             t2395 = t2123 * t66
             t2396 = t2394 + t2395
@@ -15220,10 +15851,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f1, other=0.0)
                     vx += g * t2402
                     vy += g * t2403
                     vz += g * t2404
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t2406 = t2148 * t178
             t2407 = t2151 * t176
             t2408 = t2406 + t2407
@@ -15239,10 +15872,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f2, other=0.0)
                     vx += g * t2414
                     vy += g * t2415
                     vz += g * t2416
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             t2418 = t2177 * t348
             t2419 = t2180 * t346
             t2420 = t2418 + t2419
@@ -15258,10 +15893,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f3, other=0.0)
                     vx += g * t2426
                     vy += g * t2427
                     vz += g * t2428
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t2430 = t2205 * t571
             t2431 = t2208 * t569
             t2432 = t2430 + t2431
@@ -15277,10 +15914,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f4, other=0.0)
                     vx += g * t2438
                     vy += g * t2439
                     vz += g * t2440
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             t2442 = t2230 * t848
             t2443 = t2233 * t846
             t2444 = t2442 + t2443
@@ -15296,10 +15935,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
                     vx += g * t2450
                     vy += g * t2451
                     vz += g * t2452
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t2454 = t2246 * t1179
             t2455 = t2249 * t1177
             t2456 = t2454 + t2455
@@ -15315,10 +15956,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f6, other=0.0)
                     vx += g * t2462
                     vy += g * t2463
                     vz += g * t2464
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             t2466 = t2251 * t1558
             t2467 = c2250 * t1560
             t2468 = t2251 * t1559
@@ -15330,10 +15973,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
                     vx += g * t2470
                     vy += g * t2471
                     vz += g * t2472
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t2474 = c2250 * t1996
             t2475 = c2250 * t1997
             t2476 = c2250 * t1998
@@ -15343,9 +15988,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f8, other=0.0)
                     vx += g * t2477
                     vz += g * t2478
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             t2480 = z * t1996
             t2481 = z * t1997
@@ -15645,9 +16292,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     vx += g * t2772
                     vz += g * t2773
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             c2775 = _norm_const(4463741149649663260, 4472159286700118592, 4461714105765036475, 798173032, 813853034, 794397368, NORMALIZATION, IS_F64)
             t2776 = t2767 * t2008
             t2777 = c2766 * t2007
@@ -15660,10 +16309,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     vx += g * t2780
                     vy += g * t2781
                     vz += g * t2782
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
             c2784 = _norm_const(4475959369152122223, 4484012178556561235, 4473771339201061487, 820931239, 835930765, 816855716, NORMALIZATION, IS_F64)
             t2785 = t2762 * t1569
             t2786 = t2765 * t1570
@@ -15680,10 +16331,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     vx += g * t2793
                     vy += g * t2794
                     vz += g * t2795
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             c2797 = _norm_const(4489203797002068657, 4497286912257807410, 4487085246111703342, 845600908, 860656884, 841654800, NORMALIZATION, IS_F64)
             t2798 = t2746 * t1188
             t2799 = t2749 * t1189
@@ -15700,10 +16353,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     vx += g * t2806
                     vy += g * t2807
                     vz += g * t2808
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
             c2810 = _norm_const(4503443355242017118, 4511443557305009685, 4501134717932554487, 872124152, 887025690, 867823980, NORMALIZATION, IS_F64)
             t2811 = t2721 * t857
             t2812 = t2724 * t858
@@ -15720,10 +16375,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     vx += g * t2819
                     vy += g * t2820
                     vz += g * t2821
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             c2823 = _norm_const(4517854780835828926, 4526264904204947730, 4515861428348121023, 898967524, 914632600, 895254616, NORMALIZATION, IS_F64)
             t2824 = t2693 * t580
             t2825 = t2696 * t581
@@ -15740,10 +16397,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     vx += g * t2832
                     vy += g * t2833
                     vz += g * t2834
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
             c2836 = _norm_const(4532742842940619892, 4540996270838433609, 4531014750060454913, 926698701, 942071909, 923479877, NORMALIZATION, IS_F64)
             t2837 = t2664 * t357
             t2838 = t2667 * t358
@@ -15760,10 +16419,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     vx += g * t2845
                     vy += g * t2846
                     vz += g * t2847
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             c2849 = _norm_const(4548392763244542879, 4556402816721367233, 4546106711242873940, 955848949, 970768837, 951590846, NORMALIZATION, IS_F64)
             t2850 = t2637 * t187
             t2851 = t2640 * t188
@@ -15780,10 +16441,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     vx += g * t2858
                     vy += g * t2859
                     vz += g * t2860
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
             c2862 = _norm_const(4563643355514626841, 4571967855724760359, 4562009982880581445, 984255391, 999760981, 981212997, NORMALIZATION, IS_F64)
             t2863 = t2610 * t75
             t2864 = t2613 * t76
@@ -15800,10 +16463,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
                     vx += g * t2871
                     vy += g * t2872
                     vz += g * t2873
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             c2875 = _norm_const(4579573098225824187, 4587622387759365529, 4577376998634306218, 1013926849, 1028919819, 1009836295, NORMALIZATION, IS_F64)
             t2876 = t2581 * t17
             t2877 = t2584 * t1
@@ -15820,10 +16485,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
                     vx += g * t2884
                     vy += g * t2885
                     vz += g * t2886
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             c2888 = _norm_const(4595167820374615840, 4603492403927122202, 4593534097349676955, 1042974283, 1058480028, 1039931236, NORMALIZATION, IS_F64)
             t2889 = t2556 * x
             t2890 = t2889 + t2559
@@ -15837,10 +16504,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     vx += g * t2894
                     vy += g * t2895
                     vz += g * t2896
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             c2898 = _norm_const(4608771644960547832, 4617085644692718614, 4607182418800017408, 1068313380, 1083799412, 1065353216, NORMALIZATION, IS_F64)
             t2899 = c2898 * t2527
             t2900 = c2898 * t2528
@@ -15849,10 +16518,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
                     vx += g * t2899
                     vy += g * t2900
                     vz += g * t2901
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             t2903 = t2556 * z
             t2904 = t2557 * z
             t2905 = t2558 * z
@@ -15865,10 +16536,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     vx += g * t2908
                     vy += g * t2909
                     vz += g * t2910
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t2912 = t2581 * t15
             t2913 = t2584 * t14
             t2914 = t2912 + t2913
@@ -15883,10 +16556,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f6, other=0.0)
                     vx += g * t2919
                     vy += g * t2920
                     vz += g * t2921
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             t2923 = t2610 * t68
             t2924 = t2613 * t66
             t2925 = t2923 + t2924
@@ -15902,10 +16577,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f7, other=0.0)
                     vx += g * t2931
                     vy += g * t2932
                     vz += g * t2933
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t2935 = t2637 * t178
             t2936 = t2640 * t176
             t2937 = t2935 + t2936
@@ -15921,10 +16598,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f8, other=0.0)
                     vx += g * t2943
                     vy += g * t2944
                     vz += g * t2945
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
             t2947 = t2664 * t348
             t2948 = t2667 * t346
             t2949 = t2947 + t2948
@@ -15940,10 +16619,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
                     vx += g * t2955
                     vy += g * t2956
                     vz += g * t2957
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             t2959 = t2693 * t571
             t2960 = t2696 * t569
             t2961 = t2959 + t2960
@@ -15959,10 +16640,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f10, other=0.0)
                     vx += g * t2967
                     vy += g * t2968
                     vz += g * t2969
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
             t2971 = t2721 * t848
             t2972 = t2724 * t846
             t2973 = t2971 + t2972
@@ -15978,10 +16661,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f11, other=0.0)
                     vx += g * t2979
                     vy += g * t2980
                     vz += g * t2981
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             t2983 = t2746 * t1179
             t2984 = t2749 * t1177
             t2985 = t2983 + t2984
@@ -15997,10 +16682,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f12, other=0.0)
                     vx += g * t2991
                     vy += g * t2992
                     vz += g * t2993
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
             t2995 = t2762 * t1560
             t2996 = t2765 * t1558
             t2997 = t2995 + t2996
@@ -16016,10 +16703,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
                     vx += g * t3003
                     vy += g * t3004
                     vz += g * t3005
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t3007 = t2767 * t1996
             t3008 = c2766 * t1998
             t3009 = t2767 * t1997
@@ -16031,10 +16720,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 21, mask=f14, other=0.0)
                     vx += g * t3011
                     vy += g * t3012
                     vz += g * t3013
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
             t3015 = c2766 * t2488
             t3016 = c2766 * t2489
             t3017 = c2766 * t2490
@@ -16044,9 +16735,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 22, mask=f15, other=0.0)
                     vx += g * t3018
                     vz += g * t3019
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 12:
             t3021 = z * t2488
             t3022 = z * t2489
@@ -16379,9 +17072,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     vx += g * t3346
                     vz += g * t3347
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
             c3349 = _norm_const(4443724594103707747, 4451858134339793313, 4441489874660029569, 760889292, 776039191, 756726802, NORMALIZATION, IS_F64)
             t3350 = t3341 * t2500
             t3351 = c3340 * t2499
@@ -16394,10 +17089,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     vx += g * t3354
                     vy += g * t3355
                     vz += g * t3356
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             c3358 = _norm_const(4456066587892630006, 4464333106677714186, 4454172012306788565, 783878047, 799275638, 780349125, NORMALIZATION, IS_F64)
             t3359 = t3336 * t2007
             t3360 = t3339 * t2008
@@ -16414,10 +17111,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t3367
                     vy += g * t3368
                     vz += g * t3369
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             c3371 = _norm_const(4469678325446047129, 4477933360128156154, 4467754374843564436, 809231884, 824608084, 805648246, NORMALIZATION, IS_F64)
             t3372 = t3320 * t1569
             t3373 = t3323 * t1570
@@ -16434,10 +17133,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     vx += g * t3380
                     vy += g * t3381
                     vz += g * t3382
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             c3384 = _norm_const(4484151990103663963, 4492297476586117430, 4481947827786355755, 836191185, 851363336, 832085613, NORMALIZATION, IS_F64)
             t3385 = t3295 * t1188
             t3386 = t3298 * t1189
@@ -16454,10 +17155,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t3393
                     vy += g * t3394
                     vz += g * t3395
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             c3397 = _norm_const(4499326153426624345, 4507486337399504772, 4496801076213487926, 864455266, 879654794, 859751944, NORMALIZATION, IS_F64)
             t3398 = t3267 * t857
             t3399 = t3270 * t858
@@ -16474,10 +17177,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     vx += g * t3406
                     vy += g * t3407
                     vz += g * t3408
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             c3410 = _norm_const(4514421021443838141, 4522709425800103449, 4512558026646489538, 892571649, 908010005, 889101551, NORMALIZATION, IS_F64)
             t3411 = t3238 * t580
             t3412 = t3241 * t581
@@ -16494,10 +17199,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     vx += g * t3419
                     vy += g * t3420
                     vz += g * t3421
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             c3423 = _norm_const(4530478659226311428, 4538477301890506058, 4527898887284607650, 922481330, 937379963, 917676131, NORMALIZATION, IS_F64)
             t3424 = t3210 * t357
             t3425 = t3213 * t358
@@ -16514,10 +17221,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     vx += g * t3432
                     vy += g * t3433
                     vz += g * t3434
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             c3436 = _norm_const(4546089580715448947, 4554361674349851811, 4544209264953980649, 951558937, 966966913, 948056576, NORMALIZATION, IS_F64)
             t3437 = t3181 * t187
             t3438 = t3184 * t188
@@ -16534,10 +17243,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     vx += g * t3445
                     vy += g * t3446
                     vz += g * t3447
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
             c3449 = _norm_const(4562488690143433686, 4570735498584788724, 4560010484118352477, 982104659, 997465537, 977488641, NORMALIZATION, IS_F64)
             t3450 = t3153 * t75
             t3451 = t3156 * t76
@@ -16554,10 +17265,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     vx += g * t3458
                     vy += g * t3459
                     vz += g * t3460
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
             c3462 = _norm_const(4578572310599973119, 4586735462818676372, 4576413335207358992, 1012062737, 1027267793, 1008041332, NORMALIZATION, IS_F64)
             t3463 = t3124 * t17
             t3464 = t3127 * t1
@@ -16574,10 +17287,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     vx += g * t3471
                     vy += g * t3472
                     vz += g * t3473
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
             c3475 = _norm_const(4594921989485782585, 4603274541974330188, 4592823336549650963, 1042516387, 1058074228, 1038607341, NORMALIZATION, IS_F64)
             t3476 = t3097 * x
             t3477 = t3476 + t3100
@@ -16591,10 +17306,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     vx += g * t3481
                     vy += g * t3482
                     vz += g * t3483
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
             c3485 = _norm_const(4609031029168226888, 4617315517961601024, 4607182418800017408, 1068796521, 1084227584, 1065353216, NORMALIZATION, IS_F64)
             t3486 = c3485 * t3068
             t3487 = c3485 * t3069
@@ -16603,10 +17320,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     vx += g * t3486
                     vy += g * t3487
                     vz += g * t3488
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
             t3490 = t3097 * z
             t3491 = t3098 * z
             t3492 = t3099 * z
@@ -16619,10 +17338,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
                     vx += g * t3495
                     vy += g * t3496
                     vz += g * t3497
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
             t3499 = t3124 * t15
             t3500 = t3127 * t14
             t3501 = t3499 + t3500
@@ -16637,10 +17358,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
                     vx += g * t3506
                     vy += g * t3507
                     vz += g * t3508
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
             t3510 = t3153 * t68
             t3511 = t3156 * t66
             t3512 = t3510 + t3511
@@ -16656,10 +17379,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
                     vx += g * t3518
                     vy += g * t3519
                     vz += g * t3520
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
             t3522 = t3181 * t178
             t3523 = t3184 * t176
             t3524 = t3522 + t3523
@@ -16675,10 +17400,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
                     vx += g * t3530
                     vy += g * t3531
                     vz += g * t3532
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
             t3534 = t3210 * t348
             t3535 = t3213 * t346
             t3536 = t3534 + t3535
@@ -16694,10 +17421,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f1, other=0.0)
                     vx += g * t3542
                     vy += g * t3543
                     vz += g * t3544
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
             t3546 = t3238 * t571
             t3547 = t3241 * t569
             t3548 = t3546 + t3547
@@ -16713,10 +17442,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f2, other=0.0)
                     vx += g * t3554
                     vy += g * t3555
                     vz += g * t3556
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
             t3558 = t3267 * t848
             t3559 = t3270 * t846
             t3560 = t3558 + t3559
@@ -16732,10 +17463,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f3, other=0.0)
                     vx += g * t3566
                     vy += g * t3567
                     vz += g * t3568
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
             t3570 = t3295 * t1179
             t3571 = t3298 * t1177
             t3572 = t3570 + t3571
@@ -16751,10 +17484,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f4, other=0.0)
                     vx += g * t3578
                     vy += g * t3579
                     vz += g * t3580
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
             t3582 = t3320 * t1560
             t3583 = t3323 * t1558
             t3584 = t3582 + t3583
@@ -16770,10 +17505,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 21, mask=f5, other=0.0)
                     vx += g * t3590
                     vy += g * t3591
                     vz += g * t3592
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
             t3594 = t3336 * t1998
             t3595 = t3339 * t1996
             t3596 = t3594 + t3595
@@ -16789,10 +17526,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 22, mask=f6, other=0.0)
                     vx += g * t3602
                     vy += g * t3603
                     vz += g * t3604
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
             t3606 = t3341 * t2488
             t3607 = c3340 * t2490
             t3608 = t3341 * t2489
@@ -16804,10 +17543,12 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 23, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 23, mask=f7, other=0.0)
                     vx += g * t3610
                     vy += g * t3611
                     vz += g * t3612
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
             t3614 = c3340 * t3029
             t3615 = c3340 * t3030
             t3616 = c3340 * t3031
@@ -16817,9 +17558,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 24, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 24, mask=f8, other=0.0)
                     vx += g * t3617
                     vz += g * t3618
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
 
     if NORMALIZE:
         # g_x = (v - u (u.v)) / r, or v / eps below eps
@@ -16838,7 +17581,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
-        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, BLOCK: tl.constexpr):
+        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
+        BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
@@ -16866,6 +17610,24 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         s1 = zero + 1.0
         s2 = zero
 
+    f0 = mask
+    f1 = mask
+    f2 = mask
+    f3 = mask
+    f4 = mask
+    f5 = mask
+    f6 = mask
+    f7 = mask
+    f8 = mask
+    f9 = mask
+    f10 = mask
+    f11 = mask
+    f12 = mask
+    f13 = mask
+    f14 = mask
+    f15 = mask
+    gmask = mask
+    gnext = mask
     if LADDER:
         wpx = wx * s1 - x * s2
         wpy = wy * s1 - y * s2
@@ -16886,9 +17648,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                         tl.store(ggrow + OFFS[i] + 0, zero, mask=mask)
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
                     kx0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
                     ky0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
                     kz0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
@@ -16907,6 +17669,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 1.0
                     vz += az
                     vlz += az * 1.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * c5)
                     q1 = wpy * (ky0 * c5)
                     q2 = wpz * (kz0 * c5)
@@ -16940,11 +17705,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t10 = c7 * z
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
                     kx0 = _norm_const(4612217596255138984, 4612217596255138984, 4610479282544200874, 1074731965, 1074731965, 1071494103, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4612217596255138984, 4612217596255138984, 4610479282544200874, 1074731965, 1074731965, 1071494103, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4608492941290910865, 4608492941290910865, 4607182418800017408, 1067794254, 1067794254, 1065353216, NORMALIZATION, IS_F64)
@@ -16992,6 +17757,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 2.0
                     vz += az
                     vlz += az * 2.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t10) + wpz * (kz0 * t8)
                     q1 = wpx * (kx1 * t9) + wpy * (ky0 * t8)
                     q2 = wpx * (-(kx2 * t8)) + wpy * (ky1 * t9) + wpz * (-(kz1 * t10))
@@ -17068,13 +17836,13 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t32 = c21 * t31
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
                     kx0 = _norm_const(4614479084148626020, 4614479084148626020, 4613349226564724111, 1078944314, 1078944314, 1076839791, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4613140121109330154, 4613140121109330154, 4612217596255138984, 1076450301, 1076450301, 1074731965, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4613708754691439831, 4613708754691439831, 4612698179346440494, 1077509464, 1077509464, 1075627121, NORMALIZATION, IS_F64)
@@ -17162,6 +17930,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 3.0
                     vz += az
                     vlz += az * 3.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t32) + wpz * (kz0 * t23)
                     q1 = wpx * (kx1 * t30) + wpy * (ky0 * t23) + wpz * (kz1 * t26)
                     q2 = wpx * (kx2 * t28 + kx3 * t32) + wpy * (ky1 * t26) + wpz * (-(kz2 * t23))
@@ -17262,15 +18033,15 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t69 = c53 * t68
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
                     kx0 = _norm_const(4616462807181782233, 4616462807181782233, 4615607882206429001, 1082639286, 1082639286, 1081046865, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4615456059619652038, 4615456059619652038, 4614479084148626020, 1080764073, 1080764073, 1078944314, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4614174921540827147, 4614174921540827147, 4613349226564724111, 1078377767, 1078377767, 1076839791, NORMALIZATION, IS_F64)
@@ -17400,6 +18171,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 4.0
                     vz += az
                     vlz += az * 4.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t69) + wpz * (kz0 * t55)
                     q1 = wpx * (kx1 * t67) + wpy * (ky0 * t55) + wpz * (kz1 * t58)
                     q2 = wpx * (kx2 * t65 + kx3 * t69) + wpy * (ky1 * t58) + wpz * (-(kz2 * t55) + kz3 * t61)
@@ -17525,17 +18299,17 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t119 = c98 * t118
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
                     kx0 = _norm_const(4617590287349640371, 4617590287349640371, 4617026630611879038, 1084739382, 1084739382, 1083689489, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4616966957094426279, 4616966957094426279, 4616462807181782233, 1083578339, 1083578339, 1082639286, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4616343368561377395, 4616343368561377395, 4615607882206429001, 1082416815, 1082416815, 1081046865, NORMALIZATION, IS_F64)
@@ -17705,6 +18479,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 5.0
                     vz += az
                     vlz += az * 5.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t119) + wpz * (kz0 * t100)
                     q1 = wpx * (kx1 * t117) + wpy * (ky0 * t100) + wpz * (kz1 * t103)
                     q2 = wpx * (kx2 * t115 + kx3 * t119) + wpy * (ky1 * t103) + wpz * (-(kz2 * t100) + kz3 * t106)
@@ -17855,19 +18632,19 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t180 = c154 * t179
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
                     kx0 = _norm_const(4618717261092017034, 4618717261092017034, 4618153820975976688, 1086838534, 1086838534, 1085789045, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4618104635451904747, 4618104635451904747, 4617590287349640371, 1085697430, 1085697430, 1084739382, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4617491875975563297, 4617491875975563297, 4617026630611879038, 1084556076, 1084556076, 1083689489, NORMALIZATION, IS_F64)
@@ -18077,6 +18854,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 6.0
                     vz += az
                     vlz += az * 6.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t180) + wpz * (kz0 * t156)
                     q1 = wpx * (kx1 * t178) + wpy * (ky0 * t156) + wpz * (kz1 * t159)
                     q2 = wpx * (kx2 * t176 + kx3 * t180) + wpy * (ky1 * t159) + wpz * (-(kz2 * t156) + kz3 * t162)
@@ -18251,21 +19031,21 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t253 = c222 * t252
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
                     kx0 = _norm_const(4619843938291665932, 4619843938291665932, 4619280628510228526, 1088937134, 1088937134, 1087887888, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4619238784610070268, 4619238784610070268, 4618717261092017034, 1087809947, 1087809947, 1086838534, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4618633552838479774, 4618633552838479774, 4618153820975976688, 1086682615, 1086682615, 1085789045, NORMALIZATION, IS_F64)
@@ -18515,6 +19295,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 7.0
                     vz += az
                     vlz += az * 7.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t253) + wpz * (kz0 * t224)
                     q1 = wpx * (kx1 * t251) + wpy * (ky0 * t224) + wpz * (kz1 * t227)
                     q2 = wpx * (kx2 * t249 + kx3 * t253) + wpy * (ky1 * t227) + wpz * (-(kz2 * t224) + kz3 * t230)
@@ -18715,23 +19498,23 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t338 = c302 * t337
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
                     kx0 = _norm_const(4620831822294543623, 4620831822294543623, 4620407201604783834, 1090777211, 1090777211, 1089986294, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4620370787319740748, 4620370787319740748, 4619843938291665932, 1089918467, 1089918467, 1088937134, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4619771098263219399, 4619771098263219399, 4619280628510228526, 1088801459, 1088801459, 1087887888, NORMALIZATION, IS_F64)
@@ -19021,6 +19804,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 8.0
                     vz += az
                     vlz += az * 8.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t338) + wpz * (kz0 * t304)
                     q1 = wpx * (kx1 * t336) + wpy * (ky0 * t304) + wpz * (kz1 * t307)
                     q2 = wpx * (kx2 * t334 + kx3 * t338) + wpy * (ky1 * t307) + wpz * (-(kz2 * t304) + kz3 * t310)
@@ -19241,25 +20027,25 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t431 = c390 * t430
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
                     kx0 = _norm_const(4621395002918520003, 4621395002918520003, 4621113419201166009, 1091826217, 1091826217, 1091301726, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4621097301969227257, 4621097301969227257, 4620831822294543623, 1091271706, 1091271706, 1090777211, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4620799584375070777, 4620799584375070777, 4620407201604783834, 1090717163, 1090717163, 1089986294, NORMALIZATION, IS_F64)
@@ -19589,6 +20375,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 9.0
                     vz += az
                     vlz += az * 9.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t431) + wpz * (kz0 * t392)
                     q1 = wpx * (kx1 * t429) + wpy * (ky0 * t392) + wpz * (kz1 * t395)
                     q2 = wpx * (kx2 * t427 + kx3 * t431) + wpy * (ky1 * t395) + wpz * (-(kz2 * t392) + kz3 * t398)
@@ -19838,27 +20627,27 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t539 = c493 * t538
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
                     kx0 = _norm_const(4621958138511165833, 4621958138511165833, 4621676575477175713, 1092875139, 1092875139, 1092350687, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4621662117066214859, 4621662117066214859, 4621395002918520003, 1092323756, 1092323756, 1091826217, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4621366083889957377, 4621366083889957377, 4621113419201166009, 1091772351, 1091772351, 1091301726, NORMALIZATION, IS_F64)
@@ -20228,6 +21017,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 10.0
                     vz += az
                     vlz += az * 10.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t539) + wpz * (kz0 * t495)
                     q1 = wpx * (kx1 * t537) + wpy * (ky0 * t495) + wpz * (kz1 * t498)
                     q2 = wpx * (kx2 * t535 + kx3 * t539) + wpy * (ky1 * t498) + wpz * (-(kz2 * t495) + kz3 * t501)
@@ -20501,29 +21293,29 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t659 = c608 * t658
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
-                    g21 = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
-                    g22 = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
+                    g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
+                    g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
                     kx0 = _norm_const(4622521241087774323, 4622521241087774323, 4622239693350289037, 1093923999, 1093923999, 1093399575, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4622226583745944792, 4622226583745944792, 4621958138511165833, 1093375157, 1093375157, 1092875139, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4621931917827890077, 4621931917827890077, 4621676575477175713, 1092826299, 1092826299, 1092350687, NORMALIZATION, IS_F64)
@@ -20933,6 +21725,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 11.0
                     vz += az
                     vlz += az * 11.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t659) + wpz * (kz0 * t610)
                     q1 = wpx * (kx1 * t657) + wpy * (ky0 * t610) + wpz * (kz1 * t613)
                     q2 = wpx * (kx2 * t655 + kx3 * t659) + wpy * (ky1 * t613) + wpz * (-(kz2 * t610) + kz3 * t616)
@@ -21227,31 +22022,31 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t786 = c730 * t785
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
-                    g21 = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
-                    g22 = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
-                    g23 = tl.load(grow + OFFS[i] + 23, mask=mask, other=0.0)
-                    g24 = tl.load(grow + OFFS[i] + 24, mask=mask, other=0.0)
+                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
+                    g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
+                    g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
+                    g23 = tl.load(grow + OFFS[i] + 23, mask=gmask, other=0.0)
+                    g24 = tl.load(grow + OFFS[i] + 24, mask=gmask, other=0.0)
                     kx0 = _norm_const(4623084318737787258, 4623084318737787258, 4622802782630653507, 1094972813, 1094972813, 1094448411, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4622790791388556369, 4622790791388556369, 4622521241087774323, 1094426075, 1094426075, 1093923999, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4622497257581002171, 4622497257581002171, 4622239693350289037, 1093879326, 1093879326, 1093399575, NORMALIZATION, IS_F64)
@@ -21701,6 +22496,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vly += ay * 12.0
                     vz += az
                     vlz += az * 12.0
+                    if LOAD_FENCE:
+                        gmask = gnext
+                        gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t786) + wpz * (kz0 * t732)
                     q1 = wpx * (kx1 * t784) + wpy * (ky0 * t732) + wpz * (kz1 * t735)
                     q2 = wpx * (kx2 * t782 + kx3 * t786) + wpy * (ky1 * t735) + wpz * (-(kz2 * t732) + kz3 * t738)
@@ -21903,7 +22701,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, zero * s1 - (c20 + zero) * (s2 * 0.0), mask=mask)
         if LMAX >= 1:
             c21 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
@@ -21912,10 +22712,12 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     s = g * c21
                     vy += s
                     vly += s * 1.0
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t22 * s1 - t23 * (s2 * 1.0), mask=mask)
         if LMAX >= 2:
             c24 = _const(4609434218613702656, 1069547520, IS_F64)
@@ -21952,7 +22754,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t48
                     vx += s
                     vlx += s * 2.0
@@ -21965,6 +22767,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t51
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t53 * s1 - t54 * (s2 * 2.0), mask=mask)
         if LMAX >= 3:
             c55 = _const(4610184818551597739, 1070945621, IS_F64)
@@ -22041,7 +22845,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     s = g * t119
                     vx += s
                     vlx += s * 3.0
@@ -22054,6 +22858,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t122
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t124 * s1 - t125 * (s2 * 3.0), mask=mask)
         if LMAX >= 4:
             c126 = _const(4610560118520545280, 1071644672, IS_F64)
@@ -22146,7 +22952,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t206
                     vx += s
                     vlx += s * 4.0
@@ -22159,6 +22965,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t209
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t211 * s1 - t212 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             c213 = _const(4610785298501913805, 1072064102, IS_F64)
@@ -22251,7 +23059,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     s = g * t293
                     vx += s
                     vlx += s * 5.0
@@ -22264,6 +23072,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t296
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t298 * s1 - t299 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c300 = _const(4610935418489492821, 1072343723, IS_F64)
@@ -22356,7 +23166,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     s = g * t380
                     vx += s
                     vlx += s * 6.0
@@ -22369,6 +23179,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t383
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t385 * s1 - t386 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c387 = _const(4611042647052049262, 1072543451, IS_F64)
@@ -22461,7 +23273,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     s = g * t467
                     vx += s
                     vlx += s * 7.0
@@ -22474,6 +23286,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t470
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t472 * s1 - t473 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c474 = _const(4611123068473966592, 1072693248, IS_F64)
@@ -22566,7 +23380,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     s = g * t554
                     vx += s
                     vlx += s * 8.0
@@ -22579,6 +23393,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t557
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t559 * s1 - t560 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c561 = _const(4611185618468791182, 1072809756, IS_F64)
@@ -22671,7 +23487,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     s = g * t641
                     vx += s
                     vlx += s * 9.0
@@ -22684,6 +23500,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t644
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t646 * s1 - t647 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c648 = _const(4611235658464650854, 1072902963, IS_F64)
@@ -22776,7 +23594,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     s = g * t728
                     vx += s
                     vlx += s * 10.0
@@ -22789,6 +23607,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t731
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t733 * s1 - t734 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c735 = _const(4611276600279445132, 1072979223, IS_F64)
@@ -22881,7 +23701,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     s = g * t815
                     vx += s
                     vlx += s * 11.0
@@ -22894,6 +23714,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t818
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t820 * s1 - t821 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c822 = _const(4611310718458440363, 1073042773, IS_F64)
@@ -22986,7 +23808,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     s = g * t902
                     vx += s
                     vlx += s * 12.0
@@ -22999,6 +23821,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t905
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t907 * s1 - t908 * (s2 * 12.0), mask=mask)
         if LMAX >= 1:
             t909 = c21 * wz
@@ -23006,20 +23830,24 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f13, other=0.0)
                     s = g * c21
                     vz += s
                     vlz += s * 1.0
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t909 * s1 - t910 * (s2 * 1.0), mask=mask)
             t911 = c21 * wx
             t912 = c21 * x
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
                     s = g * c21
                     vx += s
                     vlx += s * 1.0
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t911 * s1 - t912 * (s2 * 1.0), mask=mask)
         if LMAX >= 2:
             c913 = _const(4613937818241073152, 1077936128, IS_F64)
@@ -23041,7 +23869,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f15, other=0.0)
                     s = g * t924
                     vy += s
                     vly += s * 2.0
@@ -23050,6 +23878,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t925
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t927 * s1 - t928 * (s2 * 2.0), mask=mask)
             t929 = c913 * wx
             t930 = c913 * x
@@ -23064,7 +23894,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
                     s = g * t926
                     vx += s
                     vlx += s * 2.0
@@ -23073,6 +23903,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vy += s
                     vly += s * 2.0
                     by += g * t935
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t937 * s1 - t938 * (s2 * 2.0), mask=mask)
         if LMAX >= 3:
             c939 = _const(4612811918334230528, 1075838976, IS_F64)
@@ -23130,7 +23962,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f1, other=0.0)
                     s = g * t984
                     vx += s
                     vlx += s * 3.0
@@ -23143,6 +23975,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t987
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t989 * s1 - t990 * (s2 * 3.0), mask=mask)
             t991 = t957 * x
             t992 = t956 * wx
@@ -23173,7 +24007,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t1010
                     vx += s
                     vlx += s * 3.0
@@ -23186,6 +24020,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t1013
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t1015 * s1 - t1016 * (s2 * 3.0), mask=mask)
         if LMAX >= 4:
             c1017 = _const(4612436618365282987, 1075139925, IS_F64)
@@ -23282,7 +24118,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f3, other=0.0)
                     s = g * t1101
                     vx += s
                     vlx += s * 4.0
@@ -23295,6 +24131,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t1104
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t1106 * s1 - t1107 * (s2 * 4.0), mask=mask)
             t1108 = t1073 * x
             t1109 = t1074 * wx
@@ -23325,7 +24163,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     s = g * t1127
                     vx += s
                     vlx += s * 4.0
@@ -23338,6 +24176,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t1130
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t1132 * s1 - t1133 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             c1134 = _const(4612248968380809216, 1074790400, IS_F64)
@@ -23448,7 +24288,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f5, other=0.0)
                     s = g * t1232
                     vx += s
                     vlx += s * 5.0
@@ -23461,6 +24301,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1235
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t1237 * s1 - t1238 * (s2 * 5.0), mask=mask)
             t1239 = t1204 * x
             t1240 = t1205 * wx
@@ -23491,7 +24333,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f6, other=0.0)
                     s = g * t1258
                     vx += s
                     vlx += s * 5.0
@@ -23504,6 +24346,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1261
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t1263 * s1 - t1264 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c1265 = _const(4612136378390124954, 1074580685, IS_F64)
@@ -23614,7 +24458,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     s = g * t1363
                     vx += s
                     vlx += s * 6.0
@@ -23627,6 +24471,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1366
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t1368 * s1 - t1369 * (s2 * 6.0), mask=mask)
             t1370 = t1335 * x
             t1371 = t1336 * wx
@@ -23657,7 +24503,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f8, other=0.0)
                     s = g * t1389
                     vx += s
                     vlx += s * 6.0
@@ -23670,6 +24516,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1392
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t1394 * s1 - t1395 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c1396 = _const(4612061318396335445, 1074440875, IS_F64)
@@ -23780,7 +24628,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     s = g * t1494
                     vx += s
                     vlx += s * 7.0
@@ -23793,6 +24641,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t1497
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t1499 * s1 - t1500 * (s2 * 7.0), mask=mask)
             t1501 = t1466 * x
             t1502 = t1467 * wx
@@ -23823,7 +24673,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     s = g * t1520
                     vx += s
                     vlx += s * 7.0
@@ -23836,6 +24686,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t1523
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t1525 * s1 - t1526 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c1527 = _const(4612007704115057225, 1074341010, IS_F64)
@@ -23946,7 +24798,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f11, other=0.0)
                     s = g * t1625
                     vx += s
                     vlx += s * 8.0
@@ -23959,6 +24811,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t1628
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t1630 * s1 - t1631 * (s2 * 8.0), mask=mask)
             t1632 = t1597 * x
             t1633 = t1598 * wx
@@ -23989,7 +24843,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f12, other=0.0)
                     s = g * t1651
                     vx += s
                     vlx += s * 8.0
@@ -24002,6 +24856,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t1654
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t1656 * s1 - t1657 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c1658 = _const(4611967493404098560, 1074266112, IS_F64)
@@ -24112,7 +24968,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f13, other=0.0)
                     s = g * t1756
                     vx += s
                     vlx += s * 9.0
@@ -24125,6 +24981,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t1759
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t1761 * s1 - t1762 * (s2 * 9.0), mask=mask)
             t1763 = t1728 * x
             t1764 = t1729 * wx
@@ -24155,7 +25013,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f14, other=0.0)
                     s = g * t1782
                     vx += s
                     vlx += s * 9.0
@@ -24168,6 +25026,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t1785
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t1787 * s1 - t1788 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c1789 = _const(4611936218406686265, 1074207858, IS_F64)
@@ -24278,7 +25138,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     s = g * t1887
                     vx += s
                     vlx += s * 10.0
@@ -24291,6 +25151,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t1890
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t1892 * s1 - t1893 * (s2 * 10.0), mask=mask)
             t1894 = t1859 * x
             t1895 = t1860 * wx
@@ -24321,7 +25183,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f0, other=0.0)
                     s = g * t1913
                     vx += s
                     vlx += s * 10.0
@@ -24334,6 +25196,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t1916
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t1918 * s1 - t1919 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c1920 = _const(4611911198408756429, 1074161254, IS_F64)
@@ -24444,7 +25308,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
                     s = g * t2018
                     vx += s
                     vlx += s * 11.0
@@ -24457,6 +25321,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t2021
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t2023 * s1 - t2024 * (s2 * 11.0), mask=mask)
             t2025 = t1990 * x
             t2026 = t1991 * wx
@@ -24487,7 +25353,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f2, other=0.0)
                     s = g * t2044
                     vx += s
                     vlx += s * 11.0
@@ -24500,6 +25366,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t2047
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t2049 * s1 - t2050 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c2051 = _const(4611890727501359290, 1074123124, IS_F64)
@@ -24610,7 +25478,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
                     s = g * t2149
                     vx += s
                     vlx += s * 12.0
@@ -24623,6 +25491,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t2152
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t2154 * s1 - t2155 * (s2 * 12.0), mask=mask)
             t2156 = t2121 * x
             t2157 = t2122 * wx
@@ -24653,7 +25523,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
                     s = g * t2175
                     vx += s
                     vlx += s * 12.0
@@ -24666,6 +25536,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t2178
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t2180 * s1 - t2181 * (s2 * 12.0), mask=mask)
         if LMAX >= 2:
             t2182 = -t6
@@ -24694,7 +25566,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     s = g * t2200
                     vx += s
                     vlx += s * 2.0
@@ -24703,6 +25575,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t2201
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t2203 * s1 - t2204 * (s2 * 2.0), mask=mask)
             t2205 = c913 * t7
             t2206 = c913 * t6
@@ -24715,7 +25589,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
                     s = g * t2202
                     vx += s
                     vlx += s * 2.0
@@ -24724,6 +25598,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t2209
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t2211 * s1 - t2212 * (s2 * 2.0), mask=mask)
         if LMAX >= 3:
             c2213 = _const(4624633867356078080, 1097859072, IS_F64)
@@ -24755,7 +25631,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f7, other=0.0)
                     s = g * t2232
                     vx += s
                     vlx += s * 3.0
@@ -24768,6 +25644,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t2235
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t2237 * s1 - t2238 * (s2 * 3.0), mask=mask)
             t2239 = c2213 * t2191
             t2240 = c2213 * t2190
@@ -24788,7 +25666,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
                     s = g * t2236
                     vx += s
                     vlx += s * 3.0
@@ -24801,6 +25679,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t2251
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t2253 * s1 - t2254 * (s2 * 3.0), mask=mask)
         if LMAX >= 4:
             c2255 = _const(4615063718147915776, 1080033280, IS_F64)
@@ -24872,7 +25752,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f9, other=0.0)
                     s = g * t2314
                     vx += s
                     vlx += s * 4.0
@@ -24885,6 +25765,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t2317
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t2319 * s1 - t2320 * (s2 * 4.0), mask=mask)
             t2321 = t2277 * t2190
             t2322 = t2276 * t2191
@@ -24921,7 +25803,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
                     s = g * t2346
                     vx += s
                     vlx += s * 4.0
@@ -24934,6 +25816,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t2349
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t2351 * s1 - t2352 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             t2353 = wy * t2276
@@ -25031,7 +25915,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     s = g * t2438
                     vx += s
                     vlx += s * 5.0
@@ -25044,6 +25928,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t2441
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t2443 * s1 - t2444 * (s2 * 5.0), mask=mask)
             t2445 = t2400 * t2190
             t2446 = t2401 * t2191
@@ -25080,7 +25966,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     s = g * t2470
                     vx += s
                     vlx += s * 5.0
@@ -25093,6 +25979,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t2473
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t2475 * s1 - t2476 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c2477 = _const(4613374868287651840, 1076887552, IS_F64)
@@ -25204,7 +26092,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f13, other=0.0)
                     s = g * t2576
                     vx += s
                     vlx += s * 6.0
@@ -25217,6 +26105,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2579
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t2581 * s1 - t2582 * (s2 * 6.0), mask=mask)
             t2583 = t2538 * t2190
             t2584 = t2539 * t2191
@@ -25253,7 +26143,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f14, other=0.0)
                     s = g * t2608
                     vx += s
                     vlx += s * 6.0
@@ -25266,6 +26156,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2611
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t2613 * s1 - t2614 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c2615 = _const(4613037098315599053, 1076258406, IS_F64)
@@ -25378,7 +26270,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f15, other=0.0)
                     s = g * t2715
                     vx += s
                     vlx += s * 7.0
@@ -25391,6 +26283,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2718
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t2720 * s1 - t2721 * (s2 * 7.0), mask=mask)
             t2722 = t2677 * t2190
             t2723 = t2678 * t2191
@@ -25427,7 +26321,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f0, other=0.0)
                     s = g * t2747
                     vx += s
                     vlx += s * 7.0
@@ -25440,6 +26334,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2750
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t2752 * s1 - t2753 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             t2754 = wy * t2678
@@ -25550,7 +26446,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
                     s = g * t2852
                     vx += s
                     vlx += s * 8.0
@@ -25563,6 +26459,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t2855
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t2857 * s1 - t2858 * (s2 * 8.0), mask=mask)
             t2859 = t2814 * t2190
             t2860 = t2815 * t2191
@@ -25599,7 +26497,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f2, other=0.0)
                     s = g * t2884
                     vx += s
                     vlx += s * 8.0
@@ -25612,6 +26510,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t2887
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t2889 * s1 - t2890 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c2891 = _const(4612651075490395867, 1075539383, IS_F64)
@@ -25724,7 +26624,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
                     s = g * t2991
                     vx += s
                     vlx += s * 9.0
@@ -25737,6 +26637,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t2994
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t2996 * s1 - t2997 * (s2 * 9.0), mask=mask)
             t2998 = t2953 * t2190
             t2999 = t2954 * t2191
@@ -25773,7 +26675,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f4, other=0.0)
                     s = g * t3023
                     vx += s
                     vlx += s * 9.0
@@ -25786,6 +26688,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t3026
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t3028 * s1 - t3029 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c3030 = _const(4612530443357519872, 1075314688, IS_F64)
@@ -25898,7 +26802,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     s = g * t3130
                     vx += s
                     vlx += s * 10.0
@@ -25911,6 +26815,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t3133
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t3135 * s1 - t3136 * (s2 * 10.0), mask=mask)
             t3137 = t3092 * t2190
             t3138 = t3093 * t2191
@@ -25947,7 +26853,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f6, other=0.0)
                     s = g * t3162
                     vx += s
                     vlx += s * 10.0
@@ -25960,6 +26866,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t3165
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t3167 * s1 - t3168 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             t3169 = wy * t3093
@@ -26070,7 +26978,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
                     s = g * t3267
                     vx += s
                     vlx += s * 11.0
@@ -26083,6 +26991,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t3270
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t3272 * s1 - t3273 * (s2 * 11.0), mask=mask)
             t3274 = t3229 * t2190
             t3275 = t3230 * t2191
@@ -26119,7 +27029,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f8, other=0.0)
                     s = g * t3299
                     vx += s
                     vlx += s * 11.0
@@ -26132,6 +27042,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t3302
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t3304 * s1 - t3305 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c3306 = _const(4612361558371493478, 1075000115, IS_F64)
@@ -26244,7 +27156,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
                     s = g * t3406
                     vx += s
                     vlx += s * 12.0
@@ -26257,6 +27169,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t3409
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t3411 * s1 - t3412 * (s2 * 12.0), mask=mask)
             t3413 = t3368 * t2190
             t3414 = t3369 * t2191
@@ -26293,7 +27207,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     s = g * t3438
                     vx += s
                     vlx += s * 12.0
@@ -26306,6 +27220,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t3441
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t3443 * s1 - t3444 * (s2 * 12.0), mask=mask)
         if LMAX >= 3:
             t3445 = wz * t2182
@@ -26384,7 +27300,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f11, other=0.0)
                     s = g * t3513
                     vx += s
                     vlx += s * 3.0
@@ -26393,6 +27309,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t3514
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t3516 * s1 - t3517 * (s2 * 3.0), mask=mask)
             t3518 = c2213 * t3502
             t3519 = c2213 * t3501
@@ -26409,7 +27327,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
                     s = g * t3525
                     vx += s
                     vlx += s * 3.0
@@ -26418,6 +27336,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t3526
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t3528 * s1 - t3529 * (s2 * 3.0), mask=mask)
         if LMAX >= 4:
             c3530 = _const(4637089135075524608, 1121058816, IS_F64)
@@ -26449,7 +27369,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f13, other=0.0)
                     s = g * t3549
                     vx += s
                     vlx += s * 4.0
@@ -26462,6 +27382,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t3552
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t3554 * s1 - t3555 * (s2 * 4.0), mask=mask)
             t3556 = t3531 * t3501
             t3557 = t3532 * t3502
@@ -26488,7 +27410,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
                     s = g * t3571
                     vx += s
                     vlx += s * 4.0
@@ -26501,6 +27423,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t3574
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t3576 * s1 - t3577 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             c3578 = _const(4616752568008179712, 1083179008, IS_F64)
@@ -26576,7 +27500,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
                     s = g * t3641
                     vx += s
                     vlx += s * 5.0
@@ -26589,6 +27513,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t3644
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t3646 * s1 - t3647 * (s2 * 5.0), mask=mask)
             t3648 = t3604 * t3499
             t3649 = t3603 * t3500
@@ -26629,7 +27555,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
                     s = g * t3677
                     vx += s
                     vlx += s * 5.0
@@ -26642,6 +27568,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t3680
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t3682 * s1 - t3683 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c3684 = _const(4615439018116863317, 1080732331, IS_F64)
@@ -26748,7 +27676,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
                     s = g * t3778
                     vx += s
                     vlx += s * 6.0
@@ -26761,6 +27689,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t3781
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t3783 * s1 - t3784 * (s2 * 6.0), mask=mask)
             t3785 = t3740 * t3499
             t3786 = t3741 * t3500
@@ -26801,7 +27731,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
                     s = g * t3814
                     vx += s
                     vlx += s * 6.0
@@ -26814,6 +27744,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t3817
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t3819 * s1 - t3820 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c3821 = _const(4614500768194494464, 1078984704, IS_F64)
@@ -26933,7 +27865,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     s = g * t3928
                     vx += s
                     vlx += s * 7.0
@@ -26946,6 +27878,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t3931
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t3933 * s1 - t3934 * (s2 * 7.0), mask=mask)
             t3935 = t3890 * t3499
             t3936 = t3891 * t3500
@@ -26986,7 +27920,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t3964
                     vx += s
                     vlx += s * 7.0
@@ -26999,6 +27933,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t3967
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t3969 * s1 - t3970 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             t3971 = wy * t3891
@@ -27117,7 +28053,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
                     s = g * t4077
                     vx += s
                     vlx += s * 8.0
@@ -27130,6 +28066,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4080
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t4082 * s1 - t4083 * (s2 * 8.0), mask=mask)
             t4084 = t4039 * t3499
             t4085 = t4040 * t3500
@@ -27170,7 +28108,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     s = g * t4113
                     vx += s
                     vlx += s * 8.0
@@ -27183,6 +28121,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4116
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t4118 * s1 - t4119 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c4120 = _const(4613562518272125611, 1077237077, IS_F64)
@@ -27302,7 +28242,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
                     s = g * t4227
                     vx += s
                     vlx += s * 9.0
@@ -27315,6 +28255,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4230
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t4232 * s1 - t4233 * (s2 * 9.0), mask=mask)
             t4234 = t4189 * t3499
             t4235 = t4190 * t3500
@@ -27355,7 +28297,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f8, other=0.0)
                     s = g * t4263
                     vx += s
                     vlx += s * 9.0
@@ -27368,6 +28310,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4266
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t4268 * s1 - t4269 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c4270 = _const(4613294446865734510, 1076737755, IS_F64)
@@ -27488,7 +28432,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
                     s = g * t4378
                     vx += s
                     vlx += s * 10.0
@@ -27501,6 +28445,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t4381
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t4383 * s1 - t4384 * (s2 * 10.0), mask=mask)
             t4385 = t4340 * t3499
             t4386 = t4341 * t3500
@@ -27541,7 +28487,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f10, other=0.0)
                     s = g * t4414
                     vx += s
                     vlx += s * 10.0
@@ -27554,6 +28500,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t4417
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t4419 * s1 - t4420 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c4421 = _const(4613093393310941184, 1076363264, IS_F64)
@@ -27674,7 +28622,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
                     s = g * t4529
                     vx += s
                     vlx += s * 11.0
@@ -27687,6 +28635,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t4532
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t4534 * s1 - t4535 * (s2 * 11.0), mask=mask)
             t4536 = t4491 * t3499
             t4537 = t4492 * t3500
@@ -27727,7 +28677,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     s = g * t4565
                     vx += s
                     vlx += s * 11.0
@@ -27740,6 +28690,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t4568
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t4570 * s1 - t4571 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c4572 = _const(4612937018323879708, 1076071993, IS_F64)
@@ -27860,7 +28812,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
                     s = g * t4680
                     vx += s
                     vlx += s * 12.0
@@ -27873,6 +28825,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t4683
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 15, t4685 * s1 - t4686 * (s2 * 12.0), mask=mask)
             t4687 = t4642 * t3499
             t4688 = t4643 * t3500
@@ -27913,7 +28867,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f14, other=0.0)
                     s = g * t4716
                     vx += s
                     vlx += s * 12.0
@@ -27926,6 +28880,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t4719
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t4721 * s1 - t4722 * (s2 * 12.0), mask=mask)
         if LMAX >= 4:
             t4723 = wz * t3474
@@ -28012,7 +28968,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
                     s = g * t4799
                     vx += s
                     vlx += s * 4.0
@@ -28021,6 +28977,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t4800
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t4802 * s1 - t4803 * (s2 * 4.0), mask=mask)
             t4804 = c3530 * t4788
             t4805 = c3530 * t4787
@@ -28037,7 +28995,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     s = g * t4811
                     vx += s
                     vlx += s * 4.0
@@ -28046,6 +29004,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t4812
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t4814 * s1 - t4815 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             c4816 = _const(4651523523724967936, 1147944960, IS_F64)
@@ -28077,7 +29037,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
                     s = g * t4835
                     vx += s
                     vlx += s * 5.0
@@ -28090,6 +29050,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t4838
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t4840 * s1 - t4841 * (s2 * 5.0), mask=mask)
             t4842 = t4817 * t4787
             t4843 = t4818 * t4788
@@ -28116,7 +29078,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     s = g * t4857
                     vx += s
                     vlx += s * 5.0
@@ -28129,6 +29091,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t4860
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t4862 * s1 - t4863 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c4864 = _const(4617878467915022336, 1085276160, IS_F64)
@@ -28204,7 +29168,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     s = g * t4927
                     vx += s
                     vlx += s * 6.0
@@ -28217,6 +29181,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t4930
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t4932 * s1 - t4933 * (s2 * 6.0), mask=mask)
             t4934 = t4890 * t4785
             t4935 = t4889 * t4786
@@ -28257,7 +29223,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
                     s = g * t4963
                     vx += s
                     vlx += s * 6.0
@@ -28270,6 +29236,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t4966
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t4968 * s1 - t4969 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c4970 = _const(4616564918023705941, 1082829483, IS_F64)
@@ -28376,7 +29344,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
                     s = g * t5064
                     vx += s
                     vlx += s * 7.0
@@ -28389,6 +29357,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t5067
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t5069 * s1 - t5070 * (s2 * 7.0), mask=mask)
             t5071 = t5026 * t4785
             t5072 = t5027 * t4786
@@ -28429,7 +29399,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
                     s = g * t5100
                     vx += s
                     vlx += s * 7.0
@@ -28442,6 +29412,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t5103
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t5105 * s1 - t5106 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c5107 = _const(4615626668101337088, 1081081856, IS_F64)
@@ -28561,7 +29533,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
                     s = g * t5214
                     vx += s
                     vlx += s * 8.0
@@ -28574,6 +29546,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t5217
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t5219 * s1 - t5220 * (s2 * 8.0), mask=mask)
             t5221 = t5176 * t4785
             t5222 = t5177 * t4786
@@ -28614,7 +29588,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     s = g * t5250
                     vx += s
                     vlx += s * 8.0
@@ -28627,6 +29601,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t5253
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t5255 * s1 - t5256 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c5257 = _const(4614838538166547251, 1079613850, IS_F64)
@@ -28747,7 +29723,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
                     s = g * t5365
                     vx += s
                     vlx += s * 9.0
@@ -28760,6 +29736,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5368
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t5370 * s1 - t5371 * (s2 * 9.0), mask=mask)
             t5372 = t5327 * t4785
             t5373 = t5328 * t4786
@@ -28800,7 +29778,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
                     s = g * t5401
                     vx += s
                     vlx += s * 9.0
@@ -28813,6 +29791,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5404
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t5406 * s1 - t5407 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c5408 = _const(4614313118210020693, 1078635179, IS_F64)
@@ -28932,7 +29912,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
                     s = g * t5515
                     vx += s
                     vlx += s * 10.0
@@ -28945,6 +29925,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t5518
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t5520 * s1 - t5521 * (s2 * 10.0), mask=mask)
             t5522 = t5477 * t4785
             t5523 = t5478 * t4786
@@ -28985,7 +29967,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f12, other=0.0)
                     s = g * t5551
                     vx += s
                     vlx += s * 10.0
@@ -28998,6 +29980,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t5554
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t5556 * s1 - t5557 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             t5558 = wy * t5478
@@ -29116,7 +30100,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
                     s = g * t5664
                     vx += s
                     vlx += s * 11.0
@@ -29129,6 +30113,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t5667
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 15, t5669 * s1 - t5670 * (s2 * 11.0), mask=mask)
             t5671 = t5626 * t4785
             t5672 = t5627 * t4786
@@ -29169,7 +30155,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f14, other=0.0)
                     s = g * t5700
                     vx += s
                     vlx += s * 11.0
@@ -29182,6 +30168,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t5703
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t5705 * s1 - t5706 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c5707 = _const(4613656343264362496, 1077411840, IS_F64)
@@ -29301,7 +30289,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f15, other=0.0)
                     s = g * t5814
                     vx += s
                     vlx += s * 12.0
@@ -29314,6 +30302,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t5817
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 16, t5819 * s1 - t5820 * (s2 * 12.0), mask=mask)
             t5821 = t5776 * t4785
             t5822 = t5777 * t4786
@@ -29354,7 +30344,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f0, other=0.0)
                     s = g * t5850
                     vx += s
                     vlx += s * 12.0
@@ -29367,6 +30357,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t5853
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t5855 * s1 - t5856 * (s2 * 12.0), mask=mask)
         if LMAX >= 5:
             t5857 = wz * t4752
@@ -29453,7 +30445,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
                     s = g * t5933
                     vx += s
                     vlx += s * 5.0
@@ -29462,6 +30454,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t5934
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t5936 * s1 - t5937 * (s2 * 5.0), mask=mask)
             t5938 = c4816 * t5922
             t5939 = c4816 * t5921
@@ -29478,7 +30472,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
                     s = g * t5945
                     vx += s
                     vlx += s * 5.0
@@ -29487,6 +30481,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t5946
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t5948 * s1 - t5949 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             c5950 = _const(4666940326013829120, 1176660992, IS_F64)
@@ -29518,7 +30514,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
                     s = g * t5969
                     vx += s
                     vlx += s * 6.0
@@ -29531,6 +30527,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t5972
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t5974 * s1 - t5975 * (s2 * 6.0), mask=mask)
             t5976 = t5951 * t5921
             t5977 = t5952 * t5922
@@ -29557,7 +30555,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
                     s = g * t5991
                     vx += s
                     vlx += s * 6.0
@@ -29570,6 +30568,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t5994
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t5996 * s1 - t5997 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c5998 = _const(4619004367821864960, 1087373312, IS_F64)
@@ -29645,7 +30645,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     s = g * t6061
                     vx += s
                     vlx += s * 7.0
@@ -29658,6 +30658,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t6064
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t6066 * s1 - t6067 * (s2 * 7.0), mask=mask)
             t6068 = t6024 * t5919
             t6069 = t6023 * t5920
@@ -29698,7 +30700,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     s = g * t6097
                     vx += s
                     vlx += s * 7.0
@@ -29711,6 +30713,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t6100
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t6102 * s1 - t6103 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c6104 = _const(4617315517961601024, 1084227584, IS_F64)
@@ -29817,7 +30821,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
                     s = g * t6198
                     vx += s
                     vlx += s * 8.0
@@ -29830,6 +30834,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t6201
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t6203 * s1 - t6204 * (s2 * 8.0), mask=mask)
             t6205 = t6160 * t5919
             t6206 = t6161 * t5920
@@ -29870,7 +30876,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
                     s = g * t6234
                     vx += s
                     vlx += s * 8.0
@@ -29883,6 +30889,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t6237
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t6239 * s1 - t6240 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c6241 = _const(4616471093031469056, 1082654720, IS_F64)
@@ -30002,7 +31010,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
                     s = g * t6348
                     vx += s
                     vlx += s * 9.0
@@ -30015,6 +31023,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t6351
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t6353 * s1 - t6354 * (s2 * 9.0), mask=mask)
             t6355 = t6310 * t5919
             t6356 = t6311 * t5920
@@ -30055,7 +31065,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
                     s = g * t6384
                     vx += s
                     vlx += s * 9.0
@@ -30068,6 +31078,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t6387
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t6389 * s1 - t6390 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c6391 = _const(4615739258092021350, 1081291571, IS_F64)
@@ -30188,7 +31200,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f11, other=0.0)
                     s = g * t6499
                     vx += s
                     vlx += s * 10.0
@@ -30201,6 +31213,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6502
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 15, t6504 * s1 - t6505 * (s2 * 10.0), mask=mask)
             t6506 = t6461 * t5919
             t6507 = t6462 * t5920
@@ -30241,7 +31255,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
                     s = g * t6535
                     vx += s
                     vlx += s * 10.0
@@ -30254,6 +31268,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6538
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t6540 * s1 - t6541 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             t6542 = wy * t6462
@@ -30372,7 +31388,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f13, other=0.0)
                     s = g * t6648
                     vx += s
                     vlx += s * 11.0
@@ -30385,6 +31401,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t6651
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 16, t6653 * s1 - t6654 * (s2 * 11.0), mask=mask)
             t6655 = t6610 * t5919
             t6656 = t6611 * t5920
@@ -30425,7 +31443,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
                     s = g * t6684
                     vx += s
                     vlx += s * 11.0
@@ -30438,6 +31456,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t6687
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t6689 * s1 - t6690 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c6691 = _const(4614581189616411794, 1079134501, IS_F64)
@@ -30558,7 +31578,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f15, other=0.0)
                     s = g * t6799
                     vx += s
                     vlx += s * 12.0
@@ -30571,6 +31591,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t6802
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 17, t6804 * s1 - t6805 * (s2 * 12.0), mask=mask)
             t6806 = t6761 * t5919
             t6807 = t6762 * t5920
@@ -30611,7 +31633,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     s = g * t6835
                     vx += s
                     vlx += s * 12.0
@@ -30624,6 +31646,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t6838
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t6840 * s1 - t6841 * (s2 * 12.0), mask=mask)
         if LMAX >= 6:
             t6842 = wz * t5886
@@ -30710,7 +31734,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
                     s = g * t6918
                     vx += s
                     vlx += s * 6.0
@@ -30719,6 +31743,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t6919
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t6921 * s1 - t6922 * (s2 * 6.0), mask=mask)
             t6923 = c5950 * t6907
             t6924 = c5950 * t6906
@@ -30735,7 +31761,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
                     s = g * t6930
                     vx += s
                     vlx += s * 6.0
@@ -30744,6 +31770,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t6931
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t6933 * s1 - t6934 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             c6935 = _const(4683883216082305024, 1208219584, IS_F64)
@@ -30775,7 +31803,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
                     s = g * t6954
                     vx += s
                     vlx += s * 7.0
@@ -30788,6 +31816,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t6957
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t6959 * s1 - t6960 * (s2 * 7.0), mask=mask)
             t6961 = t6936 * t6906
             t6962 = t6937 * t6907
@@ -30814,7 +31844,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
                     s = g * t6976
                     vx += s
                     vlx += s * 7.0
@@ -30827,6 +31857,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t6979
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t6981 * s1 - t6982 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c6983 = _const(4620130267728707584, 1089470464, IS_F64)
@@ -30902,7 +31934,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f5, other=0.0)
                     s = g * t7046
                     vx += s
                     vlx += s * 8.0
@@ -30915,6 +31947,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t7049
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t7051 * s1 - t7052 * (s2 * 8.0), mask=mask)
             t7053 = t7009 * t6904
             t7054 = t7008 * t6905
@@ -30955,7 +31989,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     s = g * t7082
                     vx += s
                     vlx += s * 8.0
@@ -30968,6 +32002,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t7085
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t7087 * s1 - t7088 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c7089 = _const(4618066117899496107, 1085625685, IS_F64)
@@ -31074,7 +32110,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f7, other=0.0)
                     s = g * t7183
                     vx += s
                     vlx += s * 9.0
@@ -31087,6 +32123,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t7186
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 15, t7188 * s1 - t7189 * (s2 * 9.0), mask=mask)
             t7190 = t7145 * t6904
             t7191 = t7146 * t6905
@@ -31127,7 +32165,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
                     s = g * t7219
                     vx += s
                     vlx += s * 9.0
@@ -31140,6 +32178,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t7222
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t7224 * s1 - t7225 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c7226 = _const(4617034042984890368, 1083703296, IS_F64)
@@ -31259,7 +32299,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
                     s = g * t7333
                     vx += s
                     vlx += s * 10.0
@@ -31272,6 +32312,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t7336
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 16, t7338 * s1 - t7339 * (s2 * 10.0), mask=mask)
             t7340 = t7295 * t6904
             t7341 = t7296 * t6905
@@ -31312,7 +32354,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
                     s = g * t7369
                     vx += s
                     vlx += s * 10.0
@@ -31325,6 +32367,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t7372
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t7374 * s1 - t7375 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c7376 = _const(4616414798036126925, 1082549862, IS_F64)
@@ -31445,7 +32489,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f11, other=0.0)
                     s = g * t7484
                     vx += s
                     vlx += s * 11.0
@@ -31458,6 +32502,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7487
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 17, t7489 * s1 - t7490 * (s2 * 11.0), mask=mask)
             t7491 = t7446 * t6904
             t7492 = t7447 * t6905
@@ -31498,7 +32544,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
                     s = g * t7520
                     vx += s
                     vlx += s * 11.0
@@ -31511,6 +32557,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7523
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t7525 * s1 - t7526 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c7527 = _const(4615814318085810859, 1081431381, IS_F64)
@@ -31630,7 +32678,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f13, other=0.0)
                     s = g * t7634
                     vx += s
                     vlx += s * 12.0
@@ -31643,6 +32691,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t7637
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 18, t7639 * s1 - t7640 * (s2 * 12.0), mask=mask)
             t7641 = t7596 * t6904
             t7642 = t7597 * t6905
@@ -31683,7 +32733,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
                     s = g * t7670
                     vx += s
                     vlx += s * 12.0
@@ -31696,6 +32746,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t7673
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t7675 * s1 - t7676 * (s2 * 12.0), mask=mask)
         if LMAX >= 7:
             t7677 = wz * t6871
@@ -31782,7 +32834,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     s = g * t7753
                     vx += s
                     vlx += s * 7.0
@@ -31791,6 +32843,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t7754
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t7756 * s1 - t7757 * (s2 * 7.0), mask=mask)
             t7758 = c6935 * t7742
             t7759 = c6935 * t7741
@@ -31807,7 +32861,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     s = g * t7765
                     vx += s
                     vlx += s * 7.0
@@ -31816,6 +32870,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t7766
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t7768 * s1 - t7769 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             c7770 = _const(4701456817803231232, 1240952968, IS_F64)
@@ -31847,7 +32903,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f1, other=0.0)
                     s = g * t7789
                     vx += s
                     vlx += s * 8.0
@@ -31860,6 +32916,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t7792
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 15, t7794 * s1 - t7795 * (s2 * 8.0), mask=mask)
             t7796 = t7771 * t7741
             t7797 = t7772 * t7742
@@ -31886,7 +32944,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     s = g * t7811
                     vx += s
                     vlx += s * 8.0
@@ -31899,6 +32957,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t7814
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t7816 * s1 - t7817 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c7818 = _const(4620974692658839552, 1091043328, IS_F64)
@@ -31974,7 +33034,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f3, other=0.0)
                     s = g * t7881
                     vx += s
                     vlx += s * 9.0
@@ -31987,6 +33047,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t7884
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 16, t7886 * s1 - t7887 * (s2 * 9.0), mask=mask)
             t7888 = t7844 * t7739
             t7889 = t7843 * t7740
@@ -32027,7 +33089,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
                     s = g * t7917
                     vx += s
                     vlx += s * 9.0
@@ -32040,6 +33102,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t7920
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t7922 * s1 - t7923 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c7924 = _const(4618816717837391189, 1087023787, IS_F64)
@@ -32146,7 +33210,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
                     s = g * t8018
                     vx += s
                     vlx += s * 10.0
@@ -32159,6 +33223,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t8021
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 17, t8023 * s1 - t8024 * (s2 * 10.0), mask=mask)
             t8025 = t7980 * t7739
             t8026 = t7981 * t7740
@@ -32199,7 +33265,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
                     s = g * t8054
                     vx += s
                     vlx += s * 10.0
@@ -32212,6 +33278,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t8057
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t8059 * s1 - t8060 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c8061 = _const(4617596992938311680, 1084751872, IS_F64)
@@ -32331,7 +33399,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f7, other=0.0)
                     s = g * t8168
                     vx += s
                     vlx += s * 11.0
@@ -32344,6 +33412,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8171
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 18, t8173 * s1 - t8174 * (s2 * 11.0), mask=mask)
             t8175 = t8130 * t7739
             t8176 = t8131 * t7740
@@ -32384,7 +33454,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     s = g * t8204
                     vx += s
                     vlx += s * 11.0
@@ -32397,6 +33467,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8207
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t8209 * s1 - t8210 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c8211 = _const(4616865157998863974, 1083388723, IS_F64)
@@ -32517,7 +33589,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f9, other=0.0)
                     s = g * t8319
                     vx += s
                     vlx += s * 12.0
@@ -32530,6 +33602,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t8322
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 19, t8324 * s1 - t8325 * (s2 * 12.0), mask=mask)
             t8326 = t8281 * t7739
             t8327 = t8282 * t7740
@@ -32570,7 +33644,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
                     s = g * t8355
                     vx += s
                     vlx += s * 12.0
@@ -32583,6 +33657,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t8358
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t8360 * s1 - t8361 * (s2 * 12.0), mask=mask)
         if LMAX >= 8:
             t8362 = wz * t7706
@@ -32669,7 +33745,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f11, other=0.0)
                     s = g * t8438
                     vx += s
                     vlx += s * 8.0
@@ -32678,6 +33754,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t8439
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 16, t8441 * s1 - t8442 * (s2 * 8.0), mask=mask)
             t8443 = c7770 * t8427
             t8444 = c7770 * t8426
@@ -32694,7 +33772,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
                     s = g * t8450
                     vx += s
                     vlx += s * 8.0
@@ -32703,6 +33781,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t8451
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t8453 * s1 - t8454 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             c8455 = _const(4719893875588595712, 1275294664, IS_F64)
@@ -32734,7 +33814,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f13, other=0.0)
                     s = g * t8474
                     vx += s
                     vlx += s * 9.0
@@ -32747,6 +33827,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t8477
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 17, t8479 * s1 - t8480 * (s2 * 9.0), mask=mask)
             t8481 = t8456 * t8426
             t8482 = t8457 * t8427
@@ -32773,7 +33855,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
                     s = g * t8496
                     vx += s
                     vlx += s * 9.0
@@ -32786,6 +33868,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t8499
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t8501 * s1 - t8502 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c8503 = _const(4621537642612260864, 1092091904, IS_F64)
@@ -32861,7 +33945,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f15, other=0.0)
                     s = g * t8566
                     vx += s
                     vlx += s * 10.0
@@ -32874,6 +33958,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t8569
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 18, t8571 * s1 - t8572 * (s2 * 10.0), mask=mask)
             t8573 = t8529 * t8424
             t8574 = t8528 * t8425
@@ -32914,7 +34000,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
                     s = g * t8602
                     vx += s
                     vlx += s * 10.0
@@ -32927,6 +34013,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t8605
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t8607 * s1 - t8608 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c8609 = _const(4619567317775286272, 1088421888, IS_F64)
@@ -33033,7 +34121,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f1, other=0.0)
                     s = g * t8703
                     vx += s
                     vlx += s * 11.0
@@ -33046,6 +34134,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8706
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 19, t8708 * s1 - t8709 * (s2 * 11.0), mask=mask)
             t8710 = t8665 * t8424
             t8711 = t8666 * t8425
@@ -33086,7 +34176,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
                     s = g * t8739
                     vx += s
                     vlx += s * 11.0
@@ -33099,6 +34189,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8742
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t8744 * s1 - t8745 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c8746 = _const(4618159942891732992, 1085800448, IS_F64)
@@ -33218,7 +34310,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f3, other=0.0)
                     s = g * t8853
                     vx += s
                     vlx += s * 12.0
@@ -33231,6 +34323,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t8856
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 20, t8858 * s1 - t8859 * (s2 * 12.0), mask=mask)
             t8860 = t8815 * t8424
             t8861 = t8816 * t8425
@@ -33271,7 +34365,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t8889
                     vx += s
                     vlx += s * 12.0
@@ -33284,6 +34378,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t8892
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t8894 * s1 - t8895 * (s2 * 12.0), mask=mask)
         if LMAX >= 9:
             t8896 = wz * t8391
@@ -33370,7 +34466,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f5, other=0.0)
                     s = g * t8972
                     vx += s
                     vlx += s * 9.0
@@ -33379,6 +34475,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t8973
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 18, t8975 * s1 - t8976 * (s2 * 9.0), mask=mask)
             t8977 = c8455 * t8961
             t8978 = c8455 * t8960
@@ -33395,7 +34493,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
                     s = g * t8984
                     vx += s
                     vlx += s * 9.0
@@ -33404,6 +34502,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t8985
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t8987 * s1 - t8988 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             c8989 = _const(4738775473922768896, 1310464382, IS_F64)
@@ -33435,7 +34535,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
                     s = g * t9008
                     vx += s
                     vlx += s * 10.0
@@ -33448,6 +34548,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t9011
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 19, t9013 * s1 - t9014 * (s2 * 10.0), mask=mask)
             t9015 = t8990 * t8960
             t9016 = t8991 * t8961
@@ -33474,7 +34576,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
                     s = g * t9030
                     vx += s
                     vlx += s * 10.0
@@ -33487,6 +34589,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t9033
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t9035 * s1 - t9036 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c9037 = _const(4622100592565682176, 1093140480, IS_F64)
@@ -33562,7 +34666,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f9, other=0.0)
                     s = g * t9100
                     vx += s
                     vlx += s * 11.0
@@ -33575,6 +34679,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9103
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 20, t9105 * s1 - t9106 * (s2 * 11.0), mask=mask)
             t9107 = t9063 * t8958
             t9108 = t9062 * t8959
@@ -33615,7 +34721,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
                     s = g * t9136
                     vx += s
                     vlx += s * 11.0
@@ -33628,6 +34734,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9139
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t9141 * s1 - t9142 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c9143 = _const(4620317917713181355, 1089819989, IS_F64)
@@ -33734,7 +34842,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 21, mask=f11, other=0.0)
                     s = g * t9237
                     vx += s
                     vlx += s * 12.0
@@ -33747,6 +34855,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9240
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 21, t9242 * s1 - t9243 * (s2 * 12.0), mask=mask)
             t9244 = t9199 * t8958
             t9245 = t9200 * t8959
@@ -33787,7 +34897,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     s = g * t9273
                     vx += s
                     vlx += s * 12.0
@@ -33800,6 +34910,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9276
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t9278 * s1 - t9279 * (s2 * 12.0), mask=mask)
         if LMAX >= 10:
             t9280 = wz * t8925
@@ -33886,7 +34998,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
                     s = g * t9356
                     vx += s
                     vlx += s * 10.0
@@ -33895,6 +35007,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t9357
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 20, t9359 * s1 - t9360 * (s2 * 10.0), mask=mask)
             t9361 = c8989 * t9345
             t9362 = c8989 * t9344
@@ -33911,7 +35025,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
                     s = g * t9368
                     vx += s
                     vlx += s * 10.0
@@ -33920,6 +35034,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t9369
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t9371 * s1 - t9372 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             c9373 = _const(4758506205418618880, 1347215733, IS_F64)
@@ -33951,7 +35067,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 21, mask=f15, other=0.0)
                     s = g * t9392
                     vx += s
                     vlx += s * 11.0
@@ -33964,6 +35080,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9395
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 21, t9397 * s1 - t9398 * (s2 * 11.0), mask=mask)
             t9399 = t9374 * t9344
             t9400 = t9375 * t9345
@@ -33990,7 +35108,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
                     s = g * t9414
                     vx += s
                     vlx += s * 11.0
@@ -34003,6 +35121,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9417
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t9419 * s1 - t9420 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c9421 = _const(4622663542519103488, 1094189056, IS_F64)
@@ -34078,7 +35198,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 22, mask=f1, other=0.0)
                     s = g * t9484
                     vx += s
                     vlx += s * 12.0
@@ -34091,6 +35211,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9487
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 22, t9489 * s1 - t9490 * (s2 * 12.0), mask=mask)
             t9491 = t9447 * t9342
             t9492 = t9446 * t9343
@@ -34131,7 +35253,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t9520
                     vx += s
                     vlx += s * 12.0
@@ -34144,6 +35266,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9523
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t9525 * s1 - t9526 * (s2 * 12.0), mask=mask)
         if LMAX >= 11:
             t9527 = wz * t9309
@@ -34230,7 +35354,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 22, mask=f3, other=0.0)
                     s = g * t9603
                     vx += s
                     vlx += s * 11.0
@@ -34239,6 +35363,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9604
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 22, t9606 * s1 - t9607 * (s2 * 11.0), mask=mask)
             t9608 = c9373 * t9592
             t9609 = c9373 * t9591
@@ -34255,7 +35381,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     s = g * t9615
                     vx += s
                     vlx += s * 11.0
@@ -34264,6 +35390,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t9616
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t9618 * s1 - t9619 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             c9620 = _const(4778996785215324160, 1385382412, IS_F64)
@@ -34295,7 +35423,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 23, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 23, mask=f5, other=0.0)
                     s = g * t9639
                     vx += s
                     vlx += s * 12.0
@@ -34308,6 +35436,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9642
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 23, t9644 * s1 - t9645 * (s2 * 12.0), mask=mask)
             t9646 = t9621 * t9591
             t9647 = t9622 * t9592
@@ -34334,7 +35464,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f6, other=0.0)
                     s = g * t9661
                     vx += s
                     vlx += s * 12.0
@@ -34347,6 +35477,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9664
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t9666 * s1 - t9667 * (s2 * 12.0), mask=mask)
             t9668 = wz * t9556
             t9669 = z * t9555
@@ -34432,7 +35564,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 24, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 24, mask=f7, other=0.0)
                     s = g * t9744
                     vx += s
                     vlx += s * 12.0
@@ -34441,6 +35573,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9745
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 24, t9747 * s1 - t9748 * (s2 * 12.0), mask=mask)
             t9749 = c9620 * t9733
             t9750 = c9620 * t9732
@@ -34457,7 +35591,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f8, other=0.0)
                     s = g * t9756
                     vx += s
                     vlx += s * 12.0
@@ -34466,6 +35600,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9757
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t9759 * s1 - t9760 * (s2 * 12.0), mask=mask)
     else:
         if LMAX >= 2:
@@ -34493,7 +35629,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, zero * s1 - (c20 + zero) * (s2 * 0.0), mask=mask)
         if LMAX >= 1:
             c21 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
@@ -34502,30 +35640,36 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     s = g * c21
                     vx += s
                     vlx += s * 1.0
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t22 * s1 - t23 * (s2 * 1.0), mask=mask)
             t24 = c21 * wy
             t25 = c21 * y
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     s = g * c21
                     vy += s
                     vly += s * 1.0
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t24 * s1 - t25 * (s2 * 1.0), mask=mask)
             t26 = c21 * wz
             t27 = c21 * z
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     s = g * c21
                     vz += s
                     vlz += s * 1.0
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t26 * s1 - t27 * (s2 * 1.0), mask=mask)
         if LMAX >= 2:
             t28 = -t6
@@ -34579,7 +35723,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     s = g * t71
                     vx += s
                     vlx += s * 2.0
@@ -34588,6 +35732,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t72
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t74 * s1 - t75 * (s2 * 2.0), mask=mask)
             c76 = _norm_const(4600232154191104197, 4608492941290910865, 4603375528459645724, 1052407339, 1067794254, 1058262330, NORMALIZATION, IS_F64)
             t77 = c60 * wx
@@ -34605,7 +35751,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     s = g * t84
                     vx += s
                     vlx += s * 2.0
@@ -34614,6 +35760,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vy += s
                     vly += s * 2.0
                     by += g * t85
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t87 * s1 - t88 * (s2 * 2.0), mask=mask)
             c89 = _norm_const(4603856808888264602, 4612217596255138984, 4607182418800017408, 1059158785, 1074731965, 1065353216, NORMALIZATION, IS_F64)
             t90 = c89 * t53
@@ -34627,7 +35775,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     s = g * t91
                     vx += s
                     vlx += s * 2.0
@@ -34640,6 +35788,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t94
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t96 * s1 - t97 * (s2 * 2.0), mask=mask)
             t98 = c60 * wz
             t99 = c60 * z
@@ -34654,7 +35804,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     s = g * t105
                     vy += s
                     vly += s * 2.0
@@ -34663,6 +35813,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t83
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t106 * s1 - t107 * (s2 * 2.0), mask=mask)
             t108 = c60 * t29
             t109 = c60 * t28
@@ -34675,7 +35827,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     s = g * t113
                     vx += s
                     vlx += s * 2.0
@@ -34684,6 +35836,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 2.0
                     bz += g * t70
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t114 * s1 - t115 * (s2 * 2.0), mask=mask)
         if LMAX >= 3:
             t116 = wz * t28
@@ -34852,7 +36006,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     s = g * t274
                     vx += s
                     vlx += s * 3.0
@@ -34861,6 +36015,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t275
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t277 * s1 - t278 * (s2 * 3.0), mask=mask)
             c279 = _norm_const(4591607437525004337, 4599824708404740515, 4593819317985146587, 1036342553, 1051648412, 1040462501, NORMALIZATION, IS_F64)
             t280 = t264 * t1
@@ -34888,7 +36044,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     s = g * t295
                     vx += s
                     vlx += s * 3.0
@@ -34901,6 +36057,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t298
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t300 * s1 - t301 * (s2 * 3.0), mask=mask)
             c302 = _norm_const(4599160556696997702, 4607543262738385987, 4601025967313136702, 1050411333, 1066025340, 1053885932, NORMALIZATION, IS_F64)
             t303 = t256 * x
@@ -34932,7 +36090,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     s = g * t322
                     vx += s
                     vlx += s * 3.0
@@ -34945,6 +36103,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t325
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t327 * s1 - t328 * (s2 * 3.0), mask=mask)
             c329 = _norm_const(4604897766714861744, 4613140121109330154, 4607182418800017408, 1061097720, 1076450301, 1065353216, NORMALIZATION, IS_F64)
             t330 = c329 * t230
@@ -34958,7 +36118,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     s = g * t331
                     vx += s
                     vlx += s * 3.0
@@ -34971,6 +36131,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t334
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t336 * s1 - t337 * (s2 * 3.0), mask=mask)
             t338 = t256 * z
             t339 = t255 * wz
@@ -35001,7 +36163,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     s = g * t357
                     vx += s
                     vlx += s * 3.0
@@ -35014,6 +36176,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t360
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t362 * s1 - t363 * (s2 * 3.0), mask=mask)
             t364 = t264 * t28
             t365 = t265 * t29
@@ -35034,7 +36198,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     s = g * t375
                     vx += s
                     vlx += s * 3.0
@@ -35047,6 +36211,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t294
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t378 * s1 - t379 * (s2 * 3.0), mask=mask)
             t380 = c263 * t144
             t381 = c263 * t145
@@ -35063,7 +36229,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     s = g * t387
                     vx += s
                     vlx += s * 3.0
@@ -35072,6 +36238,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 3.0
                     bz += g * t388
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t390 * s1 - t391 * (s2 * 3.0), mask=mask)
         if LMAX >= 4:
             t392 = wz * t145
@@ -35332,7 +36500,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     s = g * t642
                     vx += s
                     vlx += s * 4.0
@@ -35341,6 +36509,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t643
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t645 * s1 - t646 * (s2 * 4.0), mask=mask)
             c647 = _norm_const(4580516321004722874, 4588773350827187922, 4581398907936019596, 1015683738, 1031063655, 1017327685, NORMALIZATION, IS_F64)
             t648 = t632 * t172
@@ -35368,7 +36538,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     s = g * t663
                     vx += s
                     vlx += s * 4.0
@@ -35381,6 +36551,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t666
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t668 * s1 - t669 * (s2 * 4.0), mask=mask)
             c670 = _norm_const(4589209692137555477, 4597224304218729945, 4590035276615294609, 1031876404, 1046804782, 1033414175, NORMALIZATION, IS_F64)
             t671 = t624 * t36
@@ -35422,7 +36594,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t700
                     vx += s
                     vlx += s * 4.0
@@ -35435,6 +36607,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t703
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t705 * s1 - t706 * (s2 * 4.0), mask=mask)
             c707 = _norm_const(4598492608340718921, 4606720199040462230, 4599368272914696463, 1049167183, 1064492265, 1050798235, NORMALIZATION, IS_F64)
             t708 = t594 * x
@@ -35466,7 +36640,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     s = g * t727
                     vx += s
                     vlx += s * 4.0
@@ -35479,6 +36653,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t730
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t732 * s1 - t733 * (s2 * 4.0), mask=mask)
             c734 = _norm_const(4605797871539972388, 4613937818241073152, 4607182418800017408, 1062774296, 1077936128, 1065353216, NORMALIZATION, IS_F64)
             t735 = c734 * t530
@@ -35492,7 +36668,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t736
                     vx += s
                     vlx += s * 4.0
@@ -35505,6 +36681,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t739
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t741 * s1 - t742 * (s2 * 4.0), mask=mask)
             t743 = t594 * z
             t744 = t595 * wz
@@ -35535,7 +36713,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     s = g * t762
                     vx += s
                     vlx += s * 4.0
@@ -35548,6 +36726,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t765
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t767 * s1 - t768 * (s2 * 4.0), mask=mask)
             t769 = t624 * t31
             t770 = t623 * t30
@@ -35584,7 +36764,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     s = g * t794
                     vx += s
                     vlx += s * 4.0
@@ -35597,6 +36777,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t797
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t799 * s1 - t800 * (s2 * 4.0), mask=mask)
             t801 = t632 * t145
             t802 = t633 * t144
@@ -35623,7 +36805,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     s = g * t816
                     vx += s
                     vlx += s * 4.0
@@ -35636,6 +36818,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t819
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t821 * s1 - t822 * (s2 * 4.0), mask=mask)
             t823 = c631 * t420
             t824 = c631 * t421
@@ -35652,7 +36836,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     s = g * t830
                     vx += s
                     vlx += s * 4.0
@@ -35661,6 +36845,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 4.0
                     bz += g * t831
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t833 * s1 - t834 * (s2 * 4.0), mask=mask)
         if LMAX >= 5:
             t835 = wz * t421
@@ -35994,7 +37180,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     s = g * t1158
                     vx += s
                     vlx += s * 5.0
@@ -36003,6 +37189,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1159
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t1161 * s1 - t1162 * (s2 * 5.0), mask=mask)
             c1163 = _norm_const(4567211133042986270, 4575626987812683126, 4567559736498459558, 990900894, 1006576646, 991550219, NORMALIZATION, IS_F64)
             t1164 = t1148 * t456
@@ -36030,7 +37218,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     s = g * t1179
                     vx += s
                     vlx += s * 5.0
@@ -36043,6 +37231,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1182
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t1184 * s1 - t1185 * (s2 * 5.0), mask=mask)
             c1186 = _norm_const(4576525558507683764, 4584921576004762777, 4576895308308649100, 1008250364, 1023889165, 1008939077, NORMALIZATION, IS_F64)
             t1187 = t1140 * t170
@@ -36084,7 +37274,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     s = g * t1216
                     vx += s
                     vlx += s * 5.0
@@ -36097,6 +37287,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1219
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t1221 * s1 - t1222 * (s2 * 5.0), mask=mask)
             c1223 = _norm_const(4586740072991175042, 4594998730522731428, 4587192922163605398, 1027276380, 1042659328, 1028119877, NORMALIZATION, IS_F64)
             t1224 = t1106 * t36
@@ -36138,7 +37330,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     s = g * t1253
                     vx += s
                     vlx += s * 5.0
@@ -36151,6 +37343,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1256
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t1258 * s1 - t1259 * (s2 * 5.0), mask=mask)
             c1260 = _norm_const(4597871552533921684, 4605888524165911567, 4598322917612517083, 1048010376, 1062943149, 1048851109, NORMALIZATION, IS_F64)
             t1261 = t1051 * x
@@ -36182,7 +37376,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     s = g * t1280
                     vx += s
                     vlx += s * 5.0
@@ -36195,6 +37389,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1283
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t1285 * s1 - t1286 * (s2 * 5.0), mask=mask)
             c1287 = _norm_const(4606602378403229982, 4614650793885003572, 4607182418800017408, 1064272807, 1079264149, 1065353216, NORMALIZATION, IS_F64)
             t1288 = c1287 * t973
@@ -36208,7 +37404,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     s = g * t1289
                     vx += s
                     vlx += s * 5.0
@@ -36221,6 +37417,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1292
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t1294 * s1 - t1295 * (s2 * 5.0), mask=mask)
             t1296 = t1051 * z
             t1297 = t1052 * wz
@@ -36251,7 +37449,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     s = g * t1315
                     vx += s
                     vlx += s * 5.0
@@ -36264,6 +37462,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1318
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t1320 * s1 - t1321 * (s2 * 5.0), mask=mask)
             t1322 = t1106 * t31
             t1323 = t1107 * t30
@@ -36300,7 +37500,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     s = g * t1347
                     vx += s
                     vlx += s * 5.0
@@ -36313,6 +37513,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1350
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t1352 * s1 - t1353 * (s2 * 5.0), mask=mask)
             t1354 = t1140 * t149
             t1355 = t1139 * t148
@@ -36353,7 +37555,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
                     s = g * t1383
                     vx += s
                     vlx += s * 5.0
@@ -36366,6 +37568,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1386
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t1388 * s1 - t1389 * (s2 * 5.0), mask=mask)
             t1390 = t1148 * t421
             t1391 = t1149 * t420
@@ -36392,7 +37596,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
                     s = g * t1405
                     vx += s
                     vlx += s * 5.0
@@ -36405,6 +37609,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1408
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t1410 * s1 - t1411 * (s2 * 5.0), mask=mask)
             t1412 = c1147 * t863
             t1413 = c1147 * t864
@@ -36421,7 +37627,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     s = g * t1419
                     vx += s
                     vlx += s * 5.0
@@ -36430,6 +37636,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 5.0
                     bz += g * t1420
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t1422 * s1 - t1423 * (s2 * 5.0), mask=mask)
         if LMAX >= 6:
             t1424 = wz * t864
@@ -36841,7 +38049,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     s = g * t1825
                     vx += s
                     vlx += s * 6.0
@@ -36850,6 +38058,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1826
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t1828 * s1 - t1829 * (s2 * 6.0), mask=mask)
             c1830 = _norm_const(4552531527240616137, 4560583089188917562, 4552390251786882825, 963557998, 978555201, 963294852, NORMALIZATION, IS_F64)
             t1831 = t1815 * t899
@@ -36877,7 +38087,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     s = g * t1846
                     vx += s
                     vlx += s * 6.0
@@ -36890,6 +38100,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1849
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t1851 * s1 - t1852 * (s2 * 6.0), mask=mask)
             c1853 = _norm_const(4562567468185883455, 4570875129029495615, 4562484638109050088, 982251395, 997725619, 982097112, NORMALIZATION, IS_F64)
             t1854 = t1807 * t454
@@ -36931,7 +38143,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     s = g * t1883
                     vx += s
                     vlx += s * 6.0
@@ -36944,6 +38156,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1886
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t1888 * s1 - t1889 * (s2 * 6.0), mask=mask)
             c1890 = _norm_const(4573393370432106351, 4581633358220468260, 4573279950678302548, 1002416209, 1017764382, 1002204948, NORMALIZATION, IS_F64)
             t1891 = t1773 * t170
@@ -36985,7 +38199,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     s = g * t1920
                     vx += s
                     vlx += s * 6.0
@@ -36998,6 +38212,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1923
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t1925 * s1 - t1926 * (s2 * 6.0), mask=mask)
             c1927 = _norm_const(4585218332244611987, 4593628625881231415, 4585133267429259135, 1024441917, 1040107309, 1024283471, NORMALIZATION, IS_F64)
             t1928 = t1709 * t36
@@ -37039,7 +38255,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     s = g * t1957
                     vx += s
                     vlx += s * 6.0
@@ -37052,6 +38268,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1960
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t1962 * s1 - t1963 * (s2 * 6.0), mask=mask)
             c1964 = _norm_const(4597164647646382889, 4605262046020840533, 4597030148363754553, 1046693663, 1061776243, 1046443139, NORMALIZATION, IS_F64)
             t1965 = t1640 * x
@@ -37083,7 +38301,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
                     s = g * t1984
                     vx += s
                     vlx += s * 6.0
@@ -37096,6 +38314,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1987
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t1989 * s1 - t1990 * (s2 * 6.0), mask=mask)
             c1991 = _norm_const(4607259462942962609, 4615301398490339827, 4607182418800017408, 1065496722, 1080475994, 1065353216, NORMALIZATION, IS_F64)
             t1992 = c1991 * t1562
@@ -37109,7 +38329,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     s = g * t1993
                     vx += s
                     vlx += s * 6.0
@@ -37122,6 +38342,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t1996
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t1998 * s1 - t1999 * (s2 * 6.0), mask=mask)
             t2000 = t1640 * z
             t2001 = t1641 * wz
@@ -37152,7 +38374,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     s = g * t2019
                     vx += s
                     vlx += s * 6.0
@@ -37165,6 +38387,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2022
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t2024 * s1 - t2025 * (s2 * 6.0), mask=mask)
             t2026 = t1709 * t31
             t2027 = t1710 * t30
@@ -37201,7 +38425,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     s = g * t2051
                     vx += s
                     vlx += s * 6.0
@@ -37214,6 +38438,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2054
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t2056 * s1 - t2057 * (s2 * 6.0), mask=mask)
             t2058 = t1773 * t149
             t2059 = t1774 * t148
@@ -37254,7 +38480,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
                     s = g * t2087
                     vx += s
                     vlx += s * 6.0
@@ -37267,6 +38493,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2090
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t2092 * s1 - t2093 * (s2 * 6.0), mask=mask)
             t2094 = t1807 * t425
             t2095 = t1806 * t424
@@ -37307,7 +38535,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
                     s = g * t2123
                     vx += s
                     vlx += s * 6.0
@@ -37320,6 +38548,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2126
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t2128 * s1 - t2129 * (s2 * 6.0), mask=mask)
             t2130 = t1815 * t864
             t2131 = t1816 * t863
@@ -37346,7 +38576,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     s = g * t2145
                     vx += s
                     vlx += s * 6.0
@@ -37359,6 +38589,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2148
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t2150 * s1 - t2151 * (s2 * 6.0), mask=mask)
             t2152 = c1814 * t1452
             t2153 = c1814 * t1453
@@ -37375,7 +38607,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
                     s = g * t2159
                     vx += s
                     vlx += s * 6.0
@@ -37384,6 +38616,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 6.0
                     bz += g * t2160
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t2162 * s1 - t2163 * (s2 * 6.0), mask=mask)
         if LMAX >= 7:
             t2164 = wz * t1453
@@ -37873,7 +39107,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     s = g * t2643
                     vx += s
                     vlx += s * 7.0
@@ -37882,6 +39116,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2644
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t2646 * s1 - t2647 * (s2 * 7.0), mask=mask)
             c2648 = _norm_const(4536400259037984636, 4544749959837638345, 4535910724200800521, 933511169, 949063699, 932599340, NORMALIZATION, IS_F64)
             t2649 = t2633 * t1488
@@ -37909,7 +39145,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     s = g * t2664
                     vx += s
                     vlx += s * 7.0
@@ -37922,6 +39158,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2667
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t2669 * s1 - t2670 * (s2 * 7.0), mask=mask)
             c2671 = _norm_const(4546995276050076437, 4555164325941655638, 4546371239128230120, 953245927, 968461968, 952083567, NORMALIZATION, IS_F64)
             t2672 = t2625 * t897
@@ -37963,7 +39201,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     s = g * t2701
                     vx += s
                     vlx += s * 7.0
@@ -37976,6 +39214,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2704
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t2706 * s1 - t2707 * (s2 * 7.0), mask=mask)
             c2708 = _norm_const(4558664362017033808, 4567042949249403457, 4558196334325649070, 974981293, 990587628, 974109523, NORMALIZATION, IS_F64)
             t2709 = t2591 * t454
@@ -38017,7 +39257,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     s = g * t2738
                     vx += s
                     vlx += s * 7.0
@@ -38030,6 +39270,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2741
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t2743 * s1 - t2744 * (s2 * 7.0), mask=mask)
             c2745 = _norm_const(4571231225187021336, 4579273592739274105, 4570532692471079519, 998388900, 1013368977, 997087781, NORMALIZATION, IS_F64)
             t2746 = t2527 * t170
@@ -38071,7 +39313,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     s = g * t2775
                     vx += s
                     vlx += s * 7.0
@@ -38084,6 +39326,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2778
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t2780 * s1 - t2781 * (s2 * 7.0), mask=mask)
             c2782 = _norm_const(4583755720735588832, 4591841528822659503, 4583069706841931097, 1021717590, 1036778582, 1020439790, NORMALIZATION, IS_F64)
             t2783 = t2450 * t36
@@ -38125,7 +39369,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     s = g * t2812
                     vx += s
                     vlx += s * 7.0
@@ -38138,6 +39382,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2815
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t2817 * s1 - t2818 * (s2 * 7.0), mask=mask)
             c2819 = _norm_const(4596606966928220505, 4604767814352599197, 4595976822929749991, 1045654902, 1060855665, 1044481167, NORMALIZATION, IS_F64)
             t2820 = t2380 * x
@@ -38169,7 +39415,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
                     s = g * t2839
                     vx += s
                     vlx += s * 7.0
@@ -38182,6 +39428,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2842
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t2844 * s1 - t2845 * (s2 * 7.0), mask=mask)
             c2846 = _norm_const(4607599219877545620, 4615903601977413338, 4607182418800017408, 1066129569, 1081597686, 1065353216, NORMALIZATION, IS_F64)
             t2847 = c2846 * t2302
@@ -38195,7 +39443,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
                     s = g * t2848
                     vx += s
                     vlx += s * 7.0
@@ -38208,6 +39456,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2851
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t2853 * s1 - t2854 * (s2 * 7.0), mask=mask)
             t2855 = t2380 * z
             t2856 = t2381 * wz
@@ -38238,7 +39488,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     s = g * t2874
                     vx += s
                     vlx += s * 7.0
@@ -38251,6 +39501,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2877
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t2879 * s1 - t2880 * (s2 * 7.0), mask=mask)
             t2881 = t2450 * t31
             t2882 = t2451 * t30
@@ -38287,7 +39539,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
                     s = g * t2906
                     vx += s
                     vlx += s * 7.0
@@ -38300,6 +39552,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2909
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t2911 * s1 - t2912 * (s2 * 7.0), mask=mask)
             t2913 = t2527 * t149
             t2914 = t2528 * t148
@@ -38340,7 +39594,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
                     s = g * t2942
                     vx += s
                     vlx += s * 7.0
@@ -38353,6 +39607,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2945
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t2947 * s1 - t2948 * (s2 * 7.0), mask=mask)
             t2949 = t2591 * t425
             t2950 = t2592 * t424
@@ -38393,7 +39649,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
                     s = g * t2978
                     vx += s
                     vlx += s * 7.0
@@ -38406,6 +39662,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t2981
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t2983 * s1 - t2984 * (s2 * 7.0), mask=mask)
             t2985 = t2625 * t868
             t2986 = t2624 * t867
@@ -38446,7 +39704,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
                     s = g * t3014
                     vx += s
                     vlx += s * 7.0
@@ -38459,6 +39717,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t3017
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t3019 * s1 - t3020 * (s2 * 7.0), mask=mask)
             t3021 = t2633 * t1453
             t3022 = t2634 * t1452
@@ -38485,7 +39745,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
                     s = g * t3036
                     vx += s
                     vlx += s * 7.0
@@ -38498,6 +39758,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t3039
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t3041 * s1 - t3042 * (s2 * 7.0), mask=mask)
             t3043 = c2632 * t2192
             t3044 = c2632 * t2193
@@ -38514,7 +39776,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     s = g * t3050
                     vx += s
                     vlx += s * 7.0
@@ -38523,6 +39785,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 7.0
                     bz += g * t3051
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t3053 * s1 - t3054 * (s2 * 7.0), mask=mask)
         if LMAX >= 8:
             t3055 = wz * t2193
@@ -39086,7 +40350,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     s = g * t3608
                     vx += s
                     vlx += s * 8.0
@@ -39095,6 +40359,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3609
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t3611 * s1 - t3612 * (s2 * 8.0), mask=mask)
             c3613 = _norm_const(4519399557506167870, 4527633926884013361, 4518446988435919266, 901844895, 917182603, 900070597, NORMALIZATION, IS_F64)
             t3614 = t3598 * t2228
@@ -39122,7 +40388,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     s = g * t3629
                     vx += s
                     vlx += s * 8.0
@@ -39135,6 +40401,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3632
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t3634 * s1 - t3635 * (s2 * 8.0), mask=mask)
             c3636 = _norm_const(4530768290420533206, 4538864314069364411, 4529610996787955226, 923020810, 938100830, 920865183, NORMALIZATION, IS_F64)
             t3637 = t3590 * t1486
@@ -39176,7 +40444,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t3666
                     vx += s
                     vlx += s * 8.0
@@ -39189,6 +40457,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3669
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t3671 * s1 - t3672 * (s2 * 8.0), mask=mask)
             c3673 = _norm_const(4542659763106472900, 4550809689259249484, 4541603111615503444, 945170404, 960350825, 943202238, NORMALIZATION, IS_F64)
             t3674 = t3556 * t897
@@ -39230,7 +40500,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     s = g * t3703
                     vx += s
                     vlx += s * 8.0
@@ -39243,6 +40513,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3706
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t3708 * s1 - t3709 * (s2 * 8.0), mask=mask)
             c3710 = _norm_const(4555427525283734507, 4563661989006923314, 4554475072500988045, 968952215, 984290099, 967178133, NORMALIZATION, IS_F64)
             t3711 = t3492 * t454
@@ -39284,7 +40556,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t3740
                     vx += s
                     vlx += s * 8.0
@@ -39297,6 +40569,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3743
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t3745 * s1 - t3746 * (s2 * 8.0), mask=mask)
             c3747 = _norm_const(4568722653011060517, 4576981654304620422, 4567800444569654028, 993716320, 1009099909, 991998573, NORMALIZATION, IS_F64)
             t3748 = t3415 * t170
@@ -39338,7 +40612,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     s = g * t3777
                     vx += s
                     vlx += s * 8.0
@@ -39351,6 +40625,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3780
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t3782 * s1 - t3783 * (s2 * 8.0), mask=mask)
             c3784 = _norm_const(4582335415035402820, 4590582815668780627, 4581398907936019596, 1019072065, 1034434046, 1017327685, NORMALIZATION, IS_F64)
             t3785 = t3339 * t36
@@ -39392,7 +40668,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     s = g * t3814
                     vx += s
                     vlx += s * 8.0
@@ -39405,6 +40681,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3817
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t3819 * s1 - t3820 * (s2 * 8.0), mask=mask)
             c3821 = _norm_const(4596152242361970233, 4604364825198323380, 4595172819793696085, 1044807911, 1060105039, 1042983595, NORMALIZATION, IS_F64)
             t3822 = t3271 * x
@@ -39436,7 +40714,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     s = g * t3841
                     vx += s
                     vlx += s * 8.0
@@ -39449,6 +40727,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3844
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t3846 * s1 - t3847 * (s2 * 8.0), mask=mask)
             c3848 = _norm_const(4607916985726223019, 4616328222667173127, 4607182418800017408, 1066721454, 1082388603, 1065353216, NORMALIZATION, IS_F64)
             t3849 = c3848 * t3193
@@ -39462,7 +40742,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     s = g * t3850
                     vx += s
                     vlx += s * 8.0
@@ -39475,6 +40755,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3853
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t3855 * s1 - t3856 * (s2 * 8.0), mask=mask)
             t3857 = t3271 * z
             t3858 = t3272 * wz
@@ -39505,7 +40787,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     s = g * t3876
                     vx += s
                     vlx += s * 8.0
@@ -39518,6 +40800,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3879
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t3881 * s1 - t3882 * (s2 * 8.0), mask=mask)
             t3883 = t3339 * t31
             t3884 = t3340 * t30
@@ -39554,7 +40838,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     s = g * t3908
                     vx += s
                     vlx += s * 8.0
@@ -39567,6 +40851,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3911
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t3913 * s1 - t3914 * (s2 * 8.0), mask=mask)
             t3915 = t3415 * t149
             t3916 = t3416 * t148
@@ -39607,7 +40893,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     s = g * t3944
                     vx += s
                     vlx += s * 8.0
@@ -39620,6 +40906,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3947
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t3949 * s1 - t3950 * (s2 * 8.0), mask=mask)
             t3951 = t3492 * t425
             t3952 = t3493 * t424
@@ -39660,7 +40948,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     s = g * t3980
                     vx += s
                     vlx += s * 8.0
@@ -39673,6 +40961,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t3983
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t3985 * s1 - t3986 * (s2 * 8.0), mask=mask)
             t3987 = t3556 * t868
             t3988 = t3557 * t867
@@ -39713,7 +41003,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
                     s = g * t4016
                     vx += s
                     vlx += s * 8.0
@@ -39726,6 +41016,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4019
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t4021 * s1 - t4022 * (s2 * 8.0), mask=mask)
             t4023 = t3590 * t1457
             t4024 = t3589 * t1456
@@ -39766,7 +41058,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
                     s = g * t4052
                     vx += s
                     vlx += s * 8.0
@@ -39779,6 +41071,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4055
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t4057 * s1 - t4058 * (s2 * 8.0), mask=mask)
             t4059 = t3598 * t2193
             t4060 = t3599 * t2192
@@ -39805,7 +41099,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
                     s = g * t4074
                     vx += s
                     vlx += s * 8.0
@@ -39818,6 +41112,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4077
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 15, t4079 * s1 - t4080 * (s2 * 8.0), mask=mask)
             t4081 = c3597 * t3083
             t4082 = c3597 * t3084
@@ -39834,7 +41130,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
                     s = g * t4088
                     vx += s
                     vlx += s * 8.0
@@ -39843,6 +41139,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 8.0
                     bz += g * t4089
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 16, t4091 * s1 - t4092 * (s2 * 8.0), mask=mask)
         if LMAX >= 9:
             t4093 = wz * t3084
@@ -40487,7 +41785,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     s = g * t4727
                     vx += s
                     vlx += s * 9.0
@@ -40496,6 +41794,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4728
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t4730 * s1 - t4731 * (s2 * 9.0), mask=mask)
             c4732 = _norm_const(4501559211047671647, 4509773777988545234, 4500258217296023598, 868614660, 883915484, 866191371, NORMALIZATION, IS_F64)
             t4733 = t4717 * t3119
@@ -40523,7 +41823,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     s = g * t4748
                     vx += s
                     vlx += s * 9.0
@@ -40536,6 +41836,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4751
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t4753 * s1 - t4754 * (s2 * 9.0), mask=mask)
             c4755 = _norm_const(4513181099015095899, 4521607120436580608, 4511858863409616284, 890262114, 905956802, 887799258, NORMALIZATION, IS_F64)
             t4756 = t4709 * t2226
@@ -40577,7 +41879,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     s = g * t4785
                     vx += s
                     vlx += s * 9.0
@@ -40590,6 +41892,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4788
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t4790 * s1 - t4791 * (s2 * 9.0), mask=mask)
             c4792 = _norm_const(4525905558580781079, 4533912108589495919, 4524263134478337620, 913963267, 928876628, 910904013, NORMALIZATION, IS_F64)
             t4793 = t4675 * t1486
@@ -40631,7 +41935,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     s = g * t4822
                     vx += s
                     vlx += s * 9.0
@@ -40644,6 +41948,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4825
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t4827 * s1 - t4828 * (s2 * 9.0), mask=mask)
             c4829 = _norm_const(4539137075393395672, 4547175400181823090, 4537546805094352376, 938608887, 953581434, 935646778, NORMALIZATION, IS_F64)
             t4830 = t4611 * t897
@@ -40685,7 +41991,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     s = g * t4859
                     vx += s
                     vlx += s * 9.0
@@ -40698,6 +42004,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4862
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t4864 * s1 - t4865 * (s2 * 9.0), mask=mask)
             c4866 = _norm_const(4553038113396061287, 4561032039479934651, 4551374968907818892, 964501588, 979391436, 961403740, NORMALIZATION, IS_F64)
             t4867 = t4534 * t454
@@ -40739,7 +42047,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     s = g * t4896
                     vx += s
                     vlx += s * 9.0
@@ -40752,6 +42060,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4899
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t4901 * s1 - t4902 * (s2 * 9.0), mask=mask)
             c4903 = _norm_const(4567062450754531751, 4575363455317950469, 4565638817554592054, 990623952, 1006085778, 987972229, NORMALIZATION, IS_F64)
             t4904 = t4456 * t170
@@ -40793,7 +42103,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
                     s = g * t4933
                     vx += s
                     vlx += s * 9.0
@@ -40806,6 +42116,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4936
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t4938 * s1 - t4939 * (s2 * 9.0), mask=mask)
             c4940 = _norm_const(4581289239277012586, 4589655666542939243, 4580237502754171304, 1017123411, 1032707096, 1015164399, NORMALIZATION, IS_F64)
             t4941 = t4379 * t36
@@ -40847,7 +42159,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
                     s = g * t4970
                     vx += s
                     vlx += s * 9.0
@@ -40860,6 +42172,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t4973
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t4975 * s1 - t4976 * (s2 * 9.0), mask=mask)
             c4977 = _norm_const(4595772146633144265, 4604027974129188217, 4594538876242665105, 1044099928, 1059477605, 1041802783, NORMALIZATION, IS_F64)
             t4978 = t4309 * x
@@ -40891,7 +42205,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     s = g * t4997
                     vx += s
                     vlx += s * 9.0
@@ -40904,6 +42218,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5000
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t5002 * s1 - t5003 * (s2 * 9.0), mask=mask)
             c5004 = _norm_const(4608216547460423325, 4616593702341856761, 4607182418800017408, 1067279431, 1082883098, 1065353216, NORMALIZATION, IS_F64)
             t5005 = c5004 * t4231
@@ -40917,7 +42233,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
                     s = g * t5006
                     vx += s
                     vlx += s * 9.0
@@ -40930,6 +42246,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5009
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t5011 * s1 - t5012 * (s2 * 9.0), mask=mask)
             t5013 = t4309 * z
             t5014 = t4310 * wz
@@ -40960,7 +42278,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
                     s = g * t5032
                     vx += s
                     vlx += s * 9.0
@@ -40973,6 +42291,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5035
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t5037 * s1 - t5038 * (s2 * 9.0), mask=mask)
             t5039 = t4379 * t31
             t5040 = t4380 * t30
@@ -41009,7 +42329,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
                     s = g * t5064
                     vx += s
                     vlx += s * 9.0
@@ -41022,6 +42342,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5067
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t5069 * s1 - t5070 * (s2 * 9.0), mask=mask)
             t5071 = t4456 * t149
             t5072 = t4457 * t148
@@ -41062,7 +42384,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
                     s = g * t5100
                     vx += s
                     vlx += s * 9.0
@@ -41075,6 +42397,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5103
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t5105 * s1 - t5106 * (s2 * 9.0), mask=mask)
             t5107 = t4534 * t425
             t5108 = t4535 * t424
@@ -41115,7 +42439,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
                     s = g * t5136
                     vx += s
                     vlx += s * 9.0
@@ -41128,6 +42452,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5139
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t5141 * s1 - t5142 * (s2 * 9.0), mask=mask)
             t5143 = t4611 * t868
             t5144 = t4612 * t867
@@ -41168,7 +42494,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     s = g * t5172
                     vx += s
                     vlx += s * 9.0
@@ -41181,6 +42507,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5175
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t5177 * s1 - t5178 * (s2 * 9.0), mask=mask)
             t5179 = t4675 * t1457
             t5180 = t4676 * t1456
@@ -41221,7 +42549,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f0, other=0.0)
                     s = g * t5208
                     vx += s
                     vlx += s * 9.0
@@ -41234,6 +42562,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5211
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 15, t5213 * s1 - t5214 * (s2 * 9.0), mask=mask)
             t5215 = t4709 * t2197
             t5216 = t4708 * t2196
@@ -41274,7 +42604,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f1, other=0.0)
                     s = g * t5244
                     vx += s
                     vlx += s * 9.0
@@ -41287,6 +42617,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5247
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 16, t5249 * s1 - t5250 * (s2 * 9.0), mask=mask)
             t5251 = t4717 * t3084
             t5252 = t4718 * t3083
@@ -41313,7 +42645,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f2, other=0.0)
                     s = g * t5266
                     vx += s
                     vlx += s * 9.0
@@ -41326,6 +42658,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5269
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 17, t5271 * s1 - t5272 * (s2 * 9.0), mask=mask)
             t5273 = c4716 * t4121
             t5274 = c4716 * t4122
@@ -41342,7 +42676,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f3, other=0.0)
                     s = g * t5280
                     vx += s
                     vlx += s * 9.0
@@ -41351,6 +42685,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 9.0
                     bz += g * t5281
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 18, t5283 * s1 - t5284 * (s2 * 9.0), mask=mask)
         if LMAX >= 10:
             t5285 = wz * t4122
@@ -42073,7 +43409,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     s = g * t5997
                     vx += s
                     vlx += s * 10.0
@@ -42082,6 +43418,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t5998
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t6000 * s1 - t6001 * (s2 * 10.0), mask=mask)
             c6002 = _norm_const(4482914859596988167, 4491201098220802327, 4481479962260408858, 833886850, 849321172, 831214145, NORMALIZATION, IS_F64)
             t6003 = t5987 * t4157
@@ -42109,7 +43447,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     s = g * t6018
                     vx += s
                     vlx += s * 10.0
@@ -42122,6 +43460,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6021
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t6023 * s1 - t6024 * (s2 * 10.0), mask=mask)
             c6025 = _norm_const(4494971683929534287, 4503247064045835879, 4493139614434705469, 856344435, 871758532, 852931940, NORMALIZATION, IS_F64)
             t6026 = t5979 * t3117
@@ -42163,7 +43503,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     s = g * t6055
                     vx += s
                     vlx += s * 10.0
@@ -42176,6 +43516,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6058
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t6060 * s1 - t6061 * (s2 * 10.0), mask=mask)
             c6062 = _norm_const(4508066405982067557, 4516053017724712437, 4506035173984045415, 880735256, 895611479, 876951791, NORMALIZATION, IS_F64)
             t6063 = t5945 * t2226
@@ -42217,7 +43559,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     s = g * t6092
                     vx += s
                     vlx += s * 10.0
@@ -42230,6 +43572,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6095
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t6097 * s1 - t6098 * (s2 * 10.0), mask=mask)
             c6099 = _norm_const(4521733653375220016, 4529808482597063387, 4519759534850967124, 906192488, 921233029, 902515405, NORMALIZATION, IS_F64)
             t6100 = t5881 * t1486
@@ -42271,7 +43615,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     s = g * t6129
                     vx += s
                     vlx += s * 10.0
@@ -42284,6 +43628,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6132
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t6134 * s1 - t6135 * (s2 * 10.0), mask=mask)
             c6136 = _norm_const(4535790150195510159, 4544209264953980649, 4534114596415325722, 932374753, 948056576, 929253791, NORMALIZATION, IS_F64)
             t6137 = t5804 * t897
@@ -42325,7 +43671,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
                     s = g * t6166
                     vx += s
                     vlx += s * 10.0
@@ -42338,6 +43684,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6169
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t6171 * s1 - t6172 * (s2 * 10.0), mask=mask)
             c6173 = _norm_const(4550261615109389630, 4558571431939812777, 4548873644476451628, 959329957, 974808197, 956744660, NORMALIZATION, IS_F64)
             t6174 = t5726 * t454
@@ -42379,7 +43727,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     s = g * t6203
                     vx += s
                     vlx += s * 10.0
@@ -42392,6 +43740,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6206
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t6208 * s1 - t6209 * (s2 * 10.0), mask=mask)
             c6210 = _norm_const(4565227804896978130, 4573372037429417064, 4563510278865361201, 987206658, 1002376473, 984007516, NORMALIZATION, IS_F64)
             t6211 = t5649 * t170
@@ -42433,7 +43783,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     s = g * t6240
                     vx += s
                     vlx += s * 10.0
@@ -42446,6 +43796,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6243
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t6245 * s1 - t6246 * (s2 * 10.0), mask=mask)
             c6247 = _norm_const(4580491717810703494, 4588729742801203697, 4578633189898032980, 1015637911, 1030982429, 1012176133, NORMALIZATION, IS_F64)
             t6248 = t5571 * t36
@@ -42487,7 +43839,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     s = g * t6277
                     vx += s
                     vlx += s * 10.0
@@ -42500,6 +43852,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6280
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t6282 * s1 - t6283 * (s2 * 10.0), mask=mask)
             c6284 = _norm_const(4595448215338853279, 4603740897494190784, 4594026142289515739, 1043496559, 1058942883, 1040847741, NORMALIZATION, IS_F64)
             t6285 = t5501 * x
@@ -42531,7 +43885,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
                     s = g * t6304
                     vx += s
                     vlx += s * 10.0
@@ -42544,6 +43898,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6307
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t6309 * s1 - t6310 * (s2 * 10.0), mask=mask)
             c6311 = _norm_const(4608500715799646981, 4616845539975437957, 4607182418800017408, 1067808736, 1083352182, 1065353216, NORMALIZATION, IS_F64)
             t6312 = c6311 * t5423
@@ -42557,7 +43913,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
                     s = g * t6313
                     vx += s
                     vlx += s * 10.0
@@ -42570,6 +43926,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6316
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t6318 * s1 - t6319 * (s2 * 10.0), mask=mask)
             t6320 = t5501 * z
             t6321 = t5502 * wz
@@ -42600,7 +43958,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     s = g * t6339
                     vx += s
                     vlx += s * 10.0
@@ -42613,6 +43971,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6342
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t6344 * s1 - t6345 * (s2 * 10.0), mask=mask)
             t6346 = t5571 * t31
             t6347 = t5572 * t30
@@ -42649,7 +44009,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
                     s = g * t6371
                     vx += s
                     vlx += s * 10.0
@@ -42662,6 +44022,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6374
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t6376 * s1 - t6377 * (s2 * 10.0), mask=mask)
             t6378 = t5649 * t149
             t6379 = t5650 * t148
@@ -42702,7 +44064,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f1, other=0.0)
                     s = g * t6407
                     vx += s
                     vlx += s * 10.0
@@ -42715,6 +44077,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6410
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t6412 * s1 - t6413 * (s2 * 10.0), mask=mask)
             t6414 = t5726 * t425
             t6415 = t5727 * t424
@@ -42755,7 +44119,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f2, other=0.0)
                     s = g * t6443
                     vx += s
                     vlx += s * 10.0
@@ -42768,6 +44132,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6446
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t6448 * s1 - t6449 * (s2 * 10.0), mask=mask)
             t6450 = t5804 * t868
             t6451 = t5805 * t867
@@ -42808,7 +44174,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f3, other=0.0)
                     s = g * t6479
                     vx += s
                     vlx += s * 10.0
@@ -42821,6 +44187,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6482
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 15, t6484 * s1 - t6485 * (s2 * 10.0), mask=mask)
             t6486 = t5881 * t1457
             t6487 = t5882 * t1456
@@ -42861,7 +44229,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f4, other=0.0)
                     s = g * t6515
                     vx += s
                     vlx += s * 10.0
@@ -42874,6 +44242,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6518
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 16, t6520 * s1 - t6521 * (s2 * 10.0), mask=mask)
             t6522 = t5945 * t2197
             t6523 = t5946 * t2196
@@ -42914,7 +44284,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
                     s = g * t6551
                     vx += s
                     vlx += s * 10.0
@@ -42927,6 +44297,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6554
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 17, t6556 * s1 - t6557 * (s2 * 10.0), mask=mask)
             t6558 = t5979 * t3088
             t6559 = t5978 * t3087
@@ -42967,7 +44339,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f6, other=0.0)
                     s = g * t6587
                     vx += s
                     vlx += s * 10.0
@@ -42980,6 +44352,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6590
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 18, t6592 * s1 - t6593 * (s2 * 10.0), mask=mask)
             t6594 = t5987 * t4122
             t6595 = t5988 * t4121
@@ -43006,7 +44380,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
                     s = g * t6609
                     vx += s
                     vlx += s * 10.0
@@ -43019,6 +44393,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6612
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 19, t6614 * s1 - t6615 * (s2 * 10.0), mask=mask)
             t6616 = c5986 * t5313
             t6617 = c5986 * t5314
@@ -43035,7 +44411,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f8, other=0.0)
                     s = g * t6623
                     vx += s
                     vlx += s * 10.0
@@ -43044,6 +44420,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 10.0
                     bz += g * t6624
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 20, t6626 * s1 - t6627 * (s2 * 10.0), mask=mask)
         if LMAX >= 11:
             t6628 = wz * t5314
@@ -43839,7 +45217,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     s = g * t7413
                     vx += s
                     vlx += s * 11.0
@@ -43848,6 +45226,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7414
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t7416 * s1 - t7417 * (s2 * 11.0), mask=mask)
             c7418 = _norm_const(4463741149649663260, 4472159286700118592, 4461714105765036475, 798173032, 813853034, 794397368, NORMALIZATION, IS_F64)
             t7419 = t7403 * t5349
@@ -43875,7 +45255,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     s = g * t7434
                     vx += s
                     vlx += s * 11.0
@@ -43888,6 +45268,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7437
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t7439 * s1 - t7440 * (s2 * 11.0), mask=mask)
             c7441 = _norm_const(4475959369152122223, 4484012178556561235, 4473771339201061487, 820931239, 835930765, 816855716, NORMALIZATION, IS_F64)
             t7442 = t7395 * t4155
@@ -43929,7 +45311,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     s = g * t7471
                     vx += s
                     vlx += s * 11.0
@@ -43942,6 +45324,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7474
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t7476 * s1 - t7477 * (s2 * 11.0), mask=mask)
             c7478 = _norm_const(4489203797002068657, 4497286912257807410, 4487085246111703342, 845600908, 860656884, 841654800, NORMALIZATION, IS_F64)
             t7479 = t7361 * t3117
@@ -43983,7 +45367,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     s = g * t7508
                     vx += s
                     vlx += s * 11.0
@@ -43996,6 +45380,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7511
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t7513 * s1 - t7514 * (s2 * 11.0), mask=mask)
             c7515 = _norm_const(4503443355242017118, 4511443557305009685, 4501134717932554487, 872124152, 887025690, 867823980, NORMALIZATION, IS_F64)
             t7516 = t7297 * t2226
@@ -44037,7 +45423,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     s = g * t7545
                     vx += s
                     vlx += s * 11.0
@@ -44050,6 +45436,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7548
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t7550 * s1 - t7551 * (s2 * 11.0), mask=mask)
             c7552 = _norm_const(4517854780835828926, 4526264904204947730, 4515861428348121023, 898967524, 914632600, 895254616, NORMALIZATION, IS_F64)
             t7553 = t7220 * t1486
@@ -44091,7 +45479,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     s = g * t7582
                     vx += s
                     vlx += s * 11.0
@@ -44104,6 +45492,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7585
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t7587 * s1 - t7588 * (s2 * 11.0), mask=mask)
             c7589 = _norm_const(4532742842940619892, 4540996270838433609, 4531014750060454913, 926698701, 942071909, 923479877, NORMALIZATION, IS_F64)
             t7590 = t7142 * t897
@@ -44145,7 +45535,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     s = g * t7619
                     vx += s
                     vlx += s * 11.0
@@ -44158,6 +45548,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7622
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t7624 * s1 - t7625 * (s2 * 11.0), mask=mask)
             c7626 = _norm_const(4548392763244542879, 4556402816721367233, 4546106711242873940, 955848949, 970768837, 951590846, NORMALIZATION, IS_F64)
             t7627 = t7066 * t454
@@ -44199,7 +45591,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     s = g * t7656
                     vx += s
                     vlx += s * 11.0
@@ -44212,6 +45604,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7659
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t7661 * s1 - t7662 * (s2 * 11.0), mask=mask)
             c7663 = _norm_const(4563643355514626841, 4571967855724760359, 4562009982880581445, 984255391, 999760981, 981212997, NORMALIZATION, IS_F64)
             t7664 = t6990 * t170
@@ -44253,7 +45647,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
                     s = g * t7693
                     vx += s
                     vlx += s * 11.0
@@ -44266,6 +45660,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7696
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t7698 * s1 - t7699 * (s2 * 11.0), mask=mask)
             c7700 = _norm_const(4579573098225824187, 4587622387759365529, 4577376998634306218, 1013926849, 1028919819, 1009836295, NORMALIZATION, IS_F64)
             t7701 = t6912 * t36
@@ -44307,7 +45703,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
                     s = g * t7730
                     vx += s
                     vlx += s * 11.0
@@ -44320,6 +45716,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7733
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t7735 * s1 - t7736 * (s2 * 11.0), mask=mask)
             c7737 = _norm_const(4595167820374615840, 4603492403927122202, 4593534097349676955, 1042974283, 1058480028, 1039931236, NORMALIZATION, IS_F64)
             t7738 = t6844 * x
@@ -44351,7 +45749,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     s = g * t7757
                     vx += s
                     vlx += s * 11.0
@@ -44364,6 +45762,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7760
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t7762 * s1 - t7763 * (s2 * 11.0), mask=mask)
             c7764 = _norm_const(4608771644960547832, 4617085644692718614, 4607182418800017408, 1068313380, 1083799412, 1065353216, NORMALIZATION, IS_F64)
             t7765 = c7764 * t6766
@@ -44377,7 +45777,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
                     s = g * t7766
                     vx += s
                     vlx += s * 11.0
@@ -44390,6 +45790,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7769
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t7771 * s1 - t7772 * (s2 * 11.0), mask=mask)
             t7773 = t6844 * z
             t7774 = t6845 * wz
@@ -44420,7 +45822,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     s = g * t7792
                     vx += s
                     vlx += s * 11.0
@@ -44433,6 +45835,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7795
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t7797 * s1 - t7798 * (s2 * 11.0), mask=mask)
             t7799 = t6912 * t31
             t7800 = t6913 * t30
@@ -44469,7 +45873,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f6, other=0.0)
                     s = g * t7824
                     vx += s
                     vlx += s * 11.0
@@ -44482,6 +45886,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7827
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t7829 * s1 - t7830 * (s2 * 11.0), mask=mask)
             t7831 = t6990 * t149
             t7832 = t6991 * t148
@@ -44522,7 +45928,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f7, other=0.0)
                     s = g * t7860
                     vx += s
                     vlx += s * 11.0
@@ -44535,6 +45941,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7863
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t7865 * s1 - t7866 * (s2 * 11.0), mask=mask)
             t7867 = t7066 * t425
             t7868 = t7067 * t424
@@ -44575,7 +45983,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f8, other=0.0)
                     s = g * t7896
                     vx += s
                     vlx += s * 11.0
@@ -44588,6 +45996,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7899
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 15, t7901 * s1 - t7902 * (s2 * 11.0), mask=mask)
             t7903 = t7142 * t868
             t7904 = t7143 * t867
@@ -44628,7 +46038,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
                     s = g * t7932
                     vx += s
                     vlx += s * 11.0
@@ -44641,6 +46051,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7935
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 16, t7937 * s1 - t7938 * (s2 * 11.0), mask=mask)
             t7939 = t7220 * t1457
             t7940 = t7221 * t1456
@@ -44681,7 +46093,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f10, other=0.0)
                     s = g * t7968
                     vx += s
                     vlx += s * 11.0
@@ -44694,6 +46106,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t7971
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 17, t7973 * s1 - t7974 * (s2 * 11.0), mask=mask)
             t7975 = t7297 * t2197
             t7976 = t7298 * t2196
@@ -44734,7 +46148,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f11, other=0.0)
                     s = g * t8004
                     vx += s
                     vlx += s * 11.0
@@ -44747,6 +46161,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8007
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 18, t8009 * s1 - t8010 * (s2 * 11.0), mask=mask)
             t8011 = t7361 * t3088
             t8012 = t7362 * t3087
@@ -44787,7 +46203,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f12, other=0.0)
                     s = g * t8040
                     vx += s
                     vlx += s * 11.0
@@ -44800,6 +46216,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8043
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 19, t8045 * s1 - t8046 * (s2 * 11.0), mask=mask)
             t8047 = t7395 * t4126
             t8048 = t7394 * t4125
@@ -44840,7 +46258,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
                     s = g * t8076
                     vx += s
                     vlx += s * 11.0
@@ -44853,6 +46271,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8079
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 20, t8081 * s1 - t8082 * (s2 * 11.0), mask=mask)
             t8083 = t7403 * t5314
             t8084 = t7404 * t5313
@@ -44879,7 +46299,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 21, mask=f14, other=0.0)
                     s = g * t8098
                     vx += s
                     vlx += s * 11.0
@@ -44892,6 +46312,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8101
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 21, t8103 * s1 - t8104 * (s2 * 11.0), mask=mask)
             t8105 = c7402 * t6656
             t8106 = c7402 * t6657
@@ -44908,7 +46330,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 22, mask=f15, other=0.0)
                     s = g * t8112
                     vx += s
                     vlx += s * 11.0
@@ -44917,6 +46339,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 11.0
                     bz += g * t8113
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 22, t8115 * s1 - t8116 * (s2 * 11.0), mask=mask)
         if LMAX >= 12:
             t8117 = wz * t6657
@@ -45794,7 +47218,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 0, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     s = g * t8984
                     vx += s
                     vlx += s * 12.0
@@ -45803,6 +47227,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t8985
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t8987 * s1 - t8988 * (s2 * 12.0), mask=mask)
             c8989 = _norm_const(4443724594103707747, 4451858134339793313, 4441489874660029569, 760889292, 776039191, 756726802, NORMALIZATION, IS_F64)
             t8990 = t8974 * t6692
@@ -45830,7 +47256,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 1, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     s = g * t9005
                     vx += s
                     vlx += s * 12.0
@@ -45843,6 +47269,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9008
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 1, t9010 * s1 - t9011 * (s2 * 12.0), mask=mask)
             c9012 = _norm_const(4456066587892630006, 4464333106677714186, 4454172012306788565, 783878047, 799275638, 780349125, NORMALIZATION, IS_F64)
             t9013 = t8966 * t5347
@@ -45884,7 +47312,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 2, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t9042
                     vx += s
                     vlx += s * 12.0
@@ -45897,6 +47325,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9045
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 2, t9047 * s1 - t9048 * (s2 * 12.0), mask=mask)
             c9049 = _norm_const(4469678325446047129, 4477933360128156154, 4467754374843564436, 809231884, 824608084, 805648246, NORMALIZATION, IS_F64)
             t9050 = t8932 * t4155
@@ -45938,7 +47368,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 3, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     s = g * t9079
                     vx += s
                     vlx += s * 12.0
@@ -45951,6 +47381,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9082
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 3, t9084 * s1 - t9085 * (s2 * 12.0), mask=mask)
             c9086 = _norm_const(4484151990103663963, 4492297476586117430, 4481947827786355755, 836191185, 851363336, 832085613, NORMALIZATION, IS_F64)
             t9087 = t8868 * t3117
@@ -45992,7 +47424,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 4, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t9116
                     vx += s
                     vlx += s * 12.0
@@ -46005,6 +47437,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9119
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 4, t9121 * s1 - t9122 * (s2 * 12.0), mask=mask)
             c9123 = _norm_const(4499326153426624345, 4507486337399504772, 4496801076213487926, 864455266, 879654794, 859751944, NORMALIZATION, IS_F64)
             t9124 = t8791 * t2226
@@ -46046,7 +47480,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 5, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     s = g * t9153
                     vx += s
                     vlx += s * 12.0
@@ -46059,6 +47493,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9156
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 5, t9158 * s1 - t9159 * (s2 * 12.0), mask=mask)
             c9160 = _norm_const(4514421021443838141, 4522709425800103449, 4512558026646489538, 892571649, 908010005, 889101551, NORMALIZATION, IS_F64)
             t9161 = t8713 * t1486
@@ -46100,7 +47536,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 6, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     s = g * t9190
                     vx += s
                     vlx += s * 12.0
@@ -46113,6 +47549,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9193
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 6, t9195 * s1 - t9196 * (s2 * 12.0), mask=mask)
             c9197 = _norm_const(4530478659226311428, 4538477301890506058, 4527898887284607650, 922481330, 937379963, 917676131, NORMALIZATION, IS_F64)
             t9198 = t8636 * t897
@@ -46154,7 +47592,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 7, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     s = g * t9227
                     vx += s
                     vlx += s * 12.0
@@ -46167,6 +47605,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9230
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 7, t9232 * s1 - t9233 * (s2 * 12.0), mask=mask)
             c9234 = _norm_const(4546089580715448947, 4554361674349851811, 4544209264953980649, 951558937, 966966913, 948056576, NORMALIZATION, IS_F64)
             t9235 = t8558 * t454
@@ -46208,7 +47648,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 8, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     s = g * t9264
                     vx += s
                     vlx += s * 12.0
@@ -46221,6 +47661,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9267
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 8, t9269 * s1 - t9270 * (s2 * 12.0), mask=mask)
             c9271 = _norm_const(4562488690143433686, 4570735498584788724, 4560010484118352477, 982104659, 997465537, 977488641, NORMALIZATION, IS_F64)
             t9272 = t8481 * t170
@@ -46262,7 +47704,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 9, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     s = g * t9301
                     vx += s
                     vlx += s * 12.0
@@ -46275,6 +47717,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9304
+                    if LOAD_FENCE:
+                        f9 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 9, t9306 * s1 - t9307 * (s2 * 12.0), mask=mask)
             c9308 = _norm_const(4578572310599973119, 4586735462818676372, 4576413335207358992, 1012062737, 1027267793, 1008041332, NORMALIZATION, IS_F64)
             t9309 = t8403 * t36
@@ -46316,7 +47760,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 10, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     s = g * t9338
                     vx += s
                     vlx += s * 12.0
@@ -46329,6 +47773,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9341
+                    if LOAD_FENCE:
+                        f10 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 10, t9343 * s1 - t9344 * (s2 * 12.0), mask=mask)
             c9345 = _norm_const(4594921989485782585, 4603274541974330188, 4592823336549650963, 1042516387, 1058074228, 1038607341, NORMALIZATION, IS_F64)
             t9346 = t8333 * x
@@ -46360,7 +47806,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 11, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     s = g * t9365
                     vx += s
                     vlx += s * 12.0
@@ -46373,6 +47819,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9368
+                    if LOAD_FENCE:
+                        f11 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 11, t9370 * s1 - t9371 * (s2 * 12.0), mask=mask)
             c9372 = _norm_const(4609031029168226888, 4617315517961601024, 4607182418800017408, 1068796521, 1084227584, 1065353216, NORMALIZATION, IS_F64)
             t9373 = c9372 * t8255
@@ -46386,7 +47834,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 12, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     s = g * t9374
                     vx += s
                     vlx += s * 12.0
@@ -46399,6 +47847,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9377
+                    if LOAD_FENCE:
+                        f12 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 12, t9379 * s1 - t9380 * (s2 * 12.0), mask=mask)
             t9381 = t8333 * z
             t9382 = t8334 * wz
@@ -46429,7 +47879,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 13, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
                     s = g * t9400
                     vx += s
                     vlx += s * 12.0
@@ -46442,6 +47892,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9403
+                    if LOAD_FENCE:
+                        f13 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 13, t9405 * s1 - t9406 * (s2 * 12.0), mask=mask)
             t9407 = t8403 * t31
             t9408 = t8404 * t30
@@ -46478,7 +47930,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 14, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
                     s = g * t9432
                     vx += s
                     vlx += s * 12.0
@@ -46491,6 +47943,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9435
+                    if LOAD_FENCE:
+                        f14 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 14, t9437 * s1 - t9438 * (s2 * 12.0), mask=mask)
             t9439 = t8481 * t149
             t9440 = t8482 * t148
@@ -46531,7 +47985,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 15, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
                     s = g * t9468
                     vx += s
                     vlx += s * 12.0
@@ -46544,6 +47998,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9471
+                    if LOAD_FENCE:
+                        f15 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 15, t9473 * s1 - t9474 * (s2 * 12.0), mask=mask)
             t9475 = t8558 * t425
             t9476 = t8559 * t424
@@ -46584,7 +48040,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 16, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
                     s = g * t9504
                     vx += s
                     vlx += s * 12.0
@@ -46597,6 +48053,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9507
+                    if LOAD_FENCE:
+                        f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 16, t9509 * s1 - t9510 * (s2 * 12.0), mask=mask)
             t9511 = t8636 * t868
             t9512 = t8637 * t867
@@ -46637,7 +48095,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 17, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 17, mask=f1, other=0.0)
                     s = g * t9540
                     vx += s
                     vlx += s * 12.0
@@ -46650,6 +48108,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9543
+                    if LOAD_FENCE:
+                        f1 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 17, t9545 * s1 - t9546 * (s2 * 12.0), mask=mask)
             t9547 = t8713 * t1457
             t9548 = t8714 * t1456
@@ -46690,7 +48150,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 18, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 18, mask=f2, other=0.0)
                     s = g * t9576
                     vx += s
                     vlx += s * 12.0
@@ -46703,6 +48163,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9579
+                    if LOAD_FENCE:
+                        f2 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 18, t9581 * s1 - t9582 * (s2 * 12.0), mask=mask)
             t9583 = t8791 * t2197
             t9584 = t8792 * t2196
@@ -46743,7 +48205,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 19, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 19, mask=f3, other=0.0)
                     s = g * t9612
                     vx += s
                     vlx += s * 12.0
@@ -46756,6 +48218,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9615
+                    if LOAD_FENCE:
+                        f3 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 19, t9617 * s1 - t9618 * (s2 * 12.0), mask=mask)
             t9619 = t8868 * t3088
             t9620 = t8869 * t3087
@@ -46796,7 +48260,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 20, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 20, mask=f4, other=0.0)
                     s = g * t9648
                     vx += s
                     vlx += s * 12.0
@@ -46809,6 +48273,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9651
+                    if LOAD_FENCE:
+                        f4 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 20, t9653 * s1 - t9654 * (s2 * 12.0), mask=mask)
             t9655 = t8932 * t4126
             t9656 = t8933 * t4125
@@ -46849,7 +48315,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 21, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 21, mask=f5, other=0.0)
                     s = g * t9684
                     vx += s
                     vlx += s * 12.0
@@ -46862,6 +48328,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9687
+                    if LOAD_FENCE:
+                        f5 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 21, t9689 * s1 - t9690 * (s2 * 12.0), mask=mask)
             t9691 = t8966 * t5318
             t9692 = t8965 * t5317
@@ -46902,7 +48370,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 22, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 22, mask=f6, other=0.0)
                     s = g * t9720
                     vx += s
                     vlx += s * 12.0
@@ -46915,6 +48383,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9723
+                    if LOAD_FENCE:
+                        f6 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 22, t9725 * s1 - t9726 * (s2 * 12.0), mask=mask)
             t9727 = t8974 * t6657
             t9728 = t8975 * t6656
@@ -46941,7 +48411,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 23, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 23, mask=f7, other=0.0)
                     s = g * t9742
                     vx += s
                     vlx += s * 12.0
@@ -46954,6 +48424,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9745
+                    if LOAD_FENCE:
+                        f7 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 23, t9747 * s1 - t9748 * (s2 * 12.0), mask=mask)
             t9749 = c8973 * t8145
             t9750 = c8973 * t8146
@@ -46970,7 +48442,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 24, mask=mask, other=0.0)
+                    g = tl.load(grow + OFFS[i] + 24, mask=f8, other=0.0)
                     s = g * t9756
                     vx += s
                     vlx += s * 12.0
@@ -46979,6 +48451,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vz += s
                     vlz += s * 12.0
                     bz += g * t9757
+                    if LOAD_FENCE:
+                        f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 24, t9759 * s1 - t9760 * (s2 * 12.0), mask=mask)
 
     if NORMALIZE:

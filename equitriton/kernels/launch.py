@@ -60,7 +60,7 @@ def _full_row_block(lmax: int) -> int:
 
 
 # the switches of `config` that EQUITRITON_<NAME> = 0/1 can force, and ROW_CHUNK (an int); part of `plan`'s cache key
-_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE", "ROW_CHUNK", "LADDER")
+_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE", "ROW_CHUNK", "LADDER", "LOAD_FENCE")
 
 
 def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, dim: int | None = None) -> dict:
@@ -116,13 +116,16 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     # item 11): the double backward 2.3-4x faster from l_max 2 up; the backward faster only at float64 l_max 2, 3 and
     # 12 (3.81 -> 2.20 ms), slower at l_max 6-10, so the backward keeps the duals unless the table says otherwise
     cfg.setdefault("LADDER", False)
+    # LOAD_FENCE (derivative kernels): each grad_y load waits for the accumulators a few columns (traced duals) or one
+    # degree (ladder) back, so LLVM cannot hoist the whole row's loads to the top (render._fence)
+    cfg.setdefault("LOAD_FENCE", False)
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count (measurements, tests)
     for name in _FORCED:
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
             cfg[name] = int(forced) if name == "ROW_CHUNK" else forced == "1"
     if direction == "forward":
-        cfg["LADDER"] = False
+        cfg["LADDER"] = cfg["LOAD_FENCE"] = False
     elif not (direction == "double_backward" and cfg["LADDER"]):
         # the derivative kernels store column by column, except the ladder double backward's d(grad_y) (WIDE_IO)
         cfg["SELECT_TILE"] = cfg["WIDE_IO"] = False
@@ -178,6 +181,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         ANY_ROW=select and not full_row and pdim <= ANY_ROW_MAX and not cfg.get("LADDER", False),
         PDIM=pdim,
         LADDER=bool(cfg.get("LADDER", False)),
+        LOAD_FENCE=bool(cfg.get("LOAD_FENCE", False)),
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
