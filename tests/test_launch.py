@@ -62,6 +62,21 @@ def test_double_backward_runs_on_the_ladder_with_tiles(lmax, dtype):
     assert cfg["BLOCK"] == 32 * cfg["num_warps"]
 
 
+def test_load_fence_in_the_table_and_never_on_the_forward(monkeypatch):
+    """LOAD_FENCE (render._fence) where the fence sweep measured a gain over 5% (kernel_tuning.md item 13): the
+    float64 l_max 12 backward on the ladder, the float32 l_max 4 backward on m-major duals; the forward has no
+    grad_y loads, so a forced fence does not reach its kernel."""
+    ladder = launch.config("backward", 12, torch.float64)
+    assert ladder["LOAD_FENCE"] and ladder["LADDER"]
+    duals = launch.config("backward", 4, torch.float32)
+    assert duals["LOAD_FENCE"] and not duals["LADDER"] and duals["M_MAJOR"]
+    assert not launch.config("backward", 2, torch.float64)["LOAD_FENCE"]
+    monkeypatch.setenv("EQUITRITON_LOAD_FENCE", "1")
+    _, fwd, _ = launch.plan("forward", list(range(5)), True, 1, torch.float64)
+    _, bwd, _ = launch.plan("backward", list(range(5)), True, 1, torch.float64)
+    assert not fwd["LOAD_FENCE"] and bwd["LOAD_FENCE"]
+
+
 def test_overrides_reach_the_plan(monkeypatch):
     ls = list(range(13))
     _, base, _ = launch.plan("forward", ls, True, 1, torch.float64)
