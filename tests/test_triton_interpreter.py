@@ -292,3 +292,49 @@ def test_kernel_matches_torch_fallback(interpreter_results, case):
         assert r[name]["shape_ok"], name
         assert r[name]["finite"], name
         assert r[name]["err"] <= _tolerance(case), f"{name}: {r[name]['err']:.3g}"
+
+
+_FENCE_SCRIPT = r"""
+import json, os, torch
+from equitriton import ops
+torch.manual_seed(0)
+out = []
+for dtype in (torch.float64, torch.float32):
+    x = torch.randn(40, 3, dtype=dtype)
+    x[1] = float("nan"); x[2, 0] = float("inf"); x[3] = 0.0; x[4, 2] = -float("inf")
+    for ls in ([0, 1, 2, 3, 4], [2, 0, 9]):
+        dim = sum(2 * l + 1 for l in ls)
+        g = torch.randn(40, dim, dtype=dtype)
+        g[5, 0] = float("nan"); g[6, -1] = float("inf"); g[7, dim // 2] = float("nan")
+        w = torch.randn(40, 3, dtype=dtype)
+        for body in ({"EQUITRITON_LADDER": "1"}, {"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "1"},
+                     {"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "0"}):
+            os.environ.update(body)
+            res = []
+            for fence in ("0", "1"):
+                os.environ["EQUITRITON_LOAD_FENCE"] = fence
+                bwd = torch.ops.equitriton.sh_backward(x, g, ls, True, 1)
+                gg, gx = torch.ops.equitriton.sh_double_backward(x, g, w, ls, True, 1)
+                res.append((bwd, gg, gx))
+            same = all(torch.equal(a.view(torch.int64 if dtype == torch.float64 else torch.int32),
+                                   b.view(torch.int64 if dtype == torch.float64 else torch.int32))
+                       for a, b in zip(*res))
+            nonfinite = bool((~torch.isfinite(res[0][0])).any())
+            out.append((str(dtype), ls, body, same, nonfinite))
+print("RESULT" + json.dumps(out))
+"""
+
+
+def test_load_fence_changes_no_bit_even_for_non_finite_input():
+    """LOAD_FENCE only orders loads: its mask compares the accumulators' bits with a signaling NaN, which no
+    arithmetic returns, so the fenced kernels give bit-identical results, NaN and infinite rows included."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", _FENCE_SCRIPT], env=env, capture_output=True, text=True, timeout=900)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(lines[-1][len("RESULT") :])
+    assert len(rows) == 12
+    for dtype, ls, body, same, nonfinite in rows:
+        assert same, f"{dtype} {ls} {body}: fenced and unfenced results differ"
+        assert nonfinite, "the case must include non-finite outputs"

@@ -7,9 +7,10 @@ import triton.language as tl
 
 @triton.jit
 def _fence(v, IS_F64: tl.constexpr):
-    # LOAD_FENCE: always true (no arithmetic result carries this NaN payload), yet computed from v, so a load masked
-    # by it is not issued before v is. Without it LLVM hoists every grad_y load of the derivative kernels to the top:
-    # the whole row live in registers, spilled (docs/kernel_tuning.md item 13).
+    # LOAD_FENCE: always true (the pattern is a signaling NaN, and arithmetic only ever returns quiet ones; v is an
+    # accumulator), yet computed from v, so a load masked by it is not issued before v is. Without it LLVM hoists
+    # every grad_y load of the derivative kernels to the top: the whole row live in registers, spilled
+    # (docs/kernel_tuning.md item 13).
     if IS_F64:
         return v.to(tl.int64, bitcast=True) != 0x7FF0DEADBEEF0001
     else:
