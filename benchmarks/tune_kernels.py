@@ -136,7 +136,8 @@ def bwd_configs(lmax: int, dtype) -> list[dict]:
 LADDER_LMAXES = tuple(int(v) for v in os.environ.get("TUNE_LMAXES", "12,10,8,6,4,3,2,1").split(","))
 # TUNE_LADDER_DUAL=0 leaves the traced-dual rows out (their figures taken from an earlier run of the same table)
 LADDER_DUAL = os.environ.get("TUNE_LADDER_DUAL", "1") == "1"
-# TUNE_DIRECTIONS=double_backward sweeps one direction only (a table written from it keeps the other's entries)
+# TUNE_DIRECTIONS=double_backward (or backward) sweeps one direction only, in --sweep ladder and --sweep fence (a
+# table written from it keeps the other's entries)
 LADDER_DIRECTIONS = tuple(os.environ.get("TUNE_DIRECTIONS", "backward,double_backward").split(","))
 # The first sweep at l_max 1-4 (H200, 2026-11-30, docs/kernel_tuning.md item 11) dropped two rows: the backward at
 # 64 / 4 (slower than 32 / 1 at every point but float32 l_max 1) and the double backward's column-by-column d(grad_y)
@@ -199,7 +200,7 @@ def fence_configs(lmax: int, dtype, direction: str) -> list[dict]:
 
 def cases(sweep: str = "all"):
     if sweep == "fence":
-        for lmax, dtype, direction in itertools.product(FENCE_LMAXES, DTYPES, ("backward", "double_backward")):
+        for lmax, dtype, direction in itertools.product(FENCE_LMAXES, DTYPES, LADDER_DIRECTIONS):
             for cfg in fence_configs(lmax, dtype, direction):
                 yield lmax, dtype, direction, cfg
     if sweep == "regs":
