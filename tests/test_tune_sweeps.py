@@ -1,0 +1,79 @@
+"""benchmarks/tune_kernels.py: every sweep's configurations are launchable (meta builds, the knobs reach the kernel
+call) before any GPU time is spent on them. Nothing here runs a kernel."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SWEEPS = ("forward", "derivatives", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence")
+
+
+@pytest.fixture
+def tune(monkeypatch):
+    for name in ("TUNE_LMAXES", "TUNE_DIRECTIONS", "TUNE_LADDER_DUAL", "TUNE_SELECT_ROWS"):
+        monkeypatch.delenv(name, raising=False)
+    from benchmarks import tune_kernels
+
+    return importlib.reload(tune_kernels)
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_case_builds_its_launch_meta(tune, sweep):
+    from equitriton.kernels import launch
+
+    cases = list(tune.cases(sweep))
+    assert cases, sweep
+    for lmax, dtype, _direction, cfg in cases:
+        ls = list(range(lmax + 1))
+        offs, dim = launch.offsets(ls)
+        meta = launch.meta(ls, offs, dim, True, 1, dtype, cfg)
+        assert meta["BLOCK"] == cfg["BLOCK"] and meta["LOAD_FENCE"] == bool(cfg.get("LOAD_FENCE", False))
+
+
+def test_fence_sweep_rows(tune):
+    rows = tune.fence_configs(10, torch.float64, "backward")
+    assert rows[0]["current"] and all(r["LOAD_FENCE"] for r in rows[1:])
+    assert {r["LADDER"] for r in rows[1:]} == {True, False}
+    dbl = tune.fence_configs(10, torch.float64, "double_backward")
+    assert [bool(r.get("LOAD_FENCE")) for r in dbl] == [False, True]
+
+
+def test_direction_and_row_knobs(tune, monkeypatch):
+    monkeypatch.setenv("TUNE_DIRECTIONS", "backward")
+    monkeypatch.setenv("TUNE_LMAXES", "8")
+    monkeypatch.setenv("TUNE_SELECT_ROWS", "pieces")
+    tune = importlib.reload(tune)
+    assert {(c[0], c[2]) for c in tune.cases("fence")} == {(8, "backward")}
+    assert {c[2] for c in tune.cases("ladder")} == {"backward"}
+    select = list(tune.cases("select"))
+    assert all(c[3].get("current") or c[3].get("ROW_CHUNK") == 16 for c in select)
+
+
+def test_register_cap_reaches_the_kernel_call(tune, monkeypatch):
+    captured = {}
+
+    class FakeKernel:
+        def __getitem__(self, grid):
+            def launch_(*args, **meta):
+                captured.update(meta)
+
+            return launch_
+
+    from equitriton.kernels import launch
+
+    monkeypatch.setattr(launch.kernels, "sh_backward_kernel", FakeKernel())
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    g = torch.zeros(4, 9, dtype=torch.float64)
+    cfg = dict(BLOCK=32, num_warps=1, WIDE_IO=False, MAXNREG=168)
+    tune.kernel_call("backward", x, g, x, (g, x), [0, 1, 2], cfg)()
+    assert captured["maxnreg"] == 168 and captured["num_warps"] == 1
+    captured.clear()
+    tune.kernel_call("backward", x, g, x, (g, x), [0, 1, 2], dict(cfg, MAXNREG=0))()
+    assert "maxnreg" not in captured
