@@ -94,7 +94,8 @@ def select_configs(lmax: int, dtype) -> list[dict]:
     # from l_max 8 (81+ columns) also in column chunks (ROW_CHUNK), which bound the tile's registers
     chunked = [dict(base, ROW_CHUNK=c, BLOCK=32 * w, num_warps=w) for c in (64, 128) for w in (1, 2)]
     # the table's config with the row in power-of-two pieces of at most c columns, c in render.FORWARD_PIECES, where
-    # that is not the one tile (not measured yet, predicted from the sm_90 SASS: docs/kernel_tuning.md item 12)
+    # that is not the one tile (H200, 2026-11-30: 1.02-3.1x slower than the one tile at every point; kernel_tuning.md
+    # item 12)
     dim = (lmax + 1) ** 2
     pieces = [dict(current, ROW_CHUNK=c) for c in FORWARD_PIECES if len(pow2_pieces(dim, c)) > 1]
     if SELECT_PIECES_ONLY:
@@ -147,8 +148,8 @@ LADDER_CONFIGS = {
     "double_backward": [
         dict(BLOCK=32, num_warps=1, WIDE_IO=True, SELECT_TILE=True),
         dict(BLOCK=64, num_warps=2, WIDE_IO=True, SELECT_TILE=True),
-        # d(grad_y) in power-of-two pieces of at most ROW_CHUNK columns (render._ladder_wide_store): not measured
-        # yet; predicted from the sm_90 SASS (docs/kernel_tuning.md item 12)
+        # d(grad_y) in power-of-two pieces of at most ROW_CHUNK columns (render._ladder_wide_store): H200,
+        # 2026-11-30, faster only at float32 l_max 2 (pieces of 2), slower elsewhere (docs/kernel_tuning.md item 12)
         *(dict(BLOCK=32, num_warps=1, WIDE_IO=True, SELECT_TILE=True, ROW_CHUNK=c) for c in LADDER_PIECES),
     ],
 }

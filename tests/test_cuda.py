@@ -103,7 +103,7 @@ def test_kernels_match_cpu_fallback(device, dtype, ls):
         {"EQUITRITON_LADDER": "0"},
         {"EQUITRITON_LADDER": "1", "EQUITRITON_WIDE_IO": "0"},
         {"EQUITRITON_LADDER": "1", "EQUITRITON_WIDE_IO": "1", "EQUITRITON_SELECT_TILE": "1"},
-        # d(grad_y) tiles in power-of-two pieces (kernel_tuning.md item 12; not in the launch table)
+        # d(grad_y) tiles in power-of-two pieces (kernel_tuning.md item 12; in the launch table at float32 l_max 2 only)
         *(
             {
                 "EQUITRITON_LADDER": "1",

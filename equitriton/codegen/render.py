@@ -282,7 +282,7 @@ def _ladder_wide_store(ptr: str, values: list[str], pad: str) -> list[str]:
 
 ROW_CHUNKS = (64, 128)  # ROW_CHUNK values generated; 0 (or a chunk >= DIM) stores the row as one tile
 # ROW_CHUNK values for which the forward's whole row is also generated in power-of-two pieces of at most that many
-# columns (81 = 64 + 16 + 1 columns at 16: no padding lane; docs/kernel_tuning.md item 12)
+# columns (81 = 5 x 16 + 1 columns at 16: no padding lane; measured slower, docs/kernel_tuning.md item 12)
 FORWARD_PIECES = (16,)
 
 

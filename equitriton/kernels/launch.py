@@ -72,7 +72,7 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     through a flat index of the program's contiguous output range (no lanes masked for padding columns, vector stores
     whatever DIM is); SELECT_TILE builds the forward's tiles by selects from values held one row per thread (one
     shared-memory round trip per tile; with FULL_ROW the fastest forward at every l_max, in ROW_CHUNK-column pieces
-    for wide rows (64 or 128; 16: power-of-two pieces of at most 16 columns, not yet measured), and for other l
+    for wide rows (64 or 128; 16: power-of-two pieces of at most 16 columns, measured slower), and for other l
     sets the whole row as each l is made, meta's ANY_ROW). Measured at N = 2**22:
     per-l tiles make the forward 2-7x faster than per-column stores from l_max 2 up (8-byte stores at a stride of
     DIM leave memory sectors partially written), but the backward read g faster column by column (the rows stay in
