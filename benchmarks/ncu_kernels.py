@@ -14,12 +14,12 @@ import json
 import sys
 
 import torch
+from tune_kernels import N_BIG, kernel_call  # its folder is on sys.path, as the script's own
 
-from benchmarks.tune_kernels import N_BIG, kernel_call
 from equitriton.kernels import launch
 
 
-def run(direction: str, lmax: int, dtype: torch.dtype, cfg: dict, profiled: bool) -> None:
+def run(direction: str, lmax: int, dtype: torch.dtype, cfg: dict) -> None:
     ls = list(range(lmax + 1))
     _, dim = launch.offsets(ls)
     dev = torch.device("cuda")
@@ -31,11 +31,10 @@ def run(direction: str, lmax: int, dtype: torch.dtype, cfg: dict, profiled: bool
     with launch.compiling(direction, cfg):
         call()
     torch.cuda.synchronize()
-    if profiled:
-        torch.cuda.cudart().cudaProfilerStart()
-        call()
-        torch.cuda.synchronize()
-        torch.cuda.cudart().cudaProfilerStop()
+    torch.cuda.cudart().cudaProfilerStart()
+    call()
+    torch.cuda.synchronize()
+    torch.cuda.cudart().cudaProfilerStop()
 
 
 def main(argv: list[str]) -> None:
@@ -47,7 +46,7 @@ def main(argv: list[str]) -> None:
     ]
     for direction, lmax, dtype, cfg in specs:
         print("profiling", direction, lmax, dtype, cfg, flush=True)
-        run(direction, lmax, dtype, cfg, profiled=True)
+        run(direction, lmax, dtype, cfg)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import time
 import torch
 import triton
 import triton.testing
+from merge_tables import update_table  # its folder is on sys.path, as the script's own
 
 from equitriton.codegen.render import FORWARD_PIECES, LADDER_PIECES, pow2_pieces
 from equitriton.generated import torch_fallback
@@ -134,12 +135,13 @@ def bwd_configs(lmax: int, dtype) -> list[dict]:
 # no traced duals) against the launch table's traced-dual config; the double backward's d(grad_y) column by column
 # or as per-degree tiles built by selects (WIDE_IO + SELECT_TILE), at one or two rows per thread. High l_max first:
 # a deadline cuts the cheap points.
-LADDER_LMAXES = tuple(int(v) for v in os.environ.get("TUNE_LMAXES", "12,10,8,6,4,3,2,1").split(","))
+# TUNE_LMAXES: the l_max of --sweep ladder and --sweep fence
+SWEEP_LMAXES = tuple(int(v) for v in os.environ.get("TUNE_LMAXES", "12,10,8,6,4,3,2,1").split(","))
 # TUNE_LADDER_DUAL=0 leaves the traced-dual rows out (their figures taken from an earlier run of the same table)
 LADDER_DUAL = os.environ.get("TUNE_LADDER_DUAL", "1") == "1"
 # TUNE_DIRECTIONS=double_backward (or backward) sweeps one direction only, in --sweep ladder and --sweep fence (a
 # table written from it keeps the other's entries)
-LADDER_DIRECTIONS = tuple(os.environ.get("TUNE_DIRECTIONS", "backward,double_backward").split(","))
+SWEEP_DIRECTIONS = tuple(os.environ.get("TUNE_DIRECTIONS", "backward,double_backward").split(","))
 # The first sweep at l_max 1-4 (H200, 2026-11-30, docs/kernel_tuning.md item 11) dropped two rows: the backward at
 # 64 / 4 (slower than 32 / 1 at every point but float32 l_max 1) and the double backward's column-by-column d(grad_y)
 # (1.5-3x slower than the select tiles from l_max 2).
@@ -182,8 +184,7 @@ def regs_configs(lmax: int, dtype, direction: str) -> list[dict]:
 # --sweep fence: the derivative kernels with LOAD_FENCE (render._fence: each grad_y load waits for the accumulators
 # some columns or one degree back). Without it LLVM hoists the whole row's loads to the top: on sm_90 the backward at
 # l_max 10 float64 compiles to 255 registers and 107 spill stores; fenced, m-major duals to 82 registers and none
-# (docs/kernel_tuning.md item 13), so wider programs are swept too. High l_max first.
-FENCE_LMAXES = tuple(int(v) for v in os.environ.get("TUNE_LMAXES", "12,10,8,6,4,3,2,1").split(","))
+# (docs/kernel_tuning.md item 13), so wider programs are swept too. High l_max first (SWEEP_LMAXES).
 
 
 def fence_configs(lmax: int, dtype, direction: str) -> list[dict]:
@@ -201,7 +202,7 @@ def fence_configs(lmax: int, dtype, direction: str) -> list[dict]:
 
 def cases(sweep: str = "all"):
     if sweep == "fence":
-        for lmax, dtype, direction in itertools.product(FENCE_LMAXES, DTYPES, LADDER_DIRECTIONS):
+        for lmax, dtype, direction in itertools.product(SWEEP_LMAXES, DTYPES, SWEEP_DIRECTIONS):
             for cfg in fence_configs(lmax, dtype, direction):
                 yield lmax, dtype, direction, cfg
     if sweep == "regs":
@@ -209,7 +210,7 @@ def cases(sweep: str = "all"):
             for cfg in regs_configs(lmax, dtype, direction):
                 yield lmax, dtype, direction, cfg
     if sweep == "ladder":
-        for lmax, dtype, direction in itertools.product(LADDER_LMAXES, DTYPES, LADDER_DIRECTIONS):
+        for lmax, dtype, direction in itertools.product(SWEEP_LMAXES, DTYPES, SWEEP_DIRECTIONS):
             for cfg in ladder_configs(lmax, dtype, direction):
                 yield lmax, dtype, direction, cfg
     if sweep == "bwd":
@@ -248,22 +249,17 @@ def cases(sweep: str = "all"):
 
 def write_table(path: str, best: dict, source: str) -> None:
     """Merge measured best configs into the launch table read by equitriton/kernels/launch.py."""
-    table = {"source": [], "configs": {}}
-    if os.path.exists(path):
-        with open(path) as f:
-            table = json.load(f)
-    table["source"] = sorted(set(table["source"]) | {source})
+    configs = {}
     for (lmax, dtype, direction), rec in best.items():
-        keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "MAXNREG", "LOAD_FENCE")
+        keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "LOAD_FENCE")
         cfg = {k: rec[k] for k in keys if rec.get(k) is not None}
         cfg["FULL_ROW"] = bool(rec.get("FULL_ROW", False))
         cfg["FLAT_STORE"] = bool(rec.get("FLAT_STORE", False))
         if rec.get("SELECT_TILE"):
             cfg["SELECT_TILE"] = True
             cfg["ROW_CHUNK"] = int(rec.get("ROW_CHUNK", 0))
-        table["configs"][f"{direction}/{lmax}/{dtype}"] = cfg
-    with open(path, "w") as f:
-        json.dump(table, f, indent=1, sort_keys=True)
+        configs[f"{direction}/{lmax}/{dtype}"] = cfg
+    update_table(path, configs, [source])
 
 
 def check(lmax, dtype, direction, cfg, dev):
@@ -355,6 +351,9 @@ def main():
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
     )
     args = ap.parse_args()
+    if args.write_table and args.sweep == "regs":
+        # the launch path (launch.meta, ops) passes no register cap: a table entry would name a kernel never measured
+        ap.error("--sweep regs measures register caps that the launch path cannot apply; it does not write the table")
     dev = torch.device("cuda")
     allc = list(cases(args.sweep))
     if args.phase == "compile":

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 from merge_tables import merge  # noqa: E402
@@ -25,3 +27,10 @@ def test_later_parts_win_and_sources_are_kept(tmp_path):
     assert table["configs"]["backward/2/float64"] == {"BLOCK": 32, "LOAD_FENCE": True}
     assert table["configs"]["forward/2/float64"] == {"BLOCK": 32}
     assert table["source"] == ["old", "sweep a", "sweep b"]
+
+
+def test_a_missing_launch_table_is_not_made_from_the_parts(tmp_path):
+    part = tmp_path / "a.json"
+    part.write_text(json.dumps({"configs": {}, "source": ["sweep a"]}))
+    with pytest.raises(FileNotFoundError):
+        merge(str(tmp_path / "tuned.json"), [str(part)])

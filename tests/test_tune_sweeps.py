@@ -11,6 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # tune_kernels' sibling imports
 
 SWEEPS = ("forward", "derivatives", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence")
 
@@ -77,3 +78,13 @@ def test_register_cap_reaches_the_kernel_call(tune, monkeypatch):
     captured.clear()
     tune.kernel_call("backward", x, g, x, (g, x), [0, 1, 2], dict(cfg, MAXNREG=0))()
     assert "maxnreg" not in captured
+
+
+def test_register_cap_sweep_never_writes_the_launch_table(tune, monkeypatch, tmp_path):
+    """The launch path passes no register cap, so a table entry from --sweep regs would name an unmeasured kernel."""
+    table = tmp_path / "tuned.json"
+    argv = ["tune_kernels.py", "--phase", "time", "--sweep", "regs", "--write-table", str(table)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit):
+        tune.main()
+    assert not table.exists()
