@@ -24,6 +24,10 @@ from .harmonics import LMAX
 from .ir import Const
 from .ladder import AXES, rungs
 
+# LOAD_FENCE's mask for a grad_y load (render._fence), from the accumulators as they are where it is set; shared with
+# the traced duals' fence slots (render._number_fences)
+FENCE_MASK = "mask & _fence(vx + vy + vz, IS_F64)"
+
 
 def _coef(value) -> str:
     b64 = ", ".join(str(_bits64(v)) for v in value)
@@ -85,8 +89,7 @@ def _consumer(order: int, parts, L: int, wide_store) -> list[str]:
         lines.append(f"{pad}v{a} += a{a}")
         if order == 2:
             lines.append(f"{pad}vl{a} += a{a} * {L}.0")
-    fence = "mask & _fence(vx + vy + vz, IS_F64)"
-    lines += [f"{pad}if LOAD_FENCE:", f"{pad}    gmask = gnext", f"{pad}    gnext = {fence}"]
+    lines += [f"{pad}if LOAD_FENCE:", f"{pad}    gmask = gnext", f"{pad}    gnext = {FENCE_MASK}"]
     if order == 1:
         return lines
     values = []
@@ -126,6 +129,8 @@ def ladder_body(order: int, wide_store) -> list[str]:
             lines += ["for i in tl.static_range(len(LS)):", "    if LS[i] == 0:", *_store(["zero"], wide_store)]
         per_l[low] = lines + _consumer(order, parts, low + 1, wide_store)
     head = ["wpx = wx * s1 - x * s2", "wpy = wy * s1 - y * s2", "wpz = wz * s1 - z * s2"] if order == 2 else []
+    # LOAD_FENCE: the masks of the next degree's loads and of the one after (see _consumer)
+    head += ["gmask = mask", "gnext = mask"]
     return head + body(traced, 0, TritonTarget(), per_l, "LMAX")
 
 

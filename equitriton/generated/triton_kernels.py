@@ -4588,25 +4588,9 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
     vy = zero
     vz = zero
 
-    f0 = mask
-    f1 = mask
-    f2 = mask
-    f3 = mask
-    f4 = mask
-    f5 = mask
-    f6 = mask
-    f7 = mask
-    f8 = mask
-    f9 = mask
-    f10 = mask
-    f11 = mask
-    f12 = mask
-    f13 = mask
-    f14 = mask
-    f15 = mask
-    gmask = mask
-    gnext = mask
     if LADDER:
+        gmask = mask
+        gnext = mask
         if LMAX >= 0:
             c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
             for i in tl.static_range(len(LS)):
@@ -7244,6 +7228,22 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                         gmask = gnext
                         gnext = mask & _fence(vx + vy + vz, IS_F64)
     elif M_MAJOR:
+        f0 = mask
+        f1 = mask
+        f2 = mask
+        f3 = mask
+        f4 = mask
+        f5 = mask
+        f6 = mask
+        f7 = mask
+        f8 = mask
+        f9 = mask
+        f10 = mask
+        f11 = mask
+        f12 = mask
+        f13 = mask
+        f14 = mask
+        f15 = mask
         if LMAX >= 2:
             t1 = z + z
             t2 = z * z
@@ -12443,6 +12443,22 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     if LOAD_FENCE:
                         f8 = mask & _fence(vx + vy + vz, IS_F64)
     else:
+        f0 = mask
+        f1 = mask
+        f2 = mask
+        f3 = mask
+        f4 = mask
+        f5 = mask
+        f6 = mask
+        f7 = mask
+        f8 = mask
+        f9 = mask
+        f10 = mask
+        f11 = mask
+        f12 = mask
+        f13 = mask
+        f14 = mask
+        f15 = mask
         if LMAX >= 2:
             t1 = z + z
             t2 = z * z
@@ -17611,28 +17627,12 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         s1 = zero + 1.0
         s2 = zero
 
-    f0 = mask
-    f1 = mask
-    f2 = mask
-    f3 = mask
-    f4 = mask
-    f5 = mask
-    f6 = mask
-    f7 = mask
-    f8 = mask
-    f9 = mask
-    f10 = mask
-    f11 = mask
-    f12 = mask
-    f13 = mask
-    f14 = mask
-    f15 = mask
-    gmask = mask
-    gnext = mask
     if LADDER:
         wpx = wx * s1 - x * s2
         wpy = wy * s1 - y * s2
         wpz = wz * s1 - z * s2
+        gmask = mask
+        gnext = mask
         if LMAX >= 0:
             c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
             for i in tl.static_range(len(LS)):
@@ -22677,6 +22677,22 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                         tl.store(ggrow + OFFS[i] + 23, q23, mask=mask)
                         tl.store(ggrow + OFFS[i] + 24, q24, mask=mask)
     elif M_MAJOR:
+        f0 = mask
+        f1 = mask
+        f2 = mask
+        f3 = mask
+        f4 = mask
+        f5 = mask
+        f6 = mask
+        f7 = mask
+        f8 = mask
+        f9 = mask
+        f10 = mask
+        f11 = mask
+        f12 = mask
+        f13 = mask
+        f14 = mask
+        f15 = mask
         if LMAX >= 2:
             t1 = z + z
             t2 = wz + wz
@@ -35605,6 +35621,22 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                         f8 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, t9759 * s1 - t9760 * (s2 * 12.0), mask=mask)
     else:
+        f0 = mask
+        f1 = mask
+        f2 = mask
+        f3 = mask
+        f4 = mask
+        f5 = mask
+        f6 = mask
+        f7 = mask
+        f8 = mask
+        f9 = mask
+        f10 = mask
+        f11 = mask
+        f12 = mask
+        f13 = mask
+        f14 = mask
+        f15 = mask
         if LMAX >= 2:
             t1 = z + z
             t2 = wz + wz
