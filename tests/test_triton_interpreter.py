@@ -136,7 +136,8 @@ CASES = (
         )
     ]
     # LOAD_FENCE (each grad_y load waits for the accumulators some columns or one degree back), forced on both bodies
-    # and both statement orders: the fence must never mask a load off (a NaN payload no arithmetic makes)
+    # and both statement orders: the fence must never mask a load off (its pattern is a signaling NaN, which no
+    # arithmetic returns)
     + [
         _case(ls, True, norm, dtype, n=n, env={"EQUITRITON_LOAD_FENCE": "1", **env}, directions="bd")
         for env, ls, norm, dtype, n in (
@@ -259,10 +260,16 @@ print("JSON" + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def interpreter_results():
+def _interpreter_env() -> dict:
+    """A subprocess environment that selects the Triton interpreter and imports this checkout."""
     env = dict(os.environ, TRITON_INTERPRET="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    return env
+
+
+@pytest.fixture(scope="module")
+def interpreter_results():
+    env = _interpreter_env()
     env.pop("EQUITRITON_FLOAT32_COMPUTE", None)
     proc = subprocess.run(
         [sys.executable, "-c", _SCRIPT], input=json.dumps(CASES), env=env, capture_output=True, text=True, timeout=900
@@ -328,9 +335,9 @@ print("RESULT" + json.dumps(out))
 def test_load_fence_changes_no_bit_even_for_non_finite_input():
     """LOAD_FENCE only orders loads: its mask compares the accumulators' bits with a signaling NaN, which no
     arithmetic returns, so the fenced kernels give bit-identical results, NaN and infinite rows included."""
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", _FENCE_SCRIPT], env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FENCE_SCRIPT], env=_interpreter_env(), capture_output=True, text=True, timeout=900
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = json.loads(lines[-1][len("RESULT") :])
