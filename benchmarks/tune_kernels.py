@@ -135,11 +135,11 @@ def bwd_configs(lmax: int, dtype) -> list[dict]:
 # no traced duals) against the launch table's traced-dual config; the double backward's d(grad_y) column by column
 # or as per-degree tiles built by selects (WIDE_IO + SELECT_TILE), at one or two rows per thread. High l_max first:
 # a deadline cuts the cheap points.
-# TUNE_LMAXES: the l_max of --sweep ladder and --sweep fence
+# TUNE_LMAXES: the l_max of --sweep ladder, fence and depth
 SWEEP_LMAXES = tuple(int(v) for v in os.environ.get("TUNE_LMAXES", "12,10,8,6,4,3,2,1").split(","))
 # TUNE_LADDER_DUAL=0 leaves the traced-dual rows out (their figures taken from an earlier run of the same table)
 LADDER_DUAL = os.environ.get("TUNE_LADDER_DUAL", "1") == "1"
-# TUNE_DIRECTIONS=double_backward (or backward) sweeps one direction only, in --sweep ladder and --sweep fence (a
+# TUNE_DIRECTIONS=double_backward (or backward) sweeps one direction only, in --sweep ladder, fence and depth (a
 # table written from it keeps the other's entries)
 SWEEP_DIRECTIONS = tuple(os.environ.get("TUNE_DIRECTIONS", "backward,double_backward").split(","))
 # The first sweep at l_max 1-4 (H200, 2026-11-30, docs/kernel_tuning.md item 11) dropped two rows: the backward at
@@ -200,7 +200,29 @@ def fence_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return [current] + duals + ladder
 
 
+# --sweep depth: the fenced ladder keeping one or two degrees of grad_y loads in flight (LOAD_FENCE = 1 or 2) against
+# the table's config. The fence sweep found the one-degree fence fastest from l_max 8 in float64 (at 71-77% of copy);
+# two degrees in flight give each warp twice the loads to wait on, at about the same registers in the sm_90 SASS
+# (l_max 10 float64: 168 -> 164; float32: 168 -> 174; no spills either way).
+
+
+def depth_configs(lmax: int, dtype, direction: str) -> list[dict]:
+    current = dict(launch.config(direction, lmax, dtype), current=True)
+    ladder = [
+        dict(WIDE_IO=False, LADDER=True, BLOCK=b, num_warps=w, LOAD_FENCE=d)
+        for d in (1, 2)
+        for b, w in ((32, 1), (64, 2))
+    ]
+    if direction == "double_backward":
+        ladder = [dict(current, current=False, LOAD_FENCE=d) for d in (1, 2)]
+    return [current] + ladder
+
+
 def cases(sweep: str = "all"):
+    if sweep == "depth":
+        for lmax, dtype, direction in itertools.product(SWEEP_LMAXES, DTYPES, SWEEP_DIRECTIONS):
+            for cfg in depth_configs(lmax, dtype, direction):
+                yield lmax, dtype, direction, cfg
     if sweep == "fence":
         for lmax, dtype, direction in itertools.product(SWEEP_LMAXES, DTYPES, SWEEP_DIRECTIONS):
             for cfg in fence_configs(lmax, dtype, direction):
@@ -345,7 +367,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence")
+    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence", "depth")
     ap.add_argument("--sweep", choices=sweeps, default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"

@@ -114,8 +114,18 @@ def test_kernels_match_cpu_fallback(device, dtype, ls):
             for c in ("2", "4")
         ),
         *({"EQUITRITON_LOAD_FENCE": "1", **e} for e in ({"EQUITRITON_LADDER": "0"}, {"EQUITRITON_LADDER": "1"})),
+        {"EQUITRITON_LOAD_FENCE": "2", "EQUITRITON_LADDER": "1"},
     ],
-    ids=["dual", "ladder", "ladder-tiles", "ladder-pieces-2", "ladder-pieces-4", "dual-fence", "ladder-fence"],
+    ids=[
+        "dual",
+        "ladder",
+        "ladder-tiles",
+        "ladder-pieces-2",
+        "ladder-pieces-4",
+        "dual-fence",
+        "ladder-fence",
+        "ladder-fence-2",
+    ],
 )
 def test_derivative_bodies_match_cpu_fallback(device, dtype, env, monkeypatch):
     """Both bodies of the derivative kernels (traced duals, the derivative ladder with d(grad_y) column by column or

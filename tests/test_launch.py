@@ -63,11 +63,12 @@ def test_double_backward_runs_on_the_ladder_with_tiles(lmax, dtype):
 
 
 def test_load_fence_in_the_table_and_never_on_the_forward(monkeypatch):
-    """LOAD_FENCE (render._fence) where the fence sweep measured a gain over 5% (kernel_tuning.md item 13): the
-    float64 l_max 12 backward on the ladder, the float32 l_max 4 backward on m-major duals; the forward has no
-    grad_y loads, so a forced fence does not reach its kernel."""
-    ladder = launch.config("backward", 12, torch.float64)
-    assert ladder["LOAD_FENCE"] and ladder["LADDER"]
+    """LOAD_FENCE (render._fence) where the fence sweeps measured a gain over 5% (kernel_tuning.md item 13): the
+    backward on the ladder at float64 l_max 8, 10, 12 and float32 l_max 10, on m-major duals at float32 l_max 4; the
+    forward has no grad_y loads, so a forced fence does not reach its kernel."""
+    for lmax, dtype in ((8, torch.float64), (10, torch.float64), (12, torch.float64), (10, torch.float32)):
+        ladder = launch.config("backward", lmax, dtype)
+        assert ladder["LOAD_FENCE"] and ladder["LADDER"], (lmax, dtype)
     duals = launch.config("backward", 4, torch.float32)
     assert duals["LOAD_FENCE"] and not duals["LADDER"] and duals["M_MAJOR"]
     assert not launch.config("backward", 2, torch.float64)["LOAD_FENCE"]
@@ -75,6 +76,17 @@ def test_load_fence_in_the_table_and_never_on_the_forward(monkeypatch):
     _, fwd, _ = launch.plan("forward", list(range(5)), True, 1, torch.float64)
     _, bwd, _ = launch.plan("backward", list(range(5)), True, 1, torch.float64)
     assert not fwd["LOAD_FENCE"] and bwd["LOAD_FENCE"]
+
+
+def test_load_fence_is_a_depth(monkeypatch):
+    """EQUITRITON_LOAD_FENCE names how many degrees of loads the ladder keeps in flight: 2 reaches the kernel as 2
+    (not as True), and a depth the kernels do not build is refused by name."""
+    monkeypatch.setenv("EQUITRITON_LOAD_FENCE", "2")
+    _, bwd, _ = launch.plan("backward", list(range(5)), True, 1, torch.float64)
+    assert bwd["LOAD_FENCE"] == 2 and type(bwd["LOAD_FENCE"]) is int
+    monkeypatch.setenv("EQUITRITON_LOAD_FENCE", "3")
+    with pytest.raises(ValueError, match="LOAD_FENCE"):
+        launch.config("backward", 4, torch.float64)
 
 
 def test_overrides_reach_the_plan(monkeypatch):

@@ -145,6 +145,9 @@ CASES = (
             ({"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "0"}, [12, 5], "component", "float32", 70),
             ({"EQUITRITON_LADDER": "1"}, ALL, "integral", "float64", 37),
             ({"EQUITRITON_LADDER": "1"}, [0, 2, 10], "norm", "float32", 130),
+            # two degrees of loads in flight (the ladder's gnext2)
+            ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, ALL, "norm", "float32", 37),
+            ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, [0, 2, 10], "component", "float64", 70),
         )
     ]
     # the ladder double backward's d(grad_y) as per-degree tiles (join tree / selects; with selects also in
@@ -318,14 +321,13 @@ for dtype in (torch.float64, torch.float32):
                      {"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "0"}):
             os.environ.update(body)
             res = []
-            for fence in ("0", "1"):
+            for fence in ("0", "1", "2"):
                 os.environ["EQUITRITON_LOAD_FENCE"] = fence
                 bwd = torch.ops.equitriton.sh_backward(x, g, ls, True, 1)
                 gg, gx = torch.ops.equitriton.sh_double_backward(x, g, w, ls, True, 1)
                 res.append((bwd, gg, gx))
-            same = all(torch.equal(a.view(torch.int64 if dtype == torch.float64 else torch.int32),
-                                   b.view(torch.int64 if dtype == torch.float64 else torch.int32))
-                       for a, b in zip(*res))
+            bits = torch.int64 if dtype == torch.float64 else torch.int32
+            same = all(torch.equal(a.view(bits), b.view(bits)) for fenced in res[1:] for a, b in zip(res[0], fenced))
             nonfinite = bool((~torch.isfinite(res[0][0])).any())
             out.append((str(dtype), ls, body, same, nonfinite))
 print("RESULT" + json.dumps(out))

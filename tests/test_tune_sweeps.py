@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # tune_kernels' sibling imports
 
-SWEEPS = ("forward", "derivatives", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence")
+SWEEPS = ("forward", "derivatives", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence", "depth")
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_every_case_builds_its_launch_meta(tune, sweep):
         ls = list(range(lmax + 1))
         offs, dim = launch.offsets(ls)
         meta = launch.meta(ls, offs, dim, True, 1, dtype, cfg)
-        assert meta["BLOCK"] == cfg["BLOCK"] and meta["LOAD_FENCE"] == bool(cfg.get("LOAD_FENCE", False))
+        assert meta["BLOCK"] == cfg["BLOCK"] and meta["LOAD_FENCE"] == int(cfg.get("LOAD_FENCE", 0))
 
 
 def test_fence_sweep_rows(tune):
@@ -44,6 +44,13 @@ def test_fence_sweep_rows(tune):
     assert {r["LADDER"] for r in rows[1:]} == {True, False}
     dbl = tune.fence_configs(10, torch.float64, "double_backward")
     assert [bool(r.get("LOAD_FENCE")) for r in dbl] == [False, True]
+
+
+def test_depth_sweep_rows(tune):
+    rows = tune.depth_configs(10, torch.float32, "backward")
+    assert rows[0]["current"] and {r["LOAD_FENCE"] for r in rows[1:]} == {1, 2} and all(r["LADDER"] for r in rows[1:])
+    dbl = tune.depth_configs(10, torch.float32, "double_backward")
+    assert [r.get("LOAD_FENCE") for r in dbl[1:]] == [1, 2] and all(r["LADDER"] for r in dbl)
 
 
 def test_direction_and_row_knobs(tune, monkeypatch):

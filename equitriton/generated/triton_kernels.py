@@ -4591,6 +4591,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
     if LADDER:
         gmask = mask
         gnext = mask
+        gnext2 = mask
         if LMAX >= 0:
             c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
             for i in tl.static_range(len(LS)):
@@ -4615,7 +4616,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 1:
             c7 = _norm_const(4602473500280059034, 4610479282544200874, 4607182418800017408, 1056582172, 1071494103, 1065353216, NORMALIZATION, IS_F64)
             t8 = c7 * x
@@ -4665,7 +4670,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 2:
             t0 = z * z
             t1 = x * x
@@ -4762,7 +4771,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 3:
             t33 = z * t11
             t34 = x * t13
@@ -4893,7 +4906,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 4:
             t70 = z * t35
             t71 = x * t38
@@ -5061,7 +5078,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 5:
             t120 = z * t72
             t121 = x * t75
@@ -5264,7 +5285,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 6:
             t181 = z * t122
             t182 = x * t125
@@ -5503,7 +5528,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 7:
             t254 = z * t183
             t255 = x * t186
@@ -5778,7 +5807,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 8:
             t339 = z * t256
             t340 = x * t259
@@ -6085,7 +6118,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 9:
             t432 = z * t341
             t433 = x * t344
@@ -6431,7 +6468,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 10:
             t540 = z * t434
             t541 = x * t437
@@ -6813,7 +6854,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 11:
             t660 = z * t542
             t661 = x * t545
@@ -7226,7 +7271,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
     elif M_MAJOR:
         f0 = mask
         f1 = mask
@@ -17633,6 +17682,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         wpz = wz * s1 - z * s2
         gmask = mask
         gnext = mask
+        gnext2 = mask
         if LMAX >= 0:
             c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
             for i in tl.static_range(len(LS)):
@@ -17672,7 +17722,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 1.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * c5)
                     q1 = wpy * (ky0 * c5)
                     q2 = wpz * (kz0 * c5)
@@ -17760,7 +17814,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 2.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t10) + wpz * (kz0 * t8)
                     q1 = wpx * (kx1 * t9) + wpy * (ky0 * t8)
                     q2 = wpx * (-(kx2 * t8)) + wpy * (ky1 * t9) + wpz * (-(kz1 * t10))
@@ -17933,7 +17991,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 3.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t32) + wpz * (kz0 * t23)
                     q1 = wpx * (kx1 * t30) + wpy * (ky0 * t23) + wpz * (kz1 * t26)
                     q2 = wpx * (kx2 * t28 + kx3 * t32) + wpy * (ky1 * t26) + wpz * (-(kz2 * t23))
@@ -18174,7 +18236,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 4.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t69) + wpz * (kz0 * t55)
                     q1 = wpx * (kx1 * t67) + wpy * (ky0 * t55) + wpz * (kz1 * t58)
                     q2 = wpx * (kx2 * t65 + kx3 * t69) + wpy * (ky1 * t58) + wpz * (-(kz2 * t55) + kz3 * t61)
@@ -18482,7 +18548,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 5.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t119) + wpz * (kz0 * t100)
                     q1 = wpx * (kx1 * t117) + wpy * (ky0 * t100) + wpz * (kz1 * t103)
                     q2 = wpx * (kx2 * t115 + kx3 * t119) + wpy * (ky1 * t103) + wpz * (-(kz2 * t100) + kz3 * t106)
@@ -18857,7 +18927,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 6.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t180) + wpz * (kz0 * t156)
                     q1 = wpx * (kx1 * t178) + wpy * (ky0 * t156) + wpz * (kz1 * t159)
                     q2 = wpx * (kx2 * t176 + kx3 * t180) + wpy * (ky1 * t159) + wpz * (-(kz2 * t156) + kz3 * t162)
@@ -19298,7 +19372,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 7.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t253) + wpz * (kz0 * t224)
                     q1 = wpx * (kx1 * t251) + wpy * (ky0 * t224) + wpz * (kz1 * t227)
                     q2 = wpx * (kx2 * t249 + kx3 * t253) + wpy * (ky1 * t227) + wpz * (-(kz2 * t224) + kz3 * t230)
@@ -19807,7 +19885,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 8.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t338) + wpz * (kz0 * t304)
                     q1 = wpx * (kx1 * t336) + wpy * (ky0 * t304) + wpz * (kz1 * t307)
                     q2 = wpx * (kx2 * t334 + kx3 * t338) + wpy * (ky1 * t307) + wpz * (-(kz2 * t304) + kz3 * t310)
@@ -20378,7 +20460,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 9.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t431) + wpz * (kz0 * t392)
                     q1 = wpx * (kx1 * t429) + wpy * (ky0 * t392) + wpz * (kz1 * t395)
                     q2 = wpx * (kx2 * t427 + kx3 * t431) + wpy * (ky1 * t395) + wpz * (-(kz2 * t392) + kz3 * t398)
@@ -21020,7 +21106,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 10.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t539) + wpz * (kz0 * t495)
                     q1 = wpx * (kx1 * t537) + wpy * (ky0 * t495) + wpz * (kz1 * t498)
                     q2 = wpx * (kx2 * t535 + kx3 * t539) + wpy * (ky1 * t498) + wpz * (-(kz2 * t495) + kz3 * t501)
@@ -21728,7 +21818,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 11.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t659) + wpz * (kz0 * t610)
                     q1 = wpx * (kx1 * t657) + wpy * (ky0 * t610) + wpz * (kz1 * t613)
                     q2 = wpx * (kx2 * t655 + kx3 * t659) + wpy * (ky1 * t613) + wpz * (-(kz2 * t610) + kz3 * t616)
@@ -22499,7 +22593,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 12.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        gnext = mask & _fence(vx + vy + vz, IS_F64)
+                        if LOAD_FENCE >= 2:
+                            gnext = gnext2
+                            gnext2 = mask & _fence(vx + vy + vz, IS_F64)
+                        else:
+                            gnext = mask & _fence(vx + vy + vz, IS_F64)
                     q0 = wpx * (kx0 * t786) + wpz * (kz0 * t732)
                     q1 = wpx * (kx1 * t784) + wpy * (ky0 * t732) + wpz * (kz1 * t735)
                     q2 = wpx * (kx2 * t782 + kx3 * t786) + wpy * (ky1 * t735) + wpz * (-(kz2 * t732) + kz3 * t738)

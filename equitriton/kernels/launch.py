@@ -61,6 +61,7 @@ def _full_row_block(lmax: int) -> int:
 
 # the switches of `config` that EQUITRITON_<NAME> = 0/1 can force, and ROW_CHUNK (an int); part of `plan`'s cache key
 _FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE", "ROW_CHUNK", "LADDER", "LOAD_FENCE")
+_COUNTS = ("ROW_CHUNK", "LOAD_FENCE")
 
 
 def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, dim: int | None = None) -> dict:
@@ -116,16 +117,19 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     # item 11): the double backward 2.3-4x faster from l_max 2 up; the backward faster only at float64 l_max 2, 3 and
     # 12 (3.81 -> 2.20 ms), slower at l_max 6-10, so the backward keeps the duals unless the table says otherwise
     cfg.setdefault("LADDER", False)
-    # LOAD_FENCE (derivative kernels): each grad_y load waits for the accumulators a few columns (traced duals) or one
-    # degree (ladder) back, so LLVM cannot hoist the whole row's loads to the top (render._fence)
-    cfg.setdefault("LOAD_FENCE", False)
-    # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count (measurements, tests)
+    # LOAD_FENCE (derivative kernels): each grad_y load waits for the accumulators a few columns (traced duals) or
+    # LOAD_FENCE degrees (ladder: 1 or 2) back, so LLVM cannot hoist the whole row's loads to the top (render._fence)
+    cfg.setdefault("LOAD_FENCE", 0)
+    # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count and EQUITRITON_LOAD_FENCE a
+    # depth (measurements, tests)
     for name in _FORCED:
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
-            cfg[name] = int(forced) if name == "ROW_CHUNK" else forced == "1"
+            cfg[name] = int(forced) if name in _COUNTS else forced == "1"
+    if not 0 <= int(cfg["LOAD_FENCE"]) <= 2:
+        raise ValueError(f"LOAD_FENCE is a depth of 0, 1 or 2 degrees, got {cfg['LOAD_FENCE']!r}")
     if direction == "forward":
-        cfg["LADDER"] = cfg["LOAD_FENCE"] = False
+        cfg["LADDER"], cfg["LOAD_FENCE"] = False, 0
     elif not (direction == "double_backward" and cfg["LADDER"]):
         # the derivative kernels store column by column, except the ladder double backward's d(grad_y) (WIDE_IO)
         cfg["SELECT_TILE"] = cfg["WIDE_IO"] = False
@@ -181,7 +185,8 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         ANY_ROW=select and not full_row and pdim <= ANY_ROW_MAX and not cfg.get("LADDER", False),
         PDIM=pdim,
         LADDER=bool(cfg.get("LADDER", False)),
-        LOAD_FENCE=bool(cfg.get("LOAD_FENCE", False)),
+        # 0 (off) or how many degrees of grad_y loads the ladder keeps in flight; any depth gives the duals 16 columns
+        LOAD_FENCE=int(cfg.get("LOAD_FENCE", 0)),
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
