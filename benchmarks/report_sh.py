@@ -28,8 +28,9 @@ REPRODUCE = """\
 python benchmarks/report_sh.py --json <returned>/sh/sh_bench.json"""
 
 
-def build(json_paths: list[Path] | Path, docs: Path) -> Path:
-    """Write DOCS/performance.md, DOCS/img/sh_*.png and DOCS/data/sh_bench.json; returns the page's path."""
+def build(json_paths: list[Path] | Path, docs: Path, only: dict | None = None) -> Path:
+    """Write DOCS/performance.md, DOCS/img/sh_*.png and DOCS/data/sh_bench.json; returns the page's path. `only`
+    maps a path to the (dtype, l set) pairs kept from it (results.subset)."""
     paths = [json_paths] if isinstance(json_paths, Path) else list(json_paths)
     loaded = []
     for path in paths:
@@ -37,6 +38,8 @@ def build(json_paths: list[Path] | Path, docs: Path) -> Path:
         problems = results.validate(doc)
         if problems:
             raise SystemExit(f"{path}: not a valid sh_bench result: " + "; ".join(problems[:5]))
+        if only and path in only:
+            doc = results.subset(doc, only[path])
         loaded.append(doc)
     doc = results.merge(loaded)
     data = docs / "data" / "sh_bench.json"
@@ -60,9 +63,22 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--json", type=Path, action="append", required=True, help="sh_bench.json of benchmarks/sh_bench.py (repeatable)"
     )
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="FILE=SPEC",
+        help="keep only these (dtype, l set) pairs of the run in FILE: 'run.json=float64:l<=6 [0,2,10];float32:l<=10'",
+    )
     ap.add_argument("--docs", type=Path, default=Path(__file__).resolve().parents[1] / "docs")
     args = ap.parse_args(argv)
-    print(f"wrote {build(args.json, args.docs)}")
+    only = {}
+    for item in args.only:
+        path, sep, spec = item.partition("=")
+        if not sep or Path(path) not in args.json:
+            ap.error(f"--only {item!r}: give FILE=SPEC with FILE one of the --json files")
+        only[Path(path)] = spec
+    print(f"wrote {build(args.json, args.docs, only)}")
     return 0
 
 

@@ -367,7 +367,8 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence", "depth")
+    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence")
+    sweeps += ("depth",)
     ap.add_argument("--sweep", choices=sweeps, default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"

@@ -374,6 +374,36 @@ def test_merge_newest_ok_point_wins_and_keeps_every_runs_implementations():
     assert results.validate(json.loads(json.dumps(merged))) == []
 
 
+def test_subset_keeps_named_pairs_and_merge_keeps_peers_and_launch_counts():
+    """report_sh --only: a re-measuring run replaces only the (dtype, l set) pairs it names, and the merged page keeps
+    the peer packages of the last run that carried peers and the launch counts of the last run that counted them."""
+    old = synthetic_doc()
+    old["meta"]["peers_manifest"] = {"packages": ["x"]}
+    new = synthetic_doc()
+    new["points"] = [dict(p, ms=p["ms"] / 2) for p in new["points"] if p["status"] == "ok"]
+    pairs = sorted({(p["dtype"], p["lset"]) for p in new["points"]})
+    assert len(pairs) > 1
+    dtype, lset = pairs[0]
+    part = results.subset(new, f"{dtype}:{lset}")
+    assert part["points"] and {(p["dtype"], p["lset"]) for p in part["points"]} == {(dtype, lset)}
+    merged = results.merge([old, part])
+    assert merged["meta"]["peers_manifest"] == {"packages": ["x"]}
+    counts = [{"direction": "forward", "ls": [0, 1], "kernels": 1, "names": ["k"]}]
+    old["meta"]["launches"] = counts
+    part["meta"]["launches"] = [{"error": "the child process gave no answer"}]
+    assert results.merge([old, part])["meta"]["launches"] == counts
+    assert merged["meta"]["runs"][1]["only"] == f"{dtype}:{lset}"
+    runs = {p["run"] for p in merged["points"] if (p["dtype"], p["lset"]) != (dtype, lset)}
+    assert runs == {0}
+    assert {p["run"] for p in merged["points"] if (p["dtype"], p["lset"]) == (dtype, lset) and p["status"] == "ok"} == {
+        1
+    }
+    with pytest.raises(ValueError, match="--only"):
+        results.subset(new, "float16:l<=2")
+    with pytest.raises(ValueError, match="keeps no point"):
+        results.subset(new, f"{dtype}:l<=99")
+
+
 def test_e3nn_under_torch_compile_refuses_double_backward():
     """The reason the benchmark gives for leaving e3nn + torch.compile out of the 'training' direction still holds
     (when a torch release lifts it, this fails and the peer should be timed there)."""

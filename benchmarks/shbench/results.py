@@ -142,6 +142,24 @@ def validate(doc: dict) -> list[str]:
     return errs
 
 
+def subset(doc: dict, spec: str) -> dict:
+    """The run restricted to some (dtype, l set) pairs, spec "float64:l<=6 [0,2,10];float32:l<=10" (l sets apart by
+    spaces, since sparse ones hold commas): for a run taken to
+    re-measure what one change touched, so that merge() does not let its other points (e.g. timed while the host
+    was busy) replace earlier ones."""
+    keep = set()
+    for part in spec.split(";"):
+        dtype, _, lsets = part.partition(":")
+        if dtype.strip() not in ("float64", "float32") or not lsets.strip():
+            raise ValueError(f"--only wants 'float64:l<=6 [0,2,10];float32:...', got {part!r}")
+        keep |= {(dtype.strip(), ls) for ls in lsets.split()}
+    points = [p for p in doc["points"] if (p["dtype"], p["lset"]) in keep]
+    if not points:
+        raise ValueError(f"--only {spec!r} keeps no point of the run")
+    meta = dict(doc["meta"], only=spec)
+    return dict(doc, meta=meta, points=points)
+
+
 def merge(docs: list[dict]) -> dict:
     """Several runs as one document, oldest first. A point measured ("ok") in a later run replaces the same point
     (impl, direction, l set, dtype, N) of an earlier one; otherwise the earlier record stays. Each point gets
@@ -163,8 +181,16 @@ def merge(docs: list[dict]) -> dict:
         for name, info in (d["meta"].get("impls") or {}).items():
             impls.setdefault(name, info)
     meta["impls"] = impls
+    # the peer packages of the newest run that carried any (a run of ours alone carries none), and the launch
+    # counts of the newest run that got them (a run whose counting child timed out holds only the error)
+    manifests = [d["meta"]["peers_manifest"] for d in docs if d["meta"].get("peers_manifest")]
+    if manifests:
+        meta["peers_manifest"] = manifests[-1]
+    counted = [d["meta"]["launches"] for d in docs if any("kernels" in r for r in d["meta"].get("launches") or [])]
+    if counted:
+        meta["launches"] = counted[-1]
     meta["runs"] = [
-        {k: d["meta"].get(k) for k in ("date_utc", "command", "copy_gbps", "elapsed_s")}
+        {k: d["meta"].get(k) for k in ("date_utc", "command", "copy_gbps", "elapsed_s", "only")}
         | {"device": (d["meta"].get("device") or {}).get("name"), "finished": d.get("finished")}
         for d in docs
     ]
