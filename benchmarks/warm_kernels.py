@@ -32,6 +32,15 @@ CUDA_TESTS = [
     ([[0, 1, 2, 3, 4], [12], [5, 2, 5], [0, 1, 2, 5], [0, 2, 1, 3]], ["float64"], [(True, 1)], "fbd"),
     ([[2, 0]], ["float64"], [(True, 0)], "f"),
 ]
+# test_derivative_bodies_match_cpu_fallback's fenced bodies, forced through EQUITRITON_* (a fifth element: the
+# environments to compile under). Its float32 depth-1 ladder case compiles six kernels one after the other and was
+# the one test cut by the device call's limit in three runs (docs/kernel_tuning.md item 14).
+FENCED = [
+    {"EQUITRITON_LOAD_FENCE": "1", "EQUITRITON_LADDER": "0"},
+    {"EQUITRITON_LOAD_FENCE": "1", "EQUITRITON_LADDER": "1"},
+    {"EQUITRITON_LOAD_FENCE": "2", "EQUITRITON_LADDER": "1"},
+]
+CUDA_TESTS.append(([ALL, [12, 5], [2, 0, 9]], BOTH, [(True, 2)], "bd", FENCED))
 
 
 def parse_lset(text: str) -> list[int]:
@@ -43,7 +52,21 @@ def parse_lset(text: str) -> list[int]:
 
 
 def _compile_one(job: tuple) -> tuple[str, float, str]:
-    ls, dtype_name, normalize, normalization, directions, device = job
+    ls, dtype_name, normalize, normalization, directions, device, env = job
+    # forced launch choices for this job only: a pool process runs many jobs
+    saved = {k: os.environ.get(k) for k, _ in env}
+    os.environ.update(dict(env))
+    try:
+        return _compile(ls, dtype_name, normalize, normalization, directions, device, env)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _compile(ls, dtype_name, normalize, normalization, directions, device, env) -> tuple[str, float, str]:
     import torch
 
     import equitriton  # noqa: F401  (registers torch.ops.equitriton)
@@ -66,7 +89,19 @@ def _compile_one(job: tuple) -> tuple[str, float, str]:
     except Exception as exc:  # recorded, not raised: one bad combination must not stop the others
         status = f"{type(exc).__name__}: {exc}"
     name = f"{ls} {dtype_name} normalize={normalize} norm={normalization} {directions}"
+    name += "".join(f" {k.removeprefix('EQUITRITON_')}={v}" for k, v in env)
     return name, time.perf_counter() - t0, status
+
+
+def jobs_of(groups: list, device: str) -> list[tuple]:
+    """One job per (l set, dtype, normalize, normalization, forced environment) of the groups, the slowest (largest
+    l, with derivatives) first, so that the pool's tail is short."""
+    jobs = {
+        (tuple(ls), dt, nz, nm, dirs, device, tuple(sorted(env.items())))
+        for lsets, dtypes, pairs, dirs, *envs in groups
+        for ls, dt, (nz, nm), env in itertools.product(lsets, dtypes, pairs, envs[0] if envs else [{}])
+    }
+    return sorted(jobs, key=lambda j: (-max(j[0]), -len(j[4]), j))
 
 
 def main(argv=None) -> int:
@@ -87,13 +122,7 @@ def main(argv=None) -> int:
         groups = [([parse_lset(s) for s in args.lsets.split(";")], args.dtypes.split(","), pairs, args.directions)]
     else:
         ap.error("give --preset or --lsets")
-    jobs = {
-        (tuple(ls), dt, nz, nm, dirs, args.device)
-        for lsets, dtypes, pairs, dirs in groups
-        for ls, dt, (nz, nm) in itertools.product(lsets, dtypes, pairs)
-    }
-    # the slowest (largest l, with derivatives) first, so the pool's tail is short
-    jobs = sorted(jobs, key=lambda j: (-max(j[0]), -len(j[4]), j))
+    jobs = jobs_of(groups, args.device)
     t0 = time.perf_counter()
     failed = 0
     with mp.get_context("spawn").Pool(args.workers) as pool:

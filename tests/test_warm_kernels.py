@@ -35,3 +35,29 @@ def test_interpreter_run_compiles_and_reports(tmp_path):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "2 combinations, 0 failed" in out.stdout
+
+
+def test_forced_environments_are_those_of_the_cuda_body_test_and_last_one_job(monkeypatch):
+    """The preset's fenced jobs force what test_cuda's body test forces, and a job's EQUITRITON_* settings do not leak
+    into the next job of the same pool process."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import test_cuda
+
+    marks = test_cuda.test_derivative_bodies_match_cpu_fallback.pytestmark
+    tested = next(m.args[1] for m in marks if m.name == "parametrize" and m.args[0] == "env")
+    assert all(env in tested for env in warm_kernels.FENCED)
+    jobs = warm_kernels.jobs_of(warm_kernels.CUDA_TESTS, "cuda")
+    fenced = [j for j in jobs if j[6]]
+    assert len(fenced) == 3 * 2 * len(warm_kernels.FENCED) and len(jobs) == len(set(jobs))
+    assert max(jobs[0][0]) == 12  # the slowest compiles start first
+
+    seen = []
+    monkeypatch.setattr(warm_kernels, "_compile", lambda *a: seen.append(os.environ.get("EQUITRITON_LOAD_FENCE")))
+    monkeypatch.delenv("EQUITRITON_LOAD_FENCE", raising=False)
+    monkeypatch.setenv("EQUITRITON_LADDER", "0")
+    warm_kernels._compile_one(
+        ((1,), "float64", True, 1, "b", "cpu", (("EQUITRITON_LADDER", "1"), ("EQUITRITON_LOAD_FENCE", "2")))
+    )
+    warm_kernels._compile_one(((1,), "float64", True, 1, "b", "cpu", ()))
+    assert seen == ["2", None]
+    assert "EQUITRITON_LOAD_FENCE" not in os.environ and os.environ["EQUITRITON_LADDER"] == "0"
