@@ -275,6 +275,8 @@ def write_table(path: str, best: dict, source: str) -> None:
     for (lmax, dtype, direction), rec in best.items():
         keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "LOAD_FENCE")
         cfg = {k: rec[k] for k in keys if rec.get(k) is not None}
+        if "LOAD_FENCE" in cfg:  # a depth (launch.config), whatever the sweep row wrote
+            cfg["LOAD_FENCE"] = int(cfg["LOAD_FENCE"])
         cfg["FULL_ROW"] = bool(rec.get("FULL_ROW", False))
         cfg["FLAT_STORE"] = bool(rec.get("FLAT_STORE", False))
         if rec.get("SELECT_TILE"):

@@ -87,6 +87,12 @@ def test_load_fence_is_a_depth(monkeypatch):
     monkeypatch.setenv("EQUITRITON_LOAD_FENCE", "3")
     with pytest.raises(ValueError, match="LOAD_FENCE"):
         launch.config("backward", 4, torch.float64)
+    monkeypatch.setenv("EQUITRITON_LOAD_FENCE", "yes")
+    with pytest.raises(ValueError, match="EQUITRITON_LOAD_FENCE takes a whole number"):
+        launch.config("backward", 4, torch.float64)
+    # the table stores depths, not flags
+    fences = [c["LOAD_FENCE"] for c in launch._TABLE.values() if "LOAD_FENCE" in c]
+    assert fences and all(type(v) is int and 0 <= v <= 2 for v in fences)
 
 
 def test_overrides_reach_the_plan(monkeypatch):

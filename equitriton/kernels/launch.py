@@ -59,7 +59,8 @@ def _full_row_block(lmax: int) -> int:
     return 64 if p <= 64 else 32
 
 
-# the switches of `config` that EQUITRITON_<NAME> = 0/1 can force, and ROW_CHUNK (an int); part of `plan`'s cache key
+# the switches of `config` that EQUITRITON_<NAME> = 0/1 can force, and the two that take a count (_COUNTS: ROW_CHUNK
+# columns, LOAD_FENCE degrees); part of `plan`'s cache key
 _FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE", "ROW_CHUNK", "LADDER", "LOAD_FENCE")
 _COUNTS = ("ROW_CHUNK", "LOAD_FENCE")
 
@@ -125,6 +126,8 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     for name in _FORCED:
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
+            if name in _COUNTS and not forced.isdigit():
+                raise ValueError(f"EQUITRITON_{name} takes a whole number, got {forced!r}")
             cfg[name] = int(forced) if name in _COUNTS else forced == "1"
     if not 0 <= int(cfg["LOAD_FENCE"]) <= 2:
         raise ValueError(f"LOAD_FENCE is a depth of 0, 1 or 2 degrees, got {cfg['LOAD_FENCE']!r}")
