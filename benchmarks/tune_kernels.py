@@ -190,13 +190,13 @@ def regs_configs(lmax: int, dtype, direction: str) -> list[dict]:
 def fence_configs(lmax: int, dtype, direction: str) -> list[dict]:
     current = dict(launch.config(direction, lmax, dtype), current=True)
     if direction == "double_backward":
-        return [current, dict(current, current=False, LOAD_FENCE=True)]
+        return [current, dict(current, current=False, LOAD_FENCE=1)]
     duals = [
-        dict(WIDE_IO=False, LADDER=False, M_MAJOR=m, BLOCK=b, num_warps=w, LOAD_FENCE=True)
+        dict(WIDE_IO=False, LADDER=False, M_MAJOR=m, BLOCK=b, num_warps=w, LOAD_FENCE=1)
         for m, sizes in ((True, ((32, 1), (64, 2), (128, 4))), (False, ((32, 1), (128, 4))))
         for b, w in sizes
     ]
-    ladder = [dict(WIDE_IO=False, LADDER=True, BLOCK=b, num_warps=w, LOAD_FENCE=True) for b, w in ((32, 1), (64, 2))]
+    ladder = [dict(WIDE_IO=False, LADDER=True, BLOCK=b, num_warps=w, LOAD_FENCE=1) for b, w in ((32, 1), (64, 2))]
     return [current] + duals + ladder
 
 
@@ -208,32 +208,28 @@ def fence_configs(lmax: int, dtype, direction: str) -> list[dict]:
 
 def depth_configs(lmax: int, dtype, direction: str) -> list[dict]:
     current = dict(launch.config(direction, lmax, dtype), current=True)
+    if direction == "double_backward":
+        return [current] + [dict(current, current=False, LOAD_FENCE=d) for d in (1, 2)]
     ladder = [
         dict(WIDE_IO=False, LADDER=True, BLOCK=b, num_warps=w, LOAD_FENCE=d)
         for d in (1, 2)
         for b, w in ((32, 1), (64, 2))
     ]
-    if direction == "double_backward":
-        ladder = [dict(current, current=False, LOAD_FENCE=d) for d in (1, 2)]
     return [current] + ladder
 
 
+# the sweeps over SWEEP_LMAXES x DTYPES x SWEEP_DIRECTIONS, by the rows each takes per point
+DERIVATIVE_SWEEPS = {"ladder": ladder_configs, "fence": fence_configs, "depth": depth_configs}
+
+
 def cases(sweep: str = "all"):
-    if sweep == "depth":
+    if sweep in DERIVATIVE_SWEEPS:
         for lmax, dtype, direction in itertools.product(SWEEP_LMAXES, DTYPES, SWEEP_DIRECTIONS):
-            for cfg in depth_configs(lmax, dtype, direction):
-                yield lmax, dtype, direction, cfg
-    if sweep == "fence":
-        for lmax, dtype, direction in itertools.product(SWEEP_LMAXES, DTYPES, SWEEP_DIRECTIONS):
-            for cfg in fence_configs(lmax, dtype, direction):
+            for cfg in DERIVATIVE_SWEEPS[sweep](lmax, dtype, direction):
                 yield lmax, dtype, direction, cfg
     if sweep == "regs":
         for lmax, dtype, direction in itertools.product(REGS_LMAXES, DTYPES, ("backward", "double_backward")):
             for cfg in regs_configs(lmax, dtype, direction):
-                yield lmax, dtype, direction, cfg
-    if sweep == "ladder":
-        for lmax, dtype, direction in itertools.product(SWEEP_LMAXES, DTYPES, SWEEP_DIRECTIONS):
-            for cfg in ladder_configs(lmax, dtype, direction):
                 yield lmax, dtype, direction, cfg
     if sweep == "bwd":
         for lmax, dtype in itertools.product(BWD_LMAXES, DTYPES):
@@ -369,8 +365,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence")
-    sweeps += ("depth",)
+    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "regs", *DERIVATIVE_SWEEPS)
     ap.add_argument("--sweep", choices=sweeps, default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"

@@ -18,6 +18,8 @@ import os
 import sys
 import time
 
+from shbench.warm import env_overrides  # its folder is on sys.path, as the script's own
+
 # What tests/test_cuda.py launches, as (l sets, dtypes, (normalize, normalization) pairs, directions); kept in step
 # with it by hand: a miss only costs compile time in the test run. Normalization: 0 integral, 1 component, 2 norm.
 ALL = list(range(13))
@@ -54,16 +56,8 @@ def parse_lset(text: str) -> list[int]:
 def _compile_one(job: tuple) -> tuple[str, float, str]:
     ls, dtype_name, normalize, normalization, directions, device, env = job
     # forced launch choices for this job only: a pool process runs many jobs
-    saved = {k: os.environ.get(k) for k, _ in env}
-    os.environ.update(dict(env))
-    try:
+    with env_overrides(dict(env)):
         return _compile(ls, dtype_name, normalize, normalization, directions, device, env)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _compile(ls, dtype_name, normalize, normalization, directions, device, env) -> tuple[str, float, str]:

@@ -24,7 +24,8 @@ WORKER_ENV = {"TORCHINDUCTOR_COMPILE_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
 @contextmanager
-def _env(extra: dict):
+def env_overrides(extra: dict):
+    """os.environ with `extra` set for the block, then as it was (keys that were unset are removed again)."""
     old = {k: os.environ.get(k) for k in extra}
     os.environ.update(extra)
     try:
@@ -101,7 +102,7 @@ class WarmPool:
             return
         ctx = mp.get_context("spawn")
         self._queue = ctx.Queue()
-        with _env(WORKER_ENV):
+        with env_overrides(WORKER_ENV):
             self._pool = ctx.Pool(self.workers, initializer=_init, initargs=(*self._args, self._queue))
         for job in sorted(self.jobs.values(), key=lambda j: -j["cost"]):
             self._pool.apply_async(_run, (job,), callback=self._done)
