@@ -242,11 +242,12 @@ def sass_summary(sass: str) -> dict:
             ops[base] += 1
         elif base == "MUFU":
             ops["mufu"] += 1
-        elif base in ("LDL", "STL"):
+        elif base in ("LDL", "STL", "LDG", "STG", "LDS", "STS"):
+            # bytes per thread: a load or store of 16 bytes is one vector instruction, of 8 bytes one column
             width = 16 if ".128" in opcode else (8 if ".64" in opcode else 4)
             ops[base] += 1
             ops[base + "_bytes"] += width
-        elif base in ("LDG", "STG", "LDS", "STS", "BAR"):
+        elif base == "BAR":
             ops[base] += 1
         if base == "EXIT" and not pred:
             break

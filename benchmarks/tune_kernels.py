@@ -218,8 +218,26 @@ def depth_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return [current] + ladder
 
 
+# --sweep gytile: the derivative kernels with the grad_y row loaded as one coalesced tile and split into columns
+# (GY_TILE) against the table's config. Loaded column by column at one row per thread, a row of 128 bytes (l_max 3
+# float64; 64 bytes in float32) puts the 32 lanes of every load on one L1 bank: 16 loads x 32 wavefronts per 32 rows,
+# 512 L1 cycles against the ~350 that DRAM needs for the same rows, which predicts the 67% of copy measured at l_max
+# 3 in both dtypes (docs/kernel_tuning.md item 15). Odd row widths (l_max 2, 4, 6...) conflict at most 2-way.
+
+
+def gytile_configs(lmax: int, dtype, direction: str) -> list[dict]:
+    current = dict(launch.config(direction, lmax, dtype), current=True)
+    rows = [current, dict(current, current=False, GY_TILE=True, LOAD_FENCE=0)]
+    bodies = [dict(LADDER=True, BLOCK=b, num_warps=w) for b, w in ((32, 1), (64, 2))]
+    if direction == "backward":
+        bodies += [dict(LADDER=False, M_MAJOR=m, BLOCK=128, num_warps=4) for m in (True, False)]
+    else:  # the ladder double backward's d(grad_y) tiles, as the table holds them
+        bodies = [dict(b, WIDE_IO=True, SELECT_TILE=True) for b in bodies]
+    return rows + [{"WIDE_IO": False, "GY_TILE": True, **b} for b in bodies]
+
+
 # the sweeps over SWEEP_LMAXES x DTYPES x SWEEP_DIRECTIONS, by the rows each takes per point
-DERIVATIVE_SWEEPS = {"ladder": ladder_configs, "fence": fence_configs, "depth": depth_configs}
+DERIVATIVE_SWEEPS = {"ladder": ladder_configs, "fence": fence_configs, "depth": depth_configs, "gytile": gytile_configs}
 
 
 def cases(sweep: str = "all"):
@@ -269,7 +287,7 @@ def write_table(path: str, best: dict, source: str) -> None:
     """Merge measured best configs into the launch table read by equitriton/kernels/launch.py."""
     configs = {}
     for (lmax, dtype, direction), rec in best.items():
-        keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "LOAD_FENCE")
+        keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "LOAD_FENCE", "GY_TILE")
         cfg = {k: rec[k] for k in keys if rec.get(k) is not None}
         if "LOAD_FENCE" in cfg:  # a depth (launch.config), whatever the sweep row wrote
             cfg["LOAD_FENCE"] = int(cfg["LOAD_FENCE"])

@@ -34,15 +34,17 @@ CUDA_TESTS = [
     ([[0, 1, 2, 3, 4], [12], [5, 2, 5], [0, 1, 2, 5], [0, 2, 1, 3]], ["float64"], [(True, 1)], "fbd"),
     ([[2, 0]], ["float64"], [(True, 0)], "f"),
 ]
-# test_derivative_bodies_match_cpu_fallback's fenced bodies, forced through EQUITRITON_* (a fifth element: the
-# environments to compile under). Its float32 depth-1 ladder case compiles six kernels one after the other and was
-# the one test cut by the device call's limit in three runs (docs/kernel_tuning.md item 14).
-FENCED = [
+# test_derivative_bodies_match_cpu_fallback's forced bodies (load fences, grad_y tiles), set through EQUITRITON_* (a
+# fifth element: the environments to compile under). Its float32 depth-1 ladder case compiles six kernels one after
+# the other and was the one test cut by the device call's limit in three runs (docs/kernel_tuning.md item 14).
+FORCED = [
     {"EQUITRITON_LOAD_FENCE": "1", "EQUITRITON_LADDER": "0"},
     {"EQUITRITON_LOAD_FENCE": "1", "EQUITRITON_LADDER": "1"},
     {"EQUITRITON_LOAD_FENCE": "2", "EQUITRITON_LADDER": "1"},
+    {"EQUITRITON_GY_TILE": "1", "EQUITRITON_LADDER": "0"},
+    {"EQUITRITON_GY_TILE": "1", "EQUITRITON_LADDER": "1"},
 ]
-CUDA_TESTS.append(([ALL, [12, 5], [2, 0, 9]], BOTH, [(True, 2)], "bd", FENCED))
+CUDA_TESTS.append(([ALL, [12, 5], [2, 0, 9], [0, 1, 2, 3]], BOTH, [(True, 2)], "bd", FORCED))
 
 
 def parse_lset(text: str) -> list[int]:

@@ -115,6 +115,8 @@ def test_kernels_match_cpu_fallback(device, dtype, ls):
         ),
         *({"EQUITRITON_LOAD_FENCE": "1", **e} for e in ({"EQUITRITON_LADDER": "0"}, {"EQUITRITON_LADDER": "1"})),
         {"EQUITRITON_LOAD_FENCE": "2", "EQUITRITON_LADDER": "1"},
+        # the grad_y row as one coalesced tile split into columns (kernel_tuning.md item 15)
+        *({"EQUITRITON_GY_TILE": "1", **e} for e in ({"EQUITRITON_LADDER": "0"}, {"EQUITRITON_LADDER": "1"})),
     ],
     ids=[
         "dual",
@@ -125,15 +127,17 @@ def test_kernels_match_cpu_fallback(device, dtype, ls):
         "dual-fence",
         "ladder-fence",
         "ladder-fence-2",
+        "dual-gytile",
+        "ladder-gytile",
     ],
 )
 def test_derivative_bodies_match_cpu_fallback(device, dtype, env, monkeypatch):
     """Both bodies of the derivative kernels (traced duals, the derivative ladder with d(grad_y) column by column or
     as per-degree tiles), forced, on the device: the launch table picks per (l_max, dtype), so the one not picked
-    would otherwise go untested on the GPU."""
+    would otherwise go untested on the GPU. [0, 1, 2, 3]: a row of 16 columns, tiled by GY_TILE without padding."""
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    for ls in (ALL, [12, 5], [2, 0, 9]):
+    for ls in (ALL, [12, 5], [2, 0, 9], [0, 1, 2, 3]):
         dim = sum(2 * l + 1 for l in ls)
         x, g, w = (
             rand(700, 3, seed=6, dtype=dtype),

@@ -95,6 +95,28 @@ def test_load_fence_is_a_depth(monkeypatch):
     assert fences and all(type(v) is int and 0 <= v <= 2 for v in fences)
 
 
+def test_gy_tile_reaches_the_derivative_kernels_up_to_its_width(monkeypatch):
+    """EQUITRITON_GY_TILE=1 loads grad_y as one tile in the derivative kernels only, for rows of up to GY_TILE_MAX
+    padded columns (l_max 3: 16; [12, 5]: 36 -> 64); wider rows (l_max 8: 81 -> 128) keep their column loads. A
+    kernel with the tile runs Triton's coalesce pass (it vectorizes the tile's loads)."""
+    monkeypatch.setenv("EQUITRITON_GY_TILE", "1")
+    for direction in ("backward", "double_backward"):
+        for ls, tiled in ((list(range(4)), True), ([12, 5], True), (list(range(9)), False)):
+            cfg, meta, _ = launch.plan(direction, ls, True, 1, torch.float64)
+            assert meta["GY_TILE"] is tiled, (direction, ls)
+            assert not launch.coalesce_is_identity(direction, cfg)
+    _, fwd, _ = launch.plan("forward", list(range(4)), True, 1, torch.float64)
+    assert not fwd["GY_TILE"]
+    monkeypatch.delenv("EQUITRITON_GY_TILE")
+    # the table (H200 gytile sweep): the tile wherever the row stride is a multiple of 64 or 128 bytes
+    for key in ("backward/3/float64", "backward/3/float32", "backward/7/float32", "double_backward/3/float64"):
+        assert launch._TABLE[key]["GY_TILE"], key
+    assert not launch.config("backward", 2, torch.float64)["GY_TILE"]
+    monkeypatch.setenv("EQUITRITON_GY_TILE", "0")
+    cfg, meta, _ = launch.plan("backward", list(range(4)), True, 1, torch.float64)
+    assert not meta["GY_TILE"]
+
+
 def test_overrides_reach_the_plan(monkeypatch):
     ls = list(range(13))
     _, base, _ = launch.plan("forward", ls, True, 1, torch.float64)

@@ -150,6 +150,21 @@ CASES = (
             ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, [0, 2, 10], "component", "float64", 70),
         )
     ]
+    # GY_TILE: the grad_y row as one coalesced tile split into columns (rows of up to 64 padded columns), forced on
+    # both bodies and orders, sparse and repeated sets, masked tails; l_max 3's 16 columns are the case it is for
+    + [
+        _case(ls, True, norm, dtype, n=n, env={"EQUITRITON_GY_TILE": "1", **env}, directions="bd")
+        for env, ls, norm, dtype, n in (
+            ({"EQUITRITON_LADDER": "1"}, [0, 1, 2, 3], "component", "float64", 70),
+            ({"EQUITRITON_LADDER": "1"}, [0, 1, 2, 3], "norm", "float32", 37),
+            ({"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "1"}, [0, 1, 2, 3, 4, 5], "integral", "float64", 37),
+            ({"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "0"}, [3, 1, 3, 0], "norm", "float32", 130),
+            ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, [2, 6], "component", "float64", 37),
+            # wider than GY_TILE_MAX: column by column whatever GY_TILE says
+            ({"EQUITRITON_LADDER": "1"}, [0, 1, 2, 3, 4, 5, 6, 7, 8], "norm", "float64", 37),
+            ({"EQUITRITON_LADDER": "0"}, [0, 1], "integral", "float64", 37),
+        )
+    ]
     # the ladder double backward's d(grad_y) as per-degree tiles (join tree / selects; with selects also in
     # power-of-two pieces of at most ROW_CHUNK columns), forced
     + [

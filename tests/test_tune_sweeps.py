@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # tune_kernels' sibling imports
 
-SWEEPS = ("forward", "derivatives", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence", "depth")
+SWEEPS = ("forward", "derivatives", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence", "depth", "gytile")
 
 
 @pytest.fixture
@@ -51,6 +51,27 @@ def test_depth_sweep_rows(tune):
     assert rows[0]["current"] and {r["LOAD_FENCE"] for r in rows[1:]} == {1, 2} and all(r["LADDER"] for r in rows[1:])
     dbl = tune.depth_configs(10, torch.float32, "double_backward")
     assert [r.get("LOAD_FENCE") for r in dbl[1:]] == [1, 2] and all(r["LADDER"] for r in dbl)
+
+
+def test_gytile_sweep_rows_and_table_entry(tune, tmp_path):
+    """The table's config, then the same and four bodies with the grad_y tile (no fence: the tile is one load); a
+    measured GY_TILE row reaches the launch table as such."""
+    from equitriton.kernels import launch
+
+    rows = tune.gytile_configs(2, torch.float64, "backward")  # a point whose table entry has no tile
+    assert rows[0]["current"] and not rows[0]["GY_TILE"] and all(r["GY_TILE"] for r in rows[1:])
+    assert rows[1]["LOAD_FENCE"] == 0 and {r["LADDER"] for r in rows[2:]} == {True, False}
+    dbl = tune.gytile_configs(2, torch.float32, "double_backward")
+    assert all(r["LADDER"] and r["WIDE_IO"] and r["SELECT_TILE"] for r in dbl)
+    for r in rows + dbl:
+        meta = launch.meta([0, 1, 2, 3], (0, 1, 4, 9), 16, True, 1, torch.float64, r)
+        assert meta["GY_TILE"] is bool(r["GY_TILE"])
+    path = tmp_path / "tuned.json"
+    path.write_text('{"configs": {}, "source": []}')
+    tune.write_table(str(path), {(3, "float64", "backward"): dict(rows[2], ms=0.2)}, "test")
+    import json
+
+    assert json.loads(path.read_text())["configs"]["backward/3/float64"]["GY_TILE"] is True
 
 
 def test_direction_and_row_knobs(tune, monkeypatch):

@@ -45,10 +45,10 @@ def test_forced_environments_are_those_of_the_cuda_body_test_and_last_one_job(mo
 
     marks = test_cuda.test_derivative_bodies_match_cpu_fallback.pytestmark
     tested = next(m.args[1] for m in marks if m.name == "parametrize" and m.args[0] == "env")
-    assert all(env in tested for env in warm_kernels.FENCED)
+    assert all(env in tested for env in warm_kernels.FORCED)
     jobs = warm_kernels.jobs_of(warm_kernels.CUDA_TESTS, "cuda")
     fenced = [j for j in jobs if j[6]]
-    assert len(fenced) == 3 * 2 * len(warm_kernels.FENCED) and len(jobs) == len(set(jobs))
+    assert len(fenced) == 4 * 2 * len(warm_kernels.FORCED) and len(jobs) == len(set(jobs))
     assert max(jobs[0][0]) == 12  # the slowest compiles start first
 
     seen = []

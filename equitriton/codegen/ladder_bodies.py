@@ -29,6 +29,17 @@ from .ladder import AXES, rungs
 FENCE_MASK = "mask & _fence(vx + vy + vz, IS_F64)"
 
 
+def gy_column(name: str, column: str, fence_mask: str, pad: str) -> list[str]:
+    """Lines giving `name` the grad_y column `column` (a constexpr expression) of the program's rows: from the row
+    tile `gt` (GY_TILE) or by its own load, masked by `fence_mask` (LOAD_FENCE)."""
+    return [
+        f"{pad}if GY_TILE:",
+        f"{pad}    {name} = gt[{column}]",
+        f"{pad}else:",
+        f"{pad}    {name} = tl.load(grow + {column}, mask={fence_mask}, other=0.0)",
+    ]
+
+
 def _coef(value) -> str:
     b64 = ", ".join(str(_bits64(v)) for v in value)
     b32 = ", ".join(str(_bits32(v)) for v in value)
@@ -60,7 +71,8 @@ def _consumer(order: int, parts, L: int, wide_store) -> list[str]:
     lines = ["for i in tl.static_range(len(LS)):", f"    if LS[i] == {L}:"]
     # LOAD_FENCE = 1: degree L's loads wait for the accumulators of degree L - 2 (render._fence), one degree in
     # flight; LOAD_FENCE = 2: for those of degree L - 3, two degrees in flight
-    lines += [f"{pad}g{j} = tl.load(grow + OFFS[i] + {j}, mask=gmask, other=0.0)" for j in range(2 * L + 1)]
+    for j in range(2 * L + 1):
+        lines += gy_column(f"g{j}", f"OFFS[i] + {j}", "gmask", pad)
     rung = rungs(L)
     low = rungs(L - 1) if order == 2 and L >= 2 else None
     for a in AXES:  # k{a}{n}: the coefficients of D^L_a; h{a}{n}: those of D^{L-1}_a

@@ -100,6 +100,156 @@ def _store_rows_flat(OUT, tile, N, DIM: tl.constexpr, P: tl.constexpr, BLOCK: tl
     row0 = tl.program_id(0).to(tl.int64) * BLOCK
     tl.store(OUT + row0 * DIM + f, values, mask=inside & (row0 + r < N))
 
+@triton.jit
+def _row_columns_2(t, BLOCK: tl.constexpr):
+    t_ = tl.reshape(t, (BLOCK, 2))
+    t_0, t_1 = tl.split(t_)
+    return (t_0, t_1,)
+
+@triton.jit
+def _row_columns_4(t, BLOCK: tl.constexpr):
+    t_ = tl.reshape(t, (BLOCK, 2, 2))
+    t_0, t_1 = tl.split(t_)
+    t_00, t_01 = tl.split(t_0)
+    t_10, t_11 = tl.split(t_1)
+    return (t_00, t_10, t_01, t_11,)
+
+@triton.jit
+def _row_columns_8(t, BLOCK: tl.constexpr):
+    t_ = tl.reshape(t, (BLOCK, 2, 2, 2))
+    t_0, t_1 = tl.split(t_)
+    t_00, t_01 = tl.split(t_0)
+    t_10, t_11 = tl.split(t_1)
+    t_000, t_001 = tl.split(t_00)
+    t_010, t_011 = tl.split(t_01)
+    t_100, t_101 = tl.split(t_10)
+    t_110, t_111 = tl.split(t_11)
+    return (t_000, t_100, t_010, t_110, t_001, t_101, t_011, t_111,)
+
+@triton.jit
+def _row_columns_16(t, BLOCK: tl.constexpr):
+    t_ = tl.reshape(t, (BLOCK, 2, 2, 2, 2))
+    t_0, t_1 = tl.split(t_)
+    t_00, t_01 = tl.split(t_0)
+    t_10, t_11 = tl.split(t_1)
+    t_000, t_001 = tl.split(t_00)
+    t_010, t_011 = tl.split(t_01)
+    t_100, t_101 = tl.split(t_10)
+    t_110, t_111 = tl.split(t_11)
+    t_0000, t_0001 = tl.split(t_000)
+    t_0010, t_0011 = tl.split(t_001)
+    t_0100, t_0101 = tl.split(t_010)
+    t_0110, t_0111 = tl.split(t_011)
+    t_1000, t_1001 = tl.split(t_100)
+    t_1010, t_1011 = tl.split(t_101)
+    t_1100, t_1101 = tl.split(t_110)
+    t_1110, t_1111 = tl.split(t_111)
+    return (t_0000, t_1000, t_0100, t_1100, t_0010, t_1010, t_0110, t_1110, t_0001, t_1001, t_0101, t_1101, t_0011, t_1011, t_0111, t_1111,)
+
+@triton.jit
+def _row_columns_32(t, BLOCK: tl.constexpr):
+    t_ = tl.reshape(t, (BLOCK, 2, 2, 2, 2, 2))
+    t_0, t_1 = tl.split(t_)
+    t_00, t_01 = tl.split(t_0)
+    t_10, t_11 = tl.split(t_1)
+    t_000, t_001 = tl.split(t_00)
+    t_010, t_011 = tl.split(t_01)
+    t_100, t_101 = tl.split(t_10)
+    t_110, t_111 = tl.split(t_11)
+    t_0000, t_0001 = tl.split(t_000)
+    t_0010, t_0011 = tl.split(t_001)
+    t_0100, t_0101 = tl.split(t_010)
+    t_0110, t_0111 = tl.split(t_011)
+    t_1000, t_1001 = tl.split(t_100)
+    t_1010, t_1011 = tl.split(t_101)
+    t_1100, t_1101 = tl.split(t_110)
+    t_1110, t_1111 = tl.split(t_111)
+    t_00000, t_00001 = tl.split(t_0000)
+    t_00010, t_00011 = tl.split(t_0001)
+    t_00100, t_00101 = tl.split(t_0010)
+    t_00110, t_00111 = tl.split(t_0011)
+    t_01000, t_01001 = tl.split(t_0100)
+    t_01010, t_01011 = tl.split(t_0101)
+    t_01100, t_01101 = tl.split(t_0110)
+    t_01110, t_01111 = tl.split(t_0111)
+    t_10000, t_10001 = tl.split(t_1000)
+    t_10010, t_10011 = tl.split(t_1001)
+    t_10100, t_10101 = tl.split(t_1010)
+    t_10110, t_10111 = tl.split(t_1011)
+    t_11000, t_11001 = tl.split(t_1100)
+    t_11010, t_11011 = tl.split(t_1101)
+    t_11100, t_11101 = tl.split(t_1110)
+    t_11110, t_11111 = tl.split(t_1111)
+    return (t_00000, t_10000, t_01000, t_11000, t_00100, t_10100, t_01100, t_11100, t_00010, t_10010, t_01010, t_11010, t_00110, t_10110, t_01110, t_11110, t_00001, t_10001, t_01001, t_11001, t_00101, t_10101, t_01101, t_11101, t_00011, t_10011, t_01011, t_11011, t_00111, t_10111, t_01111, t_11111,)
+
+@triton.jit
+def _row_columns_64(t, BLOCK: tl.constexpr):
+    t_ = tl.reshape(t, (BLOCK, 2, 2, 2, 2, 2, 2))
+    t_0, t_1 = tl.split(t_)
+    t_00, t_01 = tl.split(t_0)
+    t_10, t_11 = tl.split(t_1)
+    t_000, t_001 = tl.split(t_00)
+    t_010, t_011 = tl.split(t_01)
+    t_100, t_101 = tl.split(t_10)
+    t_110, t_111 = tl.split(t_11)
+    t_0000, t_0001 = tl.split(t_000)
+    t_0010, t_0011 = tl.split(t_001)
+    t_0100, t_0101 = tl.split(t_010)
+    t_0110, t_0111 = tl.split(t_011)
+    t_1000, t_1001 = tl.split(t_100)
+    t_1010, t_1011 = tl.split(t_101)
+    t_1100, t_1101 = tl.split(t_110)
+    t_1110, t_1111 = tl.split(t_111)
+    t_00000, t_00001 = tl.split(t_0000)
+    t_00010, t_00011 = tl.split(t_0001)
+    t_00100, t_00101 = tl.split(t_0010)
+    t_00110, t_00111 = tl.split(t_0011)
+    t_01000, t_01001 = tl.split(t_0100)
+    t_01010, t_01011 = tl.split(t_0101)
+    t_01100, t_01101 = tl.split(t_0110)
+    t_01110, t_01111 = tl.split(t_0111)
+    t_10000, t_10001 = tl.split(t_1000)
+    t_10010, t_10011 = tl.split(t_1001)
+    t_10100, t_10101 = tl.split(t_1010)
+    t_10110, t_10111 = tl.split(t_1011)
+    t_11000, t_11001 = tl.split(t_1100)
+    t_11010, t_11011 = tl.split(t_1101)
+    t_11100, t_11101 = tl.split(t_1110)
+    t_11110, t_11111 = tl.split(t_1111)
+    t_000000, t_000001 = tl.split(t_00000)
+    t_000010, t_000011 = tl.split(t_00001)
+    t_000100, t_000101 = tl.split(t_00010)
+    t_000110, t_000111 = tl.split(t_00011)
+    t_001000, t_001001 = tl.split(t_00100)
+    t_001010, t_001011 = tl.split(t_00101)
+    t_001100, t_001101 = tl.split(t_00110)
+    t_001110, t_001111 = tl.split(t_00111)
+    t_010000, t_010001 = tl.split(t_01000)
+    t_010010, t_010011 = tl.split(t_01001)
+    t_010100, t_010101 = tl.split(t_01010)
+    t_010110, t_010111 = tl.split(t_01011)
+    t_011000, t_011001 = tl.split(t_01100)
+    t_011010, t_011011 = tl.split(t_01101)
+    t_011100, t_011101 = tl.split(t_01110)
+    t_011110, t_011111 = tl.split(t_01111)
+    t_100000, t_100001 = tl.split(t_10000)
+    t_100010, t_100011 = tl.split(t_10001)
+    t_100100, t_100101 = tl.split(t_10010)
+    t_100110, t_100111 = tl.split(t_10011)
+    t_101000, t_101001 = tl.split(t_10100)
+    t_101010, t_101011 = tl.split(t_10101)
+    t_101100, t_101101 = tl.split(t_10110)
+    t_101110, t_101111 = tl.split(t_10111)
+    t_110000, t_110001 = tl.split(t_11000)
+    t_110010, t_110011 = tl.split(t_11001)
+    t_110100, t_110101 = tl.split(t_11010)
+    t_110110, t_110111 = tl.split(t_11011)
+    t_111000, t_111001 = tl.split(t_11100)
+    t_111010, t_111011 = tl.split(t_11101)
+    t_111100, t_111101 = tl.split(t_11110)
+    t_111110, t_111111 = tl.split(t_11111)
+    return (t_000000, t_100000, t_010000, t_110000, t_001000, t_101000, t_011000, t_111000, t_000100, t_100100, t_010100, t_110100, t_001100, t_101100, t_011100, t_111100, t_000010, t_100010, t_010010, t_110010, t_001010, t_101010, t_011010, t_111010, t_000110, t_100110, t_010110, t_110110, t_001110, t_101110, t_011110, t_111110, t_000001, t_100001, t_010001, t_110001, t_001001, t_101001, t_011001, t_111001, t_000101, t_100101, t_010101, t_110101, t_001101, t_101101, t_011101, t_111101, t_000011, t_100011, t_010011, t_110011, t_001011, t_101011, t_011011, t_111011, t_000111, t_100111, t_010111, t_110111, t_001111, t_101111, t_011111, t_111111,)
+
 
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c"])
 def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
@@ -107,7 +257,7 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
         ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
-        BLOCK: tl.constexpr):
+        GY_TILE: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
@@ -4576,7 +4726,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
         ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
-        BLOCK: tl.constexpr):
+        GY_TILE: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
@@ -4588,6 +4738,25 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
     vy = zero
     vz = zero
 
+    if GY_TILE:
+        cg = tl.arange(0, PDIM)
+        if PDIM == DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
+            gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None], other=0.0)
+        else:
+            gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None] & (cg < DIM)[None, :], other=0.0)
+        if PDIM == 2:
+            gt = _row_columns_2(gtile, BLOCK)
+        elif PDIM == 4:
+            gt = _row_columns_4(gtile, BLOCK)
+        elif PDIM == 8:
+            gt = _row_columns_8(gtile, BLOCK)
+        elif PDIM == 16:
+            gt = _row_columns_16(gtile, BLOCK)
+        elif PDIM == 32:
+            gt = _row_columns_32(gtile, BLOCK)
+        elif PDIM == 64:
+            gt = _row_columns_64(gtile, BLOCK)
+
     if LADDER:
         gmask = mask
         gnext = mask
@@ -4596,9 +4765,18 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
                     kx0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
                     ky0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
                     kz0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
@@ -4628,11 +4806,26 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t10 = c7 * z
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
                     kx0 = _norm_const(4612217596255138984, 4612217596255138984, 4610479282544200874, 1074731965, 1074731965, 1071494103, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4612217596255138984, 4612217596255138984, 4610479282544200874, 1074731965, 1074731965, 1071494103, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4608492941290910865, 4608492941290910865, 4607182418800017408, 1067794254, 1067794254, 1065353216, NORMALIZATION, IS_F64)
@@ -4705,13 +4898,34 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t32 = c21 * t31
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
                     kx0 = _norm_const(4614479084148626020, 4614479084148626020, 4613349226564724111, 1078944314, 1078944314, 1076839791, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4613140121109330154, 4613140121109330154, 4612217596255138984, 1076450301, 1076450301, 1074731965, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4613708754691439831, 4613708754691439831, 4612698179346440494, 1077509464, 1077509464, 1075627121, NORMALIZATION, IS_F64)
@@ -4816,15 +5030,42 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t69 = c53 * t68
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
                     kx0 = _norm_const(4616462807181782233, 4616462807181782233, 4615607882206429001, 1082639286, 1082639286, 1081046865, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4615456059619652038, 4615456059619652038, 4614479084148626020, 1080764073, 1080764073, 1078944314, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4614174921540827147, 4614174921540827147, 4613349226564724111, 1078377767, 1078377767, 1076839791, NORMALIZATION, IS_F64)
@@ -4964,17 +5205,50 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t119 = c98 * t118
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
                     kx0 = _norm_const(4617590287349640371, 4617590287349640371, 4617026630611879038, 1084739382, 1084739382, 1083689489, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4616966957094426279, 4616966957094426279, 4616462807181782233, 1083578339, 1083578339, 1082639286, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4616343368561377395, 4616343368561377395, 4615607882206429001, 1082416815, 1082416815, 1081046865, NORMALIZATION, IS_F64)
@@ -5147,19 +5421,58 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t180 = c154 * t179
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
                     kx0 = _norm_const(4618717261092017034, 4618717261092017034, 4618153820975976688, 1086838534, 1086838534, 1085789045, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4618104635451904747, 4618104635451904747, 4617590287349640371, 1085697430, 1085697430, 1084739382, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4617491875975563297, 4617491875975563297, 4617026630611879038, 1084556076, 1084556076, 1083689489, NORMALIZATION, IS_F64)
@@ -5366,21 +5679,66 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t253 = c222 * t252
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
                     kx0 = _norm_const(4619843938291665932, 4619843938291665932, 4619280628510228526, 1088937134, 1088937134, 1087887888, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4619238784610070268, 4619238784610070268, 4618717261092017034, 1087809947, 1087809947, 1086838534, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4618633552838479774, 4618633552838479774, 4618153820975976688, 1086682615, 1086682615, 1085789045, NORMALIZATION, IS_F64)
@@ -5621,23 +5979,74 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t338 = c302 * t337
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g15 = gt[OFFS[i] + 15]
+                    else:
+                        g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g16 = gt[OFFS[i] + 16]
+                    else:
+                        g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
                     kx0 = _norm_const(4620831822294543623, 4620831822294543623, 4620407201604783834, 1090777211, 1090777211, 1089986294, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4620370787319740748, 4620370787319740748, 4619843938291665932, 1089918467, 1089918467, 1088937134, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4619771098263219399, 4619771098263219399, 4619280628510228526, 1088801459, 1088801459, 1087887888, NORMALIZATION, IS_F64)
@@ -5908,25 +6317,82 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t431 = c390 * t430
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g15 = gt[OFFS[i] + 15]
+                    else:
+                        g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g16 = gt[OFFS[i] + 16]
+                    else:
+                        g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g17 = gt[OFFS[i] + 17]
+                    else:
+                        g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g18 = gt[OFFS[i] + 18]
+                    else:
+                        g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
                     kx0 = _norm_const(4621395002918520003, 4621395002918520003, 4621113419201166009, 1091826217, 1091826217, 1091301726, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4621097301969227257, 4621097301969227257, 4620831822294543623, 1091271706, 1091271706, 1090777211, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4620799584375070777, 4620799584375070777, 4620407201604783834, 1090717163, 1090717163, 1089986294, NORMALIZATION, IS_F64)
@@ -6234,27 +6700,90 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t539 = c493 * t538
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g15 = gt[OFFS[i] + 15]
+                    else:
+                        g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g16 = gt[OFFS[i] + 16]
+                    else:
+                        g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g17 = gt[OFFS[i] + 17]
+                    else:
+                        g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g18 = gt[OFFS[i] + 18]
+                    else:
+                        g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g19 = gt[OFFS[i] + 19]
+                    else:
+                        g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g20 = gt[OFFS[i] + 20]
+                    else:
+                        g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
                     kx0 = _norm_const(4621958138511165833, 4621958138511165833, 4621676575477175713, 1092875139, 1092875139, 1092350687, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4621662117066214859, 4621662117066214859, 4621395002918520003, 1092323756, 1092323756, 1091826217, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4621366083889957377, 4621366083889957377, 4621113419201166009, 1091772351, 1091772351, 1091301726, NORMALIZATION, IS_F64)
@@ -6596,29 +7125,98 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t659 = c608 * t658
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
-                    g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
-                    g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g15 = gt[OFFS[i] + 15]
+                    else:
+                        g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g16 = gt[OFFS[i] + 16]
+                    else:
+                        g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g17 = gt[OFFS[i] + 17]
+                    else:
+                        g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g18 = gt[OFFS[i] + 18]
+                    else:
+                        g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g19 = gt[OFFS[i] + 19]
+                    else:
+                        g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g20 = gt[OFFS[i] + 20]
+                    else:
+                        g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g21 = gt[OFFS[i] + 21]
+                    else:
+                        g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g22 = gt[OFFS[i] + 22]
+                    else:
+                        g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
                     kx0 = _norm_const(4622521241087774323, 4622521241087774323, 4622239693350289037, 1093923999, 1093923999, 1093399575, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4622226583745944792, 4622226583745944792, 4621958138511165833, 1093375157, 1093375157, 1092875139, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4621931917827890077, 4621931917827890077, 4621676575477175713, 1092826299, 1092826299, 1092350687, NORMALIZATION, IS_F64)
@@ -6989,31 +7587,106 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t786 = c730 * t785
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
-                    g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
-                    g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
-                    g23 = tl.load(grow + OFFS[i] + 23, mask=gmask, other=0.0)
-                    g24 = tl.load(grow + OFFS[i] + 24, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g15 = gt[OFFS[i] + 15]
+                    else:
+                        g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g16 = gt[OFFS[i] + 16]
+                    else:
+                        g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g17 = gt[OFFS[i] + 17]
+                    else:
+                        g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g18 = gt[OFFS[i] + 18]
+                    else:
+                        g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g19 = gt[OFFS[i] + 19]
+                    else:
+                        g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g20 = gt[OFFS[i] + 20]
+                    else:
+                        g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g21 = gt[OFFS[i] + 21]
+                    else:
+                        g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g22 = gt[OFFS[i] + 22]
+                    else:
+                        g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g23 = gt[OFFS[i] + 23]
+                    else:
+                        g23 = tl.load(grow + OFFS[i] + 23, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g24 = gt[OFFS[i] + 24]
+                    else:
+                        g24 = tl.load(grow + OFFS[i] + 24, mask=gmask, other=0.0)
                     kx0 = _norm_const(4623084318737787258, 4623084318737787258, 4622802782630653507, 1094972813, 1094972813, 1094448411, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4622790791388556369, 4622790791388556369, 4622521241087774323, 1094426075, 1094426075, 1093923999, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4622497257581002171, 4622497257581002171, 4622239693350289037, 1093879326, 1093879326, 1093399575, NORMALIZATION, IS_F64)
@@ -7307,7 +7980,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     if LOAD_FENCE:
                         f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 1:
@@ -7316,7 +7992,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     vy += g * c10
                     if LOAD_FENCE:
                         f1 = mask & _fence(vx + vy + vz, IS_F64)
@@ -7341,7 +8020,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t25
                     vy += g * t26
                     vz += g * t27
@@ -7380,7 +8062,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     vx += g * t54
                     vy += g * t55
                     vz += g * t56
@@ -7424,7 +8109,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t88
                     vy += g * t89
                     vz += g * t90
@@ -7468,7 +8156,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     vx += g * t122
                     vy += g * t123
                     vz += g * t124
@@ -7512,7 +8203,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     vx += g * t156
                     vy += g * t157
                     vz += g * t158
@@ -7556,7 +8250,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     vx += g * t190
                     vy += g * t191
                     vz += g * t192
@@ -7600,7 +8297,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     vx += g * t224
                     vy += g * t225
                     vz += g * t226
@@ -7644,7 +8344,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     vx += g * t258
                     vy += g * t259
                     vz += g * t260
@@ -7688,7 +8391,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     vx += g * t292
                     vy += g * t293
                     vz += g * t294
@@ -7732,7 +8438,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     vx += g * t326
                     vy += g * t327
                     vz += g * t328
@@ -7776,7 +8485,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     vx += g * t360
                     vy += g * t361
                     vz += g * t362
@@ -7787,7 +8499,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f13, other=0.0)
                     vz += g * c10
                     if LOAD_FENCE:
                         f13 = mask & _fence(vx + vy + vz, IS_F64)
@@ -7795,7 +8510,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
                     vx += g * c10
                     if LOAD_FENCE:
                         f14 = mask & _fence(vx + vy + vz, IS_F64)
@@ -7811,7 +8529,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f15, other=0.0)
                     vy += g * t371
                     vz += g * t372
                     if LOAD_FENCE:
@@ -7823,7 +8544,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
                     vx += g * t372
                     vy += g * t376
                     if LOAD_FENCE:
@@ -7854,7 +8578,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f1, other=0.0)
                     vx += g * t396
                     vy += g * t397
                     vz += g * t398
@@ -7872,7 +8599,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t405
                     vy += g * t406
                     vz += g * t407
@@ -7917,7 +8647,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f3, other=0.0)
                     vx += g * t440
                     vy += g * t441
                     vz += g * t442
@@ -7935,7 +8668,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     vx += g * t449
                     vy += g * t450
                     vz += g * t451
@@ -7984,7 +8720,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f5, other=0.0)
                     vx += g * t488
                     vy += g * t489
                     vz += g * t490
@@ -8002,7 +8741,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f6, other=0.0)
                     vx += g * t497
                     vy += g * t498
                     vz += g * t499
@@ -8051,7 +8793,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     vx += g * t536
                     vy += g * t537
                     vz += g * t538
@@ -8069,7 +8814,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f8, other=0.0)
                     vx += g * t545
                     vy += g * t546
                     vz += g * t547
@@ -8118,7 +8866,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     vx += g * t584
                     vy += g * t585
                     vz += g * t586
@@ -8136,7 +8887,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     vx += g * t593
                     vy += g * t594
                     vz += g * t595
@@ -8185,7 +8939,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f11, other=0.0)
                     vx += g * t632
                     vy += g * t633
                     vz += g * t634
@@ -8203,7 +8960,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f12, other=0.0)
                     vx += g * t641
                     vy += g * t642
                     vz += g * t643
@@ -8252,7 +9012,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f13, other=0.0)
                     vx += g * t680
                     vy += g * t681
                     vz += g * t682
@@ -8270,7 +9033,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f14, other=0.0)
                     vx += g * t689
                     vy += g * t690
                     vz += g * t691
@@ -8319,7 +9085,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     vx += g * t728
                     vy += g * t729
                     vz += g * t730
@@ -8337,7 +9106,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f0, other=0.0)
                     vx += g * t737
                     vy += g * t738
                     vz += g * t739
@@ -8386,7 +9158,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
                     vx += g * t776
                     vy += g * t777
                     vz += g * t778
@@ -8404,7 +9179,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f2, other=0.0)
                     vx += g * t785
                     vy += g * t786
                     vz += g * t787
@@ -8453,7 +9231,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
                     vx += g * t824
                     vy += g * t825
                     vz += g * t826
@@ -8471,7 +9252,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
                     vx += g * t833
                     vy += g * t834
                     vz += g * t835
@@ -8492,7 +9276,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     vx += g * t845
                     vz += g * t846
                     if LOAD_FENCE:
@@ -8504,7 +9291,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
                     vx += g * t846
                     vz += g * t850
                     if LOAD_FENCE:
@@ -8524,7 +9314,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f7, other=0.0)
                     vx += g * t859
                     vy += g * t860
                     vz += g * t861
@@ -8539,7 +9332,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
                     vx += g * t861
                     vy += g * t866
                     vz += g * t867
@@ -8576,7 +9372,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f9, other=0.0)
                     vx += g * t892
                     vy += g * t893
                     vz += g * t894
@@ -8596,7 +9395,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
                     vx += g * t903
                     vy += g * t904
                     vz += g * t905
@@ -8641,7 +9443,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     vx += g * t938
                     vy += g * t939
                     vz += g * t940
@@ -8661,7 +9466,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     vx += g * t949
                     vy += g * t950
                     vz += g * t951
@@ -8710,7 +9518,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f13, other=0.0)
                     vx += g * t988
                     vy += g * t989
                     vz += g * t990
@@ -8730,7 +9541,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f14, other=0.0)
                     vx += g * t999
                     vy += g * t1000
                     vz += g * t1001
@@ -8780,7 +9594,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f15, other=0.0)
                     vx += g * t1039
                     vy += g * t1040
                     vz += g * t1041
@@ -8800,7 +9617,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f0, other=0.0)
                     vx += g * t1050
                     vy += g * t1051
                     vz += g * t1052
@@ -8848,7 +9668,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
                     vx += g * t1088
                     vy += g * t1089
                     vz += g * t1090
@@ -8868,7 +9691,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f2, other=0.0)
                     vx += g * t1099
                     vy += g * t1100
                     vz += g * t1101
@@ -8918,7 +9744,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
                     vx += g * t1139
                     vy += g * t1140
                     vz += g * t1141
@@ -8938,7 +9767,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f4, other=0.0)
                     vx += g * t1150
                     vy += g * t1151
                     vz += g * t1152
@@ -8988,7 +9820,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     vx += g * t1190
                     vy += g * t1191
                     vz += g * t1192
@@ -9008,7 +9843,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f6, other=0.0)
                     vx += g * t1201
                     vy += g * t1202
                     vz += g * t1203
@@ -9056,7 +9894,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
                     vx += g * t1239
                     vy += g * t1240
                     vz += g * t1241
@@ -9076,7 +9917,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f8, other=0.0)
                     vx += g * t1250
                     vy += g * t1251
                     vz += g * t1252
@@ -9126,7 +9970,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
                     vx += g * t1290
                     vy += g * t1291
                     vz += g * t1292
@@ -9146,7 +9993,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     vx += g * t1301
                     vy += g * t1302
                     vz += g * t1303
@@ -9183,7 +10033,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f11, other=0.0)
                     vx += g * t1329
                     vz += g * t1330
                     if LOAD_FENCE:
@@ -9197,7 +10050,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
                     vx += g * t1335
                     vz += g * t1336
                     if LOAD_FENCE:
@@ -9217,7 +10073,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f13, other=0.0)
                     vx += g * t1345
                     vy += g * t1346
                     vz += g * t1347
@@ -9234,7 +10093,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
                     vx += g * t1353
                     vy += g * t1354
                     vz += g * t1355
@@ -9273,7 +10135,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
                     vx += g * t1382
                     vy += g * t1383
                     vz += g * t1384
@@ -9294,7 +10159,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
                     vx += g * t1394
                     vy += g * t1395
                     vz += g * t1396
@@ -9342,7 +10210,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
                     vx += g * t1432
                     vy += g * t1433
                     vz += g * t1434
@@ -9363,7 +10234,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
                     vx += g * t1444
                     vy += g * t1445
                     vz += g * t1446
@@ -9414,7 +10288,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     vx += g * t1485
                     vy += g * t1486
                     vz += g * t1487
@@ -9435,7 +10312,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t1497
                     vy += g * t1498
                     vz += g * t1499
@@ -9485,7 +10365,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
                     vx += g * t1537
                     vy += g * t1538
                     vz += g * t1539
@@ -9506,7 +10389,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     vx += g * t1549
                     vy += g * t1550
                     vz += g * t1551
@@ -9557,7 +10443,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
                     vx += g * t1590
                     vy += g * t1591
                     vz += g * t1592
@@ -9578,7 +10467,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f8, other=0.0)
                     vx += g * t1602
                     vy += g * t1603
                     vz += g * t1604
@@ -9630,7 +10522,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
                     vx += g * t1644
                     vy += g * t1645
                     vz += g * t1646
@@ -9651,7 +10546,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f10, other=0.0)
                     vx += g * t1656
                     vy += g * t1657
                     vz += g * t1658
@@ -9703,7 +10601,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
                     vx += g * t1698
                     vy += g * t1699
                     vz += g * t1700
@@ -9724,7 +10625,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     vx += g * t1710
                     vy += g * t1711
                     vz += g * t1712
@@ -9776,7 +10680,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
                     vx += g * t1752
                     vy += g * t1753
                     vz += g * t1754
@@ -9797,7 +10704,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f14, other=0.0)
                     vx += g * t1764
                     vy += g * t1765
                     vz += g * t1766
@@ -9836,7 +10746,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
                     vx += g * t1794
                     vz += g * t1795
                     if LOAD_FENCE:
@@ -9850,7 +10763,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     vx += g * t1800
                     vz += g * t1801
                     if LOAD_FENCE:
@@ -9870,7 +10786,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
                     vx += g * t1810
                     vy += g * t1811
                     vz += g * t1812
@@ -9887,7 +10806,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     vx += g * t1818
                     vy += g * t1819
                     vz += g * t1820
@@ -9926,7 +10848,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     vx += g * t1847
                     vy += g * t1848
                     vz += g * t1849
@@ -9947,7 +10872,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
                     vx += g * t1859
                     vy += g * t1860
                     vz += g * t1861
@@ -9995,7 +10923,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
                     vx += g * t1897
                     vy += g * t1898
                     vz += g * t1899
@@ -10016,7 +10947,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
                     vx += g * t1909
                     vy += g * t1910
                     vz += g * t1911
@@ -10067,7 +11001,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
                     vx += g * t1950
                     vy += g * t1951
                     vz += g * t1952
@@ -10088,7 +11025,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     vx += g * t1962
                     vy += g * t1963
                     vz += g * t1964
@@ -10140,7 +11080,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
                     vx += g * t2004
                     vy += g * t2005
                     vz += g * t2006
@@ -10161,7 +11104,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
                     vx += g * t2016
                     vy += g * t2017
                     vz += g * t2018
@@ -10212,7 +11158,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
                     vx += g * t2057
                     vy += g * t2058
                     vz += g * t2059
@@ -10233,7 +11182,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f12, other=0.0)
                     vx += g * t2069
                     vy += g * t2070
                     vz += g * t2071
@@ -10283,7 +11235,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
                     vx += g * t2109
                     vy += g * t2110
                     vz += g * t2111
@@ -10304,7 +11259,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f14, other=0.0)
                     vx += g * t2121
                     vy += g * t2122
                     vz += g * t2123
@@ -10355,7 +11313,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f15, other=0.0)
                     vx += g * t2162
                     vy += g * t2163
                     vz += g * t2164
@@ -10376,7 +11337,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f0, other=0.0)
                     vx += g * t2174
                     vy += g * t2175
                     vz += g * t2176
@@ -10415,7 +11379,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
                     vx += g * t2204
                     vz += g * t2205
                     if LOAD_FENCE:
@@ -10429,7 +11396,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
                     vx += g * t2210
                     vz += g * t2211
                     if LOAD_FENCE:
@@ -10449,7 +11419,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
                     vx += g * t2220
                     vy += g * t2221
                     vz += g * t2222
@@ -10466,7 +11439,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
                     vx += g * t2228
                     vy += g * t2229
                     vz += g * t2230
@@ -10505,7 +11481,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     vx += g * t2257
                     vy += g * t2258
                     vz += g * t2259
@@ -10526,7 +11505,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     vx += g * t2269
                     vy += g * t2270
                     vz += g * t2271
@@ -10574,7 +11556,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
                     vx += g * t2307
                     vy += g * t2308
                     vz += g * t2309
@@ -10595,7 +11580,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
                     vx += g * t2319
                     vy += g * t2320
                     vz += g * t2321
@@ -10646,7 +11634,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
                     vx += g * t2360
                     vy += g * t2361
                     vz += g * t2362
@@ -10667,7 +11658,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
                     vx += g * t2372
                     vy += g * t2373
                     vz += g * t2374
@@ -10719,7 +11713,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f11, other=0.0)
                     vx += g * t2414
                     vy += g * t2415
                     vz += g * t2416
@@ -10740,7 +11737,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
                     vx += g * t2426
                     vy += g * t2427
                     vz += g * t2428
@@ -10790,7 +11790,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f13, other=0.0)
                     vx += g * t2466
                     vy += g * t2467
                     vz += g * t2468
@@ -10811,7 +11814,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
                     vx += g * t2478
                     vy += g * t2479
                     vz += g * t2480
@@ -10863,7 +11869,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f15, other=0.0)
                     vx += g * t2520
                     vy += g * t2521
                     vz += g * t2522
@@ -10884,7 +11893,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     vx += g * t2532
                     vy += g * t2533
                     vz += g * t2534
@@ -10923,7 +11935,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
                     vx += g * t2562
                     vz += g * t2563
                     if LOAD_FENCE:
@@ -10937,7 +11952,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
                     vx += g * t2568
                     vz += g * t2569
                     if LOAD_FENCE:
@@ -10957,7 +11975,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
                     vx += g * t2578
                     vy += g * t2579
                     vz += g * t2580
@@ -10974,7 +11995,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
                     vx += g * t2586
                     vy += g * t2587
                     vz += g * t2588
@@ -11013,7 +12037,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f5, other=0.0)
                     vx += g * t2615
                     vy += g * t2616
                     vz += g * t2617
@@ -11034,7 +12061,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     vx += g * t2627
                     vy += g * t2628
                     vz += g * t2629
@@ -11082,7 +12112,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f7, other=0.0)
                     vx += g * t2665
                     vy += g * t2666
                     vz += g * t2667
@@ -11103,7 +12136,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
                     vx += g * t2677
                     vy += g * t2678
                     vz += g * t2679
@@ -11154,7 +12190,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
                     vx += g * t2718
                     vy += g * t2719
                     vz += g * t2720
@@ -11175,7 +12214,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
                     vx += g * t2730
                     vy += g * t2731
                     vz += g * t2732
@@ -11227,7 +12269,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f11, other=0.0)
                     vx += g * t2772
                     vy += g * t2773
                     vz += g * t2774
@@ -11248,7 +12293,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
                     vx += g * t2784
                     vy += g * t2785
                     vz += g * t2786
@@ -11299,7 +12347,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f13, other=0.0)
                     vx += g * t2825
                     vy += g * t2826
                     vz += g * t2827
@@ -11320,7 +12371,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
                     vx += g * t2837
                     vy += g * t2838
                     vz += g * t2839
@@ -11359,7 +12413,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     vx += g * t2867
                     vz += g * t2868
                     if LOAD_FENCE:
@@ -11373,7 +12430,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     vx += g * t2873
                     vz += g * t2874
                     if LOAD_FENCE:
@@ -11393,7 +12453,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f1, other=0.0)
                     vx += g * t2883
                     vy += g * t2884
                     vz += g * t2885
@@ -11410,7 +12473,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     vx += g * t2891
                     vy += g * t2892
                     vz += g * t2893
@@ -11449,7 +12515,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f3, other=0.0)
                     vx += g * t2920
                     vy += g * t2921
                     vz += g * t2922
@@ -11470,7 +12539,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
                     vx += g * t2932
                     vy += g * t2933
                     vz += g * t2934
@@ -11518,7 +12590,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
                     vx += g * t2970
                     vy += g * t2971
                     vz += g * t2972
@@ -11539,7 +12614,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
                     vx += g * t2982
                     vy += g * t2983
                     vz += g * t2984
@@ -11590,7 +12668,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f7, other=0.0)
                     vx += g * t3023
                     vy += g * t3024
                     vz += g * t3025
@@ -11611,7 +12692,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     vx += g * t3035
                     vy += g * t3036
                     vz += g * t3037
@@ -11663,7 +12747,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f9, other=0.0)
                     vx += g * t3077
                     vy += g * t3078
                     vz += g * t3079
@@ -11684,7 +12771,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
                     vx += g * t3089
                     vy += g * t3090
                     vz += g * t3091
@@ -11723,7 +12813,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f11, other=0.0)
                     vx += g * t3119
                     vz += g * t3120
                     if LOAD_FENCE:
@@ -11737,7 +12830,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
                     vx += g * t3125
                     vz += g * t3126
                     if LOAD_FENCE:
@@ -11757,7 +12853,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f13, other=0.0)
                     vx += g * t3135
                     vy += g * t3136
                     vz += g * t3137
@@ -11774,7 +12873,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
                     vx += g * t3143
                     vy += g * t3144
                     vz += g * t3145
@@ -11813,7 +12915,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f15, other=0.0)
                     vx += g * t3172
                     vy += g * t3173
                     vz += g * t3174
@@ -11834,7 +12939,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
                     vx += g * t3184
                     vy += g * t3185
                     vz += g * t3186
@@ -11882,7 +12990,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f1, other=0.0)
                     vx += g * t3222
                     vy += g * t3223
                     vz += g * t3224
@@ -11903,7 +13014,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
                     vx += g * t3234
                     vy += g * t3235
                     vz += g * t3236
@@ -11954,7 +13068,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f3, other=0.0)
                     vx += g * t3275
                     vy += g * t3276
                     vz += g * t3277
@@ -11975,7 +13092,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t3287
                     vy += g * t3288
                     vz += g * t3289
@@ -12014,7 +13134,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f5, other=0.0)
                     vx += g * t3317
                     vz += g * t3318
                     if LOAD_FENCE:
@@ -12028,7 +13151,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
                     vx += g * t3323
                     vz += g * t3324
                     if LOAD_FENCE:
@@ -12048,7 +13174,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
                     vx += g * t3333
                     vy += g * t3334
                     vz += g * t3335
@@ -12065,7 +13194,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
                     vx += g * t3341
                     vy += g * t3342
                     vz += g * t3343
@@ -12104,7 +13236,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f9, other=0.0)
                     vx += g * t3370
                     vy += g * t3371
                     vz += g * t3372
@@ -12125,7 +13260,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
                     vx += g * t3382
                     vy += g * t3383
                     vz += g * t3384
@@ -12173,7 +13311,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 21, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 21]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 21, mask=f11, other=0.0)
                     vx += g * t3420
                     vy += g * t3421
                     vz += g * t3422
@@ -12194,7 +13335,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     vx += g * t3432
                     vy += g * t3433
                     vz += g * t3434
@@ -12233,7 +13377,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
                     vx += g * t3462
                     vz += g * t3463
                     if LOAD_FENCE:
@@ -12247,7 +13394,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
                     vx += g * t3468
                     vz += g * t3469
                     if LOAD_FENCE:
@@ -12267,7 +13417,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 21, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 21]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 21, mask=f15, other=0.0)
                     vx += g * t3478
                     vy += g * t3479
                     vz += g * t3480
@@ -12284,7 +13437,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
                     vx += g * t3486
                     vy += g * t3487
                     vz += g * t3488
@@ -12323,7 +13479,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 22, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 22]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 22, mask=f1, other=0.0)
                     vx += g * t3515
                     vy += g * t3516
                     vz += g * t3517
@@ -12344,7 +13503,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t3527
                     vy += g * t3528
                     vz += g * t3529
@@ -12383,7 +13545,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 22, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 22]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 22, mask=f3, other=0.0)
                     vx += g * t3557
                     vz += g * t3558
                     if LOAD_FENCE:
@@ -12397,7 +13562,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     vx += g * t3563
                     vz += g * t3564
                     if LOAD_FENCE:
@@ -12417,7 +13585,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 23, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 23]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 23, mask=f5, other=0.0)
                     vx += g * t3573
                     vy += g * t3574
                     vz += g * t3575
@@ -12434,7 +13605,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f6, other=0.0)
                     vx += g * t3581
                     vy += g * t3582
                     vz += g * t3583
@@ -12472,7 +13646,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 24, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 24]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 24, mask=f7, other=0.0)
                     vx += g * t3611
                     vz += g * t3612
                     if LOAD_FENCE:
@@ -12486,7 +13663,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f8, other=0.0)
                     vx += g * t3617
                     vz += g * t3618
                     if LOAD_FENCE:
@@ -12522,7 +13702,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     if LOAD_FENCE:
                         f0 = mask & _fence(vx + vy + vz, IS_F64)
         if LMAX >= 1:
@@ -12531,7 +13714,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     vx += g * c10
                     if LOAD_FENCE:
                         f1 = mask & _fence(vx + vy + vz, IS_F64)
@@ -12539,7 +13725,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     vy += g * c10
                     if LOAD_FENCE:
                         f2 = mask & _fence(vx + vy + vz, IS_F64)
@@ -12547,7 +13736,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     vz += g * c10
                     if LOAD_FENCE:
                         f3 = mask & _fence(vx + vy + vz, IS_F64)
@@ -12580,7 +13772,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     vx += g * t36
                     vz += g * t37
                     if LOAD_FENCE:
@@ -12594,7 +13789,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     vx += g * t42
                     vy += g * t43
                     if LOAD_FENCE:
@@ -12607,7 +13805,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     vx += g * t46
                     vy += g * t47
                     vz += g * t48
@@ -12620,7 +13821,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     vy += g * t52
                     vz += g * t42
                     if LOAD_FENCE:
@@ -12632,7 +13836,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     vx += g * t56
                     vz += g * t36
                     if LOAD_FENCE:
@@ -12706,7 +13913,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     vx += g * t120
                     vz += g * t121
                     if LOAD_FENCE:
@@ -12723,7 +13933,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     vx += g * t128
                     vy += g * t129
                     vz += g * t130
@@ -12742,7 +13955,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     vx += g * t138
                     vy += g * t139
                     vz += g * t140
@@ -12756,7 +13972,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     vx += g * t143
                     vy += g * t144
                     vz += g * t145
@@ -12774,7 +13993,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     vx += g * t152
                     vy += g * t153
                     vz += g * t154
@@ -12789,7 +14011,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     vx += g * t159
                     vy += g * t160
                     vz += g * t128
@@ -12804,7 +14029,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     vx += g * t165
                     vz += g * t166
                     if LOAD_FENCE:
@@ -12912,7 +14140,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     vx += g * t264
                     vz += g * t265
                     if LOAD_FENCE:
@@ -12929,7 +14160,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     vx += g * t272
                     vy += g * t273
                     vz += g * t274
@@ -12951,7 +14185,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t285
                     vy += g * t286
                     vz += g * t287
@@ -12970,7 +14207,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     vx += g * t295
                     vy += g * t296
                     vz += g * t297
@@ -12984,7 +14224,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t300
                     vy += g * t301
                     vz += g * t302
@@ -13002,7 +14245,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     vx += g * t309
                     vy += g * t310
                     vz += g * t311
@@ -13022,7 +14268,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     vx += g * t320
                     vy += g * t321
                     vz += g * t322
@@ -13039,7 +14288,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     vx += g * t328
                     vy += g * t329
                     vz += g * t330
@@ -13054,7 +14306,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     vx += g * t335
                     vz += g * t336
                     if LOAD_FENCE:
@@ -13190,7 +14445,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     vx += g * t462
                     vz += g * t463
                     if LOAD_FENCE:
@@ -13207,7 +14465,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     vx += g * t470
                     vy += g * t471
                     vz += g * t472
@@ -13229,7 +14490,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     vx += g * t483
                     vy += g * t484
                     vz += g * t485
@@ -13251,7 +14515,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     vx += g * t496
                     vy += g * t497
                     vz += g * t498
@@ -13270,7 +14537,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     vx += g * t506
                     vy += g * t507
                     vz += g * t508
@@ -13284,7 +14554,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     vx += g * t511
                     vy += g * t512
                     vz += g * t513
@@ -13302,7 +14575,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     vx += g * t520
                     vy += g * t521
                     vz += g * t522
@@ -13322,7 +14598,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     vx += g * t531
                     vy += g * t532
                     vz += g * t533
@@ -13343,7 +14622,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
                     vx += g * t543
                     vy += g * t544
                     vz += g * t545
@@ -13360,7 +14642,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
                     vx += g * t551
                     vy += g * t552
                     vz += g * t553
@@ -13375,7 +14660,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     vx += g * t558
                     vz += g * t559
                     if LOAD_FENCE:
@@ -13540,7 +14828,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     vx += g * t714
                     vz += g * t715
                     if LOAD_FENCE:
@@ -13557,7 +14848,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     vx += g * t722
                     vy += g * t723
                     vz += g * t724
@@ -13579,7 +14873,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     vx += g * t735
                     vy += g * t736
                     vz += g * t737
@@ -13601,7 +14898,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     vx += g * t748
                     vy += g * t749
                     vz += g * t750
@@ -13623,7 +14923,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     vx += g * t761
                     vy += g * t762
                     vz += g * t763
@@ -13642,7 +14945,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
                     vx += g * t771
                     vy += g * t772
                     vz += g * t773
@@ -13656,7 +14962,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     vx += g * t776
                     vy += g * t777
                     vz += g * t778
@@ -13674,7 +14983,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     vx += g * t785
                     vy += g * t786
                     vz += g * t787
@@ -13694,7 +15006,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     vx += g * t796
                     vy += g * t797
                     vz += g * t798
@@ -13715,7 +15030,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
                     vx += g * t808
                     vy += g * t809
                     vz += g * t810
@@ -13736,7 +15054,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
                     vx += g * t820
                     vy += g * t821
                     vz += g * t822
@@ -13753,7 +15074,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     vx += g * t828
                     vy += g * t829
                     vz += g * t830
@@ -13768,7 +15092,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
                     vx += g * t835
                     vz += g * t836
                     if LOAD_FENCE:
@@ -13962,7 +15289,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     vx += g * t1020
                     vz += g * t1021
                     if LOAD_FENCE:
@@ -13979,7 +15309,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     vx += g * t1028
                     vy += g * t1029
                     vz += g * t1030
@@ -14001,7 +15334,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     vx += g * t1041
                     vy += g * t1042
                     vz += g * t1043
@@ -14023,7 +15359,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     vx += g * t1054
                     vy += g * t1055
                     vz += g * t1056
@@ -14045,7 +15384,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     vx += g * t1067
                     vy += g * t1068
                     vz += g * t1069
@@ -14067,7 +15409,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     vx += g * t1080
                     vy += g * t1081
                     vz += g * t1082
@@ -14086,7 +15431,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
                     vx += g * t1090
                     vy += g * t1091
                     vz += g * t1092
@@ -14100,7 +15448,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
                     vx += g * t1095
                     vy += g * t1096
                     vz += g * t1097
@@ -14118,7 +15469,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     vx += g * t1104
                     vy += g * t1105
                     vz += g * t1106
@@ -14138,7 +15492,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
                     vx += g * t1115
                     vy += g * t1116
                     vz += g * t1117
@@ -14159,7 +15516,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
                     vx += g * t1127
                     vy += g * t1128
                     vz += g * t1129
@@ -14180,7 +15540,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
                     vx += g * t1139
                     vy += g * t1140
                     vz += g * t1141
@@ -14201,7 +15564,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
                     vx += g * t1151
                     vy += g * t1152
                     vz += g * t1153
@@ -14218,7 +15584,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
                     vx += g * t1159
                     vy += g * t1160
                     vz += g * t1161
@@ -14233,7 +15602,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     vx += g * t1166
                     vz += g * t1167
                     if LOAD_FENCE:
@@ -14452,7 +15824,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     vx += g * t1376
                     vz += g * t1377
                     if LOAD_FENCE:
@@ -14469,7 +15844,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     vx += g * t1384
                     vy += g * t1385
                     vz += g * t1386
@@ -14491,7 +15869,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t1397
                     vy += g * t1398
                     vz += g * t1399
@@ -14513,7 +15894,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     vx += g * t1410
                     vy += g * t1411
                     vz += g * t1412
@@ -14535,7 +15919,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t1423
                     vy += g * t1424
                     vz += g * t1425
@@ -14557,7 +15944,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     vx += g * t1436
                     vy += g * t1437
                     vz += g * t1438
@@ -14579,7 +15969,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     vx += g * t1449
                     vy += g * t1450
                     vz += g * t1451
@@ -14598,7 +15991,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     vx += g * t1459
                     vy += g * t1460
                     vz += g * t1461
@@ -14612,7 +16008,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     vx += g * t1464
                     vy += g * t1465
                     vz += g * t1466
@@ -14630,7 +16029,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     vx += g * t1473
                     vy += g * t1474
                     vz += g * t1475
@@ -14650,7 +16052,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     vx += g * t1484
                     vy += g * t1485
                     vz += g * t1486
@@ -14671,7 +16076,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     vx += g * t1496
                     vy += g * t1497
                     vz += g * t1498
@@ -14692,7 +16100,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     vx += g * t1508
                     vy += g * t1509
                     vz += g * t1510
@@ -14713,7 +16124,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
                     vx += g * t1520
                     vy += g * t1521
                     vz += g * t1522
@@ -14734,7 +16148,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
                     vx += g * t1532
                     vy += g * t1533
                     vz += g * t1534
@@ -14751,7 +16168,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
                     vx += g * t1540
                     vy += g * t1541
                     vz += g * t1542
@@ -14766,7 +16186,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
                     vx += g * t1547
                     vz += g * t1548
                     if LOAD_FENCE:
@@ -15017,7 +16440,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     vx += g * t1789
                     vz += g * t1790
                     if LOAD_FENCE:
@@ -15034,7 +16460,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     vx += g * t1797
                     vy += g * t1798
                     vz += g * t1799
@@ -15056,7 +16485,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     vx += g * t1810
                     vy += g * t1811
                     vz += g * t1812
@@ -15078,7 +16510,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     vx += g * t1823
                     vy += g * t1824
                     vz += g * t1825
@@ -15100,7 +16535,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     vx += g * t1836
                     vy += g * t1837
                     vz += g * t1838
@@ -15122,7 +16560,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     vx += g * t1849
                     vy += g * t1850
                     vz += g * t1851
@@ -15144,7 +16585,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
                     vx += g * t1862
                     vy += g * t1863
                     vz += g * t1864
@@ -15166,7 +16610,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
                     vx += g * t1875
                     vy += g * t1876
                     vz += g * t1877
@@ -15185,7 +16632,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     vx += g * t1885
                     vy += g * t1886
                     vz += g * t1887
@@ -15199,7 +16649,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
                     vx += g * t1890
                     vy += g * t1891
                     vz += g * t1892
@@ -15217,7 +16670,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
                     vx += g * t1899
                     vy += g * t1900
                     vz += g * t1901
@@ -15237,7 +16693,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
                     vx += g * t1910
                     vy += g * t1911
                     vz += g * t1912
@@ -15258,7 +16717,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
                     vx += g * t1922
                     vy += g * t1923
                     vz += g * t1924
@@ -15279,7 +16741,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
                     vx += g * t1934
                     vy += g * t1935
                     vz += g * t1936
@@ -15300,7 +16765,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     vx += g * t1946
                     vy += g * t1947
                     vz += g * t1948
@@ -15321,7 +16789,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f0, other=0.0)
                     vx += g * t1958
                     vy += g * t1959
                     vz += g * t1960
@@ -15342,7 +16813,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f1, other=0.0)
                     vx += g * t1970
                     vy += g * t1971
                     vz += g * t1972
@@ -15359,7 +16833,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f2, other=0.0)
                     vx += g * t1978
                     vy += g * t1979
                     vz += g * t1980
@@ -15374,7 +16851,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f3, other=0.0)
                     vx += g * t1985
                     vz += g * t1986
                     if LOAD_FENCE:
@@ -15654,7 +17134,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     vx += g * t2256
                     vz += g * t2257
                     if LOAD_FENCE:
@@ -15671,7 +17154,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     vx += g * t2264
                     vy += g * t2265
                     vz += g * t2266
@@ -15693,7 +17179,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     vx += g * t2277
                     vy += g * t2278
                     vz += g * t2279
@@ -15715,7 +17204,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     vx += g * t2290
                     vy += g * t2291
                     vz += g * t2292
@@ -15737,7 +17229,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     vx += g * t2303
                     vy += g * t2304
                     vz += g * t2305
@@ -15759,7 +17254,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
                     vx += g * t2316
                     vy += g * t2317
                     vz += g * t2318
@@ -15781,7 +17279,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     vx += g * t2329
                     vy += g * t2330
                     vz += g * t2331
@@ -15803,7 +17304,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     vx += g * t2342
                     vy += g * t2343
                     vz += g * t2344
@@ -15825,7 +17329,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     vx += g * t2355
                     vy += g * t2356
                     vz += g * t2357
@@ -15844,7 +17351,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
                     vx += g * t2365
                     vy += g * t2366
                     vz += g * t2367
@@ -15858,7 +17368,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
                     vx += g * t2370
                     vy += g * t2371
                     vz += g * t2372
@@ -15876,7 +17389,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     vx += g * t2379
                     vy += g * t2380
                     vz += g * t2381
@@ -15896,7 +17412,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
                     vx += g * t2390
                     vy += g * t2391
                     vz += g * t2392
@@ -15917,7 +17436,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f1, other=0.0)
                     vx += g * t2402
                     vy += g * t2403
                     vz += g * t2404
@@ -15938,7 +17460,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f2, other=0.0)
                     vx += g * t2414
                     vy += g * t2415
                     vz += g * t2416
@@ -15959,7 +17484,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f3, other=0.0)
                     vx += g * t2426
                     vy += g * t2427
                     vz += g * t2428
@@ -15980,7 +17508,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f4, other=0.0)
                     vx += g * t2438
                     vy += g * t2439
                     vz += g * t2440
@@ -16001,7 +17532,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
                     vx += g * t2450
                     vy += g * t2451
                     vz += g * t2452
@@ -16022,7 +17556,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f6, other=0.0)
                     vx += g * t2462
                     vy += g * t2463
                     vz += g * t2464
@@ -16039,7 +17576,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
                     vx += g * t2470
                     vy += g * t2471
                     vz += g * t2472
@@ -16054,7 +17594,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f8, other=0.0)
                     vx += g * t2477
                     vz += g * t2478
                     if LOAD_FENCE:
@@ -16358,7 +17901,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     vx += g * t2772
                     vz += g * t2773
                     if LOAD_FENCE:
@@ -16375,7 +17921,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     vx += g * t2780
                     vy += g * t2781
                     vz += g * t2782
@@ -16397,7 +17946,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     vx += g * t2793
                     vy += g * t2794
                     vz += g * t2795
@@ -16419,7 +17971,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     vx += g * t2806
                     vy += g * t2807
                     vz += g * t2808
@@ -16441,7 +17996,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     vx += g * t2819
                     vy += g * t2820
                     vz += g * t2821
@@ -16463,7 +18021,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     vx += g * t2832
                     vy += g * t2833
                     vz += g * t2834
@@ -16485,7 +18046,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     vx += g * t2845
                     vy += g * t2846
                     vz += g * t2847
@@ -16507,7 +18071,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     vx += g * t2858
                     vy += g * t2859
                     vz += g * t2860
@@ -16529,7 +18096,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
                     vx += g * t2871
                     vy += g * t2872
                     vz += g * t2873
@@ -16551,7 +18121,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
                     vx += g * t2884
                     vy += g * t2885
                     vz += g * t2886
@@ -16570,7 +18143,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     vx += g * t2894
                     vy += g * t2895
                     vz += g * t2896
@@ -16584,7 +18160,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
                     vx += g * t2899
                     vy += g * t2900
                     vz += g * t2901
@@ -16602,7 +18181,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     vx += g * t2908
                     vy += g * t2909
                     vz += g * t2910
@@ -16622,7 +18204,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f6, other=0.0)
                     vx += g * t2919
                     vy += g * t2920
                     vz += g * t2921
@@ -16643,7 +18228,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f7, other=0.0)
                     vx += g * t2931
                     vy += g * t2932
                     vz += g * t2933
@@ -16664,7 +18252,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f8, other=0.0)
                     vx += g * t2943
                     vy += g * t2944
                     vz += g * t2945
@@ -16685,7 +18276,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
                     vx += g * t2955
                     vy += g * t2956
                     vz += g * t2957
@@ -16706,7 +18300,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f10, other=0.0)
                     vx += g * t2967
                     vy += g * t2968
                     vz += g * t2969
@@ -16727,7 +18324,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f11, other=0.0)
                     vx += g * t2979
                     vy += g * t2980
                     vz += g * t2981
@@ -16748,7 +18348,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f12, other=0.0)
                     vx += g * t2991
                     vy += g * t2992
                     vz += g * t2993
@@ -16769,7 +18372,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
                     vx += g * t3003
                     vy += g * t3004
                     vz += g * t3005
@@ -16786,7 +18392,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 21, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 21]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 21, mask=f14, other=0.0)
                     vx += g * t3011
                     vy += g * t3012
                     vz += g * t3013
@@ -16801,7 +18410,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 22, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 22]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 22, mask=f15, other=0.0)
                     vx += g * t3018
                     vz += g * t3019
                     if LOAD_FENCE:
@@ -17138,7 +18750,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     vx += g * t3346
                     vz += g * t3347
                     if LOAD_FENCE:
@@ -17155,7 +18770,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     vx += g * t3354
                     vy += g * t3355
                     vz += g * t3356
@@ -17177,7 +18795,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     vx += g * t3367
                     vy += g * t3368
                     vz += g * t3369
@@ -17199,7 +18820,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     vx += g * t3380
                     vy += g * t3381
                     vz += g * t3382
@@ -17221,7 +18845,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     vx += g * t3393
                     vy += g * t3394
                     vz += g * t3395
@@ -17243,7 +18870,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     vx += g * t3406
                     vy += g * t3407
                     vz += g * t3408
@@ -17265,7 +18895,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     vx += g * t3419
                     vy += g * t3420
                     vz += g * t3421
@@ -17287,7 +18920,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     vx += g * t3432
                     vy += g * t3433
                     vz += g * t3434
@@ -17309,7 +18945,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     vx += g * t3445
                     vy += g * t3446
                     vz += g * t3447
@@ -17331,7 +18970,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     vx += g * t3458
                     vy += g * t3459
                     vz += g * t3460
@@ -17353,7 +18995,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     vx += g * t3471
                     vy += g * t3472
                     vz += g * t3473
@@ -17372,7 +19017,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     vx += g * t3481
                     vy += g * t3482
                     vz += g * t3483
@@ -17386,7 +19034,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     vx += g * t3486
                     vy += g * t3487
                     vz += g * t3488
@@ -17404,7 +19055,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
                     vx += g * t3495
                     vy += g * t3496
                     vz += g * t3497
@@ -17424,7 +19078,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
                     vx += g * t3506
                     vy += g * t3507
                     vz += g * t3508
@@ -17445,7 +19102,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
                     vx += g * t3518
                     vy += g * t3519
                     vz += g * t3520
@@ -17466,7 +19126,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
                     vx += g * t3530
                     vy += g * t3531
                     vz += g * t3532
@@ -17487,7 +19150,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f1, other=0.0)
                     vx += g * t3542
                     vy += g * t3543
                     vz += g * t3544
@@ -17508,7 +19174,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f2, other=0.0)
                     vx += g * t3554
                     vy += g * t3555
                     vz += g * t3556
@@ -17529,7 +19198,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f3, other=0.0)
                     vx += g * t3566
                     vy += g * t3567
                     vz += g * t3568
@@ -17550,7 +19222,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f4, other=0.0)
                     vx += g * t3578
                     vy += g * t3579
                     vz += g * t3580
@@ -17571,7 +19246,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 21, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 21]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 21, mask=f5, other=0.0)
                     vx += g * t3590
                     vy += g * t3591
                     vz += g * t3592
@@ -17592,7 +19270,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 22, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 22]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 22, mask=f6, other=0.0)
                     vx += g * t3602
                     vy += g * t3603
                     vz += g * t3604
@@ -17609,7 +19290,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 23, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 23]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 23, mask=f7, other=0.0)
                     vx += g * t3610
                     vy += g * t3611
                     vz += g * t3612
@@ -17624,7 +19308,10 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 24, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 24]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 24, mask=f8, other=0.0)
                     vx += g * t3617
                     vz += g * t3618
                     if LOAD_FENCE:
@@ -17648,7 +19335,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
         ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
-        BLOCK: tl.constexpr):
+        GY_TILE: tl.constexpr, BLOCK: tl.constexpr):
     rows = row_offsets(tl.program_id(0), BLOCK)
     mask = rows < N
     x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
@@ -17676,6 +19363,25 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         s1 = zero + 1.0
         s2 = zero
 
+    if GY_TILE:
+        cg = tl.arange(0, PDIM)
+        if PDIM == DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
+            gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None], other=0.0)
+        else:
+            gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None] & (cg < DIM)[None, :], other=0.0)
+        if PDIM == 2:
+            gt = _row_columns_2(gtile, BLOCK)
+        elif PDIM == 4:
+            gt = _row_columns_4(gtile, BLOCK)
+        elif PDIM == 8:
+            gt = _row_columns_8(gtile, BLOCK)
+        elif PDIM == 16:
+            gt = _row_columns_16(gtile, BLOCK)
+        elif PDIM == 32:
+            gt = _row_columns_32(gtile, BLOCK)
+        elif PDIM == 64:
+            gt = _row_columns_64(gtile, BLOCK)
+
     if LADDER:
         wpx = wx * s1 - x * s2
         wpy = wy * s1 - y * s2
@@ -17699,9 +19405,18 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                         tl.store(ggrow + OFFS[i] + 0, zero, mask=mask)
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
                     kx0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
                     ky0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
                     kz0 = _norm_const(4610479282544200874, 4610479282544200874, 4607182418800017408, 1071494103, 1071494103, 1065353216, NORMALIZATION, IS_F64)
@@ -17760,11 +19475,26 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t10 = c7 * z
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
                     kx0 = _norm_const(4612217596255138984, 4612217596255138984, 4610479282544200874, 1074731965, 1074731965, 1071494103, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4612217596255138984, 4612217596255138984, 4610479282544200874, 1074731965, 1074731965, 1071494103, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4608492941290910865, 4608492941290910865, 4607182418800017408, 1067794254, 1067794254, 1065353216, NORMALIZATION, IS_F64)
@@ -17895,13 +19625,34 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t32 = c21 * t31
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
                     kx0 = _norm_const(4614479084148626020, 4614479084148626020, 4613349226564724111, 1078944314, 1078944314, 1076839791, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4613140121109330154, 4613140121109330154, 4612217596255138984, 1076450301, 1076450301, 1074731965, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4613708754691439831, 4613708754691439831, 4612698179346440494, 1077509464, 1077509464, 1075627121, NORMALIZATION, IS_F64)
@@ -18096,15 +19847,42 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t69 = c53 * t68
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
                     kx0 = _norm_const(4616462807181782233, 4616462807181782233, 4615607882206429001, 1082639286, 1082639286, 1081046865, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4615456059619652038, 4615456059619652038, 4614479084148626020, 1080764073, 1080764073, 1078944314, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4614174921540827147, 4614174921540827147, 4613349226564724111, 1078377767, 1078377767, 1076839791, NORMALIZATION, IS_F64)
@@ -18366,17 +20144,50 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t119 = c98 * t118
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
                     kx0 = _norm_const(4617590287349640371, 4617590287349640371, 4617026630611879038, 1084739382, 1084739382, 1083689489, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4616966957094426279, 4616966957094426279, 4616462807181782233, 1083578339, 1083578339, 1082639286, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4616343368561377395, 4616343368561377395, 4615607882206429001, 1082416815, 1082416815, 1081046865, NORMALIZATION, IS_F64)
@@ -18703,19 +20514,58 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t180 = c154 * t179
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
                     kx0 = _norm_const(4618717261092017034, 4618717261092017034, 4618153820975976688, 1086838534, 1086838534, 1085789045, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4618104635451904747, 4618104635451904747, 4617590287349640371, 1085697430, 1085697430, 1084739382, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4617491875975563297, 4617491875975563297, 4617026630611879038, 1084556076, 1084556076, 1083689489, NORMALIZATION, IS_F64)
@@ -19106,21 +20956,66 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t253 = c222 * t252
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
                     kx0 = _norm_const(4619843938291665932, 4619843938291665932, 4619280628510228526, 1088937134, 1088937134, 1087887888, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4619238784610070268, 4619238784610070268, 4618717261092017034, 1087809947, 1087809947, 1086838534, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4618633552838479774, 4618633552838479774, 4618153820975976688, 1086682615, 1086682615, 1085789045, NORMALIZATION, IS_F64)
@@ -19577,23 +21472,74 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t338 = c302 * t337
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g15 = gt[OFFS[i] + 15]
+                    else:
+                        g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g16 = gt[OFFS[i] + 16]
+                    else:
+                        g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
                     kx0 = _norm_const(4620831822294543623, 4620831822294543623, 4620407201604783834, 1090777211, 1090777211, 1089986294, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4620370787319740748, 4620370787319740748, 4619843938291665932, 1089918467, 1089918467, 1088937134, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4619771098263219399, 4619771098263219399, 4619280628510228526, 1088801459, 1088801459, 1087887888, NORMALIZATION, IS_F64)
@@ -20110,25 +22056,82 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t431 = c390 * t430
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g15 = gt[OFFS[i] + 15]
+                    else:
+                        g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g16 = gt[OFFS[i] + 16]
+                    else:
+                        g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g17 = gt[OFFS[i] + 17]
+                    else:
+                        g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g18 = gt[OFFS[i] + 18]
+                    else:
+                        g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
                     kx0 = _norm_const(4621395002918520003, 4621395002918520003, 4621113419201166009, 1091826217, 1091826217, 1091301726, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4621097301969227257, 4621097301969227257, 4620831822294543623, 1091271706, 1091271706, 1090777211, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4620799584375070777, 4620799584375070777, 4620407201604783834, 1090717163, 1090717163, 1089986294, NORMALIZATION, IS_F64)
@@ -20714,27 +22717,90 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t539 = c493 * t538
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g15 = gt[OFFS[i] + 15]
+                    else:
+                        g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g16 = gt[OFFS[i] + 16]
+                    else:
+                        g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g17 = gt[OFFS[i] + 17]
+                    else:
+                        g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g18 = gt[OFFS[i] + 18]
+                    else:
+                        g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g19 = gt[OFFS[i] + 19]
+                    else:
+                        g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g20 = gt[OFFS[i] + 20]
+                    else:
+                        g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
                     kx0 = _norm_const(4621958138511165833, 4621958138511165833, 4621676575477175713, 1092875139, 1092875139, 1092350687, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4621662117066214859, 4621662117066214859, 4621395002918520003, 1092323756, 1092323756, 1091826217, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4621366083889957377, 4621366083889957377, 4621113419201166009, 1091772351, 1091772351, 1091301726, NORMALIZATION, IS_F64)
@@ -21384,29 +23450,98 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t659 = c608 * t658
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
-                    g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
-                    g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g15 = gt[OFFS[i] + 15]
+                    else:
+                        g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g16 = gt[OFFS[i] + 16]
+                    else:
+                        g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g17 = gt[OFFS[i] + 17]
+                    else:
+                        g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g18 = gt[OFFS[i] + 18]
+                    else:
+                        g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g19 = gt[OFFS[i] + 19]
+                    else:
+                        g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g20 = gt[OFFS[i] + 20]
+                    else:
+                        g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g21 = gt[OFFS[i] + 21]
+                    else:
+                        g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g22 = gt[OFFS[i] + 22]
+                    else:
+                        g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
                     kx0 = _norm_const(4622521241087774323, 4622521241087774323, 4622239693350289037, 1093923999, 1093923999, 1093399575, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4622226583745944792, 4622226583745944792, 4621958138511165833, 1093375157, 1093375157, 1092875139, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4621931917827890077, 4621931917827890077, 4621676575477175713, 1092826299, 1092826299, 1092350687, NORMALIZATION, IS_F64)
@@ -22117,31 +24252,106 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t786 = c730 * t785
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
-                    g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
-                    g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
-                    g23 = tl.load(grow + OFFS[i] + 23, mask=gmask, other=0.0)
-                    g24 = tl.load(grow + OFFS[i] + 24, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g0 = gt[OFFS[i] + 0]
+                    else:
+                        g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g1 = gt[OFFS[i] + 1]
+                    else:
+                        g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g2 = gt[OFFS[i] + 2]
+                    else:
+                        g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g3 = gt[OFFS[i] + 3]
+                    else:
+                        g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g4 = gt[OFFS[i] + 4]
+                    else:
+                        g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g5 = gt[OFFS[i] + 5]
+                    else:
+                        g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g6 = gt[OFFS[i] + 6]
+                    else:
+                        g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g7 = gt[OFFS[i] + 7]
+                    else:
+                        g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g8 = gt[OFFS[i] + 8]
+                    else:
+                        g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g9 = gt[OFFS[i] + 9]
+                    else:
+                        g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g10 = gt[OFFS[i] + 10]
+                    else:
+                        g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g11 = gt[OFFS[i] + 11]
+                    else:
+                        g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g12 = gt[OFFS[i] + 12]
+                    else:
+                        g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g13 = gt[OFFS[i] + 13]
+                    else:
+                        g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g14 = gt[OFFS[i] + 14]
+                    else:
+                        g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g15 = gt[OFFS[i] + 15]
+                    else:
+                        g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g16 = gt[OFFS[i] + 16]
+                    else:
+                        g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g17 = gt[OFFS[i] + 17]
+                    else:
+                        g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g18 = gt[OFFS[i] + 18]
+                    else:
+                        g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g19 = gt[OFFS[i] + 19]
+                    else:
+                        g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g20 = gt[OFFS[i] + 20]
+                    else:
+                        g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g21 = gt[OFFS[i] + 21]
+                    else:
+                        g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g22 = gt[OFFS[i] + 22]
+                    else:
+                        g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g23 = gt[OFFS[i] + 23]
+                    else:
+                        g23 = tl.load(grow + OFFS[i] + 23, mask=gmask, other=0.0)
+                    if GY_TILE:
+                        g24 = gt[OFFS[i] + 24]
+                    else:
+                        g24 = tl.load(grow + OFFS[i] + 24, mask=gmask, other=0.0)
                     kx0 = _norm_const(4623084318737787258, 4623084318737787258, 4622802782630653507, 1094972813, 1094972813, 1094448411, NORMALIZATION, IS_F64)
                     kx1 = _norm_const(4622790791388556369, 4622790791388556369, 4622521241087774323, 1094426075, 1094426075, 1093923999, NORMALIZATION, IS_F64)
                     kx2 = _norm_const(4622497257581002171, 4622497257581002171, 4622239693350289037, 1093879326, 1093879326, 1093399575, NORMALIZATION, IS_F64)
@@ -22816,7 +25026,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     if LOAD_FENCE:
                         f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, zero * s1 - (c20 + zero) * (s2 * 0.0), mask=mask)
@@ -22827,7 +25040,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     s = g * c21
                     vy += s
                     vly += s * 1.0
@@ -22869,7 +25085,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t48
                     vx += s
                     vlx += s * 2.0
@@ -22960,7 +25179,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     s = g * t119
                     vx += s
                     vlx += s * 3.0
@@ -23067,7 +25289,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t206
                     vx += s
                     vlx += s * 4.0
@@ -23174,7 +25399,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     s = g * t293
                     vx += s
                     vlx += s * 5.0
@@ -23281,7 +25509,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     s = g * t380
                     vx += s
                     vlx += s * 6.0
@@ -23388,7 +25619,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     s = g * t467
                     vx += s
                     vlx += s * 7.0
@@ -23495,7 +25729,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     s = g * t554
                     vx += s
                     vlx += s * 8.0
@@ -23602,7 +25839,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     s = g * t641
                     vx += s
                     vlx += s * 9.0
@@ -23709,7 +25949,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     s = g * t728
                     vx += s
                     vlx += s * 10.0
@@ -23816,7 +26059,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     s = g * t815
                     vx += s
                     vlx += s * 11.0
@@ -23923,7 +26169,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     s = g * t902
                     vx += s
                     vlx += s * 12.0
@@ -23945,7 +26194,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f13, other=0.0)
                     s = g * c21
                     vz += s
                     vlz += s * 1.0
@@ -23957,7 +26209,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
                     s = g * c21
                     vx += s
                     vlx += s * 1.0
@@ -23984,7 +26239,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f15, other=0.0)
                     s = g * t924
                     vy += s
                     vly += s * 2.0
@@ -24009,7 +26267,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
                     s = g * t926
                     vx += s
                     vlx += s * 2.0
@@ -24077,7 +26338,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f1, other=0.0)
                     s = g * t984
                     vx += s
                     vlx += s * 3.0
@@ -24122,7 +26386,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t1010
                     vx += s
                     vlx += s * 3.0
@@ -24233,7 +26500,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f3, other=0.0)
                     s = g * t1101
                     vx += s
                     vlx += s * 4.0
@@ -24278,7 +26548,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     s = g * t1127
                     vx += s
                     vlx += s * 4.0
@@ -24403,7 +26676,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f5, other=0.0)
                     s = g * t1232
                     vx += s
                     vlx += s * 5.0
@@ -24448,7 +26724,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f6, other=0.0)
                     s = g * t1258
                     vx += s
                     vlx += s * 5.0
@@ -24573,7 +26852,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     s = g * t1363
                     vx += s
                     vlx += s * 6.0
@@ -24618,7 +26900,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f8, other=0.0)
                     s = g * t1389
                     vx += s
                     vlx += s * 6.0
@@ -24743,7 +27028,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     s = g * t1494
                     vx += s
                     vlx += s * 7.0
@@ -24788,7 +27076,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     s = g * t1520
                     vx += s
                     vlx += s * 7.0
@@ -24913,7 +27204,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f11, other=0.0)
                     s = g * t1625
                     vx += s
                     vlx += s * 8.0
@@ -24958,7 +27252,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f12, other=0.0)
                     s = g * t1651
                     vx += s
                     vlx += s * 8.0
@@ -25083,7 +27380,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f13, other=0.0)
                     s = g * t1756
                     vx += s
                     vlx += s * 9.0
@@ -25128,7 +27428,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f14, other=0.0)
                     s = g * t1782
                     vx += s
                     vlx += s * 9.0
@@ -25253,7 +27556,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     s = g * t1887
                     vx += s
                     vlx += s * 10.0
@@ -25298,7 +27604,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f0, other=0.0)
                     s = g * t1913
                     vx += s
                     vlx += s * 10.0
@@ -25423,7 +27732,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
                     s = g * t2018
                     vx += s
                     vlx += s * 11.0
@@ -25468,7 +27780,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f2, other=0.0)
                     s = g * t2044
                     vx += s
                     vlx += s * 11.0
@@ -25593,7 +27908,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
                     s = g * t2149
                     vx += s
                     vlx += s * 12.0
@@ -25638,7 +27956,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
                     s = g * t2175
                     vx += s
                     vlx += s * 12.0
@@ -25681,7 +28002,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     s = g * t2200
                     vx += s
                     vlx += s * 2.0
@@ -25704,7 +28028,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
                     s = g * t2202
                     vx += s
                     vlx += s * 2.0
@@ -25746,7 +28073,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f7, other=0.0)
                     s = g * t2232
                     vx += s
                     vlx += s * 3.0
@@ -25781,7 +28111,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
                     s = g * t2236
                     vx += s
                     vlx += s * 3.0
@@ -25867,7 +28200,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f9, other=0.0)
                     s = g * t2314
                     vx += s
                     vlx += s * 4.0
@@ -25918,7 +28254,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
                     s = g * t2346
                     vx += s
                     vlx += s * 4.0
@@ -26030,7 +28369,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     s = g * t2438
                     vx += s
                     vlx += s * 5.0
@@ -26081,7 +28423,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     s = g * t2470
                     vx += s
                     vlx += s * 5.0
@@ -26207,7 +28552,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f13, other=0.0)
                     s = g * t2576
                     vx += s
                     vlx += s * 6.0
@@ -26258,7 +28606,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f14, other=0.0)
                     s = g * t2608
                     vx += s
                     vlx += s * 6.0
@@ -26385,7 +28736,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f15, other=0.0)
                     s = g * t2715
                     vx += s
                     vlx += s * 7.0
@@ -26436,7 +28790,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f0, other=0.0)
                     s = g * t2747
                     vx += s
                     vlx += s * 7.0
@@ -26561,7 +28918,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
                     s = g * t2852
                     vx += s
                     vlx += s * 8.0
@@ -26612,7 +28972,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f2, other=0.0)
                     s = g * t2884
                     vx += s
                     vlx += s * 8.0
@@ -26739,7 +29102,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
                     s = g * t2991
                     vx += s
                     vlx += s * 9.0
@@ -26790,7 +29156,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f4, other=0.0)
                     s = g * t3023
                     vx += s
                     vlx += s * 9.0
@@ -26917,7 +29286,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     s = g * t3130
                     vx += s
                     vlx += s * 10.0
@@ -26968,7 +29340,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f6, other=0.0)
                     s = g * t3162
                     vx += s
                     vlx += s * 10.0
@@ -27093,7 +29468,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
                     s = g * t3267
                     vx += s
                     vlx += s * 11.0
@@ -27144,7 +29522,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f8, other=0.0)
                     s = g * t3299
                     vx += s
                     vlx += s * 11.0
@@ -27271,7 +29652,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
                     s = g * t3406
                     vx += s
                     vlx += s * 12.0
@@ -27322,7 +29706,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     s = g * t3438
                     vx += s
                     vlx += s * 12.0
@@ -27415,7 +29802,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f11, other=0.0)
                     s = g * t3513
                     vx += s
                     vlx += s * 3.0
@@ -27442,7 +29832,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
                     s = g * t3525
                     vx += s
                     vlx += s * 3.0
@@ -27484,7 +29877,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f13, other=0.0)
                     s = g * t3549
                     vx += s
                     vlx += s * 4.0
@@ -27525,7 +29921,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
                     s = g * t3571
                     vx += s
                     vlx += s * 4.0
@@ -27615,7 +30014,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
                     s = g * t3641
                     vx += s
                     vlx += s * 5.0
@@ -27670,7 +30072,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
                     s = g * t3677
                     vx += s
                     vlx += s * 5.0
@@ -27791,7 +30196,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
                     s = g * t3778
                     vx += s
                     vlx += s * 6.0
@@ -27846,7 +30254,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
                     s = g * t3814
                     vx += s
                     vlx += s * 6.0
@@ -27980,7 +30391,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     s = g * t3928
                     vx += s
                     vlx += s * 7.0
@@ -28035,7 +30449,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t3964
                     vx += s
                     vlx += s * 7.0
@@ -28168,7 +30585,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
                     s = g * t4077
                     vx += s
                     vlx += s * 8.0
@@ -28223,7 +30643,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     s = g * t4113
                     vx += s
                     vlx += s * 8.0
@@ -28357,7 +30780,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
                     s = g * t4227
                     vx += s
                     vlx += s * 9.0
@@ -28412,7 +30838,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f8, other=0.0)
                     s = g * t4263
                     vx += s
                     vlx += s * 9.0
@@ -28547,7 +30976,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
                     s = g * t4378
                     vx += s
                     vlx += s * 10.0
@@ -28602,7 +31034,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f10, other=0.0)
                     s = g * t4414
                     vx += s
                     vlx += s * 10.0
@@ -28737,7 +31172,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
                     s = g * t4529
                     vx += s
                     vlx += s * 11.0
@@ -28792,7 +31230,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     s = g * t4565
                     vx += s
                     vlx += s * 11.0
@@ -28927,7 +31368,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
                     s = g * t4680
                     vx += s
                     vlx += s * 12.0
@@ -28982,7 +31426,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f14, other=0.0)
                     s = g * t4716
                     vx += s
                     vlx += s * 12.0
@@ -29083,7 +31530,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
                     s = g * t4799
                     vx += s
                     vlx += s * 4.0
@@ -29110,7 +31560,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     s = g * t4811
                     vx += s
                     vlx += s * 4.0
@@ -29152,7 +31605,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
                     s = g * t4835
                     vx += s
                     vlx += s * 5.0
@@ -29193,7 +31649,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     s = g * t4857
                     vx += s
                     vlx += s * 5.0
@@ -29283,7 +31742,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     s = g * t4927
                     vx += s
                     vlx += s * 6.0
@@ -29338,7 +31800,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
                     s = g * t4963
                     vx += s
                     vlx += s * 6.0
@@ -29459,7 +31924,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
                     s = g * t5064
                     vx += s
                     vlx += s * 7.0
@@ -29514,7 +31982,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
                     s = g * t5100
                     vx += s
                     vlx += s * 7.0
@@ -29648,7 +32119,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
                     s = g * t5214
                     vx += s
                     vlx += s * 8.0
@@ -29703,7 +32177,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     s = g * t5250
                     vx += s
                     vlx += s * 8.0
@@ -29838,7 +32315,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
                     s = g * t5365
                     vx += s
                     vlx += s * 9.0
@@ -29893,7 +32373,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
                     s = g * t5401
                     vx += s
                     vlx += s * 9.0
@@ -30027,7 +32510,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
                     s = g * t5515
                     vx += s
                     vlx += s * 10.0
@@ -30082,7 +32568,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f12, other=0.0)
                     s = g * t5551
                     vx += s
                     vlx += s * 10.0
@@ -30215,7 +32704,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
                     s = g * t5664
                     vx += s
                     vlx += s * 11.0
@@ -30270,7 +32762,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f14, other=0.0)
                     s = g * t5700
                     vx += s
                     vlx += s * 11.0
@@ -30404,7 +32899,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f15, other=0.0)
                     s = g * t5814
                     vx += s
                     vlx += s * 12.0
@@ -30459,7 +32957,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f0, other=0.0)
                     s = g * t5850
                     vx += s
                     vlx += s * 12.0
@@ -30560,7 +33061,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
                     s = g * t5933
                     vx += s
                     vlx += s * 5.0
@@ -30587,7 +33091,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
                     s = g * t5945
                     vx += s
                     vlx += s * 5.0
@@ -30629,7 +33136,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
                     s = g * t5969
                     vx += s
                     vlx += s * 6.0
@@ -30670,7 +33180,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
                     s = g * t5991
                     vx += s
                     vlx += s * 6.0
@@ -30760,7 +33273,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     s = g * t6061
                     vx += s
                     vlx += s * 7.0
@@ -30815,7 +33331,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     s = g * t6097
                     vx += s
                     vlx += s * 7.0
@@ -30936,7 +33455,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
                     s = g * t6198
                     vx += s
                     vlx += s * 8.0
@@ -30991,7 +33513,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
                     s = g * t6234
                     vx += s
                     vlx += s * 8.0
@@ -31125,7 +33650,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
                     s = g * t6348
                     vx += s
                     vlx += s * 9.0
@@ -31180,7 +33708,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
                     s = g * t6384
                     vx += s
                     vlx += s * 9.0
@@ -31315,7 +33846,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f11, other=0.0)
                     s = g * t6499
                     vx += s
                     vlx += s * 10.0
@@ -31370,7 +33904,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
                     s = g * t6535
                     vx += s
                     vlx += s * 10.0
@@ -31503,7 +34040,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f13, other=0.0)
                     s = g * t6648
                     vx += s
                     vlx += s * 11.0
@@ -31558,7 +34098,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
                     s = g * t6684
                     vx += s
                     vlx += s * 11.0
@@ -31693,7 +34236,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f15, other=0.0)
                     s = g * t6799
                     vx += s
                     vlx += s * 12.0
@@ -31748,7 +34294,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     s = g * t6835
                     vx += s
                     vlx += s * 12.0
@@ -31849,7 +34398,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
                     s = g * t6918
                     vx += s
                     vlx += s * 6.0
@@ -31876,7 +34428,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
                     s = g * t6930
                     vx += s
                     vlx += s * 6.0
@@ -31918,7 +34473,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
                     s = g * t6954
                     vx += s
                     vlx += s * 7.0
@@ -31959,7 +34517,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
                     s = g * t6976
                     vx += s
                     vlx += s * 7.0
@@ -32049,7 +34610,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f5, other=0.0)
                     s = g * t7046
                     vx += s
                     vlx += s * 8.0
@@ -32104,7 +34668,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     s = g * t7082
                     vx += s
                     vlx += s * 8.0
@@ -32225,7 +34792,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f7, other=0.0)
                     s = g * t7183
                     vx += s
                     vlx += s * 9.0
@@ -32280,7 +34850,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
                     s = g * t7219
                     vx += s
                     vlx += s * 9.0
@@ -32414,7 +34987,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
                     s = g * t7333
                     vx += s
                     vlx += s * 10.0
@@ -32469,7 +35045,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
                     s = g * t7369
                     vx += s
                     vlx += s * 10.0
@@ -32604,7 +35183,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f11, other=0.0)
                     s = g * t7484
                     vx += s
                     vlx += s * 11.0
@@ -32659,7 +35241,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
                     s = g * t7520
                     vx += s
                     vlx += s * 11.0
@@ -32793,7 +35378,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f13, other=0.0)
                     s = g * t7634
                     vx += s
                     vlx += s * 12.0
@@ -32848,7 +35436,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
                     s = g * t7670
                     vx += s
                     vlx += s * 12.0
@@ -32949,7 +35540,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     s = g * t7753
                     vx += s
                     vlx += s * 7.0
@@ -32976,7 +35570,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     s = g * t7765
                     vx += s
                     vlx += s * 7.0
@@ -33018,7 +35615,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f1, other=0.0)
                     s = g * t7789
                     vx += s
                     vlx += s * 8.0
@@ -33059,7 +35659,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     s = g * t7811
                     vx += s
                     vlx += s * 8.0
@@ -33149,7 +35752,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f3, other=0.0)
                     s = g * t7881
                     vx += s
                     vlx += s * 9.0
@@ -33204,7 +35810,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
                     s = g * t7917
                     vx += s
                     vlx += s * 9.0
@@ -33325,7 +35934,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
                     s = g * t8018
                     vx += s
                     vlx += s * 10.0
@@ -33380,7 +35992,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
                     s = g * t8054
                     vx += s
                     vlx += s * 10.0
@@ -33514,7 +36129,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f7, other=0.0)
                     s = g * t8168
                     vx += s
                     vlx += s * 11.0
@@ -33569,7 +36187,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     s = g * t8204
                     vx += s
                     vlx += s * 11.0
@@ -33704,7 +36325,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f9, other=0.0)
                     s = g * t8319
                     vx += s
                     vlx += s * 12.0
@@ -33759,7 +36383,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
                     s = g * t8355
                     vx += s
                     vlx += s * 12.0
@@ -33860,7 +36487,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f11, other=0.0)
                     s = g * t8438
                     vx += s
                     vlx += s * 8.0
@@ -33887,7 +36517,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
                     s = g * t8450
                     vx += s
                     vlx += s * 8.0
@@ -33929,7 +36562,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f13, other=0.0)
                     s = g * t8474
                     vx += s
                     vlx += s * 9.0
@@ -33970,7 +36606,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
                     s = g * t8496
                     vx += s
                     vlx += s * 9.0
@@ -34060,7 +36699,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f15, other=0.0)
                     s = g * t8566
                     vx += s
                     vlx += s * 10.0
@@ -34115,7 +36757,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
                     s = g * t8602
                     vx += s
                     vlx += s * 10.0
@@ -34236,7 +36881,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f1, other=0.0)
                     s = g * t8703
                     vx += s
                     vlx += s * 11.0
@@ -34291,7 +36939,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
                     s = g * t8739
                     vx += s
                     vlx += s * 11.0
@@ -34425,7 +37076,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f3, other=0.0)
                     s = g * t8853
                     vx += s
                     vlx += s * 12.0
@@ -34480,7 +37134,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t8889
                     vx += s
                     vlx += s * 12.0
@@ -34581,7 +37238,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f5, other=0.0)
                     s = g * t8972
                     vx += s
                     vlx += s * 9.0
@@ -34608,7 +37268,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
                     s = g * t8984
                     vx += s
                     vlx += s * 9.0
@@ -34650,7 +37313,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
                     s = g * t9008
                     vx += s
                     vlx += s * 10.0
@@ -34691,7 +37357,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
                     s = g * t9030
                     vx += s
                     vlx += s * 10.0
@@ -34781,7 +37450,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f9, other=0.0)
                     s = g * t9100
                     vx += s
                     vlx += s * 11.0
@@ -34836,7 +37508,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
                     s = g * t9136
                     vx += s
                     vlx += s * 11.0
@@ -34957,7 +37632,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 21, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 21]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 21, mask=f11, other=0.0)
                     s = g * t9237
                     vx += s
                     vlx += s * 12.0
@@ -35012,7 +37690,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     s = g * t9273
                     vx += s
                     vlx += s * 12.0
@@ -35113,7 +37794,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
                     s = g * t9356
                     vx += s
                     vlx += s * 10.0
@@ -35140,7 +37824,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
                     s = g * t9368
                     vx += s
                     vlx += s * 10.0
@@ -35182,7 +37869,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 21, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 21]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 21, mask=f15, other=0.0)
                     s = g * t9392
                     vx += s
                     vlx += s * 11.0
@@ -35223,7 +37913,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
                     s = g * t9414
                     vx += s
                     vlx += s * 11.0
@@ -35313,7 +38006,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 22, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 22]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 22, mask=f1, other=0.0)
                     s = g * t9484
                     vx += s
                     vlx += s * 12.0
@@ -35368,7 +38064,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t9520
                     vx += s
                     vlx += s * 12.0
@@ -35469,7 +38168,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 22, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 22]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 22, mask=f3, other=0.0)
                     s = g * t9603
                     vx += s
                     vlx += s * 11.0
@@ -35496,7 +38198,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     s = g * t9615
                     vx += s
                     vlx += s * 11.0
@@ -35538,7 +38243,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 23, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 23]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 23, mask=f5, other=0.0)
                     s = g * t9639
                     vx += s
                     vlx += s * 12.0
@@ -35579,7 +38287,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f6, other=0.0)
                     s = g * t9661
                     vx += s
                     vlx += s * 12.0
@@ -35679,7 +38390,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 24, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 24]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 24, mask=f7, other=0.0)
                     s = g * t9744
                     vx += s
                     vlx += s * 12.0
@@ -35706,7 +38420,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f8, other=0.0)
                     s = g * t9756
                     vx += s
                     vlx += s * 12.0
@@ -35760,7 +38477,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     if LOAD_FENCE:
                         f0 = mask & _fence(vx + vy + vz, IS_F64)
                     tl.store(ggrow + OFFS[i] + 0, zero * s1 - (c20 + zero) * (s2 * 0.0), mask=mask)
@@ -35771,7 +38491,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     s = g * c21
                     vx += s
                     vlx += s * 1.0
@@ -35783,7 +38506,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     s = g * c21
                     vy += s
                     vly += s * 1.0
@@ -35795,7 +38521,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     s = g * c21
                     vz += s
                     vlz += s * 1.0
@@ -35854,7 +38583,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     s = g * t71
                     vx += s
                     vlx += s * 2.0
@@ -35882,7 +38614,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     s = g * t84
                     vx += s
                     vlx += s * 2.0
@@ -35906,7 +38641,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     s = g * t91
                     vx += s
                     vlx += s * 2.0
@@ -35935,7 +38673,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     s = g * t105
                     vy += s
                     vly += s * 2.0
@@ -35958,7 +38699,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     s = g * t113
                     vx += s
                     vlx += s * 2.0
@@ -36137,7 +38881,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     s = g * t274
                     vx += s
                     vlx += s * 3.0
@@ -36175,7 +38922,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     s = g * t295
                     vx += s
                     vlx += s * 3.0
@@ -36221,7 +38971,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     s = g * t322
                     vx += s
                     vlx += s * 3.0
@@ -36249,7 +39002,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     s = g * t331
                     vx += s
                     vlx += s * 3.0
@@ -36294,7 +39050,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     s = g * t357
                     vx += s
                     vlx += s * 3.0
@@ -36329,7 +39088,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     s = g * t375
                     vx += s
                     vlx += s * 3.0
@@ -36360,7 +39122,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     s = g * t387
                     vx += s
                     vlx += s * 3.0
@@ -36631,7 +39396,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     s = g * t642
                     vx += s
                     vlx += s * 4.0
@@ -36669,7 +39437,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     s = g * t663
                     vx += s
                     vlx += s * 4.0
@@ -36725,7 +39496,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t700
                     vx += s
                     vlx += s * 4.0
@@ -36771,7 +39545,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     s = g * t727
                     vx += s
                     vlx += s * 4.0
@@ -36799,7 +39576,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t736
                     vx += s
                     vlx += s * 4.0
@@ -36844,7 +39624,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     s = g * t762
                     vx += s
                     vlx += s * 4.0
@@ -36895,7 +39678,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     s = g * t794
                     vx += s
                     vlx += s * 4.0
@@ -36936,7 +39722,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     s = g * t816
                     vx += s
                     vlx += s * 4.0
@@ -36967,7 +39756,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     s = g * t830
                     vx += s
                     vlx += s * 4.0
@@ -37311,7 +40103,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     s = g * t1158
                     vx += s
                     vlx += s * 5.0
@@ -37349,7 +40144,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     s = g * t1179
                     vx += s
                     vlx += s * 5.0
@@ -37405,7 +40203,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     s = g * t1216
                     vx += s
                     vlx += s * 5.0
@@ -37461,7 +40262,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     s = g * t1253
                     vx += s
                     vlx += s * 5.0
@@ -37507,7 +40311,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     s = g * t1280
                     vx += s
                     vlx += s * 5.0
@@ -37535,7 +40342,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     s = g * t1289
                     vx += s
                     vlx += s * 5.0
@@ -37580,7 +40390,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     s = g * t1315
                     vx += s
                     vlx += s * 5.0
@@ -37631,7 +40444,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     s = g * t1347
                     vx += s
                     vlx += s * 5.0
@@ -37686,7 +40502,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
                     s = g * t1383
                     vx += s
                     vlx += s * 5.0
@@ -37727,7 +40546,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
                     s = g * t1405
                     vx += s
                     vlx += s * 5.0
@@ -37758,7 +40580,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     s = g * t1419
                     vx += s
                     vlx += s * 5.0
@@ -38180,7 +41005,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     s = g * t1825
                     vx += s
                     vlx += s * 6.0
@@ -38218,7 +41046,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     s = g * t1846
                     vx += s
                     vlx += s * 6.0
@@ -38274,7 +41105,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     s = g * t1883
                     vx += s
                     vlx += s * 6.0
@@ -38330,7 +41164,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     s = g * t1920
                     vx += s
                     vlx += s * 6.0
@@ -38386,7 +41223,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     s = g * t1957
                     vx += s
                     vlx += s * 6.0
@@ -38432,7 +41272,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
                     s = g * t1984
                     vx += s
                     vlx += s * 6.0
@@ -38460,7 +41303,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     s = g * t1993
                     vx += s
                     vlx += s * 6.0
@@ -38505,7 +41351,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     s = g * t2019
                     vx += s
                     vlx += s * 6.0
@@ -38556,7 +41405,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     s = g * t2051
                     vx += s
                     vlx += s * 6.0
@@ -38611,7 +41463,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
                     s = g * t2087
                     vx += s
                     vlx += s * 6.0
@@ -38666,7 +41521,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
                     s = g * t2123
                     vx += s
                     vlx += s * 6.0
@@ -38707,7 +41565,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     s = g * t2145
                     vx += s
                     vlx += s * 6.0
@@ -38738,7 +41599,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
                     s = g * t2159
                     vx += s
                     vlx += s * 6.0
@@ -39238,7 +42102,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     s = g * t2643
                     vx += s
                     vlx += s * 7.0
@@ -39276,7 +42143,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     s = g * t2664
                     vx += s
                     vlx += s * 7.0
@@ -39332,7 +42202,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     s = g * t2701
                     vx += s
                     vlx += s * 7.0
@@ -39388,7 +42261,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     s = g * t2738
                     vx += s
                     vlx += s * 7.0
@@ -39444,7 +42320,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     s = g * t2775
                     vx += s
                     vlx += s * 7.0
@@ -39500,7 +42379,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     s = g * t2812
                     vx += s
                     vlx += s * 7.0
@@ -39546,7 +42428,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
                     s = g * t2839
                     vx += s
                     vlx += s * 7.0
@@ -39574,7 +42459,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
                     s = g * t2848
                     vx += s
                     vlx += s * 7.0
@@ -39619,7 +42507,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     s = g * t2874
                     vx += s
                     vlx += s * 7.0
@@ -39670,7 +42561,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
                     s = g * t2906
                     vx += s
                     vlx += s * 7.0
@@ -39725,7 +42619,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
                     s = g * t2942
                     vx += s
                     vlx += s * 7.0
@@ -39780,7 +42677,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
                     s = g * t2978
                     vx += s
                     vlx += s * 7.0
@@ -39835,7 +42735,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
                     s = g * t3014
                     vx += s
                     vlx += s * 7.0
@@ -39876,7 +42779,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
                     s = g * t3036
                     vx += s
                     vlx += s * 7.0
@@ -39907,7 +42813,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     s = g * t3050
                     vx += s
                     vlx += s * 7.0
@@ -40481,7 +43390,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     s = g * t3608
                     vx += s
                     vlx += s * 8.0
@@ -40519,7 +43431,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     s = g * t3629
                     vx += s
                     vlx += s * 8.0
@@ -40575,7 +43490,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t3666
                     vx += s
                     vlx += s * 8.0
@@ -40631,7 +43549,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     s = g * t3703
                     vx += s
                     vlx += s * 8.0
@@ -40687,7 +43608,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t3740
                     vx += s
                     vlx += s * 8.0
@@ -40743,7 +43667,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     s = g * t3777
                     vx += s
                     vlx += s * 8.0
@@ -40799,7 +43726,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     s = g * t3814
                     vx += s
                     vlx += s * 8.0
@@ -40845,7 +43775,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     s = g * t3841
                     vx += s
                     vlx += s * 8.0
@@ -40873,7 +43806,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     s = g * t3850
                     vx += s
                     vlx += s * 8.0
@@ -40918,7 +43854,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     s = g * t3876
                     vx += s
                     vlx += s * 8.0
@@ -40969,7 +43908,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     s = g * t3908
                     vx += s
                     vlx += s * 8.0
@@ -41024,7 +43966,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     s = g * t3944
                     vx += s
                     vlx += s * 8.0
@@ -41079,7 +44024,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     s = g * t3980
                     vx += s
                     vlx += s * 8.0
@@ -41134,7 +44082,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
                     s = g * t4016
                     vx += s
                     vlx += s * 8.0
@@ -41189,7 +44140,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
                     s = g * t4052
                     vx += s
                     vlx += s * 8.0
@@ -41230,7 +44184,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
                     s = g * t4074
                     vx += s
                     vlx += s * 8.0
@@ -41261,7 +44218,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
                     s = g * t4088
                     vx += s
                     vlx += s * 8.0
@@ -41916,7 +44876,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
                     s = g * t4727
                     vx += s
                     vlx += s * 9.0
@@ -41954,7 +44917,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
                     s = g * t4748
                     vx += s
                     vlx += s * 9.0
@@ -42010,7 +44976,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
                     s = g * t4785
                     vx += s
                     vlx += s * 9.0
@@ -42066,7 +45035,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
                     s = g * t4822
                     vx += s
                     vlx += s * 9.0
@@ -42122,7 +45094,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
                     s = g * t4859
                     vx += s
                     vlx += s * 9.0
@@ -42178,7 +45153,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
                     s = g * t4896
                     vx += s
                     vlx += s * 9.0
@@ -42234,7 +45212,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
                     s = g * t4933
                     vx += s
                     vlx += s * 9.0
@@ -42290,7 +45271,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
                     s = g * t4970
                     vx += s
                     vlx += s * 9.0
@@ -42336,7 +45320,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
                     s = g * t4997
                     vx += s
                     vlx += s * 9.0
@@ -42364,7 +45351,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
                     s = g * t5006
                     vx += s
                     vlx += s * 9.0
@@ -42409,7 +45399,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
                     s = g * t5032
                     vx += s
                     vlx += s * 9.0
@@ -42460,7 +45453,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
                     s = g * t5064
                     vx += s
                     vlx += s * 9.0
@@ -42515,7 +45511,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
                     s = g * t5100
                     vx += s
                     vlx += s * 9.0
@@ -42570,7 +45569,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
                     s = g * t5136
                     vx += s
                     vlx += s * 9.0
@@ -42625,7 +45627,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
                     s = g * t5172
                     vx += s
                     vlx += s * 9.0
@@ -42680,7 +45685,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f0, other=0.0)
                     s = g * t5208
                     vx += s
                     vlx += s * 9.0
@@ -42735,7 +45743,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f1, other=0.0)
                     s = g * t5244
                     vx += s
                     vlx += s * 9.0
@@ -42776,7 +45787,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f2, other=0.0)
                     s = g * t5266
                     vx += s
                     vlx += s * 9.0
@@ -42807,7 +45821,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f3, other=0.0)
                     s = g * t5280
                     vx += s
                     vlx += s * 9.0
@@ -43540,7 +46557,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
                     s = g * t5997
                     vx += s
                     vlx += s * 10.0
@@ -43578,7 +46598,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
                     s = g * t6018
                     vx += s
                     vlx += s * 10.0
@@ -43634,7 +46657,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
                     s = g * t6055
                     vx += s
                     vlx += s * 10.0
@@ -43690,7 +46716,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
                     s = g * t6092
                     vx += s
                     vlx += s * 10.0
@@ -43746,7 +46775,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
                     s = g * t6129
                     vx += s
                     vlx += s * 10.0
@@ -43802,7 +46834,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
                     s = g * t6166
                     vx += s
                     vlx += s * 10.0
@@ -43858,7 +46893,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
                     s = g * t6203
                     vx += s
                     vlx += s * 10.0
@@ -43914,7 +46952,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
                     s = g * t6240
                     vx += s
                     vlx += s * 10.0
@@ -43970,7 +47011,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
                     s = g * t6277
                     vx += s
                     vlx += s * 10.0
@@ -44016,7 +47060,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
                     s = g * t6304
                     vx += s
                     vlx += s * 10.0
@@ -44044,7 +47091,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
                     s = g * t6313
                     vx += s
                     vlx += s * 10.0
@@ -44089,7 +47139,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
                     s = g * t6339
                     vx += s
                     vlx += s * 10.0
@@ -44140,7 +47193,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
                     s = g * t6371
                     vx += s
                     vlx += s * 10.0
@@ -44195,7 +47251,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f1, other=0.0)
                     s = g * t6407
                     vx += s
                     vlx += s * 10.0
@@ -44250,7 +47309,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f2, other=0.0)
                     s = g * t6443
                     vx += s
                     vlx += s * 10.0
@@ -44305,7 +47367,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f3, other=0.0)
                     s = g * t6479
                     vx += s
                     vlx += s * 10.0
@@ -44360,7 +47425,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f4, other=0.0)
                     s = g * t6515
                     vx += s
                     vlx += s * 10.0
@@ -44415,7 +47483,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
                     s = g * t6551
                     vx += s
                     vlx += s * 10.0
@@ -44470,7 +47541,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f6, other=0.0)
                     s = g * t6587
                     vx += s
                     vlx += s * 10.0
@@ -44511,7 +47585,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
                     s = g * t6609
                     vx += s
                     vlx += s * 10.0
@@ -44542,7 +47619,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f8, other=0.0)
                     s = g * t6623
                     vx += s
                     vlx += s * 10.0
@@ -45348,7 +48428,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
                     s = g * t7413
                     vx += s
                     vlx += s * 11.0
@@ -45386,7 +48469,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
                     s = g * t7434
                     vx += s
                     vlx += s * 11.0
@@ -45442,7 +48528,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
                     s = g * t7471
                     vx += s
                     vlx += s * 11.0
@@ -45498,7 +48587,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
                     s = g * t7508
                     vx += s
                     vlx += s * 11.0
@@ -45554,7 +48646,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
                     s = g * t7545
                     vx += s
                     vlx += s * 11.0
@@ -45610,7 +48705,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
                     s = g * t7582
                     vx += s
                     vlx += s * 11.0
@@ -45666,7 +48764,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
                     s = g * t7619
                     vx += s
                     vlx += s * 11.0
@@ -45722,7 +48823,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
                     s = g * t7656
                     vx += s
                     vlx += s * 11.0
@@ -45778,7 +48882,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
                     s = g * t7693
                     vx += s
                     vlx += s * 11.0
@@ -45834,7 +48941,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
                     s = g * t7730
                     vx += s
                     vlx += s * 11.0
@@ -45880,7 +48990,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
                     s = g * t7757
                     vx += s
                     vlx += s * 11.0
@@ -45908,7 +49021,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
                     s = g * t7766
                     vx += s
                     vlx += s * 11.0
@@ -45953,7 +49069,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
                     s = g * t7792
                     vx += s
                     vlx += s * 11.0
@@ -46004,7 +49123,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f6, other=0.0)
                     s = g * t7824
                     vx += s
                     vlx += s * 11.0
@@ -46059,7 +49181,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f7, other=0.0)
                     s = g * t7860
                     vx += s
                     vlx += s * 11.0
@@ -46114,7 +49239,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f8, other=0.0)
                     s = g * t7896
                     vx += s
                     vlx += s * 11.0
@@ -46169,7 +49297,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
                     s = g * t7932
                     vx += s
                     vlx += s * 11.0
@@ -46224,7 +49355,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f10, other=0.0)
                     s = g * t7968
                     vx += s
                     vlx += s * 11.0
@@ -46279,7 +49413,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f11, other=0.0)
                     s = g * t8004
                     vx += s
                     vlx += s * 11.0
@@ -46334,7 +49471,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f12, other=0.0)
                     s = g * t8040
                     vx += s
                     vlx += s * 11.0
@@ -46389,7 +49529,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
                     s = g * t8076
                     vx += s
                     vlx += s * 11.0
@@ -46430,7 +49573,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 21, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 21]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 21, mask=f14, other=0.0)
                     s = g * t8098
                     vx += s
                     vlx += s * 11.0
@@ -46461,7 +49607,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    g = tl.load(grow + OFFS[i] + 22, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 22]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 22, mask=f15, other=0.0)
                     s = g * t8112
                     vx += s
                     vlx += s * 11.0
@@ -47349,7 +50498,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 0]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
                     s = g * t8984
                     vx += s
                     vlx += s * 12.0
@@ -47387,7 +50539,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 1]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
                     s = g * t9005
                     vx += s
                     vlx += s * 12.0
@@ -47443,7 +50598,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 2]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
                     s = g * t9042
                     vx += s
                     vlx += s * 12.0
@@ -47499,7 +50657,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 3]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
                     s = g * t9079
                     vx += s
                     vlx += s * 12.0
@@ -47555,7 +50716,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 4]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
                     s = g * t9116
                     vx += s
                     vlx += s * 12.0
@@ -47611,7 +50775,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 5]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
                     s = g * t9153
                     vx += s
                     vlx += s * 12.0
@@ -47667,7 +50834,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 6]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
                     s = g * t9190
                     vx += s
                     vlx += s * 12.0
@@ -47723,7 +50893,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 7]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
                     s = g * t9227
                     vx += s
                     vlx += s * 12.0
@@ -47779,7 +50952,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 8]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
                     s = g * t9264
                     vx += s
                     vlx += s * 12.0
@@ -47835,7 +51011,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 9]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
                     s = g * t9301
                     vx += s
                     vlx += s * 12.0
@@ -47891,7 +51070,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 10]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
                     s = g * t9338
                     vx += s
                     vlx += s * 12.0
@@ -47937,7 +51119,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 11]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
                     s = g * t9365
                     vx += s
                     vlx += s * 12.0
@@ -47965,7 +51150,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 12]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
                     s = g * t9374
                     vx += s
                     vlx += s * 12.0
@@ -48010,7 +51198,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 13]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
                     s = g * t9400
                     vx += s
                     vlx += s * 12.0
@@ -48061,7 +51252,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 14]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
                     s = g * t9432
                     vx += s
                     vlx += s * 12.0
@@ -48116,7 +51310,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 15]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
                     s = g * t9468
                     vx += s
                     vlx += s * 12.0
@@ -48171,7 +51368,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 16]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
                     s = g * t9504
                     vx += s
                     vlx += s * 12.0
@@ -48226,7 +51426,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 17, mask=f1, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 17]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 17, mask=f1, other=0.0)
                     s = g * t9540
                     vx += s
                     vlx += s * 12.0
@@ -48281,7 +51484,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 18, mask=f2, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 18]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 18, mask=f2, other=0.0)
                     s = g * t9576
                     vx += s
                     vlx += s * 12.0
@@ -48336,7 +51542,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 19, mask=f3, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 19]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 19, mask=f3, other=0.0)
                     s = g * t9612
                     vx += s
                     vlx += s * 12.0
@@ -48391,7 +51600,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 20, mask=f4, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 20]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 20, mask=f4, other=0.0)
                     s = g * t9648
                     vx += s
                     vlx += s * 12.0
@@ -48446,7 +51658,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 21, mask=f5, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 21]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 21, mask=f5, other=0.0)
                     s = g * t9684
                     vx += s
                     vlx += s * 12.0
@@ -48501,7 +51716,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 22, mask=f6, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 22]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 22, mask=f6, other=0.0)
                     s = g * t9720
                     vx += s
                     vlx += s * 12.0
@@ -48542,7 +51760,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 23, mask=f7, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 23]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 23, mask=f7, other=0.0)
                     s = g * t9742
                     vx += s
                     vlx += s * 12.0
@@ -48573,7 +51794,10 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    g = tl.load(grow + OFFS[i] + 24, mask=f8, other=0.0)
+                    if GY_TILE:
+                        g = gt[OFFS[i] + 24]
+                    else:
+                        g = tl.load(grow + OFFS[i] + 24, mask=f8, other=0.0)
                     s = g * t9756
                     vx += s
                     vlx += s * 12.0

@@ -61,7 +61,17 @@ def _full_row_block(lmax: int) -> int:
 
 # the switches of `config` that EQUITRITON_<NAME> = 0/1 can force, and the two that take a count (_COUNTS: ROW_CHUNK
 # columns, LOAD_FENCE degrees); part of `plan`'s cache key
-_FORCED = ("WIDE_IO", "FULL_ROW", "FLAT_STORE", "M_MAJOR", "SELECT_TILE", "ROW_CHUNK", "LADDER", "LOAD_FENCE")
+_FORCED = (
+    "WIDE_IO",
+    "FULL_ROW",
+    "FLAT_STORE",
+    "M_MAJOR",
+    "SELECT_TILE",
+    "ROW_CHUNK",
+    "LADDER",
+    "LOAD_FENCE",
+    "GY_TILE",
+)
 _COUNTS = ("ROW_CHUNK", "LOAD_FENCE")
 
 
@@ -121,6 +131,10 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     # LOAD_FENCE (derivative kernels): each grad_y load waits for the accumulators a few columns (traced duals) or
     # LOAD_FENCE degrees (ladder: 1 or 2) back, so LLVM cannot hoist the whole row's loads to the top (render._fence)
     cfg.setdefault("LOAD_FENCE", 0)
+    # GY_TILE (derivative kernels): the grad_y row loaded as one coalesced tile and split into columns in registers,
+    # instead of one load per column at one row per thread, whose lanes all hit one L1 bank when the row stride is a
+    # multiple of 128 bytes (docs/kernel_tuning.md item 15); rows of at most GY_TILE_MAX (padded) columns
+    cfg.setdefault("GY_TILE", False)
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count and EQUITRITON_LOAD_FENCE a
     # depth (measurements, tests)
     for name in _FORCED:
@@ -132,7 +146,7 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     if not 0 <= int(cfg["LOAD_FENCE"]) <= 2:
         raise ValueError(f"LOAD_FENCE is a depth of 0, 1 or 2 degrees, got {cfg['LOAD_FENCE']!r}")
     if direction == "forward":
-        cfg["LADDER"], cfg["LOAD_FENCE"] = False, 0
+        cfg["LADDER"], cfg["LOAD_FENCE"], cfg["GY_TILE"] = False, 0, False
     elif not (direction == "double_backward" and cfg["LADDER"]):
         # the derivative kernels store column by column, except the ladder double backward's d(grad_y) (WIDE_IO)
         cfg["SELECT_TILE"] = cfg["WIDE_IO"] = False
@@ -154,6 +168,9 @@ def grid(n: int, cfg: dict) -> tuple[int]:
 
 # widest row (padded to a power of two) stored as one select-built tile for an l set other than 0..l_max (ANY_ROW)
 ANY_ROW_MAX = 128
+# widest grad_y row (padded) that GY_TILE loads as one tile (2 x 64 registers per thread in float64); wider rows are
+# loaded column by column whatever the config says
+GY_TILE_MAX = 64
 
 
 def padded_width(dim: int) -> int:
@@ -190,6 +207,8 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         LADDER=bool(cfg.get("LADDER", False)),
         # 0 (off) or how many degrees of grad_y loads the ladder keeps in flight; any depth gives the duals 16 columns
         LOAD_FENCE=int(cfg.get("LOAD_FENCE", 0)),
+        # the grad_y row as one tile split into columns (generated _row_columns_P); the loads then need no fence
+        GY_TILE=bool(cfg.get("GY_TILE", False)) and pdim <= GY_TILE_MAX,
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
@@ -277,9 +296,10 @@ _HOOK_STATE: dict = {}
 
 def coalesce_is_identity(direction: str, cfg: dict) -> bool:
     """Whether TritonGPUCoalesce cannot change the kernel: 1-D tensors only (no 2D tiles: the derivative kernels
-    store column by column unless WIDE_IO, which only the ladder double backward keeps) and at most one row per
-    thread."""
-    return direction != "forward" and not cfg.get("WIDE_IO") and cfg["BLOCK"] <= 32 * cfg["num_warps"]
+    load and store column by column unless WIDE_IO, which only the ladder double backward keeps, or GY_TILE, whose
+    grad_y tile the pass vectorizes) and at most one row per thread."""
+    tiles = cfg.get("WIDE_IO") or cfg.get("GY_TILE")
+    return direction != "forward" and not tiles and cfg["BLOCK"] <= 32 * cfg["num_warps"]
 
 
 def _install_hook() -> bool:
