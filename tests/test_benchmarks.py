@@ -376,7 +376,8 @@ def test_merge_newest_ok_point_wins_and_keeps_every_runs_implementations():
 
 def test_subset_keeps_named_pairs_and_merge_keeps_peers_and_launch_counts():
     """report_sh --only: a re-measuring run replaces only the (dtype, l set) pairs it names, and the merged page keeps
-    the peer packages of the last run that carried peers and the launch counts of the last run that counted them."""
+    the peer packages of the last run that carried peers and, case by case, the newest launch counts and compile
+    times."""
     old = synthetic_doc()
     old["meta"]["peers_manifest"] = {"packages": ["x"]}
     new = synthetic_doc()
@@ -392,6 +393,14 @@ def test_subset_keeps_named_pairs_and_merge_keeps_peers_and_launch_counts():
     old["meta"]["launches"] = counts
     part["meta"]["launches"] = [{"error": "the child process gave no answer"}]
     assert results.merge([old, part])["meta"]["launches"] == counts
+    # a later run that counted other l sets adds its cases, and replaces the ones it counted again
+    more = [{"direction": "forward", "ls": [0, 1, 2], "kernels": 1, "names": ["k"]}, dict(counts[0], kernels=2)]
+    part["meta"]["launches"] = more
+    assert results.merge([old, part])["meta"]["launches"] == [more[1], more[0]]
+    old["meta"]["warm"] = {"workers": 4, "jobs": [{"id": "a", "seconds": 1.0}, {"id": "b", "seconds": 2.0}]}
+    part["meta"]["warm"] = {"workers": 8, "jobs": [{"id": "b", "seconds": 3.0}]}
+    warm = results.merge([old, part])["meta"]["warm"]
+    assert warm["workers"] == 8 and warm["jobs"] == [{"id": "a", "seconds": 1.0}, {"id": "b", "seconds": 3.0}]
     assert merged["meta"]["runs"][1]["only"] == f"{dtype}:{lset}"
     runs = {p["run"] for p in merged["points"] if (p["dtype"], p["lset"]) != (dtype, lset)}
     assert runs == {0}

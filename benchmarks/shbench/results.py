@@ -181,14 +181,25 @@ def merge(docs: list[dict]) -> dict:
         for name, info in (d["meta"].get("impls") or {}).items():
             impls.setdefault(name, info)
     meta["impls"] = impls
-    # the peer packages of the newest run that carried any (a run of ours alone carries none), and the launch
-    # counts of the newest run that got them (a run whose counting child timed out holds only the error)
+    # the peer packages of the newest run that carried any (a run of ours alone carries none); launch counts and
+    # compile times case by case, the newest run's where several measured a case (a run re-measuring two l sets
+    # must not drop the others; a run whose counting child timed out holds only the error)
     manifests = [d["meta"]["peers_manifest"] for d in docs if d["meta"].get("peers_manifest")]
     if manifests:
         meta["peers_manifest"] = manifests[-1]
-    counted = [d["meta"]["launches"] for d in docs if any("kernels" in r for r in d["meta"].get("launches") or [])]
-    if counted:
-        meta["launches"] = counted[-1]
+    counts: dict = {}
+    for d in docs:
+        for r in d["meta"].get("launches") or []:
+            if "kernels" in r:
+                counts[(tuple(r["ls"]), r["direction"], r.get("n"))] = r
+    if counts:
+        meta["launches"] = list(counts.values())
+    compiles: dict = {}
+    for d in docs:
+        for job in (d["meta"].get("warm") or {}).get("jobs") or []:
+            compiles[job["id"]] = job
+    if compiles:
+        meta["warm"] = dict(meta.get("warm") or {}, jobs=list(compiles.values()))
     meta["runs"] = [
         {k: d["meta"].get(k) for k in ("date_utc", "command", "copy_gbps", "elapsed_s", "only")}
         | {"device": (d["meta"].get("device") or {}).get("name"), "finished": d.get("finished")}
