@@ -21,9 +21,13 @@ def test_skip_applies_only_to_one_row_per_thread_derivative_kernels():
     for direction in ("backward", "double_backward"):
         # column-by-column I/O (1-D tensors): the pass is the identity at up to one row per thread
         for block, warps in ((32, 1), (64, 2), (64, 4), (128, 4)):
-            cfg = dict(launch.config(direction, 4, torch.float64), WIDE_IO=False, BLOCK=block, num_warps=warps)
+            cfg = dict(
+                launch.config(direction, 4, torch.float64), WIDE_IO=False, GY_TILE=False, BLOCK=block, num_warps=warps
+            )
             assert launch.coalesce_is_identity(direction, cfg)
             assert not launch.coalesce_is_identity(direction, dict(cfg, BLOCK=64 * warps))
+            # the grad_y row as one tile (GY_TILE) is 2-D: the pass vectorizes its loads
+            assert not launch.coalesce_is_identity(direction, dict(cfg, GY_TILE=True))
     # the ladder double backward's d(grad_y) tiles (WIDE_IO) are 2-D: the pass chooses their layout
     tiles = dict(launch.config("double_backward", 12, torch.float64), BLOCK=32, num_warps=1)
     assert tiles["LADDER"] and tiles["WIDE_IO"] and not launch.coalesce_is_identity("double_backward", tiles)
