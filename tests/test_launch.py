@@ -112,9 +112,18 @@ def test_gy_tile_reaches_the_derivative_kernels_up_to_its_width(monkeypatch):
     for key in ("backward/3/float64", "backward/3/float32", "backward/7/float32", "double_backward/3/float64"):
         assert launch._TABLE[key]["GY_TILE"], key
     assert not launch.config("backward", 2, torch.float64)["GY_TILE"]
+    # l = 0 alone has one column: nothing to tile
+    assert not launch.plan("backward", [0], True, 1, torch.float64)[1]["GY_TILE"]
     monkeypatch.setenv("EQUITRITON_GY_TILE", "0")
     cfg, meta, _ = launch.plan("backward", list(range(4)), True, 1, torch.float64)
     assert not meta["GY_TILE"]
+
+
+def test_every_tile_width_launch_allows_has_its_generated_split():
+    from equitriton.codegen.render import ROW_COLUMN_WIDTHS
+
+    assert max(ROW_COLUMN_WIDTHS) == launch.GY_TILE_MAX
+    assert all(hasattr(launch.kernels, f"_row_columns_{p}") for p in ROW_COLUMN_WIDTHS)
 
 
 def test_overrides_reach_the_plan(monkeypatch):

@@ -393,6 +393,9 @@ def _row_columns(P: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+# the tile widths whose column splits are generated; launch.GY_TILE_MAX is the largest
+ROW_COLUMN_WIDTHS = (2, 4, 8, 16, 32, 64)
+
 # GY_TILE (derivative kernels): the grad_y row as one coalesced (BLOCK, PDIM) load, split into columns. Loaded column
 # by column, one row per thread, a row stride that is a multiple of 128 bytes (DIM = 16 in float64, l_max 3) puts all
 # 32 lanes of a load on the same L1 bank: 32 wavefronts per load instruction (docs/kernel_tuning.md item 15)
@@ -406,13 +409,13 @@ TRITON_GY_TILE_PROLOGUE = """    if GY_TILE:
     f"""        {"if" if P == 2 else "elif"} PDIM == {P}:
             gt = _row_columns_{P}(gtile, BLOCK)
 """
-    for P in (2, 4, 8, 16, 32, 64)
+    for P in ROW_COLUMN_WIDTHS
 )
 
 
 def render_triton() -> str:
     out = [HEADER, TRITON_PRELUDE.replace("EPS64", str(_bits64(EPS))).replace("EPS32", str(_bits32(EPS)))]
-    out += [_row_columns(P) for P in (2, 4, 8, 16, 32, 64)]
+    out += [_row_columns(P) for P in ROW_COLUMN_WIDTHS]
     for order, name in ((0, "sh_forward_kernel"), (1, "sh_backward_kernel"), (2, "sh_double_backward_kernel")):
         if order == 0:
             traced = trace(order)

@@ -168,8 +168,9 @@ def grid(n: int, cfg: dict) -> tuple[int]:
 
 # widest row (padded to a power of two) stored as one select-built tile for an l set other than 0..l_max (ANY_ROW)
 ANY_ROW_MAX = 128
-# widest grad_y row (padded) that GY_TILE loads as one tile (2 x 64 registers per thread in float64); wider rows are
-# loaded column by column whatever the config says
+# widest grad_y row (padded) that GY_TILE loads as one tile (2 x 64 registers per thread in float64); wider rows (and
+# the one column of l = 0 alone) are loaded column by column whatever the config says. The generator builds the
+# column splits (_row_columns_P) for P = 2 .. GY_TILE_MAX (codegen.render.ROW_COLUMN_WIDTHS)
 GY_TILE_MAX = 64
 
 
@@ -208,7 +209,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         # 0 (off) or how many degrees of grad_y loads the ladder keeps in flight; any depth gives the duals 16 columns
         LOAD_FENCE=int(cfg.get("LOAD_FENCE", 0)),
         # the grad_y row as one tile split into columns (generated _row_columns_P); the loads then need no fence
-        GY_TILE=bool(cfg.get("GY_TILE", False)) and pdim <= GY_TILE_MAX,
+        GY_TILE=bool(cfg.get("GY_TILE", False)) and 2 <= pdim <= GY_TILE_MAX,
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
