@@ -56,7 +56,8 @@ def test_derivative_kernels_select_only_on_the_ladder_double_backward(direction,
 @pytest.mark.parametrize("lmax", [2, 5, 6, 7, 9, 11, 12])
 def test_double_backward_runs_on_the_ladder_with_tiles(lmax, dtype):
     """The ladder double backward, d(grad_y) stored as per-degree select tiles one row per thread, measured fastest
-    at every swept l_max from 2 (kernel_tuning.md item 11); also where the launch table has no entry (5, 7, 9, 11)."""
+    at every swept l_max from 2 (kernel_tuning.md item 11); also where the launch table has no entry (9, 11) and at
+    l_max 5 and 7, whose entries came from the grad_y tile sweep (item 15)."""
     cfg, meta, _ = launch.plan("double_backward", list(range(lmax + 1)), True, 1, dtype)
     assert meta["LADDER"] and meta["WIDE_IO"] and meta["SELECT_TILE"]
     assert cfg["BLOCK"] == 32 * cfg["num_warps"]
