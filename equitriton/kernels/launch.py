@@ -228,7 +228,10 @@ def plan(direction: str, ls, normalize: bool, normalization: int, dtype: torch.d
     if found is None:
         offs, dim = offsets(ls)
         cfg = config(direction, max(ls), dtype, whole=list(ls) == list(range(max(ls) + 1)), dim=dim)
-        found = _PLANS[key] = (cfg, meta(ls, offs, dim, normalize, normalization, dtype, cfg), dim)
+        m = meta(ls, offs, dim, normalize, normalization, dtype, cfg)
+        # the tile the kernel is built with: a row too wide for GY_TILE has none, so the coalesce skip still applies
+        cfg["GY_TILE"] = m["GY_TILE"]
+        found = _PLANS[key] = (cfg, m, dim)
     return found
 
 
