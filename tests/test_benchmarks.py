@@ -214,6 +214,13 @@ def test_tables_and_targets_from_synthetic_result():
     assert small["met"] is False and "µs" in small["figure"]  # 2500 * 1/64 GB/s at 2^12: far slower than 20 µs
     assert "cuequivariance" in report.not_measured(ix)
     assert "1.0e-15" in report.error_table(ix)
+    # a point that failed its check is reported with the points not measured, not as the peer's accuracy
+    doc = synthetic_doc()
+    bad = next(p for p in doc["points"] if p["impl"] == "e3nn" and p["dtype"] == "float64" and p["status"] == "ok")
+    bad.update(status="wrong", rel_err=0.5, ms=None, reason="max relative error 0.5 > tolerance 1e-06: not timed")
+    assert "5.0e-01" not in report.error_table(report.Index(doc)) and "0.5 > tolerance" in report.not_measured(
+        report.Index(doc)
+    )
 
 
 def test_targets_detect_a_faster_peer():
@@ -370,6 +377,9 @@ def test_merge_newest_ok_point_wins_and_keeps_every_runs_implementations():
     assert won["run"] == 1 and won["ms"] == second["ms"]
     assert any(p["impl"] == "e3nn" and p["run"] == 0 for p in merged["points"])
     assert set(merged["meta"]["impls"]) == set(old["meta"]["impls"])
+    # a newer run that did not start a peer does not hide the older run that measured it
+    new["meta"]["impls"]["e3nn"] = {"available": False, "reason": "not started"}
+    assert results.merge([old, new])["meta"]["impls"]["e3nn"]["available"] is True
     assert [r["date_utc"] for r in merged["meta"]["runs"]] == ["2026-11-25T00:00:00Z", "2026-11-26T00:00:00Z"]
     assert results.validate(json.loads(json.dumps(merged))) == []
 

@@ -175,11 +175,13 @@ def merge(docs: list[dict]) -> dict:
             if key not in points or p["status"] == "ok":
                 points[key] = dict(p, run=i)
     meta = dict(docs[-1]["meta"])
-    # implementations of every run (an older run may hold peers the newest one did not measure), newest first
+    # implementations of every run (an older run may hold peers the newest one did not measure), newest first; a
+    # run that did not start a peer (a run of ours alone) does not hide the run that measured it
     impls: dict = {}
     for d in reversed(docs):
         for name, info in (d["meta"].get("impls") or {}).items():
-            impls.setdefault(name, info)
+            if name not in impls or (info.get("available") and not impls[name].get("available")):
+                impls[name] = info
     meta["impls"] = impls
     # the peer packages of the newest run that carried any (a run of ours alone carries none); launch counts and
     # compile times case by case, the newest run's where several measured a case (a run re-measuring two l sets
