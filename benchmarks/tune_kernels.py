@@ -21,7 +21,7 @@ import triton
 import triton.testing
 from merge_tables import update_table  # its folder is on sys.path, as the script's own
 
-from equitriton.codegen.render import FLAT_SELECT_MAX_L, FORWARD_PIECES, LADDER_PIECES, pow2_pieces
+from equitriton.codegen.render import FORWARD_PIECES, LADDER_PIECES, pow2_pieces
 from equitriton.generated import torch_fallback
 from equitriton.kernels import launch
 
@@ -218,19 +218,6 @@ def depth_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return [current] + ladder
 
 
-# --sweep flatselect: the forward's whole row built by selects and stored through a flat index (FLAT_STORE +
-# SELECT_TILE) against the table's config, at even l_max: their rows (DIM x itemsize not a multiple of 16 bytes)
-# leave the select tile's (BLOCK, P) store masked and misaligned, float32 l_max 2 at 66-68% of copy
-# (docs/kernel_tuning.md item 8); the flat store alone (join trees) measured 45% there (item 5)
-FLAT_SELECT_LMAXES = tuple(l for l in range(2, FLAT_SELECT_MAX_L + 1, 2))
-
-
-def flat_select_configs(lmax: int, dtype) -> list[dict]:
-    current = {k: v for k, v in launch.config("forward", lmax, dtype).items() if k != "M_MAJOR"}
-    base = dict(WIDE_IO=True, FULL_ROW=True, SELECT_TILE=True, FLAT_STORE=True, ROW_CHUNK=0)
-    return [dict(current, current=True)] + [dict(base, BLOCK=32 * w, num_warps=w) for w in (1, 2, 4)]
-
-
 # --sweep gytile: the derivative kernels with the grad_y row loaded as one coalesced tile and split into columns
 # (GY_TILE) against the table's config. Loaded column by column at one row per thread, a row of 128 bytes (l_max 3
 # float64; 64 bytes in float32) puts the 32 lanes of every load on one L1 bank: 16 loads x 32 wavefronts per 32 rows,
@@ -275,10 +262,6 @@ def cases(sweep: str = "all"):
     if sweep == "flat":
         for lmax, dtype in itertools.product(FLAT_LMAXES, DTYPES):
             for cfg in flat_configs(lmax, dtype):
-                yield lmax, dtype, "forward", cfg
-    if sweep == "flatselect":
-        for lmax, dtype in itertools.product(FLAT_SELECT_LMAXES, DTYPES):
-            for cfg in flat_select_configs(lmax, dtype):
                 yield lmax, dtype, "forward", cfg
     if sweep == "select":
         for lmax, dtype in itertools.product(SELECT_LMAXES, DTYPES):
@@ -400,8 +383,7 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    sweeps = ("all", "forward", "derivatives", "final", "flat", "flatselect", "dbl", "select", "bwd", "regs")
-    sweeps += tuple(DERIVATIVE_SWEEPS)
+    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "regs", *DERIVATIVE_SWEEPS)
     ap.add_argument("--sweep", choices=sweeps, default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"

@@ -45,9 +45,6 @@ FORCED = [
     {"EQUITRITON_GY_TILE": "1", "EQUITRITON_LADDER": "1"},
 ]
 CUDA_TESTS.append(([ALL, [12, 5], [2, 0, 9], [0, 1, 2, 3]], BOTH, [(True, 2)], "bd", FORCED))
-# test_flat_forward_stores_match_cpu_fallback: the flat forward store, its tile by a join tree and by selects
-FLAT = [{"EQUITRITON_FULL_ROW": "1", "EQUITRITON_FLAT_STORE": "1", "EQUITRITON_SELECT_TILE": s} for s in ("0", "1")]
-CUDA_TESTS.append(([[0, 1, 2], [0, 1, 2, 3, 4], list(range(9))], BOTH, [(True, 1)], "f", FLAT))
 
 
 def parse_lset(text: str) -> list[int]:

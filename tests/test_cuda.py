@@ -152,24 +152,6 @@ def test_derivative_bodies_match_cpu_fallback(device, dtype, env, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
-@pytest.mark.parametrize("select", ["0", "1"], ids=["flat-join", "flat-select"])
-def test_flat_forward_stores_match_cpu_fallback(device, dtype, select, monkeypatch):
-    """The whole-row forward stored through a flat index (FLAT_STORE), its tile built by a join tree or by selects,
-    forced on the device at even l_max, whose rows are not a multiple of 16 bytes (the case the flat store is for)."""
-    monkeypatch.setenv("EQUITRITON_FULL_ROW", "1")
-    monkeypatch.setenv("EQUITRITON_FLAT_STORE", "1")
-    monkeypatch.setenv("EQUITRITON_SELECT_TILE", select)
-    for lmax in (2, 4, 8):
-        ls = list(range(lmax + 1))
-        x = rand(1000, 3, seed=9, dtype=dtype)
-        x[0] = 0.0
-        gpu = torch.ops.equitriton.sh_forward(x.to(device), ls, True, NORMALIZATIONS["component"])
-        cpu = torch.ops.equitriton.sh_forward(x, ls, True, NORMALIZATIONS["component"])
-        assert rel_err(gpu, cpu) <= (1e-13 if dtype == F64 else 2e-7), f"l_max {lmax}"
-
-
-@pytest.mark.parametrize("device", DEVICES)
 def test_float64_matches_e3nn_on_device(device):
     x = rand(4096, 3, seed=4).to(device)
     for normalize in (True, False):

@@ -64,8 +64,7 @@ CASES = (
         _case([3, 0], True, "integral", n=0),
     ]
     # the forward's store variants (per-column, per-l tile, whole-row tile, whole-row tile through a flat index),
-    # forced (launch.py reads them per call); the flat store at every l_max (its gather index depends on DIM and P),
-    # its tile built by a join tree and, up to render.FLAT_SELECT_MAX_L, by selects
+    # forced (launch.py reads them per call); the flat store at every l_max (its gather index depends on DIM and P)
     + [
         _case(ALL, True, "integral", env={"EQUITRITON_WIDE_IO": wide, "EQUITRITON_FULL_ROW": full}, directions="f")
         for wide, full in (("0", "0"), ("1", "0"), ("1", "1"))
@@ -78,18 +77,16 @@ CASES = (
             dtype,
             n=n,
             directions="f",
-            env={"EQUITRITON_FULL_ROW": "1", "EQUITRITON_FLAT_STORE": "1", "EQUITRITON_SELECT_TILE": sel},
+            env={"EQUITRITON_FULL_ROW": "1", "EQUITRITON_FLAT_STORE": "1"},
         )
-        for lmax, norm, dtype, n, sel in (
-            (0, "integral", "float64", 77, "0"),
-            (1, "norm", "float32", 130, "1"),
-            (2, "component", "float64", 300, "0"),
-            (2, "integral", "float32", 130, "1"),
-            (3, "integral", "float32", 65, "0"),
-            (4, "norm", "float64", 129, "1"),
-            (6, "component", "float32", 200, "0"),
-            (8, "component", "float32", 70, "1"),
-            (12, "integral", "float64", 97, "1"),
+        for lmax, norm, dtype, n in (
+            (0, "integral", "float64", 77),
+            (1, "norm", "float32", 130),
+            (2, "component", "float64", 300),
+            (3, "integral", "float32", 65),
+            (4, "norm", "float64", 129),
+            (6, "component", "float32", 200),
+            (12, "integral", "float64", 97),
         )
     ]
     + [_case([6, 1, 6], True, "norm", env={"EQUITRITON_WIDE_IO": w}, directions="f") for w in ("0", "1")]

@@ -13,20 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # tune_kernels' sibling imports
 
-SWEEPS = (
-    "forward",
-    "derivatives",
-    "flat",
-    "flatselect",
-    "dbl",
-    "select",
-    "bwd",
-    "ladder",
-    "regs",
-    "fence",
-    "depth",
-    "gytile",
-)
+SWEEPS = ("forward", "derivatives", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence", "depth", "gytile")
 
 
 @pytest.fixture

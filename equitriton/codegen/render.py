@@ -280,11 +280,6 @@ def _ladder_wide_store(ptr: str, values: list[str], pad: str) -> list[str]:
     ]
 
 
-# widest l_max whose FLAT_STORE row is also generated built by selects (FLAT_STORE + SELECT_TILE: one round trip
-# through shared memory to build the tile, one gather to flatten it): rows whose DIM x itemsize is not a multiple of
-# 16 bytes (even l_max) keep masked, misaligned lanes in the select tile's store (float32 l_max 2 at 66-68% of copy,
-# docs/kernel_tuning.md item 8); from l_max 10 the flat tile (BLOCK x 128+ values) measured slower (item 5)
-FLAT_SELECT_MAX_L = 8
 ROW_CHUNKS = (64, 128)  # ROW_CHUNK values generated; 0 (or a chunk >= DIM) stores the row as one tile
 # ROW_CHUNK values for which the forward's whole row is also generated in power-of-two pieces of at most that many
 # columns (81 = 5 x 16 + 1 columns at 16: no padding lane; measured slower, docs/kernel_tuning.md item 12)
@@ -294,23 +289,15 @@ FORWARD_PIECES = (16,)
 def _full_row_store(parts) -> list[str]:
     """Forward epilogue for l = 0..LMAX in order (the common case): the whole output row as one (BLOCK, P) tile, so
     a program writes one contiguous block of memory; with FLAT_STORE through a flat index of that block
-    (_store_rows_flat), so that no lane is masked off for padding columns whatever DIM is (built by selects with
-    SELECT_TILE, up to FLAT_SELECT_MAX_L); with SELECT_TILE alone built by selects (one shared-memory round trip)
-    and stored as a (BLOCK, P) tile, in column chunks of ROW_CHUNK where that is set and below DIM
+    (_store_rows_flat), so that no lane is masked off for padding columns whatever DIM is; with SELECT_TILE built
+    by selects (one shared-memory round trip), in column chunks of ROW_CHUNK where that is set and below DIM
     (ROW_CHUNKS: chunks of that width, the last padded; FORWARD_PIECES: power-of-two pieces of at most that width)."""
     lines = ["if FULL_ROW:"]
     for L in range(13):
         values = [_value(parts, l, m) for l in range(L + 1) for m in range(-l, l + 1)]
         tile, P = _tile(values)
         lines += [f"    if LMAX == {L}:", "        if FLAT_STORE:"]
-        flat = f"_store_rows_flat(OUT, {{}}, N, DIM, {P}, BLOCK)"
-        if L <= FLAT_SELECT_MAX_L:
-            lines += ["            if SELECT_TILE:", f"                cj = tl.arange(0, {P})"]
-            lines += _select_tile(values, "                ")
-            lines += ["                " + flat.format("tile"), "            else:"]
-            lines.append("                " + flat.format(tile))
-        else:
-            lines.append("            " + flat.format(tile))
+        lines.append(f"            _store_rows_flat(OUT, {tile}, N, DIM, {P}, BLOCK)")
         lines.append("        elif SELECT_TILE:")
         n = len(values)
         # ROW_CHUNKS: chunks of c columns, the last narrower; FORWARD_PIECES: power-of-two pieces of at most c
