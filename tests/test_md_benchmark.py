@@ -198,7 +198,13 @@ def test_plan_compiled_modes_headline_first_then_sizes_then_lmax_sweep():
 
     md_step = _load("md_step")
     args = SimpleNamespace(
-        modes="ours-fast,ours-graph", models="nequip,allegro", quick=False, compiled_sizes=None, compiled_lmax="1,2,3"
+        modes="ours-fast,ours-graph",
+        models="nequip,allegro",
+        quick=False,
+        compiled_sizes=None,
+        compiled_lmax="1,2,3",
+        lmax="1,2,3,4",
+        sizes="108,500,2048,10976",
     )
     cases = md_step.make_plan(args).cases
     compiled = [(c.model, c.l_max, c.n_atoms, c.patched) for c in cases if c.group == "compiled"]
@@ -213,3 +219,29 @@ def test_plan_compiled_modes_headline_first_then_sizes_then_lmax_sweep():
     assert len(compiled) == len(set(compiled))
     without = SimpleNamespace(**{**vars(args), "compiled_lmax": None})
     assert all(c.l_max == 2 for c in md_step.make_plan(without).cases if c.group == "compiled")
+
+
+def test_plan_takes_the_lmax_and_size_sweeps_given_and_the_uncoupled_allegro():
+    """--lmax and --sizes choose the sweeps (a targeted re-measurement: allegro l_max 4 without the size sweep), and
+    allegro-uncoupled is allegro with path weights shared across channels, the form whose tensor product fits l_max 4
+    in memory."""
+    import argparse
+
+    md_step = _load("md_step")
+    args = argparse.Namespace(
+        modes="nequip-matscipy,ours-fast",
+        models="allegro-uncoupled",
+        quick=False,
+        lmax="4",
+        sizes="",
+        compiled_lmax=None,
+        compiled_sizes=None,
+    )
+    plan = md_step.make_plan(args)
+    assert {(c.group, c.l_max, c.n_atoms) for c in plan.cases} == {("headline", 2, 2048), ("l_max", 4, 2048)}
+    assert {c.model for c in plan.cases} == {"allegro-uncoupled"}
+    couplings = {}
+    for kind in ("allegro", "allegro-uncoupled"):
+        model = md_step.build_model(kind, 1, torch.device("cpu"), patched=False)
+        couplings[kind] = {m.path_channel_coupling for m in model.modules() if hasattr(m, "path_channel_coupling")}
+    assert couplings == {"allegro": {True}, "allegro-uncoupled": {False}}
