@@ -82,17 +82,23 @@ def _check_normalization_type(normalization: Any) -> None:
         )
 
 
+def check_device(device: torch.device) -> None:
+    """ValueError naming the device unless equitriton runs there. Meta tensors (shape inference, deferred model
+    initialisation) are computed by the custom ops' fake kernels, shapes only, as e3nn's ops compute them."""
+    if device.type not in ("cpu", "cuda", "xpu", "meta"):
+        raise ValueError(
+            "equitriton runs on cuda and xpu through Triton and on cpu through its torch fallback; x is on "
+            + str(device)
+        )
+
+
 def sh(x: Tensor, ls: List[int], normalize: bool, normalization: str) -> Tensor:
     """Validated entry to the custom op: x (..., 3) -> (..., sum(2l+1)). TorchScript-compatible."""
     if x.dim() == 0 or x.shape[-1] != 3:
         raise ValueError("spherical harmonics need x of shape (..., 3), got shape " + str(list(x.shape)))
     if x.is_complex() or not x.is_floating_point():
         raise TypeError("spherical harmonics need a real floating-point x, got dtype " + str(x.dtype))
-    if x.device.type not in ("cpu", "cuda", "xpu"):
-        raise ValueError(
-            "equitriton runs on cuda and xpu through Triton and on cpu through its torch fallback; x is on "
-            + str(x.device)
-        )
+    check_device(x.device)
     nid = normalization_id(normalization)
     if x.dtype == torch.float16 or x.dtype == torch.bfloat16:
         # computed in float32 and cast back: half precision cannot hold the high-l coefficients

@@ -456,8 +456,9 @@ sh_double_backward.register_autograd(_no_third_derivative, setup_context=_double
 # transformed (torch.compile, export, AOTI, TorchScript, jit.trace, functorch, dispatch and torch-function modes, fake
 # or other tensor subclasses) keeps going through the ops.
 def eager(x: Tensor) -> bool:
-    """Whether sh_eager may run for x: a plain tensor, outside any tracing, compilation or transform."""
-    return _untraced([x]) and torch._C._functorch.peek_interpreter_stack() is None
+    """Whether sh_eager may run for x: a plain tensor with data (not meta: the ops' fake kernels give its shapes),
+    outside any tracing, compilation or transform."""
+    return x.device.type != "meta" and _untraced([x]) and torch._C._functorch.peek_interpreter_stack() is None
 
 
 class _EagerForward(torch.autograd.Function):

@@ -260,11 +260,26 @@ def test_parity_that_e3nn_rejects(irreps_out, irreps_in):
 
 
 def test_unsupported_device_is_refused():
-    x = torch.empty(4, 3, dtype=F64, device="meta")
-    with pytest.raises(ValueError, match="meta"):
-        spherical_harmonics([0, 1], x, True)
-    with pytest.raises(ValueError, match="meta"):
-        SphericalHarmonics([0, 1], True)(x)
+    from equitriton.harmonics import check_device
+
+    with pytest.raises(ValueError, match="mps"):
+        check_device(torch.device("mps"))
+    for ok in ("cpu", "cuda", "xpu", "meta"):
+        check_device(torch.device(ok))
+
+
+def test_meta_tensors_give_e3nns_shapes_and_derivatives():
+    """Meta tensors (shape inference, deferred initialisation) work as with e3nn, through the ops' fake kernels, to
+    the second derivative; the patched e3nn entry points too."""
+    x = torch.empty(4, 7, 3, dtype=F64, device="meta", requires_grad=True)
+    for ls, dim in (([0, 1, 2], 9), ([12, 5], 36)):
+        for y in (spherical_harmonics(ls, x, True, "component"), SphericalHarmonics(ls, False)(x)):
+            ref = o3.spherical_harmonics(ls, x, True, "component")
+            assert y.device.type == "meta" and y.shape == ref.shape == (4, 7, dim) and y.dtype == F64
+        (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        (h,) = torch.autograd.grad(g.sum(), x)
+        assert g.shape == h.shape == x.shape and h.device.type == "meta"
+    assert spherical_harmonics(2, x.detach().float(), True).dtype == torch.float32
 
 
 def test_backend_for():
