@@ -6,7 +6,7 @@
 
 Layers, data flowing one way: `codegen/` (sympy derivation + code generator) -> `generated/` (Triton kernels and
 torch fallback) -> `kernels/` (launch configuration) -> `ops` (torch.library custom ops + autograd) ->
-`harmonics` (e3nn-compatible API) -> `patch` (e3nn drop-in).
+`harmonics` (e3nn-compatible API; `transforms`: the ops under torch.func) -> `patch` (e3nn drop-in).
 """
 
 from __future__ import annotations

@@ -11,7 +11,10 @@ import torch
 from e3nn.o3 import Irreps
 from torch import Tensor
 
-from . import ops  # registers torch.ops.equitriton.*
+from . import (
+    ops,  # registers torch.ops.equitriton.*
+    transforms,  # their batching rules, and autograd under torch.func
+)
 
 LMAX = 12
 _NORMALIZATIONS = ("integral", "component", "norm")
@@ -111,6 +114,8 @@ def _sh_op(x: Tensor, ls: List[int], normalize: bool, nid: int) -> Tensor:
     if not torch.jit.is_scripting():
         if ops.eager(x):
             return ops.sh_eager(x, ls, normalize, nid)
+        if transforms.active():  # torch.func: the ops' registered autograd refuses its grad transforms
+            return transforms.sh_func(x, ls, normalize, nid)
         if normalize and max(ls) <= 1 and torch.compiler.is_compiling():
             return ops.sh_fusable_l1(x, ls, nid)  # elementwise ops Inductor fuses (see there)
     return torch.ops.equitriton.sh_forward(x, ls, normalize, nid)

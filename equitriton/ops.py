@@ -454,7 +454,7 @@ sh_double_backward.register_autograd(_no_third_derivative, setup_context=_double
 # the kernels are launched through launch.run_cached. Its backward is a second Function whose backward is the double
 # backward, and that one refuses a third derivative, as the ops do. Everything traced, compiled, scripted or
 # transformed (torch.compile, export, AOTI, TorchScript, jit.trace, functorch, dispatch and torch-function modes, fake
-# or other tensor subclasses) keeps going through the ops.
+# or other tensor subclasses) keeps going through the ops (under torch.func, through transforms.sh_func).
 def eager(x: Tensor) -> bool:
     """Whether sh_eager may run for x: a plain tensor with data (not meta: the ops' fake kernels give its shapes),
     outside any tracing, compilation or transform."""
