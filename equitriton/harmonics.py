@@ -97,6 +97,9 @@ def check_device(device: torch.device) -> None:
 
 def sh(x: Tensor, ls: List[int], normalize: bool, normalization: str) -> Tensor:
     """Validated entry to the custom op: x (..., 3) -> (..., sum(2l+1)). TorchScript-compatible."""
+    if not torch.jit.is_scripting():
+        if isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace: no values to check, the graph records the op
+            return torch.ops.equitriton.sh_forward(x, ls, normalize, normalization_id(normalization))
     if x.dim() == 0 or x.shape[-1] != 3:
         raise ValueError("spherical harmonics need x of shape (..., 3), got shape " + str(list(x.shape)))
     if x.is_complex() or not x.is_floating_point():
@@ -164,7 +167,7 @@ def spherical_harmonics(
     l: Union[int, List[int], str, Irreps], x: Tensor, normalize: bool, normalization: str = "integral"
 ) -> Tensor:
     """Drop-in for `e3nn.o3.spherical_harmonics`: x (..., 3) -> (..., sum(2l+1))."""
-    if not isinstance(x, torch.Tensor):
+    if not isinstance(x, (torch.Tensor, torch.fx.Proxy)):  # a Proxy: traced by torch.fx (see sh)
         raise TypeError(f"spherical harmonics need x as a torch.Tensor of shape (..., 3), got {type(x).__name__}")
     _check_normalization_type(normalization)
     return sh(x, _ls_of(l), normalize, normalization)

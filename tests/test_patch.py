@@ -21,6 +21,8 @@ from e3nn import o3
 from e3nn.o3 import _spherical_harmonics as e3nn_sh_module
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import equitriton
+
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,6 +159,25 @@ def test_function_and_module_route_to_equitriton_when_patched(patched_state, nor
     assert torch.allclose(o3.spherical_harmonics(ls, x_input(), normalize, "component"), ref, rtol=0, atol=1e-13)
 
 
+def test_patched_module_and_function_trace_with_torch_fx(patched_state):
+    """torch.fx.symbolic_trace of e3nn's module and of a module calling our function, patched: the graph records our
+    op and gives e3nn's values and gradients. (A function calling e3nn's `spherical_harmonics` does not trace, patched
+    or not: it builds a module that fx cannot find among the traced one's submodules.)"""
+    ls = [0, 1, 2, 5]
+    x = x_input(requires_grad=True)
+    patched_state.unpatch()
+    ref = o3.SphericalHarmonics(ls, True, "norm")(x)
+    (ref_grad,) = torch.autograd.grad(ref.square().sum(), x)
+    patched_state.patch()
+    module = torch.fx.symbolic_trace(o3.SphericalHarmonics(ls, True, "norm"))
+    function = torch.fx.symbolic_trace(lambda v: equitriton.spherical_harmonics(ls, v, True, "norm"))
+    for traced in (module, function):
+        assert "equitriton.sh_forward" in traced.code
+        y = traced(x)
+        (grad,) = torch.autograd.grad(y.square().sum(), x)
+        assert torch.allclose(y, ref, rtol=0, atol=1e-13) and torch.allclose(grad, ref_grad, rtol=0, atol=1e-12)
+
+
 def test_unpatch_routes_back_to_e3nn(patched_state):
     p = patched_state
     m = o3.SphericalHarmonics(2, True)
@@ -235,6 +256,8 @@ _FRESH_PROCESS = r"""
 import json
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+import equitriton
 
 # nequip and allegro bind e3nn's class at import time, before equitriton is imported
 from e3nn.o3._spherical_harmonics import SphericalHarmonics as EarlyRef
