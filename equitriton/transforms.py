@@ -8,6 +8,9 @@ a batching rule `vmap` falls back to one call per batch element. So:
   `generate_vmap_rule` (their bodies are the ops, which batch), and `jvp` for forward mode, whose products come from
   the same two derivative ops: J t is the double backward's d(grad_y) with direction t, and the tangent of the
   backward J^T g is J^T t_g plus the double backward's d(x) with direction t_x.
+Not covered: a torch.func grad transform inside torch.compile (`torch.compile(torch.func.grad(f))`). Dynamo traces
+the transform without functorch's interpreter stack, so the call reaches the op's registered autograd, which
+refuses it; vmap alone compiles (the batching rules).
 """
 
 from __future__ import annotations

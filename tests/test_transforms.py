@@ -72,3 +72,12 @@ def test_third_derivative_and_forward_over_forward_are_refused_by_name():
         torch.func.jacrev(torch.func.hessian(f))(x)
     with pytest.raises(RuntimeError, match="jacfwd of jacfwd"):
         torch.func.jacfwd(torch.func.jacfwd(f))(x)
+
+
+def test_vmap_compiles():
+    """torch.compile over a vmapped call uses the batching rule (a grad transform inside torch.compile does not: see
+    the module docstring of equitriton/transforms.py)."""
+    x = torch.randn(10, 3, dtype=F64)
+    f = lambda v: equitriton.spherical_harmonics([0, 1, 2], v, True)  # noqa: E731
+    torch._dynamo.reset()
+    assert torch.allclose(torch.compile(torch.func.vmap(f))(x), f(x), rtol=0, atol=1e-15)
