@@ -180,6 +180,8 @@ def _parse_cached(key: Any) -> Tuple[int, ...]:
 
 def _ls_of(l: Any) -> List[int]:
     """parse_ls(l)[0], cached: building Irreps on every call costs ~90 us, more than a small kernel launch."""
+    if torch.compiler.is_compiling():  # traced once per graph; Dynamo would warn that it skips the cache
+        return parse_ls(l)[0]
     if type(l) in (list, tuple) and not all(type(v) is int for v in l):
         return parse_ls(l)[0]  # bools, floats, ...: let parse_ls name the problem (True == 1 would share a cache key)
     key = tuple(l) if type(l) is list else l

@@ -130,6 +130,17 @@ def test_compile_has_no_graph_break(module):
     assert torch.ops.equitriton.sh_forward.default in ops or torch.ops.equitriton.sh_forward in ops, ops
 
 
+@pytest.mark.parametrize("l", [[0, 1, 2], 3, "1x0e + 1x1o + 1x2e"], ids=["list", "int", "str"])
+def test_compile_of_the_function_form_traces_without_warnings(l, recwarn):
+    """spherical_harmonics(l, ...) under torch.compile: one graph, and no Dynamo warning (its l-parsing cache, an
+    lru_cache that Dynamo warns it skips, is not consulted while compiling)."""
+    x = rand(9, 3, seed=4)
+    torch._dynamo.reset()
+    y = torch.compile(lambda v: spherical_harmonics(l, v, True).sin(), fullgraph=True)(x)
+    assert torch.allclose(y, spherical_harmonics(l, x, True).sin(), rtol=0, atol=1e-15)
+    assert not [w for w in recwarn if "lru_cache" in str(w.message)]
+
+
 def test_compile_inductor_forward_and_backward_fullgraph():
     torch._dynamo.reset()
     m = Energy()
