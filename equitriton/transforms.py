@@ -7,7 +7,8 @@ a batching rule `vmap` falls back to one call per batch element. So:
 - under a functorch transform, the API runs `sh_func`: autograd.Functions with `setup_context` (what functorch needs),
   `generate_vmap_rule` (their bodies are the ops, which batch), and `jvp` for forward mode, whose products come from
   the same two derivative ops: J t is the double backward's d(grad_y) with direction t, and the tangent of the
-  backward J^T g is J^T t_g plus the double backward's d(x) with direction t_x.
+  backward J^T g is J^T t_g plus the double backward's d(x) with direction t_x (forward over forward: see
+  _JacobianVector).
 Not covered: a torch.func grad transform inside torch.compile (`torch.compile(torch.func.grad(f))`). Dynamo traces
 the transform without functorch's interpreter stack, so the call reaches the op's registered autograd, which
 refuses it; vmap alone compiles (the batching rules).
@@ -89,9 +90,56 @@ class _Forward(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, tx, _):
         (x,) = ctx.saved_tensors
-        dim = sum(2 * l + 1 for l in ctx.spec.args[0])
-        zero = x.new_zeros(x.shape[:-1] + (dim,))  # J t does not depend on grad_y
-        return _DoubleBackward.apply(x, zero, tx, ctx.spec)[0]
+        return _JacobianVector.apply(x, tx, ctx.spec)
+
+
+def _dim(spec: _Spec) -> int:
+    return sum(2 * l + 1 for l in spec.args[0])
+
+
+class _JacobianVector(torch.autograd.Function):
+    """J(x) t, the forward's tangent: the double backward's d(grad_y) with direction t (which does not depend on
+    grad_y, zero here). Differentiable once more in either mode, so that every second derivative (jacfwd or jacrev
+    of jacfwd) exists: d/dt is J (and J^T), d/dx <g, J t> is the double backward's d(x), and d/dx (J t) s is
+    _second_directional."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, t: Tensor, spec: _Spec) -> Tensor:
+        return _OPS.sh_double_backward(x, x.new_zeros(x.shape[:-1] + (_dim(spec),)), t, *spec.args)[0]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, t, ctx.spec = inputs
+        ctx.save_for_backward(x, t)
+        ctx.save_for_forward(x, t)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved_tensors
+        return _DoubleBackward.apply(x, g, t, ctx.spec)[1], _Backward.apply(x, g, ctx.spec), None
+
+    @staticmethod
+    def jvp(ctx, tx, tt, _):
+        x, t = ctx.saved_tensors
+        out = x.new_zeros(x.shape[:-1] + (_dim(ctx.spec),))
+        if tt is not None:
+            out = out + _JacobianVector.apply(x, tt, ctx.spec)
+        if tx is not None:
+            out = out + _second_directional(x, t, tx, ctx.spec)
+        return out
+
+
+def _second_directional(x: Tensor, a: Tensor, b: Tensor, spec: _Spec) -> Tensor:
+    """D^2 Y(x)[a, b], every column k: b . (Hessian of Y_k) a, where (Hessian of Y_k) a is the double backward's d(x)
+    with grad_y the k-th unit row. One call on DIM copies of the rows (forward mode over forward mode only)."""
+    dim = _dim(spec)
+    rows = x.reshape(-1, 3)
+    n = rows.shape[0]
+    unit = torch.eye(dim, dtype=x.dtype, device=x.device)[:, None, :].expand(dim, n, dim)
+    hess_a = _DoubleBackward.apply(rows.expand(dim, n, 3), unit, a.reshape(-1, 3).expand(dim, n, 3), spec)[1]
+    return torch.einsum("kni,ni->nk", hess_a, b.reshape(-1, 3)).reshape(x.shape[:-1] + (dim,))
 
 
 class _Backward(torch.autograd.Function):
@@ -141,13 +189,7 @@ class _DoubleBackward(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, *tangents):
-        # reached by a third derivative, or by forward mode over forward mode (jacfwd of jacfwd), whose second
-        # directional derivative of Y no op computes
-        raise RuntimeError(
-            "equitriton spherical harmonics provide derivatives up to second order, not third; a second derivative in "
-            "forward mode over forward mode (torch.func.jacfwd of jacfwd) is not provided either: use "
-            "torch.func.hessian (jacfwd over jacrev) or jacrev twice"
-        )
+        ops._no_third_derivative(ctx, *tangents)
 
 
 def sh_func(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
