@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from . import ops  # noqa: F401  (registers torch.ops.equitriton.*)
+from .kernels.launch import offsets
 
 _OPS = torch.ops.equitriton
 
@@ -61,12 +62,13 @@ torch.library.register_vmap("equitriton::sh_double_backward", _vmap_double_backw
 # -------------------------------------------------------------------------------- autograd under functorch transforms
 class _Spec:
     """(ls, normalize, normalization) as one argument: functorch's pytree would flatten a list argument into its
-    items and then fail to match the Function's outputs to its inputs."""
+    items and then fail to match the Function's outputs to its inputs. `dim`: the row width of Y."""
 
-    __slots__ = ("args",)
+    __slots__ = ("args", "dim")
 
     def __init__(self, ls: List[int], normalize: bool, normalization: int) -> None:
         self.args = (ls, normalize, normalization)
+        self.dim = offsets(ls)[1]
 
 
 class _Forward(torch.autograd.Function):
@@ -93,10 +95,6 @@ class _Forward(torch.autograd.Function):
         return _JacobianVector.apply(x, tx, ctx.spec)
 
 
-def _dim(spec: _Spec) -> int:
-    return sum(2 * l + 1 for l in spec.args[0])
-
-
 class _JacobianVector(torch.autograd.Function):
     """J(x) t, the forward's tangent: the double backward's d(grad_y) with direction t (which does not depend on
     grad_y, zero here). Differentiable once more in either mode, so that every second derivative (jacfwd or jacrev
@@ -107,7 +105,7 @@ class _JacobianVector(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, t: Tensor, spec: _Spec) -> Tensor:
-        return _OPS.sh_double_backward(x, x.new_zeros(x.shape[:-1] + (_dim(spec),)), t, *spec.args)[0]
+        return _OPS.sh_double_backward(x, x.new_zeros(x.shape[:-1] + (spec.dim,)), t, *spec.args)[0]
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -123,7 +121,7 @@ class _JacobianVector(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, tx, tt, _):
         x, t = ctx.saved_tensors
-        out = x.new_zeros(x.shape[:-1] + (_dim(ctx.spec),))
+        out = x.new_zeros(x.shape[:-1] + (ctx.spec.dim,))
         if tt is not None:
             out = out + _JacobianVector.apply(x, tt, ctx.spec)
         if tx is not None:
@@ -134,7 +132,7 @@ class _JacobianVector(torch.autograd.Function):
 def _second_directional(x: Tensor, a: Tensor, b: Tensor, spec: _Spec) -> Tensor:
     """D^2 Y(x)[a, b], every column k: b . (Hessian of Y_k) a, where (Hessian of Y_k) a is the double backward's d(x)
     with grad_y the k-th unit row. One call on DIM copies of the rows (forward mode over forward mode only)."""
-    dim = _dim(spec)
+    dim = spec.dim
     rows = x.reshape(-1, 3)
     n = rows.shape[0]
     unit = torch.eye(dim, dtype=x.dtype, device=x.device)[:, None, :].expand(dim, n, dim)
