@@ -236,8 +236,21 @@ def gytile_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return rows + [{"WIDE_IO": False, "GY_TILE": True, **b} for b in bodies]
 
 
+# --sweep row32: the launch table's config with 64-bit row indices in every address and mask (ROW32 off, as before
+# docs/kernel_tuning.md item 17) against 32-bit offsets from the program's first row (ROW32, the default)
+def row32_configs(lmax: int, dtype, direction: str) -> list[dict]:
+    current = dict(launch.config(direction, lmax, dtype))
+    return [dict(current, ROW32=False, current=True), dict(current, ROW32=True)]
+
+
 # the sweeps over SWEEP_LMAXES x DTYPES x SWEEP_DIRECTIONS, by the rows each takes per point
-DERIVATIVE_SWEEPS = {"ladder": ladder_configs, "fence": fence_configs, "depth": depth_configs, "gytile": gytile_configs}
+DERIVATIVE_SWEEPS = {
+    "ladder": ladder_configs,
+    "fence": fence_configs,
+    "depth": depth_configs,
+    "gytile": gytile_configs,
+    "row32": row32_configs,
+}
 
 
 def cases(sweep: str = "all"):
@@ -287,7 +300,7 @@ def write_table(path: str, best: dict, source: str) -> None:
     """Merge measured best configs into the launch table read by equitriton/kernels/launch.py."""
     configs = {}
     for (lmax, dtype, direction), rec in best.items():
-        keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "LOAD_FENCE", "GY_TILE")
+        keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "LOAD_FENCE", "GY_TILE", "ROW32")
         cfg = {k: rec[k] for k in keys if rec.get(k) is not None}
         if "LOAD_FENCE" in cfg:  # a depth (launch.config), whatever the sweep row wrote
             cfg["LOAD_FENCE"] = int(cfg["LOAD_FENCE"])

@@ -333,7 +333,7 @@ def _launch(kernel, direction: str, cfg: dict, meta: dict, n, args: tuple, fast:
 
 def _triton_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int, fast: bool = False) -> Tensor:
     cfg, meta, dim = launch.plan("forward", ls, normalize, normalization, x.dtype)
-    x2 = x.reshape(-1, 3)
+    x2 = launch.rows_within_int32(x.reshape(-1, 3), cfg)
     n = x2.shape[0]
     out = torch.empty((n, dim), dtype=x.dtype, device=x.device)
     if n > 0:
@@ -346,7 +346,7 @@ def _triton_backward(
     x: Tensor, grad: Tensor, ls: List[int], normalize: bool, normalization: int, fast: bool = False
 ) -> Tensor:
     cfg, meta, dim = launch.plan("backward", ls, normalize, normalization, x.dtype)
-    x2 = x.reshape(-1, 3)
+    x2 = launch.rows_within_int32(x.reshape(-1, 3), cfg)
     g2 = grad.reshape(-1, dim).contiguous()
     n = x2.shape[0]
     gx = torch.empty((n, 3), dtype=x.dtype, device=x.device)
@@ -360,9 +360,9 @@ def _triton_double_backward(
     x: Tensor, grad: Tensor, w: Tensor, ls: List[int], normalize: bool, normalization: int, fast: bool = False
 ) -> tuple[Tensor, Tensor]:
     cfg, meta, dim = launch.plan("double_backward", ls, normalize, normalization, x.dtype)
-    x2 = x.reshape(-1, 3)
+    x2 = launch.rows_within_int32(x.reshape(-1, 3), cfg)
     g2 = grad.reshape(-1, dim).contiguous()
-    w2 = w.reshape(-1, 3)
+    w2 = launch.rows_within_int32(w.reshape(-1, 3), cfg)
     n = x2.shape[0]
     gg = torch.empty((n, dim), dtype=x.dtype, device=x.device)
     gx = torch.empty((n, 3), dtype=x.dtype, device=x.device)

@@ -136,3 +136,25 @@ def test_overrides_reach_the_plan(monkeypatch):
     _, forced, _ = launch.plan("forward", ls, True, 1, torch.float64)
     assert forced["ROW_CHUNK"] == 64 and not forced["SELECT_TILE"] and forced is not base
     assert launch.config("forward", 12, torch.float64)["ROW_CHUNK"] == 64
+
+
+def test_row32_is_the_default_and_can_be_forced_off(monkeypatch):
+    for direction in ("forward", "backward", "double_backward"):
+        cfg = launch.config(direction, 4, torch.float64)
+        assert cfg["ROW32"] is True
+        assert launch.meta([0, 1, 2, 3, 4], [0, 1, 4, 9, 16], 25, True, 1, torch.float64, cfg)["ROW32"] is True
+    monkeypatch.setenv("EQUITRITON_ROW32", "0")
+    assert launch.config("forward", 4, torch.float64)["ROW32"] is False
+
+
+def test_rows_too_far_apart_for_32_bit_offsets_are_copied_first():
+    # ROW32 addresses row r of a program as r * stride(0) in 32 bits, r < BLOCK: a view whose rows lie 2**31 / BLOCK
+    # elements apart or more would wrap, so it is made contiguous first (meta tensors: no storage needed)
+    cfg = {"BLOCK": 64, "ROW32": True}
+    near = torch.empty_strided((5, 3), (4, 1), device="meta")
+    assert launch.rows_within_int32(near, cfg) is near
+    far = torch.empty_strided((5, 3), (2**31 // 64, 1), device="meta")
+    assert launch.rows_within_int32(far, cfg).stride() == (3, 1)
+    just_below = torch.empty_strided((5, 3), ((2**31 - 1) // 64, 1), device="meta")
+    assert launch.rows_within_int32(just_below, cfg) is just_below
+    assert launch.rows_within_int32(far, dict(cfg, ROW32=False)) is far  # 64-bit row indices need no copy

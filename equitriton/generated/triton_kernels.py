@@ -46,6 +46,16 @@ def row_offsets(pid, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def program_rows(N, BLOCK: tl.constexpr):
+    # ROW32: the program's first row in 64 bits (N * dim may exceed 2**31), its rows as 32-bit offsets from it and
+    # their mask. Each element of a tile store then takes a 32-bit address offset and compare instead of 64-bit ones
+    # (docs/kernel_tuning.md item 17). ops.py keeps BLOCK x stride_n below 2**31.
+    row0 = tl.program_id(0).to(tl.int64) * BLOCK
+    rows = tl.arange(0, BLOCK)
+    return row0, rows, rows < tl.minimum(N - row0, BLOCK).to(tl.int32)
+
+
+@triton.jit
 def _load_vec(P, rows, mask, stride_n, stride_c, IS_F64: tl.constexpr, ROW_ANCHOR: tl.constexpr = False):
     # IS_F64 is the compute dtype: float32 data is evaluated in float64 unless launch.py says otherwise
     # (the l-recurrences lose ~l^2 ulps in float32); stores round once to the output dtype.
@@ -257,14 +267,18 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
         ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
-        GY_TILE: tl.constexpr, BLOCK: tl.constexpr):
-    rows = row_offsets(tl.program_id(0), BLOCK)
-    mask = rows < N
-    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
+        GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
+    if ROW32:
+        row0, rows, mask = program_rows(N, BLOCK)
+    else:
+        row0 = 0
+        rows = row_offsets(tl.program_id(0), BLOCK)
+        mask = rows < N
+    x0, y0, z0 = _load_vec(X + row0 * stride_n, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
     x, y, z, d, clamped = _direction(x0, y0, z0, NORMALIZE, IS_F64)
     zero = tl.zeros_like(x)
 
-    orow = OUT + rows * DIM
+    orow = OUT + row0 * DIM + rows * DIM
 
     if ANY_ROW:
         cr = tl.arange(0, PDIM)
@@ -4726,14 +4740,18 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
         ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
-        GY_TILE: tl.constexpr, BLOCK: tl.constexpr):
-    rows = row_offsets(tl.program_id(0), BLOCK)
-    mask = rows < N
-    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
+        GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
+    if ROW32:
+        row0, rows, mask = program_rows(N, BLOCK)
+    else:
+        row0 = 0
+        rows = row_offsets(tl.program_id(0), BLOCK)
+        mask = rows < N
+    x0, y0, z0 = _load_vec(X + row0 * stride_n, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
     x, y, z, d, clamped = _direction(x0, y0, z0, NORMALIZE, IS_F64)
     zero = tl.zeros_like(x)
 
-    grow = G + rows * DIM
+    grow = G + row0 * DIM + rows * DIM
     vx = zero
     vy = zero
     vz = zero
@@ -19323,7 +19341,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         vx = (vx - x * uv) / d
         vy = (vy - y * uv) / d
         vz = (vz - z * uv) / d
-    p = GX + rows * 3
+    p = GX + row0 * 3 + rows * 3
     tl.store(p, vx, mask=mask)
     tl.store(p + 1, vy, mask=mask)
     tl.store(p + 2, vz, mask=mask)
@@ -19335,16 +19353,20 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
         ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
-        GY_TILE: tl.constexpr, BLOCK: tl.constexpr):
-    rows = row_offsets(tl.program_id(0), BLOCK)
-    mask = rows < N
-    x0, y0, z0 = _load_vec(X, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
+        GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
+    if ROW32:
+        row0, rows, mask = program_rows(N, BLOCK)
+    else:
+        row0 = 0
+        rows = row_offsets(tl.program_id(0), BLOCK)
+        mask = rows < N
+    x0, y0, z0 = _load_vec(X + row0 * stride_n, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
     x, y, z, d, clamped = _direction(x0, y0, z0, NORMALIZE, IS_F64)
     zero = tl.zeros_like(x)
 
-    wx, wy, wz = _load_vec(W, rows, mask, stride_wn, stride_wc, IS_F64, SELECT_TILE)
-    grow = G + rows * DIM
-    ggrow = GG + rows * DIM
+    wx, wy, wz = _load_vec(W + row0 * stride_wn, rows, mask, stride_wn, stride_wc, IS_F64, SELECT_TILE)
+    grow = G + row0 * DIM + rows * DIM
+    ggrow = GG + row0 * DIM + rows * DIM
     vx = zero
     vy = zero
     vz = zero
@@ -51824,7 +51846,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         gx = bx
         gy = by
         gz = bz
-    p = GX + rows * 3
+    p = GX + row0 * 3 + rows * 3
     tl.store(p, gx, mask=mask)
     tl.store(p + 1, gy, mask=mask)
     tl.store(p + 2, gz, mask=mask)

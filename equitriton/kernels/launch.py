@@ -71,6 +71,7 @@ _FORCED = (
     "LADDER",
     "LOAD_FENCE",
     "GY_TILE",
+    "ROW32",
 )
 _COUNTS = ("ROW_CHUNK", "LOAD_FENCE")
 
@@ -135,6 +136,9 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     # instead of one load per column at one row per thread, whose lanes all hit one L1 bank when the row stride is a
     # multiple of 128 bytes (docs/kernel_tuning.md item 15); rows of at most GY_TILE_MAX (padded) columns
     cfg.setdefault("GY_TILE", False)
+    # ROW32: the rows as 32-bit offsets from the program's first row (render.program_rows), instead of 64-bit row
+    # indices in every address and mask (docs/kernel_tuning.md item 17)
+    cfg.setdefault("ROW32", True)
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count and EQUITRITON_LOAD_FENCE a
     # depth (measurements, tests)
     for name in _FORCED:
@@ -160,6 +164,17 @@ def offsets(ls) -> tuple[tuple[int, ...], int]:
         offs.append(o)
         o += 2 * l + 1
     return tuple(offs), o
+
+
+_I32_MAX = 2**31 - 1
+
+
+def rows_within_int32(t: torch.Tensor, cfg: dict) -> torch.Tensor:
+    """`t` (rows, width), or a contiguous copy of it where ROW32's 32-bit offsets of a program's rows (up to BLOCK x
+    stride(0) elements) would wrap: only for views whose rows lie more than 2**31 / BLOCK elements apart."""
+    if cfg.get("ROW32", True) and t.stride(0) * cfg["BLOCK"] > _I32_MAX:
+        return t.contiguous()
+    return t
 
 
 def grid(n: int, cfg: dict) -> tuple[int]:
@@ -210,6 +225,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         LOAD_FENCE=int(cfg.get("LOAD_FENCE", 0)),
         # the grad_y row as one tile split into columns (generated _row_columns_P); the loads then need no fence
         GY_TILE=bool(cfg.get("GY_TILE", False)) and 2 <= pdim <= GY_TILE_MAX,
+        ROW32=bool(cfg.get("ROW32", True)),
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
@@ -243,7 +259,6 @@ def plan(direction: str, ls, normalize: bool, normalization: int, dtype: torch.d
 # specialised on their values). EQUITRITON_FAST_LAUNCH=0 sends every launch through kernel[grid].
 FAST_LAUNCH = os.environ.get("EQUITRITON_FAST_LAUNCH", "1") == "1"
 _COMPILED: dict = {}
-_I32_MAX = 2**31 - 1
 
 
 def _launch_key(kernel, meta_: dict, args) -> tuple:
