@@ -499,7 +499,8 @@ TRITON_BACKWARD_EPILOGUE = """    if NORMALIZE:
     tl.store(p + 2, vz, mask=mask)
 """
 
-TRITON_DOUBLE_PROLOGUE = """    wx, wy, wz = _load_vec(W + row0 * stride_wn, rows, mask, stride_wn, stride_wc, IS_F64, SELECT_TILE)
+TRITON_DOUBLE_PROLOGUE = """    wrow = W + row0 * stride_wn
+    wx, wy, wz = _load_vec(wrow, rows, mask, stride_wn, stride_wc, IS_F64, SELECT_TILE)
     grow = G + row0 * DIM + rows * DIM
     ggrow = GG + row0 * DIM + rows * DIM
     vx = zero

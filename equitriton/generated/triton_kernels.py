@@ -19364,7 +19364,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
     x, y, z, d, clamped = _direction(x0, y0, z0, NORMALIZE, IS_F64)
     zero = tl.zeros_like(x)
 
-    wx, wy, wz = _load_vec(W + row0 * stride_wn, rows, mask, stride_wn, stride_wc, IS_F64, SELECT_TILE)
+    wrow = W + row0 * stride_wn
+    wx, wy, wz = _load_vec(wrow, rows, mask, stride_wn, stride_wc, IS_F64, SELECT_TILE)
     grow = G + row0 * DIM + rows * DIM
     ggrow = GG + row0 * DIM + rows * DIM
     vx = zero
