@@ -399,9 +399,14 @@ print("JSON" + json.dumps(report))
 """
 
 
-def test_offsets_are_64_bit_under_interpreter():
+@pytest.mark.parametrize("row32", ["0", "1"], ids=["64-bit-rows", "ROW32"])
+def test_offsets_are_64_bit_under_interpreter(row32):
+    # both row schemes: 64-bit row indices, and ROW32's 64-bit first row plus 32-bit offsets (launch.config)
     env = dict(
-        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+        os.environ,
+        TRITON_INTERPRET="1",
+        EQUITRITON_ROW32=row32,
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
     )
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(_OFFSETS_SCRIPT)], env=env, capture_output=True, text=True, timeout=600

@@ -138,13 +138,19 @@ def test_overrides_reach_the_plan(monkeypatch):
     assert launch.config("forward", 12, torch.float64)["ROW_CHUNK"] == 64
 
 
-def test_row32_is_the_default_and_can_be_forced_off(monkeypatch):
-    for direction in ("forward", "backward", "double_backward"):
-        cfg = launch.config(direction, 4, torch.float64)
-        assert cfg["ROW32"] is True
-        assert launch.meta([0, 1, 2, 3, 4], [0, 1, 4, 9, 16], 25, True, 1, torch.float64, cfg)["ROW32"] is True
+def test_row32_where_the_table_says_and_forced_by_the_environment(monkeypatch):
+    ls, offs = [0, 1, 2, 3, 4], [0, 1, 4, 9, 16]
+    on = [("forward", 2, torch.float32), ("double_backward", 6, torch.float64), ("double_backward", 4, torch.float32)]
+    off = [("forward", 12, torch.float64), ("forward", 10, torch.float32), ("backward", 4, torch.float64)]
+    for direction, lmax, dtype in on + off:
+        cfg = launch.config(direction, lmax, dtype)
+        assert cfg["ROW32"] is ((direction, lmax, dtype) in on), (direction, lmax, dtype)
+        assert launch.meta(ls, offs, 25, True, 1, dtype, cfg)["ROW32"] is cfg["ROW32"]
+    assert launch.config("forward", 7, torch.float64)["ROW32"] is False  # no table entry: off
+    monkeypatch.setenv("EQUITRITON_ROW32", "1")
+    assert launch.config("forward", 12, torch.float64)["ROW32"] is True
     monkeypatch.setenv("EQUITRITON_ROW32", "0")
-    assert launch.config("forward", 4, torch.float64)["ROW32"] is False
+    assert launch.config("forward", 2, torch.float32)["ROW32"] is False
 
 
 def test_rows_too_far_apart_for_32_bit_offsets_are_copied_first():

@@ -165,6 +165,28 @@ CASES = (
             ({"EQUITRITON_LADDER": "0"}, [0, 1], "integral", "float64", 37),
         )
     ]
+    # ROW32 (a program's rows as 32-bit offsets from its 64-bit first row), forced: every direction and store, sparse
+    # sets, masked tails, and inputs whose row stride is not 3 (strided, transposed, expanded: stride 0, batched)
+    + [
+        _case(ls, nz, norm, dtype, n=n, layout=layout, env={"EQUITRITON_ROW32": "1", **env}, directions=dirs)
+        for ls, nz, norm, dtype, n, layout, env, dirs in (
+            (ALL, True, "component", "float64", 70, "contiguous", {}, "fbd"),
+            ([0, 1, 2], True, "norm", "float32", 130, "transposed", {}, "fbd"),
+            ([2, 0, 9], False, "integral", "float32", 300, "strided", {"EQUITRITON_LADDER": "1"}, "fbd"),
+            ([0, 1, 2, 3], True, "norm", "float64", 37, "batched", {"EQUITRITON_GY_TILE": "1"}, "bd"),
+            ([4], True, "component", "float64", 37, "expanded", {}, "fbd"),
+            (
+                [0, 1, 2, 3, 4, 5, 6],
+                True,
+                "norm",
+                "float64",
+                97,
+                "contiguous",
+                {"EQUITRITON_LADDER": "1", "EQUITRITON_WIDE_IO": "1", "EQUITRITON_SELECT_TILE": "1"},
+                "d",
+            ),
+        )
+    ]
     # the ladder double backward's d(grad_y) as per-degree tiles (join tree / selects; with selects also in
     # power-of-two pieces of at most ROW_CHUNK columns), forced
     + [

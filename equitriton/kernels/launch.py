@@ -137,8 +137,9 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     # multiple of 128 bytes (docs/kernel_tuning.md item 15); rows of at most GY_TILE_MAX (padded) columns
     cfg.setdefault("GY_TILE", False)
     # ROW32: the rows as 32-bit offsets from the program's first row (render.program_rows), instead of 64-bit row
-    # indices in every address and mask (docs/kernel_tuning.md item 17)
-    cfg.setdefault("ROW32", True)
+    # indices in every address and mask; on where the table says (over 3% faster at 4 of 42 measured points, over
+    # 3% slower at 9: docs/kernel_tuning.md item 17)
+    cfg.setdefault("ROW32", False)
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count and EQUITRITON_LOAD_FENCE a
     # depth (measurements, tests)
     for name in _FORCED:
@@ -172,7 +173,7 @@ _I32_MAX = 2**31 - 1
 def rows_within_int32(t: torch.Tensor, cfg: dict) -> torch.Tensor:
     """`t` (rows, width), or a contiguous copy of it where ROW32's 32-bit offsets of a program's rows (up to BLOCK x
     stride(0) elements) would wrap: only for views whose rows lie more than 2**31 / BLOCK elements apart."""
-    if cfg.get("ROW32", True) and t.stride(0) * cfg["BLOCK"] > _I32_MAX:
+    if cfg.get("ROW32", False) and t.stride(0) * cfg["BLOCK"] > _I32_MAX:
         return t.contiguous()
     return t
 
@@ -225,7 +226,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         LOAD_FENCE=int(cfg.get("LOAD_FENCE", 0)),
         # the grad_y row as one tile split into columns (generated _row_columns_P); the loads then need no fence
         GY_TILE=bool(cfg.get("GY_TILE", False)) and 2 <= pdim <= GY_TILE_MAX,
-        ROW32=bool(cfg.get("ROW32", True)),
+        ROW32=bool(cfg.get("ROW32", False)),
         BLOCK=cfg["BLOCK"],
         num_warps=cfg["num_warps"],
     )
