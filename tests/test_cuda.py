@@ -168,6 +168,45 @@ def test_row32_matches_cpu_fallback(device, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+def test_torch_func_transforms_on_device(device):
+    """equitriton/transforms.py on the device (its CPU tests: tests/test_transforms.py): the batching rule and the
+    functorch autograd Functions launch the kernels, and every transform equals e3nn's on the same device."""
+    ls = [0, 1, 2, 5]
+    x = rand(5, 3, seed=12).to(device)
+    c = torch.linspace(-1.0, 2.0, sum(2 * l + 1 for l in ls), dtype=F64, device=device)
+
+    def transforms(f):
+        scalar = lambda v: (f(v) * c).sin().sum()  # noqa: E731
+        fn = torch.func
+        return {
+            "vmap": fn.vmap(f)(x),
+            "jacrev": fn.jacrev(f)(x[0]),
+            "jacfwd": fn.jacfwd(f)(x[0]),
+            "hessian": fn.hessian(scalar)(x[0]),
+            "jacfwd of jacfwd": fn.jacfwd(fn.jacfwd(scalar))(x[0]),
+            "vmap of jacrev": fn.vmap(fn.jacrev(f))(x),
+        }
+
+    ours = transforms(lambda v: spherical_harmonics(ls, v, True, "component"))
+    ref = transforms(lambda v: o3.spherical_harmonics(ls, v, True, "component"))
+    for name in ref:
+        assert ours[name].device == x.device and ours[name].shape == ref[name].shape, name
+        assert rel_err(ours[name], ref[name]) <= 1e-12, name
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fx_traced_module_on_device(device):
+    module = SphericalHarmonics([0, 2, 3], normalize=True)
+    traced = torch.fx.symbolic_trace(module)
+    x = rand(300, 3, seed=13).to(device).requires_grad_(True)
+    y = traced(x)
+    assert torch.equal(y, module(x))
+    (g,) = torch.autograd.grad(y.sin().sum(), x)
+    (g_ref,) = torch.autograd.grad(o3.spherical_harmonics([0, 2, 3], x, True).sin().sum(), x)
+    assert rel_err(g, g_ref) <= 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_float64_matches_e3nn_on_device(device):
     x = rand(4096, 3, seed=4).to(device)
     for normalize in (True, False):
