@@ -140,8 +140,8 @@ def test_overrides_reach_the_plan(monkeypatch):
 
 def test_row32_where_the_table_says_and_forced_by_the_environment(monkeypatch):
     ls, offs = [0, 1, 2, 3, 4], [0, 1, 4, 9, 16]
-    on = [("forward", 2, torch.float32), ("double_backward", 6, torch.float64), ("double_backward", 4, torch.float32)]
-    off = [("forward", 12, torch.float64), ("forward", 10, torch.float32), ("backward", 4, torch.float64)]
+    on = [("forward", 2, torch.float32), ("double_backward", 6, torch.float64), ("double_backward", 12, torch.float32)]
+    off = [("forward", 12, torch.float64), ("double_backward", 10, torch.float64), ("backward", 4, torch.float64)]
     for direction, lmax, dtype in on + off:
         cfg = launch.config(direction, lmax, dtype)
         assert cfg["ROW32"] is ((direction, lmax, dtype) in on), (direction, lmax, dtype)

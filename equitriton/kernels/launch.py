@@ -137,8 +137,8 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     # multiple of 128 bytes (docs/kernel_tuning.md item 15); rows of at most GY_TILE_MAX (padded) columns
     cfg.setdefault("GY_TILE", False)
     # ROW32: the rows as 32-bit offsets from the program's first row (render.program_rows), instead of 64-bit row
-    # indices in every address and mask; on where the table says (over 3% faster at 4 of 42 measured points, over
-    # 3% slower at 9: docs/kernel_tuning.md item 17)
+    # indices in every address and mask; on where the table says (over 3% faster at 9 of 48 measured points, over
+    # 3% slower at 10: docs/kernel_tuning.md item 17)
     cfg.setdefault("ROW32", False)
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count and EQUITRITON_LOAD_FENCE a
     # depth (measurements, tests)
