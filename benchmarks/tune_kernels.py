@@ -236,11 +236,11 @@ def gytile_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return rows + [{"WIDE_IO": False, "GY_TILE": True, **b} for b in bodies]
 
 
-# --sweep row32: the launch table's config with 64-bit row indices in every address and mask (ROW32 off, as before
-# docs/kernel_tuning.md item 17) against 32-bit offsets from the program's first row (ROW32, the default)
+# --sweep row32: the launch table's config against the same with ROW32 flipped: 64-bit row indices in every address
+# and mask, or 32-bit offsets from the program's first row (docs/kernel_tuning.md item 17)
 def row32_configs(lmax: int, dtype, direction: str) -> list[dict]:
-    current = dict(launch.config(direction, lmax, dtype))
-    return [dict(current, ROW32=False, current=True), dict(current, ROW32=True)]
+    current = dict(launch.config(direction, lmax, dtype), current=True)
+    return [current, dict(current, ROW32=not current["ROW32"], current=False)]
 
 
 # the sweeps over SWEEP_LMAXES x DTYPES x SWEEP_DIRECTIONS, by the rows each takes per point

@@ -13,7 +13,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # tune_kernels' sibling imports
 
-SWEEPS = ("forward", "derivatives", "flat", "dbl", "select", "bwd", "ladder", "regs", "fence", "depth", "gytile")
+SWEEPS = (
+    "forward",
+    "derivatives",
+    "flat",
+    "dbl",
+    "select",
+    "bwd",
+    "ladder",
+    "regs",
+    "fence",
+    "depth",
+    "gytile",
+    "row32",
+)
 
 
 @pytest.fixture
@@ -72,6 +85,24 @@ def test_gytile_sweep_rows_and_table_entry(tune, tmp_path):
     import json
 
     assert json.loads(path.read_text())["configs"]["backward/3/float64"]["GY_TILE"] is True
+
+
+def test_row32_sweep_flips_the_table_entry_and_writes_it(tune, tmp_path):
+    """The table's config, then the same with ROW32 flipped (on at the table's float32 l_max 2 forward, off at its
+    float64 l_max 12 forward); a measured row reaches the launch table with its ROW32."""
+    import json
+
+    for direction, lmax, dtype, on in (("forward", 2, torch.float32, True), ("forward", 12, torch.float64, False)):
+        rows = tune.row32_configs(lmax, dtype, direction)
+        assert rows[0]["current"] and rows[0]["ROW32"] is on and rows[1]["ROW32"] is not on
+        assert {k: v for k, v in rows[0].items() if k not in ("ROW32", "current")} == {
+            k: v for k, v in rows[1].items() if k not in ("ROW32", "current")
+        }
+    path = tmp_path / "tuned.json"
+    path.write_text('{"configs": {}, "source": []}')
+    rows = tune.row32_configs(6, torch.float64, "double_backward")
+    tune.write_table(str(path), {(6, "float64", "double_backward"): dict(rows[1], ms=1.0)}, "test")
+    assert json.loads(path.read_text())["configs"]["double_backward/6/float64"]["ROW32"] is rows[1]["ROW32"]
 
 
 def test_direction_and_row_knobs(tune, monkeypatch):
