@@ -169,26 +169,14 @@ def test_row32_matches_cpu_fallback(device, dtype, monkeypatch):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_torch_func_transforms_on_device(device):
-    """equitriton/transforms.py on the device (its CPU tests: tests/test_transforms.py): the batching rule and the
-    functorch autograd Functions launch the kernels, and every transform equals e3nn's on the same device."""
+    """equitriton/transforms.py on the device, with the CPU tests' transforms (tests/test_transforms.py): the batching
+    rule and the functorch autograd Functions launch the kernels, and every transform equals e3nn's on that device."""
+    from test_transforms import all_transforms
+
     ls = [0, 1, 2, 5]
     x = rand(5, 3, seed=12).to(device)
-    c = torch.linspace(-1.0, 2.0, sum(2 * l + 1 for l in ls), dtype=F64, device=device)
-
-    def transforms(f):
-        scalar = lambda v: (f(v) * c).sin().sum()  # noqa: E731
-        fn = torch.func
-        return {
-            "vmap": fn.vmap(f)(x),
-            "jacrev": fn.jacrev(f)(x[0]),
-            "jacfwd": fn.jacfwd(f)(x[0]),
-            "hessian": fn.hessian(scalar)(x[0]),
-            "jacfwd of jacfwd": fn.jacfwd(fn.jacfwd(scalar))(x[0]),
-            "vmap of jacrev": fn.vmap(fn.jacrev(f))(x),
-        }
-
-    ours = transforms(lambda v: spherical_harmonics(ls, v, True, "component"))
-    ref = transforms(lambda v: o3.spherical_harmonics(ls, v, True, "component"))
+    ours = all_transforms(lambda v: spherical_harmonics(ls, v, True, "component"), x)
+    ref = all_transforms(lambda v: o3.spherical_harmonics(ls, v, True, "component"), x)
     for name in ref:
         assert ours[name].device == x.device and ours[name].shape == ref[name].shape, name
         assert rel_err(ours[name], ref[name]) <= 1e-12, name

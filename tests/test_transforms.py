@@ -20,10 +20,11 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-300)).item()
 
 
-def _transforms(f, x):
-    """Every transform of f: R^3 -> R^dim that the harmonics support, on rows of x (n, 3). The scalar weighs the
-    columns (with normalize, a sum of squares per degree is constant on the sphere: its Hessian would be 0)."""
-    c = torch.linspace(-1.0, 2.0, f(x[0]).shape[-1], dtype=x.dtype)
+def all_transforms(f, x):
+    """Every transform of f: R^3 -> R^dim that the harmonics support, on rows of x (n, 3), on x's device (also
+    test_cuda.py's). The scalar weighs the columns (with normalize, a sum of squares per degree is constant on the
+    sphere: its Hessian would be 0)."""
+    c = torch.linspace(-1.0, 2.0, f(x[0]).shape[-1], dtype=x.dtype, device=x.device)
     scalar = lambda v: (f(v) * c).sin().sum()  # noqa: E731
     return {
         "vmap": torch.func.vmap(f)(x),
@@ -43,12 +44,12 @@ def _transforms(f, x):
 @pytest.mark.parametrize("ls, normalize, normalization", CASES, ids=lambda v: str(v))
 def test_torch_func_transforms_equal_e3nn(ls, normalize, normalization):
     x = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(3))
-    ref = _transforms(lambda v: o3.spherical_harmonics(ls, v, normalize, normalization), x)
-    ours = _transforms(lambda v: equitriton.spherical_harmonics(ls, v, normalize, normalization), x)
+    ref = all_transforms(lambda v: o3.spherical_harmonics(ls, v, normalize, normalization), x)
+    ours = all_transforms(lambda v: equitriton.spherical_harmonics(ls, v, normalize, normalization), x)
     patch = importlib.import_module("equitriton.patch")  # importing it patches the process: unpatched again below
     try:
         with patch.patched():
-            patched = _transforms(lambda v: o3.spherical_harmonics(ls, v, normalize, normalization), x)
+            patched = all_transforms(lambda v: o3.spherical_harmonics(ls, v, normalize, normalization), x)
     finally:
         patch.unpatch()
     for name in ref:
