@@ -245,3 +245,24 @@ def test_plan_takes_the_lmax_and_size_sweeps_given_and_the_uncoupled_allegro():
         model = md_step.build_model(kind, 1, torch.device("cpu"), patched=False)
         couplings[kind] = {m.path_channel_coupling for m in model.modules() if hasattr(m, "path_channel_coupling")}
     assert couplings == {"allegro": {True}, "allegro-uncoupled": {False}}
+
+
+def test_plan_compiled_sizes_none_is_the_lmax_sweep_alone():
+    """--compiled-sizes none: only the compiled l_max sweep (no l_max 2 model compiled that was not asked for)."""
+    from types import SimpleNamespace
+
+    md_step = _load("md_step")
+    args = SimpleNamespace(
+        modes="ours-compile,ours-graph",
+        models="allegro-uncoupled",
+        quick=False,
+        compiled_sizes="none",
+        compiled_lmax="1",
+        lmax="",
+        sizes="",
+    )
+    compiled = [(c.mode, c.l_max, c.n_atoms) for c in md_step.make_plan(args).cases if c.group == "compiled"]
+    head = md_step.size_for(2048)
+    assert compiled == [(m, 1, head) for m in ("ours-compile", "ours-compile", "ours-graph", "ours-graph")]
+    sized = SimpleNamespace(**{**vars(args), "compiled_sizes": "2048"})
+    assert {c.l_max for c in md_step.make_plan(sized).cases if c.group == "compiled"} == {1, 2}
