@@ -55,4 +55,12 @@ for name in ("libcudart.so", "libnvrtc.so", "libcuda.so", "libnvrtc.so.13", "lib
     print(f"device_setup.sh: {name} -> {found[0] if found else 'NOT FOUND'}")
 PY
 export LD_LIBRARY_PATH="$_site/_cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# Inductor builds AOTInductor wrapper .so files with $CXX. The lent H200 sets CXX=/opt/gcc/bin/g++, whose .so files
+# carry their own libstdc++ code and segfault in std::regex at load, for any model; the system g++ works there
+# (docs/md_performance_notes.md, "AOTInductor on CUDA").
+if [ -n "${CXX:-}" ] && [ "$CXX" != /usr/bin/g++ ] && [ -x /usr/bin/g++ ]; then
+  echo "device_setup.sh: CXX=$CXX -> /usr/bin/g++ (AOTInductor wrapper libraries)"
+  export CXX=/usr/bin/g++
+fi
 unset _peers _site

@@ -102,10 +102,11 @@ def test_aoti_deployment_on_device(device, tmp_path, md_nequip_extension_env):
     """`nequip-compile --mode aotinductor --device DEVICE --modifiers ...`: the artifact runs our Triton kernels from
     AOTInductor's own launcher and gives the stock model's numbers, on nequip's data path and on the fast step.
 
-    The stock model is compiled first, without the modifier: where that crashes too (seen on the H200 with torch
-    2.11.0+cu130 and nequip 0.19.1: a segfault in torch's aoti_load_package, which nequip-compile calls to check the
-    artifact), the deployment path itself is broken on this machine and the test says so as an xfail with the exit
-    code; where the stock model compiles, ours must compile and match."""
+    The stock model is compiled first, without the modifier: where that crashes too, the deployment path itself is
+    broken on this machine and the test says so as an xfail with the exit code; where the stock model compiles, ours
+    must compile and match. Seen on the lent H200: CXX=/opt/gcc/bin/g++ builds wrapper .so files that segfault in
+    std::regex at load (stock and ours alike); with CXX=/usr/bin/g++ (benchmarks/device_setup.sh) this test passed
+    there (docs/md_performance_notes.md)."""
     from test_md_compile import nequip_compile, run_nequip_compile
 
     from md_plugin.calculator import compiled_model_uses_equitriton
