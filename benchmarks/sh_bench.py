@@ -181,7 +181,9 @@ def _copy_gbps(device, timing) -> float:
 
 
 def _meta(args, device, impls, deadline_s, compile_s, workers, peers_dir, results, shim_note) -> dict:
-    from shbench.runner import TOL
+    from shbench.runner import TOL, tolerance
+
+    from equitriton.kernels import launch
 
     return {
         "date_utc": results.now_utc(),
@@ -202,7 +204,13 @@ def _meta(args, device, impls, deadline_s, compile_s, workers, peers_dir, result
             "check": "before timing, the timed call's output (first and last 2048 rows of pool entry 0) is compared "
             "with e3nn in float64 in the implementation's convention; max|out-ref|/max|ref| must be <= "
             + ", ".join(f"{v:.0e} ({'ours' if k[0] else 'peers'}, {k[1]})" for k, v in TOL.items())
-            + ", else the point is 'wrong' and not timed",
+            + ", else the point is 'wrong' and not timed"
+            + (
+                f" (this run: ours float32 {tolerance(True, 'float32'):.0e}, native float32 arithmetic)"
+                if launch.FLOAT32_COMPUTE == "float32"
+                else ""
+            ),
+            "float32_compute": launch.FLOAT32_COMPUTE,
             "isolation": "each implementation is measured in its own child process; a child that dies, hangs or "
             "breaks its CUDA context costs the point in flight (status 'error', the child's error text as reason) "
             "and that implementation's other points at that N; a fresh child measures the rest",

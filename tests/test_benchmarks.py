@@ -460,3 +460,49 @@ def test_ladder_table_compares_duals_with_the_best_ladder_row_newest_run_winning
     assert "| 1.800 (32 / 1) | 0.900 (32 / 1, d(grad_y) select tiles) | 2.00 | 50 |" in rows[2]
     # a point with no ladder row (or no dual row) is left out rather than compared with nothing
     assert len(report_tune.ladder_table([{"points": [pt(1.0, False)]}]).splitlines()) == 2
+
+
+def test_native_float32_runs_are_checked_at_e3nns_float32_scale(monkeypatch):
+    """Ours in float32 is checked at 1e-6 (float64 arithmetic, rounded once); under the opt-in native float32
+    arithmetic at 1e-5 (its error is 1-3x e3nn's float32 error); the other tolerances do not move."""
+    from shbench.measure import NATIVE_F32_TOL, TOL, tolerance
+
+    from equitriton.kernels import launch
+
+    monkeypatch.setattr(launch, "FLOAT32_COMPUTE", "float64")
+    assert {k: tolerance(*k) for k in TOL} == TOL
+    monkeypatch.setattr(launch, "FLOAT32_COMPUTE", "float32")
+    assert tolerance(True, "float32") == NATIVE_F32_TOL
+    assert {k: tolerance(*k) for k in TOL if k != (True, "float32")} == {
+        k: v for k, v in TOL.items() if k != (True, "float32")
+    }
+
+
+def test_f32_accuracy_measures_each_way_of_evaluating_float32(tmp_path, monkeypatch):
+    """benchmarks/f32_accuracy.py: the float64 reference agrees with e3nn's float64, ours as shipped (float64
+    arithmetic) is well under e3nn's float32 error, the switch to native float32 really changes the arithmetic (a
+    larger error) and is put back afterwards; the command line writes the JSON and the table."""
+    import os
+    import subprocess
+
+    import f32_accuracy
+
+    from equitriton.kernels import launch
+
+    monkeypatch.setattr(launch, "FLOAT32_COMPUTE", "float64")
+    in_process = f32_accuracy.measure(3, 4000, 0, "cpu")
+    assert launch.FLOAT32_COMPUTE == "float64"
+    out = tmp_path / "acc.json"
+    cmd = [sys.executable, str(BENCH / "f32_accuracy.py"), "--out", str(out), "--n", "4000", "--lmax", "12"]
+    env = {**os.environ, "PYTHONPATH": str(BENCH.parent), "EQUITRITON_FLOAT32_COMPUTE": "float64"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| 12 |" in proc.stdout
+    for r in [in_process, *json.loads(out.read_text())["rows"]]:
+        assert max(r["reference_vs_e3nn_float64"].values()) < 1e-12
+        shipped, native, e3nn = (
+            r[k] for k in ("ours_float32_compute_float64", "ours_float32_compute_float32", "e3nn_float32")
+        )
+        for part in ("Y", "dx"):
+            assert shipped[part] < 1.5e-7 and shipped[part] < e3nn[part]
+            assert shipped[part] < native[part] < 1e-5

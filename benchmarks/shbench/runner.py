@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 from .isolate import ChildFailed, ChildProc
-from .measure import TOL  # noqa: F401  (re-exported: sh_bench.py describes the tolerances)
+from .measure import TOL, tolerance  # noqa: F401  (re-exported: sh_bench.py describes the tolerances)
 from .points import OURS, Point, lset_label, predicted_ms, static_exclusion
 
 MAX_CRASHES = 3  # per implementation: then its remaining points are skipped (each restart costs seconds)

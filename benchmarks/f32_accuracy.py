@@ -1,0 +1,126 @@
+"""Float32 accuracy of three ways to evaluate the spherical harmonics of float32 data, l = 0..l_max:
+
+- ours as shipped: float32 data evaluated in float64 and rounded once (`launch.FLOAT32_COMPUTE = "float64"`);
+- ours with native float32 arithmetic (the opt-in `EQUITRITON_FLOAT32_COMPUTE=float32`);
+- e3nn's own float32.
+
+    python benchmarks/f32_accuracy.py --out docs/data/f32_accuracy_cpu_DATE.json [--n 200000] [--lmax 2,...,12]
+
+Metric (tests/test_numerics.py's): max |out - ref| / max |ref| over N random directions, for Y and for the backward
+dx = dY/dx^T g with a random g. Reference: ours in float64 on the same float32 inputs (tests/test_numerics.py checks
+it against an mpmath evaluation); e3nn in float64 is reported beside it as an independent check of the reference.
+On CPU this runs the torch fallback, which evaluates the same generated program as the kernels; with
+TRITON_INTERPRET=1 it runs the Triton kernels in the interpreter (use a small --n). This measures accuracy, not speed:
+the GPU speed of native float32 is in docs/performance_notes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+
+import torch
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref).abs().max() / ref.abs().max()).item()
+
+
+def _y_and_grad(fn, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.clone().requires_grad_(True)
+    y = fn(x)
+    (dx,) = torch.autograd.grad(y, x, g.to(y.dtype))
+    return y.detach(), dx
+
+
+def measure(lmax: int, n: int, seed: int, device: str) -> dict:
+    from e3nn import o3
+
+    import equitriton
+    from equitriton.kernels import launch
+
+    ls = list(range(lmax + 1))
+    gen = torch.Generator().manual_seed(seed + lmax)
+    x = torch.randn(n, 3, generator=gen).to(device)
+    g = torch.randn(n, (lmax + 1) ** 2, generator=gen, dtype=torch.float64).to(device)
+
+    def ours(t):
+        return equitriton.spherical_harmonics(ls, t, True, "component")
+
+    def e3nn(t):
+        return o3.spherical_harmonics(ls, t, True, "component")
+
+    ref_y, ref_dx = _y_and_grad(ours, x.double(), g)
+    row: dict = {"lmax": lmax}
+    try:
+        e_y, e_dx = _y_and_grad(e3nn, x.double(), g)
+        row["reference_vs_e3nn_float64"] = {"Y": rel_err(e_y, ref_y), "dx": rel_err(e_dx, ref_dx)}
+        y, dx = _y_and_grad(e3nn, x, g)
+        row["e3nn_float32"] = {"Y": rel_err(y, ref_y), "dx": rel_err(dx, ref_dx)}
+    except Exception as err:  # e3nn's generated polynomials stop at some l: record why, measure ours anyway
+        row["e3nn_float32"] = {"error": f"{type(err).__name__}: {err}"[:200]}
+    saved = launch.FLOAT32_COMPUTE
+    try:
+        for mode in ("float64", "float32"):
+            launch.FLOAT32_COMPUTE = mode
+            y, dx = _y_and_grad(ours, x, g)
+            row[f"ours_float32_compute_{mode}"] = {"Y": rel_err(y, ref_y), "dx": rel_err(dx, ref_dx)}
+    finally:
+        launch.FLOAT32_COMPUTE = saved
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: each error, and ours / e3nn's where e3nn has a figure."""
+
+    def cell(row, key, part):
+        v = row.get(key, {}).get(part)
+        if v is None:
+            return "–"
+        e = row.get("e3nn_float32", {}).get(part)
+        return f"{v:.2e}" + (f" ({v / e:.2f}x)" if e and key != "e3nn_float32" else "")
+
+    head = (
+        "| l_max | e3nn float32 Y | ours (float64 arithmetic) Y | ours native float32 Y | e3nn float32 dx "
+        "| ours (float64 arithmetic) dx | ours native float32 dx |\n|---|---|---|---|---|---|---|\n"
+    )
+    keys = ("e3nn_float32", "ours_float32_compute_float64", "ours_float32_compute_float32")
+    return head + "".join(
+        f"| {r['lmax']} | " + " | ".join(cell(r, k, p) for p in ("Y", "dx") for k in keys) + " |\n" for r in rows
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--n", type=int, default=200_000, help="random directions per l_max")
+    ap.add_argument("--lmax", default="2,3,4,5,6,7,8,9,10,11,12", help="comma-separated l_max values")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    import e3nn
+
+    rows = [measure(int(v), args.n, args.seed, args.device) for v in args.lmax.split(",")]
+    doc = {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": args.device,
+        "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+        "machine": platform.processor() or platform.machine(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "e3nn": e3nn.__version__},
+        "n": args.n,
+        "seed": args.seed,
+        "metric": "max |out - ref| / max |ref|; ref = ours in float64 on the same float32 inputs; normalize=True, "
+        "component normalization, l = 0..l_max; dx = autograd backward with a random float64 g",
+        "rows": rows,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
