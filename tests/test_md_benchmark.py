@@ -193,15 +193,19 @@ def test_cpu_step_ab_smoke(tmp_path):
     assert len(res["ours_forward_by_layer_us"]) == 4
 
 
-def test_plan_compiled_modes_headline_first_then_sizes_then_lmax_sweep():
+def _plan_args(**given):
+    """md_step's command-line arguments that make_plan reads: the defaults of a full run, then `given`."""
     from types import SimpleNamespace
 
+    base = dict(modes=None, models=None, quick=False, compiled_sizes=None, compiled_lmax=None, lmax=None, sizes=None)
+    return SimpleNamespace(**{**base, **given})
+
+
+def test_plan_compiled_modes_headline_first_then_sizes_then_lmax_sweep():
     md_step = _load("md_step")
-    args = SimpleNamespace(
+    args = _plan_args(
         modes="ours-fast,ours-graph",
         models="nequip,allegro",
-        quick=False,
-        compiled_sizes=None,
         compiled_lmax="1,2,3",
         lmax="1,2,3,4",
         sizes="108,500,2048,10976",
@@ -217,7 +221,7 @@ def test_plan_compiled_modes_headline_first_then_sizes_then_lmax_sweep():
     assert all(c[1] == 2 for c in compiled[:first_lmax])  # every l_max 2 case (sizes) before the sweep
     assert {c[2] for c in compiled[:first_lmax]} == {md_step.size_for(n) for n in (108, 2048, 10976)}
     assert len(compiled) == len(set(compiled))
-    without = SimpleNamespace(**{**vars(args), "compiled_lmax": None})
+    without = _plan_args(**{**vars(args), "compiled_lmax": None})
     assert all(c.l_max == 2 for c in md_step.make_plan(without).cases if c.group == "compiled")
 
 
@@ -225,18 +229,9 @@ def test_plan_takes_the_lmax_and_size_sweeps_given_and_the_uncoupled_allegro():
     """--lmax and --sizes choose the sweeps (a targeted re-measurement: allegro l_max 4 without the size sweep), and
     allegro-uncoupled is allegro with path weights shared across channels, the form whose tensor product fits l_max 4
     in memory."""
-    import argparse
 
     md_step = _load("md_step")
-    args = argparse.Namespace(
-        modes="nequip-matscipy,ours-fast",
-        models="allegro-uncoupled",
-        quick=False,
-        lmax="4",
-        sizes="",
-        compiled_lmax=None,
-        compiled_sizes=None,
-    )
+    args = _plan_args(modes="nequip-matscipy,ours-fast", models="allegro-uncoupled", lmax="4", sizes="")
     plan = md_step.make_plan(args)
     assert {(c.group, c.l_max, c.n_atoms) for c in plan.cases} == {("headline", 2, 2048), ("l_max", 4, 2048)}
     assert {c.model for c in plan.cases} == {"allegro-uncoupled"}
@@ -249,13 +244,10 @@ def test_plan_takes_the_lmax_and_size_sweeps_given_and_the_uncoupled_allegro():
 
 def test_plan_compiled_sizes_none_is_the_lmax_sweep_alone():
     """--compiled-sizes none: only the compiled l_max sweep (no l_max 2 model compiled that was not asked for)."""
-    from types import SimpleNamespace
-
     md_step = _load("md_step")
-    args = SimpleNamespace(
+    args = _plan_args(
         modes="ours-compile,ours-graph",
         models="allegro-uncoupled",
-        quick=False,
         compiled_sizes="none",
         compiled_lmax="1",
         lmax="",
@@ -264,5 +256,5 @@ def test_plan_compiled_sizes_none_is_the_lmax_sweep_alone():
     compiled = [(c.mode, c.l_max, c.n_atoms) for c in md_step.make_plan(args).cases if c.group == "compiled"]
     head = md_step.size_for(2048)
     assert compiled == [(m, 1, head) for m in ("ours-compile", "ours-compile", "ours-graph", "ours-graph")]
-    sized = SimpleNamespace(**{**vars(args), "compiled_sizes": "2048"})
+    sized = _plan_args(**{**vars(args), "compiled_sizes": "2048"})
     assert {c.l_max for c in md_step.make_plan(sized).cases if c.group == "compiled"} == {1, 2}
