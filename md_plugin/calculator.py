@@ -34,7 +34,13 @@ from nequip.nn import graph_model
 
 from .device import DeviceLike, resolve_device
 from .hook import EQUITRITON_LIB, is_equitriton_sh, patch_model, sh_backend_of
-from .validation import COMPILED_MODEL_SUFFIXES, SAVED_MODEL_SUFFIXES, check_atoms, check_model_file
+from .validation import (
+    COMPILED_MODEL_SUFFIXES,
+    SAVED_MODEL_SUFFIXES,
+    check_atoms,
+    check_compiled_device,
+    check_model_file,
+)
 
 _CUSTOM_OPS_KEY = "nequip_custom_ops_libs"
 
@@ -166,10 +172,12 @@ class EquiTritonCalculator(NequIPCalculator):
 
         To carry equitriton kernels the artifact must have been compiled with
         ``--modifiers enable_EquiTritonSphericalHarmonics``; ``sh_backend`` tells which it was.
-        AOTInductor artifacts must be compiled with ``--target ase`` and for the same device type.
+        AOTInductor artifacts must be compiled with ``--target ase`` and for the same device type (a package
+        compiled for another device type raises ``ValueError``; ``device="auto"`` does not pick the package's).
         """
         path = check_model_file(compile_path, COMPILED_MODEL_SUFFIXES, "from_compiled_model")
         dev = resolve_device(device)
+        check_compiled_device(path, dev.type)
         if chemical_species_to_atom_type_map is None:
             chemical_species_to_atom_type_map = True
         if compiled_model_uses_equitriton(path):

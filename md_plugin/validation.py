@@ -6,6 +6,7 @@ these checks run on the host before any data goes to the device.
 
 from __future__ import annotations
 
+import json
 import pathlib
 import zipfile
 from typing import Collection, Optional, Sequence
@@ -86,6 +87,31 @@ def check_model_file(path: str | pathlib.Path, allowed: Sequence[str], factory: 
             f"name it *{found} and load it with EquiTritonCalculator.{_FACTORY_FOR[found]}"
         )
     return p
+
+
+def aoti_device_type(path: str | pathlib.Path) -> Optional[str]:
+    """The device type an AOTInductor package was compiled for: ``AOTI_DEVICE_KEY`` of the wrapper's metadata
+    (``"cpu"``, ``"cuda"``, ``"xpu"``), or ``None`` where the package records none."""
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            if "/data/aotinductor/" in name and name.endswith("wrapper_metadata.json"):
+                return json.loads(zf.read(name)).get("AOTI_DEVICE_KEY") or None
+    return None
+
+
+def check_compiled_device(path: str | pathlib.Path, device_type: str) -> None:
+    """An AOTInductor package runs only on the device type it was compiled for; say so before loading it (a CPU
+    package asked to run on CUDA would otherwise fail deep inside the artifact, or run on the wrong device).
+
+    Raises:
+        ValueError: the package records another device type.
+    """
+    built = aoti_device_type(path)
+    if built is not None and built != device_type:
+        raise ValueError(
+            f"{path} is an AOTInductor model compiled for {built!r}; it cannot run on {device_type!r}. "
+            f"Compile it again with `nequip-compile ... --device {device_type}`, or load it with device={built!r}"
+        )
 
 
 def check_atoms(atoms: Atoms, known_species: Collection[str], require_stress: bool = False) -> None:

@@ -25,6 +25,7 @@ from nequip.utils.versions import _TORCH_GE_2_10
 
 from md_plugin import MODIFIER_NAME, EquiTritonCalculator, default_model_path
 from md_plugin.calculator import compiled_model_uses_equitriton
+from md_plugin.validation import aoti_device_type
 
 PROPS_PERIODIC = ("energy", "free_energy", "energies", "forces", "stress")
 PROPS_CLUSTER = ("energy", "free_energy", "energies", "forces")
@@ -122,6 +123,22 @@ def test_compiled_artifact_validation(aoti_nequip, tmp_path):
         EquiTritonCalculator.from_compiled_model(renamed)
     with pytest.raises(ValueError, match="use EquiTritonCalculator.from_compiled_model"):
         EquiTritonCalculator.from_saved_model(aoti_nequip)
+
+
+def test_aoti_package_runs_only_on_the_device_type_it_was_compiled_for(aoti_nequip, tmp_path):
+    """The device type comes from the package's own metadata; a package built for CUDA is refused on the CPU with
+    a message naming both device types and the fix, before anything of it is loaded."""
+    assert aoti_device_type(aoti_nequip) == "cpu"
+    cuda_built = tmp_path / "gpu.nequip.pt2"
+    with zipfile.ZipFile(aoti_nequip) as src, zipfile.ZipFile(cuda_built, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith("wrapper_metadata.json"):
+                data = data.replace(b'"AOTI_DEVICE_KEY": "cpu"', b'"AOTI_DEVICE_KEY": "cuda"')
+            dst.writestr(name, data)
+    assert aoti_device_type(cuda_built) == "cuda"
+    with pytest.raises(ValueError, match=r"compiled for 'cuda'; it cannot run on 'cpu'.*--device cpu.*device='cuda'"):
+        EquiTritonCalculator.from_compiled_model(cuda_built, device="cpu")
 
 
 def test_compiled_model_uses_equitriton_reads_metadata(tmp_path):
