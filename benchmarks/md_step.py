@@ -462,6 +462,10 @@ def make_plan(args) -> Plan:
         for mode in costly:
             plan.add("compiled", models, lmax_sweep, [head], [mode])
             plan.add("compiled", models, [2], sizes, [mode])
+        for case in plan.cases:  # the reference system of each compiled mode gets its GPU-busy profile here too
+            case.profile = case.profile or (
+                case.group == "compiled" and (case.l_max, case.n_atoms) == (2, size_for(head))
+            )
         return plan
     for mode in costly:
         plan.add("compiled", ["nequip"] if "nequip" in models else models[:1], [2], [head], [mode], profile=True)

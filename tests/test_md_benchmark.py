@@ -256,5 +256,11 @@ def test_plan_compiled_sizes_none_is_the_lmax_sweep_alone():
     compiled = [(c.mode, c.l_max, c.n_atoms) for c in md_step.make_plan(args).cases if c.group == "compiled"]
     head = md_step.size_for(2048)
     assert compiled == [(m, 1, head) for m in ("ours-compile", "ours-compile", "ours-graph", "ours-graph")]
-    sized = _plan_args(**{**vars(args), "compiled_sizes": "2048"})
-    assert {c.l_max for c in md_step.make_plan(sized).cases if c.group == "compiled"} == {1, 2}
+    assert not any(c.profile for c in md_step.make_plan(args).cases if c.group == "compiled")
+    sized = _plan_args(**{**vars(args), "compiled_sizes": "500,2048"})
+    sized_cases = [c for c in md_step.make_plan(sized).cases if c.group == "compiled"]
+    assert {c.l_max for c in sized_cases} == {1, 2}
+    # the reference system (l_max 2, 2,048 atoms) is profiled in every compiled mode, nothing else is
+    assert {(c.mode, c.l_max, c.n_atoms) for c in sized_cases if c.profile} == {
+        (m, 2, head) for m in ("ours-compile", "ours-graph")
+    }
