@@ -17,6 +17,10 @@ from . import (
 )
 
 LMAX = 12
+# Under torch.compile / torch.export, SH of l_max <= FUSE_LMAX (with normalize) are traced as plain elementwise ops
+# that Inductor fuses into their consumers (ops.sh_fusable); higher l_max run the custom op. Per module:
+# `SphericalHarmonics.fuse_lmax` (md_plugin.patch_model raises it for Allegro, docs/md_performance_notes.md).
+FUSE_LMAX = 1
 _NORMALIZATIONS = ("integral", "component", "norm")
 
 
@@ -95,8 +99,9 @@ def check_device(device: torch.device) -> None:
         )
 
 
-def sh(x: Tensor, ls: List[int], normalize: bool, normalization: str) -> Tensor:
-    """Validated entry to the custom op: x (..., 3) -> (..., sum(2l+1)). TorchScript-compatible."""
+def sh(x: Tensor, ls: List[int], normalize: bool, normalization: str, fuse_lmax: int = FUSE_LMAX) -> Tensor:
+    """Validated entry to the custom op: x (..., 3) -> (..., sum(2l+1)). TorchScript-compatible. fuse_lmax: see
+    FUSE_LMAX."""
     if not torch.jit.is_scripting():
         if isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace: no values to check, the graph records the op
             return torch.ops.equitriton.sh_forward(x, ls, normalize, normalization_id(normalization))
@@ -108,19 +113,19 @@ def sh(x: Tensor, ls: List[int], normalize: bool, normalization: str) -> Tensor:
     nid = normalization_id(normalization)
     if x.dtype == torch.float16 or x.dtype == torch.bfloat16:
         # computed in float32 and cast back: half precision cannot hold the high-l coefficients
-        return _sh_op(x.float(), ls, normalize, nid).to(x.dtype)
-    return _sh_op(x, ls, normalize, nid)
+        return _sh_op(x.float(), ls, normalize, nid, fuse_lmax).to(x.dtype)
+    return _sh_op(x, ls, normalize, nid, fuse_lmax)
 
 
-def _sh_op(x: Tensor, ls: List[int], normalize: bool, nid: int) -> Tensor:
+def _sh_op(x: Tensor, ls: List[int], normalize: bool, nid: int, fuse_lmax: int) -> Tensor:
     """The custom op, or in plain eager mode the same computation without the op dispatch (ops.sh_eager)."""
     if not torch.jit.is_scripting():
         if ops.eager(x):
             return ops.sh_eager(x, ls, normalize, nid)
         if transforms.active():  # torch.func: the ops' registered autograd refuses its grad transforms
             return transforms.sh_func(x, ls, normalize, nid)
-        if normalize and max(ls) <= 1 and torch.compiler.is_compiling():
-            return ops.sh_fusable_l1(x, ls, nid)  # elementwise ops Inductor fuses (see there)
+        if normalize and max(ls) <= fuse_lmax and torch.compiler.is_compiling():
+            return ops.sh_fusable(x, ls, normalize, nid)  # elementwise ops Inductor fuses (see there)
     return torch.ops.equitriton.sh_forward(x, ls, normalize, nid)
 
 
@@ -129,6 +134,7 @@ class SphericalHarmonics(torch.nn.Module):
 
     normalize: bool
     normalization: str
+    fuse_lmax: int
     _ls_list: List[int]
     _lmax: int
     _is_range_lmax: bool
@@ -146,6 +152,7 @@ class SphericalHarmonics(torch.nn.Module):
         ls, self.irreps_out, self.irreps_in = parse_ls(irreps_out, irreps_in)
         self.normalize = bool(normalize)
         self.normalization = normalization
+        self.fuse_lmax = FUSE_LMAX  # under torch.compile / export: l_max <= this traced as fusable ops (FUSE_LMAX)
         self._ls_list = ls
         self._lmax = max(ls)
         self._is_range_lmax = ls == list(range(self._lmax + 1))
@@ -157,7 +164,7 @@ class SphericalHarmonics(torch.nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (..., 3) -> (..., irreps_out.dim)."""
-        return sh(x, self._ls_list, self.normalize, self.normalization)
+        return sh(x, self._ls_list, self.normalize, self.normalization, self.fuse_lmax)
 
     def extra_repr(self) -> str:
         return f"{self.irreps_out}, normalize={self.normalize}, normalization={self.normalization!r}"

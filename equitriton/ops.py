@@ -538,16 +538,24 @@ def _l1_ops(x2: Tensor, r: Tensor, ls: List[int], normalization: int) -> Tensor:
     return torch.cat([u * c1 if l == 1 else torch.full_like(r, c0) for l in ls], 1)
 
 
-def sh_fusable_l1(x: Tensor, ls: List[int], normalization: int) -> Tensor:
-    """Y for l_max <= 1 with normalize while torch.compile or torch.export traces: a few elementwise ops that
-    Inductor fuses into their neighbours. A kernel of our own cannot be fused there, and at l_max 1 fusion is worth
-    more than any kernel: the compiled NequIP l_max 1 step (CUDA graphs, 2,048 Cu atoms, H200) took 3.52 ms with
-    the op against 3.34 ms with e3nn's ops (docs/md_performance.md). Y is the op's to an ulp or two (Inductor rounds
-    its fused kernel as it likes); derivatives of any order are torch's autograd of these ops, as e3nn's are."""
+def sh_fusable(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
+    """Y as plain torch ops, for torch.compile / torch.export to trace where a model asks for fusion
+    (`SphericalHarmonics.fuse_lmax`): Inductor fuses these elementwise ops into their neighbours, which a kernel of
+    our own cannot be. At l_max 1 fusion is worth more than any kernel: the compiled NequIP l_max 1 step (CUDA
+    graphs, 2,048 Cu atoms, H200) took 3.52 ms with the op against 3.34 ms with e3nn's ops; so is it at l_max 2 in
+    Allegro, whose SH feed one elementwise product (docs/md_performance_notes.md). l_max <= 1 with normalize: the
+    _forward_l1 body's ops; otherwise the generated torch fallback's polynomials (its traced form: columns and one
+    stack). Y is the op's to an ulp or two (Inductor rounds its fused kernels as it likes); derivatives of any order
+    are torch's autograd of these ops, as e3nn's are."""
     x2 = x.reshape(-1, 3)
-    if launch.compute_f64(x.dtype, 1):
+    lmax = max(ls)
+    if launch.compute_f64(x.dtype, lmax):
         x2 = x2.to(torch.float64)
-    y = _l1_ops(x2, torch.linalg.vector_norm(x2, dim=1, keepdim=True), ls, normalization)
+    if normalize and lmax <= 1:
+        y = _l1_ops(x2, torch.linalg.vector_norm(x2, dim=1, keepdim=True), ls, normalization)
+    else:
+        offs, dim = launch.offsets(ls)
+        y = torch_fallback.forward(x2, list(ls), list(offs), dim, normalize, normalization)
     return y.to(x.dtype).reshape(x.shape[:-1] + (y.shape[1],))
 
 

@@ -104,12 +104,41 @@ def _make_factory(model_device: Optional[torch.device]) -> Callable[[torch.nn.Mo
     return factory
 
 
-def patch_model(model: torch.nn.Module) -> List[Tuple[str, torch.nn.Module]]:
+# Allegro's SH feed one elementwise product with the radial embedding, into which Inductor fuses polynomial SH: there
+# the compiled step is faster with l_max <= 2 traced as fusable ops than with the custom op (uncoupled Allegro, 2,048
+# and 10,976 Cu atoms on the H200: 2.5-5% slower with the op; docs/md_performance_notes.md). NequIP's SH feed a
+# tensor product, where the op is faster (AOTInductor, l_max 2: 8-10%), so its modules keep the default.
+ALLEGRO_FUSE_LMAX = 2
+
+
+def _is_allegro(module: torch.nn.Module) -> bool:
+    """A class of the allegro package, installed or copied by ``torch.package`` (``<torch_package_0>.allegro...``)."""
+    parts = type(module).__module__.split(".")
+    return parts[1 if parts[0].startswith("<torch_package") else 0] == "allegro"
+
+
+def _set_fuse_lmax(model: torch.nn.Module, fuse_lmax: Optional[int]) -> None:
+    """Each equitriton SH module's ``fuse_lmax``: ``fuse_lmax`` where given, else ALLEGRO_FUSE_LMAX for the SH of an
+    Allegro module and equitriton's default for the others."""
+    import equitriton.harmonics as harmonics
+
+    for _, parent in model.named_modules():
+        for child in parent.children():
+            if is_equitriton_sh(child):
+                default = ALLEGRO_FUSE_LMAX if _is_allegro(parent) else harmonics.FUSE_LMAX
+                child.fuse_lmax = int(fuse_lmax) if fuse_lmax is not None else default
+
+
+def patch_model(model: torch.nn.Module, fuse_lmax: Optional[int] = None) -> List[Tuple[str, torch.nn.Module]]:
     """Replace every e3nn ``SphericalHarmonics`` submodule of ``model`` by equitriton's, in place.
 
     Args:
         model: an eager ``torch.nn.Module`` (a nequip ``GraphModel``, a ``ModuleDict`` of them, or
             any module tree containing e3nn ``SphericalHarmonics``).
+        fuse_lmax: under ``torch.compile`` / ``torch.export`` (``nequip-compile``), SH of l_max up to this
+            are traced as plain elementwise ops that Inductor fuses into their consumers, the others run
+            equitriton's kernels; eager calls always run the kernels. ``None``: 2 for Allegro's SH, 1 for
+            the others (``ALLEGRO_FUSE_LMAX``, ``equitriton.harmonics.FUSE_LMAX``: measured, see there).
 
     Returns:
         ``[(qualified_name, replaced_e3nn_module), ...]`` in module-tree order. ``[]`` if the model
@@ -120,9 +149,12 @@ def patch_model(model: torch.nn.Module) -> List[Tuple[str, torch.nn.Module]]:
             names the model class), or is a TorchScript module.
     """
     _check_patchable(model)
+    if fuse_lmax is not None and (isinstance(fuse_lmax, bool) or not isinstance(fuse_lmax, int) or fuse_lmax < 0):
+        raise ValueError(f"fuse_lmax must be a non-negative int or None, got {fuse_lmax!r}")
     targets = [(n, m) for n, m in model.named_modules() if is_e3nn_sh(m)]
     if not targets:
         if any(is_equitriton_sh(m) for m in model.modules()):
+            _set_fuse_lmax(model, fuse_lmax)
             return []
         raise ValueError(
             f"{type(model).__name__} has no e3nn SphericalHarmonics submodule to replace "
@@ -135,6 +167,7 @@ def patch_model(model: torch.nn.Module) -> List[Tuple[str, torch.nn.Module]]:
     # every class object of e3nn SH present (the installed one and/or torch.package copies)
     for cls in {type(m) for _, m in targets}:
         replace_submodules(model, cls, factory)
+    _set_fuse_lmax(model, fuse_lmax)
     return targets
 
 

@@ -423,10 +423,12 @@ def test_torch_compile_on_device(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_torch_compile_lmax1_fuses_on_device(device, dtype):
-    """l_max 1 under torch.compile on the device: elementwise ops Inductor fuses (no custom op in the graph), the
-    op's values and e3nn's derivatives."""
-    m = SphericalHarmonics([0, 1], True, "component").to(device)
+@pytest.mark.parametrize("ls", [[0, 1], [0, 1, 2]])
+def test_torch_compile_fuse_lmax_fuses_on_device(device, dtype, ls):
+    """l_max <= fuse_lmax under torch.compile on the device: elementwise ops Inductor fuses (no custom op in the
+    graph), the op's values and e3nn's derivatives."""
+    m = SphericalHarmonics(ls, True, "component").to(device)
+    m.fuse_lmax = max(ls)
     torch._dynamo.reset()
     x = rand(3000, 3, seed=11).to(device=device, dtype=dtype)
     explanation = torch._dynamo.explain(m)(x)
@@ -434,10 +436,10 @@ def test_torch_compile_lmax1_fuses_on_device(device, dtype):
     assert explanation.graph_break_count == 0 and not any("equitriton" in t for t in targets), targets
     c = torch.compile(m, fullgraph=True)
     tol = 1e-15 if dtype == torch.float64 else 3e-7
-    assert rel_err(c(x), torch.ops.equitriton.sh_forward(x, [0, 1], True, 1)) <= tol
-    w = rand(3000, 4, seed=12).to(device=device, dtype=dtype)
+    assert rel_err(c(x), torch.ops.equitriton.sh_forward(x, ls, True, 1)) <= tol
+    w = rand(3000, m.irreps_out.dim, seed=12).to(device=device, dtype=dtype)
     grads = []
-    for f in (c, o3.SphericalHarmonics([0, 1], True, "component")):
+    for f in (c, o3.SphericalHarmonics(ls, True, "component")):
         xg = x.clone().requires_grad_(True)
         grads.append(torch.autograd.grad((f(xg) * w).sum(), xg)[0])
     assert rel_err(grads[0], grads[1]) <= (1e-12 if dtype == torch.float64 else 1e-5)

@@ -94,6 +94,23 @@ def test_packaged_models_patched(kind, expected_name, owner_cls):
     assert patch_model(model) == []
 
 
+@pytest.mark.parametrize("kind, default", [("nequip", 1), ("allegro", 2)])
+def test_fuse_lmax_is_2_for_allegro_1_otherwise_and_can_be_set(kind, default):
+    """Under torch.compile, Allegro's SH (l_max <= 2) are traced as fusable ops, NequIP's run the op above l_max 1
+    (ALLEGRO_FUSE_LMAX); patch_model(fuse_lmax=k) sets every module, also on an already patched model."""
+    model = _load(kind)
+    patch_model(model)
+    assert [m.fuse_lmax for _, m in iter_sh_modules(model)] == [default]
+    assert patch_model(model, fuse_lmax=0) == []
+    assert [m.fuse_lmax for _, m in iter_sh_modules(model)] == [0]
+    toy = _Toy()
+    patch_model(toy, fuse_lmax=3)
+    assert {m.fuse_lmax for _, m in iter_sh_modules(toy)} == {3}
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="fuse_lmax must be a non-negative int"):
+            patch_model(_Toy(), fuse_lmax=bad)
+
+
 def test_placement_follows_model_dtype_and_device():
     model = _Toy()
     patch_model(model)

@@ -282,11 +282,23 @@ def test_aot_inductor_package(tmp_path):
 
 
 # -------------------------------------------------------------------------------------- l_max <= 1 under compile
-@pytest.mark.parametrize("ls, dtype", [([0, 1], F64), ([1], torch.float32), ([1, 0, 1], F64)])
-def test_compile_lmax1_traces_fusable_ops_with_the_ops_values(ls, dtype):
-    """l_max <= 1 with normalize under torch.compile: plain elementwise ops (no custom op in the graph, so Inductor
-    fuses them), with the op's values and e3nn's first and second derivatives."""
+@pytest.mark.parametrize(
+    "ls, dtype, fuse_lmax",
+    [
+        ([0, 1], F64, None),
+        ([1], torch.float32, None),
+        ([1, 0, 1], F64, None),
+        ([0, 1, 2], F64, 2),
+        ([2, 0], torch.float32, 3),
+    ],
+)
+def test_compile_fuse_lmax_traces_fusable_ops_with_the_ops_values(ls, dtype, fuse_lmax):
+    """l_max <= fuse_lmax (default 1; md_plugin raises it to 2 for Allegro) with normalize under torch.compile:
+    plain elementwise ops (no custom op in the graph, so Inductor fuses them), with the op's values and e3nn's first
+    and second derivatives."""
     m = SphericalHarmonics(ls, True, "component")
+    if fuse_lmax is not None:
+        m.fuse_lmax = fuse_lmax
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(m)(rand(9, 3, seed=20).to(dtype).requires_grad_(True))
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
@@ -322,7 +334,9 @@ def test_compile_lmax1_traces_fusable_ops_with_the_ops_values(ls, dtype):
 
 
 def test_compile_lmax2_keeps_the_custom_op():
+    """Above the module's fuse_lmax (default 1) the compiled graph holds the custom op."""
     m = SphericalHarmonics([0, 1, 2], True, "component")
+    assert m.fuse_lmax == 1
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(m)(rand(9, 3, seed=24).requires_grad_(True))
     targets = [n.target for g in explanation.graphs for n in g.graph.nodes if n.op == "call_function"]
