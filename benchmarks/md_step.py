@@ -658,6 +658,7 @@ def run(args) -> Dict[str, Any]:
                     forces = atoms.get_forces()
                     energy = float(atoms.get_potential_energy())
                     sh = getattr(calc, "sh_backend", None) or sh_backend_of(calc.model, device)
+                    fuse = _fuse_lmax(cached_model(case.model, case.l_max, device, case.patched))
                     n_edges = _edge_count(atoms)
                     ref = reference.setdefault(
                         (case.model, case.l_max, case.n_atoms), {"energy": energy, "forces": forces}
@@ -673,6 +674,7 @@ def run(args) -> Dict[str, Any]:
                     status="ok",
                     n_edges=n_edges,
                     sh_backend=sh,
+                    sh_fuse_lmax=fuse,
                     repeats=int(t.size),
                     interleaved_with=len(live) - 1,
                     ms_median=med * 1e3,
@@ -697,6 +699,15 @@ def run(args) -> Dict[str, Any]:
     results.doc["total_s"] = time.perf_counter() - t_begin
     results.flush()
     return results.doc
+
+
+def _fuse_lmax(model: torch.nn.Module) -> Optional[int]:
+    """The largest ``fuse_lmax`` of the model's equitriton SH modules (None for a stock model): under torch.compile
+    and export, SH up to that l_max are traced as fusable ops instead of the custom op (``md_plugin.patch_model``)."""
+    from md_plugin.hook import is_equitriton_sh
+
+    found = [int(m.fuse_lmax) for m in model.modules() if is_equitriton_sh(m)]
+    return max(found) if found else None
 
 
 def _twins(a: Case, b: Case) -> bool:

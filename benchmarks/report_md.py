@@ -27,11 +27,18 @@ TARGET_BUSY = 0.70
 SLOWER_TOLERANCE = 1.05  # patched/stock above this (same mode) is reported as slower
 
 
+def _tag_of(i: int) -> str:
+    """a, b, ..., z, aa, ab, ...: the run tags, oldest first."""
+    return chr(ord("a") + i) if i < 26 else _tag_of(i // 26 - 1) + chr(ord("a") + i % 26)
+
+
 def load(
-    paths: Sequence[str],
+    paths: Sequence[str], drop: Optional[Dict[str, List[str]]] = None
 ) -> Tuple[List[Dict[str, Any]], OrderedDict[Tuple, Dict], List[Dict[str, Any]]]:
     """Metas (oldest run first, each with ``_tag``), merged cases and merged profiles (newest wins), each case and
-    profile carrying ``_path``, ``_date`` and ``_tag`` of its file."""
+    profile carrying ``_path``, ``_date`` and ``_tag`` of its file. ``drop``: file basename -> plan groups of that
+    file not merged (a run's cases known to be disturbed; its meta lists them as ``_dropped``)."""
+    drop = drop or {}
     docs = []
     for order, path in enumerate(paths):
         with open(path) as f:
@@ -42,9 +49,20 @@ def load(
     docs.sort(key=lambda t: (t[0], t[1]))
     metas, cases, profiles = [], OrderedDict(), OrderedDict()
     for i, (date, _, path, doc) in enumerate(docs):
-        src = {"_path": path, "_date": date, "_tag": chr(ord("a") + i) if i < 26 else str(i)}
-        metas.append({**doc["meta"], **src, "_complete": doc.get("complete"), "_total_s": doc.get("total_s")})
+        src = {"_path": path, "_date": date, "_tag": _tag_of(i)}
+        dropped = drop.get(os.path.basename(path), [])
+        metas.append(
+            {
+                **doc["meta"],
+                **src,
+                "_complete": doc.get("complete"),
+                "_total_s": doc.get("total_s"),
+                "_dropped": dropped,
+            }
+        )
         for c in doc["cases"]:
+            if c.get("group") in dropped:
+                continue
             key = (c["model"], c["l_max"], c["n_atoms"], c["mode"], c["patched"])
             if key in cases and c["status"] != "ok" and cases[key]["status"] == "ok":
                 continue  # a later skip or failure does not hide an earlier measurement
@@ -55,6 +73,52 @@ def load(
             profiles.pop(key, None)
             profiles[key] = {**p, **src}
     return metas, cases, list(profiles.values())
+
+
+COMPILED_MODES = ("ours-compile", "ours-graph", "ours-aoti")
+
+
+def fuse_section(cases: OrderedDict) -> List[str]:
+    """The patched compiled-mode cells measured with the custom op where ``patch_model`` now traces the SH as
+    fusable ops (a case's ``sh_fuse_lmax``, recorded since 2026-12-01; earlier runs had 1 for every model)."""
+    import equitriton.harmonics
+    from md_plugin.hook import ALLEGRO_FUSE_LMAX
+
+    def policy(model: str) -> int:
+        return ALLEGRO_FUSE_LMAX if model.startswith("allegro") else equitriton.harmonics.FUSE_LMAX
+
+    stale = [
+        f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}"
+        for k, c in cases.items()
+        if k[3] in COMPILED_MODES and k[4] and c.get("status") == "ok"
+        if (c.get("sh_fuse_lmax") or 1) < k[1] <= policy(k[0])
+    ]
+    fused = [
+        f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}"
+        for k, c in cases.items()
+        if k[3] in COMPILED_MODES and k[4] and c.get("status") == "ok" and 1 < k[1] <= (c.get("sh_fuse_lmax") or 1)
+    ]
+    if not stale and not fused:
+        return []
+    lines = [
+        "## SH traced as fusable ops under torch.compile / export",
+        "",
+        "`md_plugin.patch_model` traces a module's SH of l_max up to its `fuse_lmax` as plain elementwise ops that "
+        "Inductor fuses into their consumers, the rest as the custom op: "
+        + ", ".join(f"{m} {policy(m)}" for m in sorted({k[0] for k in cases}))
+        + " (l_max 1 everywhere since 2026-11-30; Allegro l_max 2 since 2026-12-01). Eager modes run the kernels.",
+        "",
+    ]
+    if fused:
+        lines += ["Patched compiled cells measured with this (l_max ≥ 2): " + "; ".join(fused) + ".", ""]
+    if stale:
+        lines += [
+            "Patched compiled cells measured **with the custom op**, before the l_max 2 fusion: "
+            + "; ".join(stale)
+            + ". They do not describe the shipped code; not re-measured yet.",
+            "",
+        ]
+    return lines
 
 
 def tag(c: Optional[Dict[str, Any]]) -> str:
@@ -168,8 +232,8 @@ def table(header: List[str], rows: List[List[str]]) -> List[str]:
     return out + [""]
 
 
-def render(paths: Sequence[str]) -> str:
-    metas, cases, profiles = load(paths)
+def render(paths: Sequence[str], drop: Optional[Dict[str, List[str]]] = None) -> str:
+    metas, cases, profiles = load(paths, drop)
     newest = metas[-1]
     head = newest["headline"]
     hm, hl, hn = head["model"], head["l_max"], head["n_atoms"]
@@ -201,7 +265,10 @@ def render(paths: Sequence[str]) -> str:
             f"matscipy {v.get('matscipy')}, ase {v.get('ase')}, CUDA {v.get('cuda')}; commit `{m.get('git_commit')}`; "
             f"`{' '.join(m.get('argv') or [])}`; budget {m.get('budget_s')} s, "
             f"{'complete' if m['_complete'] else 'INCOMPLETE'} in {fmt(m['_total_s'], 0)} s"
-            f"{' (--quick)' if m.get('quick') else ''}; {n_ok} of its cases shown; "
+            f"{' (--quick)' if m.get('quick') else ''}; {n_ok} of its cases shown"
+            + "".join(f" (its `{g}` cases not merged: `--drop`)" for g in m["_dropped"])
+            + (f" (annotation: {m['annotation']})" if m.get("annotation") else "")
+            + "; "
             + (
                 "stock and patched timed in alternating calls."
                 if any(c.get("interleaved_with") for c in cases.values() if c["_path"] == m["_path"])
@@ -458,6 +525,7 @@ def render(paths: Sequence[str]) -> str:
     lines += [""]
     if any("`ours-compile`" in line for line in slower):
         lines += [COMPILE_NOTE, ""]
+    lines += fuse_section(cases)
 
     # ---------------------------------------------------------------- numbers check
     diffs = [c.get("rel_diff_vs_reference") for c in cases.values() if c.get("rel_diff_vs_reference") is not None]
@@ -493,8 +561,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("json", nargs="+", help="md_step.json file(s)")
     p.add_argument("-o", "--output", default="docs/md_performance.md")
+    p.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="FILE=GROUP",
+        help="do not merge the cases of plan group GROUP (headline, l_max, size, compiled) of the run FILE (its "
+        "basename); the page says so; repeatable",
+    )
     args = p.parse_args(argv)
-    text = render(args.json)
+    drop: Dict[str, List[str]] = {}
+    for spec in args.drop:
+        name, sep, group = spec.partition("=")
+        if not sep or not group:
+            raise SystemExit(f"--drop takes FILE=GROUP, got {spec!r}")
+        drop.setdefault(os.path.basename(name), []).append(group)
+    text = render(args.json, drop)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         f.write(text)

@@ -75,6 +75,7 @@ def test_json_schema(quick_run):
             assert c["ms_median"] > 0 and c["repeats"] >= 2 and c["ns_per_day"] > 0
             assert c["n_edges"] > 0
             assert c["sh_backend"] == ("equitriton-torch-fallback" if c["patched"] else "e3nn")
+            assert c["sh_fuse_lmax"] == (1 if c["patched"] else None)  # NequIP: the op from l_max 2 under compile
             # every mode and variant computes the same energy and forces
             assert c["rel_diff_vs_reference"] < 1e-10
     compile_cases = [c for c in cases if c["mode"] == "ours-compile"]
@@ -143,6 +144,15 @@ def test_report_merges_runs_newest_wins(quick_run, tmp_path):
     assert "[a] `old.json`" in text and "[b] `new.json`" in text
     assert "333.0" in text and "222.0" in text and "111.0" not in text
     assert "Issue-4 targets" in text
+    # --drop FILE=GROUP: that run's cases of the group are not merged (the older run's show), and the page says so
+    group = first["group"]
+    out = tmp_path / "dropped.md"
+    report.main([str(p_new), str(p_old), "-o", str(out), "--drop", f"{p_new}={group}"])
+    dropped = out.read_text()
+    assert "333.0" not in dropped and "111.0" in dropped
+    assert f"its `{group}` cases not merged: `--drop`" in dropped
+    with pytest.raises(SystemExit, match="FILE=GROUP"):
+        report.main([str(p_new), "-o", str(out), "--drop", "new.json"])
 
 
 def test_time_interleaved_alternates_abba():
