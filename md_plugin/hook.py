@@ -117,14 +117,14 @@ def _is_allegro(module: torch.nn.Module) -> bool:
     return parts[1 if parts[0].startswith("<torch_package") else 0] == "allegro"
 
 
-def _set_fuse_lmax(model: torch.nn.Module, fuse_lmax: Optional[int]) -> None:
-    """Each equitriton SH module's ``fuse_lmax``: ``fuse_lmax`` where given, else ALLEGRO_FUSE_LMAX for the SH of an
-    Allegro module and equitriton's default for the others."""
+def _set_fuse_lmax(model: torch.nn.Module, fuse_lmax: Optional[int], only: Optional[List[torch.nn.Module]]) -> None:
+    """``fuse_lmax`` of the equitriton SH modules (of those in ``only`` where given): ``fuse_lmax`` where given, else
+    ALLEGRO_FUSE_LMAX for the SH of an Allegro module and equitriton's default for the others."""
     import equitriton.harmonics as harmonics
 
     for _, parent in model.named_modules():
         for child in parent.children():
-            if is_equitriton_sh(child):
+            if is_equitriton_sh(child) and (only is None or any(child is m for m in only)):
                 default = ALLEGRO_FUSE_LMAX if _is_allegro(parent) else harmonics.FUSE_LMAX
                 child.fuse_lmax = int(fuse_lmax) if fuse_lmax is not None else default
 
@@ -154,7 +154,8 @@ def patch_model(model: torch.nn.Module, fuse_lmax: Optional[int] = None) -> List
     targets = [(n, m) for n, m in model.named_modules() if is_e3nn_sh(m)]
     if not targets:
         if any(is_equitriton_sh(m) for m in model.modules()):
-            _set_fuse_lmax(model, fuse_lmax)
+            if fuse_lmax is not None:  # an already patched model keeps its setting unless one is given
+                _set_fuse_lmax(model, fuse_lmax, None)
             return []
         raise ValueError(
             f"{type(model).__name__} has no e3nn SphericalHarmonics submodule to replace "
@@ -163,11 +164,18 @@ def patch_model(model: torch.nn.Module, fuse_lmax: Optional[int] = None) -> List
     from nequip.nn.model_modifier_utils import replace_submodules
 
     model_device, _ = _model_placement(model)
-    factory = _make_factory(model_device)
+    make = _make_factory(model_device)
+    created: List[torch.nn.Module] = []
+
+    def factory(old: torch.nn.Module) -> torch.nn.Module:
+        created.append(make(old))
+        return created[-1]
+
     # every class object of e3nn SH present (the installed one and/or torch.package copies)
     for cls in {type(m) for _, m in targets}:
         replace_submodules(model, cls, factory)
-    _set_fuse_lmax(model, fuse_lmax)
+    # the new modules get the policy; equitriton modules already there keep theirs unless fuse_lmax is given
+    _set_fuse_lmax(model, fuse_lmax, None if fuse_lmax is not None else created)
     return targets
 
 

@@ -103,6 +103,8 @@ def test_fuse_lmax_is_2_for_allegro_1_otherwise_and_can_be_set(kind, default):
     assert [m.fuse_lmax for _, m in iter_sh_modules(model)] == [default]
     assert patch_model(model, fuse_lmax=0) == []
     assert [m.fuse_lmax for _, m in iter_sh_modules(model)] == [0]
+    assert patch_model(model) == []  # a second plain call keeps the setting
+    assert [m.fuse_lmax for _, m in iter_sh_modules(model)] == [0]
     toy = _Toy()
     patch_model(toy, fuse_lmax=3)
     assert {m.fuse_lmax for _, m in iter_sh_modules(toy)} == {3}
