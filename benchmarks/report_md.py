@@ -87,17 +87,14 @@ def fuse_section(cases: OrderedDict) -> List[str]:
     def policy(model: str) -> int:
         return ALLEGRO_FUSE_LMAX if model.startswith("allegro") else equitriton.harmonics.FUSE_LMAX
 
-    stale = [
-        f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}"
+    # (cell, l_max, its run's fuse_lmax) of every patched compiled measurement
+    measured = [
+        (f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}", k[0], k[1], c.get("sh_fuse_lmax") or 1)
         for k, c in cases.items()
         if k[3] in COMPILED_MODES and k[4] and c.get("status") == "ok"
-        if (c.get("sh_fuse_lmax") or 1) < k[1] <= policy(k[0])
     ]
-    fused = [
-        f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}"
-        for k, c in cases.items()
-        if k[3] in COMPILED_MODES and k[4] and c.get("status") == "ok" and 1 < k[1] <= (c.get("sh_fuse_lmax") or 1)
-    ]
+    stale = [cell for cell, model, l_max, fuse in measured if fuse < l_max <= policy(model)]
+    fused = [cell for cell, _, l_max, fuse in measured if 1 < l_max <= fuse]
     if not stale and not fused:
         return []
     lines = [
