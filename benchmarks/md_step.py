@@ -573,6 +573,9 @@ def run(args) -> Dict[str, Any]:
         "modes": MODES,
         "headline": QUICK_HEADLINE if args.quick else HEADLINE,
         "planned_cases": len(plan.cases),
+        # SH of l_max <= sh_fuse_lmax traced as fusable ops in every compiled mode: before 2026-12-01 (no such key)
+        # only torch.export (ours-aoti) did so, while ours-compile / ours-graph, traced by make_fx, ran the op
+        "sh_fusion_in_make_fx": True,
     }
     results = Results(os.path.join(args.out, "md_step.json"), meta)
     t_begin = time.perf_counter()

@@ -78,23 +78,33 @@ def load(
 COMPILED_MODES = ("ours-compile", "ours-graph", "ours-aoti")
 
 
-def fuse_section(cases: OrderedDict) -> List[str]:
+def fuse_section(metas: List[Dict[str, Any]], cases: OrderedDict) -> List[str]:
     """The patched compiled-mode cells measured with the custom op where ``patch_model`` now traces the SH as
-    fusable ops (a case's ``sh_fuse_lmax``, recorded since 2026-12-01; earlier runs had 1 for every model)."""
+    fusable ops, and those measured fused."""
     import equitriton.harmonics
     from md_plugin.hook import ALLEGRO_FUSE_LMAX
 
     def policy(model: str) -> int:
         return ALLEGRO_FUSE_LMAX if model.startswith("allegro") else equitriton.harmonics.FUSE_LMAX
 
-    # (cell, l_max, its run's fuse_lmax) of every patched compiled measurement
+    in_make_fx = {m["_tag"] for m in metas if m.get("sh_fusion_in_make_fx")}
+
+    def traced_fused(c: Dict[str, Any], mode: str) -> int:
+        # the l_max up to which this measurement traced fusable ops: its run's sh_fuse_lmax (recorded since
+        # 2026-12-01; 1 before) where the mode's tracer saw it (torch.export always; make_fx, which traces
+        # ours-compile and ours-graph, only since sh_fusion_in_make_fx), else none (-1)
+        if mode != "ours-aoti" and c["_tag"] not in in_make_fx:
+            return -1
+        return c.get("sh_fuse_lmax") or 1
+
+    # (cell, model, l_max, fused up to) of every patched compiled measurement
     measured = [
-        (f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}", k[0], k[1], c.get("sh_fuse_lmax") or 1)
+        (f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}", k[0], k[1], traced_fused(c, k[3]))
         for k, c in cases.items()
         if k[3] in COMPILED_MODES and k[4] and c.get("status") == "ok"
     ]
-    stale = [cell for cell, model, l_max, fuse in measured if fuse < l_max <= policy(model)]
-    fused = [cell for cell, _, l_max, fuse in measured if 1 < l_max <= fuse]
+    stale = [cell for cell, model, l_max, fused_to in measured if fused_to < l_max <= policy(model)]
+    fused = [cell for cell, _, l_max, fused_to in measured if l_max <= fused_to]
     if not stale and not fused:
         return []
     lines = [
@@ -103,14 +113,16 @@ def fuse_section(cases: OrderedDict) -> List[str]:
         "`md_plugin.patch_model` traces a module's SH of l_max up to its `fuse_lmax` as plain elementwise ops that "
         "Inductor fuses into their consumers, the rest as the custom op: "
         + ", ".join(f"{m} {policy(m)}" for m in sorted({k[0] for k in cases}))
-        + " (l_max 1 everywhere since 2026-11-30; Allegro l_max 2 since 2026-12-01). Eager modes run the kernels.",
+        + ". torch.export (`ours-aoti`) has traced them so since 2026-11-30 (l_max 1) and 2026-12-01 (Allegro l_max 2);"
+        " nequip's make_fx, which traces `ours-compile` and `ours-graph`, only since the runs that record "
+        "`sh_fusion_in_make_fx` (2026-12-01). Eager modes run the kernels.",
         "",
     ]
     if fused:
-        lines += ["Patched compiled cells measured with this (l_max ≥ 2): " + "; ".join(fused) + ".", ""]
+        lines += ["Patched compiled cells measured with this: " + "; ".join(fused) + ".", ""]
     if stale:
         lines += [
-            "Patched compiled cells measured **with the custom op**, before the l_max 2 fusion: "
+            "Patched compiled cells measured **with the custom op** where the shipped code traces fusable ops: "
             + "; ".join(stale)
             + ". They do not describe the shipped code; not re-measured yet.",
             "",
@@ -522,7 +534,7 @@ def render(paths: Sequence[str], drop: Optional[Dict[str, List[str]]] = None) ->
     lines += [""]
     if any("`ours-compile`" in line for line in slower):
         lines += [COMPILE_NOTE, ""]
-    lines += fuse_section(cases)
+    lines += fuse_section(metas, cases)
 
     # ---------------------------------------------------------------- numbers check
     diffs = [c.get("rel_diff_vs_reference") for c in cases.values() if c.get("rel_diff_vs_reference") is not None]

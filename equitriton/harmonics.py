@@ -17,8 +17,10 @@ from . import (
 )
 
 LMAX = 12
-# Under torch.compile / torch.export, SH of l_max <= FUSE_LMAX (with normalize) are traced as plain elementwise ops
-# that Inductor fuses into their consumers (ops.sh_fusable); higher l_max run the custom op. Per module:
+# Traced (torch.compile, torch.export, make_fx: ops.traced), SH of l_max <= FUSE_LMAX (with normalize) are recorded
+# as plain elementwise ops that Inductor fuses into their consumers (ops.sh_fusable); higher l_max, the custom op.
+# (Until 2026-12-01 only torch.compile / torch.export were detected, so nequip's make_fx-traced compiled step
+# recorded the op whatever fuse_lmax said: docs/md_performance_notes.md.) Per module:
 # `SphericalHarmonics.fuse_lmax` (md_plugin.patch_model raises it for Allegro, docs/md_performance_notes.md).
 FUSE_LMAX = 1
 _NORMALIZATIONS = ("integral", "component", "norm")
@@ -124,7 +126,7 @@ def _sh_op(x: Tensor, ls: List[int], normalize: bool, nid: int, fuse_lmax: int) 
             return ops.sh_eager(x, ls, normalize, nid)
         if transforms.active():  # torch.func: the ops' registered autograd refuses its grad transforms
             return transforms.sh_func(x, ls, normalize, nid)
-        if normalize and max(ls) <= fuse_lmax and torch.compiler.is_compiling():
+        if normalize and max(ls) <= fuse_lmax and ops.traced(x):
             return ops.sh_fusable(x, ls, normalize, nid)  # elementwise ops Inductor fuses (see there)
     return torch.ops.equitriton.sh_forward(x, ls, normalize, nid)
 

@@ -22,6 +22,7 @@ from typing import List, Optional
 
 import torch
 from torch import Tensor
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
 from torch.library import triton_op, wrap_triton
 from torch.utils import _python_dispatch
 
@@ -455,6 +456,15 @@ sh_double_backward.register_autograd(_no_third_derivative, setup_context=_double
 # backward, and that one refuses a third derivative, as the ops do. Everything traced, compiled, scripted or
 # transformed (torch.compile, export, AOTI, TorchScript, jit.trace, functorch, dispatch and torch-function modes, fake
 # or other tensor subclasses) keeps going through the ops (under torch.func, through transforms.sh_func).
+def traced(x: Tensor) -> bool:
+    """Whether x is being traced into a graph rather than computed: torch.compile, torch.export, jit.trace, or
+    make_fx (nequip's compiled step and training; its proxy mode). Not other dispatch modes (an op logger, a FLOP
+    counter): eager code under those keeps the eager path."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return True
+    return get_proxy_mode() is not None
+
+
 def eager(x: Tensor) -> bool:
     """Whether sh_eager may run for x: a plain tensor with data (not meta: the ops' fake kernels give its shapes),
     outside any tracing, compilation or transform."""
@@ -539,7 +549,7 @@ def _l1_ops(x2: Tensor, r: Tensor, ls: List[int], normalization: int) -> Tensor:
 
 
 def sh_fusable(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
-    """Y as plain torch ops, for torch.compile / torch.export to trace where a model asks for fusion
+    """Y as plain torch ops, for torch.compile / torch.export / make_fx to trace where a model asks for fusion
     (`SphericalHarmonics.fuse_lmax`): Inductor fuses these elementwise ops into their neighbours, which a kernel of
     our own cannot be. At l_max 1 fusion is worth more than any kernel: the compiled NequIP l_max 1 step (CUDA
     graphs, 2,048 Cu atoms, H200) took 3.52 ms with the op against 3.34 ms with e3nn's ops; so is it at l_max 2 in

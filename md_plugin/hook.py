@@ -135,7 +135,8 @@ def patch_model(model: torch.nn.Module, fuse_lmax: Optional[int] = None) -> List
     Args:
         model: an eager ``torch.nn.Module`` (a nequip ``GraphModel``, a ``ModuleDict`` of them, or
             any module tree containing e3nn ``SphericalHarmonics``).
-        fuse_lmax: under ``torch.compile`` / ``torch.export`` (``nequip-compile``), SH of l_max up to this
+        fuse_lmax: under ``torch.compile`` / ``torch.export`` / make_fx (``nequip-compile``, the calculator's
+            compiled fast steps), SH of l_max up to this
             are traced as plain elementwise ops that Inductor fuses into their consumers, the others run
             equitriton's kernels; eager calls always run the kernels. ``None``: 2 for Allegro's SH, 1 for
             the others (``ALLEGRO_FUSE_LMAX``, ``equitriton.harmonics.FUSE_LMAX``: measured, see there).

@@ -274,3 +274,31 @@ def test_plan_compiled_sizes_none_is_the_lmax_sweep_alone():
     assert {(c.mode, c.l_max, c.n_atoms) for c in sized_cases if c.profile} == {
         (m, 2, head) for m in ("ours-compile", "ours-graph")
     }
+
+
+def test_fuse_section_tells_op_from_fused_cells():
+    """A patched compiled cell counts as fused up to its run's sh_fuse_lmax where the mode's tracer honoured it:
+    torch.export (ours-aoti) always, make_fx (ours-compile, ours-graph) only in runs recording sh_fusion_in_make_fx;
+    a cell measured with the op where patch_model now fuses is listed as not describing the shipped code."""
+    from collections import OrderedDict
+
+    report = _load("report_md")
+    metas = [{"_tag": "a"}, {"_tag": "b", "sh_fusion_in_make_fx": True}]
+
+    def case(model, mode, run):
+        return (model, 2, 2048, mode, True), {"status": "ok", "sh_fuse_lmax": 2, "_tag": run}
+
+    cases = OrderedDict(
+        [
+            case("allegro", "ours-graph", "a"),  # make_fx before the fix: the op
+            case("allegro-uncoupled", "ours-graph", "b"),  # make_fx after it: fused
+            case("allegro-uncoupled", "ours-aoti", "a"),  # torch.export: fused
+            case("nequip", "ours-graph", "b"),  # NequIP keeps the op at l_max 2 (its policy): neither list
+        ]
+    )
+    cases[("nequip", 2, 2048, "ours-graph", True)]["sh_fuse_lmax"] = 1
+    text = "\n".join(report.fuse_section(metas, cases))
+    fused, stale = text.split("with the custom op")
+    assert "allegro-uncoupled l_max 2, 2,048 atoms, `ours-graph` [b]" in fused
+    assert "allegro-uncoupled l_max 2, 2,048 atoms, `ours-aoti` [a]" in fused
+    assert "allegro l_max 2, 2,048 atoms, `ours-graph` [a]" in stale and "nequip" not in stale

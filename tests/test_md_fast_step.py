@@ -190,3 +190,20 @@ def test_compiled_step_one_graph_across_edge_counts():
     assert not counters["graph_break"], dict(counters["graph_break"])
     targets = {str(n.target) for n in calc._fast._compiled[0].graph.nodes if n.op == "call_function"}
     assert {"equitriton.sh_forward.default", "equitriton.sh_backward.default"} <= targets
+
+
+@pytest.mark.parametrize("kind, op_expected", [("allegro", False), ("nequip", True)])
+def test_compiled_step_traces_sh_as_patch_model_set_them(kind, op_expected):
+    """fast_step="compile" traces the step with nequip's make_fx: Allegro's l_max 2 SH (fuse_lmax 2) are recorded
+    as plain ops Inductor fuses, NequIP's (fuse_lmax 1) as the custom op; the same forces either way. (Before
+    2026-12-01 make_fx recorded the op whatever fuse_lmax said.)"""
+    calc = EquiTritonCalculator.from_saved_model(default_model_path(kind), device="cpu", fast_step=True)
+    stock = EquiTritonCalculator.from_saved_model(default_model_path(kind), device="cpu", patch=False)
+    calc._fast.compile("eager")
+    torch._dynamo.reset()
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True) * (2, 2, 2)
+    atoms.rattle(stdev=0.05, seed=3)
+    forces = calc.get_forces(atoms.copy())
+    targets = {str(n.target) for n in calc._fast._compiled[0].graph.nodes if n.op == "call_function"}
+    assert any(t.startswith("equitriton.") for t in targets) == op_expected, sorted(targets)
+    np.testing.assert_allclose(forces, stock.get_forces(atoms.copy()), rtol=1e-10, atol=1e-12)

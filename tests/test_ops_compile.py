@@ -333,6 +333,37 @@ def test_compile_fuse_lmax_traces_fusable_ops_with_the_ops_values(ls, dtype, fus
     assert close(second[0], second[1], tol)
 
 
+@pytest.mark.parametrize(
+    "ls, fuse_lmax, op_expected", [([0, 1, 2], 2, False), ([1], None, False), ([0, 1, 2], None, True)]
+)
+def test_make_fx_follows_fuse_lmax(ls, fuse_lmax, op_expected):
+    """make_fx (as nequip traces its compiled step and training: symbolic shapes, the force backward unrolled)
+    records l_max <= fuse_lmax as plain ops and higher l_max as the custom op, like torch.compile; the traced graph
+    gives the op's values and e3nn's forces, also on a row below eps."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    m = SphericalHarmonics(ls, True, "component")
+    if fuse_lmax is not None:
+        m.fuse_lmax = fuse_lmax
+    w = rand(7, m.irreps_out.dim, seed=25)
+
+    def step(t, wt):
+        t = t.detach().requires_grad_(True)
+        y = m(t)
+        return y, torch.autograd.grad((y * wt).sum(), t)[0]
+
+    gm = make_fx(step, tracing_mode="symbolic")(rand(7, 3, seed=26), w)
+    targets = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"]
+    assert any(t.startswith("equitriton.") for t in targets) == op_expected, targets
+    x = rand(7, 3, seed=27)
+    x[0] = torch.tensor([3e-13, 0.0, 0.0])
+    y, forces = gm(x, w)
+    assert close(y, torch.ops.equitriton.sh_forward(x, ls, True, 1), 1e-15)
+    xe = x.clone().requires_grad_(True)
+    e = o3.SphericalHarmonics(ls, True, "component")
+    assert close(forces, torch.autograd.grad((e(xe) * w).sum(), xe)[0], 1e-12)
+
+
 def test_compile_lmax2_keeps_the_custom_op():
     """Above the module's fuse_lmax (default 1) the compiled graph holds the custom op."""
     m = SphericalHarmonics([0, 1, 2], True, "component")

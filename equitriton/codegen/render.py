@@ -556,13 +556,15 @@ from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.fx.experimental.proxy_tensor import get_proxy_mode
 
 
 def _traced() -> bool:
-    # under torch.compile / export / jit.trace the plain copies (the simplest graph: no row arithmetic to guard on)
+    # under torch.compile / export / jit.trace / make_fx (its proxy mode: nequip's compiled step) the plain copies
+    # (the simplest graph: no row arithmetic to guard on)
     if torch.jit.is_scripting():
         return False
-    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or get_proxy_mode() is not None
 
 
 # torch copies a transposed 2-D view with a narrow side (3 to ~25) one element at a time; seen as
@@ -598,15 +600,26 @@ def _direction(xyz: Tensor, normalize: bool, eps: float) -> Tuple[Tensor, Tensor
     # u = x / max(|x|, eps) as contiguous rows (3, n) (one transposing copy) rather than stride-3 views; then
     # max(|x|, eps) and |x| < eps (unused without normalize)
     if _traced():
-        u = xyz.t().contiguous()
-    else:
-        u = _to_rows(torch.empty([3, xyz.shape[0]], dtype=xyz.dtype, device=xyz.device), xyz)
+        return _direction_traced(xyz, normalize, eps)
+    u = _to_rows(torch.empty([3, xyz.shape[0]], dtype=xyz.dtype, device=xyz.device), xyz)
     if not normalize:
         return u, u, u
     x, y, z = u.unbind(0)
     r = torch.sqrt(x * x + y * y + z * z)
     d = torch.clamp_min(r, eps)
     return u / d, d, r < eps
+
+
+def _direction_traced(xyz: Tensor, normalize: bool, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    # what torch.compile / export trace: e3nn's own form on the (n, 3) input, the rows as a transposed view. With a
+    # copy into rows, or |x| from the rows' squares, Inductor saved the unit rows for the backward and wrote three
+    # more buffers per call there; this way it saves only x and recomputes, as it does for e3nn (the fused Allegro
+    # step, docs/md_performance_notes.md)
+    if not normalize:
+        return xyz.t(), xyz.t(), xyz.t()
+    r = torch.linalg.vector_norm(xyz, dim=1)
+    d = torch.clamp_min(r, eps)
+    return (xyz / d.unsqueeze(1)).t(), d, r < eps
 
 
 def _rows(t: Tensor, dtype: torch.dtype) -> Tensor:
