@@ -62,10 +62,10 @@ def _direction(xyz: Tensor, normalize: bool, eps: float) -> Tuple[Tensor, Tensor
 
 
 def _direction_traced(xyz: Tensor, normalize: bool, eps: float) -> Tuple[Tensor, Tensor, Tensor]:
-    # what torch.compile / export trace: e3nn's own form on the (n, 3) input, the rows as a transposed view. With a
-    # copy into rows, or |x| from the rows' squares, Inductor saved the unit rows for the backward and wrote three
-    # more buffers per call there; this way it saves only x and recomputes, as it does for e3nn (the fused Allegro
-    # step, docs/md_performance_notes.md)
+    # what torch.compile / export / make_fx trace: e3nn's own form on the (n, 3) input, the rows as a transposed
+    # view. With a copy into rows, or |x| from the rows' squares, Inductor saved the unit rows for the backward and
+    # wrote three more buffers per call there; this way it saves only x and recomputes, as it does for e3nn (the
+    # fused Allegro step, docs/md_performance_notes.md)
     if not normalize:
         return xyz.t(), xyz.t(), xyz.t()
     r = torch.linalg.vector_norm(xyz, dim=1)
