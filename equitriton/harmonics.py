@@ -126,7 +126,7 @@ def _sh_op(x: Tensor, ls: List[int], normalize: bool, nid: int, fuse_lmax: int) 
             return ops.sh_eager(x, ls, normalize, nid)
         if transforms.active():  # torch.func: the ops' registered autograd refuses its grad transforms
             return transforms.sh_func(x, ls, normalize, nid)
-        if normalize and max(ls) <= fuse_lmax and ops.traced(x):
+        if normalize and max(ls) <= fuse_lmax and ops.traced():
             return ops.sh_fusable(x, ls, normalize, nid)  # elementwise ops Inductor fuses (see there)
     return torch.ops.equitriton.sh_forward(x, ls, normalize, nid)
 

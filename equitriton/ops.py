@@ -22,7 +22,6 @@ from typing import List, Optional
 
 import torch
 from torch import Tensor
-from torch.fx.experimental.proxy_tensor import get_proxy_mode
 from torch.library import triton_op, wrap_triton
 from torch.utils import _python_dispatch
 
@@ -456,13 +455,11 @@ sh_double_backward.register_autograd(_no_third_derivative, setup_context=_double
 # backward, and that one refuses a third derivative, as the ops do. Everything traced, compiled, scripted or
 # transformed (torch.compile, export, AOTI, TorchScript, jit.trace, functorch, dispatch and torch-function modes, fake
 # or other tensor subclasses) keeps going through the ops (under torch.func, through transforms.sh_func).
-def traced(x: Tensor) -> bool:
-    """Whether x is being traced into a graph rather than computed: torch.compile, torch.export, jit.trace, or
+def traced() -> bool:
+    """Whether calls are being traced into a graph rather than computed: torch.compile, torch.export, jit.trace, or
     make_fx (nequip's compiled step and training; its proxy mode). Not other dispatch modes (an op logger, a FLOP
-    counter): eager code under those keeps the eager path."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return True
-    return get_proxy_mode() is not None
+    counter): eager code under those keeps the eager path. The generated fallback's own test, so that both agree."""
+    return torch_fallback._traced()
 
 
 def eager(x: Tensor) -> bool:
