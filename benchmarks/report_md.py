@@ -60,16 +60,20 @@ def load(
                 "_dropped": dropped,
             }
         )
+        dropped_keys = set()  # profiles carry no group: they go with the cases they were taken from
         for c in doc["cases"]:
-            if c.get("group") in dropped:
-                continue
             key = (c["model"], c["l_max"], c["n_atoms"], c["mode"], c["patched"])
+            if c.get("group") in dropped:
+                dropped_keys.add(key)
+                continue
             if key in cases and c["status"] != "ok" and cases[key]["status"] == "ok":
                 continue  # a later skip or failure does not hide an earlier measurement
             cases.pop(key, None)
             cases[key] = {**c, **src}
         for p in doc.get("profiles", []):
             key = (p["model"], p["l_max"], p["n_atoms"], p["mode"], p["patched"])
+            if key in dropped_keys:
+                continue
             profiles.pop(key, None)
             profiles[key] = {**p, **src}
     return metas, cases, list(profiles.values())

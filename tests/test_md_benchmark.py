@@ -151,6 +151,12 @@ def test_report_merges_runs_newest_wins(quick_run, tmp_path):
     dropped = out.read_text()
     assert "333.0" not in dropped and "111.0" in dropped
     assert f"its `{group}` cases not merged: `--drop`" in dropped
+    # the profiles of the dropped cases go with them (a stock-only run must not put its profile beside another
+    # run's patched one)
+    in_group = {key(c) for c in new["cases"] if c["group"] == group}
+    assert any(key(p) in in_group for p in new["profiles"])
+    _, _, profiles = report.load([str(p_new), str(p_old)], {"new.json": [group]})
+    assert all(p["_tag"] == "a" for p in profiles if key(p) in in_group)
     with pytest.raises(SystemExit, match="FILE=GROUP"):
         report.main([str(p_new), "-o", str(out), "--drop", "new.json"])
 
@@ -302,3 +308,4 @@ def test_fuse_section_tells_op_from_fused_cells():
     assert "allegro-uncoupled l_max 2, 2,048 atoms, `ours-graph` [b]" in fused
     assert "allegro-uncoupled l_max 2, 2,048 atoms, `ours-aoti` [a]" in fused
     assert "allegro l_max 2, 2,048 atoms, `ours-graph` [a]" in stale and "nequip" not in stale
+
