@@ -309,3 +309,19 @@ def test_fuse_section_tells_op_from_fused_cells():
     assert "allegro-uncoupled l_max 2, 2,048 atoms, `ours-aoti` [a]" in fused
     assert "allegro l_max 2, 2,048 atoms, `ours-graph` [a]" in stale and "nequip" not in stale
 
+
+def test_setup_need_decides_for_the_pair():
+    """The time budget is checked once for a stock/patched pair, with the setups both still need: a mode's prior,
+    or the slowest setup of that mode already measured in the run, whichever is larger (a stock AOTInductor
+    build that took 113 s must not be followed by a patched one skipped for want of time)."""
+    md_step = _load("md_step")
+    Case = md_step.Case
+    prior = md_step.SETUP_COST_S["ours-aoti"]
+    pair = [Case("allegro", 2, 2048, "ours-aoti", p, "compiled") for p in (False, True)]
+    assert md_step.setup_need(pair, [], {}) == 2 * prior
+    stock_key = ("ours-aoti", "allegro", 2, False)
+    assert md_step.setup_need(pair, [stock_key], {}) == prior
+    slow = {("ours-aoti", "nequip", 2, True): prior + 23.0, ("ours-graph", "nequip", 2, True): 500.0}
+    assert md_step.setup_need(pair, [], slow) == 2 * (prior + 23.0)
+    cheap = [Case("allegro", 2, 2048, "ours-fast", p, "size") for p in (False, True)]
+    assert md_step.setup_need(cheap, [], slow) == 0.0
