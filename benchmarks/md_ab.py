@@ -31,15 +31,26 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--mode", default="ours-compile", choices=["ours-fast", "ours-compile", "ours-graph", "ours-aoti"])
-    ap.add_argument("--model", default="nequip", choices=["nequip", "allegro"])
+    ap.add_argument("--model", default="nequip", choices=["nequip", "allegro", "allegro-uncoupled"])
     ap.add_argument("--l-max", type=int, default=2)
     ap.add_argument("--atoms", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--calls", type=int, default=20, help="timed calls per round and model")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compile-backend", default="inductor")
+    ap.add_argument(
+        "--fuse-lmax",
+        type=int,
+        default=None,
+        help="the patched model's fuse_lmax (md_plugin.patch_model), e.g. 0 to time the custom op where the shipped "
+        "policy traces fusable ops; default: the shipped policy",
+    )
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
+    if args.fuse_lmax is not None:  # set on the cached model make_calculator takes
+        from md_plugin import patch_model
+
+        patch_model(M.cached_model(args.model, args.l_max, device, True), fuse_lmax=args.fuse_lmax)
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="md_ab_")
     atoms = M.fcc_cu(args.atoms, seed=0)
@@ -64,6 +75,7 @@ def main(argv=None) -> int:
         "device": M.device_info(device),
         "versions": M.versions(),
         "case": {"mode": args.mode, "model": args.model, "l_max": args.l_max, "n_atoms": len(atoms)},
+        "patched_fuse_lmax": M._fuse_lmax(M.cached_model(args.model, args.l_max, device, True)),
         "setup_s": setup_s,
         "round_medians_ms": rounds,
         "median_ms": {k: statistics.median(v) for k, v in rounds.items()},
