@@ -209,6 +209,23 @@ def test_cpu_step_ab_smoke(tmp_path):
     assert len(res["ours_forward_by_layer_us"]) == 4
 
 
+def test_md_ab_smoke_times_the_patched_model_with_the_fuse_lmax_given(tmp_path):
+    """benchmarks/md_ab.py end to end on CPU with a few calls: --fuse-lmax reaches the patched model it times (the
+    op-vs-fusion A/B of docs/md_performance_notes.md) and is recorded; both variants timed (no timing asserted)."""
+    md_ab = _load("md_ab")
+    old_dtype = torch.get_default_dtype()
+    argv = ["--out", str(tmp_path), "--mode", "ours-fast", "--model", "allegro", "--l-max", "1", "--atoms", "32"]
+    try:
+        assert md_ab.main(argv + ["--rounds", "2", "--calls", "2", "--fuse-lmax", "0", "--device", "cpu"]) == 0
+    finally:
+        torch.set_default_dtype(old_dtype)
+    res = json.loads((tmp_path / "md_ab.json").read_text())
+    assert res["patched_fuse_lmax"] == 0  # the shipped policy gives Allegro 2
+    assert res["case"] == {"mode": "ours-fast", "model": "allegro", "l_max": 1, "n_atoms": 32}
+    assert all(len(res["round_medians_ms"][v]) == 2 for v in ("stock", "patched"))
+    assert res["patched_over_stock"]["median"] > 0
+
+
 def _plan_args(**given):
     """md_step's command-line arguments that make_plan reads: the defaults of a full run, then `given`."""
     from types import SimpleNamespace
