@@ -1,11 +1,13 @@
 """Stock vs patched model in one compiled mode, interleaved: is the patched step slower, and where does it lose time?
 
     python benchmarks/md_ab.py --out DIR [--mode ours-compile] [--model nequip] [--l-max 2] [--atoms 2048]
+                               [--fuse-lmax K] [--also-fuse-lmax K ...]
 
 Until 2026-11-29 `md_step.py` timed the stock case, then the patched one, minutes apart, and a median gap between
 them could be drift of the machine rather than the model; it now alternates single calls of the two. Here, for one
 case, both calculators are built first and timed in longer alternating rounds (stock, patched, stock, ...), so drift
-hits both alike; the result is the median of the per-round medians and of the per-round patched/stock ratios. A
+hits both alike; with --also-fuse-lmax, further patched variants (another fuse_lmax: op against fusion) join the
+rotation. The result is the median of the per-round medians and of the per-round patched/stock ratios. A
 torch.profiler pass over each (md_step.profile_calls) records device busy time, device operations per step and the
 top device kernels, which say whether the patched graph launches more or slower kernels. Writes DIR/md_ab.json.
 """
@@ -45,7 +47,18 @@ def main(argv=None) -> int:
         help="the patched model's fuse_lmax (md_plugin.patch_model), e.g. 0 to time the custom op where the shipped "
         "policy traces fusable ops; default: the shipped policy",
     )
+    ap.add_argument(
+        "--also-fuse-lmax",
+        type=int,
+        action="append",
+        default=[],
+        metavar="K",
+        help="also time a second patched model with fuse_lmax K (repeatable) in the same rounds: variant "
+        "'patched_fuse<K>', so that op and fusion are compared in one process without a second compile of stock",
+    )
     args = ap.parse_args(argv)
+    if args.also_fuse_lmax and args.mode == "ours-aoti":
+        ap.error("--also-fuse-lmax needs a mode that compiles the model in process (not ours-aoti)")
     device = resolve_device(args.device)
     if args.fuse_lmax is not None:  # set on the cached model make_calculator takes
         from md_plugin import patch_model
@@ -55,40 +68,57 @@ def main(argv=None) -> int:
     workdir = tempfile.mkdtemp(prefix="md_ab_")
     atoms = M.fcc_cu(args.atoms, seed=0)
     pool = M.PositionPool(atoms, k=4)
-    calcs, setup_s = {}, {}
-    for variant, patched in (("stock", False), ("patched", True)):
-        calc, s = M.make_calculator(args.mode, (args.model, args.l_max, patched), device, args, workdir)
+    # (variant, patched, model): None takes md_step's cached model; extra variants get their own patched copy
+    variants = [("stock", False, None), ("patched", True, None)]
+    for k in args.also_fuse_lmax:
+        from md_plugin import patch_model
+
+        extra = M.build_model(args.model, args.l_max, device, patched=True)
+        patch_model(extra, fuse_lmax=k)
+        variants.append((f"patched_fuse{k}", True, extra))
+    calcs, setup_s, fuse = {}, {}, {}
+    for variant, patched, model in variants:
+        calc, s = M.make_calculator(args.mode, (args.model, args.l_max, patched), device, args, workdir, model=model)
         a = atoms.copy()
         a.calc = calc
         M.time_calls(a, pool, device, warmup=5, min_reps=1, max_reps=1, min_time_s=0.0)  # compile + first calls
         calcs[variant], setup_s[variant] = a, s
-    rounds = {"stock": [], "patched": []}
+        used = model if model is not None else M.cached_model(args.model, args.l_max, device, patched)
+        fuse[variant] = M._fuse_lmax(used)
+    names = [v for v, _, _ in variants]
+    rounds = {v: [] for v in names}
     for r in range(args.rounds):
-        order = ("stock", "patched") if r % 2 == 0 else ("patched", "stock")
-        for variant in order:
+        shift = r % len(names)  # each variant takes each place in the order equally often
+        for variant in names[shift:] + names[:shift]:
             times, _ = M.time_calls(calcs[variant], pool, device, 2, args.calls, args.calls, 0.0)
             rounds[variant].append(statistics.median(times) * 1e3)
-    ratios = [p / s for p, s in zip(rounds["patched"], rounds["stock"])]
+
+    def over_stock(v):
+        ratios = [p / s for p, s in zip(rounds[v], rounds["stock"])]
+        return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
     result = {
         "schema": "equitriton-md/md_ab/1",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": M.device_info(device),
         "versions": M.versions(),
         "case": {"mode": args.mode, "model": args.model, "l_max": args.l_max, "n_atoms": len(atoms)},
-        "patched_fuse_lmax": M._fuse_lmax(M.cached_model(args.model, args.l_max, device, True)),
+        "patched_fuse_lmax": fuse["patched"],
+        "fuse_lmax": fuse,
         "setup_s": setup_s,
         "round_medians_ms": rounds,
         "median_ms": {k: statistics.median(v) for k, v in rounds.items()},
         "min_round_ms": {k: min(v) for k, v in rounds.items()},
-        "patched_over_stock": {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)},
+        "patched_over_stock": over_stock("patched"),
+        "over_stock": {v: over_stock(v) for v in names[1:]},
     }
     if device.type != "cpu":
         # device busy time, device kernels and copies per step, top kernels (md_step.profile_calls)
         result["profile"] = {
-            v: M.profile_calls(calcs[v].calc, calcs[v], pool, device, 10) for v in ("stock", "patched")
+            v: M.profile_calls(calcs[v].calc, calcs[v], pool, device, 10) for v in names
         }
     (args.out / "md_ab.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("case", "median_ms", "min_round_ms", "patched_over_stock")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("case", "fuse_lmax", "median_ms", "min_round_ms", "over_stock")}, indent=1))
     return 0
 
 

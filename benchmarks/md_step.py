@@ -182,8 +182,11 @@ def cached_model(kind: str, l_max: int, device: torch.device, patched: bool) -> 
     return _MODELS[key]
 
 
-def make_calculator(mode: str, model_spec: Tuple[str, int, bool], device: torch.device, args, workdir: str):
-    """A fresh ASE calculator for ``mode``; returns ``(calc, setup_seconds)``."""
+def make_calculator(
+    mode: str, model_spec: Tuple[str, int, bool], device: torch.device, args, workdir: str, model=None
+):
+    """A fresh ASE calculator for ``mode``; returns ``(calc, setup_seconds)``. ``model``: one to use instead of the
+    cached model of ``model_spec`` (not for ``ours-aoti``, which builds its own)."""
     from nequip.integrations.ase import NequIPCalculator
     from nequip.integrations.utils import basic_transforms
 
@@ -191,7 +194,9 @@ def make_calculator(mode: str, model_spec: Tuple[str, int, bool], device: torch.
 
     kind, l_max, patched = model_spec
     t0 = time.perf_counter()
-    model = cached_model(kind, l_max, device, patched)
+    if model is not None and mode == "ours-aoti":
+        raise ValueError("ours-aoti builds its model from model_spec; a given model cannot be used")
+    model = model if model is not None else cached_model(kind, l_max, device, patched)
     if mode in ("nequip-matscipy", "nequip-vesin"):
         backend = mode.split("-", 1)[1]
         meta = model.metadata

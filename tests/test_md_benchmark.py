@@ -216,14 +216,25 @@ def test_md_ab_smoke_times_the_patched_model_with_the_fuse_lmax_given(tmp_path):
     old_dtype = torch.get_default_dtype()
     argv = ["--out", str(tmp_path), "--mode", "ours-fast", "--model", "allegro", "--l-max", "1", "--atoms", "32"]
     try:
-        assert md_ab.main(argv + ["--rounds", "2", "--calls", "2", "--fuse-lmax", "0", "--device", "cpu"]) == 0
+        extra = ["--also-fuse-lmax", "3", "--also-fuse-lmax", "1"]
+        assert md_ab.main(argv + ["--rounds", "3", "--calls", "2", "--fuse-lmax", "0", "--device", "cpu"] + extra) == 0
     finally:
         torch.set_default_dtype(old_dtype)
     res = json.loads((tmp_path / "md_ab.json").read_text())
     assert res["patched_fuse_lmax"] == 0  # the shipped policy gives Allegro 2
+    # each extra variant is its own patched model with its own fuse_lmax, timed in the same rounds
+    assert res["fuse_lmax"] == {"stock": None, "patched": 0, "patched_fuse3": 3, "patched_fuse1": 1}
     assert res["case"] == {"mode": "ours-fast", "model": "allegro", "l_max": 1, "n_atoms": 32}
-    assert all(len(res["round_medians_ms"][v]) == 2 for v in ("stock", "patched"))
-    assert res["patched_over_stock"]["median"] > 0
+    assert all(len(res["round_medians_ms"][v]) == 3 for v in res["fuse_lmax"])
+    assert res["patched_over_stock"] == res["over_stock"]["patched"]
+    assert set(res["over_stock"]) == {"patched", "patched_fuse3", "patched_fuse1"}
+    assert all(r["min"] <= r["median"] <= r["max"] for r in res["over_stock"].values())
+
+
+def test_md_ab_refuses_extra_variants_for_aoti(tmp_path):
+    md_ab = _load("md_ab")
+    with pytest.raises(SystemExit):
+        md_ab.main(["--out", str(tmp_path), "--mode", "ours-aoti", "--also-fuse-lmax", "0", "--device", "cpu"])
 
 
 def _plan_args(**given):
