@@ -114,11 +114,11 @@ def main(argv=None) -> int:
     }
     if device.type != "cpu":
         # device busy time, device kernels and copies per step, top kernels (md_step.profile_calls)
-        result["profile"] = {
-            v: M.profile_calls(calcs[v].calc, calcs[v], pool, device, 10) for v in names
-        }
+        result["profile"] = {v: M.profile_calls(calcs[v].calc, calcs[v], pool, device, 10) for v in names}
     (args.out / "md_ab.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: result[k] for k in ("case", "fuse_lmax", "median_ms", "min_round_ms", "over_stock")}, indent=1))
+    print(
+        json.dumps({k: result[k] for k in ("case", "fuse_lmax", "median_ms", "min_round_ms", "over_stock")}, indent=1)
+    )
     return 0
 
 
