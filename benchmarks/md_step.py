@@ -182,9 +182,7 @@ def cached_model(kind: str, l_max: int, device: torch.device, patched: bool) -> 
     return _MODELS[key]
 
 
-def make_calculator(
-    mode: str, model_spec: Tuple[str, int, bool], device: torch.device, args, workdir: str, model=None
-):
+def make_calculator(mode: str, model_spec: Tuple[str, int, bool], device: torch.device, args, workdir: str, model=None):
     """A fresh ASE calculator for ``mode``; returns ``(calc, setup_seconds)``. ``model``: one to use instead of the
     cached model of ``model_spec`` (not for ``ours-aoti``, which builds its own)."""
     from nequip.integrations.ase import NequIPCalculator

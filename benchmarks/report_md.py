@@ -83,13 +83,12 @@ COMPILED_MODES = ("ours-compile", "ours-graph", "ours-aoti")
 
 
 def fuse_section(metas: List[Dict[str, Any]], cases: OrderedDict) -> List[str]:
-    """The patched compiled-mode cells measured with the custom op where ``patch_model`` now traces the SH as
-    fusable ops, and those measured fused."""
-    import equitriton.harmonics
-    from md_plugin.hook import ALLEGRO_FUSE_LMAX
+    """The patched compiled-mode cells measured fused and those whose tracing differs from what ``patch_model``
+    now does: measured with the custom op where it traces fusable ops, or fused where it runs the op."""
+    from md_plugin.hook import default_fuse_lmax
 
-    def policy(model: str) -> int:
-        return ALLEGRO_FUSE_LMAX if model.startswith("allegro") else equitriton.harmonics.FUSE_LMAX
+    def policy(model: str, l_max: int) -> int:
+        return default_fuse_lmax(model.startswith("allegro"), l_max)
 
     in_make_fx = {m["_tag"] for m in metas if m.get("sh_fusion_in_make_fx")}
 
@@ -99,7 +98,8 @@ def fuse_section(metas: List[Dict[str, Any]], cases: OrderedDict) -> List[str]:
         # ours-compile and ours-graph, only since sh_fusion_in_make_fx), else none (-1)
         if mode != "ours-aoti" and c["_tag"] not in in_make_fx:
             return -1
-        return c.get("sh_fuse_lmax") or 1
+        fused_to = c.get("sh_fuse_lmax")
+        return 1 if fused_to is None else fused_to
 
     # (cell, model, l_max, fused up to) of every patched compiled measurement
     measured = [
@@ -107,27 +107,42 @@ def fuse_section(metas: List[Dict[str, Any]], cases: OrderedDict) -> List[str]:
         for k, c in cases.items()
         if k[3] in COMPILED_MODES and k[4] and c.get("status") == "ok"
     ]
-    stale = [cell for cell, model, l_max, fused_to in measured if fused_to < l_max <= policy(model)]
-    fused = [cell for cell, _, l_max, fused_to in measured if l_max <= fused_to]
-    if not stale and not fused:
+    fused = [cell for cell, m, l_max, fused_to in measured if l_max <= min(fused_to, policy(m, l_max))]
+    op_not_fused = [cell for cell, m, l_max, fused_to in measured if fused_to < l_max <= policy(m, l_max)]
+    fused_not_op = [cell for cell, m, l_max, fused_to in measured if policy(m, l_max) < l_max <= fused_to]
+    if not fused and not op_not_fused and not fused_not_op:
         return []
+    models = sorted({k[0] for k in cases})
+    lmaxes = sorted({k[1] for k in cases})
     lines = [
         "## SH traced as fusable ops under torch.compile / export",
         "",
         "`md_plugin.patch_model` traces a module's SH of l_max up to its `fuse_lmax` as plain elementwise ops that "
-        "Inductor fuses into their consumers, the rest as the custom op: "
-        + ", ".join(f"{m} {policy(m)}" for m in sorted({k[0] for k in cases}))
+        "Inductor fuses into their consumers, the rest as the custom op (`md_plugin.hook.default_fuse_lmax`); "
+        "fused now: "
+        + (
+            ", ".join(f"{m} l_max {l}" for m in models for l in lmaxes if l <= policy(m, l))
+            or "none of the models and l_max here"
+        )
         + ". torch.export (`ours-aoti`) has traced them so since 2026-11-30 (l_max 1) and 2026-12-01 (Allegro l_max 2);"
         " nequip's make_fx, which traces `ours-compile` and `ours-graph`, only since the runs that record "
-        "`sh_fusion_in_make_fx` (2026-12-01). Eager modes run the kernels.",
+        "`sh_fusion_in_make_fx` (2026-12-01). Since 2026-12-02 (fifteenth session) l_max 1 runs the op again. "
+        "Eager modes run the kernels.",
         "",
     ]
     if fused:
-        lines += ["Patched compiled cells measured with this: " + "; ".join(fused) + ".", ""]
-    if stale:
+        lines += ["Patched compiled cells measured fused: " + "; ".join(fused) + ".", ""]
+    if op_not_fused:
         lines += [
             "Patched compiled cells measured **with the custom op** where the shipped code traces fusable ops: "
-            + "; ".join(stale)
+            + "; ".join(op_not_fused)
+            + ". They do not describe the shipped code; not re-measured yet.",
+            "",
+        ]
+    if fused_not_op:
+        lines += [
+            "Patched compiled cells measured **fused** where the shipped code runs the custom op: "
+            + "; ".join(fused_not_op)
             + ". They do not describe the shipped code; not re-measured yet.",
             "",
         ]

@@ -21,7 +21,7 @@ LMAX = 12
 # as plain elementwise ops that Inductor fuses into their consumers (ops.sh_fusable); higher l_max, the custom op.
 # (Until 2026-12-01 only torch.compile / torch.export were detected, so nequip's make_fx-traced compiled step
 # recorded the op whatever fuse_lmax said: docs/md_performance_notes.md.) Per module:
-# `SphericalHarmonics.fuse_lmax` (md_plugin.patch_model raises it for Allegro, docs/md_performance_notes.md).
+# `SphericalHarmonics.fuse_lmax` (md_plugin.patch_model sets its own, measured, per model: md_plugin.hook).
 FUSE_LMAX = 1
 _NORMALIZATIONS = ("integral", "component", "norm")
 

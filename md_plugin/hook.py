@@ -105,10 +105,20 @@ def _make_factory(model_device: Optional[torch.device]) -> Callable[[torch.nn.Mo
 
 
 # Allegro's SH feed one elementwise product with the radial embedding, into which Inductor fuses polynomial SH: there
-# the compiled step is faster with l_max <= 2 traced as fusable ops than with the custom op (uncoupled Allegro, 2,048
+# the compiled step is faster with l_max 2 traced as fusable ops than with the custom op (uncoupled Allegro, 2,048
 # and 10,976 Cu atoms on the H200: 2.5-5% slower with the op; docs/md_performance_notes.md). NequIP's SH feed a
-# tensor product, where the op is faster (AOTInductor, l_max 2: 8-10%), so its modules keep the default.
+# tensor product, where the op is faster (AOTInductor, l_max 2: 8-10%).
 ALLEGRO_FUSE_LMAX = 2
+# l_max 1 (normalize, then l = 1 is the unit vector scaled), NequIP and Allegro alike: the op. In one-process A/Bs of
+# op and fusion on the H200 (2,048 Cu atoms, 2026-12-02), the CUDA-graph step spent less GPU time with the op in
+# all four (Allegro 3.10 / 3.15 and 2.85 / 3.00 ms, NequIP 2.83 / 2.95 and 2.87 / 2.89 ms, op / fused) and the fused
+# Allegro step read up to 5.6% slower than stock; docs/md_performance_notes.md, fifteenth session.
+PATCHED_FUSE_LMAX = 0
+
+
+def default_fuse_lmax(allegro: bool, l_max: int) -> int:
+    """The ``fuse_lmax`` ``patch_model`` gives an SH module of ``l_max`` (in an Allegro module or not)."""
+    return ALLEGRO_FUSE_LMAX if allegro and l_max >= 2 else PATCHED_FUSE_LMAX
 
 
 def _is_allegro(module: torch.nn.Module) -> bool:
@@ -119,13 +129,11 @@ def _is_allegro(module: torch.nn.Module) -> bool:
 
 def _set_fuse_lmax(model: torch.nn.Module, fuse_lmax: Optional[int], only: Optional[List[torch.nn.Module]]) -> None:
     """``fuse_lmax`` of the equitriton SH modules (of those in ``only`` where given): ``fuse_lmax`` where given, else
-    ALLEGRO_FUSE_LMAX for the SH of an Allegro module and equitriton's default for the others."""
-    import equitriton.harmonics as harmonics
-
+    ``default_fuse_lmax`` of the module."""
     for _, parent in model.named_modules():
         for child in parent.children():
             if is_equitriton_sh(child) and (only is None or any(child is m for m in only)):
-                default = ALLEGRO_FUSE_LMAX if _is_allegro(parent) else harmonics.FUSE_LMAX
+                default = default_fuse_lmax(_is_allegro(parent), child.irreps_out.lmax)
                 child.fuse_lmax = int(fuse_lmax) if fuse_lmax is not None else default
 
 
@@ -138,8 +146,9 @@ def patch_model(model: torch.nn.Module, fuse_lmax: Optional[int] = None) -> List
         fuse_lmax: under ``torch.compile`` / ``torch.export`` / make_fx (``nequip-compile``, the calculator's
             compiled fast steps), SH of l_max up to this
             are traced as plain elementwise ops that Inductor fuses into their consumers, the others run
-            equitriton's kernels; eager calls always run the kernels. ``None``: 2 for Allegro's SH, 1 for
-            the others (``ALLEGRO_FUSE_LMAX``, ``equitriton.harmonics.FUSE_LMAX``: measured, see there).
+            equitriton's kernels; eager calls always run the kernels. ``None``: ``default_fuse_lmax``, 2 for
+            Allegro's SH of l_max >= 2, else 0 (the op; ``ALLEGRO_FUSE_LMAX``, ``PATCHED_FUSE_LMAX``: measured,
+            see there).
 
     Returns:
         ``[(qualified_name, replaced_e3nn_module), ...]`` in module-tree order. ``[]`` if the model

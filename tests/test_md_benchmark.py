@@ -75,7 +75,7 @@ def test_json_schema(quick_run):
             assert c["ms_median"] > 0 and c["repeats"] >= 2 and c["ns_per_day"] > 0
             assert c["n_edges"] > 0
             assert c["sh_backend"] == ("equitriton-torch-fallback" if c["patched"] else "e3nn")
-            assert c["sh_fuse_lmax"] == (1 if c["patched"] else None)  # NequIP: the op from l_max 2 under compile
+            assert c["sh_fuse_lmax"] == (0 if c["patched"] else None)  # NequIP: the op under compile
             # every mode and variant computes the same energy and forces
             assert c["rel_diff_vs_reference"] < 1e-10
     compile_cases = [c for c in cases if c["mode"] == "ours-compile"]
@@ -216,18 +216,18 @@ def test_md_ab_smoke_times_the_patched_model_with_the_fuse_lmax_given(tmp_path):
     old_dtype = torch.get_default_dtype()
     argv = ["--out", str(tmp_path), "--mode", "ours-fast", "--model", "allegro", "--l-max", "1", "--atoms", "32"]
     try:
-        extra = ["--also-fuse-lmax", "3", "--also-fuse-lmax", "1"]
-        assert md_ab.main(argv + ["--rounds", "3", "--calls", "2", "--fuse-lmax", "0", "--device", "cpu"] + extra) == 0
+        extra = ["--also-fuse-lmax", "3", "--also-fuse-lmax", "0"]
+        assert md_ab.main(argv + ["--rounds", "3", "--calls", "2", "--fuse-lmax", "1", "--device", "cpu"] + extra) == 0
     finally:
         torch.set_default_dtype(old_dtype)
     res = json.loads((tmp_path / "md_ab.json").read_text())
-    assert res["patched_fuse_lmax"] == 0  # the shipped policy gives Allegro 2
+    assert res["patched_fuse_lmax"] == 1  # the shipped policy gives Allegro l_max 1 0
     # each extra variant is its own patched model with its own fuse_lmax, timed in the same rounds
-    assert res["fuse_lmax"] == {"stock": None, "patched": 0, "patched_fuse3": 3, "patched_fuse1": 1}
+    assert res["fuse_lmax"] == {"stock": None, "patched": 1, "patched_fuse3": 3, "patched_fuse0": 0}
     assert res["case"] == {"mode": "ours-fast", "model": "allegro", "l_max": 1, "n_atoms": 32}
     assert all(len(res["round_medians_ms"][v]) == 3 for v in res["fuse_lmax"])
     assert res["patched_over_stock"] == res["over_stock"]["patched"]
-    assert set(res["over_stock"]) == {"patched", "patched_fuse3", "patched_fuse1"}
+    assert set(res["over_stock"]) == {"patched", "patched_fuse3", "patched_fuse0"}
     assert all(r["min"] <= r["median"] <= r["max"] for r in res["over_stock"].values())
 
 
@@ -312,30 +312,39 @@ def test_plan_compiled_sizes_none_is_the_lmax_sweep_alone():
 
 def test_fuse_section_tells_op_from_fused_cells():
     """A patched compiled cell counts as fused up to its run's sh_fuse_lmax where the mode's tracer honoured it:
-    torch.export (ours-aoti) always, make_fx (ours-compile, ours-graph) only in runs recording sh_fusion_in_make_fx;
-    a cell measured with the op where patch_model now fuses is listed as not describing the shipped code."""
+    torch.export (ours-aoti) always, make_fx (ours-compile, ours-graph) only in runs recording sh_fusion_in_make_fx.
+    A cell measured with the op where patch_model now fuses, or fused where it now runs the op (l_max 1 since
+    2026-12-02), is listed as not describing the shipped code."""
     from collections import OrderedDict
 
     report = _load("report_md")
     metas = [{"_tag": "a"}, {"_tag": "b", "sh_fusion_in_make_fx": True}]
 
-    def case(model, mode, run):
-        return (model, 2, 2048, mode, True), {"status": "ok", "sh_fuse_lmax": 2, "_tag": run}
+    def case(model, mode, run, l_max=2, fuse=2):
+        return (model, l_max, 2048, mode, True), {"status": "ok", "sh_fuse_lmax": fuse, "_tag": run}
 
     cases = OrderedDict(
         [
             case("allegro", "ours-graph", "a"),  # make_fx before the fix: the op
             case("allegro-uncoupled", "ours-graph", "b"),  # make_fx after it: fused
             case("allegro-uncoupled", "ours-aoti", "a"),  # torch.export: fused
-            case("nequip", "ours-graph", "b"),  # NequIP keeps the op at l_max 2 (its policy): neither list
+            case("nequip", "ours-graph", "b", fuse=1),  # NequIP keeps the op at l_max 2 (its policy): neither list
+            case("allegro", "ours-compile", "b", l_max=1),  # l_max 1 fused: now the op
+            case("nequip", "ours-aoti", "a", l_max=1, fuse=1),  # the same for NequIP
+            case("nequip", "ours-graph", "b", l_max=1, fuse=0),  # l_max 1 with the op: shipped, neither list
         ]
     )
-    cases[("nequip", 2, 2048, "ours-graph", True)]["sh_fuse_lmax"] = 1
     text = "\n".join(report.fuse_section(metas, cases))
-    fused, stale = text.split("with the custom op")
+    head, rest = text.split("Patched compiled cells measured fused:")
+    assert "fused now: allegro l_max 2, allegro-uncoupled l_max 2." in head
+    fused, rest = rest.split("with the custom op")
+    op_not_fused, fused_not_op = rest.split("measured **fused** where")
     assert "allegro-uncoupled l_max 2, 2,048 atoms, `ours-graph` [b]" in fused
     assert "allegro-uncoupled l_max 2, 2,048 atoms, `ours-aoti` [a]" in fused
-    assert "allegro l_max 2, 2,048 atoms, `ours-graph` [a]" in stale and "nequip" not in stale
+    assert "l_max 1" not in fused and "nequip" not in fused
+    assert "allegro l_max 2, 2,048 atoms, `ours-graph` [a]" in op_not_fused and "nequip" not in op_not_fused
+    assert "allegro l_max 1, 2,048 atoms, `ours-compile` [b]" in fused_not_op
+    assert "nequip l_max 1, 2,048 atoms, `ours-aoti` [a]" in fused_not_op and "ours-graph" not in fused_not_op
 
 
 def test_setup_need_decides_for_the_pair():

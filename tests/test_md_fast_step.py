@@ -195,7 +195,7 @@ def test_compiled_step_one_graph_across_edge_counts():
 @pytest.mark.parametrize("kind, op_expected", [("allegro", False), ("nequip", True)])
 def test_compiled_step_traces_sh_as_patch_model_set_them(kind, op_expected):
     """fast_step="compile" traces the step with nequip's make_fx: Allegro's l_max 2 SH (fuse_lmax 2) are recorded
-    as plain ops Inductor fuses, NequIP's (fuse_lmax 1) as the custom op; the same forces either way. (Before
+    as plain ops Inductor fuses, NequIP's (fuse_lmax 0) as the custom op; the same forces either way. (Before
     2026-12-01 make_fx recorded the op whatever fuse_lmax said.)"""
     calc = EquiTritonCalculator.from_saved_model(default_model_path(kind), device="cpu", fast_step=True)
     stock = EquiTritonCalculator.from_saved_model(default_model_path(kind), device="cpu", patch=False)
