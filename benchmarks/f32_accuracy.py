@@ -9,6 +9,8 @@
 Metric (tests/test_numerics.py's): max |out - ref| / max |ref| over N random directions, for Y and for the backward
 dx = dY/dx^T g with a random g. Reference: ours in float64 on the same float32 inputs (tests/test_numerics.py checks
 it against an mpmath evaluation); e3nn in float64 is reported beside it as an independent check of the reference.
+Where the two differ most (3 rows), both are compared with mpmath, and the reference is evaluated a second time
+(the same bits expected).
 On CPU this runs the torch fallback, which evaluates the same generated program as the kernels; with
 TRITON_INTERPRET=1 it runs the Triton kernels in the interpreter (use a small --n). This measures accuracy, not speed:
 the GPU speed of native float32 is in docs/performance_notes.md.
@@ -19,10 +21,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 
 import torch
+from shbench.reference import mp_real_sh
 from shbench.reference import rel_err as _rel_err_all
 
 
@@ -36,6 +40,20 @@ def _y_and_grad(fn, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, tor
     y = fn(x)
     (dx,) = torch.autograd.grad(y, x, g.to(y.dtype))
     return y.detach(), dx
+
+
+def arbitrate(ls: list[int], x64: torch.Tensor, ours_y: torch.Tensor, e3nn_y: torch.Tensor, k: int = 3) -> dict:
+    """The k rows where ours and e3nn (float64, component normalization) differ most, each against the mpmath
+    reference (shbench.reference.mp_real_sh): which side a float64 disagreement comes from."""
+    rows = (ours_y - e3nn_y).abs().amax(dim=1).topk(min(k, len(x64))).indices
+    exact = torch.tensor(
+        [[v for l in ls for v in mp_real_sh(l, *map(float, x64[i]))] for i in rows.tolist()], dtype=torch.float64
+    ) * math.sqrt(4 * math.pi)
+    return {
+        "rows": rows.tolist(),
+        "ours": rel_err(ours_y[rows].cpu(), exact),
+        "e3nn": rel_err(e3nn_y[rows].cpu(), exact),
+    }
 
 
 def measure(lmax: int, n: int, seed: int, device: str) -> dict:
@@ -60,10 +78,17 @@ def measure(lmax: int, n: int, seed: int, device: str) -> dict:
     try:
         e_y, e_dx = _y_and_grad(e3nn, x.double(), g)
         row["reference_vs_e3nn_float64"] = {"Y": rel_err(e_y, ref_y), "dx": rel_err(e_dx, ref_dx)}
+        row["float64_worst_rows_vs_mpmath"] = arbitrate(ls, x.double(), ref_y, e_y)
         y, dx = _y_and_grad(e3nn, x, g)
         row["e3nn_float32"] = {"Y": rel_err(y, ref_y), "dx": rel_err(dx, ref_dx)}
     except Exception as err:  # e3nn's generated polynomials stop at some l: record why, measure ours anyway
         row["e3nn_float32"] = {"error": f"{type(err).__name__}: {err}"[:200]}
+    # the reference evaluated again after e3nn ran: the same bits, or the float64 path is not deterministic
+    again_y, again_dx = _y_and_grad(ours, x.double(), g)
+    row["reference_repeat_max_abs"] = {
+        "Y": (again_y - ref_y).abs().max().item(),
+        "dx": (again_dx - ref_dx).abs().max().item(),
+    }
     saved = launch.FLOAT32_COMPUTE
     try:
         for mode in ("float64", "float32"):

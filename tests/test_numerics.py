@@ -4,13 +4,17 @@ Issue 2, point 7. Metric: max abs error / max abs value of the reference, per ca
 """
 
 import math
+import sys
+from pathlib import Path
 
-import mpmath
 import pytest
 import torch
 from e3nn import o3
 
 import equitriton
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from shbench.reference import mp_real_sh  # noqa: E402  (the mpmath reference, shared with f32_accuracy.py)
 
 LS = list(range(13))
 NORMALIZATIONS = ["integral", "component", "norm"]
@@ -169,29 +173,6 @@ def test_equivariance_mixed_l_set():
 
 
 # --------------------------------------------------------------------------------- high-precision reference (mpmath)
-def mp_real_sh(l, x, y, z):
-    """Standard real SH (integral normalization, no Condon-Shortley phase) at the exact float64 input, 40 digits.
-
-    Built from mpmath's complex Y_l^m (which carries the Condon-Shortley phase (-1)^m), with e3nn's axes:
-    input (x, y, z) -> (X, Y, Z) = (z, x, y), row l + m.
-    """
-    with mpmath.workdps(40):
-        X, Y, Z = mpmath.mpf(z), mpmath.mpf(x), mpmath.mpf(y)
-        r = mpmath.sqrt(X * X + Y * Y + Z * Z)
-        theta = mpmath.acos(Z / r)
-        phi = mpmath.atan2(Y, X)
-        out = []
-        for m in range(-l, l + 1):
-            if m == 0:
-                v = mpmath.re(mpmath.spherharm(l, 0, theta, phi))
-            elif m > 0:
-                v = mpmath.sqrt(2) * (-1) ** m * mpmath.re(mpmath.spherharm(l, m, theta, phi))
-            else:
-                v = mpmath.sqrt(2) * (-1) ** m * mpmath.im(mpmath.spherharm(l, -m, theta, phi))
-            out.append(float(v))
-        return out
-
-
 @pytest.mark.parametrize("l", LS)
 def test_high_precision_reference(l):
     pts = torch.cat(

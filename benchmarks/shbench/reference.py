@@ -2,7 +2,8 @@
 
 The reference is e3nn in float64, evaluated in the convention of the implementation under test (each implementation
 gives its own `reference(x)`: e3nn with the matching normalisation, axis order and output columns). Derivatives of the
-reference come from autograd, so one forward definition serves all directions.
+reference come from autograd, so one forward definition serves all directions. `mp_real_sh` is an independent
+high-precision (mpmath) evaluation, for the tests and for arbitrating where e3nn and ours disagree.
 """
 
 from __future__ import annotations
@@ -61,3 +62,28 @@ def rel_err(outs: tuple[Tensor, ...], refs: tuple[Tensor, ...]) -> float:
         scale = max(b.abs().max().item(), 1e-300)
         worst = max(worst, (a - b).abs().max().item() / scale)
     return worst
+
+
+def mp_real_sh(l: int, x: float, y: float, z: float) -> list[float]:
+    """Standard real SH (integral normalization, no Condon-Shortley phase) at the exact float64 input, 40 digits.
+
+    Built from mpmath's complex Y_l^m (which carries the Condon-Shortley phase (-1)^m), with e3nn's axes:
+    input (x, y, z) -> (X, Y, Z) = (z, x, y), row l + m.
+    """
+    import mpmath  # sympy's dependency: only the callers of this need it
+
+    with mpmath.workdps(40):
+        X, Y, Z = mpmath.mpf(z), mpmath.mpf(x), mpmath.mpf(y)
+        r = mpmath.sqrt(X * X + Y * Y + Z * Z)
+        theta = mpmath.acos(Z / r)
+        phi = mpmath.atan2(Y, X)
+        out = []
+        for m in range(-l, l + 1):
+            if m == 0:
+                v = mpmath.re(mpmath.spherharm(l, 0, theta, phi))
+            elif m > 0:
+                v = mpmath.sqrt(2) * (-1) ** m * mpmath.re(mpmath.spherharm(l, m, theta, phi))
+            else:
+                v = mpmath.sqrt(2) * (-1) ** m * mpmath.im(mpmath.spherharm(l, -m, theta, phi))
+            out.append(float(v))
+        return out
