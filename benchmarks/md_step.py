@@ -613,10 +613,14 @@ def run(args) -> Dict[str, Any]:
         i += len(group)
         # the budget decides for the pair: a stock build whose patched twin is then skipped is time wasted
         remaining = deadline - time.perf_counter()
-        if remaining < setup_need(group, calcs, setup_s) + 1.0:
+        need = setup_need(group, calcs, setup_s) + 1.0
+        if remaining < need:
             for case in group:
                 rec = asdict(case)
-                rec.update(status="skipped", reason=f"time budget ({args.budget_s:.0f} s) left {remaining:.0f} s")
+                rec.update(
+                    status="skipped",
+                    reason=f"time budget ({args.budget_s:.0f} s) left {remaining:.0f} s, setup needs {need:.0f} s",
+                )
                 record(rec)
             continue
         live = []  # (rec, ckey, atoms, pool, warmup) of the cases set up for timing

@@ -93,6 +93,27 @@ def test_json_schema(quick_run):
     assert prof[0]["top_host_ops"]
 
 
+def test_pair_beyond_the_budget_is_skipped_with_what_its_setup_needs(tmp_path):
+    """A compiled pair whose setup prior does not fit the time left is skipped, both twins, and the reason names the
+    budget, the time left and the setup it needed (so that the next run can be given enough)."""
+    md_step = _load("md_step")
+    old = torch.get_default_dtype()
+    argv = ["--device", "cpu", "--out", str(tmp_path), "--models", "nequip", "--modes", "ours-compile"]
+    argv += ["--lmax", "", "--sizes", "", "--compiled-sizes", "none", "--compiled-lmax", "1", "--budget-s", "5", "-q"]
+    try:
+        assert md_step.main(argv) == 0
+    finally:
+        torch.set_default_dtype(old)
+    cases = json.loads((tmp_path / "md_step.json").read_text())["cases"]
+    assert [(c["mode"], c["l_max"], c["patched"], c["status"]) for c in cases] == [
+        ("ours-compile", 1, False, "skipped"),
+        ("ours-compile", 1, True, "skipped"),
+    ]
+    need = md_step.SETUP_COST_S["ours-compile"] * 2 + 1
+    assert all(c["reason"].startswith("time budget (5 s) left ") for c in cases)
+    assert all(c["reason"].endswith(f"setup needs {need:.0f} s") for c in cases), cases[0]["reason"]
+
+
 def test_report_from_json(quick_run, tmp_path):
     report = _load("report_md")
     out = tmp_path / "md_performance.md"
