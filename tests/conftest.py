@@ -59,3 +59,42 @@ def md_nequip_extension_env(tmp_path_factory):
         os.environ.pop("PYTHONPATH", None)
     else:
         os.environ["PYTHONPATH"] = old
+
+
+def _fresh_model(kind: str, model_dtype: str, l_max: int = 2):
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state(allow_tf32=False)
+    common = dict(
+        seed=11,
+        model_dtype=model_dtype,
+        type_names=["Cu"],
+        r_max=4.0,
+        l_max=l_max,
+        avg_num_neighbors=20.0,
+        per_type_energy_shifts={"Cu": -1.0},
+        per_type_energy_scales={"Cu": 0.5},
+    )
+    if kind == "nequip":
+        from nequip.model import NequIPGNNModel
+
+        return NequIPGNNModel(num_layers=2, num_features=8, radial_mlp_depth=1, radial_mlp_width=8, **common)
+    from allegro.model import AllegroModel
+
+    return AllegroModel(
+        radial_chemical_embed={"_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": 8},
+        radial_chemical_embed_dim=8,
+        num_layers=2,
+        num_scalar_features=8,
+        num_tensor_features=4,
+        allegro_mlp_hidden_layers_width=8,
+        readout_mlp_hidden_layers_width=8,
+        **common,
+    )
+
+
+@pytest.fixture(scope="session")
+def md_fresh_model():
+    """Builder of small untrained NequIP / Allegro models from nequip's builders:
+    ``build(kind, model_dtype, l_max=2)``."""
+    return _fresh_model

@@ -98,43 +98,11 @@ def test_checkpoint_matches_stock(md_trained_nequip_run):
     assert_props_close(_props(from_pkg, atoms, PROPS_PERIODIC), _props(stock, atoms, PROPS_PERIODIC), rtol=1e-10)
 
 
-def _fresh_model(kind: str, model_dtype: str, l_max: int = 2):
-    from nequip.utils.global_state import set_global_state
-
-    set_global_state(allow_tf32=False)
-    common = dict(
-        seed=11,
-        model_dtype=model_dtype,
-        type_names=["Cu"],
-        r_max=4.0,
-        l_max=l_max,
-        avg_num_neighbors=20.0,
-        per_type_energy_shifts={"Cu": -1.0},
-        per_type_energy_scales={"Cu": 0.5},
-    )
-    if kind == "nequip":
-        from nequip.model import NequIPGNNModel
-
-        return NequIPGNNModel(num_layers=2, num_features=8, radial_mlp_depth=1, radial_mlp_width=8, **common)
-    from allegro.model import AllegroModel
-
-    return AllegroModel(
-        radial_chemical_embed={"_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": 8},
-        radial_chemical_embed_dim=8,
-        num_layers=2,
-        num_scalar_features=8,
-        num_tensor_features=4,
-        allegro_mlp_hidden_layers_width=8,
-        readout_mlp_hidden_layers_width=8,
-        **common,
-    )
-
-
 @pytest.mark.parametrize("kind", ["nequip", "allegro"])
 @pytest.mark.parametrize("model_dtype, rtol", [("float64", 1e-10), ("float32", 1e-5)])
-def test_from_model_uses_metadata_and_matches_stock(kind, model_dtype, rtol):
-    stock_model = _fresh_model(kind, model_dtype, l_max=3).eval()
-    our_model = _fresh_model(kind, model_dtype, l_max=3).eval()
+def test_from_model_uses_metadata_and_matches_stock(kind, model_dtype, rtol, md_fresh_model):
+    stock_model = md_fresh_model(kind, model_dtype, l_max=3).eval()
+    our_model = md_fresh_model(kind, model_dtype, l_max=3).eval()
     our_model.load_state_dict(stock_model.state_dict())
     ours = EquiTritonCalculator.from_model(our_model, device="cpu")
     assert ours.r_max == pytest.approx(4.0)

@@ -94,38 +94,12 @@ def test_packaged_models_patched(kind, expected_name, owner_cls):
     assert patch_model(model) == []
 
 
-def _untrained(kind: str, l_max: int) -> torch.nn.Module:
-    """A small untrained float64 NequIP or Allegro model from nequip's builders."""
-    from nequip.utils.global_state import set_global_state
-
-    set_global_state(allow_tf32=False)
-    common = dict(seed=0, model_dtype="float64", type_names=["Cu"], r_max=4.0, l_max=l_max, avg_num_neighbors=12.0)
-    if kind == "nequip":
-        from nequip.model import NequIPGNNModel
-
-        return NequIPGNNModel(num_layers=1, num_features=4, **common)
-    from allegro.model import AllegroModel
-
-    return AllegroModel(
-        radial_chemical_embed={"_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": 4},
-        radial_chemical_embed_dim=4,
-        scalar_embed_mlp_hidden_layers_depth=1,
-        scalar_embed_mlp_hidden_layers_width=4,
-        num_layers=1,
-        num_scalar_features=4,
-        num_tensor_features=2,
-        allegro_mlp_hidden_layers_depth=1,
-        allegro_mlp_hidden_layers_width=4,
-        **common,
-    )
-
-
 @pytest.mark.parametrize(
     "kind, l_max, default", [("nequip", 1, 0), ("nequip", 2, 0), ("allegro", 1, 0), ("allegro", 2, 2)]
 )
-def test_default_fuse_lmax_fuses_allegro_l_max_2_only(kind, l_max, default):
+def test_default_fuse_lmax_fuses_allegro_l_max_2_only(kind, l_max, default, md_fresh_model):
     """The shipped policy: the op for l_max 1 (both models) and for NequIP, fusable ops for Allegro's l_max 2."""
-    model = _untrained(kind, l_max)
+    model = md_fresh_model(kind, "float64", l_max=l_max)
     patch_model(model)
     assert [m.fuse_lmax for _, m in iter_sh_modules(model)] == [default]
     assert default_fuse_lmax(kind == "allegro", l_max) == default
