@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import md_step as M  # noqa: E402
 
+from md_plugin import patch_model  # noqa: E402
 from md_plugin.device import resolve_device  # noqa: E402
 
 
@@ -61,8 +62,6 @@ def main(argv=None) -> int:
         ap.error("--also-fuse-lmax needs a mode that compiles the model in process (not ours-aoti)")
     device = resolve_device(args.device)
     if args.fuse_lmax is not None:  # set on the cached model make_calculator takes
-        from md_plugin import patch_model
-
         patch_model(M.cached_model(args.model, args.l_max, device, True), fuse_lmax=args.fuse_lmax)
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="md_ab_")
@@ -71,8 +70,6 @@ def main(argv=None) -> int:
     # (variant, patched, model): None takes md_step's cached model; extra variants get their own patched copy
     variants = [("stock", False, None), ("patched", True, None)]
     for k in args.also_fuse_lmax:
-        from md_plugin import patch_model
-
         extra = M.build_model(args.model, args.l_max, device, patched=True)
         patch_model(extra, fuse_lmax=k)
         variants.append((f"patched_fuse{k}", True, extra))
