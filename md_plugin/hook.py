@@ -186,6 +186,12 @@ def patch_model(model: torch.nn.Module, fuse_lmax: Optional[int] = None) -> List
         replace_submodules(model, cls, factory)
     # the new modules get the policy; equitriton modules already there keep theirs unless fuse_lmax is given
     _set_fuse_lmax(model, fuse_lmax, None if fuse_lmax is not None else created)
+    # the modifier stays discoverable on the patched model (on our SH class), so that `nequip-compile --modifiers
+    # enable_EquiTritonSphericalHarmonics` on a model patched in memory is the no-op patch_model is, not an error
+    from .modifier import attach_modifier
+
+    for cls in {type(m) for m in created}:
+        attach_modifier(cls)
     return targets
 
 

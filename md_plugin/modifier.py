@@ -30,9 +30,9 @@ classmethod to that class:
   ``nequip.model.saved_models.load_utils`` has been executed (before any model can be loaded).
 * ``import md_plugin`` also calls ``register_when_ready()``.
 
-Once a model is patched it holds no e3nn ``SphericalHarmonics`` and so no modifier: applying it again
-through ``modify`` raises nequip's "not a registered model modifier", while ``patch_model`` on it
-returns ``[]``.
+* ``patch_model`` attaches it to equitriton's SH class as well, so a patched model still offers it and
+  applying it again (``modify``, ``nequip-compile --modifiers ...`` on a model patched in memory) changes
+  nothing, as ``patch_model`` on it returns ``[]``; the SH keep their ``fuse_lmax``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def modifier() -> classmethod:
 
 
 def attach_modifier(cls: type) -> None:
-    """Attach ``enable_EquiTritonSphericalHarmonics`` to ``cls`` (an e3nn ``SphericalHarmonics`` class)."""
+    """Attach ``enable_EquiTritonSphericalHarmonics`` to ``cls`` (an e3nn or equitriton ``SphericalHarmonics``
+    class)."""
     if cls.__dict__.get(MODIFIER_NAME) is not modifier():
         setattr(cls, MODIFIER_NAME, modifier())
 

@@ -33,10 +33,14 @@ def test_modify_finds_and_applies_modifier_on_packaged_models(kind):
     assert _sh_kinds(model) == {"e3nn": 1, "equitriton": 0}
     out = modify(model, [{"modifier": MODIFIER_NAME}])
     assert _sh_kinds(out) == {"e3nn": 0, "equitriton": 1}
-    # a patched model holds no e3nn SH, hence no modifier: nequip says so by name
-    assert MODIFIER_NAME not in get_all_modifiers(out)
-    with pytest.raises(Exception, match=MODIFIER_NAME):
-        modify(out, [{"modifier": MODIFIER_NAME}])
+    # the patched model still offers the modifier (on equitriton's SH class), and applying it again changes nothing,
+    # not even a fuse_lmax set before (what nequip-compile does to a model patched in memory)
+    assert MODIFIER_NAME in get_all_modifiers(out)
+    (sh,) = [m for m in out.modules() if is_equitriton_sh(m)]
+    sh.fuse_lmax = 3
+    again = modify(out, [{"modifier": MODIFIER_NAME}])
+    assert _sh_kinds(again) == {"e3nn": 0, "equitriton": 1}
+    assert [m for m in again.modules() if is_equitriton_sh(m)][0].fuse_lmax == 3
 
 
 def test_modifier_on_freshly_built_model():
