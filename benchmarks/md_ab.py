@@ -7,7 +7,8 @@ Until 2026-11-29 `md_step.py` timed the stock case, then the patched one, minute
 them could be drift of the machine rather than the model; it now alternates single calls of the two. Here, for one
 case, both calculators are built first and timed in longer alternating rounds (stock, patched, stock, ...), so drift
 hits both alike; with --also-fuse-lmax, further patched variants (another fuse_lmax: op against fusion) join the
-rotation. The result is the median of the per-round medians and of the per-round patched/stock ratios. A
+rotation (under ours-aoti each variant is its own nequip-compile artifact, its SH given fuse_lmax before the
+modifier runs). The result is the median of the per-round medians and of the per-round patched/stock ratios. A
 torch.profiler pass over each (md_step.profile_calls) records device busy time, device operations per step and the
 top device kernels, which say whether the patched graph launches more or slower kernels. Writes DIR/md_ab.json.
 """
@@ -58,31 +59,38 @@ def main(argv=None) -> int:
         "'patched_fuse<K>', so that op and fusion are compared in one process without a second compile of stock",
     )
     args = ap.parse_args(argv)
-    if args.also_fuse_lmax and args.mode == "ours-aoti":
-        ap.error("--also-fuse-lmax needs a mode that compiles the model in process (not ours-aoti)")
+    aoti = args.mode == "ours-aoti"
     device = resolve_device(args.device)
-    if args.fuse_lmax is not None:  # set on the cached model make_calculator takes
+    if args.fuse_lmax is not None and not aoti:  # set on the cached model make_calculator takes
         patch_model(M.cached_model(args.model, args.l_max, device, True), fuse_lmax=args.fuse_lmax)
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="md_ab_")
     atoms = M.fcc_cu(args.atoms, seed=0)
     pool = M.PositionPool(atoms, k=4)
-    # (variant, patched, model): None takes md_step's cached model; extra variants get their own patched copy
-    variants = [("stock", False, None), ("patched", True, None)]
+    # (variant, patched, model, fuse_lmax): model None takes md_step's cached model; extra variants get their own
+    # patched copy; ours-aoti builds an artifact per variant, with fuse_lmax set before nequip-compile's modifier
+    variants = [("stock", False, None, None), ("patched", True, None, args.fuse_lmax if aoti else None)]
     for k in args.also_fuse_lmax:
-        extra = M.build_model(args.model, args.l_max, device, patched=True)
-        patch_model(extra, fuse_lmax=k)
-        variants.append((f"patched_fuse{k}", True, extra))
+        extra = None
+        if not aoti:
+            extra = M.build_model(args.model, args.l_max, device, patched=True)
+            patch_model(extra, fuse_lmax=k)
+        variants.append((f"patched_fuse{k}", True, extra, k if aoti else None))
     calcs, setup_s, fuse = {}, {}, {}
-    for variant, patched, model in variants:
-        calc, s = M.make_calculator(args.mode, (args.model, args.l_max, patched), device, args, workdir, model=model)
+    for variant, patched, model, k in variants:
+        calc, s = M.make_calculator(
+            args.mode, (args.model, args.l_max, patched), device, args, workdir, model=model, fuse_lmax=k
+        )
         a = atoms.copy()
         a.calc = calc
         M.time_calls(a, pool, device, warmup=5, min_reps=1, max_reps=1, min_time_s=0.0)  # compile + first calls
         calcs[variant], setup_s[variant] = a, s
-        used = model if model is not None else M.cached_model(args.model, args.l_max, device, patched)
-        fuse[variant] = M._fuse_lmax(used)
-    names = [v for v, _, _ in variants]
+        if aoti:  # what the artifact was built with (nequip-compile patched its own copy of the model)
+            fuse[variant] = calc.built_sh_fuse_lmax
+        else:
+            used = model if model is not None else M.cached_model(args.model, args.l_max, device, patched)
+            fuse[variant] = M._fuse_lmax(used)
+    names = [v for v, *_ in variants]
     rounds = {v: [] for v in names}
     for r in range(args.rounds):
         shift = r % len(names)  # each variant takes each place in the order equally often

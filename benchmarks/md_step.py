@@ -182,9 +182,19 @@ def cached_model(kind: str, l_max: int, device: torch.device, patched: bool) -> 
     return _MODELS[key]
 
 
-def make_calculator(mode: str, model_spec: Tuple[str, int, bool], device: torch.device, args, workdir: str, model=None):
+def make_calculator(
+    mode: str,
+    model_spec: Tuple[str, int, bool],
+    device: torch.device,
+    args,
+    workdir: str,
+    model=None,
+    fuse_lmax: Optional[int] = None,
+):
     """A fresh ASE calculator for ``mode``; returns ``(calc, setup_seconds)``. ``model``: one to use instead of the
-    cached model of ``model_spec`` (not for ``ours-aoti``, which builds its own)."""
+    cached model of ``model_spec`` (not for ``ours-aoti``, which builds its own). ``fuse_lmax`` (``ours-aoti``,
+    patched only): the artifact's SH get this ``fuse_lmax`` instead of the modifier's policy; the calculator's
+    ``built_sh_fuse_lmax`` says what the artifact was built with."""
     from nequip.integrations.ase import NequIPCalculator
     from nequip.integrations.utils import basic_transforms
 
@@ -194,6 +204,8 @@ def make_calculator(mode: str, model_spec: Tuple[str, int, bool], device: torch.
     t0 = time.perf_counter()
     if model is not None and mode == "ours-aoti":
         raise ValueError("ours-aoti builds its model from model_spec; a given model cannot be used")
+    if fuse_lmax is not None and not (mode == "ours-aoti" and patched):
+        raise ValueError("fuse_lmax is for a patched ours-aoti artifact; other modes take a patched model")
     model = model if model is not None else cached_model(kind, l_max, device, patched)
     if mode in ("nequip-matscipy", "nequip-vesin"):
         backend = mode.split("-", 1)[1]
@@ -213,10 +225,16 @@ def make_calculator(mode: str, model_spec: Tuple[str, int, bool], device: torch.
     elif mode == "ours-aoti":
         probe = EquiTritonCalculator.from_model(model, device=device, patch=False, fast_step=True)
         example = probe._fast.data_from_atoms(fcc_cu(256, seed=99))
-        path = os.path.join(workdir, f"{kind}_l{l_max}_{'patched' if patched else 'stock'}.nequip.pt2")
+        tag = ("patched" if patched else "stock") + ("" if fuse_lmax is None else f"_fuse{fuse_lmax}")
+        path = os.path.join(workdir, f"{kind}_l{l_max}_{tag}.nequip.pt2")
         stock_model = build_model(kind, l_max, device, patched=False)  # modified in place by nequip-compile
+        if fuse_lmax is not None:  # the modifier keeps the setting of a model already patched
+            from md_plugin import patch_model
+
+            patch_model(stock_model, fuse_lmax=fuse_lmax)
         aoti_compile(stock_model, example, device, path, patched)
         calc = EquiTritonCalculator.from_compiled_model(path, device=device, fast_step=True)
+        calc.built_sh_fuse_lmax = _fuse_lmax(stock_model)
     else:
         raise ValueError(f"unknown mode {mode!r}")
     return calc, time.perf_counter() - t0

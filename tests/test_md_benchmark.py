@@ -252,10 +252,49 @@ def test_md_ab_smoke_times_the_patched_model_with_the_fuse_lmax_given(tmp_path):
     assert all(r["min"] <= r["median"] <= r["max"] for r in res["over_stock"].values())
 
 
-def test_md_ab_refuses_extra_variants_for_aoti(tmp_path):
+def test_md_ab_aoti_builds_each_variant_with_its_fuse_lmax(tmp_path, monkeypatch):
+    """ours-aoti builds one artifact per variant: --fuse-lmax / --also-fuse-lmax must reach the model nequip-compile
+    patches (its modifier keeps a patched model's setting), and md_ab records what each artifact was built with (until
+    2026-12-02 it recorded the cached model's fuse_lmax while the artifact ran the modifier's policy). nequip-compile
+    is replaced by the modifier alone and the artifact by the in-memory model (an AOTInductor build takes minutes)."""
     md_ab = _load("md_ab")
-    with pytest.raises(SystemExit):
-        md_ab.main(["--out", str(tmp_path), "--mode", "ours-aoti", "--also-fuse-lmax", "0", "--device", "cpu"])
+    from nequip.model.modify_utils import modify
+
+    from md_plugin import MODIFIER_NAME, EquiTritonCalculator
+
+    built = {}
+
+    def fake_compile(model, data, device, path, patched):
+        if patched:  # what `nequip-compile --modifiers ...` runs (on a model already patched for fuse_lmax too)
+            model = modify(model, [{"modifier": MODIFIER_NAME}])
+        built[path] = model
+
+    def fake_load(path, device=None, fast_step=False):
+        return EquiTritonCalculator.from_model(built[path], device=device, patch=False, fast_step=fast_step)
+
+    monkeypatch.setattr(md_ab.M, "aoti_compile", fake_compile)
+    monkeypatch.setattr(EquiTritonCalculator, "from_compiled_model", staticmethod(fake_load))
+    old_dtype = torch.get_default_dtype()
+    argv = ["--out", str(tmp_path), "--mode", "ours-aoti", "--model", "allegro", "--l-max", "1", "--atoms", "32"]
+    try:
+        assert md_ab.main(argv + ["--rounds", "2", "--calls", "1", "--also-fuse-lmax", "1", "--device", "cpu"]) == 0
+    finally:
+        torch.set_default_dtype(old_dtype)
+    res = json.loads((tmp_path / "md_ab.json").read_text())
+    assert res["fuse_lmax"] == {"stock": None, "patched": 0, "patched_fuse1": 1}  # patched: the policy's 0
+    assert sorted(pathlib.Path(p).name for p in built) == [
+        "allegro_l1_patched.nequip.pt2",
+        "allegro_l1_patched_fuse1.nequip.pt2",
+        "allegro_l1_stock.nequip.pt2",
+    ]
+
+
+def test_make_calculator_refuses_fuse_lmax_outside_a_patched_aoti_build(tmp_path):
+    md_step = _load("md_step")
+    with pytest.raises(ValueError, match="fuse_lmax is for a patched ours-aoti"):
+        md_step.make_calculator(
+            "ours-compile", ("allegro", 1, True), torch.device("cpu"), None, str(tmp_path), fuse_lmax=1
+        )
 
 
 def _plan_args(**given):
