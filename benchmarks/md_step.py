@@ -227,14 +227,14 @@ def make_calculator(
         example = probe._fast.data_from_atoms(fcc_cu(256, seed=99))
         tag = ("patched" if patched else "stock") + ("" if fuse_lmax is None else f"_fuse{fuse_lmax}")
         path = os.path.join(workdir, f"{kind}_l{l_max}_{tag}.nequip.pt2")
-        stock_model = build_model(kind, l_max, device, patched=False)  # modified in place by nequip-compile
+        to_compile = build_model(kind, l_max, device, patched=False)  # patched: nequip-compile's modifier patches it
         if fuse_lmax is not None:  # the modifier keeps the setting of a model already patched
             from md_plugin import patch_model
 
-            patch_model(stock_model, fuse_lmax=fuse_lmax)
-        aoti_compile(stock_model, example, device, path, patched)
+            patch_model(to_compile, fuse_lmax=fuse_lmax)
+        aoti_compile(to_compile, example, device, path, patched)
         calc = EquiTritonCalculator.from_compiled_model(path, device=device, fast_step=True)
-        calc.built_sh_fuse_lmax = _fuse_lmax(stock_model)
+        calc.built_sh_fuse_lmax = _fuse_lmax(to_compile)
     else:
         raise ValueError(f"unknown mode {mode!r}")
     return calc, time.perf_counter() - t0
