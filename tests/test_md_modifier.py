@@ -43,24 +43,10 @@ def test_modify_finds_and_applies_modifier_on_packaged_models(kind):
     assert [m for m in again.modules() if is_equitriton_sh(m)][0].fuse_lmax == 3
 
 
-def test_modifier_on_freshly_built_model():
-    from nequip.model import NequIPGNNModel
+def test_modifier_on_freshly_built_model(md_fresh_model):
     from nequip.model.modify_utils import get_all_modifiers, modify
-    from nequip.utils.global_state import set_global_state
 
-    set_global_state(allow_tf32=False)
-    model = NequIPGNNModel(
-        seed=1,
-        model_dtype="float64",
-        type_names=["Cu"],
-        r_max=4.0,
-        l_max=3,
-        num_layers=1,
-        num_features=4,
-        radial_mlp_depth=1,
-        radial_mlp_width=4,
-        avg_num_neighbors=10.0,
-    )
+    model = md_fresh_model("nequip", "float64", l_max=3)
     assert MODIFIER_NAME in get_all_modifiers(model)
     modify(model, [{"modifier": MODIFIER_NAME}])
     assert _sh_kinds(model) == {"e3nn": 0, "equitriton": 1}
