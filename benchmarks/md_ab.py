@@ -1,14 +1,15 @@
 """Stock vs patched model in one compiled mode, interleaved: is the patched step slower, and where does it lose time?
 
     python benchmarks/md_ab.py --out DIR [--mode ours-compile] [--model nequip] [--l-max 2] [--atoms 2048]
-                               [--fuse-lmax K] [--also-fuse-lmax K ...]
+                               [--fuse-lmax K] [--also-fuse-lmax K ...] [--builds B]
 
 Until 2026-11-29 `md_step.py` timed the stock case, then the patched one, minutes apart, and a median gap between
 them could be drift of the machine rather than the model; it now alternates single calls of the two. Here, for one
 case, both calculators are built first and timed in longer alternating rounds (stock, patched, stock, ...), so drift
 hits both alike; with --also-fuse-lmax, further patched variants (another fuse_lmax: op against fusion) join the
 rotation (under ours-aoti each variant is its own nequip-compile artifact, its SH given fuse_lmax before the
-modifier runs). The result is the median of the per-round medians and of the per-round patched/stock ratios. A
+modifier runs; with --builds B, each artifact is built B times, since two builds of one model differ in Inductor's
+autotuned kernels and can differ in speed). The result is the median of the per-round medians and of the per-round patched/stock ratios. A
 torch.profiler pass over each (md_step.profile_calls) records device busy time, device operations per step and the
 top device kernels, which say whether the patched graph launches more or slower kernels. Writes DIR/md_ab.json.
 """
@@ -58,8 +59,27 @@ def main(argv=None) -> int:
         help="also time a second patched model with fuse_lmax K (repeatable) in the same rounds: variant "
         "'patched_fuse<K>', so that op and fusion are compared in one process without a second compile of stock",
     )
+    ap.add_argument(
+        "--builds",
+        type=int,
+        default=1,
+        help="ours-aoti: build each variant's artifact this many times (variants '<name>#<i>' for i >= 1), with "
+        "Inductor's caches off so that each build compiles and autotunes afresh: the spread between builds of one "
+        "model is the yardstick for a gap between stock and patched",
+    )
     args = ap.parse_args(argv)
     aoti = args.mode == "ours-aoti"
+    if args.builds < 1 or (args.builds > 1 and not aoti):
+        ap.error("--builds K > 1 is for --mode ours-aoti")
+    if args.builds > 1:  # a second build would otherwise reuse the first one's compiled and autotuned kernels
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(force_disable_caches=True):
+            return run(args, aoti)
+    return run(args, aoti)
+
+
+def run(args, aoti: bool) -> int:
     device = resolve_device(args.device)
     if args.fuse_lmax is not None and not aoti:  # set on the cached model make_calculator takes
         patch_model(M.cached_model(args.model, args.l_max, device, True), fuse_lmax=args.fuse_lmax)
@@ -76,10 +96,13 @@ def main(argv=None) -> int:
             extra = M.build_model(args.model, args.l_max, device, patched=True)
             patch_model(extra, fuse_lmax=k)
         variants.append((f"patched_fuse{k}", True, extra, k if aoti else None))
+    variants = [(v if b == 0 else f"{v}#{b}", *rest, b) for b in range(args.builds) for v, *rest in variants]
     calcs, setup_s, fuse = {}, {}, {}
-    for variant, patched, model, k in variants:
+    for variant, patched, model, k, build in variants:
+        build_dir = os.path.join(workdir, f"b{build}")  # each build its own artifact file
+        os.makedirs(build_dir, exist_ok=True)
         calc, s = M.make_calculator(
-            args.mode, (args.model, args.l_max, patched), device, args, workdir, model=model, fuse_lmax=k
+            args.mode, (args.model, args.l_max, patched), device, args, build_dir, model=model, fuse_lmax=k
         )
         a = atoms.copy()
         a.calc = calc
@@ -98,6 +121,9 @@ def main(argv=None) -> int:
         ratios = [p / s for p, s in zip(rounds[v], rounds["stock"])]
         return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
+    def pooled(v):  # all builds of a variant together
+        return statistics.median(t for name in names if name.split("#")[0] == v for t in rounds[name])
+
     result = {
         "schema": "equitriton-md/md_ab/1",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -113,12 +139,24 @@ def main(argv=None) -> int:
         "patched_over_stock": over_stock("patched"),
         "over_stock": {v: over_stock(v) for v in names[1:]},
     }
+    if args.builds > 1:  # medians over every round of every build of a variant, and their ratio to stock's
+        bases = [v for v in names if "#" not in v]
+        result["builds"] = args.builds
+        result["pooled_median_ms"] = {v: pooled(v) for v in bases}
+        result["pooled_over_stock"] = {v: pooled(v) / pooled("stock") for v in bases[1:]}
     if device.type != "cpu":
         # device busy time, device kernels and copies per step, top kernels (md_step.profile_calls)
         result["profile"] = {v: M.profile_calls(calcs[v].calc, calcs[v], pool, device, 10) for v in names}
     (args.out / "md_ab.json").write_text(json.dumps(result, indent=1))
     print(
-        json.dumps({k: result[k] for k in ("case", "fuse_lmax", "median_ms", "min_round_ms", "over_stock")}, indent=1)
+        json.dumps(
+            {
+                k: result[k]
+                for k in ("case", "fuse_lmax", "median_ms", "min_round_ms", "over_stock", "pooled_over_stock")
+                if k in result
+            },
+            indent=1,
+        )
     )
     return 0
 

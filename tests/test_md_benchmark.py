@@ -289,6 +289,50 @@ def test_md_ab_aoti_builds_each_variant_with_its_fuse_lmax(tmp_path, monkeypatch
     ]
 
 
+def test_md_ab_aoti_builds_each_artifact_as_often_as_asked(tmp_path, monkeypatch):
+    """--builds 2: every variant's artifact is built twice, each to its own file, with Inductor's caches off only
+    while md_ab runs, and the builds of a variant are pooled against stock's (nequip-compile and the artifact are
+    replaced as in the test above)."""
+    md_ab = _load("md_ab")
+    import torch._inductor.config as inductor_config
+
+    from nequip.model.modify_utils import modify
+
+    from md_plugin import MODIFIER_NAME, EquiTritonCalculator
+
+    built, caches_off = {}, []
+
+    def fake_compile(model, data, device, path, patched):
+        caches_off.append(inductor_config.force_disable_caches)
+        built[path] = modify(model, [{"modifier": MODIFIER_NAME}]) if patched else model
+
+    def fake_load(path, device=None, fast_step=False):
+        return EquiTritonCalculator.from_model(built[path], device=device, patch=False, fast_step=fast_step)
+
+    monkeypatch.setattr(md_ab.M, "aoti_compile", fake_compile)
+    monkeypatch.setattr(EquiTritonCalculator, "from_compiled_model", staticmethod(fake_load))
+    was = inductor_config.force_disable_caches
+    old_dtype = torch.get_default_dtype()
+    argv = ["--out", str(tmp_path), "--mode", "ours-aoti", "--model", "allegro", "--l-max", "1", "--atoms", "32"]
+    try:
+        assert md_ab.main(argv + ["--rounds", "2", "--calls", "1", "--builds", "2", "--device", "cpu"]) == 0
+    finally:
+        torch.set_default_dtype(old_dtype)
+    res = json.loads((tmp_path / "md_ab.json").read_text())
+    assert caches_off == [True] * 4 and inductor_config.force_disable_caches == was
+    assert len({pathlib.Path(p).parent for p in built}) == 2 and len(built) == 4
+    assert set(res["round_medians_ms"]) == {"stock", "patched", "stock#1", "patched#1"}
+    assert set(res["over_stock"]) == {"patched", "stock#1", "patched#1"}
+    pooled = res["pooled_median_ms"]
+    assert set(pooled) == {"stock", "patched"} and set(res["pooled_over_stock"]) == {"patched"}
+    assert res["pooled_over_stock"]["patched"] == pytest.approx(pooled["patched"] / pooled["stock"])
+
+
+def test_md_ab_refuses_builds_outside_aoti(tmp_path):
+    with pytest.raises(SystemExit):
+        _load("md_ab").main(["--out", str(tmp_path), "--mode", "ours-fast", "--builds", "2", "--device", "cpu"])
+
+
 def test_make_calculator_refuses_fuse_lmax_outside_a_patched_aoti_build(tmp_path):
     md_step = _load("md_step")
     with pytest.raises(ValueError, match="fuse_lmax is for a patched ours-aoti"):
