@@ -9,9 +9,10 @@ case, both calculators are built first and timed in longer alternating rounds (s
 hits both alike; with --also-fuse-lmax, further patched variants (another fuse_lmax: op against fusion) join the
 rotation (under ours-aoti each variant is its own nequip-compile artifact, its SH given fuse_lmax before the
 modifier runs; with --builds B, each artifact is built B times, since two builds of one model differ in Inductor's
-autotuned kernels and can differ in speed). The result is the median of the per-round medians and of the per-round patched/stock ratios. A
-torch.profiler pass over each (md_step.profile_calls) records device busy time, device operations per step and the
-top device kernels, which say whether the patched graph launches more or slower kernels. Writes DIR/md_ab.json.
+autotuned kernels and can differ in speed). The result is the median of the per-round medians and of the per-round
+patched/stock ratios. A torch.profiler pass over each (md_step.profile_calls) records device busy time, device
+operations per step and the top device kernels, which say whether the patched graph launches more or slower kernels.
+Writes DIR/md_ab.json.
 """
 
 from __future__ import annotations

@@ -295,7 +295,6 @@ def test_md_ab_aoti_builds_each_artifact_as_often_as_asked(tmp_path, monkeypatch
     replaced as in the test above)."""
     md_ab = _load("md_ab")
     import torch._inductor.config as inductor_config
-
     from nequip.model.modify_utils import modify
 
     from md_plugin import MODIFIER_NAME, EquiTritonCalculator
