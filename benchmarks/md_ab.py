@@ -68,6 +68,14 @@ def main(argv=None) -> int:
         "Inductor's caches off so that each build compiles and autotunes afresh: the spread between builds of one "
         "model is the yardstick for a gap between stock and patched",
     )
+    ap.add_argument(
+        "--pin-cpu",
+        type=int,
+        default=None,
+        metavar="CORE",
+        help="after the builds, pin the timing thread to this CPU core: the step is host-bound, and a thread moving "
+        "between cores spreads the round medians",
+    )
     args = ap.parse_args(argv)
     aoti = args.mode == "ours-aoti"
     if args.builds < 1 or (args.builds > 1 and not aoti):
@@ -111,12 +119,18 @@ def run(args, aoti: bool) -> int:
         calcs[variant], setup_s[variant] = a, s
         fuse[variant] = calc.built_sh_fuse_lmax  # of the model timed (ours-aoti: the artifact's)
     names = [v for v, *_ in variants]
+    affinity = os.sched_getaffinity(0)
+    if args.pin_cpu is not None:  # only now: the builds compile in parallel
+        os.sched_setaffinity(0, {args.pin_cpu})
     rounds = {v: [] for v in names}
-    for r in range(args.rounds):
-        shift = r % len(names)  # each variant takes each place in the order equally often
-        for variant in names[shift:] + names[:shift]:
-            times, _ = M.time_calls(calcs[variant], pool, device, 2, args.calls, args.calls, 0.0)
-            rounds[variant].append(statistics.median(times) * 1e3)
+    try:
+        for r in range(args.rounds):
+            shift = r % len(names)  # each variant takes each place in the order equally often
+            for variant in names[shift:] + names[:shift]:
+                times, _ = M.time_calls(calcs[variant], pool, device, 2, args.calls, args.calls, 0.0)
+                rounds[variant].append(statistics.median(times) * 1e3)
+    finally:
+        os.sched_setaffinity(0, affinity)
 
     def over_stock(v):
         ratios = [p / s for p, s in zip(rounds[v], rounds["stock"])]
@@ -131,6 +145,7 @@ def run(args, aoti: bool) -> int:
         "device": M.device_info(device),
         "versions": M.versions(),
         "case": {"mode": args.mode, "model": args.model, "l_max": args.l_max, "n_atoms": len(atoms)},
+        "pinned_cpu": args.pin_cpu,
         "patched_fuse_lmax": fuse["patched"],
         "fuse_lmax": fuse,
         "setup_s": setup_s,

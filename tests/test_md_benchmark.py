@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pathlib
 import sys
 
@@ -314,10 +315,19 @@ def test_md_ab_aoti_builds_each_artifact_as_often_as_asked(tmp_path, monkeypatch
     old_dtype = torch.get_default_dtype()
     argv = ["--out", str(tmp_path), "--mode", "ours-aoti", "--model", "allegro", "--l-max", "1", "--atoms", "32"]
     try:
-        assert md_ab.main(argv + ["--rounds", "2", "--calls", "1", "--builds", "2", "--device", "cpu"]) == 0
+        core = min(os.sched_getaffinity(0))
+        affinity = os.sched_getaffinity(0)
+        assert (
+            md_ab.main(
+                argv + ["--rounds", "2", "--calls", "1", "--builds", "2", "--device", "cpu"] + ["--pin-cpu", str(core)]
+            )
+            == 0
+        )
     finally:
         torch.set_default_dtype(old_dtype)
+    assert os.sched_getaffinity(0) == affinity  # the timing pinned the thread, and md_ab gave it back
     res = json.loads((tmp_path / "md_ab.json").read_text())
+    assert res["pinned_cpu"] == core
     assert caches_off == [True] * 4 and inductor_config.force_disable_caches == was
     assert len({pathlib.Path(p).parent for p in built}) == 2 and len(built) == 4
     assert set(res["round_medians_ms"]) == {"stock", "patched", "stock#1", "patched#1"}
