@@ -1,7 +1,7 @@
 """Stock vs patched model in one compiled mode, interleaved: is the patched step slower, and where does it lose time?
 
     python benchmarks/md_ab.py --out DIR [--mode ours-compile] [--model nequip] [--l-max 2] [--atoms 2048]
-                               [--fuse-lmax K] [--also-fuse-lmax K ...] [--builds B]
+                               [--fuse-lmax K] [--also-fuse-lmax K ...] [--builds B] [--pin-cpu CORE] [--dump-code]
 
 Until 2026-11-29 `md_step.py` timed the stock case, then the patched one, minutes apart, and a median gap between
 them could be drift of the machine rather than the model; it now alternates single calls of the two. Here, for one
@@ -11,26 +11,78 @@ rotation (under ours-aoti each variant is its own nequip-compile artifact, its S
 modifier runs; with --builds B, each artifact is built B times, since two builds of one model differ in Inductor's
 autotuned kernels and can differ in speed). The result is the median of the per-round medians and of the per-round
 patched/stock ratios. A torch.profiler pass over each (md_step.profile_calls) records device busy time, device
-operations per step and the top device kernels, which say whether the patched graph launches more or slower kernels.
-Writes DIR/md_ab.json.
+operations per step and every device kernel's time, which say whether the patched graph launches more or slower
+kernels; --dump-code keeps the kernels Inductor generated for each variant (DIR/code/), so that a kernel slower in
+one variant can be read next to its counterpart. Writes DIR/md_ab.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import md_step as M  # noqa: E402
 
 from md_plugin import patch_model  # noqa: E402
 from md_plugin.device import resolve_device  # noqa: E402
+
+
+@contextlib.contextmanager
+def generated_code_to(dest: Optional[Path], variant: str, files: Dict[str, List[str]]):
+    """Compiles inside this block write their kernels into a fresh Inductor cache directory; afterwards its Triton
+    kernels, Inductor's wrappers and C++ sources are gathered into one flat file per kind under
+    ``dest`` (the device tool does not return Inductor's deep trees), sorted by kernel name so that two variants
+    diff kernel by kernel. ``files[variant]``: the files written. ``dest`` None: nothing changes."""
+    if dest is None:
+        yield
+        return
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")  # read by Inductor at each use
+    cache = tempfile.mkdtemp(prefix=f"inductor_{variant.replace('#', '_')}_")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        else:
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+        dest.mkdir(parents=True, exist_ok=True)
+        files[variant] = _gather_sources(Path(cache), dest, variant.replace("#", "_b"))
+
+
+def _gather_sources(cache: Path, dest: Path, stem: str) -> List[str]:
+    """Triton kernels (a file each) to <stem>.triton.py; Inductor's Python wrappers (the graph: kernel launches in
+    order, and on CPU the C++ kernels as strings) to <stem>.wrapper.py; C++ kernels and AOTInductor wrappers to
+    <stem>.cpp. Left out: the cache's other files (Inductor's ISA probes, build artifacts)."""
+    groups = {".triton.py": [], ".wrapper.py": [], ".cpp": []}
+    for path in sorted(p for p in cache.rglob("*") if p.is_file() and p.suffix in (".py", ".cpp")):
+        text = path.read_text(errors="replace")
+        if path.suffix == ".py" and "@triton.jit" in text and "async_compile" not in text:
+            name = re.search(r"def (triton_\w+)", text)
+            groups[".triton.py"].append((name.group(1) if name else path.name, path, text))
+        elif path.suffix == ".py" and "async_compile" in text:
+            groups[".wrapper.py"].append((path.name, path, text))
+        elif path.suffix == ".cpp" and ("cpp_fused" in text or "AOTInductorModel" in text):
+            groups[".cpp"].append((path.name, path, text))
+    written = []
+    for suffix, sources in groups.items():
+        if sources:
+            out = dest / (stem + suffix)
+            out.write_text(
+                "".join(f"\n# ---- {name} ({p.relative_to(cache)})\n{text}" for name, p, text in sorted(sources))
+            )
+            written.append(str(out))
+    return written
 
 
 def main(argv=None) -> int:
@@ -76,6 +128,12 @@ def main(argv=None) -> int:
         help="after the builds, pin the timing thread to this CPU core: the step is host-bound, and a thread moving "
         "between cores spreads the round medians",
     )
+    ap.add_argument(
+        "--dump-code",
+        action="store_true",
+        help="write the kernels Inductor generates for each variant to OUT/code/<variant>.triton.py (GPU) or "
+        "<variant>.cpp (CPU), one flat file each, to diff stock's against patched's",
+    )
     args = ap.parse_args(argv)
     aoti = args.mode == "ours-aoti"
     if args.builds < 1 or (args.builds > 1 and not aoti):
@@ -106,13 +164,14 @@ def run(args, aoti: bool) -> int:
             patch_model(extra, fuse_lmax=k)
         variants.append((f"patched_fuse{k}", True, extra, k if aoti else None))
     variants = [(v if b == 0 else f"{v}#{b}", *rest, b) for b in range(args.builds) for v, *rest in variants]
-    calcs, setup_s, fuse = {}, {}, {}
+    calcs, setup_s, fuse, code_files = {}, {}, {}, {}
     for variant, patched, model, k, build in variants:
         build_dir = os.path.join(workdir, f"b{build}")  # each build its own artifact file
         os.makedirs(build_dir, exist_ok=True)
-        calc, s = M.make_calculator(
-            args.mode, (args.model, args.l_max, patched), device, args, build_dir, model=model, fuse_lmax=k
-        )
+        with generated_code_to(args.out / "code" if args.dump_code else None, variant, code_files):
+            calc, s = M.make_calculator(
+                args.mode, (args.model, args.l_max, patched), device, args, build_dir, model=model, fuse_lmax=k
+            )
         a = atoms.copy()
         a.calc = calc
         M.time_calls(a, pool, device, warmup=5, min_reps=1, max_reps=1, min_time_s=0.0)  # compile + first calls
@@ -162,7 +221,10 @@ def run(args, aoti: bool) -> int:
         result["pooled_over_stock"] = {v: pooled(v) / pooled("stock") for v in bases[1:]}
     if device.type != "cpu":
         # device busy time, device kernels and copies per step, top kernels (md_step.profile_calls)
-        result["profile"] = {v: M.profile_calls(calcs[v].calc, calcs[v], pool, device, 10) for v in names}
+        # (every device kernel, by its full name: Inductor's index ties it to its source in --dump-code's files)
+        result["profile"] = {v: M.profile_calls(calcs[v].calc, calcs[v], pool, device, 10, None) for v in names}
+    if args.dump_code:
+        result["code_files"] = code_files
     (args.out / "md_ab.json").write_text(json.dumps(result, indent=1))
     print(
         json.dumps(

@@ -353,8 +353,12 @@ PHASES = {
 }
 
 
-def profile_calls(calc, atoms, pool: PositionPool, device: torch.device, n_steps: int) -> Dict[str, Any]:
-    """torch.profiler over ``n_steps`` calls: phase times, device busy fraction, top ops by host and device time."""
+def profile_calls(
+    calc, atoms, pool: PositionPool, device: torch.device, n_steps: int, device_top: Optional[int] = 12
+) -> Dict[str, Any]:
+    """torch.profiler over ``n_steps`` calls: phase times, device busy fraction, top ops by host and device time.
+    ``device_top``: how many device ops to list, ``None`` for all of them with their full names (kernel names end in
+    Inductor's index, which ties a kernel to its source in the generated code)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     fast = getattr(calc, "_fast", None)
@@ -390,7 +394,7 @@ def profile_calls(calc, atoms, pool: PositionPool, device: torch.device, n_steps
     data_ms = phases.get("host: ASE->graph + neighbor list + H2D", 0.0)
     phases["results to host + ASE bookkeeping"] = max(0.0, step_ms - model_ms - data_ms)
 
-    def top(attr: str, n: int = 12):
+    def top(attr: str, n: Optional[int] = 12):
         rows = []
         for e in prof.key_averages():
             if e.key.startswith(("phase/", "md_step")):
@@ -399,14 +403,14 @@ def profile_calls(calc, atoms, pool: PositionPool, device: torch.device, n_steps
             if v > 0:
                 rows.append(
                     {
-                        "name": e.key[:90],
+                        "name": e.key if n is None else e.key[:90],
                         "calls_per_step": e.count / n_steps,
                         "self_cpu_ms_per_step": e.self_cpu_time_total / 1e3 / n_steps,
                         "self_device_ms_per_step": (getattr(e, "self_device_time_total", 0.0) or 0.0) / 1e3 / n_steps,
                     }
                 )
         key = "self_device_ms_per_step" if attr == "self_device_time_total" else "self_cpu_ms_per_step"
-        return sorted(rows, key=lambda r: -r[key])[:n]
+        return sorted(rows, key=lambda r: -r[key])[:n]  # [:None]: all
 
     return {
         "steps": n_steps,
@@ -416,7 +420,7 @@ def profile_calls(calc, atoms, pool: PositionPool, device: torch.device, n_steps
         "gpu_busy_fraction": (busy_us / 1e6) / wall_s if device.type == "cuda" else None,
         "phases_ms_per_step": phases,
         "top_host_ops": top("self_cpu_time_total"),
-        "top_device_ops": top("self_device_time_total") if device.type == "cuda" else [],
+        "top_device_ops": top("self_device_time_total", device_top) if device.type == "cuda" else [],
     }
 
 

@@ -319,7 +319,9 @@ def test_md_ab_aoti_builds_each_artifact_as_often_as_asked(tmp_path, monkeypatch
         affinity = os.sched_getaffinity(0)
         assert (
             md_ab.main(
-                argv + ["--rounds", "2", "--calls", "1", "--builds", "2", "--device", "cpu"] + ["--pin-cpu", str(core)]
+                argv
+                + ["--rounds", "2", "--calls", "1", "--builds", "2", "--device", "cpu", "--dump-code"]
+                + ["--pin-cpu", str(core)]
             )
             == 0
         )
@@ -335,6 +337,32 @@ def test_md_ab_aoti_builds_each_artifact_as_often_as_asked(tmp_path, monkeypatch
     pooled = res["pooled_median_ms"]
     assert set(pooled) == {"stock", "patched"} and set(res["pooled_over_stock"]) == {"patched"}
     assert res["pooled_over_stock"]["patched"] == pytest.approx(pooled["patched"] / pooled["stock"])
+    # the fake build compiles nothing: each variant's code list is there and empty
+    assert res["code_files"] == {"stock": [], "patched": [], "stock#1": [], "patched#1": []}
+
+
+def test_generated_code_is_gathered_flat_per_variant(tmp_path, monkeypatch):
+    """md_ab --dump-code: a compile inside generated_code_to writes its kernels to a fresh Inductor cache directory,
+    and they come out as one flat file per variant (here C++, torch.compile on CPU); the caller's cache directory is
+    back afterwards."""
+    md_ab = _load("md_ab")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "callers_cache"))
+    files = {}
+
+    def scaled_softplus_sum(x):  # a function of its own: no kernel of an earlier compile to reuse
+        return (torch.nn.functional.softplus(x) * 1.2345).sum(dim=1)
+
+    with md_ab.generated_code_to(tmp_path / "code", "stock#1", files):
+        compiled = torch.compile(scaled_softplus_sum, backend="inductor")
+        x = torch.randn(8, 5, dtype=torch.float64)
+        torch.testing.assert_close(compiled(x), scaled_softplus_sum(x))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "callers_cache")
+    assert files == {"stock#1": [str(tmp_path / "code" / "stock_b1.wrapper.py")]}  # on CPU the kernels are in it
+    code = (tmp_path / "code" / "stock_b1.wrapper.py").read_text()
+    assert "cpp_fused" in code and "1.2345" in code
+    with md_ab.generated_code_to(None, "patched", files):  # no destination: nothing gathered
+        pass
+    assert set(files) == {"stock#1"}
 
 
 def test_md_ab_refuses_builds_outside_aoti(tmp_path):
