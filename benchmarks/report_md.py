@@ -87,8 +87,8 @@ def fuse_section(metas: List[Dict[str, Any]], cases: OrderedDict) -> List[str]:
     now does: measured with the custom op where it traces fusable ops, or fused where it runs the op."""
     from md_plugin.hook import default_fuse_lmax
 
-    def policy(model: str, l_max: int) -> int:
-        return default_fuse_lmax(model.startswith("allegro"), l_max)
+    def policy(model: str, l_max: int, mode: str = "") -> int:  # ours-aoti: the modifier's policy, for export
+        return default_fuse_lmax(model.startswith("allegro"), l_max, export=mode == "ours-aoti")
 
     in_make_fx = {m["_tag"] for m in metas if m.get("sh_fusion_in_make_fx")}
 
@@ -103,13 +103,13 @@ def fuse_section(metas: List[Dict[str, Any]], cases: OrderedDict) -> List[str]:
 
     # (cell, model, l_max, fused up to) of every patched compiled measurement
     measured = [
-        (f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}", k[0], k[1], traced_fused(c, k[3]))
+        (f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}", k[0], k[1], k[3], traced_fused(c, k[3]))
         for k, c in cases.items()
         if k[3] in COMPILED_MODES and k[4] and c.get("status") == "ok"
     ]
-    fused = [cell for cell, m, l_max, fused_to in measured if l_max <= min(fused_to, policy(m, l_max))]
-    op_not_fused = [cell for cell, m, l_max, fused_to in measured if fused_to < l_max <= policy(m, l_max)]
-    fused_not_op = [cell for cell, m, l_max, fused_to in measured if policy(m, l_max) < l_max <= fused_to]
+    fused = [cell for cell, m, l_max, mode, to in measured if l_max <= min(to, policy(m, l_max, mode))]
+    op_not_fused = [cell for cell, m, l_max, mode, to in measured if to < l_max <= policy(m, l_max, mode)]
+    fused_not_op = [cell for cell, m, l_max, mode, to in measured if policy(m, l_max, mode) < l_max <= to]
     if not fused and not op_not_fused and not fused_not_op:
         return []
     models = sorted({k[0] for k in cases})
@@ -124,10 +124,16 @@ def fuse_section(metas: List[Dict[str, Any]], cases: OrderedDict) -> List[str]:
             ", ".join(f"{m} l_max {l}" for m in models for l in lmaxes if l <= policy(m, l))
             or "none of the models and l_max here"
         )
+        + "; in exported models (`ours-aoti`, the modifier's policy) also: "
+        + (
+            ", ".join(f"{m} l_max {l}" for m in models for l in lmaxes if policy(m, l) < l <= policy(m, l, "ours-aoti"))
+            or "none"
+        )
         + ". torch.export (`ours-aoti`) has traced them so since 2026-11-30 (l_max 1) and 2026-12-01 (Allegro l_max 2);"
         " nequip's make_fx, which traces `ours-compile` and `ours-graph`, only since the runs that record "
-        "`sh_fusion_in_make_fx` (2026-12-01). Since 2026-12-02 (fifteenth session) l_max 1 runs the op again. "
-        "Eager modes run the kernels.",
+        "`sh_fusion_in_make_fx` (2026-12-01). Since 2026-12-02 (fifteenth session) l_max 1 runs the op again, "
+        "except in exported Allegro models, where since the seventeenth session it is traced as e3nn's own ops "
+        "(the stock graph, op for op). Eager modes run the kernels.",
         "",
     ]
     if fused:

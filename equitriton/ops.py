@@ -550,20 +550,43 @@ def sh_fusable(x: Tensor, ls: List[int], normalize: bool, normalization: int) ->
     (`SphericalHarmonics.fuse_lmax`): Inductor fuses these elementwise ops into their neighbours, which a kernel of
     our own cannot be. At l_max 1 fusion is worth more than any kernel: the compiled NequIP l_max 1 step (CUDA
     graphs, 2,048 Cu atoms, H200) took 3.52 ms with the op against 3.34 ms with e3nn's ops; so is it at l_max 2 in
-    Allegro, whose SH feed one elementwise product (docs/md_performance_notes.md). l_max <= 1 with normalize: the
-    _forward_l1 body's ops; otherwise the generated torch fallback's polynomials (its traced form: columns and one
-    stack). Y is the op's to an ulp or two (Inductor rounds its fused kernels as it likes); derivatives of any order
-    are torch's autograd of these ops, as e3nn's are."""
-    x2 = x.reshape(-1, 3)
+    Allegro, whose SH feed one elementwise product (docs/md_performance_notes.md). l_max <= 1 with normalize: e3nn's
+    own ops (_l1_traced_as_e3nn); otherwise the generated torch fallback's polynomials (its traced form: columns and
+    one stack). Y is the op's to an ulp or two (Inductor rounds its fused kernels as it likes); derivatives of any
+    order are torch's autograd of these ops, as e3nn's are."""
     lmax = max(ls)
+    if normalize and lmax <= 1:
+        return _l1_traced_as_e3nn(x, ls, normalization)
+    x2 = x.reshape(-1, 3)
     if launch.compute_f64(x.dtype, lmax):
         x2 = x2.to(torch.float64)
-    if normalize and lmax <= 1:
-        y = _l1_ops(x2, torch.linalg.vector_norm(x2, dim=1, keepdim=True), ls, normalization)
-    else:
-        offs, dim = launch.offsets(ls)
-        y = torch_fallback.forward(x2, list(ls), list(offs), dim, normalize, normalization)
+    offs, dim = launch.offsets(ls)
+    y = torch_fallback.forward(x2, list(ls), list(offs), dim, normalize, normalization)
     return y.to(x.dtype).reshape(x.shape[:-1] + (y.shape[1],))
+
+
+def _l1_traced_as_e3nn(x: Tensor, ls: List[int], normalization: int) -> Tensor:
+    """Y for l_max <= 1 with normalize as the very aten ops e3nn's SphericalHarmonics traces to (normalize, one column
+    per component, ones, a stack, e3nn's slicing and in-place rescaling), so that a graph patched at l_max 1 is the
+    stock graph op for op (tests/test_ops_compile.py) and Inductor schedules it as it schedules stock's. l_max 1
+    holds no polynomial to evaluate, and how the graph around it is fused decides the time: a traced form of our own
+    (normalize, one (N, 3) multiply, a cat) had fewer ops, and yet one backward reduction of the Allegro l_max 1
+    AOTInductor step took twice stock's time with it (H200, docs/md_performance_notes.md, seventeenth session)."""
+    u = torch.nn.functional.normalize(x, dim=-1)
+    ux, uy, uz = u[..., 0], u[..., 1], u[..., 2]
+    one = torch.ones_like(ux)
+    if max(ls) == 0:
+        y = torch.stack([one], dim=-1)
+    else:
+        s3 = math.sqrt(3.0)
+        y = torch.stack([one, s3 * ux, s3 * uy, s3 * uz], dim=-1)
+    if ls != list(range(max(ls) + 1)):
+        y = torch.cat([y[..., l * l : (l + 1) * (l + 1)] for l in ls], dim=-1)
+    if normalization == 0:  # integral
+        y.div_(math.sqrt(4 * math.pi))
+    elif normalization == 2:  # norm
+        y.div_(torch.cat([math.sqrt(2 * l + 1) * torch.ones(2 * l + 1, dtype=y.dtype, device=y.device) for l in ls]))
+    return y
 
 
 # CPU, up to _CPU_AUTOGRAD_ROWS rows, l_max 2-3, with grad (an MD step's edges on a small system): the generated

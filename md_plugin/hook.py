@@ -114,11 +114,22 @@ ALLEGRO_FUSE_LMAX = 2
 # all four (Allegro 3.10 / 3.15 and 2.85 / 3.00 ms, NequIP 2.83 / 2.95 and 2.87 / 2.89 ms, op / fused) and the fused
 # Allegro step read up to 5.6% slower than stock; docs/md_performance_notes.md, fifteenth session.
 PATCHED_FUSE_LMAX = 0
+# Exported (nequip-compile's modifier: AOTInductor artifacts), Allegro's l_max 1 SH are traced as e3nn's own ops
+# (equitriton.ops._l1_traced_as_e3nn), which makes the patched graph the stock graph op for op: with the op that
+# artifact was 4% slower than stock's in A/Bs over two builds each, while two stock builds differed by 0.5% (H200,
+# 2,048 Cu atoms, 2026-12-02; docs/md_performance_notes.md, seventeenth session). In-process compiled steps keep
+# the op, which was faster there (CUDA graphs: 0.97x stock).
+ALLEGRO_EXPORT_L1_FUSE_LMAX = 1
 
 
-def default_fuse_lmax(allegro: bool, l_max: int) -> int:
-    """The ``fuse_lmax`` ``patch_model`` gives an SH module of ``l_max`` (in an Allegro module or not)."""
-    return ALLEGRO_FUSE_LMAX if allegro and l_max >= 2 else PATCHED_FUSE_LMAX
+def default_fuse_lmax(allegro: bool, l_max: int, export: bool = False) -> int:
+    """The ``fuse_lmax`` ``patch_model`` gives an SH module of ``l_max`` (in an Allegro module or not; ``export``:
+    for a model nequip-compile exports)."""
+    if allegro and l_max >= 2:
+        return ALLEGRO_FUSE_LMAX
+    if allegro and export and l_max == 1:
+        return ALLEGRO_EXPORT_L1_FUSE_LMAX
+    return PATCHED_FUSE_LMAX
 
 
 def _is_allegro(module: torch.nn.Module) -> bool:
@@ -127,17 +138,21 @@ def _is_allegro(module: torch.nn.Module) -> bool:
     return parts[1 if parts[0].startswith("<torch_package") else 0] == "allegro"
 
 
-def _set_fuse_lmax(model: torch.nn.Module, fuse_lmax: Optional[int], only: Optional[List[torch.nn.Module]]) -> None:
+def _set_fuse_lmax(
+    model: torch.nn.Module, fuse_lmax: Optional[int], only: Optional[List[torch.nn.Module]], export: bool
+) -> None:
     """``fuse_lmax`` of the equitriton SH modules (of those in ``only`` where given): ``fuse_lmax`` where given, else
     ``default_fuse_lmax`` of the module."""
     for _, parent in model.named_modules():
         for child in parent.children():
             if is_equitriton_sh(child) and (only is None or any(child is m for m in only)):
-                default = default_fuse_lmax(_is_allegro(parent), child.irreps_out.lmax)
+                default = default_fuse_lmax(_is_allegro(parent), child.irreps_out.lmax, export)
                 child.fuse_lmax = int(fuse_lmax) if fuse_lmax is not None else default
 
 
-def patch_model(model: torch.nn.Module, fuse_lmax: Optional[int] = None) -> List[Tuple[str, torch.nn.Module]]:
+def patch_model(
+    model: torch.nn.Module, fuse_lmax: Optional[int] = None, export: bool = False
+) -> List[Tuple[str, torch.nn.Module]]:
     """Replace every e3nn ``SphericalHarmonics`` submodule of ``model`` by equitriton's, in place.
 
     Args:
@@ -149,6 +164,9 @@ def patch_model(model: torch.nn.Module, fuse_lmax: Optional[int] = None) -> List
             equitriton's kernels; eager calls always run the kernels. ``None``: ``default_fuse_lmax``, 2 for
             Allegro's SH of l_max >= 2, else 0 (the op; ``ALLEGRO_FUSE_LMAX``, ``PATCHED_FUSE_LMAX``: measured,
             see there).
+        export: the model is patched to be exported (the nequip modifier, for ``nequip-compile``'s
+            AOTInductor): the default policy then also traces Allegro's l_max 1 SH as e3nn's own ops
+            (``ALLEGRO_EXPORT_L1_FUSE_LMAX``).
 
     Returns:
         ``[(qualified_name, replaced_e3nn_module), ...]`` in module-tree order. ``[]`` if the model
@@ -165,7 +183,7 @@ def patch_model(model: torch.nn.Module, fuse_lmax: Optional[int] = None) -> List
     if not targets:
         if any(is_equitriton_sh(m) for m in model.modules()):
             if fuse_lmax is not None:  # an already patched model keeps its setting unless one is given
-                _set_fuse_lmax(model, fuse_lmax, None)
+                _set_fuse_lmax(model, fuse_lmax, None, export)
             return []
         raise ValueError(
             f"{type(model).__name__} has no e3nn SphericalHarmonics submodule to replace "
@@ -185,7 +203,7 @@ def patch_model(model: torch.nn.Module, fuse_lmax: Optional[int] = None) -> List
     for cls in {type(m) for _, m in targets}:
         replace_submodules(model, cls, factory)
     # the new modules get the policy; equitriton modules already there keep theirs unless fuse_lmax is given
-    _set_fuse_lmax(model, fuse_lmax, None if fuse_lmax is not None else created)
+    _set_fuse_lmax(model, fuse_lmax, None if fuse_lmax is not None else created, export)
     # the modifier stays discoverable on the patched model (on our SH class), so that `nequip-compile --modifiers
     # enable_EquiTritonSphericalHarmonics` on a model patched in memory is the no-op patch_model is, not an error
     from .modifier import attach_modifier

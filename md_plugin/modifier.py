@@ -52,8 +52,9 @@ _LOADER_MODULE = "nequip.model.saved_models.load_utils"
 
 
 def _modifier_impl(cls, model: torch.nn.Module) -> torch.nn.Module:
-    """Replace the model's e3nn spherical harmonics by equitriton's (``md_plugin.patch_model``), in place."""
-    patch_model(model)
+    """Replace the model's e3nn spherical harmonics by equitriton's (``md_plugin.patch_model``), in place, with the
+    policy for a model that is exported (``nequip-compile``)."""
+    patch_model(model, export=True)
     return model
 
 

@@ -106,6 +106,18 @@ def test_default_fuse_lmax_fuses_allegro_l_max_2_only(kind, l_max, default, md_f
     assert default_fuse_lmax(True, 4) == 2  # l_max 3 and 4 run the op under fuse_lmax 2
 
 
+@pytest.mark.parametrize(
+    "kind, l_max, default", [("nequip", 1, 0), ("nequip", 2, 0), ("allegro", 1, 1), ("allegro", 2, 2)]
+)
+def test_export_policy_traces_allegro_l_max_1_as_e3nn(kind, l_max, default, md_fresh_model):
+    """patch_model(export=True), the modifier's policy for nequip-compile: also Allegro's l_max 1 SH are traced as
+    fusable ops (e3nn's own, equitriton.ops._l1_traced_as_e3nn); NequIP's keep the op."""
+    model = md_fresh_model(kind, "float64", l_max=l_max)
+    patch_model(model, export=True)
+    assert [m.fuse_lmax for _, m in iter_sh_modules(model)] == [default]
+    assert default_fuse_lmax(kind == "allegro", l_max, export=True) == default
+
+
 @pytest.mark.parametrize("kind, default", [("nequip", 0), ("allegro", 2)])
 def test_fuse_lmax_is_2_for_allegro_0_otherwise_and_can_be_set(kind, default):
     """Under torch.compile, the shipped Allegro's SH (l_max 2) are traced as fusable ops, NequIP's run the op

@@ -52,6 +52,16 @@ def test_modifier_on_freshly_built_model(md_fresh_model):
     assert _sh_kinds(model) == {"e3nn": 0, "equitriton": 1}
 
 
+@pytest.mark.parametrize("kind, fuse_lmax", [("nequip", 0), ("allegro", 1)])
+def test_modifier_applies_the_export_policy(kind, fuse_lmax, md_fresh_model):
+    """The modifier patches for export (nequip-compile): Allegro's l_max 1 SH traced as e3nn's ops, NequIP's as the
+    op (md_plugin.hook.default_fuse_lmax)."""
+    from nequip.model.modify_utils import modify
+
+    model = modify(md_fresh_model(kind, "float64", l_max=1), [{"modifier": MODIFIER_NAME}])
+    assert [m.fuse_lmax for m in model.modules() if is_equitriton_sh(m)] == [fuse_lmax]
+
+
 def test_modifier_is_not_persistent():
     """An acceleration, not a change of the model: nequip-package leaves it out of packages."""
     from nequip.model.modify_utils import get_all_modifiers

@@ -364,6 +364,27 @@ def test_make_fx_follows_fuse_lmax(ls, fuse_lmax, op_expected):
     assert close(forces, torch.autograd.grad((e(xe) * w).sum(), xe)[0], 1e-12)
 
 
+@pytest.mark.parametrize("ls", [[0, 1], [1], [1, 0, 1]])
+@pytest.mark.parametrize("normalization", ["integral", "component", "norm"])
+def test_traced_lmax1_is_e3nns_graph_op_for_op(ls, normalization):
+    """Fused at l_max 1 with normalize, the traced Y and its force backward are e3nn's graph node for node, so that a
+    model patched there is the stock graph for Inductor (the Allegro l_max 1 AOTInductor step lost 4% with a
+    traced form of our own: docs/md_performance_notes.md, seventeenth session)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def graph(sh):
+        def step(t, g):
+            t = t.detach().requires_grad_(True)
+            y = sh(t)
+            return y, torch.autograd.grad(y, t, g)[0]
+
+        return make_fx(step)(rand(7, 3, seed=28), rand(7, sh.irreps_out.dim, seed=29)).code
+
+    m = SphericalHarmonics(ls, True, normalization)
+    m.fuse_lmax = 1
+    assert graph(m) == graph(o3.SphericalHarmonics(ls, True, normalization))
+
+
 def test_compile_lmax2_keeps_the_custom_op():
     """Above the module's fuse_lmax (default 1) the compiled graph holds the custom op."""
     m = SphericalHarmonics([0, 1, 2], True, "component")
