@@ -82,28 +82,40 @@ def load(
 COMPILED_MODES = ("ours-compile", "ours-graph", "ours-aoti")
 
 
+def _policy(model: str, l_max: int, mode: str = "") -> int:
+    """The fuse_lmax the shipped code gives this model's SH (ours-aoti: the modifier's policy, for export)."""
+    from md_plugin.hook import default_fuse_lmax
+
+    return default_fuse_lmax(model.startswith("allegro"), l_max, export=mode == "ours-aoti")
+
+
+def _traced_fused(metas: List[Dict[str, Any]], c: Dict[str, Any], mode: str) -> int:
+    """The l_max up to which this measurement traced fusable ops: its run's sh_fuse_lmax (recorded since 2026-12-01;
+    1 before) where the mode's tracer saw it (torch.export always; make_fx, which traces ours-compile and ours-graph,
+    only since sh_fusion_in_make_fx), else none (-1)."""
+    if mode != "ours-aoti" and not any(m["_tag"] == c["_tag"] and m.get("sh_fusion_in_make_fx") for m in metas):
+        return -1
+    fused_to = c.get("sh_fuse_lmax")
+    return 1 if fused_to is None else fused_to
+
+
+def traced_unlike_shipped(metas: List[Dict[str, Any]], cases: OrderedDict, key: Tuple) -> bool:
+    """Whether a patched compiled cell was traced otherwise than the shipped code traces it (the op where it now
+    fuses, or fused where it now runs the op): its figure does not describe the shipped code."""
+    model, l_max, _, mode, patched = key
+    if not patched or mode not in COMPILED_MODES:
+        return False
+    to, policy = _traced_fused(metas, cases[key], mode), _policy(model, l_max, mode)
+    return to < l_max <= policy or policy < l_max <= to
+
+
 def fuse_section(metas: List[Dict[str, Any]], cases: OrderedDict) -> List[str]:
     """The patched compiled-mode cells measured fused and those whose tracing differs from what ``patch_model``
     now does: measured with the custom op where it traces fusable ops, or fused where it runs the op."""
-    from md_plugin.hook import default_fuse_lmax
-
-    def policy(model: str, l_max: int, mode: str = "") -> int:  # ours-aoti: the modifier's policy, for export
-        return default_fuse_lmax(model.startswith("allegro"), l_max, export=mode == "ours-aoti")
-
-    in_make_fx = {m["_tag"] for m in metas if m.get("sh_fusion_in_make_fx")}
-
-    def traced_fused(c: Dict[str, Any], mode: str) -> int:
-        # the l_max up to which this measurement traced fusable ops: its run's sh_fuse_lmax (recorded since
-        # 2026-12-01; 1 before) where the mode's tracer saw it (torch.export always; make_fx, which traces
-        # ours-compile and ours-graph, only since sh_fusion_in_make_fx), else none (-1)
-        if mode != "ours-aoti" and c["_tag"] not in in_make_fx:
-            return -1
-        fused_to = c.get("sh_fuse_lmax")
-        return 1 if fused_to is None else fused_to
-
-    # (cell, model, l_max, fused up to) of every patched compiled measurement
+    policy = _policy
+    # (cell, model, l_max, mode, fused up to) of every patched compiled measurement
     measured = [
-        (f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}", k[0], k[1], k[3], traced_fused(c, k[3]))
+        (f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}", k[0], k[1], k[3], _traced_fused(metas, c, k[3]))
         for k, c in cases.items()
         if k[3] in COMPILED_MODES and k[4] and c.get("status") == "ok"
     ]
@@ -550,9 +562,14 @@ def render(paths: Sequence[str], drop: Optional[Dict[str, List[str]]] = None) ->
                 if c.get("ms_min") is not None and sc.get("ms_min") is not None
                 else ""
             )
+            stale = (
+                " — traced otherwise than the shipped code traces it now (next section): not the shipped code's figure"
+                if traced_unlike_shipped(metas, cases, k)
+                else ""
+            )
             slower.append(
                 f"- {k[0]} l_max={k[1]} N={k[2]:,} `{k[3]}`: patched {fmt(c['ms_median'])} ms{tag(c)} vs stock "
-                f"{fmt(s)} ms{tag(sc)} ({fmt(r)}×{mins})"
+                f"{fmt(s)} ms{tag(sc)} ({fmt(r)}×{mins}){stale}"
             )
     lines += [f"## Patched slower than stock in the same mode (by more than {100 * (SLOWER_TOLERANCE - 1):.0f}%)", ""]
     lines += slower or ["None."]

@@ -506,19 +506,33 @@ def test_fuse_section_tells_op_from_fused_cells():
             case("allegro", "ours-compile", "b", l_max=1),  # l_max 1 fused: now the op
             case("nequip", "ours-aoti", "a", l_max=1, fuse=1),  # the same for NequIP
             case("nequip", "ours-graph", "b", l_max=1, fuse=0),  # l_max 1 with the op: shipped, neither list
+            # exported Allegro l_max 1 (the modifier's policy since 2026-12-02): fused as e3nn's ops
+            case("allegro", "ours-aoti", "a", l_max=1, fuse=0),  # with the op: no longer shipped
+            case("allegro-uncoupled", "ours-aoti", "b", l_max=1, fuse=1),  # fused: shipped
         ]
     )
     text = "\n".join(report.fuse_section(metas, cases))
     head, rest = text.split("Patched compiled cells measured fused:")
-    assert "fused now: allegro l_max 2, allegro-uncoupled l_max 2." in head
+    assert "fused now: allegro l_max 2, allegro-uncoupled l_max 2;" in head
+    assert "in exported models (`ours-aoti`, the modifier's policy) also: allegro l_max 1, allegro-uncoupled" in head
     fused, rest = rest.split("with the custom op")
     op_not_fused, fused_not_op = rest.split("measured **fused** where")
     assert "allegro-uncoupled l_max 2, 2,048 atoms, `ours-graph` [b]" in fused
     assert "allegro-uncoupled l_max 2, 2,048 atoms, `ours-aoti` [a]" in fused
-    assert "l_max 1" not in fused and "nequip" not in fused
+    assert "allegro l_max 1" not in fused and "nequip" not in fused  # (exported allegro-uncoupled l_max 1 is)
     assert "allegro l_max 2, 2,048 atoms, `ours-graph` [a]" in op_not_fused and "nequip" not in op_not_fused
     assert "allegro l_max 1, 2,048 atoms, `ours-compile` [b]" in fused_not_op
     assert "nequip l_max 1, 2,048 atoms, `ours-aoti` [a]" in fused_not_op and "ours-graph" not in fused_not_op
+    assert "allegro l_max 1, 2,048 atoms, `ours-aoti` [a]" in op_not_fused
+    assert "allegro-uncoupled l_max 1, 2,048 atoms, `ours-aoti` [b]" in fused
+    # the same verdict per cell, which the "patched slower" list attaches to a cell it names
+    stale = {k for k in cases if report.traced_unlike_shipped(metas, cases, k)}
+    assert stale == {
+        ("allegro", 2, 2048, "ours-graph", True),
+        ("allegro", 1, 2048, "ours-compile", True),
+        ("nequip", 1, 2048, "ours-aoti", True),
+        ("allegro", 1, 2048, "ours-aoti", True),
+    }
 
 
 def test_setup_need_decides_for_the_pair():
