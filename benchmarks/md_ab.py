@@ -60,27 +60,32 @@ def generated_code_to(dest: Optional[Path], variant: str, files: Dict[str, List[
         files[variant] = _gather_sources(Path(cache), dest, variant.replace("#", "_b"))
 
 
+def _unhashed(name: str) -> str:
+    """A cache file's name without Inductor's hash of its content and build paths ("c4b...x.kernel.cpp" ->
+    ".kernel.cpp"), which differs between two builds of one graph."""
+    return re.sub(r"^[a-z0-9]{20,}", "", name)
+
+
 def _gather_sources(cache: Path, dest: Path, stem: str) -> List[str]:
     """Triton kernels (a file each) to <stem>.triton.py; Inductor's Python wrappers (the graph: kernel launches in
     order, and on CPU the C++ kernels as strings) to <stem>.wrapper.py; C++ kernels and AOTInductor wrappers to
     <stem>.cpp. Left out: the cache's other files (Inductor's ISA probes, build artifacts)."""
     groups = {".triton.py": [], ".wrapper.py": [], ".cpp": []}
-    for path in sorted(p for p in cache.rglob("*") if p.is_file() and p.suffix in (".py", ".cpp")):
+    for path in (p for p in cache.rglob("*") if p.is_file() and p.suffix in (".py", ".cpp")):
         text = path.read_text(errors="replace")
         if path.suffix == ".py" and "@triton.jit" in text and "async_compile" not in text:
             name = re.search(r"def (triton_\w+)", text)
             groups[".triton.py"].append((name.group(1) if name else path.name, path, text))
         elif path.suffix == ".py" and "async_compile" in text:
-            groups[".wrapper.py"].append((path.name, path, text))
+            groups[".wrapper.py"].append((_unhashed(path.name), path, text))
         elif path.suffix == ".cpp" and ("cpp_fused" in text or "AOTInductorModel" in text):
-            groups[".cpp"].append((path.name, path, text))
+            groups[".cpp"].append((_unhashed(path.name), path, text))
     written = []
     for suffix, sources in groups.items():
-        if sources:
+        if sources:  # by name without Inductor's content hash (".kernel.cpp", ".wrapper.cpp"), then by text
+            sources.sort(key=lambda s: (s[0], s[2]))
             out = dest / (stem + suffix)
-            out.write_text(
-                "".join(f"\n# ---- {name} ({p.relative_to(cache)})\n{text}" for name, p, text in sorted(sources))
-            )
+            out.write_text("".join(f"\n# ---- {name} ({p.relative_to(cache)})\n{text}" for name, p, text in sources))
             written.append(str(out))
     return written
 
