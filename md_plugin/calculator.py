@@ -37,6 +37,7 @@ from .hook import EQUITRITON_LIB, is_equitriton_sh, patch_model, sh_backend_of
 from .validation import (
     COMPILED_MODEL_SUFFIXES,
     SAVED_MODEL_SUFFIXES,
+    aoti_model_dtype,
     check_atoms,
     check_compiled_device,
     check_model_file,
@@ -97,6 +98,7 @@ class EquiTritonCalculator(NequIPCalculator):
         validate: bool = True,
         fast_step: Union[bool, str] = False,
         sh_backend: Optional[str] = None,
+        model_dtype: Optional[torch.dtype] = None,
         **kwargs: Any,
     ) -> None:
         device = resolve_device(device)
@@ -108,6 +110,12 @@ class EquiTritonCalculator(NequIPCalculator):
         self.validate = bool(validate)
         self._sh_backend_override = sh_backend
         self._known_species = _species_from_transforms(self.transforms)
+        # nequip builds the model input in torch's default dtype, which nequip's global state sets to float64 once
+        # per process; a float64 artifact (AOTInductor: no dtype check) read float32 input as garbage when the
+        # default had been set back to float32 since. The input is cast to the model's dtype instead.
+        from .fast_step import _model_dtype
+
+        self.model_dtype = model_dtype if model_dtype is not None else _model_dtype(model)
         self._fast = None
         if fast_step:
             from .fast_step import DeviceStep
@@ -187,6 +195,7 @@ class EquiTritonCalculator(NequIPCalculator):
         else:
             backend = "e3nn"
         kwargs.setdefault("sh_backend", backend)
+        kwargs.setdefault("model_dtype", aoti_model_dtype(path))  # None (TorchScript): its parameters' dtype
         kwargs["patch"] = False
         return super().from_compiled_model(
             str(path), device=dev, chemical_species_to_atom_type_map=chemical_species_to_atom_type_map, **kwargs
@@ -251,6 +260,17 @@ class EquiTritonCalculator(NequIPCalculator):
     # ------------------------------------------------------------------------------------------
     # evaluation
     # ------------------------------------------------------------------------------------------
+    def atoms_to_data(self, atoms: Atoms) -> Dict[str, Any]:
+        """nequip's model input, built in the model's dtype whatever torch's default dtype is (nequip reads the
+        positions into the default dtype: float32 would round them before any cast back)."""
+        default = torch.get_default_dtype()
+        if default != self.model_dtype:
+            torch.set_default_dtype(self.model_dtype)
+        try:
+            return super().atoms_to_data(atoms)
+        finally:
+            torch.set_default_dtype(default)
+
     def calculate(
         self,
         atoms: Optional[Atoms] = None,

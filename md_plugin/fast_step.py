@@ -149,7 +149,7 @@ class DeviceStep:
             raise ValueError(
                 "fast_step needs the calculator's NeighborListTransform and ChemicalSpeciesToAtomTypeMapper"
             )
-        dtype = _model_dtype(calc.model)
+        dtype = getattr(calc, "model_dtype", None) or _model_dtype(calc.model)
         return cls(calc.model, calc.device, r_max, table, dtype=dtype)
 
     def data_from_atoms(self, atoms: Atoms) -> AtomicDataDict.Type:

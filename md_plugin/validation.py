@@ -12,6 +12,7 @@ import zipfile
 from typing import Collection, Optional, Sequence
 
 import numpy as np
+import torch
 from ase import Atoms
 
 SAVED_MODEL_SUFFIXES = (".ckpt", ".nequip.zip")
@@ -96,6 +97,20 @@ def aoti_device_type(path: str | pathlib.Path) -> Optional[str]:
         for name in zf.namelist():
             if "/data/aotinductor/" in name and name.endswith("wrapper_metadata.json"):
                 return json.loads(zf.read(name)).get("AOTI_DEVICE_KEY") or None
+    return None
+
+
+def aoti_model_dtype(path: str | pathlib.Path) -> Optional[torch.dtype]:
+    """The dtype an AOTInductor package's model computes in (nequip's ``model_dtype`` in the wrapper's metadata), or
+    ``None`` for a TorchScript file or a package that records none. The artifact checks no input dtype: float32
+    positions given to a float64 artifact are read as garbage."""
+    if not zipfile.is_zipfile(path):
+        return None
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            if "/data/aotinductor/" in name and name.endswith("wrapper_metadata.json"):
+                found = json.loads(zf.read(name)).get("model_dtype")
+                return {"float32": torch.float32, "float64": torch.float64}.get(found)
     return None
 
 

@@ -116,6 +116,23 @@ def test_aoti_with_fast_step_matches_stock_calculator(aoti_nequip):
     _assert_matches_stock(calc, "nequip")
 
 
+@pytest.mark.parametrize("fast_step", [False, True])
+def test_aoti_float64_artifact_under_a_float32_default(aoti_nequip, fast_step):
+    """nequip sets torch's default dtype to float64 once per process and builds its model input in the default
+    dtype; with the default set back to float32 since, a float64 AOTInductor artifact (which checks no input dtype)
+    gave NaN forces. The calculator casts the input to the artifact's model_dtype (its metadata)."""
+    reference = EquiTritonCalculator.from_compiled_model(aoti_nequip, device="cpu", fast_step=fast_step)
+    assert reference.model_dtype == torch.float64
+    want = [_props(reference, atoms, props) for atoms, props in _systems()]
+    torch.set_default_dtype(torch.float32)  # the autouse fixture restores it
+    calc = EquiTritonCalculator.from_compiled_model(aoti_nequip, device="cpu", fast_step=fast_step)
+    assert calc.model_dtype == torch.float64
+    for (atoms, props), ref in zip(_systems(), want):
+        got = _props(calc, atoms, props)
+        for key in props:
+            np.testing.assert_allclose(got[key], ref[key], rtol=1e-12, atol=1e-12, err_msg=f"{key} pbc={atoms.pbc}")
+
+
 def test_compiled_artifact_validation(aoti_nequip, tmp_path):
     renamed = tmp_path / "model.nequip.pth"
     renamed.write_bytes(open(aoti_nequip, "rb").read())
