@@ -261,11 +261,12 @@ class EquiTritonCalculator(NequIPCalculator):
     # evaluation
     # ------------------------------------------------------------------------------------------
     def atoms_to_data(self, atoms: Atoms) -> Dict[str, Any]:
-        """nequip's model input, built in the model's dtype whatever torch's default dtype is (nequip reads the
-        positions into the default dtype: float32 would round them before any cast back)."""
+        """nequip's model input, built in float64 for a float64 model whatever torch's default dtype is (nequip
+        reads the positions into the default dtype: float32 would round them, and a float64 artifact takes them
+        unchecked); for a float32 model as nequip builds it (the model casts its input)."""
         default = torch.get_default_dtype()
-        if default != self.model_dtype:
-            torch.set_default_dtype(self.model_dtype)
+        if self.model_dtype == torch.float64 and default != torch.float64:
+            torch.set_default_dtype(torch.float64)
         try:
             return super().atoms_to_data(atoms)
         finally:
