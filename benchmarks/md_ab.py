@@ -136,8 +136,9 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--dump-code",
         action="store_true",
-        help="write the kernels Inductor generates for each variant to OUT/code/<variant>.triton.py (GPU) or "
-        "<variant>.cpp (CPU), one flat file each, to diff stock's against patched's",
+        help="write the code Inductor generates for each variant to OUT/code/: <variant>.triton.py (Triton kernels), "
+        "<variant>.wrapper.py (Python wrappers), <variant>.cpp (C++ kernels, AOTInductor wrappers), one flat file "
+        "per kind, to diff stock's against patched's",
     )
     args = ap.parse_args(argv)
     aoti = args.mode == "ours-aoti"

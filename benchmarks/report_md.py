@@ -112,16 +112,15 @@ def traced_unlike_shipped(metas: List[Dict[str, Any]], cases: OrderedDict, key: 
 def fuse_section(metas: List[Dict[str, Any]], cases: OrderedDict) -> List[str]:
     """The patched compiled-mode cells measured fused and those whose tracing differs from what ``patch_model``
     now does: measured with the custom op where it traces fusable ops, or fused where it runs the op."""
-    policy = _policy
     # (cell, model, l_max, mode, fused up to) of every patched compiled measurement
     measured = [
         (f"{k[0]} l_max {k[1]}, {k[2]:,} atoms, `{k[3]}`{tag(c)}", k[0], k[1], k[3], _traced_fused(metas, c, k[3]))
         for k, c in cases.items()
         if k[3] in COMPILED_MODES and k[4] and c.get("status") == "ok"
     ]
-    fused = [cell for cell, m, l_max, mode, to in measured if l_max <= min(to, policy(m, l_max, mode))]
-    op_not_fused = [cell for cell, m, l_max, mode, to in measured if to < l_max <= policy(m, l_max, mode)]
-    fused_not_op = [cell for cell, m, l_max, mode, to in measured if policy(m, l_max, mode) < l_max <= to]
+    fused = [cell for cell, m, l_max, mode, to in measured if l_max <= min(to, _policy(m, l_max, mode))]
+    op_not_fused = [cell for cell, m, l_max, mode, to in measured if to < l_max <= _policy(m, l_max, mode)]
+    fused_not_op = [cell for cell, m, l_max, mode, to in measured if _policy(m, l_max, mode) < l_max <= to]
     if not fused and not op_not_fused and not fused_not_op:
         return []
     models = sorted({k[0] for k in cases})
@@ -133,12 +132,14 @@ def fuse_section(metas: List[Dict[str, Any]], cases: OrderedDict) -> List[str]:
         "Inductor fuses into their consumers, the rest as the custom op (`md_plugin.hook.default_fuse_lmax`); "
         "fused now: "
         + (
-            ", ".join(f"{m} l_max {l}" for m in models for l in lmaxes if l <= policy(m, l))
+            ", ".join(f"{m} l_max {l}" for m in models for l in lmaxes if l <= _policy(m, l))
             or "none of the models and l_max here"
         )
         + "; in exported models (`ours-aoti`, the modifier's policy) also: "
         + (
-            ", ".join(f"{m} l_max {l}" for m in models for l in lmaxes if policy(m, l) < l <= policy(m, l, "ours-aoti"))
+            ", ".join(
+                f"{m} l_max {l}" for m in models for l in lmaxes if _policy(m, l) < l <= _policy(m, l, "ours-aoti")
+            )
             or "none"
         )
         + ". torch.export (`ours-aoti`) has traced them so since 2026-11-30 (l_max 1) and 2026-12-01 (Allegro l_max 2);"
