@@ -317,7 +317,9 @@ def render(paths: Sequence[str], drop: Optional[Dict[str, List[str]]] = None) ->
             + (f" (annotation: {m['annotation']})" if m.get("annotation") else "")
             + "; "
             + (
-                "stock and patched timed in alternating calls."
+                "every case superseded by a newer run."
+                if not n_ok
+                else "stock and patched timed in alternating calls."
                 if any(c.get("interleaved_with") for c in cases.values() if c["_path"] == m["_path"])
                 else "stock and patched timed one after the other (drift between them enters patched/stock)."
             )

@@ -186,6 +186,22 @@ def test_report_merges_runs_newest_wins(quick_run, tmp_path):
         report.main([str(p_new), "-o", str(out), "--drop", "new.json"])
 
 
+def test_report_names_a_run_whose_cases_are_all_superseded(quick_run, tmp_path):
+    """A run every case of which a newer run re-measured is listed as superseded, not described by a timing method
+    read off cases it no longer shows."""
+    report = _load("report_md")
+    doc = json.loads(quick_run.read_text())
+    old, new = json.loads(json.dumps(doc)), json.loads(json.dumps(doc))
+    old["meta"]["date_utc"] = "2000-01-01T00:00:00+00:00"
+    new["meta"]["date_utc"] = "2100-01-01T00:00:00+00:00"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    text = report.render([str(tmp_path / "new.json"), str(tmp_path / "old.json")])
+    old_line = next(ln for ln in text.splitlines() if ln.startswith("- [a] `old.json`"))
+    new_line = next(ln for ln in text.splitlines() if ln.startswith("- [b] `new.json`"))
+    assert "0 of its cases shown" in old_line and old_line.endswith("every case superseded by a newer run.")
+    assert new_line.endswith("stock and patched timed in alternating calls.")
+
 def test_time_interleaved_alternates_abba():
     """Single calls alternate between the calculators in ABBA order after each one's warm-up; every one gets at least
     min_reps timings."""
