@@ -202,6 +202,7 @@ def test_report_names_a_run_whose_cases_are_all_superseded(quick_run, tmp_path):
     assert "0 of its cases shown" in old_line and old_line.endswith("every case superseded by a newer run.")
     assert new_line.endswith("stock and patched timed in alternating calls.")
 
+
 def test_time_interleaved_alternates_abba():
     """Single calls alternate between the calculators in ABBA order after each one's warm-up; every one gets at least
     min_reps timings."""
