@@ -304,7 +304,14 @@ def render(paths: Sequence[str], drop: Optional[Dict[str, List[str]]] = None) ->
     for m in metas:
         v = m["versions"]
         d = m["device"]
-        n_ok = sum(1 for c in cases.values() if c["_path"] == m["_path"] and c["status"] == "ok")
+        merged = [c for c in cases.values() if c["_path"] == m["_path"]]  # this run's cases that the page shows
+        n_ok = sum(1 for c in merged if c["status"] == "ok")
+        if not n_ok:
+            timing = "every case superseded by a newer run."
+        elif any(c.get("interleaved_with") for c in merged):
+            timing = "stock and patched timed in alternating calls."
+        else:
+            timing = "stock and patched timed one after the other (drift between them enters patched/stock)."
         lines += [
             f"- [{m['_tag']}] `{os.path.basename(m['_path'])}`: {m['date_utc']}, {d.get('name')} ({d['type']}), "
             f"torch {v.get('torch')}, triton {v.get('triton')}, e3nn {v.get('e3nn')}, nequip {v.get('nequip')}, "
@@ -315,14 +322,7 @@ def render(paths: Sequence[str], drop: Optional[Dict[str, List[str]]] = None) ->
             f"{' (--quick)' if m.get('quick') else ''}; {n_ok} of its cases shown"
             + "".join(f" (its `{g}` cases not merged: `--drop`)" for g in m["_dropped"])
             + (f" (annotation: {m['annotation']})" if m.get("annotation") else "")
-            + "; "
-            + (
-                "every case superseded by a newer run."
-                if not n_ok
-                else "stock and patched timed in alternating calls."
-                if any(c.get("interleaved_with") for c in cases.values() if c["_path"] == m["_path"])
-                else "stock and patched timed one after the other (drift between them enters patched/stock)."
-            )
+            + f"; {timing}"
         ]
     if len(devices) > 1:
         lines += ["", f"**The runs were made on different devices ({dev}): compare numbers of one tag only.**"]
