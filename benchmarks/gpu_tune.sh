@@ -13,4 +13,4 @@ done
 wait
 echo "compile phase: $(( $(date +%s) - t0 )) s"
 grep -h "compile failed" "${TMPDIR:-/tmp}"/tune_$$_compile_*.log | head -20
-python benchmarks/tune_kernels.py --phase time --sweep "${SWEEP:-all}" --out "$OUT" ${TABLE:+--write-table $TABLE} 2>&1 | grep -v "^{" | tee "$OUT/tune_summary.txt"
+python benchmarks/tune_kernels.py --phase time --sweep "${SWEEP:-all}" --out "$OUT" ${TABLE:+--write-table $TABLE} ${MIN_GAIN:+--min-gain $MIN_GAIN} 2>&1 | grep -v "^{" | tee "$OUT/tune_summary.txt"

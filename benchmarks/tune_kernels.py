@@ -243,6 +243,32 @@ def row32_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return [current, dict(current, ROW32=not current["ROW32"], current=False)]
 
 
+# --sweep anyrow: the forward's row built by selects as each l is made and stored in chunks of whole l's of at most
+# ANY_ROW_CHUNK columns, each chunk once its last l is made (launch.row_chunks), against the table's whole-row tile.
+# The whole-row tile holds every value and a tile of up to 128 padded columns at once: at float64 l_max 12 (169
+# columns, two chunks of 128 and 64 stored at the end) 255 registers and 6 spill stores in the sm_90 SASS, and 71% of
+# copy bandwidth where l_max 10 reaches 92% (docs/kernel_tuning.md item 18). Caps that cut a row the same way as a
+# smaller cap are left out.
+ANYROW_LMAXES = tuple(int(v) for v in os.environ.get("TUNE_ANYROW_LMAXES", "12,8,6,10").split(","))
+ANYROW_CAPS = (0, 16, 32, 49, 64, 128)
+
+
+def anyrow_configs(lmax: int, dtype) -> list[dict]:
+    current = {k: v for k, v in launch.config("forward", lmax, dtype).items() if k != "M_MAJOR"}
+    ls = list(range(lmax + 1))
+    offs, dim = launch.offsets(ls)
+    rows, seen = [dict(current, current=True)], set()
+    for cap in ANYROW_CAPS:
+        chunks = tuple(map(tuple, launch.row_chunks(ls, offs, dim, cap)))
+        widest = max(launch.padded_width(sum(2 * ls[i] + 1 for i in c)) for c in chunks)
+        if chunks in seen or widest > launch.ANY_ROW_MAX:
+            continue
+        seen.add(chunks)
+        base = dict(WIDE_IO=True, FULL_ROW=False, SELECT_TILE=True, ANY_ROW_CHUNK=cap)
+        rows += [dict(base, BLOCK=32 * w, num_warps=w) for w in (1, 2, 4)]
+    return rows
+
+
 # the sweeps over SWEEP_LMAXES x DTYPES x SWEEP_DIRECTIONS, by the rows each takes per point
 DERIVATIVE_SWEEPS = {
     "ladder": ladder_configs,
@@ -276,6 +302,10 @@ def cases(sweep: str = "all"):
         for lmax, dtype in itertools.product(FLAT_LMAXES, DTYPES):
             for cfg in flat_configs(lmax, dtype):
                 yield lmax, dtype, "forward", cfg
+    if sweep == "anyrow":
+        for lmax, dtype in itertools.product(ANYROW_LMAXES, DTYPES):
+            for cfg in anyrow_configs(lmax, dtype):
+                yield lmax, dtype, "forward", cfg
     if sweep == "select":
         for lmax, dtype in itertools.product(SELECT_LMAXES, DTYPES):
             for cfg in select_configs(lmax, dtype):
@@ -296,6 +326,16 @@ def cases(sweep: str = "all"):
         yield lmax, dtype, direction, cfg
 
 
+def gains_only(points: list[dict], best: dict, min_gain: float) -> dict:
+    """The entries of `best` that beat the launch table's own row (`current`) at the same point by more than
+    `min_gain` (a fraction of its time); points without a timed current row keep their best. A table entry then
+    changes only where the sweep measured a gain larger than run-to-run spread."""
+    current = {
+        (p["lmax"], p["dtype"], p["direction"]): p["ms"] for p in points if p.get("current") and p.get("ms") is not None
+    }
+    return {k: r for k, r in best.items() if k not in current or r["ms"] < current[k] * (1 - min_gain)}
+
+
 def write_table(path: str, best: dict, source: str) -> None:
     """Merge measured best configs into the launch table read by equitriton/kernels/launch.py."""
     configs = {}
@@ -309,6 +349,8 @@ def write_table(path: str, best: dict, source: str) -> None:
         if rec.get("SELECT_TILE"):
             cfg["SELECT_TILE"] = True
             cfg["ROW_CHUNK"] = int(rec.get("ROW_CHUNK", 0))
+            if rec.get("ANY_ROW_CHUNK") is not None:
+                cfg["ANY_ROW_CHUNK"] = int(rec["ANY_ROW_CHUNK"])
         configs[f"{direction}/{lmax}/{dtype}"] = cfg
     update_table(path, configs, [source])
 
@@ -396,10 +438,28 @@ def main():
     ap.add_argument("--phase", choices=("compile", "time"), required=True)
     ap.add_argument("--shard", default="0/1")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
-    sweeps = ("all", "forward", "derivatives", "final", "flat", "dbl", "select", "bwd", "regs", *DERIVATIVE_SWEEPS)
+    sweeps = (
+        "all",
+        "forward",
+        "derivatives",
+        "final",
+        "flat",
+        "dbl",
+        "select",
+        "anyrow",
+        "bwd",
+        "regs",
+        *DERIVATIVE_SWEEPS,
+    )
     ap.add_argument("--sweep", choices=sweeps, default="all")
     ap.add_argument(
         "--write-table", help="merge the best configs into this launch table (equitriton/kernels/tuned.json)"
+    )
+    ap.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.0,
+        help="with --write-table: change an entry only where the best row beats the table's own by this fraction",
     )
     args = ap.parse_args()
     if args.write_table and args.sweep == "regs":
@@ -451,7 +511,9 @@ def main():
             json.dump(res, f, indent=1)
     res["best"] = [dict(v) for v in best.values()]
     if args.write_table:
-        write_table(args.write_table, best, f"{res['device']} {res['date']}")
+        kept = gains_only(res["points"], best, args.min_gain)
+        res["table_written"] = sorted(f"{d}/{lmax}/{dt}" for lmax, dt, d in kept)
+        write_table(args.write_table, kept, f"{res['device']} {res['date']}")
     for lmax in LMAXES:
         for dtype in DTYPES:
             dn = str(dtype).split(".")[-1]
@@ -472,7 +534,7 @@ def main():
             f"{r['direction']:16s} {r['dtype']:8s} l<={r['lmax']:2d} {r['ms']:8.3f} ms {r['GBps']:7.0f} GB/s "
             f"{100 * r['frac_copy']:5.1f}%  wide={r['WIDE_IO']} B={r['BLOCK']} w={r['num_warps']} "
             f"full={r.get('FULL_ROW')} flat={r.get('FLAT_STORE')} select={r.get('SELECT_TILE', False)} "
-            f"chunk={r.get('ROW_CHUNK', 0)} ladder={r.get('LADDER', False)} "
+            f"chunk={r.get('ROW_CHUNK', 0)} anyrow={r.get('ANY_ROW_CHUNK', '-')} ladder={r.get('LADDER', False)} "
             f"current={r.get('current', False)}"
         )
     for r in res.get("n4096_fwd_bwd_us", []):

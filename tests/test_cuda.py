@@ -168,6 +168,25 @@ def test_row32_matches_cpu_fallback(device, dtype, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
+@pytest.mark.parametrize("cap", ["16", "49", "128"])
+def test_chunked_row_forward_matches_cpu_fallback(device, dtype, cap, monkeypatch):
+    """The forward's row built by selects in chunks of whole l's, each stored once its last l is made (ANY_ROW_CHUNK,
+    kernel_tuning.md item 18), forced with FULL_ROW off: whole sets up to l = 12, a sparse ascending set and an
+    unordered one, a masked tail. The forward alone: its kernels compile in seconds."""
+    monkeypatch.setenv("EQUITRITON_FULL_ROW", "0")
+    monkeypatch.setenv("EQUITRITON_SELECT_TILE", "1")
+    monkeypatch.setenv("EQUITRITON_ANY_ROW_CHUNK", cap)
+    for ls in (ALL, list(range(9)), [0, 2, 10], [3, 1, 3, 0]):
+        x = rand(700, 3, seed=12, dtype=dtype)
+        x[0] = 0.0
+        for normalize, name in ((True, "norm"), (False, "integral")):
+            gpu = torch.ops.equitriton.sh_forward(x.to(device), ls, normalize, NORMALIZATIONS[name])
+            cpu = torch.ops.equitriton.sh_forward(x, ls, normalize, NORMALIZATIONS[name])
+            assert rel_err(gpu, cpu) <= (1e-13 if dtype == F64 else 2e-7), f"{ls} {normalize} {name}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_torch_func_transforms_on_device(device):
     """equitriton/transforms.py on the device, with the CPU tests' transforms (tests/test_transforms.py): the batching
     rule and the functorch autograd Functions launch the kernels, and every transform equals e3nn's on that device."""

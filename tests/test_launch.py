@@ -37,6 +37,41 @@ def test_other_l_sets(ls, any_row, pdim):
     assert meta["SELECT_TILE"] is any_row and meta["WIDE_IO"]
 
 
+@pytest.mark.parametrize(
+    "ls, cap, chunks",
+    [
+        (list(range(13)), 128, [list(range(11)), [11, 12]]),  # 121 + 48 columns
+        (list(range(9)), 64, [list(range(8)), [8]]),  # 64 + 17
+        (list(range(9)), 49, [list(range(7)), [7, 8]]),  # 49 + 32
+        (list(range(13)), 16, [[0, 1, 2, 3], [4], [5], [6], [7], [8], [9], [10], [11], [12]]),  # an l wider: alone
+        ([0, 2, 10], 16, [[0, 1], [2]]),
+        ([2, 2, 5], 5, [[0], [1], [2]]),
+        ([3, 1, 3, 0], 16, [[3, 1, 0, 2]]),  # not ascending: one chunk, in the order the kernel makes the l's
+        (list(range(13)), 0, [list(range(13))]),
+    ],
+)
+def test_row_chunks(ls, cap, chunks):
+    offs, dim = launch.offsets(ls)
+    assert launch.row_chunks(ls, offs, dim, cap) == chunks
+
+
+def test_chunked_row_meta(monkeypatch):
+    """0..12 (169 columns) fits ANY_ROW only in chunks: columns 0-120 stored once l = 10 is made (tile of 128), 121-168
+    after l = 12 (tile of 64)."""
+    monkeypatch.setenv("EQUITRITON_FULL_ROW", "0")
+    monkeypatch.setenv("EQUITRITON_SELECT_TILE", "1")
+    _, whole, _ = launch.plan("forward", list(range(13)), True, 1, torch.float64)
+    assert not whole["ANY_ROW"]  # one 256-wide tile: over ANY_ROW_MAX
+    monkeypatch.setenv("EQUITRITON_ANY_ROW_CHUNK", "128")
+    _, m, _ = launch.plan("forward", list(range(13)), True, 1, torch.float64)
+    assert m["ANY_ROW"] and not m["FULL_ROW"] and m["ROW_FIRST"] == 128
+    assert m["ROW_BASE"] == (0,) * 11 + (121, 121) and m["ROW_WIDTH"] == (121,) * 11 + (48, 48)
+    assert m["ROW_END"] == (0,) * 10 + (1, 0, 1) and m["ROW_NEXT"] == (0,) * 10 + (64, 0, 0)
+    monkeypatch.setenv("EQUITRITON_ANY_ROW_CHUNK", "x")
+    with pytest.raises(ValueError, match="EQUITRITON_ANY_ROW_CHUNK takes a whole number"):
+        launch.plan("forward", list(range(12)), True, 1, torch.float64)
+
+
 @pytest.mark.parametrize("direction", ["backward", "double_backward"])
 def test_derivative_kernels_select_only_on_the_ladder_double_backward(direction, monkeypatch):
     """Only the ladder double backward stores a row segment (d(grad_y)) as a tile; every other derivative kernel

@@ -117,6 +117,31 @@ CASES = (
             (12, "float32", 65, "16"),
         )
     ]
+    # the row built by selects as each l is made, in chunks of whole l's of at most ANY_ROW_CHUNK columns, each stored
+    # once its last l is made (launch.row_chunks; forced with FULL_ROW off): 0..12 in two chunks (121 + 48 columns),
+    # chunks ending on a full tile (0..7 = 64 columns), single-l chunks, sparse and repeated ascending sets in several
+    # chunks, an unordered set (one chunk whatever the cap), masked tails
+    + [
+        _case(
+            ls,
+            nz,
+            norm,
+            dtype,
+            n=n,
+            directions="f",
+            env={"EQUITRITON_FULL_ROW": "0", "EQUITRITON_SELECT_TILE": "1", "EQUITRITON_ANY_ROW_CHUNK": cap},
+        )
+        for ls, nz, norm, dtype, n, cap in (
+            (ALL, True, "component", "float64", 97, "128"),
+            (ALL, False, "norm", "float32", 65, "64"),
+            (list(range(9)), True, "integral", "float32", 70, "64"),
+            (list(range(9)), True, "norm", "float64", 130, "16"),
+            (list(range(7)), False, "component", "float64", 37, "32"),
+            ([0, 2, 10], True, "norm", "float64", 70, "16"),
+            ([2, 2, 5], True, "integral", "float32", 300, "5"),
+            ([3, 1, 3, 0], True, "norm", "float64", 130, "16"),
+        )
+    ]
     # the derivative kernels' statement orders (l-major / m-major), forced
     + [
         _case(ALL, False, "component", env={"EQUITRITON_M_MAJOR": m, "EQUITRITON_LADDER": "0"}, directions="bd")

@@ -19,6 +19,7 @@ SWEEPS = (
     "flat",
     "dbl",
     "select",
+    "anyrow",
     "bwd",
     "ladder",
     "regs",
@@ -147,3 +148,28 @@ def test_register_cap_sweep_never_writes_the_launch_table(tune, monkeypatch, tmp
     with pytest.raises(SystemExit):
         tune.main()
     assert not table.exists()
+
+
+def test_anyrow_sweep_rows(tune):
+    """--sweep anyrow: the table's row, then each distinct cut of the row into chunks (caps that cut it as a smaller
+    cap does are left out) at 1, 2 and 4 warps; the single 256-wide tile of 0..12 is over ANY_ROW_MAX."""
+    rows = tune.anyrow_configs(12, torch.float64)
+    assert rows[0]["current"] and all(not r["FULL_ROW"] and r["SELECT_TILE"] for r in rows[1:])
+    assert sorted({r["ANY_ROW_CHUNK"] for r in rows[1:]}) == [16, 32, 49, 64, 128]
+    assert [r["ANY_ROW_CHUNK"] for r in tune.anyrow_configs(6, torch.float32)[1::3]] == [0, 16, 32]
+
+
+def test_min_gain_keeps_only_gains_over_the_table_row(tune, tmp_path):
+    cur = dict(lmax=12, dtype="float64", direction="forward", current=True, ms=1.0)
+    new = dict(cur, current=False, ANY_ROW_CHUNK=128, FULL_ROW=False, SELECT_TILE=True, WIDE_IO=True)
+    points = [cur, dict(new, ms=0.8), dict(cur, lmax=8, ms=1.0), dict(new, lmax=8, ms=0.99)]
+    best = {(12, "float64", "forward"): dict(new, ms=0.8, BLOCK=64, num_warps=2)}
+    best[(8, "float64", "forward")] = dict(new, lmax=8, ms=0.99, BLOCK=32, num_warps=1)
+    kept = tune.gains_only(points, best, 0.03)
+    assert list(kept) == [(12, "float64", "forward")]
+    path = tmp_path / "t.json"
+    tune.write_table(str(path), kept, "test")
+    import json
+
+    entry = json.loads(path.read_text())["configs"]["forward/12/float64"]
+    assert entry["ANY_ROW_CHUNK"] == 128 and not entry["FULL_ROW"] and entry["SELECT_TILE"]

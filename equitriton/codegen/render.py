@@ -160,8 +160,9 @@ def {name}({ptrs}, N, stride_n, stride_c{extra},
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
-        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
-        GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
+        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, ROW_BASE: tl.constexpr, ROW_WIDTH: tl.constexpr,
+        ROW_FIRST: tl.constexpr, ROW_END: tl.constexpr, ROW_NEXT: tl.constexpr, LADDER: tl.constexpr,
+        LOAD_FENCE: tl.constexpr, GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
     if ROW32:
         row0, rows, mask = program_rows(N, BLOCK)
     else:
@@ -333,10 +334,17 @@ def _triton_consumers(parts, l: int) -> list[str]:
     lines = ["for i in tl.static_range(len(LS)):", f"    if LS[i] == {l}:"]
     pad = "            "
     values = [_value(parts, l, j - l) for j in range(n)]
-    # ANY_ROW: the values go into the row tile `rowtile` (stored once, after the last l) by selects on the column
-    any_row = ["        if ANY_ROW:"] + [
-        f"{pad}rowtile = tl.where(cr[None, :] == OFFS[i] + {j}, {v}[:, None], rowtile)" for j, v in enumerate(values)
-    ]
+    # ANY_ROW: the values go into the row tile `rowtile` by selects on the column; the tile holds one chunk of the
+    # row (launch.row_chunks: columns ROW_BASE[i] .. + ROW_WIDTH[i]) and is stored after the chunk's last l
+    # (ROW_END[i]), so a wide row never holds all its values and its whole padded tile at once
+    any_row = (
+        ["        if ANY_ROW:"]
+        + [
+            f"{pad}rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + {j}, {v}[:, None], rowtile)"
+            for j, v in enumerate(values)
+        ]
+        + [f"{pad}{ln}" for ln in ANY_ROW_FLUSH]
+    )
     wide = ["        elif WIDE_IO:"] + _wide_store("orow", values, pad)
     narrow = ["        else:"] + [f"{pad}tl.store(orow + OFFS[i] + {j}, {v}, mask=mask)" for j, v in enumerate(values)]
     return ["if not FULL_ROW:"] + ["    " + ln for ln in lines + any_row + wide + narrow]
@@ -452,7 +460,6 @@ def render_triton() -> str:
             out.append("    orow = OUT + row0 * DIM + rows * DIM\n")
             out.append(TRITON_ANY_ROW_PROLOGUE)
             out.append(indent(lines + _full_row_store(parts), 1) + "\n")
-            out.append(TRITON_ANY_ROW_EPILOGUE)
         elif order == 1:
             out.append(TRITON_SIGNATURE.format(name=name, ptrs="X, G, GX", extra="", extra_ns=""))
             out.append("    grow = G + row0 * DIM + rows * DIM\n    vx = zero\n    vy = zero\n    vz = zero\n")
@@ -475,17 +482,24 @@ def render_triton() -> str:
     return "\n".join(out)
 
 
-# Forward, any l set (ANY_ROW): the row as one (BLOCK, PDIM) tile built by selects as each l's values are made, stored
-# once at the end (one shared-memory round trip, as the whole-row store of l = 0..l_max; launch.meta sets it for
-# rows of at most 128 columns)
+# Forward, ANY_ROW: the row built by selects as each l's values are made, in (BLOCK, P) tiles of one chunk of l's each
+# (one shared-memory round trip per chunk, as the whole-row store of FULL_ROW); launch.row_chunks cuts the chunks:
+# one for the whole row, or several of at most ANY_ROW_CHUNK columns when the l set is in ascending order
 TRITON_ANY_ROW_PROLOGUE = """    if ANY_ROW:
-        cr = tl.arange(0, PDIM)
-        rowtile = tl.broadcast_to(zero[:, None], (BLOCK, PDIM))
+        cr = tl.arange(0, ROW_FIRST)
+        rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_FIRST))
 """
 
-TRITON_ANY_ROW_EPILOGUE = """    if ANY_ROW:
-        tl.store(orow[:, None] + cr[None, :], rowtile, mask=mask[:, None] & (cr < DIM)[None, :])
-"""
+# after the last l of a chunk: store the chunk's columns and start the next chunk's tile (static: i and the tuples
+# are compile-time, so each chunk's tile has its own width)
+ANY_ROW_FLUSH = [
+    "if ROW_END[i]:",
+    "    tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile,"
+    " mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])",
+    "    if ROW_NEXT[i] > 0:",
+    "        cr = tl.arange(0, ROW_NEXT[i])",
+    "        rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))",
+]
 
 TRITON_BACKWARD_EPILOGUE = """    if NORMALIZE:
         # g_x = (v - u (u.v)) / r, or v / eps below eps

@@ -266,8 +266,9 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
-        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
-        GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
+        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, ROW_BASE: tl.constexpr, ROW_WIDTH: tl.constexpr,
+        ROW_FIRST: tl.constexpr, ROW_END: tl.constexpr, ROW_NEXT: tl.constexpr, LADDER: tl.constexpr,
+        LOAD_FENCE: tl.constexpr, GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
     if ROW32:
         row0, rows, mask = program_rows(N, BLOCK)
     else:
@@ -281,8 +282,8 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
     orow = OUT + row0 * DIM + rows * DIM
 
     if ANY_ROW:
-        cr = tl.arange(0, PDIM)
-        rowtile = tl.broadcast_to(zero[:, None], (BLOCK, PDIM))
+        cr = tl.arange(0, ROW_FIRST)
+        rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_FIRST))
 
     if LMAX >= 0:
         c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
@@ -290,7 +291,12 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, (c5 + zero)[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, (c5 + zero)[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 1)
@@ -310,9 +316,14 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t8[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t9[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t10[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t8[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t9[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t10[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 4)
@@ -359,11 +370,16 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t23[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t26[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t28[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t30[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t32[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t23[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t26[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t28[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t30[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t32[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 8)
@@ -424,13 +440,18 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t55[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t58[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t61[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t63[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t65[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t67[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t69[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t55[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t58[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t61[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t63[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t65[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 5, t67[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 6, t69[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 8)
@@ -508,15 +529,20 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t100[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t103[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t106[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t109[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t111[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t113[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t115[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 7, t117[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 8, t119[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t100[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t103[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t106[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t109[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t111[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 5, t113[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 6, t115[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 7, t117[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 8, t119[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 16)
@@ -609,17 +635,22 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t156[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t159[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t162[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t165[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t168[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t170[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t172[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 7, t174[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 8, t176[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 9, t178[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 10, t180[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t156[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t159[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t162[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t165[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t168[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 5, t170[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 6, t172[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 7, t174[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 8, t176[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 9, t178[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 10, t180[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 16)
@@ -728,19 +759,24 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t224[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t227[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t230[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t233[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t236[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t239[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t241[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 7, t243[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 8, t245[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 9, t247[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 10, t249[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 11, t251[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 12, t253[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t224[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t227[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t230[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t233[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t236[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 5, t239[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 6, t241[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 7, t243[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 8, t245[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 9, t247[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 10, t249[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 11, t251[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 12, t253[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 16)
@@ -865,21 +901,26 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t304[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t307[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t310[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t313[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t316[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t319[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t322[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 7, t324[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 8, t326[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 9, t328[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 10, t330[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 11, t332[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 12, t334[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 13, t336[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 14, t338[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t304[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t307[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t310[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t313[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t316[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 5, t319[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 6, t322[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 7, t324[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 8, t326[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 9, t328[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 10, t330[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 11, t332[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 12, t334[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 13, t336[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 14, t338[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 16)
@@ -1016,23 +1057,28 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t392[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t395[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t398[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t401[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t404[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t407[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t410[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 7, t413[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 8, t415[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 9, t417[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 10, t419[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 11, t421[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 12, t423[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 13, t425[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 14, t427[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 15, t429[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 16, t431[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t392[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t395[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t398[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t401[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t404[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 5, t407[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 6, t410[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 7, t413[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 8, t415[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 9, t417[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 10, t419[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 11, t421[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 12, t423[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 13, t425[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 14, t427[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 15, t429[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 16, t431[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 32)
@@ -1188,25 +1234,30 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t495[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t498[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t501[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t504[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t507[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t510[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t513[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 7, t516[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 8, t519[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 9, t521[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 10, t523[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 11, t525[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 12, t527[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 13, t529[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 14, t531[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 15, t533[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 16, t535[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 17, t537[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 18, t539[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t495[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t498[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t501[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t504[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t507[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 5, t510[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 6, t513[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 7, t516[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 8, t519[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 9, t521[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 10, t523[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 11, t525[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 12, t527[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 13, t529[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 14, t531[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 15, t533[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 16, t535[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 17, t537[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 18, t539[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 32)
@@ -1378,27 +1429,32 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t610[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t613[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t616[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t619[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t622[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t625[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t628[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 7, t631[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 8, t634[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 9, t637[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 10, t639[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 11, t641[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 12, t643[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 13, t645[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 14, t647[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 15, t649[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 16, t651[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 17, t653[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 18, t655[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 19, t657[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 20, t659[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t610[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t613[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t616[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t619[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t622[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 5, t625[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 6, t628[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 7, t631[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 8, t634[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 9, t637[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 10, t639[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 11, t641[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 12, t643[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 13, t645[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 14, t647[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 15, t649[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 16, t651[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 17, t653[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 18, t655[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 19, t657[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 20, t659[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 32)
@@ -1581,29 +1637,34 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t732[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t735[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t738[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t741[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t744[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t747[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t750[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 7, t753[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 8, t756[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 9, t759[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 10, t762[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 11, t764[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 12, t766[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 13, t768[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 14, t770[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 15, t772[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 16, t774[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 17, t776[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 18, t778[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 19, t780[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 20, t782[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 21, t784[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 22, t786[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t732[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t735[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t738[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t741[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t744[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 5, t747[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 6, t750[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 7, t753[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 8, t756[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 9, t759[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 10, t762[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 11, t764[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 12, t766[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 13, t768[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 14, t770[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 15, t772[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 16, t774[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 17, t776[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 18, t778[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 19, t780[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 20, t782[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 21, t784[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 22, t786[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 32)
@@ -1806,31 +1867,36 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
                     if ANY_ROW:
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 0, t870[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 1, t873[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 2, t876[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 3, t879[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 4, t882[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 5, t885[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 6, t888[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 7, t891[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 8, t894[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 9, t897[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 10, t900[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 11, t903[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 12, t905[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 13, t907[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 14, t909[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 15, t911[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 16, t913[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 17, t915[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 18, t917[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 19, t919[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 20, t921[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 21, t923[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 22, t925[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 23, t927[:, None], rowtile)
-                        rowtile = tl.where(cr[None, :] == OFFS[i] + 24, t929[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 0, t870[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 1, t873[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 2, t876[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 3, t879[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 4, t882[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 5, t885[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 6, t888[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 7, t891[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 8, t894[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 9, t897[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 10, t900[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 11, t903[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 12, t905[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 13, t907[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 14, t909[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 15, t911[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 16, t913[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 17, t915[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 18, t917[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 19, t919[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 20, t921[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 21, t923[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 22, t925[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 23, t927[:, None], rowtile)
+                        rowtile = tl.where(cr[None, :] == OFFS[i] - ROW_BASE[i] + 24, t929[:, None], rowtile)
+                        if ROW_END[i]:
+                            tl.store(orow[:, None] + (ROW_BASE[i] + cr)[None, :], rowtile, mask=mask[:, None] & (cr < ROW_WIDTH[i])[None, :])
+                            if ROW_NEXT[i] > 0:
+                                cr = tl.arange(0, ROW_NEXT[i])
+                                rowtile = tl.broadcast_to(zero[:, None], (BLOCK, ROW_NEXT[i]))
                     elif WIDE_IO:
                         if SELECT_TILE:
                             cj = tl.arange(0, 32)
@@ -4730,17 +4796,15 @@ def sh_forward_kernel(X, OUT, N, stride_n, stride_c,
                 cj = tl.arange(0, 256)
                 tl.store(orow[:, None] + (cj)[None, :], tl.reshape(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join((c5 + zero), t753), tl.join(t392, zero)), tl.join(tl.join(t174, t913), tl.join(t533, zero))), tl.join(tl.join(tl.join(t100, t870), tl.join(t431, zero)), tl.join(tl.join(t253, zero), tl.join(t643, zero)))), tl.join(tl.join(tl.join(tl.join(t32, t772), tl.join(t415, zero)), tl.join(tl.join(t236, t929), tl.join(t622, zero))), tl.join(tl.join(tl.join(t119, t894), tl.join(t516, zero)), tl.join(tl.join(t324, zero), tl.join(t659, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t23, t764), tl.join(t404, zero)), tl.join(tl.join(t224, t921), tl.join(t610, zero))), tl.join(tl.join(tl.join(t111, t882), tl.join(t504, zero)), tl.join(tl.join(t313, zero), tl.join(t651, zero)))), tl.join(tl.join(tl.join(tl.join(t63, t780), tl.join(t423, zero)), tl.join(tl.join(t245, zero), tl.join(t634, zero))), tl.join(tl.join(tl.join(t165, t905), tl.join(t525, zero)), tl.join(tl.join(t332, zero), tl.join(t741, zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t9, t759), tl.join(t398, zero)), tl.join(tl.join(t178, t917), tl.join(t537, zero))), tl.join(tl.join(tl.join(t106, t876), tl.join(t498, zero)), tl.join(tl.join(t307, zero), tl.join(t647, zero)))), tl.join(tl.join(tl.join(tl.join(t58, t776), tl.join(t419, zero)), tl.join(tl.join(t241, zero), tl.join(t628, zero))), tl.join(tl.join(tl.join(t159, t900), tl.join(t521, zero)), tl.join(tl.join(t328, zero), tl.join(t735, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t28, t768), tl.join(t410, zero)), tl.join(tl.join(t230, t925), tl.join(t616, zero))), tl.join(tl.join(tl.join(t115, t888), tl.join(t510, zero)), tl.join(tl.join(t319, zero), tl.join(t655, zero)))), tl.join(tl.join(tl.join(tl.join(t67, t784), tl.join(t427, zero)), tl.join(tl.join(t249, zero), tl.join(t639, zero))), tl.join(tl.join(tl.join(t170, t909), tl.join(t529, zero)), tl.join(tl.join(t336, zero), tl.join(t747, zero))))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t8, t756), tl.join(t395, zero)), tl.join(tl.join(t176, t915), tl.join(t535, zero))), tl.join(tl.join(tl.join(t103, t873), tl.join(t495, zero)), tl.join(tl.join(t304, zero), tl.join(t645, zero)))), tl.join(tl.join(tl.join(tl.join(t55, t774), tl.join(t417, zero)), tl.join(tl.join(t239, zero), tl.join(t625, zero))), tl.join(tl.join(tl.join(t156, t897), tl.join(t519, zero)), tl.join(tl.join(t326, zero), tl.join(t732, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t26, t766), tl.join(t407, zero)), tl.join(tl.join(t227, t923), tl.join(t613, zero))), tl.join(tl.join(tl.join(t113, t885), tl.join(t507, zero)), tl.join(tl.join(t316, zero), tl.join(t653, zero)))), tl.join(tl.join(tl.join(tl.join(t65, t782), tl.join(t425, zero)), tl.join(tl.join(t247, zero), tl.join(t637, zero))), tl.join(tl.join(tl.join(t168, t907), tl.join(t527, zero)), tl.join(tl.join(t334, zero), tl.join(t744, zero)))))), tl.join(tl.join(tl.join(tl.join(tl.join(tl.join(t10, t762), tl.join(t401, zero)), tl.join(tl.join(t180, t919), tl.join(t539, zero))), tl.join(tl.join(tl.join(t109, t879), tl.join(t501, zero)), tl.join(tl.join(t310, zero), tl.join(t649, zero)))), tl.join(tl.join(tl.join(tl.join(t61, t778), tl.join(t421, zero)), tl.join(tl.join(t243, zero), tl.join(t631, zero))), tl.join(tl.join(tl.join(t162, t903), tl.join(t523, zero)), tl.join(tl.join(t330, zero), tl.join(t738, zero))))), tl.join(tl.join(tl.join(tl.join(tl.join(t30, t770), tl.join(t413, zero)), tl.join(tl.join(t233, t927), tl.join(t619, zero))), tl.join(tl.join(tl.join(t117, t891), tl.join(t513, zero)), tl.join(tl.join(t322, zero), tl.join(t657, zero)))), tl.join(tl.join(tl.join(tl.join(t69, t786), tl.join(t429, zero)), tl.join(tl.join(t251, zero), tl.join(t641, zero))), tl.join(tl.join(tl.join(t172, t911), tl.join(t531, zero)), tl.join(tl.join(t338, zero), tl.join(t750, zero)))))))), (BLOCK, 256)), mask=mask[:, None] & (cj < 169)[None, :])
 
-    if ANY_ROW:
-        tl.store(orow[:, None] + cr[None, :], rowtile, mask=mask[:, None] & (cr < DIM)[None, :])
-
 
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c"])
 def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
-        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
-        GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
+        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, ROW_BASE: tl.constexpr, ROW_WIDTH: tl.constexpr,
+        ROW_FIRST: tl.constexpr, ROW_END: tl.constexpr, ROW_NEXT: tl.constexpr, LADDER: tl.constexpr,
+        LOAD_FENCE: tl.constexpr, GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
     if ROW32:
         row0, rows, mask = program_rows(N, BLOCK)
     else:
@@ -19352,8 +19416,9 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         LS: tl.constexpr, OFFS: tl.constexpr, DIM: tl.constexpr, LMAX: tl.constexpr, NORMALIZE: tl.constexpr,
         NORMALIZATION: tl.constexpr, IS_F64: tl.constexpr, WIDE_IO: tl.constexpr, FULL_ROW: tl.constexpr,
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
-        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, LADDER: tl.constexpr, LOAD_FENCE: tl.constexpr,
-        GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
+        ANY_ROW: tl.constexpr, PDIM: tl.constexpr, ROW_BASE: tl.constexpr, ROW_WIDTH: tl.constexpr,
+        ROW_FIRST: tl.constexpr, ROW_END: tl.constexpr, ROW_NEXT: tl.constexpr, LADDER: tl.constexpr,
+        LOAD_FENCE: tl.constexpr, GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
     if ROW32:
         row0, rows, mask = program_rows(N, BLOCK)
     else:

@@ -72,8 +72,9 @@ _FORCED = (
     "LOAD_FENCE",
     "GY_TILE",
     "ROW32",
+    "ANY_ROW_CHUNK",
 )
-_COUNTS = ("ROW_CHUNK", "LOAD_FENCE")
+_COUNTS = ("ROW_CHUNK", "LOAD_FENCE", "ANY_ROW_CHUNK")
 
 
 def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, dim: int | None = None) -> dict:
@@ -140,6 +141,9 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     # indices in every address and mask; on where the table says (over 3% faster at 9 of 48 measured points, over
     # 3% slower at 10: docs/kernel_tuning.md item 17)
     cfg.setdefault("ROW32", False)
+    # ANY_ROW_CHUNK (forward, ANY_ROW): the row's tile in chunks of whole l's of at most this many columns, each
+    # stored once its last l is made (row_chunks); 0: the whole row in one tile
+    cfg.setdefault("ANY_ROW_CHUNK", 0)
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count and EQUITRITON_LOAD_FENCE a
     # depth (measurements, tests)
     for name in _FORCED:
@@ -195,11 +199,52 @@ def padded_width(dim: int) -> int:
     return 1 << (dim - 1).bit_length()
 
 
+def row_chunks(ls, offs, dim: int, cap: int) -> list[list[int]]:
+    """The indices into `ls` of each chunk of ANY_ROW's row tile, in the order the kernel makes them (ascending l,
+    then index). With `cap` and `ls` in ascending order (so the columns come in the order they are made), whole l's
+    are packed into chunks of at most `cap` columns (an l wider than `cap` alone); otherwise one chunk."""
+    order = sorted(range(len(ls)), key=lambda i: (ls[i], i))
+    if not cap or order != list(range(len(ls))):
+        return [order]
+    chunks, width = [], 0
+    for i in order:
+        w = 2 * ls[i] + 1
+        if chunks and width + w <= cap:
+            chunks[-1].append(i)
+            width += w
+        else:
+            chunks.append([i])
+            width = w
+    return chunks
+
+
+def _row_chunk_meta(ls, offs, dim: int, cap: int) -> dict:
+    """ANY_ROW's compile-time tuples, one entry per index of `ls`: the first column and the width of its chunk,
+    whether its l is the chunk's last, the padded width of the chunk after (0: none); and the first chunk's padded
+    width."""
+    chunks = row_chunks(ls, offs, dim, cap)
+    base, width, end, nxt = [0] * len(ls), [dim] * len(ls), [0] * len(ls), [0] * len(ls)
+    pads = []
+    for chunk in chunks:
+        w = dim if len(chunks) == 1 else sum(2 * ls[i] + 1 for i in chunk)
+        pads.append(padded_width(w))
+        for i in chunk:
+            base[i], width[i] = (0 if len(chunks) == 1 else offs[chunk[0]]), w
+    for k, chunk in enumerate(chunks):
+        end[chunk[-1]] = 1
+        nxt[chunk[-1]] = pads[k + 1] if k + 1 < len(chunks) else 0
+    return dict(
+        ROW_BASE=tuple(base), ROW_WIDTH=tuple(width), ROW_END=tuple(end), ROW_NEXT=tuple(nxt), ROW_FIRST=pads[0]
+    )
+
+
 def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.dtype, cfg: dict) -> dict:
     whole = list(ls) == list(range(max(ls) + 1))
     full_row = bool(cfg.get("FULL_ROW", False)) and whole
     pdim = padded_width(dim)
     select = bool(cfg.get("SELECT_TILE", False))
+    chunked = _row_chunk_meta(ls, offs, dim, int(cfg.get("ANY_ROW_CHUNK", 0)))
+    widest = max([chunked["ROW_FIRST"], *(p for p in chunked["ROW_NEXT"] if p)])
     return dict(
         LS=tuple(ls),
         OFFS=tuple(offs),
@@ -218,9 +263,11 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         SELECT_TILE=select,
         # with FULL_ROW and SELECT_TILE: the row stored in tiles of this many columns (0: one tile)
         ROW_CHUNK=int(cfg.get("ROW_CHUNK", 0)),
-        # SELECT_TILE on any other l set: the row as one select-built tile, where it is at most ANY_ROW_MAX wide
-        ANY_ROW=select and not full_row and pdim <= ANY_ROW_MAX and not cfg.get("LADDER", False),
+        # SELECT_TILE on any other l set, or on 0..l_max without FULL_ROW: the row as select-built tiles (one per
+        # chunk of l's, _row_chunk_meta), where each is at most ANY_ROW_MAX wide
+        ANY_ROW=select and not full_row and widest <= ANY_ROW_MAX and not cfg.get("LADDER", False),
         PDIM=pdim,
+        **chunked,
         LADDER=bool(cfg.get("LADDER", False)),
         # 0 (off) or how many degrees of grad_y loads the ladder keeps in flight; any depth gives the duals 16 columns
         LOAD_FENCE=int(cfg.get("LOAD_FENCE", 0)),
@@ -378,4 +425,4 @@ def compiling(direction: str, cfg: dict, enabled: bool | None = None):
         yield
 
 
-__all__ = ["kernels", "config", "grid", "meta", "offsets", "plan", "run_cached", "compiling"]
+__all__ = ["kernels", "config", "grid", "meta", "offsets", "plan", "row_chunks", "run_cached", "compiling"]
