@@ -87,7 +87,8 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     whatever DIM is); SELECT_TILE builds the forward's tiles by selects from values held one row per thread (one
     shared-memory round trip per tile; with FULL_ROW the fastest forward at every l_max, in ROW_CHUNK-column pieces
     for wide rows (64 or 128; 16: power-of-two pieces of at most 16 columns, measured slower), and for other l
-    sets the whole row as each l is made, meta's ANY_ROW). Measured at N = 2**22:
+    sets the whole row as each l is made, meta's ANY_ROW; ANY_ROW_CHUNK stores that row in chunks of whole l's as
+    they are made, measured slower at every point: docs/kernel_tuning.md item 18). Measured at N = 2**22:
     per-l tiles make the forward 2-7x faster than per-column stores from l_max 2 up (8-byte stores at a stride of
     DIM leave memory sectors partially written), but the backward read g faster column by column (the rows stay in
     L1), so the derivative kernels are generated column by column, in m-major order (codegen.harmonics), and ignore
