@@ -256,11 +256,10 @@ ANYROW_CAPS = (0, 16, 32, 49, 64, 128)
 def anyrow_configs(lmax: int, dtype) -> list[dict]:
     current = {k: v for k, v in launch.config("forward", lmax, dtype).items() if k != "M_MAJOR"}
     ls = list(range(lmax + 1))
-    offs, dim = launch.offsets(ls)
     rows, seen = [dict(current, current=True)], set()
     for cap in ANYROW_CAPS:
-        chunks = tuple(map(tuple, launch.row_chunks(ls, offs, dim, cap)))
-        widest = max(launch.padded_width(sum(2 * ls[i] + 1 for i in c)) for c in chunks)
+        chunks = tuple(map(tuple, launch.row_chunks(ls, cap)))
+        widest = max(map(launch.padded_width, launch.chunk_widths(ls, chunks)))
         if chunks in seen or widest > launch.ANY_ROW_MAX:
             continue
         seen.add(chunks)

@@ -51,8 +51,8 @@ def test_other_l_sets(ls, any_row, pdim):
     ],
 )
 def test_row_chunks(ls, cap, chunks):
-    offs, dim = launch.offsets(ls)
-    assert launch.row_chunks(ls, offs, dim, cap) == chunks
+    assert launch.row_chunks(ls, cap) == chunks
+    assert sum(launch.chunk_widths(ls, chunks)) == launch.offsets(ls)[1]  # every column in exactly one chunk
 
 
 def test_chunked_row_meta(monkeypatch):

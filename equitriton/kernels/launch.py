@@ -200,7 +200,7 @@ def padded_width(dim: int) -> int:
     return 1 << (dim - 1).bit_length()
 
 
-def row_chunks(ls, offs, dim: int, cap: int) -> list[list[int]]:
+def row_chunks(ls, cap: int) -> list[list[int]]:
     """The indices into `ls` of each chunk of ANY_ROW's row tile, in the order the kernel makes them (ascending l,
     then index). With `cap` and `ls` in ascending order (so the columns come in the order they are made), whole l's
     are packed into chunks of at most `cap` columns (an l wider than `cap` alone); otherwise one chunk."""
@@ -219,24 +219,28 @@ def row_chunks(ls, offs, dim: int, cap: int) -> list[list[int]]:
     return chunks
 
 
-def _row_chunk_meta(ls, offs, dim: int, cap: int) -> dict:
+def chunk_widths(ls, chunks) -> list[int]:
+    """The columns of each chunk of `row_chunks` (an l of degree l has 2l + 1)."""
+    return [sum(2 * ls[i] + 1 for i in chunk) for chunk in chunks]
+
+
+def _row_chunk_meta(ls, offs, dim: int, cap: int) -> tuple[dict, int]:
     """ANY_ROW's compile-time tuples, one entry per index of `ls`: the first column and the width of its chunk,
     whether its l is the chunk's last, the padded width of the chunk after (0: none); and the first chunk's padded
-    width."""
-    chunks = row_chunks(ls, offs, dim, cap)
+    width. With them, the widest padded chunk (the tile ANY_ROW_MAX bounds)."""
+    chunks = row_chunks(ls, cap)
+    widths = chunk_widths(ls, chunks)
+    pads = [padded_width(w) for w in widths]
     base, width, end, nxt = [0] * len(ls), [dim] * len(ls), [0] * len(ls), [0] * len(ls)
-    pads = []
-    for chunk in chunks:
-        w = dim if len(chunks) == 1 else sum(2 * ls[i] + 1 for i in chunk)
-        pads.append(padded_width(w))
-        for i in chunk:
-            base[i], width[i] = (0 if len(chunks) == 1 else offs[chunk[0]]), w
     for k, chunk in enumerate(chunks):
+        for i in chunk:
+            base[i], width[i] = (0 if len(chunks) == 1 else offs[chunk[0]]), widths[k]
         end[chunk[-1]] = 1
         nxt[chunk[-1]] = pads[k + 1] if k + 1 < len(chunks) else 0
-    return dict(
+    tuples = dict(
         ROW_BASE=tuple(base), ROW_WIDTH=tuple(width), ROW_END=tuple(end), ROW_NEXT=tuple(nxt), ROW_FIRST=pads[0]
     )
+    return tuples, max(pads)
 
 
 def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.dtype, cfg: dict) -> dict:
@@ -244,8 +248,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
     full_row = bool(cfg.get("FULL_ROW", False)) and whole
     pdim = padded_width(dim)
     select = bool(cfg.get("SELECT_TILE", False))
-    chunked = _row_chunk_meta(ls, offs, dim, int(cfg.get("ANY_ROW_CHUNK", 0)))
-    widest = max([chunked["ROW_FIRST"], *(p for p in chunked["ROW_NEXT"] if p)])
+    chunked, widest = _row_chunk_meta(ls, offs, dim, int(cfg.get("ANY_ROW_CHUNK", 0)))
     return dict(
         LS=tuple(ls),
         OFFS=tuple(offs),
@@ -426,4 +429,15 @@ def compiling(direction: str, cfg: dict, enabled: bool | None = None):
         yield
 
 
-__all__ = ["kernels", "config", "grid", "meta", "offsets", "plan", "row_chunks", "run_cached", "compiling"]
+__all__ = [
+    "kernels",
+    "config",
+    "grid",
+    "meta",
+    "offsets",
+    "plan",
+    "row_chunks",
+    "chunk_widths",
+    "run_cached",
+    "compiling",
+]
