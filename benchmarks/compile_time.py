@@ -69,7 +69,9 @@ def child(direction: str, lset: str, dtype_name: str, normalize: bool, normaliza
     cfg = launch.config(direction, max(ls), dtype)
     meta = launch.meta(ls, offs, o, normalize, normalization, dtype, cfg)
     num_warps = meta.pop("num_warps")
-    kernel = getattr(launch.kernels, f"sh_{direction}_kernel")
+    kernel = (
+        launch.forward_kernel(meta) if direction == "forward" else getattr(launch.kernels, f"sh_{direction}_kernel")
+    )
     ptr = "*fp64" if dtype == torch.float64 else "*fp32"
     signature = {a: ptr for a in PTRS[direction]}
     signature.update({a: "i32" for a in INTS[direction]})

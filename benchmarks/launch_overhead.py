@@ -81,8 +81,10 @@ def _calls(ls, dtype, n, device):
     out = torch.empty(n, dim, dtype=dtype, device=device)
     grid = launch.grid(n, cfg)
 
+    kernel = launch.forward_kernel(meta)
+
     def bare():
-        launch.kernels.sh_forward_kernel[grid](x, out, n, 3, 1, **meta)
+        kernel[grid](x, out, n, 3, 1, **meta)
 
     return {
         # the floor of any eager implementation: one elementwise torch op, and autograd through it
@@ -104,10 +106,14 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=4096)
     p.add_argument("--reps", type=int, default=500)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--lmaxes", help="l sets 0..l_max to run instead of the default cases, e.g. '12:float64,2:float32'")
     a = p.parse_args(argv)
     device = torch.device(a.device)
+    cases = CASES
+    if a.lmaxes:
+        cases = [(list(range(int(l) + 1)), getattr(torch, d)) for l, d in (c.split(":") for c in a.lmaxes.split(","))]
     rows = []
-    for ls, dtype in CASES:
+    for ls, dtype in cases:
         calls = _calls(ls, dtype, a.n, device)
         for name, fn in calls.items():
             rows.append({"ls": ls, "dtype": str(dtype).split(".")[-1], "call": name, **_time(fn, device, a.reps)})

@@ -46,8 +46,10 @@ def kernel_call(direction, x, g, w, out, ls, cfg):
     grid = (triton.cdiv(n, cfg["BLOCK"]),)
     if cfg.get("MAXNREG"):  # --sweep regs: Triton's register cap per thread (ptxas .maxnreg)
         meta["maxnreg"] = cfg["MAXNREG"]
-    if direction == "forward":
-        return lambda: launch.kernels.sh_forward_kernel[grid](x, out[0], n, x.stride(0), x.stride(1), **meta)
+    if direction == "forward":  # PARTS_AT: the row's ranges of l's by their own programs (launch.forward_kernel)
+        grid = launch.grid(n, cfg)
+        kernel = launch.forward_kernel(meta)
+        return lambda: kernel[grid](x, out[0], n, x.stride(0), x.stride(1), **meta)
     if direction == "backward":
         return lambda: launch.kernels.sh_backward_kernel[grid](x, g, out[1], n, x.stride(0), x.stride(1), **meta)
     return lambda: launch.kernels.sh_double_backward_kernel[grid](
@@ -268,6 +270,22 @@ def anyrow_configs(lmax: int, dtype) -> list[dict]:
     return rows
 
 
+# --sweep parts: the forward's row cut into ranges of whole l's at PARTS_AT, each range stored by its own programs as
+# whole tiles (sh_forward_parts_kernel, docs/kernel_tuning.md item 19), against the table's row; cuts whose later
+# ranges fit one ANY_ROW tile (at most 128 padded columns), at 1, 2 and 4 warps
+PARTS_LMAXES = tuple(int(v) for v in os.environ.get("TUNE_PARTS_LMAXES", "12,10,8,6").split(","))
+PARTS_CUTS = {12: [(11,), (10,), (8, 11), (9, 11)], 10: [(9,), (7, 9)], 8: [(7,), (8,), (5, 7)], 6: [(5,), (6,)]}
+
+
+def parts_configs(lmax: int, dtype) -> list[dict]:
+    current = launch.config("forward", lmax, dtype)
+    rows = [dict(current, current=True)]
+    base = {k: v for k, v in current.items() if k not in ("FLAT_STORE", "PARTS_AT")}
+    for cuts in PARTS_CUTS.get(lmax, []):
+        rows += [dict(base, PARTS_AT=cuts, BLOCK=32 * w, num_warps=w) for w in (1, 2, 4)]
+    return rows
+
+
 # the sweeps over SWEEP_LMAXES x DTYPES x SWEEP_DIRECTIONS, by the rows each takes per point
 DERIVATIVE_SWEEPS = {
     "ladder": ladder_configs,
@@ -304,6 +322,10 @@ def cases(sweep: str = "all"):
     if sweep == "anyrow":
         for lmax, dtype in itertools.product(ANYROW_LMAXES, DTYPES):
             for cfg in anyrow_configs(lmax, dtype):
+                yield lmax, dtype, "forward", cfg
+    if sweep == "parts":
+        for lmax, dtype in itertools.product(PARTS_LMAXES, DTYPES):
+            for cfg in parts_configs(lmax, dtype):
                 yield lmax, dtype, "forward", cfg
     if sweep == "select":
         for lmax, dtype in itertools.product(SELECT_LMAXES, DTYPES):
@@ -350,6 +372,8 @@ def write_table(path: str, best: dict, source: str) -> None:
             cfg["ROW_CHUNK"] = int(rec.get("ROW_CHUNK", 0))
             if rec.get("ANY_ROW_CHUNK") is not None:
                 cfg["ANY_ROW_CHUNK"] = int(rec["ANY_ROW_CHUNK"])
+        if rec.get("PARTS_AT"):
+            cfg["PARTS_AT"] = [int(c) for c in rec["PARTS_AT"]]
         configs[f"{direction}/{lmax}/{dtype}"] = cfg
     update_table(path, configs, [source])
 
@@ -446,6 +470,7 @@ def main():
         "dbl",
         "select",
         "anyrow",
+        "parts",
         "bwd",
         "regs",
         *DERIVATIVE_SWEEPS,
@@ -533,7 +558,8 @@ def main():
             f"{r['direction']:16s} {r['dtype']:8s} l<={r['lmax']:2d} {r['ms']:8.3f} ms {r['GBps']:7.0f} GB/s "
             f"{100 * r['frac_copy']:5.1f}%  wide={r['WIDE_IO']} B={r['BLOCK']} w={r['num_warps']} "
             f"full={r.get('FULL_ROW')} flat={r.get('FLAT_STORE')} select={r.get('SELECT_TILE', False)} "
-            f"chunk={r.get('ROW_CHUNK', 0)} anyrow={r.get('ANY_ROW_CHUNK', '-')} ladder={r.get('LADDER', False)} "
+            f"chunk={r.get('ROW_CHUNK', 0)} anyrow={r.get('ANY_ROW_CHUNK', '-')} parts={r.get('PARTS_AT', '-')} "
+            f"ladder={r.get('LADDER', False)} "
             f"current={r.get('current', False)}"
         )
     for r in res.get("n4096_fwd_bwd_us", []):

@@ -332,13 +332,14 @@ def _launch(kernel, direction: str, cfg: dict, meta: dict, n, args: tuple, fast:
 
 
 def _triton_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int, fast: bool = False) -> Tensor:
-    cfg, meta, dim = launch.plan("forward", ls, normalize, normalization, x.dtype)
+    # the row count picks the forward's launch (launch.parts_apply); symbolic under torch.compile's dynamic shapes
+    cfg, meta, dim = launch.plan("forward", ls, normalize, normalization, x.dtype, rows=x.numel() // 3)
     x2 = launch.rows_within_int32(x.reshape(-1, 3), cfg)
     n = x2.shape[0]
     out = torch.empty((n, dim), dtype=x.dtype, device=x.device)
     if n > 0:
         args = (x2, out, n, x2.stride(0), x2.stride(1))
-        _launch(launch.kernels.sh_forward_kernel, "forward", cfg, meta, n, args, fast)
+        _launch(launch.forward_kernel(meta), "forward", cfg, meta, n, args, fast)
     return out.reshape(x.shape[:-1] + (dim,))
 
 

@@ -348,7 +348,7 @@ def shifted_cvt(arg):
 def launch_rows_from(row0, kernel, direction, ls, tensors, strides):
     # launch `kernel` over N rows as if they were rows row0 .. row0 + N - 1 of a larger batch
     offs, dim = launch.offsets(ls)
-    cfg = launch.config(direction, max(ls), torch.float64)
+    cfg = launch.config(direction, max(ls), torch.float64, parts=False)  # one program per block of rows
     assert row0 % cfg["BLOCK"] == 0
     shift_by_ptr.clear()
     shift_by_ptr.update({t.data_ptr(): row0 * t.stride(0) * t.element_size() for t in tensors})

@@ -417,6 +417,13 @@ def test_subset_keeps_named_pairs_and_merge_keeps_peers_and_launch_counts():
     assert {p["run"] for p in merged["points"] if (p["dtype"], p["lset"]) == (dtype, lset) and p["status"] == "ok"} == {
         1
     }
+    # from some N on: the points of that pair below it are left out
+    ns = sorted({p["n"] for p in new["points"] if (p["dtype"], p["lset"]) == (dtype, lset)})
+    assert len(ns) > 1
+    upper = results.subset(new, f"{dtype}:{lset}@{ns[1]}")
+    assert {p["n"] for p in upper["points"]} == set(ns[1:])
+    with pytest.raises(ValueError, match="optionally '@N'"):
+        results.subset(new, f"{dtype}:{lset}@big")
     with pytest.raises(ValueError, match="--only"):
         results.subset(new, "float16:l<=2")
     with pytest.raises(ValueError, match="keeps no point"):

@@ -187,6 +187,35 @@ def test_chunked_row_forward_matches_cpu_fallback(device, dtype, cap, monkeypatc
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
+def test_parts_forward_matches_cpu_fallback(device, dtype, monkeypatch):
+    """The forward's row cut into ranges of whole l's, each stored by its own programs (PARTS_AT,
+    sh_forward_parts_kernel; kernel_tuning.md item 19): two and three ranges, through the ops (wrap_triton), the
+    eager path (launch.run_cached on CUDA) and torch.compile, a masked tail and a strided input; rows of N = 2^16
+    so that many programs of both ranges run at once."""
+    from equitriton import ops
+
+    for ls, at in ((ALL, "10"), (ALL, "8,11"), (ALL, "11"), (list(range(9)), "7"), (list(range(3)), "1")):
+        monkeypatch.setenv("EQUITRITON_PARTS_AT", at)
+        assert launch.plan("forward", ls, True, 1, dtype)[1]["PARTS"] == len(at.split(",")) + 1
+        for n in (700, 2**16 + 3):
+            x = rand(n, 6, seed=13, dtype=dtype)[:, ::2]
+            x[0] = 0.0
+            for normalize, name in ((True, "norm"), (False, "integral")):
+                cpu = torch.ops.equitriton.sh_forward(x, ls, normalize, NORMALIZATIONS[name])
+                gpu = torch.ops.equitriton.sh_forward(x.to(device), ls, normalize, NORMALIZATIONS[name])
+                assert rel_err(gpu, cpu) <= (1e-13 if dtype == F64 else 2e-7), f"{ls} {at} {normalize} {name}"
+        xd = x.to(device)
+        eager = ops.sh_eager(xd, ls, True, 1)
+        assert torch.equal(eager, torch.ops.equitriton.sh_forward(xd, ls, True, 1)), f"eager {ls} {at}"
+        # Inductor launches the same kernel through its own launcher (its FX graph cache is keyed on the graph, not
+        # on EQUITRITON_PARTS_AT, so it may hold another cut's kernel: compared to the bound, not bit for bit)
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda t, ls=ls: torch.ops.equitriton.sh_forward(t, ls, True, 1), fullgraph=True)
+        assert rel_err(compiled(xd), eager) <= (1e-13 if dtype == F64 else 2e-7), f"torch.compile {ls} {at}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_torch_func_transforms_on_device(device):
     """equitriton/transforms.py on the device, with the CPU tests' transforms (tests/test_transforms.py): the batching
     rule and the functorch autograd Functions launch the kernels, and every transform equals e3nn's on that device."""
@@ -283,8 +312,10 @@ def test_one_launch_per_direction(ls, dtype):
     dim = sum(2 * l + 1 for l in ls)
     x, g, w = rand(5000, 3, dtype=dtype).cuda(), rand(5000, dim, dtype=dtype).cuda(), rand(5000, 3, dtype=dtype).cuda()
     ops = torch.ops.equitriton
+    # the forward of a row cut into ranges of l's (the table's PARTS_AT, float64 l_max 12) is the parts kernel
+    forward = launch.forward_kernel(launch.plan("forward", ls, True, 0, dtype, rows=5000)[1]).fn.__name__
     calls = {
-        "sh_forward_kernel": lambda: ops.sh_forward(x, ls, True, 0),
+        forward: lambda: ops.sh_forward(x, ls, True, 0),
         "sh_backward_kernel": lambda: ops.sh_backward(x, g, ls, True, 0),
         "sh_double_backward_kernel": lambda: ops.sh_double_backward(x, g, w, ls, True, 0),
     }

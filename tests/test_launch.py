@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
 
 from equitriton.kernels import launch
 
@@ -18,7 +19,8 @@ def no_overrides(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("lmax", [0, 1, 2, 5, 7, 9, 11, 12])
 def test_whole_rows_are_built_by_selects_one_row_per_thread(lmax, dtype):
-    cfg, meta, dim = launch.plan("forward", list(range(lmax + 1)), True, 1, dtype)
+    # at an MD-sized row count: from 2^20 rows the table cuts the float64 l_max 12 row into ranges (test_parts_meta)
+    cfg, meta, dim = launch.plan("forward", list(range(lmax + 1)), True, 1, dtype, rows=4096)
     assert dim == (lmax + 1) ** 2
     assert meta["FULL_ROW"] and meta["SELECT_TILE"] and not meta["ANY_ROW"]
     assert cfg["BLOCK"] == 32 * cfg["num_warps"]  # one row per thread: the selects fold to register moves
@@ -60,16 +62,76 @@ def test_chunked_row_meta(monkeypatch):
     after l = 12 (tile of 64)."""
     monkeypatch.setenv("EQUITRITON_FULL_ROW", "0")
     monkeypatch.setenv("EQUITRITON_SELECT_TILE", "1")
-    _, whole, _ = launch.plan("forward", list(range(13)), True, 1, torch.float64)
+    _, whole, _ = launch.plan("forward", list(range(13)), True, 1, torch.float64, rows=4096)
     assert not whole["ANY_ROW"]  # one 256-wide tile: over ANY_ROW_MAX
     monkeypatch.setenv("EQUITRITON_ANY_ROW_CHUNK", "128")
-    _, m, _ = launch.plan("forward", list(range(13)), True, 1, torch.float64)
+    _, m, _ = launch.plan("forward", list(range(13)), True, 1, torch.float64, rows=4096)
     assert m["ANY_ROW"] and not m["FULL_ROW"] and m["ROW_FIRST"] == 128
     assert m["ROW_BASE"] == (0,) * 11 + (121, 121) and m["ROW_WIDTH"] == (121,) * 11 + (48, 48)
     assert m["ROW_END"] == (0,) * 10 + (1, 0, 1) and m["ROW_NEXT"] == (0,) * 10 + (64, 0, 0)
     monkeypatch.setenv("EQUITRITON_ANY_ROW_CHUNK", "x")
     with pytest.raises(ValueError, match="EQUITRITON_ANY_ROW_CHUNK takes a whole number"):
         launch.plan("forward", list(range(12)), True, 1, torch.float64)
+
+
+def test_part_ranges():
+    assert launch.part_ranges(12, (11,)) == [list(range(11)), [11, 12]]
+    assert launch.part_ranges(12, (11, 8, 8)) == [list(range(8)), [8, 9, 10], [11, 12]]  # sorted, repeats merged
+    assert launch.part_ranges(4, ()) == [list(range(5))]
+    with pytest.raises(ValueError, match="PARTS_AT takes l's in 1..4"):
+        launch.part_ranges(4, (5,))
+    with pytest.raises(ValueError, match="PARTS_AT takes l's in 1..4"):
+        launch.part_ranges(4, (0,))
+    with pytest.raises(ValueError, match="at most 3 ranges"):
+        launch.part_ranges(12, (3, 6, 9))
+
+
+def test_table_parts_apply_from_2_20_rows():
+    """The table cuts the float64 l_max 12 forward's row (PARTS_AT) only where that was measured faster: from
+    PARTS_MIN_ROWS rows, or with no size given (the table as measured); a symbolic row count keeps one range."""
+    ls = list(range(13))
+    assert launch.plan("forward", ls, True, 1, torch.float64)[1]["PARTS"] == 2
+    assert launch.plan("forward", ls, True, 1, torch.float64, rows=launch.PARTS_MIN_ROWS)[1]["PARTS"] == 2
+    small_cfg, small, _ = launch.plan("forward", ls, True, 1, torch.float64, rows=launch.PARTS_MIN_ROWS - 1)
+    assert small["PARTS"] == 1 and small_cfg["PARTS_AT"] == () and small["FULL_ROW"] and small["ROW_CHUNK"] == 128
+    assert launch.grid(1000, small_cfg) == (triton.cdiv(1000, small_cfg["BLOCK"]),)
+    assert not launch.parts_apply(torch.SymInt) and not launch.parts_apply(4096)
+    assert launch.plan("forward", ls, True, 1, torch.float32, rows=2**22)[1]["PARTS"] == 1  # no float32 entry
+
+
+def test_parts_meta(monkeypatch):
+    """PARTS_AT = 11 on 0..12: l = 0..10 stored as its whole-row tile, l = 11..12 as one 64-wide tile at column 121,
+    both with the whole row's stride; two programs per block of rows. Ignored by the derivative kernels and by l
+    sets other than 0..l_max."""
+    monkeypatch.setenv("EQUITRITON_PARTS_AT", "11")
+    cfg, m, dim = launch.plan("forward", list(range(13)), True, 1, torch.float64)
+    assert cfg["PARTS_AT"] == (11,) and m["PARTS"] == 2 and m["DIM"] == dim == 169
+    assert m["LS_0"] == tuple(range(11)) and m["LS_1"] == (11, 12) and m["OFFS_1"] == (121, 144)
+    assert m["FULL_ROW_0"] and not m["FULL_ROW_1"] and m["ANY_ROW_1"] and not m["ANY_ROW_0"] and not m["FLAT_STORE"]
+    assert m["ROW_BASE_1"] == (121, 121) and m["ROW_WIDTH_1"] == (48, 48) and m["ROW_FIRST_1"] == 64
+    assert m["ROW_END_1"] == (0, 1) and (m["LMAX_0"], m["LMAX_1"]) == (10, 12)
+    assert m["LS_2"] == m["LS_0"]  # a range past PARTS: a placeholder, its branch is not generated
+    assert launch.forward_kernel(m) is launch.kernels.sh_forward_parts_kernel
+    assert launch.grid(1000, cfg) == (2 * triton.cdiv(1000, cfg["BLOCK"]),)
+    # every compile-time argument of the generated parts kernel, and no other
+    assert set(m) - {"num_warps"} == set(launch.kernels.sh_forward_parts_kernel.arg_names[5:])
+    assert set(launch.meta([0, 1], (0, 1), 4, True, 1, torch.float64, dict(cfg, PARTS_AT=()))) - {"num_warps"} == set(
+        launch.kernels.sh_forward_kernel.arg_names[5:]
+    )
+    for direction in ("backward", "double_backward"):
+        dcfg, dm, _ = launch.plan(direction, list(range(13)), True, 1, torch.float64)
+        assert dcfg["PARTS_AT"] == () and dm["PARTS"] == 1
+    scfg, sm, _ = launch.plan("forward", [0, 2, 10], True, 1, torch.float64)
+    assert scfg["PARTS_AT"] == () and sm["PARTS"] == 1 and launch.forward_kernel(sm) is launch.kernels.sh_forward_kernel
+    monkeypatch.setenv("EQUITRITON_PARTS_AT", "")
+    cfg, m, _ = launch.plan("forward", list(range(13)), True, 1, torch.float64)
+    assert cfg["PARTS_AT"] == () and m["PARTS"] == 1 and launch.grid(1000, cfg) == (triton.cdiv(1000, cfg["BLOCK"]),)
+    monkeypatch.setenv("EQUITRITON_PARTS_AT", "ten")
+    with pytest.raises(ValueError, match="EQUITRITON_PARTS_AT takes l's separated by commas"):
+        launch.plan("forward", list(range(12)), True, 1, torch.float64)
+    monkeypatch.setenv("EQUITRITON_PARTS_AT", "2")  # l = 2..12: 165 columns, wider than one ANY_ROW tile
+    with pytest.raises(ValueError, match="l = 2..12 is over 128 columns"):
+        launch.plan("forward", list(range(13)), True, 1, torch.float64)
 
 
 @pytest.mark.parametrize("direction", ["backward", "double_backward"])
@@ -165,10 +227,10 @@ def test_every_tile_width_launch_allows_has_its_generated_split():
 
 def test_overrides_reach_the_plan(monkeypatch):
     ls = list(range(13))
-    _, base, _ = launch.plan("forward", ls, True, 1, torch.float64)
+    _, base, _ = launch.plan("forward", ls, True, 1, torch.float64, rows=4096)
     monkeypatch.setenv("EQUITRITON_ROW_CHUNK", "64")
     monkeypatch.setenv("EQUITRITON_SELECT_TILE", "0")
-    _, forced, _ = launch.plan("forward", ls, True, 1, torch.float64)
+    _, forced, _ = launch.plan("forward", ls, True, 1, torch.float64, rows=4096)
     assert forced["ROW_CHUNK"] == 64 and not forced["SELECT_TILE"] and forced is not base
     assert launch.config("forward", 12, torch.float64)["ROW_CHUNK"] == 64
 
@@ -178,7 +240,7 @@ def test_row32_where_the_table_says_and_forced_by_the_environment(monkeypatch):
     on = [("forward", 2, torch.float32), ("double_backward", 6, torch.float64), ("double_backward", 12, torch.float32)]
     off = [("forward", 12, torch.float64), ("double_backward", 10, torch.float64), ("backward", 4, torch.float64)]
     for direction, lmax, dtype in on + off:
-        cfg = launch.config(direction, lmax, dtype)
+        cfg = launch.config(direction, lmax, dtype, parts=False)  # meta on l = 0..4 below: no row cut at l = 10
         assert cfg["ROW32"] is ((direction, lmax, dtype) in on), (direction, lmax, dtype)
         assert launch.meta(ls, offs, 25, True, 1, dtype, cfg)["ROW32"] is cfg["ROW32"]
     assert launch.config("forward", 7, torch.float64)["ROW32"] is False  # no table entry: off

@@ -142,6 +142,21 @@ CASES = (
             ([3, 1, 3, 0], True, "norm", "float64", 130, "16"),
         )
     ]
+    # the row cut into ranges of whole l's, each stored by its own programs (PARTS_AT, sh_forward_parts_kernel):
+    # two and three ranges, a native-float32 first range (l = 0) before float64 ones, the first range through
+    # ANY_ROW (FULL_ROW off) and through ROW32's offsets, masked tails; an l set other than 0..l_max ignores it
+    + [
+        _case(ls, nz, norm, dtype, n=n, directions="f", env={"EQUITRITON_PARTS_AT": at, **env})
+        for ls, nz, norm, dtype, n, at, env in (
+            (ALL, True, "component", "float64", 97, "11", {}),
+            (ALL, False, "norm", "float32", 65, "8,11", {}),
+            (list(range(9)), True, "integral", "float32", 70, "7", {}),
+            (list(range(3)), True, "norm", "float32", 40, "1", {}),
+            (ALL, True, "integral", "float64", 130, "10", {"EQUITRITON_ROW32": "1"}),
+            (list(range(7)), True, "component", "float64", 33, "2,4", {"EQUITRITON_FULL_ROW": "0"}),
+            ([0, 2, 10], True, "norm", "float64", 37, "2", {}),
+        )
+    ]
     # the derivative kernels' statement orders (l-major / m-major), forced
     + [
         _case(ALL, False, "component", env={"EQUITRITON_M_MAJOR": m, "EQUITRITON_LADDER": "0"}, directions="bd")

@@ -144,16 +144,21 @@ def validate(doc: dict) -> list[str]:
 
 def subset(doc: dict, spec: str) -> dict:
     """The run restricted to some (dtype, l set) pairs, spec "float64:l<=6 [0,2,10];float32:l<=10" (l sets apart by
-    spaces, since sparse ones hold commas): for a run taken to
-    re-measure what one change touched, so that merge() does not let its other points (e.g. timed while the host
-    was busy) replace earlier ones."""
-    keep = set()
+    spaces, since sparse ones hold commas), an l set optionally from some N on ("l<=12@2^20": N >= 2^20 only): for a
+    run taken to re-measure what one change touched, so that merge() does not let its other points (e.g. timed while
+    the host was busy, or of a build that a later change altered at other N) replace earlier ones."""
+    keep: dict = {}
     for part in spec.split(";"):
         dtype, _, lsets = part.partition(":")
         if dtype.strip() not in ("float64", "float32") or not lsets.strip():
             raise ValueError(f"--only wants 'float64:l<=6 [0,2,10];float32:...', got {part!r}")
-        keep |= {(dtype.strip(), ls) for ls in lsets.split()}
-    points = [p for p in doc["points"] if (p["dtype"], p["lset"]) in keep]
+        for token in lsets.split():
+            ls, _, n_min = token.partition("@")
+            base, _, exp = n_min.partition("^")
+            if n_min and not (base.isdigit() and (not exp or exp.isdigit())):
+                raise ValueError(f"--only: '{token}' wants an l set, optionally '@N' or '@2^k', got {n_min!r}")
+            keep[(dtype.strip(), ls)] = int(base) ** int(exp or 1) if n_min else 0
+    points = [p for p in doc["points"] if p["n"] >= keep.get((p["dtype"], p["lset"]), float("inf"))]
     if not points:
         raise ValueError(f"--only {spec!r} keeps no point of the run")
     meta = dict(doc["meta"], only=spec)

@@ -83,17 +83,28 @@ def _norm_const(I64: tl.constexpr, C64: tl.constexpr, N64: tl.constexpr, I32: tl
 
 
 @triton.jit
+def row_block(PARTS: tl.constexpr):
+    # the program's block of rows: with PARTS > 1 (the forward's row cut into ranges of l's, sh_forward_parts_kernel)
+    # the PARTS programs of a block are neighbours in the grid, so the memory sectors their ranges share are written
+    # close together in time
+    if PARTS == 1:
+        return tl.program_id(0)
+    else:
+        return tl.program_id(0) // PARTS
+
+
+@triton.jit
 def row_offsets(pid, BLOCK: tl.constexpr):
     # 64-bit row indices: N * dim may exceed 2**31.
     return pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
 
 
 @triton.jit
-def program_rows(N, BLOCK: tl.constexpr):
+def program_rows(N, BLOCK: tl.constexpr, PARTS: tl.constexpr):
     # ROW32: the program's first row in 64 bits (N * dim may exceed 2**31), its rows as 32-bit offsets from it and
     # their mask. Each element of a tile store then takes a 32-bit address offset and compare instead of 64-bit ones
     # (docs/kernel_tuning.md item 17). ops.py keeps BLOCK x stride_n below 2**31.
-    row0 = tl.program_id(0).to(tl.int64) * BLOCK
+    row0 = row_block(PARTS).to(tl.int64) * BLOCK
     rows = tl.arange(0, BLOCK)
     return row0, rows, rows < tl.minimum(N - row0, BLOCK).to(tl.int32)
 
@@ -140,7 +151,7 @@ def _direction(x, y, z, NORMALIZE: tl.constexpr, IS_F64: tl.constexpr):
 
 
 @triton.jit
-def _store_rows_flat(OUT, tile, N, DIM: tl.constexpr, P: tl.constexpr, BLOCK: tl.constexpr):
+def _store_rows_flat(OUT, tile, N, DIM: tl.constexpr, P: tl.constexpr, BLOCK: tl.constexpr, PARTS: tl.constexpr):
     # A program's BLOCK x DIM outputs are one contiguous range of OUT. Stored as a (BLOCK, P) tile, P - DIM lanes of
     # every row are masked off and, where DIM * itemsize is not a multiple of 16 bytes, no vector store is possible.
     # Here the tile goes through a gather (shared memory) into flat order and consecutive lanes write consecutive
@@ -150,7 +161,7 @@ def _store_rows_flat(OUT, tile, N, DIM: tl.constexpr, P: tl.constexpr, BLOCK: tl
     r = f // DIM
     inside = f < BLOCK * DIM
     values = tl.gather(flat, tl.where(inside, r * P + (f - r * DIM), 0), 0)
-    row0 = tl.program_id(0).to(tl.int64) * BLOCK
+    row0 = row_block(PARTS).to(tl.int64) * BLOCK
     tl.store(OUT + row0 * DIM + f, values, mask=inside & (row0 + r < N))
 """
 
@@ -162,12 +173,13 @@ def {name}({ptrs}, N, stride_n, stride_c{extra},
         FLAT_STORE: tl.constexpr, M_MAJOR: tl.constexpr, SELECT_TILE: tl.constexpr, ROW_CHUNK: tl.constexpr,
         ANY_ROW: tl.constexpr, PDIM: tl.constexpr, ROW_BASE: tl.constexpr, ROW_WIDTH: tl.constexpr,
         ROW_FIRST: tl.constexpr, ROW_END: tl.constexpr, ROW_NEXT: tl.constexpr, LADDER: tl.constexpr,
-        LOAD_FENCE: tl.constexpr, GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr):
+        LOAD_FENCE: tl.constexpr, GY_TILE: tl.constexpr, ROW32: tl.constexpr, BLOCK: tl.constexpr,
+        PARTS: tl.constexpr):
     if ROW32:
-        row0, rows, mask = program_rows(N, BLOCK)
+        row0, rows, mask = program_rows(N, BLOCK, PARTS)
     else:
         row0 = 0
-        rows = row_offsets(tl.program_id(0), BLOCK)
+        rows = row_offsets(row_block(PARTS), BLOCK)
         mask = rows < N
     x0, y0, z0 = _load_vec(X + row0 * stride_n, rows, mask, stride_n, stride_c, IS_F64, SELECT_TILE)
     x, y, z, d, clamped = _direction(x0, y0, z0, NORMALIZE, IS_F64)
@@ -312,7 +324,7 @@ def _full_row_store(parts) -> list[str]:
         values = [_value(parts, l, m) for l in range(L + 1) for m in range(-l, l + 1)]
         tile, P = _tile(values)
         lines += [f"    if LMAX == {L}:", "        if FLAT_STORE:"]
-        lines.append(f"            _store_rows_flat(OUT, {tile}, N, DIM, {P}, BLOCK)")
+        lines.append(f"            _store_rows_flat(OUT, {tile}, N, DIM, {P}, BLOCK, PARTS)")
         lines.append("        elif SELECT_TILE:")
         n = len(values)
         # ROW_CHUNKS: chunks of c columns, the last narrower; FORWARD_PIECES: power-of-two pieces of at most c
@@ -479,7 +491,63 @@ def render_triton() -> str:
             out.append(TRITON_GY_TILE_PROLOGUE)
             out.append(indent(lines, 1) + "\n")
             out.append(TRITON_DOUBLE_EPILOGUE)
+    out.append(_forward_parts_kernel())
     return "\n".join(out)
+
+
+# The forward's compile-time arguments, in signature order (TRITON_SIGNATURE), and those that differ between the
+# ranges of l's of sh_forward_parts_kernel (each range is its own l set inside the whole row of DIM columns)
+FORWARD_META = re.findall(r"(\w+): tl\.constexpr", TRITON_SIGNATURE)
+PART_KEYS = (
+    "LS",
+    "OFFS",
+    "LMAX",
+    "IS_F64",
+    "FULL_ROW",
+    "SELECT_TILE",
+    "ANY_ROW",
+    "PDIM",
+    "ROW_BASE",
+    "ROW_WIDTH",
+    "ROW_FIRST",
+    "ROW_END",
+    "ROW_NEXT",
+)
+MAX_PARTS = 3
+
+
+def part_name(key: str, p: int) -> str:
+    """sh_forward_parts_kernel's argument holding `key` of range p (a flat name: Triton 3.6 cannot pass an element
+    of a tuple of tuples on to another jitted function)."""
+    return f"{key}_{p}"
+
+
+def _forward_parts_kernel() -> str:
+    """sh_forward_parts_kernel: the forward with its output row cut into PARTS ranges of whole l's, each stored by
+    its own programs (program p: rows block p // PARTS, range p % PARTS), so that a row too wide for one tile
+    (float64 l_max 12: 169 columns) is still written as whole tiles, each in one burst (docs/kernel_tuning.md item
+    19). The PART_KEYS arguments come once per range (part_name); each range runs sh_forward_kernel on its l's (its
+    programs compute the recurrence from l = 0 and keep only their own l's)."""
+    names = [k for k in FORWARD_META if k not in PART_KEYS]
+    names += [part_name(k, p) for p in range(MAX_PARTS) for k in PART_KEYS]
+    params = ", ".join(f"{k}: tl.constexpr" for k in names)
+    lines = [
+        f"PART_KEYS = {PART_KEYS!r}",
+        f"MAX_PARTS = {MAX_PARTS}",
+        "",
+        "",
+        '@triton.jit(do_not_specialize=["N", "stride_n", "stride_c"])',
+        f"def sh_forward_parts_kernel(X, OUT, N, stride_n, stride_c, {params}):",
+        "    part = tl.program_id(0) % PARTS",
+    ]
+    for p in range(MAX_PARTS):
+        args = ", ".join(f"{k}={part_name(k, p)}" if k in PART_KEYS else f"{k}={k}" for k in FORWARD_META)
+        call = f"sh_forward_kernel(X, OUT, N, stride_n, stride_c, {args})"
+        if p == 0:
+            lines += ["    if part == 0:", f"        {call}"]
+        else:
+            lines += [f"    if PARTS > {p}:", f"        if part == {p}:", f"            {call}"]
+    return "\n".join(lines) + "\n"
 
 
 # Forward, ANY_ROW: the row built by selects as each l's values are made, in (BLOCK, P) tiles of one chunk of l's each

@@ -73,13 +73,30 @@ _FORCED = (
     "GY_TILE",
     "ROW32",
     "ANY_ROW_CHUNK",
+    "PARTS_AT",
 )
 _COUNTS = ("ROW_CHUNK", "LOAD_FENCE", "ANY_ROW_CHUNK")
 
 
-def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, dim: int | None = None) -> dict:
+# The forward's row cut into ranges (PARTS_AT) doubles the programs per block of rows: measured faster from 2^20 rows
+# on (float64 l_max 12, H200: 0.389 against 0.483 ms at 2^20, 1.55 against 1.91 ms at 2^22) and 2-2.5x slower at
+# 2^16-2^18 (0.28 against 0.10-0.13 ms; docs/kernel_tuning.md item 19), so the table's PARTS_AT applies from here on
+PARTS_MIN_ROWS = 2**20
+
+
+def parts_apply(rows) -> bool:
+    """Whether the table's PARTS_AT applies to a call on `rows` rows: None (size not given: the table as measured, at
+    N = 2^22) or a concrete row count of at least PARTS_MIN_ROWS; a symbolic count (torch.compile with dynamic
+    shapes) takes the one-range row, so no guard is put on the size."""
+    return rows is None or (isinstance(rows, int) and rows >= PARTS_MIN_ROWS)
+
+
+def config(
+    direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, dim: int | None = None, parts: bool = True
+) -> dict:
     """Launch configuration, chosen from the H100 and H200 sweeps of benchmarks/tune_kernels.py
-    (docs/kernel_tuning.md). `whole`: the l set is 0..l_max in order; `dim`: its row width.
+    (docs/kernel_tuning.md). `whole`: the l set is 0..l_max in order; `dim`: its row width; `parts`: whether the
+    table's PARTS_AT (the forward's row cut into ranges of l's) applies (parts_apply).
 
     WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column; FULL_ROW (forward, when
     the l set is 0..l_max in order) stores the whole output row as one tile, and FLAT_STORE with it stores that tile
@@ -109,6 +126,8 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
             cfg = {"BLOCK": 64, "num_warps": 4, "WIDE_IO": lmax >= 2}
     elif key in _TABLE:
         cfg = {k: v for k, v in _TABLE[key].items() if k != "ms"}
+        if not parts:  # the table's row cut does not apply at this size (parts_apply)
+            cfg.pop("PARTS_AT", None)
     elif direction == "forward":
         # measured (H200, docs/kernel_tuning.md item 8): the whole row built by selects, one row per thread, at
         # 87-91% of copy bandwidth from l_max 1 to 10; rows wider than 128 columns in two chunks
@@ -145,9 +164,18 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     # ANY_ROW_CHUNK (forward, ANY_ROW): the row's tile in chunks of whole l's of at most this many columns, each
     # stored once its last l is made (row_chunks); 0: the whole row in one tile
     cfg.setdefault("ANY_ROW_CHUNK", 0)
+    # PARTS_AT (forward, 0..l_max): the row cut into ranges of whole l's starting at these l's, each range stored by
+    # its own programs as whole tiles (sh_forward_parts_kernel; docs/kernel_tuning.md item 19); (): one range
+    cfg["PARTS_AT"] = tuple(cfg.get("PARTS_AT", ()))
+    forced_parts = os.environ.get("EQUITRITON_PARTS_AT")
+    if forced_parts is not None:
+        try:
+            cfg["PARTS_AT"] = tuple(int(v) for v in forced_parts.replace(",", " ").split())
+        except ValueError:
+            raise ValueError(f"EQUITRITON_PARTS_AT takes l's separated by commas, got {forced_parts!r}") from None
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count and EQUITRITON_LOAD_FENCE a
     # depth (measurements, tests)
-    for name in _FORCED:
+    for name in _FORCED[:-1]:  # PARTS_AT is a list, read above
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
             if name in _COUNTS and not forced.isdigit():
@@ -160,6 +188,8 @@ def config(direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, di
     elif not (direction == "double_backward" and cfg["LADDER"]):
         # the derivative kernels store column by column, except the ladder double backward's d(grad_y) (WIDE_IO)
         cfg["SELECT_TILE"] = cfg["WIDE_IO"] = False
+    if direction != "forward" or not whole:
+        cfg["PARTS_AT"] = ()  # only the forward of a 0..l_max set is cut into ranges
     return cfg
 
 
@@ -184,7 +214,8 @@ def rows_within_int32(t: torch.Tensor, cfg: dict) -> torch.Tensor:
 
 
 def grid(n: int, cfg: dict) -> tuple[int]:
-    return (triton.cdiv(n, cfg["BLOCK"]),)
+    # PARTS_AT (forward): one program per range of l's and block of rows
+    return (triton.cdiv(n, cfg["BLOCK"]) * (len(cfg.get("PARTS_AT", ())) + 1),)
 
 
 # widest row (padded to a power of two) stored as one select-built tile for an l set other than 0..l_max (ANY_ROW)
@@ -243,8 +274,51 @@ def _row_chunk_meta(ls, offs, dim: int, cap: int) -> tuple[dict, int]:
     return tuples, max(pads)
 
 
+def part_ranges(lmax: int, cuts) -> list[list[int]]:
+    """0..l_max cut into ranges of whole l's, a new range starting at each l of `cuts` (PARTS_AT)."""
+    bounds = [0, *sorted(set(cuts)), lmax + 1]
+    if not all(0 < c <= lmax for c in cuts):
+        raise ValueError(f"PARTS_AT takes l's in 1..{lmax} where a range of the row starts, got {list(cuts)}")
+    if len(bounds) - 1 > kernels.MAX_PARTS:
+        raise ValueError(f"PARTS_AT cuts the row into at most {kernels.MAX_PARTS} ranges, got {list(cuts)}")
+    return [list(range(a, b)) for a, b in zip(bounds, bounds[1:])]
+
+
+def _parts_meta(lmax: int, dim: int, normalize: bool, normalization: int, dtype: torch.dtype, cfg: dict) -> dict:
+    """sh_forward_parts_kernel's compile-time arguments: 0..l_max cut at PARTS_AT into ranges of whole l's, each
+    the forward of its own l's writing its columns of the whole row (row stride DIM). The first range is stored as
+    the whole-row tile of its l's (FULL_ROW as configured), every other one as one select-built tile (ANY_ROW)
+    starting at its first column. FLAT_STORE needs the program's rows contiguous, so it is off."""
+    parts = []
+    for r in part_ranges(lmax, cfg["PARTS_AT"]):
+        offs_r, width = tuple(l * l for l in r), sum(2 * l + 1 for l in r)
+        head = r[0] == 0
+        pcfg = dict(cfg, PARTS_AT=(), FLAT_STORE=False, ANY_ROW_CHUNK=0)
+        if not head:
+            pcfg.update(FULL_ROW=False, SELECT_TILE=True)
+        m = meta(r, offs_r, width, normalize, normalization, dtype, pcfg)
+        if not head:
+            if padded_width(width) > ANY_ROW_MAX:
+                raise ValueError(f"PARTS_AT {list(cfg['PARTS_AT'])}: l = {r[0]}..{r[-1]} is over {ANY_ROW_MAX} columns")
+            m.update(ROW_BASE=(offs_r[0],) * len(r), ROW_WIDTH=(width,) * len(r), ROW_FIRST=padded_width(width))
+        m["DIM"] = dim
+        parts.append(m)
+    out = {k: v for k, v in parts[0].items() if k not in kernels.PART_KEYS}
+    out["PARTS"] = len(parts)
+    for p in range(kernels.MAX_PARTS):  # a range past PARTS repeats the first (its code is never generated)
+        out.update({f"{k}_{p}": parts[p if p < len(parts) else 0][k] for k in kernels.PART_KEYS})
+    return out
+
+
+def forward_kernel(meta_: dict):
+    """The generated forward that a meta from `meta` is for: one range of l's, or the row cut into PARTS ranges."""
+    return kernels.sh_forward_parts_kernel if meta_["PARTS"] > 1 else kernels.sh_forward_kernel
+
+
 def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.dtype, cfg: dict) -> dict:
     whole = list(ls) == list(range(max(ls) + 1))
+    if cfg.get("PARTS_AT") and whole:
+        return _parts_meta(max(ls), dim, normalize, normalization, dtype, cfg)
     full_row = bool(cfg.get("FULL_ROW", False)) and whole
     pdim = padded_width(dim)
     select = bool(cfg.get("SELECT_TILE", False))
@@ -279,6 +353,8 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         GY_TILE=bool(cfg.get("GY_TILE", False)) and 2 <= pdim <= GY_TILE_MAX,
         ROW32=bool(cfg.get("ROW32", False)),
         BLOCK=cfg["BLOCK"],
+        # programs per block of rows: 1 here; sh_forward_parts_kernel (_parts_meta) gives each range of l's its own
+        PARTS=1,
         num_warps=cfg["num_warps"],
     )
 
@@ -287,15 +363,20 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
 _PLANS: dict = {}
 
 
-def plan(direction: str, ls, normalize: bool, normalization: int, dtype: torch.dtype) -> tuple[dict, dict, int]:
+def plan(
+    direction: str, ls, normalize: bool, normalization: int, dtype: torch.dtype, rows=None
+) -> tuple[dict, dict, int]:
     """(cfg, meta, DIM) of a launch, worked out once per l set and settings (config + meta cost ~10 us a call); the
-    EQUITRITON_<NAME> overrides of `config` and FLOAT32_COMPUTE are part of the key."""
+    EQUITRITON_<NAME> overrides of `config`, FLOAT32_COMPUTE and, for the forward, whether the table's PARTS_AT
+    applies at `rows` rows (parts_apply) are part of the key."""
     forced = [os.environ.get("EQUITRITON_" + n) for n in _FORCED]
-    key = (direction, tuple(ls), normalize, normalization, dtype, FLOAT32_COMPUTE, *forced)
+    parts = direction == "forward" and parts_apply(rows)
+    key = (direction, tuple(ls), normalize, normalization, dtype, FLOAT32_COMPUTE, parts, *forced)
     found = _PLANS.get(key)
     if found is None:
         offs, dim = offsets(ls)
-        cfg = config(direction, max(ls), dtype, whole=list(ls) == list(range(max(ls) + 1)), dim=dim)
+        whole = list(ls) == list(range(max(ls) + 1))
+        cfg = config(direction, max(ls), dtype, whole=whole, dim=dim, parts=parts)
         m = meta(ls, offs, dim, normalize, normalization, dtype, cfg)
         # the tile the kernel is built with: a row too wide for GY_TILE has none, so the coalesce skip still applies
         cfg["GY_TILE"] = m["GY_TILE"]
@@ -438,6 +519,9 @@ __all__ = [
     "plan",
     "row_chunks",
     "chunk_widths",
+    "part_ranges",
+    "parts_apply",
+    "forward_kernel",
     "run_cached",
     "compiling",
 ]
