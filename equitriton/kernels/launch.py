@@ -175,7 +175,9 @@ def config(
             raise ValueError(f"EQUITRITON_PARTS_AT takes l's separated by commas, got {forced_parts!r}") from None
     # EQUITRITON_<NAME> = 0/1 forces one choice, EQUITRITON_ROW_CHUNK a column count and EQUITRITON_LOAD_FENCE a
     # depth (measurements, tests)
-    for name in _FORCED[:-1]:  # PARTS_AT is a list, read above
+    for name in _FORCED:
+        if name == "PARTS_AT":  # a list of l's, read above
+            continue
         forced = os.environ.get(f"EQUITRITON_{name}")
         if forced is not None:
             if name in _COUNTS and not forced.isdigit():
@@ -305,7 +307,9 @@ def _parts_meta(lmax: int, dim: int, normalize: bool, normalization: int, dtype:
         parts.append(m)
     out = {k: v for k, v in parts[0].items() if k not in kernels.PART_KEYS}
     out["PARTS"] = len(parts)
-    for p in range(kernels.MAX_PARTS):  # a range past PARTS repeats the first (its code is never generated)
+    # one argument per key and range (codegen.render.part_name); a range past PARTS repeats the first (its branch is
+    # never generated)
+    for p in range(kernels.MAX_PARTS):
         out.update({f"{k}_{p}": parts[p if p < len(parts) else 0][k] for k in kernels.PART_KEYS})
     return out
 
