@@ -43,12 +43,11 @@ def kernel_call(direction, x, g, w, out, ls, cfg):
     offs, dim = launch.offsets(ls)
     n = x.shape[0]
     meta = launch.meta(ls, offs, dim, True, 1, x.dtype, {**cfg})
-    grid = (triton.cdiv(n, cfg["BLOCK"]),)
+    grid = launch.grid(n, cfg)  # PARTS_AT (forward): one program per range of l's and block of rows
     if cfg.get("MAXNREG"):  # --sweep regs: Triton's register cap per thread (ptxas .maxnreg)
         meta["maxnreg"] = cfg["MAXNREG"]
-    if direction == "forward":  # PARTS_AT: the row's ranges of l's by their own programs (launch.forward_kernel)
-        grid = launch.grid(n, cfg)
-        kernel = launch.forward_kernel(meta)
+    if direction == "forward":
+        kernel = launch.forward_kernel(meta)  # the parts kernel where PARTS_AT cuts the row
         return lambda: kernel[grid](x, out[0], n, x.stride(0), x.stride(1), **meta)
     if direction == "backward":
         return lambda: launch.kernels.sh_backward_kernel[grid](x, g, out[1], n, x.stride(0), x.stride(1), **meta)
