@@ -37,7 +37,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 from roofline import sass_summary  # noqa: E402
-from tune_kernels import copy_bandwidth  # noqa: E402
+from tune_kernels import copy_bandwidth, time_calls  # noqa: E402
 
 from equitriton.generated import torch_fallback  # noqa: E402
 from equitriton.kernels import launch  # noqa: E402
@@ -125,8 +125,7 @@ def time_call(make, lmax, dtype, dev, pool=2) -> float:
     _, dim = launch.offsets(list(range(lmax + 1)))
     xs = [torch.randn(N_BIG, 3, dtype=dtype, device=dev) for _ in range(pool)]
     out = torch.empty(N_BIG, dim, dtype=dtype, device=dev)
-    it = itertools.cycle([make(x, out) for x in xs])
-    return triton.testing.do_bench(lambda: next(it)(), warmup=10, rep=40, return_mode="median")
+    return time_calls([make(x, out) for x in xs])
 
 
 def _label(v: dict) -> dict:

@@ -415,10 +415,14 @@ def time_case(lmax, dtype, direction, cfg, dev, pool=2):
     )
     ws = [torch.randn(n, 3, dtype=dtype, device=dev) for _ in range(pool)]
     out = (torch.empty(n, dim, dtype=dtype, device=dev), torch.empty(n, 3, dtype=dtype, device=dev))
-    calls = [kernel_call(direction, xs[i], gs[i], ws[i], out, ls, cfg) for i in range(pool)]
-    it = itertools.cycle(calls)
-    ms = triton.testing.do_bench(lambda: next(it)(), warmup=10, rep=40, return_mode="median")
+    ms = time_calls([kernel_call(direction, xs[i], gs[i], ws[i], out, ls, cfg) for i in range(pool)])
     return ms, nbytes(direction, n, dim, torch.finfo(dtype).bits // 8) / ms / 1e6
+
+
+def time_calls(calls) -> float:
+    """do_bench median (ms) of the launches `calls`, taken in turn (each on its own inputs: a pool larger than L2)."""
+    it = itertools.cycle(calls)
+    return triton.testing.do_bench(lambda: next(it)(), warmup=10, rep=40, return_mode="median")
 
 
 def small_case(lmax, dtype, cfgs, dev):

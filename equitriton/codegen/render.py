@@ -534,6 +534,8 @@ def _forward_parts_kernel() -> str:
     lines = [
         f"PART_KEYS = {PART_KEYS!r}",
         f"MAX_PARTS = {MAX_PARTS}",
+        "# PART_ARGS[p][i]: the argument of sh_forward_parts_kernel that holds PART_KEYS[i] of range p",
+        f"PART_ARGS = {tuple(tuple(part_name(k, p) for k in PART_KEYS) for p in range(MAX_PARTS))!r}",
         "",
         "",
         '@triton.jit(do_not_specialize=["N", "stride_n", "stride_c"])',

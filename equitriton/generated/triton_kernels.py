@@ -51933,6 +51933,8 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
 
 PART_KEYS = ('LS', 'OFFS', 'LMAX', 'IS_F64', 'FULL_ROW', 'SELECT_TILE', 'ANY_ROW', 'PDIM', 'ROW_BASE', 'ROW_WIDTH', 'ROW_FIRST', 'ROW_END', 'ROW_NEXT')
 MAX_PARTS = 3
+# PART_ARGS[p][i]: the argument of sh_forward_parts_kernel that holds PART_KEYS[i] of range p
+PART_ARGS = (('LS_0', 'OFFS_0', 'LMAX_0', 'IS_F64_0', 'FULL_ROW_0', 'SELECT_TILE_0', 'ANY_ROW_0', 'PDIM_0', 'ROW_BASE_0', 'ROW_WIDTH_0', 'ROW_FIRST_0', 'ROW_END_0', 'ROW_NEXT_0'), ('LS_1', 'OFFS_1', 'LMAX_1', 'IS_F64_1', 'FULL_ROW_1', 'SELECT_TILE_1', 'ANY_ROW_1', 'PDIM_1', 'ROW_BASE_1', 'ROW_WIDTH_1', 'ROW_FIRST_1', 'ROW_END_1', 'ROW_NEXT_1'), ('LS_2', 'OFFS_2', 'LMAX_2', 'IS_F64_2', 'FULL_ROW_2', 'SELECT_TILE_2', 'ANY_ROW_2', 'PDIM_2', 'ROW_BASE_2', 'ROW_WIDTH_2', 'ROW_FIRST_2', 'ROW_END_2', 'ROW_NEXT_2'))
 
 
 @triton.jit(do_not_specialize=["N", "stride_n", "stride_c"])

@@ -307,10 +307,10 @@ def _parts_meta(lmax: int, dim: int, normalize: bool, normalization: int, dtype:
         parts.append(m)
     out = {k: v for k, v in parts[0].items() if k not in kernels.PART_KEYS}
     out["PARTS"] = len(parts)
-    # one argument per key and range (codegen.render.part_name); a range past PARTS repeats the first (its branch is
+    # one argument per key and range (the generated PART_ARGS); a range past PARTS repeats the first (its branch is
     # never generated)
-    for p in range(kernels.MAX_PARTS):
-        out.update({f"{k}_{p}": parts[p if p < len(parts) else 0][k] for k in kernels.PART_KEYS})
+    for p, names in enumerate(kernels.PART_ARGS):
+        out.update({name: parts[p if p < len(parts) else 0][k] for k, name in zip(kernels.PART_KEYS, names)})
     return out
 
 
