@@ -10,7 +10,13 @@ Two figures per call:
   it exceeds the GPU's (at N = 2^12 the kernels take 4-15 us);
 - `latency_us`: median over calls of (call + synchronize): what one call costs a caller that waits for it.
 
-Also a cProfile of the public forward + backward (top functions by own time), so the remaining host time has names.
+The force-training chain (forward, backward with create_graph, then the gradients of <dx, w> w.r.t. g and x, as
+`sh_bench.py --directions training` times it) of every implementation of `shbench.peers` that is installed (ours, e3nn,
+sphericart-torch with `. benchmarks/device_setup.sh` first): at N = 2^14 that chain is host-bound, and it is where
+sh_bench has found ours slower than a peer.
+
+Also a cProfile of the public forward + backward and of ours' training chain (top functions by own time), so the
+remaining host time has names.
 
     python benchmarks/launch_overhead.py --out OUTDIR      # writes launch_overhead.json and launch_overhead.md
 """
@@ -36,6 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import equitriton  # noqa: E402
 from equitriton.kernels import launch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shbench import peers  # noqa: E402
 
 CASES = [([0, 1, 2], torch.float64), ([0, 1, 2], torch.float32), (list(range(7)), torch.float64)]
 
@@ -100,6 +109,38 @@ def _calls(ls, dtype, n, device):
     }
 
 
+def _training_calls(ls, dtype, n, device) -> dict:
+    """Each installed implementation's training chain (shbench.peers: the same callables sh_bench times)."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 3, generator=gen, dtype=dtype).to(device)
+    calls = {}
+    for impl in peers.load(["equitriton", "e3nn", "sphericart"], None, None).values():
+        if not impl.availability(device)["available"]:
+            continue
+        prep = impl.prepare(tuple(ls), dtype, device)
+        if prep.training is None:
+            continue
+        g = torch.randn(n, prep.out_dim, generator=gen, dtype=dtype).to(device).requires_grad_(True)
+        xl = x.clone().requires_grad_(True)
+        calls[f"{impl.label}: training"] = lambda prep=prep, xl=xl, g=g: prep.training(xl, g, x)
+    return calls
+
+
+def _profile(fn, device, reps: int) -> str:
+    """cProfile of reps calls of fn: the top 25 functions by own time."""
+    fn()
+    _sync(device)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(reps):
+        fn()
+    _sync(device)
+    prof.disable()
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+    return buf.getvalue()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
@@ -114,7 +155,7 @@ def main(argv=None) -> int:
         cases = [(list(range(int(l) + 1)), getattr(torch, d)) for l, d in (c.split(":") for c in a.lmaxes.split(","))]
     rows = []
     for ls, dtype in cases:
-        calls = _calls(ls, dtype, a.n, device)
+        calls = {**_calls(ls, dtype, a.n, device), **_training_calls(ls, dtype, a.n, device)}
         for name, fn in calls.items():
             rows.append({"ls": ls, "dtype": str(dtype).split(".")[-1], "call": name, **_time(fn, device, a.reps)})
         # the eager path with the cached-kernel launch switched off: kernel[grid] on every call
@@ -127,18 +168,16 @@ def main(argv=None) -> int:
                 rows.append({"ls": ls, "dtype": str(dtype).split(".")[-1], "call": name + " (no cached launch)", **r})
         finally:
             launch.FAST_LAUNCH = saved
-    # where the remaining host time goes: cProfile of the public forward + backward, l <= 2 float64
-    fb = _calls([0, 1, 2], torch.float64, a.n, device)["ours, public API: forward + backward"]
-    fb()
-    _sync(device)
-    prof = cProfile.Profile()
-    prof.enable()
-    for _ in range(a.reps):
-        fb()
-    _sync(device)
-    prof.disable()
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+    # where the remaining host time goes: cProfile of the public forward + backward (l <= 2 float64) and of ours'
+    # training chain (the first case's l set and dtype)
+    profiles = {
+        "ours (public API) forward + backward, l<=2 float64": _profile(
+            _calls([0, 1, 2], torch.float64, a.n, device)["ours, public API: forward + backward"], device, a.reps
+        ),
+        f"ours training chain, l<={max(cases[0][0])} {str(cases[0][1]).split('.')[-1]}": _profile(
+            _training_calls(*cases[0], a.n, device)[f"{peers.Ours.label}: training"], device, a.reps
+        ),
+    }
     env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
@@ -164,9 +203,10 @@ def main(argv=None) -> int:
     for r in rows:
         ls = f"l<={max(r['ls'])}"
         lines.append(f"| {ls} | {r['dtype']} | {r['call']} | {r['throughput_us']:.1f} | {r['latency_us']:.1f} |")
-    lines += ["", "cProfile, ours (public API) forward + backward, l<=2 float64, top 25 by own time:", "", "```"]
-    lines += [ln.rstrip() for ln in buf.getvalue().splitlines() if ln.strip()][:45]
-    lines.append("```")
+    for what, text in profiles.items():
+        lines += ["", f"cProfile, {what}, top 25 by own time:", "", "```"]
+        lines += [ln.rstrip() for ln in text.splitlines() if ln.strip()][:45]
+        lines.append("```")
     (out / "launch_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -356,8 +356,11 @@ def test_launch_overhead_smoke(tmp_path):
         "bare Triton launch kernel[grid]: forward",
     } <= calls
     assert "ours, public API: forward + backward (no cached launch)" in calls
+    # the training chain of ours and e3nn (sphericart where installed), each checked below to have run
+    assert {"EquiTriton-MD (ours): training", "e3nn (eager): training"} <= calls
     assert all(r["throughput_us"] > 0 and r["latency_us"] > 0 for r in doc["rows"])
-    assert "cProfile" in (tmp_path / "launch_overhead.md").read_text()
+    report = (tmp_path / "launch_overhead.md").read_text()
+    assert "cProfile, ours (public API) forward + backward" in report and "cProfile, ours training chain" in report
 
 
 def test_merge_newest_ok_point_wins_and_keeps_every_runs_implementations():
