@@ -33,6 +33,7 @@ import platform
 import pstats
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +45,7 @@ import equitriton  # noqa: E402
 from equitriton.kernels import launch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shbench import peers  # noqa: E402
+from shbench import isolate, peers  # noqa: E402
 
 CASES = [([0, 1, 2], torch.float64), ([0, 1, 2], torch.float32), (list(range(7)), torch.float64)]
 
@@ -109,21 +110,43 @@ def _calls(ls, dtype, n, device):
     }
 
 
+SKIPPED: dict = {}  # "label: training" -> why it could not run here
+
+
 def _training_calls(ls, dtype, n, device) -> dict:
-    """Each installed implementation's training chain (shbench.peers: the same callables sh_bench times)."""
+    """Each installed implementation's training chain (shbench.peers: the same callables sh_bench times); one that
+    fails its first call is left out, with the reason in SKIPPED."""
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(n, 3, generator=gen, dtype=dtype).to(device)
     calls = {}
     for impl in peers.load(["equitriton", "e3nn", "sphericart"], None, None).values():
+        name = f"{impl.label}: training"
         if not impl.availability(device)["available"]:
             continue
-        prep = impl.prepare(tuple(ls), dtype, device)
-        if prep.training is None:
-            continue
-        g = torch.randn(n, prep.out_dim, generator=gen, dtype=dtype).to(device).requires_grad_(True)
-        xl = x.clone().requires_grad_(True)
-        calls[f"{impl.label}: training"] = lambda prep=prep, xl=xl, g=g: prep.training(xl, g, x)
+        try:
+            prep = impl.prepare(tuple(ls), dtype, device)
+            if prep.training is None:
+                continue
+            g = torch.randn(n, prep.out_dim, generator=gen, dtype=dtype).to(device).requires_grad_(True)
+            xl = x.clone().requires_grad_(True)
+            calls[name] = lambda prep=prep, xl=xl, g=g: prep.training(xl, g, x)
+            calls[name]()
+        except Exception as e:
+            calls.pop(name, None)
+            SKIPPED[name] = f"{type(e).__name__}: {e}"[:300]
     return calls
+
+
+def _nvrtc12_restart() -> None:
+    """sphericart-torch's CUDA library needs a file named libnvrtc.so.12 when it loads, which a CUDA-13 machine lacks
+    (shbench.isolate.nvrtc12_shim, as sh_bench's sphericart child gets it); the loader reads LD_LIBRARY_PATH at
+    process start, so on CUDA this process starts again, once, with the stand-in on it."""
+    if os.environ.get("LAUNCH_OVERHEAD_NVRTC12") or not torch.cuda.is_available():
+        return
+    extra, _ = isolate.nvrtc12_shim(Path(tempfile.mkdtemp(prefix="nvrtc12_")))
+    paths = [extra.get("LD_LIBRARY_PATH", ""), os.environ.get("LD_LIBRARY_PATH", "")]
+    env = dict(os.environ, LAUNCH_OVERHEAD_NVRTC12="1", LD_LIBRARY_PATH=os.pathsep.join(p for p in paths if p))
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
 def _profile(fn, device, reps: int) -> str:
@@ -150,6 +173,8 @@ def main(argv=None) -> int:
     p.add_argument("--lmaxes", help="l sets 0..l_max to run instead of the default cases, e.g. '12:float64,2:float32'")
     a = p.parse_args(argv)
     device = torch.device(a.device)
+    if device.type == "cuda" and argv is None:
+        _nvrtc12_restart()
     cases = CASES
     if a.lmaxes:
         cases = [(list(range(int(l) + 1)), getattr(torch, d)) for l, d in (c.split(":") for c in a.lmaxes.split(","))]
@@ -189,6 +214,7 @@ def main(argv=None) -> int:
         "n": a.n,
         "reps": a.reps,
         "fast_launch_env": os.environ.get("EQUITRITON_FAST_LAUNCH", "1"),
+        "not_run": SKIPPED,
     }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,6 +229,7 @@ def main(argv=None) -> int:
     for r in rows:
         ls = f"l<={max(r['ls'])}"
         lines.append(f"| {ls} | {r['dtype']} | {r['call']} | {r['throughput_us']:.1f} | {r['latency_us']:.1f} |")
+    lines += [f"- not run: {name}: {why}" for name, why in SKIPPED.items()]
     for what, text in profiles.items():
         lines += ["", f"cProfile, {what}, top 25 by own time:", "", "```"]
         lines += [ln.rstrip() for ln in text.splitlines() if ln.strip()][:45]
