@@ -13,7 +13,6 @@ import os
 import threading
 
 import torch
-import triton
 
 from ..generated import triton_kernels as kernels
 
@@ -216,8 +215,10 @@ def rows_within_int32(t: torch.Tensor, cfg: dict) -> torch.Tensor:
 
 
 def grid(n: int, cfg: dict) -> tuple[int]:
-    # PARTS_AT (forward): one program per range of l's and block of rows
-    return (triton.cdiv(n, cfg["BLOCK"]) * (len(cfg.get("PARTS_AT", ())) + 1),)
+    # PARTS_AT (forward): one program per range of l's and block of rows. (Plain integer arithmetic, which also
+    # takes torch.compile's symbolic n: triton.cdiv is a ConstexprFunction, ~2 us a call on the host.)
+    block = cfg["BLOCK"]
+    return ((n + block - 1) // block * (len(cfg.get("PARTS_AT", ())) + 1),)
 
 
 # widest row (padded to a power of two) stored as one select-built tile for an l set other than 0..l_max (ANY_ROW)
@@ -365,6 +366,18 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
 
 # ------------------------------------------------------------------------------------------------------ eager launches
 _PLANS: dict = {}
+# The EQUITRITON_<NAME> overrides are read on every call (tests and sweeps set them at run time), and os.environ.get
+# costs ~0.7 us a name (it encodes the key and decodes the value): 9 us of the ~30 us host cost of an eager call.
+# CPython's os.environ keeps its bytes mapping in `_data`; where it has one, the raw values serve as the plan key.
+_ENV_DATA = getattr(os.environ, "_data", None)
+_FORCED_KEYS = tuple(os.environ.encodekey("EQUITRITON_" + n) for n in _FORCED) if _ENV_DATA is not None else ()
+
+
+def _forced_settings() -> tuple:
+    """The EQUITRITON_<NAME> overrides set now (raw values, or None where unset), in _FORCED order."""
+    if _ENV_DATA is None:
+        return tuple(os.environ.get("EQUITRITON_" + n) for n in _FORCED)
+    return tuple(map(_ENV_DATA.get, _FORCED_KEYS))
 
 
 def plan(
@@ -373,7 +386,7 @@ def plan(
     """(cfg, meta, DIM) of a launch, worked out once per l set and settings (config + meta cost ~10 us a call); the
     EQUITRITON_<NAME> overrides of `config`, FLOAT32_COMPUTE and, for the forward, whether the table's PARTS_AT
     applies at `rows` rows (parts_apply) are part of the key."""
-    forced = [os.environ.get("EQUITRITON_" + n) for n in _FORCED]
+    forced = _forced_settings()
     parts = direction == "forward" and parts_apply(rows)
     key = (direction, tuple(ls), normalize, normalization, dtype, FLOAT32_COMPUTE, parts, *forced)
     found = _PLANS.get(key)
