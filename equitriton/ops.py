@@ -323,6 +323,10 @@ def _device_guard(t: Tensor, eager: bool = False):
 
 
 def _launch(kernel, direction: str, cfg: dict, meta: dict, n, args: tuple, fast: bool) -> None:
+    # The ops' bodies (fast=False) on real tensors outside any tracing or transform (a plain call of
+    # torch.ops.equitriton.*, a TorchScript model's) launch as the eager path does: wrap_triton's kernel[grid] is only
+    # needed where torch.compile / export / make_fx record the launch, and costs tens of microseconds a call.
+    fast = fast or eager(args[0])
     g = launch.grid(n, cfg)
     with _device_guard(args[0], eager=fast):
         if fast:
