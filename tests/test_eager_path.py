@@ -231,6 +231,37 @@ def test_interpreted_eager_path_same_bits_as_the_op():
         assert r["equal"] == [True] * 4, (dtype, r)
 
 
+def test_op_bodies_launch_like_the_eager_path_unless_traced(monkeypatch):
+    """The ops' Triton bodies (fast=False) on real tensors outside any tracing launch through launch.run_cached, as
+    the eager path does (a plain torch.ops.equitriton call, a TorchScript model's); on fake tensors (torch.compile,
+    export) through wrap_triton, which records the launch. Recorders stand in for both: no kernel runs."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from equitriton.kernels import launch
+
+    calls = []
+    monkeypatch.setattr(launch, "run_cached", lambda kernel, direction, *rest: calls.append(("cached", direction)))
+
+    class _Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            return lambda *args, **meta: calls.append(("wrapped", self.kernel.__name__))
+
+    monkeypatch.setattr(ops, "wrap_triton", _Recorder)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    g = torch.randn(8, 9, dtype=torch.float64)
+    ops._triton_forward(x, [0, 1, 2], True, 1)
+    ops._triton_backward(x, g, [0, 1, 2], True, 1)
+    ops._triton_double_backward(x, g, x, [0, 1, 2], True, 1)
+    assert calls == [("cached", "forward"), ("cached", "backward"), ("cached", "double_backward")]
+    calls.clear()
+    with FakeTensorMode() as mode:
+        ops._triton_forward(mode.from_tensor(x), [0, 1, 2], True, 1)
+    assert calls == [("wrapped", "sh_forward_kernel")]
+
+
 def test_first_derivative_without_create_graph_same_bits():
     """Forces in MD take dE/dx without create_graph: the eager backward then runs its body directly (no second
     autograd.Function); the result is the op's, and it carries no graph."""
