@@ -310,8 +310,9 @@ def _cpu_double_backward(
 
 
 # ------------------------------------------------------------------------------------------ CUDA / XPU (Triton kernels)
-# The Triton bodies of the three ops, shared by the ops (`fast=False`: wrap_triton, so that torch.compile / export
-# capture the launch) and by the eager path below (`fast=True`: launch.run_cached, the lean launch on CUDA).
+# The Triton bodies of the three ops, shared by the ops and by the eager path below. Real tensors outside any tracing
+# launch through launch.run_cached, the lean launch on CUDA (the eager path says so with `fast=True`; the ops' bodies
+# find it out in _launch); traced ones through wrap_triton, so that torch.compile / export capture the launch.
 def _device_guard(t: Tensor, eager: bool = False):
     """The device of `t` made current where it is not (Triton launches on the current device); `eager`: the caller
     already knows the call is untraced (the eager path), so that is not checked again."""
