@@ -237,6 +237,25 @@ def gytile_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return rows + [{"WIDE_IO": False, "GY_TILE": True, **b} for b in bodies]
 
 
+# --sweep gyhead: rows wider than the widest grad_y tile (l_max >= 8 of 0..l_max) with their head, the 64 columns of
+# degrees 0-7, loaded as one coalesced tile (GY_TILE) and the columns past it one by one, fenced as the table's body
+# is. At l_max 7 (64 columns: the head alone) the tile made the backward 2.1x (float64) and 2.5x (float32) faster
+# (docs/kernel_tuning.md item 15); from l_max 8 the head is 79% (l_max 8) to 38% (l_max 12) of the row.
+
+
+def gyhead_configs(lmax: int, dtype, direction: str) -> list[dict]:
+    current = dict(launch.config(direction, lmax, dtype), current=True)
+    rows = [current, dict(current, current=False, GY_TILE=True)]
+    tiles = {"WIDE_IO": direction != "backward", "SELECT_TILE": direction != "backward"}  # d(grad_y) as the table
+    ladders = [
+        dict(LADDER=True, BLOCK=b, num_warps=w, LOAD_FENCE=d, GY_TILE=True, **tiles)
+        for d in (1, 2)
+        for b, w in ((32, 1), (64, 2))
+    ]
+    duals = [dict(WIDE_IO=False, LADDER=False, M_MAJOR=True, BLOCK=128, num_warps=4, GY_TILE=True)]
+    return rows + ladders + (duals if direction == "backward" else [])
+
+
 # --sweep row32: the launch table's config against the same with ROW32 flipped: 64-bit row indices in every address
 # and mask, or 32-bit offsets from the program's first row (docs/kernel_tuning.md item 17)
 def row32_configs(lmax: int, dtype, direction: str) -> list[dict]:
@@ -291,6 +310,7 @@ DERIVATIVE_SWEEPS = {
     "fence": fence_configs,
     "depth": depth_configs,
     "gytile": gytile_configs,
+    "gyhead": gyhead_configs,
     "row32": row32_configs,
 }
 

@@ -194,16 +194,21 @@ def test_load_fence_is_a_depth(monkeypatch):
 
 
 def test_gy_tile_reaches_the_derivative_kernels_up_to_its_width(monkeypatch):
-    """EQUITRITON_GY_TILE=1 loads grad_y as one tile in the derivative kernels only, for rows of up to GY_TILE_MAX
-    padded columns (l_max 3: 16; [12, 5]: 36 -> 64); wider rows (l_max 8: 81 -> 128) keep their column loads. A
-    kernel with the tile runs Triton's coalesce pass (it vectorizes the tile's loads); one without keeps the skip."""
+    """EQUITRITON_GY_TILE=1 loads grad_y as one tile in the derivative kernels only: the whole row where it has up to
+    GY_TILE_MAX padded columns (l_max 3: 16; [12, 5]: 36 -> 64), the head of a wider one (l_max 8: the first 64 of
+    81 columns; [10, 11, 12]: 64 of 69). A kernel with the tile runs Triton's coalesce pass (it vectorizes the tile's
+    loads); one without keeps the skip."""
     monkeypatch.setenv("EQUITRITON_GY_TILE", "1")
     for direction in ("backward", "double_backward"):
-        for ls, tiled in ((list(range(4)), True), ([12, 5], True), (list(range(9)), False)):
+        for ls, pdim in ((list(range(4)), 16), ([12, 5], 64), (list(range(9)), 64), ([10, 11, 12], 64)):
             cfg, meta, _ = launch.plan(direction, ls, True, 1, torch.float64)
-            assert meta["GY_TILE"] is tiled and cfg["GY_TILE"] is tiled, (direction, ls)
+            assert meta["GY_TILE"] and cfg["GY_TILE"] and meta["PDIM"] == pdim, (direction, ls)
             # the double backward's d(grad_y) tiles (WIDE_IO) keep the pass whatever GY_TILE is
-            assert launch.coalesce_is_identity(direction, cfg) is (direction == "backward" and not tiled)
+            assert not launch.coalesce_is_identity(direction, cfg)
+    # without the tile the forward's padded row width stays (l_max 8: 128)
+    monkeypatch.setenv("EQUITRITON_GY_TILE", "0")
+    assert launch.plan("backward", list(range(9)), True, 1, torch.float64)[1]["PDIM"] == 128
+    monkeypatch.setenv("EQUITRITON_GY_TILE", "1")
     _, fwd, _ = launch.plan("forward", list(range(4)), True, 1, torch.float64)
     assert not fwd["GY_TILE"]
     monkeypatch.delenv("EQUITRITON_GY_TILE")

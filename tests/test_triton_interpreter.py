@@ -190,8 +190,9 @@ CASES = (
             ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, [0, 2, 10], "component", "float64", 70),
         )
     ]
-    # GY_TILE: the grad_y row as one coalesced tile split into columns (rows of up to 64 padded columns), forced on
-    # both bodies and orders, sparse and repeated sets, masked tails; l_max 3's 16 columns are the case it is for
+    # GY_TILE: the grad_y row as one coalesced tile split into columns (rows of up to 64 padded columns; of a wider
+    # row its first 64 columns, the rest loaded column by column), forced on both bodies and orders, sparse and
+    # repeated sets, masked tails; l_max 3's 16 columns are the case it was made for
     + [
         _case(ls, True, norm, dtype, n=n, env={"EQUITRITON_GY_TILE": "1", **env}, directions="bd")
         for env, ls, norm, dtype, n in (
@@ -200,8 +201,12 @@ CASES = (
             ({"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "1"}, [0, 1, 2, 3, 4, 5], "integral", "float64", 37),
             ({"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "0"}, [3, 1, 3, 0], "norm", "float32", 130),
             ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, [2, 6], "component", "float64", 37),
-            # wider than GY_TILE_MAX: column by column whatever GY_TILE says
+            # wider than GY_TILE_MAX: the head of the row (degrees 0-7) in the tile, degree 8 column by column,
+            # fenced or not; [10, 11, 12]: the tile's edge inside degree 12
             ({"EQUITRITON_LADDER": "1"}, [0, 1, 2, 3, 4, 5, 6, 7, 8], "norm", "float64", 37),
+            ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, list(range(10)), "component", "float32", 37),
+            ({"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "1"}, list(range(9)), "integral", "float64", 37),
+            ({"EQUITRITON_LADDER": "1"}, [10, 11, 12], "norm", "float64", 37),
             ({"EQUITRITON_LADDER": "0"}, [0, 1], "integral", "float64", 37),
         )
     ]

@@ -88,6 +88,26 @@ def test_gytile_sweep_rows_and_table_entry(tune, tmp_path):
     assert json.loads(path.read_text())["configs"]["backward/3/float64"]["GY_TILE"] is True
 
 
+def test_gyhead_sweep_rows_tile_the_head_of_wide_rows(tune):
+    """The table's config, the same with the tile, then fenced ladders and (backward) the m-major duals with it; at
+    l_max 10 (121 columns) every tiled row gets the 64-column head; the double backward keeps its d(grad_y) tiles."""
+    from equitriton.kernels import launch
+
+    for direction in ("backward", "double_backward"):
+        rows = tune.gyhead_configs(10, torch.float64, direction)
+        assert rows[0]["current"] and rows[0] == dict(launch.config(direction, 10, torch.float64), current=True)
+        assert all(r["GY_TILE"] for r in rows[1:])
+        assert {r["LOAD_FENCE"] for r in rows[2:] if r["LADDER"]} == {1, 2}
+        assert any(not r["LADDER"] for r in rows) is (direction == "backward")
+        if direction == "double_backward":
+            assert all(r["WIDE_IO"] and r["SELECT_TILE"] for r in rows[2:])
+        ls = list(range(11))
+        offs, dim = launch.offsets(ls)
+        for r in rows[1:]:
+            meta = launch.meta(ls, offs, dim, True, 1, torch.float64, r)
+            assert meta["GY_TILE"] and meta["PDIM"] == 64 < dim
+
+
 def test_row32_sweep_flips_the_table_entry_and_writes_it(tune, tmp_path):
     """The table's config, then the same with ROW32 flipped (on at the table's float32 l_max 2 forward, off at its
     float64 l_max 12 forward); a measured row reaches the launch table with its ROW32."""

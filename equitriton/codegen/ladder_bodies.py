@@ -31,12 +31,14 @@ FENCE_MASK = "mask & _fence(vx + vy + vz, IS_F64)"
 
 def gy_column(name: str, column: str, fence_mask: str, pad: str) -> list[str]:
     """Lines giving `name` the grad_y column `column` (a constexpr expression) of the program's rows: from the row
-    tile `gt` (GY_TILE) or by its own load, masked by `fence_mask` (LOAD_FENCE)."""
+    tile `gt` (GY_TILE; it holds the first PDIM columns, the whole row or its head) or by its own load, masked by
+    `fence_mask` (LOAD_FENCE)."""
+    load = f"{name} = tl.load(grow + {column}, mask={fence_mask}, other=0.0)"
     return [
-        f"{pad}if GY_TILE:",
+        f"{pad}if GY_TILE and {column} < PDIM:",
         f"{pad}    {name} = gt[{column}]",
         f"{pad}else:",
-        f"{pad}    {name} = tl.load(grow + {column}, mask={fence_mask}, other=0.0)",
+        f"{pad}    {load}",
     ]
 
 

@@ -432,10 +432,12 @@ ROW_COLUMN_WIDTHS = (2, 4, 8, 16, 32, 64)
 
 # GY_TILE (derivative kernels): the grad_y row as one coalesced (BLOCK, PDIM) load, split into columns. Loaded column
 # by column, one row per thread, a row stride that is a multiple of 128 bytes (DIM = 16 in float64, l_max 3) puts all
-# 32 lanes of a load on the same L1 bank: 32 wavefronts per load instruction (docs/kernel_tuning.md item 15)
+# 32 lanes of a load on the same L1 bank: 32 wavefronts per load instruction (docs/kernel_tuning.md item 15). A row
+# wider than the widest tile (launch.GY_TILE_MAX) has only its head in the tile (PDIM < DIM): the columns past it are
+# loaded one by one as the body reaches them
 TRITON_GY_TILE_PROLOGUE = """    if GY_TILE:
         cg = tl.arange(0, PDIM)
-        if PDIM == DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
+        if PDIM <= DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None], other=0.0)
         else:
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None] & (cg < DIM)[None, :], other=0.0)

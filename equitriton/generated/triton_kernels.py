@@ -4835,7 +4835,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
 
     if GY_TILE:
         cg = tl.arange(0, PDIM)
-        if PDIM == DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
+        if PDIM <= DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None], other=0.0)
         else:
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None] & (cg < DIM)[None, :], other=0.0)
@@ -4860,15 +4860,15 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
@@ -4901,23 +4901,23 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t10 = c7 * z
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
@@ -4993,31 +4993,31 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t32 = c21 * t31
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
@@ -5125,39 +5125,39 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t69 = c53 * t68
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
@@ -5300,47 +5300,47 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t119 = c98 * t118
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
@@ -5516,55 +5516,55 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t180 = c154 * t179
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
@@ -5774,63 +5774,63 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t253 = c222 * t252
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
@@ -6074,71 +6074,71 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t338 = c302 * t337
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g15 = gt[OFFS[i] + 15]
                     else:
                         g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g16 = gt[OFFS[i] + 16]
                     else:
                         g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
@@ -6412,79 +6412,79 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t431 = c390 * t430
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g15 = gt[OFFS[i] + 15]
                     else:
                         g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g16 = gt[OFFS[i] + 16]
                     else:
                         g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g17 = gt[OFFS[i] + 17]
                     else:
                         g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g18 = gt[OFFS[i] + 18]
                     else:
                         g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
@@ -6795,87 +6795,87 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t539 = c493 * t538
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g15 = gt[OFFS[i] + 15]
                     else:
                         g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g16 = gt[OFFS[i] + 16]
                     else:
                         g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g17 = gt[OFFS[i] + 17]
                     else:
                         g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g18 = gt[OFFS[i] + 18]
                     else:
                         g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g19 = gt[OFFS[i] + 19]
                     else:
                         g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g20 = gt[OFFS[i] + 20]
                     else:
                         g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
@@ -7220,95 +7220,95 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t659 = c608 * t658
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g15 = gt[OFFS[i] + 15]
                     else:
                         g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g16 = gt[OFFS[i] + 16]
                     else:
                         g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g17 = gt[OFFS[i] + 17]
                     else:
                         g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g18 = gt[OFFS[i] + 18]
                     else:
                         g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g19 = gt[OFFS[i] + 19]
                     else:
                         g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g20 = gt[OFFS[i] + 20]
                     else:
                         g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g21 = gt[OFFS[i] + 21]
                     else:
                         g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g22 = gt[OFFS[i] + 22]
                     else:
                         g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
@@ -7682,103 +7682,103 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
             t786 = c730 * t785
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g15 = gt[OFFS[i] + 15]
                     else:
                         g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g16 = gt[OFFS[i] + 16]
                     else:
                         g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g17 = gt[OFFS[i] + 17]
                     else:
                         g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g18 = gt[OFFS[i] + 18]
                     else:
                         g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g19 = gt[OFFS[i] + 19]
                     else:
                         g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g20 = gt[OFFS[i] + 20]
                     else:
                         g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g21 = gt[OFFS[i] + 21]
                     else:
                         g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g22 = gt[OFFS[i] + 22]
                     else:
                         g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 23 < PDIM:
                         g23 = gt[OFFS[i] + 23]
                     else:
                         g23 = tl.load(grow + OFFS[i] + 23, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 24 < PDIM:
                         g24 = gt[OFFS[i] + 24]
                     else:
                         g24 = tl.load(grow + OFFS[i] + 24, mask=gmask, other=0.0)
@@ -8075,7 +8075,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -8087,7 +8087,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
@@ -8115,7 +8115,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -8157,7 +8157,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
@@ -8204,7 +8204,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -8251,7 +8251,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
@@ -8298,7 +8298,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
@@ -8345,7 +8345,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
@@ -8392,7 +8392,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
@@ -8439,7 +8439,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
@@ -8486,7 +8486,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
@@ -8533,7 +8533,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
@@ -8580,7 +8580,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
@@ -8594,7 +8594,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f13, other=0.0)
@@ -8605,7 +8605,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
@@ -8624,7 +8624,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f15, other=0.0)
@@ -8639,7 +8639,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
@@ -8673,7 +8673,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f1, other=0.0)
@@ -8694,7 +8694,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -8742,7 +8742,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f3, other=0.0)
@@ -8763,7 +8763,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
@@ -8815,7 +8815,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f5, other=0.0)
@@ -8836,7 +8836,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f6, other=0.0)
@@ -8888,7 +8888,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
@@ -8909,7 +8909,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f8, other=0.0)
@@ -8961,7 +8961,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
@@ -8982,7 +8982,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
@@ -9034,7 +9034,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f11, other=0.0)
@@ -9055,7 +9055,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f12, other=0.0)
@@ -9107,7 +9107,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f13, other=0.0)
@@ -9128,7 +9128,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f14, other=0.0)
@@ -9180,7 +9180,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
@@ -9201,7 +9201,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f0, other=0.0)
@@ -9253,7 +9253,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
@@ -9274,7 +9274,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f2, other=0.0)
@@ -9326,7 +9326,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
@@ -9347,7 +9347,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
@@ -9371,7 +9371,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
@@ -9386,7 +9386,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
@@ -9409,7 +9409,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f7, other=0.0)
@@ -9427,7 +9427,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
@@ -9467,7 +9467,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f9, other=0.0)
@@ -9490,7 +9490,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
@@ -9538,7 +9538,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
@@ -9561,7 +9561,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
@@ -9613,7 +9613,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f13, other=0.0)
@@ -9636,7 +9636,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f14, other=0.0)
@@ -9689,7 +9689,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f15, other=0.0)
@@ -9712,7 +9712,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f0, other=0.0)
@@ -9763,7 +9763,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
@@ -9786,7 +9786,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f2, other=0.0)
@@ -9839,7 +9839,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
@@ -9862,7 +9862,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f4, other=0.0)
@@ -9915,7 +9915,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
@@ -9938,7 +9938,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f6, other=0.0)
@@ -9989,7 +9989,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
@@ -10012,7 +10012,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f8, other=0.0)
@@ -10065,7 +10065,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
@@ -10088,7 +10088,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
@@ -10128,7 +10128,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f11, other=0.0)
@@ -10145,7 +10145,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
@@ -10168,7 +10168,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f13, other=0.0)
@@ -10188,7 +10188,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
@@ -10230,7 +10230,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
@@ -10254,7 +10254,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
@@ -10305,7 +10305,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
@@ -10329,7 +10329,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
@@ -10383,7 +10383,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
@@ -10407,7 +10407,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -10460,7 +10460,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
@@ -10484,7 +10484,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
@@ -10538,7 +10538,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
@@ -10562,7 +10562,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f8, other=0.0)
@@ -10617,7 +10617,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
@@ -10641,7 +10641,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f10, other=0.0)
@@ -10696,7 +10696,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
@@ -10720,7 +10720,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
@@ -10775,7 +10775,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
@@ -10799,7 +10799,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f14, other=0.0)
@@ -10841,7 +10841,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
@@ -10858,7 +10858,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -10881,7 +10881,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
@@ -10901,7 +10901,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
@@ -10943,7 +10943,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
@@ -10967,7 +10967,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
@@ -11018,7 +11018,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
@@ -11042,7 +11042,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
@@ -11096,7 +11096,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
@@ -11120,7 +11120,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
@@ -11175,7 +11175,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
@@ -11199,7 +11199,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
@@ -11253,7 +11253,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
@@ -11277,7 +11277,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f12, other=0.0)
@@ -11330,7 +11330,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
@@ -11354,7 +11354,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f14, other=0.0)
@@ -11408,7 +11408,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f15, other=0.0)
@@ -11432,7 +11432,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f0, other=0.0)
@@ -11474,7 +11474,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
@@ -11491,7 +11491,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
@@ -11514,7 +11514,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
@@ -11534,7 +11534,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
@@ -11576,7 +11576,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
@@ -11600,7 +11600,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
@@ -11651,7 +11651,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
@@ -11675,7 +11675,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
@@ -11729,7 +11729,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
@@ -11753,7 +11753,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
@@ -11808,7 +11808,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f11, other=0.0)
@@ -11832,7 +11832,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
@@ -11885,7 +11885,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f13, other=0.0)
@@ -11909,7 +11909,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
@@ -11964,7 +11964,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f15, other=0.0)
@@ -11988,7 +11988,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
@@ -12030,7 +12030,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
@@ -12047,7 +12047,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
@@ -12070,7 +12070,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
@@ -12090,7 +12090,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
@@ -12132,7 +12132,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f5, other=0.0)
@@ -12156,7 +12156,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
@@ -12207,7 +12207,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f7, other=0.0)
@@ -12231,7 +12231,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
@@ -12285,7 +12285,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
@@ -12309,7 +12309,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
@@ -12364,7 +12364,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f11, other=0.0)
@@ -12388,7 +12388,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
@@ -12442,7 +12442,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f13, other=0.0)
@@ -12466,7 +12466,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
@@ -12508,7 +12508,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
@@ -12525,7 +12525,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -12548,7 +12548,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f1, other=0.0)
@@ -12568,7 +12568,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
@@ -12610,7 +12610,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f3, other=0.0)
@@ -12634,7 +12634,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
@@ -12685,7 +12685,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
@@ -12709,7 +12709,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
@@ -12763,7 +12763,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f7, other=0.0)
@@ -12787,7 +12787,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
@@ -12842,7 +12842,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f9, other=0.0)
@@ -12866,7 +12866,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
@@ -12908,7 +12908,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f11, other=0.0)
@@ -12925,7 +12925,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
@@ -12948,7 +12948,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f13, other=0.0)
@@ -12968,7 +12968,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
@@ -13010,7 +13010,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f15, other=0.0)
@@ -13034,7 +13034,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
@@ -13085,7 +13085,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f1, other=0.0)
@@ -13109,7 +13109,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
@@ -13163,7 +13163,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f3, other=0.0)
@@ -13187,7 +13187,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -13229,7 +13229,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f5, other=0.0)
@@ -13246,7 +13246,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
@@ -13269,7 +13269,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
@@ -13289,7 +13289,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
@@ -13331,7 +13331,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f9, other=0.0)
@@ -13355,7 +13355,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
@@ -13406,7 +13406,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g = gt[OFFS[i] + 21]
                     else:
                         g = tl.load(grow + OFFS[i] + 21, mask=f11, other=0.0)
@@ -13430,7 +13430,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
@@ -13472,7 +13472,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
@@ -13489,7 +13489,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
@@ -13512,7 +13512,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g = gt[OFFS[i] + 21]
                     else:
                         g = tl.load(grow + OFFS[i] + 21, mask=f15, other=0.0)
@@ -13532,7 +13532,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
@@ -13574,7 +13574,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g = gt[OFFS[i] + 22]
                     else:
                         g = tl.load(grow + OFFS[i] + 22, mask=f1, other=0.0)
@@ -13598,7 +13598,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -13640,7 +13640,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g = gt[OFFS[i] + 22]
                     else:
                         g = tl.load(grow + OFFS[i] + 22, mask=f3, other=0.0)
@@ -13657,7 +13657,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
@@ -13680,7 +13680,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 23 < PDIM:
                         g = gt[OFFS[i] + 23]
                     else:
                         g = tl.load(grow + OFFS[i] + 23, mask=f5, other=0.0)
@@ -13700,7 +13700,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f6, other=0.0)
@@ -13741,7 +13741,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 24 < PDIM:
                         g = gt[OFFS[i] + 24]
                     else:
                         g = tl.load(grow + OFFS[i] + 24, mask=f7, other=0.0)
@@ -13758,7 +13758,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f8, other=0.0)
@@ -13797,7 +13797,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -13809,7 +13809,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
@@ -13820,7 +13820,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
@@ -13831,7 +13831,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
@@ -13867,7 +13867,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
@@ -13884,7 +13884,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
@@ -13900,7 +13900,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
@@ -13916,7 +13916,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
@@ -13931,7 +13931,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
@@ -14008,7 +14008,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
@@ -14028,7 +14028,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
@@ -14050,7 +14050,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
@@ -14067,7 +14067,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
@@ -14088,7 +14088,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
@@ -14106,7 +14106,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
@@ -14124,7 +14124,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
@@ -14235,7 +14235,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -14255,7 +14255,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
@@ -14280,7 +14280,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -14302,7 +14302,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
@@ -14319,7 +14319,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -14340,7 +14340,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
@@ -14363,7 +14363,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
@@ -14383,7 +14383,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
@@ -14401,7 +14401,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
@@ -14540,7 +14540,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
@@ -14560,7 +14560,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
@@ -14585,7 +14585,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
@@ -14610,7 +14610,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
@@ -14632,7 +14632,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
@@ -14649,7 +14649,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
@@ -14670,7 +14670,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
@@ -14693,7 +14693,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
@@ -14717,7 +14717,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
@@ -14737,7 +14737,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
@@ -14755,7 +14755,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
@@ -14923,7 +14923,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
@@ -14943,7 +14943,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
@@ -14968,7 +14968,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
@@ -14993,7 +14993,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
@@ -15018,7 +15018,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
@@ -15040,7 +15040,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
@@ -15057,7 +15057,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
@@ -15078,7 +15078,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
@@ -15101,7 +15101,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
@@ -15125,7 +15125,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
@@ -15149,7 +15149,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
@@ -15169,7 +15169,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
@@ -15187,7 +15187,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
@@ -15384,7 +15384,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
@@ -15404,7 +15404,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
@@ -15429,7 +15429,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
@@ -15454,7 +15454,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
@@ -15479,7 +15479,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
@@ -15504,7 +15504,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
@@ -15526,7 +15526,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
@@ -15543,7 +15543,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
@@ -15564,7 +15564,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
@@ -15587,7 +15587,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
@@ -15611,7 +15611,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
@@ -15635,7 +15635,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
@@ -15659,7 +15659,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
@@ -15679,7 +15679,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
@@ -15697,7 +15697,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
@@ -15919,7 +15919,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -15939,7 +15939,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
@@ -15964,7 +15964,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -15989,7 +15989,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
@@ -16014,7 +16014,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -16039,7 +16039,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
@@ -16064,7 +16064,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
@@ -16086,7 +16086,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
@@ -16103,7 +16103,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
@@ -16124,7 +16124,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
@@ -16147,7 +16147,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
@@ -16171,7 +16171,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
@@ -16195,7 +16195,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
@@ -16219,7 +16219,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
@@ -16243,7 +16243,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
@@ -16263,7 +16263,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
@@ -16281,7 +16281,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
@@ -16535,7 +16535,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
@@ -16555,7 +16555,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
@@ -16580,7 +16580,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
@@ -16605,7 +16605,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
@@ -16630,7 +16630,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
@@ -16655,7 +16655,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
@@ -16680,7 +16680,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
@@ -16705,7 +16705,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
@@ -16727,7 +16727,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
@@ -16744,7 +16744,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
@@ -16765,7 +16765,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
@@ -16788,7 +16788,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
@@ -16812,7 +16812,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
@@ -16836,7 +16836,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
@@ -16860,7 +16860,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
@@ -16884,7 +16884,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f0, other=0.0)
@@ -16908,7 +16908,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f1, other=0.0)
@@ -16928,7 +16928,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f2, other=0.0)
@@ -16946,7 +16946,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f3, other=0.0)
@@ -17229,7 +17229,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
@@ -17249,7 +17249,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
@@ -17274,7 +17274,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
@@ -17299,7 +17299,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
@@ -17324,7 +17324,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
@@ -17349,7 +17349,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
@@ -17374,7 +17374,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
@@ -17399,7 +17399,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
@@ -17424,7 +17424,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
@@ -17446,7 +17446,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
@@ -17463,7 +17463,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
@@ -17484,7 +17484,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
@@ -17507,7 +17507,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
@@ -17531,7 +17531,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f1, other=0.0)
@@ -17555,7 +17555,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f2, other=0.0)
@@ -17579,7 +17579,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f3, other=0.0)
@@ -17603,7 +17603,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f4, other=0.0)
@@ -17627,7 +17627,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
@@ -17651,7 +17651,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f6, other=0.0)
@@ -17671,7 +17671,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
@@ -17689,7 +17689,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f8, other=0.0)
@@ -17996,7 +17996,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
@@ -18016,7 +18016,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
@@ -18041,7 +18041,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
@@ -18066,7 +18066,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
@@ -18091,7 +18091,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
@@ -18116,7 +18116,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
@@ -18141,7 +18141,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
@@ -18166,7 +18166,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
@@ -18191,7 +18191,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
@@ -18216,7 +18216,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
@@ -18238,7 +18238,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
@@ -18255,7 +18255,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
@@ -18276,7 +18276,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
@@ -18299,7 +18299,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f6, other=0.0)
@@ -18323,7 +18323,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f7, other=0.0)
@@ -18347,7 +18347,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f8, other=0.0)
@@ -18371,7 +18371,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
@@ -18395,7 +18395,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f10, other=0.0)
@@ -18419,7 +18419,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f11, other=0.0)
@@ -18443,7 +18443,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f12, other=0.0)
@@ -18467,7 +18467,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
@@ -18487,7 +18487,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g = gt[OFFS[i] + 21]
                     else:
                         g = tl.load(grow + OFFS[i] + 21, mask=f14, other=0.0)
@@ -18505,7 +18505,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g = gt[OFFS[i] + 22]
                     else:
                         g = tl.load(grow + OFFS[i] + 22, mask=f15, other=0.0)
@@ -18845,7 +18845,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -18865,7 +18865,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
@@ -18890,7 +18890,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -18915,7 +18915,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
@@ -18940,7 +18940,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -18965,7 +18965,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
@@ -18990,7 +18990,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
@@ -19015,7 +19015,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
@@ -19040,7 +19040,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
@@ -19065,7 +19065,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
@@ -19090,7 +19090,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
@@ -19112,7 +19112,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
@@ -19129,7 +19129,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
@@ -19150,7 +19150,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
@@ -19173,7 +19173,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
@@ -19197,7 +19197,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
@@ -19221,7 +19221,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
@@ -19245,7 +19245,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f1, other=0.0)
@@ -19269,7 +19269,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f2, other=0.0)
@@ -19293,7 +19293,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f3, other=0.0)
@@ -19317,7 +19317,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f4, other=0.0)
@@ -19341,7 +19341,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g = gt[OFFS[i] + 21]
                     else:
                         g = tl.load(grow + OFFS[i] + 21, mask=f5, other=0.0)
@@ -19365,7 +19365,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g = gt[OFFS[i] + 22]
                     else:
                         g = tl.load(grow + OFFS[i] + 22, mask=f6, other=0.0)
@@ -19385,7 +19385,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 23 < PDIM:
                         g = gt[OFFS[i] + 23]
                     else:
                         g = tl.load(grow + OFFS[i] + 23, mask=f7, other=0.0)
@@ -19403,7 +19403,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 24 < PDIM:
                         g = gt[OFFS[i] + 24]
                     else:
                         g = tl.load(grow + OFFS[i] + 24, mask=f8, other=0.0)
@@ -19467,7 +19467,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
 
     if GY_TILE:
         cg = tl.arange(0, PDIM)
-        if PDIM == DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
+        if PDIM <= DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None], other=0.0)
         else:
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None] & (cg < DIM)[None, :], other=0.0)
@@ -19507,15 +19507,15 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                         tl.store(ggrow + OFFS[i] + 0, zero, mask=mask)
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
@@ -19577,23 +19577,23 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t10 = c7 * z
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
@@ -19727,31 +19727,31 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t32 = c21 * t31
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
@@ -19949,39 +19949,39 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t69 = c53 * t68
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
@@ -20246,47 +20246,47 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t119 = c98 * t118
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
@@ -20616,55 +20616,55 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t180 = c154 * t179
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
@@ -21058,63 +21058,63 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t253 = c222 * t252
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
@@ -21574,71 +21574,71 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t338 = c302 * t337
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g15 = gt[OFFS[i] + 15]
                     else:
                         g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g16 = gt[OFFS[i] + 16]
                     else:
                         g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
@@ -22158,79 +22158,79 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t431 = c390 * t430
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g15 = gt[OFFS[i] + 15]
                     else:
                         g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g16 = gt[OFFS[i] + 16]
                     else:
                         g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g17 = gt[OFFS[i] + 17]
                     else:
                         g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g18 = gt[OFFS[i] + 18]
                     else:
                         g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
@@ -22819,87 +22819,87 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t539 = c493 * t538
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g15 = gt[OFFS[i] + 15]
                     else:
                         g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g16 = gt[OFFS[i] + 16]
                     else:
                         g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g17 = gt[OFFS[i] + 17]
                     else:
                         g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g18 = gt[OFFS[i] + 18]
                     else:
                         g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g19 = gt[OFFS[i] + 19]
                     else:
                         g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g20 = gt[OFFS[i] + 20]
                     else:
                         g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
@@ -23552,95 +23552,95 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t659 = c608 * t658
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g15 = gt[OFFS[i] + 15]
                     else:
                         g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g16 = gt[OFFS[i] + 16]
                     else:
                         g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g17 = gt[OFFS[i] + 17]
                     else:
                         g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g18 = gt[OFFS[i] + 18]
                     else:
                         g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g19 = gt[OFFS[i] + 19]
                     else:
                         g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g20 = gt[OFFS[i] + 20]
                     else:
                         g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g21 = gt[OFFS[i] + 21]
                     else:
                         g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g22 = gt[OFFS[i] + 22]
                     else:
                         g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
@@ -24354,103 +24354,103 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
             t786 = c730 * t785
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g0 = gt[OFFS[i] + 0]
                     else:
                         g0 = tl.load(grow + OFFS[i] + 0, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g1 = gt[OFFS[i] + 1]
                     else:
                         g1 = tl.load(grow + OFFS[i] + 1, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g2 = gt[OFFS[i] + 2]
                     else:
                         g2 = tl.load(grow + OFFS[i] + 2, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g3 = gt[OFFS[i] + 3]
                     else:
                         g3 = tl.load(grow + OFFS[i] + 3, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g4 = gt[OFFS[i] + 4]
                     else:
                         g4 = tl.load(grow + OFFS[i] + 4, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g5 = gt[OFFS[i] + 5]
                     else:
                         g5 = tl.load(grow + OFFS[i] + 5, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g6 = gt[OFFS[i] + 6]
                     else:
                         g6 = tl.load(grow + OFFS[i] + 6, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g7 = gt[OFFS[i] + 7]
                     else:
                         g7 = tl.load(grow + OFFS[i] + 7, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g8 = gt[OFFS[i] + 8]
                     else:
                         g8 = tl.load(grow + OFFS[i] + 8, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g9 = gt[OFFS[i] + 9]
                     else:
                         g9 = tl.load(grow + OFFS[i] + 9, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g10 = gt[OFFS[i] + 10]
                     else:
                         g10 = tl.load(grow + OFFS[i] + 10, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g11 = gt[OFFS[i] + 11]
                     else:
                         g11 = tl.load(grow + OFFS[i] + 11, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g12 = gt[OFFS[i] + 12]
                     else:
                         g12 = tl.load(grow + OFFS[i] + 12, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g13 = gt[OFFS[i] + 13]
                     else:
                         g13 = tl.load(grow + OFFS[i] + 13, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g14 = gt[OFFS[i] + 14]
                     else:
                         g14 = tl.load(grow + OFFS[i] + 14, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g15 = gt[OFFS[i] + 15]
                     else:
                         g15 = tl.load(grow + OFFS[i] + 15, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g16 = gt[OFFS[i] + 16]
                     else:
                         g16 = tl.load(grow + OFFS[i] + 16, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g17 = gt[OFFS[i] + 17]
                     else:
                         g17 = tl.load(grow + OFFS[i] + 17, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g18 = gt[OFFS[i] + 18]
                     else:
                         g18 = tl.load(grow + OFFS[i] + 18, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g19 = gt[OFFS[i] + 19]
                     else:
                         g19 = tl.load(grow + OFFS[i] + 19, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g20 = gt[OFFS[i] + 20]
                     else:
                         g20 = tl.load(grow + OFFS[i] + 20, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g21 = gt[OFFS[i] + 21]
                     else:
                         g21 = tl.load(grow + OFFS[i] + 21, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g22 = gt[OFFS[i] + 22]
                     else:
                         g22 = tl.load(grow + OFFS[i] + 22, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 23 < PDIM:
                         g23 = gt[OFFS[i] + 23]
                     else:
                         g23 = tl.load(grow + OFFS[i] + 23, mask=gmask, other=0.0)
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 24 < PDIM:
                         g24 = gt[OFFS[i] + 24]
                     else:
                         g24 = tl.load(grow + OFFS[i] + 24, mask=gmask, other=0.0)
@@ -25128,7 +25128,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -25142,7 +25142,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
@@ -25187,7 +25187,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -25281,7 +25281,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
@@ -25391,7 +25391,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -25501,7 +25501,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
@@ -25611,7 +25611,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
@@ -25721,7 +25721,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
@@ -25831,7 +25831,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
@@ -25941,7 +25941,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
@@ -26051,7 +26051,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
@@ -26161,7 +26161,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
@@ -26271,7 +26271,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
@@ -26296,7 +26296,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f13, other=0.0)
@@ -26311,7 +26311,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
@@ -26341,7 +26341,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f15, other=0.0)
@@ -26369,7 +26369,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
@@ -26440,7 +26440,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f1, other=0.0)
@@ -26488,7 +26488,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -26602,7 +26602,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f3, other=0.0)
@@ -26650,7 +26650,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
@@ -26778,7 +26778,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f5, other=0.0)
@@ -26826,7 +26826,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f6, other=0.0)
@@ -26954,7 +26954,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
@@ -27002,7 +27002,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f8, other=0.0)
@@ -27130,7 +27130,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
@@ -27178,7 +27178,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
@@ -27306,7 +27306,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f11, other=0.0)
@@ -27354,7 +27354,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f12, other=0.0)
@@ -27482,7 +27482,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f13, other=0.0)
@@ -27530,7 +27530,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f14, other=0.0)
@@ -27658,7 +27658,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
@@ -27706,7 +27706,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f0, other=0.0)
@@ -27834,7 +27834,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
@@ -27882,7 +27882,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f2, other=0.0)
@@ -28010,7 +28010,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
@@ -28058,7 +28058,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
@@ -28104,7 +28104,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
@@ -28130,7 +28130,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
@@ -28175,7 +28175,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f7, other=0.0)
@@ -28213,7 +28213,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
@@ -28302,7 +28302,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f9, other=0.0)
@@ -28356,7 +28356,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
@@ -28471,7 +28471,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
@@ -28525,7 +28525,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
@@ -28654,7 +28654,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f13, other=0.0)
@@ -28708,7 +28708,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f14, other=0.0)
@@ -28838,7 +28838,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f15, other=0.0)
@@ -28892,7 +28892,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f0, other=0.0)
@@ -29020,7 +29020,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
@@ -29074,7 +29074,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f2, other=0.0)
@@ -29204,7 +29204,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
@@ -29258,7 +29258,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f4, other=0.0)
@@ -29388,7 +29388,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
@@ -29442,7 +29442,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f6, other=0.0)
@@ -29570,7 +29570,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
@@ -29624,7 +29624,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f8, other=0.0)
@@ -29754,7 +29754,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
@@ -29808,7 +29808,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
@@ -29904,7 +29904,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f11, other=0.0)
@@ -29934,7 +29934,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
@@ -29979,7 +29979,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f13, other=0.0)
@@ -30023,7 +30023,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
@@ -30116,7 +30116,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
@@ -30174,7 +30174,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
@@ -30298,7 +30298,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
@@ -30356,7 +30356,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
@@ -30493,7 +30493,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
@@ -30551,7 +30551,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -30687,7 +30687,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
@@ -30745,7 +30745,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
@@ -30882,7 +30882,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
@@ -30940,7 +30940,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f8, other=0.0)
@@ -31078,7 +31078,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
@@ -31136,7 +31136,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f10, other=0.0)
@@ -31274,7 +31274,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
@@ -31332,7 +31332,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
@@ -31470,7 +31470,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
@@ -31528,7 +31528,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f14, other=0.0)
@@ -31632,7 +31632,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f15, other=0.0)
@@ -31662,7 +31662,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -31707,7 +31707,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f1, other=0.0)
@@ -31751,7 +31751,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
@@ -31844,7 +31844,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
@@ -31902,7 +31902,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
@@ -32026,7 +32026,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f5, other=0.0)
@@ -32084,7 +32084,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
@@ -32221,7 +32221,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f7, other=0.0)
@@ -32279,7 +32279,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
@@ -32417,7 +32417,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f9, other=0.0)
@@ -32475,7 +32475,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
@@ -32612,7 +32612,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f11, other=0.0)
@@ -32670,7 +32670,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f12, other=0.0)
@@ -32806,7 +32806,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f13, other=0.0)
@@ -32864,7 +32864,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f14, other=0.0)
@@ -33001,7 +33001,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f15, other=0.0)
@@ -33059,7 +33059,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f0, other=0.0)
@@ -33163,7 +33163,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f1, other=0.0)
@@ -33193,7 +33193,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
@@ -33238,7 +33238,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f3, other=0.0)
@@ -33282,7 +33282,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
@@ -33375,7 +33375,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
@@ -33433,7 +33433,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
@@ -33557,7 +33557,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f7, other=0.0)
@@ -33615,7 +33615,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
@@ -33752,7 +33752,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f9, other=0.0)
@@ -33810,7 +33810,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
@@ -33948,7 +33948,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f11, other=0.0)
@@ -34006,7 +34006,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
@@ -34142,7 +34142,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f13, other=0.0)
@@ -34200,7 +34200,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
@@ -34338,7 +34338,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f15, other=0.0)
@@ -34396,7 +34396,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
@@ -34500,7 +34500,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f1, other=0.0)
@@ -34530,7 +34530,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f2, other=0.0)
@@ -34575,7 +34575,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f3, other=0.0)
@@ -34619,7 +34619,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f4, other=0.0)
@@ -34712,7 +34712,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f5, other=0.0)
@@ -34770,7 +34770,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
@@ -34894,7 +34894,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f7, other=0.0)
@@ -34952,7 +34952,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f8, other=0.0)
@@ -35089,7 +35089,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
@@ -35147,7 +35147,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f10, other=0.0)
@@ -35285,7 +35285,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f11, other=0.0)
@@ -35343,7 +35343,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f12, other=0.0)
@@ -35480,7 +35480,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f13, other=0.0)
@@ -35538,7 +35538,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f14, other=0.0)
@@ -35642,7 +35642,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
@@ -35672,7 +35672,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -35717,7 +35717,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f1, other=0.0)
@@ -35761,7 +35761,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
@@ -35854,7 +35854,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f3, other=0.0)
@@ -35912,7 +35912,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f4, other=0.0)
@@ -36036,7 +36036,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
@@ -36094,7 +36094,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f6, other=0.0)
@@ -36231,7 +36231,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f7, other=0.0)
@@ -36289,7 +36289,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
@@ -36427,7 +36427,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f9, other=0.0)
@@ -36485,7 +36485,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f10, other=0.0)
@@ -36589,7 +36589,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f11, other=0.0)
@@ -36619,7 +36619,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f12, other=0.0)
@@ -36664,7 +36664,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f13, other=0.0)
@@ -36708,7 +36708,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f14, other=0.0)
@@ -36801,7 +36801,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f15, other=0.0)
@@ -36859,7 +36859,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f0, other=0.0)
@@ -36983,7 +36983,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f1, other=0.0)
@@ -37041,7 +37041,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f2, other=0.0)
@@ -37178,7 +37178,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f3, other=0.0)
@@ -37236,7 +37236,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -37340,7 +37340,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f5, other=0.0)
@@ -37370,7 +37370,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f6, other=0.0)
@@ -37415,7 +37415,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
@@ -37459,7 +37459,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f8, other=0.0)
@@ -37552,7 +37552,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f9, other=0.0)
@@ -37610,7 +37610,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f10, other=0.0)
@@ -37734,7 +37734,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g = gt[OFFS[i] + 21]
                     else:
                         g = tl.load(grow + OFFS[i] + 21, mask=f11, other=0.0)
@@ -37792,7 +37792,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
@@ -37896,7 +37896,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
@@ -37926,7 +37926,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f14, other=0.0)
@@ -37971,7 +37971,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g = gt[OFFS[i] + 21]
                     else:
                         g = tl.load(grow + OFFS[i] + 21, mask=f15, other=0.0)
@@ -38015,7 +38015,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f0, other=0.0)
@@ -38108,7 +38108,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g = gt[OFFS[i] + 22]
                     else:
                         g = tl.load(grow + OFFS[i] + 22, mask=f1, other=0.0)
@@ -38166,7 +38166,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -38270,7 +38270,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g = gt[OFFS[i] + 22]
                     else:
                         g = tl.load(grow + OFFS[i] + 22, mask=f3, other=0.0)
@@ -38300,7 +38300,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
@@ -38345,7 +38345,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 23 < PDIM:
                         g = gt[OFFS[i] + 23]
                     else:
                         g = tl.load(grow + OFFS[i] + 23, mask=f5, other=0.0)
@@ -38389,7 +38389,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f6, other=0.0)
@@ -38492,7 +38492,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 24 < PDIM:
                         g = gt[OFFS[i] + 24]
                     else:
                         g = tl.load(grow + OFFS[i] + 24, mask=f7, other=0.0)
@@ -38522,7 +38522,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f8, other=0.0)
@@ -38579,7 +38579,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 0:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 0:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -38593,7 +38593,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
@@ -38608,7 +38608,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
@@ -38623,7 +38623,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 1:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 1:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
@@ -38685,7 +38685,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
@@ -38716,7 +38716,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
@@ -38743,7 +38743,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
@@ -38775,7 +38775,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
@@ -38801,7 +38801,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 2:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 2:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
@@ -38983,7 +38983,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
@@ -39024,7 +39024,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
@@ -39073,7 +39073,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
@@ -39104,7 +39104,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
@@ -39152,7 +39152,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
@@ -39190,7 +39190,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
@@ -39224,7 +39224,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 3:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 3:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
@@ -39498,7 +39498,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -39539,7 +39539,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
@@ -39598,7 +39598,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -39647,7 +39647,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
@@ -39678,7 +39678,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -39726,7 +39726,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
@@ -39780,7 +39780,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
@@ -39824,7 +39824,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
@@ -39858,7 +39858,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 4:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 4:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
@@ -40205,7 +40205,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
@@ -40246,7 +40246,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
@@ -40305,7 +40305,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
@@ -40364,7 +40364,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
@@ -40413,7 +40413,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
@@ -40444,7 +40444,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
@@ -40492,7 +40492,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
@@ -40546,7 +40546,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
@@ -40604,7 +40604,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
@@ -40648,7 +40648,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
@@ -40682,7 +40682,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 5:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 5:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
@@ -41107,7 +41107,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
@@ -41148,7 +41148,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
@@ -41207,7 +41207,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
@@ -41266,7 +41266,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
@@ -41325,7 +41325,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
@@ -41374,7 +41374,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
@@ -41405,7 +41405,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
@@ -41453,7 +41453,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
@@ -41507,7 +41507,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
@@ -41565,7 +41565,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
@@ -41623,7 +41623,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
@@ -41667,7 +41667,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
@@ -41701,7 +41701,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 6:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 6:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
@@ -42204,7 +42204,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
@@ -42245,7 +42245,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
@@ -42304,7 +42304,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
@@ -42363,7 +42363,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
@@ -42422,7 +42422,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
@@ -42481,7 +42481,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
@@ -42530,7 +42530,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
@@ -42561,7 +42561,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
@@ -42609,7 +42609,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
@@ -42663,7 +42663,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
@@ -42721,7 +42721,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
@@ -42779,7 +42779,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
@@ -42837,7 +42837,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
@@ -42881,7 +42881,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
@@ -42915,7 +42915,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 7:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 7:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
@@ -43492,7 +43492,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -43533,7 +43533,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
@@ -43592,7 +43592,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -43651,7 +43651,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
@@ -43710,7 +43710,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -43769,7 +43769,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
@@ -43828,7 +43828,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
@@ -43877,7 +43877,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
@@ -43908,7 +43908,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
@@ -43956,7 +43956,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
@@ -44010,7 +44010,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
@@ -44068,7 +44068,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
@@ -44126,7 +44126,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
@@ -44184,7 +44184,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
@@ -44242,7 +44242,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
@@ -44286,7 +44286,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
@@ -44320,7 +44320,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 8:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 8:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
@@ -44978,7 +44978,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f1, other=0.0)
@@ -45019,7 +45019,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f2, other=0.0)
@@ -45078,7 +45078,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f3, other=0.0)
@@ -45137,7 +45137,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f4, other=0.0)
@@ -45196,7 +45196,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f5, other=0.0)
@@ -45255,7 +45255,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f6, other=0.0)
@@ -45314,7 +45314,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f7, other=0.0)
@@ -45373,7 +45373,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f8, other=0.0)
@@ -45422,7 +45422,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f9, other=0.0)
@@ -45453,7 +45453,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f10, other=0.0)
@@ -45501,7 +45501,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f11, other=0.0)
@@ -45555,7 +45555,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f12, other=0.0)
@@ -45613,7 +45613,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f13, other=0.0)
@@ -45671,7 +45671,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f14, other=0.0)
@@ -45729,7 +45729,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f15, other=0.0)
@@ -45787,7 +45787,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f0, other=0.0)
@@ -45845,7 +45845,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f1, other=0.0)
@@ -45889,7 +45889,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f2, other=0.0)
@@ -45923,7 +45923,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 9:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 9:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f3, other=0.0)
@@ -46659,7 +46659,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f4, other=0.0)
@@ -46700,7 +46700,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f5, other=0.0)
@@ -46759,7 +46759,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f6, other=0.0)
@@ -46818,7 +46818,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f7, other=0.0)
@@ -46877,7 +46877,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f8, other=0.0)
@@ -46936,7 +46936,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f9, other=0.0)
@@ -46995,7 +46995,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f10, other=0.0)
@@ -47054,7 +47054,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f11, other=0.0)
@@ -47113,7 +47113,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f12, other=0.0)
@@ -47162,7 +47162,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f13, other=0.0)
@@ -47193,7 +47193,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f14, other=0.0)
@@ -47241,7 +47241,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f15, other=0.0)
@@ -47295,7 +47295,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f0, other=0.0)
@@ -47353,7 +47353,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f1, other=0.0)
@@ -47411,7 +47411,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f2, other=0.0)
@@ -47469,7 +47469,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f3, other=0.0)
@@ -47527,7 +47527,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f4, other=0.0)
@@ -47585,7 +47585,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f5, other=0.0)
@@ -47643,7 +47643,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f6, other=0.0)
@@ -47687,7 +47687,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f7, other=0.0)
@@ -47721,7 +47721,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 10:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 10:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f8, other=0.0)
@@ -48530,7 +48530,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f9, other=0.0)
@@ -48571,7 +48571,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f10, other=0.0)
@@ -48630,7 +48630,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f11, other=0.0)
@@ -48689,7 +48689,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f12, other=0.0)
@@ -48748,7 +48748,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f13, other=0.0)
@@ -48807,7 +48807,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f14, other=0.0)
@@ -48866,7 +48866,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f15, other=0.0)
@@ -48925,7 +48925,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f0, other=0.0)
@@ -48984,7 +48984,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f1, other=0.0)
@@ -49043,7 +49043,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f2, other=0.0)
@@ -49092,7 +49092,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f3, other=0.0)
@@ -49123,7 +49123,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f4, other=0.0)
@@ -49171,7 +49171,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f5, other=0.0)
@@ -49225,7 +49225,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f6, other=0.0)
@@ -49283,7 +49283,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f7, other=0.0)
@@ -49341,7 +49341,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f8, other=0.0)
@@ -49399,7 +49399,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f9, other=0.0)
@@ -49457,7 +49457,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f10, other=0.0)
@@ -49515,7 +49515,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f11, other=0.0)
@@ -49573,7 +49573,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f12, other=0.0)
@@ -49631,7 +49631,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f13, other=0.0)
@@ -49675,7 +49675,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g = gt[OFFS[i] + 21]
                     else:
                         g = tl.load(grow + OFFS[i] + 21, mask=f14, other=0.0)
@@ -49709,7 +49709,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 11:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 11:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g = gt[OFFS[i] + 22]
                     else:
                         g = tl.load(grow + OFFS[i] + 22, mask=f15, other=0.0)
@@ -50600,7 +50600,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 0 < PDIM:
                         g = gt[OFFS[i] + 0]
                     else:
                         g = tl.load(grow + OFFS[i] + 0, mask=f0, other=0.0)
@@ -50641,7 +50641,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 1 < PDIM:
                         g = gt[OFFS[i] + 1]
                     else:
                         g = tl.load(grow + OFFS[i] + 1, mask=f1, other=0.0)
@@ -50700,7 +50700,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 2 < PDIM:
                         g = gt[OFFS[i] + 2]
                     else:
                         g = tl.load(grow + OFFS[i] + 2, mask=f2, other=0.0)
@@ -50759,7 +50759,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 3 < PDIM:
                         g = gt[OFFS[i] + 3]
                     else:
                         g = tl.load(grow + OFFS[i] + 3, mask=f3, other=0.0)
@@ -50818,7 +50818,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 4 < PDIM:
                         g = gt[OFFS[i] + 4]
                     else:
                         g = tl.load(grow + OFFS[i] + 4, mask=f4, other=0.0)
@@ -50877,7 +50877,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 5 < PDIM:
                         g = gt[OFFS[i] + 5]
                     else:
                         g = tl.load(grow + OFFS[i] + 5, mask=f5, other=0.0)
@@ -50936,7 +50936,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 6 < PDIM:
                         g = gt[OFFS[i] + 6]
                     else:
                         g = tl.load(grow + OFFS[i] + 6, mask=f6, other=0.0)
@@ -50995,7 +50995,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 7 < PDIM:
                         g = gt[OFFS[i] + 7]
                     else:
                         g = tl.load(grow + OFFS[i] + 7, mask=f7, other=0.0)
@@ -51054,7 +51054,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 8 < PDIM:
                         g = gt[OFFS[i] + 8]
                     else:
                         g = tl.load(grow + OFFS[i] + 8, mask=f8, other=0.0)
@@ -51113,7 +51113,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 9 < PDIM:
                         g = gt[OFFS[i] + 9]
                     else:
                         g = tl.load(grow + OFFS[i] + 9, mask=f9, other=0.0)
@@ -51172,7 +51172,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 10 < PDIM:
                         g = gt[OFFS[i] + 10]
                     else:
                         g = tl.load(grow + OFFS[i] + 10, mask=f10, other=0.0)
@@ -51221,7 +51221,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 11 < PDIM:
                         g = gt[OFFS[i] + 11]
                     else:
                         g = tl.load(grow + OFFS[i] + 11, mask=f11, other=0.0)
@@ -51252,7 +51252,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 12 < PDIM:
                         g = gt[OFFS[i] + 12]
                     else:
                         g = tl.load(grow + OFFS[i] + 12, mask=f12, other=0.0)
@@ -51300,7 +51300,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 13 < PDIM:
                         g = gt[OFFS[i] + 13]
                     else:
                         g = tl.load(grow + OFFS[i] + 13, mask=f13, other=0.0)
@@ -51354,7 +51354,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 14 < PDIM:
                         g = gt[OFFS[i] + 14]
                     else:
                         g = tl.load(grow + OFFS[i] + 14, mask=f14, other=0.0)
@@ -51412,7 +51412,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 15 < PDIM:
                         g = gt[OFFS[i] + 15]
                     else:
                         g = tl.load(grow + OFFS[i] + 15, mask=f15, other=0.0)
@@ -51470,7 +51470,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 16 < PDIM:
                         g = gt[OFFS[i] + 16]
                     else:
                         g = tl.load(grow + OFFS[i] + 16, mask=f0, other=0.0)
@@ -51528,7 +51528,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 17 < PDIM:
                         g = gt[OFFS[i] + 17]
                     else:
                         g = tl.load(grow + OFFS[i] + 17, mask=f1, other=0.0)
@@ -51586,7 +51586,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 18 < PDIM:
                         g = gt[OFFS[i] + 18]
                     else:
                         g = tl.load(grow + OFFS[i] + 18, mask=f2, other=0.0)
@@ -51644,7 +51644,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 19 < PDIM:
                         g = gt[OFFS[i] + 19]
                     else:
                         g = tl.load(grow + OFFS[i] + 19, mask=f3, other=0.0)
@@ -51702,7 +51702,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 20 < PDIM:
                         g = gt[OFFS[i] + 20]
                     else:
                         g = tl.load(grow + OFFS[i] + 20, mask=f4, other=0.0)
@@ -51760,7 +51760,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 21 < PDIM:
                         g = gt[OFFS[i] + 21]
                     else:
                         g = tl.load(grow + OFFS[i] + 21, mask=f5, other=0.0)
@@ -51818,7 +51818,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 22 < PDIM:
                         g = gt[OFFS[i] + 22]
                     else:
                         g = tl.load(grow + OFFS[i] + 22, mask=f6, other=0.0)
@@ -51862,7 +51862,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 23 < PDIM:
                         g = gt[OFFS[i] + 23]
                     else:
                         g = tl.load(grow + OFFS[i] + 23, mask=f7, other=0.0)
@@ -51896,7 +51896,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         if LMAX >= 12:
             for i in tl.static_range(len(LS)):
                 if LS[i] == 12:
-                    if GY_TILE:
+                    if GY_TILE and OFFS[i] + 24 < PDIM:
                         g = gt[OFFS[i] + 24]
                     else:
                         g = tl.load(grow + OFFS[i] + 24, mask=f8, other=0.0)

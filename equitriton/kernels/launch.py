@@ -223,9 +223,10 @@ def grid(n: int, cfg: dict) -> tuple[int]:
 
 # widest row (padded to a power of two) stored as one select-built tile for an l set other than 0..l_max (ANY_ROW)
 ANY_ROW_MAX = 128
-# widest grad_y row (padded) that GY_TILE loads as one tile (2 x 64 registers per thread in float64); wider rows (and
-# the one column of l = 0 alone) are loaded column by column whatever the config says. The generator builds the
-# column splits (_row_columns_P) for P = 2 .. GY_TILE_MAX (codegen.render.ROW_COLUMN_WIDTHS)
+# widest grad_y tile (padded) that GY_TILE loads (2 x 64 registers per thread in float64): a wider row has its first
+# GY_TILE_MAX columns in the tile (the head, degrees 0-7 of 0..l_max) and the rest loaded column by column as the body
+# reaches them; the one column of l = 0 alone has no tile. The generator builds the column splits (_row_columns_P) for
+# P = 2 .. GY_TILE_MAX (codegen.render.ROW_COLUMN_WIDTHS)
 GY_TILE_MAX = 64
 
 
@@ -327,6 +328,7 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
     full_row = bool(cfg.get("FULL_ROW", False)) and whole
     pdim = padded_width(dim)
     select = bool(cfg.get("SELECT_TILE", False))
+    gy_tile = bool(cfg.get("GY_TILE", False)) and dim >= 2
     chunked, widest = _row_chunk_meta(ls, offs, dim, int(cfg.get("ANY_ROW_CHUNK", 0)))
     return dict(
         LS=tuple(ls),
@@ -349,13 +351,14 @@ def meta(ls, offs, dim: int, normalize: bool, normalization: int, dtype: torch.d
         # SELECT_TILE on any other l set, or on 0..l_max without FULL_ROW: the row as select-built tiles (one per
         # chunk of l's, _row_chunk_meta), where each is at most ANY_ROW_MAX wide
         ANY_ROW=select and not full_row and widest <= ANY_ROW_MAX and not cfg.get("LADDER", False),
-        PDIM=pdim,
+        # the width of a row tile: the forward's padded row; with GY_TILE that of the derivative kernels' grad_y tile
+        PDIM=min(pdim, GY_TILE_MAX) if gy_tile else pdim,
         **chunked,
         LADDER=bool(cfg.get("LADDER", False)),
         # 0 (off) or how many degrees of grad_y loads the ladder keeps in flight; any depth gives the duals 16 columns
         LOAD_FENCE=int(cfg.get("LOAD_FENCE", 0)),
-        # the grad_y row as one tile split into columns (generated _row_columns_P); the loads then need no fence
-        GY_TILE=bool(cfg.get("GY_TILE", False)) and 2 <= pdim <= GY_TILE_MAX,
+        # the grad_y row (or its head) as one tile split into columns (generated _row_columns_P); no fence on them
+        GY_TILE=gy_tile,
         ROW32=bool(cfg.get("ROW32", False)),
         BLOCK=cfg["BLOCK"],
         # programs per block of rows: 1 here; sh_forward_parts_kernel (_parts_meta) gives each range of l's its own
