@@ -215,6 +215,11 @@ def test_gy_tile_reaches_the_derivative_kernels_up_to_its_width(monkeypatch):
     # the table (H200 gytile sweep): the tile wherever the row stride is a multiple of 64 or 128 bytes
     for key in ("backward/3/float64", "backward/3/float32", "backward/7/float32", "double_backward/3/float64"):
         assert launch._TABLE[key]["GY_TILE"], key
+    # ... and its head on the wider rows (gyhead sweep, kernel_tuning.md item 20): the backward at l_max 8-12
+    for lmax in (8, 10, 12):
+        for dtype in (torch.float64, torch.float32):
+            _, meta, dim = launch.plan("backward", list(range(lmax + 1)), True, 1, dtype)
+            assert meta["GY_TILE"] and meta["LADDER"] and meta["PDIM"] == 64 < dim, (lmax, dtype)
     assert not launch.config("backward", 2, torch.float64)["GY_TILE"]
     # l = 0 alone has one column: nothing to tile
     assert not launch.plan("backward", [0], True, 1, torch.float64)[1]["GY_TILE"]
