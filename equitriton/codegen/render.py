@@ -437,7 +437,7 @@ ROW_COLUMN_WIDTHS = (2, 4, 8, 16, 32, 64)
 # loaded one by one as the body reaches them
 TRITON_GY_TILE_PROLOGUE = """    if GY_TILE:
         cg = tl.arange(0, PDIM)
-        if PDIM <= DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
+        if PDIM <= DIM:  # every tile column is in the row: no column mask, so the load analysis sees whole vectors
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None], other=0.0)
         else:
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None] & (cg < DIM)[None, :], other=0.0)

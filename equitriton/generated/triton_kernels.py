@@ -4835,7 +4835,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
 
     if GY_TILE:
         cg = tl.arange(0, PDIM)
-        if PDIM <= DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
+        if PDIM <= DIM:  # every tile column is in the row: no column mask, so the load analysis sees whole vectors
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None], other=0.0)
         else:
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None] & (cg < DIM)[None, :], other=0.0)
@@ -19467,7 +19467,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
 
     if GY_TILE:
         cg = tl.arange(0, PDIM)
-        if PDIM <= DIM:  # no column mask: the load analysis then sees whole 16-byte vectors of a row
+        if PDIM <= DIM:  # every tile column is in the row: no column mask, so the load analysis sees whole vectors
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None], other=0.0)
         else:
             gtile = tl.load(grow[:, None] + cg[None, :], mask=mask[:, None] & (cg < DIM)[None, :], other=0.0)
