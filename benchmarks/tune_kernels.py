@@ -39,10 +39,15 @@ DEADLINE_S = float(os.environ.get("TUNE_DEADLINE_S", "330"))
 N_BIG = 2**22
 
 
+def l_set(lmax: int, cfg: dict) -> list:
+    """The l set a sweep row runs: its LS (--sweep sparse), else 0..l_max."""
+    return list(cfg.get("LS") or range(lmax + 1))
+
+
 def kernel_call(direction, x, g, w, out, ls, cfg):
     offs, dim = launch.offsets(ls)
     n = x.shape[0]
-    meta = launch.meta(ls, offs, dim, True, 1, x.dtype, {**cfg})
+    meta = launch.meta(ls, offs, dim, True, 1, x.dtype, {k: v for k, v in cfg.items() if k != "LS"})
     grid = launch.grid(n, cfg)  # PARTS_AT (forward): one program per range of l's and block of rows
     if cfg.get("MAXNREG"):  # --sweep regs: Triton's register cap per thread (ptxas .maxnreg)
         meta["maxnreg"] = cfg["MAXNREG"]
@@ -256,6 +261,26 @@ def gyhead_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return rows + ladders + (duals if direction == "backward" else [])
 
 
+# --sweep sparse: l sets other than 0..l_max take the derivative entry of their l_max (launch.config), tuned on the
+# whole set. Their rows are narrow (25-27 columns for [12] and [0, 2, 10]: one grad_y tile however the whole set's
+# row is read), so the whole set's best need not be theirs: after the head tile (item 20) SH run [21] read the
+# float32 backward of [0, 2, 10] and [12] 7-10% slower and the float64 one of [0, 2, 10] 4% faster. Rows: rows per
+# program x load fence x grad_y tile, and the table's own. --write-table keys what it takes by the l set
+# (launch.table_key), which launch.config prefers for that set.
+SPARSE_SETS = ([0, 2, 10], [12], [6])
+
+
+def sparse_configs(ls: list, dtype, direction: str) -> list[dict]:
+    _, dim = launch.offsets(ls)
+    current = dict(launch.config(direction, max(ls), dtype, whole=False, dim=dim, ls=ls), current=True)
+    tiles = {"WIDE_IO": direction != "backward", "SELECT_TILE": direction != "backward"}
+    grid = [
+        dict(LADDER=True, BLOCK=b, num_warps=w, LOAD_FENCE=d, GY_TILE=t, **tiles)
+        for (b, w), d, t in itertools.product(((32, 1), (64, 2)), (1, 2), (False, True))
+    ]
+    return [dict(c, LS=list(ls)) for c in [current, *grid]]
+
+
 # --sweep row32: the launch table's config against the same with ROW32 flipped: 64-bit row indices in every address
 # and mask, or 32-bit offsets from the program's first row (docs/kernel_tuning.md item 17)
 def row32_configs(lmax: int, dtype, direction: str) -> list[dict]:
@@ -320,6 +345,10 @@ def cases(sweep: str = "all"):
         for lmax, dtype, direction in itertools.product(SWEEP_LMAXES, DTYPES, SWEEP_DIRECTIONS):
             for cfg in DERIVATIVE_SWEEPS[sweep](lmax, dtype, direction):
                 yield lmax, dtype, direction, cfg
+    if sweep == "sparse":
+        for ls, dtype, direction in itertools.product(SPARSE_SETS, DTYPES, SWEEP_DIRECTIONS):
+            for cfg in sparse_configs(ls, dtype, direction):
+                yield max(ls), dtype, direction, cfg
     if sweep == "regs":
         for lmax, dtype, direction in itertools.product(REGS_LMAXES, DTYPES, ("backward", "double_backward")):
             for cfg in regs_configs(lmax, dtype, direction):
@@ -366,20 +395,23 @@ def cases(sweep: str = "all"):
         yield lmax, dtype, direction, cfg
 
 
+def point_key(rec: dict) -> tuple:
+    """A measured point: (l_max, dtype, direction), and the l set where the row names one (--sweep sparse)."""
+    return (rec["lmax"], rec["dtype"], rec["direction"], *([tuple(rec["LS"])] if rec.get("LS") else []))
+
+
 def gains_only(points: list[dict], best: dict, min_gain: float) -> dict:
     """The entries of `best` that beat the launch table's own row (`current`) at the same point by more than
     `min_gain` (a fraction of its time); points without a timed current row keep their best. A table entry then
     changes only where the sweep measured a gain larger than run-to-run spread."""
-    current = {
-        (p["lmax"], p["dtype"], p["direction"]): p["ms"] for p in points if p.get("current") and p.get("ms") is not None
-    }
+    current = {point_key(p): p["ms"] for p in points if p.get("current") and p.get("ms") is not None}
     return {k: r for k, r in best.items() if k not in current or r["ms"] < current[k] * (1 - min_gain)}
 
 
 def write_table(path: str, best: dict, source: str) -> None:
     """Merge measured best configs into the launch table read by equitriton/kernels/launch.py."""
     configs = {}
-    for (lmax, dtype, direction), rec in best.items():
+    for (lmax, dtype, direction, *ls), rec in best.items():
         keys = ("BLOCK", "num_warps", "WIDE_IO", "M_MAJOR", "LADDER", "LOAD_FENCE", "GY_TILE", "ROW32")
         cfg = {k: rec[k] for k in keys if rec.get(k) is not None}
         if "LOAD_FENCE" in cfg:  # a depth (launch.config), whatever the sweep row wrote
@@ -393,13 +425,13 @@ def write_table(path: str, best: dict, source: str) -> None:
                 cfg["ANY_ROW_CHUNK"] = int(rec["ANY_ROW_CHUNK"])
         if rec.get("PARTS_AT"):
             cfg["PARTS_AT"] = [int(c) for c in rec["PARTS_AT"]]
-        configs[f"{direction}/{lmax}/{dtype}"] = cfg
+        configs[launch.table_key(direction, lmax, getattr(torch, dtype), *ls)] = cfg
     update_table(path, configs, [source])
 
 
 def check(lmax, dtype, direction, cfg, dev):
     """Max relative error of the kernel with `cfg` against the float64 torch fallback on 1000 points."""
-    ls = list(range(lmax + 1))
+    ls = l_set(lmax, cfg)
     offs, dim = launch.offsets(ls)
     torch.manual_seed(lmax)
     x = torch.randn(1000, 3, dtype=dtype, device=dev)
@@ -426,7 +458,7 @@ def nbytes(direction, n, dim, itemsize):
 
 
 def time_case(lmax, dtype, direction, cfg, dev, pool=2):
-    ls = list(range(lmax + 1))
+    ls = l_set(lmax, cfg)
     _, dim = launch.offsets(ls)
     n = N_BIG
     xs = [torch.randn(n, 3, dtype=dtype, device=dev) for _ in range(pool)]
@@ -496,6 +528,7 @@ def main():
         "parts",
         "bwd",
         "regs",
+        "sparse",
         *DERIVATIVE_SWEEPS,
     )
     ap.add_argument("--sweep", choices=sweeps, default="all")
@@ -547,7 +580,7 @@ def main():
             if ok:
                 rec["ms"], rec["GBps"] = time_case(lmax, dtype, direction, cfg, dev)
                 rec["frac_copy"] = rec["GBps"] / res["copy_GBps"]
-                key = (lmax, rec["dtype"], direction)
+                key = point_key(rec)
                 if key not in best or rec["ms"] < best[key]["ms"]:
                     best[key] = rec
         except Exception as e:
@@ -559,7 +592,7 @@ def main():
     res["best"] = [dict(v) for v in best.values()]
     if args.write_table:
         kept = gains_only(res["points"], best, args.min_gain)
-        res["table_written"] = sorted(f"{d}/{lmax}/{dt}" for lmax, dt, d in kept)
+        res["table_written"] = sorted(launch.table_key(d, lmax, getattr(torch, dt), *ls) for lmax, dt, d, *ls in kept)
         write_table(args.write_table, kept, f"{res['device']} {res['date']}")
     for lmax in LMAXES:
         for dtype in DTYPES:
@@ -582,7 +615,8 @@ def main():
             f"{100 * r['frac_copy']:5.1f}%  wide={r['WIDE_IO']} B={r['BLOCK']} w={r['num_warps']} "
             f"full={r.get('FULL_ROW')} flat={r.get('FLAT_STORE')} select={r.get('SELECT_TILE', False)} "
             f"chunk={r.get('ROW_CHUNK', 0)} anyrow={r.get('ANY_ROW_CHUNK', '-')} parts={r.get('PARTS_AT', '-')} "
-            f"ladder={r.get('LADDER', False)} "
+            f"ladder={r.get('LADDER', False)} tile={r.get('GY_TILE', False)} fence={r.get('LOAD_FENCE', '-')} "
+            f"ls={r.get('LS', '-')} "
             f"current={r.get('current', False)}"
         )
     for r in res.get("n4096_fwd_bwd_us", []):

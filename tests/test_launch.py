@@ -228,6 +228,37 @@ def test_gy_tile_reaches_the_derivative_kernels_up_to_its_width(monkeypatch):
     assert not meta["GY_TILE"]
 
 
+def test_sparse_sets_take_their_own_table_entry(monkeypatch):
+    """An l set other than 0..l_max takes the launch table's entry for that set where it has one (--sweep sparse,
+    docs/kernel_tuning.md item 21), else its l_max's; 0..l_max and the forward keep the l_max entry, and [12]'s entry
+    is not 0..12's."""
+    for direction, ls, dtype in (
+        ("backward", [0, 2, 10], torch.float32),
+        ("backward", [12], torch.float64),
+        ("double_backward", [12], torch.float64),
+        ("double_backward", [6], torch.float32),
+    ):
+        key = launch.table_key(direction, max(ls), dtype, ls)
+        assert key.split("/")[1] == "[" + ",".join(map(str, ls)) + "]" and key in launch._TABLE
+        cfg, meta, _ = launch.plan(direction, ls, True, 1, dtype)
+        entry = launch._TABLE[key]
+        assert (cfg["BLOCK"], cfg["num_warps"], cfg["LOAD_FENCE"]) == (
+            entry["BLOCK"],
+            entry["num_warps"],
+            entry["LOAD_FENCE"],
+        )
+        assert meta["GY_TILE"] is entry["GY_TILE"], key
+    # [0, 2, 10] float32 loads column by column, where its l_max's entry (0..10) tiles the head
+    assert not launch.plan("backward", [0, 2, 10], True, 1, torch.float32)[1]["GY_TILE"]
+    assert launch.plan("backward", list(range(11)), True, 1, torch.float32)[1]["GY_TILE"]
+    # a set without an entry of its own, and the same l's in another order, take the l_max entry
+    for ls in ([0, 2, 8], [10, 2, 0]):
+        cfg = launch.config("backward", max(ls), torch.float32, whole=False, dim=launch.offsets(ls)[1], ls=ls)
+        assert cfg == launch.config("backward", max(ls), torch.float32)
+    # the forward of a sparse set keeps its select-built row
+    assert launch.config("forward", 12, torch.float64, whole=False, dim=25, ls=[12])["SELECT_TILE"]
+
+
 def test_every_tile_width_launch_allows_has_its_generated_split():
     from equitriton.codegen.render import ROW_COLUMN_WIDTHS
 

@@ -190,6 +190,18 @@ CASES = (
             ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, [0, 2, 10], "component", "float64", 70),
         )
     ]
+    # the launch table's entries for l sets other than 0..l_max (--sweep sparse, docs/kernel_tuning.md item 21), as
+    # the plan takes them (no override): a grad_y tile or none, 32 or 64 rows per program, masked tails
+    + [
+        _case(ls, True, "component", dtype, n=n, directions="bd")
+        for ls, dtype, n in (
+            ([0, 2, 10], "float32", 70),
+            ([12], "float64", 37),
+            ([12], "float32", 37),
+            ([6], "float32", 130),
+            ([6], "float64", 37),
+        )
+    ]
     # GY_TILE: the grad_y row as one coalesced tile split into columns (rows of up to 64 padded columns; of a wider
     # row its first 64 columns, the rest loaded column by column), forced on both bodies and orders, sparse and
     # repeated sets, masked tails; l_max 3's 16 columns are the case it was made for

@@ -26,7 +26,9 @@ SWEEPS = (
     "fence",
     "depth",
     "gytile",
+    "gyhead",
     "row32",
+    "sparse",
 )
 
 
@@ -46,9 +48,9 @@ def test_every_case_builds_its_launch_meta(tune, sweep):
     cases = list(tune.cases(sweep))
     assert cases, sweep
     for lmax, dtype, _direction, cfg in cases:
-        ls = list(range(lmax + 1))
+        ls = tune.l_set(lmax, cfg)
         offs, dim = launch.offsets(ls)
-        meta = launch.meta(ls, offs, dim, True, 1, dtype, cfg)
+        meta = launch.meta(ls, offs, dim, True, 1, dtype, {k: v for k, v in cfg.items() if k != "LS"})
         assert meta["BLOCK"] == cfg["BLOCK"] and meta["LOAD_FENCE"] == int(cfg.get("LOAD_FENCE", 0))
 
 
@@ -106,6 +108,53 @@ def test_gyhead_sweep_rows_tile_the_head_of_wide_rows(tune):
         for r in rows[1:]:
             meta = launch.meta(ls, offs, dim, True, 1, torch.float64, r)
             assert meta["GY_TILE"] and meta["PDIM"] == 64 < dim
+
+
+def test_sparse_sweep_rows_run_their_own_l_set(tune, monkeypatch, tmp_path):
+    import json
+
+    """The sparse sweep times l sets other than 0..l_max: the table's config for that set (launch.config with
+    whole=False) and 8 fenced ladders with and without the grad_y tile, each row carrying its l set to the check, the
+    timing and the kernel call; what it writes to the launch table is keyed by the set."""
+    from equitriton.kernels import launch
+
+    rows = tune.sparse_configs([0, 2, 10], torch.float32, "backward")
+    offs, dim = launch.offsets([0, 2, 10])
+    assert rows[0]["current"] and {k: v for k, v in rows[0].items() if k not in ("current", "LS")} == launch.config(
+        "backward", 10, torch.float32, whole=False, dim=dim
+    )
+    assert len(rows) == 9 and all(r["LS"] == [0, 2, 10] for r in rows)
+    assert {(r["BLOCK"], r["LOAD_FENCE"], r["GY_TILE"]) for r in rows[1:]} == {
+        (b, d, t) for b in (32, 64) for d in (1, 2) for t in (False, True)
+    }
+    assert tune.l_set(10, rows[3]) == [0, 2, 10] and tune.l_set(3, {}) == [0, 1, 2, 3]
+    for r in rows[1:]:  # a 27-column row: the tile is the whole row, padded to 32
+        meta = launch.meta([0, 2, 10], offs, dim, True, 1, torch.float32, {k: v for k, v in r.items() if k != "LS"})
+        assert meta["GY_TILE"] is r["GY_TILE"]
+        if r["GY_TILE"]:
+            assert meta["PDIM"] == 32
+    dbl = tune.sparse_configs([12], torch.float64, "double_backward")
+    assert all(r["WIDE_IO"] and r["SELECT_TILE"] for r in dbl[1:])
+    cases = list(tune.cases("sparse"))
+    assert {tuple(c[3]["LS"]) for c in cases} == {(0, 2, 10), (12,), (6,)}
+    assert all(c[0] == max(c[3]["LS"]) for c in cases)
+    # a measured gain reaches the launch table under the set's own key, which launch.config then prefers for that
+    # set (and only for it: 0..12 keeps its l_max entry)
+    path = tmp_path / "tuned.json"
+    path.write_text('{"configs": {}, "source": []}')
+    points = [
+        dict(r, lmax=12, dtype="float64", direction="double_backward", ms=1.0 if r.get("current") else 0.5) for r in dbl
+    ]
+    best = {tune.point_key(points[1]): points[1]}
+    kept = tune.gains_only(points, best, 0.03)
+    assert list(kept) == [(12, "float64", "double_backward", (12,))]
+    tune.write_table(str(path), kept, "test")
+    table = json.loads(path.read_text())["configs"]
+    assert list(table) == ["double_backward/[12]/float64"]
+    monkeypatch.setattr(launch, "_TABLE", table)
+    cfg = launch.config("double_backward", 12, torch.float64, whole=False, dim=25, ls=[12])
+    assert (cfg["BLOCK"], cfg["LOAD_FENCE"], cfg["GY_TILE"]) == (points[1]["BLOCK"], 1, False)
+    assert launch.config("double_backward", 12, torch.float64, whole=True, dim=169, ls=list(range(13))) != cfg
 
 
 def test_row32_sweep_flips_the_table_entry_and_writes_it(tune, tmp_path):

@@ -43,13 +43,20 @@ def compute_f64(dtype: torch.dtype, lmax: int | None = None) -> bool:
     return FLOAT32_COMPUTE == "float64" and (lmax is None or lmax > NATIVE_F32_MAX_L)
 
 
-# Measured best configurations (benchmarks/tune_kernels.py --write-table), keyed "direction/lmax/dtype"; the
-# heuristics below apply where the table has no entry. EQUITRITON_TUNING=path points at another table.
+# Measured best configurations (benchmarks/tune_kernels.py --write-table), keyed "direction/lmax/dtype", and for
+# l sets other than 0..l_max that were measured on their own (--sweep sparse) "direction/[l,l,...]/dtype"
+# (table_key); the heuristics below apply where the table has no entry. EQUITRITON_TUNING=path points at another table.
 _TABLE_PATH = os.environ.get("EQUITRITON_TUNING", os.path.join(os.path.dirname(__file__), "tuned.json"))
 _TABLE: dict = {}
 if os.path.exists(_TABLE_PATH):
     with open(_TABLE_PATH) as _f:
         _TABLE = json.load(_f)["configs"]
+
+
+def table_key(direction: str, lmax: int, dtype: torch.dtype, ls=None) -> str:
+    """The launch table's key: by l_max for 0..l_max (ls None), by the l set itself for any other set."""
+    which = str(lmax) if ls is None else "[" + ",".join(str(l) for l in ls) + "]"  # [12] is not 0..12
+    return f"{direction}/{which}/{str(dtype).split('.')[-1]}"
 
 
 def _full_row_block(lmax: int) -> int:
@@ -91,11 +98,20 @@ def parts_apply(rows) -> bool:
 
 
 def config(
-    direction: str, lmax: int, dtype: torch.dtype, whole: bool = True, dim: int | None = None, parts: bool = True
+    direction: str,
+    lmax: int,
+    dtype: torch.dtype,
+    whole: bool = True,
+    dim: int | None = None,
+    parts: bool = True,
+    ls=None,
 ) -> dict:
     """Launch configuration, chosen from the H100 and H200 sweeps of benchmarks/tune_kernels.py
     (docs/kernel_tuning.md). `whole`: the l set is 0..l_max in order; `dim`: its row width; `parts`: whether the
-    table's PARTS_AT (the forward's row cut into ranges of l's) applies (parts_apply).
+    table's PARTS_AT (the forward's row cut into ranges of l's) applies (parts_apply); `ls`: the l set, whose own
+    entry a derivative kernel of a set other than 0..l_max takes where the table has one (a narrow row such as
+    [12] or [0, 2, 10] may want other rows per program, fence and grad_y tile than 0..l_max: item 21), else the
+    entry of its l_max.
 
     WIDE_IO loads/stores each l's row segment as one 2D tile instead of column by column; FULL_ROW (forward, when
     the l set is 0..l_max in order) stores the whole output row as one tile, and FLAT_STORE with it stores that tile
@@ -113,7 +129,9 @@ def config(
     ladder double backward alone honours WIDE_IO (+ SELECT_TILE, and ROW_CHUNK 2 or 4: each degree's tile in
     power-of-two pieces of at most that many columns) for its d(grad_y) output.
     """
-    key = f"{direction}/{lmax}/{str(dtype).split('.')[-1]}"
+    key = table_key(direction, lmax, dtype)
+    if not whole and ls is not None and table_key(direction, lmax, dtype, ls) in _TABLE:
+        key = table_key(direction, lmax, dtype, ls)
     f64 = dtype == torch.float64
     if direction == "forward" and not whole:
         # an l set other than 0..l_max in order: the row built by selects as each l is made (meta's ANY_ROW, rows
@@ -396,7 +414,7 @@ def plan(
     if found is None:
         offs, dim = offsets(ls)
         whole = list(ls) == list(range(max(ls) + 1))
-        cfg = config(direction, max(ls), dtype, whole=whole, dim=dim, parts=parts)
+        cfg = config(direction, max(ls), dtype, whole=whole, dim=dim, parts=parts, ls=list(ls))
         m = meta(ls, offs, dim, normalize, normalization, dtype, cfg)
         # the tile the kernel is built with: a row too wide for GY_TILE has none, so the coalesce skip still applies
         cfg["GY_TILE"] = m["GY_TILE"]
