@@ -121,7 +121,7 @@ def test_sparse_sweep_rows_run_their_own_l_set(tune, monkeypatch, tmp_path):
     rows = tune.sparse_configs([0, 2, 10], torch.float32, "backward")
     offs, dim = launch.offsets([0, 2, 10])
     assert rows[0]["current"] and {k: v for k, v in rows[0].items() if k not in ("current", "LS")} == launch.config(
-        "backward", 10, torch.float32, whole=False, dim=dim
+        "backward", 10, torch.float32, whole=False, dim=dim, ls=[0, 2, 10]
     )
     assert len(rows) == 9 and all(r["LS"] == [0, 2, 10] for r in rows)
     assert {(r["BLOCK"], r["LOAD_FENCE"], r["GY_TILE"]) for r in rows[1:]} == {
