@@ -263,10 +263,10 @@ def gyhead_configs(lmax: int, dtype, direction: str) -> list[dict]:
 
 # --sweep sparse: l sets other than 0..l_max take the derivative entry of their l_max (launch.config), tuned on the
 # whole set. Their rows are narrow (25-27 columns for [12] and [0, 2, 10]: one grad_y tile however the whole set's
-# row is read), so the whole set's best need not be theirs: after the head tile (item 20) SH run [21] read the
-# float32 backward of [0, 2, 10] and [12] 7-10% slower and the float64 one of [0, 2, 10] 4% faster. Rows: rows per
-# program x load fence x grad_y tile, and the table's own. --write-table keys what it takes by the l set
-# (launch.table_key), which launch.config prefers for that set.
+# row is read), so the whole set's best need not be theirs: after the head tile (item 20) an SH run of 2026-12-03
+# read the float32 backward of [0, 2, 10] and [12] 7-10% slower and the float64 one of [0, 2, 10] 4% faster
+# (docs/kernel_tuning.md item 21). Rows: rows per program x load fence x grad_y tile, and the table's own.
+# --write-table keys what it takes by the l set (launch.table_key), which launch.config prefers for that set.
 SPARSE_SETS = ([0, 2, 10], [12], [6])
 
 
