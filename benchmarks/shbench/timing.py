@@ -167,9 +167,22 @@ def bench_ms(fn: Callable, device: torch.device, warmup_ms: float, rep_ms: float
 
 
 def device_ms(fn: Callable, device: torch.device, calls: int = 10) -> float:
-    """GPU time of one call of `fn` in ms: the summed durations of the kernels, memsets and copies it runs, from
-    torch.profiler (CUPTI), over `calls` back-to-back calls. Host time does not enter, so this is the figure to hold
-    against the copy bandwidth; bench_ms is what a caller waits for, host launch cost included."""
+    """GPU time of one call of `fn` in ms: the smaller of two upper bounds on it (device_times)."""
+    return min(device_times(fn, device, calls).values())
+
+
+def device_times(fn: Callable, device: torch.device, calls: int = 10) -> dict[str, float]:
+    """Two measures of one call's GPU time in ms, each an upper bound on it; host time enters neither while the GPU
+    is the bottleneck, so these are the figures to hold against the copy bandwidth (bench_ms is what a caller waits
+    for, host launch cost included):
+
+    - `cupti_ms`: the summed durations of the kernels, memsets and copies of `calls` back-to-back calls, from
+      torch.profiler (CUPTI), per call. Host gaps never enter, but the profiler can slow a kernel: the float32 l_max
+      8 forward at N = 2^22 reads 456 µs under it and 427 µs by CUDA events, every call, on the H200
+      (benchmarks/device_time_probe.py, docs/data/device_time_probe_h200_2026-12-04.json);
+    - `event_ms`: the median of CUDA events recorded between `calls` back-to-back calls, without a profiler. A gap
+      between calls (a host-bound call) enters it.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     fn()
@@ -179,7 +192,16 @@ def device_ms(fn: Callable, device: torch.device, calls: int = 10) -> float:
             fn()
         sync(device)
     gpu = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return sum(e.time_range.elapsed_us() for e in gpu) / calls / 1e3
+    times = {"cupti_ms": sum(e.time_range.elapsed_us() for e in gpu) / calls / 1e3}
+    if device.type == "cuda":
+        marks = [torch.cuda.Event(enable_timing=True) for _ in range(calls + 1)]
+        marks[0].record()
+        for mark in marks[1:]:
+            fn()
+            mark.record()
+        sync(device)
+        times["event_ms"] = statistics.median(a.elapsed_time(b) for a, b in zip(marks, marks[1:]))
+    return times
 
 
 def copy_gbps(device: torch.device, warmup_ms: float = 25, rep_ms: float = 100, nbytes: int = 2**31) -> float:
