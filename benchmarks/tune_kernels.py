@@ -224,6 +224,19 @@ def depth_configs(lmax: int, dtype, direction: str) -> list[dict]:
     return [current] + ladder
 
 
+# --sweep fence3: three degrees of grad_y loads in flight (LOAD_FENCE = 3) against the table's config. From l_max 6 the
+# float32 backward runs at 61-67% of copy with the float64 kernel's instructions on half its bytes, memory, issue and
+# FP64 pipe all under 70% busy at 8-11 warps per SM (docs/performance_notes.md, 2026-12-04, item 6): latency, which
+# more loads in flight per row may hide. The table's rows per program, tile and store; the ladder (the fence's depth
+# means nothing to the traced duals); 32 / 1 and 64 / 2. H200, 2026-12-04: no gain over 3% at l_max 6-12 (item 22).
+def fence3_configs(lmax: int, dtype, direction: str) -> list[dict]:
+    current = dict(launch.config(direction, lmax, dtype), current=True)
+    base = dict(current, current=False, LADDER=True, LOAD_FENCE=3)
+    if direction == "backward":
+        base["WIDE_IO"] = False
+    return [current] + [dict(base, BLOCK=b, num_warps=w) for b, w in ((32, 1), (64, 2))]
+
+
 # --sweep gytile: the derivative kernels with the grad_y row loaded as one coalesced tile and split into columns
 # (GY_TILE) against the table's config. Loaded column by column at one row per thread, a row of 128 bytes (l_max 3
 # float64; 64 bytes in float32) puts the 32 lanes of every load on one L1 bank: 16 loads x 32 wavefronts per 32 rows,
@@ -334,6 +347,7 @@ DERIVATIVE_SWEEPS = {
     "ladder": ladder_configs,
     "fence": fence_configs,
     "depth": depth_configs,
+    "fence3": fence3_configs,
     "gytile": gytile_configs,
     "gyhead": gyhead_configs,
     "row32": row32_configs,

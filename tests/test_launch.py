@@ -183,6 +183,8 @@ def test_load_fence_is_a_depth(monkeypatch):
     _, bwd, _ = launch.plan("backward", list(range(5)), True, 1, torch.float64)
     assert bwd["LOAD_FENCE"] == 2 and type(bwd["LOAD_FENCE"]) is int
     monkeypatch.setenv("EQUITRITON_LOAD_FENCE", "3")
+    assert launch.config("backward", 4, torch.float64)["LOAD_FENCE"] == 3
+    monkeypatch.setenv("EQUITRITON_LOAD_FENCE", "4")
     with pytest.raises(ValueError, match="LOAD_FENCE"):
         launch.config("backward", 4, torch.float64)
     monkeypatch.setenv("EQUITRITON_LOAD_FENCE", "yes")
@@ -190,7 +192,7 @@ def test_load_fence_is_a_depth(monkeypatch):
         launch.config("backward", 4, torch.float64)
     # the table stores depths, not flags
     fences = [c["LOAD_FENCE"] for c in launch._TABLE.values() if "LOAD_FENCE" in c]
-    assert fences and all(type(v) is int and 0 <= v <= 2 for v in fences)
+    assert fences and all(type(v) is int and 0 <= v <= 3 for v in fences)
 
 
 def test_gy_tile_reaches_the_derivative_kernels_up_to_its_width(monkeypatch):

@@ -188,6 +188,9 @@ CASES = (
             # two degrees of loads in flight (the ladder's gnext2)
             ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, ALL, "norm", "float32", 37),
             ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, [0, 2, 10], "component", "float64", 70),
+            # three degrees in flight (gnext3; --sweep fence3)
+            ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "3"}, [0, 1, 2, 3, 4, 5, 6], "norm", "float64", 37),
+            ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "3"}, [1, 4, 2, 7], "component", "float32", 70),
         )
     ]
     # the launch table's entries for l sets other than 0..l_max (--sweep sparse, docs/kernel_tuning.md item 21), as
@@ -217,6 +220,7 @@ CASES = (
             # fenced or not; [10, 11, 12]: the tile's edge inside degree 12
             ({"EQUITRITON_LADDER": "1"}, [0, 1, 2, 3, 4, 5, 6, 7, 8], "norm", "float64", 37),
             ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "2"}, list(range(10)), "component", "float32", 37),
+            ({"EQUITRITON_LADDER": "1", "EQUITRITON_LOAD_FENCE": "3"}, list(range(9)), "integral", "float32", 37),
             ({"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "1"}, list(range(9)), "integral", "float64", 37),
             ({"EQUITRITON_LADDER": "1"}, [10, 11, 12], "norm", "float64", 37),
             ({"EQUITRITON_LADDER": "0"}, [0, 1], "integral", "float64", 37),
@@ -415,7 +419,7 @@ for dtype in (torch.float64, torch.float32):
                      {"EQUITRITON_LADDER": "0", "EQUITRITON_M_MAJOR": "0"}):
             os.environ.update(body)
             res = []
-            for fence in ("0", "1", "2"):
+            for fence in ("0", "1", "2", "3"):
                 os.environ["EQUITRITON_LOAD_FENCE"] = fence
                 bwd = torch.ops.equitriton.sh_backward(x, g, ls, True, 1)
                 gg, gx = torch.ops.equitriton.sh_double_backward(x, g, w, ls, True, 1)

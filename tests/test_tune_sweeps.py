@@ -25,6 +25,7 @@ SWEEPS = (
     "regs",
     "fence",
     "depth",
+    "fence3",
     "gytile",
     "gyhead",
     "row32",
@@ -67,6 +68,19 @@ def test_depth_sweep_rows(tune):
     assert rows[0]["current"] and {r["LOAD_FENCE"] for r in rows[1:]} == {1, 2} and all(r["LADDER"] for r in rows[1:])
     dbl = tune.depth_configs(10, torch.float32, "double_backward")
     assert [r.get("LOAD_FENCE") for r in dbl[1:]] == [1, 2] and all(r["LADDER"] for r in dbl)
+
+
+def test_fence3_sweep_rows(tune):
+    """The table's config, then the ladder with three degrees of loads in flight at 32 / 1 and 64 / 2, keeping the
+    table's grad_y tile; each such row is a config launch accepts."""
+    from equitriton.kernels import launch
+
+    for direction in ("backward", "double_backward"):
+        rows = tune.fence3_configs(12, torch.float32, direction)
+        current = launch.config(direction, 12, torch.float32)
+        assert rows[0]["current"] and len(rows) == 3
+        assert all(r["LOAD_FENCE"] == 3 and r["LADDER"] and r["GY_TILE"] == current["GY_TILE"] for r in rows[1:])
+        assert {(r["BLOCK"], r["num_warps"]) for r in rows[1:]} == {(32, 1), (64, 2)}
 
 
 def test_gytile_sweep_rows_and_table_entry(tune, tmp_path):

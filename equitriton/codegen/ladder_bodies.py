@@ -71,8 +71,8 @@ def _consumer(order: int, parts, L: int, wide_store) -> list[str]:
     degree L - 1 applied to Y_{L-2}: H w = sum_m' tw[m'] grad Y_{L-1,m'})."""
     pad = "        "
     lines = ["for i in tl.static_range(len(LS)):", f"    if LS[i] == {L}:"]
-    # LOAD_FENCE = 1: degree L's loads wait for the accumulators of degree L - 2 (render._fence), one degree in
-    # flight; LOAD_FENCE = 2: for those of degree L - 3, two degrees in flight
+    # LOAD_FENCE = d: degree L's loads wait for the accumulators of degree L - 1 - d (render._fence), d degrees of
+    # loads in flight (1 to 3)
     for j in range(2 * L + 1):
         lines += gy_column(f"g{j}", f"OFFS[i] + {j}", "gmask", pad)
     rung = rungs(L)
@@ -107,7 +107,11 @@ def _consumer(order: int, parts, L: int, wide_store) -> list[str]:
     lines += [
         f"{pad}if LOAD_FENCE:",
         f"{pad}    gmask = gnext",
-        f"{pad}    if LOAD_FENCE >= 2:",
+        f"{pad}    if LOAD_FENCE >= 3:",
+        f"{pad}        gnext = gnext2",
+        f"{pad}        gnext2 = gnext3",
+        f"{pad}        gnext3 = {FENCE_MASK}",
+        f"{pad}    elif LOAD_FENCE == 2:",
         f"{pad}        gnext = gnext2",
         f"{pad}        gnext2 = {FENCE_MASK}",
         f"{pad}    else:",
@@ -152,8 +156,8 @@ def ladder_body(order: int, wide_store) -> list[str]:
             lines += ["for i in tl.static_range(len(LS)):", "    if LS[i] == 0:", *_store(["zero"], wide_store)]
         per_l[low] = lines + _consumer(order, parts, low + 1, wide_store)
     head = ["wpx = wx * s1 - x * s2", "wpy = wy * s1 - y * s2", "wpz = wz * s1 - z * s2"] if order == 2 else []
-    # LOAD_FENCE: the masks of the next degree's loads and of the one or two after (see _consumer)
-    head += ["gmask = mask", "gnext = mask", "gnext2 = mask"]
+    # LOAD_FENCE: the masks of the next degree's loads and of the up to two after (see _consumer)
+    head += ["gmask = mask", "gnext = mask", "gnext2 = mask", "gnext3 = mask"]
     return head + body(traced, 0, TritonTarget(), per_l, "LMAX")
 
 

@@ -4856,6 +4856,7 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
         gmask = mask
         gnext = mask
         gnext2 = mask
+        gnext3 = mask
         if LMAX >= 0:
             c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
             for i in tl.static_range(len(LS)):
@@ -4889,7 +4890,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -4958,7 +4963,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -5080,7 +5089,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -5242,7 +5255,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -5447,7 +5464,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -5693,7 +5714,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -5981,7 +6006,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -6311,7 +6340,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -6679,7 +6712,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -7092,7 +7129,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -7547,7 +7588,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -8039,7 +8084,11 @@ def sh_backward_kernel(X, G, GX, N, stride_n, stride_c,
                     vz += az
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -19491,6 +19540,7 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
         gmask = mask
         gnext = mask
         gnext2 = mask
+        gnext3 = mask
         if LMAX >= 0:
             c5 = _norm_const(4598753387914369901, 4607182418800017408, 4607182418800017408, 1049652923, 1065353216, 1065353216, NORMALIZATION, IS_F64)
             for i in tl.static_range(len(LS)):
@@ -19539,7 +19589,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 1.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -19646,7 +19700,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 2.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -19844,7 +19902,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 3.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -20116,7 +20178,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 4.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -20461,7 +20527,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 5.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -20879,7 +20949,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 6.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -21369,7 +21443,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 7.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -21933,7 +22011,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 8.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -22565,7 +22647,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 9.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -23274,7 +23360,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 10.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -24055,7 +24145,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 11.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:
@@ -24905,7 +24999,11 @@ def sh_double_backward_kernel(X, G, W, GG, GX, N, stride_n, stride_c, stride_wn,
                     vlz += az * 12.0
                     if LOAD_FENCE:
                         gmask = gnext
-                        if LOAD_FENCE >= 2:
+                        if LOAD_FENCE >= 3:
+                            gnext = gnext2
+                            gnext2 = gnext3
+                            gnext3 = mask & _fence(vx + vy + vz, IS_F64)
+                        elif LOAD_FENCE == 2:
                             gnext = gnext2
                             gnext2 = mask & _fence(vx + vy + vz, IS_F64)
                         else:

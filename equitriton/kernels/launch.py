@@ -168,7 +168,7 @@ def config(
     # 12 (3.81 -> 2.20 ms), slower at l_max 6-10, so the backward keeps the duals unless the table says otherwise
     cfg.setdefault("LADDER", False)
     # LOAD_FENCE (derivative kernels): each grad_y load waits for the accumulators a few columns (traced duals) or
-    # LOAD_FENCE degrees (ladder: 1 or 2) back, so LLVM cannot hoist the whole row's loads to the top (render._fence)
+    # LOAD_FENCE degrees (ladder: 1 to 3) back, so LLVM cannot hoist the whole row's loads to the top (render._fence)
     cfg.setdefault("LOAD_FENCE", 0)
     # GY_TILE (derivative kernels): the grad_y row loaded as one coalesced tile and split into columns in registers,
     # instead of one load per column at one row per thread, whose lanes all hit one L1 bank when the row stride is a
@@ -200,8 +200,8 @@ def config(
             if name in _COUNTS and not forced.isdigit():
                 raise ValueError(f"EQUITRITON_{name} takes a whole number, got {forced!r}")
             cfg[name] = int(forced) if name in _COUNTS else forced == "1"
-    if not 0 <= int(cfg["LOAD_FENCE"]) <= 2:
-        raise ValueError(f"LOAD_FENCE is a depth of 0, 1 or 2 degrees, got {cfg['LOAD_FENCE']!r}")
+    if not 0 <= int(cfg["LOAD_FENCE"]) <= 3:
+        raise ValueError(f"LOAD_FENCE is a depth of 0 to 3 degrees, got {cfg['LOAD_FENCE']!r}")
     if direction == "forward":
         cfg["LADDER"], cfg["LOAD_FENCE"], cfg["GY_TILE"] = False, 0, False
     elif not (direction == "double_backward" and cfg["LADDER"]):
