@@ -115,6 +115,7 @@ def test_kernels_match_cpu_fallback(device, dtype, ls):
         ),
         *({"EQUITRITON_LOAD_FENCE": "1", **e} for e in ({"EQUITRITON_LADDER": "0"}, {"EQUITRITON_LADDER": "1"})),
         {"EQUITRITON_LOAD_FENCE": "2", "EQUITRITON_LADDER": "1"},
+        {"EQUITRITON_LOAD_FENCE": "3", "EQUITRITON_LADDER": "1"},  # kernel_tuning.md item 22
         # the grad_y row as one coalesced tile split into columns (kernel_tuning.md item 15)
         *({"EQUITRITON_GY_TILE": "1", **e} for e in ({"EQUITRITON_LADDER": "0"}, {"EQUITRITON_LADDER": "1"})),
     ],
@@ -127,6 +128,7 @@ def test_kernels_match_cpu_fallback(device, dtype, ls):
         "dual-fence",
         "ladder-fence",
         "ladder-fence-2",
+        "ladder-fence-3",
         "dual-gytile",
         "ladder-gytile",
     ],
