@@ -396,7 +396,8 @@ def performance_markdown(
         "call must move / time) and as a share of the device-to-device copy bandwidth measured in the same run.",
         "",
         '"ours" is triton.testing.do_bench\'s median, host launch cost included. "GPU time" (from N = 2^20) is '
-        "the kernels' own time: in runs from 2026-12-04 on the smaller of two upper bounds on it, the CUPTI "
+        "the kernels' own time: where a point records `event_ms` (runs from 2026-12-04 14:56 UTC on) the "
+        "smaller of two upper bounds on it, the CUPTI "
         "durations of 10 back-to-back calls (torch.profiler; the profiler can slow a kernel) and the median of "
         "CUDA events between them (a host gap enters it); in earlier runs the CUPTI durations alone "
         "(shbench/timing.py device_times).",
