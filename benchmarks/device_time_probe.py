@@ -1,13 +1,15 @@
-"""Why can sh_bench's GPU time (timing.device_ms) exceed its wall-clock median (timing.bench_ms)?
+"""Why could sh_bench's GPU time (CUPTI durations) exceed its wall-clock median (timing.bench_ms)?
 
-At float32 l_max 8 forward, N = 2^22, every H200 run since 2026-12-03 reads do_bench's median at 425 µs (78% of copy)
+At float32 l_max 8 forward, N = 2^22, every H200 run of 2026-12-03 read do_bench's median at 425 µs (78% of copy)
 and the CUPTI sum at 456 µs (72%), although back-to-back calls on one stream cannot take less wall time than their
 kernels. This times the same calls (sh_bench's pool of rotating inputs, the public API) four ways, in one process:
 
 - `bench_ms`: triton.testing.do_bench median (sh_bench's "ours");
-- `device_ms`: sh_bench's GPU time, the CUPTI durations of 10 back-to-back calls, mean (three repeats);
+- `cupti_ms_x3`: timing.device_times' `cupti_ms`, the CUPTI durations of 10 back-to-back calls, mean (three
+  repeats; the 2026-12-04 data file names it `device_ms_x3`, from before sh_bench's GPU time became the smaller of
+  this and the CUDA events);
 - `cupti_per_call_us`: the same CUPTI durations for 40 back-to-back calls, per call, in order (is the start slow?);
-- `event_per_call_us`: CUDA events around each of 40 back-to-back calls (no profiler).
+- `event_per_call_us`: timing.event_times_ms, CUDA events between 40 back-to-back calls (no profiler).
 
     python benchmarks/device_time_probe.py --out OUTDIR [--points "forward:float32:8,forward:float64:8"]
 """
@@ -26,7 +28,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from shbench.peers import load  # noqa: E402
 from shbench.points import bytes_moved  # noqa: E402
-from shbench.timing import bench_ms, calls, copy_gbps, device_ms, make_pool, pool_size, sync  # noqa: E402
+from shbench.timing import (  # noqa: E402
+    bench_ms,
+    calls,
+    copy_gbps,
+    device_times,
+    event_times_ms,
+    make_pool,
+    pool_size,
+    set_bytes,
+    sync,
+)
 
 DEFAULT = "forward:float32:8,forward:float32:6,forward:float32:10,forward:float64:8,backward:float32:12"
 
@@ -55,33 +67,19 @@ def cupti_per_call(fn, device, n_calls: int) -> list[float]:
     return [sum(e.time_range.elapsed_us() for e in ev[i * per : (i + 1) * per]) for i in range(n_calls)]
 
 
-def event_per_call(fn, device, n_calls: int) -> list[float]:
-    """Each of n_calls back-to-back calls timed by CUDA events, in µs."""
-    fn()
-    sync(device)
-    marks = [torch.cuda.Event(enable_timing=True) for _ in range(n_calls + 1)]
-    marks[0].record()
-    for i in range(n_calls):
-        fn()
-        marks[i + 1].record()
-    sync(device)
-    return [1e3 * marks[i].elapsed_time(marks[i + 1]) for i in range(n_calls)]
-
-
 def probe(ours, direction: str, dtype: torch.dtype, lmax: int, n: int, device, copy: float) -> dict:
     ls = tuple(range(lmax + 1))
     prepared = ours.prepare(ls, dtype, device)
     dim = (lmax + 1) ** 2
-    width = 3 + (dim if direction != "forward" else 0)
-    set_bytes = n * width * dtype.itemsize
     l2 = torch.cuda.get_device_properties(device).L2_cache_size
-    pool = make_pool(direction, n, dim, dtype, device, pool_size(set_bytes, l2, 8 * 2**30), seed=n)
+    entry = set_bytes(direction, n, dim, dtype.itemsize)
+    pool = make_pool(direction, n, dim, dtype, device, pool_size(entry, l2, 8 * 2**30), seed=n)
     timed, _ = calls(prepared, direction, pool, device)
     moved = bytes_moved(direction, n, ls, str(dtype).split(".")[-1])
     bench = bench_ms(timed, device, 2.0, 10.0)
-    dev = [device_ms(timed, device) for _ in range(3)]
+    dev = [device_times(timed, device)["cupti_ms"] for _ in range(3)]
     cupti = cupti_per_call(timed, device, 40)
-    events = event_per_call(timed, device, 40)
+    events = [1e3 * ms for ms in event_times_ms(timed, device, 40)]
     frac = lambda ms: moved / ms / 1e6 / copy  # noqa: E731
     return {
         "direction": direction,
@@ -90,12 +88,12 @@ def probe(ours, direction: str, dtype: torch.dtype, lmax: int, n: int, device, c
         "n": n,
         "bytes": moved,
         "bench_ms": bench,
-        "device_ms_x3": dev,
+        "cupti_ms_x3": dev,
         "cupti_per_call_us": cupti,
         "event_per_call_us": events,
         "frac_copy": {
             "bench": frac(bench),
-            "device_ms_mean_of_3": frac(statistics.mean(dev)),
+            "cupti_mean_of_3": frac(statistics.mean(dev)),
             "cupti_median": frac(statistics.median(cupti) / 1e3),
             "cupti_first_5_mean": frac(statistics.mean(cupti[:5]) / 1e3),
             "cupti_last_30_median": frac(statistics.median(cupti[10:]) / 1e3),

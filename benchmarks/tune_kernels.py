@@ -232,8 +232,6 @@ def depth_configs(lmax: int, dtype, direction: str) -> list[dict]:
 def fence3_configs(lmax: int, dtype, direction: str) -> list[dict]:
     current = dict(launch.config(direction, lmax, dtype), current=True)
     base = dict(current, current=False, LADDER=True, LOAD_FENCE=3)
-    if direction == "backward":
-        base["WIDE_IO"] = False
     return [current] + [dict(base, BLOCK=b, num_warps=w) for b, w in ((32, 1), (64, 2))]
 
 

@@ -318,7 +318,7 @@ def test_crash_hook_is_inactive_by_default():
 
 
 def test_gpu_time_columns_and_targets():
-    """Points with a measured GPU time (timing.device_ms) get their own columns and target rows; the wall-clock
+    """Points with a measured GPU time (timing.device_times) get their own columns and target rows; the wall-clock
     targets stay as they were."""
     doc = synthetic_doc()
     for p in doc["points"]:

@@ -12,9 +12,9 @@ import torch
 
 from .points import OURS, Point, lset_label
 from .reference import check_rows, reference, rel_err
-from .timing import MAX_GRAPHS, bench_ms, calls, device_times, inputs_of, make_pool, pool_size, probe_ms, sync
+from .timing import MAX_GRAPHS, bench_ms, calls, device_times, make_pool, pool_size, probe_ms, set_bytes, sync
 
-# from this N on, each point's GPU time is also measured (timing.device_ms): the bandwidth targets are set at 2^22
+# from this N on, each point's GPU time is also measured (timing.device_times): the bandwidth targets are set at 2^22
 DEVICE_TIME_MIN_N = 2**20
 
 # max |out - ref| / max |ref| allowed before a point is timed. Ours: float64-exact kernels, float32 computed in
@@ -80,9 +80,9 @@ class Measurer:
             too_big = self._memory_check(p, prepared.out_dim, ours)
             if too_big:
                 return Outcome(p.record("skipped", too_big))
-            set_bytes = self._set_bytes(p, prepared.out_dim)
+            entry = set_bytes(p.direction, p.n, prepared.out_dim, 8 if p.dtype == "float64" else 4)
             cap = MAX_GRAPHS if p.direction == "forward_backward_graph" else None
-            npool = pool_size(set_bytes, self.l2, int(0.3 * self._free_bytes()), cap)
+            npool = pool_size(entry, self.l2, int(0.3 * self._free_bytes()), cap)
             pool = make_pool(p.direction, p.n, prepared.out_dim, dtype, self.device, npool, seed=p.n)
             timed, first = calls(prepared, p.direction, pool, self.device)
             outs = first()
@@ -117,10 +117,6 @@ class Measurer:
             reason = f"{type(e).__name__}: {e}"[:800]
             return Outcome(p.record("error", reason), context_lost=self._context_lost(p, reason))
 
-    def _set_bytes(self, p: Point, out_dim: int) -> int:
-        widths = {"x": 3, "g": out_dim, "w": 3}
-        return p.n * sum(widths[k] for k in inputs_of(p.direction)) * (8 if p.dtype == "float64" else 4)
-
     def _free_bytes(self) -> int:
         if self.device.type != "cuda":
             return 8 * 2**30
@@ -131,7 +127,7 @@ class Measurer:
         item = 8 if p.dtype == "float64" else 4
         width = {"forward": out_dim, "backward": 3}.get(p.direction, out_dim + 3)
         outputs = p.n * width * item
-        need = 2 * self._set_bytes(p, out_dim) + outputs * (1 if ours else 6)
+        need = 2 * set_bytes(p.direction, p.n, out_dim, item) + outputs * (1 if ours else 6)
         free = self._free_bytes()
         if need > self.limits.mem_fraction * free:
             return f"needs about {need / 1e9:.1f} GB, {free / 1e9:.1f} GB free on the device"

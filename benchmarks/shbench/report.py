@@ -142,7 +142,7 @@ def targets(ix: Index, n_big: int = 2**22, n_small: int = 2**12) -> list[dict]:
                     "met": met,
                 }
             )
-            # the same from the GPU time alone (timing.device_ms), where measured: the kernels' own bandwidth
+            # the same from the GPU time alone (timing.device_times), where measured: the kernels' own bandwidth
             dev = {ls: p["device_frac_copy"] for ls, p in fr.items() if p and "device_frac_copy" in p}
             if dev:
                 worst = min(dev, key=dev.get)

@@ -39,6 +39,12 @@ def inputs_of(direction: str) -> tuple[str, ...]:
     return ("x", "g", "w") if direction in ("double_backward", "training") else ("x", "g")
 
 
+def set_bytes(direction: str, n: int, out_dim: int, itemsize: int) -> int:
+    """Bytes of one pool entry: the inputs a direction reads (inputs_of), n rows each."""
+    widths = {"x": 3, "g": out_dim, "w": 3}
+    return n * sum(widths[k] for k in inputs_of(direction)) * itemsize
+
+
 def pool_size(set_bytes: int, l2: int, limit_bytes: int, cap: int | None = None) -> int:
     """Entries so the pool exceeds 1.25 x L2 (at least 2), within `limit_bytes` and `cap`."""
     p = max(2, math.ceil(1.25 * l2 / max(set_bytes, 1)))
@@ -166,22 +172,29 @@ def bench_ms(fn: Callable, device: torch.device, warmup_ms: float, rep_ms: float
     return statistics.median(times)
 
 
-def device_ms(fn: Callable, device: torch.device, calls: int = 10) -> float:
-    """GPU time of one call of `fn` in ms: the smaller of two upper bounds on it (device_times)."""
-    return min(device_times(fn, device, calls).values())
+def event_times_ms(fn: Callable, device: torch.device, calls: int) -> list[float]:
+    """Each of `calls` back-to-back calls of `fn` timed by CUDA events recorded between them, no profiler, in ms."""
+    fn()
+    sync(device)
+    marks = [torch.cuda.Event(enable_timing=True) for _ in range(calls + 1)]
+    marks[0].record()
+    for mark in marks[1:]:
+        fn()
+        mark.record()
+    sync(device)
+    return [a.elapsed_time(b) for a, b in zip(marks, marks[1:])]
 
 
 def device_times(fn: Callable, device: torch.device, calls: int = 10) -> dict[str, float]:
     """Two measures of one call's GPU time in ms, each an upper bound on it; host time enters neither while the GPU
     is the bottleneck, so these are the figures to hold against the copy bandwidth (bench_ms is what a caller waits
-    for, host launch cost included):
+    for, host launch cost included). sh_bench's GPU time is the smaller (measure.Measurer).
 
     - `cupti_ms`: the summed durations of the kernels, memsets and copies of `calls` back-to-back calls, from
       torch.profiler (CUPTI), per call. Host gaps never enter, but the profiler can slow a kernel: the float32 l_max
       8 forward at N = 2^22 reads 456 µs under it and 427 µs by CUDA events, every call, on the H200
       (benchmarks/device_time_probe.py, docs/data/device_time_probe_h200_2026-12-04.json);
-    - `event_ms`: the median of CUDA events recorded between `calls` back-to-back calls, without a profiler. A gap
-      between calls (a host-bound call) enters it.
+    - `event_ms` (CUDA): the median of event_times_ms. A gap between calls (a host-bound call) enters it.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -194,13 +207,7 @@ def device_times(fn: Callable, device: torch.device, calls: int = 10) -> dict[st
     gpu = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     times = {"cupti_ms": sum(e.time_range.elapsed_us() for e in gpu) / calls / 1e3}
     if device.type == "cuda":
-        marks = [torch.cuda.Event(enable_timing=True) for _ in range(calls + 1)]
-        marks[0].record()
-        for mark in marks[1:]:
-            fn()
-            mark.record()
-        sync(device)
-        times["event_ms"] = statistics.median(a.elapsed_time(b) for a, b in zip(marks, marks[1:]))
+        times["event_ms"] = statistics.median(event_times_ms(fn, device, calls))
     return times
 
 
