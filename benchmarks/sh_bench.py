@@ -66,8 +66,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--max-call-ms", type=float, default=250.0, help="skip points predicted slower per call")
     ap.add_argument("--warmup-ms", type=float, default=2.0)
     ap.add_argument("--rep-ms", type=float, default=10.0)
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every point this many times, round after round (within a round the implementations of a "
+        "point run one after another), and record the median round (results.merge_rounds): for host-bound points, "
+        "whose time drifts with the host over seconds",
+    )
     ap.add_argument("--allow-cpu", action="store_true", help="smoke-run the pipeline on CPU (no meaningful numbers)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1, got {args.rounds}")
+    return args
 
 
 def plan(args) -> list[P.Point]:
@@ -152,7 +163,10 @@ def main(argv=None) -> int:
         }
         children = Children(cfg, args.out / "child_logs", extra_env)
         runner = Runner(impls, meta["impls"], children, device, writer, warm, budget)
-        runner.run(pts)
+        for r in range(args.rounds):
+            if args.rounds > 1:
+                print(f"sh_bench: round {r + 1} of {args.rounds}", flush=True)
+            runner.run(pts)
         meta["launches"] = runner.count_launches(sorted({p.ls for p in pts}))
         writer.doc["finished"] = True
     except (_Interrupted, KeyboardInterrupt) as e:
@@ -211,6 +225,7 @@ def _meta(args, device, impls, deadline_s, compile_s, workers, peers_dir, result
                 else ""
             ),
             "float32_compute": launch.FLOAT32_COMPUTE,
+            "rounds": args.rounds,
             "isolation": "each implementation is measured in its own child process; a child that dies, hangs or "
             "breaks its CUDA context costs the point in flight (status 'error', the child's error text as reason) "
             "and that implementation's other points at that N; a fresh child measures the rest",

@@ -191,11 +191,58 @@ def test_schema_accepts_the_synthetic_document_and_flags_breakage():
 def test_writer_is_atomic_and_incremental(tmp_path):
     w = results.Writer(tmp_path / "r.json", {"x": 1}, every_s=3600)
     w.flush(force=True)
-    w.add({"a": 1})  # throttled: not yet on disk
+    rec = P.Point(P.OURS, "forward", (0, 1), "float64", 1024).record("ok", ms=0.5)
+    w.add(rec)  # throttled: not yet on disk
     assert json.loads((tmp_path / "r.json").read_text())["points"] == []
     w.flush(force=True)
-    assert json.loads((tmp_path / "r.json").read_text())["points"] == [{"a": 1}]
+    assert json.loads((tmp_path / "r.json").read_text())["points"] == [rec]
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def _rounds(*states):
+    """Records of one point, one per round: a float is an ok round's ms, a string a status."""
+    p = P.Point("sphericart", "training", (0, 1, 2), "float64", 2**14)
+    out = []
+    for i, s in enumerate(states):
+        if isinstance(s, str):
+            out.append(p.record(s, f"round {i}: {s}"))
+        else:
+            out.append(p.record("ok", ms=s, device_ms=s / 2, seconds=float(i), gbps=1 / s))
+    return out
+
+
+def test_rounds_record_the_median_round_with_every_rounds_time():
+    """sh_bench --rounds: the record of a point is its median round's, every field from that one round; each
+    round's ms in run order beside it; a round that went wrong makes the point wrong; rounds the deadline skipped do
+    not count; one round is the record itself."""
+    one = _rounds(0.7)
+    assert results.merge_rounds(one) is one[0]
+    m = results.merge_rounds(_rounds(0.9, 0.5, 0.7, 2.0, 0.6))
+    assert m["status"] == "ok" and m["ms"] == 0.7 and m["gbps"] == 1 / 0.7 and m["seconds"] == 2.0
+    assert m["rounds"] == 5 and m["rounds_ms"] == [0.9, 0.5, 0.7, 2.0, 0.6]
+    assert m["rounds_device_ms"] == [0.45, 0.25, 0.35, 1.0, 0.3]
+    assert results.merge_rounds(_rounds(0.9, 0.5, 0.7, 2.0))["ms"] == 0.7  # even count: the lower middle
+    late = results.merge_rounds(_rounds(0.9, 0.5, "skipped"))
+    assert late["status"] == "ok" and late["rounds"] == 2 and late["ms"] == 0.5
+    for bad in ("wrong", "error"):
+        m = results.merge_rounds(_rounds(0.9, bad, 0.5))
+        assert m["status"] == bad and m["ms"] is None and m["reason"] == f"round 1: {bad}" and m["rounds"] == 2
+    assert results.merge_rounds(_rounds("skipped", "skipped"))["status"] == "skipped"
+    doc = {"schema": results.SCHEMA, "meta": synthetic_doc()["meta"], "finished": True}
+    doc["points"] = [results.merge_rounds(_rounds(0.9, 0.5, 0.7))]
+    assert results.validate(json.loads(json.dumps(doc))) == []
+
+
+def test_writer_merges_the_rounds_of_a_point(tmp_path):
+    w = results.Writer(tmp_path / "r.json", {"x": 1})
+    other = P.Point(P.OURS, "training", (0, 1, 2), "float64", 2**14).record("ok", ms=0.4)
+    a, b, c = _rounds(0.9, 0.5, 0.7)
+    for rec in (a, other, b, c):
+        w.add(rec)
+    w.flush(force=True)
+    pts = json.loads((tmp_path / "r.json").read_text())["points"]
+    assert len(pts) == 2 and pts[1] == other
+    assert pts[0]["ms"] == 0.7 and pts[0]["rounds_ms"] == [0.9, 0.5, 0.7]
 
 
 def test_tables_and_targets_from_synthetic_result():
@@ -281,6 +328,24 @@ def test_cpu_smoke_run_writes_a_valid_document(tmp_path):
 def _smoke_args(out, impls="equitriton,e3nn"):
     args = ["--out", str(out), "--allow-cpu", "--lsets", "1", "--ns", "2^12", "--impls", impls, "--dtypes", "float64"]
     return args + ["--directions", "forward,forward_backward", "--rep-ms", "1", "--warmup-ms", "0"]
+
+
+def test_cpu_smoke_run_in_rounds_records_each_points_median_round(tmp_path):
+    import sh_bench
+
+    out = tmp_path / "out"
+    assert sh_bench.main(_smoke_args(out) + ["--rounds", "3"]) == 0
+    doc = json.loads((out / "sh_bench.json").read_text())
+    assert results.validate(doc) == [] and doc["meta"]["timing"]["rounds"] == 3
+    ok = [p for p in doc["points"] if p["status"] == "ok"]
+    keys = [results.point_key(p) for p in doc["points"]]
+    assert len(keys) == len(set(keys)) and {p["impl"] for p in ok} == {P.OURS, "e3nn"}
+    for p in ok:
+        assert p["rounds"] == 3 and len(p["rounds_ms"]) == 3 and p["ms"] == sorted(p["rounds_ms"])[1]
+    merged = results.merge([doc, doc])
+    assert "each point the median of 3 rounds" in "\n".join(report._runs_lines(merged["meta"]))
+    with pytest.raises(SystemExit):
+        sh_bench.parse_args(["--out", str(out), "--rounds", "0"])
 
 
 @pytest.mark.parametrize("mode", ["abort", "hang"])

@@ -352,6 +352,7 @@ def _runs_lines(m: dict) -> list[str]:
         out.append(
             f"  - [{i}] {r.get('date_utc')}, {r.get('device')}, copy {r.get('copy_gbps') or 0:.0f} GB/s, "
             f"{r.get('elapsed_s')} s, finished {r.get('finished')}: `{r.get('command')}`"
+            + (f"; each point the median of {r['rounds']} rounds" if (r.get("rounds") or 1) > 1 else "")
             + (f"; only these points taken: `{r['only']}`" if r.get("only") else "")
         )
     return out

@@ -94,17 +94,54 @@ def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def point_key(p: dict) -> tuple:
+    return (p["impl"], p["direction"], p["lset"], p["dtype"], p["n"])
+
+
+# A round's fields that are kept per round on a point measured in several rounds (`rounds_<field>`)
+ROUND_FIELDS = ("ms", "device_ms", "seconds")
+
+
+def merge_rounds(recs: list[dict]) -> dict:
+    """One point measured in several rounds (sh_bench --rounds), as one record. A round that went wrong or failed
+    ("wrong", "error") is the record: a point is not measured when any of its rounds is not right. Otherwise the
+    measured rounds count, rounds skipped (by the deadline) do not: the record is the measured round whose `ms` is
+    the median (the lower middle one for an even count), every field of it that round's own, with each round's
+    `ms`, `device_ms` and `seconds` in run order beside it (`rounds_ms`, ...) and `rounds` (how many were measured)."""
+    if len(recs) == 1:
+        return recs[0]
+    bad = [r for r in recs if r["status"] in ("wrong", "error")]
+    ok = [r for r in recs if r["status"] == "ok"]
+    if bad or not ok:
+        return dict((bad or recs)[0], rounds=len(ok))
+    median = sorted(ok, key=lambda r: r["ms"])[(len(ok) - 1) // 2]
+    out = dict(median, rounds=len(ok))
+    for f in ROUND_FIELDS:
+        if any(f in r for r in ok):
+            out[f"rounds_{f}"] = [r.get(f) for r in ok]
+    return out
+
+
 class Writer:
-    """Holds the document; `flush()` rewrites the file atomically (at most every `every_s` unless forced)."""
+    """Holds the document; `flush()` rewrites the file atomically (at most every `every_s` unless forced). A point
+    added again (a later round of sh_bench --rounds) replaces its record by `merge_rounds` of all its rounds."""
 
     def __init__(self, path: Path, meta: dict, every_s: float = 1.0) -> None:
         self.path = Path(path)
         self.doc = {"schema": SCHEMA, "meta": meta, "points": [], "finished": False}
         self.every_s = every_s
         self._last = 0.0
+        self._rounds: dict[tuple, tuple[int, list[dict]]] = {}  # key -> (index in points, its round records)
 
     def add(self, rec: dict) -> None:
-        self.doc["points"].append(rec)
+        key = point_key(rec)
+        if key in self._rounds:
+            i, recs = self._rounds[key]
+            recs.append(rec)
+            self.doc["points"][i] = merge_rounds(recs)
+        else:
+            self._rounds[key] = (len(self.doc["points"]), [rec])
+            self.doc["points"].append(rec)
         self.flush()
 
     def flush(self, force: bool = False) -> None:
@@ -176,7 +213,7 @@ def merge(docs: list[dict]) -> dict:
     points: dict = {}
     for i, doc in enumerate(docs):
         for p in doc["points"]:
-            key = (p["impl"], p["direction"], p["lset"], p["dtype"], p["n"])
+            key = point_key(p)
             if key not in points or p["status"] == "ok":
                 points[key] = dict(p, run=i)
     meta = dict(docs[-1]["meta"])
@@ -210,6 +247,7 @@ def merge(docs: list[dict]) -> dict:
     meta["runs"] = [
         {k: d["meta"].get(k) for k in ("date_utc", "command", "copy_gbps", "elapsed_s", "only")}
         | {"device": (d["meta"].get("device") or {}).get("name"), "finished": d.get("finished")}
+        | {"rounds": (d["meta"].get("timing") or {}).get("rounds", 1)}
         for d in docs
     ]
     return {
