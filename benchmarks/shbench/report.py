@@ -153,20 +153,19 @@ def targets(ix: Index, n_big: int = 2**22, n_small: int = 2**12) -> list[dict]:
                         "met": min(dev.values()) >= floor and len(dev) == len(fr),
                     }
                 )
-    slower, compared = [], 0
+    ratios = []  # (our time / the peer's, impl, direction, l set, dtype, N)
     for (impl, d, ls, dt, n), p in ix.by.items():
         if impl == OURS or n < 2**14 or p["status"] != "ok":
             continue
         o = ix.ok(OURS, d, ls, dt, n)
-        if o is None:
-            continue
-        compared += 1
-        if p["ms"] < o["ms"]:
-            slower.append((o["ms"] / p["ms"], impl, d, ls, dt, n))
-    fig = f"{compared} peer points compared, ours slower at {len(slower)}"
-    if slower:
-        r, impl, d, ls, dt, n = max(slower)
-        fig += f"; worst {r:.2f}× vs {ix.label(impl)} ({d}, {ls}, {dt}, N={fmt_n(n)})"
+        if o is not None:
+            ratios.append((o["ms"] / p["ms"], impl, d, ls, dt, n))
+    slower = [r for r in ratios if r[0] > 1]
+    fig = f"{len(ratios)} peer points compared, ours slower at {len(slower)}"
+    if ratios:
+        r, impl, d, ls, dt, n = max(ratios)
+        fig += f"; {'worst' if slower else 'closest'} {r:.2f}× vs {ix.label(impl)} ({d}, {ls}, {dt}, N={fmt_n(n)})"
+    compared = len(ratios)
     out.append(
         {
             "target": "faster than every peer at every measured N ≥ 2^14",
