@@ -488,7 +488,12 @@ def render(root: str = ROOT) -> str:
         "float32 l_max 3) now runs on the derivative ladder instead of the nested forward-mode duals counted here "
         "(item 11: the double backward 2.3-4x faster from l_max 3, so the op counts below overstate today's): the "
         "measured columns below are the H100's of that date and the SASS counts those of the kernels compiled then. "
-        "Current measurements, by wall clock and GPU time: `performance.md`.\n"
+        "Current measurements, by wall clock and GPU time: `performance.md`. The SASS of today's ladder double "
+        "backward (`data/sass_double_backward_sm90_triton3.9_2026-12-04.jsonl`, counted against the H200's floors in "
+        "`performance_notes.md`, twenty-sixth session) has 3,504 FP64 instructions per row at float32 l_max 12 where "
+        "the duals counted here need at least 8,499: no floor of today's kernels excludes the 2x "
+        "double-backward target at any l_max, in either dtype, so the float32 impossibility below holds for the "
+        "nested duals only.\n"
     )
     check = [p["sass_fp64"] / p["mix_instr"] for p in pts if "sass_fp64" in p]
     check_text = (
