@@ -343,6 +343,7 @@ def test_cpu_smoke_run_in_rounds_records_each_points_median_round(tmp_path):
     assert len(keys) == len(set(keys)) and {p["impl"] for p in ok} == {P.OURS, "e3nn"}
     for p in ok:
         assert p["rounds"] == 3 and len(p["rounds_ms"]) == 3 and p["ms"] == sorted(p["rounds_ms"])[1]
+    assert "every point measured in 3 rounds, its median round kept" in (out / "summary.md").read_text()
     merged = results.merge([doc, doc])
     assert "each point the median of 3 rounds" in "\n".join(report._runs_lines(merged["meta"]))
     with pytest.raises(SystemExit):

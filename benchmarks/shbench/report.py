@@ -332,6 +332,12 @@ def _meta_lines(ix: Index) -> list[str]:
         f"- date: {m.get('date_utc')}; commit {git.get('commit')}"
         + (" (uncommitted changes)" if git.get("dirty") else ""),
         f"- command: `{m.get('command')}`" + (" (quick subset)" if m.get("quick") else ""),
+        # (a merged page says it run by run, _runs_lines: its runs need not have had the same rounds)
+        *(
+            [f"- every point measured in {rounds} rounds, its median round kept (shbench.results.merge_rounds)"]
+            if (rounds := (m.get("timing") or {}).get("rounds") or 1) > 1 and not m.get("runs")
+            else []
+        ),
         f"- device-to-device copy bandwidth, same run: **{m.get('copy_gbps', 0):.0f} GB/s** (bytes read + written)",
         f"- run finished: {ix.doc.get('finished')}; wall time {m.get('elapsed_s')} s",
     ] + _runs_lines(m)
