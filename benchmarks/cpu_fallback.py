@@ -117,7 +117,7 @@ def _run_chunked(fn, name: str, args: tuple, outs: tuple, rest: tuple, n: int, r
 
 def chunk_scan(lmaxes: list[int], chunks: list[int], n: int = 131072) -> list[dict]:
     """CPU time per point of the fallback bodies (TorchScript, one thread) run over n rows in chunks of each size:
-    what equitriton/ops.py's _CPU_CHUNK table is chosen from. Process CPU time, so other load on the machine
+    what equitriton/fallback.py's _CPU_CHUNK table is chosen from. Process CPU time, so other load on the machine
     matters less than for wall-clock timings."""
     from equitriton.generated import torch_fallback as tf
     from equitriton.kernels import launch
@@ -210,7 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     from e3nn import o3
 
     import equitriton
-    from equitriton import ops
+
+    try:  # the CPU runner; in trees before 2026-12-04 it was part of ops.py
+        from equitriton import fallback as cpu_side
+    except ImportError:
+        from equitriton import ops as cpu_side
 
     meta = {
         "label": args.label,
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "git": git_commit(),
         "cpu": cpu_info(),
         "torch_threads": torch.get_num_threads(),
-        "cpu_chunk": getattr(ops, "_CPU_CHUNK", None),
+        "cpu_chunk": getattr(cpu_side, "_CPU_CHUNK", None),
         "float32_compute": "float64 (equitriton); float32 (e3nn)",
         "loadavg_start": load(),
         "max_outputs": args.max_outputs,

@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     }
     # our forward, layer by layer from the public module down to the generated TorchScript body (l set and settings
     # of the model's module): where the time goes when the caches are cold
-    from equitriton import ops
+    from equitriton import fallback, ops
     from equitriton.generated import torch_fallback as tf
     from equitriton.kernels import launch
 
@@ -121,14 +121,14 @@ def main(argv=None) -> int:
     nid = ops.NORMALIZATION_IDS[ours.normalization]
     offs, dim = launch.offsets(ls)
     f64 = launch.compute_f64(x.dtype, max(ls))
-    xd = ops._up(x.detach(), f64)  # what _cpu_forward hands the bound body
-    small = xd.shape[0] <= ops._CPU_SMALL_ROWS["forward"][max(ls)]
-    impl = ops._bound(tf.forward, (ls, offs, dim, normalize, nid), f64, small)
+    xd = fallback._up(x.detach(), f64)  # what fallback.cpu_forward hands the bound body
+    small = xd.shape[0] <= fallback._CPU_SMALL_ROWS["forward"][max(ls)]
+    impl = fallback._bound(tf.forward, (ls, offs, dim, normalize, nid), f64, small)
     layers = {
         "module (public API)": lambda: ours(x),
         "ops.sh_eager (autograd.Function)": lambda: ops.sh_eager(x, ls, normalize, nid),
-        "ops._cpu_forward (fallback dispatch)": lambda: ops._cpu_forward(xd, ls, normalize, nid),
-        "bound body (ops._bound)": lambda: impl(xd, None),
+        "fallback.cpu_forward (fallback dispatch)": lambda: fallback.cpu_forward(xd, ls, normalize, nid),
+        "bound body (fallback._bound)": lambda: impl(xd, None),
     }
     chain = {k: {"warm_us": _median_us(f, 400), "cold_us": _median_us(f, 400, other_work)} for k, f in layers.items()}
     res = {

@@ -32,7 +32,7 @@ except at l_max <= 1: there is no recurrence there (Y_0 is a constant, Y_1 = c u
 accurate as e3nn's float32 (max error over 1e5 points, measured 2026-11-29: Y 0.55-0.97x e3nn's, dY/dx 0.5-1.0x),
 and both the fallback and the kernels evaluate it in float32 (`launch.NATIVE_F32_MAX_L`).
 
-How it runs (`_fallback` in `equitriton/ops.py`): rows go in chunks whose temporaries stay in L2 (`_CPU_CHUNK`, by
+How it runs (`_fallback` in `equitriton/fallback.py`): rows go in chunks whose temporaries stay in L2 (`_CPU_CHUNK`, by
 direction and l_max: 16384 rows, 8192 at high l; from the CPU-time scan below; none at l_max <= 1, whose few ops run
 on whole arrays on torch's own OpenMP threads), each chunk written straight into the output. In eager mode the
 bodies run in the TorchScript interpreter (compiled once per process, on first use; `EQUITRITON_CPU_SCRIPT=0` keeps
@@ -86,9 +86,9 @@ cost ~30 us a call, more than the l = 1 body on 1,000 rows. The bits are the cus
 derivatives included (tests/test_eager_path.py); torch.compile, export, AOTInductor, TorchScript, `jit.trace`,
 dispatch/torch-function modes and fake tensors keep the custom ops (on GPUs and under `TRITON_INTERPRET=1` the same
 eager path launches the Triton kernels). The arguments each body needs (coefficient table, output offsets) are
-bound once per l set (`ops._bound`). Small calls with grad skip the Function: at l_max 2-3 (up to 2,048 / 1,024
-rows, `ops._CPU_AUTOGRAD_ROWS`) the stacked-monomial forward, at l_max 1 with normalize (up to 4,096 rows) the
-`_forward_l1` ops, run as plain torch ops and torch's autograd differentiates them (`ops._small_autograd`), which
+bound once per l set (`fallback._bound`). Small calls with grad skip the Function: at l_max 2-3 (up to 2,048 / 1,024
+rows, `fallback._CPU_AUTOGRAD_ROWS`) the stacked-monomial forward, at l_max 1 with normalize (up to 4,096 rows) the
+`_forward_l1` ops, run as plain torch ops and torch's autograd differentiates them (`fallback.small_autograd`), which
 saves the Python backward (1 thread, float64, forward + backward through the public API, 2026-11-30: l_max 2 at 512
 rows 214 us against 245 us through the Function and 212 us for e3nn; l_max 1 at 1,000 rows 86 us against 156 us and
 125 us). Y keeps the op's bits, its derivatives agree to rounding and exist to any order; calls with a zero row (with
@@ -102,7 +102,7 @@ stays in its row without the check below.
 
 Small l (`_forward_small`, `_backward_small`, generated with exact coefficients of the expanded polynomials): at
 l_max 1 (backward) at any row count, and at l_max 2-3 for calls of up to 1,536 / 768 rows (forward) and 1,792 / 1,536
-rows (backward) (`ops._CPU_SMALL_ROWS`, the crossovers with the per-term bodies in best-of timings of the TorchScript
+rows (backward) (`fallback._CPU_SMALL_ROWS`, the crossovers with the per-term bodies in best-of times of the TorchScript
 bodies on one thread, re-measured on 2026-11-30 after the folding), Y = b + M C and dL/du = sum over monomials of
 M1 * (dL/dY E), with M the distinct monomials of the direction of degree 1..l_max (3 + 6 + 10 at l_max 3; before
 2026-11-30 all 3 + 9 + 27 ordered products, which doubled the matrix product) stacked in one tensor: about 10 ops

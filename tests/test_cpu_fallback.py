@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from equitriton import ops
+from equitriton import fallback, ops
 from equitriton.generated import torch_fallback as tf
 from equitriton.kernels import launch
 
@@ -38,7 +38,7 @@ def _all_orders(x: torch.Tensor, ls, normalize: bool, normalization: int = 0):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of 700 rows: a few thousand rows run as many chunks (and over threads where there are several)."""
-    monkeypatch.setattr(ops, "_CPU_CHUNK", {k: (700,) * 13 for k in ops._CPU_CHUNK})
+    monkeypatch.setattr(fallback, "_CPU_CHUNK", {k: (700,) * 13 for k in fallback._CPU_CHUNK})
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def threads(request):
 def test_chunks_and_threads_match_one_call(monkeypatch, threads, dtype, normalize):
     x = _points(2900, dtype)
     one = _all_orders(x, LS, normalize, 2)  # 2900 rows: a single call with the default table
-    monkeypatch.setattr(ops, "_CPU_CHUNK", {k: (700,) * 13 for k in ops._CPU_CHUNK})
+    monkeypatch.setattr(fallback, "_CPU_CHUNK", {k: (700,) * 13 for k in fallback._CPU_CHUNK})
     chunked = _all_orders(x, LS, normalize, 2)
     for a, b in zip(one, chunked):
         assert a.dtype == b.dtype == dtype and a.shape == b.shape
@@ -185,19 +185,19 @@ def test_small_l_bodies_match_the_per_term_bodies(ls, normalize, normalization):
     """l_max <= 3, few rows: the stacked-monomial bodies (_forward_small, _backward_small) give the per-term bodies'
     numbers to rounding, zero vector included, and the ops take them below the row thresholds."""
     n = 300
-    assert n <= min(r for rows in ops._CPU_SMALL_ROWS.values() for r in rows[1:])
+    assert n <= min(r for rows in fallback._CPU_SMALL_ROWS.values() for r in rows[1:])
     x = _points(n)
     offs, dim = launch.offsets(ls)
     g = torch.randn(n, dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     rest = (ls, list(offs), dim, normalize, normalization)
     for fn, args in ((tf.forward, (x,)), (tf.backward, (x, g))):
-        small = ops._bound(fn, rest, True, True)(*args, None)
-        term = ops._bound(fn, rest, True, False)(*args, None)
+        small = fallback._bound(fn, rest, True, True)(*args, None)
+        term = fallback._bound(fn, rest, True, False)(*args, None)
         assert small.shape == term.shape
         scale = term.abs().max().clamp_min(1e-300)
         assert ((small - term).abs().max() / scale).item() <= 1e-14
     y = torch.ops.equitriton.sh_forward(x, ls, normalize, normalization)
-    assert torch.equal(y, ops._bound(tf.forward, rest, True, True)(x, None))
+    assert torch.equal(y, fallback._bound(tf.forward, rest, True, True)(x, None))
 
 
 @pytest.mark.parametrize("ls", [[0], [1], [0, 1], [1, 0, 1], [1, 1, 0, 0]])
@@ -213,8 +213,8 @@ def test_l1_forward_body_matches_the_per_term_body(ls, normalize, normalization)
     x[17, 2] = float("nan")
     offs, dim = launch.offsets(ls)
     rest = (ls, list(offs), dim, normalize, normalization)
-    l1 = ops._bound(tf.forward, rest, True, True)(x, None)
-    term = ops._bound(tf.forward, rest, True, False)(x, None)
+    l1 = fallback._bound(tf.forward, rest, True, True)(x, None)
+    term = fallback._bound(tf.forward, rest, True, False)(x, None)
     assert torch.equal(torch.isnan(l1), torch.isnan(term))
     assert torch.isnan(l1[17]).any() == (1 in ls) and not torch.isnan(l1[torch.arange(n) != 17]).any()
     ok = ~torch.isnan(term)
@@ -224,7 +224,7 @@ def test_l1_forward_body_matches_the_per_term_body(ls, normalize, normalization)
     )
     y32 = torch.ops.equitriton.sh_forward(x.float(), ls, normalize, normalization)
     f64 = ops.launch.compute_f64(torch.float32, max(ls))  # float32 is evaluated natively at l_max <= 1
-    want32 = ops._bound(tf.forward, rest, f64, True)(ops._up(x.float(), f64), None).float()
+    want32 = fallback._bound(tf.forward, rest, f64, True)(fallback._up(x.float(), f64), None).float()
     torch.testing.assert_close(y32, want32, rtol=0, atol=0, equal_nan=True)
 
 
@@ -245,7 +245,7 @@ def test_small_l_bodies_keep_nonfinite_values_in_place(normalize):
     rows = torch.ones(n, dtype=torch.bool)
     rows[[7, 9, 11]] = False
     for fn, clean, dirty in ((tf.forward, (x,), (bad,)), (tf.backward, (x, g), (bad, gbad))):
-        small, term = ops._bound(fn, rest, True, True), ops._bound(fn, rest, True, False)
+        small, term = fallback._bound(fn, rest, True, True), fallback._bound(fn, rest, True, False)
         a, b, t = small(*clean, None), small(*dirty, None), term(*dirty, None)
         assert torch.equal(a[rows], b[rows])
         for r in (7, 9, 11):
@@ -272,12 +272,12 @@ def test_blocked_transposing_copies(width, n):
 
 
 def test_chunk_threads_restore_the_thread_count():
-    """Calls split over chunk threads run each thread's ops serially (ops._chunks) and leave the caller's
+    """Calls split over chunk threads run each thread's ops serially (fallback._chunks) and leave the caller's
     torch.get_num_threads() as it was; the result is the single-call body's."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        n = 3 * ops._CPU_CHUNK["forward"][2] + 7
+        n = 3 * fallback._CPU_CHUNK["forward"][2] + 7
         x = _points(n)
         ls = [0, 1, 2]
         offs, dim = launch.offsets(ls)

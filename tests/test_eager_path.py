@@ -2,7 +2,7 @@
 should be, gives the custom op's bits for Y and its first and second derivatives (CPU fallback here; the Triton
 kernels under TRITON_INTERPRET=1 in a subprocess; CUDA in test_cuda.py), and everything traced, compiled or scripted
 still records the custom op. On CPU, small calls at l_max 2-3 with grad differentiate the small body with torch's
-autograd (ops._small_autograd): the op's bits for Y, its derivatives to rounding."""
+autograd (fallback.small_autograd): the op's bits for Y, its derivatives to rounding."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from equitriton import harmonics, ops
 pytestmark = pytest.mark.skipif(ops.use_triton(torch.device("cpu")), reason="CPU runs the Triton interpreter here")
 REPO = Path(__file__).resolve().parent.parent
 
-LS = [0, 1, 2, 4, 1]  # l_max 4: the autograd.Function (l_max 2-3 at small N take ops._small_autograd, below)
+LS = [0, 1, 2, 4, 1]  # l_max 4: the autograd.Function (l_max 2-3 at small N take fallback.small_autograd, below)
 
 
 def _x(n=37, dtype=torch.float64, seed=0, grad=True, zero=True):
@@ -307,7 +307,7 @@ def test_small_autograd_taken_where_it_should_be():
 @pytest.mark.parametrize("normalization", ["integral", "component", "norm"])
 def test_small_autograd_matches_the_op(ls, dtype, normalize, normalization):
     """Y bit for bit; dY/dx (a zero vector included, without normalize) and both second derivatives to rounding
-    (l_max 2-3: the stacked monomials; l_max 1: ops._l1_autograd)."""
+    (l_max 2-3: the stacked monomials; l_max 1: fallback._l1_autograd)."""
     nid = harmonics.normalization_id(normalization)
     gen = torch.Generator().manual_seed(9)
     g = torch.randn(41, sum(2 * l + 1 for l in ls), generator=gen, dtype=torch.float64).to(dtype)

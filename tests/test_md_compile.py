@@ -57,7 +57,7 @@ def nequip_compile(src, out, mode: str, env: dict, modifiers=(MODIFIER_NAME,), d
         tail = (proc.stdout + proc.stderr)[-4000:]
         if "Constraints violated (num_edges)" in tail:
             pytest.xfail(
-                "equitriton's CPU fallback branches on the row count (row chunking in equitriton/ops.py), which "
+                "equitriton's CPU fallback branches on the row count (row chunking in equitriton/fallback.py), which "
                 "torch.export turns into a num_edges guard: the fallback must not chunk when the count is symbolic"
             )
         pytest.fail(f"nequip-compile failed (exit code {proc.returncode}):\n{tail}")
