@@ -263,8 +263,8 @@ def _fallback(fn, n: int, *args):
 
 
 # ------------------------------------------------------------------------------------------------ CPU (torch fallback)
-# The CPU bodies of the three ops, shared by the ops themselves and by the eager CPU path below (the same code, so
-# the same bits).
+# The CPU bodies of the three ops, shared by the ops themselves and by ops' eager path (the same code, so the same
+# bits).
 def cpu_forward(x: Tensor, ls: List[int], normalize: bool, normalization: int) -> Tensor:
     offs, dim = launch.offsets(ls)
     flat = x.dim() == 2  # (N, 3) in, (N, dim) out: no reshapes (each costs ~1 us on a small call)
