@@ -438,7 +438,7 @@ def test_merge_newest_ok_point_wins_and_keeps_every_runs_implementations():
     new["points"] = [dict(p, ms=p["ms"] / 2) for p in new["points"] if p["impl"] == P.OURS and p["status"] == "ok"]
     new["points"][0] = dict(new["points"][0], status="error", reason="boom", ms=None)
     merged = results.merge([old, new])
-    by = {(p["impl"], p["direction"], p["lset"], p["dtype"], p["n"]): p for p in merged["points"]}
+    by = {results.point_key(p): p for p in merged["points"]}
     first = new["points"][0]
     kept = by[(first["impl"], first["direction"], first["lset"], first["dtype"], first["n"])]
     assert kept["status"] == "ok" and kept["run"] == 0  # a failed re-measurement does not replace an ok point
