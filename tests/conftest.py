@@ -98,3 +98,15 @@ def md_fresh_model():
     """Builder of small untrained NequIP / Allegro models from nequip's builders:
     ``build(kind, model_dtype, l_max=2)``."""
     return _fresh_model
+
+
+@pytest.fixture
+def float64_default():
+    """torch's default dtype set to float64 for the test: nequip's from_ase builds positions in the default dtype, and
+    the md tests' models are float64 ones."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

@@ -31,12 +31,7 @@ PROPS_PERIODIC = ("energy", "free_energy", "energies", "forces", "stress")
 PROPS_CLUSTER = ("energy", "free_energy", "energies", "forces")
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def run_nequip_compile(src, out, mode: str, env: dict, modifiers=(MODIFIER_NAME,), device: str = "cpu"):

@@ -14,12 +14,7 @@ from md_plugin.fast_step import DeviceStep
 pytest.importorskip("vesin_torch")
 
 
-@pytest.fixture(autouse=True)
-def float64_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 def _systems():
